@@ -1,0 +1,1130 @@
+'use strict';
+
+// The JS face of the executor: a small EventEmitter wrapper over the native core.
+//
+// What lives where (see README "Design"):
+// - Rust (`NativeExecutor`): the queue, every execution's state, the slots, retention,
+//   timers, the keep-alive. Every scheduling decision is a synchronous call into it; the hot
+//   calls (`submit`, `settle`) take and return plain numbers.
+// - Here: the agent registry, the values that must stay JS values (tasks, options, results,
+//   errors, callbacks, promise resolvers, AbortControllers) keyed by numeric id, and events.
+
+const { EventEmitter } = require('node:events');
+const binding = require('../binding.js');
+const { coded, describe, messageOf, typeError } = require('./errors.js');
+const { parseConfig, integer, isPlainObject, MAX_MS } = require('./config.js');
+const { ResourceMonitor } = require('./monitor.js');
+
+const MODE_NAMES = ['fire-and-forget', 'async-callback', 'watched', 'execute', 'aggregate'];
+const M_FIRE = 0;
+const M_CALLBACK = 1;
+const M_WATCHED = 2;
+const M_EXECUTE = 3;
+const M_AGGREGATE = 4;
+const DEFAULT_LEVEL = ['low', 'medium', 'medium', 'medium', 'medium'];
+
+const STATUS_NAMES = ['queued', 'running', 'completed', 'failed', 'cancelled'];
+
+const K_TIMEOUT = 1;
+const K_PROGRESS = 2;
+const K_GRACE = 3;
+const K_SWEEP = 4;
+const K_SHUTDOWN = 5;
+
+/** Agent starts per event-loop turn before the executor yields (setImmediate). */
+const START_BUDGET = 1024;
+/** Settles between two collections of ids that retention dropped. */
+const EVICT_BATCH = 1024;
+
+const ID_PREFIX = 'exec-';
+const extId = (id) => ID_PREFIX + id;
+
+function parseId(value) {
+  if (typeof value !== 'string' || !value.startsWith(ID_PREFIX)) return 0;
+  const n = Number(value.slice(ID_PREFIX.length));
+  return Number.isSafeInteger(n) && n > 0 ? n : 0;
+}
+
+/** One submitted execution: the JS values that belong to it. State lives in Rust. */
+class Execution {
+  constructor(id, mode, agent, task, options, priority) {
+    this.id = id;
+    this.mode = mode;
+    this.agent = agent;
+    this.task = task;
+    this.options = options;
+    this.priority = priority;
+    this.startNow = false;
+    this.done = false;
+    this.status = null; // terminal status name once done
+    this.result = undefined;
+    this.error = undefined;
+    this.resolve = null;
+    this.reject = null;
+    this.callback = null;
+    this.onProgress = null;
+    this.controller = null;
+    this.abortReason = undefined;
+    this.userSignal = null;
+    this.onUserAbort = null;
+    this.waiters = null;
+    this.detail = undefined;
+  }
+}
+
+/** The third argument of every agent. `signal` and `progress` are created on first use. */
+class AgentContext {
+  #ex;
+  #rec;
+  #progress = null;
+
+  constructor(ex, rec) {
+    this.#ex = ex;
+    this.#rec = rec;
+    this.executionId = extId(rec.id);
+    this.agent = rec.agent;
+    this.task = rec.task;
+    this.options = rec.options;
+    this.mode = MODE_NAMES[rec.mode];
+    this.priority = rec.priority;
+    this.attempt = 1;
+  }
+
+  /** A standard AbortSignal, aborted on cancel, timeout and forced shutdown. */
+  get signal() {
+    return this.#ex._signalOf(this.#rec);
+  }
+
+  /** `progress(percent, detail?)`: 0–100, clamped; non-numbers ignored. Safe to destructure. */
+  get progress() {
+    if (this.#progress === null) {
+      const ex = this.#ex;
+      const rec = this.#rec;
+      this.#progress = (percent, detail) => ex._reportProgress(rec, percent, detail);
+    }
+    return this.#progress;
+  }
+}
+
+function rejected(err) {
+  return Promise.reject(err);
+}
+
+class BackgroundExecutor extends EventEmitter {
+  constructor(config) {
+    super();
+    const cfg = parseConfig(config);
+    this.config = cfg;
+    this._levels = cfg.priorityLevels;
+    this._levelNames = [...cfg.priorityLevels.keys()];
+    this._agents = cfg.agents;
+    this._defaultAgent = cfg.defaultAgent;
+    this._defaultTimeout = cfg.defaultTimeoutMs === undefined ? 0 : cfg.defaultTimeoutMs;
+    let lowest = this._levelNames[0];
+    for (const name of this._levelNames) if (this._levels.get(name) < this._levels.get(lowest)) lowest = name;
+    this._modeLevel = DEFAULT_LEVEL.map((name) => (this._levels.has(name) ? name : lowest));
+    this._modePriority = this._modeLevel.map((name) => this._levels.get(name));
+
+    this._recs = new Map();
+    this._native = new binding.NativeExecutor(
+      {
+        maxConcurrent: cfg.maxConcurrentAgents,
+        minConcurrent: cfg.minConcurrentAgents,
+        resultTtlMs: cfg.resultTtlMs,
+        maxRetained: cfg.maxRetainedResults,
+        progressIntervalMs: cfg.progressIntervalMs,
+        cancelGraceMs: cfg.cancelGraceMs,
+        agingMs: cfg.agingMs,
+        levels: [...this._levels.values()],
+        maxCpuPercent: cfg.maxCpuPercent,
+        maxMemoryMb: cfg.maxMemoryMb,
+      },
+      (batch) => this._onTimers(batch),
+    );
+
+    this._budget = START_BUDGET;
+    this._deferred = [];
+    this._yieldScheduled = false;
+    this._resumeDeferred = () => this._runDeferred();
+    this._dirty = new Set();
+    this._flushScheduled = false;
+    this._flushProgress = () => this._emitDirtyProgress();
+    this._settledSinceCollect = 0;
+    this._busy = false;
+    this._idleWaiters = [];
+    this._initialized = false;
+    this._closing = false;
+    this._shutdownPromise = null;
+    this._shutdownResolve = null;
+    this._shutdownDone = false;
+    this._throttleEpisode = false;
+    this._aggregations = 0;
+
+    this.resourceMonitor = new ResourceMonitor({
+      interval: cfg.monitorIntervalMs,
+      cpuThreshold: cfg.maxCpuPercent,
+      memoryThreshold: cfg.maxMemoryMb,
+    });
+    this._onSample = (sample) => this._applySample(sample);
+    this._onThreshold = (data) => this._emit('resource-threshold-exceeded', data);
+    this.resourceMonitor.on('sample', this._onSample);
+    this.resourceMonitor.on('threshold-exceeded', this._onThreshold);
+  }
+
+  // ----- lifecycle ---------------------------------------------------------------------
+
+  /** Starts the resource monitor. Idempotent; resolves to the executor. */
+  initialize() {
+    if (!this._initialized && !this._closing) {
+      this._initialized = true;
+      this.resourceMonitor.start();
+      this._emit('initialized', {
+        maxConcurrentAgents: this._native.counts().maxConcurrent,
+        priorityLevels: Object.fromEntries(this._levels),
+      });
+    }
+    return Promise.resolve(this);
+  }
+
+  // ----- agents ------------------------------------------------------------------------
+
+  registerAgent(name, fn) {
+    if (typeof name !== 'string' || name === '') {
+      throw typeError(`registerAgent: name must be a non-empty string, got ${describe(name)}`);
+    }
+    if (typeof fn !== 'function') throw typeError(`registerAgent: agent must be a function, got ${describe(fn)}`);
+    this._agents.set(name, fn);
+    return this;
+  }
+
+  unregisterAgent(name) {
+    if (typeof name !== 'string' || name === '') {
+      throw typeError(`unregisterAgent: name must be a non-empty string, got ${describe(name)}`);
+    }
+    return this._agents.delete(name);
+  }
+
+  /**
+   * The old extension point. The default resolves the agent (registry, then defaultAgent)
+   * and calls it; a subclass or instance that overrides it is called instead, with
+   * `{ id, executionId, agent, task, options, mode, priority, context, signal }`.
+   */
+  spawnAgentProcess(execution) {
+    return this._callAgent(execution.agent, execution.task, execution.options, execution.context);
+  }
+
+  _callAgent(agent, task, options, context) {
+    const fn = this._agents.get(agent);
+    if (fn !== undefined) return fn(task, options, context);
+    if (this._defaultAgent !== undefined) return this._defaultAgent(agent, task, options, context);
+    throw coded(Error, 'ERR_AGENT_NOT_FOUND', `No agent registered for ${JSON.stringify(agent)}`, { agent });
+  }
+
+  // ----- submission --------------------------------------------------------------------
+
+  fireAndForget(agent, task, options) {
+    return this._submitReturningId(M_FIRE, agent, task, options, null);
+  }
+
+  executeWithCallback(agent, task, callback, options) {
+    if (callback !== undefined && callback !== null && typeof callback !== 'function') {
+      return rejected(typeError(`callback must be a function, null or undefined, got ${describe(callback)}`));
+    }
+    return this._submitReturningId(M_CALLBACK, agent, task, options, callback || null);
+  }
+
+  executeWatched(agent, task, options) {
+    return this._submitReturningId(M_WATCHED, agent, task, options, null);
+  }
+
+  /** Runs one execution and resolves with the agent's own return value. */
+  execute(agent, task, options) {
+    let rec;
+    try {
+      rec = this._submit(M_EXECUTE, agent, task, options);
+    } catch (err) {
+      return rejected(err);
+    }
+    return new Promise((resolve, reject) => {
+      rec.resolve = resolve;
+      rec.reject = reject;
+      this._admit(rec);
+    });
+  }
+
+  _submitReturningId(mode, agent, task, options, callback) {
+    let rec;
+    try {
+      rec = this._submit(mode, agent, task, options);
+    } catch (err) {
+      return rejected(err);
+    }
+    rec.callback = callback;
+    const started = this._admit(rec);
+    return Promise.resolve({
+      executionId: extId(rec.id),
+      mode: MODE_NAMES[mode],
+      status: rec.done ? rec.status : started ? 'running' : 'queued',
+    });
+  }
+
+  /** Validates and registers a submission with the native core (not yet started). */
+  _submit(mode, agent, task, options) {
+    if (typeof agent !== 'string' || agent === '') {
+      throw typeError(`agent must be a non-empty string, got ${describe(agent)}`);
+    }
+    if (typeof task !== 'string') throw typeError(`task must be a string, got ${describe(task)}`);
+    let level = this._modeLevel[mode];
+    let priority = this._modePriority[mode];
+    let timeout = this._defaultTimeout;
+    if (options !== undefined && options !== null) {
+      if (typeof options !== 'object') throw typeError(`options must be an object, got ${describe(options)}`);
+      const p = options.priority;
+      if (p !== undefined) {
+        priority = typeof p === 'string' ? this._levels.get(p) : undefined;
+        if (priority === undefined) {
+          throw coded(
+            RangeError,
+            'ERR_UNKNOWN_PRIORITY',
+            `options.priority must be one of ${this._levelNames.map((n) => JSON.stringify(n)).join(', ')}, got ${describe(p)}`,
+          );
+        }
+        level = p;
+      }
+      if (options.timeout !== undefined && options.timeout !== null) {
+        timeout = integer('options.timeout', options.timeout, 1, MAX_MS, 0);
+      }
+      const signal = options.signal;
+      if (signal !== undefined && signal !== null && !(signal instanceof AbortSignal)) {
+        throw typeError(`options.signal must be an AbortSignal, got ${describe(signal)}`);
+      }
+      const onProgress = options.onProgress;
+      if (onProgress !== undefined && onProgress !== null && typeof onProgress !== 'function') {
+        throw typeError(`options.onProgress must be a function, got ${describe(onProgress)}`);
+      }
+    }
+    const r = this._native.submit(mode, mode === M_WATCHED, priority, timeout);
+    if (r === 0) {
+      throw coded(Error, 'ERR_EXECUTOR_SHUT_DOWN', 'The executor has been shut down; no new executions are accepted');
+    }
+    const id = r > 0 ? r : -r;
+    const rec = new Execution(id, mode, agent, task, options === null ? undefined : options, level);
+    rec.startNow = r > 0;
+    this._recs.set(id, rec);
+    this._busy = true;
+    return rec;
+  }
+
+  /** Emits the submission events, wires the caller's signal, starts if the core said so. */
+  _admit(rec) {
+    const startNow = rec.startNow;
+    const options = rec.options;
+    if (options !== undefined) {
+      if (typeof options.onProgress === 'function') rec.onProgress = options.onProgress;
+      const signal = options.signal;
+      if (signal) {
+        if (signal.aborted) {
+          this._cancelRec(rec, this._cancelledError(rec, signal.reason));
+          return false;
+        }
+        rec.userSignal = signal;
+        rec.onUserAbort = () => this._cancelRec(rec, this._cancelledError(rec, signal.reason));
+        signal.addEventListener('abort', rec.onUserAbort, { once: true });
+      }
+    }
+    if (this._events['execution-queued'] !== undefined) {
+      const position = startNow ? 0 : this._native.queuePosition(rec.id);
+      this._emit('execution-queued', {
+        executionId: extId(rec.id),
+        agent: rec.agent,
+        task: rec.task,
+        mode: MODE_NAMES[rec.mode],
+        priority: rec.priority,
+        queuePosition: position,
+        queueLength: this._native.counts().queued,
+      });
+    }
+    if (rec.mode < M_EXECUTE) {
+      const name = rec.mode === M_FIRE ? 'fire-and-forget-started' : rec.mode === M_CALLBACK ? 'async-callback-started' : 'watched-started';
+      if (this._events[name] !== undefined) {
+        this._emit(name, { executionId: extId(rec.id), agent: rec.agent, task: rec.task, priority: rec.priority });
+      }
+    }
+    if (startNow) this._launch(rec);
+    return startNow;
+  }
+
+  // ----- running -----------------------------------------------------------------------
+
+  /** Starts an execution the core has marked running; yields to the event loop when due. */
+  _launch(rec) {
+    if (this._deferred.length > 0 || this._budget <= 0) {
+      this._deferred.push(rec);
+      if (!this._yieldScheduled) {
+        this._yieldScheduled = true;
+        setImmediate(this._resumeDeferred);
+      }
+      return;
+    }
+    this._budget--;
+    this._run(rec);
+  }
+
+  _runDeferred() {
+    this._yieldScheduled = false;
+    this._budget = START_BUDGET;
+    const list = this._deferred;
+    this._deferred = [];
+    for (let i = 0; i < list.length; i++) {
+      if (this._budget <= 0) {
+        // Keep the rest, in order, for the next turn.
+        this._deferred = list.slice(i).concat(this._deferred);
+        if (!this._yieldScheduled) {
+          this._yieldScheduled = true;
+          setImmediate(this._resumeDeferred);
+        }
+        return;
+      }
+      this._budget--;
+      this._run(list[i]);
+    }
+  }
+
+  _launchAll(ids) {
+    for (let i = 0; i < ids.length; i++) {
+      const rec = this._recs.get(ids[i]);
+      if (rec !== undefined) this._launch(rec);
+    }
+  }
+
+  _run(rec) {
+    if (rec.done) {
+      // Cancelled between the core's start decision and this turn: give the slot back.
+      this._release(rec);
+      return;
+    }
+    const ctx = new AgentContext(this, rec);
+    if (this._events['execution-started'] !== undefined) {
+      this._emit('execution-started', {
+        executionId: ctx.executionId,
+        agent: rec.agent,
+        task: rec.task,
+        mode: ctx.mode,
+        priority: rec.priority,
+      });
+    }
+    let value;
+    try {
+      if (this.spawnAgentProcess !== BASE_SPAWN) {
+        value = this.spawnAgentProcess({
+          id: ctx.executionId,
+          executionId: ctx.executionId,
+          agent: rec.agent,
+          task: rec.task,
+          options: rec.options,
+          mode: ctx.mode,
+          priority: rec.priority,
+          context: ctx,
+          signal: ctx.signal,
+        });
+      } else {
+        const fn = this._agents.get(rec.agent);
+        value = fn !== undefined ? fn(rec.task, rec.options, ctx) : this._callAgent(rec.agent, rec.task, rec.options, ctx);
+      }
+    } catch (err) {
+      value = Promise.reject(err);
+    }
+    Promise.resolve(value).then(
+      (v) => this._settle(rec, true, v),
+      (e) => this._settle(rec, false, e),
+    );
+  }
+
+  /** The agent settled (or a deferred start was dropped): free the slot, start the next. */
+  _settle(rec, ok, value) {
+    const pre = rec.waiters !== null && !rec.done ? this._native.view(rec.id) : null;
+    const next = this._native.settle(rec.id, ok);
+    if (!rec.done) {
+      if (ok) this._complete(rec, value, pre);
+      else this._end(rec, 'failed', value, pre);
+    }
+    if (next > 0) {
+      const nextRec = this._recs.get(next);
+      if (nextRec !== undefined) this._launch(nextRec);
+    } else if (next === -1) {
+      this._onIdle();
+    }
+    if (++this._settledSinceCollect >= EVICT_BATCH) this._collectEvicted();
+  }
+
+  _release(rec) {
+    const next = this._native.settle(rec.id, false);
+    if (next > 0) {
+      const nextRec = this._recs.get(next);
+      if (nextRec !== undefined) this._launch(nextRec);
+    } else if (next === -1) {
+      this._onIdle();
+    }
+  }
+
+  _complete(rec, value, pre) {
+    rec.done = true;
+    rec.status = 'completed';
+    rec.result = value;
+    if (rec.userSignal !== null) this._unwireSignal(rec);
+    const events = this._events;
+    if (events['execution-completed'] !== undefined || (rec.mode === M_WATCHED && events['progress-update'] !== undefined)) {
+      const executionId = extId(rec.id);
+      const duration = this._durationOf(rec, pre);
+      this._emit('execution-completed', {
+        executionId,
+        agent: rec.agent,
+        task: rec.task,
+        mode: MODE_NAMES[rec.mode],
+        result: value,
+        duration,
+      });
+      if (rec.mode === M_WATCHED) {
+        this._dirty.delete(rec);
+        this._emit('progress-update', {
+          executionId,
+          agent: rec.agent,
+          progress: 100,
+          status: 'completed',
+          duration,
+          detail: rec.detail,
+        });
+      }
+    }
+    switch (rec.mode) {
+      case M_EXECUTE:
+        rec.resolve(value);
+        break;
+      case M_CALLBACK:
+        if (rec.callback !== null) this._callBack(rec, null, value);
+        break;
+      default:
+        break;
+    }
+    if (rec.waiters !== null) this._notifyWaiters(rec, pre);
+  }
+
+  /** Ends an execution as failed or cancelled, with the original error object. */
+  _end(rec, status, err, pre) {
+    rec.done = true;
+    rec.status = status;
+    rec.error = err;
+    if (rec.userSignal !== null) this._unwireSignal(rec);
+    const event = status === 'cancelled' ? 'execution-cancelled' : 'execution-failed';
+    const watchedListener = rec.mode === M_WATCHED && this._events['progress-update'] !== undefined;
+    if (this._events[event] !== undefined || watchedListener) {
+      const executionId = extId(rec.id);
+      const duration = this._durationOf(rec, pre);
+      const message = messageOf(err);
+      const code = err !== null && typeof err === 'object' && typeof err.code === 'string' ? err.code : undefined;
+      this._emit(event, {
+        executionId,
+        agent: rec.agent,
+        task: rec.task,
+        mode: MODE_NAMES[rec.mode],
+        error: message,
+        errorObject: err,
+        code,
+        duration,
+      });
+      if (watchedListener) {
+        this._dirty.delete(rec);
+        const v = this._native.view(rec.id);
+        this._emit('progress-update', {
+          executionId,
+          agent: rec.agent,
+          progress: v !== null ? v.progress : pre !== null ? pre.progress : 0,
+          status,
+          duration,
+          detail: rec.detail,
+        });
+      }
+    }
+    switch (rec.mode) {
+      case M_EXECUTE:
+        rec.reject(err);
+        break;
+      case M_CALLBACK:
+        if (rec.callback !== null) this._callBack(rec, err, undefined);
+        break;
+      default:
+        break;
+    }
+    if (rec.waiters !== null) this._notifyWaiters(rec, pre);
+  }
+
+  _durationOf(rec, pre) {
+    const d = this._native.durationOf(rec.id);
+    if (d >= 0) return d;
+    return pre !== null ? pre.duration : 0;
+  }
+
+  _callBack(rec, err, value) {
+    try {
+      rec.callback(err, value);
+    } catch (error) {
+      this._emit('callback-error', { executionId: extId(rec.id), agent: rec.agent, error });
+    }
+  }
+
+  // ----- signals, cancellation, progress -----------------------------------------------
+
+  _signalOf(rec) {
+    if (rec.controller === null) {
+      rec.controller = new AbortController();
+      if (rec.abortReason !== undefined) rec.controller.abort(rec.abortReason);
+    }
+    return rec.controller.signal;
+  }
+
+  _abort(rec, reason) {
+    rec.abortReason = reason;
+    if (rec.controller !== null && !rec.controller.signal.aborted) rec.controller.abort(reason);
+  }
+
+  _unwireSignal(rec) {
+    rec.userSignal.removeEventListener('abort', rec.onUserAbort);
+    rec.userSignal = null;
+    rec.onUserAbort = null;
+  }
+
+  _cancelledError(rec, cause) {
+    const err = coded(Error, 'ERR_EXECUTION_CANCELLED', `Execution ${extId(rec.id)} (${rec.agent}) was cancelled`, {
+      executionId: extId(rec.id),
+      agent: rec.agent,
+    });
+    if (cause !== undefined) err.cause = cause;
+    return err;
+  }
+
+  /** Cancels `rec` if it is queued or running; returns the core's outcome code. */
+  _cancelRec(rec, err) {
+    const pre = rec.waiters !== null ? this._native.view(rec.id) : null;
+    const code = this._native.cancel(rec.id);
+    if (code === 2 || code === 3) {
+      if (code === 3) this._abort(rec, err);
+      this._end(rec, 'cancelled', err, pre);
+      this._launchAll(this._native.pump());
+      this._checkIdle();
+    }
+    return code;
+  }
+
+  /**
+   * Cancels a queued or running execution. A running one is cancelled at once (its signal
+   * aborted, its late result discarded); its slot is freed when its agent settles or after
+   * `cancelGraceMs`, whichever comes first.
+   */
+  cancelExecution(executionId) {
+    if (typeof executionId !== 'string') {
+      return rejected(typeError(`executionId must be a string, got ${describe(executionId)}`));
+    }
+    const id = parseId(executionId);
+    const rec = id === 0 ? undefined : this._recs.get(id);
+    if (rec === undefined) return Promise.resolve({ success: false, error: 'Execution not found' });
+    const code = this._cancelRec(rec, this._cancelledError(rec));
+    if (code === 2 || code === 3) {
+      return Promise.resolve({ success: true, executionId, previousStatus: code === 2 ? 'queued' : 'running' });
+    }
+    if (code === 0) return Promise.resolve({ success: false, error: 'Execution not found' });
+    return Promise.resolve({ success: false, error: `Cannot cancel execution in ${STATUS_NAMES[code - 10]} status` });
+  }
+
+  _reportProgress(rec, percent, detail) {
+    if (typeof percent !== 'number' || rec.done) return;
+    if (!this._native.setProgress(rec.id, percent)) return;
+    const progress = percent < 0 ? 0 : percent > 100 ? 100 : percent;
+    if (detail !== undefined) rec.detail = detail;
+    if (rec.onProgress !== null) {
+      try {
+        rec.onProgress({ executionId: extId(rec.id), agent: rec.agent, progress, detail });
+      } catch (error) {
+        this._emit('callback-error', { executionId: extId(rec.id), agent: rec.agent, error });
+      }
+    }
+    if (rec.mode === M_WATCHED && this._events['progress-update'] !== undefined) {
+      this._dirty.add(rec);
+      if (!this._flushScheduled) {
+        this._flushScheduled = true;
+        setImmediate(this._flushProgress);
+      }
+    }
+  }
+
+  /** Coalesced prompt progress: one `progress-update` per reporting execution per turn. */
+  _emitDirtyProgress() {
+    this._flushScheduled = false;
+    const dirty = [...this._dirty];
+    this._dirty.clear();
+    for (const rec of dirty) if (!rec.done) this._emitProgress(rec);
+  }
+
+  _emitProgress(rec) {
+    const v = this._native.view(rec.id);
+    if (v === null) return;
+    this._emit('progress-update', {
+      executionId: extId(rec.id),
+      agent: rec.agent,
+      progress: v.progress,
+      status: v.status,
+      duration: v.duration,
+      detail: rec.detail,
+    });
+  }
+
+  // ----- timers (called from Rust through the threadsafe function) ---------------------
+
+  _onTimers(batch) {
+    for (let i = 0; i + 1 < batch.length; i += 2) {
+      const kind = batch[i];
+      const id = batch[i + 1];
+      try {
+        this._onTimer(kind, id);
+      } catch (err) {
+        // Only a user listener can throw here; surface it like any throwing listener
+        // without leaving the batch half done.
+        process.nextTick(() => {
+          throw err;
+        });
+      }
+    }
+  }
+
+  _onTimer(kind, id) {
+    switch (kind) {
+      case K_TIMEOUT: {
+        const rec = this._recs.get(id);
+        const pre = rec !== undefined && rec.waiters !== null ? this._native.view(id) : null;
+        if (!this._native.timeout(id) || rec === undefined) return;
+        const ms = this._timeoutOf(rec);
+        const err = coded(Error, 'ERR_EXECUTION_TIMEOUT', `Execution ${extId(id)} (${rec.agent}) timed out after ${ms} ms`, {
+          executionId: extId(id),
+          agent: rec.agent,
+          timeoutMs: ms,
+        });
+        this._abort(rec, err);
+        this._end(rec, 'failed', err, pre);
+        this._launchAll(this._native.pump());
+        this._checkIdle();
+        return;
+      }
+      case K_PROGRESS: {
+        const rec = this._recs.get(id);
+        if (this._native.progressTick(id) && rec !== undefined && this._events['progress-update'] !== undefined) {
+          this._emitProgress(rec);
+        }
+        return;
+      }
+      case K_GRACE:
+        this._launchAll(this._native.graceExpired(id));
+        return;
+      case K_SWEEP:
+        this._native.sweep();
+        this._collectEvicted();
+        return;
+      case K_SHUTDOWN:
+        this._forceShutdown();
+        return;
+      default:
+    }
+  }
+
+  _timeoutOf(rec) {
+    const t = rec.options !== undefined ? rec.options.timeout : undefined;
+    return typeof t === 'number' ? t : this._defaultTimeout;
+  }
+
+  _collectEvicted() {
+    this._settledSinceCollect = 0;
+    const ids = this._native.takeEvicted();
+    for (let i = 0; i < ids.length; i++) this._recs.delete(ids[i]);
+  }
+
+  // ----- idle ----------------------------------------------------------------------------
+
+  _checkIdle() {
+    if (this._busy && this._native.isIdle()) this._onIdle();
+  }
+
+  _onIdle() {
+    if (!this._busy) return;
+    this._busy = false;
+    this._emit('idle', { timestamp: Date.now() });
+    const waiters = this._idleWaiters;
+    if (waiters.length > 0) {
+      this._idleWaiters = [];
+      for (const w of waiters) w();
+    }
+    if (this._closing && !this._shutdownDone) this._finishShutdown(false);
+  }
+
+  // ----- run-time control ----------------------------------------------------------------
+
+  setConcurrency(n) {
+    if (typeof n !== 'number') throw typeError(`setConcurrency: n must be an integer >= 1, got ${describe(n)}`);
+    integer('setConcurrency: n', n, 1, 2147483647, 1);
+    this._launchAll(this._native.setConcurrency(n));
+    return this;
+  }
+
+  pause() {
+    this._native.setPaused(true);
+    this._emit('queue-paused', { queued: this._native.counts().queued });
+    return this;
+  }
+
+  resume() {
+    const started = this._native.setPaused(false);
+    this._emit('queue-unpaused', { started: started.length });
+    this._launchAll(started);
+    return this;
+  }
+
+  // ----- throttling (samples from the resource monitor) ------------------------------------
+
+  _applySample(sample) {
+    if (this._shutdownDone) return;
+    const { transition, started } = this._native.observeSample(sample.cpu, sample.memory, this.config.throttleIfExceeded);
+    if (transition === 0) return;
+    const c = this._native.counts();
+    if (transition === 1) {
+      this._emit('queue-throttled', {
+        reason: sample.exceeded,
+        resources: { cpu: sample.cpu, memory: sample.memory },
+        running: c.running,
+        queued: c.queued,
+        minConcurrentAgents: this.config.minConcurrentAgents,
+        timestamp: sample.timestamp,
+      });
+    } else {
+      this._emit('queue-resumed', {
+        resources: { cpu: sample.cpu, memory: sample.memory },
+        running: c.running,
+        queued: c.queued,
+        started: started.length,
+        timestamp: sample.timestamp,
+      });
+      this._launchAll(started);
+    }
+  }
+
+  // ----- queries -----------------------------------------------------------------------
+
+  getExecutionStatus(executionId) {
+    const id = parseId(executionId);
+    const v = id === 0 ? null : this._native.view(id);
+    const rec = v === null ? undefined : this._recs.get(id);
+    if (rec === undefined) return { found: false };
+    return this._statusObject(rec, v);
+  }
+
+  _statusObject(rec, v, finalStatus) {
+    const status = finalStatus !== undefined ? finalStatus : v.status;
+    const out = {
+      found: true,
+      id: extId(rec.id),
+      executionId: extId(rec.id),
+      agent: rec.agent,
+      task: rec.task,
+      mode: MODE_NAMES[rec.mode],
+      priority: rec.priority,
+      status,
+      progress: status === 'completed' ? 100 : v.progress,
+      started: v.submittedAt,
+      duration: v.duration,
+      result: status === 'completed' ? rec.result : null,
+      error: rec.error === undefined || status === 'completed' ? null : messageOf(rec.error),
+      errorObject: status === 'completed' ? undefined : rec.error,
+      startedAt: v.startedAt === null ? undefined : v.startedAt,
+      finishedAt: v.finishedAt === null ? undefined : v.finishedAt,
+    };
+    if (status === 'queued') out.queuePosition = v.queuePosition;
+    return out;
+  }
+
+  getQueueStatus() {
+    const c = this._native.counts();
+    const queue = [];
+    for (const id of this._native.queueOrder()) {
+      const rec = this._recs.get(id);
+      if (rec !== undefined) queue.push({ id: extId(id), agent: rec.agent, priority: rec.priority, mode: MODE_NAMES[rec.mode] });
+    }
+    return {
+      queued: c.queued,
+      running: c.running,
+      max_concurrent: c.maxConcurrent,
+      slots_used: c.slotsUsed,
+      paused: c.paused,
+      throttled: c.throttled,
+      queue,
+    };
+  }
+
+  getActiveExecutions() {
+    const out = [];
+    for (const id of this._native.runningIds()) {
+      const rec = this._recs.get(id);
+      const v = this._native.view(id);
+      if (rec === undefined || v === null) continue;
+      out.push({
+        id: extId(id),
+        executionId: extId(id),
+        agent: rec.agent,
+        task: rec.task,
+        mode: MODE_NAMES[rec.mode],
+        priority: rec.priority,
+        progress: v.progress,
+        duration: v.duration,
+        startedAt: v.startedAt,
+      });
+    }
+    return out;
+  }
+
+  getStatus() {
+    const c = this._native.counts();
+    return {
+      initialized: this._initialized,
+      running: c.running,
+      queued: c.queued,
+      max_concurrent: c.maxConcurrent,
+      active_processes: c.running,
+      slots_used: c.slotsUsed,
+      paused: c.paused,
+      throttled: c.throttled,
+      shutting_down: this._closing,
+      submitted: c.submitted,
+      completed: c.completed,
+      failed: c.failed,
+      cancelled: c.cancelled,
+      retained: c.retained,
+      agents: [...this._agents.keys()],
+      resources: this.resourceMonitor.getStatus(),
+    };
+  }
+
+  /** Resolves with the status object (§6) once the execution has finished. */
+  waitFor(executionId) {
+    if (typeof executionId !== 'string') {
+      return rejected(typeError(`executionId must be a string, got ${describe(executionId)}`));
+    }
+    const id = parseId(executionId);
+    const rec = id === 0 ? undefined : this._recs.get(id);
+    if (rec === undefined || this._native.statusOf(id) < 0) return Promise.resolve({ found: false });
+    if (rec.done) return Promise.resolve(this.getExecutionStatus(executionId));
+    return new Promise((resolve) => {
+      if (rec.waiters === null) rec.waiters = [];
+      rec.waiters.push(resolve);
+    });
+  }
+
+  _notifyWaiters(rec, pre) {
+    const waiters = rec.waiters;
+    rec.waiters = null;
+    const v = this._native.view(rec.id) || pre;
+    const snapshot = v === null ? { found: false } : this._statusObject(rec, v, rec.status);
+    if (v !== null && v === pre) {
+      snapshot.finishedAt = this._native.wallNow();
+      snapshot.duration = snapshot.finishedAt - v.submittedAt;
+    }
+    for (const w of waiters) w(snapshot);
+  }
+
+  /** Resolves once nothing is queued or running. */
+  onIdle() {
+    if (this._native.isIdle()) return Promise.resolve();
+    return new Promise((resolve) => this._idleWaiters.push(resolve));
+  }
+
+  // ----- aggregation ---------------------------------------------------------------------
+
+  async executeMultiple(agents, task, options) {
+    if (!Array.isArray(agents) || agents.length === 0) {
+      throw typeError(`agents must be a non-empty array of agent names, got ${describe(agents)}`);
+    }
+    for (let i = 0; i < agents.length; i++) {
+      if (typeof agents[i] !== 'string' || agents[i] === '') {
+        throw typeError(`agents[${i}] must be a non-empty string, got ${describe(agents[i])}`);
+      }
+    }
+    const check = options !== undefined && options !== null && typeof options === 'object' ? options.consistencyCheck : undefined;
+    if (check !== undefined && typeof check !== 'function') {
+      throw typeError(`options.consistencyCheck must be a function, got ${describe(check)}`);
+    }
+    // Validate once before submitting anything, so a bad call submits nothing.
+    const first = this._submit(M_AGGREGATE, agents[0], task, options);
+    const recs = [first];
+    for (let i = 1; i < agents.length; i++) recs.push(this._submit(M_AGGREGATE, agents[i], task, options));
+    const aggregationId = `agg-${++this._aggregations}`;
+    const finished = recs.map(
+      (rec) =>
+        new Promise((resolve) => {
+          rec.waiters = [resolve];
+        }),
+    );
+    this._emit('aggregation-started', { aggregationId, agents: [...agents], task, executionIds: recs.map((r) => extId(r.id)) });
+    for (const rec of recs) this._admit(rec);
+    const snapshots = await Promise.all(finished);
+    const results = snapshots.map((s, i) => ({
+      id: extId(recs[i].id),
+      agent: recs[i].agent,
+      status: recs[i].status,
+      result: recs[i].status === 'completed' ? recs[i].result : null,
+      error: recs[i].status === 'completed' ? null : messageOf(recs[i].error),
+      errorObject: recs[i].status === 'completed' ? undefined : recs[i].error,
+      duration: s.found ? s.duration : 0,
+    }));
+    const consistent = this._consistency(results, check);
+    const r = binding.aggregateReport(
+      results.map((x) => x.status === 'completed'),
+      results.map((x) => x.duration),
+    );
+    const report = {
+      total: r.total,
+      successful: r.successful,
+      failed: r.failed,
+      success_rate: r.successRate,
+      total_duration: r.totalDuration,
+      average_duration: r.averageDuration,
+      consistency: consistent,
+      timestamp: new Date().toISOString(),
+    };
+    this._emit('aggregation-completed', { aggregationId, results, report });
+    return { aggregationId, results, consistent, report };
+  }
+
+  _consistency(results, check) {
+    const failures = results.filter((r) => r.status !== 'completed');
+    if (failures.length > 0) {
+      return {
+        consistent: false,
+        reason: `${failures.length} of ${results.length} executions did not succeed`,
+        failures: failures.map((f) => ({ id: f.id, agent: f.agent, status: f.status, error: f.error })),
+      };
+    }
+    if (check === undefined) return { consistent: true, all_succeeded: true };
+    let verdict;
+    try {
+      verdict = check(results);
+    } catch (err) {
+      return { consistent: false, reason: `consistencyCheck threw: ${messageOf(err)}`, failures: [] };
+    }
+    if (verdict === true) return { consistent: true, all_succeeded: true };
+    if (verdict === false) return { consistent: false, reason: 'consistencyCheck returned false', failures: [] };
+    if (verdict !== null && typeof verdict === 'object') {
+      if (verdict.consistent === true) return { consistent: true, all_succeeded: true, reason: verdict.reason };
+      return { consistent: false, reason: verdict.reason || 'consistencyCheck reported an inconsistency', failures: [] };
+    }
+    return { consistent: false, reason: `consistencyCheck returned ${describe(verdict)}`, failures: [] };
+  }
+
+  // ----- shutdown ------------------------------------------------------------------------
+
+  /**
+   * `mode: 'cancel'` (default) cancels the queue visibly and lets running agents finish;
+   * `'drain'` runs the queue to the end. After `timeoutMs`, whatever still runs is aborted
+   * and cancelled. Resolves after `shutdown-complete`; later calls return the same promise.
+   */
+  shutdown(options) {
+    if (this._shutdownPromise !== null) return this._shutdownPromise;
+    let mode = 'cancel';
+    let timeoutMs;
+    if (options !== undefined && options !== null) {
+      if (!isPlainObject(options)) return rejected(typeError(`shutdown options must be an object, got ${describe(options)}`));
+      if (options.mode !== undefined) {
+        if (options.mode !== 'cancel' && options.mode !== 'drain') {
+          const Err = typeof options.mode === 'string' ? RangeError : TypeError;
+          return rejected(coded(Err, 'ERR_INVALID_ARG', `options.mode must be "cancel" or "drain", got ${describe(options.mode)}`));
+        }
+        mode = options.mode;
+      }
+      if (options.timeoutMs !== undefined) {
+        try {
+          timeoutMs = integer('options.timeoutMs', options.timeoutMs, 0, MAX_MS, undefined);
+        } catch (err) {
+          return rejected(err);
+        }
+      }
+    }
+    this._closing = true;
+    this._shutdownPromise = new Promise((resolve) => {
+      this._shutdownResolve = resolve;
+    });
+    const c = this._native.counts();
+    this._emit('shutting-down', { running: c.running, queued: c.queued, mode, timeoutMs });
+    const cancelled = this._native.close(mode === 'cancel');
+    for (const id of cancelled) {
+      const rec = this._recs.get(id);
+      if (rec !== undefined && !rec.done) this._end(rec, 'cancelled', this._shutdownError(rec), null);
+    }
+    if (this._native.isIdle()) {
+      this._finishShutdown(false);
+    } else if (timeoutMs !== undefined) {
+      this._native.armShutdownTimer(timeoutMs);
+    }
+    return this._shutdownPromise;
+  }
+
+  _shutdownError(rec) {
+    return coded(Error, 'ERR_EXECUTOR_SHUT_DOWN', `Execution ${extId(rec.id)} (${rec.agent}) was cancelled by shutdown`, {
+      executionId: extId(rec.id),
+      agent: rec.agent,
+    });
+  }
+
+  _forceShutdown() {
+    if (this._shutdownDone) return;
+    const ids = this._native.abortAll();
+    for (const id of ids) {
+      const rec = this._recs.get(id);
+      if (rec === undefined || rec.done) continue;
+      const err = this._shutdownError(rec);
+      this._abort(rec, err);
+      this._end(rec, 'cancelled', err, null);
+    }
+    this._deferred = [];
+    this._finishShutdown(true);
+  }
+
+  _finishShutdown(forced) {
+    if (this._shutdownDone) return;
+    this._shutdownDone = true;
+    this.resourceMonitor.off('sample', this._onSample);
+    this.resourceMonitor.off('threshold-exceeded', this._onThreshold);
+    this.resourceMonitor.stop();
+    const c = this._native.counts();
+    this._native.dispose();
+    this._collectEvicted();
+    this._emit('shutdown-complete', {
+      forced,
+      completed: c.completed,
+      failed: c.failed,
+      cancelled: c.cancelled,
+      timestamp: Date.now(),
+    });
+    this._shutdownResolve();
+  }
+
+  // ----- events ----------------------------------------------------------------------------
+
+  /** Emits without letting a throwing listener break the executor's bookkeeping. */
+  _emit(name, payload) {
+    if (this._events[name] === undefined) return;
+    try {
+      this.emit(name, payload);
+    } catch (err) {
+      process.nextTick(() => {
+        throw err;
+      });
+    }
+  }
+}
+
+const BASE_SPAWN = BackgroundExecutor.prototype.spawnAgentProcess;
+
+module.exports = { BackgroundExecutor, MODE_NAMES, STATUS_NAMES };

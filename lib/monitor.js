@@ -1,0 +1,116 @@
+'use strict';
+
+// ResourceMonitor (contract §8): sampling runs in Rust (sysinfo) on the tokio runtime; this
+// class is the EventEmitter face of it. Usable alone or as `bg.resourceMonitor`.
+
+const { EventEmitter } = require('node:events');
+const binding = require('../binding.js');
+const { describe, typeError, rangeError } = require('./errors.js');
+const { isPlainObject, MAX_MS } = require('./config.js');
+
+function option(opts, name, fallback, check, rule) {
+  const v = opts[name];
+  if (v === undefined) return fallback;
+  if (typeof v !== 'number') throw typeError(`ResourceMonitor: ${name} must be ${rule}, got ${describe(v)}`);
+  if (!Number.isFinite(v) || !check(v)) throw rangeError(`ResourceMonitor: ${name} must be ${rule}, got ${describe(v)}`);
+  return v;
+}
+
+function toStatus(s) {
+  return {
+    cpu: s.cpu,
+    memory: s.memory,
+    total_memory: s.totalMemory,
+    free_memory: s.freeMemory,
+    process_cpu: s.processCpu,
+    load_average: s.loadAverage,
+    processes: s.processes,
+    timestamp: s.timestamp,
+  };
+}
+
+class ResourceMonitor extends EventEmitter {
+  /**
+   * @param {{ interval?: number, cpuThreshold?: number, memoryThreshold?: number }} [options]
+   *   interval: ms between samples (default 1000); cpuThreshold: whole-machine busy percent
+   *   (default 80); memoryThreshold: MB resident in this process and its children (default 2048).
+   */
+  constructor(options) {
+    super();
+    if (options === undefined || options === null) options = {};
+    if (!isPlainObject(options)) throw typeError(`ResourceMonitor: options must be an object, got ${describe(options)}`);
+    this.interval = option(options, 'interval', 1000, (v) => Number.isInteger(v) && v >= 1 && v <= MAX_MS, 'an integer >= 1');
+    this.cpuThreshold = option(options, 'cpuThreshold', 80, (v) => v > 0 && v <= 100, 'a number, 0 < x <= 100');
+    this.memoryThreshold = option(options, 'memoryThreshold', 2048, (v) => v > 0, 'a number > 0');
+    this._native = new binding.NativeMonitor(this.cpuThreshold, this.memoryThreshold, (s) => this._deliver(s));
+    this._stopped = true;
+  }
+
+  get running() {
+    return !this._stopped;
+  }
+
+  /** Starts periodic sampling (idempotent). The sampler never keeps Node.js alive. */
+  start() {
+    if (this._native.start(this.interval)) {
+      this._stopped = false;
+      this._safeEmit('started', { interval: this.interval, timestamp: Date.now() });
+    }
+    return this;
+  }
+
+  /** Stops sampling; the Rust task is ended and joined before this returns. */
+  stop() {
+    if (this._native.stop()) {
+      this._stopped = true;
+      this._safeEmit('stopped', { timestamp: Date.now() });
+    }
+    return this;
+  }
+
+  /** Samples now, emits as a periodic sample would, and returns the status. */
+  check() {
+    return this._deliver(this._native.sampleNow());
+  }
+
+  /** The latest sample (taking one if there is none yet). */
+  getStatus() {
+    const s = this._native.latest();
+    return s === null ? toStatus(this._native.sampleNow()) : toStatus(s);
+  }
+
+  /** The last 60 samples: `{ cpu: [{ value, timestamp }], memory: [...] }`. */
+  getTrends() {
+    return this._native.trends();
+  }
+
+  _deliver(s) {
+    const status = toStatus(s);
+    this._safeEmit('sample', { ...status, exceeded: s.exceeded });
+    if (s.exceeded.length > 0) {
+      this._safeEmit('threshold-exceeded', {
+        cpu: s.cpu,
+        memory: s.memory,
+        timestamp: s.timestamp,
+        exceeded: s.exceeded,
+        thresholds: { cpu: this.cpuThreshold, memory: this.memoryThreshold },
+      });
+    }
+    return status;
+  }
+
+  _safeEmit(name, payload) {
+    if (this.listenerCount(name) === 0) return;
+    try {
+      this.emit(name, payload);
+    } catch (err) {
+      // Called from Rust through a threadsafe function: never let a listener's throw escape
+      // there (it would be fatal); surface it like any other throwing listener instead.
+      process.nextTick(() => {
+        throw err;
+      });
+    }
+  }
+}
+
+module.exports = { ResourceMonitor };

@@ -1,0 +1,562 @@
+//! The binding layer: every `#[napi]` item lives here. It converts arguments, keeps the clock,
+//! forwards timer requests to the timer service, and owns the one keep-alive handle.
+//!
+//! The JS wrapper calls these methods synchronously for every scheduling decision, so the hot
+//! path (`submit`, `settle`) takes and returns plain numbers and never hops threads. Only
+//! timers cross threads: the service calls back through one weak threadsafe function.
+//!
+//! Keep-alive: that same threadsafe function is referenced (`napi_ref_threadsafe_function`)
+//! while anything is queued or running and unreferenced when the executor is idle, so an
+//! idle executor never keeps Node.js alive and pending work always does.
+
+use std::sync::Once;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use napi::bindgen_prelude::*;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi_derive::napi;
+
+use crate::monitor::{Sample, Thresholds, Throttle, Transition};
+
+use crate::report;
+use crate::runtime;
+use crate::scheduler::{CancelOutcome, Config, Scheduler, TimerCmd, TimerKind};
+use crate::timers::TimerService;
+
+type TimerCallback = ThreadsafeFunction<Vec<f64>, (), Vec<f64>, Status, false, true>;
+
+static TRACING: Once = Once::new();
+
+/// Rust-side logs go to stderr when `BMAD_BG_LOG` is set (e.g. `BMAD_BG_LOG=debug`).
+fn init_tracing() {
+  TRACING.call_once(|| {
+    let Ok(filter) = std::env::var("BMAD_BG_LOG") else {
+      return;
+    };
+    if filter.trim().is_empty() {
+      return;
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(format!("bmad_background_executor={filter}"))
+      .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("bmad_background_executor=debug"));
+    let _ = tracing_subscriber::fmt()
+      .with_env_filter(filter)
+      .with_writer(std::io::stderr)
+      .with_target(false)
+      .try_init();
+  });
+}
+
+fn wall_now_ms() -> f64 {
+  SystemTime::now()
+    .duration_since(UNIX_EPOCH)
+    .map(|d| d.as_secs_f64() * 1000.0)
+    .unwrap_or(0.0)
+}
+
+fn to_id(id: f64) -> u64 {
+  if (1.0..=9_007_199_254_740_991.0).contains(&id) {
+    id as u64
+  } else {
+    0
+  }
+}
+
+fn ids(v: Vec<u64>) -> Vec<f64> {
+  v.into_iter().map(|id| id as f64).collect()
+}
+
+fn finite_or(v: f64, lo: f64, hi: f64, default: f64) -> f64 {
+  if v.is_finite() {
+    v.clamp(lo, hi)
+  } else {
+    default
+  }
+}
+
+/// Scheduler settings, already validated by the JS wrapper (clamped again here).
+#[napi(object)]
+pub struct NativeConfig {
+  pub max_concurrent: u32,
+  pub min_concurrent: u32,
+  pub result_ttl_ms: f64,
+  pub max_retained: f64,
+  pub progress_interval_ms: f64,
+  pub cancel_grace_ms: f64,
+  pub aging_ms: f64,
+  pub levels: Vec<i32>,
+  pub max_cpu_percent: f64,
+  pub max_memory_mb: f64,
+}
+
+#[napi(object)]
+pub struct NativeView {
+  pub status: String,
+  pub mode: u32,
+  pub priority: i32,
+  pub progress: f64,
+  /// Submission time, ms since the Unix epoch.
+  pub submitted_at: f64,
+  pub started_at: Option<f64>,
+  pub finished_at: Option<f64>,
+  pub duration: f64,
+  pub queue_position: Option<u32>,
+}
+
+#[napi(object)]
+pub struct NativeCounts {
+  pub queued: u32,
+  pub running: u32,
+  pub slots_used: u32,
+  pub max_concurrent: u32,
+  pub paused: bool,
+  pub throttled: bool,
+  pub closed: bool,
+  pub submitted: f64,
+  pub completed: f64,
+  pub failed: f64,
+  pub cancelled: f64,
+  pub retained: u32,
+  pub records: u32,
+}
+
+#[napi(object)]
+pub struct Observed {
+  pub transition: u32,
+  pub started: Vec<f64>,
+}
+
+#[napi(object)]
+pub struct NativeReport {
+  pub total: u32,
+  pub successful: u32,
+  pub failed: u32,
+  pub success_rate: f64,
+  pub total_duration: f64,
+  pub average_duration: f64,
+}
+
+/// Arithmetic of an aggregation report (see `report.rs`).
+#[napi(catch_unwind)]
+pub fn aggregate_report(succeeded: Vec<bool>, durations: Vec<f64>) -> NativeReport {
+  let r = report::report(&succeeded, &durations);
+  NativeReport {
+    total: r.total,
+    successful: r.successful,
+    failed: r.failed,
+    success_rate: r.success_rate,
+    total_duration: r.total_duration,
+    average_duration: r.average_duration,
+  }
+}
+
+#[napi]
+pub struct NativeExecutor {
+  sched: Scheduler,
+  epoch: Instant,
+  wall_epoch_ms: f64,
+  timers: Option<TimerService>,
+  keepalive: Option<napi::sys::napi_threadsafe_function>,
+  kept_alive: bool,
+  throttle: Throttle,
+  thresholds: Thresholds,
+}
+
+#[napi]
+impl NativeExecutor {
+  /// `on_timers(batch)` receives `[kind, id, kind, id, ...]` for every timer that fired.
+  #[napi(constructor, catch_unwind)]
+  pub fn new(config: NativeConfig, on_timers: Function<Vec<f64>, ()>) -> Result<Self> {
+    init_tracing();
+    let mut levels = config.levels;
+    levels.sort_unstable_by(|a, b| b.cmp(a));
+    levels.dedup();
+    let cfg = Config {
+      max_concurrent: config.max_concurrent.max(1),
+      min_concurrent: config.min_concurrent,
+      result_ttl_ms: finite_or(config.result_ttl_ms, 0.0, 1e15, 60_000.0),
+      max_retained: finite_or(config.max_retained, 0.0, 1e12, 10_000.0) as usize,
+      progress_interval_ms: finite_or(config.progress_interval_ms, 1.0, 1e12, 1_000.0),
+      cancel_grace_ms: finite_or(config.cancel_grace_ms, 0.0, 1e12, 5_000.0),
+      aging_ms: finite_or(config.aging_ms, 0.0, 1e15, 0.0),
+      levels,
+    };
+    let thresholds = Thresholds {
+      cpu: finite_or(config.max_cpu_percent, 0.0, 100.0, 80.0),
+      memory: finite_or(config.max_memory_mb, 0.0, 1e15, 2048.0),
+    };
+    tracing::debug!(?cfg, ?thresholds, "executor created");
+    let tsfn: TimerCallback = on_timers
+      .build_threadsafe_function()
+      .weak::<true>()
+      .callee_handled::<false>()
+      .build()?;
+    let raw = tsfn.raw();
+    let epoch = Instant::now();
+    let rt = runtime::handle().map_err(|e| Error::new(Status::GenericFailure, e))?;
+    let timers = TimerService::spawn(&rt, epoch, move |fired| {
+      let mut flat = Vec::with_capacity(fired.len() * 2);
+      for (kind, id) in fired {
+        flat.push(f64::from(kind as u8));
+        flat.push(id as f64);
+      }
+      tsfn.call(flat, ThreadsafeFunctionCallMode::NonBlocking);
+    });
+    Ok(NativeExecutor {
+      sched: Scheduler::new(cfg),
+      epoch,
+      wall_epoch_ms: wall_now_ms(),
+      timers: Some(timers),
+      keepalive: Some(raw),
+      kept_alive: false,
+      throttle: Throttle::default(),
+      thresholds,
+    })
+  }
+
+  fn now(&self) -> f64 {
+    self.epoch.elapsed().as_secs_f64() * 1000.0
+  }
+
+  /// Forwards timer requests and keeps the keep-alive in step with "work is pending".
+  fn after(&mut self, env: &Env) {
+    if let Some(cmds) = self.sched.take_timer_cmds() {
+      if let Some(t) = &self.timers {
+        t.send(cmds);
+      }
+    }
+    let busy = !self.sched.is_idle();
+    if busy != self.kept_alive {
+      self.set_keepalive(env, busy);
+    }
+  }
+
+  fn set_keepalive(&mut self, env: &Env, on: bool) {
+    let Some(raw) = self.keepalive else {
+      return;
+    };
+    // SAFETY: `raw` belongs to the threadsafe function owned by our timer service, which
+    // lives as long as `self.keepalive` is Some (both are dropped together in `dispose`);
+    // we are on the JS thread of `env`, as (un)ref requires.
+    let status = unsafe {
+      if on {
+        napi::sys::napi_ref_threadsafe_function(env.raw(), raw)
+      } else {
+        napi::sys::napi_unref_threadsafe_function(env.raw(), raw)
+      }
+    };
+    if status == napi::sys::Status::napi_ok {
+      self.kept_alive = on;
+    }
+  }
+
+  /// Returns the id, positive when it started at once, negative when queued; 0 when closed.
+  #[napi(catch_unwind)]
+  pub fn submit(&mut self, env: Env, mode: u32, watched: bool, priority: i32, timeout_ms: f64) -> f64 {
+    let now = self.now();
+    let r = match self
+      .sched
+      .submit(mode.min(255) as u8, watched, priority, timeout_ms, now)
+    {
+      None => 0.0,
+      Some((id, true)) => id as f64,
+      Some((id, false)) => -(id as f64),
+    };
+    self.after(&env);
+    r
+  }
+
+  /// The agent of `id` settled. Returns the id started in the freed slot, 0 for none, or
+  /// -1 for none because the executor is now idle.
+  #[napi(catch_unwind)]
+  pub fn settle(&mut self, env: Env, id: f64, ok: bool) -> f64 {
+    let now = self.now();
+    let (_, next) = self.sched.settle(to_id(id), ok, now);
+    let r = match next {
+      Some(n) => n as f64,
+      None if self.sched.is_idle() => -1.0,
+      None => 0.0,
+    };
+    self.after(&env);
+    r
+  }
+
+  /// 0 not found, 2 cancelled while queued, 3 cancelled while running,
+  /// 10 + status code when it had already finished (12 completed, 13 failed, 14 cancelled).
+  #[napi(catch_unwind)]
+  pub fn cancel(&mut self, env: Env, id: f64) -> u32 {
+    let now = self.now();
+    let r = match self.sched.cancel(to_id(id), now) {
+      CancelOutcome::NotFound => 0,
+      CancelOutcome::WasQueued => 2,
+      CancelOutcome::WasRunning => 3,
+      CancelOutcome::Finished(s) => 10 + s as u32,
+    };
+    tracing::debug!(id, outcome = r, "cancel");
+    self.after(&env);
+    r
+  }
+
+  #[napi(catch_unwind)]
+  pub fn timeout(&mut self, env: Env, id: f64) -> bool {
+    let now = self.now();
+    let r = self.sched.timeout(to_id(id), now);
+    tracing::debug!(id, timed_out = r, "timeout fired");
+    self.after(&env);
+    r
+  }
+
+  #[napi(catch_unwind)]
+  pub fn grace_expired(&mut self, env: Env, id: f64) -> Vec<f64> {
+    let now = self.now();
+    let r = self.sched.grace_expired(to_id(id), now);
+    tracing::debug!(id, started = r.len(), "grace period over, slot freed");
+    self.after(&env);
+    ids(r)
+  }
+
+  /// Starts whatever the limits allow now.
+  #[napi(catch_unwind)]
+  pub fn pump(&mut self, env: Env) -> Vec<f64> {
+    let now = self.now();
+    let r = self.sched.pump(now);
+    self.after(&env);
+    ids(r)
+  }
+
+  #[napi(catch_unwind)]
+  pub fn set_progress(&mut self, id: f64, percent: f64) -> bool {
+    self.sched.set_progress(to_id(id), percent)
+  }
+
+  /// A watched execution's tick: re-arms it and returns true while the execution is active.
+  #[napi(catch_unwind)]
+  pub fn progress_tick(&mut self, env: Env, id: f64) -> bool {
+    let now = self.now();
+    let r = self.sched.progress_tick(to_id(id), now);
+    self.after(&env);
+    r
+  }
+
+  #[napi(catch_unwind)]
+  pub fn set_concurrency(&mut self, env: Env, n: u32) -> Vec<f64> {
+    let now = self.now();
+    let r = self.sched.set_concurrency(n, now);
+    tracing::debug!(limit = n, started = r.len(), "concurrency changed");
+    self.after(&env);
+    ids(r)
+  }
+
+  #[napi(catch_unwind)]
+  pub fn set_paused(&mut self, env: Env, paused: bool) -> Vec<f64> {
+    let now = self.now();
+    let r = self.sched.set_paused(paused, now);
+    tracing::debug!(paused, started = r.len(), "pause state changed");
+    self.after(&env);
+    ids(r)
+  }
+
+  #[napi(catch_unwind)]
+  pub fn set_throttled(&mut self, env: Env, throttled: bool) -> Vec<f64> {
+    let now = self.now();
+    let r = self.sched.set_throttled(throttled, now);
+    tracing::debug!(throttled, started = r.len(), "throttle state changed");
+    self.after(&env);
+    ids(r)
+  }
+
+  /// Feeds one resource sample to the throttle rules. `transition` is 1 when a throttling
+  /// episode begins, 2 when it ends, 0 otherwise; `started` lists what the end let start.
+  #[napi(catch_unwind)]
+  pub fn observe_sample(&mut self, env: Env, cpu: f64, memory: f64, enabled: bool) -> Observed {
+    let sample = Sample {
+      cpu,
+      memory,
+      total_memory: 0.0,
+      free_memory: 0.0,
+      process_cpu: 0.0,
+      load_average: [0.0; 3],
+      timestamp: 0.0,
+      processes: 0,
+    };
+    let now = self.now();
+    let r = match self.throttle.observe(&sample, self.thresholds, enabled) {
+      None => Observed {
+        transition: 0,
+        started: Vec::new(),
+      },
+      Some(Transition::Throttled(exceeded)) => {
+        tracing::debug!(
+          cpu,
+          memory,
+          ?exceeded,
+          "throttling: new starts limited to minConcurrentAgents"
+        );
+        let started = ids(self.sched.set_throttled(true, now));
+        Observed {
+          transition: 1,
+          started,
+        }
+      }
+      Some(Transition::Resumed) => {
+        let started = ids(self.sched.set_throttled(false, now));
+        tracing::debug!(cpu, memory, started = started.len(), "throttle lifted");
+        Observed {
+          transition: 2,
+          started,
+        }
+      }
+    };
+    self.after(&env);
+    r
+  }
+
+  #[napi(catch_unwind)]
+  pub fn set_min_concurrent(&mut self, env: Env, n: u32) -> Vec<f64> {
+    let now = self.now();
+    let r = self.sched.set_min_concurrent(n, now);
+    self.after(&env);
+    ids(r)
+  }
+
+  /// Stops accepting work; with `cancel_queued`, cancels the queue and returns those ids.
+  #[napi(catch_unwind)]
+  pub fn close(&mut self, env: Env, cancel_queued: bool) -> Vec<f64> {
+    let now = self.now();
+    let r = self.sched.close(cancel_queued, now);
+    tracing::debug!(cancel_queued, cancelled = r.len(), "closed");
+    self.after(&env);
+    ids(r)
+  }
+
+  /// Cancels everything queued and running and frees every slot (forced shutdown).
+  #[napi(catch_unwind)]
+  pub fn abort_all(&mut self, env: Env) -> Vec<f64> {
+    let now = self.now();
+    let r = self.sched.abort_all(now);
+    tracing::debug!(cancelled = r.len(), "forced shutdown");
+    self.after(&env);
+    ids(r)
+  }
+
+  #[napi(catch_unwind)]
+  pub fn arm_shutdown_timer(&mut self, env: Env, ms: f64) {
+    let at = self.now() + finite_or(ms, 0.0, 1e12, 0.0);
+    if let Some(t) = &self.timers {
+      t.send(vec![TimerCmd::Arm {
+        id: 0,
+        kind: TimerKind::Shutdown,
+        at_ms: at,
+      }]);
+    }
+    self.after(&env);
+  }
+
+  /// The retention sweep timer fired.
+  #[napi(catch_unwind)]
+  pub fn sweep(&mut self, env: Env) {
+    let now = self.now();
+    self.sched.sweep(now);
+    self.after(&env);
+  }
+
+  /// Ids dropped from retention since the last call (their JS values can go).
+  #[napi(catch_unwind)]
+  pub fn take_evicted(&mut self) -> Vec<f64> {
+    ids(self.sched.take_evicted())
+  }
+
+  /// Stops the timer service and drops the keep-alive: nothing native holds the process.
+  #[napi(catch_unwind)]
+  pub fn dispose(&mut self, env: Env) {
+    if self.kept_alive {
+      self.set_keepalive(&env, false);
+    }
+    self.keepalive = None;
+    self.timers = None;
+    tracing::debug!("disposed");
+  }
+
+  #[napi(catch_unwind)]
+  pub fn view(&self, id: f64) -> Option<NativeView> {
+    let v = self.sched.view(to_id(id), self.now())?;
+    let wall = |t: f64| self.wall_epoch_ms + t;
+    Some(NativeView {
+      status: v.status.as_str().to_string(),
+      mode: u32::from(v.mode),
+      priority: v.priority,
+      progress: v.progress,
+      submitted_at: wall(v.submitted_at),
+      started_at: v.started_at.map(wall),
+      finished_at: v.finished_at.map(wall),
+      duration: v.duration,
+      queue_position: v.queue_position.map(|p| p.min(u32::MAX as usize) as u32),
+    })
+  }
+
+  /// Milliseconds since submission (to the end, or to now); -1 when unknown.
+  #[napi(catch_unwind)]
+  pub fn duration_of(&self, id: f64) -> f64 {
+    self
+      .sched
+      .view(to_id(id), self.now())
+      .map_or(-1.0, |v| v.duration)
+  }
+
+  /// Status of an execution as a small integer (see `Status`), -1 when unknown.
+  #[napi(catch_unwind)]
+  pub fn status_of(&self, id: f64) -> i32 {
+    self
+      .sched
+      .view(to_id(id), self.now())
+      .map_or(-1, |v| i32::from(v.status as u8))
+  }
+
+  #[napi(catch_unwind)]
+  pub fn queue_order(&self) -> Vec<f64> {
+    ids(self.sched.queue_order())
+  }
+
+  #[napi(catch_unwind)]
+  pub fn queue_position(&self, id: f64) -> i32 {
+    self
+      .sched
+      .queue_position(to_id(id))
+      .map_or(-1, |p| p.min(i32::MAX as usize) as i32)
+  }
+
+  #[napi(catch_unwind)]
+  pub fn running_ids(&self) -> Vec<f64> {
+    ids(self.sched.running_ids())
+  }
+
+  #[napi(catch_unwind)]
+  pub fn counts(&self) -> NativeCounts {
+    let t = self.sched.totals();
+    NativeCounts {
+      queued: self.sched.queued() as u32,
+      running: self.sched.running() as u32,
+      slots_used: self.sched.slots_used(),
+      max_concurrent: self.sched.max_concurrent(),
+      paused: self.sched.is_paused(),
+      throttled: self.sched.is_throttled(),
+      closed: self.sched.is_closed(),
+      submitted: t.submitted as f64,
+      completed: t.completed as f64,
+      failed: t.failed as f64,
+      cancelled: t.cancelled as f64,
+      retained: self.sched.retained() as u32,
+      records: self.sched.records() as u32,
+    }
+  }
+
+  #[napi(catch_unwind)]
+  pub fn is_idle(&self) -> bool {
+    self.sched.is_idle()
+  }
+
+  /// Wall-clock now, ms since the Unix epoch, on the executor's monotonic timeline.
+  #[napi(catch_unwind)]
+  pub fn wall_now(&self) -> f64 {
+    self.wall_epoch_ms + self.now()
+  }
+}

@@ -1,0 +1,5 @@
+//! The binding layer: every `#[napi]` item of the crate lives under this module.
+//! `executor` wraps the scheduler and timers; `monitor` wraps resource sampling.
+
+pub mod executor;
+pub mod monitor;

@@ -1,0 +1,240 @@
+//! `NativeMonitor`: resource sampling on the shared tokio runtime, delivered to JS through a
+//! weak threadsafe function (it never keeps Node.js alive). `stop()` aborts the sampling task
+//! and joins it before returning; an env cleanup hook does the same when Node.js exits.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use napi::bindgen_prelude::*;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::CleanupEnvHook;
+use napi_derive::napi;
+use tokio::runtime::Handle;
+use tokio::task::{AbortHandle, JoinHandle};
+
+use crate::monitor::{Sample, Sampler, Thresholds, Trends};
+use crate::runtime;
+
+#[napi(object)]
+#[derive(Clone)]
+pub struct NativeSample {
+  pub cpu: f64,
+  pub memory: f64,
+  pub total_memory: f64,
+  pub free_memory: f64,
+  pub process_cpu: f64,
+  pub load_average: Vec<f64>,
+  pub timestamp: f64,
+  pub processes: u32,
+  pub exceeded: Vec<String>,
+}
+
+#[napi(object)]
+pub struct TrendPoint {
+  pub value: f64,
+  pub timestamp: f64,
+}
+
+#[napi(object)]
+pub struct NativeTrends {
+  pub cpu: Vec<TrendPoint>,
+  pub memory: Vec<TrendPoint>,
+}
+
+type SampleCallback = ThreadsafeFunction<NativeSample, (), NativeSample, Status, false, true>;
+
+struct Shared {
+  sampler: Option<Sampler>,
+  trends: Trends,
+  thresholds: Thresholds,
+  error: Option<String>,
+}
+
+impl Shared {
+  fn take_sample(&mut self) -> Option<NativeSample> {
+    if self.sampler.is_none() && self.error.is_none() {
+      match Sampler::new() {
+        Ok(s) => self.sampler = Some(s),
+        Err(e) => self.error = Some(e),
+      }
+    }
+    let sample = self.sampler.as_mut()?.sample();
+    let out = to_native(&sample, self.thresholds);
+    self.trends.push(sample);
+    Some(out)
+  }
+}
+
+fn to_native(s: &Sample, t: Thresholds) -> NativeSample {
+  NativeSample {
+    cpu: s.cpu,
+    memory: s.memory,
+    total_memory: s.total_memory,
+    free_memory: s.free_memory,
+    process_cpu: s.process_cpu,
+    load_average: s.load_average.to_vec(),
+    timestamp: s.timestamp,
+    processes: s.processes,
+    exceeded: s.exceeded(t).into_iter().map(String::from).collect(),
+  }
+}
+
+fn lock(m: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+  m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+struct Running {
+  task: JoinHandle<()>,
+  hook: Option<CleanupEnvHook<AbortHandle>>,
+}
+
+#[napi]
+pub struct NativeMonitor {
+  shared: Arc<Mutex<Shared>>,
+  callback: Arc<SampleCallback>,
+  rt: Handle,
+  running: Option<Running>,
+}
+
+#[napi]
+impl NativeMonitor {
+  #[napi(constructor, catch_unwind)]
+  pub fn new(
+    cpu_threshold: f64,
+    memory_threshold: f64,
+    on_sample: Function<NativeSample, ()>,
+  ) -> Result<Self> {
+    let callback = on_sample
+      .build_threadsafe_function()
+      .weak::<true>()
+      .callee_handled::<false>()
+      .build()?;
+    let rt = runtime::handle().map_err(|e| Error::new(Status::GenericFailure, e))?;
+    Ok(NativeMonitor {
+      shared: Arc::new(Mutex::new(Shared {
+        sampler: None,
+        trends: Trends::default(),
+        thresholds: Thresholds {
+          cpu: cpu_threshold,
+          memory: memory_threshold,
+        },
+        error: None,
+      })),
+      callback: Arc::new(callback),
+      rt,
+      running: None,
+    })
+  }
+
+  /// Starts periodic sampling; false when it was already running.
+  #[napi(catch_unwind)]
+  pub fn start(&mut self, env: Env, interval_ms: f64) -> Result<bool> {
+    if self.running.is_some() {
+      return Ok(false);
+    }
+    let interval = Duration::from_secs_f64(interval_ms.clamp(1.0, 1e9) / 1000.0);
+    let shared = Arc::clone(&self.shared);
+    let callback = Arc::clone(&self.callback);
+    let task = self.rt.spawn(async move {
+      let mut ticker = tokio::time::interval(interval);
+      ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+      ticker.tick().await; // the first tick is immediate: wait one interval instead
+      loop {
+        ticker.tick().await;
+        let sample = lock(&shared).take_sample();
+        if let Some(sample) = sample {
+          callback.call(sample, ThreadsafeFunctionCallMode::NonBlocking);
+        }
+      }
+    });
+    let hook = env.add_env_cleanup_hook(task.abort_handle(), |h| h.abort())?;
+    tracing::debug!(interval_ms, "monitor started");
+    self.running = Some(Running {
+      task,
+      hook: Some(hook),
+    });
+    Ok(true)
+  }
+
+  /// Stops sampling and waits for the task to end; false when it was not running.
+  #[napi(catch_unwind)]
+  pub fn stop(&mut self, env: Env) -> Result<bool> {
+    let Some(mut running) = self.running.take() else {
+      return Ok(false);
+    };
+    running.task.abort();
+    // Join: we are on the JS thread, never a runtime thread, so blocking here is allowed.
+    let _ = self.rt.block_on(&mut running.task);
+    if let Some(hook) = running.hook.take() {
+      env.remove_env_cleanup_hook(hook)?;
+    }
+    tracing::debug!("monitor stopped");
+    Ok(true)
+  }
+
+  #[napi(getter, catch_unwind)]
+  pub fn running(&self) -> bool {
+    self.running.is_some()
+  }
+
+  /// Takes a sample now (on the calling thread) and records it in the trends.
+  #[napi(catch_unwind)]
+  pub fn sample_now(&self) -> Result<NativeSample> {
+    let mut shared = lock(&self.shared);
+    match shared.take_sample() {
+      Some(s) => Ok(s),
+      None => Err(Error::new(
+        Status::GenericFailure,
+        shared
+          .error
+          .clone()
+          .unwrap_or_else(|| "sampling failed".to_string()),
+      )),
+    }
+  }
+
+  #[napi(catch_unwind)]
+  pub fn latest(&self) -> Option<NativeSample> {
+    let shared = lock(&self.shared);
+    let t = shared.thresholds;
+    shared.trends.latest().map(|s| to_native(s, t))
+  }
+
+  #[napi(catch_unwind)]
+  pub fn trends(&self) -> NativeTrends {
+    let shared = lock(&self.shared);
+    NativeTrends {
+      cpu: shared
+        .trends
+        .iter()
+        .map(|s| TrendPoint {
+          value: s.cpu,
+          timestamp: s.timestamp,
+        })
+        .collect(),
+      memory: shared
+        .trends
+        .iter()
+        .map(|s| TrendPoint {
+          value: s.memory,
+          timestamp: s.timestamp,
+        })
+        .collect(),
+    }
+  }
+
+  #[napi(catch_unwind)]
+  pub fn set_thresholds(&self, cpu: f64, memory: f64) {
+    lock(&self.shared).thresholds = Thresholds { cpu, memory };
+  }
+}
+
+impl Drop for NativeMonitor {
+  fn drop(&mut self) {
+    if let Some(running) = self.running.take() {
+      running.task.abort();
+      // The cleanup hook (if any) stays registered until the env goes: it only aborts a
+      // task that has already ended, which is harmless.
+    }
+  }
+}

@@ -1,0 +1,13 @@
+//! bmad-background-executor: the native core of the background executor.
+//!
+//! `queue`, `scheduler` and `report` are pure logic (no napi, no tokio); `timers` and
+//! `runtime` run on tokio; `binding` holds every `#[napi]` item.
+
+pub mod monitor;
+pub mod queue;
+pub mod report;
+pub mod runtime;
+pub mod scheduler;
+pub mod timers;
+
+pub mod binding;

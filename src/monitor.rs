@@ -1,0 +1,300 @@
+//! Resource sampling (sysinfo) and the throttle rules. No napi.
+//!
+//! - `cpu`: whole-machine busy percent over the last sampling interval (not since boot):
+//!   sysinfo computes it from the difference between two CPU refreshes.
+//! - `memory`: MB resident in this process plus every process it started (its descendants).
+//! - `total_memory` / `free_memory`: the machine's, MB (free = available to new work).
+//!
+//! `Throttle` is the pure decision: throttle on a sample that exceeds a threshold, resume on
+//! the first sample that does not, and report each transition once (one event per episode).
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+
+pub const TREND_LEN: usize = 60;
+const MB: f64 = 1024.0 * 1024.0;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+  pub cpu: f64,
+  pub memory: f64,
+  pub total_memory: f64,
+  pub free_memory: f64,
+  /// This process's CPU use, percent of one core, over the last interval.
+  pub process_cpu: f64,
+  pub load_average: [f64; 3],
+  pub timestamp: f64,
+  /// Processes counted in `memory` (this one plus its descendants).
+  pub processes: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Thresholds {
+  pub cpu: f64,
+  pub memory: f64,
+}
+
+impl Sample {
+  /// Names of the thresholds this sample exceeds, in the order cpu, memory.
+  pub fn exceeded(&self, t: Thresholds) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if self.cpu > t.cpu {
+      out.push("cpu");
+    }
+    if self.memory > t.memory {
+      out.push("memory");
+    }
+    out
+  }
+}
+
+pub struct Sampler {
+  sys: System,
+  pid: Option<Pid>,
+}
+
+impl Sampler {
+  pub fn new() -> Result<Self, String> {
+    let mut sys = System::new().map_err(|e| format!("cannot read system information: {e}"))?;
+    // Baselines: the first real sample measures CPU from here.
+    sys.refresh_cpu_usage();
+    let pid = sysinfo::get_current_pid().ok();
+    let mut s = Sampler { sys, pid };
+    s.refresh_processes();
+    Ok(s)
+  }
+
+  fn refresh_processes(&mut self) {
+    self.sys.refresh_processes_specifics(
+      ProcessesToUpdate::All,
+      true,
+      ProcessRefreshKind::nothing().with_memory().with_cpu(),
+    );
+  }
+
+  /// This process and its descendants, by walking parent links once.
+  fn tree(&self) -> Vec<Pid> {
+    let Some(root) = self.pid else {
+      return Vec::new();
+    };
+    let mut children: HashMap<Pid, Vec<Pid>> = HashMap::new();
+    for (pid, p) in self.sys.processes() {
+      // Threads are listed as tasks of their process: counting them would count the same
+      // resident memory once per thread.
+      if p.thread_kind().is_some() {
+        continue;
+      }
+      if let Some(parent) = p.parent() {
+        children.entry(parent).or_default().push(*pid);
+      }
+    }
+    let mut out = vec![root];
+    let mut i = 0;
+    while i < out.len() {
+      if let Some(kids) = children.get(&out[i]) {
+        out.extend(kids.iter().copied().filter(|k| *k != root));
+      }
+      i += 1;
+      if out.len() > 1_000_000 {
+        break; // a parent-link cycle cannot make this loop for ever
+      }
+    }
+    out
+  }
+
+  pub fn sample(&mut self) -> Sample {
+    self.sys.refresh_cpu_usage();
+    self.sys.refresh_memory();
+    self.refresh_processes();
+    let tree = self.tree();
+    let resident: u64 = tree
+      .iter()
+      .filter_map(|pid| self.sys.process(*pid))
+      .map(|p| p.memory())
+      .sum();
+    let process_cpu = self
+      .pid
+      .and_then(|pid| self.sys.process(pid))
+      .map_or(0.0, |p| f64::from(p.cpu_usage()));
+    let load = System::load_average().map_or([0.0; 3], |l| [l.one, l.five, l.fifteen]);
+    Sample {
+      cpu: round2(f64::from(self.sys.global_cpu_usage()).clamp(0.0, 100.0)),
+      memory: round2(resident as f64 / MB),
+      total_memory: round2(self.sys.total_memory() as f64 / MB),
+      free_memory: round2(self.sys.available_memory() as f64 / MB),
+      process_cpu: round2(process_cpu),
+      load_average: load,
+      timestamp: now_ms(),
+      processes: tree.len() as u32,
+    }
+  }
+}
+
+fn round2(x: f64) -> f64 {
+  (x * 100.0).round() / 100.0
+}
+
+pub fn now_ms() -> f64 {
+  SystemTime::now()
+    .duration_since(UNIX_EPOCH)
+    .map(|d| d.as_secs_f64() * 1000.0)
+    .unwrap_or(0.0)
+}
+
+/// The last `TREND_LEN` samples.
+#[derive(Debug, Default)]
+pub struct Trends {
+  samples: VecDeque<Sample>,
+}
+
+impl Trends {
+  pub fn push(&mut self, s: Sample) {
+    if self.samples.len() == TREND_LEN {
+      self.samples.pop_front();
+    }
+    self.samples.push_back(s);
+  }
+  pub fn latest(&self) -> Option<&Sample> {
+    self.samples.back()
+  }
+  pub fn iter(&self) -> impl Iterator<Item = &Sample> {
+    self.samples.iter()
+  }
+  pub fn len(&self) -> usize {
+    self.samples.len()
+  }
+  pub fn is_empty(&self) -> bool {
+    self.samples.is_empty()
+  }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Transition {
+  /// A throttling episode began; which limits were exceeded.
+  Throttled(Vec<&'static str>),
+  /// The episode ended.
+  Resumed,
+}
+
+/// Throttle state: on while the latest sample exceeds a threshold (and throttling is
+/// enabled), off from the first sample that does not.
+#[derive(Debug, Default)]
+pub struct Throttle {
+  on: bool,
+}
+
+impl Throttle {
+  pub fn is_on(&self) -> bool {
+    self.on
+  }
+
+  pub fn observe(&mut self, sample: &Sample, t: Thresholds, enabled: bool) -> Option<Transition> {
+    let exceeded = if enabled { sample.exceeded(t) } else { Vec::new() };
+    match (self.on, exceeded.is_empty()) {
+      (false, false) => {
+        self.on = true;
+        Some(Transition::Throttled(exceeded))
+      }
+      (true, true) => {
+        self.on = false;
+        Some(Transition::Resumed)
+      }
+      _ => None,
+    }
+  }
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+
+  fn s(cpu: f64, memory: f64) -> Sample {
+    Sample {
+      cpu,
+      memory,
+      total_memory: 1000.0,
+      free_memory: 500.0,
+      process_cpu: 0.0,
+      load_average: [0.0; 3],
+      timestamp: 0.0,
+      processes: 1,
+    }
+  }
+
+  const T: Thresholds = Thresholds {
+    cpu: 80.0,
+    memory: 100.0,
+  };
+
+  #[test]
+  fn exceeded_names_each_limit() {
+    assert!(s(80.0, 100.0).exceeded(T).is_empty());
+    assert_eq!(s(80.1, 10.0).exceeded(T), vec!["cpu"]);
+    assert_eq!(s(10.0, 100.5).exceeded(T), vec!["memory"]);
+    assert_eq!(s(99.0, 200.0).exceeded(T), vec!["cpu", "memory"]);
+  }
+
+  #[test]
+  fn one_transition_per_episode_and_immediate_resume() {
+    let mut th = Throttle::default();
+    assert_eq!(th.observe(&s(10.0, 10.0), T, true), None);
+    assert_eq!(
+      th.observe(&s(95.0, 10.0), T, true),
+      Some(Transition::Throttled(vec!["cpu"]))
+    );
+    // Still over (even with another limit): same episode, no new transition.
+    assert_eq!(th.observe(&s(95.0, 500.0), T, true), None);
+    assert_eq!(th.observe(&s(81.0, 10.0), T, true), None);
+    assert!(th.is_on());
+    // The first sample under both thresholds resumes at once.
+    assert_eq!(th.observe(&s(79.9, 10.0), T, true), Some(Transition::Resumed));
+    assert_eq!(th.observe(&s(50.0, 10.0), T, true), None);
+    assert_eq!(
+      th.observe(&s(10.0, 101.0), T, true),
+      Some(Transition::Throttled(vec!["memory"]))
+    );
+  }
+
+  #[test]
+  fn disabled_throttling_never_throttles_and_lifts_an_episode() {
+    let mut th = Throttle::default();
+    assert_eq!(th.observe(&s(100.0, 1e9), T, false), None);
+    assert_eq!(
+      th.observe(&s(100.0, 1e9), T, true),
+      Some(Transition::Throttled(vec!["cpu", "memory"]))
+    );
+    assert_eq!(th.observe(&s(100.0, 1e9), T, false), Some(Transition::Resumed));
+  }
+
+  #[test]
+  fn trends_keep_the_last_sixty() {
+    let mut tr = Trends::default();
+    for i in 0..100 {
+      tr.push(s(f64::from(i), 0.0));
+    }
+    assert_eq!(tr.len(), TREND_LEN);
+    assert_eq!(tr.iter().next().map(|x| x.cpu), Some(40.0));
+    assert_eq!(tr.latest().map(|x| x.cpu), Some(99.0));
+  }
+
+  #[test]
+  fn sampler_measures_this_process() {
+    let mut sampler = Sampler::new().expect("sysinfo works here");
+    let a = sampler.sample();
+    assert!(a.memory > 1.0, "rss {}", a.memory);
+    assert!(a.total_memory >= a.free_memory);
+    assert!((0.0..=100.0).contains(&a.cpu));
+    assert!(a.processes >= 1);
+    // A child process is part of the tree; threads are not.
+    let mut child = std::process::Command::new("sleep")
+      .arg("5")
+      .spawn()
+      .expect("spawn sleep");
+    let b = sampler.sample();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(b.processes, a.processes + 1, "{a:?} {b:?}");
+  }
+}

@@ -1,0 +1,27 @@
+//! The tokio runtime the executors share: one worker thread for timers and sampling.
+//!
+//! Created on first use. Its thread is not a libuv handle, so it never keeps Node.js alive;
+//! what keeps Node alive is the executor's one deliberate keep-alive (see `binding.rs`).
+
+use std::sync::OnceLock;
+
+use tokio::runtime::{Builder, Handle, Runtime};
+
+static RUNTIME: OnceLock<Result<Runtime, String>> = OnceLock::new();
+
+/// A handle to the shared runtime, or why it could not be started.
+pub fn handle() -> Result<Handle, String> {
+  let rt = RUNTIME.get_or_init(|| {
+    Builder::new_multi_thread()
+      .worker_threads(1)
+      .max_blocking_threads(2)
+      .thread_name("bmad-bg-runtime")
+      .enable_time()
+      .build()
+      .map_err(|e| format!("cannot start the tokio runtime: {e}"))
+  });
+  match rt {
+    Ok(rt) => Ok(rt.handle().clone()),
+    Err(e) => Err(e.clone()),
+  }
+}
