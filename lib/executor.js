@@ -4,15 +4,21 @@
 //
 // What lives where (see README "Design"):
 // - Rust (`NativeExecutor`): the queue, every execution's state, the slots, retention,
-//   timers, the keep-alive. Every scheduling decision is a synchronous call into it; the hot
-//   calls (`submit`, `settle`) take and return plain numbers.
+//   timers, the keep-alive. Every scheduling decision is made there.
 // - Here: the agent registry, the values that must stay JS values (tasks, options, results,
 //   errors, callbacks, promise resolvers, AbortControllers) keyed by numeric id, and events.
+//
+// The hot path is batched: a submission or an agent settling is written as four numbers
+// into a Float64Array and the batch goes to Rust in ONE call (`sync`) at the end of the
+// current microtask run, or at once when the caller needs the answer (fireAndForget and the
+// other id-returning calls, every query, cancel, pause...). A napi call costs more than the
+// scheduling work it carries, so one call per batch instead of one per operation is what
+// keeps the per-execution cost near the cost of a plain JS semaphore.
 
 const { EventEmitter } = require('node:events');
 const binding = require('../binding.js');
 const { coded, describe, messageOf, typeError } = require('./errors.js');
-const { parseConfig, integer, isPlainObject, MAX_MS } = require('./config.js');
+const { parseConfig, integer, isPlainObject, MAX_MS, MAX_INT32 } = require('./config.js');
 const { ResourceMonitor } = require('./monitor.js');
 
 const MODE_NAMES = ['fire-and-forget', 'async-callback', 'watched', 'execute', 'aggregate'];
@@ -22,9 +28,17 @@ const M_WATCHED = 2;
 const M_EXECUTE = 3;
 const M_AGGREGATE = 4;
 const DEFAULT_LEVEL = ['low', 'medium', 'medium', 'medium', 'medium'];
+const MODE_EVENTS = ['fire-and-forget-started', 'async-callback-started', 'watched-started'];
 
 const STATUS_NAMES = ['queued', 'running', 'completed', 'failed', 'cancelled'];
 
+// Operation codes of a batch (see NativeExecutor.sync).
+const OP_SUBMIT = 1;
+const OP_SETTLE_OK = 2;
+const OP_SETTLE_FAILED = 3;
+const BATCH_CAPACITY = 2048;
+
+// Timer kinds (see TimerKind in src/scheduler.rs).
 const K_TIMEOUT = 1;
 const K_PROGRESS = 2;
 const K_GRACE = 3;
@@ -33,8 +47,8 @@ const K_SHUTDOWN = 5;
 
 /** Agent starts per event-loop turn before the executor yields (setImmediate). */
 const START_BUDGET = 1024;
-/** Settles between two collections of ids that retention dropped. */
-const EVICT_BATCH = 1024;
+/** Room for the ids retention drops during one sync. */
+const EVICT_CAPACITY = 4096;
 
 const ID_PREFIX = 'exec-';
 const extId = (id) => ID_PREFIX + id;
@@ -45,34 +59,51 @@ function parseId(value) {
   return Number.isSafeInteger(n) && n > 0 ? n : 0;
 }
 
-/** One submitted execution: the JS values that belong to it. State lives in Rust. */
+/** Operations waiting for the next `sync`: four numbers each, plus the record they concern. */
+class Batch {
+  constructor() {
+    this.io = new Float64Array(BATCH_CAPACITY * 4);
+    this.recs = new Array(BATCH_CAPACITY).fill(null);
+    this.n = 0;
+  }
+}
+
+/** One submitted execution: the JS values that belong to it. Its state lives in Rust. */
 class Execution {
-  constructor(id, mode, agent, task, options, priority) {
-    this.id = id;
+  constructor(mode, agent, task, options, priority) {
+    this.id = 0; // assigned by the core at the next sync
     this.mode = mode;
     this.agent = agent;
     this.task = task;
     this.options = options;
-    this.priority = priority;
-    this.startNow = false;
+    this.priority = priority; // level name
     this.done = false;
     this.status = null; // terminal status name once done
-    this.result = undefined;
-    this.error = undefined;
-    this.resolve = null;
+    this.value = undefined; // result, or error, once settled
+    this.resolve = null; // execute(): promise; aggregate: waiter
     this.reject = null;
     this.callback = null;
-    this.onProgress = null;
+    this.x = null; // Extras, created when first needed
+  }
+}
+
+/** Rarely needed per-execution state, kept out of the common record. */
+class Extras {
+  constructor() {
     this.controller = null;
     this.abortReason = undefined;
     this.userSignal = null;
     this.onUserAbort = null;
-    this.waiters = null;
+    this.onProgress = null;
     this.detail = undefined;
+    this.waiters = null;
+    this.admitted = null; // resolves an id-returning call once the core has answered
   }
 }
 
-/** The third argument of every agent. `signal` and `progress` are created on first use. */
+const extras = (rec) => (rec.x === null ? (rec.x = new Extras()) : rec.x);
+
+/** The third argument of every agent. Fields are getters: nothing is built until used. */
 class AgentContext {
   #ex;
   #rec;
@@ -81,20 +112,33 @@ class AgentContext {
   constructor(ex, rec) {
     this.#ex = ex;
     this.#rec = rec;
-    this.executionId = extId(rec.id);
-    this.agent = rec.agent;
-    this.task = rec.task;
-    this.options = rec.options;
-    this.mode = MODE_NAMES[rec.mode];
-    this.priority = rec.priority;
-    this.attempt = 1;
   }
 
+  get executionId() {
+    return extId(this.#rec.id);
+  }
+  get agent() {
+    return this.#rec.agent;
+  }
+  get task() {
+    return this.#rec.task;
+  }
+  get options() {
+    return this.#rec.options;
+  }
+  get mode() {
+    return MODE_NAMES[this.#rec.mode];
+  }
+  get priority() {
+    return this.#rec.priority;
+  }
+  get attempt() {
+    return 1;
+  }
   /** A standard AbortSignal, aborted on cancel, timeout and forced shutdown. */
   get signal() {
     return this.#ex._signalOf(this.#rec);
   }
-
   /** `progress(percent, detail?)`: 0–100, clamped; non-numbers ignored. Safe to destructure. */
   get progress() {
     if (this.#progress === null) {
@@ -104,11 +148,13 @@ class AgentContext {
     }
     return this.#progress;
   }
+  toJSON() {
+    const { executionId, agent, task, mode, priority, attempt } = this;
+    return { executionId, agent, task, mode, priority, attempt };
+  }
 }
 
-function rejected(err) {
-  return Promise.reject(err);
-}
+const rejected = (err) => Promise.reject(err);
 
 class BackgroundExecutor extends EventEmitter {
   constructor(config) {
@@ -125,7 +171,12 @@ class BackgroundExecutor extends EventEmitter {
     this._modeLevel = DEFAULT_LEVEL.map((name) => (this._levels.has(name) ? name : lowest));
     this._modePriority = this._modeLevel.map((name) => this._levels.get(name));
 
-    this._recs = new Map();
+    // Records by id. Ids are issued in sequence, so a sliding window over a plain array
+    // (index = id - base) replaces a Map: cheaper to fill, to read and to collect.
+    this._slots = [];
+    this._base = 1;
+    this._head = 0;
+    this._evicted = new Float64Array(EVICT_CAPACITY);
     this._native = new binding.NativeExecutor(
       {
         maxConcurrent: cfg.maxConcurrentAgents,
@@ -142,14 +193,20 @@ class BackgroundExecutor extends EventEmitter {
       (batch) => this._onTimers(batch),
     );
 
+    this._batch = new Batch();
+    this._spareBatch = null;
+    this._flushQueued = false;
+    this._flushTask = () => {
+      this._flushQueued = false;
+      this._flush();
+    };
     this._budget = START_BUDGET;
     this._deferred = [];
     this._yieldScheduled = false;
     this._resumeDeferred = () => this._runDeferred();
     this._dirty = new Set();
-    this._flushScheduled = false;
+    this._progressScheduled = false;
     this._flushProgress = () => this._emitDirtyProgress();
-    this._settledSinceCollect = 0;
     this._busy = false;
     this._idleWaiters = [];
     this._initialized = false;
@@ -157,7 +214,6 @@ class BackgroundExecutor extends EventEmitter {
     this._shutdownPromise = null;
     this._shutdownResolve = null;
     this._shutdownDone = false;
-    this._throttleEpisode = false;
     this._aggregations = 0;
 
     this.resourceMonitor = new ResourceMonitor({
@@ -248,7 +304,6 @@ class BackgroundExecutor extends EventEmitter {
     return new Promise((resolve, reject) => {
       rec.resolve = resolve;
       rec.reject = reject;
-      this._admit(rec);
     });
   }
 
@@ -260,15 +315,18 @@ class BackgroundExecutor extends EventEmitter {
       return rejected(err);
     }
     rec.callback = callback;
-    const started = this._admit(rec);
-    return Promise.resolve({
-      executionId: extId(rec.id),
-      mode: MODE_NAMES[mode],
-      status: rec.done ? rec.status : started ? 'running' : 'queued',
+    // Resolved by _submitted with the id and the real status once the core has answered,
+    // before the agent is called: the agent's synchronous code never runs inside this call.
+    return new Promise((resolve) => {
+      extras(rec).admitted = resolve;
     });
   }
 
-  /** Validates and registers a submission with the native core (not yet started). */
+  _closedError() {
+    return coded(Error, 'ERR_EXECUTOR_SHUT_DOWN', 'The executor has been shut down; no new executions are accepted');
+  }
+
+  /** Validates a submission and records it in the current batch. */
   _submit(mode, agent, task, options) {
     if (typeof agent !== 'string' || agent === '') {
       throw typeError(`agent must be a non-empty string, got ${describe(agent)}`);
@@ -302,63 +360,120 @@ class BackgroundExecutor extends EventEmitter {
       if (onProgress !== undefined && onProgress !== null && typeof onProgress !== 'function') {
         throw typeError(`options.onProgress must be a function, got ${describe(onProgress)}`);
       }
+    } else {
+      options = undefined;
     }
-    const r = this._native.submit(mode, mode === M_WATCHED, priority, timeout);
-    if (r === 0) {
-      throw coded(Error, 'ERR_EXECUTOR_SHUT_DOWN', 'The executor has been shut down; no new executions are accepted');
-    }
-    const id = r > 0 ? r : -r;
-    const rec = new Execution(id, mode, agent, task, options === null ? undefined : options, level);
-    rec.startNow = r > 0;
-    this._recs.set(id, rec);
+    if (this._closing) throw this._closedError();
+    const rec = new Execution(mode, agent, task, options, level);
+    this._push(rec, OP_SUBMIT, mode, priority, timeout);
     this._busy = true;
     return rec;
   }
 
-  /** Emits the submission events, wires the caller's signal, starts if the core said so. */
-  _admit(rec) {
-    const startNow = rec.startNow;
-    const options = rec.options;
-    if (options !== undefined) {
-      if (typeof options.onProgress === 'function') rec.onProgress = options.onProgress;
-      const signal = options.signal;
-      if (signal) {
-        if (signal.aborted) {
-          this._cancelRec(rec, this._cancelledError(rec, signal.reason));
-          return false;
-        }
-        rec.userSignal = signal;
-        rec.onUserAbort = () => this._cancelRec(rec, this._cancelledError(rec, signal.reason));
-        signal.addEventListener('abort', rec.onUserAbort, { once: true });
-      }
+  _push(rec, op, a, b, c) {
+    let batch = this._batch;
+    if (batch.n === BATCH_CAPACITY) {
+      this._flush();
+      batch = this._batch;
     }
-    if (this._events['execution-queued'] !== undefined) {
-      const position = startNow ? 0 : this._native.queuePosition(rec.id);
+    const k = batch.n++;
+    const o = k << 2;
+    const io = batch.io;
+    io[o] = op;
+    io[o + 1] = a;
+    io[o + 2] = b;
+    io[o + 3] = c;
+    batch.recs[k] = rec;
+    if (!this._flushQueued) {
+      this._flushQueued = true;
+      queueMicrotask(this._flushTask);
+    }
+  }
+
+  /** Sends the pending batch to the core and acts on its answers, in order. */
+  _flush() {
+    const batch = this._batch;
+    const n = batch.n;
+    if (n === 0) return;
+    // Answers are read from this batch while new operations (from callbacks, listeners,
+    // agents started here) go to another one.
+    this._batch = this._spareBatch !== null ? this._spareBatch : new Batch();
+    this._spareBatch = null;
+    batch.n = 0;
+    const r = this._native.sync(batch.io, n, this._evicted);
+    const idle = r % 2;
+    if (r > 1) this._dropRecords(this._evicted, (r - idle) / 2);
+    const io = batch.io;
+    const recs = batch.recs;
+    for (let k = 0; k < n; k++) {
+      const rec = recs[k];
+      recs[k] = null;
+      const o = k << 2;
+      if (io[o] === OP_SUBMIT) this._submitted(rec, io[o + 1]);
+      else this._settled(rec, io[o] === OP_SETTLE_OK, io[o + 2]);
+    }
+    this._spareBatch = batch;
+    if (idle === 1 && this._batch.n === 0) this._onIdle();
+  }
+
+  /** The core's answer to a submission: an id, and whether it started at once. */
+  _submitted(rec, r) {
+    if (r === 0) {
+      // Closed between validation and sync (cannot happen through the public API).
+      rec.done = true;
+      rec.status = 'cancelled';
+      const err = this._closedError();
+      if (rec.reject !== null) rec.reject(err);
+      else if (rec.callback !== null) this._callBack(rec, err, undefined);
+      return;
+    }
+    const started = r > 0;
+    const id = started ? r : -r;
+    rec.id = id;
+    this._store(id, rec);
+    if (rec.x !== null && rec.x.admitted !== null) {
+      rec.x.admitted({ executionId: extId(id), mode: MODE_NAMES[rec.mode], status: started ? 'running' : 'queued' });
+      rec.x.admitted = null;
+    }
+    const events = this._events;
+    if (events['execution-queued'] !== undefined) {
       this._emit('execution-queued', {
-        executionId: extId(rec.id),
+        executionId: extId(id),
         agent: rec.agent,
         task: rec.task,
         mode: MODE_NAMES[rec.mode],
         priority: rec.priority,
-        queuePosition: position,
+        queuePosition: started ? 0 : Math.max(0, this._native.queuePosition(id)),
         queueLength: this._native.counts().queued,
       });
     }
-    if (rec.mode < M_EXECUTE) {
-      const name = rec.mode === M_FIRE ? 'fire-and-forget-started' : rec.mode === M_CALLBACK ? 'async-callback-started' : 'watched-started';
-      if (this._events[name] !== undefined) {
-        this._emit(name, { executionId: extId(rec.id), agent: rec.agent, task: rec.task, priority: rec.priority });
+    if (rec.mode < M_EXECUTE && events[MODE_EVENTS[rec.mode]] !== undefined) {
+      this._emit(MODE_EVENTS[rec.mode], { executionId: extId(id), agent: rec.agent, task: rec.task, priority: rec.priority });
+    }
+    const options = rec.options;
+    if (options !== undefined) {
+      if (typeof options.onProgress === 'function') extras(rec).onProgress = options.onProgress;
+      const signal = options.signal;
+      if (signal) {
+        if (signal.aborted) {
+          this._cancelRec(rec, this._cancelledError(rec, signal.reason));
+        } else {
+          const x = extras(rec);
+          x.userSignal = signal;
+          x.onUserAbort = () => this._cancelRec(rec, this._cancelledError(rec, signal.reason));
+          signal.addEventListener('abort', x.onUserAbort, { once: true });
+        }
       }
     }
-    if (startNow) this._launch(rec);
-    return startNow;
+    // A start that was cancelled meanwhile only gives its slot back (see _run).
+    if (started) this._launch(rec);
   }
 
   // ----- running -----------------------------------------------------------------------
 
   /** Starts an execution the core has marked running; yields to the event loop when due. */
   _launch(rec) {
-    if (this._deferred.length > 0 || this._budget <= 0) {
+    if (this._budget <= 0 || this._deferred.length > 0) {
       this._deferred.push(rec);
       if (!this._yieldScheduled) {
         this._yieldScheduled = true;
@@ -375,24 +490,24 @@ class BackgroundExecutor extends EventEmitter {
     this._budget = START_BUDGET;
     const list = this._deferred;
     this._deferred = [];
-    for (let i = 0; i < list.length; i++) {
-      if (this._budget <= 0) {
-        // Keep the rest, in order, for the next turn.
-        this._deferred = list.slice(i).concat(this._deferred);
-        if (!this._yieldScheduled) {
-          this._yieldScheduled = true;
-          setImmediate(this._resumeDeferred);
-        }
-        return;
-      }
+    let i = 0;
+    for (; i < list.length && this._budget > 0; i++) {
       this._budget--;
       this._run(list[i]);
+    }
+    if (i < list.length) {
+      // Keep the rest, in order, for the next turn.
+      this._deferred = list.slice(i).concat(this._deferred);
+      if (!this._yieldScheduled) {
+        this._yieldScheduled = true;
+        setImmediate(this._resumeDeferred);
+      }
     }
   }
 
   _launchAll(ids) {
     for (let i = 0; i < ids.length; i++) {
-      const rec = this._recs.get(ids[i]);
+      const rec = this._rec(ids[i]);
       if (rec !== undefined) this._launch(rec);
     }
   }
@@ -400,16 +515,16 @@ class BackgroundExecutor extends EventEmitter {
   _run(rec) {
     if (rec.done) {
       // Cancelled between the core's start decision and this turn: give the slot back.
-      this._release(rec);
+      this._push(rec, OP_SETTLE_FAILED, rec.id, 0, 0);
       return;
     }
     const ctx = new AgentContext(this, rec);
     if (this._events['execution-started'] !== undefined) {
       this._emit('execution-started', {
-        executionId: ctx.executionId,
+        executionId: extId(rec.id),
         agent: rec.agent,
         task: rec.task,
-        mode: ctx.mode,
+        mode: MODE_NAMES[rec.mode],
         priority: rec.priority,
       });
     }
@@ -417,12 +532,12 @@ class BackgroundExecutor extends EventEmitter {
     try {
       if (this.spawnAgentProcess !== BASE_SPAWN) {
         value = this.spawnAgentProcess({
-          id: ctx.executionId,
-          executionId: ctx.executionId,
+          id: extId(rec.id),
+          executionId: extId(rec.id),
           agent: rec.agent,
           task: rec.task,
           options: rec.options,
-          mode: ctx.mode,
+          mode: MODE_NAMES[rec.mode],
           priority: rec.priority,
           context: ctx,
           signal: ctx.signal,
@@ -435,47 +550,43 @@ class BackgroundExecutor extends EventEmitter {
       value = Promise.reject(err);
     }
     Promise.resolve(value).then(
-      (v) => this._settle(rec, true, v),
-      (e) => this._settle(rec, false, e),
+      (v) => this._agentSettled(rec, true, v),
+      (e) => this._agentSettled(rec, false, e),
     );
   }
 
-  /** The agent settled (or a deferred start was dropped): free the slot, start the next. */
-  _settle(rec, ok, value) {
-    const pre = rec.waiters !== null && !rec.done ? this._native.view(rec.id) : null;
-    const next = this._native.settle(rec.id, ok);
+  _agentSettled(rec, ok, value) {
+    // A late result of a cancelled or timed-out execution is discarded: only the slot goes back.
+    if (!rec.done) rec.value = value;
+    this._push(rec, ok ? OP_SETTLE_OK : OP_SETTLE_FAILED, rec.id, 0, 0);
+  }
+
+  /** The core's answer to a settlement: the execution's end, and what started in its slot. */
+  _settled(rec, ok, next) {
     if (!rec.done) {
-      if (ok) this._complete(rec, value, pre);
-      else this._end(rec, 'failed', value, pre);
+      if (ok) this._complete(rec, rec.value);
+      else this._end(rec, 'failed', rec.value);
     }
     if (next > 0) {
-      const nextRec = this._recs.get(next);
+      const nextRec = this._rec(next);
       if (nextRec !== undefined) this._launch(nextRec);
-    } else if (next === -1) {
-      this._onIdle();
-    }
-    if (++this._settledSinceCollect >= EVICT_BATCH) this._collectEvicted();
-  }
-
-  _release(rec) {
-    const next = this._native.settle(rec.id, false);
-    if (next > 0) {
-      const nextRec = this._recs.get(next);
-      if (nextRec !== undefined) this._launch(nextRec);
-    } else if (next === -1) {
-      this._onIdle();
     }
   }
 
-  _complete(rec, value, pre) {
+  _complete(rec, value) {
     rec.done = true;
     rec.status = 'completed';
-    rec.result = value;
-    if (rec.userSignal !== null) this._unwireSignal(rec);
+    rec.value = value;
+    const x = rec.x;
+    if (x !== null) {
+      if (x.userSignal !== null) this._unwireSignal(x);
+      if (x.waiters !== null) this._notifyWaiters(rec);
+    }
     const events = this._events;
-    if (events['execution-completed'] !== undefined || (rec.mode === M_WATCHED && events['progress-update'] !== undefined)) {
+    const watched = rec.mode === M_WATCHED && events['progress-update'] !== undefined;
+    if (events['execution-completed'] !== undefined || watched) {
       const executionId = extId(rec.id);
-      const duration = this._durationOf(rec, pre);
+      const duration = this._durationOf(rec);
       this._emit('execution-completed', {
         executionId,
         agent: rec.agent,
@@ -484,7 +595,7 @@ class BackgroundExecutor extends EventEmitter {
         result: value,
         duration,
       });
-      if (rec.mode === M_WATCHED) {
+      if (watched) {
         this._dirty.delete(rec);
         this._emit('progress-update', {
           executionId,
@@ -492,76 +603,59 @@ class BackgroundExecutor extends EventEmitter {
           progress: 100,
           status: 'completed',
           duration,
-          detail: rec.detail,
+          detail: x !== null ? x.detail : undefined,
         });
       }
     }
-    switch (rec.mode) {
-      case M_EXECUTE:
-        rec.resolve(value);
-        break;
-      case M_CALLBACK:
-        if (rec.callback !== null) this._callBack(rec, null, value);
-        break;
-      default:
-        break;
-    }
-    if (rec.waiters !== null) this._notifyWaiters(rec, pre);
+    if (rec.mode === M_EXECUTE) rec.resolve(value);
+    else if (rec.callback !== null) this._callBack(rec, null, value);
   }
 
-  /** Ends an execution as failed or cancelled, with the original error object. */
-  _end(rec, status, err, pre) {
+  /** Ends an execution as failed or cancelled, with the original error value. */
+  _end(rec, status, err) {
     rec.done = true;
     rec.status = status;
-    rec.error = err;
-    if (rec.userSignal !== null) this._unwireSignal(rec);
+    rec.value = err;
+    const x = rec.x;
+    if (x !== null) {
+      if (x.userSignal !== null) this._unwireSignal(x);
+      if (x.waiters !== null) this._notifyWaiters(rec);
+    }
     const event = status === 'cancelled' ? 'execution-cancelled' : 'execution-failed';
-    const watchedListener = rec.mode === M_WATCHED && this._events['progress-update'] !== undefined;
-    if (this._events[event] !== undefined || watchedListener) {
+    const watched = rec.mode === M_WATCHED && this._events['progress-update'] !== undefined;
+    if (this._events[event] !== undefined || watched) {
       const executionId = extId(rec.id);
-      const duration = this._durationOf(rec, pre);
-      const message = messageOf(err);
-      const code = err !== null && typeof err === 'object' && typeof err.code === 'string' ? err.code : undefined;
+      const duration = this._durationOf(rec);
       this._emit(event, {
         executionId,
         agent: rec.agent,
         task: rec.task,
         mode: MODE_NAMES[rec.mode],
-        error: message,
+        error: messageOf(err),
         errorObject: err,
-        code,
+        code: err !== null && typeof err === 'object' && typeof err.code === 'string' ? err.code : undefined,
         duration,
       });
-      if (watchedListener) {
+      if (watched) {
         this._dirty.delete(rec);
-        const v = this._native.view(rec.id);
+        const v = this._native.viewFinished(rec.id);
         this._emit('progress-update', {
           executionId,
           agent: rec.agent,
-          progress: v !== null ? v.progress : pre !== null ? pre.progress : 0,
+          progress: v !== null ? v.progress : 0,
           status,
           duration,
-          detail: rec.detail,
+          detail: x !== null ? x.detail : undefined,
         });
       }
     }
-    switch (rec.mode) {
-      case M_EXECUTE:
-        rec.reject(err);
-        break;
-      case M_CALLBACK:
-        if (rec.callback !== null) this._callBack(rec, err, undefined);
-        break;
-      default:
-        break;
-    }
-    if (rec.waiters !== null) this._notifyWaiters(rec, pre);
+    if (rec.mode === M_EXECUTE) rec.reject(err);
+    else if (rec.callback !== null) this._callBack(rec, err, undefined);
   }
 
-  _durationOf(rec, pre) {
+  _durationOf(rec) {
     const d = this._native.durationOf(rec.id);
-    if (d >= 0) return d;
-    return pre !== null ? pre.duration : 0;
+    return d >= 0 ? d : 0;
   }
 
   _callBack(rec, err, value) {
@@ -575,22 +669,24 @@ class BackgroundExecutor extends EventEmitter {
   // ----- signals, cancellation, progress -----------------------------------------------
 
   _signalOf(rec) {
-    if (rec.controller === null) {
-      rec.controller = new AbortController();
-      if (rec.abortReason !== undefined) rec.controller.abort(rec.abortReason);
+    const x = extras(rec);
+    if (x.controller === null) {
+      x.controller = new AbortController();
+      if (x.abortReason !== undefined) x.controller.abort(x.abortReason);
     }
-    return rec.controller.signal;
+    return x.controller.signal;
   }
 
   _abort(rec, reason) {
-    rec.abortReason = reason;
-    if (rec.controller !== null && !rec.controller.signal.aborted) rec.controller.abort(reason);
+    const x = extras(rec);
+    x.abortReason = reason;
+    if (x.controller !== null && !x.controller.signal.aborted) x.controller.abort(reason);
   }
 
-  _unwireSignal(rec) {
-    rec.userSignal.removeEventListener('abort', rec.onUserAbort);
-    rec.userSignal = null;
-    rec.onUserAbort = null;
+  _unwireSignal(x) {
+    x.userSignal.removeEventListener('abort', x.onUserAbort);
+    x.userSignal = null;
+    x.onUserAbort = null;
   }
 
   _cancelledError(rec, cause) {
@@ -604,11 +700,11 @@ class BackgroundExecutor extends EventEmitter {
 
   /** Cancels `rec` if it is queued or running; returns the core's outcome code. */
   _cancelRec(rec, err) {
-    const pre = rec.waiters !== null ? this._native.view(rec.id) : null;
+    this._flush();
     const code = this._native.cancel(rec.id);
     if (code === 2 || code === 3) {
       if (code === 3) this._abort(rec, err);
-      this._end(rec, 'cancelled', err, pre);
+      this._end(rec, 'cancelled', err);
       this._launchAll(this._native.pump());
       this._checkIdle();
     }
@@ -624,8 +720,9 @@ class BackgroundExecutor extends EventEmitter {
     if (typeof executionId !== 'string') {
       return rejected(typeError(`executionId must be a string, got ${describe(executionId)}`));
     }
+    this._flush();
     const id = parseId(executionId);
-    const rec = id === 0 ? undefined : this._recs.get(id);
+    const rec = id === 0 ? undefined : this._rec(id);
     if (rec === undefined) return Promise.resolve({ success: false, error: 'Execution not found' });
     const code = this._cancelRec(rec, this._cancelledError(rec));
     if (code === 2 || code === 3) {
@@ -637,20 +734,22 @@ class BackgroundExecutor extends EventEmitter {
 
   _reportProgress(rec, percent, detail) {
     if (typeof percent !== 'number' || rec.done) return;
+    this._flush();
     if (!this._native.setProgress(rec.id, percent)) return;
     const progress = percent < 0 ? 0 : percent > 100 ? 100 : percent;
-    if (detail !== undefined) rec.detail = detail;
-    if (rec.onProgress !== null) {
+    const x = extras(rec);
+    if (detail !== undefined) x.detail = detail;
+    if (x.onProgress !== null) {
       try {
-        rec.onProgress({ executionId: extId(rec.id), agent: rec.agent, progress, detail });
+        x.onProgress({ executionId: extId(rec.id), agent: rec.agent, progress, detail });
       } catch (error) {
         this._emit('callback-error', { executionId: extId(rec.id), agent: rec.agent, error });
       }
     }
     if (rec.mode === M_WATCHED && this._events['progress-update'] !== undefined) {
       this._dirty.add(rec);
-      if (!this._flushScheduled) {
-        this._flushScheduled = true;
+      if (!this._progressScheduled) {
+        this._progressScheduled = true;
         setImmediate(this._flushProgress);
       }
     }
@@ -658,36 +757,36 @@ class BackgroundExecutor extends EventEmitter {
 
   /** Coalesced prompt progress: one `progress-update` per reporting execution per turn. */
   _emitDirtyProgress() {
-    this._flushScheduled = false;
+    this._progressScheduled = false;
     const dirty = [...this._dirty];
     this._dirty.clear();
     for (const rec of dirty) if (!rec.done) this._emitProgress(rec);
   }
 
   _emitProgress(rec) {
+    this._flush();
     const v = this._native.view(rec.id);
-    if (v === null) return;
+    if (v === null || rec.done) return;
     this._emit('progress-update', {
       executionId: extId(rec.id),
       agent: rec.agent,
       progress: v.progress,
       status: v.status,
       duration: v.duration,
-      detail: rec.detail,
+      detail: rec.x !== null ? rec.x.detail : undefined,
     });
   }
 
   // ----- timers (called from Rust through the threadsafe function) ---------------------
 
   _onTimers(batch) {
+    this._flush();
     for (let i = 0; i + 1 < batch.length; i += 2) {
-      const kind = batch[i];
-      const id = batch[i + 1];
       try {
-        this._onTimer(kind, id);
+        this._onTimer(batch[i], batch[i + 1]);
       } catch (err) {
         // Only a user listener can throw here; surface it like any throwing listener
-        // without leaving the batch half done.
+        // without leaving the batch half done (a throw back into Rust would be fatal).
         process.nextTick(() => {
           throw err;
         });
@@ -698,8 +797,7 @@ class BackgroundExecutor extends EventEmitter {
   _onTimer(kind, id) {
     switch (kind) {
       case K_TIMEOUT: {
-        const rec = this._recs.get(id);
-        const pre = rec !== undefined && rec.waiters !== null ? this._native.view(id) : null;
+        const rec = this._rec(id);
         if (!this._native.timeout(id) || rec === undefined) return;
         const ms = this._timeoutOf(rec);
         const err = coded(Error, 'ERR_EXECUTION_TIMEOUT', `Execution ${extId(id)} (${rec.agent}) timed out after ${ms} ms`, {
@@ -708,13 +806,13 @@ class BackgroundExecutor extends EventEmitter {
           timeoutMs: ms,
         });
         this._abort(rec, err);
-        this._end(rec, 'failed', err, pre);
+        this._end(rec, 'failed', err);
         this._launchAll(this._native.pump());
         this._checkIdle();
         return;
       }
       case K_PROGRESS: {
-        const rec = this._recs.get(id);
+        const rec = this._rec(id);
         if (this._native.progressTick(id) && rec !== undefined && this._events['progress-update'] !== undefined) {
           this._emitProgress(rec);
         }
@@ -740,15 +838,47 @@ class BackgroundExecutor extends EventEmitter {
   }
 
   _collectEvicted() {
-    this._settledSinceCollect = 0;
     const ids = this._native.takeEvicted();
-    for (let i = 0; i < ids.length; i++) this._recs.delete(ids[i]);
+    this._dropRecords(ids, ids.length);
+  }
+
+  // ----- the record window ------------------------------------------------------------------
+
+  _rec(id) {
+    const i = id - this._base;
+    return i >= 0 && i < this._slots.length ? this._slots[i] : undefined;
+  }
+
+  _store(id, rec) {
+    const i = id - this._base;
+    if (i === this._slots.length) this._slots.push(rec);
+    else if (i >= 0) {
+      while (this._slots.length < i) this._slots.push(undefined);
+      this._slots[i] = rec;
+    }
+  }
+
+  /** Forgets the records retention dropped; slides the window past the dropped prefix. */
+  _dropRecords(ids, n) {
+    const slots = this._slots;
+    for (let k = 0; k < n; k++) {
+      const i = ids[k] - this._base;
+      if (i >= 0 && i < slots.length) slots[i] = undefined;
+    }
+    let head = this._head;
+    while (head < slots.length && slots[head] === undefined) head++;
+    this._head = head;
+    if (head > 1024 && head * 2 > slots.length) {
+      this._slots = slots.slice(head);
+      this._base += head;
+      this._head = 0;
+    }
   }
 
   // ----- idle ----------------------------------------------------------------------------
 
   _checkIdle() {
-    if (this._busy && this._native.isIdle()) this._onIdle();
+    if (this._busy && this._batch.n === 0 && this._native.isIdle()) this._onIdle();
   }
 
   _onIdle() {
@@ -766,19 +896,21 @@ class BackgroundExecutor extends EventEmitter {
   // ----- run-time control ----------------------------------------------------------------
 
   setConcurrency(n) {
-    if (typeof n !== 'number') throw typeError(`setConcurrency: n must be an integer >= 1, got ${describe(n)}`);
-    integer('setConcurrency: n', n, 1, 2147483647, 1);
+    integer('setConcurrency: n', n, 1, MAX_INT32, 1);
+    this._flush();
     this._launchAll(this._native.setConcurrency(n));
     return this;
   }
 
   pause() {
+    this._flush();
     this._native.setPaused(true);
     this._emit('queue-paused', { queued: this._native.counts().queued });
     return this;
   }
 
   resume() {
+    this._flush();
     const started = this._native.setPaused(false);
     this._emit('queue-unpaused', { started: started.length });
     this._launchAll(started);
@@ -789,6 +921,7 @@ class BackgroundExecutor extends EventEmitter {
 
   _applySample(sample) {
     if (this._shutdownDone) return;
+    this._flush();
     const { transition, started } = this._native.observeSample(sample.cpu, sample.memory, this.config.throttleIfExceeded);
     if (transition === 0) return;
     const c = this._native.counts();
@@ -809,22 +942,25 @@ class BackgroundExecutor extends EventEmitter {
         started: started.length,
         timestamp: sample.timestamp,
       });
-      this._launchAll(started);
     }
+    this._launchAll(started);
   }
 
   // ----- queries -----------------------------------------------------------------------
 
   getExecutionStatus(executionId) {
+    this._flush();
     const id = parseId(executionId);
     const v = id === 0 ? null : this._native.view(id);
-    const rec = v === null ? undefined : this._recs.get(id);
+    const rec = v === null ? undefined : this._rec(id);
     if (rec === undefined) return { found: false };
     return this._statusObject(rec, v);
   }
 
-  _statusObject(rec, v, finalStatus) {
-    const status = finalStatus !== undefined ? finalStatus : v.status;
+  _statusObject(rec, v) {
+    const status = rec.done ? rec.status : v.status;
+    const completed = status === 'completed';
+    const failed = rec.done && !completed;
     const out = {
       found: true,
       id: extId(rec.id),
@@ -834,24 +970,25 @@ class BackgroundExecutor extends EventEmitter {
       mode: MODE_NAMES[rec.mode],
       priority: rec.priority,
       status,
-      progress: status === 'completed' ? 100 : v.progress,
+      progress: completed ? 100 : v.progress,
       started: v.submittedAt,
       duration: v.duration,
-      result: status === 'completed' ? rec.result : null,
-      error: rec.error === undefined || status === 'completed' ? null : messageOf(rec.error),
-      errorObject: status === 'completed' ? undefined : rec.error,
-      startedAt: v.startedAt === null ? undefined : v.startedAt,
-      finishedAt: v.finishedAt === null ? undefined : v.finishedAt,
+      result: completed ? rec.value : null,
+      error: failed ? messageOf(rec.value) : null,
+      errorObject: failed ? rec.value : undefined,
+      startedAt: v.startedAt == null ? undefined : v.startedAt,
+      finishedAt: v.finishedAt == null ? undefined : v.finishedAt,
     };
     if (status === 'queued') out.queuePosition = v.queuePosition;
     return out;
   }
 
   getQueueStatus() {
+    this._flush();
     const c = this._native.counts();
     const queue = [];
     for (const id of this._native.queueOrder()) {
-      const rec = this._recs.get(id);
+      const rec = this._rec(id);
       if (rec !== undefined) queue.push({ id: extId(id), agent: rec.agent, priority: rec.priority, mode: MODE_NAMES[rec.mode] });
     }
     return {
@@ -866,9 +1003,10 @@ class BackgroundExecutor extends EventEmitter {
   }
 
   getActiveExecutions() {
+    this._flush();
     const out = [];
     for (const id of this._native.runningIds()) {
-      const rec = this._recs.get(id);
+      const rec = this._rec(id);
       const v = this._native.view(id);
       if (rec === undefined || v === null) continue;
       out.push({
@@ -887,6 +1025,7 @@ class BackgroundExecutor extends EventEmitter {
   }
 
   getStatus() {
+    this._flush();
     const c = this._native.counts();
     return {
       initialized: this._initialized,
@@ -913,30 +1052,30 @@ class BackgroundExecutor extends EventEmitter {
     if (typeof executionId !== 'string') {
       return rejected(typeError(`executionId must be a string, got ${describe(executionId)}`));
     }
+    this._flush();
     const id = parseId(executionId);
-    const rec = id === 0 ? undefined : this._recs.get(id);
+    const rec = id === 0 ? undefined : this._rec(id);
     if (rec === undefined || this._native.statusOf(id) < 0) return Promise.resolve({ found: false });
     if (rec.done) return Promise.resolve(this.getExecutionStatus(executionId));
     return new Promise((resolve) => {
-      if (rec.waiters === null) rec.waiters = [];
-      rec.waiters.push(resolve);
+      const x = extras(rec);
+      if (x.waiters === null) x.waiters = [];
+      x.waiters.push(resolve);
     });
   }
 
-  _notifyWaiters(rec, pre) {
-    const waiters = rec.waiters;
-    rec.waiters = null;
-    const v = this._native.view(rec.id) || pre;
-    const snapshot = v === null ? { found: false } : this._statusObject(rec, v, rec.status);
-    if (v !== null && v === pre) {
-      snapshot.finishedAt = this._native.wallNow();
-      snapshot.duration = snapshot.finishedAt - v.submittedAt;
-    }
+  /** Resolves waiters with the final status (read before retention can drop it). */
+  _notifyWaiters(rec) {
+    const waiters = rec.x.waiters;
+    rec.x.waiters = null;
+    const v = this._native.viewFinished(rec.id);
+    const snapshot = v === null ? { found: false } : this._statusObject(rec, v);
     for (const w of waiters) w(snapshot);
   }
 
   /** Resolves once nothing is queued or running. */
   onIdle() {
+    this._flush();
     if (this._native.isIdle()) return Promise.resolve();
     return new Promise((resolve) => this._idleWaiters.push(resolve));
   }
@@ -956,29 +1095,27 @@ class BackgroundExecutor extends EventEmitter {
     if (check !== undefined && typeof check !== 'function') {
       throw typeError(`options.consistencyCheck must be a function, got ${describe(check)}`);
     }
-    // Validate once before submitting anything, so a bad call submits nothing.
-    const first = this._submit(M_AGGREGATE, agents[0], task, options);
-    const recs = [first];
+    // The first submission validates task and options, so a bad call submits nothing.
+    const recs = [this._submit(M_AGGREGATE, agents[0], task, options)];
     for (let i = 1; i < agents.length; i++) recs.push(this._submit(M_AGGREGATE, agents[i], task, options));
+    const finished = recs.map((rec) => new Promise((resolve) => (extras(rec).waiters = [resolve])));
+    this._flush();
     const aggregationId = `agg-${++this._aggregations}`;
-    const finished = recs.map(
-      (rec) =>
-        new Promise((resolve) => {
-          rec.waiters = [resolve];
-        }),
-    );
     this._emit('aggregation-started', { aggregationId, agents: [...agents], task, executionIds: recs.map((r) => extId(r.id)) });
-    for (const rec of recs) this._admit(rec);
     const snapshots = await Promise.all(finished);
-    const results = snapshots.map((s, i) => ({
-      id: extId(recs[i].id),
-      agent: recs[i].agent,
-      status: recs[i].status,
-      result: recs[i].status === 'completed' ? recs[i].result : null,
-      error: recs[i].status === 'completed' ? null : messageOf(recs[i].error),
-      errorObject: recs[i].status === 'completed' ? undefined : recs[i].error,
-      duration: s.found ? s.duration : 0,
-    }));
+    const results = snapshots.map((s, i) => {
+      const rec = recs[i];
+      const ok = rec.status === 'completed';
+      return {
+        id: extId(rec.id),
+        agent: rec.agent,
+        status: rec.status,
+        result: ok ? rec.value : null,
+        error: ok ? null : messageOf(rec.value),
+        errorObject: ok ? undefined : rec.value,
+        duration: s.found ? s.duration : 0,
+      };
+    });
     const consistent = this._consistency(results, check);
     const r = binding.aggregateReport(
       results.map((x) => x.status === 'completed'),
@@ -1051,22 +1188,19 @@ class BackgroundExecutor extends EventEmitter {
         }
       }
     }
+    this._flush();
     this._closing = true;
     this._shutdownPromise = new Promise((resolve) => {
       this._shutdownResolve = resolve;
     });
     const c = this._native.counts();
     this._emit('shutting-down', { running: c.running, queued: c.queued, mode, timeoutMs });
-    const cancelled = this._native.close(mode === 'cancel');
-    for (const id of cancelled) {
-      const rec = this._recs.get(id);
-      if (rec !== undefined && !rec.done) this._end(rec, 'cancelled', this._shutdownError(rec), null);
+    for (const id of this._native.close(mode === 'cancel')) {
+      const rec = this._rec(id);
+      if (rec !== undefined && !rec.done) this._end(rec, 'cancelled', this._shutdownError(rec));
     }
-    if (this._native.isIdle()) {
-      this._finishShutdown(false);
-    } else if (timeoutMs !== undefined) {
-      this._native.armShutdownTimer(timeoutMs);
-    }
+    if (this._native.isIdle()) this._finishShutdown(false);
+    else if (timeoutMs !== undefined) this._native.armShutdownTimer(timeoutMs);
     return this._shutdownPromise;
   }
 
@@ -1079,13 +1213,13 @@ class BackgroundExecutor extends EventEmitter {
 
   _forceShutdown() {
     if (this._shutdownDone) return;
-    const ids = this._native.abortAll();
-    for (const id of ids) {
-      const rec = this._recs.get(id);
+    this._flush();
+    for (const id of this._native.abortAll()) {
+      const rec = this._rec(id);
       if (rec === undefined || rec.done) continue;
       const err = this._shutdownError(rec);
       this._abort(rec, err);
-      this._end(rec, 'cancelled', err, null);
+      this._end(rec, 'cancelled', err);
     }
     this._deferred = [];
     this._finishShutdown(true);

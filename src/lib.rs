@@ -9,5 +9,6 @@ pub mod report;
 pub mod runtime;
 pub mod scheduler;
 pub mod timers;
+pub mod window;
 
 pub mod binding;

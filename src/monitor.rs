@@ -58,7 +58,9 @@ pub struct Sampler {
 impl Sampler {
   pub fn new() -> Result<Self, String> {
     let mut sys = System::new().map_err(|e| format!("cannot read system information: {e}"))?;
-    // Baselines: the first real sample measures CPU from here.
+    // Baselines: sysinfo's first CPU refresh measures since boot; the second one makes the
+    // first real sample measure from here.
+    sys.refresh_cpu_usage();
     sys.refresh_cpu_usage();
     let pid = sysinfo::get_current_pid().ok();
     let mut s = Sampler { sys, pid };

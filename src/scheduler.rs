@@ -20,10 +20,10 @@
 //! whichever comes first, so an agent that ignores its abort signal cannot hold a slot for
 //! ever, and one that honours it cannot overlap with the next start.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::VecDeque;
 
 use crate::queue::PriorityQueue;
+use crate::window::IdWindow;
 
 /// Slack added to retention sweeps so that a steady stream of finishes does not wake the
 /// timer for every single expiry. Queries check expiry exactly; sweeps only free memory.
@@ -123,44 +123,36 @@ impl Default for Config {
   }
 }
 
-/// Hasher for sequential ids: one multiply, high bits well mixed for hashbrown's tags.
-#[derive(Default)]
-pub struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-  fn finish(&self) -> u64 {
-    self.0
-  }
-  fn write(&mut self, bytes: &[u8]) {
-    for &b in bytes {
-      self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-  }
-  fn write_u64(&mut self, n: u64) {
-    self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-  }
-}
-
-type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
-type IdSet = HashSet<u64, BuildHasherDefault<IdHasher>>;
-
 #[derive(Debug)]
 pub struct Exec {
   pub status: Status,
   pub mode: u8,
   pub watched: bool,
   pub priority: i32,
-  pub progress: f64,
+  /// 0–100 (f32 is plenty and keeps the record small: 48 bytes).
+  pub progress: f32,
+  /// Milliseconds; 0 = none.
+  pub timeout_ms: u32,
   pub submitted_at: f64,
-  pub started_at: Option<f64>,
-  pub finished_at: Option<f64>,
-  pub timeout_ms: f64,
+  /// NaN until started.
+  started_at: f64,
+  /// NaN until finished.
+  finished_at: f64,
   /// Holds a concurrency slot (running, or a zombie whose agent has not settled).
   holds_slot: bool,
   /// Dropped from retention while still holding its slot: invisible to queries.
   evicted: bool,
   /// Bit set of armed `TimerKind`s.
   timers: u8,
+}
+
+impl Exec {
+  pub fn started_at(&self) -> Option<f64> {
+    Some(self.started_at).filter(|t| !t.is_nan())
+  }
+  pub fn finished_at(&self) -> Option<f64> {
+    Some(self.finished_at).filter(|t| !t.is_nan())
+  }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -197,9 +189,10 @@ pub struct ExecView {
 #[derive(Debug)]
 pub struct Scheduler {
   cfg: Config,
-  execs: IdMap<Exec>,
+  execs: IdWindow<Exec>,
   queue: PriorityQueue,
-  running: IdSet,
+  /// Executions in `Running` status (a count: queries that list them scan the records).
+  running: usize,
   next_id: u64,
   slots_used: u32,
   paused: bool,
@@ -219,9 +212,9 @@ impl Scheduler {
     let queue = PriorityQueue::with_levels(&cfg.levels);
     Scheduler {
       cfg,
-      execs: IdMap::default(),
+      execs: IdWindow::default(),
       queue,
-      running: IdSet::default(),
+      running: 0,
       next_id: 1,
       slots_used: 0,
       paused: false,
@@ -241,7 +234,7 @@ impl Scheduler {
     self.queue.len()
   }
   pub fn running(&self) -> usize {
-    self.running.len()
+    self.running
   }
   pub fn slots_used(&self) -> u32 {
     self.slots_used
@@ -266,7 +259,7 @@ impl Scheduler {
   }
   /// Nothing queued and nothing running (zombies do not count: they have ended).
   pub fn is_idle(&self) -> bool {
-    self.queue.is_empty() && self.running.is_empty()
+    self.queue.is_empty() && self.running == 0
   }
   /// Records kept in memory in all (queued, running, zombies, retained).
   pub fn records(&self) -> usize {
@@ -285,8 +278,13 @@ impl Scheduler {
     std::mem::take(&mut self.evicted)
   }
 
-  pub fn has_evicted(&self) -> bool {
-    !self.evicted.is_empty()
+  /// Moves up to `out.len()` evicted ids into `out`; returns how many.
+  pub fn drain_evicted_into(&mut self, out: &mut [f64]) -> usize {
+    let n = self.evicted.len().min(out.len());
+    for (slot, id) in out.iter_mut().zip(self.evicted.drain(..n)) {
+      *slot = id as f64;
+    }
+    n
   }
 
   // ----- submission and start -----------------------------------------------------------
@@ -312,14 +310,14 @@ impl Scheduler {
       watched,
       priority,
       progress: 0.0,
-      submitted_at: now,
-      started_at: None,
-      finished_at: None,
-      timeout_ms: if timeout_ms.is_finite() && timeout_ms > 0.0 {
-        timeout_ms
+      timeout_ms: if timeout_ms.is_finite() && timeout_ms >= 1.0 {
+        timeout_ms.min(f64::from(u32::MAX)) as u32
       } else {
-        0.0
+        0
       },
+      submitted_at: now,
+      started_at: f64::NAN,
+      finished_at: f64::NAN,
       holds_slot: false,
       evicted: false,
       timers: 0,
@@ -345,7 +343,7 @@ impl Scheduler {
 
   /// 1-based position in start order of a queued execution.
   pub fn queue_position(&self, id: u64) -> Option<usize> {
-    let exec = self.execs.get(&id)?;
+    let exec = self.execs.get(id)?;
     if exec.status != Status::Queued {
       return None;
     }
@@ -360,18 +358,18 @@ impl Scheduler {
   }
 
   fn start(&mut self, id: u64, now: f64) {
-    let Some(exec) = self.execs.get_mut(&id) else {
+    let Some(exec) = self.execs.get_mut(id) else {
       return;
     };
     exec.status = Status::Running;
-    exec.started_at = Some(now);
+    exec.started_at = now;
     exec.holds_slot = true;
-    if exec.timeout_ms > 0.0 {
-      let at = now + exec.timeout_ms;
+    if exec.timeout_ms > 0 {
+      let at = now + f64::from(exec.timeout_ms);
       arm(&mut self.timer_cmds, exec, id, TimerKind::Timeout, at);
     }
     self.slots_used += 1;
-    self.running.insert(id);
+    self.running += 1;
   }
 
   /// Starts the next queued execution if a slot allows it.
@@ -384,7 +382,7 @@ impl Scheduler {
       let aging = self.cfg.aging_ms;
       let age = |i: u64| -> usize {
         execs
-          .get(&i)
+          .get(i)
           .map(|e| ((now - e.submitted_at).max(0.0) / aging) as usize)
           .unwrap_or(0)
       };
@@ -412,7 +410,7 @@ impl Scheduler {
   /// `.0` tells whether this settle ended the execution (false: a late result to discard).
   pub fn settle(&mut self, id: u64, ok: bool, now: f64) -> (bool, Option<u64>) {
     let mut ended = false;
-    if let Some(exec) = self.execs.get(&id) {
+    if let Some(exec) = self.execs.get(id) {
       let was_running = exec.status == Status::Running;
       self.release_slot(id);
       if was_running {
@@ -425,7 +423,7 @@ impl Scheduler {
 
   /// The timeout of `id` fired. Returns true when a running execution failed by it.
   pub fn timeout(&mut self, id: u64, now: f64) -> bool {
-    match self.execs.get_mut(&id) {
+    match self.execs.get_mut(id) {
       Some(exec) if exec.status == Status::Running => {
         exec.timers &= !TimerKind::Timeout.bit();
         self.finish(id, Status::Failed, now);
@@ -437,7 +435,7 @@ impl Scheduler {
   }
 
   pub fn cancel(&mut self, id: u64, now: f64) -> CancelOutcome {
-    let Some(exec) = self.execs.get(&id).filter(|e| !e.evicted) else {
+    let Some(exec) = self.execs.get(id).filter(|e| !e.evicted) else {
       return CancelOutcome::NotFound;
     };
     match exec.status {
@@ -458,7 +456,7 @@ impl Scheduler {
   fn begin_grace(&mut self, id: u64, now: f64) {
     if self.cfg.cancel_grace_ms <= 0.0 {
       self.release_slot(id);
-    } else if let Some(exec) = self.execs.get_mut(&id) {
+    } else if let Some(exec) = self.execs.get_mut(id) {
       arm(
         &mut self.timer_cmds,
         exec,
@@ -471,7 +469,7 @@ impl Scheduler {
 
   /// The grace period of a zombie ended: free its slot. Returns what started in it.
   pub fn grace_expired(&mut self, id: u64, now: f64) -> Vec<u64> {
-    if let Some(exec) = self.execs.get_mut(&id) {
+    if let Some(exec) = self.execs.get_mut(id) {
       exec.timers &= !TimerKind::Grace.bit();
     }
     self.release_slot(id);
@@ -479,7 +477,7 @@ impl Scheduler {
   }
 
   fn release_slot(&mut self, id: u64) {
-    let Some(exec) = self.execs.get_mut(&id) else {
+    let Some(exec) = self.execs.get_mut(id) else {
       return;
     };
     if !exec.holds_slot {
@@ -489,19 +487,19 @@ impl Scheduler {
     self.slots_used -= 1;
     disarm(&mut self.timer_cmds, exec, id, TimerKind::Grace);
     if exec.evicted {
-      self.execs.remove(&id);
+      self.execs.remove(id);
     }
   }
 
   fn finish(&mut self, id: u64, status: Status, now: f64) {
-    let Some(exec) = self.execs.get_mut(&id) else {
+    let Some(exec) = self.execs.get_mut(id) else {
       return;
     };
     if exec.status == Status::Running {
-      self.running.remove(&id);
+      self.running -= 1;
     }
     exec.status = status;
-    exec.finished_at = Some(now);
+    exec.finished_at = now;
     if status == Status::Completed {
       exec.progress = 100.0;
     }
@@ -514,7 +512,6 @@ impl Scheduler {
       Status::Queued | Status::Running => {}
     }
     self.retained.push_back((id, now));
-    self.evict(now);
     if self.sweep_at.is_none() {
       if let Some(&(_, oldest)) = self.retained.front() {
         let at = oldest + self.cfg.result_ttl_ms + SWEEP_SLACK_MS;
@@ -529,7 +526,11 @@ impl Scheduler {
   }
 
   /// Drops finished executions beyond `max_retained` and those older than the TTL.
-  fn evict(&mut self, now: f64) {
+  ///
+  /// Not called by `finish`: the caller runs it at the start of each batch of operations,
+  /// so an execution that just finished can still be read (`view(.., false)`) while its
+  /// outcome is delivered, even with `max_retained == 0` or a TTL of 0.
+  pub fn evict(&mut self, now: f64) {
     let ttl = self.cfg.result_ttl_ms;
     while let Some(&(id, finished)) = self.retained.front() {
       if self.retained.len() <= self.cfg.max_retained && finished + ttl > now {
@@ -537,10 +538,10 @@ impl Scheduler {
       }
       self.retained.pop_front();
       self.evicted.push(id);
-      match self.execs.get_mut(&id) {
+      match self.execs.get_mut(id) {
         Some(exec) if exec.holds_slot => exec.evicted = true,
         Some(_) => {
-          self.execs.remove(&id);
+          self.execs.remove(id);
         }
         None => {}
       }
@@ -569,9 +570,9 @@ impl Scheduler {
     if percent.is_nan() {
       return false;
     }
-    match self.execs.get_mut(&id) {
+    match self.execs.get_mut(id) {
       Some(exec) if exec.status == Status::Running => {
-        exec.progress = percent.clamp(0.0, 100.0);
+        exec.progress = percent.clamp(0.0, 100.0) as f32;
         true
       }
       _ => false,
@@ -580,7 +581,7 @@ impl Scheduler {
 
   /// A watched execution's progress timer fired: re-arms it while the execution is active.
   pub fn progress_tick(&mut self, id: u64, now: f64) -> bool {
-    match self.execs.get_mut(&id) {
+    match self.execs.get_mut(id) {
       Some(exec) if !exec.status.is_terminal() && exec.watched => {
         let at = now + self.cfg.progress_interval_ms;
         arm(&mut self.timer_cmds, exec, id, TimerKind::Progress, at);
@@ -631,8 +632,7 @@ impl Scheduler {
   /// Returns the cancelled ids (queued first, then running in start order).
   pub fn abort_all(&mut self, now: f64) -> Vec<u64> {
     let mut ids = self.close(true, now);
-    let mut running: Vec<u64> = self.running.iter().copied().collect();
-    running.sort_by(|a, b| self.started_at(*a).total_cmp(&self.started_at(*b)));
+    let running = self.running_ids();
     for &id in &running {
       self.finish(id, Status::Cancelled, now);
     }
@@ -640,7 +640,7 @@ impl Scheduler {
       .execs
       .iter()
       .filter(|(_, e)| e.holds_slot)
-      .map(|(&id, _)| id)
+      .map(|(id, _)| id)
       .collect();
     for id in holders {
       self.release_slot(id);
@@ -652,33 +652,36 @@ impl Scheduler {
   fn started_at(&self, id: u64) -> f64 {
     self
       .execs
-      .get(&id)
-      .and_then(|e| e.started_at)
+      .get(id)
+      .and_then(|e| e.started_at())
       .unwrap_or(f64::INFINITY)
   }
 
   // ----- queries ------------------------------------------------------------------------------
 
-  pub fn view(&self, id: u64, now: f64) -> Option<ExecView> {
-    let exec = self.execs.get(&id)?;
+  /// What a query sees of `id`. With `respect_ttl`, an execution finished longer than the
+  /// TTL ago is gone even before a sweep frees it; without, anything still held is shown.
+  pub fn view(&self, id: u64, now: f64, respect_ttl: bool) -> Option<ExecView> {
+    let exec = self.execs.get(id)?;
     if exec.evicted {
       return None;
     }
-    if let Some(finished) = exec.finished_at {
-      if finished + self.cfg.result_ttl_ms <= now {
+    if let Some(finished) = exec.finished_at() {
+      if respect_ttl && finished + self.cfg.result_ttl_ms <= now {
         return None;
       }
     }
-    let end = exec.finished_at.unwrap_or(now);
+    let end = exec.finished_at().unwrap_or(now);
     Some(ExecView {
       status: exec.status,
       mode: exec.mode,
       priority: exec.priority,
-      progress: exec.progress,
+      progress: f64::from(exec.progress),
       submitted_at: exec.submitted_at,
-      started_at: exec.started_at,
-      finished_at: exec.finished_at,
-      duration: (end - exec.submitted_at).max(0.0),
+      started_at: exec.started_at(),
+      finished_at: exec.finished_at(),
+      // Whole microseconds: enough for anyone, and no float noise in logs.
+      duration: ((end - exec.submitted_at).max(0.0) * 1000.0).round() / 1000.0,
       queue_position: if exec.status == Status::Queued {
         self.queue_position(id)
       } else {
@@ -695,14 +698,19 @@ impl Scheduler {
 
   /// Running ids in start order.
   pub fn running_ids(&self) -> Vec<u64> {
-    let mut ids: Vec<u64> = self.running.iter().copied().collect();
+    let mut ids: Vec<u64> = self
+      .execs
+      .iter()
+      .filter(|(_, e)| e.status == Status::Running)
+      .map(|(id, _)| id)
+      .collect();
     ids.sort_by(|a, b| self.started_at(*a).total_cmp(&self.started_at(*b)).then(a.cmp(b)));
     ids
   }
 }
 
-fn is_queued(execs: &IdMap<Exec>, id: u64) -> bool {
-  execs.get(&id).is_some_and(|e| e.status == Status::Queued)
+fn is_queued(execs: &IdWindow<Exec>, id: u64) -> bool {
+  execs.get(id).is_some_and(|e| e.status == Status::Queued)
 }
 
 fn arm(cmds: &mut Vec<TimerCmd>, exec: &mut Exec, id: u64, kind: TimerKind, at_ms: f64) {
@@ -730,6 +738,15 @@ mod tests {
 
   fn submit(s: &mut Scheduler, prio: i32, now: f64) -> (u64, bool) {
     s.submit(0, false, prio, 0.0, now).expect("open")
+  }
+
+  #[test]
+  fn execution_record_stays_small() {
+    assert!(
+      std::mem::size_of::<Exec>() <= 48,
+      "{}",
+      std::mem::size_of::<Exec>()
+    );
   }
 
   #[test]
@@ -761,7 +778,7 @@ mod tests {
         cancelled: 0
       }
     );
-    assert_eq!(s.view(4, 3.0).map(|v| v.status), Some(Status::Failed));
+    assert_eq!(s.view(4, 3.0, true).map(|v| v.status), Some(Status::Failed));
   }
 
   #[test]
@@ -797,7 +814,7 @@ mod tests {
     submit(&mut s, 3, 0.0);
     assert_eq!(s.cancel(1, 1.0), CancelOutcome::WasRunning);
     // Cancelled at once, but the slot is still held: nothing starts.
-    assert_eq!(s.view(1, 1.0).map(|v| v.status), Some(Status::Cancelled));
+    assert_eq!(s.view(1, 1.0, true).map(|v| v.status), Some(Status::Cancelled));
     assert_eq!((s.running(), s.slots_used(), s.queued()), (0, 1, 1));
     let cmds = s.take_timer_cmds().unwrap_or_default();
     assert!(cmds.contains(&TimerCmd::Arm {
@@ -858,7 +875,7 @@ mod tests {
     );
     assert!(s.timeout(1, 60.0));
     assert!(!s.timeout(1, 61.0));
-    assert_eq!(s.view(1, 60.0).map(|v| v.status), Some(Status::Failed));
+    assert_eq!(s.view(1, 60.0, true).map(|v| v.status), Some(Status::Failed));
     assert_eq!(s.totals().failed, 1);
     assert_eq!(s.slots_used(), 1);
   }
@@ -928,12 +945,15 @@ mod tests {
     for id in 1..=5u64 {
       s.settle(id, true, 10.0 + id as f64);
     }
+    // Eviction waits for the next batch: the last finished is still readable meanwhile.
+    assert_eq!(s.retained(), 5);
+    s.evict(16.0);
     assert_eq!(s.retained(), 3);
     assert_eq!(s.take_evicted(), vec![1, 2]);
-    assert!(s.view(1, 20.0).is_none());
-    assert!(s.view(3, 20.0).is_some());
+    assert!(s.view(1, 20.0, true).is_none());
+    assert!(s.view(3, 20.0, true).is_some());
     // TTL: queries stop seeing them at once; the sweep frees them.
-    assert!(s.view(3, 113.0).is_none());
+    assert!(s.view(3, 113.0, true).is_none());
     assert_eq!(s.records(), 3);
     s.sweep(113.5);
     assert_eq!(s.take_evicted(), vec![3]);
@@ -955,6 +975,7 @@ mod tests {
       assert!(started);
       s.settle(id, true, now);
       now += 0.01;
+      s.evict(now);
       s.take_timer_cmds();
       s.take_evicted();
     }
@@ -972,8 +993,10 @@ mod tests {
     submit(&mut s, 3, 0.0);
     submit(&mut s, 3, 0.0);
     s.cancel(1, 1.0);
+    assert!(s.view(1, 1.0, false).is_some(), "readable until the next batch");
+    s.evict(1.0);
     // Not queryable any more, but its slot is still accounted for.
-    assert!(s.view(1, 1.0).is_none());
+    assert!(s.view(1, 1.0, true).is_none());
     assert_eq!(s.cancel(1, 1.0), CancelOutcome::NotFound);
     assert_eq!(s.slots_used(), 1);
     assert_eq!(s.settle(1, true, 2.0), (false, Some(2)));
@@ -1017,14 +1040,14 @@ mod tests {
       }]
     );
     assert!(s.set_progress(id, 250.0));
-    assert_eq!(s.view(id, 1.0).map(|v| v.progress), Some(100.0));
+    assert_eq!(s.view(id, 1.0, true).map(|v| v.progress), Some(100.0));
     assert!(s.set_progress(id, -5.0));
-    assert_eq!(s.view(id, 1.0).map(|v| v.progress), Some(0.0));
+    assert_eq!(s.view(id, 1.0, true).map(|v| v.progress), Some(0.0));
     assert!(!s.set_progress(id, f64::NAN));
     assert!(s.progress_tick(id, 1000.0));
     s.settle(id, true, 1500.0);
     assert!(!s.progress_tick(id, 2000.0));
-    assert_eq!(s.view(id, 1600.0).map(|v| v.progress), Some(100.0));
+    assert_eq!(s.view(id, 1600.0, true).map(|v| v.progress), Some(100.0));
   }
 
   #[test]
@@ -1033,12 +1056,12 @@ mod tests {
     submit(&mut s, 3, 0.0);
     submit(&mut s, 2, 5.0);
     submit(&mut s, 4, 6.0);
-    let v = s.view(2, 10.0).expect("queued");
+    let v = s.view(2, 10.0, true).expect("queued");
     assert_eq!(v.status, Status::Queued);
     assert_eq!(v.queue_position, Some(2));
     assert_eq!(v.duration, 5.0);
     s.settle(1, true, 20.0);
-    let v = s.view(1, 30.0).expect("done");
+    let v = s.view(1, 30.0, true).expect("done");
     assert_eq!(
       (v.duration, v.started_at, v.finished_at),
       (20.0, Some(0.0), Some(20.0))

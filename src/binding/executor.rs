@@ -20,8 +20,14 @@ use crate::monitor::{Sample, Thresholds, Throttle, Transition};
 
 use crate::report;
 use crate::runtime;
-use crate::scheduler::{CancelOutcome, Config, Scheduler, TimerCmd, TimerKind};
+use crate::scheduler::{CancelOutcome, Config, ExecView, Scheduler, TimerCmd, TimerKind};
 use crate::timers::TimerService;
+
+const OP_SUBMIT: u32 = 1;
+const OP_SETTLE_OK: u32 = 2;
+const OP_SETTLE_FAILED: u32 = 3;
+/// The mode number of watched executions (periodic progress updates).
+const MODE_WATCHED: u8 = 2;
 
 type TimerCallback = ThreadsafeFunction<Vec<f64>, (), Vec<f64>, Status, false, true>;
 
@@ -217,6 +223,29 @@ impl NativeExecutor {
     self.epoch.elapsed().as_secs_f64() * 1000.0
   }
 
+  /// The clock for a mutating call; retention eviction happens here, at the start of each
+  /// batch, so what the previous batch finished stayed readable while it was delivered.
+  fn begin(&mut self) -> f64 {
+    let now = self.now();
+    self.sched.evict(now);
+    now
+  }
+
+  fn native_view(&self, v: ExecView) -> NativeView {
+    let wall = |t: f64| self.wall_epoch_ms + t;
+    NativeView {
+      status: v.status.as_str().to_string(),
+      mode: u32::from(v.mode),
+      priority: v.priority,
+      progress: v.progress,
+      submitted_at: wall(v.submitted_at),
+      started_at: v.started_at.map(wall),
+      finished_at: v.finished_at.map(wall),
+      duration: v.duration,
+      queue_position: v.queue_position.map(|p| p.min(u32::MAX as usize) as u32),
+    }
+  }
+
   /// Forwards timer requests and keeps the keep-alive in step with "work is pending".
   fn after(&mut self, env: &Env) {
     if let Some(cmds) = self.sched.take_timer_cmds() {
@@ -249,42 +278,66 @@ impl NativeExecutor {
     }
   }
 
-  /// Returns the id, positive when it started at once, negative when queued; 0 when closed.
+  /// The hot path: applies a batch of submissions and settlements recorded by the wrapper in
+  /// `io`, four numbers per operation, in the order they happened, and writes each answer
+  /// back in place. One call per batch instead of one per operation: a napi call costs more
+  /// than the scheduling work it carries.
+  ///
+  /// - submit `[1, mode, priority, timeoutMs]` -> `io[4k+1]` = id, positive when it started
+  ///   at once, negative when queued, 0 when the executor is closed;
+  /// - settle `[2 (ok) | 3 (failed), id, -, -]` -> `io[4k+2]` = the id started in the freed
+  ///   slot, or 0.
+  ///
+  /// Ids that retention dropped are written to `evicted` (the wrapper drops their values).
+  /// Returns `2 * evicted_count + idle`, where idle is 1 when nothing is queued or running.
   #[napi(catch_unwind)]
-  pub fn submit(&mut self, env: Env, mode: u32, watched: bool, priority: i32, timeout_ms: f64) -> f64 {
-    let now = self.now();
-    let r = match self
-      .sched
-      .submit(mode.min(255) as u8, watched, priority, timeout_ms, now)
-    {
-      None => 0.0,
-      Some((id, true)) => id as f64,
-      Some((id, false)) => -(id as f64),
-    };
+  pub fn sync(&mut self, env: Env, mut io: Float64ArraySlice, n: u32, mut evicted: Float64ArraySlice) -> f64 {
+    // SAFETY: we are on the JS thread and nothing else touches these buffers during the call.
+    let buf = unsafe { io.as_mut() };
+    let n = (n as usize).min(buf.len() / 4);
+    // One timestamp per batch: its operations happened within one turn of the event loop.
+    let now = self.begin();
+    for op in buf[..n * 4].chunks_exact_mut(4) {
+      match op[0] as u32 {
+        OP_SUBMIT => {
+          let mode = if op[1].is_finite() {
+            op[1].clamp(0.0, 255.0) as u8
+          } else {
+            0
+          };
+          let priority = if op[2].is_finite() {
+            op[2].clamp(f64::from(i32::MIN), f64::from(i32::MAX)) as i32
+          } else {
+            0
+          };
+          op[1] = match self
+            .sched
+            .submit(mode, mode == MODE_WATCHED, priority, op[3], now)
+          {
+            None => 0.0,
+            Some((id, true)) => id as f64,
+            Some((id, false)) => -(id as f64),
+          };
+        }
+        code @ (OP_SETTLE_OK | OP_SETTLE_FAILED) => {
+          let (_, next) = self.sched.settle(to_id(op[1]), code == OP_SETTLE_OK, now);
+          op[2] = next.map_or(0.0, |id| id as f64);
+        }
+        _ => op[1] = 0.0,
+      }
+    }
     self.after(&env);
-    r
-  }
-
-  /// The agent of `id` settled. Returns the id started in the freed slot, 0 for none, or
-  /// -1 for none because the executor is now idle.
-  #[napi(catch_unwind)]
-  pub fn settle(&mut self, env: Env, id: f64, ok: bool) -> f64 {
-    let now = self.now();
-    let (_, next) = self.sched.settle(to_id(id), ok, now);
-    let r = match next {
-      Some(n) => n as f64,
-      None if self.sched.is_idle() => -1.0,
-      None => 0.0,
-    };
-    self.after(&env);
-    r
+    // SAFETY: as above.
+    let dropped = self.sched.drain_evicted_into(unsafe { evicted.as_mut() });
+    let idle = if self.sched.is_idle() { 1.0 } else { 0.0 };
+    2.0 * dropped as f64 + idle
   }
 
   /// 0 not found, 2 cancelled while queued, 3 cancelled while running,
   /// 10 + status code when it had already finished (12 completed, 13 failed, 14 cancelled).
   #[napi(catch_unwind)]
   pub fn cancel(&mut self, env: Env, id: f64) -> u32 {
-    let now = self.now();
+    let now = self.begin();
     let r = match self.sched.cancel(to_id(id), now) {
       CancelOutcome::NotFound => 0,
       CancelOutcome::WasQueued => 2,
@@ -298,7 +351,7 @@ impl NativeExecutor {
 
   #[napi(catch_unwind)]
   pub fn timeout(&mut self, env: Env, id: f64) -> bool {
-    let now = self.now();
+    let now = self.begin();
     let r = self.sched.timeout(to_id(id), now);
     tracing::debug!(id, timed_out = r, "timeout fired");
     self.after(&env);
@@ -307,7 +360,7 @@ impl NativeExecutor {
 
   #[napi(catch_unwind)]
   pub fn grace_expired(&mut self, env: Env, id: f64) -> Vec<f64> {
-    let now = self.now();
+    let now = self.begin();
     let r = self.sched.grace_expired(to_id(id), now);
     tracing::debug!(id, started = r.len(), "grace period over, slot freed");
     self.after(&env);
@@ -317,7 +370,7 @@ impl NativeExecutor {
   /// Starts whatever the limits allow now.
   #[napi(catch_unwind)]
   pub fn pump(&mut self, env: Env) -> Vec<f64> {
-    let now = self.now();
+    let now = self.begin();
     let r = self.sched.pump(now);
     self.after(&env);
     ids(r)
@@ -331,7 +384,7 @@ impl NativeExecutor {
   /// A watched execution's tick: re-arms it and returns true while the execution is active.
   #[napi(catch_unwind)]
   pub fn progress_tick(&mut self, env: Env, id: f64) -> bool {
-    let now = self.now();
+    let now = self.begin();
     let r = self.sched.progress_tick(to_id(id), now);
     self.after(&env);
     r
@@ -339,7 +392,7 @@ impl NativeExecutor {
 
   #[napi(catch_unwind)]
   pub fn set_concurrency(&mut self, env: Env, n: u32) -> Vec<f64> {
-    let now = self.now();
+    let now = self.begin();
     let r = self.sched.set_concurrency(n, now);
     tracing::debug!(limit = n, started = r.len(), "concurrency changed");
     self.after(&env);
@@ -348,7 +401,7 @@ impl NativeExecutor {
 
   #[napi(catch_unwind)]
   pub fn set_paused(&mut self, env: Env, paused: bool) -> Vec<f64> {
-    let now = self.now();
+    let now = self.begin();
     let r = self.sched.set_paused(paused, now);
     tracing::debug!(paused, started = r.len(), "pause state changed");
     self.after(&env);
@@ -357,7 +410,7 @@ impl NativeExecutor {
 
   #[napi(catch_unwind)]
   pub fn set_throttled(&mut self, env: Env, throttled: bool) -> Vec<f64> {
-    let now = self.now();
+    let now = self.begin();
     let r = self.sched.set_throttled(throttled, now);
     tracing::debug!(throttled, started = r.len(), "throttle state changed");
     self.after(&env);
@@ -378,7 +431,7 @@ impl NativeExecutor {
       timestamp: 0.0,
       processes: 0,
     };
-    let now = self.now();
+    let now = self.begin();
     let r = match self.throttle.observe(&sample, self.thresholds, enabled) {
       None => Observed {
         transition: 0,
@@ -412,7 +465,7 @@ impl NativeExecutor {
 
   #[napi(catch_unwind)]
   pub fn set_min_concurrent(&mut self, env: Env, n: u32) -> Vec<f64> {
-    let now = self.now();
+    let now = self.begin();
     let r = self.sched.set_min_concurrent(n, now);
     self.after(&env);
     ids(r)
@@ -421,7 +474,7 @@ impl NativeExecutor {
   /// Stops accepting work; with `cancel_queued`, cancels the queue and returns those ids.
   #[napi(catch_unwind)]
   pub fn close(&mut self, env: Env, cancel_queued: bool) -> Vec<f64> {
-    let now = self.now();
+    let now = self.begin();
     let r = self.sched.close(cancel_queued, now);
     tracing::debug!(cancel_queued, cancelled = r.len(), "closed");
     self.after(&env);
@@ -431,7 +484,7 @@ impl NativeExecutor {
   /// Cancels everything queued and running and frees every slot (forced shutdown).
   #[napi(catch_unwind)]
   pub fn abort_all(&mut self, env: Env) -> Vec<f64> {
-    let now = self.now();
+    let now = self.begin();
     let r = self.sched.abort_all(now);
     tracing::debug!(cancelled = r.len(), "forced shutdown");
     self.after(&env);
@@ -454,7 +507,7 @@ impl NativeExecutor {
   /// The retention sweep timer fired.
   #[napi(catch_unwind)]
   pub fn sweep(&mut self, env: Env) {
-    let now = self.now();
+    let now = self.begin();
     self.sched.sweep(now);
     self.after(&env);
   }
@@ -478,27 +531,24 @@ impl NativeExecutor {
 
   #[napi(catch_unwind)]
   pub fn view(&self, id: f64) -> Option<NativeView> {
-    let v = self.sched.view(to_id(id), self.now())?;
-    let wall = |t: f64| self.wall_epoch_ms + t;
-    Some(NativeView {
-      status: v.status.as_str().to_string(),
-      mode: u32::from(v.mode),
-      priority: v.priority,
-      progress: v.progress,
-      submitted_at: wall(v.submitted_at),
-      started_at: v.started_at.map(wall),
-      finished_at: v.finished_at.map(wall),
-      duration: v.duration,
-      queue_position: v.queue_position.map(|p| p.min(u32::MAX as usize) as u32),
-    })
+    let v = self.sched.view(to_id(id), self.now(), true)?;
+    Some(self.native_view(v))
   }
 
-  /// Milliseconds since submission (to the end, or to now); -1 when unknown.
+  /// Like `view`, ignoring the TTL: for the wrapper to describe an execution that has just
+  /// finished (eviction only happens at the start of the next batch).
+  #[napi(catch_unwind)]
+  pub fn view_finished(&self, id: f64) -> Option<NativeView> {
+    let v = self.sched.view(to_id(id), self.now(), false)?;
+    Some(self.native_view(v))
+  }
+
+  /// Milliseconds since submission (to the end, or to now), ignoring the TTL; -1 when unknown.
   #[napi(catch_unwind)]
   pub fn duration_of(&self, id: f64) -> f64 {
     self
       .sched
-      .view(to_id(id), self.now())
+      .view(to_id(id), self.now(), false)
       .map_or(-1.0, |v| v.duration)
   }
 
@@ -507,7 +557,7 @@ impl NativeExecutor {
   pub fn status_of(&self, id: f64) -> i32 {
     self
       .sched
-      .view(to_id(id), self.now())
+      .view(to_id(id), self.now(), true)
       .map_or(-1, |v| i32::from(v.status as u8))
   }
 
