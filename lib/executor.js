@@ -156,6 +156,15 @@ class AgentContext {
 
 const rejected = (err) => Promise.reject(err);
 
+// `new Promise(captureResolvers)` hands its resolvers over without allocating a closure per
+// promise (Node 20 has no Promise.withResolvers).
+let capturedResolve = null;
+let capturedReject = null;
+function captureResolvers(resolve, reject) {
+  capturedResolve = resolve;
+  capturedReject = reject;
+}
+
 class BackgroundExecutor extends EventEmitter {
   constructor(config) {
     super();
@@ -301,10 +310,10 @@ class BackgroundExecutor extends EventEmitter {
     } catch (err) {
       return rejected(err);
     }
-    return new Promise((resolve, reject) => {
-      rec.resolve = resolve;
-      rec.reject = reject;
-    });
+    const promise = new Promise(captureResolvers);
+    rec.resolve = capturedResolve;
+    rec.reject = capturedReject;
+    return promise;
   }
 
   _submitReturningId(mode, agent, task, options, callback) {

@@ -1,0 +1,269 @@
+// Demo: the guide's "Example Integration", with real agents.
+//
+//   node demo/demo.mjs        (or: npm run demo)
+//
+// Agents (demo/agents.mjs) do real work and report through context.progress / context.signal:
+//   monitor    samples bg.resourceMonitor.getStatus()
+//   eval       generates hash-chain test vectors (node:crypto), or compiles an artifact's examples
+//   qa         reads + checksums src/ and lib/, `node --check`s the JavaScript, per-file progress
+//   oracle     checks an artifact's structure and its priority table against the executor
+//   validator  checks that every bg.method() the artifact shows exists; resolves its links
+//
+// The artifact validated is the guide this package replaces
+// (../../shared/seed/background-execution-guide.md, relative to this file) when it is there,
+// else a generated markdown document.
+
+import BackgroundExecutor from '../index.mjs';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { makeAgents } from './agents.mjs';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const ROOT = path.resolve(HERE, '..');
+const GUIDE = path.resolve(ROOT, '../shared/seed/background-execution-guide.md');
+
+// ----- logging -------------------------------------------------------------------------------
+
+const t0 = performance.now();
+function log(tag, message) {
+  const t = String(Math.round(performance.now() - t0)).padStart(5);
+  console.log(`[${t} ms] ${tag.padEnd(9)} ${message}`);
+}
+const section = (title) => console.log(`\n--- ${title} ---`);
+// Durations from the executor are fractional milliseconds (e.g. 15.341360999999779): shown rounded.
+const ms = (x) => `${Math.round(x)} ms`;
+
+// A demo that hangs is a bug worth hearing about; this timer never keeps the process alive.
+setTimeout(() => {
+  console.error('demo: still running after 20 s; something keeps the process alive');
+  process.exit(1);
+}, 20000).unref();
+
+// ----- the executor --------------------------------------------------------------------------
+
+const CONFIG = {
+  maxConcurrentAgents: 3, // small enough that a queue forms
+  maxCpuPercent: 80,
+  maxMemoryMb: 2048,
+  throttleIfExceeded: true,
+  progressIntervalMs: 250, // watched-mode heartbeat (prompt updates come on each context.progress)
+  monitorIntervalMs: 250,
+};
+const bg = new BackgroundExecutor(CONFIG);
+
+let priorityLevels = {};
+bg.once('initialized', (e) => {
+  priorityLevels = e.priorityLevels;
+  log('executor', `initialized: max ${e.maxConcurrentAgents} concurrent, levels ${JSON.stringify(e.priorityLevels)}`);
+});
+
+const agents = makeAgents({ bg, root: ROOT, levels: () => priorityLevels, log });
+for (const [name, fn] of Object.entries(agents)) bg.registerAgent(name, fn);
+
+// Lifecycle events, one line each.
+const label = (e) => `${e.executionId} ${e.agent} "${e.task}"`;
+bg.on('execution-queued', (e) => {
+  if (e.queuePosition > 0) log('queue', `${label(e)} queued (${e.priority}), position ${e.queuePosition} of ${e.queueLength}`);
+});
+bg.on('execution-started', (e) => log('start', `${label(e)} [${e.mode}, ${e.priority}]`));
+bg.on('execution-completed', (e) => log('done', `${label(e)} completed in ${ms(e.duration)}${summarize(e.agent, e.result)}`));
+bg.on('execution-failed', (e) => log('FAILED', `${label(e)} after ${ms(e.duration)}: ${e.error}`));
+bg.on('execution-cancelled', (e) => log('cancel', `${label(e)} cancelled after ${ms(e.duration)} (${e.code})`));
+bg.on('callback-error', (e) => log('FAILED', `callback of ${e.executionId} threw: ${e.error?.message}`));
+bg.on('queue-throttled', (e) =>
+  log('throttle', `queue throttled (${e.reason.join('+')}): ${e.running} running, ${e.queued} queued, at most ${e.minConcurrentAgents} start while high`),
+);
+bg.on('queue-resumed', (e) => log('throttle', `queue resumed: started ${e.started}, ${e.running} running, ${e.queued} queued`));
+
+function summarize(agent, r) {
+  if (r === null || typeof r !== 'object') return '';
+  switch (agent) {
+    case 'monitor':
+      return ` - ${r.samples} samples, CPU avg ${r.cpu.avg.toFixed(1)}% (max ${r.cpu.max.toFixed(1)}%), memory max ${r.memory.max.toFixed(1)} MB`;
+    case 'eval':
+      return r.tests ? ` - ${r.tests.length} test vectors in ${r.datasets} datasets` : ` - ${r.passed}/${r.checks} checks`;
+    case 'qa':
+      return ` - ${r.files} files x${r.rounds}, ${r.bytes} bytes, ${r.lines} lines, ${r.syntaxChecked} syntax-checked, digest ${r.digest.slice(0, 12)}`;
+    default:
+      return r.checks !== undefined ? ` - ${r.passed}/${r.checks} checks` : '';
+  }
+}
+
+// Resource events (as in the guide), counted and printed at most once a second.
+let thresholdEvents = 0;
+let lastThresholdLog = -Infinity;
+bg.on('resource-threshold-exceeded', ({ cpu, memory, exceeded }) => {
+  thresholdEvents++;
+  if (performance.now() - lastThresholdLog < 1000) return;
+  lastThresholdLog = performance.now();
+  log('resources', `Resources high - CPU: ${cpu.toFixed(1)}%, Memory: ${memory.toFixed(1)}MB (exceeded: ${exceeded.join(', ')})`);
+});
+
+// Cleanup on Ctrl-C, as in the guide: queued work is cancelled, running agents finish.
+let interrupted = false;
+process.once('SIGINT', async () => {
+  interrupted = true;
+  log('signal', 'SIGINT: shutting down');
+  await bg.shutdown();
+  process.exit(130);
+});
+
+try {
+  await main();
+} catch (err) {
+  // After Ctrl-C the scenario's next submission is refused; the SIGINT handler exits.
+  if (!(interrupted && err?.code === 'ERR_EXECUTOR_SHUT_DOWN')) throw err;
+}
+
+// ----- the scenario --------------------------------------------------------------------------
+
+async function main() {
+  await bg.initialize();
+  // Note: the monitor's very first reading is the machine's CPU average since boot, not over a
+  // recent interval as contract §8 says; the readings after it cover the last interval.
+  const r0 = bg.resourceMonitor.getStatus();
+  log('resources', `CPU ${r0.cpu.toFixed(1)}%, memory ${r0.memory.toFixed(1)} MB, free ${r0.free_memory} MB of ${r0.total_memory} MB`);
+
+  section('1. fire-and-forget: continuous monitoring');
+  const monitorRun = await bg.fireAndForget('monitor', 'track-metrics', { priority: 'background', samples: 6, intervalMs: 300 });
+  log('submit', `fireAndForget -> ${JSON.stringify(monitorRun)}`);
+
+  section('2. async with callback: generate tests');
+  let testsDelivered;
+  const testsReady = new Promise((resolve) => {
+    testsDelivered = resolve;
+  });
+  const evalRun = await bg.executeWithCallback(
+    'eval',
+    'generate-tests',
+    (err, result) => {
+      if (err) log('callback', `Failed: ${err.message}`);
+      else log('callback', `Tests ready: ${result.tests.length} (e.g. ${result.tests[0].id}: sha256^${result.tests[0].iterations}(${result.tests[0].input.slice(0, 8)}...) = ${result.tests[0].expected.slice(0, 12)}...)`);
+      testsDelivered();
+    },
+    { priority: 'medium' },
+  );
+  log('submit', `executeWithCallback -> ${JSON.stringify(evalRun)}`);
+
+  section('3. watched: long-running QA with progress');
+  const { executionId } = await bg.executeWatched('qa', 'run-full-suite', { priority: 'high' });
+  log('submit', `executeWatched -> ${executionId}`);
+  let lastProgress = -1;
+  bg.on('progress-update', ({ executionId: id, progress, status, detail }) => {
+    if (id !== executionId || progress === lastProgress) return;
+    lastProgress = progress;
+    log('progress', `QA Progress: ${Math.round(progress)}% ${status}${detail ? ` (${detail})` : ''}`);
+  });
+
+  section('4. cancellation: a low-priority soak run, cancelled once it is under way');
+  let quarterDone;
+  const quarter = new Promise((resolve) => {
+    quarterDone = resolve;
+  });
+  const soak = await bg.fireAndForget('qa', 'soak-suite', {
+    priority: 'low',
+    rounds: 4,
+    onProgress: ({ progress }) => progress >= 20 && quarterDone(progress),
+  });
+  log('submit', `fireAndForget -> ${JSON.stringify(soak)}`);
+  const q = bg.getQueueStatus();
+  log('queue', `Queued: ${q.queued}, Running: ${q.running}/${q.max_concurrent}; queue: ${q.queue.map((i) => `${i.agent}:${i.priority}`).join(', ') || '(empty)'}`);
+  // Cancel once a fifth of it is done (or give up if it ends first, so the demo cannot hang).
+  const at = await Promise.race([quarter, bg.waitFor(soak.executionId).then(() => null)]);
+  if (at === null) log('cancel', `${soak.executionId} ended before it could be cancelled`);
+  log('active', bg.getActiveExecutions().map((x) => `${x.agent} ${x.id} ${x.mode} ${Math.round(x.progress)}%`).join(', '));
+  const cancel = await bg.cancelExecution(soak.executionId);
+  log('cancel', `cancelExecution(${soak.executionId})${at === null ? '' : ` at ${Math.round(at)}%`} -> ${JSON.stringify(cancel)}`);
+  const soakFinal = await bg.waitFor(soak.executionId);
+  log('cancel', `status: ${soakFinal.status}, progress ${Math.round(soakFinal.progress)}%, error: ${soakFinal.error}`);
+  const again = await bg.cancelExecution(soak.executionId);
+  log('cancel', `cancelling it again -> ${JSON.stringify(again)}`);
+
+  section('5. parallel validation: executeMultiple');
+  const artifact = existsSync(GUIDE)
+    ? { artifact: path.basename(GUIDE), path: GUIDE }
+    : { artifact: 'prd.md (generated)', source: generatedPrd() };
+  log('validate', `artifact: ${artifact.path ? `${path.relative(ROOT, artifact.path)} (relative to the repository)` : artifact.artifact}`);
+  bg.once('aggregation-started', (e) => log('aggregate', `${e.aggregationId} started: ${e.agents.join(', ')} -> ${e.executionIds.join(', ')}`));
+  const validation = await bg.executeMultiple(['oracle', 'eval', 'validator'], 'validate-prd', {
+    ...artifact,
+    priority: 'critical',
+    requiredSections: ['Purpose', 'Execution Modes', 'Priority Queue', 'API Reference', 'Example Integration'],
+    consistencyCheck: (results) => {
+      const sums = new Set(results.map((r) => r.result.sha256));
+      return { consistent: sums.size === 1, reason: `${sums.size} distinct artifact digest(s) seen by the agents` };
+    },
+  });
+  for (const r of validation.results) {
+    const warn = r.result?.warnings?.length ? `; warnings: ${r.result.warnings.join('; ')}` : '';
+    const checks = r.result?.names ? `: ${r.result.names.join('; ')}` : '';
+    log('result', `${r.agent.padEnd(9)} ${r.status} in ${ms(r.duration)}${r.error ? `: ${r.error}` : checks}${warn}`);
+  }
+  const rep = validation.report;
+  log('report', `total ${rep.total}, successful ${rep.successful}, failed ${rep.failed}, average ${rep.average_duration} ms, total ${rep.total_duration} ms`);
+  log('report', `consistency: ${JSON.stringify(validation.consistent)}`);
+  log('report', `Validation: ${rep.success_rate}% passed`);
+
+  section('6. wrap-up: a direct execute(), wait for the callback and the watched run, shut down');
+  const health = await bg.execute('monitor', 'health-check', { priority: 'high', samples: 2, intervalMs: 100 });
+  log('execute', `execute('monitor', 'health-check') resolved with the agent's value: ${health.samples} samples, CPU max ${health.cpu.max.toFixed(1)}%`);
+  await testsReady;
+  const qaFinal = await bg.waitFor(executionId);
+  log('status', `getExecutionStatus(${executionId}): ${qaFinal.status}, ${qaFinal.progress}%, ${ms(qaFinal.duration)}`);
+  const monitorNow = bg.getExecutionStatus(monitorRun.executionId);
+  log('status', `getExecutionStatus(${monitorRun.executionId}): ${monitorNow.status}, ${Math.round(monitorNow.progress)}%`);
+  bg.once('shutting-down', (e) => log('shutdown', `shutting down (${e.mode}): ${e.running} running, ${e.queued} queued`));
+  bg.once('shutdown-complete', (e) =>
+    log('shutdown', `complete${e.forced ? ' (forced)' : ''}: ${e.completed} completed, ${e.failed} failed, ${e.cancelled} cancelled`),
+  );
+  await bg.shutdown();
+  try {
+    await bg.fireAndForget('monitor', 'too-late');
+    log('FAILED', 'a submission after shutdown was accepted');
+  } catch (err) {
+    log('shutdown', `a submission after shutdown rejects: ${err.code}`);
+  }
+
+  section('summary');
+  const s = bg.getStatus();
+  log('summary', `submitted ${s.submitted}: completed ${s.completed}, failed ${s.failed}, cancelled ${s.cancelled}; running ${s.running}, queued ${s.queued}`);
+  log('summary', `resource-threshold-exceeded events: ${thresholdEvents} (thresholds: CPU ${CONFIG.maxCpuPercent}%, memory ${CONFIG.maxMemoryMb} MB)`);
+  log('summary', `done in ${Math.round(performance.now() - t0)} ms`);
+}
+
+// ----- a stand-in artifact when the guide is not next to this checkout ------------------------
+
+function generatedPrd() {
+  const fence = '```';
+  return [
+    '# PRD: Background Validation',
+    '',
+    '## Purpose',
+    'Validate artifacts in the background.',
+    '',
+    '## Execution Modes',
+    `${fence}javascript`,
+    "const { executionId } = await bg.fireAndForget('monitor', 'track-metrics', { priority: 'low' });",
+    "await bg.executeWithCallback('eval', 'generate-tests', (err, result) => {}, { priority: 'medium' });",
+    "const watched = await bg.executeWatched('qa', 'run-full-suite', { priority: 'high' });",
+    fence,
+    '',
+    '## Priority Queue',
+    `${fence}javascript`,
+    '{ critical: 5, high: 4, medium: 3, low: 2, background: 1 }',
+    fence,
+    '',
+    '## API Reference',
+    `${fence}javascript`,
+    "const result = await bg.executeMultiple(['oracle', 'eval', 'validator'], 'validate-prd', {});",
+    'const status = bg.getExecutionStatus(executionId);',
+    'const resources = bg.resourceMonitor.getStatus();',
+    'await bg.shutdown();',
+    fence,
+    '',
+    '## Example Integration',
+    'See [the guide](https://example.invalid/background-execution-guide.md).',
+    '',
+  ].join('\n');
+}
