@@ -440,10 +440,6 @@ class BackgroundExecutor extends EventEmitter {
     const id = started ? r : -r;
     rec.id = id;
     this._store(id, rec);
-    if (rec.x !== null && rec.x.admitted !== null) {
-      rec.x.admitted({ executionId: extId(id), mode: MODE_NAMES[rec.mode], status: started ? 'running' : 'queued' });
-      rec.x.admitted = null;
-    }
     const events = this._events;
     if (events['execution-queued'] !== undefined) {
       this._emit('execution-queued', {
@@ -473,6 +469,11 @@ class BackgroundExecutor extends EventEmitter {
           signal.addEventListener('abort', x.onUserAbort, { once: true });
         }
       }
+    }
+    if (rec.x !== null && rec.x.admitted !== null) {
+      const status = rec.done ? rec.status : started ? 'running' : 'queued';
+      rec.x.admitted({ executionId: extId(id), mode: MODE_NAMES[rec.mode], status });
+      rec.x.admitted = null;
     }
     // A start that was cancelled meanwhile only gives its slot back (see _run).
     if (started) this._launch(rec);
@@ -905,6 +906,7 @@ class BackgroundExecutor extends EventEmitter {
   // ----- run-time control ----------------------------------------------------------------
 
   setConcurrency(n) {
+    if (n === undefined) throw typeError('setConcurrency: n must be an integer >= 1, got undefined');
     integer('setConcurrency: n', n, 1, MAX_INT32, 1);
     this._flush();
     this._launchAll(this._native.setConcurrency(n));

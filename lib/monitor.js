@@ -42,7 +42,10 @@ class ResourceMonitor extends EventEmitter {
     this.interval = option(options, 'interval', 1000, (v) => Number.isInteger(v) && v >= 1 && v <= MAX_MS, 'an integer >= 1');
     this.cpuThreshold = option(options, 'cpuThreshold', 80, (v) => v > 0 && v <= 100, 'a number, 0 < x <= 100');
     this.memoryThreshold = option(options, 'memoryThreshold', 2048, (v) => v > 0, 'a number > 0');
-    this._native = new binding.NativeMonitor(this.cpuThreshold, this.memoryThreshold, (s) => this._deliver(s));
+    // A sample already on its way when stop() ran is dropped: no events after stop().
+    this._native = new binding.NativeMonitor(this.cpuThreshold, this.memoryThreshold, (s) => {
+      if (!this._stopped) this._deliver(s);
+    });
     this._stopped = true;
   }
 

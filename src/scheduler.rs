@@ -142,6 +142,8 @@ pub struct Exec {
   holds_slot: bool,
   /// Dropped from retention while still holding its slot: invisible to queries.
   evicted: bool,
+  /// Order of finishing (wrapping), to know at once whether retention still keeps it.
+  finish_seq: u32,
   /// Bit set of armed `TimerKind`s.
   timers: u8,
 }
@@ -203,6 +205,8 @@ pub struct Scheduler {
   /// Ids dropped from retention, for the JS side to drop its values.
   evicted: Vec<u64>,
   sweep_at: Option<f64>,
+  /// Executions finished so far (wrapping), for `Exec::finish_seq`.
+  finish_count: u32,
   totals: Totals,
   timer_cmds: Vec<TimerCmd>,
 }
@@ -223,6 +227,7 @@ impl Scheduler {
       retained: VecDeque::new(),
       evicted: Vec::new(),
       sweep_at: None,
+      finish_count: 0,
       totals: Totals::default(),
       timer_cmds: Vec::new(),
     }
@@ -254,8 +259,25 @@ impl Scheduler {
   pub fn totals(&self) -> Totals {
     self.totals
   }
+  /// Finished executions queryable now (physical eviction may lag until the next batch).
   pub fn retained(&self) -> usize {
-    self.retained.len()
+    self.retained.len().min(self.cfg.max_retained)
+  }
+
+  /// Whether retention still keeps `exec` for queries: exact at every moment, although the
+  /// record itself is only freed at the start of the next batch (see `evict`).
+  fn visible(&self, exec: &Exec, now: f64) -> bool {
+    if exec.evicted {
+      return false;
+    }
+    match exec.finished_at() {
+      None => true,
+      Some(finished) => {
+        // How many executions finished after this one.
+        let newer = self.finish_count.wrapping_sub(exec.finish_seq).wrapping_sub(1) as usize;
+        finished + self.cfg.result_ttl_ms > now && newer < self.cfg.max_retained
+      }
+    }
   }
   /// Nothing queued and nothing running (zombies do not count: they have ended).
   pub fn is_idle(&self) -> bool {
@@ -320,6 +342,7 @@ impl Scheduler {
       finished_at: f64::NAN,
       holds_slot: false,
       evicted: false,
+      finish_seq: 0,
       timers: 0,
     };
     if watched {
@@ -336,7 +359,8 @@ impl Scheduler {
     if start_now {
       self.start(id, now);
     } else {
-      self.queue.push(id, priority);
+      let position = self.queue.push(id, priority);
+      tracing::debug!(id, priority, position, slots = self.slots_used, "queued");
     }
     Some((id, start_now))
   }
@@ -370,6 +394,12 @@ impl Scheduler {
     }
     self.slots_used += 1;
     self.running += 1;
+    tracing::debug!(
+      id,
+      slots = self.slots_used,
+      limit = self.cfg.max_concurrent,
+      "start"
+    );
   }
 
   /// Starts the next queued execution if a slot allows it.
@@ -435,7 +465,7 @@ impl Scheduler {
   }
 
   pub fn cancel(&mut self, id: u64, now: f64) -> CancelOutcome {
-    let Some(exec) = self.execs.get(id).filter(|e| !e.evicted) else {
+    let Some(exec) = self.execs.get(id).filter(|e| self.visible(e, now)) else {
       return CancelOutcome::NotFound;
     };
     match exec.status {
@@ -500,6 +530,8 @@ impl Scheduler {
     }
     exec.status = status;
     exec.finished_at = now;
+    exec.finish_seq = self.finish_count;
+    self.finish_count = self.finish_count.wrapping_add(1);
     if status == Status::Completed {
       exec.progress = 100.0;
     }
@@ -663,13 +695,8 @@ impl Scheduler {
   /// TTL ago is gone even before a sweep frees it; without, anything still held is shown.
   pub fn view(&self, id: u64, now: f64, respect_ttl: bool) -> Option<ExecView> {
     let exec = self.execs.get(id)?;
-    if exec.evicted {
+    if exec.evicted || (respect_ttl && !self.visible(exec, now)) {
       return None;
-    }
-    if let Some(finished) = exec.finished_at() {
-      if respect_ttl && finished + self.cfg.result_ttl_ms <= now {
-        return None;
-      }
     }
     let end = exec.finished_at().unwrap_or(now);
     Some(ExecView {
@@ -945,10 +972,13 @@ mod tests {
     for id in 1..=5u64 {
       s.settle(id, true, 10.0 + id as f64);
     }
-    // Eviction waits for the next batch: the last finished is still readable meanwhile.
-    assert_eq!(s.retained(), 5);
-    s.evict(16.0);
+    // Queries see exactly the last 3 at once; the records are freed at the next batch.
     assert_eq!(s.retained(), 3);
+    assert!(s.view(2, 16.0, true).is_none());
+    assert!(s.view(2, 16.0, false).is_some());
+    assert_eq!(s.records(), 5);
+    s.evict(16.0);
+    assert_eq!(s.records(), 3);
     assert_eq!(s.take_evicted(), vec![1, 2]);
     assert!(s.view(1, 20.0, true).is_none());
     assert!(s.view(3, 20.0, true).is_some());
@@ -994,6 +1024,7 @@ mod tests {
     submit(&mut s, 3, 0.0);
     s.cancel(1, 1.0);
     assert!(s.view(1, 1.0, false).is_some(), "readable until the next batch");
+    assert!(s.view(1, 1.0, true).is_none(), "but not to queries");
     s.evict(1.0);
     // Not queryable any more, but its slot is still accounted for.
     assert!(s.view(1, 1.0, true).is_none());
