@@ -129,7 +129,7 @@ async function main() {
   const procs = existsSync('/proc') ? readdirSync('/proc').filter((d) => /^\d+$/.test(d)).length : NaN;
   console.log(
     `monitor cost: ${seconds} s per configuration; ${os.cpus().length} CPUs, ${procs} processes on the machine ` +
-      `(sysinfo refreshes every process each sample), load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}; node ${process.version}`,
+      `(on Linux only this process tree is refreshed each sample), load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}; node ${process.version}`,
   );
   const base = await run(0, seconds);
   const rows = [base];

@@ -64,7 +64,7 @@ impl Sampler {
     sys.refresh_cpu_usage();
     let pid = sysinfo::get_current_pid().ok();
     let mut s = Sampler { sys, pid };
-    s.refresh_processes();
+    s.refresh_tree(); // baseline for the processes' CPU usage
     Ok(s)
   }
 
@@ -74,6 +74,25 @@ impl Sampler {
       true,
       ProcessRefreshKind::nothing().with_memory().with_cpu(),
     );
+  }
+
+  /// This process and its descendants. On Linux the tree is read from
+  /// `/proc/<pid>/task/<tid>/children` and only those processes are refreshed, so a sample
+  /// costs the same however many other processes the machine runs; elsewhere (or without
+  /// that file) every process is refreshed and the tree is found through parent links.
+  fn refresh_tree(&mut self) -> Vec<Pid> {
+    if let Some(root) = self.pid {
+      if let Some(pids) = proc_children_tree(root) {
+        self.sys.refresh_processes_specifics(
+          ProcessesToUpdate::Some(&pids),
+          true,
+          ProcessRefreshKind::nothing().with_memory().with_cpu(),
+        );
+        return pids;
+      }
+    }
+    self.refresh_processes();
+    self.tree()
   }
 
   /// This process and its descendants, by walking parent links once.
@@ -109,8 +128,7 @@ impl Sampler {
   pub fn sample(&mut self) -> Sample {
     self.sys.refresh_cpu_usage();
     self.sys.refresh_memory();
-    self.refresh_processes();
-    let tree = self.tree();
+    let tree = self.refresh_tree();
     let resident: u64 = tree
       .iter()
       .filter_map(|pid| self.sys.process(*pid))
@@ -132,6 +150,46 @@ impl Sampler {
       processes: tree.len() as u32,
     }
   }
+}
+
+/// The process tree under `root` from `/proc/*/task/*/children` (Linux). `None` when the
+/// kernel does not provide those files.
+#[cfg(target_os = "linux")]
+fn proc_children_tree(root: Pid) -> Option<Vec<Pid>> {
+  let mut out = vec![root];
+  let mut i = 0;
+  while i < out.len() && out.len() < 100_000 {
+    let pid = out[i];
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+      if i == 0 {
+        return None;
+      }
+      i += 1;
+      continue; // the process ended meanwhile
+    };
+    let mut found_children_file = false;
+    for task in tasks.flatten() {
+      if let Ok(list) = std::fs::read_to_string(task.path().join("children")) {
+        found_children_file = true;
+        for child in list.split_whitespace().filter_map(|c| c.parse::<usize>().ok()) {
+          let child = Pid::from(child);
+          if !out.contains(&child) {
+            out.push(child);
+          }
+        }
+      }
+    }
+    if i == 0 && !found_children_file {
+      return None;
+    }
+    i += 1;
+  }
+  Some(out)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn proc_children_tree(_root: Pid) -> Option<Vec<Pid>> {
+  None
 }
 
 fn round2(x: f64) -> f64 {
