@@ -156,6 +156,17 @@ class AgentContext {
 
 const rejected = (err) => Promise.reject(err);
 
+// The native timer callback holds its function strongly; going through a WeakRef lets an
+// executor that nobody references any more be collected (and its native side dropped). While
+// work is queued or running, BUSY holds it, so pending work is never dropped by the GC.
+const BUSY = new Set();
+function timerCallback(weak) {
+  return (batch) => {
+    const ex = weak.deref();
+    if (ex !== undefined) ex._onTimers(batch);
+  };
+}
+
 // `new Promise(captureResolvers)` hands its resolvers over without allocating a closure per
 // promise (Node 20 has no Promise.withResolvers).
 let capturedResolve = null;
@@ -199,7 +210,7 @@ class BackgroundExecutor extends EventEmitter {
         maxCpuPercent: cfg.maxCpuPercent,
         maxMemoryMb: cfg.maxMemoryMb,
       },
-      (batch) => this._onTimers(batch),
+      timerCallback(new WeakRef(this)),
     );
 
     this._batch = new Batch();
@@ -375,7 +386,10 @@ class BackgroundExecutor extends EventEmitter {
     if (this._closing) throw this._closedError();
     const rec = new Execution(mode, agent, task, options, level);
     this._push(rec, OP_SUBMIT, mode, priority, timeout);
-    this._busy = true;
+    if (!this._busy) {
+      this._busy = true;
+      BUSY.add(this);
+    }
     return rec;
   }
 
@@ -894,6 +908,7 @@ class BackgroundExecutor extends EventEmitter {
   _onIdle() {
     if (!this._busy) return;
     this._busy = false;
+    BUSY.delete(this);
     this._emit('idle', { timestamp: Date.now() });
     const waiters = this._idleWaiters;
     if (waiters.length > 0) {
@@ -1239,6 +1254,7 @@ class BackgroundExecutor extends EventEmitter {
   _finishShutdown(forced) {
     if (this._shutdownDone) return;
     this._shutdownDone = true;
+    BUSY.delete(this);
     this.resourceMonitor.off('sample', this._onSample);
     this.resourceMonitor.off('threshold-exceeded', this._onThreshold);
     this.resourceMonitor.stop();

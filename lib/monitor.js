@@ -43,8 +43,11 @@ class ResourceMonitor extends EventEmitter {
     this.cpuThreshold = option(options, 'cpuThreshold', 80, (v) => v > 0 && v <= 100, 'a number, 0 < x <= 100');
     this.memoryThreshold = option(options, 'memoryThreshold', 2048, (v) => v > 0, 'a number > 0');
     // A sample already on its way when stop() ran is dropped: no events after stop().
+    // Through a WeakRef: the native callback must not keep an unreferenced monitor alive.
+    const weak = new WeakRef(this);
     this._native = new binding.NativeMonitor(this.cpuThreshold, this.memoryThreshold, (s) => {
-      if (!this._stopped) this._deliver(s);
+      const monitor = weak.deref();
+      if (monitor !== undefined && !monitor._stopped) monitor._deliver(s);
     });
     this._stopped = true;
   }
