@@ -1,0 +1,379 @@
+// shutdown() and process lifetime (contract §10).
+import { test as nodeTest } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import BackgroundExecutor from '../index.mjs';
+
+// A hang is a failure, not a stuck run.
+const test = (name, fn) => nodeTest(name, { timeout: 20000 }, fn);
+// Executors with work keep Node alive by design: if a failed test leaves one behind, end the
+// file 3 s after its last test instead of hanging the whole run.
+nodeTest.after(() => {
+  setTimeout(() => {
+    process.stderr.write('work was left behind after the last test; exiting\n');
+    process.exit(1);
+  }, 3000).unref();
+});
+test.after = nodeTest.after;
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function deferred() {
+  let resolve, reject;
+  const promise = new Promise((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { promise, resolve, reject };
+}
+
+function makeExecutor(extra = {}) {
+  return new BackgroundExecutor({ throttleIfExceeded: false, ...extra });
+}
+
+const isShutDown = (err) => {
+  assert.ok(err instanceof Error, `${err}`);
+  assert.equal(err.code, 'ERR_EXECUTOR_SHUT_DOWN');
+  return true;
+};
+
+test("shutdown() default 'cancel': queued executions are cancelled visibly, running ones finish", async () => {
+  const release = deferred();
+  const bg = makeExecutor({
+    maxConcurrentAgents: 1,
+    agents: {
+      hold: async () => {
+        await release.promise;
+        return 'finished-anyway';
+      },
+      never: () => {
+        throw new Error('a queued execution must not start after shutdown');
+      },
+    },
+  });
+  const cancelledEvents = [];
+  bg.on('execution-cancelled', (d) => cancelledEvents.push(d));
+  const started = [];
+  bg.on('execution-started', (d) => started.push(d.executionId));
+  const running = (await bg.executeWithCallback('hold', 'r', null)).executionId;
+  const ff = (await bg.fireAndForget('never', 'q1')).executionId;
+  let cbArgs = null;
+  let cbCount = 0;
+  const cb = (
+    await bg.executeWithCallback('never', 'q2', (...args) => {
+      cbCount++;
+      cbArgs = args;
+    })
+  ).executionId;
+  const watched = (await bg.executeWatched('never', 'q3')).executionId;
+  const exec = bg.execute('never', 'q4');
+  let execSettled = false;
+  exec.catch(() => {}).finally(() => (execSettled = true));
+
+  const done = bg.shutdown();
+  await assert.rejects(exec, isShutDown);
+  for (const id of [ff, cb, watched]) {
+    const s = bg.getExecutionStatus(id);
+    assert.equal(s.status, 'cancelled', `${id}`);
+    assert.match(s.error, /shut/i);
+  }
+  assert.equal(cbCount, 1);
+  assert.ok(cbArgs[0] instanceof Error);
+  isShutDown(cbArgs[0]);
+  assert.equal(cbArgs[1], undefined);
+  assert.equal(cancelledEvents.length, 4);
+  assert.ok([ff, cb, watched].every((id) => cancelledEvents.some((e) => e.executionId === id)));
+  assert.equal(bg.getExecutionStatus(running).status, 'running', 'the running one is left to finish');
+
+  let shutdownResolved = false;
+  done.then(() => (shutdownResolved = true));
+  await sleep(30);
+  assert.equal(shutdownResolved, false, 'shutdown waits for the running execution');
+  release.resolve();
+  await done;
+  assert.equal(execSettled, true);
+  assert.deepEqual(started, [running], 'nothing queued ever started');
+  const s = bg.getExecutionStatus(running);
+  assert.equal(s.status, 'completed');
+  assert.equal(s.result, 'finished-anyway');
+  const st = bg.getStatus();
+  assert.equal(st.completed, 1);
+  assert.equal(st.cancelled, 4);
+});
+
+test("shutdown({ mode: 'drain' }) runs the queue to the end, but accepts nothing new", async () => {
+  const bg = makeExecutor({
+    maxConcurrentAgents: 2,
+    agents: {
+      work: async (task) => {
+        await sleep(20);
+        return `done-${task}`;
+      },
+    },
+  });
+  const ids = [];
+  for (let i = 0; i < 10; i++) ids.push((await bg.fireAndForget('work', String(i))).executionId);
+  const viaExecute = bg.execute('work', 'x');
+  assert.equal(bg.getQueueStatus().queued, 9);
+  const done = bg.shutdown({ mode: 'drain' });
+  await assert.rejects(bg.fireAndForget('work', 'late'), isShutDown);
+  assert.equal(await viaExecute, 'done-x');
+  await done;
+  for (let i = 0; i < 10; i++) {
+    const s = bg.getExecutionStatus(ids[i]);
+    assert.equal(s.status, 'completed', ids[i]);
+    assert.equal(s.result, `done-${i}`);
+  }
+  assert.equal(bg.getStatus().completed, 11);
+  assert.equal(bg.getStatus().cancelled, 0);
+});
+
+test('shutdown({ timeoutMs }) aborts still-running agents and resolves shortly after the timeout', async () => {
+  const signals = [];
+  const bg = makeExecutor({
+    maxConcurrentAgents: 2,
+    agents: {
+      // ignores its signal and never settles
+      deaf: (task, options, ctx) => {
+        signals.push(ctx.signal);
+        return new Promise(() => {});
+      },
+    },
+  });
+  const cancelled = [];
+  bg.on('execution-cancelled', (d) => cancelled.push(d.executionId));
+  const a = (await bg.fireAndForget('deaf', 'a')).executionId;
+  const p = bg.execute('deaf', 'b');
+  let rejection;
+  p.catch((e) => (rejection = e));
+  await sleep(10);
+  const t0 = Date.now();
+  await bg.shutdown({ timeoutMs: 200 });
+  const elapsed = Date.now() - t0;
+  assert.ok(elapsed >= 190, `resolved after ${elapsed} ms, before the timeout`);
+  assert.ok(elapsed < 200 + 700, `resolved ${elapsed} ms after shutdown({ timeoutMs: 200 })`);
+  assert.equal(signals.length, 2);
+  for (const s of signals) {
+    assert.equal(s.aborted, true);
+    assert.ok(s.reason instanceof Error);
+    assert.equal(s.reason.code, 'ERR_EXECUTOR_SHUT_DOWN');
+  }
+  assert.equal(bg.getExecutionStatus(a).status, 'cancelled');
+  await sleep(0);
+  assert.ok(rejection, 'execute() of an aborted execution rejects');
+  assert.equal(rejection.code, 'ERR_EXECUTOR_SHUT_DOWN');
+  assert.equal(cancelled.length, 2);
+  assert.ok(cancelled.includes(a));
+  assert.equal(bg.getStatus().cancelled, 2);
+  assert.equal(bg.getStatus().running, 0);
+});
+
+test("shutdown({ mode: 'drain', timeoutMs }) ends queued work visibly too when the time is up", async () => {
+  const bg = makeExecutor({ maxConcurrentAgents: 1, agents: { deaf: () => new Promise(() => {}) } });
+  const terminal = [];
+  for (const e of ['execution-completed', 'execution-failed', 'execution-cancelled']) bg.on(e, (d) => terminal.push([e, d.executionId]));
+  const ids = [];
+  for (let i = 0; i < 3; i++) ids.push((await bg.fireAndForget('deaf', String(i))).executionId);
+  const t0 = Date.now();
+  await bg.shutdown({ mode: 'drain', timeoutMs: 150 });
+  assert.ok(Date.now() - t0 < 150 + 700);
+  for (const id of ids) assert.equal(bg.getExecutionStatus(id).status, 'cancelled', id);
+  assert.equal(terminal.length, 3, JSON.stringify(terminal));
+  assert.deepEqual(terminal.map((t) => t[0]), Array(3).fill('execution-cancelled'));
+});
+
+test('submissions after shutdown reject (never throw) with code ERR_EXECUTOR_SHUT_DOWN', async () => {
+  const bg = makeExecutor({ agents: { ok: () => 1 } });
+  assert.equal(await bg.execute('ok', 't'), 1);
+  await bg.shutdown();
+  const calls = [
+    () => bg.fireAndForget('ok', 't'),
+    () => bg.executeWithCallback('ok', 't', () => {}),
+    () => bg.executeWatched('ok', 't'),
+    () => bg.execute('ok', 't'),
+    () => bg.executeMultiple(['ok', 'ok'], 't'),
+  ];
+  for (const call of calls) {
+    let p;
+    assert.doesNotThrow(() => {
+      p = call();
+    });
+    assert.ok(p instanceof Promise);
+    await assert.rejects(p, isShutDown);
+  }
+  assert.equal(bg.getStatus().completed, 1);
+});
+
+test('calling shutdown() twice returns the same promise; it resolves after shutdown-complete', async () => {
+  const release = deferred();
+  const bg = makeExecutor({ agents: { hold: () => release.promise } });
+  const order = [];
+  bg.on('shutting-down', () => order.push('shutting-down'));
+  bg.on('shutdown-complete', () => order.push('shutdown-complete'));
+  await bg.fireAndForget('hold', 't');
+  const p1 = bg.shutdown();
+  const p2 = bg.shutdown();
+  const p3 = bg.shutdown({ mode: 'drain', timeoutMs: 5 });
+  assert.equal(p1, p2);
+  assert.equal(p1, p3);
+  const after = p1.then(() => order.push('resolved'));
+  await sleep(50);
+  assert.deepEqual(order, ['shutting-down'], 'the second call did not arm a timeout or re-emit');
+  release.resolve();
+  await after;
+  assert.deepEqual(order, ['shutting-down', 'shutdown-complete', 'resolved']);
+  assert.equal(bg.shutdown(), p1, 'same promise after it resolved, too');
+});
+
+test('shutdown() of an idle (or initialized, never used) executor resolves at once', async () => {
+  const bg = makeExecutor();
+  await bg.initialize();
+  const t0 = Date.now();
+  await bg.shutdown();
+  assert.ok(Date.now() - t0 < 200);
+  const bg2 = makeExecutor();
+  await bg2.shutdown();
+});
+
+// ---------------------------------------------------------------- process lifetime
+
+const dir = mkdtempSync(join(tmpdir(), 'bmad-bg-life-'));
+test.after(() => rmSync(dir, { recursive: true, force: true }));
+let n = 0;
+
+/** Runs `source` in a child `node`; resolves { code, signal, stdout, stderr, spawnedAt, exitedAt }. */
+function runChild(source, killAfterMs = 10000) {
+  const file = join(dir, `script-${++n}.mjs`);
+  writeFileSync(file, source);
+  return new Promise((resolve) => {
+    const spawnedAt = Date.now();
+    const child = spawn(process.execPath, [file], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    let killed = false;
+    const timer = setTimeout(() => {
+      killed = true;
+      child.kill('SIGKILL');
+    }, killAfterMs);
+    child.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      const exitedAt = Date.now();
+      // wait for the pipes to drain
+      setImmediate(() => resolve({ code, signal, killed, stdout, stderr, spawnedAt, exitedAt }));
+    });
+  });
+}
+
+const stamp = (out, tag) => {
+  const m = out.stdout.match(new RegExp(`${tag}=(\\d+)`));
+  assert.ok(m, `no ${tag}= in stdout: ${JSON.stringify(out.stdout)} stderr: ${out.stderr}`);
+  return Number(m[1]);
+};
+
+test('process: submitted work keeps Node alive until it completes, then the process exits 0', async () => {
+  const out = await runChild(`
+import { BackgroundExecutor } from '/work/main/index.mjs';
+const bg = new BackgroundExecutor({ maxConcurrentAgents: 1 });
+await bg.initialize();
+// the agents hold nothing themselves: their timers are unref'd
+const later = (ms, v) => new Promise((r) => setTimeout(() => r(v), ms).unref());
+bg.registerAgent('writer', async (task) => {
+  await later(300);
+  process.stdout.write('AGENT-DONE:' + task + '\\n');
+  return task;
+});
+bg.registerAgent('boom', async () => { await later(50); throw new Error('ignored'); });
+await bg.fireAndForget('writer', 'first');
+await bg.fireAndForget('boom', 'x');
+await bg.executeWithCallback('writer', 'second', () => process.stdout.write('CALLBACK\\n'));
+process.stdout.write('TOP-LEVEL-END=' + Date.now() + '\\n');
+`);
+  assert.equal(out.killed, false, 'the process did not exit by itself');
+  assert.equal(out.code, 0, out.stderr);
+  assert.match(out.stdout, /AGENT-DONE:first\n/);
+  assert.match(out.stdout, /AGENT-DONE:second\nCALLBACK\n/);
+  const end = stamp(out, 'TOP-LEVEL-END');
+  assert.ok(out.exitedAt - end >= 600 - 20, 'it ran two 300 ms agents one after the other');
+  assert.ok(out.exitedAt - end < 600 + 2000, `exited ${out.exitedAt - end} ms after its top-level code`);
+});
+
+test('process: a script that only initializes exits at once', async () => {
+  const out = await runChild(`
+import { BackgroundExecutor } from '/work/main/index.mjs';
+const bg = new BackgroundExecutor();
+await bg.initialize();
+process.stdout.write('TOP-LEVEL-END=' + Date.now() + '\\n');
+`);
+  assert.equal(out.killed, false, 'an idle executor kept the process alive');
+  assert.equal(out.code, 0, out.stderr);
+  const end = stamp(out, 'TOP-LEVEL-END');
+  assert.ok(out.exitedAt - end < 800, `exited ${out.exitedAt - end} ms after its top-level code`);
+  assert.ok(out.exitedAt - out.spawnedAt < 2000, `whole run took ${out.exitedAt - out.spawnedAt} ms`);
+});
+
+test('process: an executor that finished its work and was never shut down lets the process exit', async () => {
+  const out = await runChild(`
+import { BackgroundExecutor } from '/work/main/index.mjs';
+const bg = new BackgroundExecutor({ progressIntervalMs: 50, resultTtlMs: 60000, defaultTimeoutMs: 60000 });
+await bg.initialize();
+bg.registerAgent('quick', (t) => t);
+await bg.execute('quick', 'a');
+const { executionId } = await bg.executeWatched('quick', 'b');
+await bg.waitFor(executionId);
+process.stdout.write('TOP-LEVEL-END=' + Date.now() + '\\n');
+`);
+  assert.equal(out.killed, false, 'finished work (retention, timeouts, progress timers) kept the process alive');
+  assert.equal(out.code, 0, out.stderr);
+  assert.ok(out.exitedAt - stamp(out, 'TOP-LEVEL-END') < 500);
+});
+
+test('process: shutdown({ timeoutMs: 300 }) with an agent that never settles exits shortly after 300 ms', async () => {
+  const out = await runChild(`
+import { BackgroundExecutor } from '/work/main/index.mjs';
+const bg = new BackgroundExecutor();
+await bg.initialize();
+let signal;
+bg.registerAgent('deaf', (task, options, ctx) => { signal = ctx.signal; return new Promise(() => {}); });
+await bg.fireAndForget('deaf', 't');
+process.stdout.write('SHUTDOWN-CALLED=' + Date.now() + '\\n');
+await bg.shutdown({ timeoutMs: 300 });
+process.stdout.write('SHUTDOWN-RESOLVED=' + Date.now() + ' aborted=' + signal.aborted + ' code=' + signal.reason.code + '\\n');
+`);
+  assert.equal(out.killed, false, 'the process did not exit by itself');
+  assert.equal(out.code, 0, out.stderr);
+  const called = stamp(out, 'SHUTDOWN-CALLED');
+  const resolved = stamp(out, 'SHUTDOWN-RESOLVED');
+  assert.match(out.stdout, /aborted=true code=ERR_EXECUTOR_SHUT_DOWN/);
+  assert.ok(resolved - called >= 290, `resolved after ${resolved - called} ms`);
+  assert.ok(out.exitedAt - called < 300 + 700, `exited ${out.exitedAt - called} ms after shutdown({ timeoutMs: 300 })`);
+});
+
+test('process: a paused executor with queued work keeps the process alive until resume()', async () => {
+  const out = await runChild(`
+import { BackgroundExecutor } from '/work/main/index.mjs';
+
+const bg = new BackgroundExecutor();
+bg.pause();
+bg.registerAgent('writer', async () => {
+  await new Promise((r) => setTimeout(r, 20).unref());
+  process.stdout.write('AGENT-RAN=' + Date.now() + '\\n');
+});
+await bg.fireAndForget('writer', 't');
+process.stdout.write('TOP-LEVEL-END=' + Date.now() + '\\n');
+// unref'd: only the queued work may keep the process alive long enough for this to fire
+setTimeout(() => { process.stdout.write('RESUME=' + Date.now() + '\\n'); bg.resume(); }, 300).unref();
+`);
+  assert.equal(out.killed, false, 'the process did not exit by itself');
+  assert.equal(out.code, 0, out.stderr);
+  const end = stamp(out, 'TOP-LEVEL-END');
+  const resumed = stamp(out, 'RESUME');
+  const ran = stamp(out, 'AGENT-RAN');
+  assert.ok(resumed - end >= 280);
+  assert.ok(ran >= resumed);
+  assert.ok(out.exitedAt - ran < 1000);
+});
