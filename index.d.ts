@@ -181,6 +181,36 @@ export interface ResourceStatus {
   timestamp: number;
 }
 
+export interface WatchUpdate {
+  executionId: ExecutionId;
+  agent: string;
+  progress: number;
+  status: 'running';
+  detail: unknown;
+}
+
+export interface Percentiles {
+  count: number;
+  p50: number;
+  p90: number;
+  p99: number;
+}
+
+export interface ExecutorStats {
+  counts: {
+    submitted: number;
+    queued: number;
+    running: number;
+    completed: number;
+    failed: number;
+    cancelled: number;
+  };
+  /** Executions that ended in the last 60 s, and that count per second. */
+  throughput: { lastMinute: number; perSecond: number };
+  /** Per agent (ms, from log-linear histograms: within 12.5 %). */
+  agents: Array<{ agent: string; queueWait: Percentiles; runTime: Percentiles }>;
+}
+
 export interface ExecutorStatus {
   initialized: boolean;
   running: number;
@@ -385,6 +415,13 @@ export declare class BackgroundExecutor extends EventEmitter {
   waitFor(executionId: ExecutionId): Promise<ExecutionStatusResult>;
   /** Resolves once nothing is queued or running. */
   onIdle(): Promise<void>;
+  /**
+   * Progress reports of one execution, ending with its final status object:
+   * `for await (const update of bg.watch(id)) …`. Unknown or expired ids yield `{ found: false }`.
+   */
+  watch(executionId: ExecutionId): AsyncIterableIterator<WatchUpdate | ExecutionStatusResult>;
+  /** Counts, throughput over the last minute, per-agent wait/run percentiles (ms). */
+  getStats(): ExecutorStats;
 
   cancelExecution(executionId: ExecutionId): Promise<CancelResult>;
   setConcurrency(n: number): this;

@@ -50,6 +50,9 @@ const START_BUDGET = 1024;
 /** Room for the ids retention drops during one sync. */
 const EVICT_CAPACITY = 4096;
 
+/** Distinct agent names with their own statistics; later names share key 0 ("other"). */
+const MAX_AGENT_KEYS = 4096;
+
 const ID_PREFIX = 'exec-';
 const extId = (id) => ID_PREFIX + id;
 
@@ -97,6 +100,7 @@ class Extras {
     this.onProgress = null;
     this.detail = undefined;
     this.waiters = null;
+    this.watchers = null;
     this.admitted = null; // resolves an id-returning call once the core has answered
   }
 }
@@ -156,6 +160,49 @@ class AgentContext {
 
 const rejected = (err) => Promise.reject(err);
 
+/** The async iterator returned by `watch()`: buffered updates, then the final status. */
+class Watch {
+  constructor() {
+    this.items = [];
+    this.waiting = null;
+    this.ended = false;
+    this.onReturn = null;
+  }
+  push(item) {
+    if (this.ended) return;
+    if (this.waiting !== null) {
+      const w = this.waiting;
+      this.waiting = null;
+      w({ value: item, done: false });
+    } else {
+      // A slow consumer keeps at most the latest 100 progress updates.
+      if (this.items.length >= 100) this.items.shift();
+      this.items.push(item);
+    }
+  }
+  end(final) {
+    if (this.ended) return;
+    this.push(final);
+    this.ended = true;
+  }
+  next() {
+    if (this.items.length > 0) return Promise.resolve({ value: this.items.shift(), done: false });
+    if (this.ended) return Promise.resolve({ value: undefined, done: true });
+    return new Promise((resolve) => (this.waiting = resolve));
+  }
+  return() {
+    this.ended = true;
+    this.items = [];
+    if (this.onReturn !== null) this.onReturn();
+    if (this.waiting !== null) this.waiting({ value: undefined, done: true });
+    this.waiting = null;
+    return Promise.resolve({ value: undefined, done: true });
+  }
+  [Symbol.asyncIterator]() {
+    return this;
+  }
+}
+
 // The native timer callback holds its function strongly; going through a WeakRef lets an
 // executor that nobody references any more be collected (and its native side dropped). While
 // work is queued or running, BUSY holds it, so pending work is never dropped by the GC.
@@ -194,6 +241,9 @@ class BackgroundExecutor extends EventEmitter {
     // Records by id. Ids are issued in sequence, so a sliding window over a plain array
     // (index = id - base) replaces a Map: cheaper to fill, to read and to collect.
     this._slots = [];
+    // Agent names -> small keys for the core's per-agent statistics (0 = "other").
+    this._agentKeys = new Map();
+    this._agentNames = ['(other)'];
     this._base = 1;
     this._head = 0;
     this._evicted = new Float64Array(EVICT_CAPACITY);
@@ -385,12 +435,22 @@ class BackgroundExecutor extends EventEmitter {
     }
     if (this._closing) throw this._closedError();
     const rec = new Execution(mode, agent, task, options, level);
-    this._push(rec, OP_SUBMIT, mode, priority, timeout);
+    let key = this._agentKeys.get(agent);
+    if (key === undefined) key = this._internAgent(agent);
+    this._push(rec, OP_SUBMIT, mode + 8 * key, priority, timeout);
     if (!this._busy) {
       this._busy = true;
       BUSY.add(this);
     }
     return rec;
+  }
+
+  _internAgent(agent) {
+    if (this._agentNames.length >= MAX_AGENT_KEYS) return 0;
+    const key = this._agentNames.length;
+    this._agentNames.push(agent);
+    this._agentKeys.set(agent, key);
+    return key;
   }
 
   _push(rec, op, a, b, c) {
@@ -763,6 +823,10 @@ class BackgroundExecutor extends EventEmitter {
     const progress = percent < 0 ? 0 : percent > 100 ? 100 : percent;
     const x = extras(rec);
     if (detail !== undefined) x.detail = detail;
+    if (x.watchers !== null) {
+      const update = { executionId: extId(rec.id), agent: rec.agent, progress, status: 'running', detail };
+      for (const w of x.watchers) w.push(update);
+    }
     if (x.onProgress !== null) {
       try {
         x.onProgress({ executionId: extId(rec.id), agent: rec.agent, progress, detail });
@@ -1097,6 +1161,62 @@ class BackgroundExecutor extends EventEmitter {
     const v = this._native.viewFinished(rec.id);
     const snapshot = v === null ? { found: false } : this._statusObject(rec, v);
     for (const w of waiters) w(snapshot);
+  }
+
+  /**
+   * An async iterator over an execution's progress reports (`{ executionId, agent,
+   * progress, status, detail }`), ending with its final status object (§6):
+   * `for await (const update of bg.watch(id)) …`. For an unknown or expired id it yields
+   * `{ found: false }` and ends; for a finished one, its status.
+   */
+  watch(executionId) {
+    if (typeof executionId !== 'string') throw typeError(`executionId must be a string, got ${describe(executionId)}`);
+    const watch = new Watch();
+    this._flush();
+    const id = parseId(executionId);
+    const rec = id === 0 ? undefined : this._rec(id);
+    if (rec === undefined || this._native.statusOf(id) < 0) watch.end({ found: false });
+    else if (rec.done) watch.end(this.getExecutionStatus(executionId));
+    else {
+      const x = extras(rec);
+      if (x.watchers === null) x.watchers = [];
+      x.watchers.push(watch);
+      if (x.waiters === null) x.waiters = [];
+      x.waiters.push((final) => {
+        x.watchers = null;
+        watch.end(final);
+      });
+      watch.onReturn = () => {
+        if (x.watchers !== null) x.watchers = x.watchers.filter((w) => w !== watch);
+      };
+    }
+    return watch;
+  }
+
+  /**
+   * Counts by status, executions finished in the last minute, and per agent the queue-wait
+   * and run-time percentiles (ms, from bounded histograms kept in Rust: ±12.5 %).
+   */
+  getStats() {
+    this._flush();
+    const c = this._native.counts();
+    const st = this._native.stats();
+    return {
+      counts: {
+        submitted: c.submitted,
+        queued: c.queued,
+        running: c.running,
+        completed: c.completed,
+        failed: c.failed,
+        cancelled: c.cancelled,
+      },
+      throughput: { lastMinute: st.lastMinute, perSecond: Math.round((st.lastMinute / 60) * 100) / 100 },
+      agents: st.agents.map((a) => ({
+        agent: this._agentNames[a.key],
+        queueWait: a.wait,
+        runTime: a.run,
+      })),
+    };
   }
 
   /** Resolves once nothing is queued or running. */

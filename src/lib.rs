@@ -8,6 +8,7 @@ pub mod queue;
 pub mod report;
 pub mod runtime;
 pub mod scheduler;
+pub mod stats;
 pub mod timers;
 pub mod window;
 

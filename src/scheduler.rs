@@ -23,6 +23,7 @@
 use std::collections::VecDeque;
 
 use crate::queue::PriorityQueue;
+use crate::stats::Stats;
 use crate::window::IdWindow;
 
 /// Slack added to retention sweeps so that a steady stream of finishes does not wake the
@@ -128,6 +129,8 @@ pub struct Exec {
   pub status: Status,
   pub mode: u8,
   pub watched: bool,
+  /// The caller's key for the agent (statistics).
+  pub agent: u16,
   pub priority: i32,
   /// 0–100 (f32 is plenty and keeps the record small: 48 bytes).
   pub progress: f32,
@@ -208,6 +211,7 @@ pub struct Scheduler {
   /// Executions finished so far (wrapping), for `Exec::finish_seq`.
   finish_count: u32,
   totals: Totals,
+  stats: Stats,
   timer_cmds: Vec<TimerCmd>,
 }
 
@@ -229,6 +233,7 @@ impl Scheduler {
       sweep_at: None,
       finish_count: 0,
       totals: Totals::default(),
+      stats: Stats::default(),
       timer_cmds: Vec::new(),
     }
   }
@@ -259,9 +264,18 @@ impl Scheduler {
   pub fn totals(&self) -> Totals {
     self.totals
   }
-  /// Finished executions queryable now (physical eviction may lag until the next batch).
-  pub fn retained(&self) -> usize {
-    self.retained.len().min(self.cfg.max_retained)
+  pub fn stats(&self) -> &Stats {
+    &self.stats
+  }
+  /// Finished executions queryable at `now` (physical eviction may lag until the next
+  /// batch or sweep; this count does not).
+  pub fn retained(&self, now: f64) -> usize {
+    let ttl = self.cfg.result_ttl_ms;
+    // Finish times are in order: the expired ones are a prefix.
+    let expired = self
+      .retained
+      .partition_point(|&(_, finished)| finished + ttl <= now);
+    (self.retained.len() - expired).min(self.cfg.max_retained)
   }
 
   /// Whether retention still keeps `exec` for queries: exact at every moment, although the
@@ -315,6 +329,7 @@ impl Scheduler {
   pub fn submit(
     &mut self,
     mode: u8,
+    agent: u16,
     watched: bool,
     priority: i32,
     timeout_ms: f64,
@@ -330,6 +345,7 @@ impl Scheduler {
       status: Status::Queued,
       mode,
       watched,
+      agent,
       priority,
       progress: 0.0,
       timeout_ms: if timeout_ms.is_finite() && timeout_ms >= 1.0 {
@@ -388,6 +404,7 @@ impl Scheduler {
     exec.status = Status::Running;
     exec.started_at = now;
     exec.holds_slot = true;
+    self.stats.started(exec.agent, now - exec.submitted_at);
     if exec.timeout_ms > 0 {
       let at = now + f64::from(exec.timeout_ms);
       arm(&mut self.timer_cmds, exec, id, TimerKind::Timeout, at);
@@ -528,6 +545,9 @@ impl Scheduler {
     if exec.status == Status::Running {
       self.running -= 1;
     }
+    self
+      .stats
+      .finished(exec.agent, exec.started_at().map(|s| now - s), now);
     exec.status = status;
     exec.finished_at = now;
     exec.finish_seq = self.finish_count;
@@ -764,7 +784,29 @@ mod tests {
   }
 
   fn submit(s: &mut Scheduler, prio: i32, now: f64) -> (u64, bool) {
-    s.submit(0, false, prio, 0.0, now).expect("open")
+    s.submit(0, 0, false, prio, 0.0, now).expect("open")
+  }
+
+  #[test]
+  fn stats_record_wait_and_run_per_agent() {
+    let mut s = sched(1);
+    s.submit(3, 1, false, 3, 0.0, 0.0);
+    s.submit(3, 2, false, 3, 0.0, 10.0);
+    s.settle(1, true, 40.0); // agent 1 ran 40 ms; agent 2 waited 30 ms
+    s.settle(2, false, 45.0);
+    let by_key: Vec<_> = s
+      .stats()
+      .agents()
+      .map(|(k, a)| (k, a.wait.count(), a.run.count()))
+      .collect();
+    assert_eq!(by_key, vec![(1, 1, 1), (2, 1, 1)]);
+    let a2 = s
+      .stats()
+      .agents()
+      .find(|(k, _)| *k == 2)
+      .map(|(_, a)| a.wait.quantile(0.5));
+    assert!(a2.is_some_and(|w| (w - 30.0).abs() < 30.0 * 0.125), "{a2:?}");
+    assert_eq!(s.stats().last_minute(45.0), 2);
   }
 
   #[test]
@@ -890,7 +932,7 @@ mod tests {
   #[test]
   fn timeout_fails_running_and_arms_grace() {
     let mut s = sched(1);
-    assert_eq!(s.submit(0, false, 3, 50.0, 10.0), Some((1, true)));
+    assert_eq!(s.submit(0, 0, false, 3, 50.0, 10.0), Some((1, true)));
     let cmds = s.take_timer_cmds().unwrap_or_default();
     assert_eq!(
       cmds,
@@ -910,7 +952,7 @@ mod tests {
   #[test]
   fn settle_disarms_timeout() {
     let mut s = sched(1);
-    s.submit(0, false, 3, 50.0, 0.0);
+    s.submit(0, 0, false, 3, 50.0, 0.0);
     s.take_timer_cmds();
     s.settle(1, true, 5.0);
     let cmds = s.take_timer_cmds().unwrap_or_default();
@@ -973,7 +1015,8 @@ mod tests {
       s.settle(id, true, 10.0 + id as f64);
     }
     // Queries see exactly the last 3 at once; the records are freed at the next batch.
-    assert_eq!(s.retained(), 3);
+    assert_eq!(s.retained(16.0), 3);
+    assert_eq!(s.retained(114.5), 1);
     assert!(s.view(2, 16.0, true).is_none());
     assert!(s.view(2, 16.0, false).is_some());
     assert_eq!(s.records(), 5);
@@ -1041,7 +1084,7 @@ mod tests {
       submit(&mut s, 3, 0.0);
     }
     assert_eq!(s.close(true, 1.0), vec![2, 3]);
-    assert!(s.submit(0, false, 3, 0.0, 1.0).is_none());
+    assert!(s.submit(0, 0, false, 3, 0.0, 1.0).is_none());
     assert_eq!(s.totals().cancelled, 2);
     assert_eq!(s.settle(1, true, 2.0), (true, None));
     assert!(s.is_idle());
@@ -1061,7 +1104,7 @@ mod tests {
   #[test]
   fn watched_progress_ticks_until_finished() {
     let mut s = sched(1);
-    let (id, _) = s.submit(2, true, 3, 0.0, 0.0).expect("open");
+    let (id, _) = s.submit(2, 0, true, 3, 0.0, 0.0).expect("open");
     assert_eq!(
       s.take_timer_cmds().unwrap_or_default(),
       vec![TimerCmd::Arm {

@@ -126,6 +126,27 @@ pub struct NativeCounts {
 }
 
 #[napi(object)]
+pub struct NativePercentiles {
+  pub count: f64,
+  pub p50: f64,
+  pub p90: f64,
+  pub p99: f64,
+}
+
+#[napi(object)]
+pub struct NativeAgentStats {
+  pub key: u32,
+  pub wait: NativePercentiles,
+  pub run: NativePercentiles,
+}
+
+#[napi(object)]
+pub struct NativeStats {
+  pub last_minute: f64,
+  pub agents: Vec<NativeAgentStats>,
+}
+
+#[napi(object)]
 pub struct Observed {
   pub transition: u32,
   pub started: Vec<f64>,
@@ -283,7 +304,7 @@ impl NativeExecutor {
   /// back in place. One call per batch instead of one per operation: a napi call costs more
   /// than the scheduling work it carries.
   ///
-  /// - submit `[1, mode, priority, timeoutMs]` -> `io[4k+1]` = id, positive when it started
+  /// - submit `[1, mode + 8 * agentKey, priority, timeoutMs]` -> `io[4k+1]` = id, positive when it started
   ///   at once, negative when queued, 0 when the executor is closed;
   /// - settle `[2 (ok) | 3 (failed), id, -, -]` -> `io[4k+2]` = the id started in the freed
   ///   slot, or 0.
@@ -300,11 +321,14 @@ impl NativeExecutor {
     for op in buf[..n * 4].chunks_exact_mut(4) {
       match op[0] as u32 {
         OP_SUBMIT => {
-          let mode = if op[1].is_finite() {
-            op[1].clamp(0.0, 255.0) as u8
+          // mode + 8 * agent key
+          let packed = if op[1].is_finite() {
+            op[1].clamp(0.0, 1e9) as u64
           } else {
             0
           };
+          let mode = (packed & 7) as u8;
+          let agent = (packed >> 3).min(u64::from(u16::MAX)) as u16;
           let priority = if op[2].is_finite() {
             op[2].clamp(f64::from(i32::MIN), f64::from(i32::MAX)) as i32
           } else {
@@ -312,7 +336,7 @@ impl NativeExecutor {
           };
           op[1] = match self
             .sched
-            .submit(mode, mode == MODE_WATCHED, priority, op[3], now)
+            .submit(mode, agent, mode == MODE_WATCHED, priority, op[3], now)
           {
             None => 0.0,
             Some((id, true)) => id as f64,
@@ -594,8 +618,31 @@ impl NativeExecutor {
       completed: t.completed as f64,
       failed: t.failed as f64,
       cancelled: t.cancelled as f64,
-      retained: self.sched.retained() as u32,
+      retained: self.sched.retained(self.now()) as u32,
       records: self.sched.records() as u32,
+    }
+  }
+
+  /// Per-agent queue-wait and run-time percentiles (ms) and finishes in the last minute.
+  #[napi(catch_unwind)]
+  pub fn stats(&self) -> NativeStats {
+    let st = self.sched.stats();
+    let q = |h: &crate::stats::Histogram| NativePercentiles {
+      count: h.count() as f64,
+      p50: h.quantile(0.5),
+      p90: h.quantile(0.9),
+      p99: h.quantile(0.99),
+    };
+    NativeStats {
+      last_minute: st.last_minute(self.now()) as f64,
+      agents: st
+        .agents()
+        .map(|(key, a)| NativeAgentStats {
+          key: u32::from(key),
+          wait: q(&a.wait),
+          run: q(&a.run),
+        })
+        .collect(),
     }
   }
 
