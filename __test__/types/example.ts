@@ -1,0 +1,535 @@
+// A typed tour of the whole public API in index.d.ts: every config key, every submit option,
+// every method, every event (with its payload fields read), the spawnAgentProcess extension
+// point, and ResourceMonitor on its own. It is only type-checked (`tsc --noEmit --strict`,
+// see ../types.test.mjs), never run.
+//
+// The package is imported by its own name (self-reference through package.json "exports"),
+// exactly as a consumer would. This file is CommonJS-format for TypeScript (the package has no
+// "type": "module"), so it uses named imports; the ESM default import and `import = require()`
+// are checked in entry-esm.mts / entry-cjs.cts.
+
+import { BackgroundExecutor, ResourceMonitor } from 'bmad-background-executor';
+import type {
+  ActiveExecution,
+  AgentContext,
+  AgentFunction,
+  AggregatedResult,
+  AggregationReport,
+  AggregationResult,
+  BackgroundExecutorConfig,
+  BackgroundExecutorEvents,
+  CancelResult,
+  Consistency,
+  DefaultAgentFunction,
+  ErrorCode,
+  ExecutionCallback,
+  ExecutionId,
+  ExecutionMode,
+  ExecutionStatus,
+  ExecutionStatusResult,
+  ExecutorError,
+  ExecutorStats,
+  ExecutorStatus,
+  MultipleOptions,
+  Percentiles,
+  ProgressReport,
+  QueueStatus,
+  ResourceMonitorEvents,
+  ResourceMonitorOptions,
+  ResourceStatus,
+  ResourceTrends,
+  ShutdownOptions,
+  SubmitOptions,
+  Submitted,
+  SubmittedEvent,
+  ThresholdExceededEvent,
+  WatchUpdate,
+} from 'bmad-background-executor';
+
+// ----- compile-time helpers ---------------------------------------------------------------
+
+type IsAny<T> = 0 extends 1 & T ? true : false;
+type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false;
+/** Compiles only when T is exactly `true`. */
+function check<T extends true>(_proof?: T): void {}
+/** Compiles only when `value` is not `any` (a loosened typing would make it `any`). */
+function notAny<T>(_value: T, ..._proof: IsAny<T> extends true ? [never] : []): void {}
+
+const sink: unknown[] = [];
+const use = (...values: unknown[]): void => {
+  sink.push(...values);
+};
+
+// ----- agents -------------------------------------------------------------------------------
+
+interface EvalResult {
+  tests: string[];
+}
+interface ArtifactOptions extends SubmitOptions {
+  artifact: string;
+}
+
+const evalAgent: AgentFunction<EvalResult> = async (task, options, context) => {
+  use(task, options);
+  return { tests: [`${context.task}: unit`, 'integration'] };
+};
+
+// Every field of the agent context.
+const qaAgent: AgentFunction<{ passed: number }, ArtifactOptions | undefined> = async (task, options, context) => {
+  const ctx: AgentContext<ArtifactOptions | undefined> = context;
+  const id: ExecutionId = ctx.executionId;
+  const agent: string = ctx.agent;
+  const sameTask: string = ctx.task;
+  const artifact: string | undefined = ctx.options?.artifact;
+  const mode: ExecutionMode = ctx.mode;
+  const priority: string = ctx.priority;
+  const attempt: number = ctx.attempt;
+  const signal: AbortSignal = ctx.signal;
+  const { progress } = ctx; // documented as safe to destructure
+  progress(50);
+  progress(75, { step: 'integration' });
+  signal.addEventListener('abort', () => {
+    const reason = signal.reason as ExecutorError;
+    const code: ErrorCode = reason.code;
+    use(code, reason.executionId, reason.agent, reason.timeoutMs, reason.message);
+  });
+  notAny(ctx.signal);
+  use(task, options, id, agent, sameTask, artifact, mode, priority, attempt);
+  return { passed: 120 };
+};
+
+const fallback: DefaultAgentFunction<string> = (agent, task, options, context) => {
+  use(options, context.executionId);
+  return `${agent} did ${task}`;
+};
+
+// ----- construction: every config key ------------------------------------------------------
+
+const fullConfig: Required<BackgroundExecutorConfig> = {
+  maxConcurrentAgents: 5,
+  maxCpuPercent: 80,
+  maxMemoryMb: 2048,
+  throttleIfExceeded: true,
+  priorityLevels: { critical: 5, high: 4, medium: 3, low: 2, background: 1 },
+  agents: { eval: evalAgent, monitor: () => ({ cpu: 1 }) },
+  defaultAgent: fallback,
+  defaultTimeoutMs: 30_000,
+  resultTtlMs: 60_000,
+  maxRetainedResults: 10_000,
+  progressIntervalMs: 1000,
+  monitorIntervalMs: 1000,
+  minConcurrentAgents: 1,
+  cancelGraceMs: 5000,
+  agingMs: 0,
+};
+
+// The old extension point, overridden in a subclass.
+class LoggingExecutor extends BackgroundExecutor {
+  readonly spawned: string[] = [];
+  override spawnAgentProcess(execution: Parameters<BackgroundExecutor['spawnAgentProcess']>[0]): unknown {
+    const { id, executionId, agent, task, options, mode, priority, context, signal } = execution;
+    this.spawned.push(`${id}/${executionId}: ${agent} ${task} (${mode}, ${priority})`);
+    const aborted: boolean = signal.aborted;
+    const attempt: number = context.attempt;
+    use(options, aborted, attempt);
+    return super.spawnAgentProcess(execution);
+  }
+}
+
+// Every event name the example listens to; checked against BackgroundExecutorEvents below.
+const LISTENED = [
+  'initialized',
+  'fire-and-forget-started',
+  'async-callback-started',
+  'watched-started',
+  'execution-queued',
+  'execution-started',
+  'execution-completed',
+  'execution-failed',
+  'execution-cancelled',
+  'callback-error',
+  'progress-update',
+  'aggregation-started',
+  'aggregation-completed',
+  'queue-throttled',
+  'queue-resumed',
+  'queue-paused',
+  'queue-unpaused',
+  'resource-threshold-exceeded',
+  'shutting-down',
+  'shutdown-complete',
+  'idle',
+] as const;
+check<Equal<(typeof LISTENED)[number], keyof BackgroundExecutorEvents>>();
+
+function listenToEverything(bg: BackgroundExecutor): void {
+  bg.on('initialized', (d) => {
+    const max: number = d.maxConcurrentAgents;
+    const levels: Record<string, number> = d.priorityLevels;
+    use(max, levels);
+  });
+  const started = (d: SubmittedEvent): void => {
+    const id: ExecutionId = d.executionId;
+    const agent: string = d.agent;
+    const task: string = d.task;
+    const priority: string = d.priority;
+    use(id, agent, task, priority);
+  };
+  bg.on('fire-and-forget-started', started);
+  bg.on('async-callback-started', started);
+  bg.on('watched-started', started);
+  bg.on('execution-queued', (d) => {
+    const mode: ExecutionMode = d.mode;
+    const position: number = d.queuePosition;
+    const length: number = d.queueLength;
+    use(d.executionId, d.agent, d.task, mode, d.priority, position, length);
+  });
+  bg.on('execution-started', (d) => {
+    const mode: ExecutionMode = d.mode;
+    use(d.executionId, d.agent, d.task, mode, d.priority);
+  });
+  bg.on('execution-completed', (d) => {
+    const result: unknown = d.result;
+    const duration: number = d.duration;
+    notAny(d.result);
+    use(d.executionId, d.agent, d.task, d.mode, result, duration);
+  });
+  bg.on('execution-failed', (d) => {
+    const error: string = d.error;
+    const original: unknown = d.errorObject;
+    const code: string | undefined = d.code;
+    use(d.executionId, d.agent, d.task, d.mode, error, original, code, d.duration);
+  });
+  bg.on('execution-cancelled', (d) => {
+    const error: string = d.error;
+    const code: string | undefined = d.code;
+    use(d.executionId, d.agent, d.task, d.mode, error, d.errorObject, code, d.duration);
+  });
+  bg.on('callback-error', (d) => {
+    const error: unknown = d.error;
+    use(d.executionId, d.agent, error);
+  });
+  bg.on('progress-update', (d) => {
+    const progress: number = d.progress;
+    const status: ExecutionStatus = d.status;
+    use(d.executionId, d.agent, progress, status, d.duration, d.detail);
+  });
+  bg.on('aggregation-started', (d) => {
+    const agents: string[] = d.agents;
+    const ids: ExecutionId[] = d.executionIds;
+    use(d.aggregationId, agents, d.task, ids);
+  });
+  bg.on('aggregation-completed', (d) => {
+    const results: AggregatedResult[] = d.results;
+    const report: AggregationReport = d.report;
+    use(d.aggregationId, results, report.success_rate);
+  });
+  bg.on('queue-throttled', (d) => {
+    const reason: Array<'cpu' | 'memory'> = d.reason;
+    const cpu: number = d.resources.cpu;
+    const memory: number = d.resources.memory;
+    use(reason, cpu, memory, d.running, d.queued, d.minConcurrentAgents, d.timestamp);
+  });
+  bg.on('queue-resumed', (d) => {
+    use(d.resources.cpu, d.resources.memory, d.running, d.queued, d.started, d.timestamp);
+  });
+  bg.on('queue-paused', (d) => {
+    const queued: number = d.queued;
+    use(queued);
+  });
+  bg.on('queue-unpaused', (d) => {
+    const started: number = d.started;
+    use(started);
+  });
+  bg.on('resource-threshold-exceeded', (d: ThresholdExceededEvent) => {
+    const exceeded: Array<'cpu' | 'memory'> = d.exceeded;
+    use(d.cpu, d.memory, d.timestamp, exceeded, d.thresholds.cpu, d.thresholds.memory);
+  });
+  bg.on('shutting-down', (d) => {
+    const mode: 'cancel' | 'drain' = d.mode;
+    const timeoutMs: number | undefined = d.timeoutMs;
+    use(d.running, d.queued, mode, timeoutMs);
+  });
+  bg.on('shutdown-complete', (d) => {
+    const forced: boolean = d.forced;
+    use(forced, d.completed, d.failed, d.cancelled, d.timestamp);
+  });
+  bg.on('idle', (d) => {
+    const timestamp: number = d.timestamp;
+    use(timestamp);
+  });
+
+  // The other typed listener methods, and emit.
+  const onIdle = (d: { timestamp: number }): void => use(d.timestamp);
+  bg.once('idle', onIdle);
+  bg.addListener('idle', onIdle);
+  bg.prependListener('idle', onIdle);
+  bg.off('idle', onIdle);
+  bg.removeListener('idle', onIdle);
+  const delivered: boolean = bg.emit('idle', { timestamp: Date.now() });
+  use(delivered);
+  // Chaining: every listener method returns the executor.
+  const chained: BackgroundExecutor = bg.on('idle', onIdle).once('idle', onIdle).off('idle', onIdle);
+  use(chained);
+}
+
+// ----- the whole API ------------------------------------------------------------------------
+
+export async function tour(): Promise<void> {
+  const bg = new LoggingExecutor(fullConfig);
+  const minimal = new BackgroundExecutor();
+  const alsoMinimal = new BackgroundExecutor({});
+  use(minimal, alsoMinimal);
+
+  // The validated config, defaults filled in.
+  const max: number = bg.config.maxConcurrentAgents;
+  const levels: ReadonlyMap<string, number> = bg.config.priorityLevels;
+  const agents: ReadonlyMap<string, AgentFunction> = bg.config.agents;
+  const timeout: number | undefined = bg.config.defaultTimeoutMs;
+  const defaultAgent: DefaultAgentFunction | undefined = bg.config.defaultAgent;
+  const throttle: boolean = bg.config.throttleIfExceeded;
+  use(max, levels, agents, timeout, defaultAgent, throttle, bg.config.agingMs, bg.config.cancelGraceMs);
+
+  listenToEverything(bg);
+
+  const same: LoggingExecutor = await bg.initialize();
+  use(same.spawned);
+
+  // Agent registry; both return values are typed.
+  const registered: LoggingExecutor = bg.registerAgent('qa', qaAgent as AgentFunction).registerAgent('eval', evalAgent);
+  bg.registerAgent('oracle', async (task, options: { artifact?: string } | undefined, { signal }) => {
+    signal.throwIfAborted();
+    return { valid: true, artifact: options?.artifact, task };
+  });
+  const removed: boolean = bg.unregisterAgent('oracle');
+  use(registered, removed);
+
+  // Every submit option, plus an extra key passed to the agent.
+  const controller = new AbortController();
+  const fullOptions: Required<SubmitOptions> & { artifact: string } = {
+    priority: 'high',
+    timeout: 5000,
+    signal: controller.signal,
+    onProgress: (update: ProgressReport) => {
+      const progress: number = update.progress;
+      use(update.executionId, update.agent, progress, update.detail);
+    },
+    artifact: 'prd.md',
+  };
+
+  // 1. Fire-and-forget.
+  const fired: Submitted<'fire-and-forget'> = await bg.fireAndForget('monitor', 'track-metrics', { priority: 'low' });
+  const firedMode: 'fire-and-forget' = fired.mode;
+  const firedStatus: ExecutionStatus = fired.status;
+  await bg.fireAndForget('monitor', 'no-options');
+  use(firedMode, firedStatus);
+
+  // 2. Async with callback: a typed result, a null callback, no callback, a plain callback.
+  const callback: ExecutionCallback<EvalResult> = (err, result) => {
+    if (err) use(err);
+    else if (result) use(result.tests.length);
+  };
+  const cb: Submitted<'async-callback'> = await bg.executeWithCallback<EvalResult>(
+    'eval',
+    'generate-test-datasets',
+    callback,
+    { priority: 'medium' },
+  );
+  await bg.executeWithCallback('eval', 'no-callback', null, { priority: 'medium' });
+  await bg.executeWithCallback('eval', 'undefined-callback');
+  await bg.executeWithCallback('eval', 'inline', (err: unknown, result?: EvalResult) => use(err, result?.tests));
+  use(cb.executionId, cb.mode satisfies 'async-callback');
+
+  // 3. Watched, with every submit option.
+  const { executionId, mode, status } = await bg.executeWatched('qa', 'run-full-test-suite', fullOptions);
+  const watchedMode: 'watched' = mode;
+  use(watchedMode, status);
+
+  // Async iteration over one execution's progress, ending with its final status.
+  for await (const update of bg.watch(executionId)) {
+    if (!('found' in update)) {
+      const w: WatchUpdate = update;
+      const running: 'running' = w.status;
+      use(w.executionId, w.agent, w.progress, w.detail, running);
+    } else if (update.found) {
+      const final: ExecutionStatus = update.status;
+      use(final, update.result);
+    }
+  }
+  const iterator: AsyncIterableIterator<WatchUpdate | ExecutionStatusResult> = bg.watch(executionId);
+  await iterator.return?.();
+
+  // execute(): resolves with the agent's own value, typed by the caller.
+  const evalResult: EvalResult = await bg.execute<EvalResult>('eval', 'generate-tests', { priority: 'critical' });
+  const untyped = await bg.execute('monitor', 'x');
+  use(evalResult.tests, untyped);
+
+  // waitFor() and the status object (a discriminated union on `found`).
+  const finished: ExecutionStatusResult = await bg.waitFor(executionId);
+  const status2 = bg.getExecutionStatus(executionId);
+  if (status2.found) {
+    const s: ExecutionStatus = status2.status;
+    const progress: number = status2.progress;
+    const started: number = status2.started;
+    const duration: number = status2.duration;
+    const result: unknown = status2.result;
+    const error: string | null = status2.error;
+    const queuePosition: number | undefined = status2.queuePosition;
+    const startedAt: number | undefined = status2.startedAt;
+    const finishedAt: number | undefined = status2.finishedAt;
+    use(status2.id, status2.executionId, status2.agent, status2.task, status2.mode, status2.priority);
+    use(s, progress, started, duration, result, error, status2.errorObject, queuePosition, startedAt, finishedAt);
+  } else {
+    const found: false = status2.found;
+    use(found);
+  }
+  use(finished);
+
+  // Cancellation: a discriminated union on `success`.
+  const cancelled: CancelResult = await bg.cancelExecution(executionId);
+  if (cancelled.success) {
+    const previous: 'queued' | 'running' = cancelled.previousStatus;
+    use(cancelled.executionId, previous);
+  } else {
+    const why: string = cancelled.error;
+    use(why);
+  }
+  controller.abort();
+
+  // Run-time control; each returns the executor for chaining.
+  const chained: LoggingExecutor = bg.setConcurrency(3).pause().resume();
+  use(chained);
+
+  // Queries.
+  const queue: QueueStatus = bg.getQueueStatus();
+  use(queue.queued, queue.running, queue.max_concurrent, queue.slots_used, queue.paused, queue.throttled);
+  queue.queue.forEach((item) => use(item.id, item.agent, item.priority, item.mode));
+  const active: ActiveExecution[] = bg.getActiveExecutions();
+  active.forEach((e) => use(e.id, e.executionId, e.agent, e.task, e.mode, e.priority, e.progress, e.duration, e.startedAt));
+  const st: ExecutorStatus = bg.getStatus();
+  use(st.initialized, st.running, st.queued, st.max_concurrent, st.active_processes, st.slots_used, st.paused);
+  use(st.throttled, st.shutting_down, st.submitted, st.completed, st.failed, st.cancelled, st.retained);
+  const agentNames: string[] = st.agents;
+  const resources: ResourceStatus = st.resources;
+  use(agentNames, resources.cpu);
+
+  // getStats(): counts, throughput, per-agent percentiles.
+  const stats: ExecutorStats = bg.getStats();
+  const c = stats.counts;
+  use(c.submitted, c.queued, c.running, c.completed, c.failed, c.cancelled);
+  use(stats.throughput.lastMinute, stats.throughput.perSecond);
+  for (const a of stats.agents) {
+    const wait: Percentiles = a.queueWait;
+    const run: Percentiles = a.runTime;
+    use(a.agent, wait.count, wait.p50, wait.p90, wait.p99, run.p50);
+  }
+
+  // Aggregation, with both forms of consistencyCheck.
+  const multipleOptions: MultipleOptions = {
+    artifact: 'prd.md',
+    priority: 'high',
+    consistencyCheck: (results: AggregatedResult[]) => results.every((r) => r.status === 'completed'),
+  };
+  const agg: AggregationResult = await bg.executeMultiple(['oracle', 'eval', 'validator'], 'validate-artifact', multipleOptions);
+  await bg.executeMultiple(['oracle', 'eval'], 'validate-prd', {
+    consistencyCheck: (results) => ({ consistent: results.length === 2, reason: 'two results' }),
+  });
+  await bg.executeMultiple(['oracle'], 'no-options');
+  const aggregationId: string = agg.aggregationId;
+  for (const r of agg.results) {
+    const error: string | null = r.error;
+    use(r.id, r.agent, r.status, r.result, error, r.errorObject, r.duration);
+  }
+  const consistency: Consistency = agg.consistent;
+  if (consistency.consistent) {
+    const all: true = consistency.all_succeeded;
+    use(all, consistency.reason);
+  } else {
+    use(consistency.reason, consistency.failures.map((f) => [f.id, f.agent, f.status, f.error]));
+  }
+  const report: AggregationReport = agg.report;
+  use(aggregationId, report.total, report.successful, report.failed, report.success_rate);
+  use(report.total_duration, report.average_duration, report.consistency, report.timestamp);
+
+  // The executor's own monitor.
+  const res: ResourceStatus = bg.resourceMonitor.getStatus();
+  use(res.cpu, res.memory, res.total_memory, res.free_memory, res.process_cpu, res.load_average, res.processes, res.timestamp);
+  bg.resourceMonitor.on('threshold-exceeded', (data) => use(data.cpu, data.memory, data.exceeded));
+
+  await bg.onIdle();
+
+  // Shutdown with every option; the default form too.
+  const shutdownOptions: Required<ShutdownOptions> = { mode: 'drain', timeoutMs: 10_000 };
+  const done: void = await bg.shutdown(shutdownOptions);
+  await bg.shutdown({ mode: 'cancel' });
+  await minimal.shutdown();
+  use(done);
+
+  // Errors carry a typed code.
+  try {
+    await bg.execute('nobody', 'x');
+  } catch (err) {
+    const e = err as ExecutorError;
+    const code: ErrorCode = e.code;
+    use(code);
+  }
+}
+
+// ----- ResourceMonitor alone ------------------------------------------------------------------
+
+export function monitorAlone(): ResourceTrends {
+  const options: Required<ResourceMonitorOptions> = { interval: 500, cpuThreshold: 90, memoryThreshold: 4096 };
+  const monitor = new ResourceMonitor(options);
+  const defaults = new ResourceMonitor();
+  use(defaults);
+
+  const interval: number = monitor.interval;
+  const cpuThreshold: number = monitor.cpuThreshold;
+  const memoryThreshold: number = monitor.memoryThreshold;
+  const running: boolean = monitor.running;
+  use(interval, cpuThreshold, memoryThreshold, running);
+
+  const MONITOR_EVENTS = ['threshold-exceeded', 'sample', 'started', 'stopped'] as const;
+  check<Equal<(typeof MONITOR_EVENTS)[number], keyof ResourceMonitorEvents>>();
+
+  monitor.on('threshold-exceeded', (d: ThresholdExceededEvent) => {
+    use(d.cpu, d.memory, d.timestamp, d.exceeded, d.thresholds.cpu, d.thresholds.memory);
+  });
+  monitor.on('sample', (s) => {
+    const exceeded: Array<'cpu' | 'memory'> = s.exceeded;
+    use(s.cpu, s.memory, s.total_memory, s.free_memory, s.process_cpu, s.load_average, s.processes, s.timestamp, exceeded);
+  });
+  const onStarted = (d: { interval: number; timestamp: number }): void => use(d.interval, d.timestamp);
+  monitor.once('started', onStarted);
+  monitor.on('stopped', (d) => use(d.timestamp));
+  monitor.off('started', onStarted);
+  const emitted: boolean = monitor.emit('stopped', { timestamp: Date.now() });
+  use(emitted);
+
+  const started: ResourceMonitor = monitor.start();
+  const checked: ResourceStatus = monitor.check();
+  const status: ResourceStatus = monitor.getStatus();
+  const trends: ResourceTrends = monitor.getTrends();
+  trends.cpu.forEach((p) => use(p.value, p.timestamp));
+  trends.memory.forEach((p) => use(p.value, p.timestamp));
+  const stopped: ResourceMonitor = monitor.stop();
+  use(started, checked, status, stopped);
+  notAny(status.cpu);
+  return trends;
+}
+
+// ----- exact types of a few results (they must not be `any`) -------------------------------------
+
+declare const bgDecl: BackgroundExecutor;
+check<Equal<Awaited<ReturnType<typeof bgDecl.fireAndForget>>, Submitted<'fire-and-forget'>>>();
+check<Equal<Awaited<ReturnType<typeof bgDecl.executeWatched>>, Submitted<'watched'>>>();
+check<Equal<ReturnType<typeof bgDecl.getExecutionStatus>, ExecutionStatusResult>>();
+check<Equal<ReturnType<typeof bgDecl.getQueueStatus>, QueueStatus>>();
+check<Equal<ReturnType<typeof bgDecl.getStats>, ExecutorStats>>();
+check<Equal<ReturnType<typeof bgDecl.onIdle>, Promise<void>>>();
+check<Equal<ReturnType<typeof bgDecl.shutdown>, Promise<void>>>();
+check<Equal<Parameters<typeof bgDecl.unregisterAgent>, [name: string]>>();
+check<Equal<BackgroundExecutorEvents['idle'], [{ timestamp: number }]>>();
+check<Equal<ResourceMonitorEvents['stopped'], [{ timestamp: number }]>>();
+notAny(bgDecl.getStatus());
+notAny(bgDecl.resourceMonitor);

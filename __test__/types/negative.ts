@@ -1,0 +1,136 @@
+// Negative checks: every line after a `// @ts-expect-error` directive is a mistake the typings
+// must catch. If a typing is loosened (to `any`, or to a plain string event name...), the error
+// disappears and tsc reports "Unused '@ts-expect-error' directive" (TS2578), failing the check.
+//
+// Compiled by tsconfig.negative.json (--strict without noImplicitAny: see there why).
+// Each directive names the TypeScript error code(s) the line must produce; ../types.test.mjs
+// compiles this file with the directives removed and checks that every such line fails with one
+// of the named codes, and that no other line fails. Keep each mistake on ONE line.
+
+import { BackgroundExecutor, ResourceMonitor } from 'bmad-background-executor';
+
+declare const bg: BackgroundExecutor;
+declare const monitor: ResourceMonitor;
+declare const id: string;
+
+export async function mistakes(): Promise<void> {
+  // ----- events -----------------------------------------------------------------------------
+
+  // @ts-expect-error TS2345 misspelled event name
+  bg.on('execution-complete', () => {});
+
+  // @ts-expect-error TS2345 misspelled event name with once()
+  bg.once('progress-updated', () => {});
+
+  // @ts-expect-error TS2551 wrong payload field (execution-completed has `result`)
+  bg.on('execution-completed', (d) => d.resullt);
+
+  // @ts-expect-error TS2339 progress-update has `progress`, not `percent`
+  bg.on('progress-update', (d) => d.percent);
+
+  // @ts-expect-error TS2322 execution-failed `error` is a string, not an Error
+  bg.on('execution-failed', (d) => { const e: Error = d.error; return e; });
+
+  // @ts-expect-error TS2345 a listener expecting a different payload type
+  bg.on('idle', (d: { timestamp: string }) => d);
+
+  // @ts-expect-error TS2345 emit() with a payload missing its fields
+  bg.emit('idle', {});
+
+  // @ts-expect-error TS2345 misspelled ResourceMonitor event name
+  monitor.on('threshold-exceed', () => {});
+
+  // @ts-expect-error TS2339 threshold-exceeded has `exceeded`, not `reason`
+  monitor.on('threshold-exceeded', (d) => d.reason);
+
+  // ----- configuration ------------------------------------------------------------------------
+
+  // @ts-expect-error TS2322 wrong config type: maxConcurrentAgents is a number
+  new BackgroundExecutor({ maxConcurrentAgents: '5' });
+
+  // @ts-expect-error TS2322 throttleIfExceeded is a boolean
+  new BackgroundExecutor({ throttleIfExceeded: 'yes' });
+
+  // @ts-expect-error TS2353 TS2561 unknown (misspelled) config key
+  new BackgroundExecutor({ maxConcurentAgents: 5 });
+
+  // @ts-expect-error TS2322 priority levels map to numbers
+  new BackgroundExecutor({ priorityLevels: { urgent: 'top' } });
+
+  // @ts-expect-error TS2322 an agent is a function
+  new BackgroundExecutor({ agents: { qa: 'qa.js' } });
+
+  // @ts-expect-error TS2353 TS2561 unknown ResourceMonitor option
+  new ResourceMonitor({ intervalMs: 500 });
+
+  // ----- submissions ----------------------------------------------------------------------------
+
+  // @ts-expect-error TS2322 unknown priority type: a level is named by a string
+  await bg.fireAndForget('monitor', 'track-metrics', { priority: 5 });
+
+  // @ts-expect-error TS2322 timeout is a number of ms
+  await bg.executeWatched('qa', 'suite', { timeout: '5s' });
+
+  // @ts-expect-error TS2740 TS2739 TS2322 signal must be an AbortSignal
+  await bg.execute('qa', 'suite', { signal: new AbortController() });
+
+  // @ts-expect-error TS2345 the agent name is a string
+  await bg.fireAndForget(42, 'task');
+
+  // @ts-expect-error TS2554 the task is required
+  await bg.execute('qa');
+
+  // @ts-expect-error TS2345 wrong callback arity: a callback takes (err, result)
+  await bg.executeWithCallback('eval', 'generate-tests', (err: unknown, result: unknown, extra: string) => [err, result, extra]);
+
+  // @ts-expect-error TS2345 wrong callback type: not a function
+  await bg.executeWithCallback('eval', 'generate-tests', 'done');
+
+  // @ts-expect-error TS2345 the callback's err is unknown, not necessarily an Error
+  await bg.executeWithCallback('eval', 'generate-tests', (err: Error) => err.message);
+
+  // @ts-expect-error TS2345 executeMultiple takes an array of agent names
+  await bg.executeMultiple('oracle', 'validate-prd');
+
+  // @ts-expect-error TS2322 consistencyCheck returns a boolean or { consistent, reason }
+  await bg.executeMultiple(['oracle'], 'validate-prd', { consistencyCheck: () => 'yes' });
+
+  // @ts-expect-error TS2345 registerAgent takes a function
+  bg.registerAgent('qa', 42);
+
+  // @ts-expect-error TS2551 the context has `progress`, not `progres`
+  bg.registerAgent('qa', (_task, _options, context) => context.progres(50));
+
+  // ----- control and queries ---------------------------------------------------------------------
+
+  // @ts-expect-error TS2345 setConcurrency takes a number
+  bg.setConcurrency('3');
+
+  // @ts-expect-error TS2322 shutdown mode is 'cancel' or 'drain'
+  await bg.shutdown({ mode: 'force' });
+
+  // @ts-expect-error TS2339 the status must be narrowed on `found` before reading fields
+  bg.getExecutionStatus(id).progress;
+
+  // @ts-expect-error TS2367 'done' is not a status
+  if (bg.getQueueStatus().queue[0]?.mode === 'done') return;
+
+  // @ts-expect-error TS2339 cancel result must be narrowed on `success`
+  (await bg.cancelExecution(id)).previousStatus;
+
+  // @ts-expect-error TS2339 getStats() counts have no `pending`
+  bg.getStats().counts.pending;
+
+  // @ts-expect-error TS2551 TS2339 resources use `free_memory`, not `freeMemory`
+  bg.resourceMonitor.getStatus().freeMemory;
+
+  // @ts-expect-error TS2322 onIdle() resolves to nothing
+  const idle: number = await bg.onIdle();
+
+  // @ts-expect-error TS2322 the id given back is a string
+  const n: number = (await bg.fireAndForget('monitor', 'x')).executionId;
+
+  use(idle, n);
+}
+
+function use(..._values: unknown[]): void {}
