@@ -1,21 +1,9 @@
 // executeMultiple (contract §7).
-import { test as nodeTest } from 'node:test';
 import assert from 'node:assert/strict';
 import BackgroundExecutor from '../index.mjs';
+import { test, exitIfWorkLeftBehind, sleep } from './helpers.mjs';
 
-// A hang is a failure, not a stuck run.
-const test = (name, fn) => nodeTest(name, { timeout: 20000 }, fn);
-// Executors with work keep Node alive by design: if a failed test leaves one behind, end the
-// file 3 s after its last test instead of hanging the whole run.
-nodeTest.after(() => {
-  setTimeout(() => {
-    process.stderr.write('work was left behind after the last test; exiting\n');
-    process.exit(1);
-  }, 3000).unref();
-});
-test.after = nodeTest.after;
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+exitIfWorkLeftBehind();
 
 function makeExecutor(extra = {}) {
   return new BackgroundExecutor({

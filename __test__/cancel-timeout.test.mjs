@@ -1,68 +1,10 @@
 // Cancellation, AbortSignals, timeouts and the cancel grace slot rule (contract §3, §5, §9).
-import { test as nodeTest, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import BackgroundExecutor, { BackgroundExecutor as Named } from '../index.mjs';
+import { test, shutDownAfterEach, sleep, gate, waitUntil, settleOf, terminalEvents, assertOneTerminal } from './helpers.mjs';
 
-// Every executor a test creates is shut down after it, even when the test fails (a failed
-// assertion must not leave running work that keeps the process alive); every test has a
-// timeout so a hang is a failure.
-const live = new Set();
-function create(config, Cls = BackgroundExecutor) {
-  const bg = new Cls(config);
-  live.add(bg);
-  return bg;
-}
-afterEach(async () => {
-  const list = [...live];
-  live.clear();
-  await Promise.all(list.map((bg) => bg.shutdown({ timeoutMs: 50 })));
-});
-const test = (name, fn) => nodeTest(name, { timeout: 20000 }, fn);
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function gate() {
-  let open;
-  const promise = new Promise((r) => {
-    open = r;
-  });
-  return { promise, open };
-}
-
-async function waitUntil(pred, what = 'condition', timeoutMs = 5000) {
-  const end = Date.now() + timeoutMs;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(2);
-  }
-}
-
-function settleOf(p) {
-  return p.then(
-    (value) => ({ ok: true, value }),
-    (value) => ({ ok: false, value }),
-  );
-}
-
-/** Records every terminal event, per execution id. */
-function terminalEvents(bg) {
-  const byId = new Map();
-  for (const name of ['execution-completed', 'execution-failed', 'execution-cancelled']) {
-    bg.on(name, (e) => {
-      if (!byId.has(e.executionId)) byId.set(e.executionId, []);
-      byId.get(e.executionId).push({ name, e, at: performance.now() });
-    });
-  }
-  return byId;
-}
-
-function assertOneTerminal(byId, ids, name) {
-  for (const id of ids) {
-    const list = byId.get(id) || [];
-    assert.equal(list.length, 1, `${id} must have exactly one terminal event, got [${list.map((x) => x.name)}]`);
-    if (name !== undefined) assert.equal(list[0].name, name, `${id} terminal event`);
-  }
-}
+// Executors made with create() are shut down after each test, even a failed one.
+const create = shutDownAfterEach();
 
 /** An agent that waits for its signal and rejects with its reason after `delayMs`. */
 function honouring(delayMs = 0, onStart) {
@@ -255,7 +197,7 @@ test('slot rule: an agent that honours its signal frees the slot when it settles
   assert.equal(bg.getExecutionStatus(a.executionId).status, 'cancelled');
   await sleep(40);
   assert.equal(startedAt.has('B'), false, 'B does not start while A still holds the slot');
-  await waitUntil(() => startedAt.has('B'), 'B started', 3000);
+  await waitUntil(() => startedAt.has('B'), 'B started', { timeoutMs: 3000 });
   const delay = startedAt.get('B') - t0;
   assert.ok(delay >= 80, `B started ${delay.toFixed(0)} ms after the cancel, before A settled`);
   assert.ok(delay < 270, `B started ${delay.toFixed(0)} ms after the cancel: the slot was not freed when A settled`);
@@ -283,7 +225,7 @@ test('slot rule: an agent that settles at once on abort lets the next queued sta
   await waitUntil(() => startedAt.has('A'), 'A started');
   const t0 = performance.now();
   await bg.cancelExecution(a.executionId);
-  await waitUntil(() => startedAt.has('B'), 'B started', 3000);
+  await waitUntil(() => startedAt.has('B'), 'B started', { timeoutMs: 3000 });
   const delay = startedAt.get('B') - t0;
   assert.ok(delay < 200, `B started ${delay.toFixed(0)} ms after the cancel of an agent that settled at once`);
   await bg.shutdown();
@@ -318,7 +260,7 @@ test('slot rule: an agent that ignores its signal holds the slot until cancelGra
   assert.equal(bg.getExecutionStatus(a.executionId).status, 'cancelled');
   await sleep(150);
   assert.equal(startedAt.has('B'), false, 'the slot is still held 150 ms into the 300 ms grace');
-  await waitUntil(() => startedAt.has('B'), 'B started after the grace period', 4000);
+  await waitUntil(() => startedAt.has('B'), 'B started after the grace period', { timeoutMs: 4000 });
   const delay = startedAt.get('B') - t0;
   assert.ok(delay >= 250, `B started ${delay.toFixed(0)} ms after the cancel: before the grace period`);
   assert.ok(delay <= 2000, `B started ${delay.toFixed(0)} ms after the cancel: long after the grace period`);
@@ -595,10 +537,10 @@ test('timeout slot rule: an agent that ignores the timeout holds its slot for ca
   // ignoring agent: the timeout fires at ~100 ms, the next starts ~300 ms after that
   const a = await bg.fireAndForget('deaf', 'A', { timeout: 100 });
   const b = await bg.fireAndForget('next', 'B');
-  await waitUntil(() => failedAt.has(a.executionId), 'A timed out', 3000);
+  await waitUntil(() => failedAt.has(a.executionId), 'A timed out', { timeoutMs: 3000 });
   const tA = failedAt.get(a.executionId);
   assert.equal(startedAt.has('B'), false, 'B must not start when A times out but keeps running');
-  await waitUntil(() => startedAt.has('B'), 'B started', 4000);
+  await waitUntil(() => startedAt.has('B'), 'B started', { timeoutMs: 4000 });
   const delayB = startedAt.get('B') - tA;
   assert.ok(delayB >= 250, `B started ${delayB.toFixed(0)} ms after A timed out: before the grace period`);
   assert.ok(delayB <= 2000, `B started ${delayB.toFixed(0)} ms after A timed out`);
@@ -607,7 +549,7 @@ test('timeout slot rule: an agent that ignores the timeout holds its slot for ca
   // honouring agent: the next starts right after the timeout
   const c = await bg.fireAndForget('polite', 'C', { timeout: 100 });
   const d = await bg.fireAndForget('next', 'D');
-  await waitUntil(() => startedAt.has('D'), 'D started', 3000);
+  await waitUntil(() => startedAt.has('D'), 'D started', { timeoutMs: 3000 });
   const tC = failedAt.get(c.executionId);
   assert.ok(tC !== undefined, 'C failed by timeout');
   const delayD = startedAt.get('D') - tC;

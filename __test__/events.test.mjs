@@ -1,38 +1,9 @@
 // Events (contract §9) and their payloads.
-import { test as nodeTest } from 'node:test';
 import assert from 'node:assert/strict';
 import BackgroundExecutor from '../index.mjs';
+import { test, exitIfWorkLeftBehind, makeExecutor, sleep, deferred, waitUntil } from './helpers.mjs';
 
-// A hang is a failure, not a stuck run.
-const test = (name, fn) => nodeTest(name, { timeout: 20000 }, fn);
-// Executors with work keep Node alive by design: if a failed test leaves one behind, end the
-// file 3 s after its last test instead of hanging the whole run.
-nodeTest.after(() => {
-  setTimeout(() => {
-    process.stderr.write('work was left behind after the last test; exiting\n');
-    process.exit(1);
-  }, 3000).unref();
-});
-test.after = nodeTest.after;
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function deferred() {
-  let resolve, reject;
-  const promise = new Promise((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  return { promise, resolve, reject };
-}
-
-async function waitUntil(cond, timeoutMs = 5000, what = 'condition') {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await sleep(5);
-  }
-}
+exitIfWorkLeftBehind();
 
 const ALL_EVENTS = [
   'initialized',
@@ -68,10 +39,6 @@ function record(bg) {
   for (const name of ALL_EVENTS) bg.on(name, (data) => log.push({ name, data }));
   const of = (name) => log.filter((e) => e.name === name).map((e) => e.data);
   return { log, emitted, of };
-}
-
-function makeExecutor(extra = {}) {
-  return new BackgroundExecutor({ throttleIfExceeded: false, ...extra });
 }
 
 test('initialized is emitted once; initialize() is idempotent and resolves to the executor', async () => {
@@ -369,13 +336,13 @@ test('idle { } is emitted when nothing is queued or running, once per busy perio
   try {
     for (let i = 0; i < 5; i++) await bg.fireAndForget('ok', 't');
     assert.equal(rec.of('idle').length, 0);
-    await waitUntil(() => rec.of('idle').length === 1, 3000, 'idle');
+    await waitUntil(() => rec.of('idle').length === 1, 'idle', { timeoutMs: 3000 });
     assert.equal(bg.getStatus().running + bg.getStatus().queued, 0);
     assert.equal(rec.of('execution-completed').length, 5);
     await sleep(30);
     assert.equal(rec.of('idle').length, 1);
     await bg.execute('ok', 't');
-    await waitUntil(() => rec.of('idle').length === 2, 3000, 'second idle');
+    await waitUntil(() => rec.of('idle').length === 2, 'second idle', { timeoutMs: 3000 });
   } finally {
     await bg.shutdown();
   }
@@ -429,7 +396,7 @@ test('resource-threshold-exceeded and queue-throttled are emitted when a thresho
   const rec = record(bg);
   try {
     await bg.initialize();
-    await waitUntil(() => rec.of('queue-throttled').length > 0, 5000, 'queue-throttled');
+    await waitUntil(() => rec.of('queue-throttled').length > 0, 'queue-throttled');
     const ex = rec.of('resource-threshold-exceeded');
     assert.ok(ex.length >= 1);
     assert.equal(typeof ex[0].cpu, 'number');

@@ -2,22 +2,20 @@
 // with it), but never while it still has queued or running work.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { runScript } from './helpers.mjs';
 
 const entry = fileURLToPath(new URL('../index.mjs', import.meta.url));
 
-function runChild(source) {
-  const r = spawnSync(process.execPath, ['--expose-gc', '--input-type=module', '-e', source], {
-    encoding: 'utf8',
-    timeout: 30_000,
-  });
-  assert.equal(r.status, 0, r.stderr);
+/** Runs `source` as a module in a child `node --expose-gc`; its trimmed stdout. */
+async function runChild(source) {
+  const r = await runScript(source, { nodeArgs: ['--expose-gc'], killAfterMs: 30_000 });
+  assert.equal(r.code, 0, r.stderr);
   return r.stdout.trim();
 }
 
-test('idle executors that were never shut down are collected', () => {
-  const out = runChild(`
+test('idle executors that were never shut down are collected', async () => {
+  const out = await runChild(`
     import BackgroundExecutor from ${JSON.stringify(entry)};
     let collected = 0;
     const registry = new FinalizationRegistry(() => collected++);
@@ -38,8 +36,8 @@ test('idle executors that were never shut down are collected', () => {
   assert.ok(Number(out) >= 99, `collected ${out} of 100`);
 });
 
-test('an unreferenced executor with queued work is kept until the work is done', () => {
-  const out = runChild(`
+test('an unreferenced executor with queued work is kept until the work is done', async () => {
+  const out = await runChild(`
     import BackgroundExecutor from ${JSON.stringify(entry)};
     let ran = false;
     let collected = false;

@@ -1,28 +1,12 @@
 // Every JavaScript example of the old guide (/work/shared/seed/background-execution-guide.md),
 // run against this package with the same calls and option objects. `console` is shadowed in
 // each test so that what the examples print can be asserted.
-import { test as nodeTest } from 'node:test';
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import BackgroundExecutor from '../index.mjs';
+import { test, exitIfWorkLeftBehind, sleep, waitUntil, runScript } from './helpers.mjs';
 
-// A hang is a failure, not a stuck run.
-const test = (name, fn) => nodeTest(name, { timeout: 20000 }, fn);
-// Executors with work keep Node alive by design: if a failed test leaves one behind, end the
-// file 3 s after its last test instead of hanging the whole run.
-nodeTest.after(() => {
-  setTimeout(() => {
-    process.stderr.write('work was left behind after the last test; exiting\n');
-    process.exit(1);
-  }, 3000).unref();
-});
-test.after = nodeTest.after;
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+exitIfWorkLeftBehind();
 
 function capture() {
   const lines = [];
@@ -33,14 +17,6 @@ function capture() {
     error: (...args) => lines.push('ERROR ' + fmt(args)),
     warn: (...args) => lines.push('WARN ' + fmt(args)),
   };
-}
-
-async function waitUntil(cond, timeoutMs = 5000, what = 'condition') {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await sleep(5);
-  }
 }
 
 const TESTS = ['unit: parser', 'unit: scheduler', 'integration: prd'];
@@ -104,7 +80,7 @@ test('Execution mode 1: fire-and-forget', async () => {
     assert.equal(typeof executionId, 'string');
     assert.equal(bg.getExecutionStatus(executionId).priority, 'low');
     // "Result saved when complete"
-    await waitUntil(() => bg.getExecutionStatus(executionId).status === 'completed', 5000, 'monitor completed');
+    await waitUntil(() => bg.getExecutionStatus(executionId).status === 'completed', 'monitor completed');
     assert.deepEqual(bg.getExecutionStatus(executionId).result, { metrics: { cpu: 12, memory: 34 }, task: 'track-metrics' });
     assert.deepEqual(calls[0], ['monitor', 'track-metrics', { priority: 'low' }]);
   } finally {
@@ -132,7 +108,7 @@ test('Execution mode 2: async with callback', async () => {
       },
       { priority: 'medium' }
     );
-    await waitUntil(() => calls > 0, 5000, 'callback');
+    await waitUntil(() => calls > 0, 'callback');
     assert.equal(calls, 1);
     assert.deepEqual(console.lines, [`Tests generated: ${JSON.stringify({ tests: TESTS, task: 'generate-test-datasets' })}`]);
 
@@ -150,7 +126,7 @@ test('Execution mode 2: async with callback', async () => {
       },
       { priority: 'medium' }
     );
-    await waitUntil(() => calls > 1, 5000, 'error callback');
+    await waitUntil(() => calls > 1, 'error callback');
     assert.equal(console.lines[1], 'ERROR Failed: No agent registered for "nope"');
   } finally {
     await bg.shutdown();
@@ -280,12 +256,12 @@ test('Resource monitoring: getStatus() numbers and the threshold-exceeded event'
   low.on('resource-threshold-exceeded', (d) => relayed.push(d));
   await low.initialize();
   try {
-    await waitUntil(() => seen.length > 0 && relayed.length > 0, 5000, 'threshold-exceeded');
+    await waitUntil(() => seen.length > 0 && relayed.length > 0, 'threshold-exceeded');
     assert.ok(seen[0].exceeded.includes('memory'));
     assert.equal(typeof seen[0].cpu, 'number');
     assert.equal(typeof seen[0].memory, 'number');
     assert.ok(console.lines.some((l) => l.startsWith('Resource threshold exceeded: {')));
-    await waitUntil(() => low.getQueueStatus().throttled === true, 5000, 'auto-throttle');
+    await waitUntil(() => low.getQueueStatus().throttled === true, 'auto-throttle');
   } finally {
     await low.shutdown();
   }
@@ -488,10 +464,10 @@ test('Events: every listener of the guide fires with the data it needs', async (
       (agg) => add('multiple')(agg),
     ).catch(() => {});
     // 'long' is queued behind the aggregation at 'low'; cancel it once it runs
-    await waitUntil(() => bg.getExecutionStatus(executionId).status === 'running', 5000, 'long running');
+    await waitUntil(() => bg.getExecutionStatus(executionId).status === 'running', 'long running');
     await bg.cancelExecution(executionId);
     await bg.onIdle();
-    await waitUntil(() => (got['queue-throttled'] || []).length > 0, 5000, 'queue-throttled');
+    await waitUntil(() => (got['queue-throttled'] || []).length > 0, 'queue-throttled');
     for (const name of [
       'execution-started',
       'execution-completed',
@@ -685,37 +661,8 @@ process.on('SIGINT', async () => {
 `;
 }
 
-const dir = mkdtempSync(join(tmpdir(), 'bmad-bg-guide-'));
-test.after(() => rmSync(dir, { recursive: true, force: true }));
-
-function runChild(source, { onStdout, killAfterMs = 15000 } = {}) {
-  const file = join(dir, `example-${Math.random().toString(36).slice(2)}.mjs`);
-  writeFileSync(file, source);
-  return new Promise((resolve) => {
-    const t0 = Date.now();
-    const child = spawn(process.execPath, [file], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => {
-      stdout += d;
-      if (onStdout) onStdout(stdout, child);
-    });
-    child.stderr.on('data', (d) => (stderr += d));
-    let killed = false;
-    const timer = setTimeout(() => {
-      killed = true;
-      child.kill('SIGKILL');
-    }, killAfterMs);
-    child.on('exit', (code, signal) => {
-      clearTimeout(timer);
-      const elapsed = Date.now() - t0;
-      setImmediate(() => resolve({ code, signal, killed, stdout, stderr, elapsed }));
-    });
-  });
-}
-
 test('Example Integration runs as written and the process exits by itself when the work is done', async () => {
-  const out = await runChild(exampleIntegration(200));
+  const out = await runScript(exampleIntegration(200), { killAfterMs: 15000 });
   assert.equal(out.killed, false, 'the example never exited');
   assert.equal(out.code, 0, out.stderr);
   const lines = out.stdout.trim().split('\n');
@@ -730,7 +677,8 @@ test('Example Integration runs as written and the process exits by itself when t
 
 test('Example Integration: SIGINT runs the cleanup (shutdown) and exits 0', async () => {
   let sent = false;
-  const out = await runChild(exampleIntegration(1500), {
+  const out = await runScript(exampleIntegration(1500), {
+    killAfterMs: 15000,
     onStdout: (stdout, child) => {
       if (!sent && stdout.includes('Validation:')) {
         sent = true;

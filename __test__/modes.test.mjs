@@ -1,71 +1,11 @@
 // Execution modes, results, errors, callbacks, agent resolution, context and progress
 // (contract §3, §4, §9).
-import { test as nodeTest, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import BackgroundExecutor, { BackgroundExecutor as Named } from '../index.mjs';
+import { test, shutDownAfterEach, sleep, gate, waitUntil, settleOf, terminalEvents, assertOneTerminal } from './helpers.mjs';
 
-// Every executor a test creates is shut down after it, even when the test fails (a failed
-// assertion must not leave running work that keeps the process alive); every test has a
-// timeout so a hang is a failure.
-const live = new Set();
-function create(config, Cls = BackgroundExecutor) {
-  const bg = new Cls(config);
-  live.add(bg);
-  return bg;
-}
-afterEach(async () => {
-  const list = [...live];
-  live.clear();
-  await Promise.all(list.map((bg) => bg.shutdown({ timeoutMs: 50 })));
-});
-const test = (name, fn) => nodeTest(name, { timeout: 20000 }, fn);
-
-// ----- helpers ---------------------------------------------------------------------------
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function gate() {
-  let open;
-  const promise = new Promise((r) => {
-    open = r;
-  });
-  return { promise, open };
-}
-
-async function waitUntil(pred, what = 'condition', timeoutMs = 3000) {
-  const end = Date.now() + timeoutMs;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(5);
-  }
-}
-
-/** Records every terminal event per execution id. */
-function terminalEvents(bg) {
-  const byId = new Map();
-  for (const name of ['execution-completed', 'execution-failed', 'execution-cancelled']) {
-    bg.on(name, (e) => {
-      if (!byId.has(e.executionId)) byId.set(e.executionId, []);
-      byId.get(e.executionId).push({ name, e });
-    });
-  }
-  return byId;
-}
-
-function assertOneTerminal(byId, ids) {
-  for (const id of ids) {
-    const list = byId.get(id) || [];
-    assert.equal(list.length, 1, `${id} must have exactly one terminal event, got ${list.map((x) => x.name)}`);
-  }
-}
-
-/** Settles a promise into { ok, value } without caring whether it rejects. */
-function settleOf(p) {
-  return p.then(
-    (value) => ({ ok: true, value }),
-    (value) => ({ ok: false, value }),
-  );
-}
+// Executors made with create() are shut down after each test, even a failed one.
+const create = shutDownAfterEach();
 
 // ----- entry points ----------------------------------------------------------------------
 
@@ -353,7 +293,7 @@ test('a throwing callback emits callback-error { executionId, error } and nothin
       calls++;
       throw thrown;
     });
-    await waitUntil(() => cbErrors.length === 2, 'two callback-error events');
+    await waitUntil(() => cbErrors.length === 2, 'two callback-error events', { timeoutMs: 3000 });
     await sleep(30);
     assert.equal(calls, 2, 'each callback called exactly once even though it threw');
     assert.equal(cbErrors.length, 2);
@@ -651,7 +591,7 @@ test('progress works when destructured, is clamped and ignores non-numbers and N
   const { executionId } = await bg.executeWatched('reporter', 't');
   const observed = [];
   for (let i = 0; i < 11; i++) {
-    await waitUntil(() => steps.length === i + 1, `step ${i}`);
+    await waitUntil(() => steps.length === i + 1, `step ${i}`, { timeoutMs: 3000 });
     observed.push(bg.getExecutionStatus(executionId).progress);
     const g = next;
     next = gate();
@@ -805,14 +745,14 @@ test('watched mode emits progress-update promptly when the agent reports progres
   bg.on('progress-update', (u) => updates.push({ ...u, at: Date.now() - t0 }));
   t0 = Date.now();
   const { executionId } = await bg.executeWatched('rep', 't');
-  await waitUntil(() => updates.some((u) => u.progress === 42), 'progress 42 update', 2000);
+  await waitUntil(() => updates.some((u) => u.progress === 42), 'progress 42 update', { timeoutMs: 2000 });
   const first = updates.find((u) => u.progress === 42);
   assert.equal(first.executionId, executionId);
   assert.equal(first.agent, 'rep');
   assert.equal(first.status, 'running');
   assert.equal(typeof first.duration, 'number');
   assert.ok(first.at < 1000, `prompt update took ${first.at} ms`);
-  await waitUntil(() => updates.some((u) => u.progress === 77), 'progress 77 update', 2000);
+  await waitUntil(() => updates.some((u) => u.progress === 77), 'progress 77 update', { timeoutMs: 2000 });
   const after42 = updates.filter((u) => u.executionId === executionId && u.progress !== 42);
   assert.ok(after42.length >= 1 && after42.length <= 3, `coalesced updates, got ${after42.map((u) => u.progress)}`);
   assert.equal(after42[after42.length - 1].progress, 77);

@@ -10,11 +10,11 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { existsSync, readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 
 import { ResourceMonitor } from '../index.mjs';
+import { sleep, waitUntil, runScript, holdMemorySource, spawnHolder } from './helpers.mjs';
 
 const INDEX = fileURLToPath(new URL('../index.mjs', import.meta.url));
 
@@ -40,54 +40,6 @@ function assertStatus(s, label) {
   const now = Date.now();
   assert.ok(Math.abs(s.timestamp - now) < 60_000, `${label}: timestamp is ms since epoch (${s.timestamp} vs ${now})`);
 }
-
-/** Resolves when `pred()` is true, polling; rejects after `ms`. */
-async function until(pred, ms, what) {
-  const end = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(10);
-  }
-}
-
-/** Spawns `node -e src`, resolves with the child once it printed `ready`. */
-async function spawnReady(src, t) {
-  const child = spawn(process.execPath, ['-e', src], { stdio: ['pipe', 'pipe', 'inherit'] });
-  t.after(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  });
-  let out = '';
-  child.stdout.setEncoding('utf8');
-  await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`child not ready after 10 s; stdout: ${out}`)), 10_000);
-    child.stdout.on('data', (d) => {
-      out += d;
-      if (out.includes('ready')) {
-        clearTimeout(timer);
-        resolve();
-      }
-    });
-    child.once('exit', (code, sig) => {
-      clearTimeout(timer);
-      reject(new Error(`child exited early (${code ?? sig}); stdout: ${out}`));
-    });
-  });
-  return child;
-}
-
-async function endChild(child) {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = once(child, 'exit');
-  child.stdin.end();
-  const t = setTimeout(() => child.kill('SIGKILL'), 3000);
-  await exited;
-  clearTimeout(t);
-}
-
-// Allocates and touches ~MB megabytes, says ready, holds them until stdin closes.
-const HOLD = (mb) =>
-  `const b = Buffer.alloc(${mb} * 1024 * 1024); b.fill(7); process.stdout.write('ready\\n');` +
-  `process.stdin.resume(); process.stdin.on('end', () => process.exit(b[12345] === 7 ? 0 : 1));`;
 
 test('getStatus() has every field, with the right types, units and ranges', async () => {
   const m = new ResourceMonitor({ interval: 50 });
@@ -128,14 +80,18 @@ test('trends keep the last 60 samples, oldest first, and sampling stops with sto
   try {
     assert.deepEqual(m.getTrends(), { cpu: [], memory: [] }, 'no samples yet');
     m.start();
-    await until(() => m.getTrends().cpu.length >= 60, 10_000, '60 samples');
+    await waitUntil(() => m.getTrends().cpu.length >= 60, '60 samples', { timeoutMs: 10000 });
     const firstFull = m.getTrends();
     const newestAtFull = firstFull.cpu[firstFull.cpu.length - 1].timestamp;
     // Keep sampling well past 60 more samples' worth of time (or at least a second).
-    await until(() => {
-      const tr = m.getTrends();
-      return tr.cpu[0].timestamp > newestAtFull;
-    }, 15_000, 'the window to slide past the first full window');
+    await waitUntil(
+      () => {
+        const tr = m.getTrends();
+        return tr.cpu[0].timestamp > newestAtFull;
+      },
+      'the window to slide past the first full window',
+      { timeoutMs: 15_000 },
+    );
     const tr = m.getTrends();
     assert.equal(tr.cpu.length, 60, 'cpu trend capped at 60');
     assert.equal(tr.memory.length, 60, 'memory trend capped at 60');
@@ -188,7 +144,7 @@ test('start() and stop() are idempotent and emit started / stopped once each', a
     m.start();
     m.start();
     const n = m.getTrends().cpu.length;
-    await until(() => m.getTrends().cpu.at(-1).timestamp > Date.now() - 50 && m.getTrends().cpu.length > n, 5000, 'sampling after restart');
+    await waitUntil(() => m.getTrends().cpu.at(-1).timestamp > Date.now() - 50 && m.getTrends().cpu.length > n, 'sampling after restart');
     m.stop();
     m.stop();
     assert.deepEqual(events, ['started', 'stopped', 'started', 'stopped']);
@@ -236,7 +192,7 @@ test('periodic samples emit threshold-exceeded too', async () => {
   m.on('threshold-exceeded', (e) => seen.push(e));
   try {
     m.start();
-    await until(() => seen.length >= 3, 5000, 'three periodic threshold-exceeded events');
+    await waitUntil(() => seen.length >= 3, 'three periodic threshold-exceeded events');
     for (const e of seen) assert.ok(e.exceeded.includes('memory'));
   } finally {
     m.stop();
@@ -249,13 +205,15 @@ test('periodic samples emit threshold-exceeded too', async () => {
 test('memory counts a child process this process started (~200 MB)', async (t) => {
   const m = new ResourceMonitor({ memoryThreshold: 1_000_000 });
   const base = m.check().memory;
-  const child = await spawnReady(HOLD(200), t);
+  const holder = spawnHolder(holdMemorySource(200));
+  t.after(holder.kill);
+  await holder.ready;
   const withChild = m.check().memory;
   const delta = withChild - base;
   // ~200 MB buffer + a Node.js runtime (~30-60 MB); counted once (not once per thread).
   assert.ok(delta >= 170, `memory rose by ${delta.toFixed(1)} MB (base ${base}, with child ${withChild})`);
   assert.ok(delta <= 500, `memory rose by ${delta.toFixed(1)} MB: counted more than once?`);
-  await endChild(child);
+  await holder.end();
   const after = m.check().memory;
   assert.ok(after - base < 60, `memory back near the base once the child exited (base ${base}, after ${after})`);
 });
@@ -266,15 +224,17 @@ test('memory counts a grandchild too (an agent that runs a process through anoth
   // The child starts a grandchild that holds the memory and relays its readiness.
   const src =
     `const { spawn } = require('node:child_process');` +
-    `const g = spawn(process.execPath, ['-e', ${JSON.stringify(HOLD(200))}], { stdio: ['pipe', 'pipe', 'inherit'] });` +
+    `const g = spawn(process.execPath, ['-e', ${JSON.stringify(holdMemorySource(200))}], { stdio: ['pipe', 'pipe', 'inherit'] });` +
     `g.stdout.pipe(process.stdout);` +
     `process.stdin.on('end', () => g.stdin.end()); process.stdin.resume();` +
     `g.on('exit', (c) => process.exit(c ?? 1));`;
-  const child = await spawnReady(src, t);
+  const holder = spawnHolder(src);
+  t.after(holder.kill);
+  await holder.ready;
   const delta = m.check().memory - base;
   assert.ok(delta >= 200, `memory rose by ${delta.toFixed(1)} MB with a child holding a 200 MB grandchild`);
   assert.ok(delta <= 600, `memory rose by ${delta.toFixed(1)} MB: counted more than once?`);
-  await endChild(child);
+  await holder.end();
 });
 
 // Whole-machine busy fraction from /proc/stat (Linux), the truth the monitor is checked against.
@@ -369,16 +329,10 @@ test('process_cpu is this process, percent of one core, over the last interval',
   assert.ok(idle.process_cpu < 30, `process_cpu while idle: ${idle.process_cpu}`);
 });
 
+/** Runs `script` as a module in a child node: how long it took to exit, and how. */
 async function exitTime(script) {
-  const t0 = Date.now();
-  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  child.stdout.on('data', (d) => (out += d));
-  child.stderr.on('data', (d) => (out += d));
-  const killer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-  const [code, signal] = await once(child, 'exit');
-  clearTimeout(killer);
-  return { ms: Date.now() - t0, code, signal, out };
+  const r = await runScript(script, { killAfterMs: 10_000 });
+  return { ms: r.exitedAt - r.spawnedAt, code: r.code, signal: r.signal, out: r.stdout + r.stderr };
 }
 
 test('a started monitor never keeps Node.js alive', async () => {

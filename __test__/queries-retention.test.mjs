@@ -1,47 +1,8 @@
 // Queries (contract §6) and retention / memory (§2 resultTtlMs, maxRetainedResults, §6).
-import { test as nodeTest } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import BackgroundExecutor from '../index.mjs';
+import { test, exitIfWorkLeftBehind, makeExecutor, sleep, deferred, waitUntil, runScript } from './helpers.mjs';
 
-// A hang is a failure, not a stuck run.
-const test = (name, fn) => nodeTest(name, { timeout: 20000 }, fn);
-// Executors with work keep Node alive by design: if a failed test leaves one behind, end the
-// file 3 s after its last test instead of hanging the whole run.
-nodeTest.after(() => {
-  setTimeout(() => {
-    process.stderr.write('work was left behind after the last test; exiting\n');
-    process.exit(1);
-  }, 3000).unref();
-});
-test.after = nodeTest.after;
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function deferred() {
-  let resolve, reject;
-  const promise = new Promise((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  return { promise, resolve, reject };
-}
-
-async function waitUntil(cond, timeoutMs = 5000, what = 'condition') {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await sleep(5);
-  }
-}
-
-/** An executor that never throttles (the test machine may be busy). */
-function makeExecutor(extra = {}) {
-  return new BackgroundExecutor({ throttleIfExceeded: false, ...extra });
-}
+exitIfWorkLeftBehind();
 
 test('getExecutionStatus follows an execution through queued -> running -> completed', async () => {
   const gates = new Map();
@@ -106,7 +67,7 @@ test('getExecutionStatus follows an execution through queued -> running -> compl
     // ---- running
     await sleep(30);
     gate('A').resolve();
-    await waitUntil(() => bg.getExecutionStatus(b).status === 'running', 5000, 'B running');
+    await waitUntil(() => bg.getExecutionStatus(b).status === 'running', 'B running');
     s = bg.getExecutionStatus(b);
     assert.equal(s.status, 'running');
     assert.equal(s.started, startedWhenQueued, '`started` keeps the submission time');
@@ -422,7 +383,7 @@ test('resultTtlMs: 100: a finished execution is found at first and gone ~300 ms 
     assert.deepEqual(await bg.waitFor(executionId), { found: false }, 'waitFor agrees');
     assert.equal((await bg.cancelExecution(executionId)).success, false);
     // queries stop seeing it at once; the memory is freed by a (slightly lazy) sweep
-    await waitUntil(() => bg.getStatus().retained === 0, 2000, 'the retention sweep');
+    await waitUntil(() => bg.getStatus().retained === 0, 'the retention sweep', { timeoutMs: 2000 });
     assert.equal(bg.getStatus().completed, 1);
   } finally {
     await bg.shutdown();
@@ -448,11 +409,7 @@ test('resultTtlMs does not expire queued or running executions', async () => {
 });
 
 test('memory stays flat over 200k executions with default retention (child node --expose-gc)', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'bmad-bg-mem-'));
-  const script = join(dir, 'mem.mjs');
-  writeFileSync(
-    script,
-    `
+  const script = `
 import { BackgroundExecutor } from '/work/main/index.mjs';
 
 const bg = new BackgroundExecutor({ maxConcurrentAgents: 64, throttleIfExceeded: false, agents: { t: (task) => task } });
@@ -479,29 +436,14 @@ const h200 = await heap();
 const st = bg.getStatus();
 await bg.shutdown();
 process.stdout.write(JSON.stringify({ h0, h100, h200, r100, retained: st.retained, completed: st.completed, rss: process.memoryUsage().rss }));
-`,
-  );
-  try {
-    const out = await new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, ['--expose-gc', script], { stdio: ['ignore', 'pipe', 'pipe'] });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (d) => (stdout += d));
-      child.stderr.on('data', (d) => (stderr += d));
-      const timer = setTimeout(() => child.kill('SIGKILL'), 25000);
-      child.on('exit', (code, signal) => {
-        clearTimeout(timer);
-        if (code !== 0) reject(new Error(`child exited ${code} ${signal}: ${stderr}`));
-        else resolve(JSON.parse(stdout));
-      });
-    });
-    assert.equal(out.completed, 200000);
-    assert.ok(out.r100 <= 10000, `retained after 100k: ${out.r100}`);
-    assert.ok(out.retained <= 10000, `retained after 200k: ${out.retained}`);
-    const growth = out.h200 - out.h100;
-    const MB = 1024 * 1024;
-    assert.ok(growth < 8 * MB, `heap grew ${(growth / MB).toFixed(2)} MB between 100k and 200k executions (h0 ${(out.h0 / MB).toFixed(1)} MB, h100 ${(out.h100 / MB).toFixed(1)} MB, h200 ${(out.h200 / MB).toFixed(1)} MB)`);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+`;
+  const child = await runScript(script, { nodeArgs: ['--expose-gc'], killAfterMs: 25000 });
+  if (child.code !== 0) throw new Error(`child exited ${child.code} ${child.signal}: ${child.stderr}`);
+  const out = JSON.parse(child.stdout);
+  assert.equal(out.completed, 200000);
+  assert.ok(out.r100 <= 10000, `retained after 100k: ${out.r100}`);
+  assert.ok(out.retained <= 10000, `retained after 200k: ${out.retained}`);
+  const growth = out.h200 - out.h100;
+  const MB = 1024 * 1024;
+  assert.ok(growth < 8 * MB, `heap grew ${(growth / MB).toFixed(2)} MB between 100k and 200k executions (h0 ${(out.h0 / MB).toFixed(1)} MB, h100 ${(out.h100 / MB).toFixed(1)} MB, h200 ${(out.h200 / MB).toFixed(1)} MB)`);
 });

@@ -1,42 +1,11 @@
 // Scheduling: priorities, FIFO, concurrency limit, setConcurrency, pause/resume and
 // event-loop responsiveness (contract §4, §5, §6).
-import { test as nodeTest, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import BackgroundExecutor, { BackgroundExecutor as Named } from '../index.mjs';
+import { test, shutDownAfterEach, sleep, gate, waitUntil } from './helpers.mjs';
 
-// Every executor a test creates is shut down after it, even when the test fails (a failed
-// assertion must not leave running work that keeps the process alive); every test has a
-// timeout so a hang is a failure.
-const live = new Set();
-function create(config, Cls = BackgroundExecutor) {
-  const bg = new Cls(config);
-  live.add(bg);
-  return bg;
-}
-afterEach(async () => {
-  const list = [...live];
-  live.clear();
-  await Promise.all(list.map((bg) => bg.shutdown({ timeoutMs: 50 })));
-});
-const test = (name, fn) => nodeTest(name, { timeout: 20000 }, fn);
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function gate() {
-  let open;
-  const promise = new Promise((r) => {
-    open = r;
-  });
-  return { promise, open };
-}
-
-async function waitUntil(pred, what = 'condition', timeoutMs = 5000) {
-  const end = Date.now() + timeoutMs;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(5);
-  }
-}
+// Executors made with create() are shut down after each test, even a failed one.
+const create = shutDownAfterEach();
 
 /** Stable sort of submissions by level value desc, submission order within a level. */
 function expectedOrder(subs, levels) {

@@ -1,38 +1,8 @@
 // shutdown() and process lifetime (contract §10).
-import { test as nodeTest } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import BackgroundExecutor from '../index.mjs';
+import { test, exitIfWorkLeftBehind, makeExecutor, sleep, deferred, runScript } from './helpers.mjs';
 
-// A hang is a failure, not a stuck run.
-const test = (name, fn) => nodeTest(name, { timeout: 20000 }, fn);
-// Executors with work keep Node alive by design: if a failed test leaves one behind, end the
-// file 3 s after its last test instead of hanging the whole run.
-nodeTest.after(() => {
-  setTimeout(() => {
-    process.stderr.write('work was left behind after the last test; exiting\n');
-    process.exit(1);
-  }, 3000).unref();
-});
-test.after = nodeTest.after;
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function deferred() {
-  let resolve, reject;
-  const promise = new Promise((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  return { promise, resolve, reject };
-}
-
-function makeExecutor(extra = {}) {
-  return new BackgroundExecutor({ throttleIfExceeded: false, ...extra });
-}
+exitIfWorkLeftBehind();
 
 const isShutDown = (err) => {
   assert.ok(err instanceof Error, `${err}`);
@@ -240,35 +210,6 @@ test('shutdown() of an idle (or initialized, never used) executor resolves at on
 
 // ---------------------------------------------------------------- process lifetime
 
-const dir = mkdtempSync(join(tmpdir(), 'bmad-bg-life-'));
-test.after(() => rmSync(dir, { recursive: true, force: true }));
-let n = 0;
-
-/** Runs `source` in a child `node`; resolves { code, signal, stdout, stderr, spawnedAt, exitedAt }. */
-function runChild(source, killAfterMs = 10000) {
-  const file = join(dir, `script-${++n}.mjs`);
-  writeFileSync(file, source);
-  return new Promise((resolve) => {
-    const spawnedAt = Date.now();
-    const child = spawn(process.execPath, [file], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    let killed = false;
-    const timer = setTimeout(() => {
-      killed = true;
-      child.kill('SIGKILL');
-    }, killAfterMs);
-    child.on('exit', (code, signal) => {
-      clearTimeout(timer);
-      const exitedAt = Date.now();
-      // wait for the pipes to drain
-      setImmediate(() => resolve({ code, signal, killed, stdout, stderr, spawnedAt, exitedAt }));
-    });
-  });
-}
-
 const stamp = (out, tag) => {
   const m = out.stdout.match(new RegExp(`${tag}=(\\d+)`));
   assert.ok(m, `no ${tag}= in stdout: ${JSON.stringify(out.stdout)} stderr: ${out.stderr}`);
@@ -276,7 +217,7 @@ const stamp = (out, tag) => {
 };
 
 test('process: submitted work keeps Node alive until it completes, then the process exits 0', async () => {
-  const out = await runChild(`
+  const out = await runScript(`
 import { BackgroundExecutor } from '/work/main/index.mjs';
 const bg = new BackgroundExecutor({ maxConcurrentAgents: 1 });
 await bg.initialize();
@@ -303,7 +244,7 @@ process.stdout.write('TOP-LEVEL-END=' + Date.now() + '\\n');
 });
 
 test('process: a script that only initializes exits at once', async () => {
-  const out = await runChild(`
+  const out = await runScript(`
 import { BackgroundExecutor } from '/work/main/index.mjs';
 const bg = new BackgroundExecutor();
 await bg.initialize();
@@ -317,7 +258,7 @@ process.stdout.write('TOP-LEVEL-END=' + Date.now() + '\\n');
 });
 
 test('process: an executor that finished its work and was never shut down lets the process exit', async () => {
-  const out = await runChild(`
+  const out = await runScript(`
 import { BackgroundExecutor } from '/work/main/index.mjs';
 const bg = new BackgroundExecutor({ progressIntervalMs: 50, resultTtlMs: 60000, defaultTimeoutMs: 60000 });
 await bg.initialize();
@@ -333,7 +274,7 @@ process.stdout.write('TOP-LEVEL-END=' + Date.now() + '\\n');
 });
 
 test('process: shutdown({ timeoutMs: 300 }) with an agent that never settles exits shortly after 300 ms', async () => {
-  const out = await runChild(`
+  const out = await runScript(`
 import { BackgroundExecutor } from '/work/main/index.mjs';
 const bg = new BackgroundExecutor();
 await bg.initialize();
@@ -354,7 +295,7 @@ process.stdout.write('SHUTDOWN-RESOLVED=' + Date.now() + ' aborted=' + signal.ab
 });
 
 test('process: a paused executor with queued work keeps the process alive until resume()', async () => {
-  const out = await runChild(`
+  const out = await runScript(`
 import { BackgroundExecutor } from '/work/main/index.mjs';
 
 const bg = new BackgroundExecutor();

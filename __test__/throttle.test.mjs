@@ -8,18 +8,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { once } from 'node:events';
-import { setTimeout as sleep } from 'node:timers/promises';
 
 import { BackgroundExecutor, ResourceMonitor } from '../index.mjs';
-
-async function until(pred, ms, what) {
-  const end = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await sleep(10);
-  }
-}
+import { sleep, waitUntil, holdMemorySource, spawnHolder } from './helpers.mjs';
 
 /** Records every event of interest, in order, with a timestamp. */
 function recorder(bg) {
@@ -53,35 +44,6 @@ function tracker() {
   return tr;
 }
 
-// A child that allocates and touches MB megabytes, prints ready, holds them until stdin closes.
-const HOLD = (mb) =>
-  `const b = Buffer.alloc(${mb} * 1024 * 1024); b.fill(7); process.stdout.write('ready\\n');` +
-  `process.stdin.resume(); process.stdin.on('end', () => process.exit(b[4242] === 7 ? 0 : 1));`;
-
-function spawnChild(src) {
-  const child = spawn(process.execPath, ['-e', src], { stdio: ['pipe', 'pipe', 'inherit'] });
-  const ready = new Promise((resolve, reject) => {
-    let out = '';
-    child.stdout.setEncoding('utf8');
-    child.stdout.on('data', (d) => {
-      out += d;
-      if (out.includes('ready')) resolve();
-    });
-    child.once('exit', (c, s) => reject(new Error(`child exited before ready (${c ?? s})`)));
-  });
-  ready.catch(() => {});
-  const exited = once(child, 'exit');
-  const end = async () => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.stdin.end();
-      const t = setTimeout(() => child.kill('SIGKILL'), 3000);
-      await exited;
-      clearTimeout(t);
-    }
-  };
-  return { child, ready, exited, end };
-}
-
 /** Memory (MB) the monitor counts for this process right now. */
 function currentMemoryMb() {
   return new ResourceMonitor().check().memory;
@@ -112,8 +74,8 @@ test('memory trip: an agent holding ~300 MB in its child throttles, and its exit
   bg.registerAgent('hog', async () => {
     tr.enter('hog');
     try {
-      hog = spawnChild(HOLD(300));
-      t.after(() => hog.child.exitCode === null && hog.child.kill('SIGKILL'));
+      hog = spawnHolder(holdMemorySource(300));
+      t.after(hog.kill);
       await hog.ready;
       markReady();
       await released;
@@ -143,7 +105,7 @@ test('memory trip: an agent holding ~300 MB in its child throttles, and its exit
 
     const hogDone = bg.execute('hog', 'hold memory', { priority: 'high' });
     await hogReadyP;
-    await until(() => ev.count('queue-throttled') > 0, 5000, 'queue-throttled after the hog allocated');
+    await waitUntil(() => ev.count('queue-throttled') > 0, 'queue-throttled after the hog allocated');
     const thr = ev.first('queue-throttled').payload;
     assert.ok(thr.resources.memory > maxMemoryMb, `throttled at ${thr.resources.memory} MB, limit ${maxMemoryMb}`);
     await sleep(120); // a couple of samples after the child is fully allocated
@@ -180,7 +142,7 @@ test('memory trip: an agent holding ~300 MB in its child throttles, and its exit
     // Release: the child exits, memory falls, the next sample resumes.
     release();
     assert.equal(await hogDone, 'hog done');
-    await until(() => ev.count('queue-resumed') > 0, 5000, 'queue-resumed after the hog exited');
+    await waitUntil(() => ev.count('queue-resumed') > 0, 'queue-resumed after the hog exited');
     const resumed = ev.first('queue-resumed');
     assert.ok(resumed.at - hogExitedAt < 1500, `resumed ${resumed.at - hogExitedAt} ms after the hog exited (interval 50 ms)`);
     assert.ok(resumed.payload.resources.memory <= maxMemoryMb, `resumed at ${resumed.payload.resources.memory} MB`);
@@ -227,12 +189,12 @@ test('minConcurrentAgents 0: nothing starts while throttled, everything runs aft
     return 'ok';
   });
   // The memory is held by a child of this process (counted the same way as an agent's).
-  const holder = spawnChild(HOLD(300));
-  t.after(() => holder.child.exitCode === null && holder.child.kill('SIGKILL'));
+  const holder = spawnHolder(holdMemorySource(300));
+  t.after(holder.kill);
   try {
     await holder.ready;
     await bg.initialize();
-    await until(() => bg.getQueueStatus().throttled, 5000, 'throttled');
+    await waitUntil(() => bg.getQueueStatus().throttled, 'throttled');
     const works = [1, 2, 3].map((i) => bg.execute('work', `w${i}`));
     await sleep(400);
     assert.equal(tr.maxWork, 0, 'nothing starts while throttled with minConcurrentAgents 0');
@@ -266,7 +228,7 @@ test('throttleIfExceeded: false — thresholds are reported but nothing throttle
   });
   try {
     await bg.initialize();
-    await until(() => ev.count('resource-threshold-exceeded') >= 2, 5000, 'resource-threshold-exceeded');
+    await waitUntil(() => ev.count('resource-threshold-exceeded') >= 2, 'resource-threshold-exceeded');
     const works = [];
     for (let i = 0; i < 8; i++) works.push(bg.execute('work', `w${i}`));
     let sawThrottled = false;
@@ -313,7 +275,7 @@ test('CPU trip: a tiny maxCpuPercent throttles to minConcurrentAgents while the 
   try {
     await sleep(100);
     await bg.initialize();
-    await until(() => ev.count('queue-throttled') > 0, 5000, 'queue-throttled by CPU');
+    await waitUntil(() => ev.count('queue-throttled') > 0, 'queue-throttled by CPU');
     const thr = ev.first('queue-throttled').payload;
     assert.ok(thr.reason.includes('cpu'), `reason ${JSON.stringify(thr.reason)}`);
     assert.ok(thr.resources.cpu > 0.001, `cpu ${thr.resources.cpu}`);
