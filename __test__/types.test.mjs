@@ -97,9 +97,13 @@ describe('typings (tsc, module NodeNext, --strict)', { concurrency: true }, () =
     const dts = ts.createSourceFile('index.d.ts', readFileSync(join(root, 'index.d.ts'), 'utf8'), ts.ScriptTarget.ES2022, true);
     const example = readFileSync(join(typesDir, 'example.ts'), 'utf8');
     const wanted = new Map(); // name -> where it is declared
-    const INHERITED_OK = new Set(['constructor']);
+    // `default` (the CommonJS module's `.default`) is exercised by types/entry-cjs.cts.
+    const INHERITED_OK = new Set(['constructor', 'default']);
     const nameOf = (m) => (m.name && (ts.isIdentifier(m.name) || ts.isStringLiteral(m.name)) ? m.name.text : undefined);
-    for (const node of dts.statements) {
+    // Declarations stand at the top level or inside `declare namespace` blocks.
+    const statements = (list) =>
+      list.flatMap((n) => (ts.isModuleDeclaration(n) && n.body && ts.isModuleBlock(n.body) ? statements(n.body.statements) : [n]));
+    for (const node of statements(dts.statements)) {
       const decl = ts.isClassDeclaration(node) || ts.isInterfaceDeclaration(node) ? node : undefined;
       if (!decl || !decl.name) continue;
       const owner = decl.name.text;

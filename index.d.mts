@@ -1,0 +1,46 @@
+// Type definitions for the ES module entry point (index.mjs): the declarations live in
+// index.d.ts (the CommonJS view); this file only re-exports them the way index.mjs does.
+//   import BackgroundExecutor, { BackgroundExecutor, ResourceMonitor } from 'bmad-background-executor'
+
+import Executor from './index.js';
+
+export type ExecutionId = Executor.ExecutionId;
+export type ExecutionMode = Executor.ExecutionMode;
+export type ExecutionStatus = Executor.ExecutionStatus;
+export type ErrorCode = Executor.ErrorCode;
+export type ExecutorError = Executor.ExecutorError;
+export type AgentContext<Options = any> = Executor.AgentContext<Options>;
+export type AgentFunction<Result = unknown, Options = any> = Executor.AgentFunction<Result, Options>;
+export type DefaultAgentFunction<Result = unknown, Options = any> = Executor.DefaultAgentFunction<Result, Options>;
+export type BackgroundExecutorConfig = Executor.BackgroundExecutorConfig;
+export type SubmitOptions = Executor.SubmitOptions;
+export type ProgressReport = Executor.ProgressReport;
+export type Submitted<M extends ExecutionMode> = Executor.Submitted<M>;
+export type ExecutionCallback<Result = unknown> = Executor.ExecutionCallback<Result>;
+export type ExecutionStatusResult = Executor.ExecutionStatusResult;
+export type QueueStatus = Executor.QueueStatus;
+export type ActiveExecution = Executor.ActiveExecution;
+export type ResourceStatus = Executor.ResourceStatus;
+export type WatchUpdate = Executor.WatchUpdate;
+export type Percentiles = Executor.Percentiles;
+export type ExecutorStats = Executor.ExecutorStats;
+export type ExecutorStatus = Executor.ExecutorStatus;
+export type CancelResult = Executor.CancelResult;
+export type AggregatedResult = Executor.AggregatedResult;
+export type Consistency = Executor.Consistency;
+export type AggregationReport = Executor.AggregationReport;
+export type MultipleOptions = Executor.MultipleOptions;
+export type AggregationResult = Executor.AggregationResult;
+export type ShutdownOptions = Executor.ShutdownOptions;
+export type SubmittedEvent = Executor.SubmittedEvent;
+export type ThresholdExceededEvent = Executor.ThresholdExceededEvent;
+export type BackgroundExecutorEvents = Executor.BackgroundExecutorEvents;
+export type ResourceMonitorOptions = Executor.ResourceMonitorOptions;
+export type ResourceTrends = Executor.ResourceTrends;
+export type ResourceMonitorEvents = Executor.ResourceMonitorEvents;
+
+export declare const BackgroundExecutor: typeof Executor.BackgroundExecutor;
+export type BackgroundExecutor = Executor.BackgroundExecutor;
+export declare const ResourceMonitor: typeof Executor.ResourceMonitor;
+export type ResourceMonitor = Executor.ResourceMonitor;
+export default BackgroundExecutor;
