@@ -31,6 +31,8 @@ function nodeCheck(file, signal) {
   return new Promise((resolve, reject) => {
     execFile(process.execPath, ['--check', file], { signal, timeout: 5000 }, (err, _stdout, stderr) => {
       if (err && err.name === 'AbortError') reject(signal.reason ?? err);
+      // Killed by a signal (Ctrl-C reaches the whole process group): not a syntax error.
+      else if (err && err.signal) reject(new Error(`node --check ${path.basename(file)} was killed by ${err.signal}`));
       else if (err) resolve({ ok: false, message: String(stderr).trim().split('\n')[0] });
       else resolve({ ok: true });
     });

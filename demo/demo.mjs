@@ -12,12 +12,17 @@
 // The artifact validated is the guide this package replaces
 // (../../shared/seed/background-execution-guide.md, relative to this file) when it is there,
 // else a generated markdown document.
+//
+// Output (demo/view.mjs): in a terminal, a live progress bar per execution that reports
+// progress (fed by bg.watch(id)), the log lines scrolling above the bars, and summary tables
+// at the end. Piped or redirected (`node demo/demo.mjs | cat`, CI, tests): plain log lines.
 
 import BackgroundExecutor from '../index.mjs';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { makeAgents } from './agents.mjs';
+import { createView } from './view.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, '..');
@@ -26,16 +31,18 @@ const GUIDE = path.resolve(ROOT, '../shared/seed/background-execution-guide.md')
 // ----- logging -------------------------------------------------------------------------------
 
 const t0 = performance.now();
+const view = createView({ stream: process.stdout });
 function log(tag, message) {
   const t = String(Math.round(performance.now() - t0)).padStart(5);
-  console.log(`[${t} ms] ${tag.padEnd(9)} ${message}`);
+  view.log(`[${t} ms] ${tag.padEnd(9)} ${message}`);
 }
-const section = (title) => console.log(`\n--- ${title} ---`);
+const section = (title) => view.log(`\n--- ${title} ---`);
 // Durations from the executor are fractional milliseconds (e.g. 15.341360999999779): shown rounded.
 const ms = (x) => `${Math.round(x)} ms`;
 
 // A demo that hangs is a bug worth hearing about; this timer never keeps the process alive.
 setTimeout(() => {
+  view.stop();
   console.error('demo: still running after 20 s; something keeps the process alive');
   process.exit(1);
 }, 20000).unref();
@@ -61,15 +68,67 @@ bg.once('initialized', (e) => {
 const agents = makeAgents({ bg, root: ROOT, levels: () => priorityLevels, log });
 for (const [name, fn] of Object.entries(agents)) bg.registerAgent(name, fn);
 
+// Every execution, by id: what was submitted, then its live state and its final status.
+const runs = new Map();
+const following = [];
+function setStatus(id, status) {
+  const run = runs.get(id);
+  if (run === undefined) return;
+  run.status = status;
+  view.update(id, { status });
+}
+
+/**
+ * Follows one execution with bg.watch(id): its progress reports, then its final status
+ * object. Watched executions get a bar at once; any other gets one at its first report.
+ */
+async function follow(id) {
+  const run = runs.get(id);
+  if (run.mode === 'watched') view.track(id, run);
+  try {
+    for await (const update of bg.watch(id)) {
+      if (update.found === undefined) {
+        run.progress = update.progress;
+        if (update.detail !== undefined) run.detail = update.detail;
+        view.track(id, run);
+        view.update(id, { progress: update.progress, detail: update.detail });
+      } else if (update.found) {
+        run.final = update;
+        run.status = update.status;
+        view.update(id, { status: update.status, progress: update.progress, duration: update.duration });
+      } else {
+        log('watch', `bg.watch(${id}) ended with { found: false }`);
+      }
+    }
+  } catch (err) {
+    log('FAILED', `bg.watch(${id}) threw: ${err?.stack ?? err}`);
+  }
+}
+
 // Lifecycle events, one line each.
 const label = (e) => `${e.executionId} ${e.agent} "${e.task}"`;
 bg.on('execution-queued', (e) => {
+  const { executionId: id, agent, task, mode, priority } = e;
+  runs.set(id, { id, agent, task, mode, priority, status: e.queuePosition > 0 ? 'queued' : 'running', progress: 0, since: performance.now() });
+  following.push(follow(id));
   if (e.queuePosition > 0) log('queue', `${label(e)} queued (${e.priority}), position ${e.queuePosition} of ${e.queueLength}`);
 });
-bg.on('execution-started', (e) => log('start', `${label(e)} [${e.mode}, ${e.priority}]`));
-bg.on('execution-completed', (e) => log('done', `${label(e)} completed in ${ms(e.duration)}${summarize(e.agent, e.result)}`));
-bg.on('execution-failed', (e) => log('FAILED', `${label(e)} after ${ms(e.duration)}: ${e.error}`));
-bg.on('execution-cancelled', (e) => log('cancel', `${label(e)} cancelled after ${ms(e.duration)} (${e.code})`));
+bg.on('execution-started', (e) => {
+  setStatus(e.executionId, 'running');
+  log('start', `${label(e)} [${e.mode}, ${e.priority}]`);
+});
+bg.on('execution-completed', (e) => {
+  setStatus(e.executionId, 'completed');
+  log('done', `${label(e)} completed in ${ms(e.duration)}${summarize(e.agent, e.result)}`);
+});
+bg.on('execution-failed', (e) => {
+  setStatus(e.executionId, 'failed');
+  log('FAILED', `${label(e)} after ${ms(e.duration)}: ${e.error}`);
+});
+bg.on('execution-cancelled', (e) => {
+  setStatus(e.executionId, 'cancelled');
+  log('cancel', `${label(e)} cancelled after ${ms(e.duration)} (${e.code})`);
+});
 bg.on('callback-error', (e) => log('FAILED', `callback of ${e.executionId} threw: ${e.error?.message}`));
 bg.on('queue-throttled', (e) =>
   log('throttle', `queue throttled (${e.reason.join('+')}): ${e.running} running, ${e.queued} queued, at most ${e.minConcurrentAgents} start while high`),
@@ -106,6 +165,7 @@ process.once('SIGINT', async () => {
   interrupted = true;
   log('signal', 'SIGINT: shutting down');
   await bg.shutdown();
+  view.stop();
   process.exit(130);
 });
 
@@ -113,7 +173,10 @@ try {
   await main();
 } catch (err) {
   // After Ctrl-C the scenario's next submission is refused; the SIGINT handler exits.
-  if (!(interrupted && err?.code === 'ERR_EXECUTOR_SHUT_DOWN')) throw err;
+  if (!(interrupted && err?.code === 'ERR_EXECUTOR_SHUT_DOWN')) {
+    view.stop(); // the bars' frame timer would keep the process alive
+    throw err;
+  }
 }
 
 // ----- the scenario --------------------------------------------------------------------------
@@ -150,8 +213,9 @@ async function main() {
   const { executionId } = await bg.executeWatched('qa', 'run-full-suite', { priority: 'high' });
   log('submit', `executeWatched -> ${executionId}`);
   let lastProgress = -1;
+  // In a terminal the bar (fed by bg.watch) shows this; piped, one line per change.
   bg.on('progress-update', ({ executionId: id, progress, status, detail }) => {
-    if (id !== executionId || progress === lastProgress) return;
+    if (view.tty || id !== executionId || progress === lastProgress) return;
     lastProgress = progress;
     log('progress', `QA Progress: ${Math.round(progress)}% ${status}${detail ? ` (${detail})` : ''}`);
   });
@@ -225,11 +289,50 @@ async function main() {
     log('shutdown', `a submission after shutdown rejects: ${err.code}`);
   }
 
+  // Every bg.watch() has ended by now (shutdown waited for the last execution).
+  await Promise.all(following);
+  view.stop();
+
   section('summary');
-  const s = bg.getStatus();
-  log('summary', `submitted ${s.submitted}: completed ${s.completed}, failed ${s.failed}, cancelled ${s.cancelled}; running ${s.running}, queued ${s.queued}`);
+  summary();
   log('summary', `resource-threshold-exceeded events: ${thresholdEvents} (thresholds: CPU ${CONFIG.maxCpuPercent}%, memory ${CONFIG.maxMemoryMb} MB)`);
   log('summary', `done in ${Math.round(performance.now() - t0)} ms`);
+}
+
+/** Every execution (final status from bg.watch), totals (bg.getStatus()), run times (bg.getStats()). */
+function summary() {
+  const s = bg.getStatus();
+  const totals = `submitted ${s.submitted}: completed ${s.completed}, failed ${s.failed}, cancelled ${s.cancelled}; running ${s.running}, queued ${s.queued}`;
+  const stats = bg.getStats().agents;
+  const rows = [...runs.values()].map((r) => {
+    const status = r.final?.status ?? r.status;
+    const duration = r.final?.duration;
+    return { ...r, status, duration: duration === undefined ? '?' : String(Math.round(duration)) };
+  });
+  const round1 = (x) => String(Math.round(x * 10) / 10);
+
+  if (!view.tty) {
+    for (const r of rows) {
+      log('summary', `${r.id} ${r.agent} "${r.task}" [${r.mode}, ${r.priority}]: ${r.status} in ${r.duration} ms`);
+    }
+    log('summary', totals);
+    for (const a of stats) {
+      log('summary', `${a.agent}: ${a.runTime.count} run(s), run time p50 ${round1(a.runTime.p50)} ms, p90 ${round1(a.runTime.p90)} ms; queue wait p50 ${round1(a.queueWait.p50)} ms, p90 ${round1(a.queueWait.p90)} ms`);
+    }
+    return;
+  }
+
+  view.table(
+    ['id', 'agent', 'task', 'mode', 'priority', 'status', 'duration ms'],
+    rows.map((r) => [r.id, r.agent, r.task, r.mode, r.priority, view.paint(r.status, r.status), r.duration]),
+    { align: [, , , , , , 'right'], footer: `totals: ${totals}` },
+  );
+  view.table(
+    ['agent', 'runs', 'run p50 ms', 'run p90 ms', 'wait p50 ms', 'wait p90 ms'],
+    stats.map((a) => [a.agent, a.runTime.count, round1(a.runTime.p50), round1(a.runTime.p90), round1(a.queueWait.p50), round1(a.queueWait.p90)]),
+    { align: [, 'right', 'right', 'right', 'right', 'right'] },
+  );
+  log('summary', 'totals from bg.getStatus(); per-agent times from bg.getStats() (histograms, within 12.5 %)');
 }
 
 // ----- a stand-in artifact when the guide is not next to this checkout ------------------------
