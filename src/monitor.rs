@@ -53,17 +53,71 @@ impl Sample {
 pub struct Sampler {
   sys: System,
   pid: Option<Pid>,
+  /// Linux: the machine's CPU times at the previous sample, and the last busy percent.
+  cpu_times: Option<CpuTimes>,
+  last_cpu: f64,
+  measured: bool,
+}
+
+/// Aggregate CPU times from the first line of `/proc/stat`, in clock ticks.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct CpuTimes {
+  busy: u64,
+  total: u64,
+}
+
+impl CpuTimes {
+  /// Parses `cpu  user nice system idle iowait irq softirq steal ...`; idle and iowait are
+  /// not busy; guest time is already inside user.
+  fn parse(stat: &str) -> Option<CpuTimes> {
+    let line = stat.lines().next()?;
+    let mut fields = line.split_whitespace();
+    if fields.next()? != "cpu" {
+      return None;
+    }
+    let v: Vec<u64> = fields.take(8).map(|f| f.parse().unwrap_or(0)).collect();
+    if v.len() < 4 {
+      return None;
+    }
+    let total: u64 = v.iter().sum();
+    let idle = v[3] + v.get(4).copied().unwrap_or(0);
+    Some(CpuTimes {
+      busy: total.saturating_sub(idle),
+      total,
+    })
+  }
+
+  #[cfg(target_os = "linux")]
+  fn read() -> Option<CpuTimes> {
+    CpuTimes::parse(&std::fs::read_to_string("/proc/stat").ok()?)
+  }
+
+  #[cfg(not(target_os = "linux"))]
+  fn read() -> Option<CpuTimes> {
+    None
+  }
+
+  /// Busy percent between two readings; `None` when no tick elapsed in between.
+  fn busy_percent(prev: CpuTimes, now: CpuTimes) -> Option<f64> {
+    let total = now.total.checked_sub(prev.total)?;
+    let busy = now.busy.checked_sub(prev.busy)?;
+    (total > 0).then(|| (busy as f64 * 100.0 / total as f64).clamp(0.0, 100.0))
+  }
 }
 
 impl Sampler {
   pub fn new() -> Result<Self, String> {
     let mut sys = System::new().map_err(|e| format!("cannot read system information: {e}"))?;
-    // Baselines: sysinfo's first CPU refresh measures since boot; the second one makes the
-    // first real sample measure from here.
-    sys.refresh_cpu_usage();
+    // sysinfo's CPU baseline, for platforms without /proc/stat.
     sys.refresh_cpu_usage();
     let pid = sysinfo::get_current_pid().ok();
-    let mut s = Sampler { sys, pid };
+    let mut s = Sampler {
+      sys,
+      pid,
+      cpu_times: CpuTimes::read(),
+      last_cpu: 0.0,
+      measured: false,
+    };
     s.refresh_tree(); // baseline for the processes' CPU usage
     Ok(s)
   }
@@ -125,8 +179,33 @@ impl Sampler {
     out
   }
 
-  pub fn sample(&mut self) -> Sample {
+  /// The machine's busy percent since the previous sample. On Linux it is computed from
+  /// `/proc/stat` deltas, exact for any interval (sysinfo ignores CPU refreshes closer than
+  /// 200 ms apart and its first reading is the average since boot); a sample taken before
+  /// the next clock tick repeats the previous value. Elsewhere, sysinfo's figure.
+  fn machine_cpu(&mut self) -> f64 {
+    if let Some(prev) = self.cpu_times {
+      if let Some(mut now) = CpuTimes::read() {
+        if !self.measured && CpuTimes::busy_percent(prev, now).is_none() {
+          // The very first sample, less than a clock tick after the baseline: wait for two
+          // ticks rather than report a figure that measured nothing.
+          std::thread::sleep(std::time::Duration::from_millis(20));
+          now = CpuTimes::read().unwrap_or(now);
+        }
+        if let Some(p) = CpuTimes::busy_percent(prev, now) {
+          self.cpu_times = Some(now);
+          self.last_cpu = p;
+          self.measured = true;
+        }
+        return self.last_cpu;
+      }
+    }
     self.sys.refresh_cpu_usage();
+    f64::from(self.sys.global_cpu_usage()).clamp(0.0, 100.0)
+  }
+
+  pub fn sample(&mut self) -> Sample {
+    let cpu = self.machine_cpu();
     self.sys.refresh_memory();
     let tree = self.refresh_tree();
     let resident: u64 = tree
@@ -140,7 +219,7 @@ impl Sampler {
       .map_or(0.0, |p| f64::from(p.cpu_usage()));
     let load = System::load_average().map_or([0.0; 3], |l| [l.one, l.five, l.fifteen]);
     Sample {
-      cpu: round2(f64::from(self.sys.global_cpu_usage()).clamp(0.0, 100.0)),
+      cpu: round2(cpu),
       memory: round2(resident as f64 / MB),
       total_memory: round2(self.sys.total_memory() as f64 / MB),
       free_memory: round2(self.sys.available_memory() as f64 / MB),
@@ -326,6 +405,42 @@ mod tests {
       Some(Transition::Throttled(vec!["cpu", "memory"]))
     );
     assert_eq!(th.observe(&s(100.0, 1e9), T, false), Some(Transition::Resumed));
+  }
+
+  #[test]
+  fn cpu_from_proc_stat_deltas() {
+    let a = CpuTimes::parse("cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3").expect("parses");
+    assert_eq!(
+      a,
+      CpuTimes {
+        busy: 150,
+        total: 1000
+      }
+    );
+    let b = CpuTimes::parse("cpu  160 0 70 820 50 0 0 0 0 0").expect("parses");
+    assert_eq!(CpuTimes::busy_percent(a, b), Some(80.0));
+    assert_eq!(CpuTimes::busy_percent(b, b), None, "no tick elapsed");
+    assert_eq!(CpuTimes::parse("intr 1 2 3"), None);
+  }
+
+  #[test]
+  fn first_sample_measures_from_construction_not_boot() {
+    // A busy loop right after construction: the first sample must see it (the average
+    // since boot on an idle test machine is far lower than a fully busy core).
+    let mut sampler = Sampler::new().expect("sysinfo works here");
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(300);
+    let mut x = 0u64;
+    while std::time::Instant::now() < until {
+      x = x.wrapping_add(1);
+    }
+    assert!(x > 0);
+    let s = sampler.sample();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    assert!(
+      s.cpu >= 100.0 / cores * 0.6,
+      "cpu {} with one of {cores} cores busy",
+      s.cpu
+    );
   }
 
   #[test]

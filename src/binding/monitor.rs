@@ -112,7 +112,8 @@ impl NativeMonitor {
     let rt = runtime::handle().map_err(|e| Error::new(Status::GenericFailure, e))?;
     Ok(NativeMonitor {
       shared: Arc::new(Mutex::new(Shared {
-        sampler: None,
+        // Created now: CPU is measured from here, not from the first sample.
+        sampler: Sampler::new().ok(),
         trends: Trends::default(),
         thresholds: Thresholds {
           cpu: cpu_threshold,
