@@ -191,7 +191,8 @@ declare namespace Types {
     executionId: ExecutionId;
     agent: string;
     progress: number;
-    status: 'running';
+    /** 'queued' only in the first item, when watching began before the start. */
+    status: 'queued' | 'running';
     detail: unknown;
   }
 

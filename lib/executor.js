@@ -1164,8 +1164,9 @@ class BackgroundExecutor extends EventEmitter {
   }
 
   /**
-   * An async iterator over an execution's progress reports (`{ executionId, agent,
-   * progress, status, detail }`), ending with its final status object (§6):
+   * An async iterator over an execution's progress: first where it stands now, then each
+   * report (`{ executionId, agent, progress, status, detail }`), ending with its final
+   * status object (§6):
    * `for await (const update of bg.watch(id)) …`. For an unknown or expired id it yields
    * `{ found: false }` and ends; for a finished one, its status.
    */
@@ -1178,6 +1179,15 @@ class BackgroundExecutor extends EventEmitter {
     if (rec === undefined || this._native.statusOf(id) < 0) watch.end({ found: false });
     else if (rec.done) watch.end(this.getExecutionStatus(executionId));
     else {
+      // Start with where it stands now, so a late watcher is not left waiting.
+      const v = this._native.view(id);
+      watch.push({
+        executionId,
+        agent: rec.agent,
+        progress: v !== null ? v.progress : 0,
+        status: v !== null ? v.status : 'queued',
+        detail: rec.x !== null ? rec.x.detail : undefined,
+      });
       const x = extras(rec);
       if (x.watchers === null) x.watchers = [];
       x.watchers.push(watch);

@@ -548,6 +548,7 @@ impl Scheduler {
     self
       .stats
       .finished(exec.agent, exec.started_at().map(|s| now - s), now);
+    tracing::debug!(id, status = status.as_str(), "finished");
     exec.status = status;
     exec.finished_at = now;
     exec.finish_seq = self.finish_count;
