@@ -349,7 +349,7 @@ export async function tour(): Promise<void> {
   for await (const update of bg.watch(executionId)) {
     if (!('found' in update)) {
       const w: WatchUpdate = update;
-      const running: 'running' = w.status;
+      const running: 'queued' | 'running' = w.status;
       use(w.executionId, w.agent, w.progress, w.detail, running);
     } else if (update.found) {
       const final: ExecutionStatus = update.status;
