@@ -88,6 +88,12 @@ declare namespace Types {
     cancelGraceMs?: number;
     /** Integer >= 0 (ms): a queued execution gains one priority level per agingMs waited. 0 (off) by default. */
     agingMs?: number;
+    /** Integer 0–1000: attempts after the first when an attempt fails or times out. Default 0. */
+    retries?: number;
+    /** Integer >= 0 (ms): delay before a retry (the base of the exponential backoff). Default 1000. */
+    retryDelayMs?: number;
+    /** 'fixed': every retry waits retryDelayMs; 'exponential' (default): it doubles per attempt, with jitter. */
+    backoff?: 'fixed' | 'exponential';
   }
 
   /** Options read by the executor; everything else is passed to the agent unchanged. */
@@ -100,6 +106,12 @@ declare namespace Types {
     signal?: AbortSignal;
     /** Called with every progress report of this execution. */
     onProgress?: (update: ProgressReport) => void;
+    /** Overrides the config's `retries` for this execution. */
+    retries?: number;
+    /** Overrides the config's `retryDelayMs`. */
+    retryDelayMs?: number;
+    /** Overrides the config's `backoff`. */
+    backoff?: 'fixed' | 'exponential';
     [key: string]: unknown;
   }
 
@@ -130,6 +142,8 @@ declare namespace Types {
         mode: ExecutionMode;
         priority: string;
         status: ExecutionStatus;
+        /** Attempts started so far (0 while queued for the first time). */
+        attempt: number;
         progress: number;
         /** Submission time, ms since the epoch. */
         started: number;
@@ -323,7 +337,22 @@ declare namespace Types {
         queueLength: number;
       },
     ];
-    'execution-started': [{ executionId: ExecutionId; agent: string; task: string; mode: ExecutionMode; priority: string }];
+    'execution-started': [
+      { executionId: ExecutionId; agent: string; task: string; mode: ExecutionMode; priority: string; attempt: number },
+    ];
+    /** An attempt failed (or timed out) and the execution will run again after `delayMs`. */
+    'execution-retry': [
+      {
+        executionId: ExecutionId;
+        agent: string;
+        task: string;
+        /** The attempt that failed. */
+        attempt: number;
+        error: string;
+        errorObject: unknown;
+        delayMs: number;
+      },
+    ];
     'execution-completed': [
       { executionId: ExecutionId; agent: string; task: string; mode: ExecutionMode; result: unknown; duration: number },
     ];

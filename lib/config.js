@@ -25,7 +25,29 @@ const KNOWN = new Set([
   'minConcurrentAgents',
   'cancelGraceMs',
   'agingMs',
+  'retries',
+  'retryDelayMs',
+  'backoff',
 ]);
+
+const MAX_RETRIES = 1000;
+
+/**
+ * `{ retries, retryDelayMs, backoff }` from `source` (config or submit options), each key
+ * falling back to `defaults`; `prefix` names the argument in error messages.
+ */
+function retryPolicy(source, defaults, prefix = '') {
+  const backoff = source.backoff === undefined ? defaults.backoff : source.backoff;
+  if (backoff !== 'fixed' && backoff !== 'exponential') {
+    const Err = typeof backoff === 'string' ? rangeError : typeError;
+    throw Err(`${prefix}backoff must be "fixed" or "exponential", got ${describe(backoff)}`);
+  }
+  return {
+    retries: integer(`${prefix}retries`, source.retries, 0, MAX_RETRIES, defaults.retries),
+    retryDelayMs: integer(`${prefix}retryDelayMs`, source.retryDelayMs, 0, MAX_MS, defaults.retryDelayMs),
+    backoff,
+  };
+}
 
 function isPlainObject(v) {
   return v !== null && typeof v === 'object' && !Array.isArray(v);
@@ -117,7 +139,8 @@ function parseConfig(config) {
     minConcurrentAgents: integer('minConcurrentAgents', c.minConcurrentAgents, 0, MAX_INT32, 1),
     cancelGraceMs: integer('cancelGraceMs', c.cancelGraceMs, 0, MAX_MS, 5000),
     agingMs: integer('agingMs', c.agingMs, 0, MAX_MS, 0),
+    ...retryPolicy(c, { retries: 0, retryDelayMs: 1000, backoff: 'exponential' }),
   };
 }
 
-module.exports = { parseConfig, integer, number, isPlainObject, DEFAULT_LEVELS, MAX_MS, MAX_INT32 };
+module.exports = { parseConfig, retryPolicy, integer, number, isPlainObject, DEFAULT_LEVELS, MAX_MS, MAX_INT32 };

@@ -18,7 +18,7 @@
 const { EventEmitter } = require('node:events');
 const binding = require('../binding.js');
 const { coded, describe, messageOf, typeError } = require('./errors.js');
-const { parseConfig, integer, isPlainObject, MAX_MS, MAX_INT32 } = require('./config.js');
+const { parseConfig, retryPolicy, integer, isPlainObject, MAX_MS, MAX_INT32 } = require('./config.js');
 const { ResourceMonitor } = require('./monitor.js');
 
 const MODE_NAMES = ['fire-and-forget', 'async-callback', 'watched', 'execute', 'aggregate'];
@@ -44,6 +44,7 @@ const K_PROGRESS = 2;
 const K_GRACE = 3;
 const K_SWEEP = 4;
 const K_SHUTDOWN = 5;
+const K_RETRY = 6;
 
 /** Agent starts per event-loop turn before the executor yields (setImmediate). */
 const START_BUDGET = 1024;
@@ -80,6 +81,8 @@ class Execution {
     this.task = task;
     this.options = options;
     this.priority = priority; // level name
+    this.attempt = 0; // attempts started so far
+    this.phase = 0; // 0 queued, 1 an attempt is running, 2 waiting for a retry
     this.done = false;
     this.status = null; // terminal status name once done
     this.value = undefined; // result, or error, once settled
@@ -102,6 +105,8 @@ class Extras {
     this.waiters = null;
     this.watchers = null;
     this.admitted = null; // resolves an id-returning call once the core has answered
+    this.retry = null; // { retries, delayMs, backoff } when the options override the config
+    this.retryEvent = null; // the execution-retry payload waiting for the core's answer
   }
 }
 
@@ -137,7 +142,7 @@ class AgentContext {
     return this.#rec.priority;
   }
   get attempt() {
-    return 1;
+    return this.#rec.attempt;
   }
   /** A standard AbortSignal, aborted on cancel, timeout and forced shutdown. */
   get signal() {
@@ -405,6 +410,7 @@ class BackgroundExecutor extends EventEmitter {
     let level = this._modeLevel[mode];
     let priority = this._modePriority[mode];
     let timeout = this._defaultTimeout;
+    let retry = null;
     if (options !== undefined && options !== null) {
       if (typeof options !== 'object') throw typeError(`options must be an object, got ${describe(options)}`);
       const p = options.priority;
@@ -430,11 +436,15 @@ class BackgroundExecutor extends EventEmitter {
       if (onProgress !== undefined && onProgress !== null && typeof onProgress !== 'function') {
         throw typeError(`options.onProgress must be a function, got ${describe(onProgress)}`);
       }
+      if (options.retries !== undefined || options.retryDelayMs !== undefined || options.backoff !== undefined) {
+        retry = retryPolicy(options, this.config, 'options.');
+      }
     } else {
       options = undefined;
     }
     if (this._closing) throw this._closedError();
     const rec = new Execution(mode, agent, task, options, level);
+    if (retry !== null) extras(rec).retry = retry;
     let key = this._agentKeys.get(agent);
     if (key === undefined) key = this._internAgent(agent);
     this._push(rec, OP_SUBMIT, mode + 8 * key, priority, timeout);
@@ -599,8 +609,15 @@ class BackgroundExecutor extends EventEmitter {
   _run(rec) {
     if (rec.done) {
       // Cancelled between the core's start decision and this turn: give the slot back.
-      this._push(rec, OP_SETTLE_FAILED, rec.id, 0, 0);
+      this._push(rec, OP_SETTLE_FAILED, rec.id, -1, rec.attempt + 1);
       return;
+    }
+    const attempt = ++rec.attempt;
+    rec.phase = 1;
+    if (attempt > 1 && rec.x !== null) {
+      // A fresh signal for the new attempt.
+      rec.x.controller = null;
+      rec.x.abortReason = undefined;
     }
     const ctx = new AgentContext(this, rec);
     if (this._events['execution-started'] !== undefined) {
@@ -610,6 +627,7 @@ class BackgroundExecutor extends EventEmitter {
         task: rec.task,
         mode: MODE_NAMES[rec.mode],
         priority: rec.priority,
+        attempt,
       });
     }
     let value;
@@ -634,22 +652,40 @@ class BackgroundExecutor extends EventEmitter {
       value = Promise.reject(err);
     }
     Promise.resolve(value).then(
-      (v) => this._agentSettled(rec, true, v),
-      (e) => this._agentSettled(rec, false, e),
+      (v) => this._agentSettled(rec, attempt, true, v),
+      (e) => this._agentSettled(rec, attempt, false, e),
     );
   }
 
-  _agentSettled(rec, ok, value) {
-    // A late result of a cancelled or timed-out execution is discarded: only the slot goes back.
-    if (!rec.done) rec.value = value;
-    this._push(rec, ok ? OP_SETTLE_OK : OP_SETTLE_FAILED, rec.id, 0, 0);
+  _agentSettled(rec, attempt, ok, value) {
+    // A settle of an older attempt whose slot the grace period already freed: nothing to do.
+    if (attempt !== rec.attempt) return;
+    let retryDelay = -1;
+    if (!rec.done && rec.phase === 1) {
+      if (!ok && this._retryLeft(rec)) {
+        retryDelay = this._retryDelay(rec);
+        rec.phase = 2;
+        extras(rec).retryEvent = this._retryPayload(rec, value, retryDelay);
+      } else {
+        rec.value = value;
+      }
+    }
+    // Otherwise a late result of a cancelled or timed-out attempt: only the slot goes back.
+    this._push(rec, ok ? OP_SETTLE_OK : OP_SETTLE_FAILED, rec.id, retryDelay, attempt);
   }
 
   /** The core's answer to a settlement: the execution's end, and what started in its slot. */
   _settled(rec, ok, next) {
     if (!rec.done) {
-      if (ok) this._complete(rec, rec.value);
-      else this._end(rec, 'failed', rec.value);
+      const x = rec.x;
+      if (x !== null && x.retryEvent !== null) {
+        const payload = x.retryEvent;
+        x.retryEvent = null;
+        this._emit('execution-retry', payload);
+      } else if (rec.phase === 1) {
+        if (ok) this._complete(rec, rec.value);
+        else this._end(rec, 'failed', rec.value);
+      }
     }
     if (next > 0) {
       const nextRec = this._rec(next);
@@ -886,15 +922,26 @@ class BackgroundExecutor extends EventEmitter {
     switch (kind) {
       case K_TIMEOUT: {
         const rec = this._rec(id);
-        if (!this._native.timeout(id) || rec === undefined) return;
+        if (rec === undefined || rec.done) {
+          this._native.timeout(id, -1);
+          return;
+        }
+        const retryDelay = this._retryLeft(rec) ? this._retryDelay(rec) : -1;
+        if (!this._native.timeout(id, retryDelay)) return;
         const ms = this._timeoutOf(rec);
         const err = coded(Error, 'ERR_EXECUTION_TIMEOUT', `Execution ${extId(id)} (${rec.agent}) timed out after ${ms} ms`, {
           executionId: extId(id),
           agent: rec.agent,
           timeoutMs: ms,
+          attempt: rec.attempt,
         });
         this._abort(rec, err);
-        this._end(rec, 'failed', err);
+        if (retryDelay >= 0) {
+          rec.phase = 2;
+          this._emit('execution-retry', this._retryPayload(rec, err, retryDelay));
+        } else {
+          this._end(rec, 'failed', err);
+        }
         this._launchAll(this._native.pump());
         this._checkIdle();
         return;
@@ -909,6 +956,9 @@ class BackgroundExecutor extends EventEmitter {
       case K_GRACE:
         this._launchAll(this._native.graceExpired(id));
         return;
+      case K_RETRY:
+        this._launchAll(this._native.retryDue(id));
+        return;
       case K_SWEEP:
         this._native.sweep();
         this._collectEvicted();
@@ -918,6 +968,35 @@ class BackgroundExecutor extends EventEmitter {
         return;
       default:
     }
+  }
+
+  /** Whether a failed attempt of `rec` may be retried (never once shutting down). */
+  _retryLeft(rec) {
+    const retries = rec.x !== null && rec.x.retry !== null ? rec.x.retry.retries : this.config.retries;
+    return retries > 0 && rec.attempt <= retries && !this._closing;
+  }
+
+  /** The delay before the next attempt: fixed, or doubling per attempt with jitter. */
+  _retryDelay(rec) {
+    const policy = rec.x !== null && rec.x.retry !== null ? rec.x.retry : this.config;
+    const base = policy.retryDelayMs;
+    if (policy.backoff === 'fixed') return base;
+    // Exponential with "equal jitter": half fixed, half random, so retries of many
+    // executions that failed together do not all come back at the same moment.
+    const d = Math.min(base * 2 ** (rec.attempt - 1), MAX_MS);
+    return Math.round(d / 2 + Math.random() * (d / 2));
+  }
+
+  _retryPayload(rec, err, delayMs) {
+    return {
+      executionId: extId(rec.id),
+      agent: rec.agent,
+      task: rec.task,
+      attempt: rec.attempt,
+      error: messageOf(err),
+      errorObject: err,
+      delayMs,
+    };
   }
 
   _timeoutOf(rec) {
@@ -1060,6 +1139,7 @@ class BackgroundExecutor extends EventEmitter {
       mode: MODE_NAMES[rec.mode],
       priority: rec.priority,
       status,
+      attempt: rec.attempt,
       progress: completed ? 100 : v.progress,
       started: v.submittedAt,
       duration: v.duration,

@@ -38,12 +38,14 @@ pub enum Status {
   Completed = 2,
   Failed = 3,
   Cancelled = 4,
+  /// Between a failed attempt and its retry (not in the queue yet). Shown as "queued".
+  Waiting = 5,
 }
 
 impl Status {
   pub fn as_str(self) -> &'static str {
     match self {
-      Status::Queued => "queued",
+      Status::Queued | Status::Waiting => "queued",
       Status::Running => "running",
       Status::Completed => "completed",
       Status::Failed => "failed",
@@ -69,6 +71,8 @@ pub enum TimerKind {
   Sweep = 4,
   /// Shutdown deadline (id 0).
   Shutdown = 5,
+  /// End of the delay before an execution's next attempt.
+  Retry = 6,
 }
 
 impl TimerKind {
@@ -79,6 +83,7 @@ impl TimerKind {
       3 => TimerKind::Grace,
       4 => TimerKind::Sweep,
       5 => TimerKind::Shutdown,
+      6 => TimerKind::Retry,
       _ => return None,
     })
   }
@@ -128,9 +133,12 @@ impl Default for Config {
 pub struct Exec {
   pub status: Status,
   pub mode: u8,
-  pub watched: bool,
+  /// `WATCHED`, `HOLDS_SLOT`, `EVICTED`, `RETRY_READY` bits.
+  flags: u8,
   /// The caller's key for the agent (statistics).
   pub agent: u16,
+  /// The current (or last) attempt, from 1; 0 before the first start.
+  pub attempt: u16,
   pub priority: i32,
   /// 0–100 (f32 is plenty and keeps the record small: 48 bytes).
   pub progress: f32,
@@ -141,17 +149,35 @@ pub struct Exec {
   started_at: f64,
   /// NaN until finished.
   finished_at: f64,
-  /// Holds a concurrency slot (running, or a zombie whose agent has not settled).
-  holds_slot: bool,
-  /// Dropped from retention while still holding its slot: invisible to queries.
-  evicted: bool,
   /// Order of finishing (wrapping), to know at once whether retention still keeps it.
   finish_seq: u32,
   /// Bit set of armed `TimerKind`s.
   timers: u8,
 }
 
+/// A watched execution (periodic progress updates).
+const WATCHED: u8 = 1;
+/// Holds a concurrency slot (running, or a zombie whose agent has not settled).
+const HOLDS_SLOT: u8 = 2;
+/// Dropped from retention while still holding its slot: invisible to queries.
+const EVICTED: u8 = 4;
+/// Waiting for a retry whose delay is over, until its zombie attempt frees the slot.
+const RETRY_READY: u8 = 8;
+
 impl Exec {
+  fn has(&self, flag: u8) -> bool {
+    self.flags & flag != 0
+  }
+  fn set(&mut self, flag: u8, on: bool) {
+    if on {
+      self.flags |= flag;
+    } else {
+      self.flags &= !flag;
+    }
+  }
+  pub fn watched(&self) -> bool {
+    self.has(WATCHED)
+  }
   pub fn started_at(&self) -> Option<f64> {
     Some(self.started_at).filter(|t| !t.is_nan())
   }
@@ -198,6 +224,8 @@ pub struct Scheduler {
   queue: PriorityQueue,
   /// Executions in `Running` status (a count: queries that list them scan the records).
   running: usize,
+  /// Executions waiting for a retry (`Waiting`).
+  waiting: usize,
   next_id: u64,
   slots_used: u32,
   paused: bool,
@@ -223,6 +251,7 @@ impl Scheduler {
       execs: IdWindow::default(),
       queue,
       running: 0,
+      waiting: 0,
       next_id: 1,
       slots_used: 0,
       paused: false,
@@ -281,7 +310,7 @@ impl Scheduler {
   /// Whether retention still keeps `exec` for queries: exact at every moment, although the
   /// record itself is only freed at the start of the next batch (see `evict`).
   fn visible(&self, exec: &Exec, now: f64) -> bool {
-    if exec.evicted {
+    if exec.has(EVICTED) {
       return false;
     }
     match exec.finished_at() {
@@ -295,7 +324,7 @@ impl Scheduler {
   }
   /// Nothing queued and nothing running (zombies do not count: they have ended).
   pub fn is_idle(&self) -> bool {
-    self.queue.is_empty() && self.running == 0
+    self.queue.is_empty() && self.running == 0 && self.waiting == 0
   }
   /// Records kept in memory in all (queued, running, zombies, retained).
   pub fn records(&self) -> usize {
@@ -344,8 +373,9 @@ impl Scheduler {
     let mut exec = Exec {
       status: Status::Queued,
       mode,
-      watched,
+      flags: if watched { WATCHED } else { 0 },
       agent,
+      attempt: 0,
       priority,
       progress: 0.0,
       timeout_ms: if timeout_ms.is_finite() && timeout_ms >= 1.0 {
@@ -356,8 +386,6 @@ impl Scheduler {
       submitted_at: now,
       started_at: f64::NAN,
       finished_at: f64::NAN,
-      holds_slot: false,
-      evicted: false,
       finish_seq: 0,
       timers: 0,
     };
@@ -403,7 +431,8 @@ impl Scheduler {
     };
     exec.status = Status::Running;
     exec.started_at = now;
-    exec.holds_slot = true;
+    exec.set(HOLDS_SLOT, true);
+    exec.attempt = exec.attempt.saturating_add(1);
     self.stats.started(exec.agent, now - exec.submitted_at);
     if exec.timeout_ms > 0 {
       let at = now + f64::from(exec.timeout_ms);
@@ -452,28 +481,95 @@ impl Scheduler {
 
   // ----- ending -----------------------------------------------------------------------------
 
-  /// The agent of `id` settled. Frees its slot; if the execution was still running it ends
-  /// as completed or failed. Returns the execution started in the freed slot, if any.
-  /// `.0` tells whether this settle ended the execution (false: a late result to discard).
-  pub fn settle(&mut self, id: u64, ok: bool, now: f64) -> (bool, Option<u64>) {
+  /// Attempt `attempt` of `id` settled. Frees its slot; if the execution was still running
+  /// it ends as completed or failed — or, when it failed and `retry_delay_ms` is given, waits
+  /// that long for its next attempt. Returns the execution started in the freed slot, if any.
+  /// `.0` tells whether this settle ended the attempt (false: a late result to discard).
+  /// A settle of an older attempt (its slot already freed by the grace period) is ignored.
+  pub fn settle(
+    &mut self,
+    id: u64,
+    attempt: u16,
+    ok: bool,
+    retry_delay_ms: Option<f64>,
+    now: f64,
+  ) -> (bool, Option<u64>) {
     let mut ended = false;
-    if let Some(exec) = self.execs.get(id) {
+    if let Some(exec) = self
+      .execs
+      .get(id)
+      .filter(|e| e.attempt == attempt || attempt == 0)
+    {
       let was_running = exec.status == Status::Running;
       self.release_slot(id);
       if was_running {
-        self.finish(id, if ok { Status::Completed } else { Status::Failed }, now);
+        match retry_delay_ms {
+          Some(delay) if !ok => self.wait_for_retry(id, delay, now),
+          _ => self.finish(id, if ok { Status::Completed } else { Status::Failed }, now),
+        }
         ended = true;
       }
     }
     (ended, self.start_next(now))
   }
 
-  /// The timeout of `id` fired. Returns true when a running execution failed by it.
-  pub fn timeout(&mut self, id: u64, now: f64) -> bool {
+  /// A failed attempt: wait `delay_ms`, then queue the next attempt (see `retry_due`).
+  fn wait_for_retry(&mut self, id: u64, delay_ms: f64, now: f64) {
+    let Some(exec) = self.execs.get_mut(id) else {
+      return;
+    };
+    if exec.status == Status::Running {
+      self.running -= 1;
+    }
+    exec.status = Status::Waiting;
+    disarm(&mut self.timer_cmds, exec, id, TimerKind::Timeout);
+    let delay = if delay_ms.is_finite() {
+      delay_ms.max(0.0)
+    } else {
+      0.0
+    };
+    arm(&mut self.timer_cmds, exec, id, TimerKind::Retry, now + delay);
+    self.waiting += 1;
+    tracing::debug!(id, attempt = exec.attempt, delay_ms = delay, "retry scheduled");
+  }
+
+  /// The retry delay of `id` is over: its next attempt joins the queue (at the back of its
+  /// level) once the previous attempt's slot is free. Returns what started.
+  pub fn retry_due(&mut self, id: u64, now: f64) -> Vec<u64> {
+    if let Some(exec) = self.execs.get_mut(id) {
+      exec.timers &= !TimerKind::Retry.bit();
+      if exec.status == Status::Waiting {
+        if exec.has(HOLDS_SLOT) {
+          exec.set(RETRY_READY, true); // requeued when the zombie attempt lets go
+        } else {
+          self.requeue(id);
+        }
+      }
+    }
+    self.pump(now)
+  }
+
+  fn requeue(&mut self, id: u64) {
+    let Some(exec) = self.execs.get_mut(id) else {
+      return;
+    };
+    exec.set(RETRY_READY, false);
+    exec.status = Status::Queued;
+    self.waiting -= 1;
+    self.queue.push(id, exec.priority);
+  }
+
+  /// The timeout of `id` fired. Returns true when a running attempt failed by it: the
+  /// execution fails, or with `retry_delay_ms` waits for its next attempt. Either way the
+  /// timed-out agent keeps the slot until it settles or the grace period ends.
+  pub fn timeout(&mut self, id: u64, retry_delay_ms: Option<f64>, now: f64) -> bool {
     match self.execs.get_mut(id) {
       Some(exec) if exec.status == Status::Running => {
         exec.timers &= !TimerKind::Timeout.bit();
-        self.finish(id, Status::Failed, now);
+        match retry_delay_ms {
+          Some(delay) => self.wait_for_retry(id, delay, now),
+          None => self.finish(id, Status::Failed, now),
+        }
         self.begin_grace(id, now);
         true
       }
@@ -488,6 +584,10 @@ impl Scheduler {
     match exec.status {
       Status::Queued => {
         self.queue.forget(exec.priority);
+        self.finish(id, Status::Cancelled, now);
+        CancelOutcome::WasQueued
+      }
+      Status::Waiting => {
         self.finish(id, Status::Cancelled, now);
         CancelOutcome::WasQueued
       }
@@ -527,14 +627,16 @@ impl Scheduler {
     let Some(exec) = self.execs.get_mut(id) else {
       return;
     };
-    if !exec.holds_slot {
+    if !exec.has(HOLDS_SLOT) {
       return;
     }
-    exec.holds_slot = false;
+    exec.set(HOLDS_SLOT, false);
     self.slots_used -= 1;
     disarm(&mut self.timer_cmds, exec, id, TimerKind::Grace);
-    if exec.evicted {
+    if exec.has(EVICTED) {
       self.execs.remove(id);
+    } else if exec.status == Status::Waiting && exec.has(RETRY_READY) {
+      self.requeue(id);
     }
   }
 
@@ -542,9 +644,12 @@ impl Scheduler {
     let Some(exec) = self.execs.get_mut(id) else {
       return;
     };
-    if exec.status == Status::Running {
-      self.running -= 1;
+    match exec.status {
+      Status::Running => self.running -= 1,
+      Status::Waiting => self.waiting -= 1,
+      _ => {}
     }
+    disarm(&mut self.timer_cmds, exec, id, TimerKind::Retry);
     self
       .stats
       .finished(exec.agent, exec.started_at().map(|s| now - s), now);
@@ -562,7 +667,7 @@ impl Scheduler {
       Status::Completed => self.totals.completed += 1,
       Status::Failed => self.totals.failed += 1,
       Status::Cancelled => self.totals.cancelled += 1,
-      Status::Queued | Status::Running => {}
+      Status::Queued | Status::Running | Status::Waiting => {}
     }
     self.retained.push_back((id, now));
     if self.sweep_at.is_none() {
@@ -592,7 +697,7 @@ impl Scheduler {
       self.retained.pop_front();
       self.evicted.push(id);
       match self.execs.get_mut(id) {
-        Some(exec) if exec.holds_slot => exec.evicted = true,
+        Some(exec) if exec.has(HOLDS_SLOT) => exec.set(EVICTED, true),
         Some(_) => {
           self.execs.remove(id);
         }
@@ -635,7 +740,7 @@ impl Scheduler {
   /// A watched execution's progress timer fired: re-arms it while the execution is active.
   pub fn progress_tick(&mut self, id: u64, now: f64) -> bool {
     match self.execs.get_mut(id) {
-      Some(exec) if !exec.status.is_terminal() && exec.watched => {
+      Some(exec) if !exec.status.is_terminal() && exec.watched() => {
         let at = now + self.cfg.progress_interval_ms;
         arm(&mut self.timer_cmds, exec, id, TimerKind::Progress, at);
         true
@@ -668,13 +773,27 @@ impl Scheduler {
 
   /// Stops accepting submissions. With `cancel_queued`, every queued execution is
   /// cancelled; returns those ids in start order.
+  ///
+  /// Pending retries stop in both modes: executions waiting for their next attempt are
+  /// cancelled (listed after the queued ones).
   pub fn close(&mut self, cancel_queued: bool, now: f64) -> Vec<u64> {
     self.closed = true;
-    if !cancel_queued {
-      return Vec::new();
+    let mut ids = if cancel_queued {
+      let execs = &self.execs;
+      self.queue.drain(|i| is_queued(execs, i))
+    } else {
+      Vec::new()
+    };
+    if self.waiting > 0 {
+      ids.extend(
+        self
+          .execs
+          .iter()
+          .filter(|(_, e)| e.status == Status::Waiting)
+          .map(|(id, _)| id)
+          .collect::<Vec<_>>(),
+      );
     }
-    let execs = &self.execs;
-    let ids = self.queue.drain(|i| is_queued(execs, i));
     for &id in &ids {
       self.finish(id, Status::Cancelled, now);
     }
@@ -692,7 +811,7 @@ impl Scheduler {
     let holders: Vec<u64> = self
       .execs
       .iter()
-      .filter(|(_, e)| e.holds_slot)
+      .filter(|(_, e)| e.has(HOLDS_SLOT))
       .map(|(id, _)| id)
       .collect();
     for id in holders {
@@ -716,7 +835,7 @@ impl Scheduler {
   /// TTL ago is gone even before a sweep frees it; without, anything still held is shown.
   pub fn view(&self, id: u64, now: f64, respect_ttl: bool) -> Option<ExecView> {
     let exec = self.execs.get(id)?;
-    if exec.evicted || (respect_ttl && !self.visible(exec, now)) {
+    if exec.has(EVICTED) || (respect_ttl && !self.visible(exec, now)) {
       return None;
     }
     let end = exec.finished_at().unwrap_or(now);
@@ -793,8 +912,8 @@ mod tests {
     let mut s = sched(1);
     s.submit(3, 1, false, 3, 0.0, 0.0);
     s.submit(3, 2, false, 3, 0.0, 10.0);
-    s.settle(1, true, 40.0); // agent 1 ran 40 ms; agent 2 waited 30 ms
-    s.settle(2, false, 45.0);
+    s.settle(1, 0, true, None, 40.0); // agent 1 ran 40 ms; agent 2 waited 30 ms
+    s.settle(2, 0, false, None, 45.0);
     let by_key: Vec<_> = s
       .stats()
       .agents()
@@ -808,6 +927,74 @@ mod tests {
       .map(|(_, a)| a.wait.quantile(0.5));
     assert!(a2.is_some_and(|w| (w - 30.0).abs() < 30.0 * 0.125), "{a2:?}");
     assert_eq!(s.stats().last_minute(45.0), 2);
+  }
+
+  #[test]
+  fn a_failed_attempt_waits_then_requeues_at_the_back() {
+    let mut s = sched(1);
+    submit(&mut s, 3, 0.0); // 1
+    submit(&mut s, 3, 0.0); // 2 queued
+                            // Attempt 1 of id 1 fails with a retry in 100 ms: the slot goes to id 2 at once.
+    assert_eq!(s.settle(1, 1, false, Some(100.0), 10.0), (true, Some(2)));
+    assert_eq!(s.view(1, 10.0, true).map(|v| v.status), Some(Status::Waiting));
+    assert!(!s.is_idle());
+    let cmds = s.take_timer_cmds().unwrap_or_default();
+    assert!(cmds.contains(&TimerCmd::Arm {
+      id: 1,
+      kind: TimerKind::Retry,
+      at_ms: 110.0
+    }));
+    // Nothing counted as failed yet.
+    assert_eq!(s.totals().failed, 0);
+    // The delay ends while id 2 runs: id 1 is queued again, and starts when 2 settles.
+    assert_eq!(s.retry_due(1, 110.0), Vec::<u64>::new());
+    assert_eq!(s.queue_order(), vec![1]);
+    assert_eq!(s.settle(2, 1, true, None, 120.0), (true, Some(1)));
+    // Its second attempt; a settle tagged with the old attempt is ignored.
+    assert_eq!(s.settle(1, 1, true, None, 130.0), (false, None));
+    assert_eq!(s.settle(1, 2, true, None, 140.0), (true, None));
+    assert_eq!(
+      s.totals(),
+      Totals {
+        submitted: 2,
+        completed: 2,
+        failed: 0,
+        cancelled: 0
+      }
+    );
+    assert!(s.is_idle());
+  }
+
+  #[test]
+  fn a_timed_out_attempt_keeps_its_slot_until_it_lets_go() {
+    let mut s = sched(1);
+    s.submit(0, 0, false, 3, 50.0, 0.0); // 1, timeout 50 ms
+    assert!(s.timeout(1, Some(10.0), 50.0));
+    assert_eq!(s.slots_used(), 1, "the timed-out agent still holds the slot");
+    // The retry delay ends first: the next attempt waits for the slot.
+    assert_eq!(s.retry_due(1, 60.0), Vec::<u64>::new());
+    assert!(s.queue_order().is_empty());
+    // The old attempt settles late: its result is discarded, the next attempt starts in
+    // the slot it frees.
+    assert_eq!(s.settle(1, 1, true, None, 70.0), (false, Some(1)));
+    assert_eq!(s.running_ids(), vec![1]);
+    assert_eq!(s.execs.get(1).map(|e| e.attempt), Some(2));
+  }
+
+  #[test]
+  fn cancel_and_close_stop_pending_retries() {
+    let mut s = sched(2);
+    submit(&mut s, 3, 0.0);
+    submit(&mut s, 3, 0.0);
+    s.settle(1, 1, false, Some(1000.0), 1.0);
+    s.settle(2, 1, false, Some(1000.0), 1.0);
+    assert_eq!(s.cancel(1, 2.0), CancelOutcome::WasQueued);
+    assert_eq!(s.close(false, 3.0), vec![2]);
+    assert!(s.is_idle());
+    assert_eq!(s.totals().cancelled, 2);
+    // A retry timer that fires afterwards changes nothing.
+    assert!(s.retry_due(2, 1001.0).is_empty());
+    assert_eq!(s.view(2, 1001.0, true).map(|v| v.status), Some(Status::Cancelled));
   }
 
   #[test]
@@ -831,13 +1018,13 @@ mod tests {
     assert_eq!(s.queue_order(), vec![4, 6, 3, 5]);
     assert_eq!(s.queue_position(3), Some(3));
     assert_eq!((s.running(), s.queued()), (2, 4));
-    assert_eq!(s.settle(1, true, 1.0), (true, Some(4)));
-    assert_eq!(s.settle(4, false, 2.0), (true, Some(6)));
-    assert_eq!(s.settle(2, true, 3.0), (true, Some(3)));
-    assert_eq!(s.settle(6, true, 3.0), (true, Some(5)));
-    assert_eq!(s.settle(3, true, 3.0), (true, None));
+    assert_eq!(s.settle(1, 0, true, None, 1.0), (true, Some(4)));
+    assert_eq!(s.settle(4, 0, false, None, 2.0), (true, Some(6)));
+    assert_eq!(s.settle(2, 0, true, None, 3.0), (true, Some(3)));
+    assert_eq!(s.settle(6, 0, true, None, 3.0), (true, Some(5)));
+    assert_eq!(s.settle(3, 0, true, None, 3.0), (true, None));
     assert!(!s.is_idle());
-    assert_eq!(s.settle(5, true, 3.0), (true, None));
+    assert_eq!(s.settle(5, 0, true, None, 3.0), (true, None));
     assert!(s.is_idle());
     assert_eq!(
       s.totals(),
@@ -855,9 +1042,9 @@ mod tests {
   fn late_settle_is_discarded() {
     let mut s = sched(1);
     submit(&mut s, 3, 0.0);
-    assert_eq!(s.settle(1, true, 1.0), (true, None));
-    assert_eq!(s.settle(1, false, 2.0), (false, None));
-    assert_eq!(s.settle(99, true, 2.0), (false, None));
+    assert_eq!(s.settle(1, 0, true, None, 1.0), (true, None));
+    assert_eq!(s.settle(1, 0, false, None, 2.0), (false, None));
+    assert_eq!(s.settle(99, 0, true, None, 2.0), (false, None));
     assert_eq!(s.totals().completed, 1);
     assert_eq!(s.totals().failed, 0);
   }
@@ -873,7 +1060,7 @@ mod tests {
     assert_eq!(s.cancel(42, 1.0), CancelOutcome::NotFound);
     assert_eq!((s.running(), s.queued(), s.slots_used()), (1, 1, 1));
     assert_eq!(s.queue_order(), vec![3]);
-    assert_eq!(s.settle(1, true, 2.0), (true, Some(3)));
+    assert_eq!(s.settle(1, 0, true, None, 2.0), (true, Some(3)));
     assert_eq!(s.totals().cancelled, 1);
   }
 
@@ -893,7 +1080,7 @@ mod tests {
       at_ms: 5001.0
     }));
     // The agent settles: late result discarded, slot freed, next starts, grace disarmed.
-    assert_eq!(s.settle(1, true, 2.0), (false, Some(2)));
+    assert_eq!(s.settle(1, 0, true, None, 2.0), (false, Some(2)));
     let cmds = s.take_timer_cmds().unwrap_or_default();
     assert!(cmds.contains(&TimerCmd::Disarm {
       id: 1,
@@ -912,7 +1099,7 @@ mod tests {
     assert_eq!(s.grace_expired(1, 5001.0), vec![2]);
     assert_eq!(s.slots_used(), 1);
     // The ignoring agent finally settles: nothing changes.
-    assert_eq!(s.settle(1, true, 9000.0), (false, None));
+    assert_eq!(s.settle(1, 0, true, None, 9000.0), (false, None));
     assert_eq!(s.slots_used(), 1);
   }
 
@@ -943,8 +1130,8 @@ mod tests {
         at_ms: 60.0
       }]
     );
-    assert!(s.timeout(1, 60.0));
-    assert!(!s.timeout(1, 61.0));
+    assert!(s.timeout(1, None, 60.0));
+    assert!(!s.timeout(1, None, 61.0));
     assert_eq!(s.view(1, 60.0, true).map(|v| v.status), Some(Status::Failed));
     assert_eq!(s.totals().failed, 1);
     assert_eq!(s.slots_used(), 1);
@@ -955,7 +1142,7 @@ mod tests {
     let mut s = sched(1);
     s.submit(0, 0, false, 3, 50.0, 0.0);
     s.take_timer_cmds();
-    s.settle(1, true, 5.0);
+    s.settle(1, 0, true, None, 5.0);
     let cmds = s.take_timer_cmds().unwrap_or_default();
     assert!(cmds.contains(&TimerCmd::Disarm {
       id: 1,
@@ -974,9 +1161,9 @@ mod tests {
     assert_eq!(s.set_concurrency(3, 1.0), vec![2, 3]);
     assert_eq!(s.set_concurrency(1, 1.0), Vec::<u64>::new());
     // Lowering the limit does not stop running work, and nothing new starts above it.
-    assert_eq!(s.settle(1, true, 2.0), (true, None));
-    assert_eq!(s.settle(2, true, 2.0), (true, None));
-    assert_eq!(s.settle(3, true, 2.0), (true, Some(4)));
+    assert_eq!(s.settle(1, 0, true, None, 2.0), (true, None));
+    assert_eq!(s.settle(2, 0, true, None, 2.0), (true, None));
+    assert_eq!(s.settle(3, 0, true, None, 2.0), (true, Some(4)));
   }
 
   #[test]
@@ -1013,7 +1200,7 @@ mod tests {
       submit(&mut s, 3, f64::from(i));
     }
     for id in 1..=5u64 {
-      s.settle(id, true, 10.0 + id as f64);
+      s.settle(id, 0, true, None, 10.0 + id as f64);
     }
     // Queries see exactly the last 3 at once; the records are freed at the next batch.
     assert_eq!(s.retained(16.0), 3);
@@ -1047,7 +1234,7 @@ mod tests {
     for _ in 0..100_000 {
       let (id, started) = submit(&mut s, 3, now);
       assert!(started);
-      s.settle(id, true, now);
+      s.settle(id, 0, true, None, now);
       now += 0.01;
       s.evict(now);
       s.take_timer_cmds();
@@ -1074,7 +1261,7 @@ mod tests {
     assert!(s.view(1, 1.0, true).is_none());
     assert_eq!(s.cancel(1, 1.0), CancelOutcome::NotFound);
     assert_eq!(s.slots_used(), 1);
-    assert_eq!(s.settle(1, true, 2.0), (false, Some(2)));
+    assert_eq!(s.settle(1, 0, true, None, 2.0), (false, Some(2)));
     assert_eq!(s.records(), 1);
   }
 
@@ -1087,7 +1274,7 @@ mod tests {
     assert_eq!(s.close(true, 1.0), vec![2, 3]);
     assert!(s.submit(0, 0, false, 3, 0.0, 1.0).is_none());
     assert_eq!(s.totals().cancelled, 2);
-    assert_eq!(s.settle(1, true, 2.0), (true, None));
+    assert_eq!(s.settle(1, 0, true, None, 2.0), (true, None));
     assert!(s.is_idle());
 
     let mut s = sched(1);
@@ -1095,7 +1282,7 @@ mod tests {
       submit(&mut s, 3, 0.0);
     }
     assert!(s.close(false, 1.0).is_empty());
-    assert_eq!(s.settle(1, true, 2.0), (true, Some(2)));
+    assert_eq!(s.settle(1, 0, true, None, 2.0), (true, Some(2)));
     assert_eq!(s.abort_all(3.0), vec![3, 2]);
     assert!(s.is_idle());
     assert_eq!(s.slots_used(), 0);
@@ -1120,7 +1307,7 @@ mod tests {
     assert_eq!(s.view(id, 1.0, true).map(|v| v.progress), Some(0.0));
     assert!(!s.set_progress(id, f64::NAN));
     assert!(s.progress_tick(id, 1000.0));
-    s.settle(id, true, 1500.0);
+    s.settle(id, 0, true, None, 1500.0);
     assert!(!s.progress_tick(id, 2000.0));
     assert_eq!(s.view(id, 1600.0, true).map(|v| v.progress), Some(100.0));
   }
@@ -1135,7 +1322,7 @@ mod tests {
     assert_eq!(v.status, Status::Queued);
     assert_eq!(v.queue_position, Some(2));
     assert_eq!(v.duration, 5.0);
-    s.settle(1, true, 20.0);
+    s.settle(1, 0, true, None, 20.0);
     let v = s.view(1, 30.0, true).expect("done");
     assert_eq!(
       (v.duration, v.started_at, v.finished_at),
@@ -1160,7 +1347,7 @@ mod tests {
     for _ in 0..10 {
       submit(&mut s, 5, now);
       now += 60.0;
-      let (_, next) = s.settle(current, true, now);
+      let (_, next) = s.settle(current, 0, true, None, now);
       current = next.expect("something starts");
       order.push(current);
     }
@@ -1174,7 +1361,7 @@ mod tests {
     for _ in 0..10 {
       submit(&mut s, 5, now);
       now += 60.0;
-      current = s.settle(current, true, now).1.expect("starts");
+      current = s.settle(current, 0, true, None, now).1.expect("starts");
       assert_ne!(current, 2);
     }
   }

@@ -121,6 +121,9 @@ const fullConfig: Required<BackgroundExecutorConfig> = {
   minConcurrentAgents: 1,
   cancelGraceMs: 5000,
   agingMs: 0,
+  retries: 2,
+  retryDelayMs: 1000,
+  backoff: 'exponential',
 };
 
 // The old extension point, overridden in a subclass.
@@ -144,6 +147,7 @@ const LISTENED = [
   'watched-started',
   'execution-queued',
   'execution-started',
+  'execution-retry',
   'execution-completed',
   'execution-failed',
   'execution-cancelled',
@@ -186,7 +190,14 @@ function listenToEverything(bg: BackgroundExecutor): void {
   });
   bg.on('execution-started', (d) => {
     const mode: ExecutionMode = d.mode;
-    use(d.executionId, d.agent, d.task, mode, d.priority);
+    const attempt: number = d.attempt;
+    use(d.executionId, d.agent, d.task, mode, d.priority, attempt);
+  });
+  bg.on('execution-retry', (d) => {
+    const attempt: number = d.attempt;
+    const delayMs: number = d.delayMs;
+    const message: string = d.error;
+    use(d.executionId, d.agent, d.task, attempt, delayMs, message, d.errorObject);
   });
   bg.on('execution-completed', (d) => {
     const result: unknown = d.result;
@@ -315,6 +326,9 @@ export async function tour(): Promise<void> {
       use(update.executionId, update.agent, progress, update.detail);
     },
     artifact: 'prd.md',
+    retries: 1,
+    retryDelayMs: 250,
+    backoff: 'fixed',
   };
 
   // 1. Fire-and-forget.

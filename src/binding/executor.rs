@@ -68,6 +68,11 @@ fn to_id(id: f64) -> u64 {
   }
 }
 
+/// A retry delay from JS: negative or NaN means "no retry".
+fn retry_delay(ms: f64) -> Option<f64> {
+  (ms >= 0.0).then(|| ms.min(1e12))
+}
+
 fn ids(v: Vec<u64>) -> Vec<f64> {
   v.into_iter().map(|id| id as f64).collect()
 }
@@ -307,8 +312,9 @@ impl NativeExecutor {
   ///
   /// - submit `[1, mode + 8 * agentKey, priority, timeoutMs]` -> `io[4k+1]` = id, positive when it started
   ///   at once, negative when queued, 0 when the executor is closed;
-  /// - settle `[2 (ok) | 3 (failed), id, -, -]` -> `io[4k+2]` = the id started in the freed
-  ///   slot, or 0.
+  /// - settle `[2 (ok) | 3 (failed), id, retryDelayMs (< 0: no retry), attempt]` ->
+  ///   `io[4k+2]` = the id started in the freed slot, or 0. A failed attempt with a retry
+  ///   delay waits for its next attempt instead of failing the execution.
   ///
   /// Ids that retention dropped are written to `evicted` (the wrapper drops their values).
   /// Returns `2 * evicted_count + idle`, where idle is 1 when nothing is queued or running.
@@ -345,7 +351,18 @@ impl NativeExecutor {
           };
         }
         code @ (OP_SETTLE_OK | OP_SETTLE_FAILED) => {
-          let (_, next) = self.sched.settle(to_id(op[1]), code == OP_SETTLE_OK, now);
+          let attempt = if op[3].is_finite() {
+            op[3].clamp(0.0, 65535.0) as u16
+          } else {
+            0
+          };
+          let (_, next) = self.sched.settle(
+            to_id(op[1]),
+            attempt,
+            code == OP_SETTLE_OK,
+            retry_delay(op[2]),
+            now,
+          );
           op[2] = next.map_or(0.0, |id| id as f64);
         }
         _ => op[1] = 0.0,
@@ -374,13 +391,24 @@ impl NativeExecutor {
     r
   }
 
+  /// The timeout fired: true when a running attempt failed by it (`retry_delay_ms` >= 0:
+  /// the execution waits that long for its next attempt instead of failing).
   #[napi(catch_unwind)]
-  pub fn timeout(&mut self, env: Env, id: f64) -> bool {
+  pub fn timeout(&mut self, env: Env, id: f64, retry_delay_ms: f64) -> bool {
     let now = self.begin();
-    let r = self.sched.timeout(to_id(id), now);
+    let r = self.sched.timeout(to_id(id), retry_delay(retry_delay_ms), now);
     tracing::debug!(id, timed_out = r, "timeout fired");
     self.after(&env);
     r
+  }
+
+  /// The retry delay of `id` ended: its next attempt is queued. Returns what started.
+  #[napi(catch_unwind)]
+  pub fn retry_due(&mut self, env: Env, id: f64) -> Vec<f64> {
+    let now = self.begin();
+    let r = self.sched.retry_due(to_id(id), now);
+    self.after(&env);
+    ids(r)
   }
 
   #[napi(catch_unwind)]
