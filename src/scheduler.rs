@@ -766,11 +766,6 @@ impl Scheduler {
     self.pump(now)
   }
 
-  pub fn set_min_concurrent(&mut self, n: u32, now: f64) -> Vec<u64> {
-    self.cfg.min_concurrent = n;
-    self.pump(now)
-  }
-
   /// Stops accepting submissions. With `cancel_queued`, every queued execution is
   /// cancelled; returns those ids in start order.
   ///
@@ -1184,8 +1179,8 @@ mod tests {
       ..Config::default()
     });
     s.set_throttled(true, 0.0);
-    assert!(!submit(&mut s, 3, 0.0).1);
-    assert_eq!(s.set_min_concurrent(2, 1.0), vec![1]);
+    assert!(!submit(&mut s, 3, 0.0).1, "min 0: nothing runs while throttled");
+    assert_eq!(s.set_throttled(false, 1.0), vec![1]);
   }
 
   #[test]

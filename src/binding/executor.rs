@@ -10,7 +10,7 @@
 //! idle executor never keeps Node.js alive and pending work always does.
 
 use std::sync::Once;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
@@ -51,13 +51,6 @@ fn init_tracing() {
       .with_target(false)
       .try_init();
   });
-}
-
-fn wall_now_ms() -> f64 {
-  SystemTime::now()
-    .duration_since(UNIX_EPOCH)
-    .map(|d| d.as_secs_f64() * 1000.0)
-    .unwrap_or(0.0)
 }
 
 fn to_id(id: f64) -> u64 {
@@ -237,7 +230,7 @@ impl NativeExecutor {
     Ok(NativeExecutor {
       sched: Scheduler::new(cfg),
       epoch,
-      wall_epoch_ms: wall_now_ms(),
+      wall_epoch_ms: crate::monitor::now_ms(),
       timers: Some(timers),
       keepalive: Some(raw),
       kept_alive: false,
@@ -461,15 +454,6 @@ impl NativeExecutor {
     ids(r)
   }
 
-  #[napi(catch_unwind)]
-  pub fn set_throttled(&mut self, env: Env, throttled: bool) -> Vec<f64> {
-    let now = self.begin();
-    let r = self.sched.set_throttled(throttled, now);
-    tracing::debug!(throttled, started = r.len(), "throttle state changed");
-    self.after(&env);
-    ids(r)
-  }
-
   /// Feeds one resource sample to the throttle rules. `transition` is 1 when a throttling
   /// episode begins, 2 when it ends, 0 otherwise; `started` lists what the end let start.
   #[napi(catch_unwind)]
@@ -514,14 +498,6 @@ impl NativeExecutor {
     };
     self.after(&env);
     r
-  }
-
-  #[napi(catch_unwind)]
-  pub fn set_min_concurrent(&mut self, env: Env, n: u32) -> Vec<f64> {
-    let now = self.begin();
-    let r = self.sched.set_min_concurrent(n, now);
-    self.after(&env);
-    ids(r)
   }
 
   /// Stops accepting work; with `cancel_queued`, cancels the queue and returns those ids.
@@ -678,11 +654,5 @@ impl NativeExecutor {
   #[napi(catch_unwind)]
   pub fn is_idle(&self) -> bool {
     self.sched.is_idle()
-  }
-
-  /// Wall-clock now, ms since the Unix epoch, on the executor's monotonic timeline.
-  #[napi(catch_unwind)]
-  pub fn wall_now(&self) -> f64 {
-    self.wall_epoch_ms + self.now()
   }
 }

@@ -173,11 +173,6 @@ impl NativeMonitor {
     Ok(true)
   }
 
-  #[napi(getter, catch_unwind)]
-  pub fn running(&self) -> bool {
-    self.running.is_some()
-  }
-
   /// Takes a sample now (on the calling thread) and records it in the trends.
   #[napi(catch_unwind)]
   pub fn sample_now(&self) -> Result<NativeSample> {
@@ -222,11 +217,6 @@ impl NativeMonitor {
         })
         .collect(),
     }
-  }
-
-  #[napi(catch_unwind)]
-  pub fn set_thresholds(&self, cpu: f64, memory: f64) {
-    lock(&self.shared).thresholds = Thresholds { cpu, memory };
   }
 }
 
