@@ -107,6 +107,7 @@ class Extras {
     this.admitted = null; // resolves an id-returning call once the core has answered
     this.retry = null; // { retries, delayMs, backoff } when the options override the config
     this.retryEvent = null; // the execution-retry payload waiting for the core's answer
+    this.timeoutMs = undefined; // options.timeout, when given
   }
 }
 
@@ -411,9 +412,19 @@ class BackgroundExecutor extends EventEmitter {
     let priority = this._modePriority[mode];
     let timeout = this._defaultTimeout;
     let retry = null;
+    let signal = null;
+    let onProgress = null;
+    let timeoutGiven = false;
     if (options !== undefined && options !== null) {
       if (typeof options !== 'object') throw typeError(`options must be an object, got ${describe(options)}`);
+      // Each option is read exactly once (a getter may have side effects or change its mind).
       const p = options.priority;
+      const t = options.timeout;
+      const sig = options.signal;
+      const onp = options.onProgress;
+      const retries = options.retries;
+      const retryDelayMs = options.retryDelayMs;
+      const backoff = options.backoff;
       if (p !== undefined) {
         priority = typeof p === 'string' ? this._levels.get(p) : undefined;
         if (priority === undefined) {
@@ -425,26 +436,33 @@ class BackgroundExecutor extends EventEmitter {
         }
         level = p;
       }
-      if (options.timeout !== undefined && options.timeout !== null) {
-        timeout = integer('options.timeout', options.timeout, 1, MAX_MS, 0);
+      if (t !== undefined && t !== null) {
+        timeout = integer('options.timeout', t, 1, MAX_MS, 0);
+        timeoutGiven = true;
       }
-      const signal = options.signal;
-      if (signal !== undefined && signal !== null && !(signal instanceof AbortSignal)) {
-        throw typeError(`options.signal must be an AbortSignal, got ${describe(signal)}`);
+      if (sig !== undefined && sig !== null) {
+        if (!(sig instanceof AbortSignal)) throw typeError(`options.signal must be an AbortSignal, got ${describe(sig)}`);
+        signal = sig;
       }
-      const onProgress = options.onProgress;
-      if (onProgress !== undefined && onProgress !== null && typeof onProgress !== 'function') {
-        throw typeError(`options.onProgress must be a function, got ${describe(onProgress)}`);
+      if (onp !== undefined && onp !== null) {
+        if (typeof onp !== 'function') throw typeError(`options.onProgress must be a function, got ${describe(onp)}`);
+        onProgress = onp;
       }
-      if (options.retries !== undefined || options.retryDelayMs !== undefined || options.backoff !== undefined) {
-        retry = retryPolicy(options, this.config, 'options.');
+      if (retries !== undefined || retryDelayMs !== undefined || backoff !== undefined) {
+        retry = retryPolicy({ retries, retryDelayMs, backoff }, this.config, 'options.');
       }
     } else {
       options = undefined;
     }
     if (this._closing) throw this._closedError();
     const rec = new Execution(mode, agent, task, options, level);
-    if (retry !== null) extras(rec).retry = retry;
+    if (retry !== null || signal !== null || onProgress !== null || timeoutGiven) {
+      const x = extras(rec);
+      x.retry = retry;
+      x.userSignal = signal; // wired once the core has answered (_submitted)
+      x.onProgress = onProgress;
+      if (timeoutGiven) x.timeoutMs = timeout;
+    }
     let key = this._agentKeys.get(agent);
     if (key === undefined) key = this._internAgent(agent);
     this._push(rec, OP_SUBMIT, mode + 8 * key, priority, timeout);
@@ -539,19 +557,14 @@ class BackgroundExecutor extends EventEmitter {
     if (rec.mode < M_EXECUTE && events[MODE_EVENTS[rec.mode]] !== undefined) {
       this._emit(MODE_EVENTS[rec.mode], { executionId: extId(id), agent: rec.agent, task: rec.task, priority: rec.priority });
     }
-    const options = rec.options;
-    if (options !== undefined) {
-      if (typeof options.onProgress === 'function') extras(rec).onProgress = options.onProgress;
-      const signal = options.signal;
-      if (signal) {
-        if (signal.aborted) {
-          this._cancelRec(rec, this._cancelledError(rec, signal.reason));
-        } else {
-          const x = extras(rec);
-          x.userSignal = signal;
-          x.onUserAbort = () => this._cancelRec(rec, this._cancelledError(rec, signal.reason));
-          signal.addEventListener('abort', x.onUserAbort, { once: true });
-        }
+    const x = rec.x;
+    if (x !== null && x.userSignal !== null) {
+      const signal = x.userSignal;
+      if (signal.aborted) {
+        this._cancelRec(rec, this._cancelledError(rec, signal.reason));
+      } else {
+        x.onUserAbort = () => this._cancelRec(rec, this._cancelledError(rec, signal.reason));
+        signal.addEventListener('abort', x.onUserAbort, { once: true });
       }
     }
     if (rec.x !== null && rec.x.admitted !== null) {
@@ -804,7 +817,7 @@ class BackgroundExecutor extends EventEmitter {
   }
 
   _unwireSignal(x) {
-    x.userSignal.removeEventListener('abort', x.onUserAbort);
+    if (x.onUserAbort !== null) x.userSignal.removeEventListener('abort', x.onUserAbort);
     x.userSignal = null;
     x.onUserAbort = null;
   }
@@ -1000,8 +1013,7 @@ class BackgroundExecutor extends EventEmitter {
   }
 
   _timeoutOf(rec) {
-    const t = rec.options !== undefined ? rec.options.timeout : undefined;
-    return typeof t === 'number' ? t : this._defaultTimeout;
+    return rec.x !== null && rec.x.timeoutMs !== undefined ? rec.x.timeoutMs : this._defaultTimeout;
   }
 
   _collectEvicted() {
