@@ -179,7 +179,8 @@ test('memory trip: an agent holding ~300 MB in its child throttles, and its exit
 test('minConcurrentAgents 0: nothing starts while throttled, everything runs after', async (t) => {
   const base = currentMemoryMb();
   const maxMemoryMb = Math.round(base + 120);
-  const bg = new BackgroundExecutor({ maxConcurrentAgents: 3, minConcurrentAgents: 0, monitorIntervalMs: 50, maxMemoryMb });
+  // maxCpuPercent 100: only memory can trip here, however busy the shared machine is.
+  const bg = new BackgroundExecutor({ maxConcurrentAgents: 3, minConcurrentAgents: 0, monitorIntervalMs: 50, maxMemoryMb, maxCpuPercent: 100 });
   const ev = recorder(bg);
   const tr = tracker();
   bg.registerAgent('work', async () => {
@@ -216,6 +217,7 @@ test('throttleIfExceeded: false — thresholds are reported but nothing throttle
     minConcurrentAgents: 1,
     monitorIntervalMs: 50,
     maxMemoryMb: 1, // always exceeded
+    maxCpuPercent: 100, // only memory is exceeded, however busy the shared machine is
     throttleIfExceeded: false,
   });
   const ev = recorder(bg);
