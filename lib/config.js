@@ -50,7 +50,12 @@ function retryPolicy(source, defaults, prefix = '') {
 }
 
 function isPlainObject(v) {
-  return v !== null && typeof v === 'object' && !Array.isArray(v);
+  if (v === null || typeof v !== 'object') return false;
+  try {
+    return !Array.isArray(v);
+  } catch {
+    return false; // a revoked Proxy: not an object we can read
+  }
 }
 
 function integer(name, value, min, max, fallback) {

@@ -9,6 +9,24 @@ function coded(Ctor, code, message, extra) {
   return err;
 }
 
+/** Array.isArray that never throws (it does on a revoked Proxy). */
+function isArray(value) {
+  try {
+    return Array.isArray(value);
+  } catch {
+    return false;
+  }
+}
+
+/** `value instanceof Ctor` that never throws (a Proxy's getPrototypeOf trap may). */
+function isInstance(value, Ctor) {
+  try {
+    return value instanceof Ctor;
+  } catch {
+    return false;
+  }
+}
+
 /** A short, never-throwing description of any value, for error messages. */
 function describe(value) {
   switch (typeof value) {
@@ -28,8 +46,8 @@ function describe(value) {
       return String(value);
     default:
       if (value === null) return 'null';
-      if (Array.isArray(value)) return `an array of length ${value.length}`;
       try {
+        if (Array.isArray(value)) return `an array of length ${value.length}`;
         const tag = Object.prototype.toString.call(value);
         return tag === '[object Object]' ? 'an object' : `an ${tag.slice(8, -1)}`;
       } catch {
@@ -55,4 +73,4 @@ function messageOf(reason) {
 const typeError = (message) => coded(TypeError, 'ERR_INVALID_ARG', message);
 const rangeError = (message) => coded(RangeError, 'ERR_INVALID_ARG', message);
 
-module.exports = { coded, describe, messageOf, typeError, rangeError };
+module.exports = { coded, describe, messageOf, typeError, rangeError, isArray, isInstance };

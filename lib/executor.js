@@ -17,7 +17,7 @@
 
 const { EventEmitter } = require('node:events');
 const binding = require('../binding.js');
-const { coded, describe, messageOf, typeError } = require('./errors.js');
+const { coded, describe, messageOf, typeError, isArray, isInstance } = require('./errors.js');
 const { parseConfig, retryPolicy, integer, isPlainObject, MAX_MS, MAX_INT32 } = require('./config.js');
 const { ResourceMonitor } = require('./monitor.js');
 
@@ -56,11 +56,13 @@ const MAX_AGENT_KEYS = 4096;
 
 const ID_PREFIX = 'exec-';
 const extId = (id) => ID_PREFIX + id;
+const ID_PATTERN = /^exec-[1-9][0-9]{0,15}$/;
 
+/** The number in an id this executor issued (`exec-<n>`, canonical digits only), else 0. */
 function parseId(value) {
-  if (typeof value !== 'string' || !value.startsWith(ID_PREFIX)) return 0;
+  if (typeof value !== 'string' || !ID_PATTERN.test(value)) return 0;
   const n = Number(value.slice(ID_PREFIX.length));
-  return Number.isSafeInteger(n) && n > 0 ? n : 0;
+  return Number.isSafeInteger(n) ? n : 0;
 }
 
 /** Operations waiting for the next `sync`: four numbers each, plus the record they concern. */
@@ -416,7 +418,7 @@ class BackgroundExecutor extends EventEmitter {
     let onProgress = null;
     let timeoutGiven = false;
     if (options !== undefined && options !== null) {
-      if (typeof options !== 'object') throw typeError(`options must be an object, got ${describe(options)}`);
+      if (!isPlainObject(options)) throw typeError(`options must be an object, got ${describe(options)}`);
       // Each option is read exactly once (a getter may have side effects or change its mind).
       const p = options.priority;
       const t = options.timeout;
@@ -441,7 +443,7 @@ class BackgroundExecutor extends EventEmitter {
         timeoutGiven = true;
       }
       if (sig !== undefined && sig !== null) {
-        if (!(sig instanceof AbortSignal)) throw typeError(`options.signal must be an AbortSignal, got ${describe(sig)}`);
+        if (!isInstance(sig, AbortSignal)) throw typeError(`options.signal must be an AbortSignal, got ${describe(sig)}`);
         signal = sig;
       }
       if (onp !== undefined && onp !== null) {
@@ -1331,7 +1333,7 @@ class BackgroundExecutor extends EventEmitter {
   // ----- aggregation ---------------------------------------------------------------------
 
   async executeMultiple(agents, task, options) {
-    if (!Array.isArray(agents) || agents.length === 0) {
+    if (!isArray(agents) || agents.length === 0) {
       throw typeError(`agents must be a non-empty array of agent names, got ${describe(agents)}`);
     }
     for (let i = 0; i < agents.length; i++) {
@@ -1419,22 +1421,10 @@ class BackgroundExecutor extends EventEmitter {
     if (this._shutdownPromise !== null) return this._shutdownPromise;
     let mode = 'cancel';
     let timeoutMs;
-    if (options !== undefined && options !== null) {
-      if (!isPlainObject(options)) return rejected(typeError(`shutdown options must be an object, got ${describe(options)}`));
-      if (options.mode !== undefined) {
-        if (options.mode !== 'cancel' && options.mode !== 'drain') {
-          const Err = typeof options.mode === 'string' ? RangeError : TypeError;
-          return rejected(coded(Err, 'ERR_INVALID_ARG', `options.mode must be "cancel" or "drain", got ${describe(options.mode)}`));
-        }
-        mode = options.mode;
-      }
-      if (options.timeoutMs !== undefined) {
-        try {
-          timeoutMs = integer('options.timeoutMs', options.timeoutMs, 0, MAX_MS, undefined);
-        } catch (err) {
-          return rejected(err);
-        }
-      }
+    try {
+      ({ mode, timeoutMs } = shutdownOptions(options));
+    } catch (err) {
+      return rejected(err);
     }
     this._flush();
     this._closing = true;
@@ -1506,6 +1496,22 @@ class BackgroundExecutor extends EventEmitter {
       });
     }
   }
+}
+
+/** Validates `shutdown(options)`; reads each option once. */
+function shutdownOptions(options) {
+  if (options === undefined || options === null) return { mode: 'cancel', timeoutMs: undefined };
+  if (!isPlainObject(options)) throw typeError(`shutdown options must be an object, got ${describe(options)}`);
+  const mode = options.mode;
+  const timeout = options.timeoutMs;
+  if (mode !== undefined && mode !== 'cancel' && mode !== 'drain') {
+    const Err = typeof mode === 'string' ? RangeError : TypeError;
+    throw coded(Err, 'ERR_INVALID_ARG', `options.mode must be "cancel" or "drain", got ${describe(mode)}`);
+  }
+  return {
+    mode: mode === undefined ? 'cancel' : mode,
+    timeoutMs: integer('options.timeoutMs', timeout, 0, MAX_MS, undefined),
+  };
 }
 
 const BASE_SPAWN = BackgroundExecutor.prototype.spawnAgentProcess;
