@@ -6,6 +6,9 @@ import { EventEmitter } from 'node:events';
 import BackgroundExecutor from '../index.mjs';
 import { test, exitIfWorkLeftBehind, sleep, waitUntil, runScript } from './helpers.mjs';
 
+// Child scripts import this checkout's entry point (wherever the clone is).
+const ENTRY = new URL('../index.mjs', import.meta.url).href;
+
 exitIfWorkLeftBehind();
 
 function capture() {
@@ -598,7 +601,7 @@ bg.registerAgent('validator', async () => { await sleep(20); return { traceable:
 // The guide's example, verbatim except the import line and the agent registration.
 function exampleIntegration(monitorMs) {
   return `
-import BackgroundExecutor from '/work/main/index.mjs';
+import BackgroundExecutor from '${ENTRY}';
 
 
 const bg = new BackgroundExecutor({

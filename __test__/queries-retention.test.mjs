@@ -2,6 +2,9 @@
 import assert from 'node:assert/strict';
 import { test, exitIfWorkLeftBehind, makeExecutor, sleep, deferred, waitUntil, runScript } from './helpers.mjs';
 
+// Child scripts import this checkout's entry point (wherever the clone is).
+const ENTRY = new URL('../index.mjs', import.meta.url).href;
+
 exitIfWorkLeftBehind();
 
 test('getExecutionStatus follows an execution through queued -> running -> completed', async () => {
@@ -410,7 +413,7 @@ test('resultTtlMs does not expire queued or running executions', async () => {
 
 test('memory stays flat over 200k executions with default retention (child node --expose-gc)', async () => {
   const script = `
-import { BackgroundExecutor } from '/work/main/index.mjs';
+import { BackgroundExecutor } from '${ENTRY}';
 
 const bg = new BackgroundExecutor({ maxConcurrentAgents: 64, throttleIfExceeded: false, agents: { t: (task) => task } });
 async function run(n) {

@@ -2,6 +2,9 @@
 import assert from 'node:assert/strict';
 import { test, exitIfWorkLeftBehind, makeExecutor, sleep, deferred, runScript } from './helpers.mjs';
 
+// Child scripts import this checkout's entry point (wherever the clone is).
+const ENTRY = new URL('../index.mjs', import.meta.url).href;
+
 exitIfWorkLeftBehind();
 
 const isShutDown = (err) => {
@@ -218,7 +221,7 @@ const stamp = (out, tag) => {
 
 test('process: submitted work keeps Node alive until it completes, then the process exits 0', async () => {
   const out = await runScript(`
-import { BackgroundExecutor } from '/work/main/index.mjs';
+import { BackgroundExecutor } from '${ENTRY}';
 const bg = new BackgroundExecutor({ maxConcurrentAgents: 1 });
 await bg.initialize();
 // the agents hold nothing themselves: their timers are unref'd
@@ -245,7 +248,7 @@ process.stdout.write('TOP-LEVEL-END=' + Date.now() + '\\n');
 
 test('process: a script that only initializes exits at once', async () => {
   const out = await runScript(`
-import { BackgroundExecutor } from '/work/main/index.mjs';
+import { BackgroundExecutor } from '${ENTRY}';
 const bg = new BackgroundExecutor();
 await bg.initialize();
 process.stdout.write('TOP-LEVEL-END=' + Date.now() + '\\n');
@@ -259,7 +262,7 @@ process.stdout.write('TOP-LEVEL-END=' + Date.now() + '\\n');
 
 test('process: an executor that finished its work and was never shut down lets the process exit', async () => {
   const out = await runScript(`
-import { BackgroundExecutor } from '/work/main/index.mjs';
+import { BackgroundExecutor } from '${ENTRY}';
 const bg = new BackgroundExecutor({ progressIntervalMs: 50, resultTtlMs: 60000, defaultTimeoutMs: 60000 });
 await bg.initialize();
 bg.registerAgent('quick', (t) => t);
@@ -275,7 +278,7 @@ process.stdout.write('TOP-LEVEL-END=' + Date.now() + '\\n');
 
 test('process: shutdown({ timeoutMs: 300 }) with an agent that never settles exits shortly after 300 ms', async () => {
   const out = await runScript(`
-import { BackgroundExecutor } from '/work/main/index.mjs';
+import { BackgroundExecutor } from '${ENTRY}';
 const bg = new BackgroundExecutor();
 await bg.initialize();
 let signal;
@@ -296,7 +299,7 @@ process.stdout.write('SHUTDOWN-RESOLVED=' + Date.now() + ' aborted=' + signal.ab
 
 test('process: a paused executor with queued work keeps the process alive until resume()', async () => {
   const out = await runScript(`
-import { BackgroundExecutor } from '/work/main/index.mjs';
+import { BackgroundExecutor } from '${ENTRY}';
 
 const bg = new BackgroundExecutor();
 bg.pause();

@@ -36,7 +36,7 @@ const STATUS_NAMES = ['queued', 'running', 'completed', 'failed', 'cancelled'];
 const OP_SUBMIT = 1;
 const OP_SETTLE_OK = 2;
 const OP_SETTLE_FAILED = 3;
-const BATCH_CAPACITY = 2048;
+const BATCH_CAPACITY = 512;
 
 // Timer kinds (see TimerKind in src/scheduler.rs).
 const K_TIMEOUT = 1;
@@ -49,7 +49,7 @@ const K_RETRY = 6;
 /** Agent starts per event-loop turn before the executor yields (setImmediate). */
 const START_BUDGET = 1024;
 /** Room for the ids retention drops during one sync. */
-const EVICT_CAPACITY = 4096;
+const EVICT_CAPACITY = 1024;
 
 /** Distinct agent names with their own statistics; later names share key 0 ("other"). */
 const MAX_AGENT_KEYS = 4096;
@@ -85,6 +85,7 @@ class Execution {
     this.priority = priority; // level name
     this.attempt = 0; // attempts started so far
     this.phase = 0; // 0 queued, 1 an attempt is running, 2 waiting for a retry
+    this.called = false; // the running attempt's agent has been called
     this.done = false;
     this.status = null; // terminal status name once done
     this.value = undefined; // result, or error, once settled
@@ -581,9 +582,38 @@ class BackgroundExecutor extends EventEmitter {
   // ----- running -----------------------------------------------------------------------
 
   /** Starts an execution the core has marked running; yields to the event loop when due. */
+  /**
+   * The core has started `rec` (a new attempt holds a slot and its timeout runs from now):
+   * count the attempt at once, and call the agent now or — past the per-turn budget — after
+   * yielding to the event loop.
+   */
   _launch(rec) {
+    if (rec.done) {
+      // Cancelled between the core's start decision and now: give the slot back.
+      this._push(rec, OP_SETTLE_FAILED, rec.id, -1, rec.attempt + 1);
+      return;
+    }
+    const attempt = ++rec.attempt;
+    rec.phase = 1;
+    rec.called = false;
+    if (attempt > 1 && rec.x !== null) {
+      // A fresh signal for the new attempt.
+      rec.x.controller = null;
+      rec.x.abortReason = undefined;
+    }
+    // Started now, as far as the core (slots, timeout) and listeners are concerned.
+    if (this._events['execution-started'] !== undefined) {
+      this._emit('execution-started', {
+        executionId: extId(rec.id),
+        agent: rec.agent,
+        task: rec.task,
+        mode: MODE_NAMES[rec.mode],
+        priority: rec.priority,
+        attempt,
+      });
+    }
     if (this._budget <= 0 || this._deferred.length > 0) {
-      this._deferred.push(rec);
+      this._deferred.push(rec, attempt);
       if (!this._yieldScheduled) {
         this._yieldScheduled = true;
         setImmediate(this._resumeDeferred);
@@ -591,18 +621,23 @@ class BackgroundExecutor extends EventEmitter {
       return;
     }
     this._budget--;
-    this._run(rec);
+    this._run(rec, attempt);
   }
 
   _runDeferred() {
     this._yieldScheduled = false;
     this._budget = START_BUDGET;
-    const list = this._deferred;
+    const list = this._deferred; // rec, attempt, rec, attempt, ...
     this._deferred = [];
     let i = 0;
-    for (; i < list.length && this._budget > 0; i++) {
+    for (; i < list.length && this._budget > 0; i += 2) {
       this._budget--;
-      this._run(list[i]);
+      const rec = list[i];
+      // Its timeout counts from the call, not from the core's start decision.
+      if (rec.phase === 1 && !rec.done && list[i + 1] === rec.attempt && this._timeoutOf(rec) > 0) {
+        this._native.restartTimeout(rec.id);
+      }
+      this._run(rec, list[i + 1]);
     }
     if (i < list.length) {
       // Keep the rest, in order, for the next turn.
@@ -621,30 +656,16 @@ class BackgroundExecutor extends EventEmitter {
     }
   }
 
-  _run(rec) {
-    if (rec.done) {
-      // Cancelled between the core's start decision and this turn: give the slot back.
-      this._push(rec, OP_SETTLE_FAILED, rec.id, -1, rec.attempt + 1);
+  /** Calls the agent for `attempt` of `rec`, unless that attempt ended while it waited. */
+  _run(rec, attempt) {
+    if (attempt !== rec.attempt) return; // a later attempt exists: this one's slot is gone
+    if (rec.done || rec.phase !== 1) {
+      // Cancelled before its agent was even called: give the slot back now.
+      this._push(rec, OP_SETTLE_FAILED, rec.id, -1, attempt);
       return;
     }
-    const attempt = ++rec.attempt;
-    rec.phase = 1;
-    if (attempt > 1 && rec.x !== null) {
-      // A fresh signal for the new attempt.
-      rec.x.controller = null;
-      rec.x.abortReason = undefined;
-    }
+    rec.called = true;
     const ctx = new AgentContext(this, rec);
-    if (this._events['execution-started'] !== undefined) {
-      this._emit('execution-started', {
-        executionId: extId(rec.id),
-        agent: rec.agent,
-        task: rec.task,
-        mode: MODE_NAMES[rec.mode],
-        priority: rec.priority,
-        attempt,
-      });
-    }
     let value;
     try {
       if (this.spawnAgentProcess !== BASE_SPAWN) {
@@ -941,6 +962,8 @@ class BackgroundExecutor extends EventEmitter {
           this._native.timeout(id, -1);
           return;
         }
+        // A deferred start whose agent is not called yet: its timeout restarts at the call.
+        if (rec.phase === 1 && !rec.called) return;
         const retryDelay = this._retryLeft(rec) ? this._retryDelay(rec) : -1;
         if (!this._native.timeout(id, retryDelay)) return;
         const ms = this._timeoutOf(rec);

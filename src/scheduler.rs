@@ -559,6 +559,17 @@ impl Scheduler {
     self.queue.push(id, exec.priority);
   }
 
+  /// The agent of a running attempt is only now being called (its start was deferred to
+  /// keep the event loop responsive): its timeout counts from now.
+  pub fn restart_timeout(&mut self, id: u64, now: f64) {
+    if let Some(exec) = self.execs.get_mut(id) {
+      if exec.status == Status::Running && exec.timeout_ms > 0 {
+        let at = now + f64::from(exec.timeout_ms);
+        arm(&mut self.timer_cmds, exec, id, TimerKind::Timeout, at);
+      }
+    }
+  }
+
   /// The timeout of `id` fired. Returns true when a running attempt failed by it: the
   /// execution fails, or with `retry_delay_ms` waits for its next attempt. Either way the
   /// timed-out agent keeps the slot until it settles or the grace period ends.

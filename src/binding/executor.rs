@@ -395,6 +395,14 @@ impl NativeExecutor {
     r
   }
 
+  /// The agent of `id` is called only now (a deferred start): its timeout restarts.
+  #[napi(catch_unwind)]
+  pub fn restart_timeout(&mut self, env: Env, id: f64) {
+    let now = self.begin();
+    self.sched.restart_timeout(to_id(id), now);
+    self.after(&env);
+  }
+
   /// The retry delay of `id` ended: its next attempt is queued. Returns what started.
   #[napi(catch_unwind)]
   pub fn retry_due(&mut self, env: Env, id: f64) -> Vec<f64> {

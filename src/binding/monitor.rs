@@ -1,16 +1,16 @@
 //! `NativeMonitor`: resource sampling on the shared tokio runtime, delivered to JS through a
 //! weak threadsafe function (it never keeps Node.js alive). `stop()` aborts the sampling task
-//! and joins it before returning; an env cleanup hook does the same when Node.js exits.
+//! and joins it before returning. When Node.js exits, the threadsafe function is closed and
+//! the sampling loop ends at its next tick (a call that reports `Closing` ends it).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
-use napi::CleanupEnvHook;
 use napi_derive::napi;
 use tokio::runtime::Handle;
-use tokio::task::{AbortHandle, JoinHandle};
+use tokio::task::JoinHandle;
 
 use crate::monitor::{Sample, Sampler, Thresholds, Trends};
 use crate::runtime;
@@ -85,7 +85,6 @@ fn lock(m: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 
 struct Running {
   task: JoinHandle<()>,
-  hook: Option<CleanupEnvHook<AbortHandle>>,
 }
 
 #[napi]
@@ -129,7 +128,7 @@ impl NativeMonitor {
 
   /// Starts periodic sampling; false when it was already running.
   #[napi(catch_unwind)]
-  pub fn start(&mut self, env: Env, interval_ms: f64) -> Result<bool> {
+  pub fn start(&mut self, interval_ms: f64) -> Result<bool> {
     if self.running.is_some() {
       return Ok(false);
     }
@@ -144,31 +143,27 @@ impl NativeMonitor {
         ticker.tick().await;
         let sample = lock(&shared).take_sample();
         if let Some(sample) = sample {
-          callback.call(sample, ThreadsafeFunctionCallMode::NonBlocking);
+          if callback.call(sample, ThreadsafeFunctionCallMode::NonBlocking) == Status::Closing {
+            break; // Node.js is shutting down this environment
+          }
         }
       }
     });
-    let hook = env.add_env_cleanup_hook(task.abort_handle(), |h| h.abort())?;
+    // No env cleanup hook: napi-rs leaks the hook's box on removal (one per start/stop).
     tracing::debug!(interval_ms, "monitor started");
-    self.running = Some(Running {
-      task,
-      hook: Some(hook),
-    });
+    self.running = Some(Running { task });
     Ok(true)
   }
 
   /// Stops sampling and waits for the task to end; false when it was not running.
   #[napi(catch_unwind)]
-  pub fn stop(&mut self, env: Env) -> Result<bool> {
+  pub fn stop(&mut self) -> Result<bool> {
     let Some(mut running) = self.running.take() else {
       return Ok(false);
     };
     running.task.abort();
     // Join: we are on the JS thread, never a runtime thread, so blocking here is allowed.
     let _ = self.rt.block_on(&mut running.task);
-    if let Some(hook) = running.hook.take() {
-      env.remove_env_cleanup_hook(hook)?;
-    }
     tracing::debug!("monitor stopped");
     Ok(true)
   }
@@ -224,8 +219,6 @@ impl Drop for NativeMonitor {
   fn drop(&mut self) {
     if let Some(running) = self.running.take() {
       running.task.abort();
-      // The cleanup hook (if any) stays registered until the env goes: it only aborts a
-      // task that has already ended, which is harmless.
     }
   }
 }
