@@ -32,6 +32,7 @@ export type AggregationReport = Executor.AggregationReport;
 export type MultipleOptions = Executor.MultipleOptions;
 export type AggregationResult = Executor.AggregationResult;
 export type ShutdownOptions = Executor.ShutdownOptions;
+export type ExecutionEndedEvent = Executor.ExecutionEndedEvent;
 export type SubmittedEvent = Executor.SubmittedEvent;
 export type ThresholdExceededEvent = Executor.ThresholdExceededEvent;
 export type BackgroundExecutorEvents = Executor.BackgroundExecutorEvents;

@@ -305,6 +305,21 @@ declare namespace Types {
     timeoutMs?: number;
   }
 
+  /** Payload of `execution-failed` and `execution-cancelled`. */
+  export interface ExecutionEndedEvent {
+    executionId: ExecutionId;
+    agent: string;
+    task: string;
+    mode: ExecutionMode;
+    /** The error's message. */
+    error: string;
+    /** The original value thrown or rejected (or the executor's cancel/timeout error). */
+    errorObject: unknown;
+    /** The error's `code`, when it has one. */
+    code: string | undefined;
+    duration: number;
+  }
+
   export interface SubmittedEvent {
     executionId: ExecutionId;
     agent: string;
@@ -356,30 +371,8 @@ declare namespace Types {
     'execution-completed': [
       { executionId: ExecutionId; agent: string; task: string; mode: ExecutionMode; result: unknown; duration: number },
     ];
-    'execution-failed': [
-      {
-        executionId: ExecutionId;
-        agent: string;
-        task: string;
-        mode: ExecutionMode;
-        error: string;
-        errorObject: unknown;
-        code: string | undefined;
-        duration: number;
-      },
-    ];
-    'execution-cancelled': [
-      {
-        executionId: ExecutionId;
-        agent: string;
-        task: string;
-        mode: ExecutionMode;
-        error: string;
-        errorObject: unknown;
-        code: string | undefined;
-        duration: number;
-      },
-    ];
+    'execution-failed': [ExecutionEndedEvent];
+    'execution-cancelled': [ExecutionEndedEvent];
     'callback-error': [{ executionId: ExecutionId; agent: string; error: unknown }];
     'progress-update': [
       { executionId: ExecutionId; agent: string; progress: number; status: ExecutionStatus; duration: number; detail: unknown },
@@ -556,6 +549,7 @@ declare namespace BackgroundExecutor {
   export import MultipleOptions = Types.MultipleOptions;
   export import AggregationResult = Types.AggregationResult;
   export import ShutdownOptions = Types.ShutdownOptions;
+  export import ExecutionEndedEvent = Types.ExecutionEndedEvent;
   export import SubmittedEvent = Types.SubmittedEvent;
   export import ThresholdExceededEvent = Types.ThresholdExceededEvent;
   export import BackgroundExecutorEvents = Types.BackgroundExecutorEvents;
