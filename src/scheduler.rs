@@ -564,6 +564,7 @@ impl Scheduler {
   pub fn restart_timeout(&mut self, id: u64, now: f64) {
     if let Some(exec) = self.execs.get_mut(id) {
       if exec.status == Status::Running && exec.timeout_ms > 0 {
+        exec.started_at = now; // the attempt really starts now; its deadline moves with it
         let at = now + f64::from(exec.timeout_ms);
         arm(&mut self.timer_cmds, exec, id, TimerKind::Timeout, at);
       }
@@ -575,7 +576,13 @@ impl Scheduler {
   /// timed-out agent keeps the slot until it settles or the grace period ends.
   pub fn timeout(&mut self, id: u64, retry_delay_ms: Option<f64>, now: f64) -> bool {
     match self.execs.get_mut(id) {
-      Some(exec) if exec.status == Status::Running => {
+      // A firing earlier than this attempt's deadline is a stale one (an earlier attempt's,
+      // or from before a restart): ignore it.
+      Some(exec)
+        if exec.status == Status::Running
+          && exec.timeout_ms > 0
+          && now + 1.0 >= exec.started_at + f64::from(exec.timeout_ms) =>
+      {
         exec.timers &= !TimerKind::Timeout.bit();
         match retry_delay_ms {
           Some(delay) => self.wait_for_retry(id, delay, now),
@@ -627,11 +634,16 @@ impl Scheduler {
 
   /// The grace period of a zombie ended: free its slot. Returns what started in it.
   pub fn grace_expired(&mut self, id: u64, now: f64) -> Vec<u64> {
-    if let Some(exec) = self.execs.get_mut(id) {
-      exec.timers &= !TimerKind::Grace.bit();
+    match self.execs.get_mut(id) {
+      // Only while its grace period is armed: a firing that was already on its way when
+      // the zombie settled must not free the slot of whatever runs now (its next attempt).
+      Some(exec) if exec.timers & TimerKind::Grace.bit() != 0 => {
+        exec.timers &= !TimerKind::Grace.bit();
+        self.release_slot(id);
+        self.pump(now)
+      }
+      _ => Vec::new(),
     }
-    self.release_slot(id);
-    self.pump(now)
   }
 
   fn release_slot(&mut self, id: u64) {
@@ -1001,6 +1013,23 @@ mod tests {
     // A retry timer that fires afterwards changes nothing.
     assert!(s.retry_due(2, 1001.0).is_empty());
     assert_eq!(s.view(2, 1001.0, true).map(|v| v.status), Some(Status::Cancelled));
+  }
+
+  #[test]
+  fn stale_grace_and_timeout_firings_are_ignored() {
+    let mut s = sched(1);
+    s.submit(0, 0, false, 3, 50.0, 0.0); // 1: timeout 50
+    assert!(s.timeout(1, Some(0.0), 50.0)); // zombie with grace armed; retry due at once
+    s.retry_due(1, 50.0); // ready, waits for the slot
+                          // The zombie settles: its slot goes to attempt 2 at once.
+    assert_eq!(s.settle(1, 1, true, None, 60.0), (false, Some(1)));
+    assert_eq!(s.slots_used(), 1);
+    // A grace expiry already in flight arrives late: it must not free attempt 2's slot.
+    assert!(s.grace_expired(1, 61.0).is_empty());
+    assert_eq!(s.slots_used(), 1);
+    // The first attempt's timeout firing arriving now is stale for attempt 2 (deadline 110).
+    assert!(!s.timeout(1, None, 62.0));
+    assert!(s.timeout(1, None, 110.0));
   }
 
   #[test]
