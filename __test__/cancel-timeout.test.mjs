@@ -1,6 +1,5 @@
 // Cancellation, AbortSignals, timeouts and the cancel grace slot rule (contract §3, §5, §9).
 import assert from 'node:assert/strict';
-import BackgroundExecutor, { BackgroundExecutor as Named } from '../index.mjs';
 import { test, shutDownAfterEach, sleep, gate, waitUntil, settleOf, terminalEvents, assertOneTerminal } from './helpers.mjs';
 
 // Executors made with create() are shut down after each test, even a failed one.
@@ -17,10 +16,6 @@ function honouring(delayMs = 0, onStart) {
       });
     });
 }
-
-test('the ESM entry exports one class', () => {
-  assert.equal(BackgroundExecutor, Named);
-});
 
 // ----- cancelling queued executions -------------------------------------------------------
 
