@@ -20,6 +20,7 @@ const binding = require('../binding.js');
 const { coded, describe, messageOf, typeError, isArray, isInstance } = require('./errors.js');
 const { parseConfig, retryPolicy, integer, isPlainObject, MAX_MS, MAX_INT32 } = require('./config.js');
 const { ResourceMonitor } = require('./monitor.js');
+const { CommandRunner, parseCommandSpec, commandAgent } = require('./command.js');
 
 const MODE_NAMES = ['fire-and-forget', 'async-callback', 'watched', 'execute', 'aggregate'];
 const M_FIRE = 0;
@@ -241,6 +242,7 @@ class BackgroundExecutor extends EventEmitter {
     this._levelNames = [...cfg.priorityLevels.keys()];
     this._agents = cfg.agents;
     this._defaultAgent = cfg.defaultAgent;
+    this._commands = null; // CommandRunner, created by the first registerCommand
     this._defaultTimeout = cfg.defaultTimeoutMs === undefined ? 0 : cfg.defaultTimeoutMs;
     let lowest = this._levelNames[0];
     for (const name of this._levelNames) if (this._levels.get(name) < this._levels.get(lowest)) lowest = name;
@@ -330,6 +332,35 @@ class BackgroundExecutor extends EventEmitter {
     if (typeof fn !== 'function') throw typeError(`registerAgent: agent must be a function, got ${describe(fn)}`);
     this._agents.set(name, fn);
     return this;
+  }
+
+  /**
+   * Registers a command agent: a program run from Rust, without a shell, in its own process
+   * group. `spec` is `{ command, args?, cwd?, env?, inheritEnv?, input?, progressPattern?,
+   * maxOutputBytes?, killSignal?, killGraceMs? }` or a function `(task, options) => spec`
+   * (or a promise of one) called per execution. See README "Command agents".
+   */
+  registerCommand(name, spec) {
+    if (typeof name !== 'string' || name === '') {
+      throw typeError(`registerCommand: name must be a non-empty string, got ${describe(name)}`);
+    }
+    const fixed = typeof spec === 'function' ? spec : parseCommandSpec(spec, 'registerCommand: spec');
+    this._agents.set(name, commandAgent(this._commandRunner(), name, fixed));
+    return this;
+  }
+
+  _commandRunner() {
+    if (this._commands === null) {
+      const runner = new CommandRunner(this);
+      this._commands = runner;
+      // Output lines cross from Rust only while someone listens to them.
+      const sync = (event) => {
+        if (event === 'command-output') queueMicrotask(() => runner.syncForward());
+      };
+      this.on('newListener', sync);
+      this.on('removeListener', sync);
+    }
+    return this._commands;
   }
 
   unregisterAgent(name) {
@@ -1227,6 +1258,10 @@ class BackgroundExecutor extends EventEmitter {
         duration: v.duration,
         startedAt: v.startedAt,
       });
+      if (this._commands !== null) {
+        const usage = this._commands.usageOf(extId(id));
+        if (usage !== null) Object.assign(out[out.length - 1], usage);
+      }
     }
     return out;
   }
@@ -1240,6 +1275,7 @@ class BackgroundExecutor extends EventEmitter {
       queued: c.queued,
       max_concurrent: c.maxConcurrent,
       active_processes: c.running,
+      command_processes: this._commands === null ? 0 : this._commands.live,
       slots_used: c.slotsUsed,
       paused: c.paused,
       throttled: c.throttled,

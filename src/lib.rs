@@ -3,6 +3,7 @@
 //! `queue`, `scheduler` and `report` are pure logic (no napi, no tokio); `timers` and
 //! `runtime` run on tokio; `binding` holds every `#[napi]` item.
 
+pub mod command;
 pub mod monitor;
 pub mod queue;
 pub mod report;

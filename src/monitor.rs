@@ -136,7 +136,8 @@ impl Sampler {
   /// that file) every process is refreshed and the tree is found through parent links.
   fn refresh_tree(&mut self) -> Vec<Pid> {
     if let Some(root) = self.pid {
-      if let Some(pids) = proc_children_tree(root) {
+      if let Some(pids) = proc_tree(root.as_u32()) {
+        let pids: Vec<Pid> = pids.into_iter().map(Pid::from_u32).collect();
         self.sys.refresh_processes_specifics(
           ProcessesToUpdate::Some(&pids),
           true,
@@ -231,11 +232,12 @@ impl Sampler {
   }
 }
 
-/// The process tree under `root` from `/proc/*/task/*/children` (Linux). `None` when the
-/// kernel does not provide those files.
+/// The process tree under `root` from `/proc/*/task/*/children` (Linux), `root` first.
+/// `None` when the kernel does not provide those files. Also used for command agents' usage.
 #[cfg(target_os = "linux")]
-fn proc_children_tree(root: Pid) -> Option<Vec<Pid>> {
+pub(crate) fn proc_tree(root: u32) -> Option<Vec<u32>> {
   let mut out = vec![root];
+  let mut seen: std::collections::HashSet<u32> = out.iter().copied().collect();
   let mut i = 0;
   while i < out.len() && out.len() < 100_000 {
     let pid = out[i];
@@ -250,9 +252,8 @@ fn proc_children_tree(root: Pid) -> Option<Vec<Pid>> {
     for task in tasks.flatten() {
       if let Ok(list) = std::fs::read_to_string(task.path().join("children")) {
         found_children_file = true;
-        for child in list.split_whitespace().filter_map(|c| c.parse::<usize>().ok()) {
-          let child = Pid::from(child);
-          if !out.contains(&child) {
+        for child in list.split_whitespace().filter_map(|c| c.parse::<u32>().ok()) {
+          if seen.insert(child) {
             out.push(child);
           }
         }
@@ -267,7 +268,7 @@ fn proc_children_tree(root: Pid) -> Option<Vec<Pid>> {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn proc_children_tree(_root: Pid) -> Option<Vec<Pid>> {
+pub(crate) fn proc_tree(_root: u32) -> Option<Vec<u32>> {
   None
 }
 

@@ -1,4 +1,6 @@
-//! The tokio runtime the executors share: one worker thread for timers and sampling.
+//! The tokio runtime the executors share: one worker thread for timers, sampling and command
+//! agents (their pipes and exits are driven by the I/O reactor; on Linux a child's exit is
+//! seen through a pidfd, so no SIGCHLD handler is installed next to libuv's).
 //!
 //! Created on first use. Its thread is not a libuv handle, so it never keeps Node.js alive;
 //! what keeps Node alive is the executor's one deliberate keep-alive (see `binding.rs`).
@@ -17,6 +19,7 @@ pub fn handle() -> Result<Handle, String> {
       .max_blocking_threads(2)
       .thread_name("bmad-bg-runtime")
       .enable_time()
+      .enable_io()
       .build()
       .map_err(|e| format!("cannot start the tokio runtime: {e}"))
   });

@@ -1,0 +1,318 @@
+//! `NativeCommands`: the command agents of one executor (see `command.rs`).
+//!
+//! Commands are spawned synchronously on the JS thread (the pid, or the reason the program
+//! could not start, is known at once); their pipes and exits are driven on the tokio runtime.
+//! Events reach JS through one weak threadsafe function, in batches: lines, progress values,
+//! and exactly one exit per command.
+//!
+//! Keep-alive: that threadsafe function is referenced while any command has not been released
+//! by JS (its exit not yet handled), so Node.js stays up while a command runs — or is being
+//! terminated — and never because of an idle executor.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use napi::bindgen_prelude::*;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi_derive::napi;
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+
+use crate::command::{self, Event, ProgressMode, Running, Spec};
+use crate::runtime;
+
+const EVENT_LINES: u32 = 1;
+const EVENT_PROGRESS: u32 = 2;
+const EVENT_EXIT: u32 = 3;
+/// Events per call into JS.
+const EVENTS_PER_BATCH: usize = 1024;
+
+/// A command as the wrapper validated it.
+#[napi(object)]
+pub struct NativeCommandSpec {
+  pub command: String,
+  pub args: Vec<String>,
+  pub cwd: Option<String>,
+  pub env_keys: Vec<String>,
+  /// `null` removes the variable.
+  pub env_values: Vec<Option<String>>,
+  pub inherit_env: bool,
+  pub input: Option<Buffer>,
+  pub max_output_bytes: f64,
+  pub kill_signal: i32,
+  pub kill_grace_ms: f64,
+  /// 0 none, 1 stdout lines to JS (RegExp), 2 JSON lines parsed here.
+  pub progress: u32,
+}
+
+#[napi(object)]
+pub struct NativeSpawned {
+  /// 0 when the command could not be started.
+  pub handle: u32,
+  pub pid: u32,
+  /// The OS error number when it could not be started.
+  pub errno: Option<i32>,
+  pub error: Option<String>,
+}
+
+/// One event: `kind` 1 lines (`stream` 1 stdout / 2 stderr, `lines`), 2 progress
+/// (`progress`), 3 exit (the remaining fields).
+#[napi(object)]
+pub struct NativeCommandEvent {
+  pub kind: u32,
+  pub handle: u32,
+  pub stream: Option<u32>,
+  pub lines: Option<Vec<String>>,
+  pub progress: Option<f64>,
+  pub exit_code: Option<i32>,
+  pub signal: Option<i32>,
+  pub stdout: Option<String>,
+  pub stderr: Option<String>,
+  pub stdout_bytes: Option<f64>,
+  pub stderr_bytes: Option<f64>,
+  pub truncated: Option<bool>,
+  pub duration_ms: Option<f64>,
+  pub wait_error: Option<String>,
+}
+
+impl NativeCommandEvent {
+  fn empty(kind: u32, handle: u32) -> Self {
+    NativeCommandEvent {
+      kind,
+      handle,
+      stream: None,
+      lines: None,
+      progress: None,
+      exit_code: None,
+      signal: None,
+      stdout: None,
+      stderr: None,
+      stdout_bytes: None,
+      stderr_bytes: None,
+      truncated: None,
+      duration_ms: None,
+      wait_error: None,
+    }
+  }
+
+  fn from_event(ev: Event) -> Self {
+    match ev {
+      Event::Lines {
+        handle,
+        stream,
+        lines,
+      } => NativeCommandEvent {
+        stream: Some(stream as u32),
+        lines: Some(lines),
+        ..Self::empty(EVENT_LINES, handle)
+      },
+      Event::Progress { handle, value } => NativeCommandEvent {
+        progress: Some(value),
+        ..Self::empty(EVENT_PROGRESS, handle)
+      },
+      Event::Exit(e) => NativeCommandEvent {
+        exit_code: e.exit_code,
+        signal: e.signal,
+        stdout: Some(e.stdout),
+        stderr: Some(e.stderr),
+        stdout_bytes: Some(e.stdout_bytes as f64),
+        stderr_bytes: Some(e.stderr_bytes as f64),
+        truncated: Some(e.truncated),
+        duration_ms: Some(e.duration_ms),
+        wait_error: e.wait_error,
+        ..Self::empty(EVENT_EXIT, e.handle)
+      },
+    }
+  }
+}
+
+#[napi(object)]
+pub struct NativeUsage {
+  pub pid: u32,
+  pub cpu_percent: Option<f64>,
+  pub rss_mb: Option<f64>,
+}
+
+type EventsCallback =
+  ThreadsafeFunction<Vec<NativeCommandEvent>, (), Vec<NativeCommandEvent>, Status, false, true>;
+
+#[napi]
+pub struct NativeCommands {
+  rt: Handle,
+  running: HashMap<u32, Running>,
+  next: u32,
+  forward: Arc<AtomicBool>,
+  tx: mpsc::UnboundedSender<Event>,
+  tsfn: Arc<EventsCallback>,
+  kept_alive: bool,
+}
+
+#[napi]
+impl NativeCommands {
+  /// `on_events(batch)` receives arrays of `NativeCommandEvent`.
+  #[napi(constructor, catch_unwind)]
+  pub fn new(on_events: Function<Vec<NativeCommandEvent>, ()>) -> Result<Self> {
+    let rt = runtime::handle().map_err(|e| Error::new(Status::GenericFailure, e))?;
+    let tsfn: EventsCallback = on_events
+      .build_threadsafe_function()
+      .weak::<true>()
+      .callee_handled::<false>()
+      .build()?;
+    let tsfn = Arc::new(tsfn);
+    let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
+    let pump = Arc::clone(&tsfn);
+    // Ends when every sender is gone: this object and every command it started.
+    rt.spawn(async move {
+      while let Some(first) = rx.recv().await {
+        let mut batch = vec![NativeCommandEvent::from_event(first)];
+        while batch.len() < EVENTS_PER_BATCH {
+          match rx.try_recv() {
+            Ok(ev) => batch.push(NativeCommandEvent::from_event(ev)),
+            Err(_) => break,
+          }
+        }
+        if pump.call(batch, ThreadsafeFunctionCallMode::NonBlocking) == Status::Closing {
+          break; // Node.js is shutting down
+        }
+      }
+    });
+    Ok(NativeCommands {
+      rt,
+      running: HashMap::new(),
+      next: 0,
+      forward: Arc::new(AtomicBool::new(false)),
+      tx,
+      tsfn,
+      kept_alive: false,
+    })
+  }
+
+  /// Starts a command. Never throws for a program that cannot start: the reason comes back
+  /// in `errno` / `error` with `handle` 0.
+  #[napi(catch_unwind)]
+  pub fn spawn(&mut self, env: Env, spec: NativeCommandSpec) -> NativeSpawned {
+    let progress = match spec.progress {
+      1 => ProgressMode::Lines,
+      2 => ProgressMode::JsonLines,
+      _ => ProgressMode::Off,
+    };
+    let env_vars = spec.env_keys.into_iter().zip(spec.env_values).collect();
+    let max_output = if spec.max_output_bytes.is_finite() {
+      spec.max_output_bytes.clamp(0.0, (isize::MAX / 2) as f64) as usize
+    } else {
+      1 << 20
+    };
+    let grace = if spec.kill_grace_ms.is_finite() {
+      Duration::from_secs_f64(spec.kill_grace_ms.clamp(0.0, 1e12) / 1000.0)
+    } else {
+      Duration::from_secs(5)
+    };
+    let spec = Spec {
+      program: spec.command,
+      args: spec.args,
+      cwd: spec.cwd,
+      env: env_vars,
+      inherit_env: spec.inherit_env,
+      input: spec.input.map(|b| b.to_vec()),
+      max_output_bytes: max_output,
+      kill_signal: spec.kill_signal,
+      kill_grace: grace,
+      progress,
+    };
+    self.next = self.next.checked_add(1).unwrap_or(1);
+    while self.running.contains_key(&self.next) {
+      self.next = self.next.checked_add(1).unwrap_or(1);
+    }
+    let handle = self.next;
+    match command::spawn(&self.rt, handle, spec, Arc::clone(&self.forward), self.tx.clone()) {
+      Ok(running) => {
+        let pid = running.pid();
+        self.running.insert(handle, running);
+        self.update_keepalive(&env);
+        NativeSpawned {
+          handle,
+          pid,
+          errno: None,
+          error: None,
+        }
+      }
+      Err(e) => NativeSpawned {
+        handle: 0,
+        pid: 0,
+        errno: e.raw_os_error(),
+        error: Some(e.to_string()),
+      },
+    }
+  }
+
+  /// Cancel, timeout, forced shutdown: the kill signal to the command's process group, then
+  /// SIGKILL after the grace period. False when the command is not running.
+  #[napi(catch_unwind)]
+  pub fn terminate(&self, handle: u32) -> bool {
+    match self.running.get(&handle) {
+      Some(r) if !r.has_exited() => {
+        r.terminate(&self.rt);
+        true
+      }
+      _ => false,
+    }
+  }
+
+  /// SIGKILL to every command's group now (Node.js is exiting).
+  #[napi(catch_unwind)]
+  pub fn kill_all_now(&self) {
+    for r in self.running.values() {
+      r.kill_now();
+    }
+  }
+
+  #[napi(catch_unwind)]
+  pub fn usage(&self, handle: u32) -> Option<NativeUsage> {
+    let u = self.running.get(&handle)?.usage();
+    Some(NativeUsage {
+      pid: u.pid,
+      cpu_percent: u.cpu_percent,
+      rss_mb: u.rss_bytes.map(|b| (b / 1048576.0 * 100.0).round() / 100.0),
+    })
+  }
+
+  /// Whether every line of every command is sent to JS (a `command-output` listener).
+  #[napi(catch_unwind)]
+  pub fn set_forward_output(&self, on: bool) {
+    self.forward.store(on, Ordering::Relaxed);
+  }
+
+  /// JS has handled the command's exit: forget it, and let Node.js go when none is left.
+  #[napi(catch_unwind)]
+  pub fn release(&mut self, env: Env, handle: u32) {
+    self.running.remove(&handle);
+    self.update_keepalive(&env);
+  }
+
+  #[napi(getter, catch_unwind)]
+  pub fn live(&self) -> u32 {
+    self.running.len().min(u32::MAX as usize) as u32
+  }
+
+  fn update_keepalive(&mut self, env: &Env) {
+    let on = !self.running.is_empty();
+    if on == self.kept_alive {
+      return;
+    }
+    let raw = self.tsfn.raw();
+    // SAFETY: `raw` belongs to `self.tsfn`, which this object owns (the pump task holds the
+    // other reference); we are on the JS thread of `env`, as (un)ref requires.
+    let status = unsafe {
+      if on {
+        napi::sys::napi_ref_threadsafe_function(env.raw(), raw)
+      } else {
+        napi::sys::napi_unref_threadsafe_function(env.raw(), raw)
+      }
+    };
+    if status == napi::sys::Status::napi_ok {
+      self.kept_alive = on;
+    }
+  }
+}
