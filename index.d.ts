@@ -18,7 +18,9 @@ declare namespace Types {
     | 'ERR_AGENT_NOT_FOUND'
     | 'ERR_EXECUTION_TIMEOUT'
     | 'ERR_EXECUTION_CANCELLED'
-    | 'ERR_EXECUTOR_SHUT_DOWN';
+    | 'ERR_EXECUTOR_SHUT_DOWN'
+    | 'ERR_COMMAND_FAILED'
+    | 'ERR_COMMAND_SPAWN';
 
   /** Every error the package creates carries one of these codes. */
   export interface ExecutorError extends Error {
@@ -172,6 +174,66 @@ declare namespace Types {
     queue: Array<{ id: ExecutionId; agent: string; priority: string; mode: ExecutionMode }>;
   }
 
+  /** A program run as an agent (`registerCommand`): no shell, its own process group. */
+  export interface CommandSpec {
+    /** The program: a path, or a name looked up in PATH. */
+    command: string;
+    /** Arguments, passed as they are (no shell, no interpolation). */
+    args?: readonly string[];
+    cwd?: string;
+    /** Merged into the parent's environment (unless `inheritEnv: false`); `null` removes a variable. */
+    env?: Readonly<Record<string, string | null | undefined>>;
+    /** Default true. */
+    inheritEnv?: boolean;
+    /** Written to stdin, which is then closed. Without it stdin is /dev/null. */
+    input?: string | Uint8Array;
+    /** A RegExp with one capture group matched against each stdout line, or JSON lines `{"progress": n}`. */
+    progressPattern?: RegExp | 'json-lines';
+    /** Kept per stream; the rest is counted and dropped. Default 1 MiB. */
+    maxOutputBytes?: number;
+    /** Sent to the process group on cancel, timeout and forced shutdown. Default 'SIGTERM'. */
+    killSignal?: NodeJS.Signals | number;
+    /** Then SIGKILL after this many ms. Default 5000. */
+    killGraceMs?: number;
+  }
+
+  /** Builds a spec per execution. */
+  export type CommandSpecFunction<Options = any> = (task: string, options: Options) => CommandSpec | PromiseLike<CommandSpec>;
+
+  /** What a command agent resolves with. */
+  export interface CommandResult {
+    /** null when the process was ended by a signal. */
+    exitCode: number | null;
+    /** The signal that ended it, e.g. 'SIGKILL', else null. */
+    signal: NodeJS.Signals | null;
+    stdout: string;
+    stderr: string;
+    durationMs: number;
+    /** True when stdout or stderr was cut at `maxOutputBytes`. */
+    truncated: boolean;
+    /** Bytes written in all, kept or not. */
+    stdoutBytes: number;
+    stderrBytes: number;
+  }
+
+  /** `ERR_COMMAND_FAILED`: non-zero exit or death by a signal; carries the result fields. */
+  export interface CommandFailedError extends Error, CommandResult {
+    code: 'ERR_COMMAND_FAILED';
+    command: string;
+    args: string[];
+  }
+
+  /** `ERR_COMMAND_SPAWN`: the program could not be started. */
+  export interface CommandSpawnError extends Error {
+    code: 'ERR_COMMAND_SPAWN';
+    command: string;
+    args: string[];
+    cwd: string | null;
+    /** The OS error name, e.g. 'ENOENT'. */
+    reason: string;
+    cause: Error & { code: string; errno: number };
+  }
+
   export interface ActiveExecution {
     id: ExecutionId;
     executionId: ExecutionId;
@@ -182,6 +244,12 @@ declare namespace Types {
     progress: number;
     duration: number;
     startedAt: number;
+    /** Command agents only: the process (group leader) id. */
+    pid?: number;
+    /** Command agents only: CPU percent of one core used by its process tree since the last query (or its start). */
+    cpuPercent?: number | null;
+    /** Command agents only: resident memory of its process tree, MB. */
+    rssMb?: number | null;
   }
 
   export interface ResourceStatus {
@@ -238,6 +306,8 @@ declare namespace Types {
     queued: number;
     max_concurrent: number;
     active_processes: number;
+    /** Command processes not finished yet (including ones being terminated). */
+    command_processes: number;
     slots_used: number;
     paused: boolean;
     throttled: boolean;
@@ -398,6 +468,8 @@ declare namespace Types {
     'shutting-down': [{ running: number; queued: number; mode: 'cancel' | 'drain'; timeoutMs: number | undefined }];
     'shutdown-complete': [{ forced: boolean; completed: number; failed: number; cancelled: number; timestamp: number }];
     idle: [{ timestamp: number }];
+    /** Each line a command agent writes; sent only while someone listens. */
+    'command-output': [{ executionId: ExecutionId; agent: string; stream: 'stdout' | 'stderr'; line: string }];
   }
 
   type Listener<Args extends unknown[]> = (...args: Args) => void;
@@ -417,6 +489,8 @@ declare namespace Types {
     initialize(): Promise<this>;
 
     registerAgent(name: string, agent: AgentFunction): this;
+    /** Registers a program as an agent; it resolves with a `CommandResult`. */
+    registerCommand(name: string, spec: CommandSpec | CommandSpecFunction): this;
     unregisterAgent(name: string): boolean;
     /** The old extension point; override it to run agents yourself. */
     spawnAgentProcess(execution: {
@@ -536,6 +610,11 @@ declare namespace BackgroundExecutor {
   export import ExecutionCallback = Types.ExecutionCallback;
   export import ExecutionStatusResult = Types.ExecutionStatusResult;
   export import QueueStatus = Types.QueueStatus;
+  export import CommandSpec = Types.CommandSpec;
+  export import CommandSpecFunction = Types.CommandSpecFunction;
+  export import CommandResult = Types.CommandResult;
+  export import CommandFailedError = Types.CommandFailedError;
+  export import CommandSpawnError = Types.CommandSpawnError;
   export import ActiveExecution = Types.ActiveExecution;
   export import ResourceStatus = Types.ResourceStatus;
   export import WatchUpdate = Types.WatchUpdate;

@@ -8,6 +8,9 @@
 //   qa         reads + checksums src/ and lib/, `node --check`s the JavaScript, per-file progress
 //   oracle     checks an artifact's structure and its priority table against the executor
 //   validator  checks that every bg.method() the artifact shows exists; resolves its links
+//   scan       a command agent (bg.registerCommand): demo/scan.mjs run as a separate process
+//              from Rust, reporting progress as JSON lines
+//   sleep      a command agent that outlives its timeout: its process group is terminated
 //
 // The artifact validated is the guide this package replaces
 // (../../shared/seed/background-execution-guide.md, relative to this file) when it is there,
@@ -67,6 +70,13 @@ bg.once('initialized', (e) => {
 
 const agents = makeAgents({ bg, root: ROOT, levels: () => priorityLevels, log });
 for (const [name, fn] of Object.entries(agents)) bg.registerAgent(name, fn);
+// Command agents: programs, not functions. Spawned without a shell, watched from Rust.
+bg.registerCommand('scan', (task, options) => ({
+  command: process.execPath,
+  args: [path.join(HERE, 'scan.mjs'), options.dir, String(options.delayMs ?? 0)],
+  progressPattern: 'json-lines',
+}));
+bg.registerCommand('sleep', (task) => ({ command: 'sleep', args: [task], killGraceMs: 1000 }));
 
 // Every execution, by id: what was submitted, then its live state and its final status.
 const runs = new Map();
@@ -142,6 +152,10 @@ function summarize(agent, r) {
       return ` - ${r.samples} samples, CPU avg ${r.cpu.avg.toFixed(1)}% (max ${r.cpu.max.toFixed(1)}%), memory max ${r.memory.max.toFixed(1)} MB`;
     case 'eval':
       return r.tests ? ` - ${r.tests.length} test vectors in ${r.datasets} datasets` : ` - ${r.passed}/${r.checks} checks`;
+    case 'scan': {
+      const last = JSON.parse(r.stdout.trim().split('\n').pop());
+      return ` - exit ${r.exitCode}: ${last.files} files, ${last.bytes} bytes, ${last.markers} TODO/FIXME, sha256 ${last.sha256.slice(0, 12)} (stderr: ${r.stderr.trim()})`;
+    }
     case 'qa':
       return ` - ${r.files} files x${r.rounds}, ${r.bytes} bytes, ${r.lines} lines, ${r.syntaxChecked} syntax-checked, digest ${r.digest.slice(0, 12)}`;
     default:
@@ -269,7 +283,20 @@ async function main() {
   log('report', `consistency: ${JSON.stringify(validation.consistent)}`);
   log('report', `Validation: ${rep.success_rate}% passed`);
 
-  section('6. wrap-up: a direct execute(), wait for the callback and the watched run, shut down');
+  section('6. command agents: a real program with JSON-lines progress, and one that times out');
+  const scan = await bg.executeWatched('scan', 'scan-sources', { priority: 'high', dir: path.join(ROOT, 'src'), delayMs: 15 });
+  log('submit', `executeWatched('scan') -> ${scan.executionId}`);
+  await waitUntilRunning(scan.executionId);
+  await new Promise((r) => setTimeout(r, 150)); // let it run a little: CPU is measured since its start
+  for (const x of bg.getActiveExecutions().filter((a) => a.pid !== undefined)) {
+    log('active', `${x.agent} ${x.id}: pid ${x.pid}, CPU ${x.cpuPercent}%, RSS ${x.rssMb} MB`);
+  }
+  const slept = await bg.execute('sleep', '30', { timeout: 300 }).catch((err) => err);
+  log('command', `execute('sleep', '30', { timeout: 300 }) -> ${slept.code}: the process group got SIGTERM`);
+  const scanFinal = await bg.waitFor(scan.executionId);
+  log('status', `${scan.executionId} (scan): ${scanFinal.status}, ${scanFinal.progress}%`);
+
+  section('7. wrap-up: a direct execute(), wait for the callback and the watched run, shut down');
   const health = await bg.execute('monitor', 'health-check', { priority: 'high', samples: 2, intervalMs: 100 });
   log('execute', `execute('monitor', 'health-check') resolved with the agent's value: ${health.samples} samples, CPU max ${health.cpu.max.toFixed(1)}%`);
   await testsReady;
@@ -297,6 +324,11 @@ async function main() {
   summary();
   log('summary', `resource-threshold-exceeded events: ${thresholdEvents} (thresholds: CPU ${CONFIG.maxCpuPercent}%, memory ${CONFIG.maxMemoryMb} MB)`);
   log('summary', `done in ${Math.round(performance.now() - t0)} ms`);
+}
+
+/** Resolves once `id` runs (or has ended), polling its status. */
+async function waitUntilRunning(id) {
+  while (bg.getExecutionStatus(id).status === 'queued') await new Promise((r) => setTimeout(r, 10));
 }
 
 /** Every execution (final status from bg.watch), totals (bg.getStatus()), run times (bg.getStats()). */

@@ -19,6 +19,11 @@ import type {
   BackgroundExecutorConfig,
   BackgroundExecutorEvents,
   CancelResult,
+  CommandFailedError,
+  CommandResult,
+  CommandSpawnError,
+  CommandSpec,
+  CommandSpecFunction,
   Consistency,
   DefaultAgentFunction,
   ErrorCode,
@@ -163,6 +168,7 @@ const LISTENED = [
   'shutting-down',
   'shutdown-complete',
   'idle',
+  'command-output',
 ] as const;
 check<Equal<(typeof LISTENED)[number], keyof BackgroundExecutorEvents>>();
 
@@ -269,6 +275,10 @@ function listenToEverything(bg: BackgroundExecutor): void {
     const timestamp: number = d.timestamp;
     use(timestamp);
   });
+  bg.on('command-output', (d) => {
+    const stream: 'stdout' | 'stderr' = d.stream;
+    use(d.executionId, d.agent, stream, d.line);
+  });
 
   // The other typed listener methods, and emit.
   const onIdle = (d: { timestamp: number }): void => use(d.timestamp);
@@ -314,6 +324,44 @@ export async function tour(): Promise<void> {
   });
   const removed: boolean = bg.unregisterAgent('oracle');
   use(registered, removed);
+
+  // Command agents: a fixed spec with every field, and a spec function.
+  const spec: CommandSpec = {
+    command: 'npm',
+    args: ['test'],
+    cwd: '/tmp',
+    env: { CI: '1', NODE_OPTIONS: null },
+    inheritEnv: true,
+    input: 'yes\n',
+    progressPattern: /(\d+)%/,
+    maxOutputBytes: 65536,
+    killSignal: 'SIGINT',
+    killGraceMs: 2000,
+  };
+  const perTask: CommandSpecFunction<{ dir: string }> = (task, options) => ({
+    command: process.execPath,
+    args: ['-e', task],
+    cwd: options.dir,
+    progressPattern: 'json-lines',
+    input: new Uint8Array([1]),
+    killSignal: 15,
+  });
+  const chainedCommands: LoggingExecutor = bg.registerCommand('tests', spec).registerCommand('script', perTask);
+  bg.registerCommand('async-spec', async (task) => ({ command: 'sh', args: ['-c', task] }));
+  const commandResult = (await bg.execute('tests', 'run')) as CommandResult;
+  const exitCode: number | null = commandResult.exitCode;
+  const exitSignal: NodeJS.Signals | null = commandResult.signal;
+  use(chainedCommands, exitCode, exitSignal, commandResult.stdout, commandResult.stderr, commandResult.durationMs);
+  use(commandResult.truncated, commandResult.stdoutBytes, commandResult.stderrBytes);
+  try {
+    await bg.execute('tests', 'run');
+  } catch (err) {
+    const e = err as CommandFailedError | CommandSpawnError;
+    if (e.code === 'ERR_COMMAND_FAILED') use(e.exitCode, e.signal, e.stdout, e.stderr, e.command, e.args, e.truncated);
+    else use(e.reason, e.cause.code, e.cause.errno, e.cwd, e.command);
+    const code: ErrorCode = e.code;
+    use(code);
+  }
 
   // Every submit option, plus an extra key passed to the agent.
   const controller = new AbortController();
@@ -420,8 +468,10 @@ export async function tour(): Promise<void> {
   queue.queue.forEach((item) => use(item.id, item.agent, item.priority, item.mode));
   const active: ActiveExecution[] = bg.getActiveExecutions();
   active.forEach((e) => use(e.id, e.executionId, e.agent, e.task, e.mode, e.priority, e.progress, e.duration, e.startedAt));
+  active.forEach((e) => use(e.pid, e.cpuPercent, e.rssMb));
   const st: ExecutorStatus = bg.getStatus();
   use(st.initialized, st.running, st.queued, st.max_concurrent, st.active_processes, st.slots_used, st.paused);
+  use(st.command_processes);
   use(st.throttled, st.shutting_down, st.submitted, st.completed, st.failed, st.cancelled, st.retained);
   const agentNames: string[] = st.agents;
   const resources: ResourceStatus = st.resources;

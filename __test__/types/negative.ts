@@ -14,6 +14,23 @@ declare const monitor: ResourceMonitor;
 declare const id: string;
 
 export async function mistakes(): Promise<void> {
+  // ----- command agents ---------------------------------------------------------------------
+
+  // @ts-expect-error TS2322 args must be strings
+  bg.registerCommand('c', { command: 'ls', args: [1] });
+
+  // @ts-expect-error TS2345 a spec needs a command
+  bg.registerCommand('c', { args: ['-l'] });
+
+  // @ts-expect-error TS2322 progressPattern is a RegExp or 'json-lines'
+  bg.registerCommand('c', { command: 'ls', progressPattern: '(\\d+)%' });
+
+  // @ts-expect-error TS2322 killSignal must be a signal name or number
+  bg.registerCommand('c', { command: 'ls', killSignal: 'SIGNOPE' });
+
+  // @ts-expect-error TS2322 command-output lines come from 'stdout' or 'stderr' only
+  bg.on('command-output', (d) => { const s: 'stdout' = d.stream; });
+
   // ----- events -----------------------------------------------------------------------------
 
   // @ts-expect-error TS2345 misspelled event name
