@@ -414,7 +414,6 @@ impl Reader {
   /// One complete line: JSON progress is parsed here; the line itself goes to JS when
   /// progress matching or `command-output` wants it.
   fn line(&self, bytes: &[u8], lines: &mut Vec<String>) {
-    let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
     if self.progress == ProgressMode::JsonLines {
       if let Some(value) = json_progress(bytes) {
         let _ = self.events.send(Event::Progress {
@@ -451,6 +450,7 @@ async fn read_stream<R: AsyncRead + Unpin>(source: Option<R>, mut r: Reader) -> 
   let mut chunk = vec![0u8; READ_CHUNK];
   let mut partial: Vec<u8> = Vec::new();
   let mut partial_overflow = false;
+  let mut after_cr = false;
   let mut lines = Vec::new();
   loop {
     let n = tokio::select! {
@@ -469,10 +469,16 @@ async fn read_stream<R: AsyncRead + Unpin>(source: Option<R>, mut r: Reader) -> 
     if !r.wants_lines() {
       partial.clear();
       partial_overflow = false;
+      after_cr = false;
       continue;
     }
     let mut rest = data;
-    while let Some(pos) = rest.iter().position(|&b| b == b'\n') {
+    if after_cr && rest.first() == Some(&b'\n') {
+      rest = &rest[1..]; // the \n of a \r\n split between two reads
+    }
+    after_cr = false;
+    // Lines end at \n, \r\n, or a lone \r (progress bars redraw their line with \r).
+    while let Some(pos) = rest.iter().position(|&b| b == b'\n' || b == b'\r') {
       let (head, tail) = rest.split_at(pos);
       if partial.is_empty() && !partial_overflow {
         r.line(&head[..head.len().min(MAX_LINE_BYTES)], &mut lines);
@@ -482,7 +488,15 @@ async fn read_stream<R: AsyncRead + Unpin>(source: Option<R>, mut r: Reader) -> 
         partial.clear();
         partial_overflow = false;
       }
-      rest = &tail[1..];
+      rest = match tail {
+        [b'\r', b'\n', more @ ..] => more,
+        [b'\r'] => {
+          after_cr = true;
+          &[]
+        }
+        [_, more @ ..] => more,
+        [] => &[],
+      };
     }
     append_capped(&mut partial, rest, &mut partial_overflow);
     r.flush(&mut lines);
@@ -725,6 +739,22 @@ mod tests {
       .flatten()
       .collect();
     assert_eq!(lines, vec!["{\"progress\": 10}", "plain", "no-newline"]);
+  }
+
+  #[test]
+  fn lines_end_at_lf_crlf_and_lone_cr() {
+    let rt = rt();
+    let s = spec("sh", &["-c", "printf 'a\\r\\nb\\rc 50%%\\rd\\n\\ne'"]);
+    let ev = run(&rt, s, true, None);
+    let lines: Vec<String> = ev
+      .iter()
+      .filter_map(|e| match e {
+        Event::Lines { lines, .. } => Some(lines.clone()),
+        _ => None,
+      })
+      .flatten()
+      .collect();
+    assert_eq!(lines, vec!["a", "b", "c 50%", "d", "", "e"]);
   }
 
   #[test]
