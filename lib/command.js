@@ -120,6 +120,11 @@ function parseCommandSpec(spec, where) {
     } else if (isInstance(pattern, RegExp)) {
       // A private copy without g/y: matching must not depend on a shared lastIndex.
       progressRe = new RegExp(pattern.source, pattern.flags.replace(/[gy]/g, ''));
+      // Its number of capture groups: an alternative that matches '' makes exec() report them.
+      const groups = new RegExp(`${pattern.source}|`, progressRe.flags).exec('').length - 1;
+      if (groups < 1) {
+        throw typeError(`${where}.progressPattern must have a capture group for the percentage, got ${pattern}`);
+      }
       progress = PROGRESS_REGEXP;
     } else {
       throw typeError(

@@ -442,6 +442,7 @@ async fn read_stream<R: AsyncRead + Unpin>(source: Option<R>, mut r: Reader) -> 
   let mut partial: Vec<u8> = Vec::new();
   let mut partial_overflow = false;
   let mut after_cr = false;
+  let mut mid_line = false;
   let mut lines = Vec::new();
   loop {
     let n = tokio::select! {
@@ -461,9 +462,22 @@ async fn read_stream<R: AsyncRead + Unpin>(source: Option<R>, mut r: Reader) -> 
       partial.clear();
       partial_overflow = false;
       after_cr = false;
+      // If lines are wanted from the next read on, its bytes up to the first line end are
+      // the tail of a line nobody saw the start of: they are skipped, not sent as a line.
+      mid_line = !matches!(data.last(), Some(b'\n' | b'\r'));
       continue;
     }
     let mut rest = data;
+    if mid_line {
+      match rest.iter().position(|&b| b == b'\n' || b == b'\r') {
+        Some(pos) => {
+          mid_line = false;
+          after_cr = rest[pos] == b'\r';
+          rest = &rest[pos + 1..];
+        }
+        None => continue,
+      }
+    }
     if after_cr && rest.first() == Some(&b'\n') {
       rest = &rest[1..]; // the \n of a \r\n split between two reads
     }
