@@ -9,26 +9,15 @@
 // Dead processes: in this container PID 1 may not reap orphans, so a killed process can stay a
 // zombie; a pid counts as dead when /proc/<pid>/stat is gone or its state is 'Z'.
 import assert from 'node:assert/strict';
-import { mkdtempSync, existsSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, existsSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { test, exitIfWorkLeftBehind, waitUntil, runScript } from './helpers.mjs';
+import { test, exitIfWorkLeftBehind, waitUntil, runScript, isAlive as alive } from './helpers.mjs';
 
 // Child scripts import this checkout's entry point (wherever the clone is).
 const ENTRY = new URL('../index.mjs', import.meta.url).href;
 
 exitIfWorkLeftBehind();
-
-/** Whether `pid` is a live process (not gone, not a zombie). */
-function alive(pid) {
-  let stat;
-  try {
-    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return false;
-  }
-  return stat.slice(stat.lastIndexOf(')') + 1).trim().split(/\s+/)[0] !== 'Z';
-}
 
 function tempDir(t) {
   const dir = mkdtempSync(join(tmpdir(), 'bmad-bg-cmd-life-'));

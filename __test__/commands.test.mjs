@@ -29,6 +29,7 @@ import {
   settleOf,
   terminalEvents,
   assertOneTerminal,
+  isAlive as alive,
 } from './helpers.mjs';
 
 exitIfWorkLeftBehind();
@@ -40,17 +41,6 @@ const NODE = process.execPath;
 const MiB = 1024 * 1024;
 
 // ----- helpers -----------------------------------------------------------------------------
-
-/** Whether `pid` is a live process (not gone, not a zombie). */
-function alive(pid) {
-  let stat;
-  try {
-    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return false;
-  }
-  return stat.slice(stat.lastIndexOf(')') + 1).trim().split(/\s+/)[0] !== 'Z';
-}
 
 /** The process group of `pid` (field 5 of /proc/<pid>/stat). */
 function pgidOf(pid) {

@@ -7,7 +7,7 @@ import { test as nodeTest, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, rmSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import BackgroundExecutor from '../index.mjs';
@@ -217,4 +217,20 @@ export function spawnHolder(src, { readyTimeoutMs = 10_000 } = {}) {
     if (running()) child.kill('SIGKILL');
   };
   return { child, ready, exited, end, kill };
+}
+
+// ----- processes ---------------------------------------------------------------------------
+
+/**
+ * Whether `pid` is a live process: not gone and not a zombie (in a container, PID 1 may never
+ * reap an orphan that was killed, so a dead grandchild can stay a zombie).
+ */
+export function isAlive(pid) {
+  let stat;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return false;
+  }
+  return stat.slice(stat.lastIndexOf(')') + 1).trim().split(/\s+/)[0] !== 'Z';
 }

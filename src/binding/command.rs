@@ -304,14 +304,7 @@ impl NativeCommands {
     let raw = self.tsfn.raw();
     // SAFETY: `raw` belongs to `self.tsfn`, which this object owns (the pump task holds the
     // other reference); we are on the JS thread of `env`, as (un)ref requires.
-    let status = unsafe {
-      if on {
-        napi::sys::napi_ref_threadsafe_function(env.raw(), raw)
-      } else {
-        napi::sys::napi_unref_threadsafe_function(env.raw(), raw)
-      }
-    };
-    if status == napi::sys::Status::napi_ok {
+    if unsafe { super::set_tsfn_ref(env, raw, on) } {
       self.kept_alive = on;
     }
   }

@@ -286,14 +286,7 @@ impl NativeExecutor {
     // SAFETY: `raw` belongs to the threadsafe function owned by our timer service, which
     // lives as long as `self.keepalive` is Some (both are dropped together in `dispose`);
     // we are on the JS thread of `env`, as (un)ref requires.
-    let status = unsafe {
-      if on {
-        napi::sys::napi_ref_threadsafe_function(env.raw(), raw)
-      } else {
-        napi::sys::napi_unref_threadsafe_function(env.raw(), raw)
-      }
-    };
-    if status == napi::sys::Status::napi_ok {
+    if unsafe { super::set_tsfn_ref(env, raw, on) } {
       self.kept_alive = on;
     }
   }
