@@ -101,6 +101,8 @@ struct State {
   kill_grace: Duration,
   /// The previous usage reading: (CPU ticks of the tree, when).
   last_usage: Mutex<(u64, Instant)>,
+  /// Where there are no signals (Windows): asks the waiting task to kill the child.
+  kill_request: tokio::sync::Notify,
 }
 
 impl State {
@@ -114,15 +116,18 @@ impl State {
       // The leader moved itself to another group: signal it alone.
       signal_pid(self.pid, self.kill_signal);
     }
+    if cfg!(not(unix)) {
+      self.kill_request.notify_one();
+    }
     let state = Arc::clone(self);
     rt.spawn(async move {
       tokio::time::sleep(state.kill_grace).await;
       if group_alive(state.pid) {
         tracing::debug!(pid = state.pid, "command group outlived its kill signal: SIGKILL");
-        signal_group(state.pid, libc::SIGKILL);
+        signal_group(state.pid, SIGKILL);
       }
       if !state.exited.load(Ordering::Acquire) {
-        signal_pid(state.pid, libc::SIGKILL);
+        signal_pid(state.pid, SIGKILL);
       }
     });
   }
@@ -159,9 +164,9 @@ impl Running {
 
   /// `SIGKILL` to the group at once (Node.js is exiting: there is no later).
   pub fn kill_now(&self) {
-    signal_group(self.state.pid, libc::SIGKILL);
+    signal_group(self.state.pid, SIGKILL);
     if !self.state.exited.load(Ordering::Acquire) {
-      signal_pid(self.state.pid, libc::SIGKILL);
+      signal_pid(self.state.pid, SIGKILL);
     }
   }
 
@@ -247,6 +252,7 @@ pub fn spawn(
     kill_signal: spec.kill_signal,
     kill_grace: spec.kill_grace,
     last_usage: Mutex::new((0, started)),
+    kill_request: tokio::sync::Notify::new(),
   });
   let running = Running {
     state: Arc::clone(&state),
@@ -290,7 +296,13 @@ pub fn spawn(
         let _ = stdin.shutdown().await;
       });
     }
-    let status = child.wait().await;
+    let status = tokio::select! {
+      status = child.wait() => status,
+      _ = state.kill_request.notified() => {
+        let _ = child.start_kill();
+        child.wait().await
+      }
+    };
     state.exited.store(true, Ordering::Release);
     // Whatever the command left behind in its group ends with it.
     if group_alive(pid) {
@@ -531,50 +543,89 @@ pub fn json_progress(line: &[u8]) -> Option<f64> {
   value.get("progress")?.as_f64().filter(|v| v.is_finite())
 }
 
-/// Sends `sig` to the process group `pgid`; false when there is no such group. Never
-/// signals group 0 or 1 (our own group, every process).
-fn signal_group(pgid: u32, sig: i32) -> bool {
-  let Ok(pgid) = i32::try_from(pgid) else {
-    return false;
-  };
-  if pgid <= 1 {
-    return false;
+/// Signals and clock ticks. Only Unix has process groups and signals: elsewhere nothing is
+/// signalled and a command is ended with `Child::start_kill` (see `State::kill_request`).
+#[cfg(unix)]
+mod sys {
+  pub const SIGKILL: i32 = libc::SIGKILL;
+
+  /// Sends `sig` to the process group `pgid`; false when there is no such group. Never
+  /// signals group 0 or 1 (our own group, every process).
+  pub fn signal_group(pgid: u32, sig: i32) -> bool {
+    let Ok(pgid) = i32::try_from(pgid) else {
+      return false;
+    };
+    if pgid <= 1 {
+      return false;
+    }
+    // SAFETY: kill(2) has no memory-safety preconditions; a negative pid names a group.
+    unsafe { libc::kill(-pgid, sig) == 0 }
   }
-  // SAFETY: kill(2) has no memory-safety preconditions; a negative pid names a group.
-  unsafe { libc::kill(-pgid, sig) == 0 }
+
+  pub fn signal_pid(pid: u32, sig: i32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+      return false;
+    };
+    if pid <= 1 {
+      return false;
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, sig) == 0 }
+  }
+
+  pub fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 {
+      hz as f64
+    } else {
+      100.0
+    }
+  }
+
+  #[cfg(target_os = "linux")]
+  pub fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if page > 0 {
+      page as u64
+    } else {
+      4096
+    }
+  }
 }
 
-fn signal_pid(pid: u32, sig: i32) -> bool {
-  let Ok(pid) = i32::try_from(pid) else {
-    return false;
-  };
-  if pid <= 1 {
-    return false;
+#[cfg(not(unix))]
+mod sys {
+  pub const SIGKILL: i32 = 9;
+
+  pub fn signal_group(_pgid: u32, _sig: i32) -> bool {
+    false
   }
-  // SAFETY: as above.
-  unsafe { libc::kill(pid, sig) == 0 }
+
+  pub fn signal_pid(_pid: u32, _sig: i32) -> bool {
+    false
+  }
+
+  pub fn clock_ticks_per_second() -> f64 {
+    100.0
+  }
 }
+
+use sys::{signal_group, signal_pid, SIGKILL};
 
 fn group_alive(pgid: u32) -> bool {
   signal_group(pgid, 0)
 }
 
 fn clock_ticks_per_second() -> f64 {
-  // SAFETY: sysconf has no preconditions.
-  let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-  if hz > 0 {
-    hz as f64
-  } else {
-    100.0
-  }
+  sys::clock_ticks_per_second()
 }
 
 /// CPU ticks (user + system) and resident bytes of the tree under `pid`, from `/proc`.
 #[cfg(target_os = "linux")]
 fn tree_usage(pid: u32) -> Option<(u64, u64)> {
-  // SAFETY: sysconf has no preconditions.
-  let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-  let page = if page > 0 { page as u64 } else { 4096 };
+  let page = sys::page_size();
   let pids = crate::monitor::proc_tree(pid)?;
   let mut ticks = 0u64;
   let mut rss = 0u64;
@@ -600,7 +651,7 @@ fn tree_usage(_pid: u32) -> Option<(u64, u64)> {
   None
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
   use super::*;
 
