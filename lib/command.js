@@ -15,11 +15,14 @@ const { coded, describe, typeError, rangeError, isArray, isInstance } = require(
 const { integer, isPlainObject, MAX_MS } = require('./config.js');
 
 const SIGNALS = os.constants.signals;
-const SIGNAL_NAMES = new Map(Object.entries(SIGNALS).map(([name, n]) => [n, name]));
+/** Number -> name; the first name of aliases (SIGABRT, not SIGIOT). */
+const SIGNAL_NAMES = new Map();
+for (const [name, n] of Object.entries(SIGNALS)) if (!SIGNAL_NAMES.has(n)) SIGNAL_NAMES.set(n, name);
 const ERRNO_NAMES = new Map(Object.entries(os.constants.errno).map(([name, n]) => [n, name]));
 
 const DEFAULT_MAX_OUTPUT = 1024 * 1024;
-const MAX_OUTPUT_LIMIT = 1024 * 1024 * 1024;
+/** Kept output becomes one JS string: V8 strings stop at ~512 Mi characters. */
+const MAX_OUTPUT_LIMIT = 256 * 1024 * 1024;
 const DEFAULT_KILL_GRACE_MS = 5000;
 const PROGRESS_OFF = 0;
 const PROGRESS_REGEXP = 1;
@@ -45,6 +48,16 @@ const SPEC_KEYS = [
 const SPEC_KEY_SET = new Set(SPEC_KEYS);
 
 const hasNul = (s) => s.indexOf('\0') !== -1;
+
+/** An object literal (or Object.create(null)), not a Map or a class instance whose entries would be ignored. */
+function hasPlainPrototype(v) {
+  try {
+    const proto = Object.getPrototypeOf(v);
+    return proto === Object.prototype || proto === null;
+  } catch {
+    return false;
+  }
+}
 
 function str(where, value) {
   if (typeof value !== 'string') throw typeError(`${where} must be a string, got ${describe(value)}`);
@@ -80,7 +93,7 @@ function parseCommandSpec(spec, where) {
   const envValues = [];
   const rawEnv = spec.env;
   if (rawEnv !== undefined) {
-    if (!isPlainObject(rawEnv)) {
+    if (!isPlainObject(rawEnv) || !hasPlainPrototype(rawEnv)) {
       throw typeError(`${where}.env must be an object of name -> string (null removes), got ${describe(rawEnv)}`);
     }
     for (const key of Object.keys(rawEnv)) {
@@ -234,9 +247,12 @@ class CommandRunner {
     if (this._native !== null) this._native.killAllNow();
   }
 
-  /** Runs one command for the agent context `ctx`; resolves with its result. */
-  run(spec, ctx) {
-    const signal = ctx.signal;
+  /**
+   * Runs one command for the agent context `ctx`; resolves with its result. `signal` is the
+   * attempt's signal, read when the agent was called: a spec built asynchronously for an
+   * attempt that has ended since must not start a process under the next attempt.
+   */
+  run(spec, ctx, signal) {
     if (signal.aborted) return Promise.reject(signal.reason);
     const native = this._nativeOf();
     this.syncForward();
@@ -376,14 +392,15 @@ function spawnError(spec, r) {
  * `(task, options) => spec` (or a promise of one), validated per execution.
  */
 function commandAgent(runner, name, spec) {
-  if (typeof spec !== 'function') return (task, options, ctx) => runner.run(spec, ctx);
+  if (typeof spec !== 'function') return (task, options, ctx) => runner.run(spec, ctx, ctx.signal);
   const where = `the command spec built for ${JSON.stringify(name)}`;
   return (task, options, ctx) => {
+    const signal = ctx.signal;
     const built = spec(task, options);
     if (built !== null && typeof built === 'object' && typeof built.then === 'function') {
-      return Promise.resolve(built).then((s) => runner.run(parseCommandSpec(s, where), ctx));
+      return Promise.resolve(built).then((s) => runner.run(parseCommandSpec(s, where), ctx, signal));
     }
-    return runner.run(parseCommandSpec(built, where), ctx);
+    return runner.run(parseCommandSpec(built, where), ctx, signal);
   };
 }
 

@@ -28,6 +28,10 @@ pub const MAX_LINE_BYTES: usize = 64 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
 /// Lines per [`Event::Lines`], so one chatty read does not make one huge JS array.
 const LINES_PER_EVENT: usize = 256;
+/// How long the pipes may stay open once the command's group has ended.
+const PIPE_DRAIN: Duration = Duration::from_millis(500);
+/// How often the waiting task checks for the leader's exit itself.
+const EXIT_POLL: Duration = Duration::from_millis(250);
 
 /// How stdout reports progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,41 +99,83 @@ pub enum Event {
 #[derive(Debug)]
 struct State {
   pid: u32,
+  /// The leader has exited and been reaped: its pid may now be reused by anyone.
   exited: AtomicBool,
-  terminating: AtomicBool,
+  /// The group was seen empty after the leader exited, or got its SIGKILL then: from now on
+  /// its id may name someone else's group, so it is never signalled again.
+  group_done: AtomicBool,
   kill_signal: i32,
   kill_grace: Duration,
+  /// Set by the first `terminate()`: when the group is due its SIGKILL.
+  kill_deadline: Mutex<Option<Instant>>,
+  /// Wakes the waiting task when `terminate()` sets the deadline.
+  wake: tokio::sync::Notify,
   /// The previous usage reading: (CPU ticks of the tree, when).
   last_usage: Mutex<(u64, Instant)>,
-  /// Where there are no signals (Windows): asks the waiting task to kill the child.
-  kill_request: tokio::sync::Notify,
 }
 
 impl State {
-  /// `kill_signal` to the group now, `SIGKILL` to what is left of it after the grace period.
-  /// Only the first call acts.
-  fn terminate(self: &Arc<Self>, rt: &Handle) {
-    if self.terminating.swap(true, Ordering::AcqRel) {
-      return;
+  fn deadline(&self) -> Option<Instant> {
+    self.kill_deadline.lock().map(|d| *d).unwrap_or(None)
+  }
+
+  /// `kill_signal` to the group now; the waiting task sends `SIGKILL` to what is left of it
+  /// `kill_grace` later. Only the first call acts.
+  fn terminate(&self) {
+    {
+      let Ok(mut deadline) = self.kill_deadline.lock() else {
+        return;
+      };
+      if deadline.is_some() || self.group_done.load(Ordering::Acquire) {
+        return;
+      }
+      *deadline = Some(Instant::now() + self.kill_grace);
     }
     if !signal_group(self.pid, self.kill_signal) && !self.exited.load(Ordering::Acquire) {
       // The leader moved itself to another group: signal it alone.
       signal_pid(self.pid, self.kill_signal);
     }
-    if cfg!(not(unix)) {
-      self.kill_request.notify_one();
+    self.wake.notify_one();
+  }
+
+  /// SIGKILL to the group (and to the leader, if it runs elsewhere), unless the group id may
+  /// already be someone else's.
+  fn kill_group(&self) {
+    if !self.group_done.load(Ordering::Acquire) {
+      signal_group(self.pid, SIGKILL);
     }
-    let state = Arc::clone(self);
-    rt.spawn(async move {
-      tokio::time::sleep(state.kill_grace).await;
-      if group_alive(state.pid) {
-        tracing::debug!(pid = state.pid, "command group outlived its kill signal: SIGKILL");
-        signal_group(state.pid, SIGKILL);
+    if !self.exited.load(Ordering::Acquire) {
+      signal_pid(self.pid, SIGKILL);
+    }
+  }
+
+  /// After the leader exited: what is left of its group ends too — at once if the group is
+  /// empty, else after `kill_signal` (sent now unless a termination already runs), and at
+  /// the latest with `SIGKILL` at the deadline. Returns once the group is empty or killed.
+  async fn end_group(&self) {
+    if self.group_done.load(Ordering::Acquire) {
+      return;
+    }
+    if group_alive(self.pid) {
+      tracing::debug!(
+        pid = self.pid,
+        "command exited, its group did not: terminating the group"
+      );
+      self.terminate();
+      let deadline = self.deadline().unwrap_or_else(Instant::now);
+      let mut pause = Duration::from_millis(2);
+      while group_alive(self.pid) {
+        let now = Instant::now();
+        if now >= deadline {
+          tracing::debug!(pid = self.pid, "command group outlived its kill signal: SIGKILL");
+          signal_group(self.pid, SIGKILL);
+          break;
+        }
+        tokio::time::sleep(pause.min(deadline - now)).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
       }
-      if !state.exited.load(Ordering::Acquire) {
-        signal_pid(state.pid, SIGKILL);
-      }
-    });
+    }
+    self.group_done.store(true, Ordering::Release);
   }
 }
 
@@ -158,21 +204,20 @@ impl Running {
   }
 
   /// Cancel, timeout, forced shutdown: `kill_signal` to the process group, then `SIGKILL`.
-  pub fn terminate(&self, rt: &Handle) {
-    self.state.terminate(rt);
+  pub fn terminate(&self) {
+    self.state.terminate();
   }
 
   /// `SIGKILL` to the group at once (Node.js is exiting: there is no later).
   pub fn kill_now(&self) {
-    signal_group(self.state.pid, SIGKILL);
-    if !self.state.exited.load(Ordering::Acquire) {
-      signal_pid(self.state.pid, SIGKILL);
-    }
+    self.state.kill_group();
   }
 
+  /// Nothing but the pid once the leader has been reaped (its pid may be someone else's).
   pub fn usage(&self) -> Usage {
     let pid = self.state.pid;
-    let Some((ticks, rss)) = tree_usage(pid) else {
+    let tree = if self.has_exited() { None } else { tree_usage(pid) };
+    let Some((ticks, rss)) = tree else {
       return Usage {
         pid,
         cpu_percent: None,
@@ -209,7 +254,7 @@ pub fn spawn(
   handle: u32,
   spec: Spec,
   forward_output: Arc<AtomicBool>,
-  events: mpsc::UnboundedSender<Event>,
+  events: mpsc::Sender<Event>,
 ) -> io::Result<Running> {
   let mut cmd = tokio::process::Command::new(&spec.program);
   cmd.args(&spec.args);
@@ -248,11 +293,12 @@ pub fn spawn(
   let state = Arc::new(State {
     pid,
     exited: AtomicBool::new(false),
-    terminating: AtomicBool::new(false),
+    group_done: AtomicBool::new(false),
     kill_signal: spec.kill_signal,
     kill_grace: spec.kill_grace,
+    kill_deadline: Mutex::new(None),
+    wake: tokio::sync::Notify::new(),
     last_usage: Mutex::new((0, started)),
-    kill_request: tokio::sync::Notify::new(),
   });
   let running = Running {
     state: Arc::clone(&state),
@@ -275,6 +321,8 @@ pub fn spawn(
         forward: Arc::clone(&forward_output),
         events: events.clone(),
         stop: stop_rx.clone(),
+        lines: Vec::new(),
+        progress_value: None,
       },
     ));
     let mut err_task = rt2.spawn(read_stream(
@@ -287,36 +335,27 @@ pub fn spawn(
         forward: forward_output,
         events: events.clone(),
         stop: stop_rx,
+        lines: Vec::new(),
+        progress_value: None,
       },
     ));
-    if let (Some(mut stdin), Some(input)) = (stdin, spec.input) {
-      rt2.spawn(async move {
+    let writer = match (stdin, spec.input) {
+      (Some(mut stdin), Some(input)) => Some(rt2.spawn(async move {
         // A child that exits without reading its input is not an error of ours.
         let _ = stdin.write_all(&input).await;
         let _ = stdin.shutdown().await;
-      });
-    }
-    let status = tokio::select! {
-      status = child.wait() => status,
-      _ = state.kill_request.notified() => {
-        let _ = child.start_kill();
-        child.wait().await
-      }
+      })),
+      _ => None,
     };
+    let status = wait(&mut child, &state).await;
     state.exited.store(true, Ordering::Release);
-    // Whatever the command left behind in its group ends with it.
-    if group_alive(pid) {
-      tracing::debug!(
-        handle,
-        pid,
-        "command exited, its group did not: terminating the group"
-      );
-      state.terminate(&rt2);
-    }
-    let limit = state.kill_grace + Duration::from_millis(500);
+    // Whatever the command left behind in its group ends with it, before its exit is
+    // reported: when JS hears of the exit, the command's processes are gone (or SIGKILLed).
+    state.end_group().await;
+    // Processes outside the group (setsid) may still hold the pipes: stop reading soon.
     let mut out = None;
     let mut err = None;
-    let drained = tokio::time::timeout(limit, async {
+    let drained = tokio::time::timeout(PIPE_DRAIN, async {
       out = Some((&mut out_task).await.unwrap_or_default());
       err = Some((&mut err_task).await.unwrap_or_default());
     })
@@ -325,9 +364,12 @@ pub fn spawn(
       tracing::debug!(
         handle,
         pid,
-        "pipes still open after the group was terminated: stop reading"
+        "pipes still open after the command's group ended: stop reading"
       );
       let _ = stop_tx.send(true);
+    }
+    if let Some(w) = writer {
+      w.abort(); // stdin inherited by a process that never reads it
     }
     let out = match out {
       Some(c) => c,
@@ -356,9 +398,40 @@ pub fn spawn(
       wait_error,
     };
     tracing::debug!(handle, pid, ?exit_code, ?signal, "command ended");
-    let _ = events.send(Event::Exit(exit));
+    let _ = events.send(Event::Exit(exit)).await;
   });
   Ok(running)
+}
+
+/// Waits for the leader to exit, sending the group its SIGKILL when a termination's grace
+/// period ends first.
+async fn wait(child: &mut tokio::process::Child, state: &State) -> io::Result<std::process::ExitStatus> {
+  let mut killed = false;
+  loop {
+    let deadline = state.deadline();
+    let kill_at = tokio::time::Instant::from_std(deadline.unwrap_or_else(Instant::now));
+    tokio::select! {
+      status = child.wait() => return status,
+      _ = state.wake.notified() => {
+        // Without signals (Windows), a termination ends the child here.
+        #[cfg(not(unix))]
+        let _ = child.start_kill();
+      }
+      _ = tokio::time::sleep_until(kill_at), if deadline.is_some() && !killed => {
+        tracing::debug!(pid = state.pid, "command outlived its kill signal: SIGKILL");
+        state.kill_group();
+        killed = true;
+      }
+      _ = tokio::time::sleep(EXIT_POLL) => {
+        // On Linux tokio watches a pidfd. Where pidfd_open is unavailable (kernels before
+        // 5.3, some sandboxes) it relies on SIGCHLD, whose handler libuv replaces when Node
+        // spawns a child of its own: look for our child's exit ourselves.
+        if let Ok(Some(status)) = child.try_wait() {
+          return Ok(status);
+        }
+      }
+    }
+  }
 }
 
 #[cfg(unix)]
@@ -405,8 +478,13 @@ struct Reader {
   cap: usize,
   progress: ProgressMode,
   forward: Arc<AtomicBool>,
-  events: mpsc::UnboundedSender<Event>,
+  /// Bounded: when JS falls behind, sending waits, reading stops, and the child blocks on
+  /// its full pipe, instead of events piling up in memory.
+  events: mpsc::Sender<Event>,
   stop: watch::Receiver<bool>,
+  lines: Vec<String>,
+  /// The latest JSON-lines progress value not sent yet (only the latest matters).
+  progress_value: Option<f64>,
 }
 
 impl Reader {
@@ -415,32 +493,37 @@ impl Reader {
   }
 
   /// One complete line: JSON progress is parsed here; the line itself goes to JS when
-  /// progress matching or `command-output` wants it.
-  fn line(&self, bytes: &[u8], lines: &mut Vec<String>) {
+  /// progress matching or `command-output` wants it. True when a batch is full.
+  fn line(&mut self, bytes: &[u8]) -> bool {
     if self.progress == ProgressMode::JsonLines {
       if let Some(value) = json_progress(bytes) {
-        let _ = self.events.send(Event::Progress {
-          handle: self.handle,
-          value,
-        });
+        self.progress_value = Some(value);
       }
     }
     if self.progress == ProgressMode::Lines || self.forward.load(Ordering::Relaxed) {
-      lines.push(String::from_utf8_lossy(bytes).into_owned());
-      if lines.len() >= LINES_PER_EVENT {
-        self.flush(lines);
-      }
+      self.lines.push(String::from_utf8_lossy(bytes).into_owned());
     }
+    self.lines.len() >= LINES_PER_EVENT
   }
 
-  fn flush(&self, lines: &mut Vec<String>) {
-    if !lines.is_empty() {
-      let lines = std::mem::take(lines);
-      let _ = self.events.send(Event::Lines {
+  async fn flush(&mut self) {
+    if !self.lines.is_empty() {
+      let lines = std::mem::take(&mut self.lines);
+      let ev = Event::Lines {
         handle: self.handle,
         stream: self.stream,
         lines,
-      });
+      };
+      let _ = self.events.send(ev).await;
+    }
+    if let Some(value) = self.progress_value.take() {
+      let _ = self
+        .events
+        .send(Event::Progress {
+          handle: self.handle,
+          value,
+        })
+        .await;
     }
   }
 }
@@ -455,7 +538,6 @@ async fn read_stream<R: AsyncRead + Unpin>(source: Option<R>, mut r: Reader) -> 
   let mut partial_overflow = false;
   let mut after_cr = false;
   let mut mid_line = false;
-  let mut lines = Vec::new();
   loop {
     let n = tokio::select! {
       read = source.read(&mut chunk) => match read {
@@ -497,13 +579,17 @@ async fn read_stream<R: AsyncRead + Unpin>(source: Option<R>, mut r: Reader) -> 
     // Lines end at \n, \r\n, or a lone \r (progress bars redraw their line with \r).
     while let Some(pos) = rest.iter().position(|&b| b == b'\n' || b == b'\r') {
       let (head, tail) = rest.split_at(pos);
-      if partial.is_empty() && !partial_overflow {
-        r.line(&head[..head.len().min(MAX_LINE_BYTES)], &mut lines);
+      let full = if partial.is_empty() && !partial_overflow {
+        r.line(&head[..head.len().min(MAX_LINE_BYTES)])
       } else {
         append_capped(&mut partial, head, &mut partial_overflow);
-        r.line(&partial, &mut lines);
+        let full = r.line(&partial);
         partial.clear();
         partial_overflow = false;
+        full
+      };
+      if full {
+        r.flush().await;
       }
       rest = match tail {
         [b'\r', b'\n', more @ ..] => more,
@@ -516,12 +602,12 @@ async fn read_stream<R: AsyncRead + Unpin>(source: Option<R>, mut r: Reader) -> 
       };
     }
     append_capped(&mut partial, rest, &mut partial_overflow);
-    r.flush(&mut lines);
+    r.flush().await;
   }
   if (!partial.is_empty() || partial_overflow) && r.wants_lines() {
-    r.line(&partial, &mut lines);
+    r.line(&partial);
   }
-  r.flush(&mut lines);
+  r.flush().await;
   cap
 }
 
@@ -614,8 +700,43 @@ mod sys {
 
 use sys::{signal_group, signal_pid, SIGKILL};
 
+/// Whether the group has a member that is not a zombie. A zombie is dead but keeps the group
+/// "signallable" until someone reaps it, and in a container whose PID 1 does not reap
+/// orphans (or where Node.js is PID 1) that may be never: waiting for it would hold every
+/// such command for its whole grace period.
 fn group_alive(pgid: u32) -> bool {
-  signal_group(pgid, 0)
+  signal_group(pgid, 0) && live_member(pgid).unwrap_or(true)
+}
+
+/// `Some(false)` when every process of group `pgid` is a zombie (from `/proc`).
+#[cfg(target_os = "linux")]
+fn live_member(pgid: u32) -> Option<bool> {
+  let entries = std::fs::read_dir("/proc").ok()?;
+  for entry in entries.flatten() {
+    let name = entry.file_name();
+    let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else {
+      continue;
+    };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+      continue; // ended meanwhile
+    };
+    let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+      continue;
+    };
+    // Fields after the name: state (3), ppid (4), pgrp (5).
+    let mut fields = after.split_whitespace();
+    let state = fields.next();
+    let pgrp = fields.nth(1).and_then(|f| f.parse::<u32>().ok());
+    if pgrp == Some(pgid) && state != Some("Z") {
+      return Some(true);
+    }
+  }
+  Some(false)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn live_member(_pgid: u32) -> Option<bool> {
+  None
 }
 
 fn clock_ticks_per_second() -> f64 {
@@ -638,9 +759,11 @@ fn tree_usage(pid: u32) -> Option<(u64, u64)> {
       continue;
     };
     let fields: Vec<&str> = after.split_whitespace().collect();
-    // fields[0] is field 3 (state): utime = 14, stime = 15, rss = 24.
+    // fields[0] is field 3 (state): utime = 14, stime = 15, cutime = 16, cstime = 17 (its
+    // reaped children: a tree of short-lived processes, like a test runner's, shows up
+    // there), rss = 24.
     let get = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-    ticks += get(14) + get(15);
+    ticks += get(14) + get(15) + get(16) + get(17);
     rss += get(24) * page;
   }
   Some((ticks, rss))
@@ -685,12 +808,12 @@ mod tests {
     forward: bool,
     kill_after: Option<Duration>,
   ) -> Vec<Event> {
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, mut rx) = mpsc::channel(64);
     let running = spawn(rt.handle(), 7, spec, Arc::new(AtomicBool::new(forward)), tx).unwrap();
     rt.block_on(async move {
       if let Some(d) = kill_after {
         tokio::time::sleep(d).await;
-        running.terminate(&tokio::runtime::Handle::current());
+        running.terminate();
       }
       let mut out = Vec::new();
       while let Some(ev) = rx.recv().await {
@@ -834,7 +957,7 @@ mod tests {
   #[test]
   fn missing_program_is_a_spawn_error() {
     let rt = rt();
-    let (tx, _rx) = mpsc::unbounded_channel();
+    let (tx, _rx) = mpsc::channel(64);
     let err = spawn(
       rt.handle(),
       1,
@@ -883,9 +1006,37 @@ mod tests {
   }
 
   #[test]
+  fn a_group_seen_ended_is_never_signalled_again() {
+    // A stranger: a process group leader we did not start as a command. Its pid stands for a
+    // number the kernel handed out again after a command's group ended.
+    let mut stranger = std::process::Command::new("sleep");
+    stranger.arg("30");
+    std::os::unix::process::CommandExt::process_group(&mut stranger, 0);
+    let mut stranger = stranger.spawn().unwrap();
+    let pid = stranger.id();
+    let state = State {
+      pid,
+      exited: AtomicBool::new(true),
+      group_done: AtomicBool::new(true),
+      kill_signal: libc::SIGTERM,
+      kill_grace: Duration::from_millis(10),
+      kill_deadline: Mutex::new(None),
+      wake: tokio::sync::Notify::new(),
+      last_usage: Mutex::new((0, Instant::now())),
+    };
+    state.terminate();
+    state.kill_group();
+    rt().block_on(state.end_group());
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(alive(pid as i32), "the stranger {pid} was signalled");
+    let _ = stranger.kill();
+    let _ = stranger.wait();
+  }
+
+  #[test]
   fn usage_reports_the_tree() {
     let rt = rt();
-    let (tx, _rx) = mpsc::unbounded_channel();
+    let (tx, _rx) = mpsc::channel(64);
     let running = spawn(
       rt.handle(),
       1,

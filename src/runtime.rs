@@ -1,6 +1,7 @@
 //! The tokio runtime the executors share: one worker thread for timers, sampling and command
 //! agents (their pipes and exits are driven by the I/O reactor; on Linux a child's exit is
-//! seen through a pidfd, so no SIGCHLD handler is installed next to libuv's).
+//! seen through a pidfd; without pidfd support tokio falls back to SIGCHLD, which libuv may
+//! take over, so `command::wait` also polls its child).
 //!
 //! Created on first use. Its thread is not a libuv handle, so it never keeps Node.js alive;
 //! what keeps Node alive is the executor's one deliberate keep-alive (see `binding.rs`).

@@ -7,15 +7,24 @@
 //!
 //! Keep-alive: that threadsafe function is referenced while any command has not been released
 //! by JS (its exit not yet handled), so Node.js stays up while a command runs — or is being
-//! terminated — and never because of an idle executor.
+//! terminated — and never because of an idle executor. A command's exit is reported only
+//! once its process group has ended (or been sent SIGKILL), so releasing it is safe.
+//!
+//! Backpressure: events go through a bounded channel and the pump waits for JS to handle
+//! each batch before it sends the next, so a command printing faster than JS can listen is
+//! slowed down (its pipe fills) instead of filling memory.
+//!
+//! Environment teardown (a worker's `terminate()`, where no JS 'exit' handler runs): every
+//! running command of the environment is in its instance data, whose finalizer sends them
+//! SIGKILL.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use napi::bindgen_prelude::*;
-use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::threadsafe_function::ThreadsafeFunction;
 use napi_derive::napi;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
@@ -28,6 +37,32 @@ const EVENT_PROGRESS: u32 = 2;
 const EVENT_EXIT: u32 = 3;
 /// Events per call into JS.
 const EVENTS_PER_BATCH: usize = 1024;
+/// Events waiting for JS, across the executor's commands, before readers wait.
+const EVENT_QUEUE: usize = 256;
+
+/// Distinguishes the `NativeCommands` objects of a process in the environment registry.
+static NEXT_OWNER: AtomicU32 = AtomicU32::new(1);
+
+/// Every running command of one Node.js environment, by `owner << 32 | handle`.
+#[derive(Default)]
+struct EnvCommands {
+  running: HashMap<u64, Running>,
+}
+
+/// This environment's registry, created (with its teardown finalizer) on first use.
+fn env_commands(env: &Env) -> Option<&'static mut EnvCommands> {
+  if let Ok(Some(registry)) = env.get_instance_data::<EnvCommands>() {
+    return Some(registry);
+  }
+  env
+    .set_instance_data(EnvCommands::default(), (), |ctx| {
+      for r in ctx.value.running.values() {
+        r.kill_now();
+      }
+    })
+    .ok()?;
+  env.get_instance_data::<EnvCommands>().ok().flatten()
+}
 
 /// A command as the wrapper validated it.
 #[napi(object)]
@@ -140,11 +175,12 @@ type EventsCallback =
 
 #[napi]
 pub struct NativeCommands {
+  owner: u32,
   rt: Handle,
   running: HashMap<u32, Running>,
   next: u32,
   forward: Arc<AtomicBool>,
-  tx: mpsc::UnboundedSender<Event>,
+  tx: mpsc::Sender<Event>,
   tsfn: Arc<EventsCallback>,
   kept_alive: bool,
 }
@@ -161,7 +197,7 @@ impl NativeCommands {
       .callee_handled::<false>()
       .build()?;
     let tsfn = Arc::new(tsfn);
-    let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
+    let (tx, mut rx) = mpsc::channel::<Event>(EVENT_QUEUE);
     let pump = Arc::clone(&tsfn);
     // Ends when every sender is gone: this object and every command it started.
     rt.spawn(async move {
@@ -173,12 +209,17 @@ impl NativeCommands {
             Err(_) => break,
           }
         }
-        if pump.call(batch, ThreadsafeFunctionCallMode::NonBlocking) == Status::Closing {
-          break; // Node.js is shutting down
+        // Waits until JS has handled the batch (a throw comes back as Err, not as a crash).
+        if let Err(e) = pump.call_async_catch(batch).await {
+          if e.status == Status::Closing {
+            break; // Node.js is shutting down
+          }
+          tracing::debug!(error = %e, "command events callback failed");
         }
       }
     });
     Ok(NativeCommands {
+      owner: NEXT_OWNER.fetch_add(1, Ordering::Relaxed),
       rt,
       running: HashMap::new(),
       next: 0,
@@ -229,6 +270,9 @@ impl NativeCommands {
     match command::spawn(&self.rt, handle, spec, Arc::clone(&self.forward), self.tx.clone()) {
       Ok(running) => {
         let pid = running.pid();
+        if let Some(registry) = env_commands(&env) {
+          registry.running.insert(self.key(handle), running.clone());
+        }
         self.running.insert(handle, running);
         self.update_keepalive(&env);
         NativeSpawned {
@@ -253,7 +297,7 @@ impl NativeCommands {
   pub fn terminate(&self, handle: u32) -> bool {
     match self.running.get(&handle) {
       Some(r) if !r.has_exited() => {
-        r.terminate(&self.rt);
+        r.terminate();
         true
       }
       _ => false,
@@ -288,12 +332,19 @@ impl NativeCommands {
   #[napi(catch_unwind)]
   pub fn release(&mut self, env: Env, handle: u32) {
     self.running.remove(&handle);
+    if let Some(registry) = env_commands(&env) {
+      registry.running.remove(&self.key(handle));
+    }
     self.update_keepalive(&env);
   }
 
   #[napi(getter, catch_unwind)]
   pub fn live(&self) -> u32 {
     self.running.len().min(u32::MAX as usize) as u32
+  }
+
+  fn key(&self, handle: u32) -> u64 {
+    (u64::from(self.owner) << 32) | u64::from(handle)
   }
 
   fn update_keepalive(&mut self, env: &Env) {
