@@ -542,8 +542,10 @@ class BackgroundExecutor extends EventEmitter {
       return;
     }
     const started = r > 0;
+    // `| 0` while it fits: an id that reaches a record as a boxed double (e.g. re-read after a
+    // deoptimisation) would turn the record's `id` field into a double field for good.
     const id = started ? r : -r;
-    rec.id = id;
+    rec.id = id <= 0x3fffffff ? id | 0 : id;
     this._store(id, rec);
     const events = this._events;
     if (events['execution-queued'] !== undefined) {
