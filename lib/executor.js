@@ -223,6 +223,39 @@ function timerCallback(weak) {
   };
 }
 
+const PROMISE_THEN = Promise.prototype.then;
+
+/**
+ * Waits for one attempt's agent promise: `.then(w.onFulfilled, w.onRejected)`. With the
+ * built-in `then` exactly one of the two runs, once, so the watcher then goes back to a free
+ * list (shared by all executors, at most MAX_FREE_WATCHERS long) and is reused: no closures
+ * and context allocated per agent call.
+ */
+class AttemptWatcher {
+  constructor() {
+    this.ex = null;
+    this.rec = null;
+    this.attempt = 0;
+    this.next = null;
+    this.onFulfilled = (v) => this.settle(true, v);
+    this.onRejected = (e) => this.settle(false, e);
+  }
+  settle(ok, value) {
+    const { ex, rec, attempt } = this;
+    this.ex = null;
+    this.rec = null;
+    if (freeCount < MAX_FREE_WATCHERS) {
+      freeCount++;
+      this.next = freeWatchers;
+      freeWatchers = this;
+    }
+    ex._agentSettled(rec, attempt, ok, value);
+  }
+}
+const MAX_FREE_WATCHERS = 4096;
+let freeWatchers = null;
+let freeCount = 0;
+
 // `new Promise(captureResolvers)` hands its resolvers over without allocating a closure per
 // promise (Node 20 has no Promise.withResolvers).
 let capturedResolve = null;
@@ -690,10 +723,26 @@ class BackgroundExecutor extends EventEmitter {
     } catch (err) {
       value = Promise.reject(err);
     }
-    Promise.resolve(value).then(
-      (v) => this._agentSettled(rec, attempt, true, v),
-      (e) => this._agentSettled(rec, attempt, false, e),
-    );
+    const promise = Promise.resolve(value);
+    if (promise.then !== PROMISE_THEN) {
+      // A patched `then` might call back more than once: no reuse.
+      promise.then(
+        (v) => this._agentSettled(rec, attempt, true, v),
+        (e) => this._agentSettled(rec, attempt, false, e),
+      );
+      return;
+    }
+    let w = freeWatchers;
+    if (w === null) w = new AttemptWatcher();
+    else {
+      freeWatchers = w.next;
+      w.next = null;
+      freeCount--;
+    }
+    w.ex = this;
+    w.rec = rec;
+    w.attempt = attempt;
+    promise.then(w.onFulfilled, w.onRejected);
   }
 
   _agentSettled(rec, attempt, ok, value) {
