@@ -84,17 +84,57 @@ class Execution {
     this.options = options;
     this.priority = priority; // level name
     this.attempt = 0; // attempts started so far
-    this.phase = 0; // 0 queued, 1 an attempt is running, 2 waiting for a retry
-    this.called = false; // the running attempt's agent has been called
-    this.done = false;
-    this.status = null; // terminal status name once done
+    // phase, called, done and status packed in one small integer (see the accessors below):
+    // a queued execution is held by the record, its promise and its resolvers, and every
+    // byte of them is copied twice by the young-generation GC while the queue fills.
+    this.bits = 0;
     this.value = undefined; // result, or error, once settled
-    this.resolve = null; // execute(): promise; aggregate: waiter
-    this.reject = null;
-    this.callback = null;
+    this.resolve = null; // execute(): its promise's resolve; callback modes: the callback
+    this.reject = null; // execute(): its promise's reject
     this.x = null; // Extras, created when first needed
   }
+
+  /** 0 queued, 1 an attempt is running, 2 waiting for a retry. */
+  get phase() {
+    return this.bits & B_PHASE;
+  }
+  set phase(p) {
+    this.bits = (this.bits & ~B_PHASE) | p;
+  }
+  /** The running attempt's agent has been called. */
+  get called() {
+    return (this.bits & B_CALLED) !== 0;
+  }
+  set called(yes) {
+    this.bits = yes ? this.bits | B_CALLED : this.bits & ~B_CALLED;
+  }
+  get done() {
+    return (this.bits & B_DONE) !== 0;
+  }
+  set done(yes) {
+    this.bits = yes ? this.bits | B_DONE : this.bits & ~B_DONE;
+  }
+  /** Terminal status name once done, else null. */
+  get status() {
+    const k = this.bits >> B_STATUS_SHIFT;
+    return k === 0 ? null : STATUS_NAMES[k];
+  }
+  set status(name) {
+    const k = name === 'completed' ? 2 : name === 'failed' ? 3 : name === 'cancelled' ? 4 : 0;
+    this.bits = (this.bits & ~(7 << B_STATUS_SHIFT)) | (k << B_STATUS_SHIFT);
+  }
+  /** executeWithCallback's callback (or null); shares its field with `resolve`. */
+  get callback() {
+    return this.mode === M_EXECUTE ? null : this.resolve;
+  }
+  set callback(fn) {
+    if (this.mode !== M_EXECUTE) this.resolve = fn;
+  }
 }
+const B_PHASE = 3;
+const B_CALLED = 4;
+const B_DONE = 8;
+const B_STATUS_SHIFT = 4;
 
 /** Rarely needed per-execution state, kept out of the common record. */
 class Extras {
