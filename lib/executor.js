@@ -78,22 +78,32 @@ class Batch {
 class Execution {
   constructor(mode, agent, task, options, priority) {
     this.id = 0; // assigned by the core at the next sync
-    this.mode = mode;
     this.agent = agent;
     this.task = task;
     this.options = options;
     this.priority = priority; // level name
-    this.attempt = 0; // attempts started so far
-    // phase, called, done and status packed in one small integer (see the accessors below):
-    // a queued execution is held by the record, its promise and its resolvers, and every
-    // byte of them is copied twice by the young-generation GC while the queue fills.
-    this.bits = 0;
+    // mode, attempt, phase, called, done and status packed in one small integer (see the
+    // accessors below): a queued execution is held by the record, its promise and its
+    // resolvers, and every byte of them is copied twice by the young-generation GC while
+    // the queue fills.
+    this.bits = mode << B_MODE_SHIFT;
     this.value = undefined; // result, or error, once settled
     this.resolve = null; // execute(): its promise's resolve; callback modes: the callback
     this.reject = null; // execute(): its promise's reject
     this.x = null; // Extras, created when first needed
   }
 
+  /** One of M_FIRE ... M_AGGREGATE. */
+  get mode() {
+    return (this.bits >> B_MODE_SHIFT) & 7;
+  }
+  /** Attempts started so far (at most retries + 1 <= 1001). */
+  get attempt() {
+    return this.bits >> B_ATTEMPT_SHIFT;
+  }
+  set attempt(n) {
+    this.bits = (this.bits & B_NOT_ATTEMPT) | (n << B_ATTEMPT_SHIFT);
+  }
   /** 0 queued, 1 an attempt is running, 2 waiting for a retry. */
   get phase() {
     return this.bits & B_PHASE;
@@ -116,7 +126,7 @@ class Execution {
   }
   /** Terminal status name once done, else null. */
   get status() {
-    const k = this.bits >> B_STATUS_SHIFT;
+    const k = (this.bits >> B_STATUS_SHIFT) & 7;
     return k === 0 ? null : STATUS_NAMES[k];
   }
   set status(name) {
@@ -135,6 +145,9 @@ const B_PHASE = 3;
 const B_CALLED = 4;
 const B_DONE = 8;
 const B_STATUS_SHIFT = 4;
+const B_MODE_SHIFT = 7;
+const B_ATTEMPT_SHIFT = 10;
+const B_NOT_ATTEMPT = (1 << B_ATTEMPT_SHIFT) - 1;
 
 /** Rarely needed per-execution state, kept out of the common record. */
 class Extras {
