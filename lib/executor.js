@@ -634,8 +634,10 @@ class BackgroundExecutor extends EventEmitter {
     const id = started ? r : -r;
     rec.id = id <= 0x3fffffff ? id | 0 : id;
     this._store(id, rec);
-    const events = this._events;
-    if (events['execution-queued'] !== undefined) {
+    // `_eventsCount` (EventEmitter's count of event names with listeners) first: with no
+    // listener at all, no lookup in the dictionary-mode `_events` (~10 ns each).
+    const events = this._eventsCount === 0 ? null : this._events;
+    if (events !== null && events['execution-queued'] !== undefined) {
       this._emit('execution-queued', {
         executionId: extId(id),
         agent: rec.agent,
@@ -646,7 +648,7 @@ class BackgroundExecutor extends EventEmitter {
         queueLength: this._native.counts().queued,
       });
     }
-    if (rec.mode < M_EXECUTE && events[MODE_EVENTS[rec.mode]] !== undefined) {
+    if (events !== null && rec.mode < M_EXECUTE && events[MODE_EVENTS[rec.mode]] !== undefined) {
       this._emit(MODE_EVENTS[rec.mode], { executionId: extId(id), agent: rec.agent, task: rec.task, priority: rec.priority });
     }
     const x = rec.x;
@@ -691,7 +693,7 @@ class BackgroundExecutor extends EventEmitter {
       rec.x.abortReason = undefined;
     }
     // Started now, as far as the core (slots, timeout) and listeners are concerned.
-    if (this._events['execution-started'] !== undefined) {
+    if (this._eventsCount !== 0 && this._events['execution-started'] !== undefined) {
       this._emit('execution-started', {
         executionId: extId(rec.id),
         agent: rec.agent,
@@ -843,9 +845,9 @@ class BackgroundExecutor extends EventEmitter {
       if (x.userSignal !== null) this._unwireSignal(x);
       if (x.waiters !== null) this._notifyWaiters(rec);
     }
-    const events = this._events;
-    const watched = rec.mode === M_WATCHED && events['progress-update'] !== undefined;
-    if (events['execution-completed'] !== undefined || watched) {
+    const events = this._eventsCount === 0 ? null : this._events;
+    const watched = events !== null && rec.mode === M_WATCHED && events['progress-update'] !== undefined;
+    if ((events !== null && events['execution-completed'] !== undefined) || watched) {
       const executionId = extId(rec.id);
       const duration = this._durationOf(rec);
       this._emit('execution-completed', {
