@@ -440,7 +440,13 @@ test("progressPattern 'json-lines': {\"progress\": n} lines report n, anything e
   g.open('g1');
   const final = await bg.waitFor(id);
   assert.equal(final.status, 'completed');
-  assert.deepEqual(reports, [10, 42.5, 80], 'every report, in order');
+  // JSON progress is coalesced per read (only the latest value of a read matters): 42.5 and
+  // 80 may arrive in one read, and then only 80 is reported.
+  assert.ok(
+    reports[0] === 10 && reports.at(-1) === 80 && reports.every((v, i) => v === [10, 42.5, 80][i] || (i === 1 && v === 80)),
+    `reports ${JSON.stringify(reports)}: 10, then 42.5 (unless coalesced), then 80`,
+  );
+  assert.ok(reports.length === 2 || reports.length === 3);
   // progress-update is coalesced per turn: 42.5 and 80 may come in one read, as one update.
   const running = updates.filter((u) => u.executionId === id && u.status === 'running').map((u) => u.progress);
   assert.ok(

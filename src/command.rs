@@ -95,6 +95,15 @@ pub enum Event {
   Exit(Exit),
 }
 
+impl Event {
+  pub fn line_count(&self) -> usize {
+    match self {
+      Event::Lines { lines, .. } => lines.len(),
+      _ => 0,
+    }
+  }
+}
+
 /// Shared between the task that waits for the command and the JS thread that may kill it.
 #[derive(Debug)]
 struct State {

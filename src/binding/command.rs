@@ -37,6 +37,8 @@ const EVENT_PROGRESS: u32 = 2;
 const EVENT_EXIT: u32 = 3;
 /// Events per call into JS.
 const EVENTS_PER_BATCH: usize = 1024;
+/// Output lines per call into JS (each may be matched and emitted there).
+const LINES_PER_BATCH: usize = 2048;
 /// Events waiting for JS, across the executor's commands, before readers wait.
 const EVENT_QUEUE: usize = 256;
 
@@ -202,10 +204,16 @@ impl NativeCommands {
     // Ends when every sender is gone: this object and every command it started.
     rt.spawn(async move {
       while let Some(first) = rx.recv().await {
+        let mut lines = first.line_count();
         let mut batch = vec![NativeCommandEvent::from_event(first)];
-        while batch.len() < EVENTS_PER_BATCH {
+        // Bounded in lines too: one call into JS stays short, so its timers keep running
+        // while a chatty command is being listened to.
+        while batch.len() < EVENTS_PER_BATCH && lines < LINES_PER_BATCH {
           match rx.try_recv() {
-            Ok(ev) => batch.push(NativeCommandEvent::from_event(ev)),
+            Ok(ev) => {
+              lines += ev.line_count();
+              batch.push(NativeCommandEvent::from_event(ev));
+            }
             Err(_) => break,
           }
         }
