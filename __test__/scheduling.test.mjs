@@ -426,3 +426,30 @@ test('the event loop stays responsive while 200k trivial execute() calls drain',
   assert.ok(maxGap < 200, `the event loop stalled for ${maxGap.toFixed(0)} ms (drain took ${elapsed.toFixed(0)} ms, ${ticks} ticks)`);
   await bg.shutdown();
 });
+
+test('an execution started by a nested sync before its own submission was answered still runs (chaos seed 11)', async () => {
+  // Two holders fill both slots. P and Y are queued in one batch; while P's answer is being
+  // delivered, an 'execution-queued' listener cancels both holders (cancelGraceMs 0 frees
+  // their slots at once), so the core starts P and Y before Y's own answer is processed.
+  const bg = create({ throttleIfExceeded: false, maxConcurrentAgents: 2, cancelGraceMs: 0 });
+  const hold = gate();
+  const called = [];
+  bg.registerAgent('hold', () => hold.promise);
+  bg.registerAgent('quick', (task) => {
+    called.push(task);
+    return task;
+  });
+  const x1 = await bg.executeWithCallback('hold', 'x1', null);
+  const x2 = await bg.executeWithCallback('hold', 'x2', null);
+  bg.on('execution-queued', (e) => {
+    if (e.task === 'p') {
+      bg.cancelExecution(x1.executionId);
+      bg.cancelExecution(x2.executionId);
+    }
+  });
+  const p = bg.execute('quick', 'p');
+  const y = bg.execute('quick', 'y', { timeout: 5000 });
+  assert.deepEqual(await Promise.all([p, y]), ['p', 'y']);
+  assert.deepEqual(called.sort(), ['p', 'y']);
+  hold.open();
+});

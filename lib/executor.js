@@ -329,6 +329,7 @@ class BackgroundExecutor extends EventEmitter {
     this._agents = cfg.agents;
     this._defaultAgent = cfg.defaultAgent;
     this._commands = null; // CommandRunner, created by the first registerCommand
+    this._earlyStarts = null; // Set of ids started before their submission was answered
     this._defaultTimeout = cfg.defaultTimeoutMs === undefined ? 0 : cfg.defaultTimeoutMs;
     let lowest = this._levelNames[0];
     for (const name of this._levelNames) if (this._levels.get(name) < this._levels.get(lowest)) lowest = name;
@@ -659,10 +660,12 @@ class BackgroundExecutor extends EventEmitter {
       else if (rec.callback !== null) this._callBack(rec, err, undefined);
       return;
     }
-    const started = r > 0;
+    let started = r > 0;
     // `| 0` while it fits: an id that reaches a record as a boxed double (e.g. re-read after a
     // deoptimisation) would turn the record's `id` field into a double field for good.
     const id = started ? r : -r;
+    // Queued when its batch was synced, but started since by a nested sync (see _startUnknown).
+    if (!started && this._earlyStarts !== null && this._earlyStarts.delete(id)) started = true;
     rec.id = id <= 0x3fffffff ? id | 0 : id;
     this._store(id, rec);
     // `_eventsCount` (EventEmitter's count of event names with listeners) first: with no
@@ -775,7 +778,20 @@ class BackgroundExecutor extends EventEmitter {
     for (let i = 0; i < ids.length; i++) {
       const rec = this._rec(ids[i]);
       if (rec !== undefined) this._launch(rec);
+      else this._startUnknown(ids[i]);
     }
+  }
+
+  /**
+   * The core started `id`, whose submission answer this wrapper has not processed yet: a
+   * listener or callback run while a batch's answers were being delivered made a nested
+   * `sync` (the next batch), which freed a slot and started an execution submitted in the
+   * outer batch. `_submitted` launches it when it gets there. (Found by the chaos suite,
+   * CHAOS_SEED=11: the execution ran in the core but its agent was never called.)
+   */
+  _startUnknown(id) {
+    if (this._earlyStarts === null) this._earlyStarts = new Set();
+    this._earlyStarts.add(id);
   }
 
   /** Calls the agent for `attempt` of `rec`, unless that attempt ended while it waited. */
@@ -864,6 +880,7 @@ class BackgroundExecutor extends EventEmitter {
     if (next > 0) {
       const nextRec = this._rec(next);
       if (nextRec !== undefined) this._launch(nextRec);
+      else this._startUnknown(next);
     }
   }
 
