@@ -647,46 +647,42 @@ mod sys {
   /// Sends `sig` to the process group `pgid`; false when there is no such group. Never
   /// signals group 0 or 1 (our own group, every process).
   pub fn signal_group(pgid: u32, sig: i32) -> bool {
-    let Ok(pgid) = i32::try_from(pgid) else {
-      return false;
-    };
-    if pgid <= 1 {
-      return false;
-    }
-    // SAFETY: kill(2) has no memory-safety preconditions; a negative pid names a group.
-    unsafe { libc::kill(-pgid, sig) == 0 }
+    signal(pgid, true, sig)
   }
 
   pub fn signal_pid(pid: u32, sig: i32) -> bool {
-    let Ok(pid) = i32::try_from(pid) else {
+    signal(pid, false, sig)
+  }
+
+  fn signal(id: u32, group: bool, sig: i32) -> bool {
+    let Ok(id) = i32::try_from(id) else {
       return false;
     };
-    if pid <= 1 {
+    if id <= 1 {
       return false;
     }
-    // SAFETY: as above.
-    unsafe { libc::kill(pid, sig) == 0 }
+    // SAFETY: kill(2) has no memory-safety preconditions; a negative pid names a group.
+    unsafe { libc::kill(if group { -id } else { id }, sig) == 0 }
+  }
+
+  /// A positive `sysconf` value, else `fallback`.
+  fn sysconf(name: libc::c_int, fallback: i64) -> i64 {
+    // SAFETY: sysconf has no preconditions.
+    let v = unsafe { libc::sysconf(name) };
+    if v > 0 {
+      v as i64
+    } else {
+      fallback
+    }
   }
 
   pub fn clock_ticks_per_second() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if hz > 0 {
-      hz as f64
-    } else {
-      100.0
-    }
+    sysconf(libc::_SC_CLK_TCK, 100) as f64
   }
 
   #[cfg(target_os = "linux")]
   pub fn page_size() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if page > 0 {
-      page as u64
-    } else {
-      4096
-    }
+    sysconf(libc::_SC_PAGESIZE, 4096) as u64
   }
 }
 
