@@ -1349,3 +1349,32 @@ test('50 commands under maxConcurrentAgents 8: all complete, never more than 8 r
   assert.equal(bg.getStatus().completed, 50);
   assert.equal(bg.getStatus().command_processes, 0);
 });
+
+test("'command-output' after removeAllListeners(): a listener added mid-run still gets the lines; no internal listeners show", async () => {
+  const bg = make();
+  bg.registerCommand('talk', { command: 'sh', args: ['-c', 'sleep 0.3; echo one; sleep 0.3; echo two'] });
+  bg.removeAllListeners();
+  const lines = [];
+  const run = bg.execute('talk', 't');
+  await sleep(100);
+  bg.on('command-output', (e) => lines.push(e.line));
+  await run;
+  assert.deepEqual(lines, ['one', 'two']);
+  assert.deepEqual(bg.eventNames(), ['command-output']);
+});
+
+test('env: undefined values are "not given" (they do not remove an inherited variable); null removes', async (t) => {
+  const bg = make();
+  process.env.BMAD_BG_KEEP = 'kept';
+  process.env.BMAD_BG_DROP = 'dropped';
+  t.after(() => {
+    delete process.env.BMAD_BG_KEEP;
+    delete process.env.BMAD_BG_DROP;
+  });
+  bg.registerCommand('env', {
+    command: 'sh',
+    args: ['-c', 'echo "${BMAD_BG_KEEP-unset} ${BMAD_BG_DROP-unset}"'],
+    env: { BMAD_BG_KEEP: undefined, BMAD_BG_DROP: null },
+  });
+  assert.equal((await bg.execute('env', 't')).stdout, 'kept unset\n');
+});

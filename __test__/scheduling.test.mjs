@@ -453,3 +453,34 @@ test('an execution started by a nested sync before its own submission was answer
   assert.deepEqual(called.sort(), ['p', 'y']);
   hold.open();
 });
+
+test('the record window never slides past submissions whose answer is still pending (nested syncs + eviction)', async () => {
+  // A listener run while W's answer is delivered submits Z and queries (nested sync: Z is
+  // stored past X and Y, whose answers are still pending), then ends W and the oldest record
+  // and queries again, which evicts them (maxRetainedResults 0). The window must not slide
+  // past X and Y: they must still run when their answers arrive.
+  const bg = create({ throttleIfExceeded: false, maxConcurrentAgents: 2, maxRetainedResults: 0, cancelGraceMs: 0 });
+  bg.registerAgent('hold', (t, o, { signal }) => new Promise((res, rej) => signal.addEventListener('abort', () => rej(signal.reason))));
+  bg.registerAgent('quick', async (t) => t);
+  const h = await bg.fireAndForget('hold', 'H');
+  for (let i = 0; i < 1100; i++) await bg.execute('quick', `q${i}`); // > 1024 evicted records before them
+  bg.setConcurrency(1);
+  const settled = {};
+  const track = (name, p) => p.then((v) => (settled[name] = v), (e) => (settled[name] = e.code));
+  const runs = [];
+  bg.on('execution-queued', (e) => {
+    if (e.task !== 'W') return;
+    runs.push(track('Z', bg.execute('quick', 'Z', { priority: 'critical' })));
+    bg.getStatus();
+    bg.cancelExecution(e.executionId);
+    bg.cancelExecution(h.executionId);
+    runs.push(track('Z2', bg.execute('quick', 'Z2')));
+    bg.getStatus();
+  });
+  runs.push(track('W', bg.execute('quick', 'W', { priority: 'low' })));
+  runs.push(track('X', bg.execute('quick', 'X', { priority: 'low', timeout: 5000 })));
+  runs.push(track('Y', bg.execute('quick', 'Y', { priority: 'low', timeout: 5000 })));
+  await Promise.all(runs);
+  assert.deepEqual(settled, { W: 'ERR_EXECUTION_CANCELLED', X: 'X', Y: 'Y', Z: 'Z', Z2: 'Z2' });
+  assert.equal(bg.getStatus().running + bg.getStatus().queued, 0);
+});

@@ -321,3 +321,27 @@ setTimeout(() => { process.stdout.write('RESUME=' + Date.now() + '\\n'); bg.resu
   assert.ok(ran >= resumed);
   assert.ok(out.exitedAt - ran < 1000);
 });
+
+test('shutdown() called while a batch is being answered cancels that batch\'s queued submissions visibly', async () => {
+  const bg = makeExecutor({ maxConcurrentAgents: 1 });
+  const hold = deferred();
+  bg.registerAgent('hold', () => hold.promise);
+  bg.registerAgent('quick', (t) => t);
+  await bg.fireAndForget('hold', 'x1');
+  let done;
+  bg.on('execution-queued', (e) => {
+    if (e.task === 'p') done = bg.shutdown();
+  });
+  const cancelled = [];
+  bg.on('execution-cancelled', (e) => cancelled.push(e.task));
+  let callbackErr;
+  const p = bg.execute('quick', 'p').then(() => 'ok', (e) => e.code);
+  const y = bg.execute('quick', 'y').then(() => 'ok', (e) => e.code);
+  const z = bg.executeWithCallback('quick', 'z', (err) => (callbackErr = err));
+  setTimeout(() => hold.resolve('x'), 50);
+  assert.deepEqual(await Promise.all([p, y]), ['ERR_EXECUTOR_SHUT_DOWN', 'ERR_EXECUTOR_SHUT_DOWN']);
+  assert.equal((await z).status, 'cancelled');
+  await done;
+  assert.equal(callbackErr?.code, 'ERR_EXECUTOR_SHUT_DOWN');
+  assert.deepEqual(cancelled.sort(), ['p', 'y', 'z']);
+});

@@ -101,7 +101,8 @@ function parseCommandSpec(spec, where) {
         throw typeError(`${where}.env has an invalid variable name ${describe(key)}`);
       }
       const value = rawEnv[key];
-      if (value === null || value === undefined) {
+      if (value === undefined) continue; // not given (as a spread of optional values leaves)
+      if (value === null) {
         envKeys.push(key);
         envValues.push(null);
       } else {

@@ -330,6 +330,7 @@ class BackgroundExecutor extends EventEmitter {
     this._defaultAgent = cfg.defaultAgent;
     this._commands = null; // CommandRunner, created by the first registerCommand
     this._earlyStarts = null; // Set of ids started before their submission was answered
+    this._earlyCancels = null; // Set of ids shutdown() cancelled before they were answered
     this._defaultTimeout = cfg.defaultTimeoutMs === undefined ? 0 : cfg.defaultTimeoutMs;
     let lowest = this._levelNames[0];
     for (const name of this._levelNames) if (this._levels.get(name) < this._levels.get(lowest)) lowest = name;
@@ -438,17 +439,39 @@ class BackgroundExecutor extends EventEmitter {
   }
 
   _commandRunner() {
-    if (this._commands === null) {
-      const runner = new CommandRunner(this);
-      this._commands = runner;
-      // Output lines cross from Rust only while someone listens to them.
-      const sync = (event) => {
-        if (event === 'command-output') queueMicrotask(() => runner.syncForward());
-      };
-      this.on('newListener', sync);
-      this.on('removeListener', sync);
-    }
+    if (this._commands === null) this._commands = new CommandRunner(this);
     return this._commands;
+  }
+
+  // Output lines of command agents cross from Rust only while someone listens to
+  // 'command-output': the listener methods tell the runner when that changes. (Not through
+  // 'newListener'/'removeListener' listeners of our own: users would see them in
+  // eventNames() and could remove them with removeAllListeners().)
+  on(event, listener) {
+    super.on(event, listener);
+    if (event === 'command-output' && this._commands !== null) this._commands.syncForward();
+    return this;
+  }
+  addListener(event, listener) {
+    return this.on(event, listener);
+  }
+  prependListener(event, listener) {
+    super.prependListener(event, listener);
+    if (event === 'command-output' && this._commands !== null) this._commands.syncForward();
+    return this;
+  }
+  removeListener(event, listener) {
+    super.removeListener(event, listener);
+    if (event === 'command-output' && this._commands !== null) this._commands.syncForward();
+    return this;
+  }
+  off(event, listener) {
+    return this.removeListener(event, listener);
+  }
+  removeAllListeners(...args) {
+    super.removeAllListeners(...args);
+    if (this._commands !== null) this._commands.syncForward();
+    return this;
   }
 
   unregisterAgent(name) {
@@ -694,6 +717,11 @@ class BackgroundExecutor extends EventEmitter {
         x.onUserAbort = () => this._cancelRec(rec, this._cancelledError(rec, signal.reason));
         signal.addEventListener('abort', x.onUserAbort, { once: true });
       }
+    }
+    // Cancelled by a shutdown() made while its batch's answers were being delivered.
+    if (!rec.done && this._earlyCancels !== null && this._earlyCancels.delete(id)) {
+      started = false;
+      this._end(rec, 'cancelled', this._shutdownError(rec));
     }
     if (rec.x !== null && rec.x.admitted !== null) {
       const status = rec.done ? rec.status : started ? 'running' : 'queued';
@@ -1205,14 +1233,21 @@ class BackgroundExecutor extends EventEmitter {
 
   _rec(id) {
     const i = id - this._base;
-    return i >= 0 && i < this._slots.length ? this._slots[i] : undefined;
+    const rec = i >= 0 && i < this._slots.length ? this._slots[i] : undefined;
+    return rec === null ? undefined : rec;
   }
 
+  /**
+   * Ids are stored in order except when a nested sync (from a listener or callback run while
+   * a batch's answers are delivered) answers a later batch first: the ids it skips are
+   * padded with null, "answer pending", which the window never slides past (an `undefined`
+   * slot is a dropped record).
+   */
   _store(id, rec) {
     const i = id - this._base;
     if (i === this._slots.length) this._slots.push(rec);
     else if (i >= 0) {
-      while (this._slots.length < i) this._slots.push(undefined);
+      while (this._slots.length < i) this._slots.push(null);
       this._slots[i] = rec;
     }
   }
@@ -1618,7 +1653,14 @@ class BackgroundExecutor extends EventEmitter {
     this._emit('shutting-down', { running: c.running, queued: c.queued, mode, timeoutMs });
     for (const id of this._native.close(mode === 'cancel')) {
       const rec = this._rec(id);
-      if (rec !== undefined && !rec.done) this._end(rec, 'cancelled', this._shutdownError(rec));
+      if (rec !== undefined) {
+        if (!rec.done) this._end(rec, 'cancelled', this._shutdownError(rec));
+      } else {
+        // Submitted in a batch whose answers are still being delivered (shutdown() called
+        // from a listener or callback): ended when its answer arrives.
+        if (this._earlyCancels === null) this._earlyCancels = new Set();
+        this._earlyCancels.add(id);
+      }
     }
     if (this._native.isIdle()) this._finishShutdown(false);
     else if (timeoutMs !== undefined) this._native.armShutdownTimer(timeoutMs);

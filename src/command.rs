@@ -165,7 +165,7 @@ impl State {
     if self.group_done.load(Ordering::Acquire) {
       return;
     }
-    if group_alive(self.pid) {
+    if group_alive(self.pid).await {
       tracing::debug!(
         pid = self.pid,
         "command exited, its group did not: terminating the group"
@@ -173,7 +173,7 @@ impl State {
       self.terminate();
       let deadline = self.deadline().unwrap_or_else(Instant::now);
       let mut pause = Duration::from_millis(2);
-      while group_alive(self.pid) {
+      while group_alive(self.pid).await {
         let now = Instant::now();
         if now >= deadline {
           tracing::debug!(pid = self.pid, "command group outlived its kill signal: SIGKILL");
@@ -289,8 +289,8 @@ pub fn spawn(
   #[cfg(unix)]
   cmd.process_group(0);
   // No pre_exec hook (such as PR_SET_PDEATHSIG): with one, std must fork() instead of
-  // posix_spawn(), and forking a Node.js process of ~500 MB RSS blocks the JS thread ~19 ms
-  // per command instead of ~0.35 ms (measured here, see README "Command agents").
+  // posix_spawn(), and forking a Node.js process of ~500 MB RSS blocks the JS thread ~15-19 ms
+  // per command instead of ~0.4 ms (measured here: bench/commands.mjs, README "Performance").
 
   let started = Instant::now();
   let mut child = {
@@ -709,8 +709,18 @@ use sys::{signal_group, signal_pid, SIGKILL};
 /// "signallable" until someone reaps it, and in a container whose PID 1 does not reap
 /// orphans (or where Node.js is PID 1) that may be never: waiting for it would hold every
 /// such command for its whole grace period.
-fn group_alive(pgid: u32) -> bool {
-  signal_group(pgid, 0) && live_member(pgid).unwrap_or(true)
+///
+/// The `/proc` scan runs on the blocking pool: the runtime's one worker also drives every
+/// executor's timers and every command's pipes.
+async fn group_alive(pgid: u32) -> bool {
+  if !signal_group(pgid, 0) {
+    return false;
+  }
+  tokio::task::spawn_blocking(move || live_member(pgid))
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or(true)
 }
 
 /// `Some(false)` when every process of group `pgid` is a zombie (from `/proc`).
