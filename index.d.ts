@@ -181,7 +181,7 @@ declare namespace Types {
     /** Arguments, passed as they are (no shell, no interpolation). */
     args?: readonly string[];
     cwd?: string;
-    /** Merged into the parent's environment (unless `inheritEnv: false`); `null` removes a variable. */
+    /** Merged into the parent's environment (unless `inheritEnv: false`); `null` removes a variable, `undefined` is ignored. */
     env?: Readonly<Record<string, string | null | undefined>>;
     /** Default true. */
     inheritEnv?: boolean;
