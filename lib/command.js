@@ -326,7 +326,6 @@ class CommandRunner {
       }
     }
     if (native.live === 0) LIVE.delete(this);
-    native.setForwardOutput(ex.listenerCount('command-output') > 0);
   }
 
   _progress(entry, value) {

@@ -449,7 +449,7 @@ class BackgroundExecutor extends EventEmitter {
   // eventNames() and could remove them with removeAllListeners().)
   on(event, listener) {
     super.on(event, listener);
-    if (event === 'command-output' && this._commands !== null) this._commands.syncForward();
+    this._listenersChanged(event);
     return this;
   }
   addListener(event, listener) {
@@ -457,12 +457,12 @@ class BackgroundExecutor extends EventEmitter {
   }
   prependListener(event, listener) {
     super.prependListener(event, listener);
-    if (event === 'command-output' && this._commands !== null) this._commands.syncForward();
+    this._listenersChanged(event);
     return this;
   }
   removeListener(event, listener) {
     super.removeListener(event, listener);
-    if (event === 'command-output' && this._commands !== null) this._commands.syncForward();
+    this._listenersChanged(event);
     return this;
   }
   off(event, listener) {
@@ -470,8 +470,12 @@ class BackgroundExecutor extends EventEmitter {
   }
   removeAllListeners(...args) {
     super.removeAllListeners(...args);
-    if (this._commands !== null) this._commands.syncForward();
+    this._listenersChanged('command-output');
     return this;
+  }
+
+  _listenersChanged(event) {
+    if (event === 'command-output' && this._commands !== null) this._commands.syncForward();
   }
 
   unregisterAgent(name) {
