@@ -5,6 +5,10 @@
 //   p-queue    new PQueue({ concurrency: 64 }), queue.add(fn, { priority }) with the same 5 priorities (5..1)
 //   fastq      fastq.promise(worker, 64): no priorities, the unprioritised floor
 //   semaphore  a bare ~25-line JS semaphore (no priorities), for reference
+//   floor      (W1 only) no scheduler at all: what any promise-returning execute() must do and
+//              nothing more — a promise and its resolvers per call, the options kept until the
+//              agent runs, 64 async loops calling the agent in FIFO order and resolving each
+//              promise with its value. A lower bound for W1 on this machine, not a peer.
 // Every system runs the same agent `async (task, opts) => opts.i` with the same
 // `opts = { i, priority }` object, the same concurrency (64) and the same N.
 //
@@ -38,7 +42,7 @@
 //   --json FILE             write all results (raw runs included) as JSON
 //   --quick                 smaller N, fewer runs
 //   --only w1,w2,w3,w4      run a subset of the workloads
-//   --systems a,b           subset of: this,fastq,pqueue,semaphore
+//   --systems a,b           subset of: this,fastq,pqueue,semaphore,floor
 //   --sizes 10000,100000    W1 sizes
 //   --runs K                measured runs per size (overrides 21/5/3)
 //   --warmup-execs N        warm-up executions per system and size (default 200k; --quick 100k)
@@ -71,8 +75,10 @@ const TASK = 'task';
 const AGENT = 'echo';
 const agent = async (task, opts) => opts.i;
 
-const SYSTEMS = ['this', 'fastq', 'pqueue', 'semaphore'];
-const LABEL = { this: 'this', fastq: 'fastq', pqueue: 'p-queue', semaphore: 'semaphore' };
+const SYSTEMS = ['this', 'fastq', 'pqueue', 'semaphore', 'floor'];
+const LABEL = { this: 'this', fastq: 'fastq', pqueue: 'p-queue', semaphore: 'semaphore', floor: 'floor' };
+/** Systems that take part in W2-W4 (the floor cannot pause, and is a W1 reference only). */
+const W1_ONLY = new Set(['floor']);
 
 function argValue(name, fallback) {
   const i = process.argv.indexOf(`--${name}`);
@@ -207,6 +213,30 @@ class Semaphore {
   }
 }
 
+// ----- the floor: no scheduler ---------------------------------------------------------------
+
+let floorResolve = null;
+let floorReject = null;
+function floorCapture(resolve, reject) {
+  floorResolve = resolve;
+  floorReject = reject;
+}
+/** One of the 64 loops: calls the agent for the next submission, settles its promise, repeats. */
+async function floorLoop(f) {
+  while (f.next < f.opts.length) {
+    const j = f.next++;
+    const opts = f.opts[j];
+    const resolve = f.resolves[j];
+    const reject = f.rejects[j];
+    f.opts[j] = f.resolves[j] = f.rejects[j] = undefined;
+    try {
+      resolve(await f.fn(TASK, opts));
+    } catch (err) {
+      reject(err);
+    }
+  }
+}
+
 // ----- the systems -----------------------------------------------------------------------
 // create(agentFn) -> an instance; submitAll(inst, ps, n, deadline) fills ps with the n
 // promises (one tight, monomorphic loop per system) and returns false if it gave up at
@@ -304,6 +334,23 @@ const impl = {
     pause: (q) => q.pause(),
     resume: (q) => q.resume(),
     close: (q) => q.kill(),
+  },
+  floor: {
+    create(fn = agent) {
+      return { fn, opts: [], resolves: [], rejects: [], next: 0 };
+    },
+    submitAll(f, ps, n) {
+      for (let i = 0; i < n; i++) {
+        ps[i] = new Promise(floorCapture);
+        f.opts.push({ i, priority: LEVEL_NAMES[i % 5] });
+        f.resolves.push(floorResolve);
+        f.rejects.push(floorReject);
+      }
+      for (let w = 0; w < CONCURRENCY; w++) floorLoop(f);
+      return true;
+    },
+    settle: (f, ps) => Promise.all(ps),
+    close: () => {},
   },
   semaphore: {
     create(fn = agent) {
@@ -423,6 +470,7 @@ async function w1() {
   if (hasRatio && sysCols.includes('fastq')) headers.push('this/fastq');
   if (hasRatio && sysCols.includes('pqueue')) headers.push('p-queue/this');
   if (hasRatio && sysCols.includes('semaphore')) headers.push('this/semaphore');
+  if (hasRatio && sysCols.includes('floor')) headers.push('this/floor');
   const rows = [];
   out.ratios = {};
   for (const n of OPT.sizes) {
@@ -446,6 +494,10 @@ async function w1() {
     if (hasRatio && sysCols.includes('semaphore')) {
       ratios.thisOverSemaphore = us('this', n) / us('semaphore', n);
       row.push(fmt(ratios.thisOverSemaphore, 1));
+    }
+    if (hasRatio && sysCols.includes('floor')) {
+      ratios.thisOverFloor = us('this', n) / us('floor', n);
+      row.push(fmt(ratios.thisOverFloor, 1));
     }
     out.ratios[n] = ratios;
     rows.push(row);
@@ -518,7 +570,7 @@ async function w2() {
   const n = OPT.w2N;
   console.log(`\n## W2 memory — ${fmtN(n)} executions queued while paused (fresh child process per system)`);
   const plan = [];
-  for (const s of OPT.systems) {
+  for (const s of OPT.systems.filter((x) => !W1_ONLY.has(x))) {
     if (s === 'pqueue') {
       const small = Math.min(n, OPT.pqueueSmallN);
       plan.push({ key: 'pqueue', sys: s, n: small, priorities: true, label: `p-queue (5 priorities, N=${fmtN(small)})` });
@@ -554,7 +606,7 @@ async function w3() {
   console.log(`\n## W3 latency — idle queue, ${fmtN(n)} sequential awaited executions (after ${fmtN(warm)} warm-up)`);
   const out = { n, systems: {} };
   const rows = [];
-  for (const s of OPT.systems) {
+  for (const s of OPT.systems.filter((x) => !W1_ONLY.has(x))) {
     const I = impl[s];
     let calledAt = 0n;
     const timed = async (task, opts) => {
@@ -593,7 +645,7 @@ async function w4() {
   console.log(`\n## W4 responsiveness — event-loop delay while a backlog of ${fmtN(n)} drains`);
   const out = { n, systems: {} };
   const rows = [];
-  for (const s of OPT.systems) {
+  for (const s of OPT.systems.filter((x) => !W1_ONLY.has(x))) {
     const I = impl[s];
     const sn = s === 'pqueue' ? Math.min(n, OPT.pqueueSmallN) : n;
     const inst = I.create();
@@ -674,14 +726,17 @@ function goals(res) {
   const w1r = res.w1;
   if (w1r && w1r.systems.this) {
     const t = (n) => w1r.systems.this[n]?.usPerExec;
+    // The floor (no scheduler) measured in the same run, for what the absolute goals ask.
+    const fl = (n) => w1r.systems.floor?.[n]?.usPerExec;
+    const floorNote = (n) => (fl(n) !== undefined ? `floor ${fmt(fl(n))}` : '');
     for (const n of [100_000, 1_000_000]) {
-      if (t(n) !== undefined) add(`W1 this @${fmtN(n)} µs/exec`, fmt(t(n)), '<= 1.0', t(n) <= 1.0);
+      if (t(n) !== undefined) add(`W1 this @${fmtN(n)} µs/exec`, fmt(t(n)), '<= 1.0', t(n) <= 1.0, floorNote(n));
     }
     for (const n of [100_000, 1_000_000]) {
       const r = w1r.ratios[n]?.thisOverFastq;
       if (r !== undefined && !Number.isNaN(r)) add(`W1 this/fastq @${fmtN(n)}`, fmt(r), '<= 0.6', r <= 0.6);
     }
-    for (const n of w1r.sizes) {
+    for (const n of [100_000, 1_000_000]) {
       const r = w1r.ratios[n]?.pqueueOverThis;
       if (r !== undefined && !Number.isNaN(r)) {
         const lb = w1r.ratios[n].pqueueOverThisIsLowerBound;
@@ -692,7 +747,8 @@ function goals(res) {
     const hi = Math.max(...w1r.sizes);
     if (t(lo) !== undefined && t(hi) !== undefined && hi > lo) {
       const r = t(hi) / t(lo);
-      add(`W1 this cost @${fmtN(hi)} / @${fmtN(lo)}`, fmt(r), '<= 1.5', r <= 1.5);
+      const fr = fl(hi) / fl(lo);
+      add(`W1 this cost @${fmtN(hi)} / @${fmtN(lo)}`, fmt(r), '<= 1.5', r <= 1.5, Number.isNaN(fr) ? '' : `floor ${fmt(fr)}`);
     }
   }
   if (res.w2 && res.w2.systems.this && res.w2.systems.pqueue) {
