@@ -5,6 +5,7 @@
 //
 //   node bench/chart.mjs bench/results.json            -> docs/bench-w1.svg
 //   node bench/chart.mjs bench/results.json --out other.svg [--semaphore]
+// The floor series is drawn whenever the results contain it.
 
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -31,6 +32,9 @@ const SERIES = [
   { key: 'pqueue', label: 'p-queue (5 priorities)', color: '#1c7ed6', width: 2 },
   { key: 'fastq', label: 'fastq (no priorities)', color: '#2b8a3e', width: 2 },
 ];
+// The floor (promises and 64 agent loops, no scheduler), when the run measured it: what the
+// 1.0 µs goal line is up against on this machine.
+if (data.w1.systems.floor) SERIES.push({ key: 'floor', label: 'floor: promises only, no scheduler (reference)', color: '#495057', width: 1.5, dash: '2 3' });
 if (args.includes('--semaphore')) SERIES.push({ key: 'semaphore', label: 'bare JS semaphore (no priorities)', color: '#868e96', width: 1.5, dash: '4 3' });
 
 // Points per series: { n, y, lo, hi, bound } (bound: aborted run, y is a lower bound).
@@ -48,9 +52,11 @@ const series = SERIES.map((s) => {
 
 // ----- scales ----------------------------------------------------------------------------
 
+// Each legend line beyond three gets 18 px more at the bottom; the plot keeps its size.
+const EXTRA = 18 * Math.max(0, series.length - 3);
 const W = 760;
-const H = 480;
-const M = { left: 72, right: 24, top: 70, bottom: 150 };
+const H = 480 + EXTRA;
+const M = { left: 72, right: 24, top: 70, bottom: 150 + EXTRA };
 const PW = W - M.left - M.right;
 const PH = H - M.top - M.bottom;
 
