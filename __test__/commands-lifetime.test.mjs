@@ -4,7 +4,9 @@
 //   until its group is gone (it gets its grace period), and no longer;
 // - process.exit() (or an uncaught exception) while commands run kills their whole groups,
 //   grandchildren (even SIGTERM-deaf ones) included;
-// - registering a command that never runs keeps nothing alive.
+// - registering a command that never runs keeps nothing alive;
+// - Node.js killed outright (no JS runs at all) while commands run: the sentinel kills their
+//   groups.
 //
 // Dead processes: in this container PID 1 may not reap orphans, so a killed process can stay a
 // zombie; a pid counts as dead when /proc/<pid>/stat is gone or its state is 'Z'.
@@ -170,6 +172,37 @@ test('process.exit() or an uncaught exception while commands run kills their who
     } catch (err) {
       err.message += ` (still alive: ${pids.filter(alive).join(', ')})`;
       throw err;
+    }
+  }
+});
+
+test('Node.js killed outright (SIGKILL, or SIGTERM/SIGINT nobody handles) while commands run: the sentinel kills their whole groups', async () => {
+  const cases = ['SIGKILL', 'SIGTERM', 'SIGINT'];
+  const runs = await Promise.all(cases.map((sig) => runScript(manyThenSource(`process.kill(process.pid, '${sig}');`))));
+  const all = [];
+  try {
+    for (const [i, r] of runs.entries()) {
+      const label = cases[i];
+      assert.equal(r.killed, false, `${label}: the script did not die; stdout ${r.stdout}; stderr ${r.stderr}`);
+      assert.equal(r.signal, label, `${label}: died by its signal (${r.code}/${r.signal}): ${r.stderr}`);
+      const { pids } = JSON.parse(r.stdout.trim().split('\n').at(-1));
+      assert.equal(pids.length, 5, `${label}: three leaders and two grandchildren: ${pids}`);
+      all.push(...pids);
+    }
+    try {
+      await waitUntil(() => all.every((p) => !alive(p)), `pids ${all.join(', ')} gone`, { timeoutMs: 3000 });
+    } catch (err) {
+      err.message += ` (still alive: ${all.filter(alive).join(', ')})`;
+      throw err;
+    }
+  } finally {
+    // Whatever survived a failure must not outlive the test (a process or its group).
+    for (const p of all.filter(alive)) {
+      for (const target of [-p, p]) {
+        try {
+          process.kill(target, 'SIGKILL');
+        } catch {}
+      }
     }
   }
 });

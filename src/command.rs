@@ -185,6 +185,7 @@ impl State {
       }
     }
     self.group_done.store(true, Ordering::Release);
+    crate::sentinel::unregister(self.pid);
   }
 }
 
@@ -299,6 +300,9 @@ pub fn spawn(
   };
   let pid = child.id().unwrap_or(0);
   tracing::debug!(handle, pid, program = %spec.program, "command started");
+  // Guarded from now on against this process dying without running JS (before the waiting
+  // task exists, so its unregister always comes after).
+  crate::sentinel::register(pid);
   let state = Arc::new(State {
     pid,
     exited: AtomicBool::new(false),

@@ -9,6 +9,7 @@ pub mod queue;
 pub mod report;
 pub mod runtime;
 pub mod scheduler;
+pub mod sentinel;
 pub mod stats;
 pub mod timers;
 pub mod window;

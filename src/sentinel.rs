@@ -1,0 +1,260 @@
+//! The sentinel: one small `/bin/sh` per process that kills the process groups of the
+//! commands still running when this process dies without running any JavaScript — SIGKILL,
+//! a SIGTERM/SIGINT/SIGHUP nobody handles (Ctrl-C in a terminal: commands run in process
+//! groups of their own, so the terminal's SIGINT does not reach them), a crash.
+//!
+//! The sentinel reads `+pgid` / `-pgid` lines from a pipe whose only write end is ours
+//! (close-on-exec, so no child inherits it). When this process dies, the kernel closes that
+//! end; the sentinel reads end-of-file and sends SIGKILL to every group still listed. It runs
+//! in a process group of its own and ignores the terminal's signals, so a Ctrl-C that kills
+//! this process does not kill it first. A group is unlisted once it is seen ended, so a
+//! group id reused by somebody else is never signalled.
+//!
+//! Cost: one `sh` started with the first command (posix_spawn, ~1.7 MB RSS), one short write
+//! per command start and end. If the sentinel is gone or its pipe is full, a new one is
+//! started with the groups still listed; if none can be started, commands run unguarded
+//! (as they would without this module).
+//!
+//! No napi in here. Unix only; elsewhere every call is a no-op.
+
+#[cfg(unix)]
+mod imp {
+  use std::collections::BTreeSet;
+  use std::io::{self, Write};
+  use std::os::fd::AsRawFd;
+  use std::process::{Child, ChildStdin, Command, Stdio};
+  use std::sync::Mutex;
+
+  use std::os::unix::process::CommandExt;
+
+  /// The sentinel's program: keeps the listed group ids in a space-separated string, kills
+  /// what is left on end-of-file. POSIX sh only (dash, bash, busybox ash).
+  const SCRIPT: &str = r#"trap '' INT TERM HUP QUIT TSTP TTIN TTOU PIPE
+live=' '
+while IFS= read -r line; do
+  case $line in
+    +*) live="$live${line#+} " ;;
+    -*) pg=${line#-}; case $live in *" $pg "*) live="${live%% $pg *} ${live#* $pg }" ;; esac ;;
+  esac
+done
+for pg in $live; do kill -s KILL -- "-$pg" 2>/dev/null; done
+"#;
+
+  /// One sentinel process and the groups it guards.
+  #[derive(Debug)]
+  pub struct Sentinel {
+    child: Child,
+    pipe: ChildStdin,
+  }
+
+  impl Sentinel {
+    /// Starts a sentinel guarding `groups`.
+    pub fn start(groups: &BTreeSet<u32>) -> io::Result<Sentinel> {
+      let mut cmd = Command::new("/bin/sh");
+      cmd
+        .arg("-c")
+        .arg(SCRIPT)
+        .arg("bmad-bg-sentinel") // $0: how it shows in `ps`
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0);
+      let mut child = cmd.spawn()?;
+      let Some(pipe) = child.stdin.take() else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(io::Error::other("sentinel: no pipe"));
+      };
+      // Never block the caller (the JS thread): a full pipe means a stuck sentinel, which
+      // is then replaced (see `send`).
+      // SAFETY: fcntl on a descriptor we own; no memory is passed.
+      unsafe {
+        let fd = pipe.as_raw_fd();
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags >= 0 {
+          libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
+      }
+      let mut s = Sentinel { child, pipe };
+      let mut all = String::new();
+      for pg in groups {
+        all.push_str(&format!("+{pg}\n"));
+      }
+      if !all.is_empty() {
+        if let Err(e) = s.write(all.as_bytes()) {
+          s.discard();
+          return Err(e);
+        }
+      }
+      Ok(s)
+    }
+
+    pub fn pid(&self) -> u32 {
+      self.child.id()
+    }
+
+    /// Writes a whole message or fails (a partial write would corrupt the line protocol, so
+    /// the caller replaces the sentinel on any error).
+    pub fn write(&mut self, msg: &[u8]) -> io::Result<()> {
+      self.pipe.write_all(msg)
+    }
+
+    /// Closes the pipe, as this process's death would: the sentinel kills what is listed
+    /// and exits. Waits for it.
+    pub fn close(self) -> io::Result<std::process::ExitStatus> {
+      let Sentinel { mut child, pipe } = self;
+      drop(pipe);
+      child.wait()
+    }
+
+    /// Stops a sentinel that is being replaced, without it killing anything.
+    fn discard(mut self) {
+      let _ = self.child.kill();
+      let _ = self.child.wait();
+    }
+  }
+
+  struct Global {
+    sentinel: Option<Sentinel>,
+    groups: BTreeSet<u32>,
+    /// Starting a sentinel failed once: do not retry on every command.
+    unavailable: bool,
+  }
+
+  static GLOBAL: Mutex<Global> = Mutex::new(Global {
+    sentinel: None,
+    groups: BTreeSet::new(),
+    unavailable: false,
+  });
+
+  fn send(g: &mut Global, msg: &str) {
+    if g.unavailable {
+      return;
+    }
+    if let Some(s) = g.sentinel.as_mut() {
+      if s.write(msg.as_bytes()).is_ok() {
+        return;
+      }
+      // Gone, or stuck with a full pipe: replace it (the new one gets the whole list).
+      if let Some(old) = g.sentinel.take() {
+        tracing::debug!(pid = old.pid(), "sentinel lost: starting another");
+        old.discard();
+      }
+    }
+    match Sentinel::start(&g.groups) {
+      Ok(s) => {
+        tracing::debug!(pid = s.pid(), groups = g.groups.len(), "sentinel started");
+        g.sentinel = Some(s);
+      }
+      Err(e) => {
+        tracing::warn!(error = %e, "no sentinel: commands will outlive a killed Node.js process");
+        g.unavailable = true;
+      }
+    }
+  }
+
+  /// A command's process group was created: guard it.
+  pub fn register(pgid: u32) {
+    if pgid <= 1 {
+      return;
+    }
+    let Ok(mut g) = GLOBAL.lock() else {
+      return;
+    };
+    if g.groups.insert(pgid) {
+      send(&mut g, &format!("+{pgid}\n"));
+    }
+  }
+
+  /// A command's process group was seen ended: its id may be reused, never kill it.
+  pub fn unregister(pgid: u32) {
+    let Ok(mut g) = GLOBAL.lock() else {
+      return;
+    };
+    if g.groups.remove(&pgid) && g.sentinel.is_some() {
+      send(&mut g, &format!("-{pgid}\n"));
+    }
+  }
+
+  /// The current sentinel's pid, if one runs (diagnostics and tests).
+  pub fn pid() -> Option<u32> {
+    GLOBAL.lock().ok()?.sentinel.as_ref().map(Sentinel::pid)
+  }
+}
+
+#[cfg(not(unix))]
+mod imp {
+  pub fn register(_pgid: u32) {}
+  pub fn unregister(_pgid: u32) {}
+  pub fn pid() -> Option<u32> {
+    None
+  }
+}
+
+pub use imp::*;
+
+#[cfg(all(test, unix))]
+mod tests {
+  use super::imp::Sentinel;
+  use std::collections::BTreeSet;
+  use std::os::unix::process::CommandExt;
+  use std::process::{Child, Command};
+  use std::time::{Duration, Instant};
+
+  fn group_leader() -> Child {
+    let mut cmd = Command::new("sleep");
+    cmd.arg("30").process_group(0);
+    cmd.spawn().expect("sleep")
+  }
+
+  /// Reaps `child` if it ended within `within`.
+  fn ends_within(child: &mut Child, within: Duration) -> bool {
+    let until = Instant::now() + within;
+    while Instant::now() < until {
+      if let Ok(Some(_)) = child.try_wait() {
+        return true;
+      }
+      std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+  }
+
+  #[test]
+  fn closing_the_pipe_kills_the_listed_groups_only() {
+    let mut a = group_leader();
+    let mut b = group_leader();
+    let mut c = group_leader();
+    let mut s = Sentinel::start(&BTreeSet::from([a.id()])).expect("sentinel");
+    s.write(format!("+{}\n+{}\n-{}\n", b.id(), c.id(), c.id()).as_bytes())
+      .expect("write");
+    s.close().expect("sentinel exits");
+    assert!(
+      ends_within(&mut a, Duration::from_secs(5)),
+      "listed at start: killed"
+    );
+    assert!(ends_within(&mut b, Duration::from_secs(5)), "registered: killed");
+    assert!(
+      !ends_within(&mut c, Duration::from_millis(300)),
+      "unregistered: left alone"
+    );
+    let _ = c.kill();
+    let _ = c.wait();
+  }
+
+  #[test]
+  fn the_sentinel_ignores_terminal_signals() {
+    let mut a = group_leader();
+    let mut s = Sentinel::start(&BTreeSet::new()).expect("sentinel");
+    s.write(format!("+{}\n", a.id()).as_bytes()).expect("write");
+    // Give sh time to install its traps, then send what Ctrl-C or a hang-up would.
+    std::thread::sleep(Duration::from_millis(200));
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+      // SAFETY: kill(2) on our own child's pid.
+      unsafe { libc::kill(s.pid() as i32, sig) };
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    s.write(b"\n").expect("still listening");
+    s.close().expect("sentinel exits");
+    assert!(ends_within(&mut a, Duration::from_secs(5)));
+  }
+}
