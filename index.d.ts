@@ -86,7 +86,7 @@ declare namespace Types {
     monitorIntervalMs?: number;
     /** Integer >= 0: executions allowed to run while throttled. Default 1. */
     minConcurrentAgents?: number;
-    /** Integer >= 0 (ms) a cancelled or timed-out agent may keep its slot before it is freed. Default 5000. */
+    /** Integer >= 0 (ms) a cancelled or timed-out agent may keep its slot before it is freed (a command agent: at least its killGraceMs + 1000). Default 5000. */
     cancelGraceMs?: number;
     /** Integer >= 0 (ms): a queued execution gains one priority level per agingMs waited. 0 (off) by default. */
     agingMs?: number;
@@ -193,7 +193,7 @@ declare namespace Types {
     maxOutputBytes?: number;
     /** Sent to the process group on cancel, timeout and forced shutdown. Default 'SIGTERM'. */
     killSignal?: NodeJS.Signals | number;
-    /** Then SIGKILL after this many ms. Default 5000. */
+    /** Then SIGKILL after this many ms (the execution keeps its slot until then, + 1 s). Default 5000. */
     killGraceMs?: number;
   }
 

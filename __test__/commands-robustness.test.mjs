@@ -245,3 +245,31 @@ test('cpuPercent counts a tree of short-lived busy children (a test runner\'s sh
   assert.ok(e.cpuPercent > 25, `cpuPercent ${e.cpuPercent} for a tree that keeps one core busy`);
   await bg.cancelExecution(executionId);
 });
+
+test('a cancelled command keeps its slot until its process is gone, even when cancelGraceMs is shorter than killGraceMs', async () => {
+  const bg = make({ maxConcurrentAgents: 1, cancelGraceMs: 100 });
+  // Ignores SIGTERM: only the SIGKILL at killGraceMs (1.5 s) ends it.
+  bg.registerCommand('deaf', {
+    command: 'sh',
+    args: ['-c', "trap '' TERM; echo ready; while :; do sleep 0.05; done"],
+    killGraceMs: 1500,
+  });
+  let pid = 0;
+  let nextStart = null;
+  bg.registerAgent('next', async () => {
+    nextStart = { at: Date.now(), deafAlive: isAlive(pid) };
+  });
+  const ready = new Promise((resolve) => bg.on('command-output', (e) => e.line === 'ready' && resolve(e.executionId)));
+  const deaf = bg.execute('deaf', 't').catch((err) => err);
+  const id = await ready;
+  pid = bg.getActiveExecutions()[0].pid;
+  assert.ok(pid > 0);
+  const cancelledAt = Date.now();
+  assert.equal((await bg.cancelExecution(id)).success, true);
+  await bg.execute('next', 't');
+  assert.equal((await deaf).code, 'ERR_EXECUTION_CANCELLED');
+  const waited = nextStart.at - cancelledAt;
+  assert.equal(nextStart.deafAlive, false, `the next agent started ${waited} ms after the cancel, with the SIGTERM-deaf command still alive`);
+  assert.ok(waited >= 1300, `the next agent started ${waited} ms after the cancel (killGraceMs 1500)`);
+  assert.ok(waited < 4000, `the next agent started ${waited} ms after the cancel`);
+});

@@ -189,6 +189,9 @@ function parseCommandSpec(spec, where) {
   };
 }
 
+/** Pipe drain after the group ended (500 ms in Rust) plus slack. */
+const GRACE_MARGIN_MS = 1000;
+
 /** Live runners, for the process 'exit' hook (and to keep them reachable while they run). */
 const LIVE = new Set();
 let exitHookInstalled = false;
@@ -259,6 +262,9 @@ class CommandRunner {
     this.syncForward();
     const r = native.spawn(spec.native);
     if (r.handle === 0) return Promise.reject(spawnError(spec, r));
+    // Once signalled, the process may take killGraceMs (then SIGKILL) and its pipes 0.5 s
+    // more: the execution's slot is not handed on before that, whatever cancelGraceMs says.
+    this._ex._needsGrace(ctx.executionId, spec.native.killGraceMs + GRACE_MARGIN_MS);
     LIVE.add(this);
     installExitHook();
     return new Promise((resolve, reject) => {

@@ -438,6 +438,15 @@ class BackgroundExecutor extends EventEmitter {
     return this;
   }
 
+  /**
+   * The running agent of `executionId` needs up to `ms` to stop once signalled (a command
+   * agent's process: killGraceMs and its pipes): its slot's grace period is at least that.
+   */
+  _needsGrace(executionId, ms) {
+    const id = parseId(executionId);
+    if (id !== 0) this._native.setMinGrace(id, ms);
+  }
+
   _commandRunner() {
     if (this._commands === null) this._commands = new CommandRunner(this);
     return this._commands;

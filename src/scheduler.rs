@@ -20,11 +20,15 @@
 //! whichever comes first, so an agent that ignores its abort signal cannot hold a slot for
 //! ever, and one that honours it cannot overlap with the next start.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasherDefault;
 
 use crate::queue::PriorityQueue;
 use crate::stats::Stats;
-use crate::window::IdWindow;
+use crate::window::{IdHasher, IdWindow};
+
+/// Longest grace a running agent may ask for (`set_min_grace`): a day.
+const MAX_GRACE_MS: f64 = 86_400_000.0;
 
 /// Slack added to retention sweeps so that a steady stream of finishes does not wake the
 /// timer for every single expiry. Queries check expiry exactly; sweeps only free memory.
@@ -241,6 +245,10 @@ pub struct Scheduler {
   totals: Totals,
   stats: Stats,
   timer_cmds: Vec<TimerCmd>,
+  /// Running executions whose agent takes longer than `cancel_grace_ms` to stop once
+  /// signalled (a command: its `killGraceMs`, then its pipes): their grace period is at
+  /// least this many ms, so the slot is not handed on while the process still lives.
+  min_grace: HashMap<u64, f64, BuildHasherDefault<IdHasher>>,
 }
 
 impl Scheduler {
@@ -264,6 +272,7 @@ impl Scheduler {
       totals: Totals::default(),
       stats: Stats::default(),
       timer_cmds: Vec::new(),
+      min_grace: HashMap::default(),
     }
   }
 
@@ -619,16 +628,26 @@ impl Scheduler {
   }
 
   fn begin_grace(&mut self, id: u64, now: f64) {
-    if self.cfg.cancel_grace_ms <= 0.0 {
+    let grace = self
+      .min_grace
+      .get(&id)
+      .map_or(self.cfg.cancel_grace_ms, |&g| g.max(self.cfg.cancel_grace_ms));
+    if grace <= 0.0 {
       self.release_slot(id);
     } else if let Some(exec) = self.execs.get_mut(id) {
-      arm(
-        &mut self.timer_cmds,
-        exec,
-        id,
-        TimerKind::Grace,
-        now + self.cfg.cancel_grace_ms,
-      );
+      arm(&mut self.timer_cmds, exec, id, TimerKind::Grace, now + grace);
+    }
+  }
+
+  /// The running attempt of `id` needs at least `ms` to stop once signalled (see
+  /// `min_grace`). False (and nothing kept) unless `id` is running.
+  pub fn set_min_grace(&mut self, id: u64, ms: f64) -> bool {
+    match self.execs.get(id) {
+      Some(exec) if exec.status == Status::Running && ms.is_finite() && ms > 0.0 => {
+        self.min_grace.insert(id, ms.min(MAX_GRACE_MS));
+        true
+      }
+      _ => false,
     }
   }
 
@@ -655,6 +674,9 @@ impl Scheduler {
     }
     exec.set(HOLDS_SLOT, false);
     self.slots_used -= 1;
+    if !self.min_grace.is_empty() {
+      self.min_grace.remove(&id);
+    }
     disarm(&mut self.timer_cmds, exec, id, TimerKind::Grace);
     if exec.has(EVICTED) {
       self.execs.remove(id);
@@ -1399,5 +1421,40 @@ mod tests {
       current = s.settle(current, 0, true, None, now).1.expect("starts");
       assert_ne!(current, 2);
     }
+  }
+
+  #[test]
+  fn an_agent_that_needs_longer_to_stop_keeps_its_slot_longer() {
+    let mut s = Scheduler::new(Config {
+      max_concurrent: 1,
+      cancel_grace_ms: 100.0,
+      ..Config::default()
+    });
+    let (a, started) = submit(&mut s, 3, 0.0);
+    assert!(started);
+    let (b, _) = submit(&mut s, 3, 0.0);
+    assert!(!s.set_min_grace(b, 2_000.0), "queued: nothing kept");
+    assert!(s.set_min_grace(a, 2_000.0));
+    let _ = s.take_timer_cmds();
+    assert_eq!(s.cancel(a, 10.0), CancelOutcome::WasRunning);
+    let cmds = s.take_timer_cmds().unwrap_or_default();
+    assert!(
+      cmds.iter().any(
+        |c| matches!(c, TimerCmd::Arm { id, kind: TimerKind::Grace, at_ms } if *id == a && *at_ms == 2_010.0)
+      ),
+      "grace armed for 2 s, not 100 ms: {cmds:?}"
+    );
+    // Its agent settles (the process is gone) before then: the slot goes to b at once, and
+    // the override is forgotten with the slot.
+    let (_, next) = s.settle(a, 1, false, None, 900.0);
+    assert_eq!(next, Some(b));
+    assert!(s.min_grace.is_empty());
+    // Without an override, the configured grace applies.
+    let _ = s.take_timer_cmds();
+    s.cancel(b, 1_000.0);
+    let cmds = s.take_timer_cmds().unwrap_or_default();
+    assert!(cmds.iter().any(
+      |c| matches!(c, TimerCmd::Arm { id, kind: TimerKind::Grace, at_ms } if *id == b && *at_ms == 1_100.0)
+    ));
   }
 }

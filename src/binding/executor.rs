@@ -388,6 +388,13 @@ impl NativeExecutor {
     r
   }
 
+  /// The running agent of `id` needs at least `ms` to stop once signalled (a command's
+  /// `killGraceMs` and pipe drain): its slot's grace period is at least that long.
+  #[napi(catch_unwind)]
+  pub fn set_min_grace(&mut self, id: f64, ms: f64) -> bool {
+    self.sched.set_min_grace(to_id(id), ms)
+  }
+
   /// The agent of `id` is called only now (a deferred start): its timeout restarts.
   #[napi(catch_unwind)]
   pub fn restart_timeout(&mut self, env: Env, id: f64) {
