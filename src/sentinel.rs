@@ -11,9 +11,10 @@
 //! group id reused by somebody else is never signalled.
 //!
 //! Cost: one `sh` started with the first command (posix_spawn, ~1.7 MB RSS), one short write
-//! per command start and end. If the sentinel is gone or its pipe is full, a new one is
-//! started with the groups still listed; if none can be started, commands run unguarded
-//! (as they would without this module).
+//! per command start and end, O(1) work in the sentinel per line. If the sentinel is gone or
+//! its pipe is full, the next start or end of a command starts a new one with the groups
+//! still listed (until then they are unguarded); if none can be started, commands run
+//! unguarded, as they would without this module, and a start is tried again a second later.
 //!
 //! No napi in here. Unix only; elsewhere every call is a no-op.
 
@@ -24,20 +25,26 @@ mod imp {
   use std::os::fd::AsRawFd;
   use std::process::{Child, ChildStdin, Command, Stdio};
   use std::sync::Mutex;
+  use std::time::{Duration, Instant};
 
   use std::os::unix::process::CommandExt;
 
-  /// The sentinel's program: keeps the listed group ids in a space-separated string, kills
-  /// what is left on end-of-file. POSIX sh only (dash, bash, busybox ash).
-  const SCRIPT: &str = r#"trap '' INT TERM HUP QUIT TSTP TTIN TTOU PIPE
-live=' '
+  /// The sentinel's program. Each listed group is a shell variable `g_<pgid>` (set and unset
+  /// in O(1), whatever the number of groups); at end-of-file every `g_*` still set is
+  /// killed. Lines that are not `+digits` / `-digits` are ignored (nothing reaches `eval`
+  /// but digits). POSIX sh only: dash, bash, busybox ash.
+  pub(super) const SCRIPT: &str = r#"trap '' INT TERM HUP QUIT TSTP TTIN TTOU PIPE
 while IFS= read -r line; do
+  pg=${line#?}
+  case $pg in ''|*[!0-9]*) continue ;; esac
   case $line in
-    +*) live="$live${line#+} " ;;
-    -*) pg=${line#-}; case $live in *" $pg "*) live="${live%% $pg *} ${live#* $pg }" ;; esac ;;
+    +*) eval "g_$pg=1" ;;
+    -*) unset "g_$pg" ;;
   esac
 done
-for pg in $live; do kill -s KILL -- "-$pg" 2>/dev/null; done
+set | while IFS= read -r v; do
+  case $v in g_[0-9]*=*) pg=${v%%=*}; kill -s KILL -- "-${pg#g_}" 2>/dev/null ;; esac
+done
 "#;
 
   /// One sentinel process and the groups it guards.
@@ -55,6 +62,9 @@ for pg in $live; do kill -s KILL -- "-$pg" 2>/dev/null; done
         .arg("-c")
         .arg(SCRIPT)
         .arg("bmad-bg-sentinel") // $0: how it shows in `ps`
+        // Nothing inherited: `set` lists only the shell's own variables and ours.
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -117,18 +127,22 @@ for pg in $live; do kill -s KILL -- "-$pg" 2>/dev/null; done
   struct Global {
     sentinel: Option<Sentinel>,
     groups: BTreeSet<u32>,
-    /// Starting a sentinel failed once: do not retry on every command.
-    unavailable: bool,
+    /// Starting a sentinel failed (e.g. EMFILE): not retried before this instant, so a
+    /// burst of commands does not try on each one; the next start gets the whole list.
+    retry_at: Option<Instant>,
   }
 
   static GLOBAL: Mutex<Global> = Mutex::new(Global {
     sentinel: None,
     groups: BTreeSet::new(),
-    unavailable: false,
+    retry_at: None,
   });
 
+  /// How long after a failed start the next one is tried.
+  const RETRY_AFTER: Duration = Duration::from_secs(1);
+
   fn send(g: &mut Global, msg: &str) {
-    if g.unavailable {
+    if g.retry_at.is_some_and(|at| Instant::now() < at) {
       return;
     }
     if let Some(s) = g.sentinel.as_mut() {
@@ -145,10 +159,11 @@ for pg in $live; do kill -s KILL -- "-$pg" 2>/dev/null; done
       Ok(s) => {
         tracing::debug!(pid = s.pid(), groups = g.groups.len(), "sentinel started");
         g.sentinel = Some(s);
+        g.retry_at = None;
       }
       Err(e) => {
-        tracing::warn!(error = %e, "no sentinel: commands will outlive a killed Node.js process");
-        g.unavailable = true;
+        tracing::warn!(error = %e, "no sentinel for now: commands would outlive a killed Node.js process");
+        g.retry_at = Some(Instant::now() + RETRY_AFTER);
       }
     }
   }
@@ -256,5 +271,33 @@ mod tests {
     s.write(b"\n").expect("still listening");
     s.close().expect("sentinel exits");
     assert!(ends_within(&mut a, Duration::from_secs(5)));
+  }
+
+  #[test]
+  fn the_script_does_constant_work_per_line() {
+    // 1000 groups listed, then 20 000 more listed and unlisted: a list rescanned per line
+    // (the first version) took minutes at this size. Group ids above Linux's largest pid
+    // (2^22) name no group, so the final kills hit nothing.
+    let mut lines = String::new();
+    for pg in 5_000_000..5_001_000u32 {
+      lines.push_str(&format!("+{pg}\n"));
+    }
+    for pg in 6_000_000..6_010_000u32 {
+      lines.push_str(&format!("+{pg}\n-{pg}\nnoise\n-x1\n"));
+    }
+    let path = std::env::temp_dir().join(format!("bmad-bg-sentinel-{}.txt", std::process::id()));
+    std::fs::write(&path, lines).expect("write");
+    let started = Instant::now();
+    let status = Command::new("/bin/sh")
+      .arg("-c")
+      .arg(super::imp::SCRIPT)
+      .stdin(std::fs::File::open(&path).expect("open"))
+      .env_clear()
+      .status()
+      .expect("sh");
+    let took = started.elapsed();
+    let _ = std::fs::remove_file(&path);
+    assert!(status.success());
+    assert!(took < Duration::from_secs(10), "took {took:?}");
   }
 }
