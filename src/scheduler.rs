@@ -943,6 +943,14 @@ mod tests {
     })
   }
 
+  fn sched_with_grace(max: u32, cancel_grace_ms: f64) -> Scheduler {
+    Scheduler::new(Config {
+      max_concurrent: max,
+      cancel_grace_ms,
+      ..Config::default()
+    })
+  }
+
   fn submit(s: &mut Scheduler, prio: i32, now: f64) -> (u64, bool) {
     s.submit(0, 0, false, prio, 0.0, now).expect("open")
   }
@@ -1162,11 +1170,7 @@ mod tests {
 
   #[test]
   fn zero_grace_frees_at_once() {
-    let mut s = Scheduler::new(Config {
-      max_concurrent: 1,
-      cancel_grace_ms: 0.0,
-      ..Config::default()
-    });
+    let mut s = sched_with_grace(1, 0.0);
     submit(&mut s, 3, 0.0);
     submit(&mut s, 3, 0.0);
     s.cancel(1, 1.0);
@@ -1425,11 +1429,7 @@ mod tests {
 
   #[test]
   fn an_agent_that_needs_longer_to_stop_keeps_its_slot_longer() {
-    let mut s = Scheduler::new(Config {
-      max_concurrent: 1,
-      cancel_grace_ms: 100.0,
-      ..Config::default()
-    });
+    let mut s = sched_with_grace(1, 100.0);
     let (a, started) = submit(&mut s, 3, 0.0);
     assert!(started);
     let (b, _) = submit(&mut s, 3, 0.0);

@@ -190,20 +190,12 @@ done
       send(&mut g, &format!("-{pgid}\n"));
     }
   }
-
-  /// The current sentinel's pid, if one runs (diagnostics and tests).
-  pub fn pid() -> Option<u32> {
-    GLOBAL.lock().ok()?.sentinel.as_ref().map(Sentinel::pid)
-  }
 }
 
 #[cfg(not(unix))]
 mod imp {
   pub fn register(_pgid: u32) {}
   pub fn unregister(_pgid: u32) {}
-  pub fn pid() -> Option<u32> {
-    None
-  }
 }
 
 pub use imp::*;
