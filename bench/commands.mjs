@@ -30,7 +30,7 @@ const median = (xs) => {
 async function runCommand() {
   const bg = new BackgroundExecutor({ maxConcurrentAgents: 8, throttleIfExceeded: false });
   bg.registerCommand('t', { command: 'true' });
-  const native = bg._commandRunner()._nativeOf();
+  const native = bg._commands._nativeOf();
   const spawn = native.spawn.bind(native);
   let spawnMs = 0;
   native.spawn = (spec) => {

@@ -30,8 +30,7 @@ fn main() {
         s.drain_evicted_into(&mut [0.0; 1024]);
       }
       k += 1;
-      let (_, next) = s.settle(id, 1, true, None, k as f64 * 1e-3);
-      if let Some(nx) = next {
+      if let Some(nx) = s.settle(id, 1, true, k as f64 * 1e-3).next {
         running.push_back(nx);
       }
     }

@@ -1,193 +1,19 @@
 'use strict';
 
-// Command agents (`bg.registerCommand(name, spec)`): real programs run from Rust.
-//
-// The spec is validated here, once for a fixed spec or per execution for a spec function;
-// Rust (`NativeCommands`) spawns the program without a shell in its own process group, reads
-// its output on the tokio runtime and reports lines, progress values and one exit per
-// command. This file turns those into the agent's promise, progress reports and
-// `command-output` events. Cancellation reaches the process through the agent's AbortSignal.
+// Command agents at run time: Rust (`NativeCommands`) spawns each program without a shell in
+// its own process group, reads its output on the tokio runtime and reports lines, progress
+// values and one exit per command. This file turns those into the agent's promise, progress
+// reports and `command-output` events. Cancellation reaches the process through the agent's
+// AbortSignal.
 
 const os = require('node:os');
 const fs = require('node:fs');
-const binding = require('../binding.js');
-const { coded, describe, typeError, rangeError, isArray, isInstance } = require('./errors.js');
-const { integer, isPlainObject, MAX_MS } = require('./config.js');
+const { binding, weakCallback } = require('./native.js');
+const { coded } = require('./errors.js');
+const { parseCommandSpec, SIGNAL_NAMES } = require('./command-spec.js');
+const { EVENT_LINES, EVENT_PROGRESS, EVENT_EXIT, STREAM_STDOUT } = require('./protocol.js');
 
-const SIGNALS = os.constants.signals;
-/** Number -> name; the first name of aliases (SIGABRT, not SIGIOT). */
-const SIGNAL_NAMES = new Map();
-for (const [name, n] of Object.entries(SIGNALS)) if (!SIGNAL_NAMES.has(n)) SIGNAL_NAMES.set(n, name);
 const ERRNO_NAMES = new Map(Object.entries(os.constants.errno).map(([name, n]) => [n, name]));
-
-const DEFAULT_MAX_OUTPUT = 1024 * 1024;
-/** Kept output becomes one JS string: V8 strings stop at ~512 Mi characters. */
-const MAX_OUTPUT_LIMIT = 256 * 1024 * 1024;
-const DEFAULT_KILL_GRACE_MS = 5000;
-const PROGRESS_OFF = 0;
-const PROGRESS_REGEXP = 1;
-const PROGRESS_JSON = 2;
-const JSON_LINES = 'json-lines';
-
-const EVENT_LINES = 1;
-const EVENT_PROGRESS = 2;
-const EVENT_EXIT = 3;
-
-const SPEC_KEYS = [
-  'command',
-  'args',
-  'cwd',
-  'env',
-  'inheritEnv',
-  'input',
-  'progressPattern',
-  'maxOutputBytes',
-  'killSignal',
-  'killGraceMs',
-];
-const SPEC_KEY_SET = new Set(SPEC_KEYS);
-
-const hasNul = (s) => s.indexOf('\0') !== -1;
-
-/** An object literal (or Object.create(null)), not a Map or a class instance whose entries would be ignored. */
-function hasPlainPrototype(v) {
-  try {
-    const proto = Object.getPrototypeOf(v);
-    return proto === Object.prototype || proto === null;
-  } catch {
-    return false;
-  }
-}
-
-function str(where, value) {
-  if (typeof value !== 'string') throw typeError(`${where} must be a string, got ${describe(value)}`);
-  if (hasNul(value)) throw typeError(`${where} must not contain a NUL character`);
-  return value;
-}
-
-/**
- * Validates a command spec, reading each field once, and returns what the native side
- * needs plus what this file needs (the progress RegExp, names for messages).
- */
-function parseCommandSpec(spec, where) {
-  if (!isPlainObject(spec)) throw typeError(`${where} must be an object with a "command", got ${describe(spec)}`);
-  for (const key of Object.keys(spec)) {
-    if (!SPEC_KEY_SET.has(key)) {
-      throw typeError(`${where} has an unknown key ${describe(key)} (known: ${SPEC_KEYS.join(', ')})`);
-    }
-  }
-  const command = str(`${where}.command`, spec.command);
-  if (command === '') throw typeError(`${where}.command must be a non-empty string`);
-
-  const rawArgs = spec.args;
-  const args = [];
-  if (rawArgs !== undefined) {
-    if (!isArray(rawArgs)) throw typeError(`${where}.args must be an array of strings, got ${describe(rawArgs)}`);
-    for (let i = 0; i < rawArgs.length; i++) args.push(str(`${where}.args[${i}]`, rawArgs[i]));
-  }
-
-  const rawCwd = spec.cwd;
-  const cwd = rawCwd === undefined ? null : str(`${where}.cwd`, rawCwd);
-
-  const envKeys = [];
-  const envValues = [];
-  const rawEnv = spec.env;
-  if (rawEnv !== undefined) {
-    if (!isPlainObject(rawEnv) || !hasPlainPrototype(rawEnv)) {
-      throw typeError(`${where}.env must be an object of name -> string (null removes), got ${describe(rawEnv)}`);
-    }
-    for (const key of Object.keys(rawEnv)) {
-      if (key === '' || key.includes('=') || hasNul(key)) {
-        throw typeError(`${where}.env has an invalid variable name ${describe(key)}`);
-      }
-      const value = rawEnv[key];
-      if (value === undefined) continue; // not given (as a spread of optional values leaves)
-      if (value === null) {
-        envKeys.push(key);
-        envValues.push(null);
-      } else {
-        envKeys.push(key);
-        envValues.push(str(`${where}.env.${key}`, value));
-      }
-    }
-  }
-
-  const inheritEnv = spec.inheritEnv;
-  if (inheritEnv !== undefined && typeof inheritEnv !== 'boolean') {
-    throw typeError(`${where}.inheritEnv must be a boolean, got ${describe(inheritEnv)}`);
-  }
-
-  const rawInput = spec.input;
-  let input = null;
-  if (rawInput !== undefined && rawInput !== null) {
-    if (typeof rawInput === 'string') input = Buffer.from(rawInput, 'utf8');
-    else if (isInstance(rawInput, Uint8Array)) input = Buffer.from(rawInput);
-    else throw typeError(`${where}.input must be a string, a Buffer or a Uint8Array, got ${describe(rawInput)}`);
-  }
-
-  const pattern = spec.progressPattern;
-  let progress = PROGRESS_OFF;
-  let progressRe = null;
-  if (pattern !== undefined && pattern !== null) {
-    if (pattern === JSON_LINES) {
-      progress = PROGRESS_JSON;
-    } else if (isInstance(pattern, RegExp)) {
-      // A private copy without g/y: matching must not depend on a shared lastIndex.
-      progressRe = new RegExp(pattern.source, pattern.flags.replace(/[gy]/g, ''));
-      // Its number of capture groups: an alternative that matches '' makes exec() report them.
-      const groups = new RegExp(`${pattern.source}|`, progressRe.flags).exec('').length - 1;
-      if (groups < 1) {
-        throw typeError(`${where}.progressPattern must have a capture group for the percentage, got ${pattern}`);
-      }
-      progress = PROGRESS_REGEXP;
-    } else {
-      throw typeError(
-        `${where}.progressPattern must be a RegExp with one capture group or "${JSON_LINES}", got ${describe(pattern)}`,
-      );
-    }
-  }
-
-  const maxOutputBytes = integer(`${where}.maxOutputBytes`, spec.maxOutputBytes, 0, MAX_OUTPUT_LIMIT, DEFAULT_MAX_OUTPUT);
-  const killGraceMs = integer(`${where}.killGraceMs`, spec.killGraceMs, 0, MAX_MS, DEFAULT_KILL_GRACE_MS);
-
-  const rawSignal = spec.killSignal;
-  let killSignal = SIGNALS.SIGTERM;
-  if (rawSignal !== undefined) {
-    if (typeof rawSignal === 'string') {
-      if (!Object.hasOwn(SIGNALS, rawSignal)) {
-        throw rangeError(`${where}.killSignal must be a signal name such as "SIGTERM", got ${describe(rawSignal)}`);
-      }
-      killSignal = SIGNALS[rawSignal];
-    } else if (typeof rawSignal === 'number') {
-      if (!SIGNAL_NAMES.has(rawSignal)) {
-        throw rangeError(`${where}.killSignal must be a signal number of this platform, got ${describe(rawSignal)}`);
-      }
-      killSignal = rawSignal;
-    } else {
-      throw typeError(`${where}.killSignal must be a signal name or number, got ${describe(rawSignal)}`);
-    }
-  }
-
-  return {
-    native: {
-      command,
-      args,
-      cwd: cwd === null ? undefined : cwd,
-      envKeys,
-      envValues,
-      inheritEnv: inheritEnv !== false,
-      input: input === null ? undefined : input,
-      maxOutputBytes,
-      killSignal,
-      killGraceMs,
-      progress,
-    },
-    command,
-    args,
-    cwd,
-    progressRe,
-  };
-}
 
 /** Pipe drain after the group ended (500 ms in Rust) plus slack. */
 const GRACE_MARGIN_MS = 1000;
@@ -203,13 +29,6 @@ function installExitHook() {
   process.on('exit', () => {
     for (const runner of LIVE) runner.killAllNow();
   });
-}
-
-function eventsCallback(weak) {
-  return (batch) => {
-    const runner = weak.deref();
-    if (runner !== undefined) runner.onEvents(batch);
-  };
 }
 
 const round2 = (x) => Math.round(x * 100) / 100;
@@ -234,7 +53,7 @@ class CommandRunner {
   }
 
   _nativeOf() {
-    if (this._native === null) this._native = new binding.NativeCommands(eventsCallback(new WeakRef(this)));
+    if (this._native === null) this._native = new binding.NativeCommands(weakCallback(this, 'onEvents'));
     return this._native;
   }
 
@@ -309,7 +128,7 @@ class CommandRunner {
       }
       if (ev.kind === EVENT_LINES) {
         const lines = ev.lines;
-        const re = ev.stream === 1 ? entry.spec.progressRe : null;
+        const re = ev.stream === STREAM_STDOUT ? entry.spec.progressRe : null;
         for (let k = 0; k < lines.length; k++) {
           const line = lines[k];
           if (re !== null) {
@@ -320,7 +139,7 @@ class CommandRunner {
             ex._emit('command-output', {
               executionId: entry.executionId,
               agent: entry.agent,
-              stream: ev.stream === 1 ? 'stdout' : 'stderr',
+              stream: ev.stream === STREAM_STDOUT ? 'stdout' : 'stderr',
               line,
             });
           }
@@ -384,13 +203,14 @@ function spawnError(spec, r) {
     else hint = spec.command.includes('/') ? '; no such file' : '; not found in PATH';
   }
   const cause = Object.assign(new Error(osMessage), { code: name, errno: -errno });
-  const err = new Error(`Cannot start command ${JSON.stringify(spec.command)}: ${name} (${osMessage})${hint}`, { cause });
-  err.code = 'ERR_COMMAND_SPAWN';
-  err.command = spec.command;
-  err.args = spec.args;
-  err.cwd = spec.cwd;
-  err.reason = name;
-  return err;
+  const message = `Cannot start command ${JSON.stringify(spec.command)}: ${name} (${osMessage})${hint}`;
+  return Object.assign(new Error(message, { cause }), {
+    code: 'ERR_COMMAND_SPAWN',
+    command: spec.command,
+    args: spec.args,
+    cwd: spec.cwd,
+    reason: name,
+  });
 }
 
 /**
@@ -410,4 +230,4 @@ function commandAgent(runner, name, spec) {
   };
 }
 
-module.exports = { CommandRunner, parseCommandSpec, commandAgent };
+module.exports = { CommandRunner, commandAgent };

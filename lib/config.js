@@ -1,40 +1,38 @@
 'use strict';
 
-// Validation of the constructor config (contract §2). Every bad value gets a TypeError or a
-// RangeError with code ERR_INVALID_ARG naming the key and the value; unknown keys only warn.
+// The constructor's config: every key validated once, with defaults. Bad values get a
+// TypeError or RangeError naming the key; unknown keys only warn.
 
 const { describe, typeError, rangeError } = require('./errors.js');
+const { integer, number, isOptionsObject } = require('./validate.js');
+const { MAX_RETRIES, MAX_DELAY_MS } = require('./protocol.js');
 
 const DEFAULT_LEVELS = Object.freeze({ critical: 5, high: 4, medium: 3, low: 2, background: 1 });
 const MAX_INT32 = 2147483647;
-const MAX_MS = 2 ** 31 - 1; // what a JS timer could hold; ~24.8 days
 
-const KNOWN = new Set([
-  'maxConcurrentAgents',
-  'maxCpuPercent',
-  'maxMemoryMb',
-  'throttleIfExceeded',
-  'priorityLevels',
-  'agents',
-  'defaultAgent',
-  'defaultTimeoutMs',
-  'resultTtlMs',
-  'maxRetainedResults',
-  'progressIntervalMs',
-  'monitorIntervalMs',
-  'minConcurrentAgents',
-  'cancelGraceMs',
-  'agingMs',
-  'retries',
-  'retryDelayMs',
-  'backoff',
-]);
+const DEFAULTS = Object.freeze({
+  maxConcurrentAgents: 5,
+  maxCpuPercent: 80,
+  maxMemoryMb: 2048,
+  throttleIfExceeded: true,
+  resultTtlMs: 60000,
+  maxRetainedResults: 10000,
+  progressIntervalMs: 1000,
+  monitorIntervalMs: 1000,
+  minConcurrentAgents: 1,
+  cancelGraceMs: 5000,
+  agingMs: 0,
+  retries: 0,
+  retryDelayMs: 1000,
+  backoff: 'exponential',
+});
 
-const MAX_RETRIES = 1000;
+const KNOWN = new Set([...Object.keys(DEFAULTS), 'priorityLevels', 'agents', 'defaultAgent', 'defaultTimeoutMs']);
 
 /**
  * `{ retries, retryDelayMs, backoff }` from `source` (config or submit options), each key
- * falling back to `defaults`; `prefix` names the argument in error messages.
+ * falling back to `defaults`; `prefix` names the argument in error messages. The core applies
+ * the policy; this only checks it.
  */
 function retryPolicy(source, defaults, prefix = '') {
   const backoff = source.backoff === undefined ? defaults.backoff : source.backoff;
@@ -44,41 +42,14 @@ function retryPolicy(source, defaults, prefix = '') {
   }
   return {
     retries: integer(`${prefix}retries`, source.retries, 0, MAX_RETRIES, defaults.retries),
-    retryDelayMs: integer(`${prefix}retryDelayMs`, source.retryDelayMs, 0, MAX_MS, defaults.retryDelayMs),
+    retryDelayMs: integer(`${prefix}retryDelayMs`, source.retryDelayMs, 0, MAX_DELAY_MS, defaults.retryDelayMs),
     backoff,
   };
 }
 
-function isPlainObject(v) {
-  if (v === null || typeof v !== 'object') return false;
-  try {
-    return !Array.isArray(v);
-  } catch {
-    return false; // a revoked Proxy: not an object we can read
-  }
-}
-
-function integer(name, value, min, max, fallback) {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'number') throw typeError(`${name} must be an integer >= ${min}, got ${describe(value)}`);
-  if (!Number.isInteger(value) || value < min || value > max) {
-    throw rangeError(
-      `${name} must be an integer >= ${min}${max < Number.MAX_SAFE_INTEGER ? ` and <= ${max}` : ''}, got ${describe(value)}`,
-    );
-  }
-  return value;
-}
-
-function number(name, value, check, rule, fallback) {
-  if (value === undefined) return fallback;
-  if (typeof value !== 'number') throw typeError(`${name} must be ${rule}, got ${describe(value)}`);
-  if (!Number.isFinite(value) || !check(value)) throw rangeError(`${name} must be ${rule}, got ${describe(value)}`);
-  return value;
-}
-
 function levels(value) {
   if (value === undefined) return new Map(Object.entries(DEFAULT_LEVELS));
-  if (!isPlainObject(value)) {
+  if (!isOptionsObject(value)) {
     throw typeError(`priorityLevels must be an object of level name -> positive integer, got ${describe(value)}`);
   }
   const names = Object.keys(value);
@@ -98,7 +69,7 @@ function levels(value) {
 function agentsOf(value) {
   const map = new Map();
   if (value === undefined) return map;
-  if (!isPlainObject(value)) throw typeError(`agents must be an object of agent name -> function, got ${describe(value)}`);
+  if (!isOptionsObject(value)) throw typeError(`agents must be an object of agent name -> function, got ${describe(value)}`);
   for (const name of Object.keys(value)) {
     if (name === '') throw typeError('agents must not contain an empty agent name');
     if (typeof value[name] !== 'function') {
@@ -111,7 +82,7 @@ function agentsOf(value) {
 
 function parseConfig(config) {
   if (config === undefined || config === null) config = {};
-  if (!isPlainObject(config)) throw typeError(`config must be an object, got ${describe(config)}`);
+  if (!isOptionsObject(config)) throw typeError(`config must be an object, got ${describe(config)}`);
   for (const key of Object.keys(config)) {
     if (!KNOWN.has(key)) {
       process.emitWarning(`BackgroundExecutor: unknown config key ${describe(key)} is ignored`, {
@@ -120,6 +91,7 @@ function parseConfig(config) {
     }
   }
   const c = config;
+  const d = DEFAULTS;
   const throttle = c.throttleIfExceeded;
   if (throttle !== undefined && typeof throttle !== 'boolean') {
     throw typeError(`throttleIfExceeded must be a boolean, got ${describe(throttle)}`);
@@ -127,25 +99,24 @@ function parseConfig(config) {
   if (c.defaultAgent !== undefined && typeof c.defaultAgent !== 'function') {
     throw typeError(`defaultAgent must be a function, got ${describe(c.defaultAgent)}`);
   }
-  const defaultTimeoutMs = integer('defaultTimeoutMs', c.defaultTimeoutMs, 1, MAX_MS, undefined);
   return {
-    maxConcurrentAgents: integer('maxConcurrentAgents', c.maxConcurrentAgents, 1, MAX_INT32, 5),
-    maxCpuPercent: number('maxCpuPercent', c.maxCpuPercent, (v) => v > 0 && v <= 100, 'a number, 0 < x <= 100', 80),
-    maxMemoryMb: number('maxMemoryMb', c.maxMemoryMb, (v) => v > 0, 'a number > 0', 2048),
-    throttleIfExceeded: throttle === undefined ? true : throttle,
+    maxConcurrentAgents: integer('maxConcurrentAgents', c.maxConcurrentAgents, 1, MAX_INT32, d.maxConcurrentAgents),
+    maxCpuPercent: number('maxCpuPercent', c.maxCpuPercent, (v) => v > 0 && v <= 100, 'a number, 0 < x <= 100', d.maxCpuPercent),
+    maxMemoryMb: number('maxMemoryMb', c.maxMemoryMb, (v) => v > 0, 'a number > 0', d.maxMemoryMb),
+    throttleIfExceeded: throttle === undefined ? d.throttleIfExceeded : throttle,
     priorityLevels: levels(c.priorityLevels),
     agents: agentsOf(c.agents),
     defaultAgent: c.defaultAgent,
-    defaultTimeoutMs,
-    resultTtlMs: integer('resultTtlMs', c.resultTtlMs, 0, Number.MAX_SAFE_INTEGER, 60000),
-    maxRetainedResults: integer('maxRetainedResults', c.maxRetainedResults, 0, Number.MAX_SAFE_INTEGER, 10000),
-    progressIntervalMs: integer('progressIntervalMs', c.progressIntervalMs, 1, MAX_MS, 1000),
-    monitorIntervalMs: integer('monitorIntervalMs', c.monitorIntervalMs, 1, MAX_MS, 1000),
-    minConcurrentAgents: integer('minConcurrentAgents', c.minConcurrentAgents, 0, MAX_INT32, 1),
-    cancelGraceMs: integer('cancelGraceMs', c.cancelGraceMs, 0, MAX_MS, 5000),
-    agingMs: integer('agingMs', c.agingMs, 0, MAX_MS, 0),
-    ...retryPolicy(c, { retries: 0, retryDelayMs: 1000, backoff: 'exponential' }),
+    defaultTimeoutMs: integer('defaultTimeoutMs', c.defaultTimeoutMs, 1, MAX_DELAY_MS, undefined),
+    resultTtlMs: integer('resultTtlMs', c.resultTtlMs, 0, Number.MAX_SAFE_INTEGER, d.resultTtlMs),
+    maxRetainedResults: integer('maxRetainedResults', c.maxRetainedResults, 0, Number.MAX_SAFE_INTEGER, d.maxRetainedResults),
+    progressIntervalMs: integer('progressIntervalMs', c.progressIntervalMs, 1, MAX_DELAY_MS, d.progressIntervalMs),
+    monitorIntervalMs: integer('monitorIntervalMs', c.monitorIntervalMs, 1, MAX_DELAY_MS, d.monitorIntervalMs),
+    minConcurrentAgents: integer('minConcurrentAgents', c.minConcurrentAgents, 0, MAX_INT32, d.minConcurrentAgents),
+    cancelGraceMs: integer('cancelGraceMs', c.cancelGraceMs, 0, MAX_DELAY_MS, d.cancelGraceMs),
+    agingMs: integer('agingMs', c.agingMs, 0, MAX_DELAY_MS, d.agingMs),
+    ...retryPolicy(c, d),
   };
 }
 
-module.exports = { parseConfig, retryPolicy, integer, number, isPlainObject, DEFAULT_LEVELS, MAX_MS, MAX_INT32 };
+module.exports = { parseConfig, retryPolicy, DEFAULT_LEVELS, MAX_INT32 };

@@ -1,30 +1,12 @@
 'use strict';
 
-// Every error this package creates carries a `code` (contract §11).
+// Every error this package creates carries a string `code`; this file makes them all.
 
 function coded(Ctor, code, message, extra) {
   const err = new Ctor(message);
   err.code = code;
   if (extra !== undefined) Object.assign(err, extra);
   return err;
-}
-
-/** Array.isArray that never throws (it does on a revoked Proxy). */
-function isArray(value) {
-  try {
-    return Array.isArray(value);
-  } catch {
-    return false;
-  }
-}
-
-/** `value instanceof Ctor` that never throws (a Proxy's getPrototypeOf trap may). */
-function isInstance(value, Ctor) {
-  try {
-    return value instanceof Ctor;
-  } catch {
-    return false;
-  }
 }
 
 /** A short, never-throwing description of any value, for error messages. */
@@ -70,7 +52,53 @@ function messageOf(reason) {
   return `Non-error rejection: ${describe(reason)}`;
 }
 
+/** The `code` of an error value, when it has a string one. */
+function codeOf(err) {
+  return err !== null && typeof err === 'object' && typeof err.code === 'string' ? err.code : undefined;
+}
+
 const typeError = (message) => coded(TypeError, 'ERR_INVALID_ARG', message);
 const rangeError = (message) => coded(RangeError, 'ERR_INVALID_ARG', message);
 
-module.exports = { coded, describe, messageOf, typeError, rangeError, isArray, isInstance };
+const closedError = () =>
+  coded(Error, 'ERR_EXECUTOR_SHUT_DOWN', 'The executor has been shut down; no new executions are accepted');
+
+function cancelledError(executionId, agent, cause) {
+  const err = coded(Error, 'ERR_EXECUTION_CANCELLED', `Execution ${executionId} (${agent}) was cancelled`, {
+    executionId,
+    agent,
+  });
+  if (cause !== undefined) err.cause = cause;
+  return err;
+}
+
+const shutdownError = (executionId, agent) =>
+  coded(Error, 'ERR_EXECUTOR_SHUT_DOWN', `Execution ${executionId} (${agent}) was cancelled by shutdown`, {
+    executionId,
+    agent,
+  });
+
+const timeoutError = (executionId, agent, timeoutMs, attempt) =>
+  coded(Error, 'ERR_EXECUTION_TIMEOUT', `Execution ${executionId} (${agent}) timed out after ${timeoutMs} ms`, {
+    executionId,
+    agent,
+    timeoutMs,
+    attempt,
+  });
+
+const agentNotFound = (agent) =>
+  coded(Error, 'ERR_AGENT_NOT_FOUND', `No agent registered for ${JSON.stringify(agent)}`, { agent });
+
+module.exports = {
+  coded,
+  describe,
+  messageOf,
+  codeOf,
+  typeError,
+  rangeError,
+  closedError,
+  cancelledError,
+  shutdownError,
+  timeoutError,
+  agentNotFound,
+};

@@ -1,12 +1,14 @@
 'use strict';
 
-// ResourceMonitor (contract §8): sampling runs in Rust (sysinfo) on the tokio runtime; this
-// class is the EventEmitter face of it. Usable alone or as `bg.resourceMonitor`.
+// ResourceMonitor: sampling runs in Rust (sysinfo) on the tokio runtime; this class is the
+// EventEmitter face of it. Usable alone or as `bg.resourceMonitor`.
 
 const { EventEmitter } = require('node:events');
-const binding = require('../binding.js');
+const { binding, weakCallback } = require('./native.js');
 const { describe, typeError, rangeError } = require('./errors.js');
-const { isPlainObject, MAX_MS } = require('./config.js');
+const { isOptionsObject } = require('./validate.js');
+const { emitSafely } = require('./events.js');
+const { MAX_DELAY_MS } = require('./protocol.js');
 
 function option(opts, name, fallback, check, rule) {
   const v = opts[name];
@@ -38,17 +40,11 @@ class ResourceMonitor extends EventEmitter {
   constructor(options) {
     super();
     if (options === undefined || options === null) options = {};
-    if (!isPlainObject(options)) throw typeError(`ResourceMonitor: options must be an object, got ${describe(options)}`);
-    this.interval = option(options, 'interval', 1000, (v) => Number.isInteger(v) && v >= 1 && v <= MAX_MS, 'an integer >= 1');
+    if (!isOptionsObject(options)) throw typeError(`ResourceMonitor: options must be an object, got ${describe(options)}`);
+    this.interval = option(options, 'interval', 1000, (v) => Number.isInteger(v) && v >= 1 && v <= MAX_DELAY_MS, 'an integer >= 1');
     this.cpuThreshold = option(options, 'cpuThreshold', 80, (v) => v > 0 && v <= 100, 'a number, 0 < x <= 100');
     this.memoryThreshold = option(options, 'memoryThreshold', 2048, (v) => v > 0, 'a number > 0');
-    // A sample already on its way when stop() ran is dropped: no events after stop().
-    // Through a WeakRef: the native callback must not keep an unreferenced monitor alive.
-    const weak = new WeakRef(this);
-    this._native = new binding.NativeMonitor(this.cpuThreshold, this.memoryThreshold, (s) => {
-      const monitor = weak.deref();
-      if (monitor !== undefined && !monitor._stopped) monitor._deliver(s);
-    });
+    this._native = new binding.NativeMonitor(this.cpuThreshold, this.memoryThreshold, weakCallback(this, '_onSample'));
     this._stopped = true;
   }
 
@@ -60,7 +56,7 @@ class ResourceMonitor extends EventEmitter {
   start() {
     if (this._native.start(this.interval)) {
       this._stopped = false;
-      this._safeEmit('started', { interval: this.interval, timestamp: Date.now() });
+      emitSafely(this, 'started', { interval: this.interval, timestamp: Date.now() });
     }
     return this;
   }
@@ -69,7 +65,7 @@ class ResourceMonitor extends EventEmitter {
   stop() {
     if (this._native.stop()) {
       this._stopped = true;
-      this._safeEmit('stopped', { timestamp: Date.now() });
+      emitSafely(this, 'stopped', { timestamp: Date.now() });
     }
     return this;
   }
@@ -90,11 +86,16 @@ class ResourceMonitor extends EventEmitter {
     return this._native.trends();
   }
 
+  /** A periodic sample. One already on its way when stop() ran is dropped: no events after stop(). */
+  _onSample(s) {
+    if (!this._stopped) this._deliver(s);
+  }
+
   _deliver(s) {
     const status = toStatus(s);
-    this._safeEmit('sample', { ...status, exceeded: s.exceeded });
+    emitSafely(this, 'sample', { ...status, exceeded: s.exceeded });
     if (s.exceeded.length > 0) {
-      this._safeEmit('threshold-exceeded', {
+      emitSafely(this, 'threshold-exceeded', {
         cpu: s.cpu,
         memory: s.memory,
         timestamp: s.timestamp,
@@ -103,19 +104,6 @@ class ResourceMonitor extends EventEmitter {
       });
     }
     return status;
-  }
-
-  _safeEmit(name, payload) {
-    if (this.listenerCount(name) === 0) return;
-    try {
-      this.emit(name, payload);
-    } catch (err) {
-      // Called from Rust through a threadsafe function: never let a listener's throw escape
-      // there (it would be fatal); surface it like any other throwing listener instead.
-      process.nextTick(() => {
-        throw err;
-      });
-    }
   }
 }
 

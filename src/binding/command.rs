@@ -1,11 +1,11 @@
-//! `NativeCommands`: the command agents of one executor (see `command.rs`).
+//! `NativeCommands`: the command agents of one executor (see `crate::command`).
 //!
 //! Commands are spawned synchronously on the JS thread (the pid, or the reason the program
 //! could not start, is known at once); their pipes and exits are driven on the tokio runtime.
-//! Events reach JS through one weak threadsafe function, in batches: lines, progress values,
-//! and exactly one exit per command.
+//! Events reach JS through one weak `JsCallback`, in batches: lines, progress values, and
+//! exactly one exit per command.
 //!
-//! Keep-alive: that threadsafe function is referenced while any command has not been released
+//! Keep-alive: that callback is referenced while any command has not been released
 //! by JS (its exit not yet handled), so Node.js stays up while a command runs — or is being
 //! terminated — and never because of an idle executor. A command's exit is reported only
 //! once its process group has ended (or been sent SIGKILL), so releasing it is safe.
@@ -24,17 +24,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use napi::bindgen_prelude::*;
-use napi::threadsafe_function::ThreadsafeFunction;
 use napi_derive::napi;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
-use crate::command::{self, Event, ProgressMode, Running, Spec};
-use crate::runtime;
+use super::js_callback::{JsCallback, KeepAlive};
+use crate::command::{self, Event, ProgressMode, Running, Spec, Usage};
+use crate::protocol::{EVENT_EXIT, EVENT_LINES, EVENT_PROGRESS, PROGRESS_JSON, PROGRESS_REGEXP};
+use crate::system::runtime;
 
-const EVENT_LINES: u32 = 1;
-const EVENT_PROGRESS: u32 = 2;
-const EVENT_EXIT: u32 = 3;
 /// Events per call into JS.
 const EVENTS_PER_BATCH: usize = 1024;
 /// Output lines per call into JS (each may be matched and emitted there).
@@ -80,8 +78,40 @@ pub struct NativeCommandSpec {
   pub max_output_bytes: f64,
   pub kill_signal: i32,
   pub kill_grace_ms: f64,
-  /// 0 none, 1 stdout lines to JS (RegExp), 2 JSON lines parsed here.
+  /// `PROGRESS_OFF`, `PROGRESS_REGEXP` or `PROGRESS_JSON`.
   pub progress: u32,
+}
+
+impl From<NativeCommandSpec> for Spec {
+  fn from(spec: NativeCommandSpec) -> Spec {
+    let progress = match spec.progress {
+      PROGRESS_REGEXP => ProgressMode::Lines,
+      PROGRESS_JSON => ProgressMode::JsonLines,
+      _ => ProgressMode::Off,
+    };
+    let max_output_bytes = if spec.max_output_bytes.is_finite() {
+      spec.max_output_bytes.clamp(0.0, (isize::MAX / 2) as f64) as usize
+    } else {
+      1 << 20
+    };
+    let kill_grace = if spec.kill_grace_ms.is_finite() {
+      Duration::from_secs_f64(spec.kill_grace_ms.clamp(0.0, 1e12) / 1000.0)
+    } else {
+      Duration::from_secs(5)
+    };
+    Spec {
+      program: spec.command,
+      args: spec.args,
+      cwd: spec.cwd,
+      env: spec.env_keys.into_iter().zip(spec.env_values).collect(),
+      inherit_env: spec.inherit_env,
+      input: spec.input.map(|b| b.to_vec()),
+      max_output_bytes,
+      kill_signal: spec.kill_signal,
+      kill_grace,
+      progress,
+    }
+  }
 }
 
 #[napi(object)]
@@ -94,8 +124,8 @@ pub struct NativeSpawned {
   pub error: Option<String>,
 }
 
-/// One event: `kind` 1 lines (`stream` 1 stdout / 2 stderr, `lines`), 2 progress
-/// (`progress`), 3 exit (the remaining fields).
+/// One event: `kind` `EVENT_LINES` (`stream`: `STREAM_STDOUT` / `STREAM_STDERR`, `lines`),
+/// `EVENT_PROGRESS` (`progress`), `EVENT_EXIT` (the remaining fields).
 #[napi(object)]
 pub struct NativeCommandEvent {
   pub kind: u32,
@@ -133,8 +163,10 @@ impl NativeCommandEvent {
       wait_error: None,
     }
   }
+}
 
-  fn from_event(ev: Event) -> Self {
+impl From<Event> for NativeCommandEvent {
+  fn from(ev: Event) -> Self {
     match ev {
       Event::Lines {
         handle,
@@ -143,11 +175,11 @@ impl NativeCommandEvent {
       } => NativeCommandEvent {
         stream: Some(stream as u32),
         lines: Some(lines),
-        ..Self::empty(EVENT_LINES, handle)
+        ..NativeCommandEvent::empty(EVENT_LINES, handle)
       },
       Event::Progress { handle, value } => NativeCommandEvent {
         progress: Some(value),
-        ..Self::empty(EVENT_PROGRESS, handle)
+        ..NativeCommandEvent::empty(EVENT_PROGRESS, handle)
       },
       Event::Exit(e) => NativeCommandEvent {
         exit_code: e.exit_code,
@@ -159,7 +191,7 @@ impl NativeCommandEvent {
         truncated: Some(e.truncated),
         duration_ms: Some(e.duration_ms),
         wait_error: e.wait_error,
-        ..Self::empty(EVENT_EXIT, e.handle)
+        ..NativeCommandEvent::empty(EVENT_EXIT, e.handle)
       },
     }
   }
@@ -172,8 +204,15 @@ pub struct NativeUsage {
   pub rss_mb: Option<f64>,
 }
 
-type EventsCallback =
-  ThreadsafeFunction<Vec<NativeCommandEvent>, (), Vec<NativeCommandEvent>, Status, false, true>;
+impl From<Usage> for NativeUsage {
+  fn from(u: Usage) -> Self {
+    NativeUsage {
+      pid: u.pid,
+      cpu_percent: u.cpu_percent,
+      rss_mb: u.rss_bytes.map(|b| (b / 1048576.0 * 100.0).round() / 100.0),
+    }
+  }
+}
 
 #[napi]
 pub struct NativeCommands {
@@ -183,8 +222,8 @@ pub struct NativeCommands {
   next: u32,
   forward: Arc<AtomicBool>,
   tx: mpsc::Sender<Event>,
-  tsfn: Arc<EventsCallback>,
-  kept_alive: bool,
+  /// On while any command has not been released.
+  keep_alive: KeepAlive,
 }
 
 #[napi]
@@ -193,26 +232,21 @@ impl NativeCommands {
   #[napi(constructor, catch_unwind)]
   pub fn new(on_events: Function<Vec<NativeCommandEvent>, ()>) -> Result<Self> {
     let rt = runtime::handle().map_err(|e| Error::new(Status::GenericFailure, e))?;
-    let tsfn: EventsCallback = on_events
-      .build_threadsafe_function()
-      .weak::<true>()
-      .callee_handled::<false>()
-      .build()?;
-    let tsfn = Arc::new(tsfn);
+    let pump = JsCallback::new(on_events)?;
+    let keep_alive = pump.keep_alive();
     let (tx, mut rx) = mpsc::channel::<Event>(EVENT_QUEUE);
-    let pump = Arc::clone(&tsfn);
     // Ends when every sender is gone: this object and every command it started.
     rt.spawn(async move {
       while let Some(first) = rx.recv().await {
         let mut lines = first.line_count();
-        let mut batch = vec![NativeCommandEvent::from_event(first)];
+        let mut batch = vec![NativeCommandEvent::from(first)];
         // Bounded in lines too: one call into JS stays short, so its timers keep running
         // while a chatty command is being listened to.
         while batch.len() < EVENTS_PER_BATCH && lines < LINES_PER_BATCH {
           match rx.try_recv() {
             Ok(ev) => {
               lines += ev.line_count();
-              batch.push(NativeCommandEvent::from_event(ev));
+              batch.push(NativeCommandEvent::from(ev));
             }
             Err(_) => break,
           }
@@ -233,8 +267,7 @@ impl NativeCommands {
       next: 0,
       forward: Arc::new(AtomicBool::new(false)),
       tx,
-      tsfn,
-      kept_alive: false,
+      keep_alive,
     })
   }
 
@@ -242,34 +275,7 @@ impl NativeCommands {
   /// in `errno` / `error` with `handle` 0.
   #[napi(catch_unwind)]
   pub fn spawn(&mut self, env: Env, spec: NativeCommandSpec) -> NativeSpawned {
-    let progress = match spec.progress {
-      1 => ProgressMode::Lines,
-      2 => ProgressMode::JsonLines,
-      _ => ProgressMode::Off,
-    };
-    let env_vars = spec.env_keys.into_iter().zip(spec.env_values).collect();
-    let max_output = if spec.max_output_bytes.is_finite() {
-      spec.max_output_bytes.clamp(0.0, (isize::MAX / 2) as f64) as usize
-    } else {
-      1 << 20
-    };
-    let grace = if spec.kill_grace_ms.is_finite() {
-      Duration::from_secs_f64(spec.kill_grace_ms.clamp(0.0, 1e12) / 1000.0)
-    } else {
-      Duration::from_secs(5)
-    };
-    let spec = Spec {
-      program: spec.command,
-      args: spec.args,
-      cwd: spec.cwd,
-      env: env_vars,
-      inherit_env: spec.inherit_env,
-      input: spec.input.map(|b| b.to_vec()),
-      max_output_bytes: max_output,
-      kill_signal: spec.kill_signal,
-      kill_grace: grace,
-      progress,
-    };
+    let spec = Spec::from(spec);
     self.next = self.next.checked_add(1).unwrap_or(1);
     while self.running.contains_key(&self.next) {
       self.next = self.next.checked_add(1).unwrap_or(1);
@@ -282,7 +288,7 @@ impl NativeCommands {
           registry.running.insert(self.key(handle), running.clone());
         }
         self.running.insert(handle, running);
-        self.update_keepalive(&env);
+        self.keep_alive.set(&env, true);
         NativeSpawned {
           handle,
           pid,
@@ -322,12 +328,7 @@ impl NativeCommands {
 
   #[napi(catch_unwind)]
   pub fn usage(&self, handle: u32) -> Option<NativeUsage> {
-    let u = self.running.get(&handle)?.usage();
-    Some(NativeUsage {
-      pid: u.pid,
-      cpu_percent: u.cpu_percent,
-      rss_mb: u.rss_bytes.map(|b| (b / 1048576.0 * 100.0).round() / 100.0),
-    })
+    Some(self.running.get(&handle)?.usage().into())
   }
 
   /// Whether every line of every command is sent to JS (a `command-output` listener).
@@ -343,7 +344,7 @@ impl NativeCommands {
     if let Some(registry) = env_commands(&env) {
       registry.running.remove(&self.key(handle));
     }
-    self.update_keepalive(&env);
+    self.keep_alive.set(&env, !self.running.is_empty());
   }
 
   #[napi(getter, catch_unwind)]
@@ -353,18 +354,5 @@ impl NativeCommands {
 
   fn key(&self, handle: u32) -> u64 {
     (u64::from(self.owner) << 32) | u64::from(handle)
-  }
-
-  fn update_keepalive(&mut self, env: &Env) {
-    let on = !self.running.is_empty();
-    if on == self.kept_alive {
-      return;
-    }
-    let raw = self.tsfn.raw();
-    // SAFETY: `raw` belongs to `self.tsfn`, which this object owns (the pump task holds the
-    // other reference); we are on the JS thread of `env`, as (un)ref requires.
-    if unsafe { super::set_tsfn_ref(env, raw, on) } {
-      self.kept_alive = on;
-    }
   }
 }

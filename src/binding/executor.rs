@@ -1,35 +1,31 @@
-//! The binding layer: every `#[napi]` item lives here. It converts arguments, keeps the clock,
-//! forwards timer requests to the timer service, and owns the one keep-alive handle.
+//! `NativeExecutor`: the scheduler behind napi. It converts arguments, keeps the clock,
+//! forwards timer requests to the timer service, and keeps Node.js alive while work is
+//! pending.
 //!
 //! The JS wrapper calls these methods synchronously for every scheduling decision, so the hot
-//! path (`submit`, `settle`) takes and returns plain numbers and never hops threads. Only
-//! timers cross threads: the service calls back through one weak threadsafe function.
-//!
-//! Keep-alive: that same threadsafe function is referenced (`napi_ref_threadsafe_function`)
-//! while anything is queued or running and unreferenced when the executor is idle, so an
-//! idle executor never keeps Node.js alive and pending work always does.
+//! path (`sync`) takes and returns plain numbers and never hops threads. Only timers cross
+//! threads: the service calls back through one weak `JsCallback`, which is referenced while
+//! anything is queued, running or waiting for a retry, and unreferenced when the executor is
+//! idle, so an idle executor never keeps Node.js alive and pending work always does.
 
 use std::sync::Once;
 use std::time::Instant;
 
 use napi::bindgen_prelude::*;
-use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 
-use crate::monitor::{Sample, Thresholds, Throttle, Transition};
-
-use crate::report;
-use crate::runtime;
-use crate::scheduler::{CancelOutcome, Config, ExecView, Scheduler, TimerCmd, TimerKind};
-use crate::timers::TimerService;
-
-const OP_SUBMIT: u32 = 1;
-const OP_SETTLE_OK: u32 = 2;
-const OP_SETTLE_FAILED: u32 = 3;
-/// The mode number of watched executions (periodic progress updates).
-const MODE_WATCHED: u8 = 2;
-
-type TimerCallback = ThreadsafeFunction<Vec<f64>, (), Vec<f64>, Status, false, true>;
+use super::js_callback::{JsCallback, KeepAlive};
+use crate::protocol::{
+  MODE_WATCHED, NOT_FOUND, OP_SETTLE_FAILED, OP_SETTLE_OK, OP_SUBMIT, OP_WIDTH, RETRY_NONE, SUBMIT_KEY_SHIFT,
+  SYNC_EVICTED_STEP, SYNC_IDLE, THROTTLE_BEGAN, THROTTLE_ENDED, THROTTLE_UNCHANGED, TIMEOUT_STALE,
+};
+use crate::scheduler::retry::{Backoff, RetryPolicy};
+use crate::scheduler::stats::{AgentStats, Histogram, Stats};
+use crate::scheduler::throttle::{Throttle, Transition};
+use crate::scheduler::{Config, Counts, ExecView, Scheduler, TimedOut, TimerCmd, TimerKind};
+use crate::system::probes::now_ms;
+use crate::system::runtime;
+use crate::system::timers::TimerService;
 
 static TRACING: Once = Once::new();
 
@@ -53,17 +49,13 @@ fn init_tracing() {
   });
 }
 
+/// An execution id from JS; 0 (no execution) unless a safe integer >= 1.
 fn to_id(id: f64) -> u64 {
   if (1.0..=9_007_199_254_740_991.0).contains(&id) {
     id as u64
   } else {
     0
   }
-}
-
-/// A retry delay from JS: negative or NaN means "no retry".
-fn retry_delay(ms: f64) -> Option<f64> {
-  (ms >= 0.0).then(|| ms.min(1e12))
 }
 
 fn ids(v: Vec<u64>) -> Vec<f64> {
@@ -78,6 +70,11 @@ fn finite_or(v: f64, lo: f64, hi: f64, default: f64) -> f64 {
   }
 }
 
+/// A retry policy from JS (values brought into range); `None` for an unknown backoff code.
+fn retry_policy(retries: u32, delay_ms: f64, backoff: u32) -> Option<RetryPolicy> {
+  Backoff::from_code(backoff).map(|b| RetryPolicy::new(retries, delay_ms, b))
+}
+
 /// Scheduler settings, already validated by the JS wrapper (clamped again here).
 #[napi(object)]
 pub struct NativeConfig {
@@ -89,8 +86,35 @@ pub struct NativeConfig {
   pub cancel_grace_ms: f64,
   pub aging_ms: f64,
   pub levels: Vec<i32>,
-  pub max_cpu_percent: f64,
-  pub max_memory_mb: f64,
+  /// Retries of a failed attempt (at most `MAX_RETRIES`).
+  pub retries: u32,
+  pub retry_delay_ms: f64,
+  /// `BACKOFF_FIXED` or `BACKOFF_EXPONENTIAL`.
+  pub backoff: u32,
+}
+
+impl TryFrom<NativeConfig> for Config {
+  type Error = Error;
+
+  fn try_from(c: NativeConfig) -> Result<Config> {
+    let d = Config::default();
+    let retry = retry_policy(c.retries, c.retry_delay_ms, c.backoff)
+      .ok_or_else(|| Error::new(Status::InvalidArg, format!("unknown backoff code {}", c.backoff)))?;
+    let mut levels = c.levels;
+    levels.sort_unstable_by(|a, b| b.cmp(a));
+    levels.dedup();
+    Ok(Config {
+      max_concurrent: c.max_concurrent.max(1),
+      min_concurrent: c.min_concurrent,
+      result_ttl_ms: finite_or(c.result_ttl_ms, 0.0, 1e15, d.result_ttl_ms),
+      max_retained: finite_or(c.max_retained, 0.0, 1e12, d.max_retained as f64) as usize,
+      progress_interval_ms: finite_or(c.progress_interval_ms, 1.0, 1e12, d.progress_interval_ms),
+      cancel_grace_ms: finite_or(c.cancel_grace_ms, 0.0, 1e12, d.cancel_grace_ms),
+      aging_ms: finite_or(c.aging_ms, 0.0, 1e15, d.aging_ms),
+      levels,
+      retry,
+    })
+  }
 }
 
 #[napi(object)]
@@ -105,6 +129,25 @@ pub struct NativeView {
   pub finished_at: Option<f64>,
   pub duration: f64,
   pub queue_position: Option<u32>,
+}
+
+/// A view with its times moved from the executor's clock to the wall clock: `.1` is the
+/// wall-clock time (ms since the Unix epoch) of the executor's time 0.
+impl From<(ExecView, f64)> for NativeView {
+  fn from((v, wall_epoch_ms): (ExecView, f64)) -> Self {
+    let wall = |t: f64| wall_epoch_ms + t;
+    NativeView {
+      status: v.status.as_str().to_string(),
+      mode: u32::from(v.mode),
+      priority: v.priority,
+      progress: v.progress,
+      submitted_at: wall(v.submitted_at),
+      started_at: v.started_at.map(wall),
+      finished_at: v.finished_at.map(wall),
+      duration: v.duration,
+      queue_position: v.queue_position.map(|p| p.min(u32::MAX as usize) as u32),
+    }
+  }
 }
 
 #[napi(object)]
@@ -124,12 +167,44 @@ pub struct NativeCounts {
   pub records: u32,
 }
 
+impl From<Counts> for NativeCounts {
+  fn from(c: Counts) -> Self {
+    let small = |n: usize| n.min(u32::MAX as usize) as u32;
+    NativeCounts {
+      queued: small(c.queued),
+      running: small(c.running),
+      slots_used: c.slots_used,
+      max_concurrent: c.max_concurrent,
+      paused: c.paused,
+      throttled: c.throttled,
+      closed: c.closed,
+      submitted: c.totals.submitted as f64,
+      completed: c.totals.completed as f64,
+      failed: c.totals.failed as f64,
+      cancelled: c.totals.cancelled as f64,
+      retained: small(c.retained),
+      records: small(c.records),
+    }
+  }
+}
+
 #[napi(object)]
 pub struct NativePercentiles {
   pub count: f64,
   pub p50: f64,
   pub p90: f64,
   pub p99: f64,
+}
+
+impl From<&Histogram> for NativePercentiles {
+  fn from(h: &Histogram) -> Self {
+    NativePercentiles {
+      count: h.count() as f64,
+      p50: h.quantile(0.5),
+      p90: h.quantile(0.9),
+      p99: h.quantile(0.99),
+    }
+  }
 }
 
 #[napi(object)]
@@ -139,40 +214,37 @@ pub struct NativeAgentStats {
   pub run: NativePercentiles,
 }
 
+impl From<(u16, &AgentStats)> for NativeAgentStats {
+  fn from((key, a): (u16, &AgentStats)) -> Self {
+    NativeAgentStats {
+      key: u32::from(key),
+      wait: (&a.wait).into(),
+      run: (&a.run).into(),
+    }
+  }
+}
+
 #[napi(object)]
 pub struct NativeStats {
   pub last_minute: f64,
   pub agents: Vec<NativeAgentStats>,
 }
 
+/// The statistics as of `.1` (the executor's clock, ms).
+impl From<(&Stats, f64)> for NativeStats {
+  fn from((st, now): (&Stats, f64)) -> Self {
+    NativeStats {
+      last_minute: st.last_minute(now) as f64,
+      agents: st.agents().map(NativeAgentStats::from).collect(),
+    }
+  }
+}
+
 #[napi(object)]
 pub struct Observed {
+  /// `THROTTLE_UNCHANGED`, `THROTTLE_BEGAN` or `THROTTLE_ENDED`.
   pub transition: u32,
   pub started: Vec<f64>,
-}
-
-#[napi(object)]
-pub struct NativeReport {
-  pub total: u32,
-  pub successful: u32,
-  pub failed: u32,
-  pub success_rate: f64,
-  pub total_duration: f64,
-  pub average_duration: f64,
-}
-
-/// Arithmetic of an aggregation report (see `report.rs`).
-#[napi(catch_unwind)]
-pub fn aggregate_report(succeeded: Vec<bool>, durations: Vec<f64>) -> NativeReport {
-  let r = report::report(&succeeded, &durations);
-  NativeReport {
-    total: r.total,
-    successful: r.successful,
-    failed: r.failed,
-    success_rate: r.success_rate,
-    total_duration: r.total_duration,
-    average_duration: r.average_duration,
-  }
 }
 
 #[napi]
@@ -181,10 +253,8 @@ pub struct NativeExecutor {
   epoch: Instant,
   wall_epoch_ms: f64,
   timers: Option<TimerService>,
-  keepalive: Option<napi::sys::napi_threadsafe_function>,
-  kept_alive: bool,
+  keep_alive: KeepAlive,
   throttle: Throttle,
-  thresholds: Thresholds,
 }
 
 #[napi]
@@ -193,30 +263,10 @@ impl NativeExecutor {
   #[napi(constructor, catch_unwind)]
   pub fn new(config: NativeConfig, on_timers: Function<Vec<f64>, ()>) -> Result<Self> {
     init_tracing();
-    let mut levels = config.levels;
-    levels.sort_unstable_by(|a, b| b.cmp(a));
-    levels.dedup();
-    let cfg = Config {
-      max_concurrent: config.max_concurrent.max(1),
-      min_concurrent: config.min_concurrent,
-      result_ttl_ms: finite_or(config.result_ttl_ms, 0.0, 1e15, 60_000.0),
-      max_retained: finite_or(config.max_retained, 0.0, 1e12, 10_000.0) as usize,
-      progress_interval_ms: finite_or(config.progress_interval_ms, 1.0, 1e12, 1_000.0),
-      cancel_grace_ms: finite_or(config.cancel_grace_ms, 0.0, 1e12, 5_000.0),
-      aging_ms: finite_or(config.aging_ms, 0.0, 1e15, 0.0),
-      levels,
-    };
-    let thresholds = Thresholds {
-      cpu: finite_or(config.max_cpu_percent, 0.0, 100.0, 80.0),
-      memory: finite_or(config.max_memory_mb, 0.0, 1e15, 2048.0),
-    };
-    tracing::debug!(?cfg, ?thresholds, "executor created");
-    let tsfn: TimerCallback = on_timers
-      .build_threadsafe_function()
-      .weak::<true>()
-      .callee_handled::<false>()
-      .build()?;
-    let raw = tsfn.raw();
+    let cfg = Config::try_from(config)?;
+    tracing::debug!(?cfg, "executor created");
+    let callback = JsCallback::new(on_timers)?;
+    let keep_alive = callback.keep_alive();
     let epoch = Instant::now();
     let rt = runtime::handle().map_err(|e| Error::new(Status::GenericFailure, e))?;
     let timers = TimerService::spawn(&rt, epoch, move |fired| {
@@ -225,17 +275,15 @@ impl NativeExecutor {
         flat.push(f64::from(kind as u8));
         flat.push(id as f64);
       }
-      tsfn.call(flat, ThreadsafeFunctionCallMode::NonBlocking);
+      callback.call(flat);
     });
     Ok(NativeExecutor {
       sched: Scheduler::new(cfg),
       epoch,
-      wall_epoch_ms: crate::monitor::now_ms(),
+      wall_epoch_ms: now_ms(),
       timers: Some(timers),
-      keepalive: Some(raw),
-      kept_alive: false,
+      keep_alive,
       throttle: Throttle::default(),
-      thresholds,
     })
   }
 
@@ -251,21 +299,6 @@ impl NativeExecutor {
     now
   }
 
-  fn native_view(&self, v: ExecView) -> NativeView {
-    let wall = |t: f64| self.wall_epoch_ms + t;
-    NativeView {
-      status: v.status.as_str().to_string(),
-      mode: u32::from(v.mode),
-      priority: v.priority,
-      progress: v.progress,
-      submitted_at: wall(v.submitted_at),
-      started_at: v.started_at.map(wall),
-      finished_at: v.finished_at.map(wall),
-      duration: v.duration,
-      queue_position: v.queue_position.map(|p| p.min(u32::MAX as usize) as u32),
-    }
-  }
-
   /// Forwards timer requests and keeps the keep-alive in step with "work is pending".
   fn after(&mut self, env: &Env) {
     if let Some(cmds) = self.sched.take_timer_cmds() {
@@ -273,64 +306,49 @@ impl NativeExecutor {
         t.send(cmds);
       }
     }
-    let busy = !self.sched.is_idle();
-    if busy != self.kept_alive {
-      self.set_keepalive(env, busy);
-    }
-  }
-
-  fn set_keepalive(&mut self, env: &Env, on: bool) {
-    let Some(raw) = self.keepalive else {
-      return;
-    };
-    // SAFETY: `raw` belongs to the threadsafe function owned by our timer service, which
-    // lives as long as `self.keepalive` is Some (both are dropped together in `dispose`);
-    // we are on the JS thread of `env`, as (un)ref requires.
-    if unsafe { super::set_tsfn_ref(env, raw, on) } {
-      self.kept_alive = on;
-    }
+    self.keep_alive.set(env, !self.sched.is_idle());
   }
 
   /// The hot path: applies a batch of submissions and settlements recorded by the wrapper in
-  /// `io`, four numbers per operation, in the order they happened, and writes each answer
-  /// back in place. One call per batch instead of one per operation: a napi call costs more
-  /// than the scheduling work it carries.
+  /// `io`, `OP_WIDTH` numbers per operation, in the order they happened, and writes each
+  /// answer back in place. One call per batch instead of one per operation: a napi call costs
+  /// more than the scheduling work it carries.
   ///
-  /// - submit `[1, mode + 8 * agentKey, priority, timeoutMs]` -> `io[4k+1]` = id, positive when it started
-  ///   at once, negative when queued, 0 when the executor is closed;
-  /// - settle `[2 (ok) | 3 (failed), id, retryDelayMs (< 0: no retry), attempt]` ->
-  ///   `io[4k+2]` = the id started in the freed slot, or 0. A failed attempt with a retry
-  ///   delay waits for its next attempt instead of failing the execution.
+  /// - `[OP_SUBMIT, mode | agentKey << SUBMIT_KEY_SHIFT, priority, timeoutMs]` -> `io[4k+1]`
+  ///   = id, positive when it started at once, negative when queued, 0 when closed;
+  /// - `[OP_SETTLE_OK | OP_SETTLE_FAILED, id, -, attempt]` -> `io[4k+2]` = the id started in
+  ///   the freed slot, or 0; `io[4k+3]` = the retry delay (ms) when this failure made the
+  ///   execution wait for its next attempt, else `RETRY_NONE`.
   ///
   /// Ids that retention dropped are written to `evicted` (the wrapper drops their values).
-  /// Returns `2 * evicted_count + idle`, where idle is 1 when nothing is queued or running.
+  /// Returns `evicted * SYNC_EVICTED_STEP + (idle ? SYNC_IDLE : 0)`; idle: nothing queued,
+  /// running or waiting for a retry.
   #[napi(catch_unwind)]
   pub fn sync(&mut self, env: Env, mut io: Float64ArraySlice, n: u32, mut evicted: Float64ArraySlice) -> f64 {
+    const WIDTH: usize = OP_WIDTH as usize;
+    const MODE_MASK: u64 = (1 << SUBMIT_KEY_SHIFT) - 1;
     // SAFETY: we are on the JS thread and nothing else touches these buffers during the call.
     let buf = unsafe { io.as_mut() };
-    let n = (n as usize).min(buf.len() / 4);
+    let n = (n as usize).min(buf.len() / WIDTH);
     // One timestamp per batch: its operations happened within one turn of the event loop.
     let now = self.begin();
-    for op in buf[..n * 4].chunks_exact_mut(4) {
+    for op in buf[..n * WIDTH].chunks_exact_mut(WIDTH) {
       match op[0] as u32 {
         OP_SUBMIT => {
-          // mode + 8 * agent key
           let packed = if op[1].is_finite() {
             op[1].clamp(0.0, 1e9) as u64
           } else {
             0
           };
-          let mode = (packed & 7) as u8;
-          let agent = (packed >> 3).min(u64::from(u16::MAX)) as u16;
+          let mode = (packed & MODE_MASK) as u8;
+          let agent = (packed >> SUBMIT_KEY_SHIFT).min(u64::from(u16::MAX)) as u16;
           let priority = if op[2].is_finite() {
             op[2].clamp(f64::from(i32::MIN), f64::from(i32::MAX)) as i32
           } else {
             0
           };
-          op[1] = match self
-            .sched
-            .submit(mode, agent, mode == MODE_WATCHED, priority, op[3], now)
-          {
+          let watched = u32::from(mode) == MODE_WATCHED;
+          op[1] = match self.sched.submit(mode, agent, watched, priority, op[3], now) {
             None => 0.0,
             Some((id, true)) => id as f64,
             Some((id, false)) => -(id as f64),
@@ -338,18 +356,15 @@ impl NativeExecutor {
         }
         code @ (OP_SETTLE_OK | OP_SETTLE_FAILED) => {
           let attempt = if op[3].is_finite() {
-            op[3].clamp(0.0, 65535.0) as u16
+            op[3].clamp(0.0, f64::from(u16::MAX)) as u16
           } else {
             0
           };
-          let (_, next) = self.sched.settle(
-            to_id(op[1]),
-            attempt,
-            code == OP_SETTLE_OK,
-            retry_delay(op[2]),
-            now,
-          );
-          op[2] = next.map_or(0.0, |id| id as f64);
+          let r = self
+            .sched
+            .settle(to_id(op[1]), attempt, code == OP_SETTLE_OK, now);
+          op[2] = r.next.map_or(0.0, |id| id as f64);
+          op[3] = r.retry_delay_ms.unwrap_or(f64::from(RETRY_NONE));
         }
         _ => op[1] = 0.0,
       }
@@ -357,35 +372,43 @@ impl NativeExecutor {
     self.after(&env);
     // SAFETY: as above.
     let dropped = self.sched.drain_evicted_into(unsafe { evicted.as_mut() });
-    let idle = if self.sched.is_idle() { 1.0 } else { 0.0 };
-    2.0 * dropped as f64 + idle
+    let idle = if self.sched.is_idle() { SYNC_IDLE } else { 0 };
+    dropped as f64 * f64::from(SYNC_EVICTED_STEP) + f64::from(idle)
   }
 
-  /// 0 not found, 2 cancelled while queued, 3 cancelled while running,
-  /// 10 + status code when it had already finished (12 completed, 13 failed, 14 cancelled).
+  /// `NOT_FOUND` when `id` is unknown or no longer retained, else the status code it had
+  /// before: `STATUS_QUEUED`, `STATUS_WAITING` or `STATUS_RUNNING` mean it is cancelled now;
+  /// a terminal status means it had already finished and nothing changed.
   #[napi(catch_unwind)]
-  pub fn cancel(&mut self, env: Env, id: f64) -> u32 {
+  pub fn cancel(&mut self, env: Env, id: f64) -> i32 {
     let now = self.begin();
-    let r = match self.sched.cancel(to_id(id), now) {
-      CancelOutcome::NotFound => 0,
-      CancelOutcome::WasQueued => 2,
-      CancelOutcome::WasRunning => 3,
-      CancelOutcome::Finished(s) => 10 + s as u32,
+    let r = self.sched.cancel(to_id(id), now).map_or(NOT_FOUND, |s| s.code());
+    tracing::debug!(id, before = r, "cancel");
+    self.after(&env);
+    r
+  }
+
+  /// The timeout of `id` fired: `TIMEOUT_STALE` when it failed nothing, `RETRY_NONE` when
+  /// the running attempt failed and with it the execution, else the delay (ms) before the
+  /// execution's next attempt.
+  #[napi(catch_unwind)]
+  pub fn timeout(&mut self, env: Env, id: f64) -> f64 {
+    let now = self.begin();
+    let r = match self.sched.timeout(to_id(id), now) {
+      TimedOut::Stale => f64::from(TIMEOUT_STALE),
+      TimedOut::Failed => f64::from(RETRY_NONE),
+      TimedOut::Retry(ms) => ms,
     };
-    tracing::debug!(id, outcome = r, "cancel");
+    tracing::debug!(id, outcome = r, "timeout fired");
     self.after(&env);
     r
   }
 
-  /// The timeout fired: true when a running attempt failed by it (`retry_delay_ms` >= 0:
-  /// the execution waits that long for its next attempt instead of failing).
+  /// `id` retries by this policy instead of the configured one (call it before any of its
+  /// attempts can settle). False when `id` is unknown or finished, or `backoff` is unknown.
   #[napi(catch_unwind)]
-  pub fn timeout(&mut self, env: Env, id: f64, retry_delay_ms: f64) -> bool {
-    let now = self.begin();
-    let r = self.sched.timeout(to_id(id), retry_delay(retry_delay_ms), now);
-    tracing::debug!(id, timed_out = r, "timeout fired");
-    self.after(&env);
-    r
+  pub fn set_retry_policy(&mut self, id: f64, retries: u32, retry_delay_ms: f64, backoff: u32) -> bool {
+    retry_policy(retries, retry_delay_ms, backoff).is_some_and(|p| self.sched.set_retry_policy(to_id(id), p))
   }
 
   /// The running agent of `id` needs at least `ms` to stop once signalled (a command's
@@ -462,44 +485,28 @@ impl NativeExecutor {
     ids(r)
   }
 
-  /// Feeds one resource sample to the throttle rules. `transition` is 1 when a throttling
-  /// episode begins, 2 when it ends, 0 otherwise; `started` lists what the end let start.
+  /// One resource sample: `exceeded` when it exceeds a threshold and throttling is enabled.
+  /// `started` lists what the end of an episode let start.
   #[napi(catch_unwind)]
-  pub fn observe_sample(&mut self, env: Env, cpu: f64, memory: f64, enabled: bool) -> Observed {
-    let sample = Sample {
-      cpu,
-      memory,
-      total_memory: 0.0,
-      free_memory: 0.0,
-      process_cpu: 0.0,
-      load_average: [0.0; 3],
-      timestamp: 0.0,
-      processes: 0,
-    };
+  pub fn observe_sample(&mut self, env: Env, exceeded: bool) -> Observed {
     let now = self.begin();
-    let r = match self.throttle.observe(&sample, self.thresholds, enabled) {
+    let r = match self.throttle.observe(exceeded) {
       None => Observed {
-        transition: 0,
+        transition: THROTTLE_UNCHANGED,
         started: Vec::new(),
       },
-      Some(Transition::Throttled(exceeded)) => {
-        tracing::debug!(
-          cpu,
-          memory,
-          ?exceeded,
-          "throttling: new starts limited to minConcurrentAgents"
-        );
-        let started = ids(self.sched.set_throttled(true, now));
+      Some(Transition::Began) => {
+        tracing::debug!("throttling: new starts limited to minConcurrentAgents");
         Observed {
-          transition: 1,
-          started,
+          transition: THROTTLE_BEGAN,
+          started: ids(self.sched.set_throttled(true, now)),
         }
       }
-      Some(Transition::Resumed) => {
+      Some(Transition::Ended) => {
         let started = ids(self.sched.set_throttled(false, now));
-        tracing::debug!(cpu, memory, started = started.len(), "throttle lifted");
+        tracing::debug!(started = started.len(), "throttle lifted");
         Observed {
-          transition: 2,
+          transition: THROTTLE_ENDED,
           started,
         }
       }
@@ -558,10 +565,7 @@ impl NativeExecutor {
   /// Stops the timer service and drops the keep-alive: nothing native holds the process.
   #[napi(catch_unwind)]
   pub fn dispose(&mut self, env: Env) {
-    if self.kept_alive {
-      self.set_keepalive(&env, false);
-    }
-    self.keepalive = None;
+    self.keep_alive.release(&env);
     self.timers = None;
     tracing::debug!("disposed");
   }
@@ -569,7 +573,7 @@ impl NativeExecutor {
   #[napi(catch_unwind)]
   pub fn view(&self, id: f64) -> Option<NativeView> {
     let v = self.sched.view(to_id(id), self.now(), true)?;
-    Some(self.native_view(v))
+    Some((v, self.wall_epoch_ms).into())
   }
 
   /// Like `view`, ignoring the TTL: for the wrapper to describe an execution that has just
@@ -577,25 +581,26 @@ impl NativeExecutor {
   #[napi(catch_unwind)]
   pub fn view_finished(&self, id: f64) -> Option<NativeView> {
     let v = self.sched.view(to_id(id), self.now(), false)?;
-    Some(self.native_view(v))
+    Some((v, self.wall_epoch_ms).into())
   }
 
-  /// Milliseconds since submission (to the end, or to now), ignoring the TTL; -1 when unknown.
+  /// Milliseconds since submission (to the end, or to now), ignoring the TTL; `NOT_FOUND`
+  /// when unknown.
   #[napi(catch_unwind)]
   pub fn duration_of(&self, id: f64) -> f64 {
     self
       .sched
       .view(to_id(id), self.now(), false)
-      .map_or(-1.0, |v| v.duration)
+      .map_or(f64::from(NOT_FOUND), |v| v.duration)
   }
 
-  /// Status of an execution as a small integer (see `Status`), -1 when unknown.
+  /// The status code of an execution (`STATUS_*`), `NOT_FOUND` when unknown.
   #[napi(catch_unwind)]
   pub fn status_of(&self, id: f64) -> i32 {
     self
       .sched
       .view(to_id(id), self.now(), true)
-      .map_or(-1, |v| i32::from(v.status as u8))
+      .map_or(NOT_FOUND, |v| v.status.code())
   }
 
   #[napi(catch_unwind)]
@@ -603,12 +608,13 @@ impl NativeExecutor {
     ids(self.sched.queue_order())
   }
 
+  /// 1-based position in start order, `NOT_FOUND` unless queued.
   #[napi(catch_unwind)]
   pub fn queue_position(&self, id: f64) -> i32 {
     self
       .sched
       .queue_position(to_id(id))
-      .map_or(-1, |p| p.min(i32::MAX as usize) as i32)
+      .map_or(NOT_FOUND, |p| p.min(i32::MAX as usize) as i32)
   }
 
   #[napi(catch_unwind)]
@@ -618,45 +624,13 @@ impl NativeExecutor {
 
   #[napi(catch_unwind)]
   pub fn counts(&self) -> NativeCounts {
-    let t = self.sched.totals();
-    NativeCounts {
-      queued: self.sched.queued() as u32,
-      running: self.sched.running() as u32,
-      slots_used: self.sched.slots_used(),
-      max_concurrent: self.sched.max_concurrent(),
-      paused: self.sched.is_paused(),
-      throttled: self.sched.is_throttled(),
-      closed: self.sched.is_closed(),
-      submitted: t.submitted as f64,
-      completed: t.completed as f64,
-      failed: t.failed as f64,
-      cancelled: t.cancelled as f64,
-      retained: self.sched.retained(self.now()) as u32,
-      records: self.sched.records() as u32,
-    }
+    self.sched.counts(self.now()).into()
   }
 
   /// Per-agent queue-wait and run-time percentiles (ms) and finishes in the last minute.
   #[napi(catch_unwind)]
   pub fn stats(&self) -> NativeStats {
-    let st = self.sched.stats();
-    let q = |h: &crate::stats::Histogram| NativePercentiles {
-      count: h.count() as f64,
-      p50: h.quantile(0.5),
-      p90: h.quantile(0.9),
-      p99: h.quantile(0.99),
-    };
-    NativeStats {
-      last_minute: st.last_minute(self.now()) as f64,
-      agents: st
-        .agents()
-        .map(|(key, a)| NativeAgentStats {
-          key: u32::from(key),
-          wait: q(&a.wait),
-          run: q(&a.run),
-        })
-        .collect(),
-    }
+    (self.sched.stats(), self.now()).into()
   }
 
   #[napi(catch_unwind)]

@@ -1,19 +1,20 @@
 //! `NativeMonitor`: resource sampling on the shared tokio runtime, delivered to JS through a
-//! weak threadsafe function (it never keeps Node.js alive). `stop()` aborts the sampling task
-//! and joins it before returning. When Node.js exits, the threadsafe function is closed and
-//! the sampling loop ends at its next tick (a call that reports `Closing` ends it).
+//! weak `JsCallback` (it never keeps Node.js alive). `stop()` aborts the sampling task and
+//! joins it before returning. When Node.js exits, the callback is closed and the sampling
+//! loop ends at its next tick (a call that reports `Closing` ends it).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use napi::bindgen_prelude::*;
-use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
-use crate::monitor::{Sample, Sampler, Thresholds, Trends};
-use crate::runtime;
+use super::js_callback::JsCallback;
+use crate::protocol::MAX_DELAY_MS;
+use crate::system::probes::{Sample, Sampler, Thresholds, Trends};
+use crate::system::runtime;
 
 #[napi(object)]
 #[derive(Clone)]
@@ -41,8 +42,6 @@ pub struct NativeTrends {
   pub memory: Vec<TrendPoint>,
 }
 
-type SampleCallback = ThreadsafeFunction<NativeSample, (), NativeSample, Status, false, true>;
-
 struct Shared {
   sampler: Option<Sampler>,
   trends: Trends,
@@ -59,23 +58,26 @@ impl Shared {
       }
     }
     let sample = self.sampler.as_mut()?.sample();
-    let out = to_native(&sample, self.thresholds);
+    let out = NativeSample::from((&sample, self.thresholds));
     self.trends.push(sample);
     Some(out)
   }
 }
 
-fn to_native(s: &Sample, t: Thresholds) -> NativeSample {
-  NativeSample {
-    cpu: s.cpu,
-    memory: s.memory,
-    total_memory: s.total_memory,
-    free_memory: s.free_memory,
-    process_cpu: s.process_cpu,
-    load_average: s.load_average.to_vec(),
-    timestamp: s.timestamp,
-    processes: s.processes,
-    exceeded: s.exceeded(t).into_iter().map(String::from).collect(),
+/// A sample with the names of the thresholds it exceeds.
+impl From<(&Sample, Thresholds)> for NativeSample {
+  fn from((s, t): (&Sample, Thresholds)) -> Self {
+    NativeSample {
+      cpu: s.cpu,
+      memory: s.memory,
+      total_memory: s.total_memory,
+      free_memory: s.free_memory,
+      process_cpu: s.process_cpu,
+      load_average: s.load_average.to_vec(),
+      timestamp: s.timestamp,
+      processes: s.processes,
+      exceeded: s.exceeded(t).into_iter().map(String::from).collect(),
+    }
   }
 }
 
@@ -90,7 +92,7 @@ struct Running {
 #[napi]
 pub struct NativeMonitor {
   shared: Arc<Mutex<Shared>>,
-  callback: Arc<SampleCallback>,
+  callback: JsCallback<NativeSample>,
   rt: Handle,
   running: Option<Running>,
 }
@@ -103,11 +105,7 @@ impl NativeMonitor {
     memory_threshold: f64,
     on_sample: Function<NativeSample, ()>,
   ) -> Result<Self> {
-    let callback = on_sample
-      .build_threadsafe_function()
-      .weak::<true>()
-      .callee_handled::<false>()
-      .build()?;
+    let callback = JsCallback::new(on_sample)?;
     let rt = runtime::handle().map_err(|e| Error::new(Status::GenericFailure, e))?;
     Ok(NativeMonitor {
       shared: Arc::new(Mutex::new(Shared {
@@ -120,7 +118,7 @@ impl NativeMonitor {
         },
         error: None,
       })),
-      callback: Arc::new(callback),
+      callback,
       rt,
       running: None,
     })
@@ -132,9 +130,12 @@ impl NativeMonitor {
     if self.running.is_some() {
       return Ok(false);
     }
-    let interval = Duration::from_secs_f64(interval_ms.clamp(1.0, 1e9) / 1000.0);
+    if interval_ms.is_nan() {
+      return Err(Error::new(Status::InvalidArg, "interval must be a number"));
+    }
+    let interval = Duration::from_secs_f64(interval_ms.clamp(1.0, f64::from(MAX_DELAY_MS)) / 1000.0);
     let shared = Arc::clone(&self.shared);
-    let callback = Arc::clone(&self.callback);
+    let callback = self.callback.clone();
     let task = self.rt.spawn(async move {
       let mut ticker = tokio::time::interval(interval);
       ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -143,7 +144,7 @@ impl NativeMonitor {
         ticker.tick().await;
         let sample = lock(&shared).take_sample();
         if let Some(sample) = sample {
-          if callback.call(sample, ThreadsafeFunctionCallMode::NonBlocking) == Status::Closing {
+          if callback.call(sample) == Status::Closing {
             break; // Node.js is shutting down this environment
           }
         }
@@ -188,7 +189,7 @@ impl NativeMonitor {
   pub fn latest(&self) -> Option<NativeSample> {
     let shared = lock(&self.shared);
     let t = shared.thresholds;
-    shared.trends.latest().map(|s| to_native(s, t))
+    shared.trends.latest().map(|s| (s, t).into())
   }
 
   #[napi(catch_unwind)]

@@ -1,5 +1,6 @@
-//! The scheduler: the state machine of every execution, the concurrency slots, throttling,
-//! retention of finished executions, and the timer requests the runtime has to carry out.
+//! The scheduler: the state machine of every execution, the concurrency slots, retries,
+//! throttling, retention of finished executions, and the timer requests the runtime has to
+//! carry out.
 //!
 //! Pure logic: no napi, no tokio, no clock. Every method that depends on time takes `now`
 //! (milliseconds on a monotonic timeline chosen by the caller), so tests drive it with a
@@ -9,23 +10,36 @@
 //! Lifecycle of one execution:
 //!
 //! ```text
-//!   submit ──> Queued ──(slot free)──> Running ──settle ok──> Completed
-//!                │                       │  └───settle err──> Failed
-//!                │                       ├────timeout───────> Failed     (slot kept: zombie)
-//!                └──cancel──> Cancelled  └────cancel────────> Cancelled  (slot kept: zombie)
+//!   submit ──> Queued ──(slot free)──> Running ──settle ok─────────────> Completed
+//!               │  ▲                   ├──settle err / timeout─────────> Failed     (no retry left)
+//!               │  │                   ├──settle err / timeout─────────> Waiting    (a retry left)
+//!               │  └──────────────────(delay over)───────────────────────┘
+//!               └──cancel──> Cancelled └──cancel───────────────────────> Cancelled
 //! ```
 //!
-//! A zombie is an execution that ended (cancel, timeout) while its agent has not settled
+//! A waiting execution is cancelled like a queued one. A timeout or a cancel of a running
+//! attempt leaves its slot held (a zombie, below).
+//!
+//! A zombie is an attempt that ended (cancel, timeout) while its agent has not settled
 //! yet. It keeps its concurrency slot until the agent settles or `cancel_grace_ms` passes,
 //! whichever comes first, so an agent that ignores its abort signal cannot hold a slot for
-//! ever, and one that honours it cannot overlap with the next start.
+//! ever, and one that honours it cannot overlap with the next start. A timed-out attempt
+//! that is retried keeps its slot the same way; its next attempt waits for it.
+
+pub mod queue;
+pub mod retry;
+pub mod stats;
+pub mod throttle;
+pub mod window;
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
 
-use crate::queue::PriorityQueue;
-use crate::stats::Stats;
-use crate::window::{IdHasher, IdWindow};
+use crate::protocol;
+use queue::PriorityQueue;
+use retry::{Jitter, RetryPolicy};
+use stats::Stats;
+use window::{IdHasher, IdWindow};
 
 /// Longest grace a running agent may ask for (`set_min_grace`): a day.
 const MAX_GRACE_MS: f64 = 86_400_000.0;
@@ -34,27 +48,28 @@ const MAX_GRACE_MS: f64 = 86_400_000.0;
 /// timer for every single expiry. Queries check expiry exactly; sweeps only free memory.
 const SWEEP_SLACK_MS: f64 = 250.0;
 
+/// An execution's status; the discriminants are the protocol's `STATUS_*` codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum Status {
-  Queued = 0,
-  Running = 1,
-  Completed = 2,
-  Failed = 3,
-  Cancelled = 4,
+  Queued = protocol::STATUS_QUEUED as u8,
+  Running = protocol::STATUS_RUNNING as u8,
+  Completed = protocol::STATUS_COMPLETED as u8,
+  Failed = protocol::STATUS_FAILED as u8,
+  Cancelled = protocol::STATUS_CANCELLED as u8,
   /// Between a failed attempt and its retry (not in the queue yet). Shown as "queued".
-  Waiting = 5,
+  Waiting = protocol::STATUS_WAITING as u8,
 }
 
 impl Status {
+  /// The name users see (`protocol::STATUS_NAMES`).
   pub fn as_str(self) -> &'static str {
-    match self {
-      Status::Queued | Status::Waiting => "queued",
-      Status::Running => "running",
-      Status::Completed => "completed",
-      Status::Failed => "failed",
-      Status::Cancelled => "cancelled",
-    }
+    protocol::STATUS_NAMES[self as usize]
+  }
+
+  /// The protocol code.
+  pub fn code(self) -> i32 {
+    i32::from(self as u8)
   }
 
   pub fn is_terminal(self) -> bool {
@@ -62,34 +77,36 @@ impl Status {
   }
 }
 
+/// A timer's kind; the discriminants are the protocol's `TIMER_*` codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum TimerKind {
   /// An execution's timeout.
-  Timeout = 1,
+  Timeout = protocol::TIMER_TIMEOUT as u8,
   /// A watched execution's periodic progress update.
-  Progress = 2,
+  Progress = protocol::TIMER_PROGRESS as u8,
   /// End of the grace period of a cancelled or timed-out execution's slot.
-  Grace = 3,
+  Grace = protocol::TIMER_GRACE as u8,
   /// Retention sweep (id 0).
-  Sweep = 4,
+  Sweep = protocol::TIMER_SWEEP as u8,
   /// Shutdown deadline (id 0).
-  Shutdown = 5,
+  Shutdown = protocol::TIMER_SHUTDOWN as u8,
   /// End of the delay before an execution's next attempt.
-  Retry = 6,
+  Retry = protocol::TIMER_RETRY as u8,
 }
 
 impl TimerKind {
+  pub const ALL: [TimerKind; 6] = [
+    TimerKind::Timeout,
+    TimerKind::Progress,
+    TimerKind::Grace,
+    TimerKind::Sweep,
+    TimerKind::Shutdown,
+    TimerKind::Retry,
+  ];
+
   pub fn from_u8(v: u8) -> Option<TimerKind> {
-    Some(match v {
-      1 => TimerKind::Timeout,
-      2 => TimerKind::Progress,
-      3 => TimerKind::Grace,
-      4 => TimerKind::Sweep,
-      5 => TimerKind::Shutdown,
-      6 => TimerKind::Retry,
-      _ => return None,
-    })
+    TimerKind::ALL.into_iter().find(|k| *k as u8 == v)
   }
 
   fn bit(self) -> u8 {
@@ -116,6 +133,8 @@ pub struct Config {
   pub aging_ms: f64,
   /// The configured priority values (any order).
   pub levels: Vec<i32>,
+  /// Retries of failed attempts, unless an execution has its own (`set_retry_policy`).
+  pub retry: RetryPolicy,
 }
 
 impl Default for Config {
@@ -129,6 +148,7 @@ impl Default for Config {
       cancel_grace_ms: 5_000.0,
       aging_ms: 0.0,
       levels: vec![5, 4, 3, 2, 1],
+      retry: RetryPolicy::default(),
     }
   }
 }
@@ -137,7 +157,7 @@ impl Default for Config {
 pub struct Exec {
   pub status: Status,
   pub mode: u8,
-  /// `WATCHED`, `HOLDS_SLOT`, `EVICTED`, `RETRY_READY` bits.
+  /// `WATCHED`, `HOLDS_SLOT`, `EVICTED`, `RETRY_READY`, `OWN_RETRY_POLICY` bits.
   flags: u8,
   /// The caller's key for the agent (statistics).
   pub agent: u16,
@@ -167,6 +187,8 @@ const HOLDS_SLOT: u8 = 2;
 const EVICTED: u8 = 4;
 /// Waiting for a retry whose delay is over, until its zombie attempt frees the slot.
 const RETRY_READY: u8 = 8;
+/// Has its own retry policy in `Scheduler::retry_policies`.
+const OWN_RETRY_POLICY: u8 = 16;
 
 impl Exec {
   fn has(&self, flag: u8) -> bool {
@@ -198,12 +220,44 @@ pub struct Totals {
   pub cancelled: u64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CancelOutcome {
-  NotFound,
-  Finished(Status),
-  WasQueued,
-  WasRunning,
+/// What `settle` did.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Settled {
+  /// The settle ended the attempt (false: a late result to discard).
+  pub ended: bool,
+  /// The execution started in the freed slot.
+  pub next: Option<u64>,
+  /// The attempt failed and the execution now waits this many ms for its next one.
+  pub retry_delay_ms: Option<f64>,
+}
+
+/// What a timeout firing did.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum TimedOut {
+  /// Nothing: no attempt of this execution was due (an earlier attempt's firing, or one
+  /// from before a restart, or the execution is not running).
+  Stale,
+  /// The running attempt failed, and with it the execution.
+  Failed,
+  /// The running attempt failed; the execution waits this many ms for its next one.
+  Retry(f64),
+}
+
+/// Counters and flags of the whole scheduler, for a snapshot.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Counts {
+  pub queued: usize,
+  pub running: usize,
+  pub slots_used: u32,
+  pub max_concurrent: u32,
+  pub paused: bool,
+  pub throttled: bool,
+  pub closed: bool,
+  pub totals: Totals,
+  /// Finished executions still queryable.
+  pub retained: usize,
+  /// Records held in memory in all.
+  pub records: usize,
 }
 
 /// What a query sees of one execution.
@@ -249,6 +303,9 @@ pub struct Scheduler {
   /// signalled (a command: its `killGraceMs`, then its pipes): their grace period is at
   /// least this many ms, so the slot is not handed on while the process still lives.
   min_grace: HashMap<u64, f64, BuildHasherDefault<IdHasher>>,
+  /// Executions with their own retry policy (flagged `OWN_RETRY_POLICY`), until they finish.
+  retry_policies: HashMap<u64, RetryPolicy, BuildHasherDefault<IdHasher>>,
+  jitter: Jitter,
 }
 
 impl Scheduler {
@@ -273,6 +330,8 @@ impl Scheduler {
       stats: Stats::default(),
       timer_cmds: Vec::new(),
       min_grace: HashMap::default(),
+      retry_policies: HashMap::default(),
+      jitter: Jitter::seeded(),
     }
   }
 
@@ -338,6 +397,21 @@ impl Scheduler {
   /// Records kept in memory in all (queued, running, zombies, retained).
   pub fn records(&self) -> usize {
     self.execs.len()
+  }
+
+  pub fn counts(&self, now: f64) -> Counts {
+    Counts {
+      queued: self.queued(),
+      running: self.running,
+      slots_used: self.slots_used,
+      max_concurrent: self.cfg.max_concurrent,
+      paused: self.paused,
+      throttled: self.throttled,
+      closed: self.closed,
+      totals: self.totals,
+      retained: self.retained(now),
+      records: self.records(),
+    }
   }
 
   pub fn take_timer_cmds(&mut self) -> Option<Vec<TimerCmd>> {
@@ -490,20 +564,13 @@ impl Scheduler {
 
   // ----- ending -----------------------------------------------------------------------------
 
-  /// Attempt `attempt` of `id` settled. Frees its slot; if the execution was still running
-  /// it ends as completed or failed — or, when it failed and `retry_delay_ms` is given, waits
-  /// that long for its next attempt. Returns the execution started in the freed slot, if any.
-  /// `.0` tells whether this settle ended the attempt (false: a late result to discard).
-  /// A settle of an older attempt (its slot already freed by the grace period) is ignored.
-  pub fn settle(
-    &mut self,
-    id: u64,
-    attempt: u16,
-    ok: bool,
-    retry_delay_ms: Option<f64>,
-    now: f64,
-  ) -> (bool, Option<u64>) {
+  /// Attempt `attempt` of `id` settled (0: whichever runs). Frees its slot; if the
+  /// execution was still running it ends as completed or failed, or, when it failed and its
+  /// retry policy allows, waits for its next attempt. A settle of an older attempt (its slot
+  /// already freed by the grace period) is ignored.
+  pub fn settle(&mut self, id: u64, attempt: u16, ok: bool, now: f64) -> Settled {
     let mut ended = false;
+    let mut retry_delay_ms = None;
     if let Some(exec) = self
       .execs
       .get(id)
@@ -512,14 +579,57 @@ impl Scheduler {
       let was_running = exec.status == Status::Running;
       self.release_slot(id);
       if was_running {
-        match retry_delay_ms {
-          Some(delay) if !ok => self.wait_for_retry(id, delay, now),
-          _ => self.finish(id, if ok { Status::Completed } else { Status::Failed }, now),
+        if ok {
+          self.finish(id, Status::Completed, now);
+        } else {
+          retry_delay_ms = self.fail_attempt(id, now);
         }
         ended = true;
       }
     }
-    (ended, self.start_next(now))
+    Settled {
+      ended,
+      next: self.start_next(now),
+      retry_delay_ms,
+    }
+  }
+
+  /// The running attempt of `id` failed: the execution waits for its next attempt when its
+  /// policy allows one (returns the delay), else it fails.
+  fn fail_attempt(&mut self, id: u64, now: f64) -> Option<f64> {
+    let delay = self.retry_delay(id);
+    match delay {
+      Some(ms) => self.wait_for_retry(id, ms, now),
+      None => self.finish(id, Status::Failed, now),
+    }
+    delay
+  }
+
+  /// The delay before the next attempt of `id`, if it gets one: never once closed.
+  fn retry_delay(&mut self, id: u64) -> Option<f64> {
+    if self.closed {
+      return None;
+    }
+    let exec = self.execs.get(id)?;
+    let policy = if exec.has(OWN_RETRY_POLICY) {
+      self.retry_policies.get(&id).unwrap_or(&self.cfg.retry)
+    } else {
+      &self.cfg.retry
+    };
+    policy.delay_after(exec.attempt, &mut self.jitter)
+  }
+
+  /// `id` retries by `policy` instead of the configured one. False (and nothing kept) when
+  /// `id` is unknown or has finished.
+  pub fn set_retry_policy(&mut self, id: u64, policy: RetryPolicy) -> bool {
+    match self.execs.get_mut(id) {
+      Some(exec) if !exec.status.is_terminal() => {
+        exec.set(OWN_RETRY_POLICY, true);
+        self.retry_policies.insert(id, policy);
+        true
+      }
+      _ => false,
+    }
   }
 
   /// A failed attempt: wait `delay_ms`, then queue the next attempt (see `retry_due`).
@@ -532,14 +642,9 @@ impl Scheduler {
     }
     exec.status = Status::Waiting;
     disarm(&mut self.timer_cmds, exec, id, TimerKind::Timeout);
-    let delay = if delay_ms.is_finite() {
-      delay_ms.max(0.0)
-    } else {
-      0.0
-    };
-    arm(&mut self.timer_cmds, exec, id, TimerKind::Retry, now + delay);
+    arm(&mut self.timer_cmds, exec, id, TimerKind::Retry, now + delay_ms);
     self.waiting += 1;
-    tracing::debug!(id, attempt = exec.attempt, delay_ms = delay, "retry scheduled");
+    tracing::debug!(id, attempt = exec.attempt, delay_ms, "retry scheduled");
   }
 
   /// The retry delay of `id` is over: its next attempt joins the queue (at the back of its
@@ -580,10 +685,10 @@ impl Scheduler {
     }
   }
 
-  /// The timeout of `id` fired. Returns true when a running attempt failed by it: the
-  /// execution fails, or with `retry_delay_ms` waits for its next attempt. Either way the
-  /// timed-out agent keeps the slot until it settles or the grace period ends.
-  pub fn timeout(&mut self, id: u64, retry_delay_ms: Option<f64>, now: f64) -> bool {
+  /// The timeout of `id` fired. When it fails a running attempt, the execution fails or,
+  /// when its retry policy allows, waits for its next attempt. Either way the timed-out
+  /// agent keeps the slot until it settles or the grace period ends.
+  pub fn timeout(&mut self, id: u64, now: f64) -> TimedOut {
     match self.execs.get_mut(id) {
       // A firing earlier than this attempt's deadline is a stale one (an earlier attempt's,
       // or from before a restart): ignore it.
@@ -593,38 +698,32 @@ impl Scheduler {
           && now + 1.0 >= exec.started_at + f64::from(exec.timeout_ms) =>
       {
         exec.timers &= !TimerKind::Timeout.bit();
-        match retry_delay_ms {
-          Some(delay) => self.wait_for_retry(id, delay, now),
-          None => self.finish(id, Status::Failed, now),
-        }
+        let delay = self.fail_attempt(id, now);
         self.begin_grace(id, now);
-        true
+        delay.map_or(TimedOut::Failed, TimedOut::Retry)
       }
-      _ => false,
+      _ => TimedOut::Stale,
     }
   }
 
-  pub fn cancel(&mut self, id: u64, now: f64) -> CancelOutcome {
-    let Some(exec) = self.execs.get(id).filter(|e| self.visible(e, now)) else {
-      return CancelOutcome::NotFound;
-    };
-    match exec.status {
+  /// Cancels `id` if it has not finished. Returns the status it had before (`None`: not
+  /// found or no longer retained); a terminal one means nothing changed.
+  pub fn cancel(&mut self, id: u64, now: f64) -> Option<Status> {
+    let exec = self.execs.get(id).filter(|e| self.visible(e, now))?;
+    let before = exec.status;
+    match before {
       Status::Queued => {
         self.queue.forget(exec.priority);
         self.finish(id, Status::Cancelled, now);
-        CancelOutcome::WasQueued
       }
-      Status::Waiting => {
-        self.finish(id, Status::Cancelled, now);
-        CancelOutcome::WasQueued
-      }
+      Status::Waiting => self.finish(id, Status::Cancelled, now),
       Status::Running => {
         self.finish(id, Status::Cancelled, now);
         self.begin_grace(id, now);
-        CancelOutcome::WasRunning
       }
-      done => CancelOutcome::Finished(done),
+      Status::Completed | Status::Failed | Status::Cancelled => {}
     }
+    Some(before)
   }
 
   fn begin_grace(&mut self, id: u64, now: f64) {
@@ -695,6 +794,11 @@ impl Scheduler {
       _ => {}
     }
     disarm(&mut self.timer_cmds, exec, id, TimerKind::Retry);
+    if exec.has(OWN_RETRY_POLICY) {
+      // Every record leaves retention finished: this is the one place the policy can go.
+      exec.set(OWN_RETRY_POLICY, false);
+      self.retry_policies.remove(&id);
+    }
     self
       .stats
       .finished(exec.agent, exec.started_at().map(|s| now - s), now);
@@ -934,6 +1038,7 @@ fn disarm(cmds: &mut Vec<TimerCmd>, exec: &mut Exec, id: u64, kind: TimerKind) {
 
 #[cfg(test)]
 mod tests {
+  use super::retry::Backoff;
   use super::*;
 
   fn sched(max: u32) -> Scheduler {
@@ -951,8 +1056,26 @@ mod tests {
     })
   }
 
+  fn sched_with_retry(max: u32, retry: RetryPolicy) -> Scheduler {
+    Scheduler::new(Config {
+      max_concurrent: max,
+      retry,
+      ..Config::default()
+    })
+  }
+
+  fn fixed(retries: u32, delay_ms: f64) -> RetryPolicy {
+    RetryPolicy::new(retries, delay_ms, Backoff::Fixed)
+  }
+
   fn submit(s: &mut Scheduler, prio: i32, now: f64) -> (u64, bool) {
     s.submit(0, 0, false, prio, 0.0, now).expect("open")
+  }
+
+  /// `settle` as `(ended, next)`.
+  fn settle(s: &mut Scheduler, id: u64, attempt: u16, ok: bool, now: f64) -> (bool, Option<u64>) {
+    let r = s.settle(id, attempt, ok, now);
+    (r.ended, r.next)
   }
 
   #[test]
@@ -960,8 +1083,8 @@ mod tests {
     let mut s = sched(1);
     s.submit(3, 1, false, 3, 0.0, 0.0);
     s.submit(3, 2, false, 3, 0.0, 10.0);
-    s.settle(1, 0, true, None, 40.0); // agent 1 ran 40 ms; agent 2 waited 30 ms
-    s.settle(2, 0, false, None, 45.0);
+    settle(&mut s, 1, 0, true, 40.0); // agent 1 ran 40 ms; agent 2 waited 30 ms
+    settle(&mut s, 2, 0, false, 45.0);
     let by_key: Vec<_> = s
       .stats()
       .agents()
@@ -979,11 +1102,18 @@ mod tests {
 
   #[test]
   fn a_failed_attempt_waits_then_requeues_at_the_back() {
-    let mut s = sched(1);
+    let mut s = sched_with_retry(1, fixed(1, 100.0));
     submit(&mut s, 3, 0.0); // 1
     submit(&mut s, 3, 0.0); // 2 queued
                             // Attempt 1 of id 1 fails with a retry in 100 ms: the slot goes to id 2 at once.
-    assert_eq!(s.settle(1, 1, false, Some(100.0), 10.0), (true, Some(2)));
+    assert_eq!(
+      s.settle(1, 1, false, 10.0),
+      Settled {
+        ended: true,
+        next: Some(2),
+        retry_delay_ms: Some(100.0)
+      }
+    );
     assert_eq!(s.view(1, 10.0, true).map(|v| v.status), Some(Status::Waiting));
     assert!(!s.is_idle());
     let cmds = s.take_timer_cmds().unwrap_or_default();
@@ -997,10 +1127,10 @@ mod tests {
     // The delay ends while id 2 runs: id 1 is queued again, and starts when 2 settles.
     assert_eq!(s.retry_due(1, 110.0), Vec::<u64>::new());
     assert_eq!(s.queue_order(), vec![1]);
-    assert_eq!(s.settle(2, 1, true, None, 120.0), (true, Some(1)));
+    assert_eq!(settle(&mut s, 2, 1, true, 120.0), (true, Some(1)));
     // Its second attempt; a settle tagged with the old attempt is ignored.
-    assert_eq!(s.settle(1, 1, true, None, 130.0), (false, None));
-    assert_eq!(s.settle(1, 2, true, None, 140.0), (true, None));
+    assert_eq!(settle(&mut s, 1, 1, true, 130.0), (false, None));
+    assert_eq!(settle(&mut s, 1, 2, true, 140.0), (true, None));
     assert_eq!(
       s.totals(),
       Totals {
@@ -1014,29 +1144,117 @@ mod tests {
   }
 
   #[test]
-  fn a_timed_out_attempt_keeps_its_slot_until_it_lets_go() {
+  fn retries_run_out_after_the_configured_count() {
+    let mut s = sched_with_retry(1, fixed(2, 10.0));
+    submit(&mut s, 3, 0.0);
+    let mut now = 0.0;
+    for attempt in 1..=2 {
+      assert_eq!(s.settle(1, attempt, false, now).retry_delay_ms, Some(10.0));
+      now += 10.0;
+      assert_eq!(s.retry_due(1, now), vec![1]);
+    }
+    // Attempt 3 of 3 fails: the execution fails.
+    let r = s.settle(1, 3, false, now);
+    assert_eq!((r.ended, r.retry_delay_ms), (true, None));
+    assert_eq!(s.view(1, now, true).map(|v| v.status), Some(Status::Failed));
+    assert_eq!(s.totals().failed, 1);
+  }
+
+  #[test]
+  fn no_retries_configured_means_a_failure_ends_the_execution() {
     let mut s = sched(1);
+    submit(&mut s, 3, 0.0);
+    assert_eq!(s.settle(1, 1, false, 1.0).retry_delay_ms, None);
+    assert_eq!(s.view(1, 1.0, true).map(|v| v.status), Some(Status::Failed));
+  }
+
+  #[test]
+  fn a_closed_scheduler_retries_nothing() {
+    let mut s = sched_with_retry(1, fixed(5, 10.0));
+    submit(&mut s, 3, 0.0);
+    s.close(false, 1.0);
+    assert_eq!(s.settle(1, 1, false, 2.0).retry_delay_ms, None);
+    assert_eq!(s.view(1, 2.0, true).map(|v| v.status), Some(Status::Failed));
+  }
+
+  #[test]
+  fn exponential_retry_delays_grow_within_their_jitter_bounds() {
+    let mut s = sched_with_retry(1, RetryPolicy::new(4, 100.0, Backoff::Exponential));
+    s.submit(0, 0, false, 3, 50.0, 0.0); // timeout 50 ms
+    let mut now = 0.0;
+    for attempt in 1..=4u16 {
+      let d = 100.0 * f64::from(1u32 << (attempt - 1));
+      // Odd attempts fail by a settle, even ones by their timeout.
+      let delay = if attempt % 2 == 1 {
+        s.settle(1, attempt, false, now).retry_delay_ms
+      } else {
+        now += 50.0;
+        match s.timeout(1, now) {
+          TimedOut::Retry(ms) => Some(ms),
+          other => panic!("{other:?}"),
+        }
+      };
+      let delay = delay.unwrap_or(-1.0);
+      assert!((d / 2.0..=d).contains(&delay), "attempt {attempt}: {delay}");
+      now += delay;
+      s.retry_due(1, now);
+      if attempt % 2 == 0 {
+        settle(&mut s, 1, attempt, true, now); // the timed-out agent lets go of its slot
+      }
+      assert_eq!(s.running_ids(), vec![1]);
+    }
+    now += 50.0;
+    assert_eq!(s.timeout(1, now), TimedOut::Failed);
+  }
+
+  #[test]
+  fn an_execution_s_own_policy_wins_and_goes_when_it_finishes() {
+    let mut s = sched_with_retry(2, fixed(0, 10.0));
+    submit(&mut s, 3, 0.0); // 1: its own policy
+    submit(&mut s, 3, 0.0); // 2: the configured one (no retries)
+    assert!(s.set_retry_policy(1, fixed(1, 500.0)));
+    assert!(!s.set_retry_policy(99, fixed(1, 500.0)));
+    assert_eq!(s.settle(1, 1, false, 1.0).retry_delay_ms, Some(500.0));
+    assert_eq!(s.settle(2, 1, false, 1.0).retry_delay_ms, None);
+    assert!(!s.set_retry_policy(2, fixed(1, 500.0)), "finished: nothing kept");
+    assert_eq!(s.retry_policies.len(), 1);
+    s.retry_due(1, 501.0);
+    settle(&mut s, 1, 2, true, 502.0);
+    assert!(s.retry_policies.is_empty(), "dropped when it finished");
+    // Dropped however it finishes: cancelled while queued, then evicted.
+    let (id, _) = submit(&mut s, 3, 600.0);
+    assert!(s.set_retry_policy(id, fixed(3, 1.0)));
+    assert_eq!(s.cancel(id, 601.0), Some(Status::Running));
+    assert!(s.retry_policies.is_empty());
+    s.sweep(1e9);
+    assert_eq!(s.records(), 1, "only the zombie's record is left");
+    assert!(s.retry_policies.is_empty());
+  }
+
+  #[test]
+  fn a_timed_out_attempt_keeps_its_slot_until_it_lets_go() {
+    let mut s = sched_with_retry(1, fixed(1, 10.0));
     s.submit(0, 0, false, 3, 50.0, 0.0); // 1, timeout 50 ms
-    assert!(s.timeout(1, Some(10.0), 50.0));
+    assert_eq!(s.timeout(1, 50.0), TimedOut::Retry(10.0));
     assert_eq!(s.slots_used(), 1, "the timed-out agent still holds the slot");
     // The retry delay ends first: the next attempt waits for the slot.
     assert_eq!(s.retry_due(1, 60.0), Vec::<u64>::new());
     assert!(s.queue_order().is_empty());
     // The old attempt settles late: its result is discarded, the next attempt starts in
     // the slot it frees.
-    assert_eq!(s.settle(1, 1, true, None, 70.0), (false, Some(1)));
+    assert_eq!(settle(&mut s, 1, 1, true, 70.0), (false, Some(1)));
     assert_eq!(s.running_ids(), vec![1]);
     assert_eq!(s.execs.get(1).map(|e| e.attempt), Some(2));
   }
 
   #[test]
   fn cancel_and_close_stop_pending_retries() {
-    let mut s = sched(2);
+    let mut s = sched_with_retry(2, fixed(1, 1000.0));
     submit(&mut s, 3, 0.0);
     submit(&mut s, 3, 0.0);
-    s.settle(1, 1, false, Some(1000.0), 1.0);
-    s.settle(2, 1, false, Some(1000.0), 1.0);
-    assert_eq!(s.cancel(1, 2.0), CancelOutcome::WasQueued);
+    s.settle(1, 1, false, 1.0);
+    s.settle(2, 1, false, 1.0);
+    assert_eq!(s.cancel(1, 2.0), Some(Status::Waiting));
     assert_eq!(s.close(false, 3.0), vec![2]);
     assert!(s.is_idle());
     assert_eq!(s.totals().cancelled, 2);
@@ -1047,19 +1265,72 @@ mod tests {
 
   #[test]
   fn stale_grace_and_timeout_firings_are_ignored() {
-    let mut s = sched(1);
+    let mut s = sched_with_retry(1, fixed(1, 0.0));
     s.submit(0, 0, false, 3, 50.0, 0.0); // 1: timeout 50
-    assert!(s.timeout(1, Some(0.0), 50.0)); // zombie with grace armed; retry due at once
+                                         // A zombie with grace armed; its retry is due at once.
+    assert_eq!(s.timeout(1, 50.0), TimedOut::Retry(0.0));
     s.retry_due(1, 50.0); // ready, waits for the slot
                           // The zombie settles: its slot goes to attempt 2 at once.
-    assert_eq!(s.settle(1, 1, true, None, 60.0), (false, Some(1)));
+    assert_eq!(settle(&mut s, 1, 1, true, 60.0), (false, Some(1)));
     assert_eq!(s.slots_used(), 1);
     // A grace expiry already in flight arrives late: it must not free attempt 2's slot.
     assert!(s.grace_expired(1, 61.0).is_empty());
     assert_eq!(s.slots_used(), 1);
     // The first attempt's timeout firing arriving now is stale for attempt 2 (deadline 110).
-    assert!(!s.timeout(1, None, 62.0));
-    assert!(s.timeout(1, None, 110.0));
+    assert_eq!(s.timeout(1, 62.0), TimedOut::Stale);
+    assert_eq!(s.timeout(1, 110.0), TimedOut::Failed);
+  }
+
+  #[test]
+  fn codes_agree_with_the_protocol() {
+    let statuses = [
+      (Status::Queued, protocol::STATUS_QUEUED),
+      (Status::Running, protocol::STATUS_RUNNING),
+      (Status::Completed, protocol::STATUS_COMPLETED),
+      (Status::Failed, protocol::STATUS_FAILED),
+      (Status::Cancelled, protocol::STATUS_CANCELLED),
+      (Status::Waiting, protocol::STATUS_WAITING),
+    ];
+    assert_eq!(statuses.len(), protocol::STATUS_NAMES.len());
+    for (status, code) in statuses {
+      assert_eq!(status.code(), code as i32);
+      assert_eq!(status.as_str(), protocol::STATUS_NAMES[code as usize]);
+    }
+    assert_eq!(Status::Waiting.as_str(), Status::Queued.as_str());
+    let kinds = [
+      (TimerKind::Timeout, protocol::TIMER_TIMEOUT),
+      (TimerKind::Progress, protocol::TIMER_PROGRESS),
+      (TimerKind::Grace, protocol::TIMER_GRACE),
+      (TimerKind::Sweep, protocol::TIMER_SWEEP),
+      (TimerKind::Shutdown, protocol::TIMER_SHUTDOWN),
+      (TimerKind::Retry, protocol::TIMER_RETRY),
+    ];
+    assert_eq!(kinds.map(|(k, _)| k), TimerKind::ALL);
+    for (kind, code) in kinds {
+      assert_eq!(u32::from(kind as u8), code);
+      assert_eq!(TimerKind::from_u8(kind as u8), Some(kind));
+      assert!(code < 8, "timer kinds are bits of a u8");
+    }
+    assert_eq!(TimerKind::from_u8(0), None);
+    let modes = [
+      protocol::MODE_FIRE,
+      protocol::MODE_CALLBACK,
+      protocol::MODE_WATCHED,
+      protocol::MODE_EXECUTE,
+      protocol::MODE_AGGREGATE,
+    ];
+    assert_eq!(modes.len(), protocol::MODE_NAMES.len());
+    for (i, mode) in modes.into_iter().enumerate() {
+      assert_eq!(mode as usize, i);
+      assert!(
+        mode < 1 << protocol::SUBMIT_KEY_SHIFT,
+        "a mode fits below the agent key"
+      );
+    }
+    assert!(
+      protocol::MAX_RETRIES < u32::from(u16::MAX),
+      "attempts fit an Exec's u16"
+    );
   }
 
   #[test]
@@ -1083,13 +1354,13 @@ mod tests {
     assert_eq!(s.queue_order(), vec![4, 6, 3, 5]);
     assert_eq!(s.queue_position(3), Some(3));
     assert_eq!((s.running(), s.queued()), (2, 4));
-    assert_eq!(s.settle(1, 0, true, None, 1.0), (true, Some(4)));
-    assert_eq!(s.settle(4, 0, false, None, 2.0), (true, Some(6)));
-    assert_eq!(s.settle(2, 0, true, None, 3.0), (true, Some(3)));
-    assert_eq!(s.settle(6, 0, true, None, 3.0), (true, Some(5)));
-    assert_eq!(s.settle(3, 0, true, None, 3.0), (true, None));
+    assert_eq!(settle(&mut s, 1, 0, true, 1.0), (true, Some(4)));
+    assert_eq!(settle(&mut s, 4, 0, false, 2.0), (true, Some(6)));
+    assert_eq!(settle(&mut s, 2, 0, true, 3.0), (true, Some(3)));
+    assert_eq!(settle(&mut s, 6, 0, true, 3.0), (true, Some(5)));
+    assert_eq!(settle(&mut s, 3, 0, true, 3.0), (true, None));
     assert!(!s.is_idle());
-    assert_eq!(s.settle(5, 0, true, None, 3.0), (true, None));
+    assert_eq!(settle(&mut s, 5, 0, true, 3.0), (true, None));
     assert!(s.is_idle());
     assert_eq!(
       s.totals(),
@@ -1107,9 +1378,9 @@ mod tests {
   fn late_settle_is_discarded() {
     let mut s = sched(1);
     submit(&mut s, 3, 0.0);
-    assert_eq!(s.settle(1, 0, true, None, 1.0), (true, None));
-    assert_eq!(s.settle(1, 0, false, None, 2.0), (false, None));
-    assert_eq!(s.settle(99, 0, true, None, 2.0), (false, None));
+    assert_eq!(settle(&mut s, 1, 0, true, 1.0), (true, None));
+    assert_eq!(settle(&mut s, 1, 0, false, 2.0), (false, None));
+    assert_eq!(settle(&mut s, 99, 0, true, 2.0), (false, None));
     assert_eq!(s.totals().completed, 1);
     assert_eq!(s.totals().failed, 0);
   }
@@ -1120,12 +1391,12 @@ mod tests {
     submit(&mut s, 3, 0.0);
     submit(&mut s, 3, 0.0);
     submit(&mut s, 3, 0.0);
-    assert_eq!(s.cancel(2, 1.0), CancelOutcome::WasQueued);
-    assert_eq!(s.cancel(2, 1.0), CancelOutcome::Finished(Status::Cancelled));
-    assert_eq!(s.cancel(42, 1.0), CancelOutcome::NotFound);
+    assert_eq!(s.cancel(2, 1.0), Some(Status::Queued));
+    assert_eq!(s.cancel(2, 1.0), Some(Status::Cancelled));
+    assert_eq!(s.cancel(42, 1.0), None);
     assert_eq!((s.running(), s.queued(), s.slots_used()), (1, 1, 1));
     assert_eq!(s.queue_order(), vec![3]);
-    assert_eq!(s.settle(1, 0, true, None, 2.0), (true, Some(3)));
+    assert_eq!(settle(&mut s, 1, 0, true, 2.0), (true, Some(3)));
     assert_eq!(s.totals().cancelled, 1);
   }
 
@@ -1134,7 +1405,7 @@ mod tests {
     let mut s = sched(1);
     submit(&mut s, 3, 0.0);
     submit(&mut s, 3, 0.0);
-    assert_eq!(s.cancel(1, 1.0), CancelOutcome::WasRunning);
+    assert_eq!(s.cancel(1, 1.0), Some(Status::Running));
     // Cancelled at once, but the slot is still held: nothing starts.
     assert_eq!(s.view(1, 1.0, true).map(|v| v.status), Some(Status::Cancelled));
     assert_eq!((s.running(), s.slots_used(), s.queued()), (0, 1, 1));
@@ -1145,7 +1416,7 @@ mod tests {
       at_ms: 5001.0
     }));
     // The agent settles: late result discarded, slot freed, next starts, grace disarmed.
-    assert_eq!(s.settle(1, 0, true, None, 2.0), (false, Some(2)));
+    assert_eq!(settle(&mut s, 1, 0, true, 2.0), (false, Some(2)));
     let cmds = s.take_timer_cmds().unwrap_or_default();
     assert!(cmds.contains(&TimerCmd::Disarm {
       id: 1,
@@ -1164,7 +1435,7 @@ mod tests {
     assert_eq!(s.grace_expired(1, 5001.0), vec![2]);
     assert_eq!(s.slots_used(), 1);
     // The ignoring agent finally settles: nothing changes.
-    assert_eq!(s.settle(1, 0, true, None, 9000.0), (false, None));
+    assert_eq!(settle(&mut s, 1, 0, true, 9000.0), (false, None));
     assert_eq!(s.slots_used(), 1);
   }
 
@@ -1191,8 +1462,8 @@ mod tests {
         at_ms: 60.0
       }]
     );
-    assert!(s.timeout(1, None, 60.0));
-    assert!(!s.timeout(1, None, 61.0));
+    assert_eq!(s.timeout(1, 60.0), TimedOut::Failed);
+    assert_eq!(s.timeout(1, 61.0), TimedOut::Stale);
     assert_eq!(s.view(1, 60.0, true).map(|v| v.status), Some(Status::Failed));
     assert_eq!(s.totals().failed, 1);
     assert_eq!(s.slots_used(), 1);
@@ -1203,7 +1474,7 @@ mod tests {
     let mut s = sched(1);
     s.submit(0, 0, false, 3, 50.0, 0.0);
     s.take_timer_cmds();
-    s.settle(1, 0, true, None, 5.0);
+    settle(&mut s, 1, 0, true, 5.0);
     let cmds = s.take_timer_cmds().unwrap_or_default();
     assert!(cmds.contains(&TimerCmd::Disarm {
       id: 1,
@@ -1222,9 +1493,9 @@ mod tests {
     assert_eq!(s.set_concurrency(3, 1.0), vec![2, 3]);
     assert_eq!(s.set_concurrency(1, 1.0), Vec::<u64>::new());
     // Lowering the limit does not stop running work, and nothing new starts above it.
-    assert_eq!(s.settle(1, 0, true, None, 2.0), (true, None));
-    assert_eq!(s.settle(2, 0, true, None, 2.0), (true, None));
-    assert_eq!(s.settle(3, 0, true, None, 2.0), (true, Some(4)));
+    assert_eq!(settle(&mut s, 1, 0, true, 2.0), (true, None));
+    assert_eq!(settle(&mut s, 2, 0, true, 2.0), (true, None));
+    assert_eq!(settle(&mut s, 3, 0, true, 2.0), (true, Some(4)));
   }
 
   #[test]
@@ -1261,7 +1532,7 @@ mod tests {
       submit(&mut s, 3, f64::from(i));
     }
     for id in 1..=5u64 {
-      s.settle(id, 0, true, None, 10.0 + id as f64);
+      settle(&mut s, id, 0, true, 10.0 + id as f64);
     }
     // Queries see exactly the last 3 at once; the records are freed at the next batch.
     assert_eq!(s.retained(16.0), 3);
@@ -1295,7 +1566,7 @@ mod tests {
     for _ in 0..100_000 {
       let (id, started) = submit(&mut s, 3, now);
       assert!(started);
-      s.settle(id, 0, true, None, now);
+      settle(&mut s, id, 0, true, now);
       now += 0.01;
       s.evict(now);
       s.take_timer_cmds();
@@ -1320,9 +1591,9 @@ mod tests {
     s.evict(1.0);
     // Not queryable any more, but its slot is still accounted for.
     assert!(s.view(1, 1.0, true).is_none());
-    assert_eq!(s.cancel(1, 1.0), CancelOutcome::NotFound);
+    assert_eq!(s.cancel(1, 1.0), None);
     assert_eq!(s.slots_used(), 1);
-    assert_eq!(s.settle(1, 0, true, None, 2.0), (false, Some(2)));
+    assert_eq!(settle(&mut s, 1, 0, true, 2.0), (false, Some(2)));
     assert_eq!(s.records(), 1);
   }
 
@@ -1335,7 +1606,7 @@ mod tests {
     assert_eq!(s.close(true, 1.0), vec![2, 3]);
     assert!(s.submit(0, 0, false, 3, 0.0, 1.0).is_none());
     assert_eq!(s.totals().cancelled, 2);
-    assert_eq!(s.settle(1, 0, true, None, 2.0), (true, None));
+    assert_eq!(settle(&mut s, 1, 0, true, 2.0), (true, None));
     assert!(s.is_idle());
 
     let mut s = sched(1);
@@ -1343,7 +1614,7 @@ mod tests {
       submit(&mut s, 3, 0.0);
     }
     assert!(s.close(false, 1.0).is_empty());
-    assert_eq!(s.settle(1, 0, true, None, 2.0), (true, Some(2)));
+    assert_eq!(settle(&mut s, 1, 0, true, 2.0), (true, Some(2)));
     assert_eq!(s.abort_all(3.0), vec![3, 2]);
     assert!(s.is_idle());
     assert_eq!(s.slots_used(), 0);
@@ -1368,7 +1639,7 @@ mod tests {
     assert_eq!(s.view(id, 1.0, true).map(|v| v.progress), Some(0.0));
     assert!(!s.set_progress(id, f64::NAN));
     assert!(s.progress_tick(id, 1000.0));
-    s.settle(id, 0, true, None, 1500.0);
+    settle(&mut s, id, 0, true, 1500.0);
     assert!(!s.progress_tick(id, 2000.0));
     assert_eq!(s.view(id, 1600.0, true).map(|v| v.progress), Some(100.0));
   }
@@ -1383,7 +1654,7 @@ mod tests {
     assert_eq!(v.status, Status::Queued);
     assert_eq!(v.queue_position, Some(2));
     assert_eq!(v.duration, 5.0);
-    s.settle(1, 0, true, None, 20.0);
+    settle(&mut s, 1, 0, true, 20.0);
     let v = s.view(1, 30.0, true).expect("done");
     assert_eq!(
       (v.duration, v.started_at, v.finished_at),
@@ -1408,7 +1679,7 @@ mod tests {
     for _ in 0..10 {
       submit(&mut s, 5, now);
       now += 60.0;
-      let (_, next) = s.settle(current, 0, true, None, now);
+      let (_, next) = settle(&mut s, current, 0, true, now);
       current = next.expect("something starts");
       order.push(current);
     }
@@ -1422,7 +1693,7 @@ mod tests {
     for _ in 0..10 {
       submit(&mut s, 5, now);
       now += 60.0;
-      current = s.settle(current, 0, true, None, now).1.expect("starts");
+      current = settle(&mut s, current, 0, true, now).1.expect("starts");
       assert_ne!(current, 2);
     }
   }
@@ -1436,7 +1707,7 @@ mod tests {
     assert!(!s.set_min_grace(b, 2_000.0), "queued: nothing kept");
     assert!(s.set_min_grace(a, 2_000.0));
     let _ = s.take_timer_cmds();
-    assert_eq!(s.cancel(a, 10.0), CancelOutcome::WasRunning);
+    assert_eq!(s.cancel(a, 10.0), Some(Status::Running));
     let cmds = s.take_timer_cmds().unwrap_or_default();
     assert!(
       cmds.iter().any(
@@ -1446,7 +1717,7 @@ mod tests {
     );
     // Its agent settles (the process is gone) before then: the slot goes to b at once, and
     // the override is forgotten with the slot.
-    let (_, next) = s.settle(a, 1, false, None, 900.0);
+    let (_, next) = settle(&mut s, a, 1, false, 900.0);
     assert_eq!(next, Some(b));
     assert!(s.min_grace.is_empty());
     // Without an override, the configured grace applies.

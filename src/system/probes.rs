@@ -1,12 +1,12 @@
-//! Resource sampling (sysinfo) and the throttle rules. No napi.
+//! Resource sampling (sysinfo and `/proc`). No napi.
 //!
-//! - `cpu`: whole-machine busy percent over the last sampling interval (not since boot):
-//!   sysinfo computes it from the difference between two CPU refreshes.
+//! - `cpu`: whole-machine busy percent over the last sampling interval (not since boot),
+//!   from `/proc/stat` deltas on Linux, from sysinfo elsewhere.
 //! - `memory`: MB resident in this process plus every process it started (its descendants).
 //! - `total_memory` / `free_memory`: the machine's, MB (free = available to new work).
 //!
-//! `Throttle` is the pure decision: throttle on a sample that exceeds a threshold, resume on
-//! the first sample that does not, and report each transition once (one event per episode).
+//! A sample names the thresholds it exceeds (`Sample::exceeded`); whether that throttles
+//! new starts is the scheduler's `Throttle`.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -310,42 +310,6 @@ impl Trends {
   }
 }
 
-#[derive(Clone, Debug, PartialEq)]
-pub enum Transition {
-  /// A throttling episode began; which limits were exceeded.
-  Throttled(Vec<&'static str>),
-  /// The episode ended.
-  Resumed,
-}
-
-/// Throttle state: on while the latest sample exceeds a threshold (and throttling is
-/// enabled), off from the first sample that does not.
-#[derive(Debug, Default)]
-pub struct Throttle {
-  on: bool,
-}
-
-impl Throttle {
-  pub fn is_on(&self) -> bool {
-    self.on
-  }
-
-  pub fn observe(&mut self, sample: &Sample, t: Thresholds, enabled: bool) -> Option<Transition> {
-    let exceeded = if enabled { sample.exceeded(t) } else { Vec::new() };
-    match (self.on, exceeded.is_empty()) {
-      (false, false) => {
-        self.on = true;
-        Some(Transition::Throttled(exceeded))
-      }
-      (true, true) => {
-        self.on = false;
-        Some(Transition::Resumed)
-      }
-      _ => None,
-    }
-  }
-}
-
 #[cfg(test)]
 mod tests {
   use super::*;
@@ -374,38 +338,6 @@ mod tests {
     assert_eq!(s(80.1, 10.0).exceeded(T), vec!["cpu"]);
     assert_eq!(s(10.0, 100.5).exceeded(T), vec!["memory"]);
     assert_eq!(s(99.0, 200.0).exceeded(T), vec!["cpu", "memory"]);
-  }
-
-  #[test]
-  fn one_transition_per_episode_and_immediate_resume() {
-    let mut th = Throttle::default();
-    assert_eq!(th.observe(&s(10.0, 10.0), T, true), None);
-    assert_eq!(
-      th.observe(&s(95.0, 10.0), T, true),
-      Some(Transition::Throttled(vec!["cpu"]))
-    );
-    // Still over (even with another limit): same episode, no new transition.
-    assert_eq!(th.observe(&s(95.0, 500.0), T, true), None);
-    assert_eq!(th.observe(&s(81.0, 10.0), T, true), None);
-    assert!(th.is_on());
-    // The first sample under both thresholds resumes at once.
-    assert_eq!(th.observe(&s(79.9, 10.0), T, true), Some(Transition::Resumed));
-    assert_eq!(th.observe(&s(50.0, 10.0), T, true), None);
-    assert_eq!(
-      th.observe(&s(10.0, 101.0), T, true),
-      Some(Transition::Throttled(vec!["memory"]))
-    );
-  }
-
-  #[test]
-  fn disabled_throttling_never_throttles_and_lifts_an_episode() {
-    let mut th = Throttle::default();
-    assert_eq!(th.observe(&s(100.0, 1e9), T, false), None);
-    assert_eq!(
-      th.observe(&s(100.0, 1e9), T, true),
-      Some(Transition::Throttled(vec!["cpu", "memory"]))
-    );
-    assert_eq!(th.observe(&s(100.0, 1e9), T, false), Some(Transition::Resumed));
   }
 
   #[test]

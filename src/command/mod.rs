@@ -1,5 +1,5 @@
 //! Command agents: real programs run on the tokio runtime, so waiting on them costs the JS
-//! thread nothing. No napi in here (the binding is `binding/command.rs`).
+//! thread nothing. No napi in here (the binding is `binding::command`).
 //!
 //! - Spawned without a shell, in a new process group (the child is its leader), so the whole
 //!   tree it starts can be signalled at once. Spawning uses posix_spawn (no pre_exec hook),
@@ -12,6 +12,13 @@
 //! - Every command ends with exactly one [`Event::Exit`], even when its pipes are held open by
 //!   a process that left the group: reading stops `kill_grace` + 500 ms after the leader
 //!   exited.
+//!
+//! `output` reads the pipes; `process` holds the signals and `/proc` scans; `sentinel`
+//! guards the groups against this process dying without running JavaScript.
+
+mod output;
+mod process;
+pub mod sentinel;
 
 use std::io;
 use std::process::Stdio;
@@ -19,15 +26,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
 
+use crate::protocol;
+pub use output::json_progress;
+use output::{read_stream, Reader};
+use process::{clock_ticks_per_second, group_alive, signal_group, signal_pid, tree_usage, SIGKILL};
+
 /// Longest line forwarded for progress or `command-output`; the rest of a longer line is dropped.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
-const READ_CHUNK: usize = 64 * 1024;
-/// Lines per [`Event::Lines`], so one chatty read does not make one huge JS array.
-const LINES_PER_EVENT: usize = 256;
 /// How long the pipes may stay open once the command's group has ended.
 const PIPE_DRAIN: Duration = Duration::from_millis(500);
 /// How often the waiting task checks for the leader's exit itself.
@@ -58,10 +67,12 @@ pub struct Spec {
   pub progress: ProgressMode,
 }
 
+/// An output stream; the discriminants are the protocol's `STREAM_*` codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
 pub enum Stream {
-  Stdout = 1,
-  Stderr = 2,
+  Stdout = protocol::STREAM_STDOUT,
+  Stderr = protocol::STREAM_STDERR,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -185,7 +196,7 @@ impl State {
       }
     }
     self.group_done.store(true, Ordering::Release);
-    crate::sentinel::unregister(self.pid);
+    sentinel::unregister(self.pid);
   }
 }
 
@@ -302,7 +313,7 @@ pub fn spawn(
   tracing::debug!(handle, pid, program = %spec.program, "command started");
   // Guarded from now on against this process dying without running JS (before the waiting
   // task exists, so its unregister always comes after).
-  crate::sentinel::register(pid);
+  sentinel::register(pid);
   let state = Arc::new(State {
     pid,
     exited: AtomicBool::new(false),
@@ -457,342 +468,6 @@ fn exit_signal(_s: &std::process::ExitStatus) -> Option<i32> {
   None
 }
 
-/// What one stream kept.
-#[derive(Debug, Default)]
-struct Capture {
-  kept: Vec<u8>,
-  total: u64,
-}
-
-impl Capture {
-  fn truncated(&self) -> bool {
-    self.total > self.kept.len() as u64
-  }
-
-  /// UTF-8 text (invalid sequences replaced); a character cut by the cap is dropped whole.
-  fn into_string(mut self) -> String {
-    if self.truncated() {
-      if let Err(e) = std::str::from_utf8(&self.kept) {
-        if e.error_len().is_none() {
-          self.kept.truncate(e.valid_up_to());
-        }
-      }
-    }
-    match String::from_utf8(self.kept) {
-      Ok(s) => s,
-      Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-    }
-  }
-}
-
-struct Reader {
-  handle: u32,
-  stream: Stream,
-  cap: usize,
-  progress: ProgressMode,
-  forward: Arc<AtomicBool>,
-  /// Bounded: when JS falls behind, sending waits, reading stops, and the child blocks on
-  /// its full pipe, instead of events piling up in memory.
-  events: mpsc::Sender<Event>,
-  stop: watch::Receiver<bool>,
-  lines: Vec<String>,
-  /// The latest JSON-lines progress value not sent yet (only the latest matters).
-  progress_value: Option<f64>,
-}
-
-impl Reader {
-  fn wants_lines(&self) -> bool {
-    self.progress != ProgressMode::Off || self.forward.load(Ordering::Relaxed)
-  }
-
-  /// One complete line: JSON progress is parsed here; the line itself goes to JS when
-  /// progress matching or `command-output` wants it. True when a batch is full.
-  fn line(&mut self, bytes: &[u8]) -> bool {
-    if self.progress == ProgressMode::JsonLines {
-      if let Some(value) = json_progress(bytes) {
-        self.progress_value = Some(value);
-      }
-    }
-    if self.progress == ProgressMode::Lines || self.forward.load(Ordering::Relaxed) {
-      self.lines.push(String::from_utf8_lossy(bytes).into_owned());
-    }
-    self.lines.len() >= LINES_PER_EVENT
-  }
-
-  async fn flush(&mut self) {
-    if !self.lines.is_empty() {
-      let lines = std::mem::take(&mut self.lines);
-      let ev = Event::Lines {
-        handle: self.handle,
-        stream: self.stream,
-        lines,
-      };
-      let _ = self.events.send(ev).await;
-    }
-    if let Some(value) = self.progress_value.take() {
-      let _ = self
-        .events
-        .send(Event::Progress {
-          handle: self.handle,
-          value,
-        })
-        .await;
-    }
-  }
-}
-
-async fn read_stream<R: AsyncRead + Unpin>(source: Option<R>, mut r: Reader) -> Capture {
-  let mut cap = Capture::default();
-  let Some(mut source) = source else {
-    return cap;
-  };
-  let mut chunk = vec![0u8; READ_CHUNK];
-  let mut partial: Vec<u8> = Vec::new();
-  let mut partial_overflow = false;
-  let mut after_cr = false;
-  let mut mid_line = false;
-  loop {
-    let n = tokio::select! {
-      read = source.read(&mut chunk) => match read {
-        Ok(0) | Err(_) => break,
-        Ok(n) => n,
-      },
-      _ = r.stop.changed() => break,
-    };
-    let data = &chunk[..n];
-    cap.total += n as u64;
-    if cap.kept.len() < r.cap {
-      let take = (r.cap - cap.kept.len()).min(n);
-      cap.kept.extend_from_slice(&data[..take]);
-    }
-    if !r.wants_lines() {
-      partial.clear();
-      partial_overflow = false;
-      after_cr = false;
-      // If lines are wanted from the next read on, its bytes up to the first line end are
-      // the tail of a line nobody saw the start of: they are skipped, not sent as a line.
-      mid_line = !matches!(data.last(), Some(b'\n' | b'\r'));
-      continue;
-    }
-    let mut rest = data;
-    if mid_line {
-      match rest.iter().position(|&b| b == b'\n' || b == b'\r') {
-        Some(pos) => {
-          mid_line = false;
-          after_cr = rest[pos] == b'\r';
-          rest = &rest[pos + 1..];
-        }
-        None => continue,
-      }
-    }
-    if after_cr && rest.first() == Some(&b'\n') {
-      rest = &rest[1..]; // the \n of a \r\n split between two reads
-    }
-    after_cr = false;
-    // Lines end at \n, \r\n, or a lone \r (progress bars redraw their line with \r).
-    while let Some(pos) = rest.iter().position(|&b| b == b'\n' || b == b'\r') {
-      let (head, tail) = rest.split_at(pos);
-      let full = if partial.is_empty() && !partial_overflow {
-        r.line(&head[..head.len().min(MAX_LINE_BYTES)])
-      } else {
-        append_capped(&mut partial, head, &mut partial_overflow);
-        let full = r.line(&partial);
-        partial.clear();
-        partial_overflow = false;
-        full
-      };
-      if full {
-        r.flush().await;
-      }
-      rest = match tail {
-        [b'\r', b'\n', more @ ..] => more,
-        [b'\r'] => {
-          after_cr = true;
-          &[]
-        }
-        [_, more @ ..] => more,
-        [] => &[],
-      };
-    }
-    append_capped(&mut partial, rest, &mut partial_overflow);
-    r.flush().await;
-  }
-  if (!partial.is_empty() || partial_overflow) && r.wants_lines() {
-    r.line(&partial);
-  }
-  r.flush().await;
-  cap
-}
-
-fn append_capped(partial: &mut Vec<u8>, bytes: &[u8], overflow: &mut bool) {
-  let room = MAX_LINE_BYTES.saturating_sub(partial.len());
-  if bytes.len() > room {
-    *overflow = true;
-  }
-  partial.extend_from_slice(&bytes[..bytes.len().min(room)]);
-}
-
-/// `{"progress": n}` (other fields allowed) -> n.
-pub fn json_progress(line: &[u8]) -> Option<f64> {
-  let trimmed = line.trim_ascii();
-  if !trimmed.starts_with(b"{") || !trimmed.windows(10).any(|w| w == b"\"progress\"") {
-    return None;
-  }
-  let value: serde_json::Value = serde_json::from_slice(trimmed).ok()?;
-  value.get("progress")?.as_f64().filter(|v| v.is_finite())
-}
-
-/// Signals and clock ticks. Only Unix has process groups and signals: elsewhere nothing is
-/// signalled and a command is ended with `Child::start_kill` (see `State::kill_request`).
-#[cfg(unix)]
-mod sys {
-  pub const SIGKILL: i32 = libc::SIGKILL;
-
-  /// Sends `sig` to the process group `pgid`; false when there is no such group. Never
-  /// signals group 0 or 1 (our own group, every process).
-  pub fn signal_group(pgid: u32, sig: i32) -> bool {
-    signal(pgid, true, sig)
-  }
-
-  pub fn signal_pid(pid: u32, sig: i32) -> bool {
-    signal(pid, false, sig)
-  }
-
-  fn signal(id: u32, group: bool, sig: i32) -> bool {
-    let Ok(id) = i32::try_from(id) else {
-      return false;
-    };
-    if id <= 1 {
-      return false;
-    }
-    // SAFETY: kill(2) has no memory-safety preconditions; a negative pid names a group.
-    unsafe { libc::kill(if group { -id } else { id }, sig) == 0 }
-  }
-
-  /// A positive `sysconf` value, else `fallback`.
-  fn sysconf(name: libc::c_int, fallback: i64) -> i64 {
-    // SAFETY: sysconf has no preconditions.
-    let v = unsafe { libc::sysconf(name) };
-    if v > 0 {
-      v as i64
-    } else {
-      fallback
-    }
-  }
-
-  pub fn clock_ticks_per_second() -> f64 {
-    sysconf(libc::_SC_CLK_TCK, 100) as f64
-  }
-
-  #[cfg(target_os = "linux")]
-  pub fn page_size() -> u64 {
-    sysconf(libc::_SC_PAGESIZE, 4096) as u64
-  }
-}
-
-#[cfg(not(unix))]
-mod sys {
-  pub const SIGKILL: i32 = 9;
-
-  pub fn signal_group(_pgid: u32, _sig: i32) -> bool {
-    false
-  }
-
-  pub fn signal_pid(_pid: u32, _sig: i32) -> bool {
-    false
-  }
-
-  pub fn clock_ticks_per_second() -> f64 {
-    100.0
-  }
-}
-
-use sys::{signal_group, signal_pid, SIGKILL};
-
-/// Whether the group has a member that is not a zombie. A zombie is dead but keeps the group
-/// "signallable" until someone reaps it, and in a container whose PID 1 does not reap
-/// orphans (or where Node.js is PID 1) that may be never: waiting for it would hold every
-/// such command for its whole grace period.
-///
-/// The `/proc` scan runs on the blocking pool: the runtime's one worker also drives every
-/// executor's timers and every command's pipes.
-async fn group_alive(pgid: u32) -> bool {
-  if !signal_group(pgid, 0) {
-    return false;
-  }
-  tokio::task::spawn_blocking(move || live_member(pgid))
-    .await
-    .ok()
-    .flatten()
-    .unwrap_or(true)
-}
-
-/// `Some(false)` when every process of group `pgid` is a zombie (from `/proc`).
-#[cfg(target_os = "linux")]
-fn live_member(pgid: u32) -> Option<bool> {
-  let entries = std::fs::read_dir("/proc").ok()?;
-  for entry in entries.flatten() {
-    let name = entry.file_name();
-    let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else {
-      continue;
-    };
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-      continue; // ended meanwhile
-    };
-    let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-      continue;
-    };
-    // Fields after the name: state (3), ppid (4), pgrp (5).
-    let mut fields = after.split_whitespace();
-    let state = fields.next();
-    let pgrp = fields.nth(1).and_then(|f| f.parse::<u32>().ok());
-    if pgrp == Some(pgid) && state != Some("Z") {
-      return Some(true);
-    }
-  }
-  Some(false)
-}
-
-#[cfg(not(target_os = "linux"))]
-fn live_member(_pgid: u32) -> Option<bool> {
-  None
-}
-
-fn clock_ticks_per_second() -> f64 {
-  sys::clock_ticks_per_second()
-}
-
-/// CPU ticks (user + system) and resident bytes of the tree under `pid`, from `/proc`.
-#[cfg(target_os = "linux")]
-fn tree_usage(pid: u32) -> Option<(u64, u64)> {
-  let page = sys::page_size();
-  let pids = crate::monitor::proc_tree(pid)?;
-  let mut ticks = 0u64;
-  let mut rss = 0u64;
-  for p in pids {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
-      continue;
-    };
-    // Fields after the command name, which may itself contain spaces and parentheses.
-    let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-      continue;
-    };
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // fields[0] is field 3 (state): utime = 14, stime = 15, cutime = 16, cstime = 17 (its
-    // reaped children: a tree of short-lived processes, like a test runner's, shows up
-    // there), rss = 24.
-    let get = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-    ticks += get(14) + get(15) + get(16) + get(17);
-    rss += get(24) * page;
-  }
-  Some((ticks, rss))
-}
-
-#[cfg(not(target_os = "linux"))]
-fn tree_usage(_pid: u32) -> Option<(u64, u64)> {
-  None
-}
-
 #[cfg(all(test, unix))]
 mod tests {
   use super::*;
@@ -887,24 +562,6 @@ mod tests {
     assert_eq!(e.stdout.len(), 1000);
     assert_eq!(e.stdout_bytes, 300_000);
     assert!(e.truncated);
-  }
-
-  #[test]
-  fn cut_multibyte_character_is_dropped_whole() {
-    let c = Capture {
-      kept: "aé".as_bytes()[..2].to_vec(),
-      total: 3,
-    };
-    assert_eq!(c.into_string(), "a");
-  }
-
-  #[test]
-  fn json_progress_lines() {
-    assert_eq!(json_progress(br#"{"progress": 42.5}"#), Some(42.5));
-    assert_eq!(json_progress(br#"  {"step":"x","progress":7}  "#), Some(7.0));
-    assert_eq!(json_progress(br#"{"progress": "7"}"#), None);
-    assert_eq!(json_progress(b"progress 7"), None);
-    assert_eq!(json_progress(br#"{"progress": 7"#), None);
   }
 
   #[test]

@@ -4,7 +4,7 @@
 //! take over, so `command::wait` also polls its child).
 //!
 //! Created on first use. Its thread is not a libuv handle, so it never keeps Node.js alive;
-//! what keeps Node alive is the executor's one deliberate keep-alive (see `binding.rs`).
+//! what keeps Node alive is a referenced callback (see `binding::js_callback::KeepAlive`).
 
 use std::sync::OnceLock;
 

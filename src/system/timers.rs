@@ -147,7 +147,7 @@ mod tests {
 
   #[test]
   fn fires_in_deadline_order_and_honours_disarm() {
-    let rt = crate::runtime::handle().expect("runtime");
+    let rt = crate::system::runtime::handle().expect("runtime");
     let (tx, rx) = std_mpsc::channel();
     let epoch = Instant::now();
     let svc = TimerService::spawn(&rt, epoch, move |f| {

@@ -3,10 +3,11 @@
 //!
 //! A histogram never stores durations, only counts in buckets: 8 buckets per power of two
 //! of microseconds (relative error under 1/8 = 12.5 %), 2 KiB each, whatever the number of
-//! executions. Agents are small integer keys given by the caller, capped at `MAX_AGENTS`
-//! (beyond that they share key 0, "other").
+//! executions. Agents are small integer keys given by the caller, below `MAX_AGENTS` (the
+//! caller gives later agents key 0, "other"); a larger key is clamped.
 
-pub const MAX_AGENTS: usize = 4096;
+/// Agent keys with statistics of their own (`protocol::MAX_AGENT_KEYS`).
+pub const MAX_AGENTS: usize = crate::protocol::MAX_AGENT_KEYS as usize;
 const SUB_BITS: u32 = 3;
 const SUB: usize = 1 << SUB_BITS;
 /// Covers 1 µs .. 2^40 µs (~12.7 days); longer durations land in the last bucket.

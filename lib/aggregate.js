@@ -1,0 +1,98 @@
+'use strict';
+
+// `executeMultiple`: one task through several agents, their results side by side, a
+// consistency verdict and a report.
+
+const { describe, messageOf, typeError } = require('./errors.js');
+const { isArray } = require('./validate.js');
+const { extId } = require('./record.js');
+const { onEnd } = require('./watch.js');
+const { MODE_AGGREGATE } = require('./protocol.js');
+
+const round2 = (x) => Math.round(x * 100) / 100;
+
+async function executeMultiple(ex, agents, task, options) {
+  if (!isArray(agents) || agents.length === 0) {
+    throw typeError(`agents must be a non-empty array of agent names, got ${describe(agents)}`);
+  }
+  for (let i = 0; i < agents.length; i++) {
+    if (typeof agents[i] !== 'string' || agents[i] === '') {
+      throw typeError(`agents[${i}] must be a non-empty string, got ${describe(agents[i])}`);
+    }
+  }
+  const check = options !== undefined && options !== null && typeof options === 'object' ? options.consistencyCheck : undefined;
+  if (check !== undefined && typeof check !== 'function') {
+    throw typeError(`options.consistencyCheck must be a function, got ${describe(check)}`);
+  }
+  // The first submission validates task and options, so a bad call submits nothing.
+  const recs = [ex._submit(MODE_AGGREGATE, agents[0], task, options)];
+  for (let i = 1; i < agents.length; i++) recs.push(ex._submit(MODE_AGGREGATE, agents[i], task, options));
+  const finished = recs.map((rec) => new Promise((resolve) => onEnd(rec, (snapshot, status) => resolve({ snapshot, status }))));
+  ex._flush();
+  const aggregationId = `agg-${++ex._aggregations}`;
+  ex._emit('aggregation-started', { aggregationId, agents: [...agents], task, executionIds: recs.map((r) => extId(r.id)) });
+  const ends = await Promise.all(finished);
+  const results = ends.map(({ snapshot, status }, i) => {
+    const rec = recs[i];
+    const ok = status === 'completed';
+    return {
+      id: extId(rec.id),
+      agent: rec.agent,
+      status,
+      result: ok ? rec.value : null,
+      error: ok ? null : messageOf(rec.value),
+      errorObject: ok ? undefined : rec.value,
+      duration: snapshot.found ? snapshot.duration : 0,
+    };
+  });
+  const consistent = consistency(results, check);
+  const report = { ...arithmetic(results), consistency: consistent, timestamp: new Date().toISOString() };
+  ex._emit('aggregation-completed', { aggregationId, results, report });
+  return { aggregationId, results, consistent, report };
+}
+
+/** Counts, success rate and durations (ms, two decimals; a bad duration counts as 0). */
+function arithmetic(results) {
+  const total = results.length;
+  let successful = 0;
+  let duration = 0;
+  for (const r of results) {
+    if (r.status === 'completed') successful++;
+    if (Number.isFinite(r.duration) && r.duration > 0) duration += r.duration;
+  }
+  return {
+    total,
+    successful,
+    failed: total - successful,
+    success_rate: total === 0 ? 0 : round2((successful * 100) / total),
+    total_duration: round2(duration),
+    average_duration: total === 0 ? 0 : round2(duration / total),
+  };
+}
+
+function consistency(results, check) {
+  const failures = results.filter((r) => r.status !== 'completed');
+  if (failures.length > 0) {
+    return {
+      consistent: false,
+      reason: `${failures.length} of ${results.length} executions did not succeed`,
+      failures: failures.map((f) => ({ id: f.id, agent: f.agent, status: f.status, error: f.error })),
+    };
+  }
+  if (check === undefined) return { consistent: true, all_succeeded: true };
+  let verdict;
+  try {
+    verdict = check(results);
+  } catch (err) {
+    return { consistent: false, reason: `consistencyCheck threw: ${messageOf(err)}`, failures: [] };
+  }
+  if (verdict === true) return { consistent: true, all_succeeded: true };
+  if (verdict === false) return { consistent: false, reason: 'consistencyCheck returned false', failures: [] };
+  if (verdict !== null && typeof verdict === 'object') {
+    if (verdict.consistent === true) return { consistent: true, all_succeeded: true, reason: verdict.reason };
+    return { consistent: false, reason: verdict.reason || 'consistencyCheck reported an inconsistency', failures: [] };
+  }
+  return { consistent: false, reason: `consistencyCheck returned ${describe(verdict)}`, failures: [] };
+}
+
+module.exports = { executeMultiple, arithmetic };

@@ -1,0 +1,490 @@
+'use strict';
+
+// One execution's way through the executor, on top of the link to the core:
+//
+//   _submit ─sync─> _admit (id, record) ─> _submitted ─> _launch ─> callAttempt (agents.js)
+//      agent settles ─> _agentSettled ─sync─> _settled ─> _complete | _end | retry wait
+//
+// plus what can happen to it on the way: cancellation, signals, progress reports and the
+// core's timers (timeout, progress tick, grace, retry, retention sweep, shutdown deadline).
+
+const { CoreLink } = require('./core-link.js');
+const { callAttempt } = require('./agents.js');
+const { Watchers } = require('./watch.js');
+const { SubmitRules } = require('./options.js');
+const { extras, extId } = require('./record.js');
+const { messageOf, codeOf, closedError, cancelledError, timeoutError } = require('./errors.js');
+const { rethrowLater } = require('./events.js');
+const P = require('./protocol.js');
+
+const { OP_SUBMIT, OP_SETTLE_OK, OP_SETTLE_FAILED, SUBMIT_KEY_SHIFT, MODE_NAMES, MAX_AGENT_KEYS } = P;
+const { MODE_WATCHED, MODE_EXECUTE, RETRY_NONE, TIMEOUT_STALE } = P;
+
+/** `<mode>-started` events, emitted when a submission is answered (execute() has none). */
+const MODE_EVENTS = ['fire-and-forget-started', 'async-callback-started', 'watched-started'];
+
+/** Agent starts per event-loop turn before the executor yields (setImmediate). */
+const START_BUDGET = 1024;
+
+class Lifecycle extends CoreLink {
+  constructor(config) {
+    super(config);
+    this._rules = new SubmitRules(config);
+    this._agents = config.agents;
+    this._defaultAgent = config.defaultAgent;
+    // Agent names -> small keys for the core's per-agent statistics (0 = "other").
+    this._agentKeys = new Map();
+    this._agentNames = ['(other)'];
+    this._closing = false;
+    this._budget = START_BUDGET;
+    this._deferred = []; // rec, attempt, rec, attempt, ...: starts past the budget
+    this._yieldScheduled = false;
+    this._resumeDeferred = () => this._runDeferred();
+    this._dirty = new Set(); // watched executions with a progress report to emit this turn
+    this._progressScheduled = false;
+    this._flushProgress = () => this._emitDirtyProgress();
+  }
+
+  /** The shutdown deadline passed. */
+  _forceShutdown() {
+    throw new Error('implemented by BackgroundExecutor');
+  }
+
+  // ----- submission --------------------------------------------------------------------
+
+  /** Validates a submission and records it in the current batch. */
+  _submit(mode, agent, task, options) {
+    const rules = this._rules;
+    const rec = rules.record(mode, agent, task, options);
+    if (this._closing) throw closedError();
+    let key = this._agentKeys.get(agent);
+    if (key === undefined) key = this._internAgent(agent);
+    this._push(rec, OP_SUBMIT, mode + (key << SUBMIT_KEY_SHIFT), rules.priority, rules.timeoutMs);
+    this._markBusy();
+    return rec;
+  }
+
+  _internAgent(agent) {
+    if (this._agentNames.length >= MAX_AGENT_KEYS) return 0;
+    const key = this._agentNames.length;
+    this._agentNames.push(agent);
+    this._agentKeys.set(agent, key);
+    return key;
+  }
+
+  /** The core's answer to a submission, delivered: events, the caller's answer, the start. */
+  _submitted(rec, started) {
+    const id = rec.id;
+    // `_eventsCount` (EventEmitter's count of event names with listeners) first: with no
+    // listener at all, no lookup in the dictionary-mode `_events` (~10 ns each).
+    const events = this._eventsCount === 0 ? null : this._events;
+    if (events !== null && events['execution-queued'] !== undefined) {
+      this._emit('execution-queued', {
+        executionId: extId(id),
+        agent: rec.agent,
+        task: rec.task,
+        mode: MODE_NAMES[rec.mode],
+        priority: rec.priority,
+        queuePosition: started ? 0 : Math.max(0, this._native.queuePosition(id)),
+        queueLength: this._native.counts().queued,
+      });
+    }
+    if (events !== null && rec.mode < MODE_EXECUTE && events[MODE_EVENTS[rec.mode]] !== undefined) {
+      this._emit(MODE_EVENTS[rec.mode], { executionId: extId(id), agent: rec.agent, task: rec.task, priority: rec.priority });
+    }
+    const x = rec.x;
+    if (x !== null) {
+      if (x.userSignal !== null && !rec.done) this._wireSignal(rec, x.userSignal);
+      if (x.admitted !== null) this._admitted.push(rec);
+    }
+    if (started) this._launch(rec);
+  }
+
+  /**
+   * Answers the id-returning calls (fireAndForget...) of the submissions just delivered, with
+   * their status once every pending answer has been delivered: a shutdown() made by a
+   * listener meanwhile shows as 'cancelled', a start made by a later answer as 'running'.
+   */
+  _answerSubmitters() {
+    const recs = this._admitted;
+    this._admitted = [];
+    for (const rec of recs) {
+      // Only a cancel (a shutdown, an aborted signal) ends an execution this early.
+      const status = rec.done ? 'cancelled' : rec.phase === 1 ? 'running' : 'queued';
+      const x = rec.x;
+      x.admitted({ executionId: extId(rec.id), mode: MODE_NAMES[rec.mode], status });
+      x.admitted = null;
+    }
+  }
+
+  _wireSignal(rec, signal) {
+    const x = rec.x;
+    if (signal.aborted) {
+      this._cancelRec(rec, cancelledError(extId(rec.id), rec.agent, signal.reason));
+    } else {
+      x.onUserAbort = () => this._cancelRec(rec, cancelledError(extId(rec.id), rec.agent, signal.reason));
+      signal.addEventListener('abort', x.onUserAbort, { once: true });
+    }
+  }
+
+  // ----- running -----------------------------------------------------------------------
+
+  /**
+   * The core has started `rec` (a new attempt holds a slot and its timeout runs from now):
+   * count the attempt at once, and call the agent now or — past the per-turn budget — after
+   * yielding to the event loop.
+   */
+  _launch(rec) {
+    if (rec.done) {
+      // Cancelled between the core's start decision and now: give the slot back.
+      this._push(rec, OP_SETTLE_FAILED, rec.id, 0, rec.attempt + 1);
+      return;
+    }
+    const attempt = ++rec.attempt;
+    rec.phase = 1;
+    rec.called = false;
+    if (attempt > 1 && rec.x !== null) {
+      // A fresh signal for the new attempt.
+      rec.x.controller = null;
+      rec.x.abortReason = undefined;
+    }
+    if (this._eventsCount !== 0 && this._events['execution-started'] !== undefined) {
+      this._emit('execution-started', {
+        executionId: extId(rec.id),
+        agent: rec.agent,
+        task: rec.task,
+        mode: MODE_NAMES[rec.mode],
+        priority: rec.priority,
+        attempt,
+      });
+    }
+    if (this._budget <= 0 || this._deferred.length > 0) {
+      this._deferred.push(rec, attempt);
+      if (!this._yieldScheduled) {
+        this._yieldScheduled = true;
+        setImmediate(this._resumeDeferred);
+      }
+      return;
+    }
+    this._budget--;
+    this._run(rec, attempt);
+  }
+
+  _runDeferred() {
+    this._yieldScheduled = false;
+    this._budget = START_BUDGET;
+    const list = this._deferred;
+    this._deferred = [];
+    let i = 0;
+    for (; i < list.length && this._budget > 0; i += 2) {
+      this._budget--;
+      const rec = list[i];
+      // Its timeout counts from the call, not from the core's start decision.
+      if (rec.phase === 1 && !rec.done && list[i + 1] === rec.attempt && this._rules.timeoutOf(rec) > 0) {
+        this._native.restartTimeout(rec.id);
+      }
+      this._run(rec, list[i + 1]);
+    }
+    if (i < list.length) {
+      // Keep the rest, in order, for the next turn.
+      this._deferred = list.slice(i).concat(this._deferred);
+      if (!this._yieldScheduled) {
+        this._yieldScheduled = true;
+        setImmediate(this._resumeDeferred);
+      }
+    }
+  }
+
+  /** Calls the agent for `attempt` of `rec`, unless that attempt ended while it waited. */
+  _run(rec, attempt) {
+    if (attempt !== rec.attempt) return; // a later attempt exists: this one's slot is gone
+    if (rec.done || rec.phase !== 1) {
+      // Cancelled before its agent was even called: give the slot back now.
+      this._push(rec, OP_SETTLE_FAILED, rec.id, 0, attempt);
+      return;
+    }
+    rec.called = true;
+    callAttempt(this, rec, attempt);
+  }
+
+  /** An attempt's agent settled: the slot goes back to the core with the next sync. */
+  _agentSettled(rec, attempt, ok, value) {
+    // A settle of an older attempt whose slot the grace period already freed: nothing to do.
+    if (attempt !== rec.attempt) return;
+    // Otherwise a late result of a cancelled or timed-out attempt: only the slot goes back.
+    if (!rec.done && rec.phase === 1) rec.value = value;
+    this._push(rec, ok ? OP_SETTLE_OK : OP_SETTLE_FAILED, rec.id, 0, attempt);
+  }
+
+  /** The core's answer to a settlement: the execution's end or retry wait, and the next start. */
+  _settled(rec, ok, next, retryDelayMs) {
+    if (!rec.done && rec.phase === 1) {
+      if (retryDelayMs !== RETRY_NONE) {
+        const err = rec.value;
+        rec.value = undefined;
+        rec.phase = 2;
+        this._emit('execution-retry', this._retryPayload(rec, err, retryDelayMs));
+      } else if (ok) this._complete(rec, rec.value);
+      else this._end(rec, 'failed', rec.value);
+    }
+    if (next > 0) {
+      const nextRec = this._records.get(next);
+      if (nextRec !== undefined) this._launch(nextRec);
+    }
+  }
+
+  _retryPayload(rec, err, delayMs) {
+    return {
+      executionId: extId(rec.id),
+      agent: rec.agent,
+      task: rec.task,
+      attempt: rec.attempt,
+      error: messageOf(err),
+      errorObject: err,
+      delayMs,
+    };
+  }
+
+  // ----- outcomes ----------------------------------------------------------------------
+
+  _complete(rec, value) {
+    rec.done = true;
+    rec.value = value;
+    const x = rec.x;
+    if (x !== null) {
+      if (x.userSignal !== null) this._unwireSignal(x);
+      if (x.waiters !== null) Watchers.notify(this, rec, 'completed');
+    }
+    const events = this._eventsCount === 0 ? null : this._events;
+    const watched = events !== null && rec.mode === MODE_WATCHED && events['progress-update'] !== undefined;
+    if ((events !== null && events['execution-completed'] !== undefined) || watched) {
+      const executionId = extId(rec.id);
+      const duration = this._durationOf(rec);
+      this._emit('execution-completed', {
+        executionId,
+        agent: rec.agent,
+        task: rec.task,
+        mode: MODE_NAMES[rec.mode],
+        result: value,
+        duration,
+      });
+      if (watched) {
+        this._dirty.delete(rec);
+        this._emit('progress-update', {
+          executionId,
+          agent: rec.agent,
+          progress: 100,
+          status: 'completed',
+          duration,
+          detail: x !== null ? x.detail : undefined,
+        });
+      }
+    }
+    if (rec.mode === MODE_EXECUTE) rec.resolve(value);
+    else if (rec.callback !== null) this._callBack(rec, null, value);
+  }
+
+  /** Ends an execution as failed or cancelled, with the original error value. */
+  _end(rec, status, err) {
+    rec.done = true;
+    rec.value = err;
+    const x = rec.x;
+    if (x !== null) {
+      if (x.userSignal !== null) this._unwireSignal(x);
+      if (x.waiters !== null) Watchers.notify(this, rec, status);
+    }
+    const event = status === 'cancelled' ? 'execution-cancelled' : 'execution-failed';
+    const watched = rec.mode === MODE_WATCHED && this._events['progress-update'] !== undefined;
+    if (this._events[event] !== undefined || watched) {
+      const executionId = extId(rec.id);
+      const duration = this._durationOf(rec);
+      this._emit(event, {
+        executionId,
+        agent: rec.agent,
+        task: rec.task,
+        mode: MODE_NAMES[rec.mode],
+        error: messageOf(err),
+        errorObject: err,
+        code: codeOf(err),
+        duration,
+      });
+      if (watched) {
+        this._dirty.delete(rec);
+        const v = this._native.viewFinished(rec.id);
+        this._emit('progress-update', {
+          executionId,
+          agent: rec.agent,
+          progress: v !== null ? v.progress : 0,
+          status,
+          duration,
+          detail: x !== null ? x.detail : undefined,
+        });
+      }
+    }
+    if (rec.mode === MODE_EXECUTE) rec.reject(err);
+    else if (rec.callback !== null) this._callBack(rec, err, undefined);
+  }
+
+  _durationOf(rec) {
+    const d = this._native.durationOf(rec.id);
+    return d >= 0 ? d : 0;
+  }
+
+  _callBack(rec, err, value) {
+    try {
+      rec.callback(err, value);
+    } catch (error) {
+      this._emit('callback-error', { executionId: extId(rec.id), agent: rec.agent, error });
+    }
+  }
+
+  // ----- signals and cancellation ------------------------------------------------------
+
+  _signalOf(rec) {
+    const x = extras(rec);
+    if (x.controller === null) {
+      x.controller = new AbortController();
+      if (x.abortReason !== undefined) x.controller.abort(x.abortReason);
+    }
+    return x.controller.signal;
+  }
+
+  _abort(rec, reason) {
+    const x = extras(rec);
+    x.abortReason = reason;
+    if (x.controller !== null && !x.controller.signal.aborted) x.controller.abort(reason);
+  }
+
+  _unwireSignal(x) {
+    if (x.onUserAbort !== null) x.userSignal.removeEventListener('abort', x.onUserAbort);
+    x.userSignal = null;
+    x.onUserAbort = null;
+  }
+
+  /** Cancels `rec` if it is queued or running; returns the status it had (or NOT_FOUND). */
+  _cancelRec(rec, err) {
+    this._flush();
+    const was = this._native.cancel(rec.id);
+    if (was === P.STATUS_QUEUED || was === P.STATUS_WAITING || was === P.STATUS_RUNNING) {
+      rec.value = err; // readable at once by anything the abort below runs
+      if (was === P.STATUS_RUNNING) this._abort(rec, err);
+      this._end(rec, 'cancelled', err);
+      this._launchAll(this._native.pump());
+      this._checkIdle();
+    }
+    return was;
+  }
+
+  // ----- progress ----------------------------------------------------------------------
+
+  _reportProgress(rec, percent, detail) {
+    if (typeof percent !== 'number' || rec.done) return;
+    this._flush();
+    if (!this._native.setProgress(rec.id, percent)) return;
+    const progress = percent < 0 ? 0 : percent > 100 ? 100 : percent;
+    const x = extras(rec);
+    if (detail !== undefined) x.detail = detail;
+    if (x.watchers !== null) Watchers.progress(x, { executionId: extId(rec.id), agent: rec.agent, progress, status: 'running', detail });
+    if (x.onProgress !== null) {
+      try {
+        x.onProgress({ executionId: extId(rec.id), agent: rec.agent, progress, detail });
+      } catch (error) {
+        this._emit('callback-error', { executionId: extId(rec.id), agent: rec.agent, error });
+      }
+    }
+    if (rec.mode === MODE_WATCHED && this._events['progress-update'] !== undefined) {
+      this._dirty.add(rec);
+      if (!this._progressScheduled) {
+        this._progressScheduled = true;
+        setImmediate(this._flushProgress);
+      }
+    }
+  }
+
+  /** Coalesced prompt progress: one `progress-update` per reporting execution per turn. */
+  _emitDirtyProgress() {
+    this._progressScheduled = false;
+    const dirty = [...this._dirty];
+    this._dirty.clear();
+    for (const rec of dirty) if (!rec.done) this._emitProgress(rec);
+  }
+
+  _emitProgress(rec) {
+    this._flush();
+    const v = this._native.view(rec.id);
+    if (v === null || rec.done) return;
+    this._emit('progress-update', {
+      executionId: extId(rec.id),
+      agent: rec.agent,
+      progress: v.progress,
+      status: v.status,
+      duration: v.duration,
+      detail: rec.x !== null ? rec.x.detail : undefined,
+    });
+  }
+
+  // ----- the core's timers (through the weak threadsafe callback) ----------------------
+
+  /** `batch` is `[kind, id, kind, id, ...]` of the timers that fired. */
+  _onTimers(batch) {
+    this._flush();
+    for (let i = 0; i + 1 < batch.length; i += 2) {
+      try {
+        this._onTimer(batch[i], batch[i + 1]);
+      } catch (err) {
+        // Only a user listener can throw here: surface it without leaving the batch half done.
+        rethrowLater(err);
+      }
+    }
+  }
+
+  _onTimer(kind, id) {
+    switch (kind) {
+      case P.TIMER_TIMEOUT:
+        this._timedOut(id);
+        return;
+      case P.TIMER_PROGRESS: {
+        const rec = this._records.get(id);
+        if (this._native.progressTick(id) && rec !== undefined && this._events['progress-update'] !== undefined) {
+          this._emitProgress(rec);
+        }
+        return;
+      }
+      case P.TIMER_GRACE:
+        this._launchAll(this._native.graceExpired(id));
+        return;
+      case P.TIMER_RETRY:
+        this._launchAll(this._native.retryDue(id));
+        return;
+      case P.TIMER_SWEEP:
+        this._native.sweep();
+        this._collectEvicted();
+        return;
+      case P.TIMER_SHUTDOWN:
+        this._forceShutdown();
+        return;
+      default:
+    }
+  }
+
+  _timedOut(id) {
+    const rec = this._records.get(id);
+    // A deferred start whose agent is not called yet: its timeout restarts at the call.
+    if (rec !== undefined && !rec.done && rec.phase === 1 && !rec.called) return;
+    const r = this._native.timeout(id);
+    if (r === TIMEOUT_STALE || rec === undefined || rec.done) return;
+    const err = timeoutError(extId(id), rec.agent, this._rules.timeoutOf(rec), rec.attempt);
+    rec.value = err; // readable at once by anything the abort below runs
+    this._abort(rec, err);
+    if (r !== RETRY_NONE) {
+      rec.phase = 2;
+      this._emit('execution-retry', this._retryPayload(rec, err, r));
+    } else {
+      this._end(rec, 'failed', err);
+    }
+    this._launchAll(this._native.pump());
+    this._checkIdle();
+  }
+}
+
+module.exports = { Lifecycle };

@@ -1,0 +1,115 @@
+'use strict';
+
+// The options of one call: submissions (`execute(agent, task, options)` and the other modes)
+// and `shutdown(options)`. Each option is read exactly once: a getter may have side effects
+// or change its mind.
+
+const { coded, describe, typeError } = require('./errors.js');
+const { integer, isOptionsObject, isInstance } = require('./validate.js');
+const { retryPolicy } = require('./config.js');
+const { MAX_DELAY_MS } = require('./protocol.js');
+const { Execution, extras } = require('./record.js');
+
+/** The priority level of each mode (by MODE_* code) when the options name none. */
+const MODE_LEVEL = ['low', 'medium', 'medium', 'medium', 'medium'];
+
+/** What a submission is checked against: the executor's levels and defaults. */
+class SubmitRules {
+  constructor(cfg) {
+    this.levels = cfg.priorityLevels;
+    this.levelNames = [...cfg.priorityLevels.keys()];
+    this.config = cfg;
+    this.defaultTimeoutMs = cfg.defaultTimeoutMs === undefined ? 0 : cfg.defaultTimeoutMs;
+    let lowest = this.levelNames[0];
+    for (const name of this.levelNames) if (this.levels.get(name) < this.levels.get(lowest)) lowest = name;
+    // A mode's default level falls back to the lowest level when the config does not have it.
+    this.modeLevel = MODE_LEVEL.map((name) => (this.levels.has(name) ? name : lowest));
+    this.modePriority = this.modeLevel.map((name) => this.levels.get(name));
+    this.priority = 0;
+    this.timeoutMs = 0;
+  }
+
+  /**
+   * A new record for a valid submission, else throws. Its priority value is left in
+   * `this.priority` and its timeout (ms, 0 for none) in `this.timeoutMs`: read at once by the
+   * caller, they spare an object per submission.
+   */
+  record(mode, agent, task, options) {
+    if (typeof agent !== 'string' || agent === '') {
+      throw typeError(`agent must be a non-empty string, got ${describe(agent)}`);
+    }
+    if (typeof task !== 'string') throw typeError(`task must be a string, got ${describe(task)}`);
+    let level = this.modeLevel[mode];
+    let priority = this.modePriority[mode];
+    let timeout = this.defaultTimeoutMs;
+    if (options === undefined || options === null) {
+      this.priority = priority;
+      this.timeoutMs = timeout;
+      return new Execution(mode, agent, task, undefined, level);
+    }
+    if (!isOptionsObject(options)) throw typeError(`options must be an object, got ${describe(options)}`);
+    const p = options.priority;
+    const t = options.timeout;
+    const signal = options.signal;
+    const onProgress = options.onProgress;
+    const retries = options.retries;
+    const retryDelayMs = options.retryDelayMs;
+    const backoff = options.backoff;
+    if (p !== undefined) {
+      priority = typeof p === 'string' ? this.levels.get(p) : undefined;
+      if (priority === undefined) {
+        const names = this.levelNames.map((n) => JSON.stringify(n)).join(', ');
+        throw coded(RangeError, 'ERR_UNKNOWN_PRIORITY', `options.priority must be one of ${names}, got ${describe(p)}`);
+      }
+      level = p;
+    }
+    const timeoutGiven = t !== undefined && t !== null;
+    if (timeoutGiven) timeout = integer('options.timeout', t, 1, MAX_DELAY_MS, 0);
+    const hasSignal = signal !== undefined && signal !== null;
+    if (hasSignal && !isInstance(signal, AbortSignal)) {
+      throw typeError(`options.signal must be an AbortSignal, got ${describe(signal)}`);
+    }
+    const hasOnProgress = onProgress !== undefined && onProgress !== null;
+    if (hasOnProgress && typeof onProgress !== 'function') {
+      throw typeError(`options.onProgress must be a function, got ${describe(onProgress)}`);
+    }
+    let retry = null;
+    if (retries !== undefined || retryDelayMs !== undefined || backoff !== undefined) {
+      retry = retryPolicy({ retries, retryDelayMs, backoff }, this.config, 'options.');
+    }
+    const rec = new Execution(mode, agent, task, options, level);
+    if (retry !== null || hasSignal || hasOnProgress || timeoutGiven) {
+      const x = extras(rec);
+      x.retry = retry;
+      if (hasSignal) x.userSignal = signal; // wired once the core has answered
+      if (hasOnProgress) x.onProgress = onProgress;
+      if (timeoutGiven) x.timeoutMs = timeout;
+    }
+    this.priority = priority;
+    this.timeoutMs = timeout;
+    return rec;
+  }
+
+  /** The timeout of `rec` in ms (0: none). */
+  timeoutOf(rec) {
+    return rec.x !== null && rec.x.timeoutMs !== undefined ? rec.x.timeoutMs : this.defaultTimeoutMs;
+  }
+}
+
+/** `shutdown(options)`: `{ mode: 'cancel' | 'drain', timeoutMs }`. */
+function shutdownOptions(options) {
+  if (options === undefined || options === null) return { mode: 'cancel', timeoutMs: undefined };
+  if (!isOptionsObject(options)) throw typeError(`shutdown options must be an object, got ${describe(options)}`);
+  const mode = options.mode;
+  const timeout = options.timeoutMs;
+  if (mode !== undefined && mode !== 'cancel' && mode !== 'drain') {
+    const Err = typeof mode === 'string' ? RangeError : TypeError;
+    throw coded(Err, 'ERR_INVALID_ARG', `options.mode must be "cancel" or "drain", got ${describe(mode)}`);
+  }
+  return {
+    mode: mode === undefined ? 'cancel' : mode,
+    timeoutMs: integer('options.timeoutMs', timeout, 0, MAX_DELAY_MS, undefined),
+  };
+}
+
+module.exports = { SubmitRules, shutdownOptions };

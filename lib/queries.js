@@ -1,0 +1,144 @@
+'use strict';
+
+// What users can ask about executions and the executor. Each query syncs the pending batch
+// first, so it sees every submission and settlement made before it.
+
+const { extId, parseId } = require('./record.js');
+const { messageOf } = require('./errors.js');
+const { MODE_NAMES } = require('./protocol.js');
+
+/** The status object of one execution (`v` is the core's view of it). */
+function statusObject(rec, v) {
+  const status = v.status;
+  const completed = status === 'completed';
+  const failed = status === 'failed' || status === 'cancelled';
+  const out = {
+    found: true,
+    id: extId(rec.id),
+    executionId: extId(rec.id),
+    agent: rec.agent,
+    task: rec.task,
+    mode: MODE_NAMES[rec.mode],
+    priority: rec.priority,
+    status,
+    attempt: rec.attempt,
+    progress: completed ? 100 : v.progress,
+    started: v.submittedAt,
+    duration: v.duration,
+    result: completed ? rec.value : null,
+    error: failed ? messageOf(rec.value) : null,
+    errorObject: failed ? rec.value : undefined,
+    startedAt: v.startedAt == null ? undefined : v.startedAt,
+    finishedAt: v.finishedAt == null ? undefined : v.finishedAt,
+  };
+  if (status === 'queued') out.queuePosition = v.queuePosition;
+  return out;
+}
+
+/** The record of a user-given execution id, when the core still knows it. */
+function findRecord(ex, executionId) {
+  ex._flush();
+  const id = parseId(executionId);
+  if (id === 0 || ex._native.statusOf(id) < 0) return undefined;
+  return ex._records.get(id);
+}
+
+function executionStatus(ex, executionId) {
+  ex._flush();
+  const id = parseId(executionId);
+  const v = id === 0 ? null : ex._native.view(id);
+  const rec = v === null ? undefined : ex._records.get(id);
+  if (rec === undefined) return { found: false };
+  return statusObject(rec, v);
+}
+
+function queueStatus(ex) {
+  ex._flush();
+  const c = ex._native.counts();
+  const queue = [];
+  for (const id of ex._native.queueOrder()) {
+    const rec = ex._records.get(id);
+    if (rec !== undefined) queue.push({ id: extId(id), agent: rec.agent, priority: rec.priority, mode: MODE_NAMES[rec.mode] });
+  }
+  return {
+    queued: c.queued,
+    running: c.running,
+    max_concurrent: c.maxConcurrent,
+    slots_used: c.slotsUsed,
+    paused: c.paused,
+    throttled: c.throttled,
+    queue,
+  };
+}
+
+function activeExecutions(ex) {
+  ex._flush();
+  const out = [];
+  for (const id of ex._native.runningIds()) {
+    const rec = ex._records.get(id);
+    const v = ex._native.view(id);
+    if (rec === undefined || v === null) continue;
+    const entry = {
+      id: extId(id),
+      executionId: extId(id),
+      agent: rec.agent,
+      task: rec.task,
+      mode: MODE_NAMES[rec.mode],
+      priority: rec.priority,
+      progress: v.progress,
+      duration: v.duration,
+      startedAt: v.startedAt,
+    };
+    const usage = ex._commands === null ? null : ex._commands.usageOf(extId(id));
+    out.push(usage === null ? entry : Object.assign(entry, usage));
+  }
+  return out;
+}
+
+function executorStatus(ex) {
+  ex._flush();
+  const c = ex._native.counts();
+  return {
+    initialized: ex._initialized,
+    running: c.running,
+    queued: c.queued,
+    max_concurrent: c.maxConcurrent,
+    active_processes: c.running,
+    command_processes: ex._commands === null ? 0 : ex._commands.live,
+    slots_used: c.slotsUsed,
+    paused: c.paused,
+    throttled: c.throttled,
+    shutting_down: ex._closing,
+    submitted: c.submitted,
+    completed: c.completed,
+    failed: c.failed,
+    cancelled: c.cancelled,
+    retained: c.retained,
+    agents: [...ex._agents.keys()],
+    resources: ex.resourceMonitor.getStatus(),
+  };
+}
+
+/**
+ * Counts by status, executions finished in the last minute, and per agent the queue-wait
+ * and run-time percentiles (ms, from bounded histograms kept in Rust: ±12.5 %).
+ */
+function stats(ex) {
+  ex._flush();
+  const c = ex._native.counts();
+  const st = ex._native.stats();
+  return {
+    counts: {
+      submitted: c.submitted,
+      queued: c.queued,
+      running: c.running,
+      completed: c.completed,
+      failed: c.failed,
+      cancelled: c.cancelled,
+    },
+    throughput: { lastMinute: st.lastMinute, perSecond: Math.round((st.lastMinute / 60) * 100) / 100 },
+    agents: st.agents.map((a) => ({ agent: ex._agentNames[a.key], queueWait: a.wait, runTime: a.run })),
+  };
+}
+
+module.exports = { statusObject, findRecord, executionStatus, queueStatus, activeExecutions, executorStatus, stats };

@@ -1,0 +1,75 @@
+'use strict';
+
+// Shutting an executor down: `'cancel'` (default) cancels the queue and lets running agents
+// finish; `'drain'` runs the queue to the end. After `timeoutMs`, whatever still runs is
+// aborted and cancelled (the core's shutdown timer calls `forceShutdown`).
+
+const { shutdownError } = require('./errors.js');
+const { extId } = require('./record.js');
+const { shutdownOptions } = require('./options.js');
+
+function shutdown(ex, options) {
+  if (ex._shutdownPromise !== null) return ex._shutdownPromise;
+  let mode;
+  let timeoutMs;
+  try {
+    ({ mode, timeoutMs } = shutdownOptions(options));
+  } catch (err) {
+    return Promise.reject(err);
+  }
+  ex._flush();
+  ex._closing = true;
+  ex._shutdownPromise = new Promise((resolve) => {
+    ex._shutdownResolve = resolve;
+  });
+  const c = ex._native.counts();
+  ex._emit('shutting-down', { running: c.running, queued: c.queued, mode, timeoutMs });
+  const cancelled = ex._native.close(mode === 'cancel');
+  // Delivered in order: an execution whose submission is still being answered (shutdown()
+  // called from a listener or callback) is cancelled after that answer.
+  ex._deliver(() => {
+    for (const id of cancelled) {
+      const rec = ex._records.get(id);
+      if (rec !== undefined && !rec.done) ex._end(rec, 'cancelled', shutdownError(extId(id), rec.agent));
+    }
+    if (ex._native.isIdle()) finishShutdown(ex, false);
+    else if (timeoutMs !== undefined) ex._native.armShutdownTimer(timeoutMs);
+  });
+  return ex._shutdownPromise;
+}
+
+/** The shutdown deadline passed: abort and cancel whatever still runs. */
+function forceShutdown(ex) {
+  if (ex._shutdownDone) return;
+  ex._flush();
+  for (const id of ex._native.abortAll()) {
+    const rec = ex._records.get(id);
+    if (rec === undefined || rec.done) continue;
+    const err = shutdownError(extId(id), rec.agent);
+    rec.value = err;
+    ex._abort(rec, err);
+    ex._end(rec, 'cancelled', err);
+  }
+  ex._deferred = [];
+  finishShutdown(ex, true);
+}
+
+function finishShutdown(ex, forced) {
+  if (ex._shutdownDone) return;
+  ex._shutdownDone = true;
+  ex._release();
+  ex._stopMonitor();
+  const c = ex._native.counts();
+  ex._native.dispose();
+  ex._collectEvicted();
+  ex._emit('shutdown-complete', {
+    forced,
+    completed: c.completed,
+    failed: c.failed,
+    cancelled: c.cancelled,
+    timestamp: Date.now(),
+  });
+  ex._shutdownResolve();
+}
+
+module.exports = { shutdown, forceShutdown, finishShutdown };

@@ -1,0 +1,124 @@
+//! Every code that crosses the JS/Rust boundary, in one table.
+//!
+//! `npm run generate` writes `lib/protocol.js` from this file and `npm test` fails when that
+//! file is stale, so JS never spells one of these numbers by hand. The generator reads only
+//! `pub const NAME: type = value;` items (integers, and arrays of strings) with their `///`
+//! comments; keep every item on one line in that shape.
+
+// ----- batches (`NativeExecutor.sync`) -----------------------------------------------------
+
+/// Numbers per operation in a batch buffer.
+pub const OP_WIDTH: u32 = 4;
+/// Operations a batch buffer holds.
+pub const BATCH_CAPACITY: u32 = 512;
+/// `[OP_SUBMIT, mode | agentKey << SUBMIT_KEY_SHIFT, priority, timeoutMs]`; the answer in slot 1 is the id, positive when it started at once, negative when queued.
+pub const OP_SUBMIT: u32 = 1;
+/// `[OP_SETTLE_OK, id, -, attempt]`; the answer in slot 2 is the id started in the freed slot (0: none), in slot 3 `RETRY_NONE`.
+pub const OP_SETTLE_OK: u32 = 2;
+/// `[OP_SETTLE_FAILED, id, -, attempt]`; answers as `OP_SETTLE_OK`, slot 3 holds the retry delay (ms) when the execution now waits for its next attempt.
+pub const OP_SETTLE_FAILED: u32 = 3;
+/// Bits of the packed submit field that hold the mode; the agent key is above them.
+pub const SUBMIT_KEY_SHIFT: u32 = 3;
+/// A settle or timeout answer: the execution does not wait for a retry.
+pub const RETRY_NONE: i32 = -1;
+/// `sync` returns `evicted * SYNC_EVICTED_STEP + (idle ? SYNC_IDLE : 0)`.
+pub const SYNC_IDLE: u32 = 1;
+/// See `SYNC_IDLE`.
+pub const SYNC_EVICTED_STEP: u32 = 2;
+/// Room for the ids retention drops during one `sync`.
+pub const EVICT_CAPACITY: u32 = 1024;
+
+// ----- modes ---------------------------------------------------------------------------------
+
+/// `fireAndForget`.
+pub const MODE_FIRE: u32 = 0;
+/// `executeWithCallback`.
+pub const MODE_CALLBACK: u32 = 1;
+/// `executeWatched`: periodic progress updates.
+pub const MODE_WATCHED: u32 = 2;
+/// `execute`.
+pub const MODE_EXECUTE: u32 = 3;
+/// One execution of `executeMultiple`.
+pub const MODE_AGGREGATE: u32 = 4;
+/// Mode names, by mode number.
+pub const MODE_NAMES: [&str; 5] = ["fire-and-forget", "async-callback", "watched", "execute", "aggregate"];
+
+// ----- statuses ------------------------------------------------------------------------------
+
+/// Waiting in the queue.
+pub const STATUS_QUEUED: u32 = 0;
+/// An attempt holds a slot and its agent runs.
+pub const STATUS_RUNNING: u32 = 1;
+/// Ended with the agent's value.
+pub const STATUS_COMPLETED: u32 = 2;
+/// Ended with an error (the agent's, or a timeout).
+pub const STATUS_FAILED: u32 = 3;
+/// Ended by a cancel or a shutdown.
+pub const STATUS_CANCELLED: u32 = 4;
+/// Between a failed attempt and its retry; shown as "queued".
+pub const STATUS_WAITING: u32 = 5;
+/// Status names users see, by status number.
+pub const STATUS_NAMES: [&str; 6] = ["queued", "running", "completed", "failed", "cancelled", "queued"];
+/// `cancel` and `statusOf`: no such execution (or no longer retained).
+pub const NOT_FOUND: i32 = -1;
+
+// ----- timers (`[kind, id, kind, id, ...]` to the timer callback) ------------------------------
+
+/// An execution's timeout.
+pub const TIMER_TIMEOUT: u32 = 1;
+/// A watched execution's periodic progress update.
+pub const TIMER_PROGRESS: u32 = 2;
+/// End of the grace period of a cancelled or timed-out execution's slot.
+pub const TIMER_GRACE: u32 = 3;
+/// Retention sweep (id 0).
+pub const TIMER_SWEEP: u32 = 4;
+/// Shutdown deadline (id 0).
+pub const TIMER_SHUTDOWN: u32 = 5;
+/// End of the delay before an execution's next attempt.
+pub const TIMER_RETRY: u32 = 6;
+/// `timeout` answer: the firing was stale (nothing timed out).
+pub const TIMEOUT_STALE: i32 = -2;
+
+// ----- retries -------------------------------------------------------------------------------
+
+/// The same delay before every retry.
+pub const BACKOFF_FIXED: u32 = 0;
+/// The delay doubles per attempt, with equal jitter (half fixed, half random).
+pub const BACKOFF_EXPONENTIAL: u32 = 1;
+/// Most retries an execution may ask for.
+pub const MAX_RETRIES: u32 = 1000;
+/// Longest delay or timeout, in ms (what a JS timer can hold: ~24.8 days).
+pub const MAX_DELAY_MS: u32 = 2147483647;
+
+// ----- throttling (`observeSample`) ------------------------------------------------------------
+
+/// No change.
+pub const THROTTLE_UNCHANGED: u32 = 0;
+/// A throttling episode began: new starts are limited to `minConcurrentAgents`.
+pub const THROTTLE_BEGAN: u32 = 1;
+/// The episode ended.
+pub const THROTTLE_ENDED: u32 = 2;
+
+// ----- statistics ------------------------------------------------------------------------------
+
+/// Distinct agent keys with their own statistics; later agents share key 0 ("other").
+pub const MAX_AGENT_KEYS: u32 = 4096;
+
+// ----- command agents --------------------------------------------------------------------------
+
+/// No progress from the output.
+pub const PROGRESS_OFF: u32 = 0;
+/// Stdout lines go to JS, which matches them with the spec's RegExp.
+pub const PROGRESS_REGEXP: u32 = 1;
+/// Stdout lines are parsed as JSON in Rust (`{"progress": n}`).
+pub const PROGRESS_JSON: u32 = 2;
+/// Event: output lines of one stream.
+pub const EVENT_LINES: u32 = 1;
+/// Event: a progress value.
+pub const EVENT_PROGRESS: u32 = 2;
+/// Event: the command's exit (exactly one per command).
+pub const EVENT_EXIT: u32 = 3;
+/// Stream of an `EVENT_LINES` event.
+pub const STREAM_STDOUT: u32 = 1;
+/// See `STREAM_STDOUT`.
+pub const STREAM_STDERR: u32 = 2;
