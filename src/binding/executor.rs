@@ -309,6 +309,14 @@ impl NativeExecutor {
     self.keep_alive.set(env, !self.sched.is_idle());
   }
 
+  /// One state change of the scheduler at the current time, bracketed by `begin` and `after`.
+  fn change<R>(&mut self, env: &Env, f: impl FnOnce(&mut Scheduler, f64) -> R) -> R {
+    let now = self.begin();
+    let r = f(&mut self.sched, now);
+    self.after(env);
+    r
+  }
+
   /// The hot path: applies a batch of submissions and settlements recorded by the wrapper in
   /// `io`, `OP_WIDTH` numbers per operation, in the order they happened, and writes each
   /// answer back in place. One call per batch instead of one per operation: a napi call costs
@@ -381,10 +389,10 @@ impl NativeExecutor {
   /// a terminal status means it had already finished and nothing changed.
   #[napi(catch_unwind)]
   pub fn cancel(&mut self, env: Env, id: f64) -> i32 {
-    let now = self.begin();
-    let r = self.sched.cancel(to_id(id), now).map_or(NOT_FOUND, |s| s.code());
+    let r = self
+      .change(&env, |s, now| s.cancel(to_id(id), now))
+      .map_or(NOT_FOUND, |s| s.code());
     tracing::debug!(id, before = r, "cancel");
-    self.after(&env);
     r
   }
 
@@ -393,14 +401,12 @@ impl NativeExecutor {
   /// execution's next attempt.
   #[napi(catch_unwind)]
   pub fn timeout(&mut self, env: Env, id: f64) -> f64 {
-    let now = self.begin();
-    let r = match self.sched.timeout(to_id(id), now) {
+    let r = match self.change(&env, |s, now| s.timeout(to_id(id), now)) {
       TimedOut::Stale => f64::from(TIMEOUT_STALE),
       TimedOut::Failed => f64::from(RETRY_NONE),
       TimedOut::Retry(ms) => ms,
     };
     tracing::debug!(id, outcome = r, "timeout fired");
-    self.after(&env);
     r
   }
 
@@ -421,36 +427,26 @@ impl NativeExecutor {
   /// The agent of `id` is called only now (a deferred start): its timeout restarts.
   #[napi(catch_unwind)]
   pub fn restart_timeout(&mut self, env: Env, id: f64) {
-    let now = self.begin();
-    self.sched.restart_timeout(to_id(id), now);
-    self.after(&env);
+    self.change(&env, |s, now| s.restart_timeout(to_id(id), now));
   }
 
   /// The retry delay of `id` ended: its next attempt is queued. Returns what started.
   #[napi(catch_unwind)]
   pub fn retry_due(&mut self, env: Env, id: f64) -> Vec<f64> {
-    let now = self.begin();
-    let r = self.sched.retry_due(to_id(id), now);
-    self.after(&env);
-    ids(r)
+    ids(self.change(&env, |s, now| s.retry_due(to_id(id), now)))
   }
 
   #[napi(catch_unwind)]
   pub fn grace_expired(&mut self, env: Env, id: f64) -> Vec<f64> {
-    let now = self.begin();
-    let r = self.sched.grace_expired(to_id(id), now);
+    let r = self.change(&env, |s, now| s.grace_expired(to_id(id), now));
     tracing::debug!(id, started = r.len(), "grace period over, slot freed");
-    self.after(&env);
     ids(r)
   }
 
   /// Starts whatever the limits allow now.
   #[napi(catch_unwind)]
   pub fn pump(&mut self, env: Env) -> Vec<f64> {
-    let now = self.begin();
-    let r = self.sched.pump(now);
-    self.after(&env);
-    ids(r)
+    ids(self.change(&env, |s, now| s.pump(now)))
   }
 
   #[napi(catch_unwind)]
@@ -461,27 +457,20 @@ impl NativeExecutor {
   /// A watched execution's tick: re-arms it and returns true while the execution is active.
   #[napi(catch_unwind)]
   pub fn progress_tick(&mut self, env: Env, id: f64) -> bool {
-    let now = self.begin();
-    let r = self.sched.progress_tick(to_id(id), now);
-    self.after(&env);
-    r
+    self.change(&env, |s, now| s.progress_tick(to_id(id), now))
   }
 
   #[napi(catch_unwind)]
   pub fn set_concurrency(&mut self, env: Env, n: u32) -> Vec<f64> {
-    let now = self.begin();
-    let r = self.sched.set_concurrency(n, now);
+    let r = self.change(&env, |s, now| s.set_concurrency(n, now));
     tracing::debug!(limit = n, started = r.len(), "concurrency changed");
-    self.after(&env);
     ids(r)
   }
 
   #[napi(catch_unwind)]
   pub fn set_paused(&mut self, env: Env, paused: bool) -> Vec<f64> {
-    let now = self.begin();
-    let r = self.sched.set_paused(paused, now);
+    let r = self.change(&env, |s, now| s.set_paused(paused, now));
     tracing::debug!(paused, started = r.len(), "pause state changed");
-    self.after(&env);
     ids(r)
   }
 
@@ -489,49 +478,34 @@ impl NativeExecutor {
   /// `started` lists what the end of an episode let start.
   #[napi(catch_unwind)]
   pub fn observe_sample(&mut self, env: Env, exceeded: bool) -> Observed {
-    let now = self.begin();
-    let r = match self.throttle.observe(exceeded) {
-      None => Observed {
+    let Some(t) = self.throttle.observe(exceeded) else {
+      return Observed {
         transition: THROTTLE_UNCHANGED,
         started: Vec::new(),
-      },
-      Some(Transition::Began) => {
-        tracing::debug!("throttling: new starts limited to minConcurrentAgents");
-        Observed {
-          transition: THROTTLE_BEGAN,
-          started: ids(self.sched.set_throttled(true, now)),
-        }
-      }
-      Some(Transition::Ended) => {
-        let started = ids(self.sched.set_throttled(false, now));
-        tracing::debug!(started = started.len(), "throttle lifted");
-        Observed {
-          transition: THROTTLE_ENDED,
-          started,
-        }
-      }
+      };
     };
-    self.after(&env);
-    r
+    let began = t == Transition::Began;
+    let started = ids(self.change(&env, |s, now| s.set_throttled(began, now)));
+    tracing::debug!(began, started = started.len(), "throttling changed");
+    Observed {
+      transition: if began { THROTTLE_BEGAN } else { THROTTLE_ENDED },
+      started,
+    }
   }
 
   /// Stops accepting work; with `cancel_queued`, cancels the queue and returns those ids.
   #[napi(catch_unwind)]
   pub fn close(&mut self, env: Env, cancel_queued: bool) -> Vec<f64> {
-    let now = self.begin();
-    let r = self.sched.close(cancel_queued, now);
+    let r = self.change(&env, |s, now| s.close(cancel_queued, now));
     tracing::debug!(cancel_queued, cancelled = r.len(), "closed");
-    self.after(&env);
     ids(r)
   }
 
   /// Cancels everything queued and running and frees every slot (forced shutdown).
   #[napi(catch_unwind)]
   pub fn abort_all(&mut self, env: Env) -> Vec<f64> {
-    let now = self.begin();
-    let r = self.sched.abort_all(now);
+    let r = self.change(&env, |s, now| s.abort_all(now));
     tracing::debug!(cancelled = r.len(), "forced shutdown");
-    self.after(&env);
     ids(r)
   }
 
@@ -551,9 +525,7 @@ impl NativeExecutor {
   /// The retention sweep timer fired.
   #[napi(catch_unwind)]
   pub fn sweep(&mut self, env: Env) {
-    let now = self.begin();
-    self.sched.sweep(now);
-    self.after(&env);
+    self.change(&env, |s, now| s.sweep(now));
   }
 
   /// Ids dropped from retention since the last call (their JS values can go).
