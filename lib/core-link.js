@@ -181,7 +181,7 @@ class CoreLink extends EventEmitter {
     // `| 0` while it fits: an id that reached the record as a boxed double (say, re-read after
     // a deoptimisation) would turn its `id` field into a double field for good.
     rec.id = id <= 0x3fffffff ? id | 0 : id;
-    this._records.add(rec);
+    this._records.add(id, rec);
     const x = rec.x;
     if (x !== null && x.retry !== null) {
       this._native.setRetryPolicy(id, x.retry.retries, x.retry.retryDelayMs, backoffCode(x.retry.backoff));

@@ -174,8 +174,9 @@ class RecordTable {
     return i >= 0 && i < this.slots.length ? this.slots[i] : undefined;
   }
 
-  /** Adds the record of the next id. */
-  add(rec) {
+  /** Adds the record of `id`, which must be the next id: the core issues them in sequence. */
+  add(id, rec) {
+    if (id !== this.base + this.slots.length) throw new Error(`record ${id} out of sequence`);
     this.slots.push(rec);
   }
 
