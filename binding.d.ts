@@ -133,6 +133,10 @@ export declare class NativeMonitor {
   stop(): boolean
   /** Takes a sample now (on the calling thread) and records it in the trends. */
   sampleNow(): NativeSample
+  /** The CPU threshold (whole-machine busy percent) samples are checked against. */
+  get cpuThreshold(): number
+  /** The memory threshold (MB) samples are checked against. */
+  get memoryThreshold(): number
   latest(): NativeSample | null
   trends(): NativeTrends
 }

@@ -42,10 +42,20 @@ class ResourceMonitor extends EventEmitter {
     if (options === undefined || options === null) options = {};
     if (!isOptionsObject(options)) throw typeError(`ResourceMonitor: options must be an object, got ${describe(options)}`);
     this.interval = option(options, 'interval', 1000, (v) => Number.isInteger(v) && v >= 1 && v <= MAX_DELAY_MS, 'an integer >= 1');
-    this.cpuThreshold = option(options, 'cpuThreshold', 80, (v) => v > 0 && v <= 100, 'a number, 0 < x <= 100');
-    this.memoryThreshold = option(options, 'memoryThreshold', 2048, (v) => v > 0, 'a number > 0');
-    this._native = new binding.NativeMonitor(this.cpuThreshold, this.memoryThreshold, weakCallback(this, '_onSample'));
+    const cpu = option(options, 'cpuThreshold', 80, (v) => v > 0 && v <= 100, 'a number, 0 < x <= 100');
+    const memory = option(options, 'memoryThreshold', 2048, (v) => v > 0, 'a number > 0');
+    this._native = new binding.NativeMonitor(cpu, memory, weakCallback(this, '_onSample'));
     this._stopped = true;
+  }
+
+  /** Whole-machine busy percent above which a sample is `exceeded` (held by the native sampler). */
+  get cpuThreshold() {
+    return this._native.cpuThreshold;
+  }
+
+  /** MB resident in this process and its children above which a sample is `exceeded`. */
+  get memoryThreshold() {
+    return this._native.memoryThreshold;
   }
 
   get running() {

@@ -185,6 +185,18 @@ impl NativeMonitor {
     }
   }
 
+  /// The CPU threshold (whole-machine busy percent) samples are checked against.
+  #[napi(getter, catch_unwind)]
+  pub fn cpu_threshold(&self) -> f64 {
+    lock(&self.shared).thresholds.cpu
+  }
+
+  /// The memory threshold (MB) samples are checked against.
+  #[napi(getter, catch_unwind)]
+  pub fn memory_threshold(&self) -> f64 {
+    lock(&self.shared).thresholds.memory
+  }
+
   #[napi(catch_unwind)]
   pub fn latest(&self) -> Option<NativeSample> {
     let shared = lock(&self.shared);
