@@ -1,4 +1,4 @@
-// Benchmark of bmad-background-executor against its peers (issue 4).
+// Benchmark of bmad-background-executor against its peers.
 //
 // One invocation measures every system side by side on the same machine state:
 //   this       BackgroundExecutor({ maxConcurrentAgents: 64 }), bg.execute(name, task, { i, priority })

@@ -1,4 +1,4 @@
-// Command agents against a JS agent that uses child_process, in one process run (issue 6).
+// Command agents against a JS agent that uses child_process, in one process run.
 //
 //   node bench/commands.mjs [--n 200] [--rounds 5] [--heap-mb 0]
 //

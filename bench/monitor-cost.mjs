@@ -1,4 +1,4 @@
-// What the resource monitor's sampling costs in CPU time (contract §8; goal: < 0.5 % of one
+// What the resource monitor's sampling costs in CPU time (goal: < 0.5 % of one
 // core at the default 1 s interval).
 //
 // Each configuration runs in its own child process that loads the addon, creates a

@@ -1,4 +1,4 @@
-// Soak test (issue 5, point 5): is memory flat over millions of executions?
+// Soak test: is memory flat over millions of executions?
 //
 // Runs TOTAL executions (default 2,000,000) through every mode — fireAndForget,
 // executeWithCallback, executeWatched, execute, executeMultiple — with retention on at its

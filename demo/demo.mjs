@@ -198,7 +198,7 @@ try {
 async function main() {
   await bg.initialize();
   // Note: the monitor's very first reading is the machine's CPU average since boot, not over a
-  // recent interval as contract §8 says; the readings after it cover the last interval.
+  // recent interval; the readings after it cover the last interval.
   const r0 = bg.resourceMonitor.getStatus();
   log('resources', `CPU ${r0.cpu.toFixed(1)}%, memory ${r0.memory.toFixed(1)} MB, free ${r0.free_memory} MB of ${r0.total_memory} MB`);
 
