@@ -1,39 +1,33 @@
-// executeMultiple (contract §7).
+// executeMultiple.
 import assert from 'node:assert/strict';
-import BackgroundExecutor from '../index.mjs';
-import { test, exitIfWorkLeftBehind, sleep } from './helpers.mjs';
+import { test, exitIfWorkLeftBehind, makeExecutor, sleep } from './helpers.mjs';
 
 exitIfWorkLeftBehind();
 
-function makeExecutor(extra = {}) {
-  return new BackgroundExecutor({
-    throttleIfExceeded: false,
-    agents: {
-      a100: async (task) => {
-        await sleep(100);
-        return { agent: 'a100', task };
-      },
-      a200: async (task) => {
-        await sleep(200);
-        return { agent: 'a200', task };
-      },
-      a300: async (task) => {
-        await sleep(300);
-        return { agent: 'a300', task };
-      },
-      fail: async () => {
-        await sleep(50);
-        throw new Error('agent exploded');
-      },
-      same: async () => 'same-answer',
-      other: async () => 'other-answer',
-    },
-    ...extra,
-  });
-}
+// The agents most tests here use: makeExecutor({ agents: AGENTS }).
+const AGENTS = {
+  a100: async (task) => {
+    await sleep(100);
+    return { agent: 'a100', task };
+  },
+  a200: async (task) => {
+    await sleep(200);
+    return { agent: 'a200', task };
+  },
+  a300: async (task) => {
+    await sleep(300);
+    return { agent: 'a300', task };
+  },
+  fail: async () => {
+    await sleep(50);
+    throw new Error('agent exploded');
+  },
+  same: async () => 'same-answer',
+  other: async () => 'other-answer',
+};
 
 test('executeMultiple waits for every agent and returns results in input order', async () => {
-  const bg = makeExecutor();
+  const bg = makeExecutor({ agents: AGENTS });
   try {
     const t0 = Date.now();
     const out = await bg.executeMultiple(['a300', 'a100', 'a200'], 'validate', { artifact: 'prd.md' });
@@ -74,7 +68,7 @@ test('executeMultiple waits for every agent and returns results in input order',
 });
 
 test('agents run concurrently (subject to maxConcurrentAgents)', async () => {
-  const bg = makeExecutor();
+  const bg = makeExecutor({ agents: AGENTS });
   try {
     const t0 = Date.now();
     await bg.executeMultiple(['a300', 'a300', 'a300'], 't');
@@ -83,7 +77,7 @@ test('agents run concurrently (subject to maxConcurrentAgents)', async () => {
   } finally {
     await bg.shutdown();
   }
-  const bg1 = makeExecutor({ maxConcurrentAgents: 1 });
+  const bg1 = makeExecutor({ agents: AGENTS, maxConcurrentAgents: 1 });
   try {
     const t0 = Date.now();
     const out = await bg1.executeMultiple(['a100', 'a100', 'a100'], 't');
@@ -96,7 +90,7 @@ test('agents run concurrently (subject to maxConcurrentAgents)', async () => {
 });
 
 test('a failing agent is counted as failed; the slow one is still waited for', async () => {
-  const bg = makeExecutor();
+  const bg = makeExecutor({ agents: AGENTS });
   try {
     const t0 = Date.now();
     const out = await bg.executeMultiple(['a100', 'fail', 'a300'], 'x');
@@ -131,7 +125,7 @@ test('a failing agent is counted as failed; the slow one is still waited for', a
 });
 
 test('an unknown agent fails with ERR_AGENT_NOT_FOUND inside the aggregation', async () => {
-  const bg = makeExecutor();
+  const bg = makeExecutor({ agents: AGENTS });
   try {
     const out = await bg.executeMultiple(['a100', 'nobody-here'], 'x');
     assert.equal(out.results[1].status, 'failed');
@@ -144,7 +138,7 @@ test('an unknown agent fails with ERR_AGENT_NOT_FOUND inside the aggregation', a
 });
 
 test('report arithmetic: total, successful, failed, success_rate, total/average duration, timestamp', async () => {
-  const bg = makeExecutor();
+  const bg = makeExecutor({ agents: AGENTS });
   try {
     const before = Date.now();
     const out = await bg.executeMultiple(['a100', 'a200', 'fail', 'a300'], 'x');
@@ -181,7 +175,7 @@ test('report arithmetic: total, successful, failed, success_rate, total/average 
 });
 
 test('options.consistencyCheck: receives results, may return false, an object, or throw', async () => {
-  const bg = makeExecutor();
+  const bg = makeExecutor({ agents: AGENTS });
   try {
     let seen;
     const ok = await bg.executeMultiple(['same', 'same'], 'x', {
@@ -238,7 +232,7 @@ test('options.consistencyCheck: receives results, may return false, an object, o
 });
 
 test('empty and non-array agents reject with TypeError ERR_INVALID_ARG and submit nothing', async () => {
-  const bg = makeExecutor();
+  const bg = makeExecutor({ agents: AGENTS });
   try {
     for (const bad of [[], 'a100', undefined, null, 42, { 0: 'a100', length: 1 }, new Set(['a100'])]) {
       const p = bg.executeMultiple(bad, 'x');
@@ -261,7 +255,7 @@ test('empty and non-array agents reject with TypeError ERR_INVALID_ARG and submi
 });
 
 test('events aggregation-started and aggregation-completed carry their payloads', async () => {
-  const bg = makeExecutor();
+  const bg = makeExecutor({ agents: AGENTS });
   try {
     const events = [];
     bg.on('aggregation-started', (d) => events.push(['started', d, Date.now()]));

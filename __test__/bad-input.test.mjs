@@ -1,4 +1,4 @@
-// Bad input, systematically (issue 5, point 3; contract §2, §11). Every public method and
+// Bad input, systematically. Every public method and
 // every config key is fed wrong types, NaN, ±Infinity, negative and huge numbers (1e300,
 // 2**53), non-integers, empty strings, Symbols, BigInts, boxed primitives, arrays, functions,
 // revoked Proxies, throwing getters, circular objects and the names of Object.prototype.
@@ -10,7 +10,7 @@
 // method and argument share a subtest that lists every failing row, so one bug shows up as
 // one precise list instead of hiding the rows after it.
 //
-// Decisions this file pins down where the contract leaves room:
+// Decisions this file pins down:
 // - A getter (or Proxy trap) that throws while the executor reads the options: the call
 //   rejects with that very error (not synchronously) and nothing is submitted.
 // - Options are read once, in the call: changing or revoking them afterwards changes nothing.
@@ -22,7 +22,7 @@
 import assert from 'node:assert/strict';
 import { after } from 'node:test';
 import BackgroundExecutor, { ResourceMonitor } from '../index.mjs';
-import { test, exitIfWorkLeftBehind, gate, sleep, waitUntil } from './helpers.mjs';
+import { test, exitIfWorkLeftBehind, makeExecutor, gate, sleep, waitUntil } from './helpers.mjs';
 
 exitIfWorkLeftBehind();
 
@@ -98,7 +98,7 @@ function errText(err) {
   }
 }
 
-/** How a bad value must appear in a config or monitor message (contract §2: key and value). */
+/** How a bad value must appear in a config or monitor message (key and value). */
 function rendered(value) {
   if (typeof value === 'number') return Object.is(value, -0) ? null : String(value);
   if (typeof value === 'bigint') return `${value}n`;
@@ -262,10 +262,6 @@ const AGENTS = {
   },
 };
 
-function newExecutor(extra = {}) {
-  return new BackgroundExecutor({ throttleIfExceeded: false, agents: { ...AGENTS }, ...extra });
-}
-
 /** The executor still runs a good execution, and nothing is left half done. */
 async function stillWorks(bg, label) {
   const r = await within(bg.execute('ok', 'after'));
@@ -276,7 +272,7 @@ async function stillWorks(bg, label) {
 
 /** Runs `fn(bg)` with a fresh executor, checks it still works at the end, shuts it down. */
 async function withExecutor(extra, fn) {
-  const bg = newExecutor(extra);
+  const bg = makeExecutor({ agents: { ...AGENTS }, ...extra });
   try {
     await fn(bg);
     await stillWorks(bg, 'end of test');
@@ -389,7 +385,7 @@ const CONFIG_ROWS = [];
 }
 
 test('config: every key rejects wrong types, NaN, ±Infinity, negative, huge and non-integer values (coded, naming key and value)', async () => {
-  const good = newExecutor();
+  const good = makeExecutor({ agents: { ...AGENTS } });
   try {
     await rows(
       CONFIG_ROWS,
@@ -418,7 +414,7 @@ test('config: non-object configs (strings, numbers, Symbols, BigInts, arrays, fu
       assertCoded(err, { Ctor: TypeError, code: 'ERR_INVALID_ARG', names: 'config' }, label);
     },
   );
-  const bg = newExecutor();
+  const bg = makeExecutor({ agents: { ...AGENTS } });
   await stillWorks(bg, 'after the bad configs');
   await bg.shutdown();
 });
@@ -898,7 +894,7 @@ test('circular options, config, agents and priority levels neither hang nor cras
   agents.self = agents;
   assertCoded(await thrownBy(() => new BackgroundExecutor({ agents }), 'circular agents'), { Ctor: TypeError, code: 'ERR_INVALID_ARG', names: 'agents.self' }, 'circular agents');
   // shutdown with a circular options object
-  const last = newExecutor();
+  const last = makeExecutor({ agents: { ...AGENTS } });
   const opts = { mode: 'drain' };
   opts.self = opts;
   assert.equal(await resolutionOf(() => last.shutdown(opts), 'shutdown(circular)'), undefined);

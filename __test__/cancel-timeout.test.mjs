@@ -1,6 +1,6 @@
-// Cancellation, AbortSignals, timeouts and the cancel grace slot rule (contract §3, §5, §9).
+// Cancellation, AbortSignals, timeouts and the cancel grace slot rule.
 import assert from 'node:assert/strict';
-import { test, shutDownAfterEach, sleep, gate, waitUntil, settleOf, terminalEvents, assertOneTerminal } from './helpers.mjs';
+import { test, shutDownAfterEach, blockedExecutor, sleep, gate, waitUntil, settleOf, terminalEvents, assertOneTerminal } from './helpers.mjs';
 
 // Executors made with create() are shut down after each test, even a failed one.
 const create = shutDownAfterEach();
@@ -20,18 +20,7 @@ function honouring(delayMs = 0, onStart) {
 // ----- cancelling queued executions -------------------------------------------------------
 
 test('cancelling a queued execution: status cancelled, event, callback error, execute() rejection, never starts', async () => {
-  const blocker = gate();
-  const started = [];
-  const bg = create({
-    maxConcurrentAgents: 1,
-    agents: {
-      blocker: () => blocker.promise,
-      rec: (task) => {
-        started.push(task);
-        return task;
-      },
-    },
-  });
+  const { bg, blocker, started } = blockedExecutor(create);
   const events = terminalEvents(bg);
   const cancelledEvents = [];
   bg.on('execution-cancelled', (e) => cancelledEvents.push(e));
@@ -306,12 +295,7 @@ test('cancelExecution on unknown and finished executions', async () => {
 // ----- options.signal -------------------------------------------------------------------------
 
 test('options.signal: aborting a queued execution cancels it; it never starts', async () => {
-  const blocker = gate();
-  const started = [];
-  const bg = create({
-    maxConcurrentAgents: 1,
-    agents: { blocker: () => blocker.promise, rec: (t) => started.push(t) },
-  });
+  const { bg, blocker, started } = blockedExecutor(create);
   const events = terminalEvents(bg);
   await bg.fireAndForget('blocker', 'b');
   const ac1 = new AbortController();

@@ -1,4 +1,4 @@
-// Chaos test (issue 5, point 2): over 50,000 executions through every mode (fireAndForget,
+// Chaos test: over 50,000 executions through every mode (fireAndForget,
 // executeWithCallback, executeWatched, execute, executeMultiple), six executors in pairs, with a
 // seeded random mix of agents that return, throw synchronously, reject with Errors and
 // non-Errors (undefined, null, strings, plain objects), never settle (and time out), ignore or

@@ -1,4 +1,4 @@
-// Command agents and the life of the Node.js process (issue 6), in child scripts:
+// Command agents and the life of the Node.js process, in child scripts:
 // - a script that only runs commands stays up while they run and exits by itself right after;
 // - after a cancel or a forced shutdown, a command still being terminated keeps Node.js up
 //   until its group is gone (it gets its grace period), and no longer;
@@ -11,21 +11,11 @@
 // Dead processes: in this container PID 1 may not reap orphans, so a killed process can stay a
 // zombie; a pid counts as dead when /proc/<pid>/stat is gone or its state is 'Z'.
 import assert from 'node:assert/strict';
-import { mkdtempSync, existsSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { test, exitIfWorkLeftBehind, waitUntil, runScript, isAlive as alive } from './helpers.mjs';
-
-// Child scripts import this checkout's entry point (wherever the clone is).
-const ENTRY = new URL('../index.mjs', import.meta.url).href;
+import { test, exitIfWorkLeftBehind, waitUntil, runScript, isAlive as alive, ENTRY, tempDir } from './helpers.mjs';
 
 exitIfWorkLeftBehind();
-
-function tempDir(t) {
-  const dir = mkdtempSync(join(tmpdir(), 'bmad-bg-cmd-life-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
 
 /** Runs `source` and notes when each stdout line arrived (Date.now()). */
 async function runTimed(source, options = {}) {
@@ -44,7 +34,7 @@ const bg = new BackgroundExecutor({ throttleIfExceeded: false });
 `;
 
 test('a script that only runs commands stays alive while they run and exits by itself right after', async (t) => {
-  const dir = tempDir(t);
+  const dir = tempDir(t, 'bmad-bg-cmd-life-');
   const touched = join(dir, 'touched');
   const r = await runTimed(
     HEADER +
@@ -87,7 +77,7 @@ const cleanupSpec = (file) =>
   `{ command: 'sh', args: ['-c', "trap 'sleep 0.4; : > \\"$0\\"; exit 0' TERM; echo ready; while :; do sleep 0.05; done", ${JSON.stringify(file)}], killGraceMs: 5000 }`;
 
 test('after a cancel or a forced shutdown, Node.js stays up while the command cleans up (its grace period), then exits', async (t) => {
-  const dir = tempDir(t);
+  const dir = tempDir(t, 'bmad-bg-cmd-life-');
   const afterCancel = join(dir, 'cleaned-after-cancel');
   const afterShutdown = join(dir, 'cleaned-after-shutdown');
   const readyThen = (body) =>

@@ -1,28 +1,20 @@
-// Command agents under stress and at the edges (issue 6; each test here reproduces a defect a
+// Command agents under stress and at the edges (each test here reproduces a defect a
 // review found, fixed since): output floods, processes that outlive their leader, pid reuse,
 // zombies, stale attempts, worker teardown, environments without pidfd, limits of the spec.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { test, exitIfWorkLeftBehind, shutDownAfterEach, sleep, waitUntil, runScript, isAlive } from './helpers.mjs';
+import { test, exitIfWorkLeftBehind, shutDownAfterEach, unthrottled, sleep, waitUntil, runScript, isAlive, ENTRY, tempDir } from './helpers.mjs';
 
-const ENTRY = new URL('../index.mjs', import.meta.url).href;
 const NODE = process.execPath;
 const MiB = 1024 * 1024;
 
 exitIfWorkLeftBehind();
 const create = shutDownAfterEach();
-const make = (config = {}) => create({ throttleIfExceeded: false, ...config });
+const make = unthrottled(create);
 const rssMb = () => process.memoryUsage().rss / MiB;
-
-function tempDir(t) {
-  const dir = mkdtempSync(join(tmpdir(), 'bmad-bg-cmd-rob-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
 
 // ----- output floods: backpressure, not memory -----------------------------------------------
 
@@ -121,7 +113,7 @@ test('a cancelled command whose leader dies at once ends at once; Node.js does n
 // ----- attempts, workers, kernels without pidfd ------------------------------------------------
 
 test('a spec built asynchronously for an attempt that has ended does not start a process', async (t) => {
-  const dir = tempDir(t);
+  const dir = tempDir(t, 'bmad-bg-cmd-rob-');
   const bg = make({ maxConcurrentAgents: 1, cancelGraceMs: 50 });
   let calls = 0;
   bg.registerCommand('slow-spec', async () => {
@@ -167,7 +159,7 @@ test('without pidfd (old kernels), commands still end after Node.js has spawned 
     gcc = false;
   }
   if (!gcc || process.platform !== 'linux') return t.skip('needs gcc on Linux');
-  const dir = tempDir(t);
+  const dir = tempDir(t, 'bmad-bg-cmd-rob-');
   // A preload that makes pidfd_open fail: tokio falls back to SIGCHLD, which libuv takes over.
   writeFileSync(
     join(dir, 'nopidfd.c'),

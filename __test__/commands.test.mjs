@@ -1,4 +1,4 @@
-// Command agents (issue 6): `bg.registerCommand(name, spec)` runs a program from Rust, without a
+// Command agents: `bg.registerCommand(name, spec)` runs a program from Rust, without a
 // shell, in its own process group. Results and failures, output caps, progress from stdout,
 // cancel / timeout / shutdown of the whole group (a grandchild ignoring SIGTERM included),
 // spawn errors, env / cwd / input, every mode, spec functions, spec validation,
@@ -14,8 +14,8 @@
 //
 // Process lifetime (Node.js staying up / process.exit()) is in commands-lifetime.test.mjs.
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync, existsSync, readFileSync, realpathSync, rmSync, chmodSync } from 'node:fs';
-import { tmpdir, constants as osConstants } from 'node:os';
+import { writeFileSync, existsSync, readFileSync, realpathSync, chmodSync } from 'node:fs';
+import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { ResourceMonitor } from '../index.mjs';
@@ -23,6 +23,7 @@ import {
   test,
   exitIfWorkLeftBehind,
   shutDownAfterEach,
+  unthrottled,
   sleep,
   gate,
   waitUntil,
@@ -30,12 +31,13 @@ import {
   terminalEvents,
   assertOneTerminal,
   isAlive as alive,
+  tempDir,
 } from './helpers.mjs';
 
 exitIfWorkLeftBehind();
 // Executors made with make() are shut down after each test, even a failed one.
 const create = shutDownAfterEach();
-const make = (config = {}) => create({ throttleIfExceeded: false, ...config });
+const make = unthrottled(create);
 
 const NODE = process.execPath;
 const MiB = 1024 * 1024;
@@ -68,8 +70,7 @@ async function deathTimes(pids, timeoutMs = 5000) {
 
 /** A temporary directory of gate and mark files, removed after the test. */
 function gates(t) {
-  const dir = mkdtempSync(join(tmpdir(), 'bmad-bg-cmd-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const dir = tempDir(t, 'bmad-bg-cmd-');
   return {
     dir,
     path: (name) => join(dir, name),

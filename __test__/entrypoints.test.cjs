@@ -1,5 +1,5 @@
 'use strict';
-// CommonJS and ESM entry points (contract §1).
+// CommonJS and ESM entry points.
 const { test: nodeTest } = require('node:test');
 // A hang is a failure, not a stuck run.
 const test = (name, fn) => nodeTest(name, { timeout: 20000 }, fn);
@@ -139,7 +139,7 @@ test('index.d.ts (package.json "types") exists and types the public names', () =
   assert.equal(pkg.name, 'bmad-background-executor');
   assert.equal(pkg.main, 'index.js');
   const typesFile = path.join(root, pkg.types || 'index.d.ts');
-  assert.ok(fs.existsSync(typesFile), `${typesFile} is missing (contract §1: index.d.ts types every public name)`);
+  assert.ok(fs.existsSync(typesFile), `${typesFile} is missing (index.d.ts types every public name)`);
   const dts = fs.readFileSync(typesFile, 'utf8');
   for (const name of ['BackgroundExecutor', 'ResourceMonitor', 'executeMultiple', 'getExecutionStatus', 'shutdown']) {
     assert.ok(dts.includes(name), `index.d.ts does not mention ${name}`);

@@ -1,7 +1,7 @@
-// Configuration validation (contract §2) and errors (§11).
+// Configuration validation and errors.
 import assert from 'node:assert/strict';
 import BackgroundExecutor from '../index.mjs';
-import { test, exitIfWorkLeftBehind, sleep } from './helpers.mjs';
+import { test, exitIfWorkLeftBehind, makeExecutor, sleep } from './helpers.mjs';
 
 exitIfWorkLeftBehind();
 
@@ -125,7 +125,7 @@ test('every key of the config table rejects wrong types, NaN, Infinity, negative
     // also next to valid keys
     assertConfigError({ maxConcurrentAgents: 2, throttleIfExceeded: false, [key]: value }, key, value, Ctor);
   }
-  assert.equal(keys.size, 13, 'every key of §2 is covered');
+  assert.equal(keys.size, 13, 'every config key is covered');
 });
 
 test('non-object configs throw a TypeError; undefined and null mean defaults', async () => {
@@ -194,22 +194,18 @@ test('ResourceMonitor options are validated too', () => {
 
 // ------------------------------------------------------------------ bad calls
 
-function makeExecutor() {
-  return new BackgroundExecutor({
-    throttleIfExceeded: false,
-    agents: {
-      ok: (task) => `ok:${task}`,
-      slow: (task, options, ctx) =>
-        new Promise((resolve, reject) => {
-          const t = setTimeout(() => resolve('slow'), 5000);
-          ctx.signal.addEventListener('abort', () => {
-            clearTimeout(t);
-            reject(ctx.signal.reason);
-          });
-        }),
-    },
-  });
-}
+// The agents of the bad-call tests: makeExecutor({ agents: AGENTS }).
+const AGENTS = {
+  ok: (task) => `ok:${task}`,
+  slow: (task, options, ctx) =>
+    new Promise((resolve, reject) => {
+      const t = setTimeout(() => resolve('slow'), 5000);
+      ctx.signal.addEventListener('abort', () => {
+        clearTimeout(t);
+        reject(ctx.signal.reason);
+      });
+    }),
+};
 
 /**
  * Calls `fn` (which must not throw synchronously), expects a rejection with `Ctor` and
@@ -265,7 +261,7 @@ const SUBMITTERS = {
 
 for (const [method, submit] of Object.entries(SUBMITTERS)) {
   test(`${method}: bad arguments reject (never throw) with a coded TypeError/RangeError; the next good call works`, async () => {
-    const bg = makeExecutor();
+    const bg = makeExecutor({ agents: AGENTS });
     try {
       for (const agent of BAD_AGENT) {
         const label = `${method}(agent=${typeof agent === 'symbol' ? 'symbol' : JSON.stringify(agent)})`;
@@ -291,7 +287,7 @@ for (const [method, submit] of Object.entries(SUBMITTERS)) {
 }
 
 test('executeWithCallback: a callback that is not a function, null or undefined rejects with TypeError', async () => {
-  const bg = makeExecutor();
+  const bg = makeExecutor({ agents: AGENTS });
   try {
     for (const cb of ['fn', 5, {}, true]) {
       await expectRejection(bg, `callback=${JSON.stringify(cb)}`, () => bg.executeWithCallback('ok', 't', cb), T, 'ERR_INVALID_ARG');
@@ -307,7 +303,7 @@ test('executeWithCallback: a callback that is not a function, null or undefined 
 });
 
 test('executeMultiple: empty / non-array agents and bad consistencyCheck reject with TypeError', async () => {
-  const bg = makeExecutor();
+  const bg = makeExecutor({ agents: AGENTS });
   try {
     for (const agents of [[], 'ok', null, undefined, 5, { length: 1, 0: 'ok' }]) {
       await expectRejection(bg, `executeMultiple(${JSON.stringify(agents)})`, () => bg.executeMultiple(agents, 't'), T, 'ERR_INVALID_ARG');
@@ -320,7 +316,7 @@ test('executeMultiple: empty / non-array agents and bad consistencyCheck reject 
 });
 
 test('cancelExecution / waitFor: non-string ids reject with TypeError; unknown ids resolve as documented', async () => {
-  const bg = makeExecutor();
+  const bg = makeExecutor({ agents: AGENTS });
   try {
     for (const id of [5, null, undefined, {}, ['exec-1']]) {
       await expectRejection(bg, `cancelExecution(${JSON.stringify(id)})`, () => bg.cancelExecution(id), T, 'ERR_INVALID_ARG');
@@ -340,7 +336,7 @@ test('cancelExecution / waitFor: non-string ids reject with TypeError; unknown i
 });
 
 test('unknown priority: RangeError ERR_UNKNOWN_PRIORITY listing the valid names (default and custom levels)', async () => {
-  const bg = makeExecutor();
+  const bg = makeExecutor({ agents: AGENTS });
   try {
     await assert.rejects(bg.fireAndForget('ok', 't', { priority: 'urgent' }), (err) => {
       assert.ok(err instanceof RangeError);
@@ -371,7 +367,7 @@ test('unknown priority: RangeError ERR_UNKNOWN_PRIORITY listing the valid names 
 });
 
 test('registerAgent / unregisterAgent / setConcurrency throw coded TypeError / RangeError', async () => {
-  const bg = makeExecutor();
+  const bg = makeExecutor({ agents: AGENTS });
   try {
     for (const name of ['', 5, null, undefined, {}]) {
       assert.throws(() => bg.registerAgent(name, () => 1), { name: 'TypeError', code: 'ERR_INVALID_ARG' }, `registerAgent(${JSON.stringify(name)})`);
@@ -403,7 +399,7 @@ test('registerAgent / unregisterAgent / setConcurrency throw coded TypeError / R
 });
 
 test('shutdown(): bad options reject and leave the executor working', async () => {
-  const bg = makeExecutor();
+  const bg = makeExecutor({ agents: AGENTS });
   try {
     for (const opts of ['now', 5, { mode: 'nuke' }, { mode: 5 }, { timeoutMs: -1 }, { timeoutMs: 'x' }]) {
       let p;
@@ -422,7 +418,7 @@ test('shutdown(): bad options reject and leave the executor working', async () =
   }
 });
 
-test('every error the package creates carries its code (§11)', async () => {
+test('every error the package creates carries its code', async () => {
   const bg = new BackgroundExecutor({
     throttleIfExceeded: false,
     agents: {

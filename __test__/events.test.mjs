@@ -1,4 +1,4 @@
-// Events (contract §9) and their payloads.
+// Events and their payloads.
 import assert from 'node:assert/strict';
 import BackgroundExecutor from '../index.mjs';
 import { test, exitIfWorkLeftBehind, makeExecutor, sleep, deferred, waitUntil } from './helpers.mjs';

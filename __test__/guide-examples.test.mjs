@@ -4,10 +4,7 @@
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import BackgroundExecutor from '../index.mjs';
-import { test, exitIfWorkLeftBehind, sleep, waitUntil, runScript } from './helpers.mjs';
-
-// Child scripts import this checkout's entry point (wherever the clone is).
-const ENTRY = new URL('../index.mjs', import.meta.url).href;
+import { test, exitIfWorkLeftBehind, sleep, waitUntil, runScript, ENTRY } from './helpers.mjs';
 
 exitIfWorkLeftBehind();
 

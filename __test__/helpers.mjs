@@ -54,6 +54,28 @@ export function makeExecutor(extra = {}) {
   return new BackgroundExecutor({ throttleIfExceeded: false, ...extra });
 }
 
+/** Wraps `create` (from shutDownAfterEach) into `make(config)`, whose executors never throttle. */
+export function unthrottled(create) {
+  return (config = {}) => create({ throttleIfExceeded: false, ...config });
+}
+
+/** `create`s a one-slot executor: agent `blocker` holds the slot until `blocker.open()`, agent `rec` pushes its task to `started` and returns it. */
+export function blockedExecutor(create) {
+  const blocker = gate();
+  const started = [];
+  const bg = create({
+    maxConcurrentAgents: 1,
+    agents: {
+      blocker: () => blocker.promise,
+      rec: (task) => {
+        started.push(task);
+        return task;
+      },
+    },
+  });
+  return { bg, blocker, started };
+}
+
 // ----- time and promises -------------------------------------------------------------------
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -120,6 +142,16 @@ export function assertOneTerminal(byId, ids, name) {
 }
 
 // ----- child processes ---------------------------------------------------------------------
+
+/** This checkout's ES module entry point as a file: URL, for child scripts to import (wherever the clone is). */
+export const ENTRY = new URL('../index.mjs', import.meta.url).href;
+
+/** A new temporary directory (its name starts with `prefix`), removed after the test `t`. */
+export function tempDir(t, prefix = 'bmad-bg-test-') {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
 
 /**
  * Runs `source` as an ES module in a child `node` (from a temporary .mjs file, removed

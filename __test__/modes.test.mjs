@@ -1,5 +1,5 @@
 // Execution modes, results, errors, callbacks, agent resolution, context and progress
-// (contract §3, §4, §9).
+//.
 import assert from 'node:assert/strict';
 import BackgroundExecutor, { BackgroundExecutor as Named } from '../index.mjs';
 import { test, shutDownAfterEach, sleep, gate, waitUntil, settleOf, terminalEvents, assertOneTerminal } from './helpers.mjs';

@@ -1,4 +1,4 @@
-// ResourceMonitor (contract §8) on its own: the status and trends shapes, start/stop,
+// ResourceMonitor on its own: the status and trends shapes, start/stop,
 // check() and threshold-exceeded, that memory counts the processes this process started,
 // that cpu is the load of the last interval (not since boot), and that a running monitor
 // never keeps Node.js alive.

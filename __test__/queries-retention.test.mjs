@@ -1,9 +1,6 @@
-// Queries (contract §6) and retention / memory (§2 resultTtlMs, maxRetainedResults, §6).
+// Queries and retention / memory (resultTtlMs, maxRetainedResults).
 import assert from 'node:assert/strict';
-import { test, exitIfWorkLeftBehind, makeExecutor, sleep, deferred, waitUntil, runScript } from './helpers.mjs';
-
-// Child scripts import this checkout's entry point (wherever the clone is).
-const ENTRY = new URL('../index.mjs', import.meta.url).href;
+import { test, exitIfWorkLeftBehind, makeExecutor, sleep, deferred, waitUntil, runScript, ENTRY } from './helpers.mjs';
 
 exitIfWorkLeftBehind();
 

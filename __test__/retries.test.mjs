@@ -1,4 +1,4 @@
-// Retries (issue 5, point 1): options.retries / retryDelayMs / backoff per execution and as
+// Retries: options.retries / retryDelayMs / backoff per execution and as
 // config defaults; context.attempt; execution-retry events; cancellation and shutdown stop
 // pending retries; a timeout counts as a failed attempt.
 import assert from 'node:assert/strict';

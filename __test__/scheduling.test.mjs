@@ -1,8 +1,8 @@
 // Scheduling: priorities, FIFO, concurrency limit, setConcurrency, pause/resume and
-// event-loop responsiveness (contract §4, §5, §6).
+// event-loop responsiveness.
 import assert from 'node:assert/strict';
 import BackgroundExecutor, { BackgroundExecutor as Named } from '../index.mjs';
-import { test, shutDownAfterEach, sleep, gate, waitUntil } from './helpers.mjs';
+import { test, shutDownAfterEach, blockedExecutor, sleep, gate, waitUntil } from './helpers.mjs';
 
 // Executors made with create() are shut down after each test, even a failed one.
 const create = shutDownAfterEach();
@@ -22,18 +22,7 @@ test('the ESM entry exports one class', () => {
 });
 
 test('queued work starts by priority, then FIFO within a level; getQueueStatus().queue has the same order', async () => {
-  const blocker = gate();
-  const started = [];
-  const bg = create({
-    maxConcurrentAgents: 1,
-    agents: {
-      blocker: () => blocker.promise,
-      rec: (task) => {
-        started.push(task);
-        return task;
-      },
-    },
-  });
+  const { bg, blocker, started } = blockedExecutor(create);
   const blockerRun = bg.execute('blocker', 'b');
   assert.equal(bg.getQueueStatus().running, 1);
 

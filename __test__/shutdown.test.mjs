@@ -1,9 +1,6 @@
-// shutdown() and process lifetime (contract §10).
+// shutdown() and process lifetime.
 import assert from 'node:assert/strict';
-import { test, exitIfWorkLeftBehind, makeExecutor, sleep, deferred, runScript } from './helpers.mjs';
-
-// Child scripts import this checkout's entry point (wherever the clone is).
-const ENTRY = new URL('../index.mjs', import.meta.url).href;
+import { test, exitIfWorkLeftBehind, makeExecutor, sleep, deferred, runScript, ENTRY } from './helpers.mjs';
 
 exitIfWorkLeftBehind();
 

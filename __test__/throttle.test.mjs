@@ -1,4 +1,4 @@
-// Throttling (contract §5, §8) with real resource trips: memory held by a child process an
+// Throttling with real resource trips: memory held by a child process an
 // agent started, and CPU over a tiny maxCpuPercent. While a threshold is exceeded, no start
 // beyond minConcurrentAgents; `queue-throttled` once per episode; `queue-resumed` once, at
 // the first sample back under the thresholds; all work completes.

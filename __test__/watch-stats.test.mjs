@@ -1,4 +1,4 @@
-// watch(), onIdle(), getStats() and the BMAD_BG_LOG diagnostics (issue 7).
+// watch(), onIdle(), getStats() and the BMAD_BG_LOG diagnostics.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';

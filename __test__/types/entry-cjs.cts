@@ -1,4 +1,4 @@
-// The CommonJS entry point as a TypeScript CommonJS consumer sees it (contract §1). At run time
+// The CommonJS entry point as a TypeScript CommonJS consumer sees it. At run time
 // `require('bmad-background-executor')` IS the BackgroundExecutor class, with
 // `.BackgroundExecutor`, `.ResourceMonitor` and `.default` attached (index.js), so all of
 // these forms must type-check. Type-checked only (tsconfig.entry.json).

@@ -1,4 +1,4 @@
-// The ESM entry point as a TypeScript ESM consumer sees it (contract §1):
+// The ESM entry point as a TypeScript ESM consumer sees it:
 //   import BackgroundExecutor, { BackgroundExecutor, ResourceMonitor } from 'bmad-background-executor'
 // At run time index.mjs has a real default export (the class), so the typings must make the
 // default import constructable. Type-checked only (tsconfig.entry.json).
