@@ -457,7 +457,7 @@ async function runChaos(plan, index) {
     },
   };
   for (const [name, body] of Object.entries(agents)) bg.registerAgent(name, instrument(body));
-  // 'ghost' is never registered: ERR_AGENT_NOT_FOUND.
+  // 'ghost' is never registered: refused at submission, or ERR_AGENT_NOT_FOUND in executeMultiple.
 
   // ----- events -----
 
@@ -547,6 +547,25 @@ async function runChaos(plan, index) {
     const key = `${plan.name}-k${++keyCount}`;
     const mode = rng.weighted(MODE_TABLE);
     const kinds = mode === 'multiple' ? Array.from({ length: rng.int(2, 4) }, () => rng.weighted(KIND_TABLE)) : [rng.weighted(KIND_TABLE)];
+    if (mode !== 'multiple' && kinds[0] === 'ghost') {
+      // An agent nobody can run is refused at submission in every single-execution mode:
+      // no id, no callback, no event.
+      const refused =
+        mode === 'fire'
+          ? bg.fireAndForget('ghost', key)
+          : mode === 'watched'
+            ? bg.executeWatched('ghost', key)
+            : mode === 'callback'
+              ? bg.executeWithCallback('ghost', key, () => problem(`${key}: callback of a refused submission`))
+              : bg.execute('ghost', key);
+      refused.then(
+        () => problem(`${key}: ${mode} for an unregistered agent was accepted`),
+        (err) => {
+          if (err?.code !== 'ERR_AGENT_NOT_FOUND') problem(`${key}: ${mode} refused with ${err?.code}`);
+        },
+      );
+      return;
+    }
     const options = makeOptions(kinds);
     const sub = {
       key,

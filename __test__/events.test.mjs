@@ -157,7 +157,10 @@ test('execution-failed { executionId, agent, error: string, errorObject } keeps 
   try {
     await assert.rejects(bg.execute('bad', 't'), (e) => e === boom);
     await assert.rejects(bg.execute('badString', 't'));
-    const { executionId } = await bg.fireAndForget('nobody', 't');
+    // Refused at submission in the single modes; executeMultiple runs it and reports the failure.
+    await assert.rejects(bg.fireAndForget('nobody', 't'), { code: 'ERR_AGENT_NOT_FOUND' });
+    const { results } = await bg.executeMultiple(['nobody'], 't');
+    const executionId = results[0].id;
     await bg.onIdle();
     const failed = rec.of('execution-failed');
     assert.equal(failed.length, 3);
@@ -477,7 +480,9 @@ test('exactly one terminal event per execution over a mixed run of 300; the exec
         id = (await bg.fireAndForget('waitAbort', task, { timeout: 30 })).executionId;
         expected.set(id, 'failed');
       } else if (kind === 8) {
-        id = (await bg.fireAndForget('no-such-agent', task)).executionId;
+        // An unknown agent is refused at submission (no id, no event); a failing one takes its place.
+        await assert.rejects(bg.fireAndForget('no-such-agent', task), { code: 'ERR_AGENT_NOT_FOUND' });
+        id = (await bg.fireAndForget('bad', task)).executionId;
         expected.set(id, 'failed');
       } else {
         const p = bg.execute('ok', task);

@@ -112,9 +112,14 @@ test('Execution mode 2: async with callback', async () => {
     assert.equal(calls, 1);
     assert.deepEqual(console.lines, [`Tests generated: ${JSON.stringify({ tests: TESTS, task: 'generate-test-datasets' })}`]);
 
-    // error handling via callback
+    // error handling via callback: a failing agent's error reaches it (an unknown agent is
+    // refused at submission instead)
+    await assert.rejects(bg.executeWithCallback('nope', 't', () => {}), { code: 'ERR_AGENT_NOT_FOUND' });
+    bg.registerAgent('datasets', async () => {
+      throw new Error('dataset store unavailable');
+    });
     await bg.executeWithCallback(
-      'nope',
+      'datasets',
       'generate-test-datasets',
       (err, result) => {
         calls++;
@@ -127,7 +132,7 @@ test('Execution mode 2: async with callback', async () => {
       { priority: 'medium' }
     );
     await waitUntil(() => calls > 1, 'error callback');
-    assert.equal(console.lines[1], 'ERROR Failed: No agent registered for "nope"');
+    assert.equal(console.lines[1], 'ERROR Failed: dataset store unavailable');
   } finally {
     await bg.shutdown();
   }

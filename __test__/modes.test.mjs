@@ -339,7 +339,7 @@ test('fire-and-forget agents that fail produce no unhandledRejection', async () 
       ids.push((await bg.fireAndForget('rejects', `t${i}`)).executionId);
       ids.push((await bg.fireAndForget('throwsSync', `t${i}`)).executionId);
       ids.push((await bg.fireAndForget('rejectsUndefined', `t${i}`)).executionId);
-      ids.push((await bg.fireAndForget('no-such-agent', `t${i}`)).executionId);
+      await assert.rejects(bg.fireAndForget('no-such-agent', `t${i}`), { code: 'ERR_AGENT_NOT_FOUND' });
       ids.push((await bg.fireAndForget('badThenable', `t${i}`)).executionId);
     }
     const finals = await Promise.all(ids.map((id) => bg.waitFor(id)));
@@ -372,37 +372,46 @@ test('agents registered via config.agents and registerAgent run; unregisterAgent
   await bg.shutdown();
 });
 
-test('an unknown agent fails with ERR_AGENT_NOT_FOUND in every mode; nothing reports a simulated success', async () => {
+test('an unknown agent is refused at submission with ERR_AGENT_NOT_FOUND in every single mode; executeMultiple reports it as that agent\'s failure', async () => {
   const bg = create();
   const events = terminalEvents(bg);
-  const r = await settleOf(bg.execute('ghost', 't'));
-  assert.equal(r.ok, false);
-  assert.ok(r.value instanceof Error);
-  assert.equal(r.value.code, 'ERR_AGENT_NOT_FOUND');
-  assert.equal(r.value.message, 'No agent registered for "ghost"');
+  const queued = [];
+  bg.on('execution-queued', (e) => queued.push(e.executionId));
+  const refused = (name) => (err) => {
+    assert.ok(err instanceof Error);
+    assert.equal(err.code, 'ERR_AGENT_NOT_FOUND');
+    assert.equal(err.message, `No agent registered for "${name}"`);
+    assert.equal(err.agent, name);
+    return true;
+  };
+  await assert.rejects(bg.execute('ghost', 't'), refused('ghost'));
+  let called = 0;
+  await assert.rejects(
+    bg.executeWithCallback('ghost-cb', 't', () => called++),
+    refused('ghost-cb'),
+  );
+  await assert.rejects(bg.fireAndForget('ghost-ff', 't'), refused('ghost-ff'));
+  await assert.rejects(bg.executeWatched('ghost-w', 't'), refused('ghost-w'));
+  await sleep(20);
+  assert.equal(called, 0, 'no callback for a refused submission');
+  assert.deepEqual(queued, [], 'nothing was queued');
+  assert.equal(bg.getStatus().submitted, 0);
 
-  const calls = [];
-  const done = gate();
-  const cb = await bg.executeWithCallback('ghost-cb', 't', (...a) => {
-    calls.push(a);
-    done.open();
-  });
-  await done.promise;
-  assert.equal(calls[0][0].code, 'ERR_AGENT_NOT_FOUND');
-  assert.equal(calls[0][0].message, 'No agent registered for "ghost-cb"');
+  const { results, report } = await bg.executeMultiple(['ghost-m', 'ghost-m2'], 't');
+  assert.deepEqual(
+    results.map((r) => [r.status, r.errorObject.code, r.error]),
+    [
+      ['failed', 'ERR_AGENT_NOT_FOUND', 'No agent registered for "ghost-m"'],
+      ['failed', 'ERR_AGENT_NOT_FOUND', 'No agent registered for "ghost-m2"'],
+    ],
+  );
+  assert.equal(report.failed, 2);
+  for (const r of results) assert.equal(events.get(r.id)[0].name, 'execution-failed');
+  assertOneTerminal(events, results.map((r) => r.id));
 
-  const ff = await bg.fireAndForget('ghost-ff', 't');
-  const w = await bg.executeWatched('ghost-w', 't');
-  const sff = await bg.waitFor(ff.executionId);
-  const sw = await bg.waitFor(w.executionId);
-  assert.equal(sff.status, 'failed');
-  assert.equal(sff.error, 'No agent registered for "ghost-ff"');
-  assert.equal(sw.status, 'failed');
-  assert.equal(sw.result, null);
-  for (const id of [cb.executionId, ff.executionId, w.executionId]) {
-    assert.equal(events.get(id)[0].name, 'execution-failed');
-  }
-  assertOneTerminal(events, [cb.executionId, ff.executionId, w.executionId]);
+  // Registered later, the same name runs.
+  bg.registerAgent('ghost', (task) => `now:${task}`);
+  assert.equal(await bg.execute('ghost', 't'), 'now:t');
   await bg.shutdown();
 });
 

@@ -310,6 +310,9 @@ bg.registerAgent('qa', async (task, options, { progress }) => {
   progress(100);
   return { passed: 120, failed: 0 };
 });
+bg.registerAgent('datasets', async () => {
+  throw Object.assign(new Error('dataset store unavailable'), { code: 'ERR_DATASETS' });
+});
 bg.registerAgent('oracle', async (task, options) => {
   await sleep(30);
   return { valid: true, artifact: options && options.artifact };
@@ -354,16 +357,21 @@ S.initializeResolvesToExecutor = initialized === bg;
     { priority: 'medium' }
   );
   await called;
+  // An agent nobody registered is refused at once: no id, no callback.
+  let refused;
+  await bg.executeWithCallback('nobody', 'generate-test-datasets', () => {}).catch((err) => {
+    refused = { code: err.code, message: err.message };
+  });
   // A failing one: the error reaches the callback.
   let failDone;
   const failCalled = new Promise((r) => (failDone = r));
   let failure;
-  await bg.executeWithCallback('nobody', 'generate-test-datasets', (err, result) => {
+  await bg.executeWithCallback('datasets', 'generate-test-datasets', (err, result) => {
     failure = { code: err && err.code, message: err && err.message, isError: err instanceof Error, result };
     failDone();
   });
   await failCalled;
-  S.callback = { returned, calls, failure };
+  S.callback = { returned, calls, failure, refused };
 }
 
 // ----- 3. Watched Background -----
@@ -657,9 +665,10 @@ test('ESM orchestrator in the consumer project: import BackgroundExecutor from t
     summary.lines.includes(`Tests generated: ${JSON.stringify({ tests, task: 'generate-test-datasets' })}`),
     summary.lines.join('\n'),
   );
+  assert.deepEqual(S.callback.refused, { code: 'ERR_AGENT_NOT_FOUND', message: 'No agent registered for "nobody"' });
   assert.deepEqual(S.callback.failure, {
-    code: 'ERR_AGENT_NOT_FOUND',
-    message: 'No agent registered for "nobody"',
+    code: 'ERR_DATASETS',
+    message: 'dataset store unavailable',
     isError: true,
   });
 
@@ -802,9 +811,9 @@ test('ESM orchestrator in the consumer project: import BackgroundExecutor from t
   assert.equal(gs.active_processes, 0);
   assert.equal(gs.shutting_down, false);
   assert.equal(gs.cancelled, 2);
-  assert.equal(gs.failed, 2, 'the callback to "nobody" and the aggregation\'s "nobody"');
+  assert.equal(gs.failed, 2, 'the callback to "datasets" and the aggregation\'s "nobody"');
   assert.equal(gs.completed, 15, 'every completed execution of the examples above');
-  assert.deepEqual(gs.agents.sort(), ['eval', 'monitor', 'oracle', 'qa', 'validator']);
+  assert.deepEqual(gs.agents.sort(), ['datasets', 'eval', 'monitor', 'oracle', 'qa', 'validator']);
   assert.equal(typeof gs.resources.cpu, 'number');
 
   // Example integration.
@@ -840,8 +849,8 @@ test('ESM orchestrator in the consumer project: import BackgroundExecutor from t
   for (const k of ['executionId', 'agent', 'task', 'mode']) assert.ok(k in p.started, `execution-started.${k}`);
   for (const k of ['executionId', 'agent', 'result', 'duration']) assert.ok(k in p.completed, `execution-completed.${k}`);
   for (const k of ['executionId', 'queuePosition', 'queueLength']) assert.ok(k in p.queued, `execution-queued.${k}`);
-  assert.equal(p.failed.error, 'No agent registered for "nobody"');
-  assert.equal(p.failed.code, 'ERR_AGENT_NOT_FOUND');
+  assert.equal(p.failed.error, 'dataset store unavailable');
+  assert.equal(p.failed.code, 'ERR_DATASETS');
   assert.equal(p.cancelled.code, 'ERR_EXECUTION_CANCELLED');
   assert.deepEqual(p.aggregationStarted.agents, ['oracle', 'eval', 'validator']);
   assert.equal(p.aggregationStarted.task, 'validate-artifact');

@@ -4,14 +4,19 @@
 // of paired ratios B/A from runs alternated in one process.
 //
 //   git worktree add /tmp/base <commit> && (cd /tmp/base && ln -s "$PWD/../<repo>/node_modules" . && npm run build)
-//   node --expose-gc bench/ab.mjs /tmp/base . [N] [ROUNDS]
+//   node --expose-gc bench/ab.mjs /tmp/base . [N] [ROUNDS] [--als]
+//
+// With --als, every run submits inside an AsyncLocalStorage's run() (a context to carry).
 //
 // A and B are package directories (each with its built .node); both load in one process.
 
 import { createRequire } from 'node:module';
+import { AsyncLocalStorage } from 'node:async_hooks';
 import path from 'node:path';
 
-const [dirA, dirB, nArg, rArg] = process.argv.slice(2);
+const args = process.argv.slice(2).filter((a) => a !== '--als');
+const als = process.argv.includes('--als') ? new AsyncLocalStorage() : null;
+const [dirA, dirB, nArg, rArg] = args;
 if (!dirA || !dirB || typeof globalThis.gc !== 'function') {
   console.error('usage: node --expose-gc bench/ab.mjs DIR_A DIR_B [N=1000000] [ROUNDS=7]');
   process.exit(2);
@@ -31,7 +36,11 @@ async function run(Executor, n) {
   globalThis.gc();
   await tick();
   const t0 = performance.now();
-  for (let i = 0; i < n; i++) ps[i] = bg.execute('echo', 'task', { i, priority: LEVELS[i % 5] });
+  const submit = () => {
+    for (let i = 0; i < n; i++) ps[i] = bg.execute('echo', 'task', { i, priority: LEVELS[i % 5] });
+  };
+  if (als === null) submit();
+  else als.run({ run: n }, submit);
   const results = await Promise.all(ps);
   const us = ((performance.now() - t0) * 1000) / n;
   if (results[n - 1] !== n - 1) throw new Error('wrong results');

@@ -24,6 +24,11 @@ function spawnAgentProcess(execution) {
   return callAgent(this, execution.agent, execution.task, execution.options, execution.context);
 }
 
+/** Whether an execution of `agent` can be called now: registered, a defaultAgent, or an override. */
+function canRun(ex, agent) {
+  return ex._agents.has(agent) || ex._defaultAgent !== undefined || ex.spawnAgentProcess !== spawnAgentProcess;
+}
+
 const PROMISE_THEN = Promise.prototype.then;
 
 /**
@@ -57,8 +62,15 @@ const MAX_FREE_WATCHERS = 4096;
 let freeWatchers = null;
 let freeCount = 0;
 
-/** Calls the agent for `attempt` of `rec` and reports its settlement to `ex._agentSettled`. */
+/**
+ * Calls the agent for `attempt` of `rec`, in the async context of its submission, and reports
+ * its settlement to `ex._agentSettled`.
+ */
 function callAttempt(ex, rec, attempt) {
+  rec.runInAsyncScope(callAttemptHere, null, ex, rec, attempt);
+}
+
+function callAttemptHere(ex, rec, attempt) {
   const ctx = new AgentContext(ex, rec);
   let value;
   try {
@@ -104,4 +116,4 @@ function callAttempt(ex, rec, attempt) {
   promise.then(w.onFulfilled, w.onRejected);
 }
 
-module.exports = { callAttempt, spawnAgentProcess };
+module.exports = { callAttempt, canRun, spawnAgentProcess };

@@ -151,6 +151,13 @@ class BackgroundExecutor extends Lifecycle {
     return promise;
   }
 
+  /** Resource limits hold without initialize(): the monitor starts with the first submission. */
+  _submit(mode, agent, task, options) {
+    const rec = super._submit(mode, agent, task, options);
+    if (!this._initialized) this.initialize();
+    return rec;
+  }
+
   _submitReturningId(mode, agent, task, options, callback) {
     let rec;
     try {

@@ -9,16 +9,17 @@
 // core's timers (timeout, progress tick, grace, retry, retention sweep, shutdown deadline).
 
 const { CoreLink } = require('./core-link.js');
-const { callAttempt } = require('./agents.js');
+const { callAttempt, canRun } = require('./agents.js');
 const { Watchers } = require('./watch.js');
 const { SubmitRules } = require('./options.js');
 const { extras, extId } = require('./record.js');
-const { messageOf, codeOf, closedError, cancelledError, timeoutError } = require('./errors.js');
+const { messageOf, codeOf, closedError, cancelledError, timeoutError, agentNotFound } = require('./errors.js');
 const { rethrowLater } = require('./events.js');
+const { follow, unfollow } = require('./signals.js');
 const P = require('./protocol.js');
 
 const { OP_SUBMIT, OP_SETTLE_OK, OP_SETTLE_FAILED, SUBMIT_KEY_SHIFT, MODE_NAMES, MAX_AGENT_KEYS } = P;
-const { MODE_WATCHED, MODE_EXECUTE, RETRY_NONE, TIMEOUT_STALE } = P;
+const { MODE_WATCHED, MODE_EXECUTE, MODE_AGGREGATE, RETRY_NONE, TIMEOUT_STALE } = P;
 
 /** `<mode>-started` events, emitted when a submission is answered (execute() has none). */
 const MODE_EVENTS = ['fire-and-forget-started', 'async-callback-started', 'watched-started'];
@@ -57,6 +58,8 @@ class Lifecycle extends CoreLink {
     const rules = this._rules;
     const rec = rules.record(mode, agent, task, options);
     if (this._closing) throw closedError();
+    // executeMultiple reports an unknown agent as that agent's failure, in its results.
+    if (mode !== MODE_AGGREGATE && !canRun(this, agent)) throw agentNotFound(agent);
     let key = this._agentKeys.get(agent);
     if (key === undefined) key = this._internAgent(agent);
     this._push(rec, OP_SUBMIT, mode + (key << SUBMIT_KEY_SHIFT), rules.priority, rules.timeoutMs);
@@ -118,13 +121,13 @@ class Lifecycle extends CoreLink {
   }
 
   _wireSignal(rec, signal) {
-    const x = rec.x;
-    if (signal.aborted) {
-      this._cancelRec(rec, cancelledError(extId(rec.id), rec.agent, signal.reason));
-    } else {
-      x.onUserAbort = () => this._cancelRec(rec, cancelledError(extId(rec.id), rec.agent, signal.reason));
-      signal.addEventListener('abort', x.onUserAbort, { once: true });
-    }
+    if (signal.aborted) this._userAborted(rec, signal.reason);
+    else follow(signal, this, rec);
+  }
+
+  /** The submitter's own signal aborted: cancel, with its reason as the cause. */
+  _userAborted(rec, reason) {
+    this._cancelRec(rec, cancelledError(extId(rec.id), rec.agent, reason));
   }
 
   // ----- running -----------------------------------------------------------------------
@@ -252,7 +255,7 @@ class Lifecycle extends CoreLink {
     rec.value = value;
     const x = rec.x;
     if (x !== null) {
-      if (x.userSignal !== null) this._unwireSignal(x);
+      if (x.userSignal !== null) this._unwireSignal(rec);
       if (x.waiters !== null) Watchers.notify(this, rec, 'completed');
     }
     const events = this._eventsCount === 0 ? null : this._events;
@@ -290,7 +293,7 @@ class Lifecycle extends CoreLink {
     rec.value = err;
     const x = rec.x;
     if (x !== null) {
-      if (x.userSignal !== null) this._unwireSignal(x);
+      if (x.userSignal !== null) this._unwireSignal(rec);
       if (x.waiters !== null) Watchers.notify(this, rec, status);
     }
     const event = status === 'cancelled' ? 'execution-cancelled' : 'execution-failed';
@@ -332,10 +335,19 @@ class Lifecycle extends CoreLink {
 
   _callBack(rec, err, value) {
     try {
-      rec.callback(err, value);
+      rec.runInAsyncScope(rec.callback, null, err, value);
     } catch (error) {
-      this._emit('callback-error', { executionId: extId(rec.id), agent: rec.agent, error });
+      this._callbackFailed(rec, error);
     }
+  }
+
+  /**
+   * A user callback (executeWithCallback's, onProgress) threw: `callback-error`, or with no
+   * listener an uncaught exception, as an 'error' event nobody handles would be. Never lost.
+   */
+  _callbackFailed(rec, error) {
+    if (this._events['callback-error'] === undefined) rethrowLater(error);
+    else this._emit('callback-error', { executionId: extId(rec.id), agent: rec.agent, error });
   }
 
   // ----- signals and cancellation ------------------------------------------------------
@@ -355,10 +367,9 @@ class Lifecycle extends CoreLink {
     if (x.controller !== null && !x.controller.signal.aborted) x.controller.abort(reason);
   }
 
-  _unwireSignal(x) {
-    if (x.onUserAbort !== null) x.userSignal.removeEventListener('abort', x.onUserAbort);
-    x.userSignal = null;
-    x.onUserAbort = null;
+  _unwireSignal(rec) {
+    unfollow(rec.x.userSignal, rec);
+    rec.x.userSignal = null;
   }
 
   /** Cancels `rec` if it is queued or running; returns the status it had (or NOT_FOUND). */
@@ -387,9 +398,9 @@ class Lifecycle extends CoreLink {
     if (x.watchers !== null) Watchers.progress(x, { executionId: extId(rec.id), agent: rec.agent, progress, status: 'running', detail });
     if (x.onProgress !== null) {
       try {
-        x.onProgress({ executionId: extId(rec.id), agent: rec.agent, progress, detail });
+        rec.runInAsyncScope(x.onProgress, null, { executionId: extId(rec.id), agent: rec.agent, progress, detail });
       } catch (error) {
-        this._emit('callback-error', { executionId: extId(rec.id), agent: rec.agent, error });
+        this._callbackFailed(rec, error);
       }
     }
     if (rec.mode === MODE_WATCHED && this._events['progress-update'] !== undefined) {

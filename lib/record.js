@@ -4,6 +4,7 @@
 // error, callback, promise resolvers), the agent's context object, and the table of records
 // by id. Every scheduling state (queued, running, retained, evicted) lives in the Rust core.
 
+const { AsyncResource } = require('node:async_hooks');
 const { MODE_EXECUTE, MODE_NAMES } = require('./protocol.js');
 
 const ID_PREFIX = 'exec-';
@@ -29,8 +30,16 @@ const B_MODE_SHIFT = 4;
 const B_ATTEMPT_SHIFT = 7;
 const B_NOT_ATTEMPT = (1 << B_ATTEMPT_SHIFT) - 1;
 
-class Execution {
+/**
+ * One execution. It is the AsyncResource of its submission: made in the submitter's async
+ * context, it runs the agent, the callback and onProgress in that context (an
+ * AsyncLocalStorage store set around the submission is the agent's store), whichever
+ * execution's settlement happens to start it. Being the resource itself, rather than holding
+ * one, costs no extra object.
+ */
+class Execution extends AsyncResource {
   constructor(mode, agent, task, options, priority) {
+    super('bmad-background-executor');
     this.id = 0; // given by the core when the batch is synced
     this.agent = agent;
     this.task = task;
@@ -91,8 +100,7 @@ class Extras {
   constructor() {
     this.controller = null; // the attempt's AbortController, made when its signal is read
     this.abortReason = undefined;
-    this.userSignal = null; // options.signal
-    this.onUserAbort = null;
+    this.userSignal = null; // options.signal, followed while the execution lives
     this.onProgress = null; // options.onProgress
     this.detail = undefined; // the latest progress detail
     this.waiters = null; // waitFor() and watch() resolvers

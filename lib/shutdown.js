@@ -25,6 +25,8 @@ function shutdown(ex, options) {
   const c = ex._native.counts();
   ex._emit('shutting-down', { running: c.running, queued: c.queued, mode, timeoutMs });
   const cancelled = ex._native.close(mode === 'cancel');
+  // A drain runs the queue to the end, so a paused executor resumes.
+  if (mode === 'drain' && ex._native.counts().paused) ex._launchAll(ex._native.setPaused(false));
   // Delivered in order: an execution whose submission is still being answered (shutdown()
   // called from a listener or callback) is cancelled after that answer.
   ex._deliver(() => {
