@@ -10,7 +10,7 @@ const { Batch } = require('./core-link.js');
 const { spawnAgentProcess } = require('./agents.js');
 const { parseConfig } = require('./config.js');
 const { integer, name } = require('./validate.js');
-const { describe, typeError, cancelledError } = require('./errors.js');
+const { coded, describe, typeError, cancelledError } = require('./errors.js');
 const { reportListenerChanges } = require('./events.js');
 const { ResourceMonitor } = require('./monitor.js');
 const { CommandRunner, commandAgent } = require('./command.js');
@@ -95,6 +95,10 @@ class BackgroundExecutor extends Lifecycle {
    */
   registerCommand(agentName, spec) {
     name('registerCommand: name', agentName);
+    if (process.platform === 'win32') {
+      // Killing a whole process tree needs a Job Object there, which is not built yet.
+      throw coded(Error, 'ERR_UNSUPPORTED_PLATFORM', 'registerCommand: command agents are not supported on Windows yet; use a function agent that spawns the program', { platform: process.platform });
+    }
     const fixed = typeof spec === 'function' ? spec : parseCommandSpec(spec, 'registerCommand: spec');
     if (this._commands === null) this._commands = new CommandRunner(this);
     this._agents.set(agentName, commandAgent(this._commands, agentName, fixed));
