@@ -24,6 +24,11 @@ export declare class NativeCommands {
   terminate(handle: number): boolean
   /** SIGKILL to every command's group now (Node.js is exiting). */
   killAllNow(): void
+  /**
+   * What a running command's streams have produced so far (a cancelled or timed-out
+   * command's error carries it); null once its exit has been released.
+   */
+  output(handle: number): NativeCommandOutput | null
   usage(handle: number): NativeUsage | null
   /** Whether every line of every command is sent to JS (a `command-output` listener). */
   setForwardOutput(on: boolean): void
@@ -149,7 +154,8 @@ export interface NativeAgentStats {
 
 /**
  * One event: `kind` `EVENT_LINES` (`stream`: `STREAM_STDOUT` / `STREAM_STDERR`, `lines`),
- * `EVENT_PROGRESS` (`progress`), `EVENT_EXIT` (the remaining fields).
+ * `EVENT_PROGRESS` (`progress`), `EVENT_EXIT` (the remaining fields; `heapBytes` as in
+ * `NativeCommandOutput`).
  */
 export interface NativeCommandEvent {
   kind: number
@@ -164,8 +170,22 @@ export interface NativeCommandEvent {
   stdoutBytes?: number
   stderrBytes?: number
   truncated?: boolean
+  heapBytes?: number
   durationMs?: number
   waitError?: string
+}
+
+/**
+ * What a command's streams produced: `heapBytes` is what the two strings take in the JS
+ * heap.
+ */
+export interface NativeCommandOutput {
+  stdout: string
+  stderr: string
+  stdoutBytes: number
+  stderrBytes: number
+  truncated: boolean
+  heapBytes: number
 }
 
 /** A command as the wrapper validated it. */

@@ -160,7 +160,8 @@ test('without pidfd (old kernels), commands still end after Node.js has spawned 
   }
   if (!gcc || process.platform !== 'linux') return t.skip('needs gcc on Linux');
   const dir = tempDir(t, 'bmad-bg-cmd-rob-');
-  // A preload that makes pidfd_open fail: tokio falls back to SIGCHLD, which libuv takes over.
+  // A preload that makes pidfd_open fail: exits must be found without pidfds, and without
+  // SIGCHLD (libuv takes it over once Node.js spawns a child of its own).
   writeFileSync(
     join(dir, 'nopidfd.c'),
     `#define _GNU_SOURCE

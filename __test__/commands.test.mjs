@@ -141,7 +141,7 @@ function outputOf(bg) {
   };
 }
 
-const RESULT_KEYS = ['durationMs', 'exitCode', 'signal', 'stderr', 'stderrBytes', 'stdout', 'stdoutBytes', 'truncated'];
+const RESULT_KEYS = ['durationMs', 'exitCode', 'outputDropped', 'signal', 'stderr', 'stderrBytes', 'stdout', 'stdoutBytes', 'truncated'];
 
 function isCommandFailed(err) {
   assert.ok(err instanceof Error, `expected an Error, got ${err}`);
@@ -151,7 +151,7 @@ function isCommandFailed(err) {
 
 // ----- success and failure -----------------------------------------------------------------
 
-test('a command resolves with { exitCode, signal, stdout, stderr, durationMs, truncated, stdoutBytes, stderrBytes }', async () => {
+test('a command resolves with { exitCode, signal, stdout, stderr, durationMs, truncated, stdoutBytes, stderrBytes, outputDropped }', async () => {
   const bg = make();
   assert.equal(
     bg.registerCommand('hello', { command: 'sh', args: ['-c', 'printf "out1\\nout2\\n"; printf "warn" >&2; printf "\\303\\251"'] }),
@@ -171,6 +171,7 @@ test('a command resolves with { exitCode, signal, stdout, stderr, durationMs, tr
   assert.equal(r.truncated, false);
   assert.equal(r.stdoutBytes, 12, 'bytes, not characters (é is 2 bytes)');
   assert.equal(r.stderrBytes, 4);
+  assert.equal(r.outputDropped, false);
   assert.equal(typeof r.durationMs, 'number');
   assert.ok(r.durationMs > 0 && r.durationMs <= elapsed + 5, `durationMs ${r.durationMs} (execute took ${elapsed} ms)`);
 
@@ -920,7 +921,7 @@ test('every mode runs a command agent like a function agent: execute, fireAndFor
   assert.equal(bg.getStatus().command_processes, 0);
 });
 
-test('a spec function is called per execution with (task, options), may be async; a bad spec or a throw fails only that execution', async () => {
+test('a spec function is called per execution with (task, options), may be async; a bad spec or a throw (ERR_COMMAND_SPEC) fails only that execution', async () => {
   const bg = make();
   const calls = [];
   bg.registerCommand('dyn', (task, options) => {
@@ -969,11 +970,25 @@ test('a spec function is called per execution with (task, options), may be async
   const badSignal = (await settleOf(bg.execute('badSignal', 't'))).value;
   assert.ok(badSignal instanceof RangeError);
   assert.match(badSignal.message, /killSignal/);
-  assert.equal((await settleOf(bg.execute('throws', 't'))).value, boom);
-  assert.equal((await settleOf(bg.execute('rejects', 't'))).value, boom);
+  for (const name of ['throws', 'rejects']) {
+    const err = (await settleOf(bg.execute(name, 't'))).value;
+    assert.ok(err instanceof Error, `${name}: ${err}`);
+    assert.equal(err.code, 'ERR_COMMAND_SPEC', name);
+    assert.equal(err.cause, boom, name);
+    assert.equal(err.agent, name);
+    assert.equal(err.message, `The command spec function of "${name}" failed: spec builder failed`);
+  }
+  // A throw that is not an Error is described.
+  bg.registerCommand('throwsString', () => {
+    throw 'no spec today';
+  });
+  const s = (await settleOf(bg.execute('throwsString', 't'))).value;
+  assert.equal(s.code, 'ERR_COMMAND_SPEC');
+  assert.equal(s.cause, 'no spec today');
+  assert.match(s.message, /"throwsString" failed: no spec today$/);
 
   const failedStatus = bg.getStatus();
-  assert.equal(failedStatus.failed, 6);
+  assert.equal(failedStatus.failed, 7);
   assert.equal(failedStatus.running, 0);
   assert.equal(failedStatus.command_processes, 0);
   assert.match((await bg.execute('dyn', 'three')).stdout, /^three /, 'the executor keeps working');

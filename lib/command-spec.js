@@ -15,7 +15,10 @@ const SIGNAL_NAMES = new Map();
 for (const [name, n] of Object.entries(SIGNALS)) if (!SIGNAL_NAMES.has(n)) SIGNAL_NAMES.set(n, name);
 
 const DEFAULT_MAX_OUTPUT = 1024 * 1024;
-/** Kept output becomes one JS string: V8 strings stop at ~512 Mi characters. */
+/**
+ * Kept output becomes one JS string of at most this many bytes of UTF-8 (invalid bytes, which
+ * grow into U+FFFD, are cut again): V8 strings stop at ~512 Mi characters.
+ */
 const MAX_OUTPUT_LIMIT = 256 * 1024 * 1024;
 const DEFAULT_KILL_GRACE_MS = 5000;
 const JSON_LINES = 'json-lines';

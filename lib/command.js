@@ -4,12 +4,14 @@
 // its own process group, reads its output on the tokio runtime and reports lines, progress
 // values and one exit per command. This file turns those into the agent's promise, progress
 // reports and `command-output` events. Cancellation reaches the process through the agent's
-// AbortSignal.
+// AbortSignal; the error that ended the execution gets the output produced so far, then all
+// of it once the process is gone. Output held by finished executions is bounded in total
+// (`OutputBudget`).
 
 const os = require('node:os');
 const fs = require('node:fs');
 const { binding, weakCallback } = require('./native.js');
-const { coded } = require('./errors.js');
+const { coded, codeOf, messageOf } = require('./errors.js');
 const { parseCommandSpec, SIGNAL_NAMES } = require('./command-spec.js');
 const { EVENT_LINES, EVENT_PROGRESS, EVENT_EXIT, STREAM_STDOUT } = require('./protocol.js');
 
@@ -17,6 +19,8 @@ const ERRNO_NAMES = new Map(Object.entries(os.constants.errno).map(([name, n]) =
 
 /** Pipe drain after the group ended (500 ms in Rust) plus slack. */
 const GRACE_MARGIN_MS = 1000;
+/** How far back from the end of stderr the last line is looked for. */
+const LAST_LINE_SCAN = 64 * 1024;
 
 /** Live runners, for the process 'exit' hook (and to keep them reachable while they run). */
 const LIVE = new Set();
@@ -33,14 +37,105 @@ function installExitHook() {
 
 const round2 = (x) => Math.round(x * 100) / 100;
 
-/** The last non-empty line of `text`, shortened, for an error message. */
+/**
+ * The last non-empty line of `text`, shortened, for an error message. Looks at most 64 Ki
+ * characters back from the end (stderr may be 256 MiB): a line that starts further back
+ * shows its end.
+ */
 function lastLine(text) {
-  const lines = text.split('\n');
-  for (let i = lines.length - 1; i >= 0; i--) {
-    const line = lines[i].trim();
-    if (line !== '') return line.length > 200 ? line.slice(0, 197) + '...' : line;
+  let end = text.length;
+  const stop = Math.max(0, end - LAST_LINE_SCAN);
+  while (end > stop && /\s/.test(text[end - 1])) end--;
+  if (end === stop) return '';
+  const window = text.slice(Math.max(0, end - LAST_LINE_SCAN), end);
+  const nl = window.lastIndexOf('\n');
+  if (nl === -1 && end > LAST_LINE_SCAN) return '...' + window.slice(-197).trim(); // its start is further back
+  const line = window.slice(nl + 1, nl + 1 + 400).trim();
+  return line.length > 200 ? line.slice(0, 197) + '...' : line;
+}
+
+/** The output fields of a result or error, from a native exit event or output snapshot. */
+function outputFields(o) {
+  return {
+    stdout: o.stdout,
+    stderr: o.stderr,
+    truncated: o.truncated,
+    stdoutBytes: o.stdoutBytes,
+    stderrBytes: o.stderrBytes,
+    outputDropped: false,
+  };
+}
+
+/**
+ * The output (stdout, stderr) that finished executions' results and errors hold, in bytes of
+ * JS strings: past `limit`, the oldest holders' output is dropped by `onDrop(executionId,
+ * holder)`, which gives the execution's record a copy without it. The objects callers got are
+ * never changed; the executor just stops keeping their output. The newest holder always stays
+ * whole. Holders are watched weakly: one nobody holds any more no longer counts.
+ */
+class OutputBudget {
+  constructor(limit, onDrop) {
+    this.limit = limit;
+    this.onDrop = onDrop;
+    this.total = 0;
+    this.queue = []; // entries, oldest first; dropped or collected ones are skipped
+    this.head = 0;
+    this.live = 0;
+    this.byHolder = new WeakMap();
+    this.collected = new FinalizationRegistry((entry) => this._release(entry));
+    this.trimScheduled = false;
+    this.trim = () => {
+      this.trimScheduled = false;
+      this._trim();
+    };
   }
-  return '';
+
+  /** `holder`, the value of `executionId`, now holds `bytes` of output; false if dropped already. */
+  hold(holder, bytes, executionId) {
+    let entry = this.byHolder.get(holder);
+    if (entry === undefined) {
+      entry = { ref: new WeakRef(holder), executionId, bytes: 0, live: true };
+      this.byHolder.set(holder, entry);
+      this.collected.register(holder, entry);
+      this.queue.push(entry);
+      this.live++;
+      if (this.queue.length - this.head > 2 * this.live + 1024) this._compact();
+    } else if (!entry.live) {
+      return false;
+    }
+    this.total += bytes - entry.bytes;
+    entry.bytes = bytes;
+    if (this.total > this.limit && !this.trimScheduled) {
+      this.trimScheduled = true;
+      setImmediate(this.trim);
+    }
+    return true;
+  }
+
+  _release(entry) {
+    if (!entry.live) return;
+    entry.live = false;
+    this.live--;
+    this.total -= entry.bytes;
+    entry.bytes = 0;
+  }
+
+  _trim() {
+    while (this.total > this.limit && this.live > 1) {
+      const entry = this.queue[this.head];
+      this.queue[this.head++] = undefined;
+      if (!entry.live) continue;
+      this._release(entry);
+      const holder = entry.ref.deref();
+      if (holder !== undefined) this.onDrop(entry.executionId, holder);
+    }
+    if (this.head > 1024 && this.head * 2 > this.queue.length) this._compact();
+  }
+
+  _compact() {
+    this.queue = this.queue.slice(this.head).filter((e) => e !== undefined && e.live);
+    this.head = 0;
+  }
 }
 
 /** The command agents of one executor. */
@@ -50,6 +145,9 @@ class CommandRunner {
     this._native = null;
     this._entries = new Map(); // handle -> entry
     this._byExecution = new Map(); // executionId -> entry of its current attempt
+    this._budget = new OutputBudget(executor.config.maxRetainedOutputBytes, (executionId, value) =>
+      executor._replaceRetained(executionId, value, withoutOutput(value)),
+    );
   }
 
   _nativeOf() {
@@ -99,7 +197,13 @@ class CommandRunner {
         signal,
         onAbort: null,
       };
-      entry.onAbort = () => native.terminate(entry.handle);
+      entry.onAbort = () => {
+        native.terminate(entry.handle);
+        // The error that ends the execution carries what the command printed so far (it is
+        // delivered right after this listener); the rest comes with the exit.
+        const out = native.output(entry.handle);
+        if (out !== null && out !== undefined) this._attachOutput(entry, signal.reason, out);
+      };
       signal.addEventListener('abort', entry.onAbort, { once: true });
       this._entries.set(r.handle, entry);
       this._byExecution.set(entry.executionId, entry);
@@ -162,22 +266,37 @@ class CommandRunner {
     }
   }
 
+  /** Output fields onto the error that ended an execution (our own coded errors only). */
+  _attachOutput(entry, reason, out) {
+    if (!(reason instanceof Error) || codeOf(reason) === undefined || !Object.isExtensible(reason)) return;
+    if (this._budget.hold(reason, out.heapBytes, entry.executionId)) Object.assign(reason, outputFields(out));
+  }
+
   _exited(entry, ev) {
     this._native.release(entry.handle);
     this._entries.delete(entry.handle);
     if (this._byExecution.get(entry.executionId) === entry) this._byExecution.delete(entry.executionId);
     entry.signal.removeEventListener('abort', entry.onAbort);
+    if (entry.signal.aborted) {
+      // Cancelled or timed out: the execution has ended with that error already.
+      this._attachOutput(entry, entry.signal.reason, ev);
+      entry.reject(entry.signal.reason);
+      return;
+    }
+    const { stdout, stderr, truncated, stdoutBytes, stderrBytes, outputDropped } = outputFields(ev);
     const result = {
       exitCode: ev.exitCode ?? null,
       signal: ev.signal === undefined || ev.signal === null ? null : SIGNAL_NAMES.get(ev.signal) || String(ev.signal),
-      stdout: ev.stdout,
-      stderr: ev.stderr,
+      stdout,
+      stderr,
       durationMs: round2(ev.durationMs),
-      truncated: ev.truncated,
-      stdoutBytes: ev.stdoutBytes,
-      stderrBytes: ev.stderrBytes,
+      truncated,
+      stdoutBytes,
+      stderrBytes,
+      outputDropped,
     };
     if (result.exitCode === 0) {
+      this._budget.hold(result, ev.heapBytes, entry.executionId);
       entry.resolve(result);
       return;
     }
@@ -188,7 +307,9 @@ class CommandRunner {
     else why = `exited with code ${result.exitCode}`;
     const tail = lastLine(result.stderr);
     const message = `Command ${JSON.stringify(spec.command)} ${why}${tail === '' ? '' : `: ${tail}`}`;
-    entry.reject(coded(Error, 'ERR_COMMAND_FAILED', message, { command: spec.command, args: spec.args, ...result }));
+    const err = coded(Error, 'ERR_COMMAND_FAILED', message, { command: spec.command, args: spec.args, ...result });
+    this._budget.hold(err, ev.heapBytes, entry.executionId);
+    entry.reject(err);
   }
 }
 
@@ -213,6 +334,20 @@ function spawnError(spec, r) {
   });
 }
 
+/** A copy of a result or error whose output was dropped: same prototype and fields, no text. */
+function withoutOutput(value) {
+  const copy = Object.create(Object.getPrototypeOf(value));
+  Object.defineProperties(copy, Object.getOwnPropertyDescriptors(value));
+  const field = (v) => ({ value: v, writable: true, enumerable: true, configurable: true });
+  return Object.defineProperties(copy, { stdout: field(''), stderr: field(''), outputDropped: field(true) });
+}
+
+/** `ERR_COMMAND_SPEC`: the spec function of command agent `name` threw or rejected. */
+function specError(name, cause) {
+  const err = new Error(`The command spec function of ${JSON.stringify(name)} failed: ${messageOf(cause)}`, { cause });
+  return Object.assign(err, { code: 'ERR_COMMAND_SPEC', agent: name });
+}
+
 /**
  * The agent function for a registered command: `spec` is a validated spec or a function
  * `(task, options) => spec` (or a promise of one), validated per execution.
@@ -220,11 +355,17 @@ function spawnError(spec, r) {
 function commandAgent(runner, name, spec) {
   if (typeof spec !== 'function') return (task, options, ctx) => runner.run(spec, ctx, ctx.signal);
   const where = `the command spec built for ${JSON.stringify(name)}`;
+  const failed = (cause) => Promise.reject(specError(name, cause));
   return (task, options, ctx) => {
     const signal = ctx.signal;
-    const built = spec(task, options);
+    let built;
+    try {
+      built = spec(task, options);
+    } catch (cause) {
+      return failed(cause);
+    }
     if (built !== null && typeof built === 'object' && typeof built.then === 'function') {
-      return Promise.resolve(built).then((s) => runner.run(parseCommandSpec(s, where), ctx, signal));
+      return Promise.resolve(built).then((s) => runner.run(parseCommandSpec(s, where), ctx, signal), failed);
     }
     return runner.run(parseCommandSpec(built, where), ctx, signal);
   };

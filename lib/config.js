@@ -22,6 +22,7 @@ const DEFAULTS = Object.freeze({
   minConcurrentAgents: 1,
   cancelGraceMs: 5000,
   agingMs: 0,
+  maxRetainedOutputBytes: 64 * 1024 * 1024,
   retries: 0,
   retryDelayMs: 1000,
   backoff: 'exponential',
@@ -115,6 +116,7 @@ function parseConfig(config) {
     minConcurrentAgents: integer('minConcurrentAgents', c.minConcurrentAgents, 0, MAX_INT32, d.minConcurrentAgents),
     cancelGraceMs: integer('cancelGraceMs', c.cancelGraceMs, 0, MAX_DELAY_MS, d.cancelGraceMs),
     agingMs: integer('agingMs', c.agingMs, 0, MAX_DELAY_MS, d.agingMs),
+    maxRetainedOutputBytes: integer('maxRetainedOutputBytes', c.maxRetainedOutputBytes, 0, Number.MAX_SAFE_INTEGER, d.maxRetainedOutputBytes),
     ...retryPolicy(c, d),
   };
 }

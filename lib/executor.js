@@ -119,6 +119,12 @@ class BackgroundExecutor extends Lifecycle {
     if (id !== 0) this._native.setMinGrace(id, ms);
   }
 
+  /** The retained value of `executionId` is `from`: keep `to` instead (command output dropped). */
+  _replaceRetained(executionId, from, to) {
+    const rec = this._records.get(parseId(executionId));
+    if (rec !== undefined && rec.value === from) rec.value = to;
+  }
+
   /** Output lines of command agents cross from Rust only while someone listens to them. */
   _listenersChanged(event) {
     if ((event === 'command-output' || event === undefined) && this._commands !== null) this._commands.syncForward();

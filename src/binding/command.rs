@@ -17,6 +17,9 @@
 //! Environment teardown (a worker's `terminate()`, where no JS 'exit' handler runs): every
 //! running command of the environment is in its instance data, whose finalizer sends them
 //! SIGKILL.
+//!
+//! Output strings are made from Latin-1 or UTF-16 prepared on the runtime (`command::Text`):
+//! the JS thread only copies them.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -29,7 +32,7 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
 use super::js_callback::{JsCallback, KeepAlive};
-use crate::command::{self, Event, ProgressMode, Running, Spec, Usage};
+use crate::command::{self, Event, Output, ProgressMode, Running, Spec, Text, Usage};
 use crate::protocol::{EVENT_EXIT, EVENT_LINES, EVENT_PROGRESS, PROGRESS_JSON, PROGRESS_REGEXP};
 use crate::system::runtime;
 
@@ -114,6 +117,71 @@ impl From<NativeCommandSpec> for Spec {
   }
 }
 
+/// A JS string made from `Text` with a plain copy.
+pub struct JsText(Text);
+
+impl TypeName for JsText {
+  fn type_name() -> &'static str {
+    "string"
+  }
+
+  fn value_type() -> ValueType {
+    ValueType::String
+  }
+}
+
+impl ToNapiValue for JsText {
+  unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> Result<sys::napi_value> {
+    let mut out = std::ptr::null_mut();
+    // SAFETY (both calls): the pointer and length describe a live buffer; napi copies it.
+    let status = match &val.0 {
+      Text::Latin1(b) => unsafe {
+        sys::napi_create_string_latin1(env, b.as_ptr().cast(), b.len() as isize, &mut out)
+      },
+      Text::Utf16(u) => unsafe { sys::napi_create_string_utf16(env, u.as_ptr(), u.len() as isize, &mut out) },
+    };
+    if status == sys::Status::napi_ok {
+      return Ok(out);
+    }
+    // The caps keep every text far below V8's longest string; should one still fail, an
+    // empty string, not a lost batch of events.
+    let mut exception = std::ptr::null_mut();
+    // SAFETY: clears the exception the failed call may have left; an empty string.
+    unsafe {
+      sys::napi_get_and_clear_last_exception(env, &mut exception);
+      check_status!(sys::napi_create_string_latin1(env, c"".as_ptr(), 0, &mut out))?;
+    }
+    Ok(out)
+  }
+}
+
+/// What a command's streams produced: `heapBytes` is what the two strings take in the JS
+/// heap.
+#[napi(object, object_from_js = false)]
+pub struct NativeCommandOutput {
+  #[napi(ts_type = "string")]
+  pub stdout: JsText,
+  #[napi(ts_type = "string")]
+  pub stderr: JsText,
+  pub stdout_bytes: f64,
+  pub stderr_bytes: f64,
+  pub truncated: bool,
+  pub heap_bytes: f64,
+}
+
+impl From<Output> for NativeCommandOutput {
+  fn from(o: Output) -> Self {
+    NativeCommandOutput {
+      heap_bytes: (o.stdout.heap_bytes() + o.stderr.heap_bytes()) as f64,
+      stdout: JsText(o.stdout),
+      stderr: JsText(o.stderr),
+      stdout_bytes: o.stdout_bytes as f64,
+      stderr_bytes: o.stderr_bytes as f64,
+      truncated: o.truncated,
+    }
+  }
+}
+
 #[napi(object)]
 pub struct NativeSpawned {
   /// 0 when the command could not be started.
@@ -125,8 +193,9 @@ pub struct NativeSpawned {
 }
 
 /// One event: `kind` `EVENT_LINES` (`stream`: `STREAM_STDOUT` / `STREAM_STDERR`, `lines`),
-/// `EVENT_PROGRESS` (`progress`), `EVENT_EXIT` (the remaining fields).
-#[napi(object)]
+/// `EVENT_PROGRESS` (`progress`), `EVENT_EXIT` (the remaining fields; `heapBytes` as in
+/// `NativeCommandOutput`).
+#[napi(object, object_from_js = false)]
 pub struct NativeCommandEvent {
   pub kind: u32,
   pub handle: u32,
@@ -135,11 +204,14 @@ pub struct NativeCommandEvent {
   pub progress: Option<f64>,
   pub exit_code: Option<i32>,
   pub signal: Option<i32>,
-  pub stdout: Option<String>,
-  pub stderr: Option<String>,
+  #[napi(ts_type = "string")]
+  pub stdout: Option<JsText>,
+  #[napi(ts_type = "string")]
+  pub stderr: Option<JsText>,
   pub stdout_bytes: Option<f64>,
   pub stderr_bytes: Option<f64>,
   pub truncated: Option<bool>,
+  pub heap_bytes: Option<f64>,
   pub duration_ms: Option<f64>,
   pub wait_error: Option<String>,
 }
@@ -159,6 +231,7 @@ impl NativeCommandEvent {
       stdout_bytes: None,
       stderr_bytes: None,
       truncated: None,
+      heap_bytes: None,
       duration_ms: None,
       wait_error: None,
     }
@@ -184,11 +257,12 @@ impl From<Event> for NativeCommandEvent {
       Event::Exit(e) => NativeCommandEvent {
         exit_code: e.exit_code,
         signal: e.signal,
-        stdout: Some(e.stdout),
-        stderr: Some(e.stderr),
-        stdout_bytes: Some(e.stdout_bytes as f64),
-        stderr_bytes: Some(e.stderr_bytes as f64),
-        truncated: Some(e.truncated),
+        heap_bytes: Some((e.output.stdout.heap_bytes() + e.output.stderr.heap_bytes()) as f64),
+        stdout: Some(JsText(e.output.stdout)),
+        stderr: Some(JsText(e.output.stderr)),
+        stdout_bytes: Some(e.output.stdout_bytes as f64),
+        stderr_bytes: Some(e.output.stderr_bytes as f64),
+        truncated: Some(e.output.truncated),
         duration_ms: Some(e.duration_ms),
         wait_error: e.wait_error,
         ..NativeCommandEvent::empty(EVENT_EXIT, e.handle)
@@ -324,6 +398,13 @@ impl NativeCommands {
     for r in self.running.values() {
       r.kill_now();
     }
+  }
+
+  /// What a running command's streams have produced so far (a cancelled or timed-out
+  /// command's error carries it); null once its exit has been released.
+  #[napi(catch_unwind)]
+  pub fn output(&self, handle: u32) -> Option<NativeCommandOutput> {
+    Some(self.running.get(&handle)?.output().into())
   }
 
   #[napi(catch_unwind)]

@@ -2,26 +2,28 @@
 //! thread nothing. No napi in here (the binding is `binding::command`).
 //!
 //! - Spawned without a shell, in a new process group (the child is its leader), so the whole
-//!   tree it starts can be signalled at once. Spawning uses posix_spawn (no pre_exec hook),
-//!   which keeps it cheap on the JS thread however large the Node.js process is.
+//!   tree it starts can be signalled at once. Spawning uses posix_spawn (no fork), which keeps
+//!   it cheap on the JS thread however large the Node.js process is; the child inherits no
+//!   descriptor beyond 0-2 and no ignored signal (see `process`).
 //! - stdout and stderr are read to the end and kept up to `max_output_bytes` each; the rest is
 //!   counted and discarded, so a chatty child can neither fill our memory nor block on a full
-//!   pipe. Lines are split only when someone wants them (progress, `command-output`).
+//!   pipe. The text made of them is at most `max_output_bytes` of UTF-8 too, whatever the
+//!   bytes. Lines are split only when someone wants them (progress, `command-output`).
 //! - Termination (cancel, timeout, forced shutdown, and whatever of the group outlives its
 //!   leader): `kill_signal` to the group, `SIGKILL` to the group after `kill_grace`.
 //! - Every command ends with exactly one [`Event::Exit`], even when its pipes are held open by
 //!   a process that left the group: reading stops `kill_grace` + 500 ms after the leader
 //!   exited.
 //!
-//! `output` reads the pipes; `process` holds the signals and `/proc` scans; `sentinel`
-//! guards the groups against this process dying without running JavaScript.
+//! `output` reads the pipes; `process` starts and reaps processes and holds the signals and
+//! `/proc` scans; `sentinel` guards the groups against this process dying without running
+//! JavaScript.
 
 mod output;
 mod process;
 pub mod sentinel;
 
 use std::io;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,16 +33,22 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
 
 use crate::protocol;
-pub use output::json_progress;
-use output::{read_stream, Reader};
-use process::{clock_ticks_per_second, group_alive, signal_group, signal_pid, tree_usage, SIGKILL};
+pub use output::{json_progress, Text};
+use output::{read_stream, Capture, Captures, Reader};
+use process::{clock_ticks_per_second, group_alive, signal_group, signal_pid, tree_usage, Child, SIGKILL};
 
 /// Longest line forwarded for progress or `command-output`; the rest of a longer line is dropped.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
 /// How long the pipes may stay open once the command's group has ended.
 const PIPE_DRAIN: Duration = Duration::from_millis(500);
-/// How often the waiting task checks for the leader's exit itself.
+/// Where tokio reaps (not Linux): how often the waiting task checks for the leader's exit
+/// itself.
 const EXIT_POLL: Duration = Duration::from_millis(250);
+/// Whether to (Linux has a reaper thread, see `process`).
+const POLL_FOR_EXIT: bool = cfg!(not(target_os = "linux"));
+/// Longest pause between two checks of a group that outlived its leader; also how old a
+/// shared `/proc` scan may be to answer such a check.
+const GROUP_POLL: Duration = Duration::from_millis(50);
 
 /// How stdout reports progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,18 +83,40 @@ pub enum Stream {
   Stderr = protocol::STREAM_STDERR,
 }
 
+/// What a command's two streams produced (so far, or in all).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Output {
+  pub stdout: Text,
+  pub stderr: Text,
+  /// Bytes the stream produced in all, kept or not.
+  pub stdout_bytes: u64,
+  pub stderr_bytes: u64,
+  /// A stream was cut at the cap.
+  pub truncated: bool,
+}
+
+impl Output {
+  fn of(out: Capture, err: Capture, cap: usize) -> Output {
+    let (stdout_bytes, stderr_bytes) = (out.total, err.total);
+    let (stdout, out_cut) = out.into_text(cap);
+    let (stderr, err_cut) = err.into_text(cap);
+    Output {
+      stdout,
+      stderr,
+      stdout_bytes,
+      stderr_bytes,
+      truncated: out_cut || err_cut,
+    }
+  }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Exit {
   pub handle: u32,
   pub pid: u32,
   pub exit_code: Option<i32>,
   pub signal: Option<i32>,
-  pub stdout: String,
-  pub stderr: String,
-  /// Bytes the stream produced in all, kept or not.
-  pub stdout_bytes: u64,
-  pub stderr_bytes: u64,
-  pub truncated: bool,
+  pub output: Output,
   pub duration_ms: f64,
   /// Set when waiting for the process failed (the OS lost track of it).
   pub wait_error: Option<String>,
@@ -176,7 +206,8 @@ impl State {
     if self.group_done.load(Ordering::Acquire) {
       return;
     }
-    if group_alive(self.pid).await {
+    let since = Instant::now();
+    if group_alive(self.pid, since).await {
       tracing::debug!(
         pid = self.pid,
         "command exited, its group did not: terminating the group"
@@ -184,7 +215,7 @@ impl State {
       self.terminate();
       let deadline = self.deadline().unwrap_or_else(Instant::now);
       let mut pause = Duration::from_millis(2);
-      while group_alive(self.pid).await {
+      loop {
         let now = Instant::now();
         if now >= deadline {
           tracing::debug!(pid = self.pid, "command group outlived its kill signal: SIGKILL");
@@ -192,7 +223,14 @@ impl State {
           break;
         }
         tokio::time::sleep(pause.min(deadline - now)).await;
-        pause = (pause * 2).min(Duration::from_millis(50));
+        pause = (pause * 2).min(GROUP_POLL);
+        // Any scan made since the leader exited and at most GROUP_POLL old will do.
+        let recent = Instant::now()
+          .checked_sub(GROUP_POLL)
+          .map_or(since, |t| t.max(since));
+        if !group_alive(self.pid, recent).await {
+          break;
+        }
       }
     }
     self.group_done.store(true, Ordering::Release);
@@ -204,6 +242,8 @@ impl State {
 #[derive(Debug, Clone)]
 pub struct Running {
   state: Arc<State>,
+  captures: Arc<Captures>,
+  cap: usize,
 }
 
 /// What a running command uses now: its process tree's resident memory and CPU since the
@@ -232,6 +272,15 @@ impl Running {
   /// `SIGKILL` to the group at once (Node.js is exiting: there is no later).
   pub fn kill_now(&self) {
     self.state.kill_group();
+  }
+
+  /// What the command's streams have produced so far (empty once its exit has taken them).
+  pub fn output(&self) -> Output {
+    Output::of(
+      self.captures.copy(Stream::Stdout),
+      self.captures.copy(Stream::Stderr),
+      self.cap,
+    )
   }
 
   /// Nothing but the pid once the leader has been reaped (its pid may be someone else's).
@@ -277,39 +326,15 @@ pub fn spawn(
   forward_output: Arc<AtomicBool>,
   events: mpsc::Sender<Event>,
 ) -> io::Result<Running> {
-  let mut cmd = tokio::process::Command::new(&spec.program);
-  cmd.args(&spec.args);
-  if let Some(cwd) = &spec.cwd {
-    cmd.current_dir(cwd);
-  }
-  if !spec.inherit_env {
-    cmd.env_clear();
-  }
-  for (key, value) in &spec.env {
-    match value {
-      Some(v) => cmd.env(key, v),
-      None => cmd.env_remove(key),
-    };
-  }
-  cmd.stdin(if spec.input.is_some() {
-    Stdio::piped()
-  } else {
-    Stdio::null()
-  });
-  cmd.stdout(Stdio::piped());
-  cmd.stderr(Stdio::piped());
-  #[cfg(unix)]
-  cmd.process_group(0);
-  // No pre_exec hook (such as PR_SET_PDEATHSIG): with one, std must fork() instead of
-  // posix_spawn(), and forking a Node.js process of ~500 MB RSS blocks the JS thread ~15-19 ms
-  // per command instead of ~0.4 ms (measured here: bench/commands.mjs, README "Performance").
-
+  // No fork (nor a pre_exec hook such as PR_SET_PDEATHSIG, which needs one): forking a
+  // Node.js process of ~500 MB RSS blocks the JS thread ~15-19 ms per command instead of
+  // ~0.4 ms (measured here: bench/commands.mjs, README "Performance").
   let started = Instant::now();
   let mut child = {
     let _guard = rt.enter();
-    cmd.spawn()?
+    process::spawn(&spec)?
   };
-  let pid = child.id().unwrap_or(0);
+  let pid = child.id();
   tracing::debug!(handle, pid, program = %spec.program, "command started");
   // Guarded from now on against this process dying without running JS (before the waiting
   // task exists, so its unregister always comes after).
@@ -324,12 +349,15 @@ pub fn spawn(
     wake: tokio::sync::Notify::new(),
     last_usage: Mutex::new((0, started)),
   });
+  let cap = spec.max_output_bytes;
+  let captures = Arc::new(Captures::default());
   let running = Running {
     state: Arc::clone(&state),
+    captures: Arc::clone(&captures),
+    cap,
   };
 
   let (stop_tx, stop_rx) = watch::channel(false);
-  let cap = spec.max_output_bytes;
   let stdout = child.stdout.take();
   let stderr = child.stderr.take();
   let stdin = child.stdin.take();
@@ -341,6 +369,7 @@ pub fn spawn(
         handle,
         stream: Stream::Stdout,
         cap,
+        captures: Arc::clone(&captures),
         progress: spec.progress,
         forward: Arc::clone(&forward_output),
         events: events.clone(),
@@ -355,6 +384,7 @@ pub fn spawn(
         handle,
         stream: Stream::Stderr,
         cap,
+        captures: Arc::clone(&captures),
         progress: ProgressMode::Off,
         forward: forward_output,
         events: events.clone(),
@@ -377,11 +407,9 @@ pub fn spawn(
     // reported: when JS hears of the exit, the command's processes are gone (or SIGKILLed).
     state.end_group().await;
     // Processes outside the group (setsid) may still hold the pipes: stop reading soon.
-    let mut out = None;
-    let mut err = None;
     let drained = tokio::time::timeout(PIPE_DRAIN, async {
-      out = Some((&mut out_task).await.unwrap_or_default());
-      err = Some((&mut err_task).await.unwrap_or_default());
+      let _ = (&mut out_task).await;
+      let _ = (&mut err_task).await;
     })
     .await;
     if drained.is_err() {
@@ -395,30 +423,27 @@ pub fn spawn(
     if let Some(w) = writer {
       w.abort(); // stdin inherited by a process that never reads it
     }
-    let out = match out {
-      Some(c) => c,
-      None => out_task.await.unwrap_or_default(),
-    };
-    let err = match err {
-      Some(c) => c,
-      None => err_task.await.unwrap_or_default(),
-    };
+    if drained.is_err() {
+      let _ = out_task.await;
+      let _ = err_task.await;
+    }
     let (exit_code, signal, wait_error) = match status {
       Ok(s) => (s.code(), exit_signal(&s), None),
       Err(e) => (None, None, Some(e.to_string())),
     };
-    let truncated = out.truncated() || err.truncated();
+    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let (out, err) = (captures.take(Stream::Stdout), captures.take(Stream::Stderr));
+    // Up to 2 x 256 MiB to decode: not on the worker that drives timers and pipes.
+    let output = tokio::task::spawn_blocking(move || Output::of(out, err, cap))
+      .await
+      .unwrap_or_default();
     let exit = Exit {
       handle,
       pid,
       exit_code,
       signal,
-      stdout_bytes: out.total,
-      stderr_bytes: err.total,
-      stdout: out.into_string(),
-      stderr: err.into_string(),
-      truncated,
-      duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+      output,
+      duration_ms,
       wait_error,
     };
     tracing::debug!(handle, pid, ?exit_code, ?signal, "command ended");
@@ -429,7 +454,7 @@ pub fn spawn(
 
 /// Waits for the leader to exit, sending the group its SIGKILL when a termination's grace
 /// period ends first.
-async fn wait(child: &mut tokio::process::Child, state: &State) -> io::Result<std::process::ExitStatus> {
+async fn wait(child: &mut Child, state: &State) -> io::Result<std::process::ExitStatus> {
   let mut killed = false;
   loop {
     let deadline = state.deadline();
@@ -446,12 +471,11 @@ async fn wait(child: &mut tokio::process::Child, state: &State) -> io::Result<st
         state.kill_group();
         killed = true;
       }
-      _ = tokio::time::sleep(EXIT_POLL) => {
-        // On Linux tokio watches a pidfd. Where pidfd_open is unavailable (kernels before
-        // 5.3, some sandboxes) it relies on SIGCHLD, whose handler libuv replaces when Node
-        // spawns a child of its own: look for our child's exit ourselves.
-        if let Ok(Some(status)) = child.try_wait() {
-          return Ok(status);
+      _ = tokio::time::sleep(EXIT_POLL), if POLL_FOR_EXIT => {
+        // tokio relies on SIGCHLD there, whose handler libuv replaces when Node spawns a
+        // child of its own: look for our child's exit ourselves.
+        if let Some(status) = child.try_wait() {
+          return status;
         }
       }
     }
@@ -547,9 +571,9 @@ mod tests {
     let e = exit_of(&ev);
     assert_eq!(e.exit_code, Some(3));
     assert_eq!(e.signal, None);
-    assert_eq!(e.stdout, "out\n");
-    assert_eq!(e.stderr, "err");
-    assert!(!e.truncated);
+    assert_eq!(e.output.stdout.to_string(), "out\n");
+    assert_eq!(e.output.stderr.to_string(), "err");
+    assert!(!e.output.truncated);
     assert_eq!(ev.len(), 1, "no lines unless asked for");
   }
 
@@ -559,9 +583,9 @@ mod tests {
     let mut s = spec("sh", &["-c", "head -c 300000 /dev/zero | tr '\\0' x"]);
     s.max_output_bytes = 1000;
     let e = exit_of(&run(&rt, s, false, None)).clone();
-    assert_eq!(e.stdout.len(), 1000);
-    assert_eq!(e.stdout_bytes, 300_000);
-    assert!(e.truncated);
+    assert_eq!(e.output.stdout.heap_bytes(), 1000);
+    assert_eq!(e.output.stdout_bytes, 300_000);
+    assert!(e.output.truncated);
   }
 
   #[test]
@@ -623,11 +647,14 @@ mod tests {
     s.env = vec![("FOO".into(), Some("bar".into())), ("HOME".into(), None)];
     s.cwd = Some("/tmp".into());
     let e = exit_of(&run(&rt, s, false, None)).clone();
-    assert_eq!(e.stdout, "hello bar /tmp\nnohome\n");
+    assert_eq!(e.output.stdout.to_string(), "hello bar /tmp\nnohome\n");
     let mut s = spec("/usr/bin/env", &[]);
     s.inherit_env = false;
     s.env = vec![("ONLY".into(), Some("1".into()))];
-    assert_eq!(exit_of(&run(&rt, s, false, None)).stdout, "ONLY=1\n");
+    assert_eq!(
+      exit_of(&run(&rt, s, false, None)).output.stdout.to_string(),
+      "ONLY=1\n"
+    );
   }
 
   #[test]
@@ -660,7 +687,7 @@ mod tests {
     let t0 = Instant::now();
     let ev = run(&rt, s, false, Some(Duration::from_millis(200)));
     let e = exit_of(&ev);
-    let grandchild: i32 = e.stdout.trim().parse().unwrap();
+    let grandchild: i32 = e.output.stdout.to_string().trim().parse().unwrap();
     assert_eq!(e.signal, Some(libc::SIGTERM), "the leader dies of SIGTERM");
     assert!(
       t0.elapsed() >= Duration::from_millis(450),
@@ -677,7 +704,7 @@ mod tests {
     let e = exit_of(&run(&rt, s, false, None)).clone();
     assert_eq!(e.exit_code, Some(0));
     assert!(t0.elapsed() < Duration::from_secs(5));
-    let straggler: i32 = e.stdout.trim().parse().unwrap();
+    let straggler: i32 = e.output.stdout.to_string().trim().parse().unwrap();
     assert!(!alive(straggler), "sleep {straggler} survived");
   }
 

@@ -1,8 +1,13 @@
 //! A command's output: each stream is read to the end and kept up to a cap; lines are split
 //! only when someone wants them (progress, `command-output`) and sent in batches.
+//!
+//! Kept bytes become [`Text`] off the JS thread: Latin-1 or UTF-16, the two forms a JS string
+//! is made from with a plain copy. Invalid UTF-8 becomes U+FFFD (3 bytes for 1), so the text
+//! is cut again at the cap: whatever the bytes, no stream brings more than `cap` bytes of
+//! UTF-8 to JS.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, watch};
@@ -13,6 +18,128 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Lines per [`Event::Lines`], so one chatty read does not make one huge JS array.
 const LINES_PER_EVENT: usize = 256;
 
+/// Text for a JS string: Latin-1 while every character is at most U+00FF, else UTF-16.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Text {
+  Latin1(Vec<u8>),
+  Utf16(Vec<u16>),
+}
+
+impl Default for Text {
+  fn default() -> Self {
+    Text::Latin1(Vec::new())
+  }
+}
+
+impl Text {
+  /// Bytes the JS string takes: one per character for Latin-1, two for UTF-16.
+  pub fn heap_bytes(&self) -> usize {
+    match self {
+      Text::Latin1(b) => b.len(),
+      Text::Utf16(u) => u.len() * 2,
+    }
+  }
+
+  /// Lossy UTF-8 decoding of `bytes`, cut where its UTF-8 form would pass `max_utf8` bytes.
+  /// With `cut_tail` (the bytes were cut from a longer stream) an incomplete character at the
+  /// end is dropped whole instead of becoming U+FFFD. Also returns whether the text was cut.
+  pub fn decode(bytes: Vec<u8>, max_utf8: usize, cut_tail: bool) -> (Text, bool) {
+    if bytes.len() <= max_utf8 && bytes.is_ascii() {
+      return (Text::Latin1(bytes), false);
+    }
+    let mut out = Builder::default();
+    let mut utf8_len = 0usize;
+    let mut cut = false;
+    let mut chunks = bytes.utf8_chunks().peekable();
+    'chunks: while let Some(chunk) = chunks.next() {
+      let valid = chunk.valid();
+      if utf8_len + valid.len() <= max_utf8 {
+        utf8_len += valid.len();
+        out.push_str(valid);
+      } else {
+        for c in valid.chars() {
+          utf8_len += c.len_utf8();
+          if utf8_len > max_utf8 {
+            cut = true;
+            break 'chunks;
+          }
+          out.push(c);
+        }
+      }
+      let invalid = chunk.invalid();
+      if invalid.is_empty() {
+        continue;
+      }
+      let incomplete_tail = chunks.peek().is_none()
+        && std::str::from_utf8(invalid)
+          .err()
+          .is_some_and(|e| e.error_len().is_none());
+      if cut_tail && incomplete_tail {
+        break;
+      }
+      utf8_len += char::REPLACEMENT_CHARACTER.len_utf8();
+      if utf8_len > max_utf8 {
+        cut = true;
+        break;
+      }
+      out.push(char::REPLACEMENT_CHARACTER);
+    }
+    (out.finish(), cut)
+  }
+}
+
+impl std::fmt::Display for Text {
+  fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    match self {
+      Text::Latin1(b) => b.iter().try_for_each(|&c| write!(f, "{}", char::from(c))),
+      Text::Utf16(u) => char::decode_utf16(u.iter().copied())
+        .try_for_each(|c| write!(f, "{}", c.unwrap_or(char::REPLACEMENT_CHARACTER))),
+    }
+  }
+}
+
+/// Builds a [`Text`], switching from Latin-1 to UTF-16 at the first character above U+00FF.
+#[derive(Default)]
+struct Builder {
+  latin1: Vec<u8>,
+  utf16: Option<Vec<u16>>,
+}
+
+impl Builder {
+  fn push(&mut self, c: char) {
+    if let Some(u) = self.utf16.as_mut() {
+      let mut buf = [0u16; 2];
+      u.extend_from_slice(c.encode_utf16(&mut buf));
+      return;
+    }
+    match u8::try_from(u32::from(c)) {
+      Ok(b) => self.latin1.push(b),
+      Err(_) => {
+        let mut u: Vec<u16> = Vec::with_capacity(self.latin1.len() + 1024);
+        u.extend(self.latin1.iter().map(|&b| u16::from(b)));
+        self.latin1 = Vec::new();
+        self.utf16 = Some(u);
+        self.push(c);
+      }
+    }
+  }
+
+  fn push_str(&mut self, s: &str) {
+    match self.utf16.as_mut() {
+      Some(u) => u.extend(s.encode_utf16()),
+      None if s.is_ascii() => self.latin1.extend_from_slice(s.as_bytes()),
+      None => s.chars().for_each(|c| self.push(c)),
+    }
+  }
+
+  fn finish(self) -> Text {
+    match self.utf16 {
+      Some(u) => Text::Utf16(u),
+      None => Text::Latin1(self.latin1),
+    }
+  }
+}
+
 /// What one stream kept.
 #[derive(Debug, Default)]
 pub(super) struct Capture {
@@ -21,23 +148,52 @@ pub(super) struct Capture {
 }
 
 impl Capture {
-  pub(super) fn truncated(&self) -> bool {
+  fn truncated(&self) -> bool {
     self.total > self.kept.len() as u64
   }
 
-  /// UTF-8 text (invalid sequences replaced); a character cut by the cap is dropped whole.
-  pub(super) fn into_string(mut self) -> String {
-    if self.truncated() {
-      if let Err(e) = std::str::from_utf8(&self.kept) {
-        if e.error_len().is_none() {
-          self.kept.truncate(e.valid_up_to());
-        }
-      }
+  /// The kept bytes as text of at most `cap` UTF-8 bytes, and whether the stream was cut
+  /// (by the cap on bytes read, or on text). A character cut by the cap is dropped whole.
+  pub(super) fn into_text(self, cap: usize) -> (Text, bool) {
+    let truncated = self.truncated();
+    let (text, cut) = Text::decode(self.kept, cap, truncated);
+    (text, truncated || cut)
+  }
+
+  fn copy(&self) -> Capture {
+    Capture {
+      kept: self.kept.clone(),
+      total: self.total,
     }
-    match String::from_utf8(self.kept) {
-      Ok(s) => s,
-      Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-    }
+  }
+}
+
+/// The captures of a command's two streams, shared by their readers and by whoever wants
+/// what they kept so far (a cancelled command's error).
+#[derive(Debug, Default)]
+pub(super) struct Captures {
+  stdout: Mutex<Capture>,
+  stderr: Mutex<Capture>,
+}
+
+impl Captures {
+  fn of(&self, stream: Stream) -> MutexGuard<'_, Capture> {
+    let m = match stream {
+      Stream::Stdout => &self.stdout,
+      Stream::Stderr => &self.stderr,
+    };
+    // A panic elsewhere cannot leave a Capture half-written: take it as it is.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+  }
+
+  /// A copy of what `stream` kept so far.
+  pub(super) fn copy(&self, stream: Stream) -> Capture {
+    self.of(stream).copy()
+  }
+
+  /// What `stream` kept, taken out (once it has been read to the end).
+  pub(super) fn take(&self, stream: Stream) -> Capture {
+    std::mem::take(&mut *self.of(stream))
   }
 }
 
@@ -45,6 +201,7 @@ pub(super) struct Reader {
   pub(super) handle: u32,
   pub(super) stream: Stream,
   pub(super) cap: usize,
+  pub(super) captures: Arc<Captures>,
   pub(super) progress: ProgressMode,
   pub(super) forward: Arc<AtomicBool>,
   /// Bounded: when JS falls behind, sending waits, reading stops, and the child blocks on
@@ -70,7 +227,7 @@ impl Reader {
       }
     }
     if self.progress == ProgressMode::Lines || self.forward.load(Ordering::Relaxed) {
-      self.lines.push(String::from_utf8_lossy(bytes).into_owned());
+      self.lines.push(line_text(bytes));
     }
     self.lines.len() >= LINES_PER_EVENT
   }
@@ -97,10 +254,23 @@ impl Reader {
   }
 }
 
-pub(super) async fn read_stream<R: AsyncRead + Unpin>(source: Option<R>, mut r: Reader) -> Capture {
-  let mut cap = Capture::default();
+/// A line as text (invalid UTF-8 replaced), at most `MAX_LINE_BYTES` bytes of UTF-8.
+fn line_text(bytes: &[u8]) -> String {
+  let mut s = String::from_utf8_lossy(bytes).into_owned();
+  if s.len() > MAX_LINE_BYTES {
+    let mut end = MAX_LINE_BYTES;
+    while !s.is_char_boundary(end) {
+      end -= 1;
+    }
+    s.truncate(end);
+  }
+  s
+}
+
+/// Reads `source` to the end (or until `stop`), keeping up to the cap in the reader's capture.
+pub(super) async fn read_stream<R: AsyncRead + Unpin>(source: Option<R>, mut r: Reader) {
   let Some(mut source) = source else {
-    return cap;
+    return;
   };
   let mut chunk = vec![0u8; READ_CHUNK];
   let mut partial: Vec<u8> = Vec::new();
@@ -116,10 +286,13 @@ pub(super) async fn read_stream<R: AsyncRead + Unpin>(source: Option<R>, mut r: 
       _ = r.stop.changed() => break,
     };
     let data = &chunk[..n];
-    cap.total += n as u64;
-    if cap.kept.len() < r.cap {
-      let take = (r.cap - cap.kept.len()).min(n);
-      cap.kept.extend_from_slice(&data[..take]);
+    {
+      let mut cap = r.captures.of(r.stream);
+      cap.total += n as u64;
+      if cap.kept.len() < r.cap {
+        let take = (r.cap - cap.kept.len()).min(n);
+        cap.kept.extend_from_slice(&data[..take]);
+      }
     }
     if !r.wants_lines() {
       partial.clear();
@@ -177,7 +350,6 @@ pub(super) async fn read_stream<R: AsyncRead + Unpin>(source: Option<R>, mut r: 
     r.line(&partial);
   }
   r.flush().await;
-  cap
 }
 
 fn append_capped(partial: &mut Vec<u8>, bytes: &[u8], overflow: &mut bool) {
@@ -202,13 +374,63 @@ pub fn json_progress(line: &[u8]) -> Option<f64> {
 mod tests {
   use super::*;
 
+  fn text(bytes: &[u8], max: usize, cut_tail: bool) -> (String, bool) {
+    let (t, cut) = Text::decode(bytes.to_vec(), max, cut_tail);
+    (t.to_string(), cut)
+  }
+
   #[test]
   fn cut_multibyte_character_is_dropped_whole() {
     let c = Capture {
       kept: "aé".as_bytes()[..2].to_vec(),
       total: 3,
     };
-    assert_eq!(c.into_string(), "a");
+    let (t, truncated) = c.into_text(2);
+    assert_eq!(t.to_string(), "a");
+    assert!(truncated);
+  }
+
+  #[test]
+  fn ascii_and_latin1_stay_one_byte_per_character() {
+    assert_eq!(
+      Text::decode(b"abc".to_vec(), 10, false),
+      (Text::Latin1(b"abc".to_vec()), false)
+    );
+    // é (U+00E9) fits Latin-1; € (U+20AC) does not.
+    assert_eq!(
+      Text::decode("aé".as_bytes().to_vec(), 10, false),
+      (Text::Latin1(vec![b'a', 0xE9]), false)
+    );
+    let (t, _) = Text::decode("é€".as_bytes().to_vec(), 10, false);
+    assert_eq!(t, Text::Utf16(vec![0xE9, 0x20AC]));
+    assert_eq!(t.heap_bytes(), 4);
+    let (t, _) = Text::decode("a😀".as_bytes().to_vec(), 10, false);
+    assert_eq!(t.to_string(), "a😀");
+  }
+
+  #[test]
+  fn invalid_bytes_are_replaced_and_the_text_stays_within_the_cap() {
+    assert_eq!(text(b"a\xffb", 10, false), ("a\u{FFFD}b".into(), false));
+    // Each 0xFF becomes 3 bytes of UTF-8: 10 of them, cap 10, leave room for 3.
+    let (s, cut) = text(&[0xFF; 10], 10, false);
+    assert_eq!(s, "\u{FFFD}".repeat(3));
+    assert!(cut);
+    assert!(s.len() <= 10);
+    // Text longer than the cap is cut at a character boundary, ASCII or not.
+    assert_eq!(text(b"abcdef", 4, false), ("abcd".into(), true));
+    assert_eq!(text("éé€€".as_bytes(), 9, false), ("éé€".into(), true));
+    assert_eq!(text(b"a\xe2\x82\xac\xffz", 100, false).0, "a€\u{FFFD}z");
+    // An incomplete character at the end: replaced, unless the stream was cut there.
+    assert_eq!(text(b"a\xc3", 10, false), ("a\u{FFFD}".into(), false));
+    assert_eq!(text(b"a\xc3", 10, true), ("a".into(), false));
+    assert_eq!(text(b"\xffa\xc3", 10, true), ("\u{FFFD}a".into(), false));
+  }
+
+  #[test]
+  fn lines_are_capped_after_replacement() {
+    let line = line_text(&vec![0xFF; MAX_LINE_BYTES]);
+    assert!(line.len() <= MAX_LINE_BYTES);
+    assert!(line.len() > MAX_LINE_BYTES - 3);
   }
 
   #[test]

@@ -4,11 +4,13 @@
 //! groups of their own, so the terminal's SIGINT does not reach them), a crash.
 //!
 //! The sentinel reads `+pgid` / `-pgid` lines from a pipe whose only write end is ours
-//! (close-on-exec, so no child inherits it). When this process dies, the kernel closes that
-//! end; the sentinel reads end-of-file and sends SIGKILL to every group still listed. It runs
-//! in a process group of its own and ignores the terminal's signals, so a Ctrl-C that kills
-//! this process does not kill it first. A group is unlisted once it is seen ended, so a
-//! group id reused by somebody else is never signalled.
+//! (close-on-exec, so no child inherits it). Like a command, it starts with no descriptor
+//! beyond 0-2 and default signal dispositions (on Linux, see `process::launch`). When this
+//! process dies, the kernel closes that end; the sentinel reads end-of-file and sends
+//! SIGKILL to every group still listed. It runs in a process group of its own and ignores
+//! the terminal's signals, so a Ctrl-C that kills this process does not kill it first. A
+//! group is unlisted once it is seen ended, so a group id reused by somebody else is never
+//! signalled.
 //!
 //! Cost: one `sh` started with the first command (posix_spawn, ~1.7 MB RSS), one short write
 //! per command start and end, O(1) work in the sentinel per line. If the sentinel is gone or
@@ -21,22 +23,23 @@
 #[cfg(unix)]
 mod imp {
   use std::collections::BTreeSet;
+  use std::fs::File;
   use std::io::{self, Write};
-  use std::os::fd::AsRawFd;
-  use std::process::{Child, ChildStdin, Command, Stdio};
+  use std::os::fd::{AsRawFd, OwnedFd};
+  use std::os::unix::process::ExitStatusExt;
+  use std::process::ExitStatus;
   use std::sync::Mutex;
   use std::time::{Duration, Instant};
-
-  use std::os::unix::process::CommandExt;
 
   /// The sentinel's program. Each listed group is a shell variable `g_<pgid>` (set and unset
   /// in O(1), whatever the number of groups); at end-of-file every `g_*` still set is
   /// killed. Lines that are not `+digits` / `-digits` are ignored (nothing reaches `eval`
-  /// but digits). POSIX sh only: dash, bash, busybox ash.
+  /// but digits), and so are 0, 1 and leading zeros: `kill -- -0` and `kill -- -1` would
+  /// be our own group and every process. POSIX sh only: dash, bash, busybox ash.
   pub(super) const SCRIPT: &str = r#"trap '' INT TERM HUP QUIT TSTP TTIN TTOU PIPE
 while IFS= read -r line; do
   pg=${line#?}
-  case $pg in ''|*[!0-9]*) continue ;; esac
+  case $pg in ''|*[!0-9]*|0*|1) continue ;; esac
   case $line in
     +*) eval "g_$pg=1" ;;
     -*) unset "g_$pg" ;;
@@ -50,31 +53,80 @@ done
   /// One sentinel process and the groups it guards.
   #[derive(Debug)]
   pub struct Sentinel {
-    child: Child,
-    pipe: ChildStdin,
+    pid: u32,
+    pipe: File,
+  }
+
+  /// Starts `/bin/sh -c SCRIPT` in a process group of its own, with only `PATH` in its
+  /// environment (`set` then lists only the shell's own variables and ours); returns its pid
+  /// and the write end of its stdin.
+  #[cfg(target_os = "linux")]
+  fn start_shell() -> io::Result<(u32, Option<OwnedFd>)> {
+    use crate::command::process::launch::{launch, Io, Launch};
+    let args = [
+      "-c".to_string(),
+      SCRIPT.to_string(),
+      "bmad-bg-sentinel".to_string(),
+    ];
+    let env = [("PATH".to_string(), Some("/usr/bin:/bin".to_string()))];
+    let l = launch(&Launch {
+      program: "/bin/sh",
+      args: &args, // $0 (the last one): how it shows in `ps`
+      cwd: None,
+      env: &env,
+      inherit_env: false,
+      stdin: Io::Pipe,
+      stdout: Io::Null,
+      stderr: Io::Null,
+    })?;
+    Ok((l.pid, l.stdin))
+  }
+
+  #[cfg(not(target_os = "linux"))]
+  fn start_shell() -> io::Result<(u32, Option<OwnedFd>)> {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("/bin/sh")
+      .arg("-c")
+      .arg(SCRIPT)
+      .arg("bmad-bg-sentinel")
+      .env_clear()
+      .env("PATH", "/usr/bin:/bin")
+      .stdin(Stdio::piped())
+      .stdout(Stdio::null())
+      .stderr(Stdio::null())
+      .process_group(0)
+      .spawn()?;
+    // Dropping the Child neither waits nor kills: `Sentinel` reaps it by pid.
+    Ok((child.id(), child.stdin.take().map(OwnedFd::from)))
+  }
+
+  /// Waits for our child `pid`.
+  fn reap(pid: u32) -> io::Result<ExitStatus> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from_raw_os_error(libc::ESRCH))?;
+    loop {
+      let mut status = 0;
+      // SAFETY: waitpid on the sentinel, our child, which nobody else waits for.
+      if unsafe { libc::waitpid(pid, &mut status, 0) } == pid {
+        return Ok(ExitStatus::from_raw(status));
+      }
+      let err = io::Error::last_os_error();
+      if err.kind() != io::ErrorKind::Interrupted {
+        return Err(err);
+      }
+    }
   }
 
   impl Sentinel {
     /// Starts a sentinel guarding `groups`.
     pub fn start(groups: &BTreeSet<u32>) -> io::Result<Sentinel> {
-      let mut cmd = Command::new("/bin/sh");
-      cmd
-        .arg("-c")
-        .arg(SCRIPT)
-        .arg("bmad-bg-sentinel") // $0: how it shows in `ps`
-        // Nothing inherited: `set` lists only the shell's own variables and ours.
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0);
-      let mut child = cmd.spawn()?;
-      let Some(pipe) = child.stdin.take() else {
-        let _ = child.kill();
-        let _ = child.wait();
+      let (pid, pipe) = start_shell()?;
+      let Some(pipe) = pipe else {
+        crate::command::process::signal_pid(pid, libc::SIGKILL);
+        let _ = reap(pid);
         return Err(io::Error::other("sentinel: no pipe"));
       };
+      let pipe = File::from(pipe);
       // Never block the caller (the JS thread): a full pipe means a stuck sentinel, which
       // is then replaced (see `send`).
       // SAFETY: fcntl on a descriptor we own; no memory is passed.
@@ -85,7 +137,7 @@ done
           libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
         }
       }
-      let mut s = Sentinel { child, pipe };
+      let mut s = Sentinel { pid, pipe };
       let mut all = String::new();
       for pg in groups {
         all.push_str(&format!("+{pg}\n"));
@@ -100,7 +152,7 @@ done
     }
 
     pub fn pid(&self) -> u32 {
-      self.child.id()
+      self.pid
     }
 
     /// Writes a whole message or fails (a partial write would corrupt the line protocol, so
@@ -111,16 +163,18 @@ done
 
     /// Closes the pipe, as this process's death would: the sentinel kills what is listed
     /// and exits. Waits for it.
-    pub fn close(self) -> io::Result<std::process::ExitStatus> {
-      let Sentinel { mut child, pipe } = self;
+    pub fn close(self) -> io::Result<ExitStatus> {
+      let Sentinel { pid, pipe } = self;
       drop(pipe);
-      child.wait()
+      reap(pid)
     }
 
     /// Stops a sentinel that is being replaced, without it killing anything.
-    fn discard(mut self) {
-      let _ = self.child.kill();
-      let _ = self.child.wait();
+    fn discard(self) {
+      let Sentinel { pid, pipe } = self;
+      crate::command::process::signal_pid(pid, libc::SIGKILL);
+      drop(pipe);
+      let _ = reap(pid);
     }
   }
 
@@ -263,6 +317,26 @@ mod tests {
     s.write(b"\n").expect("still listening");
     s.close().expect("sentinel exits");
     assert!(ends_within(&mut a, Duration::from_secs(5)));
+  }
+
+  #[test]
+  fn the_script_never_lists_group_0_1_or_leading_zeros() {
+    // `kill` is replaced by a function that prints what it would do: `+1` must never become
+    // `kill -- -1` (every process), whatever the Rust side lets through.
+    let script = format!("kill() {{ echo \"kill $*\"; }}\n{}", super::imp::SCRIPT);
+    let mut child = Command::new("/bin/sh")
+      .arg("-c")
+      .arg(script)
+      .env_clear()
+      .stdin(std::process::Stdio::piped())
+      .stdout(std::process::Stdio::piped())
+      .spawn()
+      .expect("sh");
+    let mut stdin = child.stdin.take().expect("stdin");
+    std::io::Write::write_all(&mut stdin, b"+0\n+1\n+01\n+007\n+00\n+42\n+\n+4x\n").expect("write");
+    drop(stdin);
+    let out = child.wait_with_output().expect("output");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "kill -s KILL -- -42\n");
   }
 
   #[test]

@@ -405,4 +405,25 @@ mod tests {
     let _ = child.wait();
     assert_eq!(b.processes, a.processes + 1, "{a:?} {b:?}");
   }
+
+  #[cfg(target_os = "linux")]
+  #[test]
+  fn a_child_whose_name_is_not_utf8_is_measured() {
+    // Nine 2-byte characters: the kernel keeps 15 bytes of the name, splitting the eighth.
+    let dir = std::env::temp_dir().join(format!("bmad-bg-probes-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let link = dir.join("ééééééééé");
+    std::os::unix::fs::symlink("/bin/sleep", &link).expect("symlink");
+    let mut sampler = Sampler::new().expect("sysinfo works here");
+    let mut child = std::process::Command::new(&link).arg("5").spawn().expect("spawn");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    sampler.sample();
+    // Only the processes of the tree are refreshed: a memory figure means it was counted.
+    let rss = sampler.sys.process(Pid::from_u32(child.id())).map(|p| p.memory());
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(rss.unwrap_or(0) > 0, "its resident memory counts: {rss:?}");
+  }
 }
