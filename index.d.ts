@@ -5,11 +5,18 @@
 // `require('bmad-background-executor')` is the BackgroundExecutor class itself, with
 // `.BackgroundExecutor`, `.ResourceMonitor` and `.default` attached (index.js), hence
 // `export =` a class merged with a namespace. index.d.mts is the ES module view over it.
+//
+// The Node.js names used here (node:events, NodeJS.Signals, AbortSignal) come from @types/node,
+// which the reference below loads even when a project's tsconfig lists no "types".
+
+/// <reference types="node" />
 
 import { EventEmitter } from 'node:events';
 
 declare namespace Types {
   export type ExecutionId = string;
+  /** The level names of an executor constructed without `priorityLevels`. */
+  export type DefaultPriorityLevel = 'critical' | 'high' | 'medium' | 'low' | 'background';
   export type ExecutionMode = 'fire-and-forget' | 'async-callback' | 'watched' | 'execute' | 'aggregate';
   export type ExecutionStatus = 'queued' | 'running' | 'completed' | 'failed' | 'cancelled';
   export type ErrorCode =
@@ -20,7 +27,9 @@ declare namespace Types {
     | 'ERR_EXECUTION_CANCELLED'
     | 'ERR_EXECUTOR_SHUT_DOWN'
     | 'ERR_COMMAND_FAILED'
-    | 'ERR_COMMAND_SPAWN';
+    | 'ERR_COMMAND_SPAWN'
+    | 'ERR_COMMAND_SPEC'
+    | 'ERR_UNSUPPORTED_PLATFORM';
 
   /** Every error the package creates carries one of these codes. */
   export interface ExecutorError extends Error {
@@ -30,8 +39,8 @@ declare namespace Types {
     timeoutMs?: number;
   }
 
-  /** The third argument of every agent. */
-  export interface AgentContext<Options = any> {
+  /** The third argument of every agent. `Level`: the executor's level names (any string by default). */
+  export interface AgentContext<Options = any, Level extends string = string> {
     readonly executionId: ExecutionId;
     readonly agent: string;
     readonly task: string;
@@ -39,7 +48,7 @@ declare namespace Types {
     readonly options: Options;
     readonly mode: ExecutionMode;
     /** The priority level name. */
-    readonly priority: string;
+    readonly priority: Level;
     /** 1 for the first attempt. */
     readonly attempt: number;
     /** Aborted on cancel, timeout and forced shutdown; `reason` is an ExecutorError. */
@@ -48,72 +57,84 @@ declare namespace Types {
     readonly progress: (percent: number, detail?: unknown) => void;
   }
 
-  export type AgentFunction<Result = unknown, Options = any> = (
+  export type AgentFunction<Result = unknown, Options = any, Level extends string = string> = (
     task: string,
     options: Options,
-    context: AgentContext<Options>,
+    context: AgentContext<Options, Level>,
   ) => Result | PromiseLike<Result>;
 
-  export type DefaultAgentFunction<Result = unknown, Options = any> = (
+  export type DefaultAgentFunction<Result = unknown, Options = any, Level extends string = string> = (
     agent: string,
     task: string,
     options: Options,
-    context: AgentContext<Options>,
+    context: AgentContext<Options, Level>,
   ) => Result | PromiseLike<Result>;
 
-  export interface BackgroundExecutorConfig {
+  /** `T`, but not a place the level names are inferred from (the constructor infers them from `priorityLevels` only). */
+  type NotInferred<T> = [T][T extends any ? 0 : never];
+
+  /**
+   * `Level`: the level names. `new BackgroundExecutor(config)` infers them from the keys of
+   * `priorityLevels`; without it they are the default levels.
+   */
+  export interface BackgroundExecutorConfig<Level extends string = DefaultPriorityLevel> {
     /** Integer >= 1. Default 5. */
-    maxConcurrentAgents?: number;
+    maxConcurrentAgents?: number | undefined;
     /** Whole-machine CPU busy percent that throttles new starts, 0 < x <= 100. Default 80. */
-    maxCpuPercent?: number;
+    maxCpuPercent?: number | undefined;
     /** MB resident in this process and its agent processes that throttles new starts. Default 2048. */
-    maxMemoryMb?: number;
+    maxMemoryMb?: number | undefined;
     /** Default true. */
-    throttleIfExceeded?: boolean;
-    /** Level name -> positive integer, higher runs first. Default critical 5 … background 1. */
-    priorityLevels?: Record<string, number>;
-    agents?: Record<string, AgentFunction>;
-    defaultAgent?: DefaultAgentFunction;
+    throttleIfExceeded?: boolean | undefined;
+    /** Level name -> positive integer, higher runs first; replaces the defaults (critical 5 … background 1). */
+    priorityLevels?: Record<Level, number> | undefined;
+    agents?: Record<string, AgentFunction<unknown, any, NotInferred<Level>>> | undefined;
+    defaultAgent?: DefaultAgentFunction<unknown, any, NotInferred<Level>> | undefined;
     /** Integer > 0 (ms); none by default. */
-    defaultTimeoutMs?: number;
+    defaultTimeoutMs?: number | undefined;
     /** Integer >= 0 (ms) a finished execution stays queryable. Default 60000. */
-    resultTtlMs?: number;
+    resultTtlMs?: number | undefined;
     /** Integer >= 0: most finished executions kept. Default 10000. */
-    maxRetainedResults?: number;
+    maxRetainedResults?: number | undefined;
     /** Integer > 0 (ms): watched-mode progress-update cadence. Default 1000. */
-    progressIntervalMs?: number;
+    progressIntervalMs?: number | undefined;
     /** Integer > 0 (ms): resource sampling cadence. Default 1000. */
-    monitorIntervalMs?: number;
+    monitorIntervalMs?: number | undefined;
     /** Integer >= 0: executions allowed to run while throttled. Default 1. */
-    minConcurrentAgents?: number;
+    minConcurrentAgents?: number | undefined;
     /** Integer >= 0 (ms) a cancelled or timed-out agent may keep its slot before it is freed (a command agent: at least its killGraceMs + 1000). Default 5000. */
-    cancelGraceMs?: number;
+    cancelGraceMs?: number | undefined;
     /** Integer >= 0 (ms): a queued execution gains one priority level per agingMs waited. 0 (off) by default. */
-    agingMs?: number;
+    agingMs?: number | undefined;
+    /**
+     * Integer >= 0: command output (stdout + stderr, bytes of JS strings) that finished
+     * executions keep in all; past it the oldest lose theirs (`outputDropped: true`). 64 MiB by default.
+     */
+    maxRetainedOutputBytes?: number | undefined;
     /** Integer 0–1000: attempts after the first when an attempt fails or times out. Default 0. */
-    retries?: number;
+    retries?: number | undefined;
     /** Integer >= 0 (ms): delay before a retry (the base of the exponential backoff). Default 1000. */
-    retryDelayMs?: number;
+    retryDelayMs?: number | undefined;
     /** 'fixed': every retry waits retryDelayMs; 'exponential' (default): it doubles per attempt, with jitter. */
-    backoff?: 'fixed' | 'exponential';
+    backoff?: 'fixed' | 'exponential' | undefined;
   }
 
   /** Options read by the executor; everything else is passed to the agent unchanged. */
-  export interface SubmitOptions {
-    /** A priority level name. */
-    priority?: string;
+  export interface SubmitOptions<Level extends string = DefaultPriorityLevel> {
+    /** A level name of the executor. */
+    priority?: Level | undefined;
     /** Integer > 0 (ms); overrides defaultTimeoutMs. */
-    timeout?: number;
+    timeout?: number | undefined;
     /** Aborting it cancels the execution. */
-    signal?: AbortSignal;
+    signal?: AbortSignal | undefined;
     /** Called with every progress report of this execution. */
-    onProgress?: (update: ProgressReport) => void;
+    onProgress?: ((update: ProgressReport) => void) | undefined;
     /** Overrides the config's `retries` for this execution. */
-    retries?: number;
+    retries?: number | undefined;
     /** Overrides the config's `retryDelayMs`. */
-    retryDelayMs?: number;
+    retryDelayMs?: number | undefined;
     /** Overrides the config's `backoff`. */
-    backoff?: 'fixed' | 'exponential';
+    backoff?: 'fixed' | 'exponential' | undefined;
     [key: string]: unknown;
   }
 
@@ -133,37 +154,48 @@ declare namespace Types {
 
   export type ExecutionCallback<Result = unknown> = (err: unknown, result?: Result) => void;
 
-  export type ExecutionStatusResult =
-    | { found: false }
-    | {
-        found: true;
-        id: ExecutionId;
-        executionId: ExecutionId;
-        agent: string;
-        task: string;
-        mode: ExecutionMode;
-        priority: string;
-        status: ExecutionStatus;
-        /** Attempts started so far (0 while queued for the first time). */
-        attempt: number;
-        progress: number;
-        /** Submission time, ms since the epoch. */
-        started: number;
-        /** ms from submission to the end, or to now. */
-        duration: number;
-        /** The agent's value when completed, else null. */
-        result: unknown;
-        /** The error message when failed or cancelled, else null. */
-        error: string | null;
-        /** The original error value when failed or cancelled. */
-        errorObject?: unknown;
-        /** 1-based position in start order, while queued. */
-        queuePosition?: number;
-        startedAt?: number;
-        finishedAt?: number;
-      };
+  /** The fields of every status object of a known execution. */
+  interface ExecutionStatusFields<Level extends string> {
+    found: true;
+    id: ExecutionId;
+    executionId: ExecutionId;
+    agent: string;
+    task: string;
+    mode: ExecutionMode;
+    priority: Level;
+    /** Attempts started so far (0 while queued for the first time). */
+    attempt: number;
+    progress: number;
+    /** Submission time, ms since the epoch. */
+    started: number;
+    /** ms from submission to the end, or to now. */
+    duration: number;
+    /** The original error value when failed or cancelled. */
+    errorObject?: unknown;
+    /** 1-based position in start order, while queued. */
+    queuePosition?: number | undefined;
+    startedAt?: number | undefined;
+    finishedAt?: number | undefined;
+  }
 
-  export interface QueueStatus {
+  /**
+   * `{ found: false }`, or the execution's fields: narrow on `found`, then on `status`.
+   * `result` is the agent's value once `status` is 'completed' (typed `Result`, e.g.
+   * `CommandResult`; else null); `error` the message once 'failed' or 'cancelled' (else null).
+   */
+  export type ExecutionStatusResult<Result = unknown, Level extends string = DefaultPriorityLevel> =
+    | { found: false }
+    | (ExecutionStatusFields<Level> & { status: 'queued' | 'running'; result: null; error: null })
+    | (ExecutionStatusFields<Level> & { status: 'completed'; result: Result; error: null })
+    | (ExecutionStatusFields<Level> & { status: 'failed' | 'cancelled'; result: null; error: string });
+
+  /** What `waitFor()` resolves to and `watch()` ends with: `{ found: false }` or a finished execution. */
+  export type FinalExecutionStatus<Result = unknown, Level extends string = DefaultPriorityLevel> = Exclude<
+    ExecutionStatusResult<Result, Level>,
+    { status: 'queued' | 'running' }
+  >;
+
+  export interface QueueStatus<Level extends string = DefaultPriorityLevel> {
     queued: number;
     running: number;
     max_concurrent: number;
@@ -171,7 +203,7 @@ declare namespace Types {
     slots_used: number;
     paused: boolean;
     throttled: boolean;
-    queue: Array<{ id: ExecutionId; agent: string; priority: string; mode: ExecutionMode }>;
+    queue: Array<{ id: ExecutionId; agent: string; priority: Level; mode: ExecutionMode }>;
   }
 
   /** A program run as an agent (`registerCommand`): no shell, its own process group. */
@@ -179,28 +211,28 @@ declare namespace Types {
     /** The program: a path, or a name looked up in PATH. */
     command: string;
     /** Arguments, passed as they are (no shell, no interpolation). */
-    args?: readonly string[];
-    cwd?: string;
+    args?: readonly string[] | undefined;
+    cwd?: string | undefined;
     /** Merged into the parent's environment (unless `inheritEnv: false`); `null` removes a variable, `undefined` is ignored. */
-    env?: Readonly<Record<string, string | null | undefined>>;
+    env?: Readonly<Record<string, string | null | undefined>> | undefined;
     /** Default true. */
-    inheritEnv?: boolean;
+    inheritEnv?: boolean | undefined;
     /** Written to stdin, which is then closed. Without it stdin is /dev/null. */
-    input?: string | Uint8Array;
+    input?: string | Uint8Array | undefined;
     /** A RegExp with one capture group matched against each stdout line, or JSON lines `{"progress": n}`. */
-    progressPattern?: RegExp | 'json-lines';
+    progressPattern?: RegExp | 'json-lines' | undefined;
     /** Kept per stream; the rest is counted and dropped. Default 1 MiB. */
-    maxOutputBytes?: number;
+    maxOutputBytes?: number | undefined;
     /** Sent to the process group on cancel, timeout and forced shutdown. Default 'SIGTERM'. */
-    killSignal?: NodeJS.Signals | number;
+    killSignal?: NodeJS.Signals | number | undefined;
     /** Then SIGKILL after this many ms (the execution keeps its slot until then, + 1 s). Default 5000. */
-    killGraceMs?: number;
+    killGraceMs?: number | undefined;
   }
 
   /** Builds a spec per execution. */
   export type CommandSpecFunction<Options = any> = (task: string, options: Options) => CommandSpec | PromiseLike<CommandSpec>;
 
-  /** What a command agent resolves with. */
+  /** What a command agent resolves with: `execute<CommandResult>()`, `waitFor<CommandResult>()`. */
   export interface CommandResult {
     /** null when the process was ended by a signal. */
     exitCode: number | null;
@@ -214,6 +246,11 @@ declare namespace Types {
     /** Bytes written in all, kept or not. */
     stdoutBytes: number;
     stderrBytes: number;
+    /**
+     * True in what the executor retains (status queries) once `maxRetainedOutputBytes` made it
+     * drop this output (`stdout` and `stderr` are then ''); what callers received keeps it.
+     */
+    outputDropped: boolean;
   }
 
   /** `ERR_COMMAND_FAILED`: non-zero exit or death by a signal; carries the result fields. */
@@ -221,6 +258,15 @@ declare namespace Types {
     code: 'ERR_COMMAND_FAILED';
     command: string;
     args: string[];
+  }
+
+  /** `ERR_COMMAND_SPEC`: a command spec function threw or rejected. */
+  export interface CommandSpecError extends Error {
+    code: 'ERR_COMMAND_SPEC';
+    /** The command agent's name. */
+    agent: string;
+    /** What the spec function threw. */
+    cause: unknown;
   }
 
   /** `ERR_COMMAND_SPAWN`: the program could not be started. */
@@ -234,13 +280,13 @@ declare namespace Types {
     cause: Error & { code: string; errno: number };
   }
 
-  export interface ActiveExecution {
+  export interface ActiveExecution<Level extends string = DefaultPriorityLevel> {
     id: ExecutionId;
     executionId: ExecutionId;
     agent: string;
     task: string;
     mode: ExecutionMode;
-    priority: string;
+    priority: Level;
     progress: number;
     duration: number;
     startedAt: number;
@@ -357,8 +403,8 @@ declare namespace Types {
     timestamp: string;
   }
 
-  export interface MultipleOptions extends SubmitOptions {
-    consistencyCheck?: (results: AggregatedResult[]) => boolean | { consistent: boolean; reason?: string };
+  export interface MultipleOptions<Level extends string = DefaultPriorityLevel> extends SubmitOptions<Level> {
+    consistencyCheck?: ((results: AggregatedResult[]) => boolean | { consistent: boolean; reason?: string | undefined }) | undefined;
   }
 
   export interface AggregationResult {
@@ -370,9 +416,9 @@ declare namespace Types {
 
   export interface ShutdownOptions {
     /** 'cancel' (default) cancels the queue; 'drain' runs it to the end. */
-    mode?: 'cancel' | 'drain';
+    mode?: 'cancel' | 'drain' | undefined;
     /** Integer >= 0 (ms): then running agents are aborted and marked cancelled. */
-    timeoutMs?: number;
+    timeoutMs?: number | undefined;
   }
 
   /** Payload of `execution-failed` and `execution-cancelled`. */
@@ -390,11 +436,11 @@ declare namespace Types {
     duration: number;
   }
 
-  export interface SubmittedEvent {
+  export interface SubmittedEvent<Level extends string = DefaultPriorityLevel> {
     executionId: ExecutionId;
     agent: string;
     task: string;
-    priority: string;
+    priority: Level;
   }
 
   export interface ThresholdExceededEvent {
@@ -405,25 +451,26 @@ declare namespace Types {
     thresholds: { cpu: number; memory: number };
   }
 
-  export interface BackgroundExecutorEvents {
-    initialized: [{ maxConcurrentAgents: number; priorityLevels: Record<string, number> }];
-    'fire-and-forget-started': [SubmittedEvent];
-    'async-callback-started': [SubmittedEvent];
-    'watched-started': [SubmittedEvent];
+  /** Event name -> listener arguments; `Level`: the executor's level names. */
+  export interface BackgroundExecutorEvents<Level extends string = DefaultPriorityLevel> {
+    initialized: [{ maxConcurrentAgents: number; priorityLevels: Record<Level, number> }];
+    'fire-and-forget-started': [SubmittedEvent<Level>];
+    'async-callback-started': [SubmittedEvent<Level>];
+    'watched-started': [SubmittedEvent<Level>];
     'execution-queued': [
       {
         executionId: ExecutionId;
         agent: string;
         task: string;
         mode: ExecutionMode;
-        priority: string;
+        priority: Level;
         /** 1-based place in start order; 0 when it started at once. */
         queuePosition: number;
         queueLength: number;
       },
     ];
     'execution-started': [
-      { executionId: ExecutionId; agent: string; task: string; mode: ExecutionMode; priority: string; attempt: number },
+      { executionId: ExecutionId; agent: string; task: string; mode: ExecutionMode; priority: Level; attempt: number },
     ];
     /** An attempt failed (or timed out) and the execution will run again after `delayMs`. */
     'execution-retry': [
@@ -474,13 +521,23 @@ declare namespace Types {
 
   type Listener<Args extends unknown[]> = (...args: Args) => void;
 
-  export class BackgroundExecutor extends EventEmitter {
-    constructor(config?: BackgroundExecutorConfig);
+  /**
+   * `Level`: the priority level names, inferred from `priorityLevels` by the constructor
+   * (`new BackgroundExecutor({ priorityLevels: { urgent: 2, later: 1 } })` takes 'urgent' | 'later');
+   * the default levels otherwise. Submit options name them; status objects and events report them.
+   */
+  export class BackgroundExecutor<Level extends string = DefaultPriorityLevel> extends EventEmitter {
+    constructor(config?: BackgroundExecutorConfig<Level>);
     /** The validated configuration, with defaults filled in. */
-    readonly config: Readonly<Required<Omit<BackgroundExecutorConfig, 'defaultAgent' | 'defaultTimeoutMs' | 'priorityLevels' | 'agents'>>> & {
+    readonly config: {
+      readonly [K in Exclude<keyof BackgroundExecutorConfig, 'defaultAgent' | 'defaultTimeoutMs' | 'priorityLevels' | 'agents'>]-?: Exclude<
+        BackgroundExecutorConfig[K],
+        undefined
+      >;
+    } & {
       defaultAgent: DefaultAgentFunction | undefined;
       defaultTimeoutMs: number | undefined;
-      priorityLevels: ReadonlyMap<string, number>;
+      priorityLevels: ReadonlyMap<Level, number>;
       agents: ReadonlyMap<string, AgentFunction>;
     };
     readonly resourceMonitor: ResourceMonitor;
@@ -488,7 +545,7 @@ declare namespace Types {
     /** Starts the resource monitor; idempotent; resolves to this executor. */
     initialize(): Promise<this>;
 
-    registerAgent(name: string, agent: AgentFunction): this;
+    registerAgent(name: string, agent: AgentFunction<unknown, any, Level>): this;
     /** Registers a program as an agent; it resolves with a `CommandResult`. */
     registerCommand(name: string, spec: CommandSpec | CommandSpecFunction): this;
     unregisterAgent(name: string): boolean;
@@ -500,29 +557,31 @@ declare namespace Types {
       task: string;
       options: any;
       mode: ExecutionMode;
-      priority: string;
-      context: AgentContext;
+      priority: Level;
+      context: AgentContext<any, Level>;
       signal: AbortSignal;
     }): unknown;
 
-    fireAndForget(agent: string, task: string, options?: SubmitOptions): Promise<Submitted<'fire-and-forget'>>;
+    fireAndForget(agent: string, task: string, options?: SubmitOptions<Level>): Promise<Submitted<'fire-and-forget'>>;
     executeWithCallback<Result = any>(
       agent: string,
       task: string,
       callback?: ExecutionCallback<Result> | null,
-      options?: SubmitOptions,
+      options?: SubmitOptions<Level>,
     ): Promise<Submitted<'async-callback'>>;
-    executeWatched(agent: string, task: string, options?: SubmitOptions): Promise<Submitted<'watched'>>;
-    execute<Result = any>(agent: string, task: string, options?: SubmitOptions): Promise<Result>;
-    executeMultiple(agents: string[], task: string, options?: MultipleOptions): Promise<AggregationResult>;
-    waitFor(executionId: ExecutionId): Promise<ExecutionStatusResult>;
+    executeWatched(agent: string, task: string, options?: SubmitOptions<Level>): Promise<Submitted<'watched'>>;
+    /** Resolves with the agent's value: `execute<CommandResult>()` for a command agent. */
+    execute<Result = any>(agent: string, task: string, options?: SubmitOptions<Level>): Promise<Result>;
+    executeMultiple(agents: string[], task: string, options?: MultipleOptions<Level>): Promise<AggregationResult>;
+    /** The final status once the execution has ended; `Result` types its `result` (e.g. `CommandResult`). */
+    waitFor<Result = unknown>(executionId: ExecutionId): Promise<FinalExecutionStatus<Result, Level>>;
     /** Resolves once nothing is queued or running. */
     onIdle(): Promise<void>;
     /**
      * Progress reports of one execution, ending with its final status object:
      * `for await (const update of bg.watch(id)) …`. Unknown or expired ids yield `{ found: false }`.
      */
-    watch(executionId: ExecutionId): AsyncIterableIterator<WatchUpdate | ExecutionStatusResult>;
+    watch<Result = unknown>(executionId: ExecutionId): AsyncIterableIterator<WatchUpdate | FinalExecutionStatus<Result, Level>>;
     /** Counts, throughput over the last minute, per-agent wait/run percentiles (ms). */
     getStats(): ExecutorStats;
 
@@ -531,29 +590,30 @@ declare namespace Types {
     pause(): this;
     resume(): this;
 
-    getExecutionStatus(executionId: ExecutionId): ExecutionStatusResult;
-    getQueueStatus(): QueueStatus;
-    getActiveExecutions(): ActiveExecution[];
+    /** `Result` types `result` once completed (e.g. `CommandResult`). */
+    getExecutionStatus<Result = unknown>(executionId: ExecutionId): ExecutionStatusResult<Result, Level>;
+    getQueueStatus(): QueueStatus<Level>;
+    getActiveExecutions(): ActiveExecution<Level>[];
     getStatus(): ExecutorStatus;
 
     shutdown(options?: ShutdownOptions): Promise<void>;
 
-    on<E extends keyof BackgroundExecutorEvents>(event: E, listener: Listener<BackgroundExecutorEvents[E]>): this;
-    once<E extends keyof BackgroundExecutorEvents>(event: E, listener: Listener<BackgroundExecutorEvents[E]>): this;
-    addListener<E extends keyof BackgroundExecutorEvents>(event: E, listener: Listener<BackgroundExecutorEvents[E]>): this;
-    prependListener<E extends keyof BackgroundExecutorEvents>(event: E, listener: Listener<BackgroundExecutorEvents[E]>): this;
-    off<E extends keyof BackgroundExecutorEvents>(event: E, listener: Listener<BackgroundExecutorEvents[E]>): this;
-    removeListener<E extends keyof BackgroundExecutorEvents>(event: E, listener: Listener<BackgroundExecutorEvents[E]>): this;
-    emit<E extends keyof BackgroundExecutorEvents>(event: E, ...args: BackgroundExecutorEvents[E]): boolean;
+    on<E extends keyof BackgroundExecutorEvents>(event: E, listener: Listener<BackgroundExecutorEvents<Level>[E]>): this;
+    once<E extends keyof BackgroundExecutorEvents>(event: E, listener: Listener<BackgroundExecutorEvents<Level>[E]>): this;
+    addListener<E extends keyof BackgroundExecutorEvents>(event: E, listener: Listener<BackgroundExecutorEvents<Level>[E]>): this;
+    prependListener<E extends keyof BackgroundExecutorEvents>(event: E, listener: Listener<BackgroundExecutorEvents<Level>[E]>): this;
+    off<E extends keyof BackgroundExecutorEvents>(event: E, listener: Listener<BackgroundExecutorEvents<Level>[E]>): this;
+    removeListener<E extends keyof BackgroundExecutorEvents>(event: E, listener: Listener<BackgroundExecutorEvents<Level>[E]>): this;
+    emit<E extends keyof BackgroundExecutorEvents>(event: E, ...args: BackgroundExecutorEvents<Level>[E]): boolean;
   }
 
   export interface ResourceMonitorOptions {
     /** ms between samples (integer >= 1). Default 1000. */
-    interval?: number;
+    interval?: number | undefined;
     /** Whole-machine CPU busy percent, 0 < x <= 100. Default 80. */
-    cpuThreshold?: number;
+    cpuThreshold?: number | undefined;
     /** MB resident in this process and its children. Default 2048. */
-    memoryThreshold?: number;
+    memoryThreshold?: number | undefined;
   }
 
   export interface ResourceTrends {
@@ -590,12 +650,13 @@ declare namespace Types {
 }
 
 /** The module itself: the BackgroundExecutor class, with every other name attached. */
-declare class BackgroundExecutor extends Types.BackgroundExecutor {
+declare class BackgroundExecutor<Level extends string = Types.DefaultPriorityLevel> extends Types.BackgroundExecutor<Level> {
   static readonly default: typeof Types.BackgroundExecutor;
 }
 
 declare namespace BackgroundExecutor {
   export import ExecutionId = Types.ExecutionId;
+  export import DefaultPriorityLevel = Types.DefaultPriorityLevel;
   export import ExecutionMode = Types.ExecutionMode;
   export import ExecutionStatus = Types.ExecutionStatus;
   export import ErrorCode = Types.ErrorCode;
@@ -609,6 +670,7 @@ declare namespace BackgroundExecutor {
   export import Submitted = Types.Submitted;
   export import ExecutionCallback = Types.ExecutionCallback;
   export import ExecutionStatusResult = Types.ExecutionStatusResult;
+  export import FinalExecutionStatus = Types.FinalExecutionStatus;
   export import QueueStatus = Types.QueueStatus;
   export import CommandSpec = Types.CommandSpec;
   export import CommandSpecFunction = Types.CommandSpecFunction;

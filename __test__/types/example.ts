@@ -1,7 +1,8 @@
 // A typed tour of the whole public API in index.d.ts: every config key, every submit option,
 // every method, every event (with its payload fields read), the spawnAgentProcess extension
-// point, and ResourceMonitor on its own. It is only type-checked (`tsc --noEmit --strict`,
-// see ../types.test.mjs), never run.
+// point, ResourceMonitor on its own, custom priority levels and typed status results. It is
+// only type-checked (`tsc --noEmit --strict --exactOptionalPropertyTypes`, see
+// ../types.test.mjs), never run.
 //
 // The package is imported by its own name (self-reference through package.json "exports"),
 // exactly as a consumer would. This file is CommonJS-format for TypeScript (the package has no
@@ -26,6 +27,7 @@ import type {
   CommandSpecFunction,
   Consistency,
   DefaultAgentFunction,
+  DefaultPriorityLevel,
   ErrorCode,
   ExecutionCallback,
   ExecutionId,
@@ -35,6 +37,7 @@ import type {
   ExecutorError,
   ExecutorStats,
   ExecutorStatus,
+  FinalExecutionStatus,
   MultipleOptions,
   Percentiles,
   ProgressReport,
@@ -126,6 +129,7 @@ const fullConfig: Required<BackgroundExecutorConfig> = {
   minConcurrentAgents: 1,
   cancelGraceMs: 5000,
   agingMs: 0,
+  maxRetainedOutputBytes: 64 * 1024 * 1024,
   retries: 2,
   retryDelayMs: 1000,
   backoff: 'exponential',
@@ -349,6 +353,8 @@ export async function tour(): Promise<void> {
   const chainedCommands: LoggingExecutor = bg.registerCommand('tests', spec).registerCommand('script', perTask);
   bg.registerCommand('async-spec', async (task) => ({ command: 'sh', args: ['-c', task] }));
   const commandResult = (await bg.execute('tests', 'run')) as CommandResult;
+  const typedRun: CommandResult = await bg.execute<CommandResult>('tests', 'run');
+  use(typedRun.stdout);
   const exitCode: number | null = commandResult.exitCode;
   const exitSignal: NodeJS.Signals | null = commandResult.signal;
   use(chainedCommands, exitCode, exitSignal, commandResult.stdout, commandResult.stderr, commandResult.durationMs);
@@ -580,6 +586,150 @@ export function monitorAlone(): ResourceTrends {
   use(started, checked, status, stopped);
   notAny(status.cpu);
   return trends;
+}
+
+// ----- priority levels: the configured names ----------------------------------------------------
+
+export async function priorityLevels(): Promise<void> {
+  // The level names are inferred from `priorityLevels`; they replace the default ones.
+  const custom = new BackgroundExecutor({
+    priorityLevels: { urgent: 2, later: 1 },
+    agents: {
+      triage: (task, _options, context) => {
+        const level: 'urgent' | 'later' = context.priority;
+        return `${task} at ${level}`;
+      },
+    },
+    defaultAgent: (agent, _task, _options, context) => [agent, context.priority],
+  });
+  check<Equal<typeof custom, BackgroundExecutor<'urgent' | 'later'>>>();
+  await custom.fireAndForget('triage', 'a', { priority: 'urgent' });
+  await custom.executeWithCallback('triage', 'b', null, { priority: 'later' });
+  await custom.executeWatched('triage', 'c', { priority: 'urgent', timeout: 1000 });
+  await custom.execute('triage', 'd', { priority: 'later' });
+  await custom.executeMultiple(['triage'], 'e', { priority: 'urgent' });
+  const options: SubmitOptions<'urgent' | 'later'> = { priority: 'later', artifact: 'prd.md' };
+  const multiple: MultipleOptions<'urgent' | 'later'> = { priority: 'urgent', consistencyCheck: () => true };
+  await custom.fireAndForget('triage', 'f', options);
+  await custom.executeMultiple(['triage'], 'g', multiple);
+
+  // Agents written for any executor (AgentFunction) fit; inline ones see the level names.
+  custom.registerAgent('eval', evalAgent).registerAgent('qa', qaAgent as AgentFunction);
+  custom.registerAgent('inline', (_task, _options, { priority }) => {
+    const level: 'urgent' | 'later' = priority;
+    return level;
+  });
+
+  // Status objects, queries and events report them.
+  const levels: ReadonlyMap<'urgent' | 'later', number> = custom.config.priorityLevels;
+  const { executionId } = await custom.fireAndForget('triage', 'h');
+  const status: ExecutionStatusResult<unknown, 'urgent' | 'later'> = custom.getExecutionStatus(executionId);
+  if (status.found) check<Equal<typeof status.priority, 'urgent' | 'later'>>();
+  const final = await custom.waitFor(executionId);
+  if (final.found) check<Equal<typeof final.priority, 'urgent' | 'later'>>();
+  for (const item of custom.getQueueStatus().queue) check<Equal<typeof item.priority, 'urgent' | 'later'>>();
+  for (const active of custom.getActiveExecutions()) check<Equal<typeof active.priority, 'urgent' | 'later'>>();
+  custom.on('initialized', (d) => check<Equal<typeof d.priorityLevels, Record<'urgent' | 'later', number>>>());
+  custom.on('fire-and-forget-started', (d: SubmittedEvent<'urgent' | 'later'>) => use(d.priority));
+  custom.on('execution-queued', (d) => check<Equal<typeof d.priority, 'urgent' | 'later'>>());
+  custom.on('execution-started', (d) => check<Equal<typeof d.priority, 'urgent' | 'later'>>());
+  check<Equal<BackgroundExecutorEvents<'urgent'>['watched-started'], [SubmittedEvent<'urgent'>]>>();
+  use(levels);
+
+  // Without priorityLevels: the default names, as a plain `BackgroundExecutor`.
+  const plain = new BackgroundExecutor({ maxConcurrentAgents: 2 });
+  check<Equal<typeof plain, BackgroundExecutor<DefaultPriorityLevel>>>();
+  check<Equal<typeof plain, BackgroundExecutor>>();
+  check<Equal<DefaultPriorityLevel, 'critical' | 'high' | 'medium' | 'low' | 'background'>>();
+  check<Equal<typeof fullConfig, Required<BackgroundExecutorConfig<DefaultPriorityLevel>>>>();
+  // Levels only known at run time: any string.
+  const fromFile: Record<string, number> = { nightly: 1 };
+  const dynamic = new BackgroundExecutor({ priorityLevels: fromFile });
+  check<Equal<typeof dynamic, BackgroundExecutor<string>>>();
+  await dynamic.fireAndForget('monitor', 'i', { priority: 'nightly' });
+  // An explicit type argument, a typed config, and a subclass generic in the levels.
+  const explicit = new BackgroundExecutor<'now' | 'soon'>({ priorityLevels: { now: 2, soon: 1 } });
+  const config: BackgroundExecutorConfig<'now' | 'soon'> = { priorityLevels: { now: 2, soon: 1 } };
+  const annotated = new BackgroundExecutor(config);
+  check<Equal<typeof explicit, typeof annotated>>();
+  class Tracing<Level extends string = DefaultPriorityLevel> extends BackgroundExecutor<Level> {}
+  const traced = new Tracing({ priorityLevels: { now: 1 } });
+  await traced.execute('monitor', 'j', { priority: 'now' });
+  check<Equal<Parameters<Tracing['fireAndForget']>[2], SubmitOptions | undefined>>();
+}
+
+// ----- typed results of status queries ------------------------------------------------------------
+
+export async function typedStatus(bg: BackgroundExecutor): Promise<void> {
+  // A command agent followed to its end, its result typed as a CommandResult.
+  bg.registerCommand('project-tests', (_task, options) => ({
+    command: 'npm',
+    args: ['test'],
+    cwd: options.dir,
+    env: { CI: '1', NODE_OPTIONS: null },
+    maxOutputBytes: 4 * 1024 * 1024,
+    killGraceMs: 10_000,
+  }));
+  const { executionId } = await bg.executeWatched('project-tests', 'ci', { dir: '../other-project', timeout: 600_000 });
+  const status = await bg.waitFor<CommandResult>(executionId);
+  if (!status.found) use('expired');
+  else if (status.status === 'completed') use(status.result.stdout.slice(-500));
+  else {
+    // waitFor() resolves once the execution has ended: here it failed or was cancelled.
+    const ended: 'failed' | 'cancelled' = status.status;
+    const message: string = status.error;
+    const result: null = status.result;
+    use(ended, message, result, status.errorObject);
+  }
+
+  // getExecutionStatus() and watch() take the result type too.
+  const now = bg.getExecutionStatus<CommandResult>(executionId);
+  if (now.found) {
+    switch (now.status) {
+      case 'completed': {
+        const exitCode: number | null = now.result.exitCode;
+        const error: null = now.error;
+        use(exitCode, error);
+        break;
+      }
+      case 'failed':
+      case 'cancelled': {
+        const error: string = now.error;
+        use(error);
+        break;
+      }
+      default: {
+        const pending: 'queued' | 'running' = now.status;
+        const result: null = now.result;
+        use(pending, result, now.queuePosition);
+      }
+    }
+  }
+  for await (const update of bg.watch<CommandResult>(executionId)) {
+    if ('found' in update && update.found && update.status === 'completed') use(update.result.stdoutBytes);
+  }
+
+  // Reading `status` before narrowing on `found` does not compile (see negative.ts); this does.
+  const maybe = bg.getExecutionStatus(executionId);
+  const state: ExecutionStatus | 'not found' = maybe.found ? maybe.status : 'not found';
+  use(state);
+
+  check<Equal<Awaited<ReturnType<typeof bg.waitFor>>, FinalExecutionStatus>>();
+  check<Equal<Extract<ExecutionStatusResult<CommandResult>, { status: 'completed' }>['result'], CommandResult>>();
+  check<Equal<Extract<FinalExecutionStatus, { found: true }>['status'], 'completed' | 'failed' | 'cancelled'>>();
+  check<Equal<Extract<FinalExecutionStatus<CommandResult>, { found: false }>, { found: false }>>();
+}
+
+// ----- exactOptionalPropertyTypes: `undefined` where the executor takes it as "not given" ---------
+
+export async function explicitUndefined(timeout: number | undefined, dir: string | undefined): Promise<void> {
+  const bg = new BackgroundExecutor({ defaultTimeoutMs: timeout, priorityLevels: undefined, retries: undefined });
+  check<Equal<typeof bg, BackgroundExecutor>>();
+  await bg.fireAndForget('monitor', 'x', { priority: undefined, timeout, signal: undefined, onProgress: undefined });
+  await bg.executeMultiple(['oracle'], 'y', { consistencyCheck: undefined, backoff: undefined });
+  bg.registerCommand('ls', { command: 'ls', args: undefined, cwd: dir, env: { HOME: undefined }, killSignal: undefined });
+  await bg.shutdown({ mode: undefined, timeoutMs: timeout });
+  use(new ResourceMonitor({ interval: undefined, cpuThreshold: undefined }));
 }
 
 // ----- exact types of a few results (they must not be `any`) -------------------------------------

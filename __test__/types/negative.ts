@@ -8,10 +8,14 @@
 // of the named codes, and that no other line fails. Keep each mistake on ONE line.
 
 import { BackgroundExecutor, ResourceMonitor } from 'bmad-background-executor';
+import type { CommandResult, ExecutionStatusResult, SubmitOptions } from 'bmad-background-executor';
 
 declare const bg: BackgroundExecutor;
 declare const monitor: ResourceMonitor;
 declare const id: string;
+declare const defaultOptions: SubmitOptions;
+declare const commandStatus: ExecutionStatusResult<CommandResult>;
+const custom = new BackgroundExecutor({ priorityLevels: { urgent: 2, later: 1 } });
 
 export async function mistakes(): Promise<void> {
   // ----- command agents ---------------------------------------------------------------------
@@ -51,7 +55,7 @@ export async function mistakes(): Promise<void> {
   // @ts-expect-error TS2345 a listener expecting a different payload type
   bg.on('idle', (d: { timestamp: string }) => d);
 
-  // @ts-expect-error TS2345 emit() with a payload missing its fields
+  // @ts-expect-error TS2345 TS2741 emit() with a payload missing its fields
   bg.emit('idle', {});
 
   // @ts-expect-error TS2345 misspelled ResourceMonitor event name
@@ -117,6 +121,61 @@ export async function mistakes(): Promise<void> {
 
   // @ts-expect-error TS2551 the context has `progress`, not `progres`
   bg.registerAgent('qa', (_task, _options, context) => context.progres(50));
+
+  // ----- priority levels ---------------------------------------------------------------------------
+
+  // @ts-expect-error TS2322 the default levels have no 'urgent'
+  await bg.fireAndForget('monitor', 'x', { priority: 'urgent' });
+
+  // @ts-expect-error TS2322 custom levels replace the defaults: 'high' is not one of them
+  await custom.execute('qa', 'suite', { priority: 'high' });
+
+  // @ts-expect-error TS2322 executeWithCallback options name the configured levels
+  await custom.executeWithCallback('qa', 'suite', null, { priority: 'critical' });
+
+  // @ts-expect-error TS2322 executeMultiple options name the configured levels
+  await custom.executeMultiple(['qa'], 'suite', { priority: 'low' });
+
+  // @ts-expect-error TS2345 options typed for the default levels do not fit custom levels
+  await custom.executeWatched('qa', 'suite', defaultOptions);
+
+  // @ts-expect-error TS2367 status objects report the configured level names
+  { const s = custom.getExecutionStatus(id); if (s.found && s.priority === 'high') return; }
+
+  // @ts-expect-error TS2367 queue entries report the configured level names
+  if (custom.getQueueStatus().queue[0]?.priority === 'medium') return;
+
+  // @ts-expect-error TS2322 events report the configured level names
+  custom.on('execution-started', (d) => { const p: 'high' = d.priority; });
+
+  // @ts-expect-error TS2322 an inline agent's context reports the configured level names
+  custom.registerAgent('qa', (_task, _options, context) => { const p: 'high' = context.priority; });
+
+  // @ts-expect-error TS2820 TS2322 a misspelled level name
+  await custom.fireAndForget('monitor', 'x', { priority: 'urgnt' });
+
+  // ----- status objects ------------------------------------------------------------------------------
+
+  // @ts-expect-error TS2339 waitFor() may resolve { found: false }: narrow on `found` before reading `status`
+  if ((await bg.waitFor(id)).status === 'completed') return;
+
+  // @ts-expect-error TS18046 a result is unknown unless its type is given: waitFor<CommandResult>(id)
+  { const s = await bg.waitFor(id); if (s.found && s.status === 'completed') s.result.stdout; }
+
+  // @ts-expect-error TS18047 a result is null until the execution has completed
+  if (commandStatus.found) commandStatus.result.stdout;
+
+  // @ts-expect-error TS2551 a typed result has its own fields only (`stdout`)
+  if (commandStatus.found && commandStatus.status === 'completed') commandStatus.result.stdot;
+
+  // @ts-expect-error TS2322 a failed execution's error is a string
+  { const s = await bg.waitFor(id); if (s.found && s.status === 'failed') { const e: null = s.error; } }
+
+  // @ts-expect-error TS2322 a completed execution has no error
+  if (commandStatus.found && commandStatus.status === 'completed') { const e: string = commandStatus.error; }
+
+  // @ts-expect-error TS2367 waitFor() resolves once the execution has ended: never 'running'
+  { const s = await bg.waitFor(id); if (s.found && s.status === 'running') return; }
 
   // ----- control and queries ---------------------------------------------------------------------
 
