@@ -4,7 +4,7 @@
 //! - Spawned without a shell, in a new process group (the child is its leader), so the whole
 //!   tree it starts can be signalled at once. Spawning uses posix_spawn (no fork), which keeps
 //!   it cheap on the JS thread however large the Node.js process is; the child inherits no
-//!   descriptor beyond 0-2 and no ignored signal (see `process`).
+//!   descriptor beyond 0-2 and no ignored signal (see `spawn`).
 //! - stdout and stderr are read to the end and kept up to `max_output_bytes` each; the rest is
 //!   counted and discarded, so a chatty child can neither fill our memory nor block on a full
 //!   pipe. The text made of them is at most `max_output_bytes` of UTF-8 too, whatever the
@@ -15,13 +15,24 @@
 //!   a process that left the group: reading stops `kill_grace` + 500 ms after the leader
 //!   exited.
 //!
-//! `output` reads the pipes; `process` starts and reaps processes and holds the signals and
-//! `/proc` scans; `sentinel` guards the groups against this process dying without running
-//! JavaScript.
+//! The files:
+//! - `child`: a started command (pid, pipes, exit); on Linux it is started by `spawn` and
+//!   reaped by `reaper`, elsewhere `tokio::process` does both.
+//! - `spawn` (Linux): program lookup along the child's PATH, `posix_spawn` and the fork
+//!   fallback.
+//! - `reaper` (Linux): the thread that reaps every command (pidfd + epoll, or polling).
+//! - `process`: signals, clock ticks and `/proc` scans.
+//! - `output`: reads the pipes.
+//! - `sentinel`: guards the groups against this process dying without running JavaScript.
 
+mod child;
 mod output;
 mod process;
+#[cfg(target_os = "linux")]
+mod reaper;
 pub mod sentinel;
+#[cfg(target_os = "linux")]
+mod spawn;
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,9 +44,10 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
 
 use crate::protocol;
+use child::Child;
 pub use output::{json_progress, Text};
 use output::{read_stream, Capture, Captures, Reader};
-use process::{clock_ticks_per_second, group_alive, signal_group, signal_pid, tree_usage, Child, SIGKILL};
+use process::{clock_ticks_per_second, group_alive, signal_group, signal_pid, tree_usage, SIGKILL};
 
 /// Longest line forwarded for progress or `command-output`; the rest of a longer line is dropped.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
@@ -44,7 +56,7 @@ const PIPE_DRAIN: Duration = Duration::from_millis(500);
 /// Where tokio reaps (not Linux): how often the waiting task checks for the leader's exit
 /// itself.
 const EXIT_POLL: Duration = Duration::from_millis(250);
-/// Whether to (Linux has a reaper thread, see `process`).
+/// Whether to (Linux has a reaper thread, see `reaper`).
 const POLL_FOR_EXIT: bool = cfg!(not(target_os = "linux"));
 /// Longest pause between two checks of a group that outlived its leader; also how old a
 /// shared `/proc` scan may be to answer such a check.
@@ -332,7 +344,7 @@ pub fn spawn(
   let started = Instant::now();
   let mut child = {
     let _guard = rt.enter();
-    process::spawn(&spec)?
+    child::spawn(&spec)?
   };
   let pid = child.id();
   tracing::debug!(handle, pid, program = %spec.program, "command started");

@@ -5,7 +5,7 @@
 //!
 //! The sentinel reads `+pgid` / `-pgid` lines from a pipe whose only write end is ours
 //! (close-on-exec, so no child inherits it). Like a command, it starts with no descriptor
-//! beyond 0-2 and default signal dispositions (on Linux, see `process::launch`). When this
+//! beyond 0-2 and default signal dispositions (on Linux, see `spawn`). When this
 //! process dies, the kernel closes that end; the sentinel reads end-of-file and sends
 //! SIGKILL to every group still listed. It runs in a process group of its own and ignores
 //! the terminal's signals, so a Ctrl-C that kills this process does not kill it first. A
@@ -62,7 +62,7 @@ done
   /// and the write end of its stdin.
   #[cfg(target_os = "linux")]
   fn start_shell() -> io::Result<(u32, Option<OwnedFd>)> {
-    use crate::command::process::launch::{launch, Io, Launch};
+    use crate::command::spawn::{launch, Io, Launch};
     let args = [
       "-c".to_string(),
       SCRIPT.to_string(),
