@@ -476,7 +476,7 @@ async fn wait(child: &mut Child, state: &State) -> io::Result<std::process::Exit
       _ = state.wake.notified() => {
         // Without signals (Windows), a termination ends the child here.
         #[cfg(not(unix))]
-        let _ = child.start_kill();
+        child.start_kill();
       }
       _ = tokio::time::sleep_until(kill_at), if deadline.is_some() && !killed => {
         tracing::debug!(pid = state.pid, "command outlived its kill signal: SIGKILL");
