@@ -216,49 +216,34 @@ fn inheritable_fds() -> Vec<libc::c_int> {
     .collect()
 }
 
-/// posix_spawn's file actions, destroyed on drop. Boxed: initialised in place, never moved.
-struct FileActions(Box<MaybeUninit<libc::posix_spawn_file_actions_t>>);
+/// A posix_spawn object (file actions, attributes), initialised in place by its `init`
+/// function and destroyed on drop by its `destroy` function. Boxed: never moved once made.
+struct SpawnObject<T> {
+  value: Box<MaybeUninit<T>>,
+  destroy: unsafe extern "C" fn(*mut T) -> libc::c_int,
+}
 
-impl FileActions {
-  fn new() -> io::Result<FileActions> {
-    let mut fa = Box::new(MaybeUninit::uninit());
-    // SAFETY: initialises the boxed value in place.
-    check(unsafe { libc::posix_spawn_file_actions_init(fa.as_mut_ptr()) })?;
-    Ok(FileActions(fa))
+impl<T> SpawnObject<T> {
+  fn new(
+    init: unsafe extern "C" fn(*mut T) -> libc::c_int,
+    destroy: unsafe extern "C" fn(*mut T) -> libc::c_int,
+  ) -> io::Result<SpawnObject<T>> {
+    let mut value = Box::new(MaybeUninit::uninit());
+    // SAFETY: `init` is the posix_spawn initialiser for `T`; it initialises the boxed value
+    // in place.
+    check(unsafe { init(value.as_mut_ptr()) })?;
+    Ok(SpawnObject { value, destroy })
   }
 
-  fn ptr(&mut self) -> *mut libc::posix_spawn_file_actions_t {
-    self.0.as_mut_ptr()
+  fn ptr(&mut self) -> *mut T {
+    self.value.as_mut_ptr()
   }
 }
 
-impl Drop for FileActions {
+impl<T> Drop for SpawnObject<T> {
   fn drop(&mut self) {
-    // SAFETY: initialised in `new`.
-    unsafe { libc::posix_spawn_file_actions_destroy(self.0.as_mut_ptr()) };
-  }
-}
-
-/// posix_spawn's attributes, destroyed on drop.
-struct Attributes(Box<MaybeUninit<libc::posix_spawnattr_t>>);
-
-impl Attributes {
-  fn new() -> io::Result<Attributes> {
-    let mut a = Box::new(MaybeUninit::uninit());
-    // SAFETY: initialises the boxed value in place.
-    check(unsafe { libc::posix_spawnattr_init(a.as_mut_ptr()) })?;
-    Ok(Attributes(a))
-  }
-
-  fn ptr(&mut self) -> *mut libc::posix_spawnattr_t {
-    self.0.as_mut_ptr()
-  }
-}
-
-impl Drop for Attributes {
-  fn drop(&mut self) {
-    // SAFETY: initialised in `new`.
-    unsafe { libc::posix_spawnattr_destroy(self.0.as_mut_ptr()) };
+    // SAFETY: initialised in `new` by the initialiser `destroy` belongs to.
+    unsafe { (self.destroy)(self.value.as_mut_ptr()) };
   }
 }
 
@@ -297,7 +282,10 @@ fn spawn_posix(path: &Path, l: &Launch<'_>, env: &BTreeMap<OsString, OsString>) 
   let envp = envp(env)?;
   let cwd = l.cwd.map(|c| cstring(c.as_bytes())).transpose()?;
 
-  let mut actions = FileActions::new()?;
+  let mut actions = SpawnObject::new(
+    libc::posix_spawn_file_actions_init,
+    libc::posix_spawn_file_actions_destroy,
+  )?;
   let fa = actions.ptr();
   // Our ends of the pipes, and the child's ends (closed here once it has started).
   let mut ours: [Option<OwnedFd>; 3] = [None, None, None];
@@ -342,7 +330,7 @@ fn spawn_posix(path: &Path, l: &Launch<'_>, env: &BTreeMap<OsString, OsString>) 
     }
   }
 
-  let mut attributes = Attributes::new()?;
+  let mut attributes = SpawnObject::new(libc::posix_spawnattr_init, libc::posix_spawnattr_destroy)?;
   let attr = attributes.ptr();
   // SAFETY: plain sigset_t values filled by libc, attributes initialised.
   unsafe {
