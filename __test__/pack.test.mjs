@@ -1,18 +1,20 @@
-// The drop-in check: the package as it would be published (`npm pack`), installed into a fresh
-// project with no network, and used from child Node.js processes exactly as a consumer would:
-// an ES module orchestrator that runs every example of the old guide
-// (/work/shared/seed/background-execution-guide.md) and a CommonJS script.
+// The drop-in check: the package as it is published — the root package (`npm pack`: the loader,
+// no binary) and the platform package of this machine (npm/<platform>/ with the built binary,
+// as the release's `napi artifacts` fills it) — installed into a fresh project with no network,
+// and used from child Node.js processes exactly as a consumer would: an ES module orchestrator
+// that runs every example of the guide and a CommonJS script. Without the platform package,
+// loading fails with ERR_NATIVE_BINDING_NOT_FOUND, which says what to do.
 //
-// Nothing here rebuilds the addon: `npm pack --ignore-scripts` packs the built
-// bmad-background-executor.<platform>.node and the generated binding.js / binding.d.ts as they
-// are (build first with `npm run build`). The install runs with `--offline` and a private,
-// empty npm cache, so it proves the tarball needs nothing from any registry.
+// Nothing here rebuilds the addon: it packs the built bmad-background-executor.<platform>.node
+// and the generated binding.js / binding.d.ts as they are (build first with `npm run build`).
+// The installs run with `--offline` and a private, empty npm cache, so they prove the tarballs
+// need nothing from any registry.
 import { test as nodeTest, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync, statSync } from 'node:fs';
+import { copyFileSync, cpSync, mkdtempSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, relative } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
@@ -34,6 +36,18 @@ function nativeFileName() {
   return `${PKG}.${triple}.node`;
 }
 const NATIVE = nativeFileName();
+/** This machine's napi platform (`linux-x64-gnu`) and the package that carries its binary. */
+const PLATFORM = NATIVE.slice(PKG.length + 1, -'.node'.length);
+const PLATFORM_PKG = `${PKG}-${PLATFORM}`;
+
+/** The napi platform of a Rust target triple: `aarch64-apple-darwin` -> `darwin-arm64`. */
+function platformOfTriple(triple) {
+  const [cpu, , sys, abi] = triple.split('-');
+  const arch = { x86_64: 'x64', aarch64: 'arm64', i686: 'ia32', armv7: 'arm' }[cpu] || cpu;
+  if (sys === 'darwin') return `darwin-${arch}`;
+  if (sys === 'windows') return `win32-${arch}-${abi}`;
+  return `${sys}-${arch}${abi ? `-${abi}` : ''}`;
+}
 
 /** The environment for child processes: no npm lifecycle variables, no test-runner context. */
 function childEnv(extra = {}) {
@@ -60,6 +74,14 @@ function run(cmd, args, { cwd, timeout = 30_000, env = childEnv() } = {}) {
   });
 }
 
+/** npm's CLI script, run with this Node.js: works where `npm` is a .cmd shim (Windows). */
+const NPM_CLI = [
+  process.env.npm_execpath,
+  join(dirname(process.execPath), 'node_modules', 'npm', 'bin', 'npm-cli.js'),
+  join(dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'bin', 'npm-cli.js'),
+].find((f) => f && f.endsWith('npm-cli.js') && existsSync(f));
+const npm = (args, opts) => (NPM_CLI ? run(process.execPath, [NPM_CLI, ...args], opts) : run('npm', args, opts));
+
 const describeRun = (what, r) => `${what} exited with ${r.code}\n--- stdout ---\n${r.stdout}\n--- stderr ---\n${r.stderr}`;
 
 const NPM_FLAGS = ['--no-audit', '--no-fund', '--no-update-notifier', '--loglevel=warn'];
@@ -70,6 +92,9 @@ let packDir; // where the tarball goes
 let project; // the consumer project
 let packed; // npm pack --json entry
 let tarball; // absolute path of the .tgz
+let platformPacked; // npm pack --json entry of the platform package
+let platformTarball; // absolute path of its .tgz
+let typesTarballs; // @types/node and what it needs, packed from this checkout's node_modules
 let installed = false;
 
 before(async () => {
@@ -80,6 +105,13 @@ before(async () => {
   mkdirSync(cache);
   mkdirSync(packDir);
   mkdirSync(project);
+  // The typings' dependency, packed from node_modules, so that installs stay offline.
+  typesTarballs = [];
+  for (const dep of ['@types/node', 'undici-types']) {
+    const r = await npm(['pack', join(root, 'node_modules', dep), '--pack-destination', packDir, '--json', `--cache=${cache}`, ...NPM_FLAGS], { cwd: work });
+    assert.equal(r.code, 0, describeRun(`npm pack ${dep}`, r));
+    typesTarballs.push(join(packDir, JSON.parse(r.stdout.slice(r.stdout.indexOf('[')))[0].filename));
+  }
 });
 
 after(() => {
@@ -88,12 +120,8 @@ after(() => {
 
 // ----- 1. the tarball ---------------------------------------------------------------------------
 
-test('npm pack --ignore-scripts: the tarball has the built addon, the generated loader and nothing from the repo tooling', async () => {
-  assert.ok(
-    existsSync(join(root, NATIVE)),
-    `${NATIVE} is not built in ${root}: run \`npm run build\` first (this test packs what is there)`,
-  );
-  const r = await run('npm', ['pack', '--pack-destination', packDir, '--json', '--ignore-scripts', `--cache=${cache}`, ...NPM_FLAGS], {
+test('npm pack --ignore-scripts: the root tarball has the generated loader, no binary and nothing from the repo tooling', async () => {
+  const r = await npm(['pack', '--pack-destination', packDir, '--json', '--ignore-scripts', `--cache=${cache}`, ...NPM_FLAGS], {
     cwd: root,
   });
   assert.equal(r.code, 0, describeRun('npm pack', r));
@@ -120,7 +148,6 @@ test('npm pack --ignore-scripts: the tarball has the built addon, the generated 
     'index.d.ts',
     'binding.js',
     'binding.d.ts',
-    NATIVE,
     // every module of the implementation
     ...readdirSync(join(root, 'lib'))
       .filter((f) => f.endsWith('.js'))
@@ -141,30 +168,81 @@ test('npm pack --ignore-scripts: the tarball has the built addon, the generated 
     assert.ok(fileSet.has(p), `package.json points at ${t}, which is not in the tarball`);
   }
 
-  // The native file is packed executable-as-built and whole.
-  const nativeEntry = packed.files.find((f) => f.path === NATIVE);
-  assert.equal(nativeEntry.size, statSync(join(root, NATIVE)).size, `${NATIVE} is packed whole`);
-  assert.ok(nativeEntry.size > 100_000, `${NATIVE} looks like a real addon (${nativeEntry.size} bytes)`);
+  // Binaries come in the platform packages; installing builds nothing.
+  assert.deepEqual(files.filter((f) => f.endsWith('.node')), [], 'no binary in the root package');
+  for (const s of ['preinstall', 'install', 'postinstall', 'prepare']) {
+    assert.equal((rootPkg.scripts || {})[s], undefined, `no "${s}" script: a consumer never builds`);
+  }
+  assert.match((rootPkg.repository || {}).url || '', /^git\+https:\/\/github\.com\/[^/]+\/[^/]+\.git$/, 'repository.url (npm provenance checks it)');
 
   const forbidden = files.filter((f) => /^(__test__|bench|demo|src|target|node_modules)\//.test(f));
   assert.deepEqual(forbidden, [], `repo-only files in the tarball: ${forbidden.join(', ')}`);
   assert.ok(!files.some((f) => f.endsWith('.tgz')), 'no tarball inside the tarball');
 
-  // No runtime dependencies: the install below must not need a registry.
-  const packedPkgDeps = Object.keys(rootPkg.dependencies || {});
-  assert.deepEqual(packedPkgDeps, [], 'the package has no runtime dependencies');
+  // No runtime dependencies; the typings' own (@types/node, which TypeScript's publishing
+  // guide puts in "dependencies") is types only, installed below from this checkout's copy.
+  assert.deepEqual(Object.keys(rootPkg.dependencies || {}), ['@types/node'], 'the only dependency is @types/node');
+});
+
+test('npm/: one platform package per napi target; this machine\'s packed with the built binary', async () => {
+  const platforms = rootPkg.napi.targets.map(platformOfTriple);
+  assert.deepEqual(readdirSync(join(root, 'npm')).sort(), [...platforms].sort(), 'npm/ holds exactly the targets of package.json');
+  for (const platform of platforms) {
+    const p = JSON.parse(readFileSync(join(root, 'npm', platform, 'package.json'), 'utf8'));
+    const [os, cpu, abi] = platform.split('-');
+    const main = `${rootPkg.napi.binaryName}.${platform}.node`;
+    assert.equal(p.name, `${PKG}-${platform}`);
+    assert.equal(p.version, rootPkg.version, `${p.name} has the root's version`);
+    assert.equal(p.main, main);
+    assert.deepEqual(p.files, [main]);
+    assert.deepEqual([p.os, p.cpu], [[os], [cpu]], `${p.name} os/cpu`);
+    if (os === 'linux') assert.deepEqual(p.libc, [abi === 'gnu' ? 'glibc' : abi], `${p.name} libc`);
+    assert.deepEqual(p.repository, rootPkg.repository, `${p.name} repository`);
+    assert.deepEqual(p.engines, rootPkg.engines, `${p.name} engines`);
+  }
+  assert.ok(platforms.includes(PLATFORM), `${PLATFORM} (this machine) is a target`);
+
+  assert.ok(
+    existsSync(join(root, NATIVE)),
+    `${NATIVE} is not built in ${root}: run \`npm run build\` first (this test packs what is there)`,
+  );
+  const src = join(work, 'platform-package');
+  cpSync(join(root, 'npm', PLATFORM), src, { recursive: true });
+  copyFileSync(join(root, NATIVE), join(src, NATIVE));
+  const r = await npm(['pack', '--pack-destination', packDir, '--json', '--ignore-scripts', `--cache=${cache}`, ...NPM_FLAGS], { cwd: src });
+  assert.equal(r.code, 0, describeRun('npm pack (platform package)', r));
+  platformPacked = JSON.parse(r.stdout.slice(r.stdout.indexOf('[')))[0];
+  platformTarball = join(packDir, platformPacked.filename);
+  assert.equal(platformPacked.name, PLATFORM_PKG);
+  assert.deepEqual(platformPacked.files.map((f) => f.path).sort(), [NATIVE, 'README.md', 'package.json'].sort());
+  // The binary is packed whole.
+  const nativeEntry = platformPacked.files.find((f) => f.path === NATIVE);
+  assert.equal(nativeEntry.size, statSync(join(root, NATIVE)).size, `${NATIVE} is packed whole`);
+  assert.ok(nativeEntry.size > 100_000, `${NATIVE} looks like a real addon (${nativeEntry.size} bytes)`);
 });
 
 // ----- 2. the install ---------------------------------------------------------------------------
 
-test('npm install <tarball> into a fresh {"type":"module"} project, offline, with an empty cache', async () => {
-  assert.ok(tarball, 'the pack test ran first');
+/** The files under `dir`, relative, with forward slashes. */
+function filesUnder(dir) {
+  const out = [];
+  (function walk(d) {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else out.push(relative(dir, p).split('\\').join('/'));
+    }
+  })(dir);
+  return out.sort();
+}
+
+test('npm install <root tarball> <platform tarball> into a fresh {"type":"module"} project, offline, with an empty cache', async () => {
+  assert.ok(tarball && platformTarball, 'the pack tests ran first');
   writeFileSync(join(project, 'package.json'), JSON.stringify({ name: 'consumer', private: true, type: 'module' }, null, 2));
-  const r = await run(
-    'npm',
-    ['install', tarball, '--offline', '--ignore-scripts', `--cache=${cache}`, ...NPM_FLAGS],
-    { cwd: project, timeout: 45_000 },
-  );
+  const r = await npm(['install', tarball, platformTarball, ...typesTarballs, '--offline', '--ignore-scripts', `--cache=${cache}`, ...NPM_FLAGS], {
+    cwd: project,
+    timeout: 45_000,
+  });
   assert.equal(
     r.code,
     0,
@@ -173,18 +251,11 @@ test('npm install <tarball> into a fresh {"type":"module"} project, offline, wit
   const dir = join(project, 'node_modules', PKG);
   assert.ok(existsSync(dir), `${dir} exists`);
   // Exactly what was packed was installed.
-  const installedFiles = [];
-  (function walk(d) {
-    for (const e of readdirSync(d, { withFileTypes: true })) {
-      const p = join(d, e.name);
-      if (e.isDirectory()) walk(p);
-      else installedFiles.push(relative(dir, p).split('\\').join('/'));
-    }
-  })(dir);
-  assert.deepEqual(installedFiles.sort(), packed.files.map((f) => f.path).sort());
+  assert.deepEqual(filesUnder(dir), packed.files.map((f) => f.path).sort());
+  assert.deepEqual(filesUnder(join(project, 'node_modules', PLATFORM_PKG)), platformPacked.files.map((f) => f.path).sort());
   // Nothing else came along.
   const others = readdirSync(join(project, 'node_modules')).filter((n) => !n.startsWith('.') && n !== PKG);
-  assert.deepEqual(others, [], 'no other packages were installed');
+  assert.deepEqual(others.sort(), ['@types', PLATFORM_PKG, 'undici-types'].sort(), 'nothing but the typings\' dependency came along');
   const consumerPkg = JSON.parse(readFileSync(join(project, 'package.json'), 'utf8'));
   assert.ok(consumerPkg.dependencies && consumerPkg.dependencies[PKG], 'recorded as a dependency');
   installed = true;
@@ -638,7 +709,7 @@ test('ESM orchestrator in the consumer project: import BackgroundExecutor from t
   assert.ok(fileURLToPath(summary.resolved.esm).startsWith(pkgDir), `ESM resolved to ${summary.resolved.esm}`);
   assert.ok(fileURLToPath(summary.resolved.esm).endsWith('index.mjs'));
   assert.ok(summary.resolved.cjs.startsWith(pkgDir) && summary.resolved.cjs.endsWith('index.js'), summary.resolved.cjs);
-  assert.deepEqual(summary.resolved.native, [join(pkgDir, NATIVE)]);
+  assert.deepEqual(summary.resolved.native, [join(project, 'node_modules', PLATFORM_PKG, NATIVE)], 'the binary of the platform package');
   assert.deepEqual(summary.entry, {
     defaultIsClass: true,
     namedIsDefault: true,
@@ -919,7 +990,7 @@ test('CommonJS script in the consumer project: require() as the class and destru
   const { summary, stderr } = await runConsumer('script.cjs', CJS_SCRIPT);
   const pkgDir = join(project, 'node_modules', PKG);
   assert.equal(summary.resolved, join(pkgDir, 'index.js'));
-  assert.deepEqual(summary.native, [join(pkgDir, NATIVE)]);
+  assert.deepEqual(summary.native, [join(project, 'node_modules', PLATFORM_PKG, NATIVE)], 'the binary of the platform package');
   assert.equal(summary.moduleIsClass, true, 'require() gives the class itself');
   assert.equal(summary.namedIsModule, true, '{ BackgroundExecutor } is the same class');
   assert.equal(summary.defaultIsModule, true, '.default is the same class');
@@ -939,4 +1010,61 @@ test('CommonJS script in the consumer project: require() as the class and destru
   ]);
   assert.deepEqual(summary.sample, { cpu: 'number', memory: true });
   assert.equal(stderr, '', 'nothing on stderr');
+});
+
+// ----- 4. no binary ------------------------------------------------------------------------------
+
+/** What `require('<PKG>')` gives in `dir`: 'LOADED <native file>' or the error's fields. */
+async function probeLoad(dir, { prelude = '', env } = {}) {
+  const source = `${prelude}
+try {
+  const B = require('${PKG}');
+  const bg = new B({ maxConcurrentAgents: 1 });
+  bg.registerAgent('echo', async (task) => task);
+  bg.execute('echo', 'ok').then(async (r) => {
+    await bg.shutdown();
+    console.log('LOADED ' + r + ' ' + Object.keys(require.cache).filter((k) => k.endsWith('.node')).join());
+  });
+} catch (e) {
+  console.log(JSON.stringify({ code: e.code, message: e.message, platform: e.platform, published: e.published }));
+}`;
+  const r = await run(process.execPath, ['-e', source], { cwd: dir, env });
+  assert.equal(r.code, 0, describeRun('node -e <probe>', r));
+  const line = r.stdout.trim().split('\n').at(-1);
+  return line.startsWith('LOADED ') ? line : JSON.parse(line);
+}
+
+test('without the platform package: ERR_NATIVE_BINDING_NOT_FOUND says what was found, what exists, what to do', async () => {
+  assert.ok(tarball, 'the pack test ran first');
+  const dir = join(work, 'consumer-no-binary');
+  mkdirSync(dir);
+  writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'consumer-no-binary', private: true }, null, 2));
+  const r = await npm(['install', tarball, ...typesTarballs, '--offline', '--ignore-scripts', `--cache=${cache}`, ...NPM_FLAGS], { cwd: dir, timeout: 45_000 });
+  assert.equal(r.code, 0, describeRun('npm install --offline', r));
+  const published = rootPkg.napi.targets.map(platformOfTriple);
+
+  // A published platform whose package is missing.
+  const e = await probeLoad(dir);
+  assert.equal(typeof e, 'object', `the package loaded without its platform package: ${e}`);
+  assert.equal(e.code, 'ERR_NATIVE_BINDING_NOT_FOUND');
+  assert.equal(e.platform, PLATFORM);
+  assert.deepEqual(e.published, published);
+  const [advice] = e.message.split('Load attempts:');
+  assert.ok(advice.includes(`${process.platform} ${process.arch}`), `names the platform found:\n${e.message}`);
+  if (process.platform === 'linux') assert.match(advice, /\((glibc [\d.]+|musl)\)/, 'names the libc found');
+  assert.ok(advice.includes(`${PLATFORM_PKG}@${rootPkg.version}`), `names the missing package:\n${e.message}`);
+  assert.ok(advice.includes(`Published platforms: ${published.join(', ')}.`), `lists the published platforms:\n${e.message}`);
+  assert.ok(advice.includes('--omit=optional') && advice.includes('NAPI_RS_NATIVE_LIBRARY_PATH'), `says what to do:\n${e.message}`);
+  assert.doesNotMatch(advice, /lockfile|package-lock/i, 'no lockfile advice');
+
+  // A platform nothing is published for.
+  const u = await probeLoad(dir, { prelude: "Object.defineProperty(process, 'arch', { value: 'riscv64' });" });
+  assert.equal(u.code, 'ERR_NATIVE_BINDING_NOT_FOUND');
+  assert.match(u.platform, /-riscv64/);
+  assert.ok(u.message.includes(`No prebuilt binary is published for ${u.platform}.`), u.message);
+  assert.ok(u.message.includes('Building from source') && u.message.includes('NAPI_RS_NATIVE_LIBRARY_PATH'), u.message);
+
+  // The way out it names: a binary built elsewhere, pointed at by NAPI_RS_NATIVE_LIBRARY_PATH.
+  const ok = await probeLoad(dir, { env: childEnv({ NAPI_RS_NATIVE_LIBRARY_PATH: join(root, NATIVE) }) });
+  assert.equal(ok, `LOADED ok ${join(root, NATIVE)}`);
 });
