@@ -16,6 +16,9 @@ import { copyFileSync, cpSync, mkdtempSync, mkdirSync, readdirSync, readFileSync
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import platform from '../lib/platform.js';
+
+const { platformOfTriple } = platform;
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const rootPkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
@@ -39,15 +42,6 @@ const NATIVE = nativeFileName();
 /** This machine's napi platform (`linux-x64-gnu`) and the package that carries its binary. */
 const PLATFORM = NATIVE.slice(PKG.length + 1, -'.node'.length);
 const PLATFORM_PKG = `${PKG}-${PLATFORM}`;
-
-/** The napi platform of a Rust target triple: `aarch64-apple-darwin` -> `darwin-arm64`. */
-function platformOfTriple(triple) {
-  const [cpu, , sys, abi] = triple.split('-');
-  const arch = { x86_64: 'x64', aarch64: 'arm64', i686: 'ia32', armv7: 'arm' }[cpu] || cpu;
-  if (sys === 'darwin') return `darwin-${arch}`;
-  if (sys === 'windows') return `win32-${arch}-${abi}`;
-  return `${sys}-${arch}${abi ? `-${abi}` : ''}`;
-}
 
 /** The environment for child processes: no npm lifecycle variables, no test-runner context. */
 function childEnv(extra = {}) {
