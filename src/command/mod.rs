@@ -16,18 +16,17 @@
 //!   exited.
 //!
 //! The files:
-//! - `child`: a started command (pid, pipes, exit); on Linux it is started by `spawn` and
-//!   reaped by `reaper`, elsewhere `tokio::process` does both.
+//! - `platform`: what differs between platforms, one module each: a started command (pid,
+//!   pipes, exit; on Linux started by `spawn` and reaped by `reaper`, elsewhere by
+//!   `tokio::process`), signals, clock ticks and `/proc` scans.
 //! - `spawn` (Linux): program lookup along the child's PATH, `posix_spawn` and the fork
 //!   fallback.
 //! - `reaper` (Linux): the thread that reaps every command (pidfd + epoll, or polling).
-//! - `process`: signals, clock ticks and `/proc` scans.
 //! - `output`: reads the pipes.
 //! - `sentinel`: guards the groups against this process dying without running JavaScript.
 
-mod child;
 mod output;
-mod process;
+mod platform;
 #[cfg(target_os = "linux")]
 mod reaper;
 pub mod sentinel;
@@ -44,20 +43,20 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
 
 use crate::protocol;
-use child::Child;
 pub use output::{json_progress, Text};
 use output::{read_stream, Capture, Captures, Reader};
-use process::{clock_ticks_per_second, group_alive, signal_group, signal_pid, tree_usage, SIGKILL};
+use platform::{
+  clock_ticks_per_second, end_without_signals, exit_signal, group_alive, signal_group, signal_pid,
+  tree_usage, Child, POLL_FOR_EXIT, SIGKILL,
+};
 
 /// Longest line forwarded for progress or `command-output`; the rest of a longer line is dropped.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
 /// How long the pipes may stay open once the command's group has ended.
 const PIPE_DRAIN: Duration = Duration::from_millis(500);
 /// Where tokio reaps (not Linux): how often the waiting task checks for the leader's exit
-/// itself.
+/// itself (`POLL_FOR_EXIT`; Linux has a reaper thread, see `reaper`).
 const EXIT_POLL: Duration = Duration::from_millis(250);
-/// Whether to (Linux has a reaper thread, see `reaper`).
-const POLL_FOR_EXIT: bool = cfg!(not(target_os = "linux"));
 /// Longest pause between two checks of a group that outlived its leader; also how old a
 /// shared `/proc` scan may be to answer such a check.
 const GROUP_POLL: Duration = Duration::from_millis(50);
@@ -344,7 +343,7 @@ pub fn spawn(
   let started = Instant::now();
   let mut child = {
     let _guard = rt.enter();
-    child::spawn(&spec)?
+    platform::spawn(&spec)?
   };
   let pid = child.id();
   tracing::debug!(handle, pid, program = %spec.program, "command started");
@@ -475,8 +474,7 @@ async fn wait(child: &mut Child, state: &State) -> io::Result<std::process::Exit
       status = child.wait() => return status,
       _ = state.wake.notified() => {
         // Without signals (Windows), a termination ends the child here.
-        #[cfg(not(unix))]
-        child.start_kill();
+        end_without_signals(child);
       }
       _ = tokio::time::sleep_until(kill_at), if deadline.is_some() && !killed => {
         tracing::debug!(pid = state.pid, "command outlived its kill signal: SIGKILL");
@@ -492,16 +490,6 @@ async fn wait(child: &mut Child, state: &State) -> io::Result<std::process::Exit
       }
     }
   }
-}
-
-#[cfg(unix)]
-fn exit_signal(s: &std::process::ExitStatus) -> Option<i32> {
-  std::os::unix::process::ExitStatusExt::signal(s)
-}
-
-#[cfg(not(unix))]
-fn exit_signal(_s: &std::process::ExitStatus) -> Option<i32> {
-  None
 }
 
 #[cfg(all(test, unix))]

@@ -13,6 +13,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
+#[cfg_attr(target_os = "linux", path = "probes/linux.rs")]
+#[cfg_attr(not(target_os = "linux"), path = "probes/other.rs")]
+mod sys;
+
+pub(crate) use sys::proc_tree;
+
 pub const TREND_LEN: usize = 60;
 const MB: f64 = 1024.0 * 1024.0;
 
@@ -68,8 +74,7 @@ struct CpuTimes {
 
 impl CpuTimes {
   /// Parses `cpu  user nice system idle iowait irq softirq steal ...`; idle and iowait are
-  /// not busy; guest time is already inside user. (Linux reads it; other systems only test it.)
-  #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+  /// not busy; guest time is already inside user.
   fn parse(stat: &str) -> Option<CpuTimes> {
     let line = stat.lines().next()?;
     let mut fields = line.split_whitespace();
@@ -88,14 +93,8 @@ impl CpuTimes {
     })
   }
 
-  #[cfg(target_os = "linux")]
   fn read() -> Option<CpuTimes> {
-    CpuTimes::parse(&std::fs::read_to_string("/proc/stat").ok()?)
-  }
-
-  #[cfg(not(target_os = "linux"))]
-  fn read() -> Option<CpuTimes> {
-    None
+    CpuTimes::parse(&sys::proc_stat()?)
   }
 
   /// Busy percent between two readings; `None` when no tick elapsed in between.
@@ -233,46 +232,6 @@ impl Sampler {
   }
 }
 
-/// The process tree under `root` from `/proc/*/task/*/children` (Linux), `root` first.
-/// `None` when the kernel does not provide those files. Also used for command agents' usage.
-#[cfg(target_os = "linux")]
-pub(crate) fn proc_tree(root: u32) -> Option<Vec<u32>> {
-  let mut out = vec![root];
-  let mut seen: std::collections::HashSet<u32> = out.iter().copied().collect();
-  let mut i = 0;
-  while i < out.len() && out.len() < 100_000 {
-    let pid = out[i];
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-      if i == 0 {
-        return None;
-      }
-      i += 1;
-      continue; // the process ended meanwhile
-    };
-    let mut found_children_file = false;
-    for task in tasks.flatten() {
-      if let Ok(list) = std::fs::read_to_string(task.path().join("children")) {
-        found_children_file = true;
-        for child in list.split_whitespace().filter_map(|c| c.parse::<u32>().ok()) {
-          if seen.insert(child) {
-            out.push(child);
-          }
-        }
-      }
-    }
-    if i == 0 && !found_children_file {
-      return None;
-    }
-    i += 1;
-  }
-  Some(out)
-}
-
-#[cfg(not(target_os = "linux"))]
-pub(crate) fn proc_tree(_root: u32) -> Option<Vec<u32>> {
-  None
-}
-
 fn round2(x: f64) -> f64 {
   (x * 100.0).round() / 100.0
 }
@@ -405,26 +364,5 @@ mod tests {
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(b.processes, a.processes + 1, "{a:?} {b:?}");
-  }
-
-  #[cfg(target_os = "linux")]
-  #[test]
-  fn a_child_whose_name_is_not_utf8_is_measured() {
-    // Nine 2-byte characters: the kernel keeps 15 bytes of the name, splitting the eighth.
-    let dir = std::env::temp_dir().join(format!("bmad-bg-probes-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
-    let link = dir.join("ééééééééé");
-    std::os::unix::fs::symlink("/bin/sleep", &link).expect("symlink");
-    let mut sampler = Sampler::new().expect("sysinfo works here");
-    let mut child = std::process::Command::new(&link).arg("5").spawn().expect("spawn");
-    std::thread::sleep(std::time::Duration::from_millis(100));
-    sampler.sample();
-    // Only the processes of the tree are refreshed: a memory figure means it was counted.
-    let rss = sampler.sys.process(Pid::from_u32(child.id())).map(|p| p.memory());
-    let _ = child.kill();
-    let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(rss.unwrap_or(0) > 0, "its resident memory counts: {rss:?}");
   }
 }

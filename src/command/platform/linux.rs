@@ -1,81 +1,130 @@
-//! Signals, clock ticks and `/proc` scans for a command's processes. Only Unix has process
-//! groups and signals: elsewhere nothing is signalled (a command is ended with
-//! `Child::start_kill`, see `command::wait`) and usage is unknown.
+//! Commands on Linux: `spawn` starts them (posix_spawn) in a process group of their own and
+//! `reaper` reaps them; their groups and usage are read from `/proc`.
 
-#[cfg(target_os = "linux")]
+#[path = "posix.rs"]
+mod posix;
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::process::ExitStatus;
 use std::time::Instant;
 
-#[cfg(unix)]
-mod sys {
-  pub const SIGKILL: i32 = libc::SIGKILL;
+pub(crate) use posix::{clock_ticks_per_second, exit_signal, signal_group, signal_pid, SIGKILL};
 
-  /// Sends `sig` to the process group `pgid`; false when there is no such group. Never
-  /// signals group 0 or 1 (our own group, every process).
-  pub fn signal_group(pgid: u32, sig: i32) -> bool {
-    signal(pgid, true, sig)
+use crate::command::reaper;
+use crate::command::spawn::{launch, Io, Launch};
+use crate::command::Spec;
+
+/// Whether the waiting task looks for the leader's exit itself: no, the reaper reports it.
+pub(crate) const POLL_FOR_EXIT: bool = false;
+
+/// A started command: its pid, its pipes, and the news of its exit.
+pub(crate) struct Child {
+  pid: u32,
+  pub(crate) stdin: Option<tokio::process::ChildStdin>,
+  pub(crate) stdout: Option<tokio::process::ChildStdout>,
+  pub(crate) stderr: Option<tokio::process::ChildStderr>,
+  exit: tokio::sync::oneshot::Receiver<io::Result<ExitStatus>>,
+}
+
+impl Child {
+  pub(crate) fn id(&self) -> u32 {
+    self.pid
   }
 
-  pub fn signal_pid(pid: u32, sig: i32) -> bool {
-    signal(pid, false, sig)
+  /// Resolves once the process has exited and been reaped. Cancel-safe; not to be polled
+  /// again once it has resolved.
+  pub(crate) async fn wait(&mut self) -> io::Result<ExitStatus> {
+    (&mut self.exit)
+      .await
+      .unwrap_or_else(|_| Err(io::Error::other("the reaper thread stopped")))
   }
 
-  fn signal(id: u32, group: bool, sig: i32) -> bool {
-    let Ok(id) = i32::try_from(id) else {
-      return false;
-    };
-    if id <= 1 {
-      return false;
-    }
-    // SAFETY: kill(2) has no memory-safety preconditions; a negative pid names a group.
-    unsafe { libc::kill(if group { -id } else { id }, sig) == 0 }
-  }
-
-  /// A positive `sysconf` value, else `fallback`.
-  fn sysconf(name: libc::c_int, fallback: i64) -> i64 {
-    // SAFETY: sysconf has no preconditions.
-    let v = unsafe { libc::sysconf(name) };
-    if v > 0 {
-      v as i64
-    } else {
-      fallback
-    }
-  }
-
-  pub fn clock_ticks_per_second() -> f64 {
-    sysconf(libc::_SC_CLK_TCK, 100) as f64
-  }
-
-  #[cfg(target_os = "linux")]
-  pub fn page_size() -> u64 {
-    sysconf(libc::_SC_PAGESIZE, 4096) as u64
+  /// The reaper reports the exit: always `None` (see `command::wait`).
+  pub(crate) fn try_wait(&mut self) -> Option<io::Result<ExitStatus>> {
+    None
   }
 }
 
-#[cfg(not(unix))]
-mod sys {
-  pub const SIGKILL: i32 = 9;
+/// Signals end a command here (see `command::wait`): nothing to do.
+pub(crate) fn end_without_signals(_child: &mut Child) {}
 
-  pub fn signal_group(_pgid: u32, _sig: i32) -> bool {
-    false
-  }
-
-  pub fn signal_pid(_pid: u32, _sig: i32) -> bool {
-    false
-  }
-
-  pub fn clock_ticks_per_second() -> f64 {
-    100.0
+/// Starts `spec` in a new process group. Must run inside a tokio runtime context (the pipes
+/// are registered with its reactor).
+pub(crate) fn spawn(spec: &Spec) -> io::Result<Child> {
+  let reaper = reaper::start()?;
+  let launched = launch(&Launch {
+    program: &spec.program,
+    args: &spec.args,
+    cwd: spec.cwd.as_deref(),
+    env: &spec.env,
+    inherit_env: spec.inherit_env,
+    stdin: if spec.input.is_some() { Io::Pipe } else { Io::Null },
+    stdout: Io::Pipe,
+    stderr: Io::Pipe,
+  })?;
+  let pid = launched.pid;
+  let exit = reaper.watch(pid);
+  let wrap = || -> io::Result<_> {
+    let stdin = launched
+      .stdin
+      .map(|fd: OwnedFd| tokio::process::ChildStdin::from_std(fd.into()))
+      .transpose()?;
+    let stdout = launched
+      .stdout
+      .map(|fd: OwnedFd| tokio::process::ChildStdout::from_std(fd.into()))
+      .transpose()?;
+    let stderr = launched
+      .stderr
+      .map(|fd: OwnedFd| tokio::process::ChildStderr::from_std(fd.into()))
+      .transpose()?;
+    Ok((stdin, stdout, stderr))
+  };
+  match wrap() {
+    Ok((stdin, stdout, stderr)) => Ok(Child {
+      pid,
+      stdin,
+      stdout,
+      stderr,
+      exit,
+    }),
+    Err(e) => {
+      // Started, but its pipes cannot be watched: end it (the reaper reaps it).
+      signal_group(pid, SIGKILL);
+      Err(e)
+    }
   }
 }
 
-pub(super) use sys::{clock_ticks_per_second, signal_group, signal_pid, SIGKILL};
+/// Starts `/bin/sh -c script` for the sentinel (see `sentinel`) in a process group of its own, with only `PATH` in its
+/// environment (`set` then lists only the shell's own variables and ours); returns its pid
+/// and the write end of its stdin.
+pub(crate) fn start_sentinel(script: &str) -> io::Result<(u32, Option<OwnedFd>)> {
+  use crate::command::spawn::{launch, Io, Launch};
+  let args = [
+    "-c".to_string(),
+    script.to_string(),
+    "bmad-bg-sentinel".to_string(),
+  ];
+  let env = [("PATH".to_string(), Some("/usr/bin:/bin".to_string()))];
+  let l = launch(&Launch {
+    program: "/bin/sh",
+    args: &args, // $0 (the last one): how it shows in `ps`
+    cwd: None,
+    env: &env,
+    inherit_env: false,
+    stdin: Io::Pipe,
+    stdout: Io::Null,
+    stderr: Io::Null,
+  })?;
+  Ok((l.pid, l.stdin))
+}
 
 // ----- process groups in /proc ----------------------------------------------------------------
 
 /// The fields of a `/proc/<pid>/stat` line after the command name, state first. The name may
 /// hold any bytes (the kernel cuts it at 15, which can split a UTF-8 character), spaces and
 /// parentheses included: everything up to the last `)` is skipped.
-#[cfg(target_os = "linux")]
 fn stat_fields(stat: &[u8]) -> Option<impl Iterator<Item = &[u8]>> {
   let close = stat.iter().rposition(|&b| b == b')')?;
   Some(
@@ -85,13 +134,11 @@ fn stat_fields(stat: &[u8]) -> Option<impl Iterator<Item = &[u8]>> {
   )
 }
 
-#[cfg(target_os = "linux")]
 fn number(field: &[u8]) -> Option<u64> {
   std::str::from_utf8(field).ok()?.parse().ok()
 }
 
 /// Every process group that has a member that is not a zombie, from one pass over `/proc`.
-#[cfg(target_os = "linux")]
 fn live_groups() -> Option<std::collections::HashSet<u32>> {
   use std::io::Read;
   let entries = std::fs::read_dir("/proc").ok()?;
@@ -129,11 +176,10 @@ fn live_groups() -> Option<std::collections::HashSet<u32>> {
   Some(live)
 }
 
-#[cfg(all(test, target_os = "linux"))]
+#[cfg(test)]
 static SCANS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// The latest `/proc` scan: when it started, and the groups it found alive.
-#[cfg(target_os = "linux")]
 struct Scan {
   started: Instant,
   live: std::collections::HashSet<u32>,
@@ -141,7 +187,6 @@ struct Scan {
 
 /// One scan serves every group being waited for: the lock is held while a scan runs, and a
 /// caller that finds a recent enough scan done uses it.
-#[cfg(target_os = "linux")]
 fn last_scan() -> &'static tokio::sync::Mutex<Option<Scan>> {
   static LAST: std::sync::OnceLock<tokio::sync::Mutex<Option<Scan>>> = std::sync::OnceLock::new();
   LAST.get_or_init(|| tokio::sync::Mutex::new(None))
@@ -156,8 +201,7 @@ fn last_scan() -> &'static tokio::sync::Mutex<Option<Scan>> {
 /// `/proc` scan started at `not_before` or later: a scan serves every group waited for at the
 /// time, so many lingering groups cost one scan, not one each. It runs on the blocking pool:
 /// the runtime's one worker also drives every executor's timers and every command's pipes.
-#[cfg(target_os = "linux")]
-pub(super) async fn group_alive(pgid: u32, not_before: Instant) -> bool {
+pub(crate) async fn group_alive(pgid: u32, not_before: Instant) -> bool {
   if !signal_group(pgid, 0) {
     return false;
   }
@@ -174,15 +218,9 @@ pub(super) async fn group_alive(pgid: u32, not_before: Instant) -> bool {
   alive
 }
 
-#[cfg(not(target_os = "linux"))]
-pub(super) async fn group_alive(pgid: u32, _not_before: std::time::Instant) -> bool {
-  signal_group(pgid, 0)
-}
-
 /// CPU ticks (user + system) and resident bytes of the tree under `pid`, from `/proc`.
-#[cfg(target_os = "linux")]
-pub(super) fn tree_usage(pid: u32) -> Option<(u64, u64)> {
-  let page = sys::page_size();
+pub(crate) fn tree_usage(pid: u32) -> Option<(u64, u64)> {
+  let page = page_size();
   let pids = crate::system::probes::proc_tree(pid)?;
   let mut ticks = 0u64;
   let mut rss = 0u64;
@@ -204,12 +242,11 @@ pub(super) fn tree_usage(pid: u32) -> Option<(u64, u64)> {
   Some((ticks, rss))
 }
 
-#[cfg(not(target_os = "linux"))]
-pub(super) fn tree_usage(_pid: u32) -> Option<(u64, u64)> {
-  None
+fn page_size() -> u64 {
+  posix::sysconf(libc::_SC_PAGESIZE, 4096) as u64
 }
 
-#[cfg(all(test, target_os = "linux"))]
+#[cfg(test)]
 mod tests {
   use super::*;
   use std::os::unix::process::CommandExt;
