@@ -118,6 +118,25 @@ const which = (name, env = process.env) => {
 
 const results = [];
 const facts = {};
+/** `names` and every dependency they need, as installed in this checkout's node_modules. */
+function dependencyClosure(names) {
+  const seen = new Set();
+  const visit = (name) => {
+    if (seen.has(name)) return;
+    seen.add(name);
+    const manifest = JSON.parse(readFileSync(path.join(root, 'node_modules', name, 'package.json'), 'utf8'));
+    for (const dep of Object.keys(manifest.dependencies || {})) visit(dep);
+  };
+  names.forEach(visit);
+  return [...seen];
+}
+
+/** The top-level names an install of the package brings: it, one platform package, the typings' dependencies. */
+function expectedInstall(platform) {
+  const deps = dependencyClosure(Object.keys(pkg.dependencies || {})).map((d) => d.split('/')[0]);
+  return [...new Set([NAME, `${NAME}-${platform}`, ...deps])].sort();
+}
+
 async function step(name, fn) {
   const t0 = Date.now();
   console.log(`\n== ${name}`);
@@ -552,6 +571,11 @@ try {
 
   await step(`5. publish: npm publish -> prepublishOnly: ${pkg.scripts.prepublishOnly}`, async () => {
     const env = registryEnv({ PATH: [path.join(root, 'node_modules', '.bin'), process.env.PATH].join(path.delimiter) });
+    // The registry has no uplinks: the package's own dependencies (the typings' @types/node
+    // and what it needs) are published to it from this checkout's node_modules first.
+    for (const dep of dependencyClosure(Object.keys(pkg.dependencies || {}))) {
+      await run('npm', ['publish', path.join(root, 'node_modules', dep), '--ignore-scripts', '--access', 'public', '--tag', 'latest'], { env, quiet: true });
+    }
     await run('npm', ['publish', '--access', 'public'], { cwd: dirs.stage, env, quiet: true });
     const doc = await packument(NAME);
     const published = doc.versions[pkg.version];
@@ -576,7 +600,7 @@ try {
     const seconds = await installFresh(dirs.x64, [`${NAME}@${pkg.version}`]);
     facts.installSeconds = seconds;
     const names = installedPackages(dirs.x64);
-    check(JSON.stringify(names) === JSON.stringify([NAME, `${NAME}-linux-x64-gnu`].sort()), `installed packages: ${names}`);
+    check(JSON.stringify(names) === JSON.stringify(expectedInstall('linux-x64-gnu')), `installed packages: ${names}`);
     const rootDir = path.join(dirs.x64, 'node_modules', NAME);
     check(!filesUnder(rootDir).some((f) => f.endsWith('.node')), 'the installed root package holds a .node file');
     const expected = path.join(dirs.x64, 'node_modules', `${NAME}-linux-x64-gnu`, `${BIN}.linux-x64-gnu.node`);
@@ -588,7 +612,8 @@ try {
 
   await step('7. no binary: --omit=optional gives ERR_NATIVE_BINDING_NOT_FOUND; NAPI_RS_NATIVE_LIBRARY_PATH works', async () => {
     await installFresh(dirs.noOptional, [`${NAME}@${pkg.version}`, '--omit=optional']);
-    check(JSON.stringify(installedPackages(dirs.noOptional)) === JSON.stringify([NAME]), `installed: ${installedPackages(dirs.noOptional)}`);
+    const withoutPlatform = expectedInstall('').filter((n) => !n.startsWith(`${NAME}-`));
+    check(JSON.stringify(installedPackages(dirs.noOptional)) === JSON.stringify(withoutPlatform), `installed: ${installedPackages(dirs.noOptional)}`);
     const env0 = noRustEnv(process.execPath);
     const probe = `try { require('${NAME}'); console.log('LOADED') } catch (e) { console.log(JSON.stringify({ code: e.code, message: e.message })) }`;
     const out = await run(process.execPath, ['-e', probe], { cwd: dirs.noOptional, env: env0, quiet: true });
@@ -645,7 +670,7 @@ try {
   await step('9. arm64: install with --cpu=arm64, smoke run under qemu-aarch64', async () => {
     const seconds = await installFresh(dirs.arm64, [`${NAME}@${pkg.version}`, '--cpu=arm64', '--os=linux', '--libc=glibc']);
     const names = installedPackages(dirs.arm64);
-    check(JSON.stringify(names) === JSON.stringify([NAME, `${NAME}-linux-arm64-gnu`].sort()), `installed packages: ${names}`);
+    check(JSON.stringify(names) === JSON.stringify(expectedInstall('linux-arm64-gnu')), `installed packages: ${names}`);
     const expected = path.join(dirs.arm64, 'node_modules', `${NAME}-linux-arm64-gnu`, `${BIN}.linux-arm64-gnu.node`);
     const smoke = await runSmoke(dirs.arm64, tools.qemu, ['-L', tools.sysroot, tools.nodeArm64.node], noRustEnv(process.execPath));
     check(smoke.arch === 'arm64', `the smoke ran on ${smoke.arch}`);
