@@ -95,4 +95,4 @@ function consistency(results, check) {
   return { consistent: false, reason: `consistencyCheck returned ${describe(verdict)}`, failures: [] };
 }
 
-module.exports = { executeMultiple, arithmetic };
+module.exports = { executeMultiple };

@@ -121,4 +121,4 @@ function parseConfig(config) {
   };
 }
 
-module.exports = { parseConfig, retryPolicy, DEFAULT_LEVELS, MAX_INT32 };
+module.exports = { parseConfig, retryPolicy, MAX_INT32 };

@@ -8,7 +8,7 @@ const { Lifecycle } = require('./lifecycle.js');
 const { Execution, Extras, AgentContext, extras, parseId } = require('./record.js');
 const { Batch } = require('./core-link.js');
 const { spawnAgentProcess } = require('./agents.js');
-const { parseConfig } = require('./config.js');
+const { parseConfig, MAX_INT32 } = require('./config.js');
 const { integer, name } = require('./validate.js');
 const { coded, describe, typeError, cancelledError } = require('./errors.js');
 const { reportListenerChanges } = require('./events.js');
@@ -23,7 +23,6 @@ const P = require('./protocol.js');
 
 const { MODE_FIRE, MODE_CALLBACK, MODE_WATCHED, MODE_EXECUTE, MODE_NAMES, STATUS_NAMES, NOT_FOUND } = P;
 const { THROTTLE_UNCHANGED, THROTTLE_BEGAN } = P;
-const MAX_INT32 = 2147483647;
 
 // `new Promise(captureResolvers)` hands its resolvers over without allocating a closure per
 // promise (Node 20 has no Promise.withResolvers).
