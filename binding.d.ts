@@ -146,6 +146,26 @@ export declare class NativeMonitor {
   trends(): NativeTrends
 }
 
+export declare class NativeStore {
+  /**
+   * Starts the store's thread, which opens the database and answers `STORE_OPENED` or
+   * `STORE_FAILED` (req 0) through `on_event`.
+   */
+  constructor(options: NativeStoreOptions, onEvent: (arg: NativeStoreEvent) => void)
+  batch(req: number, batch: NativeStoreBatch): boolean
+  cancel(req: number, id: number, errorJson: string): boolean
+  fetch(req: number, id: number): boolean
+  check(req: number): boolean
+  /** Claims executions of `agents` (or of any agent). */
+  interest(any: boolean, agents: Array<string>): boolean
+  /** Reports the ends of `ids`; `check`: they may have ended already, look now. */
+  watch(ids: Array<number>, check: boolean): boolean
+  unwatch(ids: Array<number>): boolean
+  close(req: number): boolean
+  /** Whether the store's callback keeps Node.js alive (JS waits for an answer or for work). */
+  keepAlive(on: boolean): void
+}
+
 export interface NativeAgentStats {
   key: number
   wait: NativePercentiles
@@ -269,6 +289,89 @@ export interface NativeSpawned {
 export interface NativeStats {
   lastMinute: number
   agents: Array<NativeAgentStats>
+}
+
+export interface NativeStoreBatch {
+  inserts: Array<NativeStoreInsert>
+  finishes: Array<NativeStoreFinish>
+  /** `[id, attempt, percent, ...]`. */
+  progress: Array<number>
+  /** `[id, attempt, ...]`: attempts handed back to the queue uncounted. */
+  releases: Array<number>
+  claim: number
+}
+
+export interface NativeStoreEvent {
+  /** One of the `STORE_*` codes. */
+  kind: number
+  /** The request answered (0: a notice). */
+  req: number
+  ids: Array<number>
+  codes: Array<number>
+  rows: Array<NativeStoreRow>
+  names: Array<string>
+  stale: number
+  errorCode?: string
+  text?: string
+}
+
+export interface NativeStoreFinish {
+  id: number
+  attempt: number
+  /** `STATUS_COMPLETED`, `STATUS_FAILED` or `STATUS_CANCELLED`. */
+  status: number
+  /** JSON text of the result or of the error. */
+  value?: string
+  retryable: boolean
+}
+
+export interface NativeStoreInsert {
+  agent: string
+  task: string
+  options?: string
+  level: string
+  priority: number
+  mode: number
+  key?: string
+  maxAttempts: number
+  retryDelayMs: number
+  backoff: number
+  timeoutMs: number
+}
+
+export interface NativeStoreOptions {
+  /** The database file (absolute, or relative to the working directory). */
+  path: string
+  /** `synchronous=FULL` (survives power loss) instead of NORMAL. */
+  synchronousFull: boolean
+  leaseMs: number
+  pollMs: number
+  ttlMs: number
+  maxKept: number
+}
+
+export interface NativeStoreRow {
+  id: number
+  agent: string
+  task: string
+  options?: string
+  level: string
+  priority: number
+  mode: number
+  key?: string
+  status: number
+  attempt: number
+  maxAttempts: number
+  timeoutMs: number
+  progress: number
+  result?: string
+  error?: string
+  owner?: string
+  cancelRequested: boolean
+  createdAt: number
+  scheduledAt: number
+  attemptedAt?: number
+  finalizedAt?: number
 }
 
 export interface NativeTrends {

@@ -838,3 +838,4 @@ module.exports = nativeBinding
 module.exports.NativeCommands = nativeBinding.NativeCommands
 module.exports.NativeExecutor = nativeBinding.NativeExecutor
 module.exports.NativeMonitor = nativeBinding.NativeMonitor
+module.exports.NativeStore = nativeBinding.NativeStore

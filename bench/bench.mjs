@@ -31,6 +31,8 @@
 //                  setInterval, enabled after the (synchronous) submit loop, report the
 //                  event-loop delay while it drains. Histogram values are intervals between
 //                  1 ms timer wake-ups, so an idle loop reads ~1.1 ms.
+//   W6 durable     bench/w6.mjs in a child process: this package with a SQLite store against
+//                  BullMQ on a throw-away local redis-server (jobs/s, submit→start latency).
 //
 // p-queue's priority insert is a sorted-array splice (O(n)) and its dequeue is Array#shift on
 // a large array (O(n) too), so it is run under a time budget (--pqueue-budget, default 120 s):
@@ -44,7 +46,7 @@
 // Options
 //   --json FILE             write all results (raw runs included) as JSON
 //   --quick                 smaller N, fewer runs
-//   --only w1,w2,w3,w4      run a subset of the workloads
+//   --only w1,w2,w3,w4,w6   run a subset of the workloads
 //   --systems a,b           subset of: this,fastq,pqueue,semaphore,floor
 //   --sizes 10000,100000    W1 sizes
 //   --runs K                measured runs per size (overrides 21/5/3)
@@ -53,12 +55,13 @@
 //   --w3-n N                sequential executions for W3 (default 5000)
 //   --pqueue-budget S       seconds before a single p-queue run is aborted (default 120)
 //   --pqueue-small-n N      N used for p-queue in W2/W4 (default 100k)
+//   --w6-n N                jobs per W6 throughput run (default 100k; --quick 20k)
 
 import { performance, monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { spawnSync, execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readFileSync, writeFileSync, readdirSync, mkdirSync } from 'node:fs';
+import { readFileSync, writeFileSync, readdirSync, mkdirSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import os from 'node:os';
@@ -96,7 +99,7 @@ const QUICK = hasFlag('quick');
 const OPT = {
   quick: QUICK,
   json: argValue('json', null),
-  only: argValue('only', 'w1,w2,w3,w4').split(','),
+  only: argValue('only', 'w1,w2,w3,w4,w6').split(','),
   systems: argValue('systems', SYSTEMS.join(',')).split(',').filter((s) => SYSTEMS.includes(s)),
   sizes: numList(argValue('sizes', QUICK ? '10000,100000' : '10000,100000,1000000')),
   runs: argValue('runs', null) === null ? null : Number(argValue('runs')),
@@ -106,6 +109,7 @@ const OPT = {
   w4N: Number(argValue('w4-n', QUICK ? '100000' : '1000000')),
   pqueueBudgetS: Number(argValue('pqueue-budget', '120')),
   pqueueSmallN: Number(argValue('pqueue-small-n', '100000')),
+  w6N: Number(argValue('w6-n', QUICK ? '20000' : '100000')),
 };
 const runsFor = (n) => (OPT.runs !== null ? OPT.runs : QUICK ? 3 : n <= 10_000 ? 21 : n <= 100_000 ? 5 : 3);
 
@@ -767,6 +771,20 @@ async function w4() {
   return out;
 }
 
+// ----- W6: durable executions (bench/w6.mjs, in a child process) ------------------------
+
+/** Runs bench/w6.mjs, which prints its own tables, and returns its JSON results. */
+function w6() {
+  const file = path.join(os.tmpdir(), `bench-w6-${process.pid}.json`);
+  const r = spawnSync(process.execPath, [path.join(ROOT, 'bench', 'w6.mjs'), '--n', String(OPT.w6N), '--json', file], { stdio: 'inherit' });
+  try {
+    if (r.status !== 0) return { error: `bench/w6.mjs exited with ${r.status ?? r.signal}`, goals: [] };
+    return JSON.parse(readFileSync(file, 'utf8'));
+  } finally {
+    rmSync(file, { force: true });
+  }
+}
+
 // ----- goals -----------------------------------------------------------------------------
 
 function goals(res) {
@@ -804,6 +822,7 @@ function goals(res) {
     add('W4 this ELD p99 ms', fmt(r.eldP99Ms), '< 10', r.eldP99Ms < 10);
     add('W4 this ELD max ms', fmt(r.eldMaxMs), '< 50', r.eldMaxMs < 50);
   }
+  for (const x of res.w6?.goals ?? []) g.push(x);
   console.log('\n## Goals');
   console.log(table(['goal', 'measured', 'target', 'result'], g.map((x) => [x.name, x.value, x.target, (x.pass ? 'PASS' : 'MISS') + (x.detail ? ` (${x.detail})` : '')])));
   return g;
@@ -884,6 +903,7 @@ async function main() {
   if (OPT.only.includes('w2')) res.w2 = await w2();
   if (OPT.only.includes('w3')) res.w3 = await w3();
   if (OPT.only.includes('w4')) res.w4 = await w4();
+  if (OPT.only.includes('w6')) res.w6 = w6();
   res.goals = goals(res);
   res.env.loadavgAtEnd = os.loadavg().map((x) => +x.toFixed(2));
   const end = codeHashes();

@@ -4,7 +4,7 @@
 // for each attempt's promise without allocating per call.
 
 const { agentNotFound } = require('./errors.js');
-const { AgentContext, extId } = require('./record.js');
+const { AgentContext, idOf } = require('./record.js');
 const { MODE_NAMES } = require('./protocol.js');
 
 /** The registered agent (or `defaultAgent`) called with the execution's values. */
@@ -75,7 +75,7 @@ function callAttemptHere(ex, rec, attempt) {
   let value;
   try {
     if (ex.spawnAgentProcess !== spawnAgentProcess) {
-      const executionId = extId(rec.id);
+      const executionId = idOf(rec);
       value = ex.spawnAgentProcess({
         id: executionId,
         executionId,

@@ -28,7 +28,10 @@ const DEFAULTS = Object.freeze({
   backoff: 'exponential',
 });
 
-const KNOWN = new Set([...Object.keys(DEFAULTS), 'priorityLevels', 'agents', 'defaultAgent', 'defaultTimeoutMs']);
+const KNOWN = new Set([...Object.keys(DEFAULTS), 'priorityLevels', 'agents', 'defaultAgent', 'defaultTimeoutMs', 'store', 'leaseMs', 'storePollMs']);
+
+/** Retention of ended executions in a store, unless the config sets it: stores outlive processes. */
+const STORE_RETENTION = Object.freeze({ resultTtlMs: 7 * 24 * 3600 * 1000, maxRetainedResults: 1000000 });
 
 /**
  * `{ retries, retryDelayMs, backoff }` from `source` (config or submit options), each key
@@ -118,6 +121,45 @@ function parseConfig(config) {
     agingMs: integer('agingMs', c.agingMs, 0, MAX_DELAY_MS, d.agingMs),
     maxRetainedOutputBytes: integer('maxRetainedOutputBytes', c.maxRetainedOutputBytes, 0, Number.MAX_SAFE_INTEGER, d.maxRetainedOutputBytes),
     ...retryPolicy(c, d),
+    store: storeConfig(c),
+  };
+}
+
+/**
+ * `store: 'sqlite:<path>[?synchronous=full]'` (the path relative to the working directory),
+ * with `leaseMs` and `storePollMs`; null without a store.
+ */
+function storeConfig(c) {
+  const url = c.store;
+  if (url === undefined || url === null) {
+    if (c.leaseMs !== undefined || c.storePollMs !== undefined) {
+      throw rangeError('leaseMs and storePollMs need a store (config.store)');
+    }
+    return null;
+  }
+  if (typeof url !== 'string') throw typeError(`store must be a string like "sqlite:.bmad/executions.db", got ${describe(url)}`);
+  const m = /^sqlite:(?:\/\/)?([^?]+)(?:\?(.*))?$/.exec(url);
+  if (m === null) {
+    const err = rangeError(`store must be "sqlite:<path>" (an embedded SQLite file), got ${describe(url)}`);
+    err.code = 'ERR_STORE';
+    throw err;
+  }
+  let synchronous = 'normal';
+  for (const pair of (m[2] || '').split('&')) {
+    if (pair === '') continue;
+    const [k, v] = pair.split('=');
+    if (k === 'synchronous' && (v === 'normal' || v === 'full')) synchronous = v;
+    else throw rangeError(`store: unknown parameter ${describe(pair)}; the only one is synchronous=normal|full`);
+  }
+  const { resolve } = require('node:path');
+  return {
+    url,
+    path: resolve(decodeURIComponent(m[1])),
+    synchronous,
+    leaseMs: integer('leaseMs', c.leaseMs, 100, MAX_DELAY_MS, 30000),
+    pollMs: integer('storePollMs', c.storePollMs, 1, 60000, 1),
+    resultTtlMs: c.resultTtlMs === undefined ? STORE_RETENTION.resultTtlMs : c.resultTtlMs,
+    maxRetainedResults: c.maxRetainedResults === undefined ? STORE_RETENTION.maxRetainedResults : c.maxRetainedResults,
   };
 }
 

@@ -82,6 +82,7 @@ class CoreLink extends EventEmitter {
     this._backlog = []; // answers waiting for the one being delivered: Batches and functions
     this._admitted = []; // records whose id-returning call is answered after the deliveries
     this._busy = false;
+    this._store = null; // the durable layer (durable/durable.js) when a store is configured
     /** @type {Record<string, Function | Function[] | undefined>} EventEmitter's listeners by event. */
     this._events;
     /** @type {number} EventEmitter's count of event names with listeners. */
@@ -253,9 +254,10 @@ class CoreLink extends EventEmitter {
     if (this._busy && this._batch.n === 0 && this._native.isIdle()) this._onIdle();
   }
 
-  /** Nothing is queued or running any more. */
+  /** Nothing is queued or running any more (in the core, and in flight to the store). */
   _onIdle() {
     if (!this._busy) return;
+    if (this._store !== null && !this._store.idle()) return;
     this._busy = false;
     BUSY.delete(this);
     this._becameIdle();

@@ -16,9 +16,10 @@ const { ResourceMonitor } = require('./monitor.js');
 const { CommandRunner, commandAgent } = require('./command.js');
 const { parseCommandSpec } = require('./command-spec.js');
 const queries = require('./queries.js');
-const { waitFor, watch } = require('./watch.js');
+const { waitFor, watch, watchStored } = require('./watch.js');
 const { executeMultiple } = require('./aggregate.js');
 const { shutdown, forceShutdown, finishShutdown } = require('./shutdown.js');
+const { Durable, parseDurableId } = require('./durable/durable.js');
 const P = require('./protocol.js');
 
 const { MODE_FIRE, MODE_CALLBACK, MODE_WATCHED, MODE_EXECUTE, MODE_NAMES, STATUS_NAMES, NOT_FOUND } = P;
@@ -60,13 +61,30 @@ class BackgroundExecutor extends Lifecycle {
     this._onThreshold = (data) => this._emit('resource-threshold-exceeded', data);
     this.resourceMonitor.on('sample', this._onSample);
     this.resourceMonitor.on('threshold-exceeded', this._onThreshold);
+    if (cfg.store !== null) this._store = new Durable(this, cfg.store);
     if (shapeAnchors === null) keepShapes();
   }
 
   // ----- lifecycle ---------------------------------------------------------------------
 
-  /** Starts the resource monitor. Idempotent; resolves to the executor. */
+  /**
+   * Starts the resource monitor, and with a store waits until the store is open (rejecting
+   * with `ERR_STORE` / `ERR_STORE_VERSION` when it cannot be). With a store, an executor
+   * initialized this way is a worker: it keeps Node.js running, waiting for work from
+   * other processes, until `shutdown()`. Idempotent; resolves to the executor.
+   */
   initialize() {
+    if (this._store !== null && !this._closing) {
+      this._store.worker = true;
+      this._start();
+      this._store._updateKeepAlive();
+      return this._store.opened.then(() => this);
+    }
+    this._start();
+    return Promise.resolve(this);
+  }
+
+  _start() {
     if (!this._initialized && !this._closing) {
       this._initialized = true;
       this.resourceMonitor.start();
@@ -75,7 +93,6 @@ class BackgroundExecutor extends Lifecycle {
         priorityLevels: Object.fromEntries(this._levels),
       });
     }
-    return Promise.resolve(this);
   }
 
   // ----- agents ------------------------------------------------------------------------
@@ -84,6 +101,7 @@ class BackgroundExecutor extends Lifecycle {
     name('registerAgent: name', agentName);
     if (typeof fn !== 'function') throw typeError(`registerAgent: agent must be a function, got ${describe(fn)}`);
     this._agents.set(agentName, fn);
+    if (this._store !== null) this._store.interestChanged();
     return this;
   }
 
@@ -101,12 +119,15 @@ class BackgroundExecutor extends Lifecycle {
     const fixed = typeof spec === 'function' ? spec : parseCommandSpec(spec, 'registerCommand: spec');
     if (this._commands === null) this._commands = new CommandRunner(this);
     this._agents.set(agentName, commandAgent(this._commands, agentName, fixed));
+    if (this._store !== null) this._store.interestChanged();
     return this;
   }
 
   unregisterAgent(agentName) {
     name('unregisterAgent: name', agentName);
-    return this._agents.delete(agentName);
+    const had = this._agents.delete(agentName);
+    if (this._store !== null) this._store.interestChanged();
+    return had;
   }
 
   /**
@@ -163,7 +184,7 @@ class BackgroundExecutor extends Lifecycle {
   /** Resource limits hold without initialize(): the monitor starts with the first submission. */
   _submit(mode, agent, task, options) {
     const rec = super._submit(mode, agent, task, options);
-    if (!this._initialized) this.initialize();
+    if (!this._initialized) this._start();
     return rec;
   }
 
@@ -177,8 +198,10 @@ class BackgroundExecutor extends Lifecycle {
     rec.callback = callback;
     // Resolved with the id and the real status once the core has answered, before the agent
     // is called: the agent's synchronous code never runs inside this call.
-    return new Promise((resolve) => {
-      extras(rec).admitted = resolve;
+    return new Promise((resolve, reject) => {
+      const x = extras(rec);
+      x.admitted = resolve;
+      x.refused = reject;
     });
   }
 
@@ -199,6 +222,7 @@ class BackgroundExecutor extends Lifecycle {
     } catch (err) {
       return Promise.reject(err);
     }
+    if (this._store !== null && parseDurableId(executionId) !== 0) return this._store.cancel(executionId);
     this._flush();
     const id = parseId(executionId);
     const rec = id === 0 ? undefined : this._records.get(id);
@@ -269,7 +293,30 @@ class BackgroundExecutor extends Lifecycle {
   // ----- queries -------------------------------------------------------------------------
 
   getExecutionStatus(executionId) {
+    if (this._store !== null) {
+      const rowId = parseDurableId(executionId);
+      if (rowId !== 0) return this._store.localStatus(rowId);
+    }
     return queries.executionStatus(this, executionId);
+  }
+
+  /**
+   * The status of any execution: with a store, read from it (an execution of any process);
+   * otherwise what `getExecutionStatus` says.
+   */
+  fetchExecutionStatus(executionId) {
+    try {
+      executionIdArg(executionId);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    if (this._store !== null && parseDurableId(executionId) !== 0) return this._store.fetch(executionId);
+    return Promise.resolve(this.getExecutionStatus(executionId));
+  }
+
+  /** `PRAGMA integrity_check` of the store ("ok" when sound); null without a store. */
+  checkStore() {
+    return this._store === null ? Promise.resolve(null) : this._store.integrityCheck();
   }
 
   getQueueStatus() {
@@ -295,6 +342,7 @@ class BackgroundExecutor extends Lifecycle {
     } catch (err) {
       return Promise.reject(err);
     }
+    if (this._store !== null && parseDurableId(executionId) !== 0) return this._store.waitFor(executionId);
     return waitFor(this, executionId);
   }
 
@@ -305,6 +353,7 @@ class BackgroundExecutor extends Lifecycle {
    */
   watch(executionId) {
     executionIdArg(executionId);
+    if (this._store !== null && parseDurableId(executionId) !== 0) return watchStored(this, executionId);
     return watch(this, executionId);
   }
 

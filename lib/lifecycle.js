@@ -12,8 +12,8 @@ const { CoreLink } = require('./core-link.js');
 const { callAttempt, canRun } = require('./agents.js');
 const { Watchers } = require('./watch.js');
 const { SubmitRules } = require('./options.js');
-const { extras, extId } = require('./record.js');
-const { messageOf, codeOf, closedError, cancelledError, timeoutError, agentNotFound } = require('./errors.js');
+const { extras, extId, idOf, attemptOf } = require('./record.js');
+const { messageOf, codeOf, coded, describe, typeError, closedError, cancelledError, timeoutError, agentNotFound } = require('./errors.js');
 const { rethrowLater } = require('./events.js');
 const { follow, unfollow } = require('./signals.js');
 const P = require('./protocol.js');
@@ -55,6 +55,17 @@ class Lifecycle extends CoreLink {
 
   /** Validates a submission and records it in the current batch. */
   _submit(mode, agent, task, options) {
+    if (options !== undefined && options !== null) {
+      const durable = options.durable;
+      if (durable !== undefined && durable !== true && durable !== false) {
+        throw typeError(`options.durable must be a boolean, got ${describe(durable)}`);
+      }
+      if (durable === true && this._store === null) {
+        throw coded(RangeError, 'ERR_NO_STORE', 'options.durable is true but the executor has no store (config.store)');
+      }
+      // executeMultiple's executions stay in memory: its report is this process's answer.
+      if (this._store !== null && durable !== false && mode !== MODE_AGGREGATE) return this._store.submit(mode, agent, task, options);
+    } else if (this._store !== null && mode !== MODE_AGGREGATE) return this._store.submit(mode, agent, task, options);
     const rules = this._rules;
     const rec = rules.record(mode, agent, task, options);
     if (this._closing) throw closedError();
@@ -77,6 +88,11 @@ class Lifecycle extends CoreLink {
 
   /** The core's answer to a submission, delivered: events, the caller's answer, the start. */
   _submitted(rec, started) {
+    if (rec.x !== null && rec.x.durable !== null) {
+      // A claimed durable execution: its submission was answered where it was made.
+      if (started) this._launch(rec);
+      return;
+    }
     const id = rec.id;
     // `_eventsCount` (EventEmitter's count of event names with listeners) first: with no
     // listener at all, no lookup in the dictionary-mode `_events` (~10 ns each).
@@ -127,6 +143,10 @@ class Lifecycle extends CoreLink {
 
   /** The submitter's own signal aborted: cancel, with its reason as the cause. */
   _userAborted(rec, reason) {
+    if (rec.x.durable !== null) {
+      this._store._userAborted(rec, reason);
+      return;
+    }
     this._cancelRec(rec, cancelledError(extId(rec.id), rec.agent, reason));
   }
 
@@ -153,12 +173,12 @@ class Lifecycle extends CoreLink {
     }
     if (this._eventsCount !== 0 && this._events['execution-started'] !== undefined) {
       this._emit('execution-started', {
-        executionId: extId(rec.id),
+        executionId: idOf(rec),
         agent: rec.agent,
         task: rec.task,
         mode: MODE_NAMES[rec.mode],
         priority: rec.priority,
-        attempt,
+        attempt: attemptOf(rec),
       });
     }
     if (this._budget <= 0 || this._deferred.length > 0) {
@@ -233,12 +253,12 @@ class Lifecycle extends CoreLink {
     if (next > 0) {
       const nextRec = this._records.get(next);
       if (nextRec !== undefined) this._launch(nextRec);
-    }
+    } else if (this._store !== null) this._store.slotFreed();
   }
 
   _retryPayload(rec, err, delayMs) {
     return {
-      executionId: extId(rec.id),
+      executionId: idOf(rec),
       agent: rec.agent,
       task: rec.task,
       attempt: rec.attempt,
@@ -251,6 +271,10 @@ class Lifecycle extends CoreLink {
   // ----- outcomes ----------------------------------------------------------------------
 
   _complete(rec, value) {
+    if (rec.x !== null && rec.x.durable !== null) {
+      this._store._attemptEnded(rec, 'completed', value);
+      return;
+    }
     rec.done = true;
     rec.value = value;
     const x = rec.x;
@@ -289,6 +313,10 @@ class Lifecycle extends CoreLink {
 
   /** Ends an execution as failed or cancelled, with the original error value. */
   _end(rec, status, err) {
+    if (rec.x !== null && rec.x.durable !== null) {
+      this._store._attemptEnded(rec, status, err);
+      return;
+    }
     rec.done = true;
     rec.value = err;
     const x = rec.x;
@@ -347,7 +375,7 @@ class Lifecycle extends CoreLink {
    */
   _callbackFailed(rec, error) {
     if (this._events['callback-error'] === undefined) rethrowLater(error);
-    else this._emit('callback-error', { executionId: extId(rec.id), agent: rec.agent, error });
+    else this._emit('callback-error', { executionId: idOf(rec), agent: rec.agent, error });
   }
 
   // ----- signals and cancellation ------------------------------------------------------
@@ -395,10 +423,11 @@ class Lifecycle extends CoreLink {
     const progress = percent < 0 ? 0 : percent > 100 ? 100 : percent;
     const x = extras(rec);
     if (detail !== undefined) x.detail = detail;
-    if (x.watchers !== null) Watchers.progress(x, { executionId: extId(rec.id), agent: rec.agent, progress, status: 'running', detail });
+    if (x.durable !== null) this._store.progress(rec, progress);
+    if (x.watchers !== null) Watchers.progress(x, { executionId: idOf(rec), agent: rec.agent, progress, status: 'running', detail });
     if (x.onProgress !== null) {
       try {
-        rec.runInAsyncScope(x.onProgress, null, { executionId: extId(rec.id), agent: rec.agent, progress, detail });
+        rec.runInAsyncScope(x.onProgress, null, { executionId: idOf(rec), agent: rec.agent, progress, detail });
       } catch (error) {
         this._callbackFailed(rec, error);
       }
@@ -425,7 +454,7 @@ class Lifecycle extends CoreLink {
     const v = this._native.view(rec.id);
     if (v === null || rec.done) return;
     this._emit('progress-update', {
-      executionId: extId(rec.id),
+      executionId: idOf(rec),
       agent: rec.agent,
       progress: v.progress,
       status: v.status,
@@ -484,7 +513,7 @@ class Lifecycle extends CoreLink {
     if (rec !== undefined && !rec.done && rec.phase === 1 && !rec.called) return;
     const r = this._native.timeout(id);
     if (r === TIMEOUT_STALE || rec === undefined || rec.done) return;
-    const err = timeoutError(extId(id), rec.agent, this._rules.timeoutOf(rec), rec.attempt);
+    const err = timeoutError(idOf(rec), rec.agent, this._rules.timeoutOf(rec), attemptOf(rec));
     rec.value = err; // readable at once by anything the abort below runs
     this._abort(rec, err);
     if (r !== RETRY_NONE) {

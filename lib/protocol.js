@@ -97,4 +97,32 @@ module.exports = Object.freeze({
   STREAM_STDOUT: 1,
   /** See `STREAM_STDOUT`. */
   STREAM_STDERR: 2,
+  /** The store is open; `text` is this executor's owner id. */
+  STORE_OPENED: 1,
+  /** A batch committed: `ids` the inserted ids (negative: an earlier execution with the key), `codes` per finish `FINISH_RECORDED`, `FINISH_STALE` or the retry delay (ms), `rows` the claimed executions. */
+  STORE_BATCH: 2,
+  /** A cancel: `codes[0]` the status the execution had, or `NOT_FOUND`. */
+  STORE_CANCELLED: 3,
+  /** A fetch: `rows` holds the execution, or is empty. */
+  STORE_FETCHED: 4,
+  /** An integrity check: `text` is SQLite's answer ("ok"). */
+  STORE_CHECKED: 5,
+  /** A request failed (`req` 0: opening the store); `errorCode`, `text` the message. */
+  STORE_FAILED: 6,
+  /** Claimable work may be waiting (another process committed, a delay ended, a rescue). */
+  STORE_CHANGED: 7,
+  /** Cancels requested for attempts this executor runs: `ids` = `[id, attempt, ...]`. */
+  STORE_CANCEL_REQUESTED: 8,
+  /** Watched executions ended (`rows`), or are no longer stored (`ids`). */
+  STORE_ENDED: 9,
+  /** Executions of stopped executors moved on: `ids` = `[id, attempt, status, ...]`, `names` = `[agent, owner, ...]`. */
+  STORE_RESCUED: 10,
+  /** A failure outside any request (heartbeat, rescue, retention, poll): `errorCode`, `text`. */
+  STORE_BACKGROUND_ERROR: 11,
+  /** The store is closed. */
+  STORE_CLOSED: 12,
+  /** A finish answer: recorded as the execution's end. */
+  FINISH_RECORDED: -1,
+  /** A finish answer: the attempt no longer owned the execution; discarded. */
+  FINISH_STALE: -2,
 });

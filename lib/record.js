@@ -13,6 +13,12 @@ const ID_PATTERN = /^exec-[1-9][0-9]{0,15}$/;
 /** The id users see for core id `id`. */
 const extId = (id) => ID_PREFIX + id;
 
+/** The id users see for `rec`: its stored id when durable, else its core id. */
+const idOf = (rec) => (rec.x !== null && rec.x.durable !== null ? rec.x.durable.extId : ID_PREFIX + rec.id);
+
+/** The attempt number users see: the store's count when durable. */
+const attemptOf = (rec) => (rec.x !== null && rec.x.durable !== null ? rec.x.durable.attempt : rec.attempt);
+
 /** The core id in an id this package issued (`exec-<n>`, canonical digits only), else 0. */
 function parseId(value) {
   if (typeof value !== 'string' || !ID_PATTERN.test(value)) return 0;
@@ -86,6 +92,15 @@ class Execution extends AsyncResource {
   set done(yes) {
     this.bits = yes ? this.bits | B_DONE : this.bits & ~B_DONE;
   }
+  /** Ready for another run (a durable execution claimed again): queued, no attempt, no value. */
+  rearm() {
+    this.bits = this.bits & (7 << B_MODE_SHIFT);
+    this.value = undefined;
+    if (this.x !== null) {
+      this.x.controller = null;
+      this.x.abortReason = undefined;
+    }
+  }
   /** executeWithCallback's callback (or null); shares its field with `resolve`. */
   get callback() {
     return this.mode === MODE_EXECUTE ? null : this.resolve;
@@ -106,8 +121,10 @@ class Extras {
     this.waiters = null; // waitFor() and watch() resolvers
     this.watchers = null; // watch() iterators
     this.admitted = null; // resolves an id-returning call once the core has answered
+    this.refused = null; // rejects it (a durable submission the store could not commit)
     this.retry = null; // options' retry policy, handed to the core with the id
     this.timeoutMs = undefined; // options.timeout, when given
+    this.durable = null; // DurableRun of a stored execution (durable/durable.js)
   }
 }
 
@@ -125,7 +142,7 @@ class AgentContext {
   }
 
   get executionId() {
-    return extId(this.#rec.id);
+    return idOf(this.#rec);
   }
   get agent() {
     return this.#rec.agent;
@@ -143,7 +160,7 @@ class AgentContext {
     return this.#rec.priority;
   }
   get attempt() {
-    return this.#rec.attempt;
+    return attemptOf(this.#rec);
   }
   /** A standard AbortSignal, aborted on cancel, timeout and forced shutdown. */
   get signal() {
@@ -206,4 +223,4 @@ class RecordTable {
   }
 }
 
-module.exports = { Execution, Extras, extras, AgentContext, RecordTable, extId, parseId };
+module.exports = { Execution, Extras, extras, AgentContext, RecordTable, extId, idOf, attemptOf, parseId };

@@ -5,7 +5,7 @@
 // aborted and cancelled (the core's shutdown timer calls `forceShutdown`).
 
 const { shutdownError } = require('./errors.js');
-const { extId } = require('./record.js');
+const { idOf } = require('./record.js');
 const { shutdownOptions } = require('./options.js');
 
 function shutdown(ex, options) {
@@ -24,6 +24,8 @@ function shutdown(ex, options) {
   });
   const c = ex._native.counts();
   ex._emit('shutting-down', { running: c.running, queued: c.queued, mode, timeoutMs });
+  // Stored executions stay in the store; in 'cancel' mode the attempts running here go back.
+  if (ex._store !== null) ex._store.beginShutdown(mode);
   const cancelled = ex._native.close(mode === 'cancel');
   // A drain runs the queue to the end, so a paused executor resumes.
   if (mode === 'drain' && ex._native.counts().paused) ex._launchAll(ex._native.setPaused(false));
@@ -32,7 +34,7 @@ function shutdown(ex, options) {
   ex._deliver(() => {
     for (const id of cancelled) {
       const rec = ex._records.get(id);
-      if (rec !== undefined && !rec.done) ex._end(rec, 'cancelled', shutdownError(extId(id), rec.agent));
+      if (rec !== undefined && !rec.done) ex._end(rec, 'cancelled', shutdownError(idOf(rec), rec.agent));
     }
     if (ex._native.isIdle()) finishShutdown(ex, false);
     else if (timeoutMs !== undefined) ex._native.armShutdownTimer(timeoutMs);
@@ -43,11 +45,12 @@ function shutdown(ex, options) {
 /** The shutdown deadline passed: abort and cancel whatever still runs. */
 function forceShutdown(ex) {
   if (ex._shutdownDone) return;
+  if (ex._store !== null) ex._store.forced();
   ex._flush();
   for (const id of ex._native.abortAll()) {
     const rec = ex._records.get(id);
     if (rec === undefined || rec.done) continue;
-    const err = shutdownError(extId(id), rec.agent);
+    const err = shutdownError(idOf(rec), rec.agent);
     rec.value = err;
     ex._abort(rec, err);
     ex._end(rec, 'cancelled', err);
@@ -58,6 +61,11 @@ function forceShutdown(ex) {
 
 function finishShutdown(ex, forced) {
   if (ex._shutdownDone) return;
+  if (ex._store !== null && ex._store.closed !== true) {
+    // Pending writes committed and the store closed before the end is reported.
+    ex._store.close().then(() => finishShutdown(ex, forced));
+    return;
+  }
   ex._shutdownDone = true;
   ex._release();
   ex._stopMonitor();

@@ -108,4 +108,24 @@ function watch(ex, executionId) {
   return it;
 }
 
-module.exports = { Watchers, onEnd, waitFor, watch };
+/**
+ * `watch()` of a durable execution: where it stands in the store now, then its final status.
+ * Progress of an execution running in another process is read with `fetchExecutionStatus`.
+ */
+function watchStored(ex, executionId) {
+  const it = new Watch();
+  ex.fetchExecutionStatus(executionId).then(
+    (now) => {
+      if (!now.found || now.status === 'completed' || now.status === 'failed' || now.status === 'cancelled') {
+        it.end(now);
+        return;
+      }
+      it.push({ executionId, agent: now.agent, progress: now.progress, status: now.status, detail: undefined });
+      ex.waitFor(executionId).then((final) => it.end(final));
+    },
+    (err) => it.end({ found: false, error: err.message, errorObject: err }),
+  );
+  return it;
+}
+
+module.exports = { Watchers, onEnd, waitFor, watch, watchStored };

@@ -22,6 +22,7 @@ pub mod protocol;
 
 pub mod command;
 pub mod scheduler;
+pub mod store;
 pub mod system;
 
 pub mod binding;

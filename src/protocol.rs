@@ -122,3 +122,34 @@ pub const EVENT_EXIT: u32 = 3;
 pub const STREAM_STDOUT: u32 = 1;
 /// See `STREAM_STDOUT`.
 pub const STREAM_STDERR: u32 = 2;
+
+// ----- the durable store (`NativeStore` events) ------------------------------------------------
+
+/// The store is open; `text` is this executor's owner id.
+pub const STORE_OPENED: u32 = 1;
+/// A batch committed: `ids` the inserted ids (negative: an earlier execution with the key), `codes` per finish `FINISH_RECORDED`, `FINISH_STALE` or the retry delay (ms), `rows` the claimed executions.
+pub const STORE_BATCH: u32 = 2;
+/// A cancel: `codes[0]` the status the execution had, or `NOT_FOUND`.
+pub const STORE_CANCELLED: u32 = 3;
+/// A fetch: `rows` holds the execution, or is empty.
+pub const STORE_FETCHED: u32 = 4;
+/// An integrity check: `text` is SQLite's answer ("ok").
+pub const STORE_CHECKED: u32 = 5;
+/// A request failed (`req` 0: opening the store); `errorCode`, `text` the message.
+pub const STORE_FAILED: u32 = 6;
+/// Claimable work may be waiting (another process committed, a delay ended, a rescue).
+pub const STORE_CHANGED: u32 = 7;
+/// Cancels requested for attempts this executor runs: `ids` = `[id, attempt, ...]`.
+pub const STORE_CANCEL_REQUESTED: u32 = 8;
+/// Watched executions ended (`rows`), or are no longer stored (`ids`).
+pub const STORE_ENDED: u32 = 9;
+/// Executions of stopped executors moved on: `ids` = `[id, attempt, status, ...]`, `names` = `[agent, owner, ...]`.
+pub const STORE_RESCUED: u32 = 10;
+/// A failure outside any request (heartbeat, rescue, retention, poll): `errorCode`, `text`.
+pub const STORE_BACKGROUND_ERROR: u32 = 11;
+/// The store is closed.
+pub const STORE_CLOSED: u32 = 12;
+/// A finish answer: recorded as the execution's end.
+pub const FINISH_RECORDED: i32 = -1;
+/// A finish answer: the attempt no longer owned the execution; discarded.
+pub const FINISH_STALE: i32 = -2;

@@ -8,3 +8,4 @@ pub mod command;
 pub mod executor;
 pub mod js_callback;
 pub mod monitor;
+pub mod store;

@@ -1,0 +1,756 @@
+'use strict';
+
+// Durable executions: with a `store`, a submission is a row in the store before it is
+// acknowledged, and any executor on the store runs it.
+//
+//   submit ─group commit─> row (queued) ─claim (any executor)─> a local execution in the core
+//      agent settles ─> _attemptEnded ─group commit─> finish (compare-and-set) ─> outcome
+//
+// The submitting process keeps a handle (the submission's record) per execution: its
+// promise, callback, signal and async context. When this process claims the execution, the
+// handle itself runs it, so the agent sees the caller's own options object and
+// `execute()` resolves with the agent's own value; when another process runs it, the end is
+// read from the store and the handle settles with the stored (JSON) value.
+
+const { StoreLink, storeError } = require('./store-link.js');
+const { toJson, resultJson } = require('./json.js');
+const { durableId, parseDurableId, errorJson, errorFromJson, resultFromJson, rowStatus } = require('./values.js');
+const { Execution, extras } = require('../record.js');
+const { canRun } = require('../agents.js');
+const { coded, describe, typeError, messageOf, codeOf, closedError, cancelledError, shutdownError } = require('../errors.js');
+const { follow, unfollow } = require('../signals.js');
+const P = require('../protocol.js');
+
+const { MODE_EXECUTE, MODE_NAMES, STATUS_NAMES, OP_SUBMIT, SUBMIT_KEY_SHIFT, NOT_FOUND } = P;
+const { STATUS_QUEUED, STATUS_RUNNING, STATUS_COMPLETED, STATUS_FAILED, STATUS_CANCELLED } = P;
+
+/** Errors no retry can fix. */
+const NOT_RETRYABLE = new Set(['ERR_AGENT_NOT_FOUND', 'ERR_COMMAND_SPAWN', 'ERR_COMMAND_SPEC', 'ERR_NOT_SERIALIZABLE']);
+/** Options that only mean something in the submitting process: not stored. */
+const LOCAL_OPTIONS = new Set(['signal', 'onProgress']);
+/** A claimed attempt runs once in the core: the store decides about retries. */
+const NO_LOCAL_RETRY = Object.freeze({ retries: 0, retryDelayMs: 0, backoff: 'fixed' });
+/** Final statuses remembered for `waitFor` and `getExecutionStatus` of ended executions. */
+const ENDED_KEPT = 1000;
+/** Claims per batch at most. */
+const MAX_CLAIM = 512;
+
+/** The durable side of one execution (`rec.x.durable`). */
+class DurableRun {
+  constructor() {
+    this.rowId = 0; // 0 until its row is committed
+    this.extId = '';
+    this.attempt = 0; // the store's attempt number of the attempt running here
+    this.running = false;
+    this.release = false; // hand the attempt back uncounted (shutdown)
+    this.value = undefined; // the attempt's own result or error
+    this.startedAt = 0;
+    this.progressAt = 0;
+  }
+}
+
+/** The options stored with a submission: JSON text (null for none), else ERR_NOT_SERIALIZABLE. */
+function storedOptions(options) {
+  if (options === undefined || options === null) return null;
+  const copy = {};
+  for (const key of Object.keys(options)) if (!LOCAL_OPTIONS.has(key)) copy[key] = options[key];
+  return toJson(copy, 'options');
+}
+
+class Durable {
+  /** `ex` is the executor; `store` its parsed `store` config (see config.js). */
+  constructor(ex, store) {
+    this.ex = ex;
+    this.config = store;
+    this.handles = new Map(); // rowId -> submission records waiting for the outcome
+    this.awaiting = 0; // of those, the ones with a promise or callback to settle
+    this.runs = new Map(); // rowId -> the record running an attempt here
+    this.waiters = new Map(); // rowId -> waitFor() resolvers
+    this.ended = new Map(); // rowId -> final status object (the latest ENDED_KEPT)
+    this.toWatch = []; // just inserted: cannot have ended yet
+    this.toCheck = []; // may have ended already: looked up when watched
+    this.toUnwatch = [];
+    this.stats = { claimed: 0, staleResults: 0, rescued: 0, storeErrors: 0 };
+    this.owner = null;
+    this.openError = null;
+    this.worker = false; // initialize() was called: wait for work from other processes
+    this.closing = false;
+    this.releaseRunning = false;
+    this.closed = false;
+    this.keptAlive = false;
+    this.interestQueued = false;
+    this.sendInterest = () => {
+      this.interestQueued = false;
+      this._sendInterest();
+    };
+    this.opened = new Promise((resolve, reject) => {
+      this.openResolve = resolve;
+      this.openReject = reject;
+    });
+    this.opened.catch(() => {}); // read by initialize() and by each submission
+    this.link = new StoreLink(
+      {
+        path: store.path,
+        synchronousFull: store.synchronous === 'full',
+        leaseMs: store.leaseMs,
+        pollMs: store.pollMs,
+        ttlMs: store.resultTtlMs,
+        maxKept: store.maxRetainedResults,
+      },
+      this,
+    );
+  }
+
+  // ----- submission ------------------------------------------------------------------
+
+  /** A durable submission: validated, its options stored as JSON, queued for the next commit. */
+  submit(mode, agent, task, options) {
+    const ex = this.ex;
+    const rules = ex._rules;
+    const rec = rules.record(mode, agent, task, options);
+    const priority = rules.priority;
+    const timeoutMs = rules.timeoutMs;
+    if (ex._closing) throw closedError();
+    if (this.openError !== null) throw this.openError;
+    let key = null;
+    if (options !== undefined && options !== null) {
+      const k = options.key;
+      if (k !== undefined && k !== null) {
+        if (typeof k !== 'string' || k === '' || k.length > 1024) {
+          throw typeError(`options.key must be a non-empty string of at most 1024 characters, got ${describe(k)}`);
+        }
+        key = k;
+      }
+    }
+    const stored = storedOptions(options);
+    const x = extras(rec);
+    const policy = x.retry !== null ? x.retry : ex.config;
+    x.retry = null;
+    x.durable = new DurableRun();
+    this.link.insert(
+      {
+        agent,
+        task,
+        options: stored === null ? undefined : stored,
+        level: rec.priority,
+        priority,
+        mode,
+        key: key === null ? undefined : key,
+        maxAttempts: policy.retries + 1,
+        retryDelayMs: policy.retryDelayMs,
+        backoff: policy.backoff === 'fixed' ? P.BACKOFF_FIXED : P.BACKOFF_EXPONENTIAL,
+        timeoutMs,
+      },
+      rec,
+    );
+    if (canRun(ex, agent)) this.link.wantClaim();
+    ex._markBusy();
+    return rec;
+  }
+
+  /** A committed submission: its id, its handle, its events and its caller's answer. */
+  _inserted(rec, rowId, existing) {
+    const ex = this.ex;
+    const d = rec.x.durable;
+    d.rowId = rowId;
+    d.extId = durableId(rowId);
+    let list = this.handles.get(rowId);
+    if (list === undefined) {
+      list = [];
+      this.handles.set(rowId, list);
+      (existing ? this.toCheck : this.toWatch).push(rowId);
+    }
+    list.push(rec);
+    if (rec.mode === MODE_EXECUTE || rec.callback !== null) this.awaiting++;
+    const x = rec.x;
+    if (!existing) {
+      ex._emit('execution-queued', {
+        executionId: d.extId,
+        agent: rec.agent,
+        task: rec.task,
+        mode: MODE_NAMES[rec.mode],
+        priority: rec.priority,
+        durable: true,
+      });
+    }
+    if (x.userSignal !== null && !rec.done) {
+      if (x.userSignal.aborted) this._userAborted(rec, x.userSignal.reason);
+      else follow(x.userSignal, ex, rec);
+    }
+    if (x.admitted !== null) {
+      const admitted = x.admitted;
+      x.admitted = null;
+      x.refused = null;
+      admitted({ executionId: d.extId, mode: MODE_NAMES[rec.mode], status: 'queued' });
+    }
+  }
+
+  /** The commit failed: the submission is refused with the store's error. */
+  _refused(rec, err) {
+    const x = rec.x;
+    rec.done = true;
+    if (x.userSignal !== null) x.userSignal = null;
+    if (x.refused !== null) {
+      const refused = x.refused;
+      x.admitted = null;
+      x.refused = null;
+      refused(err);
+    } else if (rec.mode === MODE_EXECUTE) rec.reject(err);
+  }
+
+  // ----- running -----------------------------------------------------------------------
+
+  /** A local slot freed with nothing local queued: claim if work may be waiting. */
+  slotFreed() {
+    if (this.link.claimWanted) this.link.schedule();
+  }
+
+  /** Slots this executor can fill with claimed executions now. */
+  _freeSlots() {
+    if (this.closing || this.owner === null) return 0;
+    const ex = this.ex;
+    ex._flush();
+    const c = ex._native.counts();
+    if (c.paused || c.closed) return 0;
+    const max = c.throttled ? Math.min(c.maxConcurrent, ex.config.minConcurrentAgents) : c.maxConcurrent;
+    return Math.max(0, Math.min(MAX_CLAIM, max - c.slotsUsed - c.queued));
+  }
+
+  /** A claimed execution becomes a local one: its handle when submitted here, else a new record. */
+  _claimed(row) {
+    const ex = this.ex;
+    const rowId = row.id;
+    const list = this.handles.get(rowId);
+    let rec = list !== undefined ? list[0] : null;
+    if (rec !== null && rec.x.durable.running) rec = null; // a stale attempt still holds it
+    if (rec === null) {
+      const options = row.options == null ? undefined : JSON.parse(row.options);
+      rec = new Execution(row.mode, row.agent, row.task, options, row.level);
+      const x = extras(rec);
+      x.durable = new DurableRun();
+      x.durable.rowId = rowId;
+      x.durable.extId = durableId(rowId);
+    } else {
+      rec.rearm();
+    }
+    const x = rec.x;
+    const d = x.durable;
+    d.attempt = row.attempt;
+    d.running = true;
+    d.release = false;
+    d.value = undefined;
+    d.startedAt = Date.now();
+    x.timeoutMs = row.timeoutMs;
+    x.retry = NO_LOCAL_RETRY;
+    this.runs.set(rowId, rec);
+    this.stats.claimed++;
+    let key = ex._agentKeys.get(row.agent);
+    if (key === undefined) key = ex._internAgent(row.agent);
+    ex._push(rec, OP_SUBMIT, row.mode + (key << SUBMIT_KEY_SHIFT), row.priority, row.timeoutMs);
+    ex._markBusy();
+  }
+
+  /** A local attempt of a durable execution ended (`status` as the lifecycle names it). */
+  _attemptEnded(rec, status, value) {
+    const d = rec.x.durable;
+    rec.done = true;
+    rec.value = value;
+    if (!d.running) return;
+    d.running = false;
+    if (d.release || (this.releaseRunning && status === 'cancelled')) {
+      this.runs.delete(d.rowId);
+      this.link.release(d.rowId, d.attempt);
+      return;
+    }
+    let code;
+    let json;
+    let retryable = false;
+    if (status === 'completed') {
+      try {
+        json = resultJson(value);
+        code = STATUS_COMPLETED;
+      } catch (err) {
+        value = err;
+        json = errorJson(err);
+        code = STATUS_FAILED;
+      }
+    } else {
+      code = status === 'cancelled' ? STATUS_CANCELLED : STATUS_FAILED;
+      json = errorJson(value);
+      retryable = code === STATUS_FAILED && !NOT_RETRYABLE.has(codeOf(value));
+    }
+    d.value = value;
+    this.link.finish({ id: d.rowId, attempt: d.attempt, status: code, value: json, retryable }, rec);
+    this.link.wantClaim();
+  }
+
+  /** The store's answer to an attempt's end. */
+  _finishAnswered(rec, finish, answer) {
+    const ex = this.ex;
+    const d = rec.x.durable;
+    if (this.runs.get(d.rowId) === rec) this.runs.delete(d.rowId);
+    if (answer === P.FINISH_STALE) {
+      // Rescued while it ran (its lease expired): another attempt owns the execution now.
+      this.stats.staleResults++;
+      ex._emit('execution-stale', { executionId: d.extId, agent: rec.agent, attempt: d.attempt });
+      return;
+    }
+    if (answer >= 0) {
+      ex._emit('execution-retry', {
+        executionId: d.extId,
+        agent: rec.agent,
+        task: rec.task,
+        attempt: d.attempt,
+        error: messageOf(d.value),
+        errorObject: d.value,
+        delayMs: answer,
+      });
+      return;
+    }
+    const status = finish.status === STATUS_COMPLETED ? 'completed' : finish.status === STATUS_FAILED ? 'failed' : 'cancelled';
+    const duration = Date.now() - d.startedAt;
+    const base = { executionId: d.extId, agent: rec.agent, task: rec.task, mode: MODE_NAMES[rec.mode] };
+    if (status === 'completed') ex._emit('execution-completed', { ...base, result: d.value, duration });
+    else {
+      ex._emit(status === 'failed' ? 'execution-failed' : 'execution-cancelled', {
+        ...base,
+        error: messageOf(d.value),
+        errorObject: d.value,
+        code: codeOf(d.value),
+        duration,
+      });
+    }
+    const final = this._localStatus(rec, status, d.value);
+    this._settle(d.rowId, status, d.value, final);
+  }
+
+  _localStatus(rec, status, value) {
+    const d = rec.x.durable;
+    const completed = status === 'completed';
+    return {
+      found: true,
+      id: d.extId,
+      executionId: d.extId,
+      agent: rec.agent,
+      task: rec.task,
+      mode: MODE_NAMES[rec.mode],
+      priority: rec.priority,
+      status,
+      attempt: d.attempt,
+      progress: completed ? 100 : 0,
+      started: d.startedAt,
+      duration: Date.now() - d.startedAt,
+      result: completed ? value : null,
+      error: completed ? null : messageOf(value),
+      errorObject: completed ? undefined : value,
+      startedAt: d.startedAt,
+      finishedAt: Date.now(),
+      durable: true,
+    };
+  }
+
+  /** Execution `rowId` ended: every handle and waiter here gets its outcome. */
+  _settle(rowId, status, value, final) {
+    this.ended.set(rowId, final);
+    if (this.ended.size > ENDED_KEPT) this.ended.delete(this.ended.keys().next().value);
+    const list = this.handles.get(rowId);
+    if (list !== undefined) {
+      this.handles.delete(rowId);
+      this.toUnwatch.push(rowId);
+      for (const rec of list) this._settleHandle(rec, status, value);
+    }
+    const waiters = this.waiters.get(rowId);
+    if (waiters !== undefined) {
+      this.waiters.delete(rowId);
+      for (const w of waiters) w(final);
+    }
+  }
+
+  _settleHandle(rec, status, value) {
+    const ex = this.ex;
+    const x = rec.x;
+    rec.done = true;
+    if (x.userSignal !== null) {
+      unfollow(x.userSignal, rec);
+      x.userSignal = null;
+    }
+    const awaited = rec.mode === MODE_EXECUTE || rec.callback !== null;
+    if (awaited) this.awaiting--;
+    if (rec.mode === MODE_EXECUTE) {
+      if (status === 'completed') rec.resolve(value);
+      else rec.reject(value);
+    } else if (rec.callback !== null) {
+      if (status === 'completed') ex._callBack(rec, null, value);
+      else ex._callBack(rec, value, undefined);
+    }
+  }
+
+  /** A stored row that ended, read from the store: settles what waits for it here. */
+  _endedRow(row) {
+    if (!this.handles.has(row.id) && !this.waiters.has(row.id)) return;
+    const final = rowStatus(row);
+    const status = final.status;
+    const value = status === 'completed' ? resultFromJson(row.result) : errorFromJson(row.error);
+    this._settle(row.id, status, value, final);
+  }
+
+  /** An execution that no longer exists in the store (deleted by retention unseen). */
+  _gone(rowId) {
+    const err = coded(Error, 'ERR_STORE', `Execution ${durableId(rowId)} was deleted from the store before its outcome was read`);
+    this._settle(rowId, 'failed', err, { found: false });
+  }
+
+  // ----- cancellation --------------------------------------------------------------------
+
+  /** `cancelExecution` of a durable id, from any process. */
+  cancel(executionId) {
+    const rowId = parseDurableId(executionId);
+    const known = this.runs.get(rowId) || (this.handles.get(rowId) || [])[0];
+    const err = cancelledError(executionId, known !== undefined ? known.agent : 'unknown');
+    return this.link.cancel(rowId, errorJson(err)).then((ev) => {
+      const was = ev.codes[0];
+      if (was === NOT_FOUND) return { success: false, error: 'Execution not found' };
+      if (was === STATUS_QUEUED) {
+        // Ended by this cancel: no executor will report it.
+        this.ex._emit('execution-cancelled', {
+          executionId,
+          agent: err.agent,
+          task: known !== undefined ? known.task : undefined,
+          mode: known !== undefined ? MODE_NAMES[known.mode] : undefined,
+          error: err.message,
+          errorObject: err,
+          code: err.code,
+          duration: 0,
+        });
+        this._settle(rowId, 'cancelled', err, { ...this._fallbackStatus(rowId, executionId, err), status: 'cancelled' });
+        return { success: true, executionId, previousStatus: 'queued' };
+      }
+      if (was === STATUS_RUNNING) return { success: true, executionId, previousStatus: 'running' };
+      return { success: false, error: `Cannot cancel execution in ${STATUS_NAMES[was]} status` };
+    });
+  }
+
+  _fallbackStatus(rowId, executionId, err) {
+    const rec = (this.handles.get(rowId) || [])[0];
+    return {
+      found: true,
+      id: executionId,
+      executionId,
+      agent: rec !== undefined ? rec.agent : err.agent,
+      task: rec !== undefined ? rec.task : undefined,
+      mode: rec !== undefined ? MODE_NAMES[rec.mode] : undefined,
+      priority: rec !== undefined ? rec.priority : undefined,
+      attempt: 0,
+      progress: 0,
+      result: null,
+      error: err.message,
+      errorObject: err,
+      durable: true,
+    };
+  }
+
+  /** The submitter's own signal aborted. */
+  _userAborted(rec, reason) {
+    const d = rec.x.durable;
+    if (d.rowId === 0 || rec.done) return;
+    this.cancel(d.extId).catch((err) => this._backgroundError(err));
+  }
+
+  // ----- progress --------------------------------------------------------------------------
+
+  /** Stores a running attempt's progress, at most once per `progressIntervalMs`. */
+  progress(rec, percent) {
+    const d = rec.x.durable;
+    if (!d.running) return;
+    const now = Date.now();
+    if (now - d.progressAt < this.ex.config.progressIntervalMs) return;
+    d.progressAt = now;
+    this.link.progress(d.rowId, d.attempt, percent);
+  }
+
+  // ----- queries -------------------------------------------------------------------------
+
+  /** What this process knows of a durable execution, synchronously. */
+  localStatus(rowId) {
+    const ended = this.ended.get(rowId);
+    if (ended !== undefined) return ended;
+    const rec = this.runs.get(rowId) || (this.handles.get(rowId) || [])[0];
+    if (rec === undefined) return { found: false };
+    const d = rec.x.durable;
+    const running = d.running;
+    return {
+      found: true,
+      id: d.extId,
+      executionId: d.extId,
+      agent: rec.agent,
+      task: rec.task,
+      mode: MODE_NAMES[rec.mode],
+      priority: rec.priority,
+      status: running ? 'running' : 'queued',
+      attempt: d.attempt,
+      progress: 0,
+      started: d.startedAt,
+      duration: running ? Date.now() - d.startedAt : 0,
+      result: null,
+      error: null,
+      durable: true,
+    };
+  }
+
+  fetch(executionId) {
+    const rowId = parseDurableId(executionId);
+    return this.link.fetch(rowId).then((ev) => (ev.rows.length === 0 ? { found: false } : rowStatus(ev.rows[0])));
+  }
+
+  /** Resolves with the final status object of a durable execution, wherever it runs. */
+  waitFor(executionId) {
+    const rowId = parseDurableId(executionId);
+    const ended = this.ended.get(rowId);
+    if (ended !== undefined) return Promise.resolve(ended);
+    return new Promise((resolve) => {
+      let list = this.waiters.get(rowId);
+      if (list === undefined) {
+        list = [];
+        this.waiters.set(rowId, list);
+        if (!this.handles.has(rowId)) this.toCheck.push(rowId);
+      }
+      list.push(resolve);
+      this._flushWatches();
+      this._updateKeepAlive();
+    });
+  }
+
+  // ----- the store's events ------------------------------------------------------------
+
+  /** Every answer and notice of the store's thread. */
+  _onStoreEvent(ev) {
+    switch (ev.kind) {
+      case P.STORE_OPENED:
+        this.owner = ev.text;
+        this.openResolve();
+        this._sendInterest();
+        break;
+      case P.STORE_FAILED:
+        if (ev.req === 0) {
+          this.openError = storeError(ev.errorCode, ev.text);
+          this.openReject(this.openError);
+        } else if (this.link.isBatch(ev.req)) this.link.batchAnswered(ev);
+        else this.link.answer(ev);
+        break;
+      case P.STORE_BATCH:
+        this.link.batchAnswered(ev);
+        break;
+      case P.STORE_CHANGED:
+        this.link.wantClaim();
+        break;
+      case P.STORE_CANCEL_REQUESTED:
+        this._cancelRequested(ev.ids);
+        break;
+      case P.STORE_ENDED:
+        for (const row of ev.rows) this._endedRow(row);
+        for (const id of ev.ids) this._gone(id);
+        break;
+      case P.STORE_RESCUED:
+        this._rescued(ev.ids, ev.names);
+        break;
+      case P.STORE_BACKGROUND_ERROR:
+        this._backgroundError(storeError(ev.errorCode, ev.text));
+        break;
+      default:
+        this.link.answer(ev);
+    }
+    this._flushWatches();
+    this._updateKeepAlive();
+    if (this.idle()) this.ex._checkIdle();
+  }
+
+  /** A batch came back: answers for its submissions and attempt ends, and the claimed rows. */
+  _batchDone(sent, ev) {
+    if (ev.kind === P.STORE_FAILED) {
+      const err = storeError(ev.errorCode, ev.text);
+      for (const rec of sent.insertRecs) this._refused(rec, err);
+      this._backgroundError(err);
+      if (sent.finishes.length > 0 || sent.releases.length > 0) {
+        // Never lost: tried again with a later batch.
+        setTimeout(() => {
+          for (let i = 0; i < sent.finishes.length; i++) this.link.finish(sent.finishes[i], sent.finishRecs[i]);
+          for (let i = 0; i < sent.releases.length; i += 2) this.link.release(sent.releases[i], sent.releases[i + 1]);
+        }, 100);
+      }
+      return;
+    }
+    const recs = sent.insertRecs;
+    for (let i = 0; i < recs.length; i++) {
+      const id = ev.ids[i];
+      this._inserted(recs[i], id < 0 ? -id : id, id < 0);
+    }
+    for (let i = 0; i < sent.finishRecs.length; i++) this._finishAnswered(sent.finishRecs[i], sent.finishes[i], ev.codes[i]);
+    for (const row of ev.rows) this._claimed(row);
+    // A full claim: more may be waiting for the next free slot.
+    if (sent.claim > 0 && ev.rows.length >= sent.claim) this.link.claimWanted = true;
+    if (ev.rows.length > 0) this.ex._flush();
+  }
+
+  _cancelRequested(ids) {
+    const ex = this.ex;
+    for (let i = 0; i + 1 < ids.length; i += 2) {
+      const rec = this.runs.get(ids[i]);
+      if (rec === undefined || rec.done) continue;
+      const d = rec.x.durable;
+      if (!d.running || d.attempt !== ids[i + 1]) continue;
+      ex._cancelRec(rec, cancelledError(d.extId, rec.agent));
+    }
+  }
+
+  _rescued(ids, names) {
+    for (let i = 0, j = 0; i + 2 < ids.length; i += 3, j += 2) {
+      const rowId = ids[i];
+      const status = ids[i + 2];
+      this.stats.rescued++;
+      this.ex._emit('execution-rescued', {
+        executionId: durableId(rowId),
+        agent: names[j],
+        attempt: ids[i + 1],
+        owner: names[j + 1],
+        status: STATUS_NAMES[status],
+      });
+      if (status !== STATUS_QUEUED && (this.handles.has(rowId) || this.waiters.has(rowId))) {
+        // Ended by this executor's own rescue: no change of another connection reports it.
+        this.link
+          .fetch(rowId)
+          .then((ev) => {
+            if (ev.rows.length > 0) this._endedRow(ev.rows[0]);
+          })
+          .catch((err) => this._backgroundError(err));
+      }
+    }
+  }
+
+  _backgroundError(error) {
+    this.stats.storeErrors++;
+    this.ex._emit('store-error', { error, code: error.code, message: error.message });
+  }
+
+  // ----- interest, watches, keep-alive, idleness ---------------------------------------
+
+  /** The agents this executor runs changed: claim for the new set. */
+  interestChanged() {
+    if (!this.interestQueued) {
+      this.interestQueued = true;
+      queueMicrotask(this.sendInterest);
+    }
+  }
+
+  _sendInterest() {
+    if (this.owner === null || this.closed) return;
+    const ex = this.ex;
+    if (this.closing) {
+      this.link.native.interest(false, []);
+      return;
+    }
+    const any = canRun(ex, '\u0000 any agent \u0000');
+    this.link.native.interest(any, any ? [] : [...ex._agents.keys()]);
+  }
+
+  _flushWatches() {
+    if (this.closed) return;
+    if (this.toWatch.length > 0) {
+      this.link.native.watch(this.toWatch, false);
+      this.toWatch = [];
+    }
+    if (this.toCheck.length > 0) {
+      this.link.native.watch(this.toCheck, true);
+      this.toCheck = [];
+    }
+    if (this.toUnwatch.length > 0) {
+      this.link.native.unwatch(this.toUnwatch);
+      this.toUnwatch = [];
+    }
+  }
+
+  /** A request was sent. */
+  _storeBusy() {
+    this.ex._markBusy();
+    this._updateKeepAlive();
+  }
+
+  /** Node.js stays alive while an answer or an outcome is awaited, or while a worker waits for work. */
+  _updateKeepAlive() {
+    if (this.closed) return;
+    const on = this.link.busy || this.awaiting > 0 || this.waiters.size > 0 || this.runs.size > 0 || (this.worker && !this.closing);
+    if (on !== this.keptAlive) {
+      this.keptAlive = on;
+      this.link.native.keepAlive(on);
+    }
+  }
+
+  /** Nothing in flight, running here, or awaited. */
+  idle() {
+    return !this.link.busy && this.runs.size === 0 && this.awaiting === 0 && this.waiters.size === 0;
+  }
+
+  // ----- shutdown ------------------------------------------------------------------------
+
+  /** Shutdown began: claim nothing more; in `cancel` mode running attempts go back to the queue. */
+  beginShutdown(mode) {
+    this.closing = true;
+    this._sendInterest();
+    if (mode === 'cancel') {
+      this.releaseRunning = true;
+      for (const rec of [...this.runs.values()]) {
+        if (rec.done || !rec.x.durable.running) continue;
+        rec.x.durable.release = true;
+        this.ex._cancelRec(rec, shutdownError(rec.x.durable.extId, rec.agent));
+      }
+    }
+    this._updateKeepAlive();
+  }
+
+  /** The shutdown deadline passed: what still runs goes back to the queue. */
+  forced() {
+    this.releaseRunning = true;
+  }
+
+  /**
+   * The executor is done: callers still waiting for an outcome get `ERR_EXECUTOR_SHUT_DOWN`
+   * (their executions stay in the store), pending writes are committed, the store closed.
+   */
+  close() {
+    if (this.closePromise !== undefined) return this.closePromise;
+    this.closing = true;
+    for (const [rowId, list] of [...this.handles]) {
+      const err = coded(
+        Error,
+        'ERR_EXECUTOR_SHUT_DOWN',
+        `The executor shut down before execution ${durableId(rowId)} ended; it stays in the store (fetchExecutionStatus reads its outcome later)`,
+        { executionId: durableId(rowId) },
+      );
+      this.handles.delete(rowId);
+      for (const rec of list) if (rec.mode === MODE_EXECUTE || rec.callback !== null) this._settleHandle(rec, 'failed', err);
+    }
+    for (const [rowId, list] of [...this.waiters]) {
+      this.waiters.delete(rowId);
+      for (const w of list) w({ found: false });
+    }
+    this._flushWatches();
+    this.closePromise = this.opened
+      .then(
+        () => this.link.close(),
+        () => this.link.close(),
+      )
+      .catch((err) => this._backgroundError(err))
+      .finally(() => {
+        this.closed = true;
+        if (this.keptAlive) this.link.native.keepAlive(false);
+        this.keptAlive = false;
+      });
+    return this.closePromise;
+  }
+
+  /** `PRAGMA integrity_check` of the store: "ok" when sound. */
+  integrityCheck() {
+    return this.link.check().then((ev) => ev.text);
+  }
+}
+
+module.exports = { Durable, DurableRun, parseDurableId };

@@ -1,0 +1,188 @@
+'use strict';
+
+// The link to the store's thread (`NativeStore`). Writes are grouped: submissions, attempt
+// ends, progress and releases made in one microtask run go together in one batch — one
+// transaction, one commit (group commit). Up to MAX_IN_FLIGHT batches are in flight, so the
+// store's thread commits one while this thread handles the answer to the other; more wait. Other requests
+// (cancel, fetch, check, close) are answered by promise. Every answer and notice arrives
+// through one callback, `owner._onStoreEvent(event)`, except batch answers, which go to
+// `owner._batchDone(sent, event)`.
+
+const { binding, weakCallback } = require('../native.js');
+const { coded } = require('../errors.js');
+const P = require('../protocol.js');
+
+const MAX_IN_FLIGHT = 2;
+
+/** What one batch carries, and the records its answers concern. */
+class Pending {
+  constructor() {
+    this.inserts = [];
+    this.insertRecs = [];
+    this.finishes = [];
+    this.finishRecs = [];
+    this.progress = [];
+    this.releases = [];
+    this.claim = 0; // executions claimed with it
+    this.req = 0;
+  }
+  get empty() {
+    return this.inserts.length === 0 && this.finishes.length === 0 && this.progress.length === 0 && this.releases.length === 0;
+  }
+}
+
+/** A store error as users see it: `ERR_STORE` / `ERR_STORE_VERSION`, the path in the message. */
+const storeError = (code, message) => coded(Error, code || 'ERR_STORE', message);
+
+class StoreLink {
+  /** `options`: NativeStoreOptions; `owner`: the durable layer (see durable.js). */
+  constructor(options, owner) {
+    this.owner = owner;
+    this.native = new binding.NativeStore(options, weakCallback(owner, '_onStoreEvent'));
+    this.pending = new Pending();
+    this.claimWanted = false;
+    this.inFlight = []; // the Pendings sent, oldest first, until their answers
+    this.inFlightClaim = 0; // executions they claim at most
+    this.scheduled = false;
+    this.requests = new Map(); // req -> { resolve, reject }
+    this.nextReq = 1;
+    this.closed = false;
+    this.onDrained = null; // close() waiting for the batches before it
+    this.send = () => {
+      this.scheduled = false;
+      this.flush();
+    };
+  }
+
+  /** Requests and batches in flight. */
+  get busy() {
+    return this.inFlight.length > 0 || this.requests.size > 0 || !this.pending.empty;
+  }
+
+  insert(row, rec) {
+    this.pending.inserts.push(row);
+    this.pending.insertRecs.push(rec);
+    this.schedule();
+  }
+
+  finish(row, rec) {
+    this.pending.finishes.push(row);
+    this.pending.finishRecs.push(rec);
+    this.schedule();
+  }
+
+  progress(id, attempt, percent) {
+    this.pending.progress.push(id, attempt, percent);
+    this.schedule();
+  }
+
+  release(id, attempt) {
+    this.pending.releases.push(id, attempt);
+    this.schedule();
+  }
+
+  /** Claimable work may be waiting: claim with the next batch (now, if slots are free). */
+  wantClaim() {
+    this.claimWanted = true;
+    this.schedule();
+  }
+
+  schedule() {
+    if (!this.scheduled && this.inFlight.length < MAX_IN_FLIGHT && !this.closed) {
+      this.scheduled = true;
+      queueMicrotask(this.send);
+    }
+  }
+
+  /** Sends what is pending, unless MAX_IN_FLIGHT batches are in flight (an answer sends it). */
+  flush() {
+    if (this.inFlight.length >= MAX_IN_FLIGHT || this.closed) return;
+    const claim = this.claimWanted ? Math.max(0, this.owner._freeSlots() - this.inFlightClaim) : 0;
+    const sent = this.pending;
+    if (sent.empty && claim === 0) return;
+    if (claim > 0) this.claimWanted = false;
+    this.pending = new Pending();
+    const req = this.nextReq++;
+    sent.claim = claim;
+    sent.req = req;
+    this.inFlight.push(sent);
+    this.inFlightClaim += claim;
+    this.native.batch(req, {
+      inserts: sent.inserts,
+      finishes: sent.finishes,
+      progress: sent.progress,
+      releases: sent.releases,
+      claim,
+    });
+    this.owner._storeBusy();
+  }
+
+  /** Whether `req` is the oldest batch in flight (answers come in order). */
+  isBatch(req) {
+    return this.inFlight.length > 0 && this.inFlight[0].req === req;
+  }
+
+  /** A `STORE_BATCH` or a failed batch came back. */
+  batchAnswered(event) {
+    const sent = this.inFlight.shift();
+    this.inFlightClaim -= sent.claim;
+    this.owner._batchDone(sent, event);
+    if (!this.pending.empty || this.claimWanted) this.flush();
+    if (this.onDrained !== null && this.inFlight.length === 0) {
+      const go = this.onDrained;
+      this.onDrained = null;
+      go();
+    }
+  }
+
+  /** One request answered by promise. */
+  request(send) {
+    if (this.closed) return Promise.reject(storeError('ERR_STORE', 'The store is closed'));
+    const req = this.nextReq++;
+    return new Promise((resolve, reject) => {
+      this.requests.set(req, { resolve, reject });
+      send(req);
+      this.owner._storeBusy();
+    });
+  }
+
+  /** Routes an answer to its request; false when `event` answers none of them. */
+  answer(event) {
+    const r = this.requests.get(event.req);
+    if (r === undefined) return false;
+    this.requests.delete(event.req);
+    if (event.kind === P.STORE_FAILED) r.reject(storeError(event.errorCode, event.text));
+    else r.resolve(event);
+    return true;
+  }
+
+  cancel(id, errorJson) {
+    return this.request((req) => this.native.cancel(req, id, errorJson));
+  }
+
+  fetch(id) {
+    return this.request((req) => this.native.fetch(req, id));
+  }
+
+  check() {
+    return this.request((req) => this.native.check(req));
+  }
+
+  /** Sends what is pending, then closes; resolves once the thread has let go of the file. */
+  close() {
+    return new Promise((resolve, reject) => {
+      const go = () => {
+        if (this.inFlight.length > 0 || !this.pending.empty) {
+          this.onDrained = go;
+          this.flush();
+          return;
+        }
+        this.request((req) => this.native.close(req)).then(resolve, reject);
+        this.closed = true;
+      };
+      go();
+    });
+  }
+}
+
+module.exports = { StoreLink, storeError };

@@ -1,0 +1,100 @@
+'use strict';
+
+// Stored values and what users see of them: error objects to JSON and back, a stored row
+// as a status object (the same shape as getExecutionStatus's), and durable execution ids.
+
+const { coded, messageOf } = require('../errors.js');
+const { MODE_NAMES, STATUS_NAMES, STATUS_COMPLETED, STATUS_FAILED, STATUS_CANCELLED } = require('../protocol.js');
+
+const DURABLE_PREFIX = 'exec-d';
+const DURABLE_PATTERN = /^exec-d[1-9][0-9]{0,15}$/;
+
+/** The id users see for stored execution `rowId`. */
+const durableId = (rowId) => DURABLE_PREFIX + rowId;
+
+/** The row id in a durable execution id (`exec-d<n>`), else 0. */
+function parseDurableId(value) {
+  if (typeof value !== 'string' || !DURABLE_PATTERN.test(value)) return 0;
+  const n = Number(value.slice(DURABLE_PREFIX.length));
+  return Number.isSafeInteger(n) ? n : 0;
+}
+
+/**
+ * An error as JSON: its name, message and code, plus its own enumerable fields that are
+ * strings, numbers or booleans (executionId, timeoutMs, exitCode...). Never throws.
+ */
+function errorJson(err) {
+  const out = { name: 'Error', message: messageOf(err) };
+  try {
+    if (err !== null && typeof err === 'object') {
+      if (typeof err.name === 'string') out.name = err.name;
+      for (const key of Object.keys(err)) {
+        const v = err[key];
+        const t = typeof v;
+        if (key !== 'name' && key !== 'message' && (t === 'string' || t === 'boolean' || (t === 'number' && Number.isFinite(v)))) {
+          out[key] = v;
+        }
+      }
+    }
+  } catch {
+    // a throwing getter: keep what was read
+  }
+  return JSON.stringify(out);
+}
+
+/** An Error rebuilt from `errorJson` text (null text: a generic error). */
+function errorFromJson(text) {
+  let data = null;
+  try {
+    data = text == null ? null : JSON.parse(text);
+  } catch {
+    data = null;
+  }
+  if (data === null || typeof data !== 'object') return coded(Error, 'ERR_STORE', 'The stored error could not be read');
+  const err = new Error(typeof data.message === 'string' ? data.message : 'Unknown error');
+  for (const key of Object.keys(data)) if (key !== 'message' && key !== 'name') err[key] = data[key];
+  if (typeof data.name === 'string' && data.name !== 'Error') {
+    Object.defineProperty(err, 'name', { value: data.name, writable: true, configurable: true, enumerable: false });
+  }
+  return err;
+}
+
+/** The stored result as a JS value. */
+function resultFromJson(text) {
+  return text == null ? null : JSON.parse(text);
+}
+
+/** A stored row (`NativeStoreRow`) as a status object. */
+function rowStatus(row) {
+  const executionId = durableId(row.id);
+  const status = STATUS_NAMES[row.status];
+  const completed = row.status === STATUS_COMPLETED;
+  const failed = row.status === STATUS_FAILED || row.status === STATUS_CANCELLED;
+  const end = row.finalizedAt == null ? Date.now() : row.finalizedAt;
+  const errorObject = failed ? errorFromJson(row.error) : undefined;
+  return {
+    found: true,
+    id: executionId,
+    executionId,
+    agent: row.agent,
+    task: row.task,
+    mode: MODE_NAMES[row.mode],
+    priority: row.level,
+    status,
+    attempt: row.attempt,
+    progress: completed ? 100 : row.progress,
+    started: row.createdAt,
+    duration: row.attemptedAt == null ? 0 : Math.max(0, end - row.attemptedAt),
+    result: completed ? resultFromJson(row.result) : null,
+    error: failed ? errorObject.message : null,
+    errorObject,
+    startedAt: row.attemptedAt == null ? undefined : row.attemptedAt,
+    finishedAt: row.finalizedAt == null ? undefined : row.finalizedAt,
+    durable: true,
+    key: row.key == null ? undefined : row.key,
+    owner: row.owner == null ? undefined : row.owner,
+    maxAttempts: row.maxAttempts,
+  };
+}
+
+module.exports = { durableId, parseDurableId, errorJson, errorFromJson, resultFromJson, rowStatus };

@@ -1,0 +1,413 @@
+//! `NativeStore`: the durable store's thread behind napi. Requests are queued without
+//! waiting; every answer and notice comes back through one weak `JsCallback` as a
+//! `NativeStoreEvent`, referenced (keeping Node.js alive) only while JS says it waits.
+
+use std::path::PathBuf;
+
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+
+use super::js_callback::{JsCallback, KeepAlive};
+use crate::protocol::{
+  FINISH_RECORDED, FINISH_STALE, STORE_BACKGROUND_ERROR, STORE_BATCH, STORE_CANCELLED,
+  STORE_CANCEL_REQUESTED, STORE_CHANGED, STORE_CHECKED, STORE_CLOSED, STORE_ENDED, STORE_FAILED,
+  STORE_FETCHED, STORE_OPENED, STORE_RESCUED,
+};
+use crate::store::schema::Synchronous;
+use crate::store::service::{self, Command, Event, Handle};
+use crate::store::{Batch, Finish, Finished, NewExecution, Progress, Release, Row};
+
+#[napi(object)]
+pub struct NativeStoreOptions {
+  /// The database file (absolute, or relative to the working directory).
+  pub path: String,
+  /// `synchronous=FULL` (survives power loss) instead of NORMAL.
+  pub synchronous_full: bool,
+  pub lease_ms: f64,
+  pub poll_ms: f64,
+  pub ttl_ms: f64,
+  pub max_kept: f64,
+}
+
+#[napi(object)]
+pub struct NativeStoreInsert {
+  pub agent: String,
+  pub task: String,
+  pub options: Option<String>,
+  pub level: String,
+  pub priority: f64,
+  pub mode: u32,
+  pub key: Option<String>,
+  pub max_attempts: u32,
+  pub retry_delay_ms: f64,
+  pub backoff: u32,
+  pub timeout_ms: f64,
+}
+
+#[napi(object)]
+pub struct NativeStoreFinish {
+  pub id: f64,
+  pub attempt: u32,
+  /// `STATUS_COMPLETED`, `STATUS_FAILED` or `STATUS_CANCELLED`.
+  pub status: u32,
+  /// JSON text of the result or of the error.
+  pub value: Option<String>,
+  pub retryable: bool,
+}
+
+#[napi(object)]
+pub struct NativeStoreBatch {
+  pub inserts: Vec<NativeStoreInsert>,
+  pub finishes: Vec<NativeStoreFinish>,
+  /// `[id, attempt, percent, ...]`.
+  pub progress: Vec<f64>,
+  /// `[id, attempt, ...]`: attempts handed back to the queue uncounted.
+  pub releases: Vec<f64>,
+  pub claim: u32,
+}
+
+#[napi(object)]
+pub struct NativeStoreRow {
+  pub id: f64,
+  pub agent: String,
+  pub task: String,
+  pub options: Option<String>,
+  pub level: String,
+  pub priority: f64,
+  pub mode: u32,
+  pub key: Option<String>,
+  pub status: u32,
+  pub attempt: u32,
+  pub max_attempts: u32,
+  pub timeout_ms: f64,
+  pub progress: f64,
+  pub result: Option<String>,
+  pub error: Option<String>,
+  pub owner: Option<String>,
+  pub cancel_requested: bool,
+  pub created_at: f64,
+  pub scheduled_at: f64,
+  pub attempted_at: Option<f64>,
+  pub finalized_at: Option<f64>,
+}
+
+#[napi(object)]
+pub struct NativeStoreEvent {
+  /// One of the `STORE_*` codes.
+  pub kind: u32,
+  /// The request answered (0: a notice).
+  pub req: u32,
+  pub ids: Vec<f64>,
+  pub codes: Vec<f64>,
+  pub rows: Vec<NativeStoreRow>,
+  pub names: Vec<String>,
+  pub stale: u32,
+  pub error_code: Option<String>,
+  pub text: Option<String>,
+}
+
+fn to_id(v: f64) -> i64 {
+  if (1.0..=9_007_199_254_740_991.0).contains(&v) {
+    v as i64
+  } else {
+    0
+  }
+}
+
+impl From<Row> for NativeStoreRow {
+  fn from(r: Row) -> Self {
+    NativeStoreRow {
+      id: r.id as f64,
+      agent: r.agent,
+      task: r.task,
+      options: r.options,
+      level: r.level,
+      priority: r.priority as f64,
+      mode: r.mode,
+      key: r.key,
+      status: r.status,
+      attempt: r.attempt,
+      max_attempts: r.max_attempts,
+      timeout_ms: r.timeout_ms,
+      progress: r.progress,
+      result: r.result,
+      error: r.error,
+      owner: r.owner,
+      cancel_requested: r.cancel_requested,
+      created_at: r.created_at,
+      scheduled_at: r.scheduled_at,
+      attempted_at: r.attempted_at,
+      finalized_at: r.finalized_at,
+    }
+  }
+}
+
+impl From<NativeStoreInsert> for NewExecution {
+  fn from(n: NativeStoreInsert) -> Self {
+    NewExecution {
+      agent: n.agent,
+      task: n.task,
+      options: n.options,
+      level: n.level,
+      priority: if n.priority.is_finite() {
+        n.priority as i64
+      } else {
+        0
+      },
+      mode: n.mode,
+      key: n.key,
+      max_attempts: n.max_attempts.max(1),
+      retry_delay_ms: if n.retry_delay_ms.is_finite() {
+        n.retry_delay_ms.max(0.0)
+      } else {
+        0.0
+      },
+      backoff: n.backoff,
+      timeout_ms: if n.timeout_ms.is_finite() {
+        n.timeout_ms.max(0.0)
+      } else {
+        0.0
+      },
+    }
+  }
+}
+
+impl From<NativeStoreBatch> for Batch {
+  fn from(b: NativeStoreBatch) -> Self {
+    Batch {
+      inserts: b.inserts.into_iter().map(NewExecution::from).collect(),
+      finishes: b
+        .finishes
+        .into_iter()
+        .map(|f| Finish {
+          id: to_id(f.id),
+          attempt: f.attempt,
+          status: f.status,
+          value: f.value,
+          retryable: f.retryable,
+        })
+        .collect(),
+      progress: b
+        .progress
+        .chunks_exact(3)
+        .map(|c| Progress {
+          id: to_id(c[0]),
+          attempt: c[1] as u32,
+          percent: if c[2].is_finite() {
+            c[2].clamp(0.0, 100.0)
+          } else {
+            0.0
+          },
+        })
+        .collect(),
+      releases: b
+        .releases
+        .chunks_exact(2)
+        .map(|c| Release {
+          id: to_id(c[0]),
+          attempt: c[1] as u32,
+        })
+        .collect(),
+      claim: b.claim,
+    }
+  }
+}
+
+impl NativeStoreEvent {
+  fn new(kind: u32, req: u32) -> Self {
+    NativeStoreEvent {
+      kind,
+      req,
+      ids: Vec::new(),
+      codes: Vec::new(),
+      rows: Vec::new(),
+      names: Vec::new(),
+      stale: 0,
+      error_code: None,
+      text: None,
+    }
+  }
+}
+
+impl From<Event> for NativeStoreEvent {
+  fn from(ev: Event) -> Self {
+    match ev {
+      Event::Opened { owner } => NativeStoreEvent {
+        text: Some(owner),
+        ..NativeStoreEvent::new(STORE_OPENED, 0)
+      },
+      Event::Batch { req, result } => NativeStoreEvent {
+        ids: result
+          .inserted
+          .iter()
+          .map(|i| if i.existing { -(i.id as f64) } else { i.id as f64 })
+          .collect(),
+        codes: result
+          .finished
+          .iter()
+          .map(|f| match f {
+            Finished::Recorded => f64::from(FINISH_RECORDED),
+            Finished::Stale => f64::from(FINISH_STALE),
+            Finished::Retry(d) => *d,
+          })
+          .collect(),
+        rows: result.claimed.into_iter().map(NativeStoreRow::from).collect(),
+        stale: result.stale,
+        ..NativeStoreEvent::new(STORE_BATCH, req)
+      },
+      Event::Cancelled { req, was } => NativeStoreEvent {
+        codes: vec![f64::from(was)],
+        ..NativeStoreEvent::new(STORE_CANCELLED, req)
+      },
+      Event::Fetched { req, row } => NativeStoreEvent {
+        rows: row.into_iter().map(|r| NativeStoreRow::from(*r)).collect(),
+        ..NativeStoreEvent::new(STORE_FETCHED, req)
+      },
+      Event::Checked { req, result } => NativeStoreEvent {
+        text: Some(result),
+        ..NativeStoreEvent::new(STORE_CHECKED, req)
+      },
+      Event::Failed { req, error } => NativeStoreEvent {
+        error_code: Some(error.code.to_string()),
+        text: Some(error.message),
+        ..NativeStoreEvent::new(STORE_FAILED, req)
+      },
+      Event::Changed => NativeStoreEvent::new(STORE_CHANGED, 0),
+      Event::CancelRequested(list) => NativeStoreEvent {
+        ids: list
+          .iter()
+          .flat_map(|c| [c.id as f64, f64::from(c.attempt)])
+          .collect(),
+        ..NativeStoreEvent::new(STORE_CANCEL_REQUESTED, 0)
+      },
+      Event::Ended { rows, gone } => NativeStoreEvent {
+        rows: rows.into_iter().map(NativeStoreRow::from).collect(),
+        ids: gone.iter().map(|&id| id as f64).collect(),
+        ..NativeStoreEvent::new(STORE_ENDED, 0)
+      },
+      Event::Rescued(list) => NativeStoreEvent {
+        ids: list
+          .iter()
+          .flat_map(|r| [r.id as f64, f64::from(r.attempt), f64::from(r.status)])
+          .collect(),
+        names: list.into_iter().flat_map(|r| [r.agent, r.owner]).collect(),
+        ..NativeStoreEvent::new(STORE_RESCUED, 0)
+      },
+      Event::Background(error) => NativeStoreEvent {
+        error_code: Some(error.code.to_string()),
+        text: Some(error.message),
+        ..NativeStoreEvent::new(STORE_BACKGROUND_ERROR, 0)
+      },
+      Event::Closed { req } => NativeStoreEvent::new(STORE_CLOSED, req),
+    }
+  }
+}
+
+#[napi]
+pub struct NativeStore {
+  handle: Handle,
+  keep_alive: KeepAlive,
+}
+
+#[napi]
+impl NativeStore {
+  /// Starts the store's thread, which opens the database and answers `STORE_OPENED` or
+  /// `STORE_FAILED` (req 0) through `on_event`.
+  #[napi(constructor)]
+  pub fn new(options: NativeStoreOptions, on_event: Function<NativeStoreEvent, ()>) -> Result<Self> {
+    let callback = JsCallback::new(on_event)?;
+    let keep_alive = callback.keep_alive();
+    let opts = service::Options {
+      path: PathBuf::from(options.path),
+      synchronous: if options.synchronous_full {
+        Synchronous::Full
+      } else {
+        Synchronous::Normal
+      },
+      lease_ms: positive(options.lease_ms, 30_000.0),
+      poll_ms: positive(options.poll_ms, 1.0),
+      ttl_ms: positive(options.ttl_ms, 7.0 * 86_400_000.0),
+      max_kept: if options.max_kept.is_finite() && options.max_kept >= 0.0 {
+        options.max_kept as u64
+      } else {
+        u64::MAX
+      },
+    };
+    let sink = Box::new(move |ev: Event| callback.call(NativeStoreEvent::from(ev)) == Status::Ok);
+    let handle = service::start(opts, sink).map_err(|e| {
+      Error::new(
+        Status::GenericFailure,
+        format!("cannot start the store thread: {e}"),
+      )
+    })?;
+    Ok(NativeStore { handle, keep_alive })
+  }
+
+  #[napi]
+  pub fn batch(&self, req: u32, batch: NativeStoreBatch) -> bool {
+    self.handle.send(Command::Batch {
+      req,
+      batch: batch.into(),
+    })
+  }
+
+  #[napi]
+  pub fn cancel(&self, req: u32, id: f64, error_json: String) -> bool {
+    self.handle.send(Command::Cancel {
+      req,
+      id: to_id(id),
+      error: error_json,
+    })
+  }
+
+  #[napi]
+  pub fn fetch(&self, req: u32, id: f64) -> bool {
+    self.handle.send(Command::Fetch { req, id: to_id(id) })
+  }
+
+  #[napi]
+  pub fn check(&self, req: u32) -> bool {
+    self.handle.send(Command::Check { req })
+  }
+
+  /// Claims executions of `agents` (or of any agent).
+  #[napi]
+  pub fn interest(&self, any: bool, agents: Vec<String>) -> bool {
+    self.handle.send(Command::Interest { any, agents })
+  }
+
+  /// Reports the ends of `ids`; `check`: they may have ended already, look now.
+  #[napi]
+  pub fn watch(&self, ids: Vec<f64>, check: bool) -> bool {
+    self.handle.send(Command::Watch {
+      ids: ids.into_iter().map(to_id).collect(),
+      check,
+    })
+  }
+
+  #[napi]
+  pub fn unwatch(&self, ids: Vec<f64>) -> bool {
+    self
+      .handle
+      .send(Command::Unwatch(ids.into_iter().map(to_id).collect()))
+  }
+
+  #[napi]
+  pub fn close(&self, req: u32) -> bool {
+    self.handle.send(Command::Close { req })
+  }
+
+  /// Whether the store's callback keeps Node.js alive (JS waits for an answer or for work).
+  #[napi]
+  pub fn keep_alive(&mut self, env: Env, on: bool) {
+    self.keep_alive.set(&env, on);
+  }
+}
+
+fn positive(v: f64, default: f64) -> f64 {
+  if v.is_finite() && v > 0.0 {
+    v
+  } else {
+    default
+  }
+}

@@ -1,0 +1,154 @@
+//! Who this process is to the store, and whether a process recorded by another executor on
+//! this host is still alive: a dead owner's executions are rescued at once instead of when
+//! their lease expires.
+//!
+//! "Same host" must mean "same process table": on Linux it is the boot id plus the pid
+//! namespace, so two containers sharing a store file never judge each other's pids. Where
+//! that cannot be told, a process is never judged dead and only leases apply.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+
+/// This process as a store worker.
+#[derive(Debug, Clone)]
+pub struct Identity {
+  /// Unique per executor: host, pid and a random part.
+  pub owner: String,
+  /// Equal for processes that share a process table (empty: unknown).
+  pub host: String,
+  pub pid: u32,
+  /// The process's start time as the OS counts it (0: unknown); guards against pid reuse.
+  pub proc_start: u64,
+}
+
+impl Identity {
+  pub fn new() -> Identity {
+    let pid = std::process::id();
+    let host = host_key();
+    let mut h = RandomState::new().build_hasher();
+    h.write_u32(pid);
+    let random = h.finish();
+    let name = hostname();
+    Identity {
+      owner: format!("{name}:{pid}:{random:016x}"),
+      host,
+      pid,
+      proc_start: proc_start(pid).unwrap_or(0),
+    }
+  }
+}
+
+impl Default for Identity {
+  fn default() -> Self {
+    Identity::new()
+  }
+}
+
+/// Whether the process `pid` that started at `started` (as `proc_start` reported it) on
+/// this host has exited. `false` whenever that cannot be known.
+pub fn is_dead(pid: u32, started: u64) -> bool {
+  if started == 0 || pid == 0 {
+    return false;
+  }
+  match proc_start(pid) {
+    Some(now) => now != started, // the pid was reused by another process
+    None => !pid_exists(pid),
+  }
+}
+
+#[cfg(target_os = "linux")]
+fn host_key() -> String {
+  let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+  let ns = std::fs::read_link("/proc/self/ns/pid")
+    .map(|p| p.display().to_string())
+    .unwrap_or_default();
+  if boot.trim().is_empty() || ns.is_empty() {
+    return String::new();
+  }
+  format!("{}/{}", boot.trim(), ns)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn host_key() -> String {
+  String::new()
+}
+
+/// Field 22 of `/proc/<pid>/stat`: the start time in clock ticks since boot.
+#[cfg(target_os = "linux")]
+fn proc_start(pid: u32) -> Option<u64> {
+  let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+  // The command name (field 2) may hold spaces and parentheses: fields follow the last ')'.
+  let rest = &stat[stat.rfind(')')? + 1..];
+  rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn proc_start(_pid: u32) -> Option<u64> {
+  None
+}
+
+#[cfg(target_os = "linux")]
+fn pid_exists(pid: u32) -> bool {
+  std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn pid_exists(_pid: u32) -> bool {
+  true
+}
+
+fn hostname() -> String {
+  #[cfg(unix)]
+  {
+    let mut buf = [0u8; 256];
+    // SAFETY: `buf` is writable for its whole length, which is what gethostname is given.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc == 0 {
+      let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+      if let Ok(s) = std::str::from_utf8(&buf[..end]) {
+        if !s.is_empty() {
+          return s.to_string();
+        }
+      }
+    }
+  }
+  std::env::var("COMPUTERNAME").unwrap_or_else(|_| "host".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+
+  #[test]
+  fn this_process_is_alive_and_identified() {
+    let me = Identity::new();
+    assert!(me.owner.contains(&format!(":{}:", me.pid)));
+    assert!(!is_dead(me.pid, me.proc_start));
+    assert_ne!(
+      Identity::new().owner,
+      me.owner,
+      "two executors in one process differ"
+    );
+  }
+
+  #[cfg(target_os = "linux")]
+  #[test]
+  fn an_exited_child_is_dead_and_unknown_is_never_dead() {
+    let mut child = std::process::Command::new("sleep")
+      .arg("5")
+      .spawn()
+      .expect("spawn sleep");
+    let pid = child.id();
+    let started = proc_start(pid).expect("a live child has a start time");
+    assert!(!is_dead(pid, started));
+    assert!(
+      is_dead(pid, started + 1),
+      "another start time: the pid was reused"
+    );
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    assert!(is_dead(pid, started));
+    assert!(!is_dead(pid, 0), "no recorded start time: never judged dead");
+    assert!(!host_key().is_empty());
+  }
+}

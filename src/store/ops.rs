@@ -1,0 +1,536 @@
+//! Every read and write of the store. Each state change is a compare-and-set on the
+//! execution's (id, attempt, owner, state): a late answer from an attempt that no longer
+//! owns its execution changes nothing and is counted as stale.
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension, Row as SqlRow, TransactionBehavior};
+
+use super::host::{self, Identity};
+use super::schema::{self, Synchronous};
+use super::{
+  Batch, BatchResult, CancelRequest, Finish, Finished, Inserted, NewExecution, Release, Rescued, Row,
+  StoreError, StoreResult,
+};
+use crate::protocol::{
+  NOT_FOUND, STATUS_CANCELLED, STATUS_COMPLETED, STATUS_FAILED, STATUS_QUEUED, STATUS_RUNNING,
+};
+use crate::scheduler::retry::{Backoff, Jitter, RetryPolicy};
+
+const COLUMNS: &str = "id, agent, task, options, level, priority, mode, key, state, attempt, max_attempts, \
+  timeout_ms, progress, result, error, owner, cancel_requested, created_at, scheduled_at, attempted_at, finalized_at";
+
+/// The error stored for an execution whose worker stopped heartbeating past its attempts.
+pub const WORKER_LOST: &str = r#"{"name":"Error","code":"ERR_WORKER_LOST","message":"The executor running this execution stopped (crashed or lost its lease) and no attempts were left"}"#;
+
+/// Entries of the ends log kept by retention.
+const ENDS_KEPT: i64 = 1_000_000;
+
+fn row(r: &SqlRow<'_>) -> rusqlite::Result<Row> {
+  Ok(Row {
+    id: r.get(0)?,
+    agent: r.get(1)?,
+    task: r.get(2)?,
+    options: r.get(3)?,
+    level: r.get(4)?,
+    priority: r.get(5)?,
+    mode: r.get(6)?,
+    key: r.get(7)?,
+    status: r.get(8)?,
+    attempt: r.get(9)?,
+    max_attempts: r.get(10)?,
+    timeout_ms: r.get(11)?,
+    progress: r.get(12)?,
+    result: r.get(13)?,
+    error: r.get(14)?,
+    owner: r.get(15)?,
+    cancel_requested: r.get::<_, i64>(16)? != 0,
+    created_at: r.get(17)?,
+    scheduled_at: r.get(18)?,
+    attempted_at: r.get(19)?,
+    finalized_at: r.get(20)?,
+  })
+}
+
+/// Which agents this process claims executions of.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Interest {
+  /// Any agent (a `defaultAgent`, or an overridden agent runner).
+  pub any: bool,
+  /// JSON array of agent names, for `json_each`.
+  pub agents_json: String,
+  pub none: bool,
+}
+
+impl Interest {
+  pub fn new(any: bool, agents: &[String]) -> Interest {
+    Interest {
+      any,
+      agents_json: serde_json::to_string(agents).unwrap_or_else(|_| "[]".to_string()),
+      none: !any && agents.is_empty(),
+    }
+  }
+}
+
+/// One connection to a store, as one worker.
+pub struct Store {
+  conn: Connection,
+  pub me: Identity,
+  pub lease_ms: f64,
+  jitter: Jitter,
+  interest: Interest,
+}
+
+impl Store {
+  /// Opens the store at `path` (see `schema::open`) and registers this worker in it.
+  pub fn open(path: &Path, synchronous: Synchronous, lease_ms: f64, now: f64) -> StoreResult<Store> {
+    let conn = schema::open(path, synchronous)?;
+    let store = Store {
+      conn,
+      me: Identity::new(),
+      lease_ms,
+      jitter: Jitter::seeded(),
+      interest: Interest::new(false, &[]),
+    };
+    store.conn.execute(
+      "INSERT INTO bmad_workers (owner, host, pid, proc_start, started_at, heartbeat_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+      params![store.me.owner, store.me.host, store.me.pid, store.me.proc_start as i64, now],
+    )?;
+    Ok(store)
+  }
+
+  pub fn set_interest(&mut self, interest: Interest) {
+    self.interest = interest;
+  }
+
+  pub fn interest(&self) -> &Interest {
+    &self.interest
+  }
+
+  /// Changes when another connection commits (`PRAGMA data_version`).
+  pub fn data_version(&self) -> StoreResult<i64> {
+    Ok(self.conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
+  }
+
+  /// Runs one batch in one immediate transaction.
+  pub fn batch(&mut self, batch: &Batch, now: f64) -> StoreResult<BatchResult> {
+    let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
+    let mut out = BatchResult::default();
+    for n in &batch.inserts {
+      out.inserted.push(insert(&tx, n, now)?);
+    }
+    for f in &batch.finishes {
+      let r = finish(&tx, &self.me.owner, f, now, &mut self.jitter)?;
+      if r == Finished::Stale {
+        out.stale += 1;
+      }
+      out.finished.push(r);
+    }
+    if !batch.progress.is_empty() {
+      let mut st = tx.prepare_cached(
+        "UPDATE bmad_executions SET progress = ?1 WHERE id = ?2 AND attempt = ?3 AND owner = ?4 AND state = 1",
+      )?;
+      for p in &batch.progress {
+        st.execute(params![p.percent, p.id, p.attempt, self.me.owner])?;
+      }
+    }
+    for r in &batch.releases {
+      release(&tx, &self.me.owner, r, now)?;
+    }
+    if batch.claim > 0 && !self.interest.none {
+      out.claimed = claim(
+        &tx,
+        &self.me.owner,
+        &self.interest,
+        batch.claim,
+        now,
+        self.lease_ms,
+      )?;
+    }
+    tx.commit()?;
+    Ok(out)
+  }
+
+  /// The earliest time a queued execution of interest becomes due, if any is scheduled later.
+  pub fn next_due(&self, now: f64) -> StoreResult<Option<f64>> {
+    if self.interest.none {
+      return Ok(None);
+    }
+    let mut st = self.conn.prepare_cached(
+      "SELECT min(scheduled_at) FROM bmad_executions WHERE state = 0 AND scheduled_at > ?1 \
+       AND (?2 OR agent IN (SELECT value FROM json_each(?3)))",
+    )?;
+    Ok(
+      st.query_row(params![now, self.interest.any, self.interest.agents_json], |r| {
+        r.get(0)
+      })?,
+    )
+  }
+
+  /// Cancels execution `id`: a queued one ends at once, a running one is flagged for its
+  /// owner. Returns the status it had (`NOT_FOUND` when there is no such execution).
+  pub fn cancel(&mut self, id: i64, error_json: &str, now: f64) -> StoreResult<i32> {
+    let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
+    let state: Option<u32> = tx
+      .query_row("SELECT state FROM bmad_executions WHERE id = ?1", [id], |r| {
+        r.get(0)
+      })
+      .optional()?;
+    let Some(state) = state else {
+      return Ok(NOT_FOUND);
+    };
+    let was = state as i32;
+    match state {
+      STATUS_QUEUED => {
+        tx.execute(
+          "UPDATE bmad_executions SET state = 4, error = ?2, finalized_at = ?3 WHERE id = ?1 AND state = 0",
+          params![id, error_json, now],
+        )?;
+      }
+      STATUS_RUNNING => {
+        tx.execute(
+          "UPDATE bmad_executions SET cancel_requested = 1, error = ?2 WHERE id = ?1 AND state = 1",
+          params![id, error_json],
+        )?;
+      }
+      _ => {}
+    }
+    tx.commit()?;
+    Ok(was)
+  }
+
+  /// The running attempts of this worker with a cancel requested.
+  pub fn cancel_requests(&self) -> StoreResult<Vec<CancelRequest>> {
+    let mut st = self.conn.prepare_cached(
+      "SELECT id, attempt FROM bmad_executions WHERE owner = ?1 AND state = 1 AND cancel_requested = 1",
+    )?;
+    let rows = st.query_map([&self.me.owner], |r| {
+      Ok(CancelRequest {
+        id: r.get(0)?,
+        attempt: r.get(1)?,
+      })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+  }
+
+  pub fn fetch(&self, id: i64) -> StoreResult<Option<Row>> {
+    let mut st = self
+      .conn
+      .prepare_cached(&format!("SELECT {COLUMNS} FROM bmad_executions WHERE id = ?1"))?;
+    Ok(st.query_row([id], row).optional()?)
+  }
+
+  /// The newest entry of the ends log (0: none): every execution's end appends one, in
+  /// commit order.
+  pub fn ends_head(&self) -> StoreResult<i64> {
+    Ok(
+      self
+        .conn
+        .query_row("SELECT coalesce(max(seq), 0) FROM bmad_ends", [], |r| r.get(0))?,
+    )
+  }
+
+  /// Ends logged after `seq`: (seq, execution id) pairs, oldest first.
+  pub fn ends_after(&self, seq: i64) -> StoreResult<Vec<(i64, i64)>> {
+    let mut st = self
+      .conn
+      .prepare_cached("SELECT seq, execution_id FROM bmad_ends WHERE seq > ?1 ORDER BY seq")?;
+    let rows = st.query_map([seq], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+  }
+
+  /// Of `ids`, the ended executions (rows) and the ids no longer stored.
+  pub fn ended_among(&self, ids: &[i64]) -> StoreResult<(Vec<Row>, Vec<i64>)> {
+    let json = serde_json::to_string(ids).map_err(|e| StoreError::store(e.to_string()))?;
+    let mut st = self.conn.prepare_cached(&format!(
+      "SELECT {COLUMNS} FROM bmad_executions WHERE id IN (SELECT value FROM json_each(?1)) AND state >= 2"
+    ))?;
+    let ended = st
+      .query_map([&json], row)?
+      .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut gone_st = self.conn.prepare_cached(
+      "SELECT value FROM json_each(?1) WHERE value NOT IN (SELECT id FROM bmad_executions WHERE id IN (SELECT value FROM json_each(?1)))",
+    )?;
+    let gone = gone_st
+      .query_map([&json], |r| r.get(0))?
+      .collect::<rusqlite::Result<Vec<i64>>>()?;
+    Ok((ended, gone))
+  }
+
+  /// Renews the lease of every attempt this worker runs, and its own heartbeat.
+  pub fn heartbeat(&self, now: f64) -> StoreResult<()> {
+    self.conn.execute(
+      "UPDATE bmad_executions SET lease_expires_at = ?2 WHERE owner = ?1 AND state = 1",
+      params![self.me.owner, now + self.lease_ms],
+    )?;
+    // An upsert: a rescuer may have forgotten this worker after a long silence.
+    self.conn.execute(
+      "INSERT INTO bmad_workers (owner, host, pid, proc_start, started_at, heartbeat_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5) \
+       ON CONFLICT (owner) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+      params![self.me.owner, self.me.host, self.me.pid, self.me.proc_start as i64, now],
+    )?;
+    Ok(())
+  }
+
+  /// Moves on every running execution whose lease expired or whose owner, a process on this
+  /// host, has exited: queued again when attempts are left, else failed (`ERR_WORKER_LOST`),
+  /// or cancelled when a cancel was requested. Each move is a compare-and-set: an attempt
+  /// that finished meanwhile is left alone.
+  pub fn rescue(&mut self, now: f64) -> StoreResult<Vec<Rescued>> {
+    let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
+    let mut dead: Vec<String> = Vec::new();
+    if !self.me.host.is_empty() {
+      let mut st =
+        tx.prepare_cached("SELECT owner, pid, proc_start FROM bmad_workers WHERE host = ?1 AND owner != ?2")?;
+      let workers = st
+        .query_map(params![self.me.host, self.me.owner], |r| {
+          Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?, r.get::<_, i64>(2)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+      for (owner, pid, started) in workers {
+        if host::is_dead(pid, started as u64) {
+          dead.push(owner);
+        }
+      }
+    }
+    let dead_json = serde_json::to_string(&dead).map_err(|e| StoreError::store(e.to_string()))?;
+    let candidates = {
+      let mut st = tx.prepare_cached(
+        "SELECT id, agent, attempt, owner, max_attempts, cancel_requested FROM bmad_executions \
+         WHERE state = 1 AND (lease_expires_at < ?1 OR owner IN (SELECT value FROM json_each(?2)))",
+      )?;
+      let rows = st.query_map(params![now, dead_json], |r| {
+        Ok((
+          r.get::<_, i64>(0)?,
+          r.get::<_, String>(1)?,
+          r.get::<_, u32>(2)?,
+          r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+          r.get::<_, u32>(4)?,
+          r.get::<_, i64>(5)? != 0,
+        ))
+      })?;
+      rows.collect::<rusqlite::Result<Vec<_>>>()?
+    };
+    let mut out = Vec::new();
+    for (id, agent, attempt, owner, max_attempts, cancel) in candidates {
+      let status = if cancel {
+        STATUS_CANCELLED
+      } else if attempt < max_attempts {
+        STATUS_QUEUED
+      } else {
+        STATUS_FAILED
+      };
+      let changed = match status {
+        STATUS_QUEUED => tx.execute(
+          "UPDATE bmad_executions SET state = 0, owner = NULL, lease_expires_at = NULL, scheduled_at = ?4 \
+           WHERE id = ?1 AND attempt = ?2 AND owner = ?3 AND state = 1",
+          params![id, attempt, owner, now],
+        )?,
+        STATUS_CANCELLED => tx.execute(
+          "UPDATE bmad_executions SET state = 4, lease_expires_at = NULL, finalized_at = ?4 \
+           WHERE id = ?1 AND attempt = ?2 AND owner = ?3 AND state = 1",
+          params![id, attempt, owner, now],
+        )?,
+        _ => tx.execute(
+          "UPDATE bmad_executions SET state = 3, error = ?5, lease_expires_at = NULL, finalized_at = ?4 \
+           WHERE id = ?1 AND attempt = ?2 AND owner = ?3 AND state = 1",
+          params![id, attempt, owner, now, WORKER_LOST],
+        )?,
+      };
+      if changed == 1 {
+        out.push(Rescued {
+          id,
+          agent,
+          attempt,
+          owner,
+          status,
+        });
+      }
+    }
+    if !dead.is_empty() {
+      tx.execute(
+        "DELETE FROM bmad_workers WHERE owner IN (SELECT value FROM json_each(?1))",
+        [&dead_json],
+      )?;
+    }
+    // Workers silent for long (other hosts) are forgotten; their executions were rescued by
+    // lease long before. One that comes back registers again with its next heartbeat.
+    tx.execute(
+      "DELETE FROM bmad_workers WHERE heartbeat_at < ?1 AND owner != ?2",
+      params![now - (10.0 * self.lease_ms).max(600_000.0), self.me.owner],
+    )?;
+    tx.commit()?;
+    Ok(out)
+  }
+
+  /// Deletes ended executions older than `ttl_ms`, then all but the newest `max_kept`.
+  pub fn retention(&self, ttl_ms: f64, max_kept: u64, now: f64) -> StoreResult<usize> {
+    let mut deleted = self.conn.execute(
+      "DELETE FROM bmad_executions WHERE state >= 2 AND finalized_at < ?1",
+      [now - ttl_ms],
+    )?;
+    deleted += self.conn.execute(
+      "DELETE FROM bmad_executions WHERE id IN (SELECT id FROM bmad_executions WHERE state >= 2 \
+       ORDER BY finalized_at DESC, id DESC LIMIT -1 OFFSET ?1)",
+      [max_kept.min(i64::MAX as u64) as i64],
+    )?;
+    // Readers of the ends log look a few polls back at most.
+    self.conn.execute(
+      "DELETE FROM bmad_ends WHERE seq < (SELECT max(seq) FROM bmad_ends) - ?1",
+      [ENDS_KEPT],
+    )?;
+    Ok(deleted)
+  }
+
+  /// This worker leaves the store (its running attempts were released or finished).
+  pub fn leave(&self) -> StoreResult<()> {
+    self
+      .conn
+      .execute("DELETE FROM bmad_workers WHERE owner = ?1", [&self.me.owner])?;
+    Ok(())
+  }
+
+  /// `PRAGMA integrity_check`: "ok" for a sound file.
+  pub fn integrity_check(&self) -> StoreResult<String> {
+    Ok(self.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+  }
+}
+
+fn insert(tx: &Connection, n: &NewExecution, now: f64) -> StoreResult<Inserted> {
+  let mut st = tx.prepare_cached(
+    "INSERT INTO bmad_executions (agent, task, options, level, priority, mode, key, state, max_attempts, \
+     retry_delay_ms, backoff, timeout_ms, created_at, scheduled_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?9, ?10, ?11, ?12, ?12) ON CONFLICT DO NOTHING RETURNING id",
+  )?;
+  let id: Option<i64> = st
+    .query_row(
+      params![
+        n.agent,
+        n.task,
+        n.options,
+        n.level,
+        n.priority,
+        n.mode,
+        n.key,
+        n.max_attempts.max(1),
+        n.retry_delay_ms,
+        n.backoff,
+        n.timeout_ms,
+        now
+      ],
+      |r| r.get(0),
+    )
+    .optional()?;
+  if let Some(id) = id {
+    return Ok(Inserted { id, existing: false });
+  }
+  // Only the key's unique index can refuse the row: the live execution with that key.
+  let existing: i64 = tx.query_row(
+    "SELECT id FROM bmad_executions WHERE key = ?1 AND state <= 1",
+    [&n.key],
+    |r| r.get(0),
+  )?;
+  Ok(Inserted {
+    id: existing,
+    existing: true,
+  })
+}
+
+fn finish(tx: &Connection, owner: &str, f: &Finish, now: f64, jitter: &mut Jitter) -> StoreResult<Finished> {
+  let cas = "id = ?1 AND attempt = ?2 AND owner = ?3 AND state = 1";
+  if f.status == STATUS_COMPLETED {
+    let mut st = tx.prepare_cached(&format!(
+      "UPDATE bmad_executions SET state = 2, result = ?4, progress = 100, lease_expires_at = NULL, finalized_at = ?5 WHERE {cas}"
+    ))?;
+    let n = st.execute(params![f.id, f.attempt, owner, f.value, now])?;
+    return Ok(if n == 1 {
+      Finished::Recorded
+    } else {
+      Finished::Stale
+    });
+  }
+  let policy: Option<(u32, f64, u32, i64)> = tx
+    .prepare_cached(&format!(
+      "SELECT max_attempts, retry_delay_ms, backoff, cancel_requested FROM bmad_executions WHERE {cas}"
+    ))?
+    .query_row(params![f.id, f.attempt, owner], |r| {
+      Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+    })
+    .optional()?;
+  let Some((max_attempts, delay_ms, backoff, cancel)) = policy else {
+    return Ok(Finished::Stale);
+  };
+  if f.status == STATUS_FAILED && f.retryable && cancel == 0 {
+    let policy = RetryPolicy::new(
+      max_attempts.saturating_sub(1),
+      delay_ms,
+      Backoff::from_code(backoff).unwrap_or(Backoff::Exponential),
+    );
+    let attempt = u16::try_from(f.attempt).unwrap_or(u16::MAX);
+    if let Some(delay) = policy.delay_after(attempt, jitter) {
+      tx.prepare_cached(&format!(
+        "UPDATE bmad_executions SET state = 0, owner = NULL, lease_expires_at = NULL, error = ?4, scheduled_at = ?5 WHERE {cas}"
+      ))?
+      .execute(params![f.id, f.attempt, owner, f.value, now + delay])?;
+      return Ok(Finished::Retry(delay));
+    }
+  }
+  let state = if f.status == STATUS_CANCELLED || cancel != 0 {
+    STATUS_CANCELLED
+  } else {
+    STATUS_FAILED
+  };
+  tx.prepare_cached(&format!(
+    "UPDATE bmad_executions SET state = ?4, error = coalesce(?5, error), lease_expires_at = NULL, finalized_at = ?6 WHERE {cas}"
+  ))?
+  .execute(params![f.id, f.attempt, owner, state, f.value, now])?;
+  Ok(Finished::Recorded)
+}
+
+/// Hands a running attempt back to the queue without counting it (or ends it as cancelled
+/// when a cancel was requested).
+fn release(tx: &Connection, owner: &str, r: &Release, now: f64) -> StoreResult<()> {
+  tx.prepare_cached(
+    "UPDATE bmad_executions SET \
+       state = CASE WHEN cancel_requested THEN 4 ELSE 0 END, \
+       attempt = CASE WHEN cancel_requested THEN attempt ELSE attempt - 1 END, \
+       owner = CASE WHEN cancel_requested THEN owner ELSE NULL END, \
+       finalized_at = CASE WHEN cancel_requested THEN ?4 ELSE NULL END, \
+       lease_expires_at = NULL, scheduled_at = ?4 \
+     WHERE id = ?1 AND attempt = ?2 AND owner = ?3 AND state = 1",
+  )?
+  .execute(params![r.id, r.attempt, owner, now])?;
+  Ok(())
+}
+
+fn claim(
+  tx: &Connection,
+  owner: &str,
+  interest: &Interest,
+  limit: u32,
+  now: f64,
+  lease_ms: f64,
+) -> StoreResult<Vec<Row>> {
+  let mut st = tx.prepare_cached(&format!(
+    "UPDATE bmad_executions SET state = 1, attempt = attempt + 1, owner = ?1, lease_expires_at = ?2, attempted_at = ?3 \
+     WHERE id IN (SELECT id FROM bmad_executions WHERE state = 0 AND scheduled_at <= ?3 \
+       AND (?4 OR agent IN (SELECT value FROM json_each(?5))) ORDER BY priority DESC, id LIMIT ?6) \
+     RETURNING {COLUMNS}"
+  ))?;
+  let mut rows = st
+    .query_map(
+      params![
+        owner,
+        now + lease_ms,
+        now,
+        interest.any,
+        interest.agents_json,
+        limit
+      ],
+      row,
+    )?
+    .collect::<rusqlite::Result<Vec<_>>>()?;
+  // RETURNING gives no order: start them in queue order.
+  rows.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
+  Ok(rows)
+}

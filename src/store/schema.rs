@@ -1,0 +1,179 @@
+//! The store's tables and their versions. A database is ours when its `bmad_meta` table says
+//! so; an empty database becomes ours; anything else is refused before a byte is written.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+
+use super::{StoreError, StoreResult};
+
+/// What `bmad_meta.app` holds in every store.
+pub const APP: &str = "bmad-background-executor";
+
+/// The schema version this build writes. Older stores are migrated; newer ones refused.
+pub const VERSION: i64 = 1;
+
+/// Migration `i` brings a store from version `i` to `i + 1`.
+const MIGRATIONS: [&str; 1] = [r"
+CREATE TABLE bmad_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
+CREATE TABLE bmad_executions (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  agent TEXT NOT NULL,
+  task TEXT NOT NULL,
+  options TEXT,
+  level TEXT NOT NULL,
+  priority INTEGER NOT NULL,
+  mode INTEGER NOT NULL,
+  key TEXT,
+  state INTEGER NOT NULL CHECK (state IN (0, 1, 2, 3, 4)),
+  attempt INTEGER NOT NULL DEFAULT 0,
+  max_attempts INTEGER NOT NULL CHECK (max_attempts >= 1),
+  retry_delay_ms REAL NOT NULL,
+  backoff INTEGER NOT NULL,
+  timeout_ms REAL NOT NULL,
+  progress REAL NOT NULL DEFAULT 0,
+  result TEXT,
+  error TEXT,
+  owner TEXT,
+  lease_expires_at REAL,
+  cancel_requested INTEGER NOT NULL DEFAULT 0,
+  created_at REAL NOT NULL,
+  scheduled_at REAL NOT NULL,
+  attempted_at REAL,
+  finalized_at REAL
+) STRICT;
+CREATE INDEX bmad_executions_queue ON bmad_executions (priority DESC, id) WHERE state = 0;
+CREATE INDEX bmad_executions_running ON bmad_executions (owner) WHERE state = 1;
+CREATE INDEX bmad_executions_finalized ON bmad_executions (finalized_at) WHERE state >= 2;
+CREATE UNIQUE INDEX bmad_executions_key ON bmad_executions (key) WHERE key IS NOT NULL AND state <= 1;
+CREATE TABLE bmad_ends (seq INTEGER PRIMARY KEY AUTOINCREMENT, execution_id INTEGER NOT NULL) STRICT;
+CREATE TRIGGER bmad_executions_ended AFTER UPDATE OF state ON bmad_executions
+  WHEN NEW.state >= 2 AND OLD.state < 2
+  BEGIN INSERT INTO bmad_ends (execution_id) VALUES (NEW.id); END;
+CREATE TABLE bmad_workers (
+  owner TEXT PRIMARY KEY,
+  host TEXT NOT NULL,
+  pid INTEGER NOT NULL,
+  proc_start INTEGER NOT NULL,
+  started_at REAL NOT NULL,
+  heartbeat_at REAL NOT NULL
+) STRICT;
+"];
+
+/// How durable a commit is: `Normal` survives a process crash (WAL), `Full` also a power loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synchronous {
+  Normal,
+  Full,
+}
+
+/// Opens (creating it and its folders if needed) and migrates the store at `path`.
+pub fn open(path: &Path, synchronous: Synchronous) -> StoreResult<Connection> {
+  let shown = path.display();
+  if let Some(parent) = path.parent() {
+    if !parent.as_os_str().is_empty() {
+      std::fs::create_dir_all(parent)
+        .map_err(|e| StoreError::store(format!("cannot create the folder of store {shown}: {e}")))?;
+    }
+  }
+  let flags =
+    OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+  let conn = Connection::open_with_flags(path, flags)
+    .map_err(|e| StoreError::store(format!("cannot open store {shown}: {e}")))?;
+  // Room for every statement the store prepares: re-preparing costs more than running them.
+  conn.set_prepared_statement_cache_capacity(64);
+  conn
+    .busy_timeout(Duration::from_secs(10))
+    .map_err(|e| StoreError::store(format!("cannot configure store {shown}: {e}")))?;
+  // Read before any write: a file that is not a database, or a database of something else,
+  // is refused untouched.
+  check_ours(&conn, path)?;
+  let mode: String = conn
+    .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+    .map_err(|e| StoreError::store(format!("cannot use WAL mode on store {shown}: {e}")))?;
+  if !mode.eq_ignore_ascii_case("wal") {
+    return Err(StoreError::store(format!(
+      "store {shown} cannot use WAL mode (journal mode stays {mode}); is it on a network file system?"
+    )));
+  }
+  let sync = match synchronous {
+    Synchronous::Normal => "NORMAL",
+    Synchronous::Full => "FULL",
+  };
+  conn
+    .execute_batch(&format!("PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON;"))
+    .map_err(|e| StoreError::store(format!("cannot configure store {shown}: {e}")))?;
+  migrate(&conn, path)?;
+  Ok(conn)
+}
+
+/// The version a database of ours holds, `None` for an empty database; refuses anything else.
+fn check_ours(conn: &Connection, path: &Path) -> StoreResult<Option<i64>> {
+  let shown = path.display();
+  let tables: i64 = conn
+    .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+    .map_err(|e| StoreError::store(format!("{shown} is not a usable SQLite database: {e}")))?;
+  if tables == 0 {
+    return Ok(None);
+  }
+  let has_meta: i64 = conn.query_row(
+    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'bmad_meta'",
+    [],
+    |r| r.get(0),
+  )?;
+  if has_meta == 0 {
+    return Err(StoreError::store(format!(
+      "{shown} is a SQLite database of something else (no bmad_meta table); use another path"
+    )));
+  }
+  let app: Option<String> = conn
+    .query_row("SELECT value FROM bmad_meta WHERE key = 'app'", [], |r| r.get(0))
+    .optional()?;
+  if app.as_deref() != Some(APP) {
+    return Err(StoreError::store(format!(
+      "{shown} is a SQLite database of something else (bmad_meta.app is {app:?}); use another path"
+    )));
+  }
+  let version: Option<String> = conn
+    .query_row("SELECT value FROM bmad_meta WHERE key = 'version'", [], |r| {
+      r.get(0)
+    })
+    .optional()?;
+  let v = version
+    .as_deref()
+    .and_then(|s| s.parse::<i64>().ok())
+    .ok_or_else(|| StoreError::store(format!("{shown}: bmad_meta.version is missing or not a number")))?;
+  if v > VERSION {
+    return Err(StoreError::version(format!(
+      "{shown} holds schema version {v}, written by a newer release; this release reads versions up to {VERSION}: upgrade bmad-background-executor"
+    )));
+  }
+  Ok(Some(v))
+}
+
+/// Applies the missing migrations in one immediate transaction (two processes opening a new
+/// store at once: the second sees the first one's work).
+fn migrate(conn: &Connection, path: &Path) -> StoreResult<()> {
+  let shown = path.display();
+  let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)
+    .map_err(|e| StoreError::store(format!("cannot lock store {shown} to migrate it: {e}")))?;
+  let from = check_ours(&tx, path)?.unwrap_or(0);
+  for (i, sql) in MIGRATIONS.iter().enumerate().skip(from as usize) {
+    tx.execute_batch(sql)
+      .map_err(|e| StoreError::store(format!("migration {} of store {shown} failed: {e}", i + 1)))?;
+  }
+  if from < VERSION {
+    tx.execute(
+      "INSERT INTO bmad_meta (key, value) VALUES ('app', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+      [APP],
+    )?;
+    tx.execute(
+      "INSERT INTO bmad_meta (key, value) VALUES ('version', ?1) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+      [VERSION.to_string()],
+    )?;
+  }
+  tx.commit()
+    .map_err(|e| StoreError::store(format!("cannot commit the migration of store {shown}: {e}")))?;
+  Ok(())
+}

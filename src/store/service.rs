@@ -1,0 +1,476 @@
+//! The store's thread. It owns the one connection of this executor, so the JS thread never
+//! waits on the disk. Requests arrive on a channel and are answered through the sink in
+//! order; between requests the thread
+//!
+//! - polls `PRAGMA data_version` every `poll_ms` while anything could come from another
+//!   process (claimable work, cancels of attempts it runs, ends of executions it watches),
+//!   and reads what changed only when it changed: a wake-up without a query per poll;
+//! - renews its leases every `lease_ms / 3` from this thread, so a JS event loop blocked by
+//!   a CPU-heavy agent does not make its executions look abandoned;
+//! - rescues abandoned executions every `min(lease_ms / 2, 1 s)`, and deletes ended ones
+//!   past retention every 5 s.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::ops::Interest;
+use super::schema::Synchronous;
+use super::{Batch, BatchResult, CancelRequest, Finished, Rescued, Row, Store, StoreError};
+use crate::system::probes::now_ms;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+  pub path: PathBuf,
+  pub synchronous: Synchronous,
+  pub lease_ms: f64,
+  pub poll_ms: f64,
+  pub ttl_ms: f64,
+  pub max_kept: u64,
+}
+
+pub enum Command {
+  Batch {
+    req: u32,
+    batch: Batch,
+  },
+  Cancel {
+    req: u32,
+    id: i64,
+    error: String,
+  },
+  Fetch {
+    req: u32,
+    id: i64,
+  },
+  /// Which agents to claim executions of.
+  Interest {
+    any: bool,
+    agents: Vec<String>,
+  },
+  /// Report when these executions end (they may run elsewhere); `check`: they may have
+  /// ended already (not just inserted), so look now.
+  Watch {
+    ids: Vec<i64>,
+    check: bool,
+  },
+  Unwatch(Vec<i64>),
+  /// `PRAGMA integrity_check`.
+  Check {
+    req: u32,
+  },
+  Close {
+    req: u32,
+  },
+}
+
+#[derive(Debug)]
+pub enum Event {
+  Opened {
+    owner: String,
+  },
+  Batch {
+    req: u32,
+    result: BatchResult,
+  },
+  Cancelled {
+    req: u32,
+    was: i32,
+  },
+  Fetched {
+    req: u32,
+    row: Option<Box<Row>>,
+  },
+  Checked {
+    req: u32,
+    result: String,
+  },
+  /// A request failed; nothing of it was written.
+  Failed {
+    req: u32,
+    error: StoreError,
+  },
+  /// Claimable work may be waiting.
+  Changed,
+  CancelRequested(Vec<CancelRequest>),
+  /// Watched executions that ended, and watched ids no longer stored.
+  Ended {
+    rows: Vec<Row>,
+    gone: Vec<i64>,
+  },
+  Rescued(Vec<Rescued>),
+  /// A failure outside any request (heartbeat, rescue, retention, poll); the thread goes on.
+  Background(StoreError),
+  Closed {
+    req: u32,
+  },
+}
+
+/// Answers go here; `false` means nobody listens any more and the thread stops.
+pub type Sink = Box<dyn FnMut(Event) -> bool + Send>;
+
+/// The sending end of a running store thread. Dropping it stops the thread.
+pub struct Handle {
+  tx: Sender<Command>,
+  thread: Option<JoinHandle<()>>,
+}
+
+impl Handle {
+  /// Queues a request; `false` once the thread has stopped.
+  pub fn send(&self, cmd: Command) -> bool {
+    self.tx.send(cmd).is_ok()
+  }
+
+  /// Waits for the thread to end (after `Close`).
+  pub fn join(&mut self) {
+    if let Some(t) = self.thread.take() {
+      let _ = t.join();
+    }
+  }
+}
+
+/// Starts the thread; it opens the store and answers `Opened` or `Failed { req: 0 }`.
+pub fn start(opts: Options, sink: Sink) -> std::io::Result<Handle> {
+  let (tx, rx) = mpsc::channel();
+  let thread = std::thread::Builder::new()
+    .name("bmad-store".into())
+    .spawn(move || run(opts, rx, sink))?;
+  Ok(Handle {
+    tx,
+    thread: Some(thread),
+  })
+}
+
+struct Service {
+  store: Store,
+  opts: Options,
+  sink: Sink,
+  watched: HashSet<i64>,
+  running: HashSet<i64>,
+  version: i64,
+  wake_at: Option<f64>,
+  next_poll: f64,
+  next_heartbeat: f64,
+  next_rescue: f64,
+  next_retention: f64,
+  /// The last entry of the ends log looked at, and when every watched id is looked up next.
+  ends_seen: i64,
+  next_full_check: f64,
+  alive: bool,
+}
+
+/// How often every watched id is looked up, whatever changed.
+const FULL_CHECK_MS: f64 = 5_000.0;
+
+fn run(opts: Options, rx: Receiver<Command>, mut sink: Sink) {
+  let store = match Store::open(&opts.path, opts.synchronous, opts.lease_ms, now_ms()) {
+    Ok(s) => s,
+    Err(error) => {
+      if sink(Event::Failed {
+        req: 0,
+        error: error.clone(),
+      }) {
+        refuse_all(&rx, &mut sink, &error);
+      }
+      return;
+    }
+  };
+  if !sink(Event::Opened {
+    owner: store.me.owner.clone(),
+  }) {
+    return;
+  }
+  let now = now_ms();
+  let ends_seen = store.ends_head().unwrap_or(0);
+  let mut s = Service {
+    version: store.data_version().unwrap_or(0),
+    store,
+    opts,
+    sink,
+    watched: HashSet::new(),
+    running: HashSet::new(),
+    wake_at: None,
+    next_poll: now,
+    next_heartbeat: now,
+    next_rescue: now, // at once: executions of this host's exited executors, our previous run's too
+    next_retention: now + 1_000.0,
+    ends_seen,
+    next_full_check: now + FULL_CHECK_MS,
+    alive: true,
+  };
+  while s.alive {
+    let now = now_ms();
+    let wait = (s.next_deadline() - now).clamp(0.0, 1_000.0);
+    match rx.recv_timeout(Duration::from_micros((wait * 1000.0) as u64)) {
+      Ok(cmd) => {
+        s.handle(cmd);
+        // Everything already queued before looking at the clock again.
+        while s.alive {
+          match rx.try_recv() {
+            Ok(cmd) => s.handle(cmd),
+            Err(_) => break,
+          }
+        }
+      }
+      Err(RecvTimeoutError::Timeout) => {}
+      Err(RecvTimeoutError::Disconnected) => {
+        let _ = s.store.leave();
+        return;
+      }
+    }
+    if s.alive {
+      s.periodic();
+    }
+  }
+}
+
+/// After a failed open, every request is answered with that failure.
+fn refuse_all(rx: &Receiver<Command>, sink: &mut Sink, error: &StoreError) {
+  while let Ok(cmd) = rx.recv() {
+    let req = match cmd {
+      Command::Batch { req, .. }
+      | Command::Cancel { req, .. }
+      | Command::Fetch { req, .. }
+      | Command::Check { req } => req,
+      Command::Close { req } => {
+        sink(Event::Closed { req });
+        return;
+      }
+      _ => continue,
+    };
+    if !sink(Event::Failed {
+      req,
+      error: error.clone(),
+    }) {
+      return;
+    }
+  }
+}
+
+impl Service {
+  fn emit(&mut self, ev: Event) {
+    if !(self.sink)(ev) {
+      self.alive = false;
+    }
+  }
+
+  fn interested(&self) -> bool {
+    !self.store.interest().none || !self.watched.is_empty() || !self.running.is_empty()
+  }
+
+  fn next_deadline(&self) -> f64 {
+    let mut d = self.next_heartbeat.min(self.next_rescue).min(self.next_retention);
+    if self.interested() {
+      d = d.min(self.next_poll);
+    }
+    if let Some(w) = self.wake_at {
+      d = d.min(w);
+    }
+    d
+  }
+
+  fn handle(&mut self, cmd: Command) {
+    let now = now_ms();
+    match cmd {
+      Command::Batch { req, batch } => match self.store.batch(&batch, now) {
+        Ok(result) => {
+          for (f, r) in batch.finishes.iter().zip(&result.finished) {
+            self.running.remove(&f.id);
+            if let Finished::Retry(delay) = r {
+              self.wake(now + delay);
+            }
+          }
+          for r in &batch.releases {
+            self.running.remove(&r.id);
+          }
+          for row in &result.claimed {
+            self.running.insert(row.id);
+          }
+          if batch.claim > 0 && (result.claimed.len() as u32) < batch.claim {
+            match self.store.next_due(now) {
+              Ok(Some(t)) => self.wake(t),
+              Ok(None) => {}
+              Err(e) => self.emit(Event::Background(e)),
+            }
+          }
+          self.emit(Event::Batch { req, result });
+        }
+        Err(error) => self.emit(Event::Failed { req, error }),
+      },
+      Command::Cancel { req, id, error } => match self.store.cancel(id, &error, now) {
+        Ok(was) => {
+          if self.running.contains(&id) {
+            // Ours: the request reaches JS like one from another process.
+            self.check_cancels();
+          }
+          self.emit(Event::Cancelled { req, was });
+        }
+        Err(error) => self.emit(Event::Failed { req, error }),
+      },
+      Command::Fetch { req, id } => match self.store.fetch(id) {
+        Ok(row) => self.emit(Event::Fetched {
+          req,
+          row: row.map(Box::new),
+        }),
+        Err(error) => self.emit(Event::Failed { req, error }),
+      },
+      Command::Check { req } => match self.store.integrity_check() {
+        Ok(result) => self.emit(Event::Checked { req, result }),
+        Err(error) => self.emit(Event::Failed { req, error }),
+      },
+      Command::Interest { any, agents } => {
+        self.store.set_interest(Interest::new(any, &agents));
+        if !self.store.interest().none {
+          self.emit(Event::Changed);
+        }
+      }
+      Command::Watch { ids, check } => {
+        if check {
+          let before = std::mem::take(&mut self.watched);
+          self.watched.extend(ids);
+          self.check_ended(true);
+          self.watched.extend(before);
+        } else {
+          self.watched.extend(ids);
+        }
+      }
+      Command::Unwatch(ids) => {
+        for id in ids {
+          self.watched.remove(&id);
+        }
+      }
+      Command::Close { req } => {
+        if let Err(e) = self.store.leave() {
+          self.emit(Event::Background(e));
+        }
+        self.emit(Event::Closed { req });
+        self.alive = false;
+      }
+    }
+  }
+
+  fn wake(&mut self, at: f64) {
+    self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
+  }
+
+  fn periodic(&mut self) {
+    let now = now_ms();
+    if now >= self.next_heartbeat {
+      self.next_heartbeat = now + self.opts.lease_ms / 3.0;
+      if let Err(e) = self.store.heartbeat(now) {
+        self.emit(Event::Background(e));
+      }
+    }
+    if now >= self.next_rescue {
+      self.next_rescue = now + (self.opts.lease_ms / 2.0).min(1_000.0);
+      match self.store.rescue(now) {
+        Ok(rescued) if !rescued.is_empty() => {
+          let requeued = rescued.iter().any(|r| r.status == crate::protocol::STATUS_QUEUED);
+          self.emit(Event::Rescued(rescued));
+          if requeued && !self.store.interest().none {
+            self.emit(Event::Changed);
+          }
+        }
+        Ok(_) => {}
+        Err(e) => self.emit(Event::Background(e)),
+      }
+    }
+    if now >= self.next_retention {
+      self.next_retention = now + 5_000.0;
+      if let Err(e) = self.store.retention(self.opts.ttl_ms, self.opts.max_kept, now) {
+        self.emit(Event::Background(e));
+      }
+    }
+    if !self.watched.is_empty() && now >= self.next_full_check {
+      // Catches ids deleted by retention before their end was seen.
+      self.check_ended(true);
+    }
+    if let Some(w) = self.wake_at {
+      if now >= w {
+        self.wake_at = None;
+        if !self.store.interest().none {
+          self.emit(Event::Changed);
+        }
+      }
+    }
+    if self.interested() && now >= self.next_poll {
+      self.next_poll = now + self.opts.poll_ms;
+      match self.store.data_version() {
+        Ok(v) if v != self.version => {
+          self.version = v;
+          self.changed();
+        }
+        Ok(_) => {}
+        Err(e) => self.emit(Event::Background(e)),
+      }
+    }
+  }
+
+  /// Another process committed: what concerns this one.
+  fn changed(&mut self) {
+    if !self.running.is_empty() {
+      self.check_cancels();
+    }
+    if !self.watched.is_empty() {
+      self.check_ended(false);
+    }
+    if !self.store.interest().none {
+      self.emit(Event::Changed);
+    }
+  }
+
+  fn check_cancels(&mut self) {
+    match self.store.cancel_requests() {
+      Ok(list) if !list.is_empty() => self.emit(Event::CancelRequested(list)),
+      Ok(_) => {}
+      Err(e) => self.emit(Event::Background(e)),
+    }
+  }
+
+  /// Ends of watched executions logged since the last look, or — `all` — a full look at
+  /// every watched id.
+  fn check_ended(&mut self, all: bool) {
+    if self.watched.is_empty() {
+      return;
+    }
+    let found = if all {
+      self.next_full_check = now_ms() + FULL_CHECK_MS;
+      let ids: Vec<i64> = self.watched.iter().copied().collect();
+      self.store.ended_among(&ids)
+    } else {
+      match self.store.ends_after(self.ends_seen) {
+        Ok(ends) => {
+          if let Some(&(seq, _)) = ends.last() {
+            self.ends_seen = seq;
+          }
+          let mine: Vec<i64> = ends
+            .into_iter()
+            .filter_map(|(_, id)| self.watched.contains(&id).then_some(id))
+            .collect();
+          if mine.is_empty() {
+            return;
+          }
+          self.store.ended_among(&mine)
+        }
+        Err(e) => Err(e),
+      }
+    };
+    match found {
+      Ok((rows, gone)) => {
+        if rows.is_empty() && gone.is_empty() {
+          return;
+        }
+        for r in &rows {
+          self.watched.remove(&r.id);
+        }
+        for id in &gone {
+          self.watched.remove(id);
+        }
+        self.emit(Event::Ended { rows, gone });
+      }
+      Err(e) => self.emit(Event::Background(e)),
+    }
+  }
+}
