@@ -847,7 +847,7 @@ function git(args) {
 /** One hash over every file of lib/ (what runs in JS). */
 function libHash() {
   const h = createHash('sha256');
-  for (const f of readdirSync(path.join(ROOT, 'lib')).sort()) h.update(f).update(readFileSync(path.join(ROOT, 'lib', f)));
+  for (const f of readdirSync(path.join(ROOT, 'lib'), { recursive: true }).filter((f) => f.endsWith('.js')).sort()) h.update(f).update(readFileSync(path.join(ROOT, 'lib', f)));
   return h.digest('hex').slice(0, 16);
 }
 function codeHashes() {
