@@ -293,12 +293,31 @@ export interface NativeStats {
 
 export interface NativeStoreBatch {
   inserts: Array<NativeStoreInsert>
-  finishes: Array<NativeStoreFinish>
+  /**
+   * `[id, attempt, status, retryable (0/1), ...]` per attempt that ended here; `status` is
+   * `STATUS_COMPLETED`, `STATUS_FAILED` or `STATUS_CANCELLED`.
+   */
+  finishes: Array<number>
+  /** The JSON text of each finish's result or error, in the same order. */
+  finishValues: Array<string>
   /** `[id, attempt, percent, ...]`. */
   progress: Array<number>
   /** `[id, attempt, ...]`: attempts handed back to the queue uncounted. */
   releases: Array<number>
   claim: number
+}
+
+/** A claimed execution: what running it here needs. */
+export interface NativeStoreClaim {
+  id: number
+  agent: string
+  task: string
+  options?: string
+  level: string
+  priority: number
+  mode: number
+  attempt: number
+  timeoutMs: number
 }
 
 export interface NativeStoreEvent {
@@ -309,20 +328,12 @@ export interface NativeStoreEvent {
   ids: Array<number>
   codes: Array<number>
   rows: Array<NativeStoreRow>
+  /** `STORE_BATCH`: the executions claimed, in queue order. */
+  claimed: Array<NativeStoreClaim>
   names: Array<string>
   stale: number
   errorCode?: string
   text?: string
-}
-
-export interface NativeStoreFinish {
-  id: number
-  attempt: number
-  /** `STATUS_COMPLETED`, `STATUS_FAILED` or `STATUS_CANCELLED`. */
-  status: number
-  /** JSON text of the result or of the error. */
-  value?: string
-  retryable: boolean
 }
 
 export interface NativeStoreInsert {

@@ -99,7 +99,7 @@ module.exports = Object.freeze({
   STREAM_STDERR: 2,
   /** The store is open; `text` is this executor's owner id. */
   STORE_OPENED: 1,
-  /** A batch committed: `ids` the inserted ids (negative: an earlier execution with the key), `codes` per finish `FINISH_RECORDED`, `FINISH_STALE` or the retry delay (ms), `rows` the claimed executions. */
+  /** A batch committed: `ids` the inserted ids (negative: an earlier execution with the key), `codes` per finish `FINISH_RECORDED`, `FINISH_STALE` or the retry delay (ms), `claimed` the claimed executions. */
   STORE_BATCH: 2,
   /** A cancel: `codes[0]` the status the execution had, or `NOT_FOUND`. */
   STORE_CANCELLED: 3,

@@ -127,7 +127,7 @@ pub const STREAM_STDERR: u32 = 2;
 
 /// The store is open; `text` is this executor's owner id.
 pub const STORE_OPENED: u32 = 1;
-/// A batch committed: `ids` the inserted ids (negative: an earlier execution with the key), `codes` per finish `FINISH_RECORDED`, `FINISH_STALE` or the retry delay (ms), `rows` the claimed executions.
+/// A batch committed: `ids` the inserted ids (negative: an earlier execution with the key), `codes` per finish `FINISH_RECORDED`, `FINISH_STALE` or the retry delay (ms), `claimed` the claimed executions.
 pub const STORE_BATCH: u32 = 2;
 /// A cancel: `codes[0]` the status the execution had, or `NOT_FOUND`.
 pub const STORE_CANCELLED: u32 = 3;

@@ -49,6 +49,16 @@ class DurableRun {
   }
 }
 
+/** An execution that ended here, until its status object is asked for. */
+class Ended {
+  constructor(rec, status, value, at) {
+    this.rec = rec;
+    this.status = status;
+    this.value = value;
+    this.at = at;
+  }
+}
+
 /** The options stored with a submission: JSON text (null for none), else ERR_NOT_SERIALIZABLE. */
 function storedOptions(options) {
   if (options === undefined || options === null) return null;
@@ -280,12 +290,12 @@ class Durable {
       retryable = code === STATUS_FAILED && !NOT_RETRYABLE.has(codeOf(value));
     }
     d.value = value;
-    this.link.finish({ id: d.rowId, attempt: d.attempt, status: code, value: json, retryable }, rec);
+    this.link.finish(d.rowId, d.attempt, code, retryable, json, rec);
     this.link.wantClaim();
   }
 
-  /** The store's answer to an attempt's end. */
-  _finishAnswered(rec, finish, answer) {
+  /** The store's answer to an attempt's end (`code`: the STATUS_* it was finished with). */
+  _finishAnswered(rec, code, answer) {
     const ex = this.ex;
     const d = rec.x.durable;
     if (this.runs.get(d.rowId) === rec) this.runs.delete(d.rowId);
@@ -307,24 +317,19 @@ class Durable {
       });
       return;
     }
-    const status = finish.status === STATUS_COMPLETED ? 'completed' : finish.status === STATUS_FAILED ? 'failed' : 'cancelled';
-    const duration = Date.now() - d.startedAt;
-    const base = { executionId: d.extId, agent: rec.agent, task: rec.task, mode: MODE_NAMES[rec.mode] };
-    if (status === 'completed') ex._emit('execution-completed', { ...base, result: d.value, duration });
-    else {
-      ex._emit(status === 'failed' ? 'execution-failed' : 'execution-cancelled', {
-        ...base,
-        error: messageOf(d.value),
-        errorObject: d.value,
-        code: codeOf(d.value),
-        duration,
-      });
+    const status = code === STATUS_COMPLETED ? 'completed' : code === STATUS_FAILED ? 'failed' : 'cancelled';
+    const event = status === 'completed' ? 'execution-completed' : status === 'failed' ? 'execution-failed' : 'execution-cancelled';
+    if (ex._eventsCount !== 0 && ex._events[event] !== undefined) {
+      const duration = Date.now() - d.startedAt;
+      const base = { executionId: d.extId, agent: rec.agent, task: rec.task, mode: MODE_NAMES[rec.mode] };
+      if (status === 'completed') ex._emit(event, { ...base, result: d.value, duration });
+      else ex._emit(event, { ...base, error: messageOf(d.value), errorObject: d.value, code: codeOf(d.value), duration });
     }
-    const final = this._localStatus(rec, status, d.value);
-    this._settle(d.rowId, status, d.value, final);
+    this._settle(d.rowId, status, d.value, rec);
   }
 
-  _localStatus(rec, status, value) {
+  /** The final status object of `rec`, which ended here as `status` with `value`. */
+  _localStatus(rec, status, value, finishedAt) {
     const d = rec.x.durable;
     const completed = status === 'completed';
     return {
@@ -339,19 +344,22 @@ class Durable {
       attempt: d.attempt,
       progress: completed ? 100 : 0,
       started: d.startedAt,
-      duration: Date.now() - d.startedAt,
+      duration: finishedAt - d.startedAt,
       result: completed ? value : null,
       error: completed ? null : messageOf(value),
       errorObject: completed ? undefined : value,
       startedAt: d.startedAt,
-      finishedAt: Date.now(),
+      finishedAt,
       durable: true,
     };
   }
 
-  /** Execution `rowId` ended: every handle and waiter here gets its outcome. */
+  /**
+   * Execution `rowId` ended: every handle and waiter here gets its outcome. `final` is its
+   * status object, or the record that ran it here (the object is built when first read).
+   */
   _settle(rowId, status, value, final) {
-    this.ended.set(rowId, final);
+    this.ended.set(rowId, final instanceof Execution ? new Ended(final, status, value, Date.now()) : final);
     if (this.ended.size > ENDED_KEPT) this.ended.delete(this.ended.keys().next().value);
     const list = this.handles.get(rowId);
     if (list !== undefined) {
@@ -362,8 +370,20 @@ class Durable {
     const waiters = this.waiters.get(rowId);
     if (waiters !== undefined) {
       this.waiters.delete(rowId);
-      for (const w of waiters) w(final);
+      const snapshot = this._endedStatus(rowId);
+      for (const w of waiters) w(snapshot);
     }
+  }
+
+  /** The remembered final status of `rowId`, or undefined. */
+  _endedStatus(rowId) {
+    const e = this.ended.get(rowId);
+    if (e instanceof Ended) {
+      const status = this._localStatus(e.rec, e.status, e.value, e.at);
+      this.ended.set(rowId, status);
+      return status;
+    }
+    return e;
   }
 
   _settleHandle(rec, status, value) {
@@ -472,7 +492,7 @@ class Durable {
 
   /** What this process knows of a durable execution, synchronously. */
   localStatus(rowId) {
-    const ended = this.ended.get(rowId);
+    const ended = this._endedStatus(rowId);
     if (ended !== undefined) return ended;
     const rec = this.runs.get(rowId) || (this.handles.get(rowId) || [])[0];
     if (rec === undefined) return { found: false };
@@ -505,7 +525,7 @@ class Durable {
   /** Resolves with the final status object of a durable execution, wherever it runs. */
   waitFor(executionId) {
     const rowId = parseDurableId(executionId);
-    const ended = this.ended.get(rowId);
+    const ended = this._endedStatus(rowId);
     if (ended !== undefined) return Promise.resolve(ended);
     return new Promise((resolve) => {
       let list = this.waiters.get(rowId);
@@ -573,7 +593,10 @@ class Durable {
       if (sent.finishes.length > 0 || sent.releases.length > 0) {
         // Never lost: tried again with a later batch.
         setTimeout(() => {
-          for (let i = 0; i < sent.finishes.length; i++) this.link.finish(sent.finishes[i], sent.finishRecs[i]);
+          for (let i = 0; i < sent.finishRecs.length; i++) {
+            const f = sent.finishes;
+            this.link.finish(f[i * 4], f[i * 4 + 1], f[i * 4 + 2], f[i * 4 + 3] === 1, sent.finishValues[i], sent.finishRecs[i]);
+          }
           for (let i = 0; i < sent.releases.length; i += 2) this.link.release(sent.releases[i], sent.releases[i + 1]);
         }, 100);
       }
@@ -584,11 +607,12 @@ class Durable {
       const id = ev.ids[i];
       this._inserted(recs[i], id < 0 ? -id : id, id < 0);
     }
-    for (let i = 0; i < sent.finishRecs.length; i++) this._finishAnswered(sent.finishRecs[i], sent.finishes[i], ev.codes[i]);
-    for (const row of ev.rows) this._claimed(row);
+    for (let i = 0; i < sent.finishRecs.length; i++) this._finishAnswered(sent.finishRecs[i], sent.finishes[i * 4 + 2], ev.codes[i]);
+    const claimed = ev.claimed;
+    for (let i = 0; i < claimed.length; i++) this._claimed(claimed[i]);
     // A full claim: more may be waiting for the next free slot.
-    if (sent.claim > 0 && ev.rows.length >= sent.claim) this.link.claimWanted = true;
-    if (ev.rows.length > 0) this.ex._flush();
+    if (sent.claim > 0 && claimed.length >= sent.claim) this.link.claimWanted = true;
+    if (claimed.length > 0) this.ex._flush();
   }
 
   _cancelRequested(ids) {

@@ -19,7 +19,8 @@ class Pending {
   constructor() {
     this.inserts = [];
     this.insertRecs = [];
-    this.finishes = [];
+    this.finishes = []; // [id, attempt, status, retryable, ...]
+    this.finishValues = []; // JSON text per finish
     this.finishRecs = [];
     this.progress = [];
     this.releases = [];
@@ -65,9 +66,12 @@ class StoreLink {
     this.schedule();
   }
 
-  finish(row, rec) {
-    this.pending.finishes.push(row);
-    this.pending.finishRecs.push(rec);
+  /** An attempt ended: `status` a STATUS_* code, `json` its result or error as JSON text. */
+  finish(id, attempt, status, retryable, json, rec) {
+    const p = this.pending;
+    p.finishes.push(id, attempt, status, retryable ? 1 : 0);
+    p.finishValues.push(json);
+    p.finishRecs.push(rec);
     this.schedule();
   }
 
@@ -110,6 +114,7 @@ class StoreLink {
     this.native.batch(req, {
       inserts: sent.inserts,
       finishes: sent.finishes,
+      finishValues: sent.finishValues,
       progress: sent.progress,
       releases: sent.releases,
       claim,

@@ -45,20 +45,13 @@ pub struct NativeStoreInsert {
 }
 
 #[napi(object)]
-pub struct NativeStoreFinish {
-  pub id: f64,
-  pub attempt: u32,
-  /// `STATUS_COMPLETED`, `STATUS_FAILED` or `STATUS_CANCELLED`.
-  pub status: u32,
-  /// JSON text of the result or of the error.
-  pub value: Option<String>,
-  pub retryable: bool,
-}
-
-#[napi(object)]
 pub struct NativeStoreBatch {
   pub inserts: Vec<NativeStoreInsert>,
-  pub finishes: Vec<NativeStoreFinish>,
+  /// `[id, attempt, status, retryable (0/1), ...]` per attempt that ended here; `status` is
+  /// `STATUS_COMPLETED`, `STATUS_FAILED` or `STATUS_CANCELLED`.
+  pub finishes: Vec<f64>,
+  /// The JSON text of each finish's result or error, in the same order.
+  pub finish_values: Vec<String>,
   /// `[id, attempt, percent, ...]`.
   pub progress: Vec<f64>,
   /// `[id, attempt, ...]`: attempts handed back to the queue uncounted.
@@ -91,6 +84,36 @@ pub struct NativeStoreRow {
   pub finalized_at: Option<f64>,
 }
 
+/// A claimed execution: what running it here needs.
+#[napi(object)]
+pub struct NativeStoreClaim {
+  pub id: f64,
+  pub agent: String,
+  pub task: String,
+  pub options: Option<String>,
+  pub level: String,
+  pub priority: f64,
+  pub mode: u32,
+  pub attempt: u32,
+  pub timeout_ms: f64,
+}
+
+impl From<Row> for NativeStoreClaim {
+  fn from(r: Row) -> Self {
+    NativeStoreClaim {
+      id: r.id as f64,
+      agent: r.agent,
+      task: r.task,
+      options: r.options,
+      level: r.level,
+      priority: r.priority as f64,
+      mode: r.mode,
+      attempt: r.attempt,
+      timeout_ms: r.timeout_ms,
+    }
+  }
+}
+
 #[napi(object)]
 pub struct NativeStoreEvent {
   /// One of the `STORE_*` codes.
@@ -100,6 +123,8 @@ pub struct NativeStoreEvent {
   pub ids: Vec<f64>,
   pub codes: Vec<f64>,
   pub rows: Vec<NativeStoreRow>,
+  /// `STORE_BATCH`: the executions claimed, in queue order.
+  pub claimed: Vec<NativeStoreClaim>,
   pub names: Vec<String>,
   pub stale: u32,
   pub error_code: Option<String>,
@@ -178,13 +203,14 @@ impl From<NativeStoreBatch> for Batch {
       inserts: b.inserts.into_iter().map(NewExecution::from).collect(),
       finishes: b
         .finishes
-        .into_iter()
-        .map(|f| Finish {
-          id: to_id(f.id),
-          attempt: f.attempt,
-          status: f.status,
-          value: f.value,
-          retryable: f.retryable,
+        .chunks_exact(4)
+        .zip(b.finish_values)
+        .map(|(f, value)| Finish {
+          id: to_id(f[0]),
+          attempt: f[1] as u32,
+          status: f[2] as u32,
+          value: Some(value),
+          retryable: f[3] != 0.0,
         })
         .collect(),
       progress: b
@@ -221,6 +247,7 @@ impl NativeStoreEvent {
       ids: Vec::new(),
       codes: Vec::new(),
       rows: Vec::new(),
+      claimed: Vec::new(),
       names: Vec::new(),
       stale: 0,
       error_code: None,
@@ -251,7 +278,7 @@ impl From<Event> for NativeStoreEvent {
             Finished::Retry(d) => *d,
           })
           .collect(),
-        rows: result.claimed.into_iter().map(NativeStoreRow::from).collect(),
+        claimed: result.claimed.into_iter().map(NativeStoreClaim::from).collect(),
         stale: result.stale,
         ..NativeStoreEvent::new(STORE_BATCH, req)
       },

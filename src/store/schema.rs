@@ -47,7 +47,7 @@ CREATE INDEX bmad_executions_queue ON bmad_executions (priority DESC, id) WHERE 
 CREATE INDEX bmad_executions_running ON bmad_executions (owner) WHERE state = 1;
 CREATE INDEX bmad_executions_finalized ON bmad_executions (finalized_at) WHERE state >= 2;
 CREATE UNIQUE INDEX bmad_executions_key ON bmad_executions (key) WHERE key IS NOT NULL AND state <= 1;
-CREATE TABLE bmad_ends (seq INTEGER PRIMARY KEY AUTOINCREMENT, execution_id INTEGER NOT NULL) STRICT;
+CREATE TABLE bmad_ends (seq INTEGER PRIMARY KEY, execution_id INTEGER NOT NULL) STRICT;
 CREATE TRIGGER bmad_executions_ended AFTER UPDATE OF state ON bmad_executions
   WHEN NEW.state >= 2 AND OLD.state < 2
   BEGIN INSERT INTO bmad_ends (execution_id) VALUES (NEW.id); END;
