@@ -157,7 +157,7 @@ function storeConfig(c) {
     path: resolve(decodeURIComponent(m[1])),
     synchronous,
     leaseMs: integer('leaseMs', c.leaseMs, 100, MAX_DELAY_MS, 30000),
-    pollMs: integer('storePollMs', c.storePollMs, 1, 60000, 1),
+    pollMs: number('storePollMs', c.storePollMs, (v) => v >= 0.1 && v <= 60000, 'a number of ms, 0.1 <= x <= 60000', 0.25),
     resultTtlMs: c.resultTtlMs === undefined ? STORE_RETENTION.resultTtlMs : c.resultTtlMs,
     maxRetainedResults: c.maxRetainedResults === undefined ? STORE_RETENTION.maxRetainedResults : c.maxRetainedResults,
   };

@@ -2,9 +2,10 @@
 //! waits on the disk. Requests arrive on a channel and are answered through the sink in
 //! order; between requests the thread
 //!
-//! - polls `PRAGMA data_version` every `poll_ms` while anything could come from another
-//!   process (claimable work, cancels of attempts it runs, ends of executions it watches),
-//!   and reads what changed only when it changed: a wake-up without a query per poll;
+//! - polls `PRAGMA data_version` while anything could come from another process (claimable
+//!   work, cancels of attempts it runs, ends of executions it watches), and reads what
+//!   changed only when it changed: every `poll_ms` for a second after any activity, every
+//!   `IDLE_POLL_MS` after that (a busy store answers fast; an idle one costs little CPU);
 //! - renews its leases every `lease_ms / 3` from this thread, so a JS event loop blocked by
 //!   a CPU-heavy agent does not make its executions look abandoned;
 //! - rescues abandoned executions every `min(lease_ms / 2, 1 s)`, and deletes ended ones
@@ -158,8 +159,14 @@ struct Service {
   /// The last entry of the ends log looked at, and when every watched id is looked up next.
   ends_seen: i64,
   next_full_check: f64,
+  /// The last request or change seen: polls are fast for `ACTIVE_MS` after it.
+  active_at: f64,
   alive: bool,
 }
+
+/// The poll interval once nothing has happened for `ACTIVE_MS`.
+const IDLE_POLL_MS: f64 = 5.0;
+const ACTIVE_MS: f64 = 1_000.0;
 
 /// How often every watched id is looked up, whatever changed.
 const FULL_CHECK_MS: f64 = 5_000.0;
@@ -198,6 +205,7 @@ fn run(opts: Options, rx: Receiver<Command>, mut sink: Sink) {
     next_retention: now + 1_000.0,
     ends_seen,
     next_full_check: now + FULL_CHECK_MS,
+    active_at: now,
     alive: true,
   };
   while s.alive {
@@ -273,6 +281,7 @@ impl Service {
 
   fn handle(&mut self, cmd: Command) {
     let now = now_ms();
+    self.active_at = now;
     match cmd {
       Command::Batch { req, batch } => match self.store.batch(&batch, now) {
         Ok(result) => {
@@ -396,10 +405,17 @@ impl Service {
       }
     }
     if self.interested() && now >= self.next_poll {
-      self.next_poll = now + self.opts.poll_ms;
+      let active = now - self.active_at < ACTIVE_MS;
+      self.next_poll = now
+        + if active {
+          self.opts.poll_ms
+        } else {
+          self.opts.poll_ms.max(IDLE_POLL_MS)
+        };
       match self.store.data_version() {
         Ok(v) if v != self.version => {
           self.version = v;
+          self.active_at = now;
           self.changed();
         }
         Ok(_) => {}
