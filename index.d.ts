@@ -29,7 +29,12 @@ declare namespace Types {
     | 'ERR_COMMAND_FAILED'
     | 'ERR_COMMAND_SPAWN'
     | 'ERR_COMMAND_SPEC'
-    | 'ERR_UNSUPPORTED_PLATFORM';
+    | 'ERR_UNSUPPORTED_PLATFORM'
+    | 'ERR_STORE'
+    | 'ERR_STORE_VERSION'
+    | 'ERR_NOT_SERIALIZABLE'
+    | 'ERR_WORKER_LOST'
+    | 'ERR_NO_STORE';
 
   /** Every error the package creates carries one of these codes. */
   export interface ExecutorError extends Error {
@@ -117,6 +122,16 @@ declare namespace Types {
     retryDelayMs?: number | undefined;
     /** 'fixed': every retry waits retryDelayMs; 'exponential' (default): it doubles per attempt, with jitter. */
     backoff?: 'fixed' | 'exponential' | undefined;
+    /**
+     * Durable executions: `'sqlite:<path>'` (relative to the working directory; `?synchronous=full`
+     * to survive power loss). Every execution is then stored before it is acknowledged and run by
+     * any executor on the file, unless its options say `durable: false`.
+     */
+    store?: `sqlite:${string}` | undefined;
+    /** Integer >= 100 (ms): the lease of an attempt this executor runs, renewed every leaseMs/3. Default 30000. */
+    leaseMs?: number | undefined;
+    /** Number 0.1–60000 (ms): how often the store is checked for other processes' changes while busy. Default 0.25. */
+    storePollMs?: number | undefined;
   }
 
   /** Options read by the executor; everything else is passed to the agent unchanged. */
@@ -135,6 +150,10 @@ declare namespace Types {
     retryDelayMs?: number | undefined;
     /** Overrides the config's `backoff`. */
     backoff?: 'fixed' | 'exponential' | undefined;
+    /** With a store: `false` runs this execution in memory only. Default true. */
+    durable?: boolean | undefined;
+    /** With a store: while an execution with this key is queued or running, submissions with it get its id. */
+    key?: string | undefined;
     [key: string]: unknown;
   }
 
@@ -176,6 +195,12 @@ declare namespace Types {
     queuePosition?: number | undefined;
     startedAt?: number | undefined;
     finishedAt?: number | undefined;
+    /** True for an execution of the store. */
+    durable?: boolean | undefined;
+    /** Its deduplication key (stored executions). */
+    key?: string | undefined;
+    /** The executor that runs or ran it (stored executions read with `fetchExecutionStatus`). */
+    owner?: string | undefined;
   }
 
   /**
@@ -458,16 +483,25 @@ declare namespace Types {
     'async-callback-started': [SubmittedEvent<Level>];
     'watched-started': [SubmittedEvent<Level>];
     'execution-queued': [
-      {
-        executionId: ExecutionId;
-        agent: string;
-        task: string;
-        mode: ExecutionMode;
-        priority: Level;
-        /** 1-based place in start order; 0 when it started at once. */
-        queuePosition: number;
-        queueLength: number;
-      },
+      | {
+          executionId: ExecutionId;
+          agent: string;
+          task: string;
+          mode: ExecutionMode;
+          priority: Level;
+          /** 1-based place in start order; 0 when it started at once. */
+          queuePosition: number;
+          queueLength: number;
+        }
+      | {
+          executionId: ExecutionId;
+          agent: string;
+          task: string;
+          mode: ExecutionMode;
+          priority: Level;
+          /** A stored execution, committed: any executor on the store may run it. */
+          durable: true;
+        },
     ];
     'execution-started': [
       { executionId: ExecutionId; agent: string; task: string; mode: ExecutionMode; priority: Level; attempt: number },
@@ -491,6 +525,14 @@ declare namespace Types {
     'execution-failed': [ExecutionEndedEvent];
     'execution-cancelled': [ExecutionEndedEvent];
     'callback-error': [{ executionId: ExecutionId; agent: string; error: unknown }];
+    /** A stored execution whose executor stopped (crashed, or lost its lease) was moved on by this one. */
+    'execution-rescued': [
+      { executionId: ExecutionId; agent: string; attempt: number; owner: string; status: 'queued' | 'failed' | 'cancelled' },
+    ];
+    /** The result of an attempt that no longer owned its stored execution (rescued meanwhile) was discarded. */
+    'execution-stale': [{ executionId: ExecutionId; agent: string; attempt: number }];
+    /** The store failed outside any call (a heartbeat, a rescue, a retried write). */
+    'store-error': [{ error: Error; code: string; message: string }];
     'progress-update': [
       { executionId: ExecutionId; agent: string; progress: number; status: ExecutionStatus; duration: number; detail: unknown },
     ];
@@ -590,8 +632,12 @@ declare namespace Types {
     pause(): this;
     resume(): this;
 
-    /** `Result` types `result` once completed (e.g. `CommandResult`). */
+    /** `Result` types `result` once completed (e.g. `CommandResult`). For a stored execution: what this process knows. */
     getExecutionStatus<Result = unknown>(executionId: ExecutionId): ExecutionStatusResult<Result, Level>;
+    /** With a store: the execution as stored, whichever process submitted or ran it. */
+    fetchExecutionStatus<Result = unknown>(executionId: ExecutionId): Promise<ExecutionStatusResult<Result, Level>>;
+    /** With a store: SQLite's `PRAGMA integrity_check` answer ('ok' when sound); null without one. */
+    checkStore(): Promise<string | null>;
     getQueueStatus(): QueueStatus<Level>;
     getActiveExecutions(): ActiveExecution<Level>[];
     getStatus(): ExecutorStatus;

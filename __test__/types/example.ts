@@ -133,6 +133,9 @@ const fullConfig: Required<BackgroundExecutorConfig> = {
   retries: 2,
   retryDelayMs: 1000,
   backoff: 'exponential',
+  store: 'sqlite:.bmad/executions.db',
+  leaseMs: 30_000,
+  storePollMs: 0.25,
 };
 
 // The old extension point, overridden in a subclass.
@@ -173,6 +176,9 @@ const LISTENED = [
   'shutdown-complete',
   'idle',
   'command-output',
+  'execution-rescued',
+  'execution-stale',
+  'store-error',
 ] as const;
 check<Equal<(typeof LISTENED)[number], keyof BackgroundExecutorEvents>>();
 
@@ -194,10 +200,21 @@ function listenToEverything(bg: BackgroundExecutor): void {
   bg.on('watched-started', started);
   bg.on('execution-queued', (d) => {
     const mode: ExecutionMode = d.mode;
+    if ('durable' in d) {
+      const durable: true = d.durable;
+      use(d.executionId, d.agent, d.task, mode, d.priority, durable);
+      return;
+    }
     const position: number = d.queuePosition;
     const length: number = d.queueLength;
     use(d.executionId, d.agent, d.task, mode, d.priority, position, length);
   });
+  bg.on('execution-rescued', (d) => {
+    const status: 'queued' | 'failed' | 'cancelled' = d.status;
+    use(d.executionId, d.agent, d.attempt, d.owner, status);
+  });
+  bg.on('execution-stale', (d) => use(d.executionId, d.agent, d.attempt));
+  bg.on('store-error', (d) => use(d.error.message, d.code, d.message));
   bg.on('execution-started', (d) => {
     const mode: ExecutionMode = d.mode;
     const attempt: number = d.attempt;
@@ -383,6 +400,8 @@ export async function tour(): Promise<void> {
     retries: 1,
     retryDelayMs: 250,
     backoff: 'fixed',
+    durable: true,
+    key: 'prd:review',
   };
 
   // 1. Fire-and-forget.
@@ -435,6 +454,11 @@ export async function tour(): Promise<void> {
   // waitFor() and the status object (a discriminated union on `found`).
   const finished: ExecutionStatusResult = await bg.waitFor(executionId);
   const status2 = bg.getExecutionStatus(executionId);
+  // A store: any process's execution, as stored; its integrity.
+  const stored = await bg.fetchExecutionStatus<EvalResult>(executionId);
+  if (stored.found && stored.status === 'completed') use(stored.result.tests, stored.durable, stored.key, stored.owner);
+  const integrity: string | null = await bg.checkStore();
+  use(integrity);
   if (status2.found) {
     const s: ExecutionStatus = status2.status;
     const progress: number = status2.progress;
