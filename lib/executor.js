@@ -242,6 +242,7 @@ class BackgroundExecutor extends Lifecycle {
     integer('setConcurrency: n', n, 1, MAX_INT32, 1);
     this._flush();
     this._launchAll(this._native.setConcurrency(n));
+    this._slotsMayHaveFreed();
     return this;
   }
 
@@ -257,6 +258,7 @@ class BackgroundExecutor extends Lifecycle {
     const started = this._native.setPaused(false);
     this._emit('queue-unpaused', { started: started.length });
     this._launchAll(started);
+    this._slotsMayHaveFreed();
     return this;
   }
 
@@ -288,6 +290,12 @@ class BackgroundExecutor extends Lifecycle {
       });
     }
     this._launchAll(started);
+    this._slotsMayHaveFreed();
+  }
+
+  /** More slots (resume, a throttle lifted, a higher concurrency): claim stored work for them. */
+  _slotsMayHaveFreed() {
+    if (this._store !== null) this._store.link.wantClaim();
   }
 
   // ----- queries -------------------------------------------------------------------------
