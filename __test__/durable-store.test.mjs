@@ -1,0 +1,730 @@
+// The durable store in one process: opting in, what is stored (and what is refused), claim
+// order, keys, retries, progress, shutdown, retention, bad stores and bad config.
+// The store is read only through the executor's API (Node 20 has no node:sqlite).
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync, writeFileSync, copyFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import BackgroundExecutor from '../index.mjs';
+import { test, shutDownAfterEach, exitIfWorkLeftBehind, tempDir, sleep, gate, waitUntil, settleOf } from './helpers.mjs';
+
+exitIfWorkLeftBehind();
+const create = shutDownAfterEach({ timeoutMs: 50 });
+
+const FIXTURES = new URL('./fixtures/', import.meta.url);
+
+/** A store URL in a new temporary directory (removed after the test), and its file path. */
+function newStore(t, name = 'executions.db') {
+  const dir = tempDir(t, 'bmad-durable-');
+  const file = join(dir, name);
+  return { dir, file, url: `sqlite:${file}` };
+}
+
+/** An executor on `url` that never throttles (the test machine may be busy). */
+const make = (url, config = {}) => create({ store: url, throttleIfExceeded: false, ...config });
+
+/** Asserts `p` rejects with an error of class `Ctor` and code `code`; returns the error. */
+async function rejectsWith(p, Ctor, code) {
+  const r = await settleOf(p);
+  assert.equal(r.ok, false, `expected a rejection with ${code}, got ${JSON.stringify(r.value)}`);
+  assert.ok(r.value instanceof Ctor, `expected a ${Ctor.name}, got ${r.value && r.value.name}: ${r.value && r.value.message}`);
+  assert.equal(r.value.code, code, r.value.message);
+  return r.value;
+}
+
+/** An agent that resolves when its signal aborts, recording when. */
+function abortable(log) {
+  return (task, options, ctx) =>
+    new Promise((resolve) => {
+      log.push({ task, attempt: ctx.attempt, id: ctx.executionId, startedAt: Date.now() });
+      ctx.signal.addEventListener('abort', () => {
+        log.at(-1).abortedAt = Date.now();
+        resolve('late');
+      });
+    });
+}
+
+// ----- opting in ---------------------------------------------------------------------------
+
+test('store: a relative path is resolved against the working directory, parent folders created, WAL mode', async (t) => {
+  const dir = tempDir(t, 'bmad-durable-cwd-');
+  const before = process.cwd();
+  let bg;
+  process.chdir(dir);
+  try {
+    bg = make('sqlite:.bmad/nested/executions.db', { agents: { echo: (task) => `echo ${task}` } });
+  } finally {
+    process.chdir(before);
+  }
+  await bg.initialize();
+  const file = join(dir, '.bmad', 'nested', 'executions.db');
+  assert.ok(existsSync(file), 'the database file is created under the working directory of the constructor');
+  assert.ok(!existsSync(join(before, '.bmad', 'nested')), 'nothing is created under the test runner cwd');
+  assert.equal(await bg.execute('echo', 'a'), 'echo a');
+  // WAL: the -wal file exists while the store is open, and the header says so (bytes 18, 19 = 2).
+  assert.ok(existsSync(`${file}-wal`), 'the -wal file exists while the store is open');
+  const header = readFileSync(file).subarray(0, 20);
+  assert.equal(header.subarray(0, 16).toString('latin1'), 'SQLite format 3\u0000');
+  assert.deepEqual([header[18], header[19]], [2, 2], 'the file is in WAL mode');
+  assert.equal(await bg.checkStore(), 'ok');
+  await bg.shutdown();
+});
+
+test('store: the sqlite:// form is accepted too', async (t) => {
+  const { file } = newStore(t);
+  const bg = make(`sqlite://${file}`, { agents: { echo: (task) => task } });
+  assert.equal(await bg.execute('echo', 'x'), 'x');
+  assert.ok(existsSync(file));
+});
+
+test('with a store every execution is durable: ids exec-d<N>, readable by fetchExecutionStatus', async (t) => {
+  const { url } = newStore(t);
+  const bg = make(url, { agents: { echo: (task) => ({ got: task }) } });
+  const queued = [];
+  bg.on('execution-queued', (e) => queued.push(e));
+  const a = await bg.fireAndForget('echo', 'one');
+  const b = await bg.executeWatched('echo', 'two');
+  assert.deepEqual(a, { executionId: 'exec-d1', mode: 'fire-and-forget', status: 'queued' });
+  assert.deepEqual(b, { executionId: 'exec-d2', mode: 'watched', status: 'queued' });
+  const final = await bg.waitFor('exec-d1');
+  assert.equal(final.status, 'completed');
+  assert.deepEqual(final.result, { got: 'one' });
+  await bg.waitFor('exec-d2');
+  const s = await bg.fetchExecutionStatus('exec-d2');
+  assert.equal(s.found, true);
+  assert.equal(s.executionId, 'exec-d2');
+  assert.equal(s.agent, 'echo');
+  assert.equal(s.task, 'two');
+  assert.equal(s.mode, 'watched');
+  assert.equal(s.status, 'completed');
+  assert.equal(s.attempt, 1);
+  assert.equal(s.progress, 100);
+  assert.deepEqual(s.result, { got: 'two' });
+  assert.equal(s.error, null);
+  assert.equal(s.durable, true);
+  assert.equal(typeof s.startedAt, 'number');
+  assert.ok(s.finishedAt >= s.startedAt);
+  assert.deepEqual(
+    queued.map((e) => [e.executionId, e.durable]),
+    [
+      ['exec-d1', true],
+      ['exec-d2', true],
+    ],
+  );
+});
+
+test('durable: false runs in memory: an exec-<N> id, nothing written to the store', async (t) => {
+  const { url } = newStore(t);
+  const bg = make(url, { agents: { echo: (task) => `r:${task}` } });
+  await bg.initialize();
+  const r = await bg.fireAndForget('echo', 'mem', { durable: false });
+  assert.match(r.executionId, /^exec-[1-9][0-9]*$/);
+  assert.equal(await bg.execute('echo', 'mem2', { durable: false }), 'r:mem2');
+  const local = await bg.waitFor(r.executionId);
+  assert.equal(local.status, 'completed');
+  assert.equal(local.result, 'r:mem');
+  // What fetch says of the in-memory id is what getExecutionStatus says.
+  const fetched = await bg.fetchExecutionStatus(r.executionId);
+  assert.equal(fetched.found, true);
+  assert.equal(fetched.result, 'r:mem');
+  assert.notEqual(fetched.durable, true);
+  // Nothing was written: the store's first row is still to come.
+  assert.deepEqual(await bg.fetchExecutionStatus('exec-d1'), { found: false });
+  const d = await bg.fireAndForget('echo', 'stored');
+  assert.equal(d.executionId, 'exec-d1');
+  assert.equal((await bg.waitFor('exec-d1')).result, 'r:stored');
+});
+
+// ----- what is stored, what is refused ----------------------------------------------------
+
+class Point {
+  constructor() {
+    this.x = 1;
+  }
+}
+const cyclic = () => {
+  const o = { a: 1 };
+  o.self = o;
+  return o;
+};
+
+// [what, options, message]
+const REFUSED_OPTIONS = [
+  ['a function', { onDone() {} }, 'options.onDone is a function'],
+  ['a symbol', { s: Symbol('s') }, 'options.s is a symbol (Symbol(s))'],
+  ['a BigInt', { meta: { n: 10n } }, 'options.meta.n is a BigInt'],
+  ['a cycle', { graph: cyclic() }, 'options.graph.self is a cycle (it refers back to options.graph)'],
+  ['undefined in an array', { list: [1, undefined] }, 'options.list[1] is undefined (JSON turns it into null)'],
+  ['a class instance', { p: new Point() }, 'options.p is a Point (a class instance); pass a plain object'],
+  ['a Date', { when: new Date(0) }, 'options.when is a Date (a class instance); pass date.toISOString()'],
+];
+
+test('options that JSON would drop or change are refused at submission with ERR_NOT_SERIALIZABLE naming the path; nothing is written', async (t) => {
+  const { url } = newStore(t);
+  let calls = 0;
+  const bg = make(url, {
+    agents: {
+      echo: () => {
+        calls++;
+        return 'ran';
+      },
+    },
+  });
+  await bg.initialize();
+  const queued = [];
+  bg.on('execution-queued', (e) => queued.push(e));
+  for (const [what, options, message] of REFUSED_OPTIONS) {
+    for (const submit of [
+      () => bg.execute('echo', 't', options),
+      () => bg.fireAndForget('echo', 't', options),
+      () => bg.executeWithCallback('echo', 't', () => {}, options),
+      () => bg.executeWatched('echo', 't', options),
+    ]) {
+      const err = await rejectsWith(submit(), TypeError, 'ERR_NOT_SERIALIZABLE');
+      assert.equal(err.message, message, what);
+    }
+  }
+  await sleep(50);
+  assert.equal(calls, 0, 'no refused submission ran');
+  assert.equal(queued.length, 0, 'no refused submission was queued');
+  assert.deepEqual(await bg.fetchExecutionStatus('exec-d1'), { found: false });
+  // The next submission is the store's first row.
+  const ok = await bg.fireAndForget('echo', 'fine', { meta: { n: 1, list: [1, null], when: new Date(0).toISOString() } });
+  assert.equal(ok.executionId, 'exec-d1');
+  assert.equal((await bg.waitFor('exec-d1')).result, 'ran');
+});
+
+test('a result that is not a JSON value fails the execution with ERR_NOT_SERIALIZABLE, not retried', async (t) => {
+  const { url } = newStore(t);
+  let calls = 0;
+  const bg = make(url, {
+    retries: 3,
+    retryDelayMs: 10,
+    agents: {
+      big: () => {
+        calls++;
+        return { total: 10n };
+      },
+    },
+  });
+  const retries = [];
+  const failed = [];
+  bg.on('execution-retry', (e) => retries.push(e));
+  bg.on('execution-failed', (e) => failed.push(e));
+  const err = await rejectsWith(bg.execute('big', 't'), TypeError, 'ERR_NOT_SERIALIZABLE');
+  assert.equal(err.message, 'result.total is a BigInt');
+  await sleep(100);
+  assert.equal(calls, 1, 'not retried');
+  assert.equal(retries.length, 0);
+  assert.equal(failed.length, 1);
+  assert.equal(failed[0].code, 'ERR_NOT_SERIALIZABLE');
+  const s = await bg.fetchExecutionStatus('exec-d1');
+  assert.equal(s.status, 'failed');
+  assert.equal(s.attempt, 1);
+  assert.equal(s.result, null);
+  assert.equal(s.error, 'result.total is a BigInt');
+  assert.equal(s.errorObject.code, 'ERR_NOT_SERIALIZABLE');
+});
+
+test('a result of undefined is stored as null; execute() resolves with undefined', async (t) => {
+  const { url } = newStore(t);
+  const bg = make(url, { agents: { nothing: () => undefined } });
+  const r = await settleOf(bg.execute('nothing', 't'));
+  assert.deepEqual(r, { ok: true, value: undefined });
+  const s = await bg.fetchExecutionStatus('exec-d1');
+  assert.equal(s.status, 'completed');
+  assert.equal(s.result, null);
+});
+
+test('in the submitting process, execute() resolves with the agent\'s own value and the agent sees the caller\'s options object', async (t) => {
+  const { url } = newStore(t);
+  const own = { list: [1, 2], nested: { a: 'b' } };
+  let seenOptions;
+  const bg = make(url, {
+    agents: {
+      mine: (task, options) => {
+        seenOptions = options;
+        return own;
+      },
+    },
+  });
+  const options = { priority: 'high', meta: { x: 1 } };
+  const value = await bg.execute('mine', 't', options);
+  assert.equal(value, own, 'the same object, not a JSON copy');
+  assert.equal(seenOptions, options, 'the caller\'s own options object');
+  const s = await bg.fetchExecutionStatus('exec-d1');
+  assert.deepEqual(s.result, own, 'stored as JSON');
+  assert.notEqual(s.result, own);
+  assert.equal(s.priority, 'high');
+});
+
+// ----- claims --------------------------------------------------------------------------------
+
+test('claims follow priority, then submission order (FIFO), one at a time with maxConcurrentAgents 1', async (t) => {
+  const { url } = newStore(t);
+  const bg = make(url, { maxConcurrentAgents: 1 });
+  await bg.initialize();
+  const plan = [
+    ['low-1', 'low'],
+    ['high-1', 'high'],
+    ['bg-1', 'background'],
+    ['critical-1', 'critical'],
+    ['high-2', 'high'],
+    ['low-2', 'low'],
+    ['critical-2', 'critical'],
+    ['medium-1', 'medium'],
+  ];
+  const ids = [];
+  for (const [task, priority] of plan) ids.push((await bg.fireAndForget('rec', task, { priority })).executionId);
+  for (const id of ids) assert.equal((await bg.fetchExecutionStatus(id)).status, 'queued');
+  const started = [];
+  let running = 0;
+  let maxRunning = 0;
+  bg.registerAgent('rec', async (task) => {
+    running++;
+    maxRunning = Math.max(maxRunning, running);
+    started.push(task);
+    await sleep(5);
+    running--;
+    return task;
+  });
+  const finals = await Promise.all(ids.map((id) => bg.waitFor(id)));
+  assert.deepEqual(
+    finals.map((f) => f.status),
+    plan.map(() => 'completed'),
+  );
+  assert.deepEqual(started, ['critical-1', 'critical-2', 'high-1', 'high-2', 'medium-1', 'low-1', 'low-2', 'bg-1']);
+  assert.equal(maxRunning, 1);
+});
+
+test('a submission for an agent not registered here is accepted and stays queued until one is registered', async (t) => {
+  const { url } = newStore(t);
+  const bg = make(url, { agents: { other: () => 'other' } });
+  const events = [];
+  bg.on('execution-started', (e) => events.push(e));
+  const p = bg.execute('later', 'task-1');
+  const p2 = bg.fireAndForget('later', 'task-2');
+  const { executionId } = await p2;
+  assert.equal(executionId, 'exec-d2');
+  await sleep(300);
+  const s1 = await bg.fetchExecutionStatus('exec-d1');
+  assert.equal(s1.status, 'queued');
+  assert.equal(s1.agent, 'later');
+  assert.equal(s1.task, 'task-1');
+  assert.equal((await bg.fetchExecutionStatus('exec-d2')).status, 'queued');
+  assert.equal(events.length, 0, 'nothing started');
+  bg.registerAgent('later', (task, options, ctx) => `done ${task} ${ctx.executionId}`);
+  assert.equal(await p, 'done task-1 exec-d1');
+  const f2 = await bg.waitFor('exec-d2');
+  assert.equal(f2.status, 'completed');
+  assert.equal(f2.result, 'done task-2 exec-d2');
+});
+
+test('a defaultAgent claims executions for any agent name', async (t) => {
+  const { url } = newStore(t);
+  const bg = make(url, { defaultAgent: (agent, task, options, ctx) => `default ran ${agent}:${task} as ${ctx.executionId}` });
+  assert.equal(await bg.execute('anything', 'x'), 'default ran anything:x as exec-d1');
+  assert.equal(await bg.execute('whatever', 'y'), 'default ran whatever:y as exec-d2');
+});
+
+// ----- keys ------------------------------------------------------------------------------
+
+test('options.key: while queued or running a duplicate gets the same id and outcome; after the end a new one', async (t) => {
+  const { url } = newStore(t);
+  const g = gate();
+  let calls = 0;
+  const bg = make(url);
+  // Queued (agent not registered yet): the duplicate gets the same id.
+  const q1 = await bg.fireAndForget('keyed', 'first', { key: 'k-1' });
+  const q2 = await bg.fireAndForget('keyed', 'second', { key: 'k-1' });
+  assert.equal(q2.executionId, q1.executionId);
+  const other = await bg.fireAndForget('keyed', 'third', { key: 'k-2' });
+  assert.notEqual(other.executionId, q1.executionId);
+  bg.registerAgent('keyed', async (task) => {
+    calls++;
+    await g.promise;
+    return { task };
+  });
+  await waitUntil(() => calls === 2, 'both keyed executions running');
+  // Running: two execute() with the key share the execution and its outcome.
+  const p1 = bg.execute('keyed', 'dup', { key: 'k-1' });
+  const p2 = bg.execute('keyed', 'dup2', { key: 'k-1' });
+  const withId = await bg.fireAndForget('keyed', 'dup3', { key: 'k-1' });
+  assert.equal(withId.executionId, q1.executionId);
+  await sleep(50);
+  assert.equal(calls, 2, 'no new execution for a key that is running');
+  g.open();
+  const [r1, r2] = await Promise.all([p1, p2]);
+  assert.deepEqual(r1, { task: 'first' });
+  assert.deepEqual(r2, { task: 'first' });
+  assert.equal((await bg.waitFor(other.executionId)).result.task, 'third');
+  // Ended: the key is free again.
+  const again = await bg.fireAndForget('keyed', 'fourth', { key: 'k-1' });
+  assert.notEqual(again.executionId, q1.executionId);
+  assert.notEqual(again.executionId, other.executionId);
+  assert.equal((await bg.waitFor(again.executionId)).result.task, 'fourth');
+  assert.equal(calls, 3);
+  const s = await bg.fetchExecutionStatus(again.executionId);
+  assert.equal(s.key, 'k-1');
+});
+
+// ----- retries -----------------------------------------------------------------------------
+
+test('retries from config: ctx.attempt counts 1, 2, 3, execution-retry events, the store shows the last attempt', async (t) => {
+  const { url } = newStore(t);
+  const attempts = [];
+  const bg = make(url, {
+    retries: 2,
+    retryDelayMs: 20,
+    backoff: 'fixed',
+    agents: {
+      flaky: (task, options, ctx) => {
+        attempts.push(ctx.attempt);
+        if (ctx.attempt < 3) throw Object.assign(new Error(`boom ${ctx.attempt}`), { code: 'E_FLAKY' });
+        return `ok at ${ctx.attempt}`;
+      },
+    },
+  });
+  const retries = [];
+  bg.on('execution-retry', (e) => retries.push(e));
+  assert.equal(await bg.execute('flaky', 't'), 'ok at 3');
+  assert.deepEqual(attempts, [1, 2, 3]);
+  assert.deepEqual(
+    retries.map((e) => [e.executionId, e.attempt, e.error]),
+    [
+      ['exec-d1', 1, 'boom 1'],
+      ['exec-d1', 2, 'boom 2'],
+    ],
+  );
+  const s = await bg.fetchExecutionStatus('exec-d1');
+  assert.equal(s.status, 'completed');
+  assert.equal(s.attempt, 3);
+  assert.equal(s.maxAttempts, 3);
+  assert.equal(s.result, 'ok at 3');
+});
+
+test('retries from options: an agent that always fails fails after 1 + retries attempts with its error', async (t) => {
+  const { url } = newStore(t);
+  const attempts = [];
+  const bg = make(url, {
+    agents: {
+      broken: (task, options, ctx) => {
+        attempts.push(ctx.attempt);
+        throw Object.assign(new Error('always'), { code: 'E_ALWAYS' });
+      },
+    },
+  });
+  const err = await rejectsWith(bg.execute('broken', 't', { retries: 1, retryDelayMs: 10 }), Error, 'E_ALWAYS');
+  assert.equal(err.message, 'always');
+  assert.deepEqual(attempts, [1, 2]);
+  const s = await bg.fetchExecutionStatus('exec-d1');
+  assert.equal(s.status, 'failed');
+  assert.equal(s.attempt, 2);
+  assert.equal(s.maxAttempts, 2);
+  assert.equal(s.error, 'always');
+  assert.equal(s.errorObject.code, 'E_ALWAYS');
+});
+
+// ----- progress ----------------------------------------------------------------------------
+
+test('progress is stored while running, at most once per progressIntervalMs', async (t) => {
+  const { url } = newStore(t);
+  const g = gate();
+  const phase = gate();
+  const bg = make(url, {
+    progressIntervalMs: 400,
+    agents: {
+      busy: async (task, options, ctx) => {
+        // 50 reports within ~100 ms: only the first is stored.
+        for (let i = 1; i <= 50; i++) {
+          ctx.progress(i);
+          await sleep(2);
+        }
+        phase.open();
+        await g.promise;
+        // Past the interval: stored again.
+        ctx.progress(90);
+        await sleep(1000);
+        return 'done';
+      },
+    },
+  });
+  const { executionId } = await bg.fireAndForget('busy', 't');
+  await phase.promise;
+  await sleep(100);
+  const s = await bg.fetchExecutionStatus(executionId);
+  assert.equal(s.status, 'running');
+  assert.equal(s.progress, 1, 'the first report is stored, the rest of the interval is not');
+  await sleep(400);
+  g.open();
+  // Past the interval: the next report is stored (polled through the API).
+  let p;
+  const end = Date.now() + 900;
+  for (;;) {
+    p = (await bg.fetchExecutionStatus(executionId)).progress;
+    if (p === 90 || Date.now() > end) break;
+    await sleep(10);
+  }
+  assert.equal(p, 90);
+  assert.equal((await bg.fetchExecutionStatus(executionId)).status, 'running');
+  assert.equal((await bg.waitFor(executionId)).status, 'completed');
+  assert.equal((await bg.fetchExecutionStatus(executionId)).progress, 100);
+});
+
+// ----- shutdown ----------------------------------------------------------------------------
+
+test("shutdown() (cancel): the running agent's signal aborts; the execution goes back to the queue without counting an attempt", async (t) => {
+  const { url } = newStore(t);
+  const log = [];
+  const a = make(url, { agents: { hold: abortable(log) } });
+  const p = settleOf(a.execute('hold', 'job'));
+  await waitUntil(() => log.length === 1, 'the agent started');
+  assert.equal(log[0].attempt, 1);
+  const t0 = Date.now();
+  await a.shutdown();
+  assert.ok(log[0].abortedAt !== undefined, 'the signal aborted');
+  assert.ok(log[0].abortedAt - t0 < 200, `aborted ${log[0].abortedAt - t0} ms after shutdown()`);
+  const r = await p;
+  assert.equal(r.ok, false);
+  assert.equal(r.value.code, 'ERR_EXECUTOR_SHUT_DOWN');
+  // A later executor sees it queued, and runs it as attempt 1 again.
+  const b = make(url);
+  const s = await b.fetchExecutionStatus('exec-d1');
+  assert.equal(s.status, 'queued');
+  assert.ok(s.attempt <= 1, `attempt ${s.attempt}`);
+  const attempts = [];
+  b.registerAgent('hold', (task, options, ctx) => {
+    attempts.push(ctx.attempt);
+    return `again ${task}`;
+  });
+  const final = await b.waitFor('exec-d1');
+  assert.equal(final.status, 'completed');
+  assert.equal(final.result, 'again job');
+  assert.deepEqual(attempts, [1]);
+  const stored = await b.fetchExecutionStatus('exec-d1');
+  assert.equal(stored.attempt, 1);
+});
+
+test("shutdown({ mode: 'drain' }) waits for this executor's running execution; queued ones stay for the next executor", async (t) => {
+  const { url } = newStore(t);
+  const ran = [];
+  const a = make(url, {
+    maxConcurrentAgents: 1,
+    agents: {
+      slow: async (task) => {
+        ran.push(task);
+        await sleep(300);
+        return `slow ${task}`;
+      },
+    },
+  });
+  const first = a.execute('slow', 'a');
+  // fireAndForget: a pending execute() of a queued one makes drain hang (see the todo test below).
+  const rest = [await a.fireAndForget('slow', 'b'), await a.fireAndForget('slow', 'c')];
+  await waitUntil(() => ran.length === 1, 'the first started');
+  const t0 = Date.now();
+  await a.shutdown({ mode: 'drain' });
+  const took = Date.now() - t0;
+  assert.ok(took >= 200, `drain waited for the running agent (${took} ms)`);
+  assert.equal(await first, 'slow a');
+  assert.deepEqual(ran, ['a'], 'nothing new claimed while draining');
+  assert.deepEqual(
+    rest.map((r) => r.executionId),
+    ['exec-d2', 'exec-d3'],
+  );
+  const b = make(url, { maxConcurrentAgents: 1 });
+  assert.equal((await b.fetchExecutionStatus('exec-d1')).status, 'completed');
+  assert.equal((await b.fetchExecutionStatus('exec-d2')).status, 'queued');
+  assert.equal((await b.fetchExecutionStatus('exec-d3')).status, 'queued');
+  const ranB = [];
+  b.registerAgent('slow', (task, options, ctx) => {
+    ranB.push([task, ctx.attempt]);
+    return `b ${task}`;
+  });
+  const finals = await Promise.all([b.waitFor('exec-d2'), b.waitFor('exec-d3')]);
+  assert.deepEqual(
+    finals.map((f) => [f.status, f.result]),
+    [
+      ['completed', 'b b'],
+      ['completed', 'b c'],
+    ],
+  );
+  assert.deepEqual(ranB, [
+    ['b', 1],
+    ['c', 1],
+  ]);
+});
+
+test('shutdown() (cancel) leaves queued executions in the store for the next executor', async (t) => {
+  const { url } = newStore(t);
+  const a = make(url);
+  const ids = [];
+  for (const task of ['x', 'y']) ids.push((await a.fireAndForget('nobody-here', task)).executionId);
+  await a.shutdown();
+  const b = make(url, { agents: { 'nobody-here': (task) => task.toUpperCase() } });
+  const finals = await Promise.all(ids.map((id) => b.waitFor(id)));
+  assert.deepEqual(
+    finals.map((f) => f.result),
+    ['X', 'Y'],
+  );
+});
+
+// ----- retention ---------------------------------------------------------------------------
+
+test('retention: maxRetainedResults and resultTtlMs delete finished rows (retention runs every 5 s)', async (t) => {
+  const byCount = newStore(t, 'count.db');
+  const byTtl = newStore(t, 'ttl.db');
+  const a = make(byCount.url, { maxRetainedResults: 2, agents: { echo: (task) => task } });
+  const b = make(byTtl.url, { resultTtlMs: 300, agents: { echo: (task) => task } });
+  await Promise.all([a.initialize(), b.initialize()]);
+  for (const task of ['1', '2', '3', '4']) await a.execute('echo', task);
+  await b.execute('echo', 'old');
+  const g = gate();
+  b.registerAgent('hold', () => g.promise);
+  const { executionId: running } = await b.fireAndForget('hold', 'still running');
+  // Every row is there at first.
+  for (const id of ['exec-d1', 'exec-d2', 'exec-d3', 'exec-d4']) assert.equal((await a.fetchExecutionStatus(id)).found, true, id);
+  const deadline = Date.now() + 8000;
+  let gone = false;
+  while (Date.now() < deadline) {
+    const [c1, c2, t1] = await Promise.all([a.fetchExecutionStatus('exec-d1'), a.fetchExecutionStatus('exec-d2'), b.fetchExecutionStatus('exec-d1')]);
+    if (!c1.found && !c2.found && !t1.found) {
+      gone = true;
+      break;
+    }
+    await sleep(100);
+  }
+  assert.ok(gone, 'the oldest ended rows were deleted within 8 s');
+  assert.equal((await a.fetchExecutionStatus('exec-d3')).result, '3');
+  assert.equal((await a.fetchExecutionStatus('exec-d4')).result, '4');
+  const stillRunning = await b.fetchExecutionStatus(running);
+  assert.equal(stillRunning.found, true, 'a running execution is never deleted');
+  assert.equal(stillRunning.status, 'running');
+  g.open();
+  assert.equal((await b.waitFor(running)).status, 'completed');
+});
+
+// ----- bad stores ----------------------------------------------------------------------------
+
+/** Asserts an executor on `url` refuses to open with `code`, naming `file`, and stays usable to shut down. */
+async function assertBadStore(url, file, code) {
+  const bg = make(url, { agents: { echo: (task) => task } });
+  const errors = [];
+  bg.on('error', (e) => errors.push(e));
+  const err = await rejectsWith(bg.initialize(), Error, code);
+  assert.ok(err.message.includes(file), `message ${JSON.stringify(err.message)} names ${file}`);
+  // A submission is refused with the same error.
+  const sub = await rejectsWith(bg.execute('echo', 't'), Error, code);
+  assert.ok(sub.message.includes(file), sub.message);
+  const sub2 = await rejectsWith(bg.fireAndForget('echo', 't'), Error, code);
+  assert.ok(sub2.message.includes(file), sub2.message);
+  // Queries answer without crashing.
+  await settleOf(bg.fetchExecutionStatus('exec-d1'));
+  await bg.shutdown();
+  return err;
+}
+
+test('bad store: a path that cannot be created (under a regular file) -> ERR_STORE at initialize()', async (t) => {
+  const dir = tempDir(t, 'bmad-durable-bad-');
+  const blocker = join(dir, 'a-file');
+  writeFileSync(blocker, 'not a folder');
+  const file = join(blocker, 'sub', 'executions.db');
+  await assertBadStore(`sqlite:${file}`, file, 'ERR_STORE');
+  assert.equal(readFileSync(blocker, 'utf8'), 'not a folder');
+});
+
+test('bad store: a file of random bytes -> ERR_STORE, its bytes unchanged', async (t) => {
+  const dir = tempDir(t, 'bmad-durable-bad-');
+  const file = join(dir, 'random.db');
+  const bytes = randomBytes(8192);
+  writeFileSync(file, bytes);
+  await assertBadStore(`sqlite:${file}`, file, 'ERR_STORE');
+  assert.deepEqual(readFileSync(file), bytes);
+  assert.ok(!existsSync(`${file}-wal`) || statSync(`${file}-wal`).size === 0, 'no WAL content written');
+});
+
+test('bad store: a SQLite database of another application -> ERR_STORE, its bytes unchanged', async (t) => {
+  const dir = tempDir(t, 'bmad-durable-bad-');
+  const file = join(dir, 'other-app.db');
+  copyFileSync(new URL('other-app.db', FIXTURES), file);
+  const bytes = readFileSync(file);
+  const err = await assertBadStore(`sqlite:${file}`, file, 'ERR_STORE');
+  assert.notEqual(err.code, 'ERR_STORE_VERSION');
+  assert.deepEqual(readFileSync(file), bytes);
+  assert.ok(!existsSync(`${file}-wal`) || statSync(`${file}-wal`).size === 0, 'no WAL content written');
+});
+
+test('bad store: a store written by a newer schema version -> ERR_STORE_VERSION, its bytes unchanged', async (t) => {
+  const dir = tempDir(t, 'bmad-durable-bad-');
+  const file = join(dir, 'newer.db');
+  copyFileSync(new URL('newer-version.db', FIXTURES), file);
+  const bytes = readFileSync(file);
+  await assertBadStore(`sqlite:${file}`, file, 'ERR_STORE_VERSION');
+  assert.deepEqual(readFileSync(file), bytes);
+  assert.ok(!existsSync(`${file}-wal`) || statSync(`${file}-wal`).size === 0, 'no WAL content written');
+});
+
+test('bad store without initialize(): a submission rejects with the store error', async (t) => {
+  const dir = tempDir(t, 'bmad-durable-bad-');
+  const file = join(dir, 'random.db');
+  writeFileSync(file, randomBytes(4096));
+  const bg = make(`sqlite:${file}`, { agents: { echo: (task) => task } });
+  const err = await rejectsWith(bg.execute('echo', 't'), Error, 'ERR_STORE');
+  assert.ok(err.message.includes(file), err.message);
+  const cb = await new Promise((resolve) => {
+    bg.executeWithCallback('echo', 't', (e) => resolve({ callback: e })).catch((e) => resolve({ rejected: e }));
+  });
+  const e = cb.callback || cb.rejected;
+  assert.ok(e instanceof Error);
+  assert.equal(e.code, 'ERR_STORE');
+});
+
+// ----- config ------------------------------------------------------------------------------
+
+test('invalid store config and durable options are refused with coded errors', async (t) => {
+  assert.throws(() => new BackgroundExecutor({ store: 42 }), (e) => e instanceof TypeError && /store/.test(e.message));
+  assert.throws(
+    () => new BackgroundExecutor({ store: 'postgres://x' }),
+    (e) => e instanceof RangeError && e.code === 'ERR_STORE' && e.message.includes('postgres://x'),
+  );
+  assert.throws(() => new BackgroundExecutor({ leaseMs: 1000 }), (e) => e instanceof RangeError && /leaseMs/.test(e.message));
+  assert.throws(() => new BackgroundExecutor({ storePollMs: 5 }), (e) => e instanceof RangeError && /storePollMs/.test(e.message));
+  const { url } = newStore(t);
+  assert.throws(() => new BackgroundExecutor({ store: url, leaseMs: 10 }), (e) => e instanceof RangeError && /leaseMs/.test(e.message));
+  const mem = create({ agents: { echo: (task) => task } });
+  await rejectsWith(mem.execute('echo', 't', { durable: 'yes' }), TypeError, 'ERR_INVALID_ARG');
+  const noStore = await rejectsWith(mem.execute('echo', 't', { durable: true }), RangeError, 'ERR_NO_STORE');
+  assert.match(noStore.message, /store/);
+  // Without a store, durable: false is a normal in-memory execution.
+  assert.equal(await mem.execute('echo', 'plain', { durable: false }), 'plain');
+  const withStore = make(url, { agents: { echo: (task) => task } });
+  await rejectsWith(withStore.execute('echo', 't', { durable: 'yes' }), TypeError, 'ERR_INVALID_ARG');
+  assert.equal(await withStore.execute('echo', 'explicit', { durable: true }), 'explicit');
+  assert.equal((await withStore.fetchExecutionStatus('exec-d1')).result, 'explicit');
+});
+
+// ----- group commit ------------------------------------------------------------------------
+
+test('submissions of one microtask batch share one transaction (group commit): the WAL grows by a few pages, not one commit each', async (t) => {
+  const one = newStore(t, 'batch.db');
+  const many = newStore(t, 'serial.db');
+  const a = make(one.url);
+  const b = make(many.url);
+  await Promise.all([a.initialize(), b.initialize()]);
+  const walOf = (file) => statSync(`${file}-wal`).size;
+  const a0 = walOf(one.file);
+  const b0 = walOf(many.file);
+  // 200 submissions in one synchronous run (one batch), for an agent nobody runs.
+  const ids = await Promise.all(Array.from({ length: 200 }, (_, i) => a.fireAndForget('nobody', `t${i}`)));
+  assert.deepEqual(
+    ids.map((r) => r.executionId),
+    Array.from({ length: 200 }, (_, i) => `exec-d${i + 1}`),
+  );
+  // The same 200, each awaited before the next: one commit each.
+  for (let i = 0; i < 200; i++) await b.fireAndForget('nobody', `t${i}`);
+  const grewBatch = walOf(one.file) - a0;
+  const grewSerial = walOf(many.file) - b0;
+  assert.ok(grewSerial >= 200 * 4096, `serial commits: WAL grew ${grewSerial} bytes`);
+  assert.ok(grewBatch < grewSerial / 10, `one batch: WAL grew ${grewBatch} bytes vs ${grewSerial} for 200 commits`);
+  assert.equal((await a.fetchExecutionStatus('exec-d200')).status, 'queued');
+});

@@ -1,0 +1,133 @@
+// Shared by the durable crash and chaos tests: a seeded PRNG, worker processes
+// (./worker.mjs) and the parsing of their log lines. Not a test file.
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const WORKER = fileURLToPath(new URL('./worker.mjs', import.meta.url));
+
+/** mulberry32: a small seeded PRNG, floats in [0, 1). */
+export function mulberry32(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * Spawns `node worker.mjs <cfg>` (stdin a pipe kept open, stdout read by lines, stderr kept).
+ * Returns `{ child, pid, label, stdoutLines, stderr(), line(prefix, timeoutMs), exited,
+ * running(), kill(), end() }`.
+ */
+export function spawnWorker(cfg, label) {
+  const child = spawn(process.execPath, [WORKER, JSON.stringify(cfg)], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const exited = once(child, 'exit').then(([code, signal]) => ({ code, signal }));
+  const stdoutLines = [];
+  const waiting = []; // [prefix, resolve]
+  let buf = '';
+  let err = '';
+  child.stdout.setEncoding('utf8');
+  child.stderr.setEncoding('utf8');
+  child.stdout.on('data', (d) => {
+    buf += d;
+    let nl;
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      stdoutLines.push(line);
+      for (let i = waiting.length - 1; i >= 0; i--) {
+        if (line.startsWith(waiting[i][0])) {
+          waiting[i][1](line);
+          waiting.splice(i, 1);
+        }
+      }
+    }
+  });
+  child.stderr.on('data', (d) => (err += d));
+  child.stdin.on('error', () => {}); // EPIPE once it is dead
+  const running = () => child.exitCode === null && child.signalCode === null;
+  const w = {
+    child,
+    pid: child.pid,
+    label,
+    stdoutLines,
+    stderr: () => err,
+    exited,
+    running,
+    /** Resolves with the first stdout line starting with `prefix` (also one already printed). */
+    line(prefix, timeoutMs = 15000) {
+      const seen = stdoutLines.find((l) => l.startsWith(prefix));
+      if (seen !== undefined) return Promise.resolve(seen);
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(
+          () => reject(new Error(`${label} (pid ${child.pid}) printed no "${prefix}" line in ${timeoutMs} ms; stderr: ${err}`)),
+          timeoutMs,
+        );
+        const entry = [
+          prefix,
+          (l) => {
+            clearTimeout(timer);
+            resolve(l);
+          },
+        ];
+        waiting.push(entry);
+        exited.then(({ code, signal }) => {
+          if (waiting.includes(entry)) {
+            clearTimeout(timer);
+            reject(new Error(`${label} (pid ${child.pid}) exited (${code ?? signal}) before printing "${prefix}"; stderr: ${err}`));
+          }
+        });
+      });
+    },
+    kill() {
+      if (running()) child.kill('SIGKILL');
+      return exited;
+    },
+    /** Closes its stdin (the worker shuts down and exits); SIGKILL after `graceMs`. */
+    async end(graceMs = 5000) {
+      if (!running()) return exited;
+      child.stdin.end();
+      const t = setTimeout(() => child.kill('SIGKILL'), graceMs);
+      const r = await exited;
+      clearTimeout(t);
+      return r;
+    },
+  };
+  return w;
+}
+
+/**
+ * Parses every `*.log` file of `dir`: `{ byId: Map(id -> [{ kind, attempt, pid, t, file }]),
+ * other: [entries of kinds other than start/end/done], lines }`.
+ */
+export function readLogs(dir) {
+  const byId = new Map();
+  const other = [];
+  let lines = 0;
+  for (const name of readdirSync(dir)) {
+    if (!name.endsWith('.log')) continue;
+    const text = readFileSync(join(dir, name), 'utf8');
+    for (const line of text.split('\n')) {
+      if (line === '') continue;
+      lines++;
+      const f = line.split(' ');
+      const kind = f[0];
+      if (kind === 'start' || kind === 'end' || kind === 'done') {
+        if (f.length !== 5) throw new Error(`bad log line in ${name}: ${JSON.stringify(line)}`);
+        const e = { kind, id: f[1], attempt: Number(f[2]), pid: Number(f[3]), t: Number(f[4]), file: name };
+        let list = byId.get(e.id);
+        if (list === undefined) byId.set(e.id, (list = []));
+        list.push(e);
+      } else {
+        other.push({ line, file: name });
+      }
+    }
+  }
+  return { byId, other, lines };
+}
