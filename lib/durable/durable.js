@@ -230,6 +230,11 @@ class Durable {
   _claimed(row) {
     const ex = this.ex;
     const rowId = row.id;
+    if (this.closing || ex._closing || !canRun(ex, row.agent)) {
+      // Claimed as shutdown began, or its agent was unregistered meanwhile: back, uncounted.
+      this.link.release(rowId, row.attempt);
+      return;
+    }
     const list = this.handles.get(rowId);
     let rec = list !== undefined ? list[0] : null;
     if (rec !== null && rec.x.durable.running) rec = null; // a stale attempt still holds it
@@ -590,16 +595,14 @@ class Durable {
       const err = storeError(ev.errorCode, ev.text);
       for (const rec of sent.insertRecs) this._refused(rec, err);
       this._backgroundError(err);
-      if (sent.finishes.length > 0 || sent.releases.length > 0) {
-        // Never lost: tried again with a later batch.
-        setTimeout(() => {
-          for (let i = 0; i < sent.finishRecs.length; i++) {
-            const f = sent.finishes;
-            this.link.finish(f[i * 4], f[i * 4 + 1], f[i * 4 + 2], f[i * 4 + 3] === 1, sent.finishValues[i], sent.finishRecs[i]);
-          }
-          for (let i = 0; i < sent.releases.length; i += 2) this.link.release(sent.releases[i], sent.releases[i + 1]);
-        }, 100);
+      // Attempt ends and releases are never lost: they go again with the next batch (which
+      // close() waits for), and so does the claim.
+      for (let i = 0; i < sent.finishRecs.length; i++) {
+        const f = sent.finishes;
+        this.link.finish(f[i * 4], f[i * 4 + 1], f[i * 4 + 2], f[i * 4 + 3] === 1, sent.finishValues[i], sent.finishRecs[i]);
       }
+      for (let i = 0; i < sent.releases.length; i += 2) this.link.release(sent.releases[i], sent.releases[i + 1]);
+      if (sent.claim > 0) this.link.claimWanted = true;
       return;
     }
     const recs = sent.insertRecs;

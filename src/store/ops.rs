@@ -297,9 +297,11 @@ impl Store {
     let candidates = {
       let mut st = tx.prepare_cached(
         "SELECT id, agent, attempt, owner, max_attempts, cancel_requested FROM bmad_executions \
-         WHERE state = 1 AND (lease_expires_at < ?1 OR owner IN (SELECT value FROM json_each(?2)))",
+         WHERE state = 1 AND ((lease_expires_at < ?1 AND owner != ?3) OR owner IN (SELECT value FROM json_each(?2)))",
       )?;
-      let rows = st.query_map(params![now, dead_json], |r| {
+      // Never its own attempts: they are alive while this process is (a late heartbeat
+      // after a long lock wait must not start a second run here).
+      let rows = st.query_map(params![now, dead_json, self.me.owner], |r| {
         Ok((
           r.get::<_, i64>(0)?,
           r.get::<_, String>(1)?,
