@@ -2,9 +2,12 @@
 // order, keys, retries, progress, shutdown, retention, bad stores and bad config.
 // The store is read only through the executor's API (Node 20 has no node:sqlite).
 import assert from 'node:assert/strict';
+import { test as nodeTest } from 'node:test';
 import { existsSync, readFileSync, writeFileSync, copyFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import BackgroundExecutor from '../index.mjs';
 import { test, shutDownAfterEach, exitIfWorkLeftBehind, tempDir, sleep, gate, waitUntil, settleOf } from './helpers.mjs';
 
@@ -12,6 +15,16 @@ exitIfWorkLeftBehind();
 const create = shutDownAfterEach({ timeoutMs: 50 });
 
 const FIXTURES = new URL('./fixtures/', import.meta.url);
+
+/** Runs `__test__/durable-fx/<script>` in a child node; resolves with `{ code, signal, stdout, stderr }`. */
+function runFx(script, args, { timeoutMs = 10000 } = {}) {
+  const file = fileURLToPath(new URL(`./durable-fx/${script}`, import.meta.url));
+  return new Promise((resolve) => {
+    execFile(process.execPath, [file, ...args], { timeout: timeoutMs, killSignal: 'SIGKILL' }, (err, stdout, stderr) => {
+      resolve({ code: err ? (err.code ?? null) : 0, signal: err ? err.signal : null, stdout, stderr });
+    });
+  });
+}
 
 /** A store URL in a new temporary directory (removed after the test), and its file path. */
 function newStore(t, name = 'executions.db') {
@@ -297,6 +310,70 @@ test('claims follow priority, then submission order (FIFO), one at a time with m
   assert.equal(maxRunning, 1);
 });
 
+test('an executor claims up to its free slots; the rest stay queued in the store', async (t) => {
+  const { url } = newStore(t);
+  const g = gate();
+  const started = [];
+  const bg = make(url, {
+    maxConcurrentAgents: 2,
+    agents: {
+      hold: async (task) => {
+        started.push(task);
+        await g.promise;
+        return task;
+      },
+    },
+  });
+  await bg.initialize();
+  const ids = [];
+  for (let i = 0; i < 5; i++) ids.push((await bg.fireAndForget('hold', `t${i}`)).executionId);
+  await waitUntil(() => started.length === 2, 'two started');
+  await sleep(150);
+  assert.deepEqual(started, ['t0', 't1']);
+  const statuses = [];
+  for (const id of ids) statuses.push((await bg.fetchExecutionStatus(id)).status);
+  assert.deepEqual(statuses, ['running', 'running', 'queued', 'queued', 'queued']);
+  g.open();
+  const finals = await Promise.all(ids.map((id) => bg.waitFor(id)));
+  assert.deepEqual(
+    finals.map((f) => f.result),
+    ['t0', 't1', 't2', 't3', 't4'],
+  );
+});
+
+test('a throttled executor claims only minConcurrentAgents at a time', async (t) => {
+  const { url } = newStore(t);
+  let running = 0;
+  let maxRunning = 0;
+  const bg = create({
+    store: url,
+    maxConcurrentAgents: 4,
+    minConcurrentAgents: 1,
+    maxMemoryMb: 1, // always exceeded: throttled from the first sample
+    monitorIntervalMs: 20,
+    agents: {
+      work: async (task) => {
+        running++;
+        maxRunning = Math.max(maxRunning, running);
+        await sleep(40);
+        running--;
+        return task;
+      },
+    },
+  });
+  const throttled = new Promise((resolve) => bg.once('queue-throttled', resolve));
+  await bg.initialize();
+  await throttled;
+  const ids = [];
+  for (let i = 0; i < 4; i++) ids.push((await bg.fireAndForget('work', `t${i}`)).executionId);
+  const finals = await Promise.all(ids.map((id) => bg.waitFor(id)));
+  assert.deepEqual(
+    finals.map((f) => f.status),
+    ['completed', 'completed', 'completed', 'completed'],
+  );
+  assert.equal(maxRunning, 1);
+});
+
 test('a submission for an agent not registered here is accepted and stays queued until one is registered', async (t) => {
   const { url } = newStore(t);
   const bg = make(url, { agents: { other: () => 'other' } });
@@ -519,7 +596,7 @@ test("shutdown({ mode: 'drain' }) waits for this executor's running execution; q
     },
   });
   const first = a.execute('slow', 'a');
-  // fireAndForget: a pending execute() of a queued one makes drain hang (see the todo test below).
+  // fireAndForget: a pending execute() of a queued one makes drain hang (see the drain test below).
   const rest = [await a.fireAndForget('slow', 'b'), await a.fireAndForget('slow', 'c')];
   await waitUntil(() => ran.length === 1, 'the first started');
   const t0 = Date.now();
@@ -607,12 +684,11 @@ test('retention: maxRetainedResults and resultTtlMs delete finished rows (retent
 // ----- bad stores ----------------------------------------------------------------------------
 
 /** Asserts an executor on `url` refuses to open with `code`, naming `file`, and stays usable to shut down. */
-async function assertBadStore(url, file, code) {
+async function assertBadStore(url, file, code, cause) {
   const bg = make(url, { agents: { echo: (task) => task } });
-  const errors = [];
-  bg.on('error', (e) => errors.push(e));
   const err = await rejectsWith(bg.initialize(), Error, code);
   assert.ok(err.message.includes(file), `message ${JSON.stringify(err.message)} names ${file}`);
+  assert.match(err.message, cause, 'the message gives the cause');
   // A submission is refused with the same error.
   const sub = await rejectsWith(bg.execute('echo', 't'), Error, code);
   assert.ok(sub.message.includes(file), sub.message);
@@ -629,7 +705,7 @@ test('bad store: a path that cannot be created (under a regular file) -> ERR_STO
   const blocker = join(dir, 'a-file');
   writeFileSync(blocker, 'not a folder');
   const file = join(blocker, 'sub', 'executions.db');
-  await assertBadStore(`sqlite:${file}`, file, 'ERR_STORE');
+  await assertBadStore(`sqlite:${file}`, file, 'ERR_STORE', /Not a directory/);
   assert.equal(readFileSync(blocker, 'utf8'), 'not a folder');
 });
 
@@ -638,7 +714,7 @@ test('bad store: a file of random bytes -> ERR_STORE, its bytes unchanged', asyn
   const file = join(dir, 'random.db');
   const bytes = randomBytes(8192);
   writeFileSync(file, bytes);
-  await assertBadStore(`sqlite:${file}`, file, 'ERR_STORE');
+  await assertBadStore(`sqlite:${file}`, file, 'ERR_STORE', /not a (usable SQLite )?database/);
   assert.deepEqual(readFileSync(file), bytes);
   assert.ok(!existsSync(`${file}-wal`) || statSync(`${file}-wal`).size === 0, 'no WAL content written');
 });
@@ -648,7 +724,7 @@ test('bad store: a SQLite database of another application -> ERR_STORE, its byte
   const file = join(dir, 'other-app.db');
   copyFileSync(new URL('other-app.db', FIXTURES), file);
   const bytes = readFileSync(file);
-  const err = await assertBadStore(`sqlite:${file}`, file, 'ERR_STORE');
+  const err = await assertBadStore(`sqlite:${file}`, file, 'ERR_STORE', /something else|bmad_meta/);
   assert.notEqual(err.code, 'ERR_STORE_VERSION');
   assert.deepEqual(readFileSync(file), bytes);
   assert.ok(!existsSync(`${file}-wal`) || statSync(`${file}-wal`).size === 0, 'no WAL content written');
@@ -659,9 +735,14 @@ test('bad store: a store written by a newer schema version -> ERR_STORE_VERSION,
   const file = join(dir, 'newer.db');
   copyFileSync(new URL('newer-version.db', FIXTURES), file);
   const bytes = readFileSync(file);
-  await assertBadStore(`sqlite:${file}`, file, 'ERR_STORE_VERSION');
+  await assertBadStore(`sqlite:${file}`, file, 'ERR_STORE_VERSION', /version 99/);
   assert.deepEqual(readFileSync(file), bytes);
   assert.ok(!existsSync(`${file}-wal`) || statSync(`${file}-wal`).size === 0, 'no WAL content written');
+});
+
+test('bad store: a folder as the path -> ERR_STORE naming it', async (t) => {
+  const dir = tempDir(t, 'bmad-durable-bad-');
+  await assertBadStore(`sqlite:${dir}`, dir, 'ERR_STORE', /unable to open/);
 });
 
 test('bad store without initialize(): a submission rejects with the store error', async (t) => {
@@ -728,3 +809,47 @@ test('submissions of one microtask batch share one transaction (group commit): t
   assert.ok(grewBatch < grewSerial / 10, `one batch: WAL grew ${grewBatch} bytes vs ${grewSerial} for 200 commits`);
   assert.equal((await a.fetchExecutionStatus('exec-d200')).status, 'queued');
 });
+
+// ----- shutdown races (in child processes: each bug crashes or hangs the process) -------------
+
+nodeTest(
+  'shutdown() right after a submission is acknowledged: the process does not crash, the execution stays in the store',
+  { timeout: 20000 },
+  async (t) => {
+    const { url } = newStore(t);
+    const r = await runFx('shutdown-after-submit.mjs', [url]);
+    assert.equal(r.stdout.split('\n')[0], JSON.stringify({ executionId: 'exec-d1' }));
+    assert.equal(r.code, 0, `exit code ${r.code}; stderr: ${r.stderr}`);
+    assert.equal(r.stderr, '');
+    assert.match(r.stdout, /shut down/);
+    // Whatever happened, a later executor runs it once, as attempt 1.
+    const attempts = [];
+    const bg = make(url, {
+      agents: {
+        echo: (task, options, ctx) => {
+          attempts.push(ctx.attempt);
+          return task;
+        },
+      },
+    });
+    const final = await bg.waitFor('exec-d1');
+    assert.equal(final.status, 'completed');
+    assert.deepEqual(attempts, [1]);
+  },
+);
+
+nodeTest(
+  "shutdown({ mode: 'drain' }) with a pending execute() of a queued execution: drains the running one, rejects the queued one's promise",
+  { timeout: 20000 },
+  async (t) => {
+    const { url } = newStore(t);
+    const r = await runFx('drain-awaited.mjs', [url]);
+    assert.notEqual(r.stdout.trim(), 'hung', 'shutdown({ mode: "drain" }) did not resolve within 3 s');
+    assert.equal(r.code, 0, r.stderr);
+    const out = JSON.parse(r.stdout);
+    assert.deepEqual(out.first, { ok: true, value: 'slow a' });
+    assert.deepEqual(out.second, { ok: false, code: 'ERR_EXECUTOR_SHUT_DOWN' });
+    const bg = make(url);
+    assert.equal((await bg.fetchExecutionStatus('exec-d2')).status, 'queued');
+  },
+);

@@ -713,7 +713,8 @@ class Durable {
 
   /** Nothing in flight, running here, or awaited. */
   idle() {
-    return !this.link.busy && this.runs.size === 0 && this.awaiting === 0 && this.waiters.size === 0;
+    // Once shutting down, outcomes awaited from elsewhere no longer hold it: close() settles them.
+    return !this.link.busy && this.runs.size === 0 && (this.closing || (this.awaiting === 0 && this.waiters.size === 0));
   }
 
   // ----- shutdown ------------------------------------------------------------------------
