@@ -39,7 +39,8 @@ const bg = new BackgroundExecutor({
     },
   },
 });
-bg.registerCommand('sleeper', { command: 'sleep', args: ['30'] });
+// Command agents are POSIX only (registerCommand throws ERR_UNSUPPORTED_PLATFORM on Windows).
+if (process.platform !== 'win32') bg.registerCommand('sleeper', { command: 'sleep', args: ['30'] });
 
 for (const name of ['execution-queued', 'execution-started', 'execution-completed', 'execution-failed', 'execution-cancelled', 'execution-retry']) {
   bg.on(name, (e) => out({ event: name, id: e.executionId, agent: e.agent, code: e.code }));
