@@ -14,7 +14,7 @@
 
 const { StoreLink, storeError } = require('./store-link.js');
 const { toJson, resultJson } = require('./json.js');
-const { durableId, parseDurableId, errorJson, errorFromJson, resultFromJson, rowStatus } = require('./values.js');
+const { durableId, parseDurableId, errorJson, rowStatus } = require('./values.js');
 const { Execution, extras } = require('../record.js');
 const { canRun } = require('../agents.js');
 const { coded, describe, typeError, messageOf, codeOf, closedError, cancelledError, shutdownError } = require('../errors.js');
@@ -25,7 +25,7 @@ const { MODE_EXECUTE, MODE_NAMES, STATUS_NAMES, OP_SUBMIT, SUBMIT_KEY_SHIFT, NOT
 const { STATUS_QUEUED, STATUS_RUNNING, STATUS_COMPLETED, STATUS_FAILED, STATUS_CANCELLED } = P;
 
 /** Errors no retry can fix. */
-const NOT_RETRYABLE = new Set(['ERR_AGENT_NOT_FOUND', 'ERR_COMMAND_SPAWN', 'ERR_COMMAND_SPEC', 'ERR_NOT_SERIALIZABLE']);
+const NOT_RETRYABLE = new Set(['ERR_AGENT_NOT_FOUND', 'ERR_COMMAND_SPAWN', 'ERR_COMMAND_SPEC', 'ERR_NOT_SERIALIZABLE', 'ERR_STORE']);
 /** Options that only mean something in the submitting process: not stored. */
 const LOCAL_OPTIONS = new Set(['signal', 'onProgress']);
 /** A claimed attempt runs once in the core: the store decides about retries. */
@@ -168,7 +168,9 @@ class Durable {
     if (list === undefined) {
       list = [];
       this.handles.set(rowId, list);
-      (existing ? this.toCheck : this.toWatch).push(rowId);
+      // A new row is watched by the store's thread from its commit; an earlier execution
+      // with the key may have ended already: look it up.
+      if (existing) this.toCheck.push(rowId);
     }
     list.push(rec);
     if (rec.mode === MODE_EXECUTE || rec.callback !== null) this.awaiting++;
@@ -238,8 +240,14 @@ class Durable {
     const list = this.handles.get(rowId);
     let rec = list !== undefined ? list[0] : null;
     if (rec !== null && rec.x.durable.running) rec = null; // a stale attempt still holds it
+    let unreadable = null;
     if (rec === null) {
-      const options = row.options == null ? undefined : JSON.parse(row.options);
+      let options;
+      try {
+        options = row.options == null ? undefined : JSON.parse(row.options);
+      } catch (err) {
+        unreadable = coded(Error, 'ERR_STORE', `The stored options of execution ${durableId(rowId)} cannot be read: ${messageOf(err)}`);
+      }
       rec = new Execution(row.mode, row.agent, row.task, options, row.level);
       const x = extras(rec);
       x.durable = new DurableRun();
@@ -259,6 +267,11 @@ class Durable {
     x.retry = NO_LOCAL_RETRY;
     this.runs.set(rowId, rec);
     this.stats.claimed++;
+    if (unreadable !== null) {
+      // Never started: it fails at once (not retried: the same row would fail again).
+      this._attemptEnded(rec, 'failed', unreadable);
+      return;
+    }
     let key = ex._agentKeys.get(row.agent);
     if (key === undefined) key = ex._internAgent(row.agent);
     ex._push(rec, OP_SUBMIT, row.mode + (key << SUBMIT_KEY_SHIFT), row.priority, row.timeoutMs);
@@ -413,10 +426,17 @@ class Durable {
   /** A stored row that ended, read from the store: settles what waits for it here. */
   _endedRow(row) {
     if (!this.handles.has(row.id) && !this.waiters.has(row.id)) return;
-    const final = rowStatus(row);
-    const status = final.status;
-    const value = status === 'completed' ? resultFromJson(row.result) : errorFromJson(row.error);
-    this._settle(row.id, status, value, final);
+    let final;
+    let value;
+    try {
+      final = rowStatus(row);
+      value = final.status === 'completed' ? final.result : final.errorObject;
+    } catch (err) {
+      const e = coded(Error, 'ERR_STORE', `The stored result of execution ${durableId(row.id)} cannot be read: ${messageOf(err)}`);
+      this._settle(row.id, 'failed', e, { found: false });
+      return;
+    }
+    this._settle(row.id, final.status, value, final);
   }
 
   /** An execution that no longer exists in the store (deleted by retention unseen). */
@@ -477,7 +497,8 @@ class Durable {
   /** The submitter's own signal aborted. */
   _userAborted(rec, reason) {
     const d = rec.x.durable;
-    if (d.rowId === 0 || rec.done) return;
+    // Between attempts (a retry waits) the record is done but the execution is not.
+    if (d.rowId === 0 || !this.handles.has(d.rowId)) return;
     this.cancel(d.extId).catch((err) => this._backgroundError(err));
   }
 
@@ -616,6 +637,15 @@ class Durable {
     // A full claim: more may be waiting for the next free slot.
     if (sent.claim > 0 && claimed.length >= sent.claim) this.link.claimWanted = true;
     if (claimed.length > 0) this.ex._flush();
+  }
+
+  /** Closing on a failing store: what could not be written is given up, visibly. */
+  _gaveUp(pending) {
+    const n = pending.finishRecs.length + pending.releases.length / 2;
+    if (n > 0) {
+      const err = coded(Error, 'ERR_STORE', `The store kept failing while closing: ${n} attempt end(s) not written; the store's rescue will run them again`);
+      this._backgroundError(err);
+    }
   }
 
   _cancelRequested(ids) {

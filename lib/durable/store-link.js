@@ -13,6 +13,11 @@ const { coded } = require('../errors.js');
 const P = require('../protocol.js');
 
 const MAX_IN_FLIGHT = 2;
+/** After a failed batch, the next waits 10 ms, doubling up to 1 s. */
+const RETRY_FIRST_MS = 10;
+const RETRY_MAX_MS = 1000;
+/** Failed batches in a row after which close() gives up on what is pending. */
+const CLOSE_ATTEMPTS = 8;
 
 /** What one batch carries, and the records its answers concern. */
 class Pending {
@@ -49,6 +54,9 @@ class StoreLink {
     this.nextReq = 1;
     this.closed = false;
     this.onDrained = null; // close() waiting for the batches before it
+    this.failures = 0; // failed batches in a row
+    this.retryTimer = null; // the pause after a failed batch
+    this.dead = false; // the store's thread has stopped: nothing more can be sent
     this.send = () => {
       this.scheduled = false;
       this.flush();
@@ -92,7 +100,7 @@ class StoreLink {
   }
 
   schedule() {
-    if (!this.scheduled && this.inFlight.length < MAX_IN_FLIGHT && !this.closed) {
+    if (!this.scheduled && this.inFlight.length < MAX_IN_FLIGHT && !this.closed && this.retryTimer === null) {
       this.scheduled = true;
       queueMicrotask(this.send);
     }
@@ -100,7 +108,7 @@ class StoreLink {
 
   /** Sends what is pending, unless MAX_IN_FLIGHT batches are in flight (an answer sends it). */
   flush() {
-    if (this.inFlight.length >= MAX_IN_FLIGHT || this.closed) return;
+    if (this.inFlight.length >= MAX_IN_FLIGHT || this.closed || this.retryTimer !== null || this.dead) return;
     const claim = this.claimWanted ? Math.max(0, this.owner._freeSlots() - this.inFlightClaim) : 0;
     const sent = this.pending;
     if (sent.empty && claim === 0) return;
@@ -111,7 +119,7 @@ class StoreLink {
     sent.req = req;
     this.inFlight.push(sent);
     this.inFlightClaim += claim;
-    this.native.batch(req, {
+    const queued = this.native.batch(req, {
       inserts: sent.inserts,
       finishes: sent.finishes,
       finishValues: sent.finishValues,
@@ -120,6 +128,19 @@ class StoreLink {
       claim,
     });
     this.owner._storeBusy();
+    if (!queued) this.threadStopped();
+  }
+
+  /** The store's thread is gone (it can only stop when its callback can no longer be called). */
+  threadStopped() {
+    if (this.dead) return;
+    this.dead = true;
+    const text = 'The store has stopped (its thread ended); nothing more can be written';
+    const failed = { kind: P.STORE_FAILED, req: 0, errorCode: 'ERR_STORE', text };
+    queueMicrotask(() => {
+      while (this.inFlight.length > 0) this.batchAnswered({ ...failed, req: this.inFlight[0].req });
+      for (const req of [...this.requests.keys()]) this.answer({ ...failed, req });
+    });
   }
 
   /** Whether `req` is the oldest batch in flight (answers come in order). */
@@ -131,9 +152,23 @@ class StoreLink {
   batchAnswered(event) {
     const sent = this.inFlight.shift();
     this.inFlightClaim -= sent.claim;
+    const failed = event.kind === P.STORE_FAILED;
+    this.failures = failed ? this.failures + 1 : 0;
     this.owner._batchDone(sent, event);
+    if (failed && this.onDrained !== null && (this.dead || this.failures >= CLOSE_ATTEMPTS)) {
+      // Closing, and the store keeps failing: give up what is pending (attempts it ended stay
+      // 'running' in the store and are rescued by lease like a crash's).
+      this.owner._gaveUp(this.pending);
+      this.pending = new Pending();
+    } else if (failed && !this.dead && this.retryTimer === null) {
+      const delay = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** (this.failures - 1));
+      this.retryTimer = setTimeout(() => {
+        this.retryTimer = null;
+        this.flush();
+      }, delay);
+    }
     if (!this.pending.empty || this.claimWanted) this.flush();
-    if (this.onDrained !== null && this.inFlight.length === 0) {
+    if (this.onDrained !== null && this.inFlight.length === 0 && (this.retryTimer === null || this.dead)) {
       const go = this.onDrained;
       this.onDrained = null;
       go();
@@ -146,8 +181,9 @@ class StoreLink {
     const req = this.nextReq++;
     return new Promise((resolve, reject) => {
       this.requests.set(req, { resolve, reject });
-      send(req);
+      const queued = this.dead ? false : send(req);
       this.owner._storeBusy();
+      if (!queued) this.threadStopped();
     });
   }
 
@@ -177,9 +213,14 @@ class StoreLink {
   close() {
     return new Promise((resolve, reject) => {
       const go = () => {
-        if (this.inFlight.length > 0 || !this.pending.empty) {
+        if (!this.dead && (this.inFlight.length > 0 || !this.pending.empty)) {
           this.onDrained = go;
           this.flush();
+          return;
+        }
+        if (this.dead) {
+          this.closed = true;
+          resolve();
           return;
         }
         this.request((req) => this.native.close(req)).then(resolve, reject);

@@ -353,7 +353,11 @@ impl NativeStore {
       },
       lease_ms: positive(options.lease_ms, 30_000.0),
       poll_ms: positive(options.poll_ms, 0.25),
-      ttl_ms: positive(options.ttl_ms, 7.0 * 86_400_000.0),
+      ttl_ms: if options.ttl_ms.is_finite() && options.ttl_ms >= 0.0 {
+        options.ttl_ms
+      } else {
+        7.0 * 86_400_000.0
+      },
       max_kept: if options.max_kept.is_finite() && options.max_kept >= 0.0 {
         options.max_kept as u64
       } else {

@@ -50,10 +50,30 @@ pub fn is_dead(pid: u32, started: u64) -> bool {
   if started == 0 || pid == 0 {
     return false;
   }
+  if is_zombie(pid) {
+    return true; // killed, not yet reaped by its parent
+  }
   match proc_start(pid) {
     Some(now) => now != started, // the pid was reused by another process
     None => !pid_exists(pid),
   }
+}
+
+/// Whether `pid` has exited and waits for its parent to reap it (state Z or X).
+#[cfg(target_os = "linux")]
+fn is_zombie(pid: u32) -> bool {
+  let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+    return false;
+  };
+  let Some(end) = stat.rfind(')') else {
+    return false;
+  };
+  matches!(stat[end + 1..].split_whitespace().next(), Some("Z" | "X"))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn is_zombie(_pid: u32) -> bool {
+  false
 }
 
 #[cfg(target_os = "linux")]
@@ -146,6 +166,12 @@ mod tests {
       "another start time: the pid was reused"
     );
     child.kill().expect("kill");
+    // Killed but not reaped yet: dead already.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while !is_zombie(pid) && std::time::Instant::now() < deadline {
+      std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(is_dead(pid, started), "a zombie counts as dead");
     child.wait().expect("wait");
     assert!(is_dead(pid, started));
     assert!(!is_dead(pid, 0), "no recorded start time: never judged dead");

@@ -84,7 +84,10 @@ pub struct Store {
 impl Store {
   /// Opens the store at `path` (see `schema::open`) and registers this worker in it.
   pub fn open(path: &Path, synchronous: Synchronous, lease_ms: f64, now: f64) -> StoreResult<Store> {
-    let conn = schema::open(path, synchronous)?;
+    // A lock wait never outlasts a quarter lease: a heartbeat stuck behind it would let
+    // another executor rescue attempts that are alive.
+    let busy_ms = (lease_ms / 4.0).clamp(50.0, 10_000.0);
+    let conn = schema::open(path, synchronous, busy_ms)?;
     let store = Store {
       conn,
       me: Identity::new(),

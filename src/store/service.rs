@@ -297,6 +297,13 @@ impl Service {
           for row in &result.claimed {
             self.running.insert(row.id);
           }
+          // Their submitter waits for their ends from now: one that another process claims
+          // and ends before JS has the answer must not go unseen.
+          for i in &result.inserted {
+            if !i.existing {
+              self.watched.insert(i.id);
+            }
+          }
           if batch.claim > 0 && (result.claimed.len() as u32) < batch.claim {
             match self.store.next_due(now) {
               Ok(Some(t)) => self.wake(t),
