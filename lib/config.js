@@ -152,9 +152,17 @@ function storeConfig(c) {
     else throw rangeError(`store: unknown parameter ${describe(pair)}; the only one is synchronous=normal|full`);
   }
   const { resolve } = require('node:path');
+  let file;
+  try {
+    file = decodeURIComponent(m[1]);
+  } catch {
+    const err = rangeError(`store: the path of ${describe(url)} has a bad %-escape`);
+    err.code = 'ERR_STORE';
+    throw err;
+  }
   return {
     url,
-    path: resolve(decodeURIComponent(m[1])),
+    path: resolve(file),
     synchronous,
     leaseMs: integer('leaseMs', c.leaseMs, 100, MAX_DELAY_MS, 30000),
     pollMs: number('storePollMs', c.storePollMs, (v) => v >= 0.1 && v <= 60000, 'a number of ms, 0.1 <= x <= 60000', 0.25),
