@@ -109,7 +109,7 @@ class StoreLink {
   /** Sends what is pending, unless MAX_IN_FLIGHT batches are in flight (an answer sends it). */
   flush() {
     if (this.inFlight.length >= MAX_IN_FLIGHT || this.closed || this.retryTimer !== null || this.dead) return;
-    const claim = this.claimWanted ? Math.max(0, this.owner._freeSlots() - this.inFlightClaim) : 0;
+    const claim = this.claimWanted ? Math.max(0, Math.min(this.owner._freeSlots() - this.inFlightClaim, this.owner.claimChunk)) : 0;
     const sent = this.pending;
     if (sent.empty && claim === 0) return;
     if (claim > 0) this.claimWanted = false;

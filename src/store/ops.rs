@@ -444,9 +444,11 @@ fn insert(tx: &Connection, n: &NewExecution, now: f64) -> StoreResult<Inserted> 
 fn finish(tx: &Connection, owner: &str, f: &Finish, now: f64, jitter: &mut Jitter) -> StoreResult<Finished> {
   let cas = "id = ?1 AND attempt = ?2 AND owner = ?3 AND state = 1";
   if f.status == STATUS_COMPLETED {
-    let mut st = tx.prepare_cached(&format!(
-      "UPDATE bmad_executions SET state = 2, result = ?4, progress = 100, lease_expires_at = NULL, finalized_at = ?5 WHERE {cas}"
-    ))?;
+    // The common case, spelled out: no string built per attempt.
+    let mut st = tx.prepare_cached(
+      "UPDATE bmad_executions SET state = 2, result = ?4, progress = 100, lease_expires_at = NULL, finalized_at = ?5 \
+       WHERE id = ?1 AND attempt = ?2 AND owner = ?3 AND state = 1",
+    )?;
     let n = st.execute(params![f.id, f.attempt, owner, f.value, now])?;
     return Ok(if n == 1 {
       Finished::Recorded
