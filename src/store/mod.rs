@@ -6,6 +6,7 @@
 //! host      this process's identity, and whether another process on this host still lives
 //! service   the thread that owns the connection: requests, the wake-up poll, heartbeats,
 //!           rescue and retention, answers through one event sink
+//! wake      on Linux, a wake-up when another process writes the WAL file
 //! ```
 //!
 //! Nothing here imports napi: `binding/store.rs` converts to and from JS.
@@ -14,6 +15,7 @@ pub mod host;
 pub mod ops;
 pub mod schema;
 pub mod service;
+pub mod wake;
 
 pub use ops::Store;
 

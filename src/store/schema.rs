@@ -103,9 +103,7 @@ pub fn open(path: &Path, synchronous: Synchronous, busy_ms: f64) -> StoreResult<
     Synchronous::Full => "FULL",
   };
   conn
-    .execute_batch(&format!(
-      "PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON;"
-    ))
+    .execute_batch(&format!("PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON;"))
     .map_err(|e| StoreError::store(format!("cannot configure store {shown}: {e}")))?;
   migrate(&conn, path)?;
   Ok(conn)

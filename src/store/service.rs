@@ -65,6 +65,10 @@ pub enum Command {
   Close {
     req: u32,
   },
+  /// Another process may have committed (the WAL file was written).
+  Wake,
+  /// The handle was dropped without `Close`.
+  Dropped,
 }
 
 #[derive(Debug)]
@@ -118,6 +122,13 @@ pub struct Handle {
   thread: Option<JoinHandle<()>>,
 }
 
+impl Drop for Handle {
+  fn drop(&mut self) {
+    // The wake-up watcher holds a sender too: the channel alone would never disconnect.
+    let _ = self.tx.send(Command::Dropped);
+  }
+}
+
 impl Handle {
   /// Queues a request; `false` once the thread has stopped.
   pub fn send(&self, cmd: Command) -> bool {
@@ -135,9 +146,10 @@ impl Handle {
 /// Starts the thread; it opens the store and answers `Opened` or `Failed { req: 0 }`.
 pub fn start(opts: Options, sink: Sink) -> std::io::Result<Handle> {
   let (tx, rx) = mpsc::channel();
-  let thread = std::thread::Builder::new()
-    .name("bmad-store".into())
-    .spawn(move || run(opts, rx, sink))?;
+  let thread = std::thread::Builder::new().name("bmad-store".into()).spawn({
+    let tx = tx.clone();
+    move || run(opts, rx, tx, sink)
+  })?;
   Ok(Handle {
     tx,
     thread: Some(thread),
@@ -161,17 +173,27 @@ struct Service {
   next_full_check: f64,
   /// The last request or change seen: polls are fast for `ACTIVE_MS` after it.
   active_at: f64,
+  /// A watcher sends `Wake` on other processes' commits: the poll is only a safety net.
+  woken: bool,
+  /// A wake-up found nothing yet: look once more after `RECHECK_MS`.
+  recheck: bool,
   alive: bool,
 }
 
+/// See `Service::recheck`.
+const RECHECK_MS: f64 = 0.2;
+
 /// The poll interval once nothing has happened for `ACTIVE_MS`.
 const IDLE_POLL_MS: f64 = 5.0;
+/// The poll interval while active when a watcher sends wake-ups: it only catches a change
+/// the wake-up raced (the WAL written, its index not yet).
+const WOKEN_POLL_MS: f64 = 2.0;
 const ACTIVE_MS: f64 = 1_000.0;
 
 /// How often every watched id is looked up, whatever changed.
 const FULL_CHECK_MS: f64 = 5_000.0;
 
-fn run(opts: Options, rx: Receiver<Command>, mut sink: Sink) {
+fn run(opts: Options, rx: Receiver<Command>, tx: Sender<Command>, mut sink: Sink) {
   let store = match Store::open(&opts.path, opts.synchronous, opts.lease_ms, now_ms()) {
     Ok(s) => s,
     Err(error) => {
@@ -189,6 +211,7 @@ fn run(opts: Options, rx: Receiver<Command>, mut sink: Sink) {
   }) {
     return;
   }
+  let waker = super::wake::watch(&opts.path, tx);
   let now = now_ms();
   let ends_seen = store.ends_head().unwrap_or(0);
   let mut s = Service {
@@ -206,6 +229,8 @@ fn run(opts: Options, rx: Receiver<Command>, mut sink: Sink) {
     ends_seen,
     next_full_check: now + FULL_CHECK_MS,
     active_at: now,
+    woken: waker.is_some(),
+    recheck: false,
     alive: true,
   };
   while s.alive {
@@ -246,6 +271,7 @@ fn refuse_all(rx: &Receiver<Command>, sink: &mut Sink, error: &StoreError) {
         sink(Event::Closed { req });
         return;
       }
+      Command::Dropped => return,
       _ => continue,
     };
     if !sink(Event::Failed {
@@ -357,6 +383,17 @@ impl Service {
           self.watched.remove(&id);
         }
       }
+      Command::Wake => {
+        if self.interested() {
+          // Look now, and once more shortly: the commit may not be visible yet.
+          self.next_poll = now;
+          self.recheck = true;
+        }
+      }
+      Command::Dropped => {
+        let _ = self.store.leave();
+        self.alive = false;
+      }
       Command::Close { req } => {
         if let Err(e) = self.store.leave() {
           self.emit(Event::Background(e));
@@ -413,9 +450,14 @@ impl Service {
     }
     if self.interested() && now >= self.next_poll {
       let active = now - self.active_at < ACTIVE_MS;
+      let fast = if self.woken {
+        self.opts.poll_ms.max(WOKEN_POLL_MS)
+      } else {
+        self.opts.poll_ms
+      };
       self.next_poll = now
         + if active {
-          self.opts.poll_ms
+          fast
         } else {
           self.opts.poll_ms.max(IDLE_POLL_MS)
         };
@@ -423,9 +465,15 @@ impl Service {
         Ok(v) if v != self.version => {
           self.version = v;
           self.active_at = now;
+          self.recheck = false;
           self.changed();
         }
-        Ok(_) => {}
+        Ok(_) => {
+          if self.recheck {
+            self.recheck = false;
+            self.next_poll = now + RECHECK_MS;
+          }
+        }
         Err(e) => self.emit(Event::Background(e)),
       }
     }
