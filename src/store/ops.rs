@@ -87,7 +87,8 @@ impl Store {
     // A lock wait never outlasts a quarter lease: a heartbeat stuck behind it would let
     // another executor rescue attempts that are alive.
     let busy_ms = (lease_ms / 4.0).clamp(50.0, 10_000.0);
-    let conn = schema::open(path, synchronous, busy_ms)?;
+    let conn = schema::open(path, synchronous)?;
+    conn.busy_timeout(std::time::Duration::from_millis(busy_ms as u64))?;
     let store = Store {
       conn,
       me: Identity::new(),

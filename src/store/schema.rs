@@ -68,9 +68,9 @@ pub enum Synchronous {
   Full,
 }
 
-/// Opens (creating it and its folders if needed) and migrates the store at `path`; a lock
-/// held by another process is waited for up to `busy_ms`.
-pub fn open(path: &Path, synchronous: Synchronous, busy_ms: f64) -> StoreResult<Connection> {
+/// Opens (creating it and its folders if needed) and migrates the store at `path`. Locks
+/// held by other processes opening it too are waited for up to 10 s.
+pub fn open(path: &Path, synchronous: Synchronous) -> StoreResult<Connection> {
   let shown = path.display();
   if let Some(parent) = path.parent() {
     if !parent.as_os_str().is_empty() {
@@ -85,7 +85,7 @@ pub fn open(path: &Path, synchronous: Synchronous, busy_ms: f64) -> StoreResult<
   // Room for every statement the store prepares: re-preparing costs more than running them.
   conn.set_prepared_statement_cache_capacity(64);
   conn
-    .busy_timeout(Duration::from_millis(busy_ms as u64))
+    .busy_timeout(Duration::from_secs(10))
     .map_err(|e| StoreError::store(format!("cannot configure store {shown}: {e}")))?;
   // Read before any write: a file that is not a database, or a database of something else,
   // is refused untouched.
