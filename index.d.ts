@@ -369,6 +369,12 @@ declare namespace Types {
     throughput: { lastMinute: number; perSecond: number };
     /** Per agent (ms, from log-linear histograms: within 12.5 %). */
     agents: Array<{ agent: string; queueWait: Percentiles; runTime: Percentiles }>;
+    /**
+     * With a store: executions this executor claimed, results it discarded because a rescue
+     * had taken the execution (`staleResults`), executions of stopped executors it rescued,
+     * store failures reported as `store-error`. null without a store.
+     */
+    store: { claimed: number; staleResults: number; rescued: number; storeErrors: number } | null;
   }
 
   export interface ExecutorStatus {

@@ -138,6 +138,7 @@ function stats(ex) {
     },
     throughput: { lastMinute: st.lastMinute, perSecond: Math.round((st.lastMinute / 60) * 100) / 100 },
     agents: st.agents.map((a) => ({ agent: ex._agentNames[a.key], queueWait: a.wait, runTime: a.run })),
+    store: ex._store === null ? null : { ...ex._store.stats },
   };
 }
 
