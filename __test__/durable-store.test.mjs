@@ -512,7 +512,7 @@ test('progress is stored while running, at most once per progressIntervalMs', as
     progressIntervalMs: 400,
     agents: {
       busy: async (task, options, ctx) => {
-        // 50 reports within ~100 ms: only the first is stored.
+        // 50 reports within ~100 ms: the first is stored at once, the latest when the interval ends.
         for (let i = 1; i <= 50; i++) {
           ctx.progress(i);
           await sleep(2);
@@ -533,6 +533,7 @@ test('progress is stored while running, at most once per progressIntervalMs', as
   assert.equal(s.status, 'running');
   assert.equal(s.progress, 1, 'the first report is stored, the rest of the interval is not');
   await sleep(400);
+  assert.equal((await bg.fetchExecutionStatus(executionId)).progress, 50, 'the latest report is stored when the interval ends');
   g.open();
   // Past the interval: the next report is stored (polled through the API).
   let p;

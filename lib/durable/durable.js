@@ -50,7 +50,8 @@ class DurableRun {
     this.release = false; // hand the attempt back uncounted (shutdown)
     this.value = undefined; // the attempt's own result or error
     this.startedAt = 0;
-    this.progressAt = 0;
+    this.progressAt = 0; // when progress was last stored
+    this.progressLater = -1; // a report to store when the interval ends (-1: none)
   }
 }
 
@@ -511,14 +512,32 @@ class Durable {
 
   // ----- progress --------------------------------------------------------------------------
 
-  /** Stores a running attempt's progress, at most once per `progressIntervalMs`. */
+  /**
+   * Stores a running attempt's progress, at most once per `progressIntervalMs`: a report
+   * inside the interval is written when it ends (the latest one), unless the attempt has
+   * ended by then.
+   */
   progress(rec, percent) {
     const d = rec.x.durable;
     if (!d.running) return;
     const now = Date.now();
-    if (now - d.progressAt < this.ex.config.progressIntervalMs) return;
-    d.progressAt = now;
-    this.link.progress(d.rowId, d.attempt, percent);
+    const interval = this.ex.config.progressIntervalMs;
+    if (now - d.progressAt >= interval) {
+      d.progressAt = now;
+      d.progressLater = -1;
+      this.link.progress(d.rowId, d.attempt, percent);
+      return;
+    }
+    const pending = d.progressLater >= 0;
+    d.progressLater = percent;
+    if (pending) return;
+    const attempt = d.attempt;
+    setTimeout(() => {
+      if (!d.running || d.attempt !== attempt || d.progressLater < 0) return;
+      d.progressAt = Date.now();
+      this.link.progress(d.rowId, attempt, d.progressLater);
+      d.progressLater = -1;
+    }, interval - (now - d.progressAt)).unref();
   }
 
   // ----- queries -------------------------------------------------------------------------
