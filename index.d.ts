@@ -372,9 +372,10 @@ declare namespace Types {
     /**
      * With a store: executions this executor claimed, results it discarded because a rescue
      * had taken the execution (`staleResults`), executions of stopped executors it rescued,
-     * store failures reported as `store-error`. null without a store.
+     * store failures reported as `store-error`, and writes that found the database locked by
+     * another process and went again by themselves (`busy`). null without a store.
      */
-    store: { claimed: number; staleResults: number; rescued: number; storeErrors: number } | null;
+    store: { claimed: number; staleResults: number; rescued: number; storeErrors: number; busy: number } | null;
   }
 
   export interface ExecutorStatus {

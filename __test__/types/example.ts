@@ -512,7 +512,7 @@ export async function tour(): Promise<void> {
   const c = stats.counts;
   use(c.submitted, c.queued, c.running, c.completed, c.failed, c.cancelled);
   use(stats.throughput.lastMinute, stats.throughput.perSecond);
-  if (stats.store !== null) use(stats.store.claimed, stats.store.staleResults, stats.store.rescued, stats.store.storeErrors);
+  if (stats.store !== null) use(stats.store.claimed, stats.store.staleResults, stats.store.rescued, stats.store.storeErrors, stats.store.busy);
   for (const a of stats.agents) {
     const wait: Percentiles = a.queueWait;
     const run: Percentiles = a.runTime;

@@ -32,6 +32,8 @@ const LOCAL_OPTIONS = new Set(['signal', 'onProgress']);
 const NO_LOCAL_RETRY = Object.freeze({ retries: 0, retryDelayMs: 0, backoff: 'fixed' });
 /** Final statuses remembered for `waitFor` and `getExecutionStatus` of ended executions. */
 const ENDED_KEPT = 1000;
+/** Failed batches in a row for a busy database before its submissions are refused. */
+const BUSY_RETRIES = 5;
 /** Claims per batch at most. */
 const MAX_CLAIM = 512;
 /**
@@ -86,7 +88,7 @@ class Durable {
     this.toWatch = []; // just inserted: cannot have ended yet
     this.toCheck = []; // may have ended already: looked up when watched
     this.toUnwatch = [];
-    this.stats = { claimed: 0, staleResults: 0, rescued: 0, storeErrors: 0 };
+    this.stats = { claimed: 0, staleResults: 0, rescued: 0, storeErrors: 0, busy: 0 };
     this.claimChunk = MAX_CLAIM; // set by _freeSlots
     this.owner = null;
     this.openError = null;
@@ -626,7 +628,10 @@ class Durable {
         this._rescued(ev.ids, ev.names);
         break;
       case P.STORE_BACKGROUND_ERROR:
-        this._backgroundError(storeError(ev.errorCode, ev.text));
+        // A heartbeat, rescue or retention that found the database busy runs again on its
+        // own at its next period: counted, not reported.
+        if (ev.errorCode === 'ERR_STORE_BUSY') this.stats.busy++;
+        else this._backgroundError(storeError(ev.errorCode, ev.text));
         break;
       default:
         this.link.answer(ev);
@@ -640,8 +645,15 @@ class Durable {
   _batchDone(sent, ev) {
     if (ev.kind === P.STORE_FAILED) {
       const err = storeError(ev.errorCode, ev.text);
-      for (const rec of sent.insertRecs) this._refused(rec, err);
-      this._backgroundError(err);
+      // Another process held the lock too long: everything goes again as it was (submissions
+      // are still unacknowledged), unless it keeps happening.
+      const transient = ev.errorCode === 'ERR_STORE_BUSY' && this.link.failures < BUSY_RETRIES;
+      for (let i = 0; i < sent.insertRecs.length; i++) {
+        if (transient) this.link.insert(sent.inserts[i], sent.insertRecs[i]);
+        else this._refused(sent.insertRecs[i], err);
+      }
+      if (transient) this.stats.busy++;
+      else this._backgroundError(err);
       // Attempt ends and releases are never lost: they go again with the next batch (which
       // close() waits for), and so does the claim.
       for (let i = 0; i < sent.finishRecs.length; i++) {

@@ -37,8 +37,11 @@ class Pending {
   }
 }
 
-/** A store error as users see it: `ERR_STORE` / `ERR_STORE_VERSION`, the path in the message. */
-const storeError = (code, message) => coded(Error, code || 'ERR_STORE', message);
+/**
+ * A store error as users see it: `ERR_STORE` / `ERR_STORE_VERSION`, the path in the message
+ * (a busy database, retried inside, is an `ERR_STORE` once it reaches users).
+ */
+const storeError = (code, message) => coded(Error, !code || code === 'ERR_STORE_BUSY' ? 'ERR_STORE' : code, message);
 
 class StoreLink {
   /** `options`: NativeStoreOptions; `owner`: the durable layer (see durable.js). */

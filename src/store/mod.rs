@@ -19,8 +19,8 @@ pub mod wake;
 
 pub use ops::Store;
 
-/// A store failure: `code` is `ERR_STORE` or `ERR_STORE_VERSION`, `message` names the path
-/// and the cause.
+/// A store failure: `code` is `ERR_STORE`, `ERR_STORE_VERSION` or `BUSY`, `message` names
+/// the path and the cause.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoreError {
   pub code: &'static str,
@@ -48,9 +48,20 @@ impl std::fmt::Display for StoreError {
   }
 }
 
+/// The code of a failure that goes away by itself: another process held the database's
+/// lock longer than the wait allowed. The request may be made again as it was.
+pub const BUSY: &str = "ERR_STORE_BUSY";
+
 impl From<rusqlite::Error> for StoreError {
   fn from(e: rusqlite::Error) -> Self {
-    StoreError::store(format!("database error: {e}"))
+    let busy = matches!(
+      e.sqlite_error_code(),
+      Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    );
+    StoreError {
+      code: if busy { BUSY } else { "ERR_STORE" },
+      message: format!("database error: {e}"),
+    }
   }
 }
 

@@ -84,9 +84,9 @@ pub struct Store {
 impl Store {
   /// Opens the store at `path` (see `schema::open`) and registers this worker in it.
   pub fn open(path: &Path, synchronous: Synchronous, lease_ms: f64, now: f64) -> StoreResult<Store> {
-    // A lock wait never outlasts a quarter lease: a heartbeat stuck behind it would let
-    // another executor rescue attempts that are alive.
-    let busy_ms = (lease_ms / 4.0).clamp(50.0, 10_000.0);
+    // A lock wait never outlasts half a lease: a heartbeat (every third of a lease) that waits
+    // that long still renews the lease in time.
+    let busy_ms = (lease_ms / 2.0).clamp(50.0, 10_000.0);
     let conn = schema::open(path, synchronous)?;
     conn.busy_timeout(std::time::Duration::from_millis(busy_ms as u64))?;
     let store = Store {
