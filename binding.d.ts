@@ -48,7 +48,7 @@ export declare class NativeExecutor {
    *
    * - `[OP_SUBMIT, mode | agentKey << SUBMIT_KEY_SHIFT, priority, timeoutMs]` -> `io[4k+1]`
    *   = id, positive when it started at once, negative when queued, 0 when closed;
-   * - `[OP_SETTLE_OK | OP_SETTLE_FAILED, id, -, attempt]` -> `io[4k+2]` = the id started in
+   * - `[OP_SETTLE_OK | OP_SETTLE_FAILED, id, final, attempt]` -> `io[4k+2]` = the id started in
    *   the freed slot, or 0; `io[4k+3]` = the retry delay (ms) when this failure made the
    *   execution wait for its next attempt, else `RETRY_NONE`.
    *
@@ -67,8 +67,9 @@ export declare class NativeExecutor {
    * The timeout of `id` fired: `TIMEOUT_STALE` when it failed nothing, `RETRY_NONE` when
    * the running attempt failed and with it the execution, else the delay (ms) before the
    * execution's next attempt.
+   * `retry` false: the execution fails whatever its retry policy allows.
    */
-  timeout(id: number): number
+  timeout(id: number, retry: boolean): number
   /**
    * `id` retries by this policy instead of the configured one (call it before any of its
    * attempts can settle). False when `id` is unknown or finished, or `backoff` is unknown.

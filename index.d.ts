@@ -123,6 +123,12 @@ declare namespace Types {
     /** 'fixed': every retry waits retryDelayMs; 'exponential' (default): it doubles per attempt, with jitter. */
     backoff?: 'fixed' | 'exponential' | undefined;
     /**
+     * Asked before each retry the policy allows, with the error and the attempt that failed: a
+     * falsy answer ends the execution with that error. Default: every error but
+     * ERR_AGENT_NOT_FOUND and ERR_COMMAND_SPAWN is retried.
+     */
+    retryIf?: ((error: unknown, attempt: number) => boolean) | undefined;
+    /**
      * Durable executions: `'sqlite:<path>'` (relative to the working directory; `?synchronous=full`
      * to survive power loss). Every execution is then stored before it is acknowledged and run by
      * any executor on the file, unless its options say `durable: false`.
@@ -150,6 +156,8 @@ declare namespace Types {
     retryDelayMs?: number | undefined;
     /** Overrides the config's `backoff`. */
     backoff?: 'fixed' | 'exponential' | undefined;
+    /** Overrides the config's `retryIf` (not stored: with a store it applies where the execution was submitted). */
+    retryIf?: ((error: unknown, attempt: number) => boolean) | undefined;
     /** With a store: `false` runs this execution in memory only. Default true. */
     durable?: boolean | undefined;
     /** With a store: while an execution with this key is queued or running, submissions with it get its id. */

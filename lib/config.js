@@ -28,7 +28,7 @@ const DEFAULTS = Object.freeze({
   backoff: 'exponential',
 });
 
-const KNOWN = new Set([...Object.keys(DEFAULTS), 'priorityLevels', 'agents', 'defaultAgent', 'defaultTimeoutMs', 'store', 'leaseMs', 'storePollMs']);
+const KNOWN = new Set([...Object.keys(DEFAULTS), 'priorityLevels', 'agents', 'defaultAgent', 'defaultTimeoutMs', 'store', 'leaseMs', 'storePollMs', 'retryIf']);
 
 /** Retention of ended executions in a store, unless the config sets it: stores outlive processes. */
 const STORE_RETENTION = Object.freeze({ resultTtlMs: 7 * 24 * 3600 * 1000, maxRetainedResults: 1000000 });
@@ -100,6 +100,9 @@ function parseConfig(config) {
   if (throttle !== undefined && typeof throttle !== 'boolean') {
     throw typeError(`throttleIfExceeded must be a boolean, got ${describe(throttle)}`);
   }
+  if (c.retryIf !== undefined && typeof c.retryIf !== 'function') {
+    throw typeError(`retryIf must be a function (error, attempt) => boolean, got ${describe(c.retryIf)}`);
+  }
   if (c.defaultAgent !== undefined && typeof c.defaultAgent !== 'function') {
     throw typeError(`defaultAgent must be a function, got ${describe(c.defaultAgent)}`);
   }
@@ -122,6 +125,7 @@ function parseConfig(config) {
     maxRetainedOutputBytes: integer('maxRetainedOutputBytes', c.maxRetainedOutputBytes, 0, Number.MAX_SAFE_INTEGER, d.maxRetainedOutputBytes),
     ...retryPolicy(c, d),
     store: storeConfig(c),
+    retryIf: c.retryIf,
   };
 }
 

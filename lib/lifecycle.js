@@ -235,8 +235,35 @@ class Lifecycle extends CoreLink {
     // A settle of an older attempt whose slot the grace period already freed: nothing to do.
     if (attempt !== rec.attempt) return;
     // Otherwise a late result of a cancelled or timed-out attempt: only the slot goes back.
-    if (!rec.done && rec.phase === 1) rec.value = value;
-    this._push(rec, ok ? OP_SETTLE_OK : OP_SETTLE_FAILED, rec.id, 0, attempt);
+    let final = 0;
+    if (!rec.done && rec.phase === 1) {
+      rec.value = value;
+      // A stored execution's retries are the store's: asked when its attempt's end is written.
+      if (!ok && (rec.x === null || rec.x.durable === null) && this._declinesRetry(rec, value, attempt)) final = 1;
+    }
+    this._push(rec, ok ? OP_SETTLE_OK : OP_SETTLE_FAILED, rec.id, final, attempt);
+  }
+
+  /**
+   * Whether a failed attempt must not be retried: asked only when the policy leaves a retry
+   * (of an in-memory execution; a stored one asks whenever it fails). `retryIf` (the
+   * options', else the config's, else the default that declines ERR_AGENT_NOT_FOUND and
+   * ERR_COMMAND_SPAWN) runs in the submitter's async context; one that throws declines, and
+   * its error is reported like a callback's.
+   */
+  _declinesRetry(rec, err, attempt) {
+    const x = rec.x;
+    if (x === null || x.durable === null) {
+      const retries = x !== null && x.retries !== undefined ? x.retries : this._rules.config.retries;
+      if (attempt > retries) return false;
+    }
+    const fn = x !== null && x.retryIf !== null ? x.retryIf : this._rules.retryIf;
+    try {
+      return !rec.runInAsyncScope(fn, null, err, attemptOf(rec));
+    } catch (error) {
+      this._callbackFailed(rec, error);
+      return true;
+    }
   }
 
   /** The core's answer to a settlement: the execution's end or retry wait, and the next start. */
@@ -511,9 +538,11 @@ class Lifecycle extends CoreLink {
     const rec = this._records.get(id);
     // A deferred start whose agent is not called yet: its timeout restarts at the call.
     if (rec !== undefined && !rec.done && rec.phase === 1 && !rec.called) return;
-    const r = this._native.timeout(id);
-    if (r === TIMEOUT_STALE || rec === undefined || rec.done) return;
-    const err = timeoutError(idOf(rec), rec.agent, this._rules.timeoutOf(rec), attemptOf(rec));
+    const live = rec !== undefined && !rec.done && rec.phase === 1;
+    const err = live ? timeoutError(idOf(rec), rec.agent, this._rules.timeoutOf(rec), attemptOf(rec)) : null;
+    const asks = live && (rec.x === null || rec.x.durable === null);
+    const r = this._native.timeout(id, !asks || !this._declinesRetry(rec, err, rec.attempt));
+    if (r === TIMEOUT_STALE || !live || rec.done) return;
     rec.value = err; // readable at once by anything the abort below runs
     this._abort(rec, err);
     if (r !== RETRY_NONE) {

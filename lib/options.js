@@ -10,6 +10,10 @@ const { retryPolicy } = require('./config.js');
 const { MAX_DELAY_MS } = require('./protocol.js');
 const { Execution, extras } = require('./record.js');
 
+/** Errors no retry can fix: an agent that is not there, a program that cannot start. */
+const HOPELESS = new Set(['ERR_AGENT_NOT_FOUND', 'ERR_COMMAND_SPAWN']);
+const retryUnlessHopeless = (err) => !(err !== null && typeof err === 'object' && HOPELESS.has(err.code));
+
 /** The priority level of each mode (by MODE_* code) when the options name none. */
 const MODE_LEVEL = ['low', 'medium', 'medium', 'medium', 'medium'];
 
@@ -27,6 +31,8 @@ class SubmitRules {
     this.modePriority = this.modeLevel.map((name) => this.levels.get(name));
     this.priority = 0;
     this.timeoutMs = 0;
+    /** The config's retryIf, else the default (see Lifecycle._declinesRetry). */
+    this.retryIf = cfg.retryIf !== undefined ? cfg.retryIf : retryUnlessHopeless;
   }
 
   /**
@@ -55,6 +61,7 @@ class SubmitRules {
     const retries = options.retries;
     const retryDelayMs = options.retryDelayMs;
     const backoff = options.backoff;
+    const retryIf = options.retryIf;
     if (p !== undefined) {
       priority = typeof p === 'string' ? this.levels.get(p) : undefined;
       if (priority === undefined) {
@@ -77,10 +84,16 @@ class SubmitRules {
     if (retries !== undefined || retryDelayMs !== undefined || backoff !== undefined) {
       retry = retryPolicy({ retries, retryDelayMs, backoff }, this.config, 'options.');
     }
+    const hasRetryIf = retryIf !== undefined && retryIf !== null;
+    if (hasRetryIf && typeof retryIf !== 'function') {
+      throw typeError(`options.retryIf must be a function (error, attempt) => boolean, got ${describe(retryIf)}`);
+    }
     const rec = new Execution(mode, agent, task, options, level);
-    if (retry !== null || hasSignal || hasOnProgress || timeoutGiven) {
+    if (retry !== null || hasSignal || hasOnProgress || timeoutGiven || hasRetryIf) {
       const x = extras(rec);
       x.retry = retry;
+      if (retry !== null) x.retries = retry.retries;
+      if (hasRetryIf) x.retryIf = retryIf;
       if (hasSignal) x.userSignal = signal; // wired once the core has answered
       if (hasOnProgress) x.onProgress = onProgress;
       if (timeoutGiven) x.timeoutMs = timeout;

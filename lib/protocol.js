@@ -11,7 +11,7 @@ module.exports = Object.freeze({
   OP_SUBMIT: 1,
   /** `[OP_SETTLE_OK, id, -, attempt]`; the answer in slot 2 is the id started in the freed slot (0: none), in slot 3 `RETRY_NONE`. */
   OP_SETTLE_OK: 2,
-  /** `[OP_SETTLE_FAILED, id, -, attempt]`; answers as `OP_SETTLE_OK`, slot 3 holds the retry delay (ms) when the execution now waits for its next attempt. */
+  /** `[OP_SETTLE_FAILED, id, final, attempt]` (`final` 1: no retry, whatever the policy); answers as `OP_SETTLE_OK`, slot 3 holds the retry delay (ms) when the execution now waits for its next attempt. */
   OP_SETTLE_FAILED: 3,
   /** Bits of the packed submit field that hold the mode; the agent key is above them. */
   SUBMIT_KEY_SHIFT: 3,

@@ -125,6 +125,8 @@ class Extras {
     this.retry = null; // options' retry policy, handed to the core with the id
     this.timeoutMs = undefined; // options.timeout, when given
     this.durable = null; // DurableRun of a stored execution (durable/durable.js)
+    this.retries = undefined; // options.retries, when given
+    this.retryIf = null; // options.retryIf
   }
 }
 

@@ -15,7 +15,7 @@ pub const BATCH_CAPACITY: u32 = 512;
 pub const OP_SUBMIT: u32 = 1;
 /// `[OP_SETTLE_OK, id, -, attempt]`; the answer in slot 2 is the id started in the freed slot (0: none), in slot 3 `RETRY_NONE`.
 pub const OP_SETTLE_OK: u32 = 2;
-/// `[OP_SETTLE_FAILED, id, -, attempt]`; answers as `OP_SETTLE_OK`, slot 3 holds the retry delay (ms) when the execution now waits for its next attempt.
+/// `[OP_SETTLE_FAILED, id, final, attempt]` (`final` 1: no retry, whatever the policy); answers as `OP_SETTLE_OK`, slot 3 holds the retry delay (ms) when the execution now waits for its next attempt.
 pub const OP_SETTLE_FAILED: u32 = 3;
 /// Bits of the packed submit field that hold the mode; the agent key is above them.
 pub const SUBMIT_KEY_SHIFT: u32 = 3;

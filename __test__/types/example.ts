@@ -133,6 +133,7 @@ const fullConfig: Required<BackgroundExecutorConfig> = {
   retries: 2,
   retryDelayMs: 1000,
   backoff: 'exponential',
+  retryIf: (error: unknown, attempt: number) => attempt < 3 && !(error instanceof TypeError),
   store: 'sqlite:.bmad/executions.db',
   leaseMs: 30_000,
   storePollMs: 0.25,
@@ -402,6 +403,7 @@ export async function tour(): Promise<void> {
     backoff: 'fixed',
     durable: true,
     key: 'prd:review',
+    retryIf: (error: unknown) => (error as { code?: string }).code !== 'E_FATAL',
   };
 
   // 1. Fire-and-forget.

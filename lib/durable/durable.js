@@ -27,7 +27,7 @@ const { STATUS_QUEUED, STATUS_RUNNING, STATUS_COMPLETED, STATUS_FAILED, STATUS_C
 /** Errors no retry can fix. */
 const NOT_RETRYABLE = new Set(['ERR_AGENT_NOT_FOUND', 'ERR_COMMAND_SPAWN', 'ERR_COMMAND_SPEC', 'ERR_NOT_SERIALIZABLE', 'ERR_STORE']);
 /** Options that only mean something in the submitting process: not stored. */
-const LOCAL_OPTIONS = new Set(['signal', 'onProgress']);
+const LOCAL_OPTIONS = new Set(['signal', 'onProgress', 'retryIf']);
 /** A claimed attempt runs once in the core: the store decides about retries. */
 const NO_LOCAL_RETRY = Object.freeze({ retries: 0, retryDelayMs: 0, backoff: 'fixed' });
 /** Final statuses remembered for `waitFor` and `getExecutionStatus` of ended executions. */
@@ -315,7 +315,7 @@ class Durable {
     } else {
       code = status === 'cancelled' ? STATUS_CANCELLED : STATUS_FAILED;
       json = errorJson(value);
-      retryable = code === STATUS_FAILED && !NOT_RETRYABLE.has(codeOf(value));
+      retryable = code === STATUS_FAILED && !NOT_RETRYABLE.has(codeOf(value)) && !this.ex._declinesRetry(rec, value, d.attempt);
     }
     d.value = value;
     this.link.finish(d.rowId, d.attempt, code, retryable, json, rec);

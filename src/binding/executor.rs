@@ -324,7 +324,7 @@ impl NativeExecutor {
   ///
   /// - `[OP_SUBMIT, mode | agentKey << SUBMIT_KEY_SHIFT, priority, timeoutMs]` -> `io[4k+1]`
   ///   = id, positive when it started at once, negative when queued, 0 when closed;
-  /// - `[OP_SETTLE_OK | OP_SETTLE_FAILED, id, -, attempt]` -> `io[4k+2]` = the id started in
+  /// - `[OP_SETTLE_OK | OP_SETTLE_FAILED, id, final, attempt]` -> `io[4k+2]` = the id started in
   ///   the freed slot, or 0; `io[4k+3]` = the retry delay (ms) when this failure made the
   ///   execution wait for its next attempt, else `RETRY_NONE`.
   ///
@@ -368,9 +368,11 @@ impl NativeExecutor {
           } else {
             0
           };
+          // Slot 2 set: the failure is final (the user's retryIf declined a retry).
+          let retry = op[2] == 0.0;
           let r = self
             .sched
-            .settle(to_id(op[1]), attempt, code == OP_SETTLE_OK, now);
+            .settle_as(to_id(op[1]), attempt, code == OP_SETTLE_OK, retry, now);
           op[2] = r.next.map_or(0.0, |id| id as f64);
           op[3] = r.retry_delay_ms.unwrap_or(f64::from(RETRY_NONE));
         }
@@ -399,9 +401,10 @@ impl NativeExecutor {
   /// The timeout of `id` fired: `TIMEOUT_STALE` when it failed nothing, `RETRY_NONE` when
   /// the running attempt failed and with it the execution, else the delay (ms) before the
   /// execution's next attempt.
+  /// `retry` false: the execution fails whatever its retry policy allows.
   #[napi(catch_unwind)]
-  pub fn timeout(&mut self, env: Env, id: f64) -> f64 {
-    let r = match self.change(&env, |s, now| s.timeout(to_id(id), now)) {
+  pub fn timeout(&mut self, env: Env, id: f64, retry: bool) -> f64 {
+    let r = match self.change(&env, |s, now| s.timeout_as(to_id(id), retry, now)) {
       TimedOut::Stale => f64::from(TIMEOUT_STALE),
       TimedOut::Failed => f64::from(RETRY_NONE),
       TimedOut::Retry(ms) => ms,

@@ -569,6 +569,12 @@ impl Scheduler {
   /// retry policy allows, waits for its next attempt. A settle of an older attempt (its slot
   /// already freed by the grace period) is ignored.
   pub fn settle(&mut self, id: u64, attempt: u16, ok: bool, now: f64) -> Settled {
+    self.settle_as(id, attempt, ok, true, now)
+  }
+
+  /// As `settle`; with `retry` false a failure ends the execution whatever its policy allows
+  /// (the user's `retryIf` said no).
+  pub fn settle_as(&mut self, id: u64, attempt: u16, ok: bool, retry: bool, now: f64) -> Settled {
     let mut ended = false;
     let mut retry_delay_ms = None;
     if let Some(exec) = self
@@ -582,7 +588,7 @@ impl Scheduler {
         if ok {
           self.finish(id, Status::Completed, now);
         } else {
-          retry_delay_ms = self.fail_attempt(id, now);
+          retry_delay_ms = self.fail_attempt(id, retry, now);
         }
         ended = true;
       }
@@ -596,8 +602,8 @@ impl Scheduler {
 
   /// The running attempt of `id` failed: the execution waits for its next attempt when its
   /// policy allows one (returns the delay), else it fails.
-  fn fail_attempt(&mut self, id: u64, now: f64) -> Option<f64> {
-    let delay = self.retry_delay(id);
+  fn fail_attempt(&mut self, id: u64, retry: bool, now: f64) -> Option<f64> {
+    let delay = if retry { self.retry_delay(id) } else { None };
     match delay {
       Some(ms) => self.wait_for_retry(id, ms, now),
       None => self.finish(id, Status::Failed, now),
@@ -689,6 +695,11 @@ impl Scheduler {
   /// when its retry policy allows, waits for its next attempt. Either way the timed-out
   /// agent keeps the slot until it settles or the grace period ends.
   pub fn timeout(&mut self, id: u64, now: f64) -> TimedOut {
+    self.timeout_as(id, true, now)
+  }
+
+  /// As `timeout`; with `retry` false the timed-out execution fails whatever its policy allows.
+  pub fn timeout_as(&mut self, id: u64, retry: bool, now: f64) -> TimedOut {
     match self.execs.get_mut(id) {
       // A firing earlier than this attempt's deadline is a stale one (an earlier attempt's,
       // or from before a restart): ignore it.
@@ -698,7 +709,7 @@ impl Scheduler {
           && now + 1.0 >= exec.started_at + f64::from(exec.timeout_ms) =>
       {
         exec.timers &= !TimerKind::Timeout.bit();
-        let delay = self.fail_attempt(id, now);
+        let delay = self.fail_attempt(id, retry, now);
         self.begin_grace(id, now);
         delay.map_or(TimedOut::Failed, TimedOut::Retry)
       }
