@@ -160,7 +160,10 @@ declare namespace Types {
     retryIf?: ((error: unknown, attempt: number) => boolean) | undefined;
     /** With a store: `false` runs this execution in memory only. Default true. */
     durable?: boolean | undefined;
-    /** With a store: while an execution with this key is queued or running, submissions with it get its id. */
+    /**
+     * While an execution with this key is queued or running, a submission with it gets that
+     * execution's id and outcome instead of a second run (with a store: across processes).
+     */
     key?: string | undefined;
     [key: string]: unknown;
   }
@@ -205,7 +208,7 @@ declare namespace Types {
     finishedAt?: number | undefined;
     /** True for an execution of the store. */
     durable?: boolean | undefined;
-    /** Its deduplication key (stored executions). */
+    /** Its deduplication key (`options.key`). */
     key?: string | undefined;
     /** The executor that runs or ran it (stored executions read with `fetchExecutionStatus`). */
     owner?: string | undefined;

@@ -42,6 +42,7 @@ class Lifecycle extends CoreLink {
     this._yieldScheduled = false;
     this._resumeDeferred = () => this._runDeferred();
     this._dirty = new Set(); // watched executions with a progress report to emit this turn
+    this._keys = new Map(); // options.key -> the queued or running execution holding it
     this._progressScheduled = false;
     this._flushProgress = () => this._emitDirtyProgress();
   }
@@ -71,11 +72,74 @@ class Lifecycle extends CoreLink {
     if (this._closing) throw closedError();
     // executeMultiple reports an unknown agent as that agent's failure, in its results.
     if (mode !== MODE_AGGREGATE && !canRun(this, agent)) throw agentNotFound(agent);
+    if (options !== undefined && options !== null && options.key !== undefined && options.key !== null) {
+      if (this._follow(rec, options.key)) return rec;
+    }
     let key = this._agentKeys.get(agent);
     if (key === undefined) key = this._internAgent(agent);
     this._push(rec, OP_SUBMIT, mode + (key << SUBMIT_KEY_SHIFT), rules.priority, rules.timeoutMs);
     this._markBusy();
     return rec;
+  }
+
+  /**
+   * `options.key`: while an execution with this key is queued or running, `rec` follows it
+   * (same id, same outcome) instead of running (true); else `rec` holds the key (false).
+   */
+  _follow(rec, key) {
+    if (typeof key !== 'string' || key === '' || key.length > 1024) {
+      throw typeError(`options.key must be a non-empty string of at most 1024 characters, got ${describe(key)}`);
+    }
+    const x = extras(rec);
+    x.key = key;
+    const live = this._keys.get(key);
+    if (live === undefined || live.done) {
+      this._keys.set(key, rec);
+      return false;
+    }
+    const lx = extras(live);
+    if (lx.followers === null) lx.followers = [];
+    lx.followers.push(rec);
+    rec.id = -1; // not an execution of its own
+    if (rec.mode !== MODE_EXECUTE) {
+      // Answered like a submission (its caller sets `admitted` on return), once the execution
+      // it follows has its id and every earlier answer has been delivered.
+      queueMicrotask(() => {
+        this._flush();
+        this._deliver(() => this._answerFollower(rec, live));
+      });
+    }
+    return true;
+  }
+
+  _answerFollower(rec, live) {
+    const x = rec.x;
+    if (x.admitted === null) return;
+    const status = live.done ? (live.x.ended ?? 'completed') : live.phase === 1 ? 'running' : 'queued';
+    const admitted = x.admitted;
+    x.admitted = null;
+    admitted({ executionId: idOf(live), mode: MODE_NAMES[rec.mode], status });
+  }
+
+  /** `rec` ended: its key is free, and the submissions that followed it get its outcome. */
+  _keyEnded(rec, status, value) {
+    const x = rec.x;
+    if (this._keys.get(x.key) === rec) this._keys.delete(x.key);
+    x.ended = status;
+    const followers = x.followers;
+    if (followers === null) return;
+    x.followers = null;
+    for (const f of followers) {
+      f.done = true;
+      f.value = value;
+      if (f.mode === MODE_EXECUTE) {
+        if (status === 'completed') f.resolve(value);
+        else f.reject(value);
+      } else if (f.callback !== null) {
+        if (status === 'completed') this._callBack(f, null, value);
+        else this._callBack(f, value, undefined);
+      }
+    }
   }
 
   _internAgent(agent) {
@@ -306,6 +370,7 @@ class Lifecycle extends CoreLink {
     rec.value = value;
     const x = rec.x;
     if (x !== null) {
+      if (x.key !== undefined) this._keyEnded(rec, 'completed', value);
       if (x.userSignal !== null) this._unwireSignal(rec);
       if (x.waiters !== null) Watchers.notify(this, rec, 'completed');
     }
@@ -348,6 +413,7 @@ class Lifecycle extends CoreLink {
     rec.value = err;
     const x = rec.x;
     if (x !== null) {
+      if (x.key !== undefined) this._keyEnded(rec, status, err);
       if (x.userSignal !== null) this._unwireSignal(rec);
       if (x.waiters !== null) Watchers.notify(this, rec, status);
     }

@@ -32,6 +32,7 @@ function statusObject(rec, v) {
     finishedAt: v.finishedAt == null ? undefined : v.finishedAt,
   };
   if (status === 'queued') out.queuePosition = v.queuePosition;
+  if (rec.x !== null && rec.x.key !== undefined) out.key = rec.x.key;
   return out;
 }
 

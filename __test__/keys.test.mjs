@@ -1,0 +1,81 @@
+// options.key in memory: while an execution with a key is queued or running, a submission
+// with the same key gets that execution's id and outcome instead of a second run.
+import assert from 'node:assert/strict';
+import { test, shutDownAfterEach, unthrottled } from './helpers.mjs';
+
+const make = unthrottled(shutDownAfterEach());
+
+function gated() {
+  let open;
+  const gate = new Promise((r) => (open = r));
+  let runs = 0;
+  const fn = async (task) => {
+    runs++;
+    await gate;
+    return { task, run: runs };
+  };
+  return { fn, open: () => open(), runs: () => runs };
+}
+
+test('same key while running: same id, one run, every execute() gets the same value', async () => {
+  const bg = make();
+  const g = gated();
+  bg.registerAgent('a', g.fn);
+  const first = bg.execute('a', 'one', { key: 'k1' });
+  const second = bg.execute('a', 'two', { key: 'k1' });
+  const ff = await bg.fireAndForget('a', 'three', { key: 'k1' });
+  const cb = new Promise((resolve) => bg.executeWithCallback('a', 'four', (err, v) => resolve([err, v]), { key: 'k1' }));
+  await new Promise((r) => setTimeout(r, 20));
+  assert.equal(g.runs(), 1);
+  const status = bg.getExecutionStatus(ff.executionId);
+  assert.equal(status.found && status.key, 'k1');
+  assert.equal(ff.status, 'running');
+  g.open();
+  const [v1, v2, [err, v4]] = await Promise.all([first, second, cb]);
+  assert.equal(v1, v2, 'the same value object');
+  assert.equal(v4, v1);
+  assert.equal(err, null);
+  assert.deepEqual(v1, { task: 'one', run: 1 });
+  assert.equal(g.runs(), 1);
+});
+
+test('after the end the key is free: a new submission runs again with a new id', async () => {
+  const bg = make();
+  let runs = 0;
+  bg.registerAgent('a', async (task) => (runs++, task));
+  const a = await bg.fireAndForget('a', 'x', { key: 'k2' });
+  await bg.waitFor(a.executionId);
+  const b = await bg.fireAndForget('a', 'y', { key: 'k2' });
+  assert.notEqual(b.executionId, a.executionId);
+  await bg.waitFor(b.executionId);
+  assert.equal(runs, 2);
+});
+
+test('a failure or a cancel reaches every submission with the key; other keys are independent', async () => {
+  const bg = make({ maxConcurrentAgents: 1 });
+  const g = gated();
+  bg.registerAgent('a', g.fn);
+  bg.registerAgent('bad', async () => {
+    throw Object.assign(new Error('nope'), { code: 'E_BAD' });
+  });
+  const blocker = bg.execute('a', 'block');
+  const q1 = bg.execute('bad', 't', { key: 'k3' });
+  const q2 = bg.execute('bad', 't', { key: 'k3' });
+  const c1 = bg.execute('a', 'c', { key: 'k4' });
+  const c2 = bg.execute('a', 'c', { key: 'k4' });
+  const { executionId } = await bg.fireAndForget('a', 'c', { key: 'k4' });
+  assert.equal((await bg.cancelExecution(executionId)).success, true);
+  await assert.rejects(c1, { code: 'ERR_EXECUTION_CANCELLED' });
+  await assert.rejects(c2, { code: 'ERR_EXECUTION_CANCELLED' });
+  g.open();
+  await blocker;
+  await assert.rejects(q1, { code: 'E_BAD' });
+  await assert.rejects(q2, { code: 'E_BAD' });
+});
+
+test('a bad key is refused', async () => {
+  const bg = make();
+  bg.registerAgent('a', async () => 1);
+  await assert.rejects(bg.execute('a', 't', { key: 42 }), { name: 'TypeError', message: /options\.key must be a non-empty string/ });
+  await assert.rejects(bg.fireAndForget('a', 't', { key: '' }), { name: 'TypeError' });
+});
