@@ -37,6 +37,7 @@ export type AggregatedResult = Executor.AggregatedResult;
 export type Consistency = Executor.Consistency;
 export type AggregationReport = Executor.AggregationReport;
 export type MultipleOptions<Level extends string = DefaultPriorityLevel> = Executor.MultipleOptions<Level>;
+export type MultipleItem<Level extends string = DefaultPriorityLevel> = Executor.MultipleItem<Level>;
 export type AggregationResult = Executor.AggregationResult;
 export type ShutdownOptions = Executor.ShutdownOptions;
 export type ExecutionEndedEvent = Executor.ExecutionEndedEvent;

@@ -417,6 +417,7 @@ declare namespace Types {
   export interface AggregatedResult {
     id: ExecutionId;
     agent: string;
+    task: string;
     status: ExecutionStatus;
     result: unknown;
     error: string | null;
@@ -444,6 +445,13 @@ declare namespace Types {
     consistency: Consistency;
     /** ISO 8601. */
     timestamp: string;
+  }
+
+  /** One execution of `executeMultiple(items, options?)`. */
+  export interface MultipleItem<Level extends string = DefaultPriorityLevel> {
+    agent: string;
+    task: string;
+    options?: SubmitOptions<Level> | undefined;
   }
 
   export interface MultipleOptions<Level extends string = DefaultPriorityLevel> extends SubmitOptions<Level> {
@@ -554,7 +562,8 @@ declare namespace Types {
     'progress-update': [
       { executionId: ExecutionId; agent: string; progress: number; status: ExecutionStatus; duration: number; detail: unknown },
     ];
-    'aggregation-started': [{ aggregationId: string; agents: string[]; task: string; executionIds: ExecutionId[] }];
+    /** `task`: the shared task (the first item's when each item has its own); `tasks`: each execution's. */
+    'aggregation-started': [{ aggregationId: string; agents: string[]; task: string; tasks: string[]; executionIds: ExecutionId[] }];
     'aggregation-completed': [{ aggregationId: string; results: AggregatedResult[]; report: AggregationReport }];
     'queue-throttled': [
       {
@@ -633,6 +642,8 @@ declare namespace Types {
     /** Resolves with the agent's value: `execute<CommandResult>()` for a command agent. */
     execute<Result = any>(agent: string, task: string, options?: SubmitOptions<Level>): Promise<Result>;
     executeMultiple(agents: string[], task: string, options?: MultipleOptions<Level>): Promise<AggregationResult>;
+    /** Different tasks in one aggregation: one execution per item; `options` holds `consistencyCheck` and the items' default options. */
+    executeMultiple(items: Array<MultipleItem<Level>>, options?: MultipleOptions<Level>): Promise<AggregationResult>;
     /** The final status once the execution has ended; `Result` types its `result` (e.g. `CommandResult`). */
     waitFor<Result = unknown>(executionId: ExecutionId): Promise<FinalExecutionStatus<Result, Level>>;
     /** Resolves once nothing is queued or running. */
@@ -752,6 +763,7 @@ declare namespace BackgroundExecutor {
   export import Consistency = Types.Consistency;
   export import AggregationReport = Types.AggregationReport;
   export import MultipleOptions = Types.MultipleOptions;
+  export import MultipleItem = Types.MultipleItem;
   export import AggregationResult = Types.AggregationResult;
   export import ShutdownOptions = Types.ShutdownOptions;
   export import ExecutionEndedEvent = Types.ExecutionEndedEvent;

@@ -11,26 +11,63 @@ const { MODE_AGGREGATE } = require('./protocol.js');
 
 const round2 = (x) => Math.round(x * 100) / 100;
 
-async function executeMultiple(ex, agents, task, options) {
+/**
+ * The executions of one call: `agents` is an array of agent names (each runs `task` with
+ * `options`) or of `{ agent, task, options }` items (a name among them still runs the shared
+ * task), then `(items, options)` is accepted too. Returns `{ list, options }`.
+ */
+function parseItems(agents, task, options) {
   if (!isArray(agents) || agents.length === 0) {
-    throw typeError(`agents must be a non-empty array of agent names, got ${describe(agents)}`);
+    throw typeError(`agents must be a non-empty array of agent names or { agent, task, options } items, got ${describe(agents)}`);
   }
+  if (task !== undefined && task !== null && typeof task === 'object' && options === undefined) {
+    options = task; // executeMultiple(items, options)
+    task = undefined;
+  }
+  const list = [];
   for (let i = 0; i < agents.length; i++) {
-    if (typeof agents[i] !== 'string' || agents[i] === '') {
-      throw typeError(`agents[${i}] must be a non-empty string, got ${describe(agents[i])}`);
+    const item = agents[i];
+    if (typeof item === 'string') {
+      if (item === '') throw typeError(`agents[${i}] must be a non-empty string, got ""`);
+      if (typeof task !== 'string') throw typeError(`task must be a string (agents[${i}] is a name and runs the shared task), got ${describe(task)}`);
+      list.push({ agent: item, task, options });
+      continue;
     }
+    if (item === null || typeof item !== 'object' || isArray(item)) {
+      throw typeError(`agents[${i}] must be an agent name or { agent, task, options }, got ${describe(item)}`);
+    }
+    const agent = item.agent;
+    const t = item.task === undefined ? task : item.task;
+    const o = item.options === undefined ? options : item.options;
+    if (typeof agent !== 'string' || agent === '') throw typeError(`agents[${i}].agent must be a non-empty string, got ${describe(agent)}`);
+    if (typeof t !== 'string') throw typeError(`agents[${i}].task must be a string, got ${describe(t)}`);
+    list.push({ agent, task: t, options: o });
   }
+  return { list, options };
+}
+
+async function executeMultiple(ex, agents, task, options) {
+  const parsed = parseItems(agents, task, options);
+  const list = parsed.list;
+  options = parsed.options;
   const check = options !== undefined && options !== null && typeof options === 'object' ? options.consistencyCheck : undefined;
   if (check !== undefined && typeof check !== 'function') {
     throw typeError(`options.consistencyCheck must be a function, got ${describe(check)}`);
   }
-  // The first submission validates task and options, so a bad call submits nothing.
-  const recs = [ex._submit(MODE_AGGREGATE, agents[0], task, options)];
-  for (let i = 1; i < agents.length; i++) recs.push(ex._submit(MODE_AGGREGATE, agents[i], task, options));
+  // Every item is validated before any is submitted: a bad call submits nothing.
+  for (const it of list) ex._rules.record(MODE_AGGREGATE, it.agent, it.task, it.options);
+  const recs = list.map((it) => ex._submit(MODE_AGGREGATE, it.agent, it.task, it.options));
   const finished = recs.map((rec) => new Promise((resolve) => onEnd(rec, (snapshot, status) => resolve({ snapshot, status }))));
   ex._flush();
   const aggregationId = `agg-${++ex._aggregations}`;
-  ex._emit('aggregation-started', { aggregationId, agents: [...agents], task, executionIds: recs.map((r) => extId(r.id)) });
+  const tasks = list.map((it) => it.task);
+  ex._emit('aggregation-started', {
+    aggregationId,
+    agents: list.map((it) => it.agent),
+    task: typeof task === 'string' ? task : tasks[0],
+    tasks,
+    executionIds: recs.map((r) => extId(r.id)),
+  });
   const ends = await Promise.all(finished);
   const results = ends.map(({ snapshot, status }, i) => {
     const rec = recs[i];
@@ -38,6 +75,7 @@ async function executeMultiple(ex, agents, task, options) {
     return {
       id: extId(rec.id),
       agent: rec.agent,
+      task: rec.task,
       status,
       result: ok ? rec.value : null,
       error: ok ? null : messageOf(rec.value),

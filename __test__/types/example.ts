@@ -39,6 +39,7 @@ import type {
   ExecutorStatus,
   FinalExecutionStatus,
   MultipleOptions,
+  MultipleItem,
   Percentiles,
   ProgressReport,
   QueueStatus,
@@ -256,7 +257,8 @@ function listenToEverything(bg: BackgroundExecutor): void {
   bg.on('aggregation-started', (d) => {
     const agents: string[] = d.agents;
     const ids: ExecutionId[] = d.executionIds;
-    use(d.aggregationId, agents, d.task, ids);
+    const tasks: string[] = d.tasks;
+    use(d.aggregationId, agents, d.task, ids, tasks);
   });
   bg.on('aggregation-completed', (d) => {
     const results: AggregatedResult[] = d.results;
@@ -532,6 +534,13 @@ export async function tour(): Promise<void> {
     consistencyCheck: (results) => ({ consistent: results.length === 2, reason: 'two results' }),
   });
   await bg.executeMultiple(['oracle'], 'no-options');
+  // Different tasks in one aggregation.
+  const items: MultipleItem[] = [
+    { agent: 'oracle', task: 'check-prd' },
+    { agent: 'eval', task: 'score-prd', options: { priority: 'high' } },
+  ];
+  const mixed = await bg.executeMultiple(items, { consistencyCheck: (results) => results.length === 2 });
+  for (const r of mixed.results) use(r.task);
   const aggregationId: string = agg.aggregationId;
   for (const r of agg.results) {
     const error: string | null = r.error;

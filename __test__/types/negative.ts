@@ -110,7 +110,7 @@ export async function mistakes(): Promise<void> {
   // @ts-expect-error TS2345 the callback's err is unknown, not necessarily an Error
   await bg.executeWithCallback('eval', 'generate-tests', (err: Error) => err.message);
 
-  // @ts-expect-error TS2345 executeMultiple takes an array of agent names
+  // @ts-expect-error TS2769 executeMultiple takes an array of agent names or of items
   await bg.executeMultiple('oracle', 'validate-prd');
 
   // @ts-expect-error TS2322 consistencyCheck returns a boolean or { consistent, reason }
