@@ -11,6 +11,15 @@ const { MODE_AGGREGATE } = require('./protocol.js');
 
 const round2 = (x) => Math.round(x * 100) / 100;
 
+/** Array.isArray that answers true for a revoked Proxy's throw: refused like an array. */
+function safeIsArray(v) {
+  try {
+    return isArray(v);
+  } catch {
+    return true;
+  }
+}
+
 /**
  * The executions of one call: `agents` is an array of agent names (each runs `task` with
  * `options`) or of `{ agent, task, options }` items (a name among them still runs the shared
@@ -33,12 +42,21 @@ function parseItems(agents, task, options) {
       list.push({ agent: item, task, options });
       continue;
     }
-    if (item === null || typeof item !== 'object' || isArray(item)) {
+    if (item === null || typeof item !== 'object' || safeIsArray(item)) {
       throw typeError(`agents[${i}] must be an agent name or { agent, task, options }, got ${describe(item)}`);
     }
-    const agent = item.agent;
-    const t = item.task === undefined ? task : item.task;
-    const o = item.options === undefined ? options : item.options;
+    let agent;
+    let t;
+    let o;
+    try {
+      agent = item.agent;
+      t = item.task === undefined ? task : item.task;
+      o = item.options === undefined ? options : item.options;
+    } catch (err) {
+      const e = typeError(`agents[${i}] must be an agent name or { agent, task, options }, got ${describe(item)} (reading it threw)`);
+      e.cause = err;
+      throw e;
+    }
     if (typeof agent !== 'string' || agent === '') throw typeError(`agents[${i}].agent must be a non-empty string, got ${describe(agent)}`);
     if (typeof t !== 'string') throw typeError(`agents[${i}].task must be a string, got ${describe(t)}`);
     list.push({ agent, task: t, options: o });
