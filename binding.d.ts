@@ -241,6 +241,8 @@ export interface NativeConfig {
   retryDelayMs: number
   /** `BACKOFF_FIXED` or `BACKOFF_EXPONENTIAL`. */
   backoff: number
+  /** Most executions waiting in the queue (beyond: refused); 0 or less means no limit. */
+  maxQueued: number
 }
 
 export interface NativeCounts {

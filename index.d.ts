@@ -34,7 +34,8 @@ declare namespace Types {
     | 'ERR_STORE_VERSION'
     | 'ERR_NOT_SERIALIZABLE'
     | 'ERR_WORKER_LOST'
-    | 'ERR_NO_STORE';
+    | 'ERR_NO_STORE'
+    | 'ERR_QUEUE_FULL';
 
   /** Every error the package creates carries one of these codes. */
   export interface ExecutorError extends Error {
@@ -128,6 +129,8 @@ declare namespace Types {
      * ERR_AGENT_NOT_FOUND and ERR_COMMAND_SPAWN is retried.
      */
     retryIf?: ((error: unknown, attempt: number) => boolean) | undefined;
+    /** Integer >= 1: most executions waiting in the queue; a submission beyond it rejects with ERR_QUEUE_FULL. No limit by default. */
+    maxQueued?: number | undefined;
     /**
      * Durable executions: `'sqlite:<path>'` (relative to the working directory; `?synchronous=full`
      * to survive power loss). Every execution is then stored before it is acknowledged and run by
@@ -648,6 +651,8 @@ declare namespace Types {
     waitFor<Result = unknown>(executionId: ExecutionId): Promise<FinalExecutionStatus<Result, Level>>;
     /** Resolves once nothing is queued or running. */
     onIdle(): Promise<void>;
+    /** Resolves once fewer than `n` executions wait in the queue (a producer's backpressure). */
+    onQueueSizeLessThan(n: number): Promise<void>;
     /**
      * Progress reports of one execution, ending with its final status object:
      * `for await (const update of bg.watch(id)) …`. Unknown or expired ids yield `{ found: false }`.

@@ -28,7 +28,7 @@ const DEFAULTS = Object.freeze({
   backoff: 'exponential',
 });
 
-const KNOWN = new Set([...Object.keys(DEFAULTS), 'priorityLevels', 'agents', 'defaultAgent', 'defaultTimeoutMs', 'store', 'leaseMs', 'storePollMs', 'retryIf']);
+const KNOWN = new Set([...Object.keys(DEFAULTS), 'priorityLevels', 'agents', 'defaultAgent', 'defaultTimeoutMs', 'store', 'leaseMs', 'storePollMs', 'retryIf', 'maxQueued']);
 
 /** Retention of ended executions in a store, unless the config sets it: stores outlive processes. */
 const STORE_RETENTION = Object.freeze({ resultTtlMs: 7 * 24 * 3600 * 1000, maxRetainedResults: 1000000 });
@@ -126,6 +126,7 @@ function parseConfig(config) {
     ...retryPolicy(c, d),
     store: storeConfig(c),
     retryIf: c.retryIf,
+    maxQueued: integer('maxQueued', c.maxQueued, 1, Number.MAX_SAFE_INTEGER, undefined),
   };
 }
 

@@ -66,6 +66,7 @@ class CoreLink extends EventEmitter {
         retries: config.retries,
         retryDelayMs: config.retryDelayMs,
         backoff: backoffCode(config.backoff),
+        maxQueued: config.maxQueued === undefined ? 0 : config.maxQueued,
       },
       weakCallback(this, '_onTimers'),
     );
@@ -83,6 +84,7 @@ class CoreLink extends EventEmitter {
     this._admitted = []; // records whose id-returning call is answered after the deliveries
     this._busy = false;
     this._store = null; // the durable layer (durable/durable.js) when a store is configured
+    this._queueWaiters = []; // onQueueSizeLessThan(n): { n, resolve }
     /** @type {Record<string, Function | Function[] | undefined>} EventEmitter's listeners by event. */
     this._events;
     /** @type {number} EventEmitter's count of event names with listeners. */
@@ -174,10 +176,23 @@ class CoreLink extends EventEmitter {
     batch.answered = n;
     batch.idle = idle === 1;
     this._deliver(batch);
+    if (this._queueWaiters.length > 0) this._checkQueueWaiters();
+  }
+
+  /** Resolves the onQueueSizeLessThan() waiters whose size has been reached. */
+  _checkQueueWaiters() {
+    const queued = this._native.counts().queued;
+    const waiting = this._queueWaiters;
+    this._queueWaiters = [];
+    for (const w of waiting) {
+      if (queued < w.n) w.resolve();
+      else this._queueWaiters.push(w);
+    }
   }
 
   /** Phase 1 for one submission: its id, its record stored, its retry policy told to the core. */
   _admit(rec, answer) {
+    if (answer === 0) return; // refused (the queue is full): id 0, answered in phase 2
     const id = answer > 0 ? answer : -answer;
     // `| 0` while it fits: an id that reached the record as a boxed double (say, re-read after
     // a deoptimisation) would turn its `id` field into a double field for good.
@@ -235,6 +250,7 @@ class CoreLink extends EventEmitter {
   /** Starts the executions the core has just started (ids in start order). */
   _launchAll(ids) {
     if (ids.length > 0) this._deliver(() => this._launchIds(ids));
+    if (this._queueWaiters.length > 0) this._checkQueueWaiters();
   }
 
   _launchIds(ids) {

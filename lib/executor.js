@@ -365,6 +365,22 @@ class BackgroundExecutor extends Lifecycle {
     return watch(this, executionId);
   }
 
+  /**
+   * Resolves once fewer than `n` executions wait in the queue (at once if they already do):
+   * a producer's way to wait instead of meeting `maxQueued`.
+   */
+  onQueueSizeLessThan(n) {
+    try {
+      if (n === undefined) throw typeError('onQueueSizeLessThan: n must be an integer >= 1, got undefined');
+      integer('onQueueSizeLessThan: n', n, 1, Number.MAX_SAFE_INTEGER, 1);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    this._flush();
+    if (this._native.counts().queued < n) return Promise.resolve();
+    return new Promise((resolve) => this._queueWaiters.push({ n, resolve }));
+  }
+
   /** Resolves once nothing is queued or running. */
   onIdle() {
     this._flush();

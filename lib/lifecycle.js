@@ -142,6 +142,33 @@ class Lifecycle extends CoreLink {
     }
   }
 
+  /** The core refused `rec`: the queue holds `maxQueued`. Nothing of it was recorded. */
+  _queueFull(rec) {
+    const err = coded(RangeError, 'ERR_QUEUE_FULL', `The queue is full (maxQueued ${this._rules.config.maxQueued}): ${rec.agent} was not queued`, {
+      agent: rec.agent,
+      maxQueued: this._rules.config.maxQueued,
+    });
+    rec.done = true;
+    rec.value = err;
+    const x = rec.x;
+    if (x !== null) {
+      if (x.key !== undefined) this._keyEnded(rec, 'failed', err);
+      if (x.waiters !== null) {
+        const waiters = x.waiters;
+        x.waiters = null;
+        for (const w of waiters) w({ found: false }, 'failed');
+      }
+      if (x.refused !== null) {
+        const refused = x.refused;
+        x.admitted = null;
+        x.refused = null;
+        refused(err);
+        return;
+      }
+    }
+    if (rec.mode === MODE_EXECUTE) rec.reject(err);
+  }
+
   _internAgent(agent) {
     if (this._agentNames.length >= MAX_AGENT_KEYS) return 0;
     const key = this._agentNames.length;
@@ -158,6 +185,10 @@ class Lifecycle extends CoreLink {
       return;
     }
     const id = rec.id;
+    if (id === 0) {
+      this._queueFull(rec);
+      return;
+    }
     // `_eventsCount` (EventEmitter's count of event names with listeners) first: with no
     // listener at all, no lookup in the dictionary-mode `_events` (~10 ns each).
     const events = this._eventsCount === 0 ? null : this._events;

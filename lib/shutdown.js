@@ -67,6 +67,9 @@ function finishShutdown(ex, forced) {
     return;
   }
   ex._shutdownDone = true;
+  // Nothing waits in the queue any more.
+  for (const w of ex._queueWaiters) w.resolve();
+  ex._queueWaiters = [];
   ex._release();
   ex._stopMonitor();
   const c = ex._native.counts();

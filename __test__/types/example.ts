@@ -135,6 +135,7 @@ const fullConfig: Required<BackgroundExecutorConfig> = {
   retryDelayMs: 1000,
   backoff: 'exponential',
   retryIf: (error: unknown, attempt: number) => attempt < 3 && !(error instanceof TypeError),
+  maxQueued: 10_000,
   store: 'sqlite:.bmad/executions.db',
   leaseMs: 30_000,
   storePollMs: 0.25,
@@ -462,6 +463,7 @@ export async function tour(): Promise<void> {
   const stored = await bg.fetchExecutionStatus<EvalResult>(executionId);
   if (stored.found && stored.status === 'completed') use(stored.result.tests, stored.durable, stored.key, stored.owner);
   const integrity: string | null = await bg.checkStore();
+  await bg.onQueueSizeLessThan(100);
   use(integrity);
   if (status2.found) {
     const s: ExecutionStatus = status2.status;

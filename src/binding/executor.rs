@@ -91,6 +91,8 @@ pub struct NativeConfig {
   pub retry_delay_ms: f64,
   /// `BACKOFF_FIXED` or `BACKOFF_EXPONENTIAL`.
   pub backoff: u32,
+  /// Most executions waiting in the queue (beyond: refused); 0 or less means no limit.
+  pub max_queued: f64,
 }
 
 impl TryFrom<NativeConfig> for Config {
@@ -113,6 +115,11 @@ impl TryFrom<NativeConfig> for Config {
       aging_ms: finite_or(c.aging_ms, 0.0, 1e15, d.aging_ms),
       levels,
       retry,
+      max_queued: if c.max_queued.is_finite() && c.max_queued >= 1.0 {
+        c.max_queued.min(1e15) as usize
+      } else {
+        usize::MAX
+      },
     })
   }
 }

@@ -135,6 +135,8 @@ pub struct Config {
   pub levels: Vec<i32>,
   /// Retries of failed attempts, unless an execution has its own (`set_retry_policy`).
   pub retry: RetryPolicy,
+  /// Most executions waiting in the queue: a submission that would wait beyond it is refused.
+  pub max_queued: usize,
 }
 
 impl Default for Config {
@@ -149,6 +151,7 @@ impl Default for Config {
       aging_ms: 0.0,
       levels: vec![5, 4, 3, 2, 1],
       retry: RetryPolicy::default(),
+      max_queued: usize::MAX,
     }
   }
 }
@@ -450,6 +453,10 @@ impl Scheduler {
     if self.closed {
       return None;
     }
+    let start_now = self.queue.is_empty() && self.can_start();
+    if !start_now && self.queue.len() >= self.cfg.max_queued {
+      return None; // the queue is full: refused, nothing recorded
+    }
     let id = self.next_id;
     self.next_id += 1;
     self.totals.submitted += 1;
@@ -481,7 +488,6 @@ impl Scheduler {
         now + self.cfg.progress_interval_ms,
       );
     }
-    let start_now = self.queue.is_empty() && self.can_start();
     self.execs.insert(id, exec);
     if start_now {
       self.start(id, now);
@@ -1044,6 +1050,29 @@ fn disarm(cmds: &mut Vec<TimerCmd>, exec: &mut Exec, id: u64, kind: TimerKind) {
   if exec.timers & kind.bit() != 0 {
     exec.timers &= !kind.bit();
     cmds.push(TimerCmd::Disarm { id, kind });
+  }
+}
+
+#[cfg(test)]
+mod max_queued_tests {
+  use super::*;
+
+  #[test]
+  fn a_submission_beyond_max_queued_is_refused_and_leaves_no_trace() {
+    let mut s = Scheduler::new(Config {
+      max_concurrent: 1,
+      max_queued: 2,
+      ..Config::default()
+    });
+    assert_eq!(s.submit(0, 0, false, 3, 0.0, 0.0), Some((1, true)));
+    assert_eq!(s.submit(0, 0, false, 3, 0.0, 0.0), Some((2, false)));
+    assert_eq!(s.submit(0, 0, false, 3, 0.0, 0.0), Some((3, false)));
+    assert_eq!(s.submit(0, 0, false, 3, 0.0, 0.0), None, "the queue holds 2");
+    assert_eq!(s.queued(), 2);
+    assert_eq!(s.totals.submitted, 3, "the refused one is not counted");
+    // A start makes room, and ids stay in sequence.
+    s.settle(1, 1, true, 1.0);
+    assert_eq!(s.submit(0, 0, false, 3, 0.0, 1.0), Some((4, false)));
   }
 }
 
