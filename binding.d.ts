@@ -67,8 +67,11 @@ export declare class NativeExecutor {
    * The timeout of `id` fired: `TIMEOUT_STALE` when it failed nothing, `RETRY_NONE` when
    * the running attempt failed and with it the execution, else the delay (ms) before the
    * execution's next attempt.
-   * `retry` false: the execution fails whatever its retry policy allows.
+   * A held submission (`SUBMIT_HELD`) starts no earlier than `delay_ms` from now. False when
+   * `id` is not held (unknown, started, cancelled).
    */
+  startAfter(id: number, delayMs: number): boolean
+  /** `retry` false: the execution fails whatever its retry policy allows. */
   timeout(id: number, retry: boolean): number
   /**
    * `id` retries by this policy instead of the configured one (call it before any of its
@@ -351,6 +354,8 @@ export interface NativeStoreInsert {
   retryDelayMs: number
   backoff: number
   timeoutMs: number
+  /** The earliest start, ms since the epoch (0: at once). */
+  startAfter: number
 }
 
 export interface NativeStoreOptions {

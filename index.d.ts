@@ -159,6 +159,10 @@ declare namespace Types {
     retryDelayMs?: number | undefined;
     /** Overrides the config's `backoff`. */
     backoff?: 'fixed' | 'exponential' | undefined;
+    /** Integer >= 0 (ms): the execution is queued but does not start before this delay. */
+    delayMs?: number | undefined;
+    /** A Date or ms since the epoch: the execution does not start before then (instead of delayMs). */
+    startAfter?: Date | number | undefined;
     /** Overrides the config's `retryIf` (not stored: with a store it applies where the execution was submitted). */
     retryIf?: ((error: unknown, attempt: number) => boolean) | undefined;
     /** With a store: `false` runs this execution in memory only. Default true. */
@@ -213,6 +217,8 @@ declare namespace Types {
     durable?: boolean | undefined;
     /** Its deduplication key (`options.key`). */
     key?: string | undefined;
+    /** While a delayed execution waits for its first start: when it may start (ms since the epoch). */
+    startAfter?: number | undefined;
     /** The executor that runs or ran it (stored executions read with `fetchExecutionStatus`). */
     owner?: string | undefined;
   }

@@ -199,9 +199,13 @@ class CoreLink extends EventEmitter {
     rec.id = id <= 0x3fffffff ? id | 0 : id;
     this._records.add(id, rec);
     const x = rec.x;
-    if (x !== null && x.retry !== null) {
-      this._native.setRetryPolicy(id, x.retry.retries, x.retry.retryDelayMs, backoffCode(x.retry.backoff));
-      x.retry = null;
+    if (x !== null) {
+      if (x.retry !== null) {
+        this._native.setRetryPolicy(id, x.retry.retries, x.retry.retryDelayMs, backoffCode(x.retry.backoff));
+        x.retry = null;
+      }
+      // Held by the core until now: its start is timed from here.
+      if (x.startAfter !== undefined && x.durable === null) this._native.startAfter(id, x.startAfter - Date.now());
     }
   }
 

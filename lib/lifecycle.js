@@ -18,7 +18,7 @@ const { rethrowLater } = require('./events.js');
 const { follow, unfollow } = require('./signals.js');
 const P = require('./protocol.js');
 
-const { OP_SUBMIT, OP_SETTLE_OK, OP_SETTLE_FAILED, SUBMIT_KEY_SHIFT, MODE_NAMES, MAX_AGENT_KEYS } = P;
+const { OP_SUBMIT, OP_SETTLE_OK, OP_SETTLE_FAILED, SUBMIT_KEY_SHIFT, SUBMIT_HELD, MODE_NAMES, MAX_AGENT_KEYS } = P;
 const { MODE_WATCHED, MODE_EXECUTE, MODE_AGGREGATE, RETRY_NONE, TIMEOUT_STALE } = P;
 
 /** `<mode>-started` events, emitted when a submission is answered (execute() has none). */
@@ -77,7 +77,8 @@ class Lifecycle extends CoreLink {
     }
     let key = this._agentKeys.get(agent);
     if (key === undefined) key = this._internAgent(agent);
-    this._push(rec, OP_SUBMIT, mode + (key << SUBMIT_KEY_SHIFT), rules.priority, rules.timeoutMs);
+    const held = rec.x !== null && rec.x.startAfter !== undefined ? SUBMIT_HELD : 0;
+    this._push(rec, OP_SUBMIT, mode + held + (key << SUBMIT_KEY_SHIFT), rules.priority, rules.timeoutMs);
     this._markBusy();
     return rec;
   }

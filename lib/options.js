@@ -62,6 +62,8 @@ class SubmitRules {
     const retryDelayMs = options.retryDelayMs;
     const backoff = options.backoff;
     const retryIf = options.retryIf;
+    const delayMs = options.delayMs;
+    const startAfter = options.startAfter;
     if (p !== undefined) {
       priority = typeof p === 'string' ? this.levels.get(p) : undefined;
       if (priority === undefined) {
@@ -88,7 +90,9 @@ class SubmitRules {
     if (hasRetryIf && typeof retryIf !== 'function') {
       throw typeError(`options.retryIf must be a function (error, attempt) => boolean, got ${describe(retryIf)}`);
     }
+    const at = startTime(delayMs, startAfter);
     const rec = new Execution(mode, agent, task, options, level);
+    if (at !== undefined) extras(rec).startAfter = at;
     if (retry !== null || hasSignal || hasOnProgress || timeoutGiven || hasRetryIf) {
       const x = extras(rec);
       x.retry = retry;
@@ -107,6 +111,29 @@ class SubmitRules {
   timeoutOf(rec) {
     return rec.x !== null && rec.x.timeoutMs !== undefined ? rec.x.timeoutMs : this.defaultTimeoutMs;
   }
+}
+
+/**
+ * When a delayed execution may start (epoch ms), from `options.delayMs` (ms from now) or
+ * `options.startAfter` (a Date or epoch ms); undefined when it may start at once.
+ */
+function startTime(delayMs, startAfter) {
+  const hasDelay = delayMs !== undefined && delayMs !== null;
+  const hasAfter = startAfter !== undefined && startAfter !== null;
+  if (!hasDelay && !hasAfter) return undefined;
+  if (hasDelay && hasAfter) throw coded(TypeError, 'ERR_INVALID_ARG', 'options: give delayMs or startAfter, not both');
+  const now = Date.now();
+  if (hasDelay) {
+    const d = integer('options.delayMs', delayMs, 0, MAX_DELAY_MS, 0);
+    return d === 0 ? undefined : now + d;
+  }
+  let t;
+  if (isInstance(startAfter, Date)) t = startAfter.getTime();
+  else if (typeof startAfter === 'number') t = startAfter;
+  else throw typeError(`options.startAfter must be a Date or a time in ms since the epoch, got ${describe(startAfter)}`);
+  if (!Number.isFinite(t)) throw coded(RangeError, 'ERR_INVALID_ARG', `options.startAfter must be a valid time, got ${describe(startAfter)}`);
+  if (t - now > MAX_DELAY_MS) throw coded(RangeError, 'ERR_INVALID_ARG', `options.startAfter must be at most ${MAX_DELAY_MS} ms ahead, got ${new Date(t).toISOString()}`);
+  return t > now ? t : undefined;
 }
 
 /** `shutdown(options)`: `{ mode: 'cancel' | 'drain', timeoutMs }`. */

@@ -13,8 +13,10 @@ module.exports = Object.freeze({
   OP_SETTLE_OK: 2,
   /** `[OP_SETTLE_FAILED, id, final, attempt]` (`final` 1: no retry, whatever the policy); answers as `OP_SETTLE_OK`, slot 3 holds the retry delay (ms) when the execution now waits for its next attempt. */
   OP_SETTLE_FAILED: 3,
-  /** Bits of the packed submit field that hold the mode; the agent key is above them. */
-  SUBMIT_KEY_SHIFT: 3,
+  /** Bits of the packed submit field that hold the mode and `SUBMIT_HELD`; the agent key is above them. */
+  SUBMIT_KEY_SHIFT: 4,
+  /** Packed submit flag: the execution waits (status queued, not startable) until `startAfter(id, ms)` arms its start. */
+  SUBMIT_HELD: 8,
   /** A settle or timeout answer: the execution does not wait for a retry. */
   RETRY_NONE: -1,
   /** `sync` returns `evicted * SYNC_EVICTED_STEP + (idle ? SYNC_IDLE : 0)`. */

@@ -33,6 +33,9 @@ function statusObject(rec, v) {
   };
   if (status === 'queued') out.queuePosition = v.queuePosition;
   if (rec.x !== null && rec.x.key !== undefined) out.key = rec.x.key;
+  if (status === 'queued' && rec.attempt === 0 && rec.x !== null && rec.x.startAfter !== undefined && rec.x.startAfter > Date.now()) {
+    out.startAfter = rec.x.startAfter;
+  }
   return out;
 }
 

@@ -127,6 +127,7 @@ class Extras {
     this.durable = null; // DurableRun of a stored execution (durable/durable.js)
     this.retries = undefined; // options.retries, when given
     this.retryIf = null; // options.retryIf
+    this.startAfter = undefined; // a delayed execution's earliest start (epoch ms)
     this.key = undefined; // options.key (in memory; a stored execution's is in the store)
     this.followers = null; // submissions with the same key, settled with this one's outcome
     this.ended = undefined; // the final status name, for submissions that follow it late

@@ -17,8 +17,10 @@ pub const OP_SUBMIT: u32 = 1;
 pub const OP_SETTLE_OK: u32 = 2;
 /// `[OP_SETTLE_FAILED, id, final, attempt]` (`final` 1: no retry, whatever the policy); answers as `OP_SETTLE_OK`, slot 3 holds the retry delay (ms) when the execution now waits for its next attempt.
 pub const OP_SETTLE_FAILED: u32 = 3;
-/// Bits of the packed submit field that hold the mode; the agent key is above them.
-pub const SUBMIT_KEY_SHIFT: u32 = 3;
+/// Bits of the packed submit field that hold the mode and `SUBMIT_HELD`; the agent key is above them.
+pub const SUBMIT_KEY_SHIFT: u32 = 4;
+/// Packed submit flag: the execution waits (status queued, not startable) until `startAfter(id, ms)` arms its start.
+pub const SUBMIT_HELD: u32 = 8;
 /// A settle or timeout answer: the execution does not wait for a retry.
 pub const RETRY_NONE: i32 = -1;
 /// `sync` returns `evicted * SYNC_EVICTED_STEP + (idle ? SYNC_IDLE : 0)`.

@@ -407,6 +407,8 @@ export async function tour(): Promise<void> {
     durable: true,
     key: 'prd:review',
     retryIf: (error: unknown) => (error as { code?: string }).code !== 'E_FATAL',
+    delayMs: 0,
+    startAfter: new Date(),
   };
 
   // 1. Fire-and-forget.
@@ -473,6 +475,8 @@ export async function tour(): Promise<void> {
     const result: unknown = status2.result;
     const error: string | null = status2.error;
     const queuePosition: number | undefined = status2.queuePosition;
+    const startAfter: number | undefined = status2.startAfter;
+    use(startAfter, status2.key);
     const startedAt: number | undefined = status2.startedAt;
     const finishedAt: number | undefined = status2.finishedAt;
     use(status2.id, status2.executionId, status2.agent, status2.task, status2.mode, status2.priority);

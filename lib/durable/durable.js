@@ -159,6 +159,7 @@ class Durable {
         retryDelayMs: policy.retryDelayMs,
         backoff: policy.backoff === 'fixed' ? P.BACKOFF_FIXED : P.BACKOFF_EXPONENTIAL,
         timeoutMs,
+        startAfter: x.startAfter === undefined ? 0 : x.startAfter,
       },
       rec,
     );

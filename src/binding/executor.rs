@@ -16,8 +16,9 @@ use napi_derive::napi;
 
 use super::js_callback::{JsCallback, KeepAlive};
 use crate::protocol::{
-  MODE_WATCHED, NOT_FOUND, OP_SETTLE_FAILED, OP_SETTLE_OK, OP_SUBMIT, OP_WIDTH, RETRY_NONE, SUBMIT_KEY_SHIFT,
-  SYNC_EVICTED_STEP, SYNC_IDLE, THROTTLE_BEGAN, THROTTLE_ENDED, THROTTLE_UNCHANGED, TIMEOUT_STALE,
+  MODE_WATCHED, NOT_FOUND, OP_SETTLE_FAILED, OP_SETTLE_OK, OP_SUBMIT, OP_WIDTH, RETRY_NONE, SUBMIT_HELD,
+  SUBMIT_KEY_SHIFT, SYNC_EVICTED_STEP, SYNC_IDLE, THROTTLE_BEGAN, THROTTLE_ENDED, THROTTLE_UNCHANGED,
+  TIMEOUT_STALE,
 };
 use crate::scheduler::retry::{Backoff, RetryPolicy};
 use crate::scheduler::stats::{AgentStats, Histogram, Stats};
@@ -341,7 +342,7 @@ impl NativeExecutor {
   #[napi(catch_unwind)]
   pub fn sync(&mut self, env: Env, mut io: Float64ArraySlice, n: u32, mut evicted: Float64ArraySlice) -> f64 {
     const WIDTH: usize = OP_WIDTH as usize;
-    const MODE_MASK: u64 = (1 << SUBMIT_KEY_SHIFT) - 1;
+    const MODE_MASK: u64 = 7;
     // SAFETY: we are on the JS thread and nothing else touches these buffers during the call.
     let buf = unsafe { io.as_mut() };
     let n = (n as usize).min(buf.len() / WIDTH);
@@ -363,7 +364,11 @@ impl NativeExecutor {
             0
           };
           let watched = u32::from(mode) == MODE_WATCHED;
-          op[1] = match self.sched.submit(mode, agent, watched, priority, op[3], now) {
+          let held = packed & u64::from(SUBMIT_HELD) != 0;
+          op[1] = match self
+            .sched
+            .submit_as(mode, agent, watched, priority, op[3], held, now)
+          {
             None => 0.0,
             Some((id, true)) => id as f64,
             Some((id, false)) => -(id as f64),
@@ -408,6 +413,18 @@ impl NativeExecutor {
   /// The timeout of `id` fired: `TIMEOUT_STALE` when it failed nothing, `RETRY_NONE` when
   /// the running attempt failed and with it the execution, else the delay (ms) before the
   /// execution's next attempt.
+  /// A held submission (`SUBMIT_HELD`) starts no earlier than `delay_ms` from now. False when
+  /// `id` is not held (unknown, started, cancelled).
+  #[napi(catch_unwind)]
+  pub fn start_after(&mut self, env: Env, id: f64, delay_ms: f64) -> bool {
+    let delay = if delay_ms.is_finite() {
+      delay_ms.max(0.0)
+    } else {
+      0.0
+    };
+    self.change(&env, |s, now| s.start_after(to_id(id), delay, now))
+  }
+
   /// `retry` false: the execution fails whatever its retry policy allows.
   #[napi(catch_unwind)]
   pub fn timeout(&mut self, env: Env, id: f64, retry: bool) -> f64 {

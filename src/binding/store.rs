@@ -42,6 +42,8 @@ pub struct NativeStoreInsert {
   pub retry_delay_ms: f64,
   pub backoff: u32,
   pub timeout_ms: f64,
+  /// The earliest start, ms since the epoch (0: at once).
+  pub start_after: f64,
 }
 
 #[napi(object)]
@@ -190,6 +192,11 @@ impl From<NativeStoreInsert> for NewExecution {
       backoff: n.backoff,
       timeout_ms: if n.timeout_ms.is_finite() {
         n.timeout_ms.max(0.0)
+      } else {
+        0.0
+      },
+      start_after: if n.start_after.is_finite() {
+        n.start_after
       } else {
         0.0
       },

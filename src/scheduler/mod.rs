@@ -450,11 +450,27 @@ impl Scheduler {
     timeout_ms: f64,
     now: f64,
   ) -> Option<(u64, bool)> {
+    self.submit_as(mode, agent, watched, priority, timeout_ms, false, now)
+  }
+
+  /// As `submit`; `held`: the execution waits, shown as queued, until `start_after` arms its
+  /// start (a delayed execution). It takes no place in the queue meanwhile.
+  #[allow(clippy::too_many_arguments)]
+  pub fn submit_as(
+    &mut self,
+    mode: u8,
+    agent: u16,
+    watched: bool,
+    priority: i32,
+    timeout_ms: f64,
+    held: bool,
+    now: f64,
+  ) -> Option<(u64, bool)> {
     if self.closed {
       return None;
     }
-    let start_now = self.queue.is_empty() && self.can_start();
-    if !start_now && self.queue.len() >= self.cfg.max_queued {
+    let start_now = !held && self.queue.is_empty() && self.can_start();
+    if !held && !start_now && self.queue.len() >= self.cfg.max_queued {
       return None; // the queue is full: refused, nothing recorded
     }
     let id = self.next_id;
@@ -487,6 +503,12 @@ impl Scheduler {
         TimerKind::Progress,
         now + self.cfg.progress_interval_ms,
       );
+    }
+    if held {
+      exec.status = Status::Waiting;
+      self.waiting += 1;
+      self.execs.insert(id, exec);
+      return Some((id, false));
     }
     self.execs.insert(id, exec);
     if start_now {
@@ -657,6 +679,19 @@ impl Scheduler {
     arm(&mut self.timer_cmds, exec, id, TimerKind::Retry, now + delay_ms);
     self.waiting += 1;
     tracing::debug!(id, attempt = exec.attempt, delay_ms, "retry scheduled");
+  }
+
+  /// A held execution (`submit_as`) joins the queue after `delay_ms` (at once for 0). False
+  /// when `id` is not a held execution waiting for its first start.
+  pub fn start_after(&mut self, id: u64, delay_ms: f64, now: f64) -> bool {
+    let Some(exec) = self.execs.get_mut(id) else {
+      return false;
+    };
+    if exec.status != Status::Waiting || exec.attempt != 0 || exec.timers & TimerKind::Retry.bit() != 0 {
+      return false;
+    }
+    arm(&mut self.timer_cmds, exec, id, TimerKind::Retry, now + delay_ms);
+    true
   }
 
   /// The retry delay of `id` is over: its next attempt joins the queue (at the back of its
@@ -1050,6 +1085,44 @@ fn disarm(cmds: &mut Vec<TimerCmd>, exec: &mut Exec, id: u64, kind: TimerKind) {
   if exec.timers & kind.bit() != 0 {
     exec.timers &= !kind.bit();
     cmds.push(TimerCmd::Disarm { id, kind });
+  }
+}
+
+#[cfg(test)]
+mod held_tests {
+  use super::*;
+
+  #[test]
+  fn a_held_submission_waits_for_its_timer_then_queues_and_starts() {
+    let mut s = Scheduler::new(Config {
+      max_concurrent: 1,
+      ..Config::default()
+    });
+    assert_eq!(s.submit_as(0, 0, false, 3, 0.0, true, 0.0), Some((1, false)));
+    assert_eq!(s.view(1, 0.0, false).map(|v| v.status), Some(Status::Waiting));
+    assert_eq!(s.queued(), 0, "not in the queue while held");
+    assert_eq!(
+      s.submit(0, 0, false, 3, 0.0, 0.0),
+      Some((2, true)),
+      "others start meanwhile"
+    );
+    assert!(s.start_after(1, 50.0, 0.0));
+    assert!(!s.start_after(1, 50.0, 0.0), "armed once");
+    assert!(s.retry_due(1, 50.0).is_empty(), "the slot is taken: it queues");
+    assert_eq!(s.queued(), 1);
+    let settled = s.settle(2, 1, true, 60.0);
+    assert_eq!(settled.next, Some(1));
+    assert_eq!(s.view(1, 0.0, false).map(|v| v.status), Some(Status::Running));
+  }
+
+  #[test]
+  fn a_held_submission_can_be_cancelled_while_it_waits() {
+    let mut s = Scheduler::new(Config::default());
+    s.submit_as(0, 0, false, 3, 0.0, true, 0.0);
+    s.start_after(1, 1000.0, 0.0);
+    assert_eq!(s.cancel(1, 10.0), Some(Status::Waiting));
+    assert!(s.retry_due(1, 1000.0).is_empty());
+    assert_eq!(s.view(1, 0.0, false).map(|v| v.status), Some(Status::Cancelled));
   }
 }
 

@@ -87,6 +87,8 @@ pub struct NewExecution {
   pub backoff: u32,
   /// Per-attempt timeout in ms (0: none).
   pub timeout_ms: f64,
+  /// The earliest start, ms since the epoch (0 or past: at once).
+  pub start_after: f64,
 }
 
 /// The answer to one insert: its id, and whether it is an earlier execution with its key.

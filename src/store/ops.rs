@@ -406,7 +406,7 @@ fn insert(tx: &Connection, n: &NewExecution, now: f64) -> StoreResult<Inserted> 
   let mut st = tx.prepare_cached(
     "INSERT INTO bmad_executions (agent, task, options, level, priority, mode, key, state, max_attempts, \
      retry_delay_ms, backoff, timeout_ms, created_at, scheduled_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?9, ?10, ?11, ?12, ?12) ON CONFLICT DO NOTHING RETURNING id",
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?9, ?10, ?11, ?12, max(?12, ?13)) ON CONFLICT DO NOTHING RETURNING id",
   )?;
   let id: Option<i64> = st
     .query_row(
@@ -422,7 +422,8 @@ fn insert(tx: &Connection, n: &NewExecution, now: f64) -> StoreResult<Inserted> 
         n.retry_delay_ms,
         n.backoff,
         n.timeout_ms,
-        now
+        now,
+        n.start_after
       ],
       |r| r.get(0),
     )

@@ -85,6 +85,7 @@ fn exec(agent: &str) -> NewExecution {
     retry_delay_ms: 0.0,
     backoff: BACKOFF_FIXED,
     timeout_ms: 0.0,
+    start_after: 0.0,
   }
 }
 
