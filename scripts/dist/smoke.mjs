@@ -1,8 +1,11 @@
 // A short check of an installed bmad-background-executor, run from the consumer project that
 // installed it: `node smoke.mjs`. It uses each submission mode, a cancellation, an aggregation,
-// the resource monitor and shutdown, then prints `SMOKE <json>` and ends by itself (nothing
+// the resource monitor, the durable store and shutdown, then prints `SMOKE <json>` and ends by itself (nothing
 // native may keep the process alive). Exit code 1 on any failure.
 import { createRequire } from 'node:module';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import BackgroundExecutor, { ResourceMonitor } from 'bmad-background-executor';
 
 const require = createRequire(import.meta.url);
@@ -45,6 +48,22 @@ s.monitor = typeof sample.cpu === 'number' && sample.memory > 0;
 s.status = bg.getStatus().completed;
 await bg.shutdown();
 
+// The durable store (bundled SQLite): a stored execution, read back, an integrity check.
+const dir = mkdtempSync(join(tmpdir(), 'bmad-smoke-store-'));
+try {
+  const durable = new BackgroundExecutor({ store: `sqlite:${join(dir, 'smoke.db')}` });
+  durable.registerAgent('echo', async (task) => ({ task }));
+  await durable.initialize();
+  const stored = await durable.execute('echo', 'stored');
+  const id = (await durable.fireAndForget('echo', 'read-back')).executionId;
+  await durable.waitFor(id);
+  const read = await durable.fetchExecutionStatus(id);
+  s.store = { result: stored.task, read: read.found ? `${read.status}:${read.result.task}` : 'missing', integrity: await durable.checkStore() };
+  await durable.shutdown();
+} finally {
+  rmSync(dir, { recursive: true, force: true });
+}
+
 const ok =
   s.native.length === 1 &&
   s.execute.task === 'hello' &&
@@ -53,6 +72,9 @@ const ok =
   s.watched === 'completed' &&
   s.cancel === true &&
   s.aggregate.join() === 'echo:completed,slow:completed' &&
-  s.monitor === true;
+  s.monitor === true &&
+  s.store.result === 'stored' &&
+  s.store.read === 'completed:read-back' &&
+  s.store.integrity === 'ok';
 console.log(`SMOKE ${JSON.stringify(s)}`);
 if (!ok) process.exitCode = 1;
