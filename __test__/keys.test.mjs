@@ -79,3 +79,16 @@ test('a bad key is refused', async () => {
   await assert.rejects(bg.execute('a', 't', { key: 42 }), { name: 'TypeError', message: /options\.key must be a non-empty string/ });
   await assert.rejects(bg.fireAndForget('a', 't', { key: '' }), { name: 'TypeError' });
 });
+
+test('executeMultiple ignores a key in its options: every agent runs', async () => {
+  const bg = make();
+  let runs = 0;
+  bg.registerAgent('a', async () => ++runs);
+  bg.registerAgent('b', async () => ++runs);
+  const r = await bg.executeMultiple(['a', 'b'], 't', { key: 'shared' });
+  assert.deepEqual(
+    r.results.map((x) => x.status),
+    ['completed', 'completed'],
+  );
+  assert.equal(runs, 2);
+});

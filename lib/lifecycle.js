@@ -72,7 +72,8 @@ class Lifecycle extends CoreLink {
     if (this._closing) throw closedError();
     // executeMultiple reports an unknown agent as that agent's failure, in its results.
     if (mode !== MODE_AGGREGATE && !canRun(this, agent)) throw agentNotFound(agent);
-    if (options !== undefined && options !== null && options.key !== undefined && options.key !== null) {
+    // executeMultiple's executions each run: a key there would make one follow another.
+    if (mode !== MODE_AGGREGATE && options !== undefined && options !== null && options.key !== undefined && options.key !== null) {
       if (this._follow(rec, options.key)) return rec;
     }
     let key = this._agentKeys.get(agent);
