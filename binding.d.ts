@@ -124,6 +124,10 @@ export declare class NativeExecutor {
   durationOf(id: number): number
   /** The status code of an execution (`STATUS_*`), `NOT_FOUND` when unknown. */
   statusOf(id: number): number
+  /** Executions waiting in the queue (cheaper than `counts()`). */
+  queued(): number
+  /** Whether the timeout of `id` firing now would fail its running attempt. */
+  timeoutDue(id: number): boolean
   queueOrder(): Array<number>
   /** 1-based position in start order, `NOT_FOUND` unless queued. */
   queuePosition(id: number): number

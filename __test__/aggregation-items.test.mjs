@@ -73,3 +73,12 @@ test('a bad item is refused with a TypeError naming it, and nothing is submitted
   assert.equal(calls, 0);
   assert.equal(bg.getStats().counts.submitted, 0);
 });
+
+test('an item whose options are refused by the durable check submits nothing either', async () => {
+  const bg = make();
+  let calls = 0;
+  bg.registerAgent('a', async () => calls++);
+  await assert.rejects(bg.executeMultiple([{ agent: 'a', task: 'x' }, { agent: 'a', task: 'y', options: { durable: true } }]), { code: 'ERR_NO_STORE' });
+  await new Promise((r) => setTimeout(r, 20));
+  assert.equal(calls, 0);
+});

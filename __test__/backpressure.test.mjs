@@ -1,7 +1,7 @@
 // Backpressure: maxQueued refuses a submission that would wait beyond it (ERR_QUEUE_FULL,
 // nothing recorded); onQueueSizeLessThan(n) lets a producer wait instead.
 import assert from 'node:assert/strict';
-import { test, shutDownAfterEach, unthrottled } from './helpers.mjs';
+import { test, shutDownAfterEach, unthrottled, tempDir } from './helpers.mjs';
 
 const make = unthrottled(shutDownAfterEach());
 
@@ -97,4 +97,38 @@ test('shutdown resolves onQueueSizeLessThan waiters', async () => {
   await waiting;
   await done;
   assert.deepEqual((await Promise.all(all)).slice(1), ['ERR_EXECUTOR_SHUT_DOWN', 'ERR_EXECUTOR_SHUT_DOWN']);
+});
+
+test('a submission following a refused key holder is refused too', async () => {
+  const bg = make({ maxConcurrentAgents: 1, maxQueued: 1 });
+  const b = blocking();
+  bg.registerAgent('a', b.fn);
+  const running = bg.execute('a', 'run');
+  const queued = bg.execute('a', 'queued');
+  const holder = bg.fireAndForget('a', 'x', { key: 'k' });
+  const follower = bg.fireAndForget('a', 'x', { key: 'k' });
+  await assert.rejects(holder, { code: 'ERR_QUEUE_FULL' });
+  await assert.rejects(follower, { code: 'ERR_QUEUE_FULL' });
+  b.release();
+  await running;
+  b.release();
+  await queued;
+});
+
+test('with a store, claimed executions the full local queue cannot take go back to the store', async (t) => {
+  const dir = tempDir(t, 'bmad-bp-store-');
+  const bg = make({ store: `sqlite:${dir}/s.db`, maxConcurrentAgents: 2, maxQueued: 1 });
+  const b = blocking();
+  bg.registerAgent('a', b.fn);
+  await bg.initialize();
+  const ids = [];
+  for (let i = 0; i < 6; i++) ids.push((await bg.fireAndForget('a', String(i))).executionId);
+  // In-memory work fills the slots and the queue while stored work is claimed.
+  const mem = [bg.execute('a', 'm1', { durable: false }), bg.execute('a', 'm2', { durable: false })].map((p) => p.catch((e) => e.code));
+  for (let n = 0; n < 200 && (b.pending() > 0 || (await bg.fetchExecutionStatus(ids[5])).status !== 'completed'); n++) {
+    if (b.pending() > 0) b.release();
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  for (const id of ids) assert.equal((await bg.fetchExecutionStatus(id)).status, 'completed', id);
+  await Promise.allSettled(mem);
 });

@@ -73,7 +73,10 @@ async function executeMultiple(ex, agents, task, options) {
     throw typeError(`options.consistencyCheck must be a function, got ${describe(check)}`);
   }
   // Every item is validated before any is submitted: a bad call submits nothing.
-  for (const it of list) ex._rules.record(MODE_AGGREGATE, it.agent, it.task, it.options);
+  for (const it of list) {
+    ex._rules.record(MODE_AGGREGATE, it.agent, it.task, it.options);
+    if (it.options !== undefined && it.options !== null) ex._durableOption(it.options);
+  }
   const recs = list.map((it) => ex._submit(MODE_AGGREGATE, it.agent, it.task, it.options));
   const finished = recs.map((rec) => new Promise((resolve) => onEnd(rec, (snapshot, status) => resolve({ snapshot, status }))));
   ex._flush();

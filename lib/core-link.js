@@ -181,7 +181,7 @@ class CoreLink extends EventEmitter {
 
   /** Resolves the onQueueSizeLessThan() waiters whose size has been reached. */
   _checkQueueWaiters() {
-    const queued = this._native.counts().queued;
+    const queued = this._native.queued();
     const waiting = this._queueWaiters;
     this._queueWaiters = [];
     for (const w of waiting) {

@@ -55,15 +55,21 @@ class Lifecycle extends CoreLink {
   // ----- submission --------------------------------------------------------------------
 
   /** Validates a submission and records it in the current batch. */
+  /** `options.durable`, checked: true, false or undefined. */
+  _durableOption(options) {
+    const durable = options.durable;
+    if (durable !== undefined && durable !== true && durable !== false) {
+      throw typeError(`options.durable must be a boolean, got ${describe(durable)}`);
+    }
+    if (durable === true && this._store === null) {
+      throw coded(RangeError, 'ERR_NO_STORE', 'options.durable is true but the executor has no store (config.store)');
+    }
+    return durable;
+  }
+
   _submit(mode, agent, task, options) {
     if (options !== undefined && options !== null) {
-      const durable = options.durable;
-      if (durable !== undefined && durable !== true && durable !== false) {
-        throw typeError(`options.durable must be a boolean, got ${describe(durable)}`);
-      }
-      if (durable === true && this._store === null) {
-        throw coded(RangeError, 'ERR_NO_STORE', 'options.durable is true but the executor has no store (config.store)');
-      }
+      const durable = this._durableOption(options);
       // executeMultiple's executions stay in memory: its report is this process's answer.
       if (this._store !== null && durable !== false && mode !== MODE_AGGREGATE) return this._store.submit(mode, agent, task, options);
     } else if (this._store !== null && mode !== MODE_AGGREGATE) return this._store.submit(mode, agent, task, options);
@@ -117,6 +123,14 @@ class Lifecycle extends CoreLink {
   _answerFollower(rec, live) {
     const x = rec.x;
     if (x.admitted === null) return;
+    if (live.id === 0) {
+      // The execution it followed was refused: so is this one.
+      const refused = x.refused;
+      x.admitted = null;
+      x.refused = null;
+      refused(live.value);
+      return;
+    }
     const status = live.done ? (live.x.ended ?? 'completed') : live.phase === 1 ? 'running' : 'queued';
     const admitted = x.admitted;
     x.admitted = null;
@@ -146,7 +160,7 @@ class Lifecycle extends CoreLink {
 
   /** The core refused `rec`: the queue holds `maxQueued`. Nothing of it was recorded. */
   _queueFull(rec) {
-    const err = coded(RangeError, 'ERR_QUEUE_FULL', `The queue is full (maxQueued ${this._rules.config.maxQueued}): ${rec.agent} was not queued`, {
+    const err = this._closing ? closedError() : coded(RangeError, 'ERR_QUEUE_FULL', `The queue is full (maxQueued ${this._rules.config.maxQueued}): ${rec.agent} was not queued`, {
       agent: rec.agent,
       maxQueued: this._rules.config.maxQueued,
     });
@@ -182,8 +196,10 @@ class Lifecycle extends CoreLink {
   /** The core's answer to a submission, delivered: events, the caller's answer, the start. */
   _submitted(rec, started) {
     if (rec.x !== null && rec.x.durable !== null) {
-      // A claimed durable execution: its submission was answered where it was made.
-      if (started) this._launch(rec);
+      // A claimed durable execution: its submission was answered where it was made. One the
+      // core refused (its queue is full) goes back to the store uncounted.
+      if (rec.id === 0) this._store._notTaken(rec);
+      else if (started) this._launch(rec);
       return;
     }
     const id = rec.id;
@@ -349,6 +365,7 @@ class Lifecycle extends CoreLink {
    * its error is reported like a callback's.
    */
   _declinesRetry(rec, err, attempt) {
+    if (this._closing) return false; // no retries once shutting down: nothing to ask
     const x = rec.x;
     if (x === null || x.durable === null) {
       const retries = x !== null && x.retries !== undefined ? x.retries : this._rules.config.retries;
@@ -639,7 +656,7 @@ class Lifecycle extends CoreLink {
     if (rec !== undefined && !rec.done && rec.phase === 1 && !rec.called) return;
     const live = rec !== undefined && !rec.done && rec.phase === 1;
     const err = live ? timeoutError(idOf(rec), rec.agent, this._rules.timeoutOf(rec), attemptOf(rec)) : null;
-    const asks = live && (rec.x === null || rec.x.durable === null);
+    const asks = live && (rec.x === null || rec.x.durable === null) && this._native.timeoutDue(id);
     const r = this._native.timeout(id, !asks || !this._declinesRetry(rec, err, rec.attempt));
     if (r === TIMEOUT_STALE || !live || rec.done) return;
     rec.value = err; // readable at once by anything the abort below runs

@@ -27,6 +27,7 @@ function shutdown(ex, options) {
   // Stored executions stay in the store; in 'cancel' mode the attempts running here go back.
   if (ex._store !== null) ex._store.beginShutdown(mode);
   const cancelled = ex._native.close(mode === 'cancel');
+  if (ex._queueWaiters.length > 0) ex._checkQueueWaiters();
   // A drain runs the queue to the end, so a paused executor resumes.
   if (mode === 'drain' && ex._native.counts().paused) ex._launchAll(ex._native.setPaused(false));
   // Delivered in order: an execution whose submission is still being answered (shutdown()

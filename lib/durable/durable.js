@@ -289,6 +289,15 @@ class Durable {
     ex._markBusy();
   }
 
+  /** The core refused a claimed execution (its queue is full): back to the store, uncounted. */
+  _notTaken(rec) {
+    const d = rec.x.durable;
+    d.running = false;
+    rec.done = true;
+    if (this.runs.get(d.rowId) === rec) this.runs.delete(d.rowId);
+    this.link.release(d.rowId, d.attempt);
+  }
+
   /** A local attempt of a durable execution ended (`status` as the lifecycle names it). */
   _attemptEnded(rec, status, value) {
     const d = rec.x.durable;

@@ -602,6 +602,18 @@ impl NativeExecutor {
       .map_or(NOT_FOUND, |v| v.status.code())
   }
 
+  /// Executions waiting in the queue (cheaper than `counts()`).
+  #[napi(catch_unwind)]
+  pub fn queued(&self) -> u32 {
+    self.sched.queued().min(u32::MAX as usize) as u32
+  }
+
+  /// Whether the timeout of `id` firing now would fail its running attempt.
+  #[napi(catch_unwind)]
+  pub fn timeout_due(&self, id: f64) -> bool {
+    self.sched.timeout_due(to_id(id), self.now())
+  }
+
   #[napi(catch_unwind)]
   pub fn queue_order(&self) -> Vec<f64> {
     ids(self.sched.queue_order())

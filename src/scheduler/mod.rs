@@ -739,6 +739,15 @@ impl Scheduler {
     self.timeout_as(id, true, now)
   }
 
+  /// Whether a timeout firing for `id` now would fail its running attempt (not a stale one).
+  pub fn timeout_due(&self, id: u64, now: f64) -> bool {
+    self.execs.get(id).is_some_and(|exec| {
+      exec.status == Status::Running
+        && exec.timeout_ms > 0
+        && now + 1.0 >= exec.started_at + f64::from(exec.timeout_ms)
+    })
+  }
+
   /// As `timeout`; with `retry` false the timed-out execution fails whatever its policy allows.
   pub fn timeout_as(&mut self, id: u64, retry: bool, now: f64) -> TimedOut {
     match self.execs.get_mut(id) {
