@@ -92,3 +92,19 @@ test('executeMultiple ignores a key in its options: every agent runs', async () 
   );
   assert.equal(runs, 2);
 });
+
+test("a follower's own signal takes it out with a cancellation; the execution goes on for the others", async () => {
+  const bg = make();
+  const g = gated();
+  bg.registerAgent('a', g.fn);
+  const first = bg.execute('a', 'one', { key: 'k5' });
+  const ac = new AbortController();
+  const second = bg.execute('a', 'two', { key: 'k5', signal: ac.signal });
+  const already = bg.execute('a', 'three', { key: 'k5', signal: AbortSignal.abort('gone') });
+  await assert.rejects(already, { code: 'ERR_EXECUTION_CANCELLED' });
+  ac.abort('not needed');
+  await assert.rejects(second, { code: 'ERR_EXECUTION_CANCELLED', cause: 'not needed' });
+  g.open();
+  assert.deepEqual(await first, { task: 'one', run: 1 });
+  assert.equal(g.runs(), 1);
+});

@@ -109,6 +109,14 @@ class Lifecycle extends CoreLink {
     if (lx.followers === null) lx.followers = [];
     lx.followers.push(rec);
     rec.id = -1; // not an execution of its own
+    x.following = live;
+    // Its own signal takes it out of the shared execution (which goes on for the others);
+    // wired once the caller has its promise, as a submission's signal is.
+    if (x.userSignal !== null) {
+      queueMicrotask(() => {
+        if (!rec.done && x.userSignal !== null) this._wireSignal(rec, x.userSignal);
+      });
+    }
     if (rec.mode !== MODE_EXECUTE) {
       // Answered like a submission (its caller sets `admitted` on return), once the execution
       // it follows has its id and every earlier answer has been delivered.
@@ -137,6 +145,20 @@ class Lifecycle extends CoreLink {
     admitted({ executionId: idOf(live), mode: MODE_NAMES[rec.mode], status });
   }
 
+  /** A follower's own signal aborted: it leaves with a cancellation; the execution goes on. */
+  _leave(rec, reason) {
+    const x = rec.x;
+    const live = x.following;
+    if (rec.done || live.x.followers === null) return;
+    live.x.followers = live.x.followers.filter((f) => f !== rec);
+    this._unwireSignal(rec);
+    const err = cancelledError(idOf(live), rec.agent, reason);
+    rec.done = true;
+    rec.value = err;
+    if (rec.mode === MODE_EXECUTE) rec.reject(err);
+    else if (rec.callback !== null) this._callBack(rec, err, undefined);
+  }
+
   /** `rec` ended: its key is free, and the submissions that followed it get its outcome. */
   _keyEnded(rec, status, value) {
     const x = rec.x;
@@ -146,6 +168,7 @@ class Lifecycle extends CoreLink {
     if (followers === null) return;
     x.followers = null;
     for (const f of followers) {
+      if (f.x.userSignal !== null) this._unwireSignal(f);
       f.done = true;
       f.value = value;
       if (f.mode === MODE_EXECUTE) {
@@ -258,6 +281,10 @@ class Lifecycle extends CoreLink {
   _userAborted(rec, reason) {
     if (rec.x.durable !== null) {
       this._store._userAborted(rec, reason);
+      return;
+    }
+    if (rec.x.following !== null) {
+      this._leave(rec, reason);
       return;
     }
     this._cancelRec(rec, cancelledError(extId(rec.id), rec.agent, reason));

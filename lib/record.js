@@ -130,6 +130,7 @@ class Extras {
     this.startAfter = undefined; // a delayed execution's earliest start (epoch ms)
     this.key = undefined; // options.key (in memory; a stored execution's is in the store)
     this.followers = null; // submissions with the same key, settled with this one's outcome
+    this.following = null; // the execution this submission follows (same key)
     this.ended = undefined; // the final status name, for submissions that follow it late
   }
 }
