@@ -90,9 +90,8 @@ pub fn open(path: &Path, synchronous: Synchronous) -> StoreResult<Connection> {
   // Read before any write: a file that is not a database, or a database of something else,
   // is refused untouched.
   check_ours(&conn, path)?;
-  let mode: String = conn
-    .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-    .map_err(|e| StoreError::store(format!("cannot use WAL mode on store {shown}: {e}")))?;
+  let mode =
+    wal_mode(&conn).map_err(|e| StoreError::store(format!("cannot use WAL mode on store {shown}: {e}")))?;
   if !mode.eq_ignore_ascii_case("wal") {
     return Err(StoreError::store(format!(
       "store {shown} cannot use WAL mode (journal mode stays {mode}); is it on a network file system?"
@@ -107,6 +106,29 @@ pub fn open(path: &Path, synchronous: Synchronous) -> StoreResult<Connection> {
     .map_err(|e| StoreError::store(format!("cannot configure store {shown}: {e}")))?;
   migrate(&conn, path)?;
   Ok(conn)
+}
+
+/// Switches to WAL mode; returns the journal mode the database has then. SQLite does not
+/// wait for a busy lock here (another process creating the same store at once), so the
+/// switch is tried again for up to 10 s.
+fn wal_mode(conn: &Connection) -> rusqlite::Result<String> {
+  let deadline = std::time::Instant::now() + Duration::from_secs(10);
+  let mut pause = Duration::from_millis(2);
+  loop {
+    match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)) {
+      Err(e)
+        if std::time::Instant::now() < deadline
+          && matches!(
+            e.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+          ) =>
+      {
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+      }
+      other => return other,
+    }
+  }
 }
 
 /// The version a database of ours holds, `None` for an empty database; refuses anything else.
