@@ -11,6 +11,7 @@
 const { CoreLink } = require('./core-link.js');
 const { callAttempt, canRun } = require('./agents.js');
 const { Watchers } = require('./watch.js');
+const { followKey, leave, keyEnded } = require('./keys.js');
 const { SubmitRules } = require('./options.js');
 const { extras, extId, idOf, attemptOf } = require('./record.js');
 const { messageOf, codeOf, coded, describe, typeError, closedError, cancelledError, timeoutError, agentNotFound } = require('./errors.js');
@@ -80,7 +81,7 @@ class Lifecycle extends CoreLink {
     if (mode !== MODE_AGGREGATE && !canRun(this, agent)) throw agentNotFound(agent);
     // executeMultiple's executions each run: a key there would make one follow another.
     if (mode !== MODE_AGGREGATE && options !== undefined && options !== null && options.key !== undefined && options.key !== null) {
-      if (this._follow(rec, options.key)) return rec;
+      if (followKey(this, rec, options.key)) return rec;
     }
     let key = this._agentKeys.get(agent);
     if (key === undefined) key = this._internAgent(agent);
@@ -88,97 +89,6 @@ class Lifecycle extends CoreLink {
     this._push(rec, OP_SUBMIT, mode + held + (key << SUBMIT_KEY_SHIFT), rules.priority, rules.timeoutMs);
     this._markBusy();
     return rec;
-  }
-
-  /**
-   * `options.key`: while an execution with this key is queued or running, `rec` follows it
-   * (same id, same outcome) instead of running (true); else `rec` holds the key (false).
-   */
-  _follow(rec, key) {
-    if (typeof key !== 'string' || key === '' || key.length > 1024) {
-      throw typeError(`options.key must be a non-empty string of at most 1024 characters, got ${describe(key)}`);
-    }
-    const x = extras(rec);
-    x.key = key;
-    const live = this._keys.get(key);
-    if (live === undefined || live.done) {
-      this._keys.set(key, rec);
-      return false;
-    }
-    const lx = extras(live);
-    if (lx.followers === null) lx.followers = [];
-    lx.followers.push(rec);
-    rec.id = -1; // not an execution of its own
-    x.following = live;
-    // Its own signal takes it out of the shared execution (which goes on for the others);
-    // wired once the caller has its promise, as a submission's signal is.
-    if (x.userSignal !== null) {
-      queueMicrotask(() => {
-        if (!rec.done && x.userSignal !== null) this._wireSignal(rec, x.userSignal);
-      });
-    }
-    if (rec.mode !== MODE_EXECUTE) {
-      // Answered like a submission (its caller sets `admitted` on return), once the execution
-      // it follows has its id and every earlier answer has been delivered.
-      queueMicrotask(() => {
-        this._flush();
-        this._deliver(() => this._answerFollower(rec, live));
-      });
-    }
-    return true;
-  }
-
-  _answerFollower(rec, live) {
-    const x = rec.x;
-    if (x.admitted === null) return;
-    if (live.id === 0) {
-      // The execution it followed was refused: so is this one.
-      const refused = x.refused;
-      x.admitted = null;
-      x.refused = null;
-      refused(live.value);
-      return;
-    }
-    const status = live.done ? (live.x.ended ?? 'completed') : live.phase === 1 ? 'running' : 'queued';
-    const admitted = x.admitted;
-    x.admitted = null;
-    admitted({ executionId: idOf(live), mode: MODE_NAMES[rec.mode], status });
-  }
-
-  /** A follower's own signal aborted: it leaves with a cancellation; the execution goes on. */
-  _leave(rec, reason) {
-    const x = rec.x;
-    const live = x.following;
-    if (rec.done || live.x.followers === null) return;
-    live.x.followers = live.x.followers.filter((f) => f !== rec);
-    this._unwireSignal(rec);
-    const err = cancelledError(idOf(live), rec.agent, reason);
-    rec.done = true;
-    rec.value = err;
-    if (rec.mode === MODE_EXECUTE) rec.reject(err);
-    else if (rec.callback !== null) this._callBack(rec, err, undefined);
-  }
-
-  /** `rec` ended: its key is free, and the submissions that followed it get its outcome. */
-  _keyEnded(rec, status, value) {
-    const x = rec.x;
-    if (this._keys.get(x.key) === rec) this._keys.delete(x.key);
-    x.ended = status;
-    const followers = x.followers;
-    if (followers === null) return;
-    x.followers = null;
-    for (const f of followers) {
-      if (f.x.userSignal !== null) this._unwireSignal(f);
-      f.done = true;
-      f.value = value;
-      if (f.mode === MODE_EXECUTE) {
-        if (status === 'completed') f.resolve(value);
-        else f.reject(value);
-      } else if (f.callback !== null) {
-        if (status === 'completed') this._callBack(f, null, value);
-        else this._callBack(f, value, undefined);
-      }
-    }
   }
 
   /** The core refused `rec`: the queue holds `maxQueued`. Nothing of it was recorded. */
@@ -191,7 +101,7 @@ class Lifecycle extends CoreLink {
     rec.value = err;
     const x = rec.x;
     if (x !== null) {
-      if (x.key !== undefined) this._keyEnded(rec, 'failed', err);
+      if (x.key !== undefined) keyEnded(this, rec, 'failed', err);
       if (x.waiters !== null) {
         const waiters = x.waiters;
         x.waiters = null;
@@ -284,7 +194,7 @@ class Lifecycle extends CoreLink {
       return;
     }
     if (rec.x.following !== null) {
-      this._leave(rec, reason);
+      leave(this, rec, reason);
       return;
     }
     this._cancelRec(rec, cancelledError(extId(rec.id), rec.agent, reason));
@@ -447,7 +357,7 @@ class Lifecycle extends CoreLink {
     rec.value = value;
     const x = rec.x;
     if (x !== null) {
-      if (x.key !== undefined) this._keyEnded(rec, 'completed', value);
+      if (x.key !== undefined) keyEnded(this, rec, 'completed', value);
       if (x.userSignal !== null) this._unwireSignal(rec);
       if (x.waiters !== null) Watchers.notify(this, rec, 'completed');
     }
@@ -476,8 +386,7 @@ class Lifecycle extends CoreLink {
         });
       }
     }
-    if (rec.mode === MODE_EXECUTE) rec.resolve(value);
-    else if (rec.callback !== null) this._callBack(rec, null, value);
+    this._answer(rec, true, value);
   }
 
   /** Ends an execution as failed or cancelled, with the original error value. */
@@ -490,7 +399,7 @@ class Lifecycle extends CoreLink {
     rec.value = err;
     const x = rec.x;
     if (x !== null) {
-      if (x.key !== undefined) this._keyEnded(rec, status, err);
+      if (x.key !== undefined) keyEnded(this, rec, status, err);
       if (x.userSignal !== null) this._unwireSignal(rec);
       if (x.waiters !== null) Watchers.notify(this, rec, status);
     }
@@ -522,8 +431,18 @@ class Lifecycle extends CoreLink {
         });
       }
     }
-    if (rec.mode === MODE_EXECUTE) rec.reject(err);
-    else if (rec.callback !== null) this._callBack(rec, err, undefined);
+    this._answer(rec, false, err);
+  }
+
+  /** Settles `rec`'s promise (execute) or calls its callback with the outcome. */
+  _answer(rec, ok, value) {
+    if (rec.mode === MODE_EXECUTE) {
+      if (ok) rec.resolve(value);
+      else rec.reject(value);
+    } else if (rec.callback !== null) {
+      if (ok) this._callBack(rec, null, value);
+      else this._callBack(rec, value, undefined);
+    }
   }
 
   _durationOf(rec) {

@@ -13,12 +13,13 @@
 // read from the store and the handle settles with the stored (JSON) value.
 
 const { StoreLink, storeError } = require('./store-link.js');
+const { Outcomes } = require('./outcomes.js');
 const { toJson, resultJson } = require('./json.js');
 const { durableId, parseDurableId, errorJson, rowStatus } = require('./values.js');
 const { Execution, extras } = require('../record.js');
 const { canRun } = require('../agents.js');
 const { coded, describe, typeError, messageOf, codeOf, closedError, cancelledError, shutdownError } = require('../errors.js');
-const { follow, unfollow } = require('../signals.js');
+const { follow } = require('../signals.js');
 const P = require('../protocol.js');
 
 const { MODE_EXECUTE, MODE_NAMES, STATUS_NAMES, OP_SUBMIT, SUBMIT_KEY_SHIFT, NOT_FOUND } = P;
@@ -30,8 +31,6 @@ const NOT_RETRYABLE = new Set(['ERR_AGENT_NOT_FOUND', 'ERR_COMMAND_SPAWN', 'ERR_
 const LOCAL_OPTIONS = new Set(['signal', 'onProgress', 'retryIf']);
 /** A claimed attempt runs once in the core: the store decides about retries. */
 const NO_LOCAL_RETRY = Object.freeze({ retries: 0, retryDelayMs: 0, backoff: 'fixed' });
-/** Final statuses remembered for `waitFor` and `getExecutionStatus` of ended executions. */
-const ENDED_KEPT = 1000;
 /** Failed batches in a row for a busy database before its submissions are refused. */
 const BUSY_RETRIES = 5;
 /** Claims per batch at most. */
@@ -57,16 +56,6 @@ class DurableRun {
   }
 }
 
-/** An execution that ended here, until its status object is asked for. */
-class Ended {
-  constructor(rec, status, value, at) {
-    this.rec = rec;
-    this.status = status;
-    this.value = value;
-    this.at = at;
-  }
-}
-
 /** The options stored with a submission: JSON text (null for none), else ERR_NOT_SERIALIZABLE. */
 function storedOptions(options) {
   if (options === undefined || options === null) return null;
@@ -75,19 +64,11 @@ function storedOptions(options) {
   return toJson(copy, 'options');
 }
 
-class Durable {
+class Durable extends Outcomes {
   /** `ex` is the executor; `store` its parsed `store` config (see config.js). */
   constructor(ex, store) {
-    this.ex = ex;
+    super(ex);
     this.config = store;
-    this.handles = new Map(); // rowId -> submission records waiting for the outcome
-    this.awaiting = 0; // of those, the ones with a promise or callback to settle
-    this.runs = new Map(); // rowId -> the record running an attempt here
-    this.waiters = new Map(); // rowId -> waitFor() resolvers
-    this.ended = new Map(); // rowId -> final status object (the latest ENDED_KEPT)
-    this.toWatch = []; // just inserted: cannot have ended yet
-    this.toCheck = []; // may have ended already: looked up when watched
-    this.toUnwatch = [];
     this.stats = { claimed: 0, staleResults: 0, rescued: 0, storeErrors: 0, busy: 0 };
     this.claimChunk = MAX_CLAIM; // set by _freeSlots
     this.owner = null;
@@ -95,7 +76,6 @@ class Durable {
     this.worker = false; // initialize() was called: wait for work from other processes
     this.closing = false;
     this.releaseRunning = false;
-    this.closed = false;
     this.keptAlive = false;
     this.interestQueued = false;
     this.sendInterest = () => {
@@ -366,105 +346,6 @@ class Durable {
     this._settle(d.rowId, status, d.value, rec);
   }
 
-  /** The final status object of `rec`, which ended here as `status` with `value`. */
-  _localStatus(rec, status, value, finishedAt) {
-    const d = rec.x.durable;
-    const completed = status === 'completed';
-    return {
-      found: true,
-      id: d.extId,
-      executionId: d.extId,
-      agent: rec.agent,
-      task: rec.task,
-      mode: MODE_NAMES[rec.mode],
-      priority: rec.priority,
-      status,
-      attempt: d.attempt,
-      progress: completed ? 100 : 0,
-      started: d.startedAt,
-      duration: finishedAt - d.startedAt,
-      result: completed ? value : null,
-      error: completed ? null : messageOf(value),
-      errorObject: completed ? undefined : value,
-      startedAt: d.startedAt,
-      finishedAt,
-      durable: true,
-    };
-  }
-
-  /**
-   * Execution `rowId` ended: every handle and waiter here gets its outcome. `final` is its
-   * status object, or the record that ran it here (the object is built when first read).
-   */
-  _settle(rowId, status, value, final) {
-    this.ended.set(rowId, final instanceof Execution ? new Ended(final, status, value, Date.now()) : final);
-    if (this.ended.size > ENDED_KEPT) this.ended.delete(this.ended.keys().next().value);
-    const list = this.handles.get(rowId);
-    if (list !== undefined) {
-      this.handles.delete(rowId);
-      this.toUnwatch.push(rowId);
-      for (const rec of list) this._settleHandle(rec, status, value);
-    }
-    const waiters = this.waiters.get(rowId);
-    if (waiters !== undefined) {
-      this.waiters.delete(rowId);
-      const snapshot = this._endedStatus(rowId);
-      for (const w of waiters) w(snapshot);
-    }
-  }
-
-  /** The remembered final status of `rowId`, or undefined. */
-  _endedStatus(rowId) {
-    const e = this.ended.get(rowId);
-    if (e instanceof Ended) {
-      const status = this._localStatus(e.rec, e.status, e.value, e.at);
-      this.ended.set(rowId, status);
-      return status;
-    }
-    return e;
-  }
-
-  _settleHandle(rec, status, value) {
-    const ex = this.ex;
-    const x = rec.x;
-    rec.done = true;
-    if (x.userSignal !== null) {
-      unfollow(x.userSignal, rec);
-      x.userSignal = null;
-    }
-    const awaited = rec.mode === MODE_EXECUTE || rec.callback !== null;
-    if (awaited) this.awaiting--;
-    if (rec.mode === MODE_EXECUTE) {
-      if (status === 'completed') rec.resolve(value);
-      else rec.reject(value);
-    } else if (rec.callback !== null) {
-      if (status === 'completed') ex._callBack(rec, null, value);
-      else ex._callBack(rec, value, undefined);
-    }
-  }
-
-  /** A stored row that ended, read from the store: settles what waits for it here. */
-  _endedRow(row) {
-    if (!this.handles.has(row.id) && !this.waiters.has(row.id)) return;
-    let final;
-    let value;
-    try {
-      final = rowStatus(row);
-      value = final.status === 'completed' ? final.result : final.errorObject;
-    } catch (err) {
-      const e = coded(Error, 'ERR_STORE', `The stored result of execution ${durableId(row.id)} cannot be read: ${messageOf(err)}`);
-      this._settle(row.id, 'failed', e, { found: false });
-      return;
-    }
-    this._settle(row.id, final.status, value, final);
-  }
-
-  /** An execution that no longer exists in the store (deleted by retention unseen). */
-  _gone(rowId) {
-    const err = coded(Error, 'ERR_STORE', `Execution ${durableId(rowId)} was deleted from the store before its outcome was read`);
-    this._settle(rowId, 'failed', err, { found: false });
-  }
-
   // ----- cancellation --------------------------------------------------------------------
 
   /** `cancelExecution` of a durable id, from any process. */
@@ -493,25 +374,6 @@ class Durable {
       if (was === STATUS_RUNNING) return { success: true, executionId, previousStatus: 'running' };
       return { success: false, error: `Cannot cancel execution in ${STATUS_NAMES[was]} status` };
     });
-  }
-
-  _fallbackStatus(rowId, executionId, err) {
-    const rec = (this.handles.get(rowId) || [])[0];
-    return {
-      found: true,
-      id: executionId,
-      executionId,
-      agent: rec !== undefined ? rec.agent : err.agent,
-      task: rec !== undefined ? rec.task : undefined,
-      mode: rec !== undefined ? MODE_NAMES[rec.mode] : undefined,
-      priority: rec !== undefined ? rec.priority : undefined,
-      attempt: 0,
-      progress: 0,
-      result: null,
-      error: err.message,
-      errorObject: err,
-      durable: true,
-    };
   }
 
   /** The submitter's own signal aborted. */
@@ -554,54 +416,9 @@ class Durable {
 
   // ----- queries -------------------------------------------------------------------------
 
-  /** What this process knows of a durable execution, synchronously. */
-  localStatus(rowId) {
-    const ended = this._endedStatus(rowId);
-    if (ended !== undefined) return ended;
-    const rec = this.runs.get(rowId) || (this.handles.get(rowId) || [])[0];
-    if (rec === undefined) return { found: false };
-    const d = rec.x.durable;
-    const running = d.running;
-    return {
-      found: true,
-      id: d.extId,
-      executionId: d.extId,
-      agent: rec.agent,
-      task: rec.task,
-      mode: MODE_NAMES[rec.mode],
-      priority: rec.priority,
-      status: running ? 'running' : 'queued',
-      attempt: d.attempt,
-      progress: 0,
-      started: d.startedAt,
-      duration: running ? Date.now() - d.startedAt : 0,
-      result: null,
-      error: null,
-      durable: true,
-    };
-  }
-
   fetch(executionId) {
     const rowId = parseDurableId(executionId);
     return this.link.fetch(rowId).then((ev) => (ev.rows.length === 0 ? { found: false } : rowStatus(ev.rows[0])));
-  }
-
-  /** Resolves with the final status object of a durable execution, wherever it runs. */
-  waitFor(executionId) {
-    const rowId = parseDurableId(executionId);
-    const ended = this._endedStatus(rowId);
-    if (ended !== undefined) return Promise.resolve(ended);
-    return new Promise((resolve) => {
-      let list = this.waiters.get(rowId);
-      if (list === undefined) {
-        list = [];
-        this.waiters.set(rowId, list);
-        if (!this.handles.has(rowId)) this.toCheck.push(rowId);
-      }
-      list.push(resolve);
-      this._flushWatches();
-      this._updateKeepAlive();
-    });
   }
 
   // ----- the store's events ------------------------------------------------------------
@@ -755,22 +572,6 @@ class Durable {
     }
     const any = canRun(ex, '\u0000 any agent \u0000');
     this.link.native.interest(any, any ? [] : [...ex._agents.keys()]);
-  }
-
-  _flushWatches() {
-    if (this.closed) return;
-    if (this.toWatch.length > 0) {
-      this.link.native.watch(this.toWatch, false);
-      this.toWatch = [];
-    }
-    if (this.toCheck.length > 0) {
-      this.link.native.watch(this.toCheck, true);
-      this.toCheck = [];
-    }
-    if (this.toUnwatch.length > 0) {
-      this.link.native.unwatch(this.toUnwatch);
-      this.toUnwatch = [];
-    }
   }
 
   /** A request was sent. */

@@ -1,0 +1,215 @@
+'use strict';
+
+// What waits here for stored executions to end: the submissions' own records (handles:
+// their promises and callbacks), waitFor() resolvers, and the latest final statuses. Ends
+// come from attempts run here (their own values) or from the store (JSON values), and each
+// reaches every waiter once. The Durable class (durable.js) builds on this.
+
+const { Execution } = require('../record.js');
+const { coded, messageOf } = require('../errors.js');
+const { durableId, parseDurableId, rowStatus } = require('./values.js');
+const { MODE_EXECUTE, MODE_NAMES } = require('../protocol.js');
+
+/** Final statuses remembered for `waitFor` and `getExecutionStatus` of ended executions. */
+const ENDED_KEPT = 1000;
+
+/** An execution that ended here, until its status object is asked for. */
+class Ended {
+  constructor(rec, status, value, at) {
+    this.rec = rec;
+    this.status = status;
+    this.value = value;
+    this.at = at;
+  }
+}
+
+class Outcomes {
+  constructor(ex) {
+    this.ex = ex;
+    this.handles = new Map(); // rowId -> submission records waiting for the outcome
+    this.awaiting = 0; // of those, the ones with a promise or callback to settle
+    this.runs = new Map(); // rowId -> the record running an attempt here
+    this.waiters = new Map(); // rowId -> waitFor() resolvers
+    this.ended = new Map(); // rowId -> final status object, or Ended (the latest ENDED_KEPT)
+    this.toWatch = []; // just inserted: cannot have ended yet
+    this.toCheck = []; // may have ended already: looked up when watched
+    this.toUnwatch = [];
+    this.closed = false;
+    /** @type {import('./store-link.js').StoreLink} set by the subclass */
+    this.link;
+  }
+
+  /** Node.js stays alive while an outcome is awaited: implemented by Durable. */
+  _updateKeepAlive() {
+    throw new Error('implemented by Durable');
+  }
+
+  /**
+   * Execution `rowId` ended: every handle and waiter here gets its outcome. `final` is its
+   * status object, or the record that ran it here (the object is built when first read).
+   */
+  _settle(rowId, status, value, final) {
+    this.ended.set(rowId, final instanceof Execution ? new Ended(final, status, value, Date.now()) : final);
+    if (this.ended.size > ENDED_KEPT) this.ended.delete(this.ended.keys().next().value);
+    const list = this.handles.get(rowId);
+    if (list !== undefined) {
+      this.handles.delete(rowId);
+      this.toUnwatch.push(rowId);
+      for (const rec of list) this._settleHandle(rec, status, value);
+    }
+    const waiters = this.waiters.get(rowId);
+    if (waiters !== undefined) {
+      this.waiters.delete(rowId);
+      const snapshot = this._endedStatus(rowId);
+      for (const w of waiters) w(snapshot);
+    }
+  }
+
+  /** The remembered final status of `rowId`, or undefined. */
+  _endedStatus(rowId) {
+    const e = this.ended.get(rowId);
+    if (e instanceof Ended) {
+      const status = this._localStatus(e.rec, e.status, e.value, e.at);
+      this.ended.set(rowId, status);
+      return status;
+    }
+    return e;
+  }
+
+  /** The final status object of `rec`, which ended here as `status` with `value`. */
+  _localStatus(rec, status, value, finishedAt) {
+    const d = rec.x.durable;
+    const completed = status === 'completed';
+    return {
+      found: true,
+      id: d.extId,
+      executionId: d.extId,
+      agent: rec.agent,
+      task: rec.task,
+      mode: MODE_NAMES[rec.mode],
+      priority: rec.priority,
+      status,
+      attempt: d.attempt,
+      progress: completed ? 100 : 0,
+      started: d.startedAt,
+      duration: finishedAt - d.startedAt,
+      result: completed ? value : null,
+      error: completed ? null : messageOf(value),
+      errorObject: completed ? undefined : value,
+      startedAt: d.startedAt,
+      finishedAt,
+      durable: true,
+    };
+  }
+
+  _settleHandle(rec, status, value) {
+    rec.done = true;
+    if (rec.x.userSignal !== null) this.ex._unwireSignal(rec);
+    if (rec.mode === MODE_EXECUTE || rec.callback !== null) this.awaiting--;
+    this.ex._answer(rec, status === 'completed', value);
+  }
+
+  /** A stored row that ended, read from the store: settles what waits for it here. */
+  _endedRow(row) {
+    if (!this.handles.has(row.id) && !this.waiters.has(row.id)) return;
+    let final;
+    let value;
+    try {
+      final = rowStatus(row);
+      value = final.status === 'completed' ? final.result : final.errorObject;
+    } catch (err) {
+      const e = coded(Error, 'ERR_STORE', `The stored result of execution ${durableId(row.id)} cannot be read: ${messageOf(err)}`);
+      this._settle(row.id, 'failed', e, { found: false });
+      return;
+    }
+    this._settle(row.id, final.status, value, final);
+  }
+
+  /** An execution that no longer exists in the store (deleted by retention unseen). */
+  _gone(rowId) {
+    const err = coded(Error, 'ERR_STORE', `Execution ${durableId(rowId)} was deleted from the store before its outcome was read`);
+    this._settle(rowId, 'failed', err, { found: false });
+  }
+
+  _fallbackStatus(rowId, executionId, err) {
+    const rec = (this.handles.get(rowId) || [])[0];
+    return {
+      found: true,
+      id: executionId,
+      executionId,
+      agent: rec !== undefined ? rec.agent : err.agent,
+      task: rec !== undefined ? rec.task : undefined,
+      mode: rec !== undefined ? MODE_NAMES[rec.mode] : undefined,
+      priority: rec !== undefined ? rec.priority : undefined,
+      attempt: 0,
+      progress: 0,
+      result: null,
+      error: err.message,
+      errorObject: err,
+      durable: true,
+    };
+  }
+
+  /** What this process knows of a durable execution, synchronously. */
+  localStatus(rowId) {
+    const ended = this._endedStatus(rowId);
+    if (ended !== undefined) return ended;
+    const rec = this.runs.get(rowId) || (this.handles.get(rowId) || [])[0];
+    if (rec === undefined) return { found: false };
+    const d = rec.x.durable;
+    const running = d.running;
+    return {
+      found: true,
+      id: d.extId,
+      executionId: d.extId,
+      agent: rec.agent,
+      task: rec.task,
+      mode: MODE_NAMES[rec.mode],
+      priority: rec.priority,
+      status: running ? 'running' : 'queued',
+      attempt: d.attempt,
+      progress: 0,
+      started: d.startedAt,
+      duration: running ? Date.now() - d.startedAt : 0,
+      result: null,
+      error: null,
+      durable: true,
+    };
+  }
+
+  /** Resolves with the final status object of a durable execution, wherever it runs. */
+  waitFor(executionId) {
+    const rowId = parseDurableId(executionId);
+    const ended = this._endedStatus(rowId);
+    if (ended !== undefined) return Promise.resolve(ended);
+    return new Promise((resolve) => {
+      let list = this.waiters.get(rowId);
+      if (list === undefined) {
+        list = [];
+        this.waiters.set(rowId, list);
+        if (!this.handles.has(rowId)) this.toCheck.push(rowId);
+      }
+      list.push(resolve);
+      this._flushWatches();
+      this._updateKeepAlive();
+    });
+  }
+
+  _flushWatches() {
+    if (this.closed) return;
+    if (this.toWatch.length > 0) {
+      this.link.native.watch(this.toWatch, false);
+      this.toWatch = [];
+    }
+    if (this.toCheck.length > 0) {
+      this.link.native.watch(this.toCheck, true);
+      this.toCheck = [];
+    }
+    if (this.toUnwatch.length > 0) {
+      this.link.native.unwatch(this.toUnwatch);
+      this.toUnwatch = [];
+    }
+  }
+}
+
+module.exports = { Outcomes };
