@@ -26,7 +26,12 @@ function spawnAgentProcess(execution) {
 
 /** Whether an execution of `agent` can be called now: registered, a defaultAgent, or an override. */
 function canRun(ex, agent) {
-  return ex._agents.has(agent) || ex._defaultAgent !== undefined || ex.spawnAgentProcess !== spawnAgentProcess;
+  return ex._agents.has(agent) || runsAnyAgent(ex);
+}
+
+/** Whether any agent name can run: a `defaultAgent`, or an overridden `spawnAgentProcess`. */
+function runsAnyAgent(ex) {
+  return ex._defaultAgent !== undefined || ex.spawnAgentProcess !== spawnAgentProcess;
 }
 
 const PROMISE_THEN = Promise.prototype.then;
@@ -116,4 +121,4 @@ function callAttemptHere(ex, rec, attempt) {
   promise.then(w.onFulfilled, w.onRejected);
 }
 
-module.exports = { callAttempt, canRun, spawnAgentProcess };
+module.exports = { callAttempt, canRun, runsAnyAgent, spawnAgentProcess };

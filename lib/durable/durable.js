@@ -17,7 +17,7 @@ const { Outcomes } = require('./outcomes.js');
 const { toJson, resultJson } = require('./json.js');
 const { durableId, parseDurableId, errorJson, rowStatus } = require('./values.js');
 const { Execution, extras } = require('../record.js');
-const { canRun } = require('../agents.js');
+const { canRun, runsAnyAgent } = require('../agents.js');
 const { coded, describe, typeError, messageOf, codeOf, closedError, cancelledError, shutdownError } = require('../errors.js');
 const { follow } = require('../signals.js');
 const P = require('../protocol.js');
@@ -570,7 +570,7 @@ class Durable extends Outcomes {
       this.link.native.interest(false, []);
       return;
     }
-    const any = canRun(ex, '\u0000 any agent \u0000');
+    const any = runsAnyAgent(ex);
     this.link.native.interest(any, any ? [] : [...ex._agents.keys()]);
   }
 
