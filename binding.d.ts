@@ -136,6 +136,19 @@ export declare class NativeExecutor {
   /** Per-agent queue-wait and run-time percentiles (ms) and finishes in the last minute. */
   stats(): NativeStats
   isIdle(): boolean
+  /**
+   * Sets the limits of agent `key`: `concurrency` 0 and `rate_max` 0 mean none. Returns
+   * what started, or `None` for key 0 (agents beyond `MAX_AGENT_KEYS` take no limits).
+   */
+  setAgentLimits(key: number, concurrency: number, rateMax: number, rateIntervalMs: number): Array<number> | null
+  /** Sets the global rate limit (`max` 0: none). Returns what started. */
+  setRateLimit(max: number, intervalMs: number): Array<number>
+  /** The rate timer of agent `key` (0: the global one) fired. Returns what started. */
+  rateDue(key: number): Array<number>
+  /** Every agent with limits, and the global rate limit. */
+  agentLimits(): Array<NativeAgentLimits>
+  /** The global rate limit, if any. */
+  globalRate(): NativeRate | null
 }
 
 export declare class NativeMonitor {
@@ -172,6 +185,14 @@ export declare class NativeStore {
   close(req: number): boolean
   /** Whether the store's callback keeps Node.js alive (JS waits for an answer or for work). */
   keepAlive(on: boolean): void
+}
+
+export interface NativeAgentLimits {
+  key: number
+  running: number
+  queued: number
+  concurrency?: number
+  rate?: NativeRate
 }
 
 export interface NativeAgentStats {
@@ -250,6 +271,9 @@ export interface NativeConfig {
   backoff: number
   /** Most executions waiting in the queue (beyond: refused); 0 or less means no limit. */
   maxQueued: number
+  /** The global rate limit: at most `rate_max` starts per `rate_interval_ms` (0: none). */
+  rateMax: number
+  rateIntervalMs: number
 }
 
 export interface NativeCounts {
@@ -273,6 +297,13 @@ export interface NativePercentiles {
   p50: number
   p90: number
   p99: number
+}
+
+export interface NativeRate {
+  max: number
+  intervalMs: number
+  /** When the window lets the next start through (ms since the Unix epoch), while it is full. */
+  nextStartAt?: number
 }
 
 export interface NativeSample {
@@ -299,6 +330,10 @@ export interface NativeSpawned {
 export interface NativeStats {
   lastMinute: number
   agents: Array<NativeAgentStats>
+  /** Starts of executions that waited for a rate limit. */
+  rateLimited: number
+  /** Starts of executions that waited for their agent's concurrency limit. */
+  limitDeferred: number
 }
 
 export interface NativeStoreBatch {

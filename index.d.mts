@@ -21,6 +21,9 @@ export type ExecutionCallback<Result = unknown> = Executor.ExecutionCallback<Res
 export type ExecutionStatusResult<Result = unknown, Level extends string = DefaultPriorityLevel> = Executor.ExecutionStatusResult<Result, Level>;
 export type FinalExecutionStatus<Result = unknown, Level extends string = DefaultPriorityLevel> = Executor.FinalExecutionStatus<Result, Level>;
 export type QueueStatus<Level extends string = DefaultPriorityLevel> = Executor.QueueStatus<Level>;
+export type RateLimit = Executor.RateLimit;
+export type AgentLimits = Executor.AgentLimits;
+export type AgentLimitsStatus = Executor.AgentLimitsStatus;
 export type CommandSpec = Executor.CommandSpec;
 export type CommandSpecFunction<Options = any> = Executor.CommandSpecFunction<Options>;
 export type CommandResult = Executor.CommandResult;

@@ -131,6 +131,8 @@ declare namespace Types {
     retryIf?: ((error: unknown, attempt: number) => boolean) | undefined;
     /** Integer >= 1: most executions waiting in the queue; a submission beyond it rejects with ERR_QUEUE_FULL. No limit by default. */
     maxQueued?: number | undefined;
+    /** At most `max` agent starts in any window of `intervalMs`, all agents together (`setRateLimit` changes it). None by default. */
+    rateLimit?: RateLimit | null | undefined;
     /**
      * Durable executions: `'sqlite:<path>'` (relative to the working directory; `?synchronous=full`
      * to survive power loss). Every execution is then stored before it is acknowledged and run by
@@ -240,6 +242,35 @@ declare namespace Types {
     { status: 'queued' | 'running' }
   >;
 
+  /** A sliding-window rate limit: at most `max` starts in any window of `intervalMs`. */
+  export interface RateLimit {
+    /** Integer 1–1000000. */
+    max: number;
+    /** Integer >= 1 (ms). */
+    intervalMs: number;
+  }
+
+  /**
+   * An agent's limits (`registerAgent`, `registerCommand`, `setAgentLimits`). A key left out
+   * keeps its value; null (or an Infinity concurrency) removes that limit.
+   */
+  export interface AgentLimits {
+    /** Integer >= 1: most executions of this agent holding a slot at once. */
+    concurrency?: number | null | undefined;
+    rateLimit?: RateLimit | null | undefined;
+  }
+
+  /** One agent with limits, in `getQueueStatus().agents`. */
+  export interface AgentLimitsStatus {
+    /** Its executions holding a slot (running, or cancelled and not settled yet). */
+    running: number;
+    queued: number;
+    concurrency: number | null;
+    rateLimit: RateLimit | null;
+    /** While its rate window is full: when it lets the next start through (ms since the epoch). */
+    nextStartAt: number | null;
+  }
+
   export interface QueueStatus<Level extends string = DefaultPriorityLevel> {
     queued: number;
     running: number;
@@ -248,7 +279,12 @@ declare namespace Types {
     slots_used: number;
     paused: boolean;
     throttled: boolean;
+    /** In priority and FIFO order (an execution behind an agent's limit is listed in its place). */
     queue: Array<{ id: ExecutionId; agent: string; priority: Level; mode: ExecutionMode }>;
+    /** Per agent with limits. */
+    agents: Record<string, AgentLimitsStatus>;
+    /** The global rate limit, null without one. */
+    rateLimit: (RateLimit & { nextStartAt: number | null }) | null;
   }
 
   /** A program run as an agent (`registerCommand`): no shell, its own process group. */
@@ -387,6 +423,11 @@ declare namespace Types {
     };
     /** Executions that ended in the last 60 s, and that count per second. */
     throughput: { lastMinute: number; perSecond: number };
+    /**
+     * Starts of executions that were queued while a rate limit held starts back
+     * (`rateLimited`), and while their agent was at its concurrency limit (`limitDeferred`).
+     */
+    limits: { rateLimited: number; limitDeferred: number };
     /** Per agent (ms, from log-linear histograms: within 12.5 %). */
     agents: Array<{ agent: string; queueWait: Percentiles; runTime: Percentiles }>;
     /**
@@ -623,10 +664,15 @@ declare namespace Types {
     /** Starts the resource monitor; idempotent; resolves to this executor. */
     initialize(): Promise<this>;
 
-    registerAgent(name: string, agent: AgentFunction<unknown, any, Level>): this;
+    /** `limits`: this agent's concurrency and rate limits (see `setAgentLimits`). */
+    registerAgent(name: string, agent: AgentFunction<unknown, any, Level>, limits?: AgentLimits): this;
     /** Registers a program as an agent; it resolves with a `CommandResult`. */
-    registerCommand(name: string, spec: CommandSpec | CommandSpecFunction): this;
+    registerCommand(name: string, spec: CommandSpec | CommandSpecFunction, limits?: AgentLimits): this;
     unregisterAgent(name: string): boolean;
+    /** Changes an agent's limits at run time; what they now allow starts at once. */
+    setAgentLimits(name: string, limits: AgentLimits): this;
+    /** Sets the global rate limit, or removes it with null. */
+    setRateLimit(limit: RateLimit | null): this;
     /** The old extension point; override it to run agents yourself. */
     spawnAgentProcess(execution: {
       id: ExecutionId;
@@ -758,6 +804,9 @@ declare namespace BackgroundExecutor {
   export import ExecutionStatusResult = Types.ExecutionStatusResult;
   export import FinalExecutionStatus = Types.FinalExecutionStatus;
   export import QueueStatus = Types.QueueStatus;
+  export import RateLimit = Types.RateLimit;
+  export import AgentLimits = Types.AgentLimits;
+  export import AgentLimitsStatus = Types.AgentLimitsStatus;
   export import CommandSpec = Types.CommandSpec;
   export import CommandSpecFunction = Types.CommandSpecFunction;
   export import CommandResult = Types.CommandResult;

@@ -4,11 +4,11 @@
 // TypeError or RangeError naming the key; unknown keys only warn.
 
 const { describe, typeError, rangeError } = require('./errors.js');
-const { integer, number, isOptionsObject } = require('./validate.js');
+const { integer, number, isOptionsObject, MAX_INT32 } = require('./validate.js');
 const { MAX_RETRIES, MAX_DELAY_MS } = require('./protocol.js');
+const { rateLimitOf } = require('./limits.js');
 
 const DEFAULT_LEVELS = Object.freeze({ critical: 5, high: 4, medium: 3, low: 2, background: 1 });
-const MAX_INT32 = 2147483647;
 
 const DEFAULTS = Object.freeze({
   maxConcurrentAgents: 5,
@@ -28,7 +28,7 @@ const DEFAULTS = Object.freeze({
   backoff: 'exponential',
 });
 
-const KNOWN = new Set([...Object.keys(DEFAULTS), 'priorityLevels', 'agents', 'defaultAgent', 'defaultTimeoutMs', 'store', 'leaseMs', 'storePollMs', 'retryIf', 'maxQueued']);
+const KNOWN = new Set([...Object.keys(DEFAULTS), 'priorityLevels', 'agents', 'defaultAgent', 'defaultTimeoutMs', 'store', 'leaseMs', 'storePollMs', 'retryIf', 'maxQueued', 'rateLimit']);
 
 /** Retention of ended executions in a store, unless the config sets it: stores outlive processes. */
 const STORE_RETENTION = Object.freeze({ resultTtlMs: 7 * 24 * 3600 * 1000, maxRetainedResults: 1000000 });
@@ -127,6 +127,7 @@ function parseConfig(config) {
     store: storeConfig(c),
     retryIf: c.retryIf,
     maxQueued: integer('maxQueued', c.maxQueued, 1, Number.MAX_SAFE_INTEGER, undefined),
+    rateLimit: c.rateLimit === undefined ? null : rateLimitOf('rateLimit', c.rateLimit),
   };
 }
 
@@ -176,4 +177,4 @@ function storeConfig(c) {
   };
 }
 
-module.exports = { parseConfig, retryPolicy, MAX_INT32 };
+module.exports = { parseConfig, retryPolicy };

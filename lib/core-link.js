@@ -67,6 +67,8 @@ class CoreLink extends EventEmitter {
         retryDelayMs: config.retryDelayMs,
         backoff: backoffCode(config.backoff),
         maxQueued: config.maxQueued === undefined ? 0 : config.maxQueued,
+        rateMax: config.rateLimit === null ? 0 : config.rateLimit.max,
+        rateIntervalMs: config.rateLimit === null ? 0 : config.rateLimit.intervalMs,
       },
       weakCallback(this, '_onTimers'),
     );

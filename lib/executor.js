@@ -8,8 +8,9 @@ const { Lifecycle } = require('./lifecycle.js');
 const { Execution, Extras, AgentContext, extras, parseId } = require('./record.js');
 const { Batch } = require('./core-link.js');
 const { spawnAgentProcess } = require('./agents.js');
-const { parseConfig, MAX_INT32 } = require('./config.js');
-const { integer, name } = require('./validate.js');
+const { parseConfig } = require('./config.js');
+const { integer, name, MAX_INT32 } = require('./validate.js');
+const { limitsOf, applyAgentLimits, applyRateLimit } = require('./limits.js');
 const { coded, describe, typeError, cancelledError } = require('./errors.js');
 const { reportListenerChanges } = require('./events.js');
 const { ResourceMonitor } = require('./monitor.js');
@@ -97,9 +98,12 @@ class BackgroundExecutor extends Lifecycle {
 
   // ----- agents ------------------------------------------------------------------------
 
-  registerAgent(agentName, fn) {
+  /** `limits`: `{ concurrency, rateLimit }` of this agent, as `setAgentLimits` takes them. */
+  registerAgent(agentName, fn, limits) {
     name('registerAgent: name', agentName);
     if (typeof fn !== 'function') throw typeError(`registerAgent: agent must be a function, got ${describe(fn)}`);
+    const changes = limits === undefined ? null : limitsOf('registerAgent: limits', limits);
+    if (changes !== null) applyAgentLimits(this, agentName, changes);
     this._agents.set(agentName, fn);
     if (this._store !== null) this._store.interestChanged();
     return this;
@@ -110,16 +114,35 @@ class BackgroundExecutor extends Lifecycle {
    * group. `spec` is a command spec (see command-spec.js) or a function
    * `(task, options) => spec` (or a promise of one) called per execution.
    */
-  registerCommand(agentName, spec) {
+  registerCommand(agentName, spec, limits) {
     name('registerCommand: name', agentName);
     if (process.platform === 'win32') {
       // Killing a whole process tree needs a Job Object there, which is not built yet.
       throw coded(Error, 'ERR_UNSUPPORTED_PLATFORM', 'registerCommand: command agents are not supported on Windows yet; use a function agent that spawns the program', { platform: process.platform });
     }
     const fixed = typeof spec === 'function' ? spec : parseCommandSpec(spec, 'registerCommand: spec');
+    const changes = limits === undefined ? null : limitsOf('registerCommand: limits', limits);
+    if (changes !== null) applyAgentLimits(this, agentName, changes);
     if (this._commands === null) this._commands = new CommandRunner(this);
     this._agents.set(agentName, commandAgent(this._commands, agentName, fixed));
     if (this._store !== null) this._store.interestChanged();
+    return this;
+  }
+
+  /**
+   * Changes the limits of `agentName` (registered or not): `{ concurrency, rateLimit }`; a
+   * key left out keeps its value, null removes that limit. Executions it allows start now.
+   */
+  setAgentLimits(agentName, limits) {
+    name('setAgentLimits: name', agentName);
+    applyAgentLimits(this, agentName, limitsOf('setAgentLimits: limits', limits));
+    return this;
+  }
+
+  /** Sets the global rate limit `{ max, intervalMs }`, or removes it with null. */
+  setRateLimit(limit) {
+    if (limit === undefined) throw typeError('setRateLimit: limit must be { max, intervalMs } or null, got undefined');
+    applyRateLimit(this, limit, 'setRateLimit: limit');
     return this;
   }
 

@@ -585,6 +585,9 @@ class Lifecycle extends CoreLink {
       case P.TIMER_RETRY:
         this._launchAll(this._native.retryDue(id));
         return;
+      case P.TIMER_RATE:
+        this._launchAll(this._native.rateDue(id));
+        return;
       case P.TIMER_SWEEP:
         this._native.sweep();
         this._collectEvicted();

@@ -65,6 +65,8 @@ module.exports = Object.freeze({
   TIMER_SHUTDOWN: 5,
   /** End of the delay before an execution's next attempt. */
   TIMER_RETRY: 6,
+  /** A rate limit lets the next start through (id: the agent key, 0 for the global limit). */
+  TIMER_RATE: 7,
   /** `timeout` answer: the firing was stale (nothing timed out). */
   TIMEOUT_STALE: -2,
   /** The same delay before every retry. */
@@ -81,8 +83,10 @@ module.exports = Object.freeze({
   THROTTLE_BEGAN: 1,
   /** The episode ended. */
   THROTTLE_ENDED: 2,
-  /** Distinct agent keys with their own statistics; later agents share key 0 ("other"). */
+  /** Distinct agent keys with their own statistics and limits; later agents share key 0 ("other"), which has no limits. */
   MAX_AGENT_KEYS: 4096,
+  /** Largest `max` of a rate limit. */
+  MAX_RATE: 1000000,
   /** No progress from the output. */
   PROGRESS_OFF: 0,
   /** Stdout lines go to JS, which matches them with the spec's RegExp. */

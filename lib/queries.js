@@ -6,6 +6,7 @@
 const { extId, parseId } = require('./record.js');
 const { messageOf } = require('./errors.js');
 const { MODE_NAMES } = require('./protocol.js');
+const { limitsStatus } = require('./limits.js');
 
 /** The status object of one execution (`v` is the core's view of it). */
 function statusObject(rec, v) {
@@ -72,6 +73,7 @@ function queueStatus(ex) {
     paused: c.paused,
     throttled: c.throttled,
     queue,
+    ...limitsStatus(ex),
   };
 }
 
@@ -140,6 +142,8 @@ function stats(ex) {
       failed: c.failed,
       cancelled: c.cancelled,
     },
+    // Starts that waited for a rate limit, and for their agent's concurrency limit.
+    limits: { rateLimited: st.rateLimited, limitDeferred: st.limitDeferred },
     throughput: { lastMinute: st.lastMinute, perSecond: Math.round((st.lastMinute / 60) * 100) / 100 },
     agents: st.agents.map((a) => ({ agent: ex._agentNames[a.key], queueWait: a.wait, runTime: a.run })),
     store: ex._store === null ? null : { ...ex._store.stats },

@@ -5,6 +5,9 @@
 
 const { describe, typeError, rangeError } = require('./errors.js');
 
+/** Largest count the core takes for a concurrency (an i32 in JS's eyes). */
+const MAX_INT32 = 2147483647;
+
 /** Array.isArray that never throws (it does on a revoked Proxy). */
 function isArray(value) {
   try {
@@ -76,4 +79,4 @@ function osString(where, value) {
   return value;
 }
 
-module.exports = { isArray, isInstance, isOptionsObject, hasPlainPrototype, integer, number, name, osString };
+module.exports = { isArray, isInstance, isOptionsObject, hasPlainPrototype, integer, number, name, osString, MAX_INT32 };

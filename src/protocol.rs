@@ -78,6 +78,8 @@ pub const TIMER_SWEEP: u32 = 4;
 pub const TIMER_SHUTDOWN: u32 = 5;
 /// End of the delay before an execution's next attempt.
 pub const TIMER_RETRY: u32 = 6;
+/// A rate limit lets the next start through (id: the agent key, 0 for the global limit).
+pub const TIMER_RATE: u32 = 7;
 /// `timeout` answer: the firing was stale (nothing timed out).
 pub const TIMEOUT_STALE: i32 = -2;
 
@@ -103,8 +105,11 @@ pub const THROTTLE_ENDED: u32 = 2;
 
 // ----- statistics ------------------------------------------------------------------------------
 
-/// Distinct agent keys with their own statistics; later agents share key 0 ("other").
+/// Distinct agent keys with their own statistics and limits; later agents share key 0
+/// ("other"), which has no limits.
 pub const MAX_AGENT_KEYS: u32 = 4096;
+/// Largest `max` of a rate limit.
+pub const MAX_RATE: u32 = 1000000;
 
 // ----- command agents --------------------------------------------------------------------------
 

@@ -17,6 +17,8 @@ import type {
   AggregatedResult,
   AggregationReport,
   AggregationResult,
+  AgentLimits,
+  AgentLimitsStatus,
   BackgroundExecutorConfig,
   BackgroundExecutorEvents,
   CancelResult,
@@ -43,6 +45,7 @@ import type {
   Percentiles,
   ProgressReport,
   QueueStatus,
+  RateLimit,
   ResourceMonitorEvents,
   ResourceMonitorOptions,
   ResourceStatus,
@@ -136,6 +139,7 @@ const fullConfig: Required<BackgroundExecutorConfig> = {
   backoff: 'exponential',
   retryIf: (error: unknown, attempt: number) => attempt < 3 && !(error instanceof TypeError),
   maxQueued: 10_000,
+  rateLimit: { max: 50, intervalMs: 1000 },
   store: 'sqlite:.bmad/executions.db',
   leaseMs: 30_000,
   storePollMs: 0.25,
@@ -349,6 +353,13 @@ export async function tour(): Promise<void> {
   });
   const removed: boolean = bg.unregisterAgent('oracle');
   use(registered, removed);
+  // Per-agent limits: at registration and at run time; the global rate limit.
+  const llmLimits: AgentLimits = { concurrency: 4, rateLimit: { max: 60, intervalMs: 60_000 } };
+  bg.registerAgent('llm', evalAgent, llmLimits);
+  const limited: LoggingExecutor = bg.setAgentLimits('llm', { concurrency: null }).setAgentLimits('qa', { concurrency: Infinity });
+  const globalRate: RateLimit = { max: 100, intervalMs: 1000 };
+  bg.setRateLimit(globalRate).setRateLimit(null);
+  use(limited);
 
   // Command agents: a fixed spec with every field, and a spec function.
   const spec: CommandSpec = {
@@ -371,7 +382,7 @@ export async function tour(): Promise<void> {
     input: new Uint8Array([1]),
     killSignal: 15,
   });
-  const chainedCommands: LoggingExecutor = bg.registerCommand('tests', spec).registerCommand('script', perTask);
+  const chainedCommands: LoggingExecutor = bg.registerCommand('tests', spec).registerCommand('script', perTask, { concurrency: 2 });
   bg.registerCommand('async-spec', async (task) => ({ command: 'sh', args: ['-c', task] }));
   const commandResult = (await bg.execute('tests', 'run')) as CommandResult;
   const typedRun: CommandResult = await bg.execute<CommandResult>('tests', 'run');
@@ -506,6 +517,12 @@ export async function tour(): Promise<void> {
   const queue: QueueStatus = bg.getQueueStatus();
   use(queue.queued, queue.running, queue.max_concurrent, queue.slots_used, queue.paused, queue.throttled);
   queue.queue.forEach((item) => use(item.id, item.agent, item.priority, item.mode));
+  for (const [agentName, a] of Object.entries(queue.agents)) {
+    const limits: AgentLimitsStatus = a;
+    const next: number | null = a.nextStartAt;
+    use(agentName, limits.running, limits.queued, limits.concurrency, limits.rateLimit?.max, limits.rateLimit?.intervalMs, next);
+  }
+  if (queue.rateLimit !== null) use(queue.rateLimit.max, queue.rateLimit.intervalMs, queue.rateLimit.nextStartAt);
   const active: ActiveExecution[] = bg.getActiveExecutions();
   active.forEach((e) => use(e.id, e.executionId, e.agent, e.task, e.mode, e.priority, e.progress, e.duration, e.startedAt));
   active.forEach((e) => use(e.pid, e.cpuPercent, e.rssMb));
@@ -521,6 +538,7 @@ export async function tour(): Promise<void> {
   const stats: ExecutorStats = bg.getStats();
   const c = stats.counts;
   use(c.submitted, c.queued, c.running, c.completed, c.failed, c.cancelled);
+  use(stats.limits.rateLimited, stats.limits.limitDeferred);
   use(stats.throughput.lastMinute, stats.throughput.perSecond);
   if (stats.store !== null) use(stats.store.claimed, stats.store.staleResults, stats.store.rescued, stats.store.storeErrors, stats.store.busy);
   for (const a of stats.agents) {

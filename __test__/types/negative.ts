@@ -182,6 +182,12 @@ export async function mistakes(): Promise<void> {
   // @ts-expect-error TS2345 setConcurrency takes a number
   bg.setConcurrency('3');
 
+  // @ts-expect-error TS2353 an agent's limits are concurrency and rateLimit only
+  bg.setAgentLimits('qa', { maxConcurrent: 2 });
+
+  // @ts-expect-error TS2322 a rate limit's max is a number
+  bg.setRateLimit({ max: '5', intervalMs: 1000 });
+
   // @ts-expect-error TS2322 shutdown mode is 'cancel' or 'drain'
   await bg.shutdown({ mode: 'force' });
 

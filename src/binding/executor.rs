@@ -20,6 +20,7 @@ use crate::protocol::{
   SUBMIT_KEY_SHIFT, SYNC_EVICTED_STEP, SYNC_IDLE, THROTTLE_BEGAN, THROTTLE_ENDED, THROTTLE_UNCHANGED,
   TIMEOUT_STALE,
 };
+use crate::scheduler::rate::RateLimit;
 use crate::scheduler::retry::{Backoff, RetryPolicy};
 use crate::scheduler::stats::{AgentStats, Histogram, Stats};
 use crate::scheduler::throttle::{Throttle, Transition};
@@ -51,7 +52,7 @@ fn init_tracing() {
 }
 
 /// An execution id from JS; 0 (no execution) unless a safe integer >= 1.
-fn to_id(id: f64) -> u64 {
+pub(super) fn to_id(id: f64) -> u64 {
   if (1.0..=9_007_199_254_740_991.0).contains(&id) {
     id as u64
   } else {
@@ -59,7 +60,7 @@ fn to_id(id: f64) -> u64 {
   }
 }
 
-fn ids(v: Vec<u64>) -> Vec<f64> {
+pub(super) fn ids(v: Vec<u64>) -> Vec<f64> {
   v.into_iter().map(|id| id as f64).collect()
 }
 
@@ -94,6 +95,9 @@ pub struct NativeConfig {
   pub backoff: u32,
   /// Most executions waiting in the queue (beyond: refused); 0 or less means no limit.
   pub max_queued: f64,
+  /// The global rate limit: at most `rate_max` starts per `rate_interval_ms` (0: none).
+  pub rate_max: u32,
+  pub rate_interval_ms: f64,
 }
 
 impl TryFrom<NativeConfig> for Config {
@@ -121,6 +125,7 @@ impl TryFrom<NativeConfig> for Config {
       } else {
         usize::MAX
       },
+      rate_limit: RateLimit::new(c.rate_max, c.rate_interval_ms),
     })
   }
 }
@@ -236,6 +241,10 @@ impl From<(u16, &AgentStats)> for NativeAgentStats {
 pub struct NativeStats {
   pub last_minute: f64,
   pub agents: Vec<NativeAgentStats>,
+  /// Starts of executions that waited for a rate limit.
+  pub rate_limited: f64,
+  /// Starts of executions that waited for their agent's concurrency limit.
+  pub limit_deferred: f64,
 }
 
 /// The statistics as of `.1` (the executor's clock, ms).
@@ -244,6 +253,8 @@ impl From<(&Stats, f64)> for NativeStats {
     NativeStats {
       last_minute: st.last_minute(now) as f64,
       agents: st.agents().map(NativeAgentStats::from).collect(),
+      rate_limited: 0.0,
+      limit_deferred: 0.0,
     }
   }
 }
@@ -257,9 +268,9 @@ pub struct Observed {
 
 #[napi]
 pub struct NativeExecutor {
-  sched: Scheduler,
+  pub(super) sched: Scheduler,
   epoch: Instant,
-  wall_epoch_ms: f64,
+  pub(super) wall_epoch_ms: f64,
   timers: Option<TimerService>,
   keep_alive: KeepAlive,
   throttle: Throttle,
@@ -295,7 +306,7 @@ impl NativeExecutor {
     })
   }
 
-  fn now(&self) -> f64 {
+  pub(super) fn now(&self) -> f64 {
     self.epoch.elapsed().as_secs_f64() * 1000.0
   }
 
@@ -318,7 +329,7 @@ impl NativeExecutor {
   }
 
   /// One state change of the scheduler at the current time, bracketed by `begin` and `after`.
-  fn change<R>(&mut self, env: &Env, f: impl FnOnce(&mut Scheduler, f64) -> R) -> R {
+  pub(super) fn change<R>(&mut self, env: &Env, f: impl FnOnce(&mut Scheduler, f64) -> R) -> R {
     let now = self.begin();
     let r = f(&mut self.sched, now);
     self.after(env);
@@ -641,7 +652,11 @@ impl NativeExecutor {
   /// Per-agent queue-wait and run-time percentiles (ms) and finishes in the last minute.
   #[napi(catch_unwind)]
   pub fn stats(&self) -> NativeStats {
-    (self.sched.stats(), self.now()).into()
+    let mut st: NativeStats = (self.sched.stats(), self.now()).into();
+    let (rate_limited, limit_deferred) = self.sched.limited_starts();
+    st.rate_limited = rate_limited as f64;
+    st.limit_deferred = limit_deferred as f64;
+    st
   }
 
   #[napi(catch_unwind)]

@@ -26,7 +26,9 @@
 //! ever, and one that honours it cannot overlap with the next start. A timed-out attempt
 //! that is retried keeps its slot the same way; its next attempt waits for it.
 
+pub mod limits;
 pub mod queue;
+pub mod rate;
 pub mod retry;
 pub mod stats;
 pub mod throttle;
@@ -36,7 +38,9 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
 
 use crate::protocol;
+use limits::{Block, Limits};
 use queue::PriorityQueue;
+use rate::RateLimit;
 use retry::{Jitter, RetryPolicy};
 use stats::Stats;
 use window::{IdHasher, IdWindow};
@@ -93,16 +97,19 @@ pub enum TimerKind {
   Shutdown = protocol::TIMER_SHUTDOWN as u8,
   /// End of the delay before an execution's next attempt.
   Retry = protocol::TIMER_RETRY as u8,
+  /// A rate limit lets the next start through (id: agent key, 0 for the global limit).
+  Rate = protocol::TIMER_RATE as u8,
 }
 
 impl TimerKind {
-  pub const ALL: [TimerKind; 6] = [
+  pub const ALL: [TimerKind; 7] = [
     TimerKind::Timeout,
     TimerKind::Progress,
     TimerKind::Grace,
     TimerKind::Sweep,
     TimerKind::Shutdown,
     TimerKind::Retry,
+    TimerKind::Rate,
   ];
 
   pub fn from_u8(v: u8) -> Option<TimerKind> {
@@ -137,6 +144,8 @@ pub struct Config {
   pub retry: RetryPolicy,
   /// Most executions waiting in the queue: a submission that would wait beyond it is refused.
   pub max_queued: usize,
+  /// At most `max` starts in any window of `interval_ms`, all agents together.
+  pub rate_limit: Option<RateLimit>,
 }
 
 impl Default for Config {
@@ -152,6 +161,7 @@ impl Default for Config {
       levels: vec![5, 4, 3, 2, 1],
       retry: RetryPolicy::default(),
       max_queued: usize::MAX,
+      rate_limit: None,
     }
   }
 }
@@ -278,6 +288,19 @@ pub struct ExecView {
   pub queue_position: Option<usize>,
 }
 
+/// What a query sees of one agent with limits.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentView {
+  pub agent: u16,
+  /// Executions holding one of its slots (running, or stopping after a cancel or timeout).
+  pub running: u32,
+  pub queued: usize,
+  pub concurrency: Option<u32>,
+  pub rate: Option<RateLimit>,
+  /// When its rate window lets the next start through, while it is full.
+  pub next_start_at: Option<f64>,
+}
+
 #[derive(Debug)]
 pub struct Scheduler {
   cfg: Config,
@@ -309,11 +332,14 @@ pub struct Scheduler {
   /// Executions with their own retry policy (flagged `OWN_RETRY_POLICY`), until they finish.
   retry_policies: HashMap<u64, RetryPolicy, BuildHasherDefault<IdHasher>>,
   jitter: Jitter,
+  limits: Limits,
 }
 
 impl Scheduler {
   pub fn new(cfg: Config) -> Self {
     let queue = PriorityQueue::with_levels(&cfg.levels);
+    let mut limits = Limits::default();
+    limits.set_global(cfg.rate_limit);
     Scheduler {
       cfg,
       execs: IdWindow::default(),
@@ -335,6 +361,7 @@ impl Scheduler {
       min_grace: HashMap::default(),
       retry_policies: HashMap::default(),
       jitter: Jitter::seeded(),
+      limits,
     }
   }
 
@@ -469,7 +496,13 @@ impl Scheduler {
     if self.closed {
       return None;
     }
-    let start_now = !held && self.queue.is_empty() && self.can_start();
+    // At once when a slot is free, the limits allow it and nothing queued could start before
+    // it (everything queued may be behind agents at their limits).
+    let start_now = !held
+      && self.can_start()
+      && (self.queue.is_empty() || !self.queue.has_ready())
+      && self.limits.global_allows(now)
+      && self.limits.get(agent).is_none_or(|a| a.block == Block::None);
     if !held && !start_now && self.queue.len() >= self.cfg.max_queued {
       return None; // the queue is full: refused, nothing recorded
     }
@@ -512,10 +545,11 @@ impl Scheduler {
     }
     self.execs.insert(id, exec);
     if start_now {
-      self.start(id, now);
+      self.start(id, now, None);
     } else {
-      let position = self.queue.push(id, priority);
-      tracing::debug!(id, priority, position, slots = self.slots_used, "queued");
+      self.queue.push(id, priority, agent);
+      tracing::debug!(id, priority, slots = self.slots_used, "queued");
+      self.hold_for_global_rate(now);
     }
     Some((id, start_now))
   }
@@ -536,10 +570,12 @@ impl Scheduler {
       && (!self.throttled || self.slots_used < self.cfg.min_concurrent)
   }
 
-  fn start(&mut self, id: u64, now: f64) {
+  /// Starts `id`; `seq`: its queue sequence number when it was queued.
+  fn start(&mut self, id: u64, now: f64, seq: Option<u64>) {
     let Some(exec) = self.execs.get_mut(id) else {
       return;
     };
+    let agent = exec.agent;
     exec.status = Status::Running;
     exec.started_at = now;
     exec.set(HOLDS_SLOT, true);
@@ -557,12 +593,102 @@ impl Scheduler {
       limit = self.cfg.max_concurrent,
       "start"
     );
+    self.count_limited_start(agent, now, seq);
+  }
+
+  /// Records a start against the rate windows and the agent's slots, counts what it waited
+  /// for, and blocks the agent's lane when it reached a limit.
+  fn count_limited_start(&mut self, agent: u16, now: f64, seq: Option<u64>) {
+    let limits = &mut self.limits;
+    if let Some(w) = &mut limits.global {
+      w.record(now);
+    }
+    let seq = seq.unwrap_or(u64::MAX);
+    let mut waited_rate = seq < limits.global_released_seq;
+    let mut waited_limit = false;
+    if let Some(a) = limits.get_mut(agent) {
+      a.running += 1;
+      if let Some(w) = &mut a.rate {
+        w.record(now);
+      }
+      waited_rate |= seq < a.rate_released_seq;
+      waited_limit = seq < a.limit_released_seq;
+      self.update_block(agent, now);
+    }
+    self.limits.rate_limited += u64::from(waited_rate);
+    self.limits.limit_deferred += u64::from(waited_limit);
+  }
+
+  /// Brings the lane of `agent` in line with its limits at `now`: blocks or unblocks it,
+  /// arms the timer that ends a rate block, and notes when a block ended.
+  fn update_block(&mut self, agent: u16, now: f64) {
+    let next_seq = self.queue.next_seq();
+    let Some(a) = self.limits.get_mut(agent) else {
+      return;
+    };
+    let before = a.block;
+    let block = a.block_at(now);
+    if block == before {
+      return;
+    }
+    if before == Block::Limit {
+      a.limit_released_seq = next_seq;
+    }
+    if matches!(before, Block::Rate(_)) && !matches!(block, Block::Rate(_)) {
+      a.rate_released_seq = next_seq;
+    }
+    a.block = block;
+    let id = u64::from(agent);
+    match block {
+      Block::Rate(at) => self.timer_cmds.push(TimerCmd::Arm {
+        id,
+        kind: TimerKind::Rate,
+        at_ms: at,
+      }),
+      _ if matches!(before, Block::Rate(_)) => self.timer_cmds.push(TimerCmd::Disarm {
+        id,
+        kind: TimerKind::Rate,
+      }),
+      _ => {}
+    }
+    if (before == Block::None) != (block == Block::None) {
+      self.queue.set_blocked(agent, block != Block::None);
+    }
+  }
+
+  /// A slot is free and something could start but for the global rate limit: the limit's
+  /// timer is armed for when its window lets the next start through.
+  fn hold_for_global_rate(&mut self, now: f64) {
+    let Some(w) = &self.limits.global else {
+      return;
+    };
+    if w.allows(now) || !self.can_start() || !self.queue.has_ready() {
+      return;
+    }
+    let at = w.free_at();
+    self.limits.global_blocked = true;
+    if self.limits.global_timer_at != Some(at) {
+      self.limits.global_timer_at = Some(at);
+      self.timer_cmds.push(TimerCmd::Arm {
+        id: 0,
+        kind: TimerKind::Rate,
+        at_ms: at,
+      });
+    }
   }
 
   /// Starts the next queued execution if a slot allows it.
   fn start_next(&mut self, now: f64) -> Option<u64> {
     if !self.can_start() {
       return None;
+    }
+    if !self.limits.global_allows(now) {
+      self.hold_for_global_rate(now);
+      return None;
+    }
+    if self.limits.global_blocked {
+      self.limits.global_blocked = false;
+      self.limits.global_released_seq = self.queue.next_seq();
     }
     let execs = &self.execs;
     let id = if self.cfg.aging_ms > 0.0 {
@@ -577,8 +703,8 @@ impl Scheduler {
     } else {
       self.queue.pop(|i| is_queued(execs, i), None)?
     };
-    self.start(id, now);
-    Some(id)
+    self.start(id.id, now, Some(id.seq));
+    Some(id.id)
   }
 
   /// Starts everything the limits allow; returns the started ids in start order.
@@ -611,7 +737,7 @@ impl Scheduler {
       .filter(|e| e.attempt == attempt || attempt == 0)
     {
       let was_running = exec.status == Status::Running;
-      self.release_slot(id);
+      self.release_slot(id, now);
       if was_running {
         if ok {
           self.finish(id, Status::Completed, now);
@@ -717,7 +843,7 @@ impl Scheduler {
     exec.set(RETRY_READY, false);
     exec.status = Status::Queued;
     self.waiting -= 1;
-    self.queue.push(id, exec.priority);
+    self.queue.push(id, exec.priority, exec.agent);
   }
 
   /// The agent of a running attempt is only now being called (its start was deferred to
@@ -774,7 +900,7 @@ impl Scheduler {
     let before = exec.status;
     match before {
       Status::Queued => {
-        self.queue.forget(exec.priority);
+        self.queue.forget(exec.priority, exec.agent);
         self.finish(id, Status::Cancelled, now);
       }
       Status::Waiting => self.finish(id, Status::Cancelled, now),
@@ -793,7 +919,7 @@ impl Scheduler {
       .get(&id)
       .map_or(self.cfg.cancel_grace_ms, |&g| g.max(self.cfg.cancel_grace_ms));
     if grace <= 0.0 {
-      self.release_slot(id);
+      self.release_slot(id, now);
     } else if let Some(exec) = self.execs.get_mut(id) {
       arm(&mut self.timer_cmds, exec, id, TimerKind::Grace, now + grace);
     }
@@ -818,20 +944,21 @@ impl Scheduler {
       // the zombie settled must not free the slot of whatever runs now (its next attempt).
       Some(exec) if exec.timers & TimerKind::Grace.bit() != 0 => {
         exec.timers &= !TimerKind::Grace.bit();
-        self.release_slot(id);
+        self.release_slot(id, now);
         self.pump(now)
       }
       _ => Vec::new(),
     }
   }
 
-  fn release_slot(&mut self, id: u64) {
+  fn release_slot(&mut self, id: u64, now: f64) {
     let Some(exec) = self.execs.get_mut(id) else {
       return;
     };
     if !exec.has(HOLDS_SLOT) {
       return;
     }
+    let agent = exec.agent;
     exec.set(HOLDS_SLOT, false);
     self.slots_used -= 1;
     if !self.min_grace.is_empty() {
@@ -842,6 +969,10 @@ impl Scheduler {
       self.execs.remove(id);
     } else if exec.status == Status::Waiting && exec.has(RETRY_READY) {
       self.requeue(id);
+    }
+    if let Some(a) = self.limits.get_mut(agent) {
+      a.running = a.running.saturating_sub(1);
+      self.update_block(agent, now);
     }
   }
 
@@ -976,6 +1107,94 @@ impl Scheduler {
     self.pump(now)
   }
 
+  /// Sets the limits of `agent` (key 0, "other", takes none: false). `concurrency` and
+  /// `rate` replace the previous ones (`None`: no limit). The first limits of an agent move
+  /// its queued executions to a lane of their own, once. Returns what started.
+  pub fn set_agent_limits(
+    &mut self,
+    agent: u16,
+    concurrency: Option<u32>,
+    rate: Option<RateLimit>,
+    now: f64,
+  ) -> Option<Vec<u64>> {
+    if agent == 0 {
+      return None;
+    }
+    let execs = &self.execs;
+    if !self.queue.has_lane(agent) {
+      self.queue.add_lane(
+        agent,
+        |id| execs.get(id).is_some_and(|e| e.agent == agent),
+        |id| is_queued(execs, id),
+      );
+    }
+    let holders = || {
+      execs
+        .iter()
+        .filter(|(_, e)| e.agent == agent && e.has(HOLDS_SLOT))
+        .count() as u32
+    };
+    let a = self.limits.entry(agent, holders);
+    a.concurrency = concurrency.map_or(u32::MAX, |c| c.max(1));
+    rate::RateWindow::set(&mut a.rate, rate);
+    self.update_block(agent, now);
+    Some(self.pump(now))
+  }
+
+  /// Sets or removes the global rate limit. Returns what started.
+  pub fn set_rate_limit(&mut self, rate: Option<RateLimit>, now: f64) -> Vec<u64> {
+    self.cfg.rate_limit = rate;
+    self.limits.set_global(rate);
+    self.pump(now)
+  }
+
+  /// The rate timer of `agent` (0: the global one) fired. Returns what started.
+  pub fn rate_due(&mut self, agent: u16, now: f64) -> Vec<u64> {
+    if agent == 0 {
+      self.limits.global_timer_at = None;
+    } else {
+      self.update_block(agent, now);
+    }
+    self.pump(now)
+  }
+
+  /// The agents with limits, by key.
+  pub fn agent_views(&self, now: f64) -> Vec<AgentView> {
+    self
+      .limits
+      .keys()
+      .filter_map(|agent| {
+        let a = self.limits.get(agent)?;
+        let free_at = a.rate.as_ref().map_or(f64::NEG_INFINITY, |w| w.free_at());
+        Some(AgentView {
+          agent,
+          running: a.running,
+          queued: self.queue.queued_of(agent),
+          concurrency: (a.concurrency != u32::MAX).then_some(a.concurrency),
+          rate: a.rate.as_ref().and_then(|w| w.limit()),
+          next_start_at: (free_at > now).then_some(free_at),
+        })
+      })
+      .collect()
+  }
+
+  /// The global rate limit, and when its window lets the next start through while it is full.
+  pub fn global_rate(&self, now: f64) -> Option<(RateLimit, Option<f64>)> {
+    let w = self.limits.global.as_ref()?;
+    let free_at = w.free_at();
+    Some((w.limit()?, (free_at > now).then_some(free_at)))
+  }
+
+  /// Starts that waited for a rate limit, and for their agent's concurrency limit.
+  pub fn limited_starts(&self) -> (u64, u64) {
+    (self.limits.rate_limited, self.limits.limit_deferred)
+  }
+
+  /// Entries and lanes the queue has looked at (its cost, for tests).
+  pub fn queue_steps(&self) -> u64 {
+    self.queue.steps()
+  }
+
   /// Stops accepting submissions. With `cancel_queued`, every queued execution is
   /// cancelled; returns those ids in start order.
   ///
@@ -1020,7 +1239,7 @@ impl Scheduler {
       .map(|(id, _)| id)
       .collect();
     for id in holders {
-      self.release_slot(id);
+      self.release_slot(id, now);
     }
     ids.extend(running);
     ids
@@ -1096,6 +1315,9 @@ fn disarm(cmds: &mut Vec<TimerCmd>, exec: &mut Exec, id: u64, kind: TimerKind) {
     cmds.push(TimerCmd::Disarm { id, kind });
   }
 }
+
+#[cfg(test)]
+mod limits_tests;
 
 #[cfg(test)]
 mod held_tests {
@@ -1426,6 +1648,7 @@ mod tests {
       (TimerKind::Sweep, protocol::TIMER_SWEEP),
       (TimerKind::Shutdown, protocol::TIMER_SHUTDOWN),
       (TimerKind::Retry, protocol::TIMER_RETRY),
+      (TimerKind::Rate, protocol::TIMER_RATE),
     ];
     assert_eq!(kinds.map(|(k, _)| k), TimerKind::ALL);
     for (kind, code) in kinds {

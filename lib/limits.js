@@ -1,0 +1,84 @@
+'use strict';
+
+// Per-agent limits (concurrency, rate) and the global rate limit: checked here, kept and
+// applied by the core, where an agent at its limit holds only its own executions back.
+
+const { describe, typeError, coded } = require('./errors.js');
+const { integer, isOptionsObject, MAX_INT32 } = require('./validate.js');
+const { MAX_RATE, MAX_DELAY_MS } = require('./protocol.js');
+
+const LIMIT_KEYS = new Set(['concurrency', 'rateLimit']);
+
+/** `{ max, intervalMs }` checked; null for null (no limit). */
+function rateLimitOf(name, value) {
+  if (value === null) return null;
+  if (!isOptionsObject(value)) throw typeError(`${name} must be { max, intervalMs } or null, got ${describe(value)}`);
+  for (const key of ['max', 'intervalMs']) {
+    if (value[key] === undefined) throw typeError(`${name}.${key} must be an integer >= 1, got undefined`);
+  }
+  return {
+    max: integer(`${name}.max`, value.max, 1, MAX_RATE),
+    intervalMs: integer(`${name}.intervalMs`, value.intervalMs, 1, MAX_DELAY_MS),
+  };
+}
+
+/**
+ * The limits given to `registerAgent`, `registerCommand` or `setAgentLimits`:
+ * `{ concurrency?, rateLimit? }`, a key left out keeps its value, null (or an Infinity
+ * concurrency) removes that limit. Returns the changes only.
+ */
+function limitsOf(name, value) {
+  if (!isOptionsObject(value)) throw typeError(`${name} must be an object { concurrency, rateLimit }, got ${describe(value)}`);
+  for (const key of Object.keys(value)) {
+    if (!LIMIT_KEYS.has(key)) throw typeError(`${name} has an unknown key ${describe(key)}; the keys are concurrency and rateLimit`);
+  }
+  const out = {};
+  const c = value.concurrency;
+  if (c === null || c === Infinity) out.concurrency = null;
+  else if (c !== undefined) out.concurrency = integer(`${name}.concurrency`, c, 1, MAX_INT32);
+  if (value.rateLimit !== undefined) out.rateLimit = rateLimitOf(`${name}.rateLimit`, value.rateLimit);
+  return out;
+}
+
+/** Applies `changes` (from `limitsOf`) to the limits of `agent`, and starts what they allow. */
+function applyAgentLimits(ex, agent, changes) {
+  let key = ex._agentKeys.get(agent);
+  if (key === undefined) key = ex._internAgent(agent);
+  if (key === 0) {
+    throw coded(RangeError, 'ERR_TOO_MANY_AGENTS', `Agent ${describe(agent)} cannot take limits: only the first ${ex._agentNames.length - 1} agent names can`, { agent });
+  }
+  ex._flush();
+  const now = ex._native.agentLimits().find((a) => a.key === key);
+  const concurrency = changes.concurrency !== undefined ? changes.concurrency : now === undefined || now.concurrency == null ? null : now.concurrency;
+  const rate = changes.rateLimit !== undefined ? changes.rateLimit : now === undefined || now.rate == null ? null : now.rate;
+  const started = ex._native.setAgentLimits(key, concurrency === null ? 0 : concurrency, rate === null ? 0 : rate.max, rate === null ? 0 : rate.intervalMs);
+  if (started !== null) ex._launchAll(started);
+}
+
+/** Sets (or, with null, removes) the global rate limit, and starts what it allows. */
+function applyRateLimit(ex, value, name) {
+  const rate = rateLimitOf(name, value);
+  ex._flush();
+  ex._launchAll(ex._native.setRateLimit(rate === null ? 0 : rate.max, rate === null ? 0 : rate.intervalMs));
+}
+
+/** The limits part of `getQueueStatus()`: per agent with limits, and the global rate limit. */
+function limitsStatus(ex) {
+  const agents = new Map();
+  for (const a of ex._native.agentLimits()) {
+    const rate = a.rate == null ? null : a.rate;
+    if (rate === null && a.concurrency == null) continue; // its limits were all removed
+    agents.set(ex._agentNames[a.key], {
+      running: a.running,
+      queued: a.queued,
+      concurrency: a.concurrency == null ? null : a.concurrency,
+      rateLimit: rate === null ? null : { max: rate.max, intervalMs: rate.intervalMs },
+      nextStartAt: rate === null || rate.nextStartAt == null ? null : rate.nextStartAt,
+    });
+  }
+  const g = ex._native.globalRate();
+  const rateLimit = g == null ? null : { max: g.max, intervalMs: g.intervalMs, nextStartAt: g.nextStartAt == null ? null : g.nextStartAt };
+  return { agents: Object.fromEntries(agents), rateLimit };
+}
+
+module.exports = { limitsOf, rateLimitOf, applyAgentLimits, applyRateLimit, limitsStatus };
