@@ -37,7 +37,7 @@ impl AgentLimit {
       return Block::Limit;
     }
     match &self.rate {
-      Some(w) if !w.allows(now) => Block::Rate(w.free_at()),
+      Some(w) if !w.allows(now) => Block::Rate(w.free_at(now)),
       _ => Block::None,
     }
   }

@@ -665,7 +665,7 @@ impl Scheduler {
     if w.allows(now) || !self.can_start() || !self.queue.has_ready() {
       return;
     }
-    let at = w.free_at();
+    let at = w.free_at(now);
     self.limits.global_blocked = true;
     if self.limits.global_timer_at != Some(at) {
       self.limits.global_timer_at = Some(at);
@@ -1165,7 +1165,7 @@ impl Scheduler {
       .keys()
       .filter_map(|agent| {
         let a = self.limits.get(agent)?;
-        let free_at = a.rate.as_ref().map_or(f64::NEG_INFINITY, |w| w.free_at());
+        let free_at = a.rate.as_ref().map_or(f64::NEG_INFINITY, |w| w.free_at(now));
         Some(AgentView {
           agent,
           running: a.running,
@@ -1181,7 +1181,7 @@ impl Scheduler {
   /// The global rate limit, and when its window lets the next start through while it is full.
   pub fn global_rate(&self, now: f64) -> Option<(RateLimit, Option<f64>)> {
     let w = self.limits.global.as_ref()?;
-    let free_at = w.free_at();
+    let free_at = w.free_at(now);
     Some((w.limit()?, (free_at > now).then_some(free_at)))
   }
 

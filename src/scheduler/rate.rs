@@ -1,13 +1,15 @@
 //! A sliding-window rate limit: at most `max` starts in any window of `interval_ms`.
 //!
-//! The window keeps the times of the last `max` starts (a ring). A start at `now` is allowed
-//! when fewer than `max` starts are recorded or the oldest of them is at least `interval_ms`
-//! old, so every half-open window `[t, t + interval_ms)` holds at most `max` starts: unlike
-//! fixed buckets, no boundary lets `2 × max` through. Memory is `max` timestamps.
+//! The window keeps the times of recent starts, oldest first. A start at `now` is allowed
+//! when fewer than `max` of them are later than `now - interval_ms`, so every half-open
+//! window `[t, t + interval_ms)` holds at most `max` starts: unlike fixed buckets, no
+//! boundary lets `2 × max` through. Starts are kept for the longest interval the window has
+//! had, at most `MAX_RATE` of them. An interval made longer at run time may cover starts the
+//! window no longer keeps: until those could have left it, the window counts as full.
 
 use std::collections::VecDeque;
 
-/// Largest `max` accepted (the ring holds this many timestamps).
+/// Largest `max` accepted, and most start times a window keeps.
 pub const MAX_RATE: u32 = crate::protocol::MAX_RATE;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -32,8 +34,12 @@ pub struct RateWindow {
   /// Whether the limit holds starts back; a removed limit keeps recording, so that one set
   /// again counts the starts made meanwhile.
   active: bool,
-  /// Start times, oldest first; at most `limit.max` of them.
+  /// Start times, oldest first: those of the last `keep_ms`, at most `MAX_RATE`.
   starts: VecDeque<f64>,
+  /// The longest interval this window has had.
+  keep_ms: f64,
+  /// The latest start dropped from `starts` (`-inf`: none).
+  forgot_until: f64,
 }
 
 impl RateWindow {
@@ -42,6 +48,8 @@ impl RateWindow {
       limit,
       active: true,
       starts: VecDeque::new(),
+      keep_ms: limit.interval_ms,
+      forgot_until: f64::NEG_INFINITY,
     }
   }
 
@@ -50,12 +58,14 @@ impl RateWindow {
     self.active.then_some(self.limit)
   }
 
-  /// Sets the limit (`None`: removed, the window still records starts).
+  /// Sets the limit (`None`: removed, the window still records starts). The starts already
+  /// recorded count against the new limit.
   pub fn set(window: &mut Option<RateWindow>, limit: Option<RateLimit>) {
     match (window, limit) {
       (Some(w), None) => w.active = false,
       (Some(w), Some(l)) => {
-        w.set_limit(l);
+        w.limit = l;
+        w.keep_ms = w.keep_ms.max(l.interval_ms);
         w.active = true;
       }
       (w @ None, Some(l)) => *w = Some(RateWindow::new(l)),
@@ -63,42 +73,39 @@ impl RateWindow {
     }
   }
 
-  /// A new limit; the starts already recorded still count against it. A full window forgot
-  /// its older starts: for a larger `max`, they count as made at its oldest remembered start
-  /// (no later than they were), so no window can exceed the new limit.
-  fn set_limit(&mut self, limit: RateLimit) {
-    let keep = limit.max as usize;
-    if self.starts.len() == self.limit.max as usize {
-      if let Some(&oldest) = self.starts.front() {
-        while self.starts.len() < keep {
-          self.starts.push_front(oldest);
-        }
-      }
-    }
-    while self.starts.len() > keep {
-      self.starts.pop_front();
-    }
-    self.limit = limit;
-  }
-
-  /// The earliest time a start is allowed: `now` or earlier when one is allowed now.
-  pub fn free_at(&self) -> f64 {
-    if !self.active || self.starts.len() < self.limit.max as usize {
+  /// The earliest time a start is allowed: `now` or earlier when one is allowed now. O(log n).
+  pub fn free_at(&self, now: f64) -> f64 {
+    if !self.active {
       return f64::NEG_INFINITY;
     }
-    self
-      .starts
-      .front()
-      .map_or(f64::NEG_INFINITY, |&t| t + self.limit.interval_ms)
+    let max = self.limit.max as usize;
+    let interval = self.limit.interval_ms;
+    // Starts after `now - interval` are in the window; a dropped one may be too.
+    let from = now - interval;
+    let forgotten = if self.forgot_until > from {
+      self.forgot_until + interval
+    } else {
+      f64::NEG_INFINITY
+    };
+    let inside = self.starts.len() - self.starts.partition_point(|&t| t <= from);
+    if inside < max {
+      return forgotten;
+    }
+    // The window lets the next start through once its max-th latest start leaves it.
+    forgotten.max(self.starts[self.starts.len() - max] + interval)
   }
 
   pub fn allows(&self, now: f64) -> bool {
-    now >= self.free_at()
+    now >= self.free_at(now)
   }
 
   /// Records a start at `now` (the caller checked `allows`).
   pub fn record(&mut self, now: f64) {
-    if self.starts.len() >= self.limit.max as usize {
+    while let Some(&oldest) = self.starts.front() {
+      if oldest > now - self.keep_ms && self.starts.len() < MAX_RATE as usize {
+        break;
+      }
+      self.forgot_until = oldest;
       self.starts.pop_front();
     }
     self.starts.push_back(now);
@@ -113,6 +120,12 @@ mod tests {
     RateWindow::new(RateLimit::new(max, interval_ms).expect("valid"))
   }
 
+  fn set(w: RateWindow, max: u32, interval_ms: f64) -> RateWindow {
+    let mut slot = Some(w);
+    RateWindow::set(&mut slot, RateLimit::new(max, interval_ms));
+    slot.expect("kept")
+  }
+
   #[test]
   fn allows_max_starts_then_waits_for_the_oldest_to_leave_the_window() {
     let mut w = window(3, 100.0);
@@ -121,10 +134,10 @@ mod tests {
       w.record(t);
     }
     assert!(!w.allows(99.9));
-    assert_eq!(w.free_at(), 100.0);
+    assert_eq!(w.free_at(50.0), 100.0);
     assert!(w.allows(100.0));
     w.record(100.0);
-    assert_eq!(w.free_at(), 110.0);
+    assert_eq!(w.free_at(100.0), 110.0);
   }
 
   #[test]
@@ -146,22 +159,37 @@ mod tests {
     }
     // And it is not slower than the limit: 5 per 50 ms.
     assert!(now <= 500.0 / 5.0 * 50.0 + 1.0, "{now}");
+    assert!(
+      w.starts.len() <= 6,
+      "only the last interval is kept: {}",
+      w.starts.len()
+    );
   }
 
   #[test]
-  fn a_lower_limit_keeps_the_recorded_starts() {
+  fn a_changed_max_counts_the_starts_already_made() {
     let mut w = window(4, 100.0);
     for t in [0.0, 1.0, 2.0, 3.0] {
       w.record(t);
     }
-    w.set_limit(RateLimit::new(2, 100.0).expect("valid"));
-    assert_eq!(w.free_at(), 102.0, "the last two starts still count");
-    // Raised again: the two starts it forgot count as made at its oldest remembered one.
-    w.set_limit(RateLimit::new(4, 100.0).expect("valid"));
-    assert_eq!(w.free_at(), 102.0);
-    w.set_limit(RateLimit::new(10, 100.0).expect("valid"));
-    assert!(!w.allows(101.0));
-    assert!(w.allows(102.0));
+    let w = set(w, 2, 100.0);
+    assert_eq!(w.free_at(50.0), 102.0, "the second latest start leaves at 102");
+    let w = set(w, 4, 100.0);
+    assert_eq!(w.free_at(50.0), 100.0, "raised again: exact, nothing forgotten");
+    let w = set(w, 10, 100.0);
+    assert!(w.allows(50.0));
+  }
+
+  #[test]
+  fn a_longer_interval_sees_the_starts_a_shorter_one_let_through() {
+    let mut w = window(2, 10.0);
+    for t in [0.0, 20.0, 40.0] {
+      assert!(w.allows(t));
+      w.record(t);
+    }
+    let w = set(w, 2, 100.0);
+    assert!(!w.allows(50.0), "three starts in the last 100 ms");
+    assert_eq!(w.free_at(50.0), 120.0);
   }
 
   #[test]
@@ -175,23 +203,7 @@ mod tests {
       w.record(t);
     }
     RateWindow::set(&mut slot, RateLimit::new(2, 100.0));
-    assert_eq!(slot.as_ref().map(RateWindow::free_at), Some(101.0));
-  }
-
-  #[test]
-  fn a_raised_limit_never_lets_a_window_exceed_it() {
-    let mut w = window(2, 100.0);
-    let mut starts = vec![];
-    for t in [0.0, 10.0, 100.0, 110.0] {
-      assert!(w.allows(t));
-      w.record(t);
-      starts.push(t);
-    }
-    // Raised to 3: the window remembers 100 and 110; the start it forgot counts as made at
-    // 100 (it was made earlier), so the next one waits until 200.
-    w.set_limit(RateLimit::new(3, 100.0).expect("valid"));
-    assert!(!w.allows(150.0));
-    assert_eq!(w.free_at(), 200.0);
+    assert_eq!(slot.as_ref().map(|w| w.free_at(50.0)), Some(101.0));
   }
 
   #[test]
