@@ -35,7 +35,8 @@ declare namespace Types {
     | 'ERR_NOT_SERIALIZABLE'
     | 'ERR_WORKER_LOST'
     | 'ERR_NO_STORE'
-    | 'ERR_QUEUE_FULL';
+    | 'ERR_QUEUE_FULL'
+    | 'ERR_TOO_MANY_AGENTS';
 
   /** Every error the package creates carries one of these codes. */
   export interface ExecutorError extends Error {
