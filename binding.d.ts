@@ -350,6 +350,8 @@ export interface NativeStoreBatch {
   /** `[id, attempt, ...]`: attempts handed back to the queue uncounted. */
   releases: Array<number>
   claim: number
+  /** Agents not to claim for now (at their limits here). */
+  exclude: Array<string>
 }
 
 /** A claimed execution: what running it here needs. */

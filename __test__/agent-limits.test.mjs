@@ -3,7 +3,8 @@
 // start, lower priority included; within one agent, priority and FIFO order hold; the global
 // limit and the cancel/timeout slot rule still apply on top.
 import assert from 'node:assert/strict';
-import { test, shutDownAfterEach, unthrottled } from './helpers.mjs';
+import { join } from 'node:path';
+import { test, shutDownAfterEach, unthrottled, tempDir } from './helpers.mjs';
 
 const make = unthrottled(shutDownAfterEach());
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -198,6 +199,40 @@ test('registerCommand takes limits too', { skip: process.platform === 'win32' },
   const [ra, rb] = await Promise.all([a, b]);
   assert.equal(ra.exitCode, 0);
   assert.equal(rb.exitCode, 0);
+});
+
+test('with a store, an agent at its limit does not keep other agents\' stored executions waiting', async (t) => {
+  const url = `sqlite:${join(tempDir(t), 'limits.db')}`;
+  const bg = make({ store: url, maxConcurrentAgents: 4 });
+  const slowStarts = [];
+  const fastEnds = [];
+  bg.registerAgent(
+    'slow',
+    async (task) => {
+      slowStarts.push(task);
+      await sleep(100);
+      return task;
+    },
+    { concurrency: 1 },
+  );
+  bg.registerAgent('fast', async (task) => {
+    fastEnds.push(task);
+    return task;
+  });
+  // Ten of the limited agent first (claimed in id order), then five others.
+  const slow = [];
+  for (let i = 0; i < 10; i++) slow.push(bg.execute('slow', `s${i}`));
+  const fast = [];
+  for (let i = 0; i < 5; i++) fast.push(bg.execute('fast', `f${i}`));
+  const t0 = performance.now();
+  await Promise.all(fast);
+  const fastMs = performance.now() - t0;
+  // Claiming the slow agent's rows for every free slot would leave the fast ones in the
+  // store until nearly all ten had run one by one (~1 s).
+  assert.ok(fastMs < 500, `the other agent's executions took ${fastMs.toFixed(0)} ms`);
+  assert.ok(slowStarts.length <= 6, `${slowStarts.length} slow starts by then`);
+  assert.equal((await Promise.all(slow)).length, 10);
+  assert.deepEqual(slowStarts, ['s0', 's1', 's2', 's3', 's4', 's5', 's6', 's7', 's8', 's9']);
 });
 
 test('bad limits are refused with a coded error naming the argument, and nothing is registered', () => {

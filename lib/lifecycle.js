@@ -37,6 +37,7 @@ class Lifecycle extends CoreLink {
     // Agent names -> small keys for the core's per-agent statistics (0 = "other").
     this._agentKeys = new Map();
     this._agentNames = ['(other)'];
+    this._hasAgentLimits = false; // set by the first setAgentLimits (limits.js)
     this._closing = false;
     this._budget = START_BUDGET;
     this._deferred = []; // rec, attempt, rec, attempt, ...: starts past the budget
@@ -587,6 +588,7 @@ class Lifecycle extends CoreLink {
         return;
       case P.TIMER_RATE:
         this._launchAll(this._native.rateDue(id));
+        this._slotsMayHaveFreed();
         return;
       case P.TIMER_SWEEP:
         this._native.sweep();

@@ -48,11 +48,13 @@ function applyAgentLimits(ex, agent, changes) {
     throw coded(RangeError, 'ERR_TOO_MANY_AGENTS', `Agent ${describe(agent)} cannot take limits: only the first ${ex._agentNames.length - 1} agent names can`, { agent });
   }
   ex._flush();
+  ex._hasAgentLimits = true;
   const now = ex._native.agentLimits().find((a) => a.key === key);
   const concurrency = changes.concurrency !== undefined ? changes.concurrency : now === undefined || now.concurrency == null ? null : now.concurrency;
   const rate = changes.rateLimit !== undefined ? changes.rateLimit : now === undefined || now.rate == null ? null : now.rate;
   const started = ex._native.setAgentLimits(key, concurrency === null ? 0 : concurrency, rate === null ? 0 : rate.max, rate === null ? 0 : rate.intervalMs);
   if (started !== null) ex._launchAll(started);
+  ex._slotsMayHaveFreed();
 }
 
 /** Sets (or, with null, removes) the global rate limit, and starts what it allows. */
@@ -60,6 +62,29 @@ function applyRateLimit(ex, value, name) {
   const rate = rateLimitOf(name, value);
   ex._flush();
   ex._launchAll(ex._native.setRateLimit(rate === null ? 0 : rate.max, rate === null ? 0 : rate.intervalMs));
+  ex._slotsMayHaveFreed();
+}
+
+const NONE_HELD = Object.freeze({ agents: Object.freeze([]), queued: 0 });
+
+/**
+ * The agents their limits hold back now, and how many queued executions wait behind them:
+ * a store's claims leave those agents' executions for later (or for other processes), and
+ * do not count their queued ones against the free slots, so a limited agent never keeps the
+ * others' stored work waiting.
+ */
+function heldAgents(ex) {
+  if (!ex._hasAgentLimits) return NONE_HELD;
+  const agents = [];
+  let queued = 0;
+  for (const a of ex._native.agentLimits()) {
+    const full = a.concurrency != null && a.running >= a.concurrency;
+    if (full || (a.rate != null && a.rate.nextStartAt != null)) {
+      agents.push(ex._agentNames[a.key]);
+      queued += a.queued;
+    }
+  }
+  return { agents, queued };
 }
 
 /** The limits part of `getQueueStatus()`: per agent with limits, and the global rate limit. */
@@ -81,4 +106,4 @@ function limitsStatus(ex) {
   return { agents: Object.fromEntries(agents), rateLimit };
 }
 
-module.exports = { limitsOf, rateLimitOf, applyAgentLimits, applyRateLimit, limitsStatus };
+module.exports = { limitsOf, rateLimitOf, applyAgentLimits, applyRateLimit, limitsStatus, heldAgents };

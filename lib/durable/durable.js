@@ -18,6 +18,7 @@ const { toJson, resultJson } = require('./json.js');
 const { durableId, parseDurableId, errorJson, rowStatus } = require('./values.js');
 const { Execution, extras } = require('../record.js');
 const { canRun, runsAnyAgent } = require('../agents.js');
+const { heldAgents } = require('../limits.js');
 const { coded, describe, typeError, messageOf, codeOf, closedError, cancelledError, shutdownError } = require('../errors.js');
 const { follow } = require('../signals.js');
 const P = require('../protocol.js');
@@ -71,6 +72,7 @@ class Durable extends Outcomes {
     this.config = store;
     this.stats = { claimed: 0, staleResults: 0, rescued: 0, storeErrors: 0, busy: 0 };
     this.claimChunk = MAX_CLAIM; // set by _freeSlots
+    this.claimExclude = []; // agents at their limits here, set by _freeSlots
     this.owner = null;
     this.openError = null;
     this.worker = false; // initialize() was called: wait for work from other processes
@@ -216,7 +218,9 @@ class Durable extends Outcomes {
     if (c.paused || c.closed) return 0;
     const max = c.throttled ? Math.min(c.maxConcurrent, ex.config.minConcurrentAgents) : c.maxConcurrent;
     this.claimChunk = Math.min(MAX_CLAIM, Math.ceil(max / CLAIM_PARTS));
-    return Math.max(0, max - c.slotsUsed - c.queued);
+    const held = heldAgents(ex);
+    this.claimExclude = held.agents;
+    return Math.max(0, max - c.slotsUsed - (c.queued - held.queued));
   }
 
   /** A claimed execution becomes a local one: its handle when submitted here, else a new record. */

@@ -129,6 +129,7 @@ class StoreLink {
       progress: sent.progress,
       releases: sent.releases,
       claim,
+      exclude: claim > 0 ? this.owner.claimExclude : [],
     });
     this.owner._storeBusy();
     if (!queued) this.threadStopped();

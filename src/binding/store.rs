@@ -59,6 +59,8 @@ pub struct NativeStoreBatch {
   /// `[id, attempt, ...]`: attempts handed back to the queue uncounted.
   pub releases: Vec<f64>,
   pub claim: u32,
+  /// Agents not to claim for now (at their limits here).
+  pub exclude: Vec<String>,
 }
 
 #[napi(object)]
@@ -242,6 +244,7 @@ impl From<NativeStoreBatch> for Batch {
         })
         .collect(),
       claim: b.claim,
+      exclude: b.exclude,
     }
   }
 }

@@ -146,6 +146,8 @@ pub struct Batch {
   pub releases: Vec<Release>,
   /// Claim up to this many queued executions (of the agents this process runs).
   pub claim: u32,
+  /// Agents not to claim for now (at their limits in this process).
+  pub exclude: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -146,6 +146,7 @@ impl Store {
         &tx,
         &self.me.owner,
         &self.interest,
+        &batch.exclude,
         batch.claim,
         now,
         self.lease_ms,
@@ -512,10 +513,12 @@ fn release(tx: &Connection, owner: &str, r: &Release, now: f64) -> StoreResult<(
   Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn claim(
   tx: &Connection,
   owner: &str,
   interest: &Interest,
+  exclude: &[String],
   limit: u32,
   now: f64,
   lease_ms: f64,
@@ -523,9 +526,11 @@ fn claim(
   let mut st = tx.prepare_cached(&format!(
     "UPDATE bmad_executions SET state = 1, attempt = attempt + 1, owner = ?1, lease_expires_at = ?2, attempted_at = ?3 \
      WHERE id IN (SELECT id FROM bmad_executions WHERE state = 0 AND scheduled_at <= ?3 \
-       AND (?4 OR agent IN (SELECT value FROM json_each(?5))) ORDER BY priority DESC, id LIMIT ?6) \
+       AND (?4 OR agent IN (SELECT value FROM json_each(?5))) \
+       AND agent NOT IN (SELECT value FROM json_each(?7)) ORDER BY priority DESC, id LIMIT ?6) \
      RETURNING {COLUMNS}"
   ))?;
+  let exclude = serde_json::to_string(exclude).unwrap_or_else(|_| "[]".to_string());
   let mut rows = st
     .query_map(
       params![
@@ -534,7 +539,8 @@ fn claim(
         now,
         interest.any,
         interest.agents_json,
-        limit
+        limit,
+        exclude
       ],
       row,
     )?

@@ -1330,3 +1330,34 @@ fn the_service_fails_every_request_when_the_open_fails() {
   assert!(matches!(rx.recv_timeout(SOON), Ok(Event::Closed { req: 9 })));
   h.join();
 }
+
+#[test]
+fn a_claim_leaves_the_agents_it_excludes_queued() {
+  let dir = TempDir::new("claim_excludes");
+  let mut s = open_any(&dir.db());
+  let ids = insert_ids(
+    &mut s,
+    vec![
+      exec("busy"),
+      exec("busy"),
+      exec("free"),
+      exec("busy"),
+      exec("free"),
+    ],
+    T0,
+  );
+  let batch = Batch {
+    claim: 10,
+    exclude: vec!["busy".to_string()],
+    ..Default::default()
+  };
+  let claimed: Vec<i64> = s
+    .batch(&batch, T0 + 1.0)
+    .expect("claim")
+    .claimed
+    .iter()
+    .map(|r| r.id)
+    .collect();
+  assert_eq!(claimed, vec![ids[2], ids[4]], "only the agent not excluded");
+  assert_eq!(claimed_ids(&mut s, 10, T0 + 2.0), vec![ids[0], ids[1], ids[3]]);
+}
