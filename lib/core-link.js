@@ -120,6 +120,11 @@ class CoreLink extends EventEmitter {
     throw new Error('implemented by BackgroundExecutor');
   }
 
+  /** More slots or room under a limit: with a store, claim stored work for them. */
+  _slotsMayHaveFreed() {
+    throw new Error('implemented by BackgroundExecutor');
+  }
+
   /** A timer batch from the core: `[kind, id, kind, id, ...]`. */
   _onTimers(batch) {
     throw new Error('implemented by Lifecycle');

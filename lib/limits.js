@@ -65,8 +65,6 @@ function applyRateLimit(ex, value, name) {
   ex._slotsMayHaveFreed();
 }
 
-const NONE_HELD = Object.freeze({ agents: Object.freeze([]), queued: 0 });
-
 /**
  * The agents their limits hold back now, and how many queued executions wait behind them:
  * a store's claims leave those agents' executions for later (or for other processes), and
@@ -74,9 +72,9 @@ const NONE_HELD = Object.freeze({ agents: Object.freeze([]), queued: 0 });
  * others' stored work waiting.
  */
 function heldAgents(ex) {
-  if (!ex._hasAgentLimits) return NONE_HELD;
   const agents = [];
   let queued = 0;
+  if (!ex._hasAgentLimits) return { agents, queued };
   for (const a of ex._native.agentLimits()) {
     const full = a.concurrency != null && a.running >= a.concurrency;
     if (full || (a.rate != null && a.rate.nextStartAt != null)) {
