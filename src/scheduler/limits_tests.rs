@@ -144,8 +144,13 @@ fn an_agent_rate_limit_holds_only_that_agent() {
     kind: TimerKind::Rate,
     at_ms: 50.0
   }));
-  // A firing that comes early changes nothing; the one on time starts it.
+  // A firing that comes early starts nothing and arms the timer again; the one on time starts it.
   assert!(s.rate_due(1, 49.0).is_empty());
+  assert!(s.take_timer_cmds().unwrap_or_default().contains(&TimerCmd::Arm {
+    id: 1,
+    kind: TimerKind::Rate,
+    at_ms: 50.0
+  }));
   assert_eq!(s.rate_due(1, 50.0), vec![3]);
   assert_eq!(s.limited_starts(), (1, 0));
 }

@@ -1154,6 +1154,14 @@ impl Scheduler {
       self.limits.global_timer_at = None;
     } else {
       self.update_block(agent, now);
+      // A firing that came early leaves the block as it was: its timer must come again.
+      if let Some(Block::Rate(at)) = self.limits.get(agent).map(|a| a.block) {
+        self.timer_cmds.push(TimerCmd::Arm {
+          id: u64::from(agent),
+          kind: TimerKind::Rate,
+          at_ms: at,
+        });
+      }
     }
     self.pump(now)
   }
