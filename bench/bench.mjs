@@ -31,6 +31,10 @@
 //                  setInterval, enabled after the (synchronous) submit loop, report the
 //                  event-loop delay while it drains. Histogram values are intervals between
 //                  1 ms timer wake-ups, so an idle loop reads ~1.1 ms.
+//   W5 limits      bench/w5.mjs in a child process: 5 agents each limited to 4 concurrent
+//                  executions plus a global rate limit (present, never reached), 100k executions,
+//                  µs per execution against p-queue (one queue per agent with its share of the
+//                  rate as intervalCap) and against the same executor without limits.
 //   W6 durable     bench/w6.mjs in a child process: this package with a SQLite store against
 //                  BullMQ on a throw-away local redis-server (jobs/s, submit→start latency).
 //
@@ -46,7 +50,7 @@
 // Options
 //   --json FILE             write all results (raw runs included) as JSON
 //   --quick                 smaller N, fewer runs
-//   --only w1,w2,w3,w4,w6   run a subset of the workloads
+//   --only w1,w2,w3,w4,w5,w6  run a subset of the workloads
 //   --systems a,b           subset of: this,fastq,pqueue,semaphore,floor
 //   --sizes 10000,100000    W1 sizes
 //   --runs K                measured runs per size (overrides 21/5/3)
@@ -55,6 +59,8 @@
 //   --w3-n N                sequential executions for W3 (default 5000)
 //   --pqueue-budget S       seconds before a single p-queue run is aborted (default 120)
 //   --pqueue-small-n N      N used for p-queue in W2/W4 (default 100k)
+//   --w5-n N                executions per W5 run (default 100k, also with --quick: 3 runs then);
+//                           --runs and --warmup-execs apply to W5 too
 //   --w6-n N                jobs per W6 throughput run (default 100k; --quick 20k)
 
 import { performance, monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
@@ -99,7 +105,7 @@ const QUICK = hasFlag('quick');
 const OPT = {
   quick: QUICK,
   json: argValue('json', null),
-  only: argValue('only', 'w1,w2,w3,w4,w6').split(','),
+  only: argValue('only', 'w1,w2,w3,w4,w5,w6').split(','),
   systems: argValue('systems', SYSTEMS.join(',')).split(',').filter((s) => SYSTEMS.includes(s)),
   sizes: numList(argValue('sizes', QUICK ? '10000,100000' : '10000,100000,1000000')),
   runs: argValue('runs', null) === null ? null : Number(argValue('runs')),
@@ -109,6 +115,7 @@ const OPT = {
   w4N: Number(argValue('w4-n', QUICK ? '100000' : '1000000')),
   pqueueBudgetS: Number(argValue('pqueue-budget', '120')),
   pqueueSmallN: Number(argValue('pqueue-small-n', '100000')),
+  w5N: Number(argValue('w5-n', '100000')),
   w6N: Number(argValue('w6-n', QUICK ? '20000' : '100000')),
 };
 const runsFor = (n) => (OPT.runs !== null ? OPT.runs : QUICK ? 3 : n <= 10_000 ? 21 : n <= 100_000 ? 5 : 3);
@@ -771,6 +778,23 @@ async function w4() {
   return out;
 }
 
+// ----- W5: per-agent limits and a global rate limit (bench/w5.mjs, in a child process) ----
+
+/** Runs bench/w5.mjs, which prints its own table, and returns its JSON results. */
+function w5() {
+  const file = path.join(os.tmpdir(), `bench-w5-${process.pid}.json`);
+  const args = ['--expose-gc', path.join(ROOT, 'bench', 'w5.mjs'), '--n', String(OPT.w5N), '--warmup-execs', String(OPT.warmupExecs), '--json', file];
+  if (OPT.quick) args.push('--quick');
+  if (OPT.runs !== null) args.push('--runs', String(OPT.runs));
+  const r = spawnSync(process.execPath, args, { stdio: 'inherit' });
+  try {
+    if (r.status !== 0) return { error: `bench/w5.mjs exited with ${r.status ?? r.signal}`, goals: [] };
+    return JSON.parse(readFileSync(file, 'utf8'));
+  } finally {
+    rmSync(file, { force: true });
+  }
+}
+
 // ----- W6: durable executions (bench/w6.mjs, in a child process) ------------------------
 
 /** Runs bench/w6.mjs, which prints its own tables, and returns its JSON results. */
@@ -822,6 +846,7 @@ function goals(res) {
     add('W4 this ELD p99 ms', fmt(r.eldP99Ms), '< 10', r.eldP99Ms < 10);
     add('W4 this ELD max ms', fmt(r.eldMaxMs), '< 50', r.eldMaxMs < 50);
   }
+  for (const x of res.w5?.goals ?? []) g.push(x);
   for (const x of res.w6?.goals ?? []) g.push(x);
   console.log('\n## Goals');
   console.log(table(['goal', 'measured', 'target', 'result'], g.map((x) => [x.name, x.value, x.target, (x.pass ? 'PASS' : 'MISS') + (x.detail ? ` (${x.detail})` : '')])));
@@ -903,6 +928,7 @@ async function main() {
   if (OPT.only.includes('w2')) res.w2 = await w2();
   if (OPT.only.includes('w3')) res.w3 = await w3();
   if (OPT.only.includes('w4')) res.w4 = await w4();
+  if (OPT.only.includes('w5')) res.w5 = w5();
   if (OPT.only.includes('w6')) res.w6 = w6();
   res.goals = goals(res);
   res.env.loadavgAtEnd = os.loadavg().map((x) => +x.toFixed(2));
