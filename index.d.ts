@@ -425,8 +425,9 @@ declare namespace Types {
     /** Executions that ended in the last 60 s, and that count per second. */
     throughput: { lastMinute: number; perSecond: number };
     /**
-     * Starts of executions that were queued while a rate limit held starts back
-     * (`rateLimited`), and while their agent was at its concurrency limit (`limitDeferred`).
+     * Starts a rate limit held back while a slot was free, released when its window had room
+     * (`rateLimited`); starts of executions queued while their agent was at its concurrency
+     * limit (`limitDeferred`).
      */
     limits: { rateLimited: number; limitDeferred: number };
     /** Per agent (ms, from log-linear histograms: within 12.5 %). */

@@ -146,6 +146,20 @@ test('limits set before registration and kept across re-registration; setAgentLi
   assert.deepEqual(bg.getQueueStatus().agents.later.rateLimit, { max: 100, intervalMs: 1000 });
 });
 
+test('re-registering with limits: what the new limits start runs the new function', async () => {
+  const bg = make({ maxConcurrentAgents: 10 });
+  const old = gated();
+  bg.registerAgent('a', old.fn, { concurrency: 1 });
+  const runs = [1, 2, 3].map((i) => bg.execute('a', `t${i}`));
+  await sleep(10);
+  assert.deepEqual(old.order, ['t1']);
+  const calls = [];
+  bg.registerAgent('a', async (task) => calls.push(task) && `new:${task}`, { concurrency: 3 });
+  old.release();
+  assert.deepEqual((await Promise.all(runs)).slice(1), ['new:t2', 'new:t3']);
+  assert.deepEqual(calls, ['t2', 't3']);
+});
+
 test('a cancelled execution that ignores its signal keeps its agent slot until the grace period ends', async () => {
   const bg = make({ maxConcurrentAgents: 5, cancelGraceMs: 300 });
   const calls = [];

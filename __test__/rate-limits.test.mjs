@@ -130,6 +130,7 @@ test('bad rate limits are refused with a coded error naming the argument', () =>
   assert.throws(() => make({ rateLimit: { max: 5 } }), { name: 'TypeError', message: /^rateLimit\.intervalMs/ });
   assert.throws(() => make({ rateLimit: { max: 5, intervalMs: 0.5 } }), { name: 'RangeError', message: /^rateLimit\.intervalMs/ });
   assert.throws(() => make({ rateLimit: '5/s' }), { name: 'TypeError', message: /^rateLimit must be \{ max, intervalMs \} or null/ });
+  assert.throws(() => make({ rateLimit: { max: 5, intervalMs: 100, perAgent: true } }), { name: 'TypeError', message: /^rateLimit has an unknown key "perAgent"/ });
   const bg = make();
   assert.throws(() => bg.setRateLimit(), { name: 'TypeError', message: /^setRateLimit: limit must be/ });
   assert.throws(() => bg.setRateLimit({ max: 2e6, intervalMs: 10 }), { name: 'RangeError', message: /^setRateLimit: limit\.max/ });

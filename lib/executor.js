@@ -10,7 +10,7 @@ const { Batch } = require('./core-link.js');
 const { spawnAgentProcess } = require('./agents.js');
 const { parseConfig } = require('./config.js');
 const { integer, name, MAX_INT32 } = require('./validate.js');
-const { limitsOf, applyAgentLimits, applyRateLimit } = require('./limits.js');
+const { limitsOf, limitKey, applyAgentLimits, applyRateLimit } = require('./limits.js');
 const { coded, describe, typeError, cancelledError } = require('./errors.js');
 const { reportListenerChanges } = require('./events.js');
 const { ResourceMonitor } = require('./monitor.js');
@@ -103,8 +103,10 @@ class BackgroundExecutor extends Lifecycle {
     name('registerAgent: name', agentName);
     if (typeof fn !== 'function') throw typeError(`registerAgent: agent must be a function, got ${describe(fn)}`);
     const changes = limits === undefined ? null : limitsOf('registerAgent: limits', limits);
-    if (changes !== null) applyAgentLimits(this, agentName, changes);
+    const key = changes === null ? 0 : limitKey(this, agentName);
+    // Registered first: what the limits let start at once runs this function.
     this._agents.set(agentName, fn);
+    if (changes !== null) applyAgentLimits(this, agentName, changes, key);
     if (this._store !== null) this._store.interestChanged();
     return this;
   }
@@ -122,9 +124,10 @@ class BackgroundExecutor extends Lifecycle {
     }
     const fixed = typeof spec === 'function' ? spec : parseCommandSpec(spec, 'registerCommand: spec');
     const changes = limits === undefined ? null : limitsOf('registerCommand: limits', limits);
-    if (changes !== null) applyAgentLimits(this, agentName, changes);
+    const key = changes === null ? 0 : limitKey(this, agentName);
     if (this._commands === null) this._commands = new CommandRunner(this);
     this._agents.set(agentName, commandAgent(this._commands, agentName, fixed));
+    if (changes !== null) applyAgentLimits(this, agentName, changes, key);
     if (this._store !== null) this._store.interestChanged();
     return this;
   }

@@ -13,6 +13,9 @@ const LIMIT_KEYS = new Set(['concurrency', 'rateLimit']);
 function rateLimitOf(name, value) {
   if (value === null) return null;
   if (!isOptionsObject(value)) throw typeError(`${name} must be { max, intervalMs } or null, got ${describe(value)}`);
+  for (const key of Object.keys(value)) {
+    if (key !== 'max' && key !== 'intervalMs') throw typeError(`${name} has an unknown key ${describe(key)}; the keys are max and intervalMs`);
+  }
   for (const key of ['max', 'intervalMs']) {
     if (value[key] === undefined) throw typeError(`${name}.${key} must be an integer >= 1, got undefined`);
   }
@@ -40,13 +43,21 @@ function limitsOf(name, value) {
   return out;
 }
 
-/** Applies `changes` (from `limitsOf`) to the limits of `agent`, and starts what they allow. */
-function applyAgentLimits(ex, agent, changes) {
+/**
+ * The key under which the core keeps the limits of `agent`; throws ERR_TOO_MANY_AGENTS when
+ * every key is taken (the names seen first, submitted or limited, have one each).
+ */
+function limitKey(ex, agent) {
   let key = ex._agentKeys.get(agent);
   if (key === undefined) key = ex._internAgent(agent);
   if (key === 0) {
-    throw coded(RangeError, 'ERR_TOO_MANY_AGENTS', `Agent ${describe(agent)} cannot take limits: only the first ${ex._agentNames.length - 1} agent names can`, { agent });
+    throw coded(RangeError, 'ERR_TOO_MANY_AGENTS', `Agent ${describe(agent)} cannot take limits: the first ${ex._agentNames.length - 1} agent names this executor saw have the only keys`, { agent });
   }
+  return key;
+}
+
+/** Applies `changes` (from `limitsOf`) to the limits of `agent`, and starts what they allow. */
+function applyAgentLimits(ex, agent, changes, key = limitKey(ex, agent)) {
   ex._flush();
   ex._hasAgentLimits = true;
   const now = ex._native.agentLimits().find((a) => a.key === key);
@@ -104,4 +115,4 @@ function limitsStatus(ex) {
   return { agents: Object.fromEntries(agents), rateLimit };
 }
 
-module.exports = { limitsOf, rateLimitOf, applyAgentLimits, applyRateLimit, limitsStatus, heldAgents };
+module.exports = { limitsOf, rateLimitOf, limitKey, applyAgentLimits, applyRateLimit, limitsStatus, heldAgents };

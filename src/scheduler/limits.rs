@@ -24,10 +24,9 @@ pub struct AgentLimit {
   /// Executions of this agent holding a slot (running, or zombies).
   pub running: u32,
   pub block: Block,
-  /// The queue's sequence number when a concurrency block (a rate block) last ended:
-  /// entries pushed before it waited for that limit.
+  /// The queue's sequence number when a concurrency block last ended: entries pushed
+  /// before it waited for that limit.
   pub limit_released_seq: u64,
-  pub rate_released_seq: u64,
 }
 
 impl AgentLimit {
@@ -48,12 +47,10 @@ pub struct Limits {
   /// Indexed by agent key; `Some` once the agent was given limits (key 0, "other", never).
   agents: Vec<Option<AgentLimit>>,
   pub global: Option<RateWindow>,
-  /// The global window held a start back; it is over once the window lets one through.
-  pub global_blocked: bool,
   /// When the global rate timer is armed for.
   pub global_timer_at: Option<f64>,
-  pub global_released_seq: u64,
-  /// Starts of executions that waited for a rate limit, and for their agent's concurrency limit.
+  /// Starts a rate limit's timer released (they waited for a window with a slot free), and
+  /// starts of executions queued while their agent was at its concurrency limit.
   pub rate_limited: u64,
   pub limit_deferred: u64,
 }
@@ -79,7 +76,6 @@ impl Limits {
       running: running(),
       block: Block::None,
       limit_released_seq: 0,
-      rate_released_seq: 0,
     })
   }
 

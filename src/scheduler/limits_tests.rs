@@ -334,7 +334,7 @@ fn a_random_mix_never_exceeds_a_limit_and_ends_each_execution_once() {
     op += 1;
     assert!(op < 1_000_000, "no progress");
     let draining = submitted >= 20_000;
-    if draining && op % 1000 == 0 {
+    if draining && op % 5000 == 0 {
       // Let the end come: no more limits.
       for agent in 1..=6u16 {
         limit(&mut s, agent, None, None, now)
@@ -468,6 +468,27 @@ fn a_random_mix_never_exceeds_a_limit_and_ends_each_execution_once() {
       }
     }
     timers!();
+    // Nothing that could start is left waiting: with a free slot and room in the global
+    // window nothing is ready, and every limit holding work back has its timer armed.
+    assert!(
+      !(s.can_start() && s.limits.global_allows(now) && s.queue.has_ready()),
+      "op {op}: a ready execution waits with a free slot at {now}"
+    );
+    if s.can_start() && s.queue.has_ready() {
+      assert!(
+        armed.contains_key(&(0, TimerKind::Rate)),
+        "op {op}: the global window holds work back without a timer"
+      );
+    }
+    for agent in 1..=6u16 {
+      if let Some(Block::Rate(at)) = s.limits.get(agent).map(|a| a.block) {
+        assert_eq!(
+          armed.get(&(u64::from(agent), TimerKind::Rate)),
+          Some(&at),
+          "op {op}: agent {agent}'s rate block has no timer"
+        );
+      }
+    }
   }
   assert_eq!(ends.len() as u64, submitted, "every execution ended");
   assert!(ends.values().all(|&n| n == 1), "and each once");

@@ -604,18 +604,15 @@ impl Scheduler {
       w.record(now);
     }
     let seq = seq.unwrap_or(u64::MAX);
-    let mut waited_rate = seq < limits.global_released_seq;
     let mut waited_limit = false;
     if let Some(a) = limits.get_mut(agent) {
       a.running += 1;
       if let Some(w) = &mut a.rate {
         w.record(now);
       }
-      waited_rate |= seq < a.rate_released_seq;
       waited_limit = seq < a.limit_released_seq;
       self.update_block(agent, now);
     }
-    self.limits.rate_limited += u64::from(waited_rate);
     self.limits.limit_deferred += u64::from(waited_limit);
   }
 
@@ -633,9 +630,6 @@ impl Scheduler {
     }
     if before == Block::Limit {
       a.limit_released_seq = next_seq;
-    }
-    if matches!(before, Block::Rate(_)) && !matches!(block, Block::Rate(_)) {
-      a.rate_released_seq = next_seq;
     }
     a.block = block;
     let id = u64::from(agent);
@@ -666,7 +660,6 @@ impl Scheduler {
       return;
     }
     let at = w.free_at(now);
-    self.limits.global_blocked = true;
     if self.limits.global_timer_at != Some(at) {
       self.limits.global_timer_at = Some(at);
       self.timer_cmds.push(TimerCmd::Arm {
@@ -685,10 +678,6 @@ impl Scheduler {
     if !self.limits.global_allows(now) {
       self.hold_for_global_rate(now);
       return None;
-    }
-    if self.limits.global_blocked {
-      self.limits.global_blocked = false;
-      self.limits.global_released_seq = self.queue.next_seq();
     }
     let execs = &self.execs;
     let id = if self.cfg.aging_ms > 0.0 {
@@ -1148,7 +1137,8 @@ impl Scheduler {
     self.pump(now)
   }
 
-  /// The rate timer of `agent` (0: the global one) fired. Returns what started.
+  /// The rate timer of `agent` (0: the global one) fired. Returns what started: what the
+  /// window held back while a slot was free (counted as rate-limited starts).
   pub fn rate_due(&mut self, agent: u16, now: f64) -> Vec<u64> {
     if agent == 0 {
       self.limits.global_timer_at = None;
@@ -1163,7 +1153,9 @@ impl Scheduler {
         });
       }
     }
-    self.pump(now)
+    let started = self.pump(now);
+    self.limits.rate_limited += started.len() as u64;
+    started
   }
 
   /// The agents with limits, by key.

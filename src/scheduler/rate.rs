@@ -3,14 +3,20 @@
 //! The window keeps the times of recent starts, oldest first. A start at `now` is allowed
 //! when fewer than `max` of them are later than `now - interval_ms`, so every half-open
 //! window `[t, t + interval_ms)` holds at most `max` starts: unlike fixed buckets, no
-//! boundary lets `2 × max` through. Starts are kept for the longest interval the window has
-//! had, at most `MAX_RATE` of them. An interval made longer at run time may cover starts the
-//! window no longer keeps: until those could have left it, the window counts as full.
+//! boundary lets `2 × max` through.
+//!
+//! Starts are kept exactly for the longest interval the window has had (at most `MAX_RATE`
+//! of them); older ones are summarised as counts over time spans (at most `SPANS`). A limit
+//! whose interval grows at run time counts a span wholly while any part of it may be inside
+//! the window, and until its latest start has left it: never fewer starts than were made.
 
 use std::collections::VecDeque;
 
-/// Largest `max` accepted, and most start times a window keeps.
+/// Largest `max` accepted, and most start times a window keeps exactly.
 pub const MAX_RATE: u32 = crate::protocol::MAX_RATE;
+
+/// Most summarised spans of older starts a window keeps (the oldest two merge beyond it).
+const SPANS: usize = 32;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RateLimit {
@@ -28,6 +34,14 @@ impl RateLimit {
   }
 }
 
+/// Starts no longer kept one by one: `count` of them, made from `first` to `last`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Span {
+  first: f64,
+  last: f64,
+  count: u64,
+}
+
 #[derive(Clone, Debug)]
 pub struct RateWindow {
   limit: RateLimit,
@@ -38,8 +52,8 @@ pub struct RateWindow {
   starts: VecDeque<f64>,
   /// The longest interval this window has had.
   keep_ms: f64,
-  /// The latest start dropped from `starts` (`-inf`: none).
-  forgot_until: f64,
+  /// Older starts, oldest first.
+  spans: VecDeque<Span>,
 }
 
 impl RateWindow {
@@ -49,7 +63,7 @@ impl RateWindow {
       active: true,
       starts: VecDeque::new(),
       keep_ms: limit.interval_ms,
-      forgot_until: f64::NEG_INFINITY,
+      spans: VecDeque::new(),
     }
   }
 
@@ -73,26 +87,32 @@ impl RateWindow {
     }
   }
 
-  /// The earliest time a start is allowed: `now` or earlier when one is allowed now. O(log n).
+  /// The earliest time a start is allowed: `now` or earlier when one is allowed now.
+  /// O(log starts + spans).
   pub fn free_at(&self, now: f64) -> f64 {
     if !self.active {
       return f64::NEG_INFINITY;
     }
-    let max = self.limit.max as usize;
+    let max = self.limit.max as u64;
     let interval = self.limit.interval_ms;
-    // Starts after `now - interval` are in the window; a dropped one may be too.
+    // Starts after `now - interval` are in the window; a span is while its last one is.
     let from = now - interval;
-    let forgotten = if self.forgot_until > from {
-      self.forgot_until + interval
-    } else {
-      f64::NEG_INFINITY
-    };
-    let inside = self.starts.len() - self.starts.partition_point(|&t| t <= from);
-    if inside < max {
-      return forgotten;
+    let spans = self.spans.iter().filter(|s| s.last > from);
+    let in_spans: u64 = spans.clone().map(|s| s.count).sum();
+    let first_inside = self.starts.partition_point(|&t| t <= from);
+    let exact = (self.starts.len() - first_inside) as u64;
+    if in_spans + exact < max {
+      return f64::NEG_INFINITY;
     }
-    // The window lets the next start through once its max-th latest start leaves it.
-    forgotten.max(self.starts[self.starts.len() - max] + interval)
+    // Full: the next start may come once enough of these have left, oldest first.
+    let mut leave = in_spans + exact - (max - 1);
+    for s in spans {
+      if s.count >= leave {
+        return s.last + interval;
+      }
+      leave -= s.count;
+    }
+    self.starts[first_inside + leave as usize - 1] + interval
   }
 
   pub fn allows(&self, now: f64) -> bool {
@@ -105,10 +125,40 @@ impl RateWindow {
       if oldest > now - self.keep_ms && self.starts.len() < MAX_RATE as usize {
         break;
       }
-      self.forgot_until = oldest;
       self.starts.pop_front();
+      self.summarise(oldest);
     }
     self.starts.push_back(now);
+  }
+
+  /// Adds a start dropped from `starts` to the spans: to the latest one while it covers at
+  /// most `keep_ms`, else to a new one; beyond `SPANS`, the two neighbours that together
+  /// cover the shortest time merge (so the summary stays finest where it is shortest).
+  fn summarise(&mut self, t: f64) {
+    match self.spans.back_mut() {
+      Some(s) if t - s.first <= self.keep_ms => {
+        s.last = t;
+        s.count += 1;
+      }
+      _ => self.spans.push_back(Span {
+        first: t,
+        last: t,
+        count: 1,
+      }),
+    }
+    if self.spans.len() > SPANS {
+      let i = (0..self.spans.len() - 1)
+        .min_by(|&i, &j| {
+          let width = |k: usize| self.spans[k + 1].last - self.spans[k].first;
+          width(i).total_cmp(&width(j))
+        })
+        .unwrap_or(0);
+      if let Some(b) = self.spans.remove(i + 1) {
+        let a = &mut self.spans[i];
+        a.last = b.last;
+        a.count += b.count;
+      }
+    }
   }
 }
 
@@ -181,7 +231,7 @@ mod tests {
   }
 
   #[test]
-  fn a_longer_interval_sees_the_starts_a_shorter_one_let_through() {
+  fn a_longer_interval_counts_the_starts_a_shorter_one_let_through() {
     let mut w = window(2, 10.0);
     for t in [0.0, 20.0, 40.0] {
       assert!(w.allows(t));
@@ -189,7 +239,45 @@ mod tests {
     }
     let w = set(w, 2, 100.0);
     assert!(!w.allows(50.0), "three starts in the last 100 ms");
-    assert_eq!(w.free_at(50.0), 120.0);
+    assert_eq!(w.free_at(50.0), 120.0, "two must leave: 0, then 20");
+    let w = set(w, 4, 100.0);
+    assert!(w.allows(50.0), "three of four");
+  }
+
+  #[test]
+  fn a_much_longer_interval_does_not_hold_a_window_with_room() {
+    // 10 per 10 ms, two starts; then 10 per second: 2 of 10 used, the next goes at once.
+    let mut w = window(10, 10.0);
+    w.record(0.0);
+    w.record(20.0);
+    let w = set(w, 10, 1000.0);
+    assert!(w.allows(30.0));
+  }
+
+  #[test]
+  fn summarised_starts_stay_bounded_and_still_count() {
+    // 1 per ms for 10 s, kept exactly for 1 ms: everything older is summarised.
+    let mut w = window(1, 1.0);
+    for i in 0..10_000 {
+      let t = f64::from(i);
+      assert!(w.allows(t));
+      w.record(t);
+    }
+    assert!(
+      w.starts.len() <= 2 && w.spans.len() <= SPANS,
+      "{} {}",
+      w.starts.len(),
+      w.spans.len()
+    );
+    // 10k starts in the last 10 s: a limit of 10k per 20 s is full until some leave.
+    let w = set(w, 10_000, 20_000.0);
+    assert!(!w.allows(10_000.0));
+    let free = w.free_at(10_000.0);
+    assert!(
+      (20_000.0..=20_000.0 + 10_000.0 / 16.0).contains(&free),
+      "{free}: the first start leaves at 20000"
+    );
+    assert!(w.allows(30_000.0));
   }
 
   #[test]
