@@ -7,12 +7,14 @@
 //! service   the thread that owns the connection: requests, the wake-up poll, heartbeats,
 //!           rescue and retention, answers through one event sink
 //! wake      on Linux, a wake-up when another process writes the WAL file
+//! pg        PostgreSQL: the connection string, connecting, the schema (not wired yet)
 //! ```
 //!
 //! Nothing here imports napi: `binding/store.rs` converts to and from JS.
 
 pub mod host;
 pub mod ops;
+pub mod pg;
 pub mod schema;
 pub mod service;
 pub mod wake;

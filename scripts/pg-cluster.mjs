@@ -1,0 +1,144 @@
+// A throw-away PostgreSQL cluster for the tests: a fresh data folder under the temporary
+// folder, a free port on 127.0.0.1, no unix socket, trust authentication, fsync off; removed
+// when stopped. As root the server runs as the `postgres` user (initdb and pg_ctl refuse
+// root).
+//
+//   node scripts/pg-cluster.mjs run -- <command> [args…]
+//
+// starts a cluster, runs the command with BMAD_TEST_PG_URL=postgres://postgres@127.0.0.1:<port>/bmad_test
+// and stops the cluster whatever the command did; exits with the command's code. Without
+// PostgreSQL on the machine the command runs without the URL (its PostgreSQL tests say they
+// are not run), unless BMAD_REQUIRE_PG=1 (CI), which makes that an error.
+//
+// PostgreSQL is looked for in PG_BIN, then `pg_config --bindir`, then the newest
+// /usr/lib/postgresql/<version>/bin.
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** The folder holding initdb and pg_ctl, or null. */
+export function findPostgres() {
+  const has = (dir) => dir && existsSync(path.join(dir, 'initdb')) && existsSync(path.join(dir, 'pg_ctl'));
+  if (process.env.PG_BIN) return has(process.env.PG_BIN) ? process.env.PG_BIN : null;
+  const fromConfig = spawnSync('pg_config', ['--bindir'], { encoding: 'utf8' });
+  if (fromConfig.status === 0 && has(fromConfig.stdout.trim())) return fromConfig.stdout.trim();
+  const base = '/usr/lib/postgresql';
+  if (!existsSync(base)) return null;
+  const versions = readdirSync(base)
+    .filter((v) => /^\d+$/.test(v))
+    .sort((a, b) => Number(b) - Number(a));
+  for (const v of versions) if (has(path.join(base, v, 'bin'))) return path.join(base, v, 'bin');
+  return null;
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Starts a cluster; resolves `{ url, port, dir, restart(), stop() }`. */
+export async function startPostgres(bin = findPostgres()) {
+  if (bin === null) throw new Error('PostgreSQL is not installed (no initdb/pg_ctl found; set PG_BIN)');
+  const asRoot = process.getuid?.() === 0;
+  const dir = mkdtempSync(path.join(tmpdir(), 'bmad-pg-'));
+  if (asRoot) {
+    const id = (flag) => Number(execFileSync('id', [flag, 'postgres'], { encoding: 'utf8' }).trim());
+    chownSync(dir, id('-u'), id('-g'));
+  }
+  chmodSync(dir, 0o700);
+  const run = (tool, args) => {
+    const [cmd, argv] = asRoot ? ['runuser', ['-u', 'postgres', '--', path.join(bin, tool), ...args]] : [path.join(bin, tool), args];
+    const r = spawnSync(cmd, argv, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    if (r.status !== 0) throw new Error(`${tool} failed (${r.status ?? r.signal}): ${(r.stderr || r.stdout || String(r.error)).trim()}`);
+  };
+  const data = path.join(dir, 'data');
+  const log = path.join(dir, 'log');
+  try {
+    run('initdb', ['-D', data, '-U', 'postgres', '-A', 'trust', '-E', 'UTF8', '--no-locale', '--no-sync']);
+    const port = await freePort();
+    const options = [
+      `-p ${port}`,
+      '-c listen_addresses=127.0.0.1',
+      "-c unix_socket_directories=''",
+      '-c fsync=off',
+      '-c synchronous_commit=off',
+      '-c full_page_writes=off',
+      '-c max_connections=200',
+    ].join(' ');
+    run('pg_ctl', ['-D', data, '-l', log, '-o', options, '-w', '-t', '60', 'start']);
+    run('createdb', ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', 'bmad_test']);
+    return {
+      url: `postgres://postgres@127.0.0.1:${port}/bmad_test`,
+      port,
+      dir,
+      restart: () => run('pg_ctl', ['-D', data, '-l', log, '-o', options, '-m', 'fast', '-w', 'restart']),
+      stop() {
+        try {
+          run('pg_ctl', ['-D', data, '-m', 'immediate', '-w', 'stop']);
+        } finally {
+          rmSync(dir, { recursive: true, force: true });
+        }
+      },
+    };
+  } catch (err) {
+    spawnSync(asRoot ? 'runuser' : path.join(bin, 'pg_ctl'), asRoot ? ['-u', 'postgres', '--', path.join(bin, 'pg_ctl'), '-D', data, '-m', 'immediate', 'stop'] : ['-D', data, '-m', 'immediate', 'stop']);
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+async function main(argv) {
+  const sep = argv.indexOf('--');
+  if (argv[0] !== 'run' || sep < 0 || sep === argv.length - 1) {
+    console.error('usage: node scripts/pg-cluster.mjs run -- <command> [args…]');
+    return 2;
+  }
+  const [cmd, ...args] = argv.slice(sep + 1);
+  const env = { ...process.env };
+  let pg = null;
+  const bin = findPostgres();
+  if (bin === null) {
+    if (process.env.BMAD_REQUIRE_PG === '1') {
+      console.error('pg-cluster: PostgreSQL is required (BMAD_REQUIRE_PG=1) but not installed');
+      return 1;
+    }
+    console.error('pg-cluster: PostgreSQL is not installed: the PostgreSQL tests will not run');
+  } else {
+    pg = await startPostgres(bin);
+    env.BMAD_TEST_PG_URL = pg.url;
+  }
+  const stop = () => {
+    if (pg !== null) {
+      const p = pg;
+      pg = null;
+      p.stop();
+    }
+  };
+  process.on('exit', stop);
+  try {
+    const child = spawn(cmd, args, { stdio: 'inherit', env });
+    const code = await new Promise((resolve) => {
+      child.on('error', (err) => {
+        console.error(`pg-cluster: cannot run ${cmd}: ${err.message}`);
+        resolve(1);
+      });
+      child.on('close', (c, signal) => resolve(c ?? (signal ? 1 : 0)));
+    });
+    return code;
+  } finally {
+    stop();
+  }
+}
+
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  process.exitCode = await main(process.argv.slice(2));
+}

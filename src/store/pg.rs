@@ -1,0 +1,337 @@
+//! The PostgreSQL side of the store, for executors on several hosts: the connection string,
+//! connecting on the shared tokio runtime, and the schema (the SQLite store's tables in
+//! PostgreSQL's types, versioned the same way, in a schema of the user's choice).
+//!
+//! Not reachable from JS yet: the store's operations and its thread come next, with one
+//! set of decisions for both drivers (see docs/plans/postgres.md).
+//!
+//! Every call blocks the calling thread on the runtime (`Handle::block_on`): the store runs
+//! on its own thread, never inside a runtime task.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+use tokio_postgres::{Client, NoTls};
+
+use super::schema::{APP, VERSION};
+use super::{StoreError, StoreResult};
+use crate::system::runtime;
+
+/// Longest wait for a connection or one statement before the store reports it.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Migration `i` brings a schema from version `i` to `i + 1`; `{s}` is the quoted schema.
+const MIGRATIONS: [&str; 1] = [r"
+CREATE TABLE {s}.bmad_meta (key text PRIMARY KEY, value text NOT NULL);
+CREATE TABLE {s}.bmad_executions (
+  id bigserial PRIMARY KEY,
+  agent text NOT NULL,
+  task text NOT NULL,
+  options text,
+  level text NOT NULL,
+  priority bigint NOT NULL,
+  mode integer NOT NULL,
+  key text,
+  state smallint NOT NULL CHECK (state IN (0, 1, 2, 3, 4)),
+  attempt integer NOT NULL DEFAULT 0,
+  max_attempts integer NOT NULL CHECK (max_attempts >= 1),
+  retry_delay_ms double precision NOT NULL,
+  backoff integer NOT NULL,
+  timeout_ms double precision NOT NULL,
+  progress double precision NOT NULL DEFAULT 0,
+  result text,
+  error text,
+  owner text,
+  lease_expires_at double precision,
+  cancel_requested boolean NOT NULL DEFAULT false,
+  created_at double precision NOT NULL,
+  scheduled_at double precision NOT NULL,
+  attempted_at double precision,
+  finalized_at double precision
+);
+CREATE INDEX bmad_executions_queue ON {s}.bmad_executions (priority DESC, id) WHERE state = 0;
+CREATE INDEX bmad_executions_agent_queue ON {s}.bmad_executions (agent, priority DESC, id) WHERE state = 0;
+CREATE INDEX bmad_executions_running ON {s}.bmad_executions (owner) WHERE state = 1;
+CREATE INDEX bmad_executions_running_agent ON {s}.bmad_executions (agent) WHERE state = 1;
+CREATE INDEX bmad_executions_finalized ON {s}.bmad_executions (finalized_at) WHERE state >= 2;
+CREATE UNIQUE INDEX bmad_executions_key ON {s}.bmad_executions (key) WHERE key IS NOT NULL AND state <= 1;
+CREATE TABLE {s}.bmad_workers (
+  owner text PRIMARY KEY,
+  host text NOT NULL,
+  pid bigint NOT NULL,
+  proc_start bigint NOT NULL,
+  started_at double precision NOT NULL,
+  heartbeat_at double precision NOT NULL
+);
+CREATE TABLE {s}.bmad_limits (
+  agent text PRIMARY KEY,
+  global_concurrency integer NOT NULL CHECK (global_concurrency >= 1)
+);
+"];
+
+/// Where a PostgreSQL store lives: the connection settings, and the schema of its tables.
+#[derive(Debug, Clone)]
+pub struct PgTarget {
+  pub config: tokio_postgres::Config,
+  pub schema: String,
+  /// The URL without its password, for messages.
+  pub shown: String,
+}
+
+impl PgTarget {
+  /// Parses `postgres://` or `postgresql://` URLs; `?schema=` chooses the schema (default
+  /// `public`), the other parameters are PostgreSQL's own (`sslmode`, `connect_timeout`, …).
+  pub fn parse(url: &str) -> StoreResult<PgTarget> {
+    let rest = url
+      .strip_prefix("postgres://")
+      .or_else(|| url.strip_prefix("postgresql://"))
+      .ok_or_else(|| StoreError::store("a PostgreSQL store URL starts with postgres:// or postgresql://"))?;
+    let (head, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let mut schema = "public".to_string();
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+      match pair.split_once('=') {
+        Some(("schema", v)) if !v.is_empty() => schema = decode(v)?,
+        Some(("schema", _)) => return Err(StoreError::store("?schema= needs a schema name")),
+        _ => kept.push(pair),
+      }
+    }
+    let shown = format!("postgres://{}", hide_password(head));
+    let base = if kept.is_empty() {
+      format!("postgres://{head}")
+    } else {
+      format!("postgres://{head}?{}", kept.join("&"))
+    };
+    let config = base
+      .parse::<tokio_postgres::Config>()
+      .map_err(|e| StoreError::store(format!("store {shown}: {e}")))?;
+    if matches!(config.get_ssl_mode(), tokio_postgres::config::SslMode::Require) {
+      return Err(StoreError::store(format!(
+        "store {shown}: sslmode=require needs TLS, which this build does not have yet"
+      )));
+    }
+    Ok(PgTarget {
+      config,
+      schema,
+      shown,
+    })
+  }
+
+  /// The schema as an identifier, quoted.
+  pub fn quoted_schema(&self) -> String {
+    quote_ident(&self.schema)
+  }
+}
+
+/// `user:password@host` without the password.
+fn hide_password(head: &str) -> String {
+  match head.rsplit_once('@') {
+    Some((user_info, host)) => match user_info.split_once(':') {
+      Some((user, _)) => format!("{user}:***@{host}"),
+      None => head.to_string(),
+    },
+    None => head.to_string(),
+  }
+}
+
+/// Percent-decoding of a URL parameter.
+fn decode(v: &str) -> StoreResult<String> {
+  let bytes = v.as_bytes();
+  let mut out = Vec::with_capacity(bytes.len());
+  let mut i = 0;
+  while i < bytes.len() {
+    if bytes[i] == b'%' {
+      let hex = v
+        .get(i + 1..i + 3)
+        .and_then(|h| u8::from_str_radix(h, 16).ok())
+        .ok_or_else(|| StoreError::store(format!("bad %-escape in {v:?}")))?;
+      out.push(hex);
+      i += 3;
+    } else {
+      out.push(bytes[i]);
+      i += 1;
+    }
+  }
+  String::from_utf8(out).map_err(|_| StoreError::store(format!("{v:?} is not UTF-8 once decoded")))
+}
+
+/// `"name"`, with inner quotes doubled.
+pub fn quote_ident(name: &str) -> String {
+  format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A PostgreSQL error with what the server said and what caused it (the bare `Display` of a
+/// connection failure says only "error connecting to server").
+fn pg_error(shown: &str, what: &str, e: &tokio_postgres::Error) -> StoreError {
+  let mut text = format!("{what} store {shown}: {e}");
+  if let Some(db) = e.as_db_error() {
+    text = format!("{what} store {shown}: {} ({})", db.message(), db.code().code());
+  } else {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+      text.push_str(&format!(": {s}"));
+      source = s.source();
+    }
+  }
+  StoreError::store(text)
+}
+
+/// One connection to a PostgreSQL store, driven by a task on the shared runtime.
+pub struct PgConnection {
+  rt: Handle,
+  client: Client,
+  pub target: PgTarget,
+}
+
+impl PgConnection {
+  /// Connects and brings the schema to this build's version (creating it when empty).
+  pub fn open(target: PgTarget) -> StoreResult<PgConnection> {
+    let rt = runtime::handle().map_err(StoreError::store)?;
+    let shown = target.shown.clone();
+    let config = target.config.clone();
+    let client = block(&rt, &shown, "cannot connect to", async move {
+      let (client, connection) = config.connect(NoTls).await?;
+      tokio::spawn(async move {
+        // Ends when the connection closes; the client then reports errors on every call.
+        let _ = connection.await;
+      });
+      Ok(client)
+    })?;
+    let mut conn = PgConnection { rt, client, target };
+    conn.migrate()?;
+    Ok(conn)
+  }
+
+  /// Waits for `fut` (which may borrow `client()`) on the runtime, at most `TIMEOUT`.
+  pub fn wait<T>(
+    &self,
+    what: &str,
+    fut: impl Future<Output = Result<T, tokio_postgres::Error>>,
+  ) -> StoreResult<T> {
+    block(&self.rt, &self.target.shown, what, fut)
+  }
+
+  pub fn client(&self) -> &Client {
+    &self.client
+  }
+
+  /// Brings the schema to this build's version, creating it when empty. A schema holding
+  /// tables named like ours without our `bmad_meta`, another application's, or a newer
+  /// version is refused before anything is written (the transaction is rolled back).
+  fn migrate(&mut self) -> StoreResult<()> {
+    let client = &self.client;
+    let target = &self.target;
+    self.wait("cannot migrate", async move {
+      client.batch_execute("BEGIN").await?;
+      let outcome = migrate_in(client, target).await;
+      if matches!(outcome, Ok(Ok(()))) {
+        client.batch_execute("COMMIT").await?;
+      } else {
+        // What failed is reported; a failed rollback only means the connection is gone.
+        let _ = client.batch_execute("ROLLBACK").await;
+      }
+      outcome
+    })?
+  }
+}
+
+/// The migration inside its transaction: `Ok(Err(_))` for a schema refused.
+async fn migrate_in(client: &Client, target: &PgTarget) -> Result<StoreResult<()>, tokio_postgres::Error> {
+  let s = target.quoted_schema();
+  let shown = &target.shown;
+  // One migration at a time, whichever host: the others then see its work.
+  client
+    .execute(
+      "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+      &[&format!("bmad/{}", target.schema)],
+    )
+    .await?;
+  client
+    .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {s}"))
+    .await?;
+  let tables = client
+    .query_one(
+      "SELECT count(*) FILTER (WHERE table_name = 'bmad_meta'), \
+              count(*) FILTER (WHERE table_name IN ('bmad_executions', 'bmad_workers', 'bmad_limits')) \
+       FROM information_schema.tables WHERE table_schema = $1",
+      &[&target.schema],
+    )
+    .await?;
+  let (meta, ours): (i64, i64) = (tables.get(0), tables.get(1));
+  let from = if meta == 0 {
+    if ours > 0 {
+      return Ok(Err(StoreError::store(format!(
+        "store {shown}: schema {s} has tables named like ours but no bmad_meta; use another schema (?schema=)"
+      ))));
+    }
+    0
+  } else {
+    let rows = client
+      .query(
+        &format!("SELECT key, value FROM {s}.bmad_meta WHERE key IN ('app', 'version')"),
+        &[],
+      )
+      .await?;
+    let get = |k: &str| {
+      rows
+        .iter()
+        .find(|r| r.get::<_, String>(0) == k)
+        .map(|r| r.get::<_, String>(1))
+    };
+    let app = get("app");
+    if app.as_deref() != Some(APP) {
+      return Ok(Err(StoreError::store(format!(
+        "store {shown}: schema {s} belongs to something else (bmad_meta.app is {app:?}); use another schema (?schema=)"
+      ))));
+    }
+    let Some(v) = get("version").and_then(|v| v.parse::<i64>().ok()) else {
+      return Ok(Err(StoreError::store(format!(
+        "store {shown}: bmad_meta.version is missing or not a number"
+      ))));
+    };
+    if v > VERSION {
+      return Ok(Err(StoreError::version(format!(
+        "store {shown} holds schema version {v}, written by a newer release; this release reads versions up to {VERSION}: upgrade bmad-background-executor"
+      ))));
+    }
+    v
+  };
+  for sql in MIGRATIONS
+    .iter()
+    .skip(usize::try_from(from).unwrap_or(usize::MAX))
+  {
+    client.batch_execute(&sql.replace("{s}", &s)).await?;
+  }
+  if from < VERSION {
+    let upsert = format!(
+      "INSERT INTO {s}.bmad_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+    );
+    client.execute(&upsert, &[&"app", &APP]).await?;
+    client
+      .execute(&upsert, &[&"version", &VERSION.to_string()])
+      .await?;
+  }
+  Ok(Ok(()))
+}
+
+/// Runs `fut` on `rt` from this (non-runtime) thread, at most `TIMEOUT`.
+fn block<T>(
+  rt: &Handle,
+  shown: &str,
+  what: &str,
+  fut: impl Future<Output = Result<T, tokio_postgres::Error>>,
+) -> StoreResult<T> {
+  match rt.block_on(async { tokio::time::timeout(TIMEOUT, fut).await }) {
+    Ok(Ok(v)) => Ok(v),
+    Ok(Err(e)) => Err(pg_error(shown, what, &e)),
+    Err(_) => Err(StoreError::store(format!(
+      "{what} store {shown}: no answer within {} s",
+      TIMEOUT.as_secs()
+    ))),
+  }
+}
+
+#[cfg(test)]
+#[path = "pg_tests.rs"]
+mod tests;
