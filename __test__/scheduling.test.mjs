@@ -409,10 +409,12 @@ test('the event loop stays responsive while 200k trivial execute() calls drain',
   assert.equal(completed, N, 'every execution resolved with its result');
   const st = bg.getStatus();
   assert.equal(st.completed, N);
-  // at least one tick per ~50 ms of draining on average, and no long stall
+  // At least one tick per ~50 ms of draining on average, and no long stall. A drain that
+  // never yielded would stall for all of its ~1.5 s; the bound leaves room for a GC pause
+  // and a busy 2-core machine descheduling the process (211 ms seen once in CI).
   const minTicks = Math.max(5, Math.floor(elapsed / 50));
   assert.ok(ticks >= minTicks, `only ${ticks} ticks during a ${elapsed.toFixed(0)} ms drain`);
-  assert.ok(maxGap < 200, `the event loop stalled for ${maxGap.toFixed(0)} ms (drain took ${elapsed.toFixed(0)} ms, ${ticks} ticks)`);
+  assert.ok(maxGap < 500, `the event loop stalled for ${maxGap.toFixed(0)} ms (drain took ${elapsed.toFixed(0)} ms, ${ticks} ticks)`);
   await bg.shutdown();
 });
 
