@@ -6,16 +6,15 @@ use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension, Row as SqlRow, TransactionBehavior};
 
+use super::decide::{self, AfterAttempt, Stored};
 use super::host::{self, Identity};
 use super::schema::{self, Synchronous};
 use super::{
   Batch, BatchResult, CancelRequest, Finish, Finished, Inserted, NewExecution, Release, Rescued, Row,
   StoreError, StoreResult,
 };
-use crate::protocol::{
-  NOT_FOUND, STATUS_CANCELLED, STATUS_COMPLETED, STATUS_FAILED, STATUS_QUEUED, STATUS_RUNNING,
-};
-use crate::scheduler::retry::{Backoff, Jitter, RetryPolicy};
+use crate::protocol::{NOT_FOUND, STATUS_CANCELLED, STATUS_COMPLETED, STATUS_QUEUED, STATUS_RUNNING};
+use crate::scheduler::retry::Jitter;
 
 const COLUMNS: &str = "id, agent, task, options, level, priority, mode, key, state, attempt, max_attempts, \
   timeout_ms, progress, result, error, owner, cancel_requested, created_at, scheduled_at, attempted_at, finalized_at";
@@ -320,13 +319,7 @@ impl Store {
     };
     let mut out = Vec::new();
     for (id, agent, attempt, owner, max_attempts, cancel) in candidates {
-      let status = if cancel {
-        STATUS_CANCELLED
-      } else if attempt < max_attempts {
-        STATUS_QUEUED
-      } else {
-        STATUS_FAILED
-      };
+      let status = decide::rescue_status(cancel, attempt, max_attempts);
       let changed = match status {
         STATUS_QUEUED => tx.execute(
           "UPDATE bmad_executions SET state = 0, owner = NULL, lease_expires_at = NULL, scheduled_at = ?4 \
@@ -459,36 +452,31 @@ fn finish(tx: &Connection, owner: &str, f: &Finish, now: f64, jitter: &mut Jitte
       Finished::Stale
     });
   }
-  let policy: Option<(u32, f64, u32, i64)> = tx
+  let stored: Option<Stored> = tx
     .prepare_cached(&format!(
       "SELECT max_attempts, retry_delay_ms, backoff, cancel_requested FROM bmad_executions WHERE {cas}"
     ))?
     .query_row(params![f.id, f.attempt, owner], |r| {
-      Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+      Ok(Stored {
+        max_attempts: r.get(0)?,
+        retry_delay_ms: r.get(1)?,
+        backoff: r.get(2)?,
+        cancel_requested: r.get::<_, i64>(3)? != 0,
+      })
     })
     .optional()?;
-  let Some((max_attempts, delay_ms, backoff, cancel)) = policy else {
+  let Some(stored) = stored else {
     return Ok(Finished::Stale);
   };
-  if f.status == STATUS_FAILED && f.retryable && cancel == 0 {
-    let policy = RetryPolicy::new(
-      max_attempts.saturating_sub(1),
-      delay_ms,
-      Backoff::from_code(backoff).unwrap_or(Backoff::Exponential),
-    );
-    let attempt = u16::try_from(f.attempt).unwrap_or(u16::MAX);
-    if let Some(delay) = policy.delay_after(attempt, jitter) {
+  let state = match decide::after_attempt(f.status, f.retryable, f.attempt, stored, jitter) {
+    AfterAttempt::Retry(delay) => {
       tx.prepare_cached(&format!(
         "UPDATE bmad_executions SET state = 0, owner = NULL, lease_expires_at = NULL, error = ?4, scheduled_at = ?5 WHERE {cas}"
       ))?
       .execute(params![f.id, f.attempt, owner, f.value, now + delay])?;
       return Ok(Finished::Retry(delay));
     }
-  }
-  let state = if f.status == STATUS_CANCELLED || cancel != 0 {
-    STATUS_CANCELLED
-  } else {
-    STATUS_FAILED
+    AfterAttempt::End(state) => state,
   };
   tx.prepare_cached(&format!(
     "UPDATE bmad_executions SET state = ?4, error = coalesce(?5, error), lease_expires_at = NULL, finalized_at = ?6 WHERE {cas}"
