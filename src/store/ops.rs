@@ -16,7 +16,7 @@ use super::{
 use crate::protocol::{NOT_FOUND, STATUS_CANCELLED, STATUS_COMPLETED, STATUS_QUEUED, STATUS_RUNNING};
 use crate::scheduler::retry::Jitter;
 
-const COLUMNS: &str = "id, agent, task, options, level, priority, mode, key, state, attempt, max_attempts, \
+pub(super) const COLUMNS: &str = "id, agent, task, options, level, priority, mode, key, state, attempt, max_attempts, \
   timeout_ms, progress, result, error, owner, cancel_requested, created_at, scheduled_at, attempted_at, finalized_at";
 
 /// The error stored for an execution whose worker stopped heartbeating past its attempts.
@@ -56,7 +56,8 @@ fn row(r: &SqlRow<'_>) -> rusqlite::Result<Row> {
 pub struct Interest {
   /// Any agent (a `defaultAgent`, or an overridden agent runner).
   pub any: bool,
-  /// JSON array of agent names, for `json_each`.
+  pub agents: Vec<String>,
+  /// `agents` as a JSON array, for SQLite's `json_each`.
   pub agents_json: String,
   pub none: bool,
 }
@@ -65,6 +66,7 @@ impl Interest {
   pub fn new(any: bool, agents: &[String]) -> Interest {
     Interest {
       any,
+      agents: agents.to_vec(),
       agents_json: serde_json::to_string(agents).unwrap_or_else(|_| "[]".to_string()),
       none: !any && agents.is_empty(),
     }

@@ -332,6 +332,7 @@ fn block<T>(
   }
 }
 
+pub mod ops;
+
 #[cfg(test)]
-#[path = "pg_tests.rs"]
 mod tests;

@@ -1,0 +1,516 @@
+//! Against a real server: `BMAD_TEST_PG_URL` (set by `node scripts/pg-cluster.mjs run -- …`,
+//! which `npm run test:rust` uses). Without it these tests say so and check nothing else.
+
+use super::*;
+
+fn server() -> Option<String> {
+  let url = std::env::var("BMAD_TEST_PG_URL").ok().filter(|u| !u.is_empty());
+  if url.is_none() {
+    eprintln!(
+      "BMAD_TEST_PG_URL is not set: PostgreSQL tests not run (node scripts/pg-cluster.mjs run -- cargo test)"
+    );
+  }
+  url
+}
+
+/// A schema of its own per test, so the tests can run at once.
+fn target(url: &str, schema: &str) -> PgTarget {
+  PgTarget::parse(&format!("{url}?schema={schema}_{}", std::process::id())).expect("a valid URL")
+}
+
+fn sql(conn: &mut PgConnection, text: &str) {
+  let text = text.replace("{s}", &conn.target.quoted_schema());
+  conn
+    .wait("test", conn.client().batch_execute(&text))
+    .expect("test SQL");
+}
+
+#[test]
+fn urls_parse_with_a_schema_and_messages_hide_the_password() {
+  let t = PgTarget::parse("postgresql://bmad:s3cret@db.example:6543/jobs?schema=agents&connect_timeout=5")
+    .expect("valid");
+  assert_eq!(t.schema, "agents");
+  assert_eq!(t.shown, "postgres://bmad:***@db.example:6543/jobs");
+  assert_eq!(t.config.get_dbname(), Some("jobs"));
+  assert_eq!(t.config.get_connect_timeout(), Some(&Duration::from_secs(5)));
+  assert_eq!(
+    PgTarget::parse("postgres://h/db").expect("valid").schema,
+    "public"
+  );
+  assert_eq!(
+    PgTarget::parse("postgres://h/db?schema=a%20b")
+      .expect("valid")
+      .quoted_schema(),
+    "\"a b\""
+  );
+  assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
+  let refused = |url: &str| PgTarget::parse(url).err().map(|e| e.message).unwrap_or_default();
+  assert!(refused("mysql://h/db").contains("postgres://"));
+  assert!(refused("postgres://h/db?schema=").contains("schema name"));
+  assert!(refused("postgres://u:pw@h/db?sslmode=require").contains("sslmode=require"));
+  assert!(
+    !refused("postgres://u:pw@h/db?sslmode=require").contains("pw"),
+    "no password in messages"
+  );
+}
+
+#[test]
+fn an_unreachable_server_is_reported_with_its_cause() {
+  // A port nothing listens on (bound then released).
+  let port = std::net::TcpListener::bind("127.0.0.1:0")
+    .and_then(|l| l.local_addr())
+    .map(|a| a.port())
+    .expect("a free port");
+  let t = PgTarget::parse(&format!("postgres://u:pw@127.0.0.1:{port}/db?connect_timeout=5")).expect("valid");
+  let err = PgConnection::open(t).err().expect("refused");
+  assert_eq!(err.code, "ERR_STORE");
+  assert!(
+    err
+      .message
+      .contains("cannot connect to store postgres://u:***@127.0.0.1"),
+    "{}",
+    err.message
+  );
+  assert!(
+    err.message.to_lowercase().contains("refused"),
+    "the cause: {}",
+    err.message
+  );
+}
+
+#[test]
+fn open_creates_the_schema_once_and_opens_it_again() {
+  let Some(url) = server() else { return };
+  let mut a = PgConnection::open(target(&url, "fresh")).expect("create");
+  let s = a.target.quoted_schema();
+  let q = format!("SELECT value FROM {s}.bmad_meta WHERE key = 'version'");
+  let version = a
+    .wait("read", a.client().query_one(&q, &[]))
+    .expect("meta")
+    .get::<_, String>(0);
+  assert_eq!(version, VERSION.to_string());
+  sql(
+    &mut a,
+    "INSERT INTO {s}.bmad_limits (agent, global_concurrency) VALUES ('x', 2)",
+  );
+  let _b = PgConnection::open(a.target.clone()).expect("open again");
+  sql(&mut a, "DROP SCHEMA {s} CASCADE");
+}
+
+#[test]
+fn four_hosts_creating_one_store_at_once_all_open_it() {
+  let Some(url) = server() else { return };
+  let t = target(&url, "race");
+  let handles: Vec<_> = (0..4)
+    .map(|_| {
+      let t = t.clone();
+      std::thread::spawn(move || PgConnection::open(t).map(|_| ()))
+    })
+    .collect();
+  for h in handles {
+    h.join().expect("no panic").expect("opened");
+  }
+  let mut c = PgConnection::open(t).expect("open");
+  sql(&mut c, "DROP SCHEMA {s} CASCADE");
+}
+
+#[test]
+fn a_schema_of_something_else_or_of_a_newer_release_is_refused_untouched() {
+  let Some(url) = server() else { return };
+  let mut admin = PgConnection::open(target(&url, "admin")).expect("open");
+  // Tables named like ours, without our meta table.
+  let foreign = target(&url, "foreign");
+  let fs = foreign.quoted_schema();
+  sql(
+    &mut admin,
+    &format!("CREATE SCHEMA {fs}; CREATE TABLE {fs}.bmad_executions (x int)"),
+  );
+  let err = PgConnection::open(foreign).err().expect("refused");
+  assert!(err.message.contains("no bmad_meta"), "{}", err.message);
+  // Another application's meta table.
+  let other = target(&url, "other");
+  let os = other.quoted_schema();
+  sql(
+    &mut admin,
+    &format!("CREATE SCHEMA {os}; CREATE TABLE {os}.bmad_meta (key text PRIMARY KEY, value text); INSERT INTO {os}.bmad_meta VALUES ('app', 'else')"),
+  );
+  let err = PgConnection::open(other).err().expect("refused");
+  assert!(
+    err.message.contains("belongs to something else"),
+    "{}",
+    err.message
+  );
+  // A newer version.
+  let newer = target(&url, "newer");
+  let mut n = PgConnection::open(newer.clone()).expect("create");
+  sql(
+    &mut n,
+    "UPDATE {s}.bmad_meta SET value = '99' WHERE key = 'version'",
+  );
+  let err = PgConnection::open(newer).err().expect("refused");
+  assert_eq!(err.code, "ERR_STORE_VERSION");
+  assert!(err.message.contains("version 99"), "{}", err.message);
+  // Nothing was written to the refused schemas.
+  let q = format!(
+    "SELECT count(*) FROM information_schema.tables WHERE table_schema IN ('foreign_{0}', 'other_{0}')",
+    std::process::id()
+  );
+  let count = admin
+    .wait("count", admin.client().query_one(&q, &[]))
+    .expect("count")
+    .get::<_, i64>(0);
+  assert_eq!(count, 2, "only the tables the test made");
+  sql(&mut n, "DROP SCHEMA {s} CASCADE");
+  sql(
+    &mut admin,
+    &format!("DROP SCHEMA {fs} CASCADE; DROP SCHEMA {os} CASCADE; DROP SCHEMA {{s}} CASCADE"),
+  );
+}
+
+// ----- operations --------------------------------------------------------------------------
+
+use super::ops::PgStore;
+use crate::protocol::{
+  BACKOFF_FIXED, STATUS_CANCELLED, STATUS_COMPLETED, STATUS_FAILED, STATUS_QUEUED, STATUS_RUNNING,
+};
+use crate::store::ops::Interest;
+use crate::store::{Batch, Finish, Finished, NewExecution, Release};
+
+const LEASE: f64 = 30_000.0;
+const T0: f64 = 1_000_000.0;
+
+fn exec(agent: &str, priority: i64) -> NewExecution {
+  NewExecution {
+    agent: agent.to_string(),
+    task: format!("task of {agent}"),
+    options: Some(r#"{"x":1}"#.to_string()),
+    level: "medium".to_string(),
+    priority,
+    mode: 0,
+    key: None,
+    max_attempts: 1,
+    retry_delay_ms: 100.0,
+    backoff: BACKOFF_FIXED,
+    timeout_ms: 0.0,
+    start_after: 0.0,
+  }
+}
+
+/// A worker claiming any agent, on a fresh schema.
+fn store(url: &str, schema: &str) -> PgStore {
+  let mut s = PgStore::open(target(url, schema), LEASE, T0).expect("open");
+  s.set_interest(Interest::new(true, &[]));
+  s
+}
+
+fn insert(s: &mut PgStore, execs: Vec<NewExecution>) -> Vec<i64> {
+  let batch = Batch {
+    inserts: execs,
+    ..Default::default()
+  };
+  s.batch(&batch, T0)
+    .expect("insert")
+    .inserted
+    .iter()
+    .map(|i| i.id)
+    .collect()
+}
+
+fn claim(s: &mut PgStore, n: u32, now: f64) -> Vec<i64> {
+  let batch = Batch {
+    claim: n,
+    ..Default::default()
+  };
+  s.batch(&batch, now)
+    .expect("claim")
+    .claimed
+    .iter()
+    .map(|r| r.id)
+    .collect()
+}
+
+fn finish(s: &mut PgStore, f: Finish, now: f64) -> Finished {
+  let batch = Batch {
+    finishes: vec![f],
+    ..Default::default()
+  };
+  s.batch(&batch, now).expect("finish").finished[0]
+}
+
+fn drop_schema(url: &str, schema: &str) {
+  let mut c = PgConnection::open(target(url, schema)).expect("open");
+  sql(&mut c, "DROP SCHEMA {s} CASCADE");
+}
+
+#[test]
+fn claims_go_by_priority_then_id_and_keys_dedupe() {
+  let Some(url) = server() else { return };
+  let mut s = store(&url, "order");
+  let ids = insert(
+    &mut s,
+    vec![exec("a", 1), exec("a", 5), exec("b", 3), exec("a", 5)],
+  );
+  assert_eq!(claim(&mut s, 3, T0 + 1.0), vec![ids[1], ids[3], ids[2]]);
+  let row = s.fetch(ids[1]).expect("fetch").expect("stored");
+  assert_eq!(
+    (row.status, row.attempt, row.owner.as_deref()),
+    (STATUS_RUNNING, 1, Some(s.me.owner.as_str()))
+  );
+  // Keys: the second of a batch and a later one get the first one's id while it lives.
+  let keyed = |k: &str| NewExecution {
+    key: Some(k.to_string()),
+    ..exec("a", 1)
+  };
+  let batch = Batch {
+    inserts: vec![keyed("k1"), keyed("k1"), keyed("k2")],
+    ..Default::default()
+  };
+  let r = s.batch(&batch, T0 + 2.0).expect("insert").inserted;
+  assert_eq!(
+    (r[0].existing, r[1].existing, r[2].existing),
+    (false, true, false)
+  );
+  assert_eq!(r[1].id, r[0].id);
+  let again = s
+    .batch(
+      &Batch {
+        inserts: vec![keyed("k1")],
+        ..Default::default()
+      },
+      T0 + 3.0,
+    )
+    .expect("insert")
+    .inserted;
+  assert_eq!((again[0].id, again[0].existing), (r[0].id, true));
+  drop_schema(&url, "order");
+}
+
+#[test]
+fn two_hosts_claiming_at_once_never_take_the_same_execution() {
+  let Some(url) = server() else { return };
+  let mut a = store(&url, "skip");
+  insert(&mut a, (0..400).map(|i| exec("a", i % 5)).collect());
+  let t = target(&url, "skip");
+  let workers: Vec<_> = (0..3)
+    .map(|_| {
+      let t = t.clone();
+      std::thread::spawn(move || {
+        let mut w = PgStore::open(t, LEASE, T0).expect("open");
+        w.set_interest(Interest::new(true, &[]));
+        let mut mine = Vec::new();
+        loop {
+          let got = claim(&mut w, 16, T0 + 1.0);
+          if got.is_empty() {
+            return mine;
+          }
+          mine.extend(got);
+        }
+      })
+    })
+    .collect();
+  let mut all: Vec<i64> = workers
+    .into_iter()
+    .flat_map(|h| h.join().expect("no panic"))
+    .collect();
+  let n = all.len();
+  all.sort_unstable();
+  all.dedup();
+  assert_eq!((n, all.len()), (400, 400), "each claimed once");
+  drop_schema(&url, "skip");
+}
+
+#[test]
+fn attempt_ends_are_compare_and_sets_and_failures_follow_the_retry_policy() {
+  let Some(url) = server() else { return };
+  let mut s = store(&url, "finish");
+  let retried = NewExecution {
+    max_attempts: 2,
+    ..exec("a", 3)
+  };
+  let ids = insert(&mut s, vec![exec("a", 3), retried, exec("a", 3)]);
+  assert_eq!(claim(&mut s, 3, T0 + 1.0), ids);
+  let done = |id, attempt, status, retryable| Finish {
+    id,
+    attempt,
+    status,
+    value: Some(r#""v""#.to_string()),
+    retryable,
+  };
+  assert_eq!(
+    finish(&mut s, done(ids[0], 2, STATUS_COMPLETED, false), T0 + 2.0),
+    Finished::Stale,
+    "wrong attempt"
+  );
+  assert_eq!(
+    finish(&mut s, done(ids[0], 1, STATUS_COMPLETED, false), T0 + 2.0),
+    Finished::Recorded
+  );
+  assert_eq!(
+    finish(&mut s, done(ids[0], 1, STATUS_COMPLETED, false), T0 + 3.0),
+    Finished::Stale,
+    "once"
+  );
+  let r = s.fetch(ids[0]).expect("fetch").expect("row");
+  assert_eq!(
+    (r.status, r.result.as_deref(), r.progress),
+    (STATUS_COMPLETED, Some(r#""v""#), 100.0)
+  );
+  // A retryable failure with an attempt left: queued again after its delay.
+  assert_eq!(
+    finish(&mut s, done(ids[1], 1, STATUS_FAILED, true), T0 + 4.0),
+    Finished::Retry(100.0)
+  );
+  let r = s.fetch(ids[1]).expect("fetch").expect("row");
+  assert_eq!(
+    (r.status, r.scheduled_at, r.owner),
+    (STATUS_QUEUED, T0 + 104.0, None)
+  );
+  assert!(claim(&mut s, 1, T0 + 50.0).is_empty(), "not before its delay");
+  assert_eq!(claim(&mut s, 1, T0 + 104.0), vec![ids[1]]);
+  assert_eq!(
+    finish(&mut s, done(ids[1], 2, STATUS_FAILED, true), T0 + 105.0),
+    Finished::Recorded
+  );
+  assert_eq!(
+    s.fetch(ids[1]).expect("fetch").expect("row").status,
+    STATUS_FAILED
+  );
+  assert_eq!(
+    finish(&mut s, done(ids[2], 1, STATUS_CANCELLED, false), T0 + 5.0),
+    Finished::Recorded
+  );
+  assert_eq!(
+    s.fetch(ids[2]).expect("fetch").expect("row").status,
+    STATUS_CANCELLED
+  );
+  drop_schema(&url, "finish");
+}
+
+#[test]
+fn cancels_end_queued_executions_and_flag_running_ones_for_their_owner() {
+  let Some(url) = server() else { return };
+  let mut s = store(&url, "cancel");
+  let ids = insert(&mut s, vec![exec("a", 3), exec("a", 1)]);
+  assert_eq!(claim(&mut s, 1, T0 + 1.0), vec![ids[0]]);
+  assert_eq!(
+    s.cancel(ids[1], "{}", T0 + 2.0).expect("cancel"),
+    STATUS_QUEUED as i32
+  );
+  assert_eq!(
+    s.fetch(ids[1]).expect("fetch").expect("row").status,
+    STATUS_CANCELLED
+  );
+  assert_eq!(
+    s.cancel(ids[0], "{}", T0 + 2.0).expect("cancel"),
+    STATUS_RUNNING as i32
+  );
+  let asked = s.cancel_requests().expect("requests");
+  assert_eq!((asked.len(), asked[0].id, asked[0].attempt), (1, ids[0], 1));
+  // Its agent fails as it stops: the end is a cancel, not a retry.
+  let f = Finish {
+    id: ids[0],
+    attempt: 1,
+    status: STATUS_FAILED,
+    value: None,
+    retryable: true,
+  };
+  assert_eq!(finish(&mut s, f, T0 + 3.0), Finished::Recorded);
+  assert_eq!(
+    s.fetch(ids[0]).expect("fetch").expect("row").status,
+    STATUS_CANCELLED
+  );
+  assert_eq!(s.cancel(999_999, "{}", T0).expect("cancel"), NOT_FOUND_CODE);
+  drop_schema(&url, "cancel");
+}
+
+const NOT_FOUND_CODE: i32 = crate::protocol::NOT_FOUND;
+
+#[test]
+fn a_lost_worker_s_executions_are_rescued_once_and_its_late_end_is_stale() {
+  let Some(url) = server() else { return };
+  let mut a = store(&url, "rescue");
+  let mut b = store(&url, "rescue");
+  let again = NewExecution {
+    max_attempts: 2,
+    ..exec("a", 3)
+  };
+  let ids = insert(&mut a, vec![again, exec("a", 3)]);
+  assert_eq!(claim(&mut a, 2, T0 + 1.0), ids);
+  assert!(
+    b.rescue(T0 + 2.0).expect("rescue").is_empty(),
+    "leases still held"
+  );
+  // A's leases run out (it stopped heartbeating): B moves its executions on.
+  let late = T0 + 1.0 + LEASE + 1.0;
+  let rescued = b.rescue(late).expect("rescue");
+  let status = |id| rescued.iter().find(|r| r.id == id).map(|r| r.status);
+  assert_eq!(
+    (status(ids[0]), status(ids[1])),
+    (Some(STATUS_QUEUED), Some(STATUS_FAILED))
+  );
+  let lost = b.fetch(ids[1]).expect("fetch").expect("row");
+  assert!(lost
+    .error
+    .as_deref()
+    .is_some_and(|e| e.contains("ERR_WORKER_LOST")));
+  assert!(b.rescue(late).expect("rescue").is_empty(), "once");
+  // A's late result changes nothing.
+  let f = Finish {
+    id: ids[0],
+    attempt: 1,
+    status: STATUS_COMPLETED,
+    value: None,
+    retryable: false,
+  };
+  assert_eq!(finish(&mut a, f, late + 1.0), Finished::Stale);
+  assert_eq!(claim(&mut b, 5, late + 2.0), vec![ids[0]], "queued again for B");
+  drop_schema(&url, "rescue");
+}
+
+#[test]
+fn claims_follow_interest_and_exclusions_and_releases_hand_attempts_back() {
+  let Some(url) = server() else { return };
+  let mut s = store(&url, "interest");
+  let ids = insert(&mut s, vec![exec("busy", 5), exec("x", 1), exec("y", 1)]);
+  s.set_interest(Interest::new(false, &["busy".to_string(), "x".to_string()]));
+  let batch = Batch {
+    claim: 10,
+    exclude: vec!["busy".to_string()],
+    ..Default::default()
+  };
+  let got: Vec<i64> = s
+    .batch(&batch, T0 + 1.0)
+    .expect("claim")
+    .claimed
+    .iter()
+    .map(|r| r.id)
+    .collect();
+  assert_eq!(got, vec![ids[1]], "y is of no interest, busy is excluded");
+  let release = Batch {
+    releases: vec![Release {
+      id: ids[1],
+      attempt: 1,
+    }],
+    ..Default::default()
+  };
+  s.batch(&release, T0 + 2.0).expect("release");
+  let r = s.fetch(ids[1]).expect("fetch").expect("row");
+  assert_eq!((r.status, r.attempt, r.owner), (STATUS_QUEUED, 0, None));
+  assert_eq!(claim(&mut s, 10, T0 + 3.0), vec![ids[0], ids[1]]);
+  // Retention: ended ones older than the TTL go.
+  for id in [ids[0], ids[1]] {
+    let f = Finish {
+      id,
+      attempt: 1,
+      status: STATUS_COMPLETED,
+      value: None,
+      retryable: false,
+    };
+    assert_eq!(finish(&mut s, f, T0 + 4.0), Finished::Recorded);
+  }
+  assert_eq!(s.retention(1000.0, 100, T0 + 2000.0).expect("retention"), 2);
+  assert!(s.fetch(ids[0]).expect("fetch").is_none());
+  s.heartbeat(T0 + 5.0).expect("heartbeat");
+  s.leave().expect("leave");
+  drop_schema(&url, "interest");
+}
