@@ -17,9 +17,10 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::backend::{Backend, Sqlite};
 use super::ops::Interest;
 use super::schema::Synchronous;
-use super::{Batch, BatchResult, CancelRequest, Finished, Rescued, Row, Store, StoreError};
+use super::{Batch, BatchResult, CancelRequest, Finished, Rescued, Row, Store, StoreError, StoreResult};
 use crate::system::probes::now_ms;
 
 #[derive(Debug, Clone)]
@@ -157,19 +158,17 @@ pub fn start(opts: Options, sink: Sink) -> std::io::Result<Handle> {
 }
 
 struct Service {
-  store: Store,
+  store: Box<dyn Backend>,
   opts: Options,
   sink: Sink,
   watched: HashSet<i64>,
   running: HashSet<i64>,
-  version: i64,
   wake_at: Option<f64>,
   next_poll: f64,
   next_heartbeat: f64,
   next_rescue: f64,
   next_retention: f64,
-  /// The last entry of the ends log looked at, and when every watched id is looked up next.
-  ends_seen: i64,
+  /// When every watched id is looked up next.
   next_full_check: f64,
   /// The last request or change seen: polls are fast for `ACTIVE_MS` after it.
   active_at: f64,
@@ -195,7 +194,7 @@ const FULL_CHECK_MS: f64 = 5_000.0;
 
 fn run(opts: Options, rx: Receiver<Command>, tx: Sender<Command>, mut sink: Sink) {
   let store = match Store::open(&opts.path, opts.synchronous, opts.lease_ms, now_ms()) {
-    Ok(s) => s,
+    Ok(s) => Box::new(Sqlite::new(s)),
     Err(error) => {
       if sink(Event::Failed {
         req: 0,
@@ -207,15 +206,13 @@ fn run(opts: Options, rx: Receiver<Command>, tx: Sender<Command>, mut sink: Sink
     }
   };
   if !sink(Event::Opened {
-    owner: store.me.owner.clone(),
+    owner: store.owner().to_string(),
   }) {
     return;
   }
   let waker = super::wake::watch(&opts.path, tx);
   let now = now_ms();
-  let ends_seen = store.ends_head().unwrap_or(0);
   let mut s = Service {
-    version: store.data_version().unwrap_or(0),
     store,
     opts,
     sink,
@@ -226,7 +223,6 @@ fn run(opts: Options, rx: Receiver<Command>, tx: Sender<Command>, mut sink: Sink
     next_heartbeat: now,
     next_rescue: now, // at once: executions of this host's exited executors, our previous run's too
     next_retention: now + 1_000.0,
-    ends_seen,
     next_full_check: now + FULL_CHECK_MS,
     active_at: now,
     woken: waker.is_some(),
@@ -372,7 +368,7 @@ impl Service {
         if check {
           let before = std::mem::take(&mut self.watched);
           self.watched.extend(ids);
-          self.check_ended(true);
+          self.check_ended();
           self.watched.extend(before);
         } else {
           self.watched.extend(ids);
@@ -438,7 +434,7 @@ impl Service {
     }
     if !self.watched.is_empty() && now >= self.next_full_check {
       // Catches ids deleted by retention before their end was seen.
-      self.check_ended(true);
+      self.check_ended();
     }
     if let Some(w) = self.wake_at {
       if now >= w {
@@ -461,12 +457,11 @@ impl Service {
         } else {
           self.opts.poll_ms.max(IDLE_POLL_MS)
         };
-      match self.store.data_version() {
-        Ok(v) if v != self.version => {
-          self.version = v;
+      match self.store.changes() {
+        Ok(c) if c.any => {
           self.active_at = now;
           self.recheck = false;
-          self.changed();
+          self.changed(&c.ended);
         }
         Ok(_) => {
           if self.recheck {
@@ -479,13 +474,20 @@ impl Service {
     }
   }
 
-  /// Another process committed: what concerns this one.
-  fn changed(&mut self) {
+  /// Another process committed (`ended`: executions that ended): what concerns this one.
+  fn changed(&mut self, ended: &[i64]) {
     if !self.running.is_empty() {
       self.check_cancels();
     }
     if !self.watched.is_empty() {
-      self.check_ended(false);
+      let mine: Vec<i64> = ended
+        .iter()
+        .copied()
+        .filter(|id| self.watched.contains(id))
+        .collect();
+      if !mine.is_empty() {
+        self.report_ended(self.store.ended_among(&mine));
+      }
     }
     if !self.store.interest().none {
       self.emit(Event::Changed);
@@ -500,34 +502,19 @@ impl Service {
     }
   }
 
-  /// Ends of watched executions logged since the last look, or — `all` — a full look at
-  /// every watched id.
-  fn check_ended(&mut self, all: bool) {
+  /// A full look at every watched id (their ends may have gone unheard, or been deleted by
+  /// retention before they were seen).
+  fn check_ended(&mut self) {
     if self.watched.is_empty() {
       return;
     }
-    let found = if all {
-      self.next_full_check = now_ms() + FULL_CHECK_MS;
-      let ids: Vec<i64> = self.watched.iter().copied().collect();
-      self.store.ended_among(&ids)
-    } else {
-      match self.store.ends_after(self.ends_seen) {
-        Ok(ends) => {
-          if let Some(&(seq, _)) = ends.last() {
-            self.ends_seen = seq;
-          }
-          let mine: Vec<i64> = ends
-            .into_iter()
-            .filter_map(|(_, id)| self.watched.contains(&id).then_some(id))
-            .collect();
-          if mine.is_empty() {
-            return;
-          }
-          self.store.ended_among(&mine)
-        }
-        Err(e) => Err(e),
-      }
-    };
+    self.next_full_check = now_ms() + FULL_CHECK_MS;
+    let ids: Vec<i64> = self.watched.iter().copied().collect();
+    let found = self.store.ended_among(&ids);
+    self.report_ended(found);
+  }
+
+  fn report_ended(&mut self, found: StoreResult<(Vec<Row>, Vec<i64>)>) {
     match found {
       Ok((rows, gone)) => {
         if rows.is_empty() && gone.is_empty() {

@@ -1,0 +1,116 @@
+//! What the store's thread needs of a driver: the operations, and how it learns what other
+//! processes changed. SQLite (`ops::Store`) reads `PRAGMA data_version` and its ends log;
+//! PostgreSQL (`pg::ops::PgStore`) hears NOTIFY messages.
+
+use super::ops::{Interest, Store};
+use super::{Batch, BatchResult, CancelRequest, Rescued, Row, StoreResult};
+
+/// What other processes changed since the last look.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Changes {
+  /// Something changed: claimable work or cancels may be waiting.
+  pub any: bool,
+  /// Executions that ended.
+  pub ended: Vec<i64>,
+}
+
+pub trait Backend: Send {
+  /// This worker's owner id in the store.
+  fn owner(&self) -> &str;
+  fn interest(&self) -> &Interest;
+  fn set_interest(&mut self, interest: Interest);
+  fn batch(&mut self, batch: &Batch, now: f64) -> StoreResult<BatchResult>;
+  /// The earliest time a queued execution of interest becomes due, if any is scheduled later.
+  fn next_due(&self, now: f64) -> StoreResult<Option<f64>>;
+  fn cancel(&mut self, id: i64, error_json: &str, now: f64) -> StoreResult<i32>;
+  fn cancel_requests(&self) -> StoreResult<Vec<CancelRequest>>;
+  fn fetch(&self, id: i64) -> StoreResult<Option<Row>>;
+  /// "ok" when the stored data is sound, else what is wrong.
+  fn integrity_check(&self) -> StoreResult<String>;
+  fn heartbeat(&self, now: f64) -> StoreResult<()>;
+  fn rescue(&mut self, now: f64) -> StoreResult<Vec<Rescued>>;
+  fn retention(&self, ttl_ms: f64, max_kept: u64, now: f64) -> StoreResult<u64>;
+  /// Of `ids`, the ended executions and the ids no longer stored.
+  fn ended_among(&self, ids: &[i64]) -> StoreResult<(Vec<Row>, Vec<i64>)>;
+  fn leave(&self) -> StoreResult<()>;
+  /// What other processes changed since the last call.
+  fn changes(&mut self) -> StoreResult<Changes>;
+}
+
+/// The SQLite driver with its change tracking: the database's data version, and the last
+/// entry of the ends log read.
+pub struct Sqlite {
+  pub store: Store,
+  version: i64,
+  ends_seen: i64,
+}
+
+impl Sqlite {
+  pub fn new(store: Store) -> Sqlite {
+    Sqlite {
+      version: store.data_version().unwrap_or(0),
+      ends_seen: store.ends_head().unwrap_or(0),
+      store,
+    }
+  }
+}
+
+impl Backend for Sqlite {
+  fn owner(&self) -> &str {
+    &self.store.me.owner
+  }
+  fn interest(&self) -> &Interest {
+    self.store.interest()
+  }
+  fn set_interest(&mut self, interest: Interest) {
+    self.store.set_interest(interest);
+  }
+  fn batch(&mut self, batch: &Batch, now: f64) -> StoreResult<BatchResult> {
+    self.store.batch(batch, now)
+  }
+  fn next_due(&self, now: f64) -> StoreResult<Option<f64>> {
+    self.store.next_due(now)
+  }
+  fn cancel(&mut self, id: i64, error_json: &str, now: f64) -> StoreResult<i32> {
+    self.store.cancel(id, error_json, now)
+  }
+  fn cancel_requests(&self) -> StoreResult<Vec<CancelRequest>> {
+    self.store.cancel_requests()
+  }
+  fn fetch(&self, id: i64) -> StoreResult<Option<Row>> {
+    self.store.fetch(id)
+  }
+  fn integrity_check(&self) -> StoreResult<String> {
+    self.store.integrity_check()
+  }
+  fn heartbeat(&self, now: f64) -> StoreResult<()> {
+    self.store.heartbeat(now)
+  }
+  fn rescue(&mut self, now: f64) -> StoreResult<Vec<Rescued>> {
+    self.store.rescue(now)
+  }
+  fn retention(&self, ttl_ms: f64, max_kept: u64, now: f64) -> StoreResult<u64> {
+    self.store.retention(ttl_ms, max_kept, now).map(|n| n as u64)
+  }
+  fn ended_among(&self, ids: &[i64]) -> StoreResult<(Vec<Row>, Vec<i64>)> {
+    self.store.ended_among(ids)
+  }
+  fn leave(&self) -> StoreResult<()> {
+    self.store.leave()
+  }
+  fn changes(&mut self) -> StoreResult<Changes> {
+    let v = self.store.data_version()?;
+    if v == self.version {
+      return Ok(Changes::default());
+    }
+    self.version = v;
+    let ends = self.store.ends_after(self.ends_seen)?;
+    if let Some(&(seq, _)) = ends.last() {
+      self.ends_seen = seq;
+    }
+    Ok(Changes {
+      any: true,
+      ended: ends.into_iter().map(|(_, id)| id).collect(),
+    })
+  }
+}
