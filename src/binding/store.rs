@@ -373,6 +373,7 @@ impl NativeStore {
       } else {
         u64::MAX
       },
+      postgres: None,
     };
     let sink = Box::new(move |ev: Event| callback.call(NativeStoreEvent::from(ev)) == Status::Ok);
     let handle = service::start(opts, sink).map_err(|e| {

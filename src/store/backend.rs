@@ -12,6 +12,8 @@ pub struct Changes {
   pub any: bool,
   /// Executions that ended.
   pub ended: Vec<i64>,
+  /// Some changes may have gone unheard: look at every watched execution.
+  pub full: bool,
 }
 
 pub trait Backend: Send {
@@ -111,6 +113,7 @@ impl Backend for Sqlite {
     Ok(Changes {
       any: true,
       ended: ends.into_iter().map(|(_, id)| id).collect(),
+      full: false,
     })
   }
 }

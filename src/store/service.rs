@@ -19,6 +19,9 @@ use std::time::Duration;
 
 use super::backend::{Backend, Sqlite};
 use super::ops::Interest;
+use super::pg::backend::Postgres;
+use super::pg::ops::PgStore;
+use super::pg::PgTarget;
 use super::schema::Synchronous;
 use super::{Batch, BatchResult, CancelRequest, Finished, Rescued, Row, Store, StoreError, StoreResult};
 use crate::system::probes::now_ms;
@@ -31,6 +34,8 @@ pub struct Options {
   pub poll_ms: f64,
   pub ttl_ms: f64,
   pub max_kept: u64,
+  /// A PostgreSQL store instead of the SQLite file at `path`.
+  pub postgres: Option<PgTarget>,
 }
 
 pub enum Command {
@@ -193,8 +198,15 @@ const ACTIVE_MS: f64 = 1_000.0;
 const FULL_CHECK_MS: f64 = 5_000.0;
 
 fn run(opts: Options, rx: Receiver<Command>, tx: Sender<Command>, mut sink: Sink) {
-  let store = match Store::open(&opts.path, opts.synchronous, opts.lease_ms, now_ms()) {
-    Ok(s) => Box::new(Sqlite::new(s)),
+  let opened: Result<Box<dyn Backend>, StoreError> = match &opts.postgres {
+    None => Store::open(&opts.path, opts.synchronous, opts.lease_ms, now_ms())
+      .map(|s| Box::new(Sqlite::new(s)) as Box<dyn Backend>),
+    Some(target) => PgStore::open(target.clone(), opts.lease_ms, now_ms())
+      .and_then(|s| Postgres::new(s, tx.clone()))
+      .map(|p| Box::new(p) as Box<dyn Backend>),
+  };
+  let store = match opened {
+    Ok(s) => s,
     Err(error) => {
       if sink(Event::Failed {
         req: 0,
@@ -210,8 +222,14 @@ fn run(opts: Options, rx: Receiver<Command>, tx: Sender<Command>, mut sink: Sink
   }) {
     return;
   }
-  let waker = super::wake::watch(&opts.path, tx);
+  // SQLite: a watch on the WAL file; PostgreSQL's listener already wakes the thread.
+  let waker = if opts.postgres.is_none() {
+    super::wake::watch(&opts.path, tx)
+  } else {
+    None
+  };
   let now = now_ms();
+  let listened = opts.postgres.is_some();
   let mut s = Service {
     store,
     opts,
@@ -225,7 +243,7 @@ fn run(opts: Options, rx: Receiver<Command>, tx: Sender<Command>, mut sink: Sink
     next_retention: now + 1_000.0,
     next_full_check: now + FULL_CHECK_MS,
     active_at: now,
-    woken: waker.is_some(),
+    woken: waker.is_some() || listened,
     recheck: false,
     alive: true,
   };
@@ -462,6 +480,9 @@ impl Service {
           self.active_at = now;
           self.recheck = false;
           self.changed(&c.ended);
+          if c.full {
+            self.check_ended();
+          }
         }
         Ok(_) => {
           if self.recheck {

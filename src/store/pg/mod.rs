@@ -332,6 +332,8 @@ fn block<T>(
   }
 }
 
+pub mod backend;
+pub mod notify;
 pub mod ops;
 
 #[cfg(test)]

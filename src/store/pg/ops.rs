@@ -8,6 +8,7 @@
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
+use super::notify::{self, ended};
 use super::{PgConnection, PgTarget};
 use crate::protocol::{NOT_FOUND, STATUS_CANCELLED, STATUS_COMPLETED, STATUS_QUEUED, STATUS_RUNNING};
 use crate::scheduler::retry::Jitter;
@@ -56,6 +57,8 @@ pub struct PgStore {
   conn: PgConnection,
   /// The quoted schema, in front of every table.
   s: String,
+  /// The schema's NOTIFY channel.
+  channel: String,
   pub me: Identity,
   pub lease_ms: f64,
   jitter: Jitter,
@@ -67,9 +70,11 @@ impl PgStore {
   pub fn open(target: PgTarget, lease_ms: f64, now: f64) -> StoreResult<PgStore> {
     let conn = PgConnection::open(target)?;
     let s = conn.target.quoted_schema();
+    let channel = notify::channel(&conn.target.schema);
     let store = PgStore {
       conn,
       s,
+      channel,
       me: Identity::new(),
       lease_ms,
       jitter: Jitter::seeded(),
@@ -94,6 +99,70 @@ impl PgStore {
     self.conn.client()
   }
 
+  pub fn target(&self) -> &PgTarget {
+    &self.conn.target
+  }
+
+  pub fn interest(&self) -> &Interest {
+    &self.interest
+  }
+
+  /// The earliest time a queued execution of interest becomes due, if any is scheduled later.
+  pub fn next_due(&self, now: f64) -> StoreResult<Option<f64>> {
+    if self.interest.none {
+      return Ok(None);
+    }
+    let sql = format!(
+      "SELECT min(scheduled_at) FROM {}.bmad_executions WHERE state = 0 AND scheduled_at > $1 AND ($2 OR agent = ANY($3))",
+      self.s
+    );
+    let i = &self.interest;
+    let r = self.wait(
+      "cannot read",
+      self.client().query_one(&sql, &[&now, &i.any, &i.agents]),
+    )?;
+    Ok(r.get(0))
+  }
+
+  /// Of `ids`, the ended executions (rows) and the ids no longer stored.
+  pub fn ended_among(&self, ids: &[i64]) -> StoreResult<(Vec<Row>, Vec<i64>)> {
+    let s = &self.s;
+    let client = self.client();
+    let ids = ids.to_vec();
+    self.wait("cannot read", async move {
+      let rows = client
+        .query(
+          &format!("SELECT {COLUMNS} FROM {s}.bmad_executions WHERE id = ANY($1) AND state >= 2"),
+          &[&ids],
+        )
+        .await?;
+      let gone = client
+        .query(
+          &format!("SELECT x FROM unnest($1::int8[]) x WHERE NOT EXISTS (SELECT 1 FROM {s}.bmad_executions WHERE id = x)"),
+          &[&ids],
+        )
+        .await?;
+      Ok((rows.iter().map(row).collect(), gone.iter().map(|r| r.get(0)).collect()))
+    })
+  }
+
+  /// The store's own invariants: "ok", or the rows that break them.
+  pub fn integrity_check(&self) -> StoreResult<String> {
+    let sql = format!(
+      "SELECT count(*) FROM {}.bmad_executions WHERE (state = 1 AND owner IS NULL) \
+       OR (state >= 2 AND finalized_at IS NULL) OR (state = 0 AND finalized_at IS NOT NULL) OR attempt > max_attempts + 1",
+      self.s
+    );
+    let bad: i64 = self
+      .wait("cannot check", self.client().query_one(&sql, &[]))?
+      .get(0);
+    Ok(if bad == 0 {
+      "ok".to_string()
+    } else {
+      format!("{bad} executions in an impossible state")
+    })
+  }
+
   fn wait<T>(&self, what: &str, fut: impl std::future::Future<Output = PgResult<T>>) -> StoreResult<T> {
     self.conn.wait(what, fut)
   }
@@ -108,11 +177,17 @@ impl PgStore {
     let owner = self.me.owner.clone();
     let lease_ms = self.lease_ms;
     let interest = self.interest.clone();
+    let channel = self.channel.clone();
     let client = self.conn.client();
     let jitter = &mut self.jitter;
     self.conn.wait("cannot write to", async move {
       client.batch_execute("BEGIN").await?;
-      let out = run_batch(client, &s, &owner, &interest, batch, now, lease_ms, jitter).await;
+      let out = async {
+        let out = run_batch(client, &s, &owner, &interest, batch, now, lease_ms, jitter).await?;
+        notify::notify(client, &channel, &batch_notes(batch, &out)).await?;
+        Ok(out)
+      }
+      .await;
       end(client, out).await
     })
   }
@@ -121,6 +196,7 @@ impl PgStore {
   /// owner. Returns the status it had (`NOT_FOUND` when there is no such execution).
   pub fn cancel(&mut self, id: i64, error_json: &str, now: f64) -> StoreResult<i32> {
     let s = &self.s;
+    let channel = &self.channel;
     let client = self.client();
     let was = self.wait("cannot cancel in", async move {
       client.batch_execute("BEGIN").await?;
@@ -137,6 +213,7 @@ impl PgStore {
               &[&id, &error_json, &now],
             )
             .await?;
+          notify::notify(client, channel, &ended(&[id])).await?;
         }
         Some(STATUS_RUNNING) => {
           client
@@ -145,6 +222,7 @@ impl PgStore {
               &[&id, &error_json],
             )
             .await?;
+          notify::notify(client, channel, &["c".to_string()]).await?;
         }
         _ => {}
       }
@@ -216,6 +294,7 @@ impl PgStore {
     let s = self.s.clone();
     let me = &self.me;
     let lease_ms = self.lease_ms;
+    let channel = self.channel.clone();
     let client = self.conn.client();
     self.conn.wait("cannot rescue in", async move {
       client.batch_execute("BEGIN").await?;
@@ -294,6 +373,11 @@ impl PgStore {
           &[&forget, &me.owner],
         )
         .await?;
+      let mut notes = ended(&out.iter().filter(|r| r.status != STATUS_QUEUED).map(|r| r.id).collect::<Vec<_>>());
+      if out.iter().any(|r| r.status == STATUS_QUEUED) {
+        notes.push("w".to_string());
+      }
+      notify::notify(client, &channel, &notes).await?;
       Ok(out)
       }
       .await;
@@ -333,6 +417,26 @@ impl PgStore {
     self.wait("cannot leave", self.client().execute(&sql, &[&self.me.owner]))?;
     Ok(())
   }
+}
+
+/// What a batch's transaction tells the other executors.
+fn batch_notes(batch: &Batch, out: &BatchResult) -> Vec<String> {
+  let mut ended_ids: Vec<i64> = Vec::new();
+  let mut work = out.inserted.iter().any(|i| !i.existing) || !batch.releases.is_empty();
+  for (f, r) in batch.finishes.iter().zip(&out.finished) {
+    match r {
+      Finished::Recorded => ended_ids.push(f.id),
+      Finished::Retry(_) => work = true,
+      Finished::Stale => {}
+    }
+  }
+  // A release of an execution whose cancel was requested ends it.
+  ended_ids.extend(batch.releases.iter().map(|r| r.id));
+  let mut notes = ended(&ended_ids);
+  if work {
+    notes.push("w".to_string());
+  }
+  notes
 }
 
 /// Commits the transaction `r` ran in, or rolls it back and returns its error.

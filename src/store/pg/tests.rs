@@ -514,3 +514,156 @@ fn claims_follow_interest_and_exclusions_and_releases_hand_attempts_back() {
   s.leave().expect("leave");
   drop_schema(&url, "interest");
 }
+
+// ----- the store thread on PostgreSQL ------------------------------------------------------
+
+use crate::store::service::{self, Command, Event, Options};
+use std::sync::mpsc;
+use std::time::Instant;
+
+fn start(url: &str, schema: &str, agents: &[&str]) -> (service::Handle, mpsc::Receiver<Event>) {
+  let opts = Options {
+    path: std::path::PathBuf::new(),
+    synchronous: crate::store::schema::Synchronous::Normal,
+    lease_ms: LEASE,
+    poll_ms: 1.0,
+    ttl_ms: 3_600_000.0,
+    max_kept: 10_000,
+    postgres: Some(target(url, schema)),
+  };
+  let (tx, rx) = mpsc::channel();
+  let handle = service::start(opts, Box::new(move |ev| tx.send(ev).is_ok())).expect("start");
+  expect(&rx, Duration::from_secs(10), "Opened", |e| {
+    matches!(e, Event::Opened { .. })
+  });
+  handle.send(Command::Interest {
+    any: false,
+    agents: agents.iter().map(|a| a.to_string()).collect(),
+  });
+  (handle, rx)
+}
+
+fn expect(rx: &mpsc::Receiver<Event>, within: Duration, what: &str, want: impl Fn(&Event) -> bool) -> Event {
+  let deadline = Instant::now() + within;
+  loop {
+    match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+      Ok(ev) if want(&ev) => return ev,
+      Ok(Event::Failed { error, .. }) => panic!("{what}: a request failed: {error}"),
+      Ok(_) => {}
+      Err(e) => panic!("no {what} within {within:?}: {e}"),
+    }
+  }
+}
+
+/// What a NOTIFY must beat: the thread's own periodic look is the fallback.
+const HEARD: Duration = Duration::from_millis(500);
+
+#[test]
+fn another_host_hears_new_work_ends_and_cancels_through_notify() {
+  let Some(url) = server() else { return };
+  let (runner, runner_rx) = start(&url, "hosts", &["a"]);
+  let (submitter, submitter_rx) = start(&url, "hosts", &[]);
+  // Work submitted on one host wakes the other.
+  let insert = Batch {
+    inserts: vec![exec("a", 3), exec("a", 3)],
+    ..Default::default()
+  };
+  submitter.send(Command::Batch {
+    req: 1,
+    batch: insert,
+  });
+  let Event::Batch { result, .. } = expect(&submitter_rx, HEARD, "inserted", |e| {
+    matches!(e, Event::Batch { req: 1, .. })
+  }) else {
+    unreachable!()
+  };
+  let ids: Vec<i64> = result.inserted.iter().map(|i| i.id).collect();
+  let t0 = Instant::now();
+  expect(&runner_rx, HEARD, "a wake-up for new work", |e| {
+    matches!(e, Event::Changed)
+  });
+  runner.send(Command::Batch {
+    req: 2,
+    batch: Batch {
+      claim: 4,
+      ..Default::default()
+    },
+  });
+  let Event::Batch { result, .. } = expect(&runner_rx, HEARD, "claimed", |e| {
+    matches!(e, Event::Batch { req: 2, .. })
+  }) else {
+    unreachable!()
+  };
+  assert_eq!(result.claimed.iter().map(|r| r.id).collect::<Vec<_>>(), ids);
+  // Its end reaches the submitter, which watches what it inserted.
+  let done = Finish {
+    id: ids[0],
+    attempt: 1,
+    status: STATUS_COMPLETED,
+    value: Some("42".to_string()),
+    retryable: false,
+  };
+  runner.send(Command::Batch {
+    req: 3,
+    batch: Batch {
+      finishes: vec![done],
+      ..Default::default()
+    },
+  });
+  let Event::Ended { rows, .. } = expect(&submitter_rx, HEARD, "the end", |e| {
+    matches!(e, Event::Ended { .. })
+  }) else {
+    unreachable!()
+  };
+  assert_eq!((rows[0].id, rows[0].result.as_deref()), (ids[0], Some("42")));
+  // A cancel asked on the submitter's host reaches the runner.
+  submitter.send(Command::Cancel {
+    req: 4,
+    id: ids[1],
+    error: "{}".to_string(),
+  });
+  let Event::CancelRequested(list) = expect(&runner_rx, HEARD, "the cancel", |e| {
+    matches!(e, Event::CancelRequested(_))
+  }) else {
+    unreachable!()
+  };
+  assert_eq!(list[0].id, ids[1]);
+  assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+  runner.send(Command::Close { req: 9 });
+  submitter.send(Command::Close { req: 9 });
+  expect(&runner_rx, HEARD, "closed", |e| matches!(e, Event::Closed { .. }));
+  expect(&submitter_rx, HEARD, "closed", |e| {
+    matches!(e, Event::Closed { .. })
+  });
+  drop_schema(&url, "hosts");
+}
+
+#[test]
+fn an_unreachable_server_fails_the_open_and_every_request() {
+  let port = std::net::TcpListener::bind("127.0.0.1:0")
+    .and_then(|l| l.local_addr())
+    .map(|a| a.port())
+    .expect("a free port");
+  let opts = Options {
+    path: std::path::PathBuf::new(),
+    synchronous: crate::store::schema::Synchronous::Normal,
+    lease_ms: LEASE,
+    poll_ms: 1.0,
+    ttl_ms: 1.0,
+    max_kept: 1,
+    postgres: Some(
+      PgTarget::parse(&format!("postgres://u:pw@127.0.0.1:{port}/db?connect_timeout=3")).expect("valid"),
+    ),
+  };
+  let (tx, rx) = mpsc::channel();
+  let handle = service::start(opts, Box::new(move |ev| tx.send(ev).is_ok())).expect("start");
+  let Ok(Event::Failed { req: 0, error }) = rx.recv_timeout(Duration::from_secs(10)) else {
+    panic!("the open fails")
+  };
+  assert!(error.message.contains("cannot connect"), "{}", error.message);
+  handle.send(Command::Fetch { req: 5, id: 1 });
+  assert!(matches!(
+    rx.recv_timeout(Duration::from_secs(1)),
+    Ok(Event::Failed { req: 5, .. })
+  ));
+}

@@ -1,0 +1,95 @@
+//! The PostgreSQL driver as the store thread sees it: the operations of `PgStore`, and what
+//! other executors changed, from the NOTIFY payloads its listener collects.
+
+use std::sync::mpsc::{self, Receiver, Sender};
+
+use tokio::task::JoinHandle;
+
+use super::notify;
+use super::ops::PgStore;
+use crate::store::backend::{Backend, Changes};
+use crate::store::ops::Interest;
+use crate::store::service::Command;
+use crate::store::{Batch, BatchResult, CancelRequest, Rescued, Row, StoreError, StoreResult};
+use crate::system::runtime;
+
+pub struct Postgres {
+  store: PgStore,
+  notes: Receiver<String>,
+  listener: JoinHandle<()>,
+}
+
+impl Postgres {
+  /// Starts listening for `store`'s channel; `wake` is the store thread's command channel.
+  pub fn new(store: PgStore, wake: Sender<Command>) -> StoreResult<Postgres> {
+    let rt = runtime::handle().map_err(StoreError::store)?;
+    let (tx, notes) = mpsc::channel();
+    let listener = notify::listen(&rt, store.target(), tx, wake);
+    Ok(Postgres {
+      store,
+      notes,
+      listener,
+    })
+  }
+}
+
+impl Drop for Postgres {
+  fn drop(&mut self) {
+    self.listener.abort();
+  }
+}
+
+impl Backend for Postgres {
+  fn owner(&self) -> &str {
+    &self.store.me.owner
+  }
+  fn interest(&self) -> &Interest {
+    self.store.interest()
+  }
+  fn set_interest(&mut self, interest: Interest) {
+    self.store.set_interest(interest);
+  }
+  fn batch(&mut self, batch: &Batch, now: f64) -> StoreResult<BatchResult> {
+    self.store.batch(batch, now)
+  }
+  fn next_due(&self, now: f64) -> StoreResult<Option<f64>> {
+    self.store.next_due(now)
+  }
+  fn cancel(&mut self, id: i64, error_json: &str, now: f64) -> StoreResult<i32> {
+    self.store.cancel(id, error_json, now)
+  }
+  fn cancel_requests(&self) -> StoreResult<Vec<CancelRequest>> {
+    self.store.cancel_requests()
+  }
+  fn fetch(&self, id: i64) -> StoreResult<Option<Row>> {
+    self.store.fetch(id)
+  }
+  fn integrity_check(&self) -> StoreResult<String> {
+    self.store.integrity_check()
+  }
+  fn heartbeat(&self, now: f64) -> StoreResult<()> {
+    self.store.heartbeat(now)
+  }
+  fn rescue(&mut self, now: f64) -> StoreResult<Vec<Rescued>> {
+    self.store.rescue(now)
+  }
+  fn retention(&self, ttl_ms: f64, max_kept: u64, now: f64) -> StoreResult<u64> {
+    self.store.retention(ttl_ms, max_kept, now)
+  }
+  fn ended_among(&self, ids: &[i64]) -> StoreResult<(Vec<Row>, Vec<i64>)> {
+    self.store.ended_among(ids)
+  }
+  fn leave(&self) -> StoreResult<()> {
+    self.store.leave()
+  }
+  fn changes(&mut self) -> StoreResult<Changes> {
+    let mut c = Changes::default();
+    while let Ok(payload) = self.notes.try_recv() {
+      let (any, ended, full) = notify::parse(&payload);
+      c.any |= any;
+      c.full |= full;
+      c.ended.extend(ended);
+    }
+    Ok(c)
+  }
+}

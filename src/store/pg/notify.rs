@@ -1,0 +1,145 @@
+//! Wake-ups on PostgreSQL: every transaction that others must hear of sends one NOTIFY per
+//! kind on the schema's channel, and each executor LISTENs on a connection of its own.
+//!
+//! Payloads: `w` (claimable work: inserted, retried, released, rescued), `c` (a cancel was
+//! requested for a running execution), `e:<id>,<id>…` (executions that ended), and, from
+//! the listener itself, `r` after it (re)connected (anything may have been missed). A
+//! payload stays under PostgreSQL's 8000 bytes: long id lists are split.
+
+use std::future::poll_fn;
+use std::sync::mpsc::Sender;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_postgres::{AsyncMessage, Client, NoTls};
+
+use super::{quote_ident, PgTarget};
+use crate::store::service::Command;
+
+/// Payload bytes PostgreSQL allows, less room for safety.
+const MAX_PAYLOAD: usize = 7_900;
+
+/// The channel of a schema's store.
+pub fn channel(schema: &str) -> String {
+  format!("bmad.{schema}")
+}
+
+/// Sends `payloads` on `channel` in the current transaction (delivered at its commit).
+pub async fn notify(
+  client: &Client,
+  channel: &str,
+  payloads: &[String],
+) -> Result<(), tokio_postgres::Error> {
+  if payloads.is_empty() {
+    return Ok(());
+  }
+  client
+    .execute(
+      "SELECT pg_notify($1, p) FROM unnest($2::text[]) p",
+      &[&channel, &payloads],
+    )
+    .await?;
+  Ok(())
+}
+
+/// `e:` payloads for ended executions, split to fit.
+pub fn ended(ids: &[i64]) -> Vec<String> {
+  let mut out = Vec::new();
+  let mut cur = String::from("e:");
+  for id in ids {
+    let part = id.to_string();
+    if cur.len() + part.len() + 1 > MAX_PAYLOAD {
+      out.push(std::mem::replace(&mut cur, String::from("e:")));
+    }
+    if cur.len() > 2 {
+      cur.push(',');
+    }
+    cur.push_str(&part);
+  }
+  if cur.len() > 2 {
+    out.push(cur);
+  }
+  out
+}
+
+/// What one payload says: (something changed, ended ids, look at everything).
+pub fn parse(payload: &str) -> (bool, Vec<i64>, bool) {
+  match payload.split_once(':') {
+    Some(("e", ids)) => (
+      true,
+      ids.split(',').filter_map(|s| s.parse().ok()).collect(),
+      false,
+    ),
+    _ if payload == "r" => (true, Vec::new(), true),
+    _ => (true, Vec::new(), false),
+  }
+}
+
+/// Listens on the store's channel from a task on `rt`: every payload goes to `notes`, and a
+/// `Wake` to the store's thread. Reconnects with backoff (50 ms to 5 s) and sends `r` once
+/// listening again. Stops when the thread's channel is gone; abort the task to stop sooner.
+pub fn listen(
+  rt: &tokio::runtime::Handle,
+  target: &PgTarget,
+  notes: std::sync::mpsc::Sender<String>,
+  wake: Sender<Command>,
+) -> JoinHandle<()> {
+  let config = target.config.clone();
+  let listen = format!("LISTEN {}", quote_ident(&channel(&target.schema)));
+  rt.spawn(async move {
+    let mut pause = Duration::from_millis(50);
+    loop {
+      if let Ok((client, mut connection)) = config.connect(NoTls).await {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        // The connection's messages are read by this task; LISTEN is sent on the client.
+        let reader = tokio::spawn(async move {
+          while let Some(message) = poll_fn(|cx| connection.poll_message(cx)).await {
+            match message {
+              Ok(AsyncMessage::Notification(n)) => {
+                if tx.send(n.payload().to_string()).is_err() {
+                  return;
+                }
+              }
+              Ok(_) => {}
+              Err(_) => return,
+            }
+          }
+        });
+        if client.batch_execute(&listen).await.is_ok() {
+          pause = Duration::from_millis(50);
+          if notes.send("r".to_string()).is_err() || wake.send(Command::Wake).is_err() {
+            reader.abort();
+            return;
+          }
+          while let Some(payload) = rx.recv().await {
+            if notes.send(payload).is_err() || wake.send(Command::Wake).is_err() {
+              reader.abort();
+              return;
+            }
+          }
+        }
+        reader.abort();
+      }
+      tokio::time::sleep(pause).await;
+      pause = (pause * 2).min(Duration::from_secs(5));
+    }
+  })
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+
+  #[test]
+  fn ended_ids_are_split_under_the_payload_limit_and_parsed_back() {
+    let ids: Vec<i64> = (1_000_000_000..1_000_002_000).collect();
+    let payloads = ended(&ids);
+    assert!(payloads.len() > 1);
+    assert!(payloads.iter().all(|p| p.len() <= MAX_PAYLOAD));
+    let back: Vec<i64> = payloads.iter().flat_map(|p| parse(p).1).collect();
+    assert_eq!(back, ids);
+    assert_eq!(parse("w"), (true, vec![], false));
+    assert_eq!(parse("r"), (true, vec![], true));
+    assert!(ended(&[]).is_empty());
+  }
+}
