@@ -402,6 +402,8 @@ export interface NativeStoreInsert {
 export interface NativeStoreOptions {
   /** The database file (absolute, or relative to the working directory). */
   path: string
+  /** A PostgreSQL store's URL (`postgres://…?schema=…`) instead of the file. */
+  postgresUrl?: string
   /** `synchronous=FULL` (survives power loss) instead of NORMAL. */
   synchronousFull: boolean
   leaseMs: number

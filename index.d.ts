@@ -136,10 +136,11 @@ declare namespace Types {
     rateLimit?: RateLimit | null | undefined;
     /**
      * Durable executions: `'sqlite:<path>'` (relative to the working directory; `?synchronous=full`
-     * to survive power loss). Every execution is then stored before it is acknowledged and run by
-     * any executor on the file, unless its options say `durable: false`.
+     * to survive power loss), or `'postgres://user@host/db?schema=…'` for executors on several
+     * hosts (a preview: see the README). Every execution is then stored before it is
+     * acknowledged and run by any executor on the store, unless its options say `durable: false`.
      */
-    store?: `sqlite:${string}` | undefined;
+    store?: `sqlite:${string}` | `postgres://${string}` | `postgresql://${string}` | undefined;
     /** Integer >= 100 (ms): the lease of an attempt this executor runs, renewed every leaseMs/3. Default 30000. */
     leaseMs?: number | undefined;
     /** Number 0.1–60000 (ms): how often the store is checked for other processes' changes while busy. Default 0.25. */

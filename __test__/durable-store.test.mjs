@@ -767,8 +767,8 @@ test('bad store without initialize(): a submission rejects with the store error'
 test('invalid store config and durable options are refused with coded errors', async (t) => {
   assert.throws(() => new BackgroundExecutor({ store: 42 }), (e) => e instanceof TypeError && /store/.test(e.message));
   assert.throws(
-    () => new BackgroundExecutor({ store: 'postgres://x' }),
-    (e) => e instanceof RangeError && e.code === 'ERR_STORE' && e.message.includes('postgres://x'),
+    () => new BackgroundExecutor({ store: 'mysql://x' }),
+    (e) => e instanceof RangeError && e.code === 'ERR_STORE' && e.message.includes('mysql://x'),
   );
   assert.throws(() => new BackgroundExecutor({ leaseMs: 1000 }), (e) => e instanceof RangeError && /leaseMs/.test(e.message));
   assert.throws(() => new BackgroundExecutor({ storePollMs: 5 }), (e) => e instanceof RangeError && /storePollMs/.test(e.message));

@@ -132,8 +132,8 @@ function parseConfig(config) {
 }
 
 /**
- * `store: 'sqlite:<path>[?synchronous=full]'` (the path relative to the working directory),
- * with `leaseMs` and `storePollMs`; null without a store.
+ * `store: 'sqlite:<path>[?synchronous=full]'` (the path relative to the working directory)
+ * or `'postgres://…[?schema=…]'`, with `leaseMs` and `storePollMs`; null without a store.
  */
 function storeConfig(c) {
   const url = c.store;
@@ -144,9 +144,18 @@ function storeConfig(c) {
     return null;
   }
   if (typeof url !== 'string') throw typeError(`store must be a string like "sqlite:.bmad/executions.db", got ${describe(url)}`);
+  const common = {
+    url,
+    leaseMs: integer('leaseMs', c.leaseMs, 100, MAX_DELAY_MS, 30000),
+    pollMs: number('storePollMs', c.storePollMs, (v) => v >= 0.1 && v <= 60000, 'a number of ms, 0.1 <= x <= 60000', 0.25),
+    resultTtlMs: c.resultTtlMs === undefined ? STORE_RETENTION.resultTtlMs : c.resultTtlMs,
+    maxRetainedResults: c.maxRetainedResults === undefined ? STORE_RETENTION.maxRetainedResults : c.maxRetainedResults,
+  };
+  // PostgreSQL: the URL goes to the driver as it is (it reports what it refuses).
+  if (/^postgres(ql)?:\/\//.test(url)) return { ...common, path: '', postgres: url, synchronous: 'normal' };
   const m = /^sqlite:(?:\/\/)?([^?]+)(?:\?(.*))?$/.exec(url);
   if (m === null) {
-    const err = rangeError(`store must be "sqlite:<path>" (an embedded SQLite file), got ${describe(url)}`);
+    const err = rangeError(`store must be "sqlite:<path>" (an embedded SQLite file) or "postgres://…" (a PostgreSQL database), got ${describe(url)}`);
     err.code = 'ERR_STORE';
     throw err;
   }
@@ -166,15 +175,7 @@ function storeConfig(c) {
     err.code = 'ERR_STORE';
     throw err;
   }
-  return {
-    url,
-    path: resolve(file),
-    synchronous,
-    leaseMs: integer('leaseMs', c.leaseMs, 100, MAX_DELAY_MS, 30000),
-    pollMs: number('storePollMs', c.storePollMs, (v) => v >= 0.1 && v <= 60000, 'a number of ms, 0.1 <= x <= 60000', 0.25),
-    resultTtlMs: c.resultTtlMs === undefined ? STORE_RETENTION.resultTtlMs : c.resultTtlMs,
-    maxRetainedResults: c.maxRetainedResults === undefined ? STORE_RETENTION.maxRetainedResults : c.maxRetainedResults,
-  };
+  return { ...common, path: resolve(file), postgres: null, synchronous };
 }
 
 module.exports = { parseConfig, retryPolicy };

@@ -144,6 +144,9 @@ const fullConfig: Required<BackgroundExecutorConfig> = {
   leaseMs: 30_000,
   storePollMs: 0.25,
 };
+// Several hosts on one PostgreSQL database.
+const onPostgres: BackgroundExecutorConfig = { store: 'postgres://bmad@db.internal:5432/agents?schema=bmad' };
+use(onPostgres);
 
 // The old extension point, overridden in a subclass.
 class LoggingExecutor extends BackgroundExecutor {

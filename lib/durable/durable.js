@@ -92,6 +92,7 @@ class Durable extends Outcomes {
     this.link = new StoreLink(
       {
         path: store.path,
+        postgresUrl: store.postgres === null ? undefined : store.postgres,
         synchronousFull: store.synchronous === 'full',
         leaseMs: store.leaseMs,
         pollMs: store.pollMs,

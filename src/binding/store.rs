@@ -14,6 +14,7 @@ use crate::protocol::{
   STORE_FETCHED, STORE_OPENED, STORE_RESCUED,
 };
 use crate::store::schema::Synchronous;
+use crate::store::pg::PgTarget;
 use crate::store::service::{self, Command, Event, Handle};
 use crate::store::{Batch, Finish, Finished, NewExecution, Progress, Release, Row};
 
@@ -21,6 +22,8 @@ use crate::store::{Batch, Finish, Finished, NewExecution, Progress, Release, Row
 pub struct NativeStoreOptions {
   /// The database file (absolute, or relative to the working directory).
   pub path: String,
+  /// A PostgreSQL store's URL (`postgres://…?schema=…`) instead of the file.
+  pub postgres_url: Option<String>,
   /// `synchronous=FULL` (survives power loss) instead of NORMAL.
   pub synchronous_full: bool,
   pub lease_ms: f64,
@@ -373,7 +376,7 @@ impl NativeStore {
       } else {
         u64::MAX
       },
-      postgres: None,
+      postgres: options.postgres_url.as_deref().map(PgTarget::parse),
     };
     let sink = Box::new(move |ev: Event| callback.call(NativeStoreEvent::from(ev)) == Status::Ok);
     let handle = service::start(opts, sink).map_err(|e| {

@@ -34,8 +34,9 @@ pub struct Options {
   pub poll_ms: f64,
   pub ttl_ms: f64,
   pub max_kept: u64,
-  /// A PostgreSQL store instead of the SQLite file at `path`.
-  pub postgres: Option<PgTarget>,
+  /// A PostgreSQL store instead of the SQLite file at `path` (an error: its URL was refused,
+  /// and the open fails with it).
+  pub postgres: Option<Result<PgTarget, StoreError>>,
 }
 
 pub enum Command {
@@ -201,7 +202,8 @@ fn run(opts: Options, rx: Receiver<Command>, tx: Sender<Command>, mut sink: Sink
   let opened: Result<Box<dyn Backend>, StoreError> = match &opts.postgres {
     None => Store::open(&opts.path, opts.synchronous, opts.lease_ms, now_ms())
       .map(|s| Box::new(Sqlite::new(s)) as Box<dyn Backend>),
-    Some(target) => PgStore::open(target.clone(), opts.lease_ms, now_ms())
+    Some(Err(e)) => Err(e.clone()),
+    Some(Ok(target)) => PgStore::open(target.clone(), opts.lease_ms, now_ms())
       .and_then(|s| Postgres::new(s, tx.clone()))
       .map(|p| Box::new(p) as Box<dyn Backend>),
   };

@@ -529,7 +529,7 @@ fn start(url: &str, schema: &str, agents: &[&str]) -> (service::Handle, mpsc::Re
     poll_ms: 1.0,
     ttl_ms: 3_600_000.0,
     max_kept: 10_000,
-    postgres: Some(target(url, schema)),
+    postgres: Some(Ok(target(url, schema))),
   };
   let (tx, rx) = mpsc::channel();
   let handle = service::start(opts, Box::new(move |ev| tx.send(ev).is_ok())).expect("start");

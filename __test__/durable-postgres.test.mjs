@@ -1,0 +1,109 @@
+// The durable store on PostgreSQL (`store: 'postgres://…?schema=…'`), against the throw-away
+// server that scripts/pg-cluster.mjs starts for `npm test` (BMAD_TEST_PG_URL). Executors in
+// this process and in child processes stand for hosts: each has its own connections.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { test, shutDownAfterEach, waitUntil, ENTRY } from './helpers.mjs';
+
+const SERVER = process.env.BMAD_TEST_PG_URL;
+const pgTest = SERVER ? test : (name) => test(name, (t) => t.skip('BMAD_TEST_PG_URL is not set (run it through scripts/pg-cluster.mjs)'));
+const create = shutDownAfterEach({ timeoutMs: 2000 });
+let schemas = 0;
+/** A URL with a schema of its own, so tests do not see each other's executions. */
+const fresh = () => `${SERVER}?schema=js_${process.pid}_${++schemas}`;
+const make = (url, config = {}) => create({ store: url, throttleIfExceeded: false, ...config });
+
+pgTest('an execution submitted on one executor runs on another and its value comes back', async () => {
+  const url = fresh();
+  const runner = make(url);
+  const submitter = make(url);
+  const seen = [];
+  runner.registerAgent('echo', async (task, options) => {
+    seen.push({ task, options });
+    return options === undefined ? { echoed: task } : { echoed: task, n: options.n };
+  });
+  await Promise.all([runner.initialize(), submitter.initialize()]);
+  const value = await submitter.execute('echo', 'hello', { n: 7 });
+  assert.deepEqual(value, { echoed: 'hello', n: 7 });
+  assert.deepEqual(seen, [{ task: 'hello', options: { n: 7 } }]);
+  const { executionId } = await submitter.fireAndForget('echo', 'again');
+  const final = await submitter.waitFor(executionId);
+  assert.equal(final.found && final.status, 'completed');
+  const stored = await runner.fetchExecutionStatus(executionId);
+  assert.equal(stored.found && stored.status, 'completed');
+  assert.deepEqual(stored.found && stored.result, { echoed: 'again' });
+  assert.equal(await runner.checkStore(), 'ok');
+});
+
+pgTest('a cancel asked on one executor aborts the agent running on another', async () => {
+  const url = fresh();
+  const runner = make(url);
+  const submitter = make(url);
+  let aborted = null;
+  runner.registerAgent(
+    'long',
+    (_task, _options, { signal }) =>
+      new Promise((_resolve, reject) => {
+        signal.addEventListener('abort', () => {
+          aborted = Date.now();
+          reject(signal.reason);
+        });
+      }),
+  );
+  await Promise.all([runner.initialize(), submitter.initialize()]);
+  const { executionId } = await submitter.fireAndForget('long', 't');
+  await waitUntil(() => runner.getActiveExecutions().length === 1, 'the runner started it');
+  const asked = Date.now();
+  const r = await submitter.cancelExecution(executionId);
+  assert.equal(r.success, true);
+  await waitUntil(() => aborted !== null, 'the agent was aborted', { timeoutMs: 3000 });
+  assert.ok(aborted - asked < 1000, `aborted ${aborted - asked} ms after the cancel`);
+  const final = await submitter.waitFor(executionId);
+  assert.equal(final.found && final.status, 'cancelled');
+});
+
+pgTest('a runner killed with SIGKILL: another one takes its execution over once its lease ran out', async () => {
+  const url = fresh();
+  // The first runner: a child process that starts the execution, then is killed.
+  const child = spawn(
+    process.execPath,
+    [
+      '--input-type=module',
+      '-e',
+      `import { BackgroundExecutor } from ${JSON.stringify(ENTRY)};
+       const bg = new BackgroundExecutor({ store: ${JSON.stringify(url)}, leaseMs: 600, throttleIfExceeded: false });
+       bg.registerAgent('work', async (task, o, { attempt }) => { console.log('started ' + attempt); await new Promise(() => {}); });
+       await bg.initialize();`,
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  const submitter = make(url, { leaseMs: 600 });
+  await submitter.initialize();
+  const done = submitter.execute('work', 'survives', { retries: 1 });
+  let out = '';
+  child.stdout.on('data', (d) => (out += d));
+  await waitUntil(() => out.includes('started 1'), 'the child started it', { timeoutMs: 10000 });
+  child.kill('SIGKILL');
+  await once(child, 'exit');
+  // The second runner, here.
+  const attempts = [];
+  const rescuer = make(url, { leaseMs: 600 });
+  rescuer.registerAgent('work', async (task, _options, { attempt }) => {
+    attempts.push(attempt);
+    return `${task} on attempt ${attempt}`;
+  });
+  assert.equal(await done, 'survives on attempt 2');
+  assert.deepEqual(attempts, [2], 'run once more, here');
+});
+
+pgTest('an unreachable server fails initialize() with ERR_STORE naming the cause, the password hidden', async () => {
+  const bg = make('postgres://bmad:s3cret@127.0.0.1:1/none?connect_timeout=2');
+  await assert.rejects(bg.initialize(), (err) => {
+    assert.equal(err.code, 'ERR_STORE');
+    assert.match(err.message, /cannot connect to store postgres:\/\/bmad:\*\*\*@127\.0\.0\.1:1\/none/);
+    assert.match(err.message, /refused/i);
+    assert.doesNotMatch(err.message, /s3cret/);
+    return true;
+  });
+});
