@@ -13,8 +13,8 @@ use crate::protocol::{
   STORE_CANCEL_REQUESTED, STORE_CHANGED, STORE_CHECKED, STORE_CLOSED, STORE_ENDED, STORE_FAILED,
   STORE_FETCHED, STORE_OPENED, STORE_RESCUED,
 };
-use crate::store::schema::Synchronous;
 use crate::store::pg::PgTarget;
+use crate::store::schema::Synchronous;
 use crate::store::service::{self, Command, Event, Handle};
 use crate::store::{Batch, Finish, Finished, NewExecution, Progress, Release, Row};
 

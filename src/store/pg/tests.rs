@@ -651,9 +651,9 @@ fn an_unreachable_server_fails_the_open_and_every_request() {
     poll_ms: 1.0,
     ttl_ms: 1.0,
     max_kept: 1,
-    postgres: Some(
-      PgTarget::parse(&format!("postgres://u:pw@127.0.0.1:{port}/db?connect_timeout=3")).expect("valid"),
-    ),
+    postgres: Some(PgTarget::parse(&format!(
+      "postgres://u:pw@127.0.0.1:{port}/db?connect_timeout=3"
+    ))),
   };
   let (tx, rx) = mpsc::channel();
   let handle = service::start(opts, Box::new(move |ev| tx.send(ev).is_ok())).expect("start");
