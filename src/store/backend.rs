@@ -23,18 +23,18 @@ pub trait Backend: Send {
   fn set_interest(&mut self, interest: Interest);
   fn batch(&mut self, batch: &Batch, now: f64) -> StoreResult<BatchResult>;
   /// The earliest time a queued execution of interest becomes due, if any is scheduled later.
-  fn next_due(&self, now: f64) -> StoreResult<Option<f64>>;
+  fn next_due(&mut self, now: f64) -> StoreResult<Option<f64>>;
   fn cancel(&mut self, id: i64, error_json: &str, now: f64) -> StoreResult<i32>;
-  fn cancel_requests(&self) -> StoreResult<Vec<CancelRequest>>;
-  fn fetch(&self, id: i64) -> StoreResult<Option<Row>>;
+  fn cancel_requests(&mut self) -> StoreResult<Vec<CancelRequest>>;
+  fn fetch(&mut self, id: i64) -> StoreResult<Option<Row>>;
   /// "ok" when the stored data is sound, else what is wrong.
-  fn integrity_check(&self) -> StoreResult<String>;
-  fn heartbeat(&self, now: f64) -> StoreResult<()>;
+  fn integrity_check(&mut self) -> StoreResult<String>;
+  fn heartbeat(&mut self, now: f64) -> StoreResult<()>;
   fn rescue(&mut self, now: f64) -> StoreResult<Vec<Rescued>>;
-  fn retention(&self, ttl_ms: f64, max_kept: u64, now: f64) -> StoreResult<u64>;
+  fn retention(&mut self, ttl_ms: f64, max_kept: u64, now: f64) -> StoreResult<u64>;
   /// Of `ids`, the ended executions and the ids no longer stored.
-  fn ended_among(&self, ids: &[i64]) -> StoreResult<(Vec<Row>, Vec<i64>)>;
-  fn leave(&self) -> StoreResult<()>;
+  fn ended_among(&mut self, ids: &[i64]) -> StoreResult<(Vec<Row>, Vec<i64>)>;
+  fn leave(&mut self) -> StoreResult<()>;
   /// What other processes changed since the last call.
   fn changes(&mut self) -> StoreResult<Changes>;
 }
@@ -70,34 +70,34 @@ impl Backend for Sqlite {
   fn batch(&mut self, batch: &Batch, now: f64) -> StoreResult<BatchResult> {
     self.store.batch(batch, now)
   }
-  fn next_due(&self, now: f64) -> StoreResult<Option<f64>> {
+  fn next_due(&mut self, now: f64) -> StoreResult<Option<f64>> {
     self.store.next_due(now)
   }
   fn cancel(&mut self, id: i64, error_json: &str, now: f64) -> StoreResult<i32> {
     self.store.cancel(id, error_json, now)
   }
-  fn cancel_requests(&self) -> StoreResult<Vec<CancelRequest>> {
+  fn cancel_requests(&mut self) -> StoreResult<Vec<CancelRequest>> {
     self.store.cancel_requests()
   }
-  fn fetch(&self, id: i64) -> StoreResult<Option<Row>> {
+  fn fetch(&mut self, id: i64) -> StoreResult<Option<Row>> {
     self.store.fetch(id)
   }
-  fn integrity_check(&self) -> StoreResult<String> {
+  fn integrity_check(&mut self) -> StoreResult<String> {
     self.store.integrity_check()
   }
-  fn heartbeat(&self, now: f64) -> StoreResult<()> {
+  fn heartbeat(&mut self, now: f64) -> StoreResult<()> {
     self.store.heartbeat(now)
   }
   fn rescue(&mut self, now: f64) -> StoreResult<Vec<Rescued>> {
     self.store.rescue(now)
   }
-  fn retention(&self, ttl_ms: f64, max_kept: u64, now: f64) -> StoreResult<u64> {
+  fn retention(&mut self, ttl_ms: f64, max_kept: u64, now: f64) -> StoreResult<u64> {
     self.store.retention(ttl_ms, max_kept, now).map(|n| n as u64)
   }
-  fn ended_among(&self, ids: &[i64]) -> StoreResult<(Vec<Row>, Vec<i64>)> {
+  fn ended_among(&mut self, ids: &[i64]) -> StoreResult<(Vec<Row>, Vec<i64>)> {
     self.store.ended_among(ids)
   }
-  fn leave(&self) -> StoreResult<()> {
+  fn leave(&mut self) -> StoreResult<()> {
     self.store.leave()
   }
   fn changes(&mut self) -> StoreResult<Changes> {

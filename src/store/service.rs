@@ -509,7 +509,8 @@ impl Service {
         .filter(|id| self.watched.contains(id))
         .collect();
       if !mine.is_empty() {
-        self.report_ended(self.store.ended_among(&mine));
+        let found = self.store.ended_among(&mine);
+        self.report_ended(found);
       }
     }
     if !self.store.interest().none {

@@ -188,19 +188,20 @@ impl PgConnection {
   /// Connects and brings the schema to this build's version (creating it when empty).
   pub fn open(target: PgTarget) -> StoreResult<PgConnection> {
     let rt = runtime::handle().map_err(StoreError::store)?;
-    let shown = target.shown.clone();
-    let config = target.config.clone();
-    let client = block(&rt, &shown, "cannot connect to", async move {
-      let (client, connection) = config.connect(NoTls).await?;
-      tokio::spawn(async move {
-        // Ends when the connection closes; the client then reports errors on every call.
-        let _ = connection.await;
-      });
-      Ok(client)
-    })?;
+    let client = connect(&rt, &target)?;
     let mut conn = PgConnection { rt, client, target };
     conn.migrate()?;
     Ok(conn)
+  }
+
+  /// A new connection when the server closed this one (it restarted, or an administrator
+  /// ended it): the next operation works again once the server does.
+  pub fn ensure(&mut self) -> StoreResult<()> {
+    if self.client.is_closed() {
+      self.client = connect(&self.rt, &self.target)?;
+      tracing::debug!(store = %self.target.shown, "reconnected");
+    }
+    Ok(())
   }
 
   /// Waits for `fut` (which may borrow `client()`) on the runtime, at most `TIMEOUT`.
@@ -234,6 +235,19 @@ impl PgConnection {
       outcome
     })?
   }
+}
+
+/// A connection to `target`, driven by a task on `rt`.
+fn connect(rt: &Handle, target: &PgTarget) -> StoreResult<Client> {
+  let config = target.config.clone();
+  block(rt, &target.shown, "cannot connect to", async move {
+    let (client, connection) = config.connect(NoTls).await?;
+    tokio::spawn(async move {
+      // Ends when the connection closes; the client then reports errors on every call.
+      let _ = connection.await;
+    });
+    Ok(client)
+  })
 }
 
 /// The migration inside its transaction: `Ok(Err(_))` for a schema refused.

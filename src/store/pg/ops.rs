@@ -108,7 +108,8 @@ impl PgStore {
   }
 
   /// The earliest time a queued execution of interest becomes due, if any is scheduled later.
-  pub fn next_due(&self, now: f64) -> StoreResult<Option<f64>> {
+  pub fn next_due(&mut self, now: f64) -> StoreResult<Option<f64>> {
+    self.conn.ensure()?;
     if self.interest.none {
       return Ok(None);
     }
@@ -125,7 +126,8 @@ impl PgStore {
   }
 
   /// Of `ids`, the ended executions (rows) and the ids no longer stored.
-  pub fn ended_among(&self, ids: &[i64]) -> StoreResult<(Vec<Row>, Vec<i64>)> {
+  pub fn ended_among(&mut self, ids: &[i64]) -> StoreResult<(Vec<Row>, Vec<i64>)> {
+    self.conn.ensure()?;
     let s = &self.s;
     let client = self.client();
     let ids = ids.to_vec();
@@ -147,7 +149,8 @@ impl PgStore {
   }
 
   /// The store's own invariants: "ok", or the rows that break them.
-  pub fn integrity_check(&self) -> StoreResult<String> {
+  pub fn integrity_check(&mut self) -> StoreResult<String> {
+    self.conn.ensure()?;
     let sql = format!(
       "SELECT count(*) FROM {}.bmad_executions WHERE (state = 1 AND owner IS NULL) \
        OR (state >= 2 AND finalized_at IS NULL) OR (state = 0 AND finalized_at IS NOT NULL) OR attempt > max_attempts + 1",
@@ -173,6 +176,7 @@ impl PgStore {
 
   /// Runs one batch in one transaction: inserts, attempt ends, progress, releases, claim.
   pub fn batch(&mut self, batch: &Batch, now: f64) -> StoreResult<BatchResult> {
+    self.conn.ensure()?;
     let s = self.s.clone();
     let owner = self.me.owner.clone();
     let lease_ms = self.lease_ms;
@@ -195,6 +199,7 @@ impl PgStore {
   /// Cancels execution `id`: a queued one ends at once, a running one is flagged for its
   /// owner. Returns the status it had (`NOT_FOUND` when there is no such execution).
   pub fn cancel(&mut self, id: i64, error_json: &str, now: f64) -> StoreResult<i32> {
+    self.conn.ensure()?;
     let s = &self.s;
     let channel = &self.channel;
     let client = self.client();
@@ -235,7 +240,8 @@ impl PgStore {
   }
 
   /// The running attempts of this worker with a cancel requested.
-  pub fn cancel_requests(&self) -> StoreResult<Vec<CancelRequest>> {
+  pub fn cancel_requests(&mut self) -> StoreResult<Vec<CancelRequest>> {
+    self.conn.ensure()?;
     let sql = format!(
       "SELECT id, attempt FROM {}.bmad_executions WHERE owner = $1 AND state = 1 AND cancel_requested",
       self.s
@@ -252,14 +258,16 @@ impl PgStore {
     )
   }
 
-  pub fn fetch(&self, id: i64) -> StoreResult<Option<Row>> {
+  pub fn fetch(&mut self, id: i64) -> StoreResult<Option<Row>> {
+    self.conn.ensure()?;
     let sql = format!("SELECT {COLUMNS} FROM {}.bmad_executions WHERE id = $1", self.s);
     let r = self.wait("cannot read", self.client().query_opt(&sql, &[&id]))?;
     Ok(r.as_ref().map(row))
   }
 
   /// Renews the lease of every attempt this worker runs, and its own heartbeat.
-  pub fn heartbeat(&self, now: f64) -> StoreResult<()> {
+  pub fn heartbeat(&mut self, now: f64) -> StoreResult<()> {
+    self.conn.ensure()?;
     let s = &self.s;
     let me = &self.me;
     let lease = now + self.lease_ms;
@@ -291,6 +299,7 @@ impl PgStore {
   /// read and each move is a compare-and-set: an attempt that finished meanwhile is left
   /// alone, and two rescuers never move the same row.
   pub fn rescue(&mut self, now: f64) -> StoreResult<Vec<Rescued>> {
+    self.conn.ensure()?;
     let s = self.s.clone();
     let me = &self.me;
     let lease_ms = self.lease_ms;
@@ -386,7 +395,8 @@ impl PgStore {
   }
 
   /// Deletes ended executions older than `ttl_ms`, then all but the newest `max_kept`.
-  pub fn retention(&self, ttl_ms: f64, max_kept: u64, now: f64) -> StoreResult<u64> {
+  pub fn retention(&mut self, ttl_ms: f64, max_kept: u64, now: f64) -> StoreResult<u64> {
+    self.conn.ensure()?;
     let s = &self.s;
     let cutoff = now - ttl_ms;
     let keep = i64::try_from(max_kept).unwrap_or(i64::MAX);
@@ -412,7 +422,8 @@ impl PgStore {
   }
 
   /// This worker leaves the store.
-  pub fn leave(&self) -> StoreResult<()> {
+  pub fn leave(&mut self) -> StoreResult<()> {
+    self.conn.ensure()?;
     let sql = format!("DELETE FROM {}.bmad_workers WHERE owner = $1", self.s);
     self.wait("cannot leave", self.client().execute(&sql, &[&self.me.owner]))?;
     Ok(())

@@ -667,3 +667,44 @@ fn an_unreachable_server_fails_the_open_and_every_request() {
     Ok(Event::Failed { req: 5, .. })
   ));
 }
+
+#[test]
+fn a_connection_the_server_ended_is_replaced_and_work_goes_on() {
+  let Some(url) = server() else { return };
+  let schema = format!("reconnect_{}", std::process::id());
+  let t = PgTarget::parse(&format!(
+    "{url}?schema={schema}&application_name=bmad_reconnect_{}",
+    std::process::id()
+  ))
+  .expect("valid");
+  let mut s = PgStore::open(t, LEASE, T0).expect("open");
+  s.set_interest(Interest::new(true, &[]));
+  let ids = insert(&mut s, vec![exec("a", 1), exec("a", 1)]);
+  // An administrator ends the store's session (and only it: other tests share the server).
+  let mut admin = PgConnection::open(target(&url, "reconnect_admin")).expect("open");
+  sql(
+    &mut admin,
+    &format!(
+      "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'bmad_reconnect_{}'",
+      std::process::id()
+    ),
+  );
+  let deadline = Instant::now() + Duration::from_secs(5);
+  let claimed = loop {
+    let batch = Batch {
+      claim: 5,
+      ..Default::default()
+    };
+    match s.batch(&batch, T0 + 1.0) {
+      Ok(r) => break r.claimed.iter().map(|r| r.id).collect::<Vec<_>>(),
+      Err(e) => {
+        // At most the operation that found the connection gone fails.
+        assert!(Instant::now() < deadline, "still failing: {e}");
+        std::thread::sleep(Duration::from_millis(20));
+      }
+    }
+  };
+  assert_eq!(claimed, ids, "nothing lost");
+  drop_schema(&url, "reconnect");
+  drop_schema(&url, "reconnect_admin");
+}
