@@ -107,3 +107,28 @@ pgTest('an unreachable server fails initialize() with ERR_STORE naming the cause
     return true;
   });
 });
+
+pgTest('the server restarted in the middle of a run: every execution ends once, none runs twice', async () => {
+  const restart = JSON.parse(process.env.BMAD_TEST_PG_RESTART || 'null');
+  assert.ok(Array.isArray(restart), 'BMAD_TEST_PG_RESTART comes with BMAD_TEST_PG_URL');
+  const url = fresh();
+  const runner = make(url);
+  const submitter = make(url);
+  const calls = new Map();
+  runner.registerAgent('step', async (task) => {
+    calls.set(task, (calls.get(task) || 0) + 1);
+    await new Promise((r) => setTimeout(r, 10));
+    return task;
+  });
+  await Promise.all([runner.initialize(), submitter.initialize()]);
+  const tasks = Array.from({ length: 60 }, (_, i) => `t${i}`);
+  const runs = tasks.map((t) => submitter.execute('step', t));
+  await waitUntil(() => calls.size >= 10, 'some ran before the restart', { timeoutMs: 10000 });
+  const { spawnSync } = await import('node:child_process');
+  const r = spawnSync(restart[0], restart.slice(1), { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const values = await Promise.all(runs);
+  assert.deepEqual(values, tasks);
+  assert.deepEqual([...calls.values()].filter((n) => n !== 1), [], 'each agent called once');
+  assert.equal(calls.size, 60);
+});

@@ -6,7 +6,8 @@
 //   node scripts/pg-cluster.mjs run -- <command> [args…]
 //
 // starts a cluster, runs the command with BMAD_TEST_PG_URL=postgres://postgres@127.0.0.1:<port>/bmad_test
-// and stops the cluster whatever the command did; exits with the command's code. Without
+// (and BMAD_TEST_PG_RESTART, a JSON command line restarting the server) and stops the cluster
+// whatever the command did; exits with the command's code. Without
 // PostgreSQL on the machine the command runs without the URL (its PostgreSQL tests say they
 // are not run), unless BMAD_REQUIRE_PG=1 (CI), which makes that an error.
 //
@@ -55,8 +56,10 @@ export async function startPostgres(bin = findPostgres()) {
     chownSync(dir, id('-u'), id('-g'));
   }
   chmodSync(dir, 0o700);
+  // The command line of a PostgreSQL tool (as `postgres` when root).
+  const command = (tool, args) => (asRoot ? ['runuser', '-u', 'postgres', '--', path.join(bin, tool), ...args] : [path.join(bin, tool), ...args]);
   const run = (tool, args) => {
-    const [cmd, argv] = asRoot ? ['runuser', ['-u', 'postgres', '--', path.join(bin, tool), ...args]] : [path.join(bin, tool), args];
+    const [cmd, ...argv] = command(tool, args);
     const r = spawnSync(cmd, argv, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
     if (r.status !== 0) throw new Error(`${tool} failed (${r.status ?? r.signal}): ${(r.stderr || r.stdout || String(r.error)).trim()}`);
   };
@@ -80,6 +83,8 @@ export async function startPostgres(bin = findPostgres()) {
       url: `postgres://postgres@127.0.0.1:${port}/bmad_test`,
       port,
       dir,
+      /** The command line that restarts the server (for tests of a restart mid-run). */
+      restartCommand: command('pg_ctl', ['-D', data, '-l', log, '-m', 'fast', '-w', 'restart']),
       restart: () => run('pg_ctl', ['-D', data, '-l', log, '-o', options, '-m', 'fast', '-w', 'restart']),
       stop() {
         try {
@@ -115,6 +120,7 @@ async function main(argv) {
   } else {
     pg = await startPostgres(bin);
     env.BMAD_TEST_PG_URL = pg.url;
+    env.BMAD_TEST_PG_RESTART = JSON.stringify(pg.restartCommand);
   }
   const stop = () => {
     if (pg !== null) {
