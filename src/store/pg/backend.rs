@@ -2,6 +2,7 @@
 //! other executors changed, from the NOTIFY payloads its listener collects.
 
 use std::sync::mpsc::{self, Receiver, Sender};
+use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
@@ -13,10 +14,17 @@ use crate::store::service::Command;
 use crate::store::{Batch, BatchResult, CancelRequest, Rescued, Row, StoreError, StoreResult};
 use crate::system::runtime;
 
+/// The fallback look for changes whose notification was lost (the listener reconnecting):
+/// soon after a notification, then less and less often while none comes.
+const FALLBACK_FIRST: Duration = Duration::from_millis(250);
+const FALLBACK_MAX: Duration = Duration::from_secs(10);
+
 pub struct Postgres {
   store: PgStore,
   notes: Receiver<String>,
   listener: JoinHandle<()>,
+  fallback_at: Instant,
+  fallback_every: Duration,
 }
 
 impl Postgres {
@@ -29,6 +37,8 @@ impl Postgres {
       store,
       notes,
       listener,
+      fallback_at: Instant::now() + FALLBACK_FIRST,
+      fallback_every: FALLBACK_FIRST,
     })
   }
 }
@@ -89,6 +99,16 @@ impl Backend for Postgres {
       c.any |= any;
       c.full |= full;
       c.ended.extend(ended);
+    }
+    let now = Instant::now();
+    if c.any {
+      self.fallback_every = FALLBACK_FIRST;
+      self.fallback_at = now + FALLBACK_FIRST;
+    } else if now >= self.fallback_at {
+      // Nothing heard for a while: look as if something had changed.
+      c.any = true;
+      self.fallback_every = (self.fallback_every * 2).min(FALLBACK_MAX);
+      self.fallback_at = now + self.fallback_every;
     }
     Ok(c)
   }

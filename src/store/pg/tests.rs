@@ -708,3 +708,40 @@ fn a_connection_the_server_ended_is_replaced_and_work_goes_on() {
   drop_schema(&url, "reconnect");
   drop_schema(&url, "reconnect_admin");
 }
+
+#[test]
+fn work_whose_notification_was_lost_is_found_by_the_fallback_look() {
+  let Some(url) = server() else { return };
+  let (runner, rx) = start(&url, "fallback", &["a"]);
+  std::thread::sleep(Duration::from_millis(100));
+  while rx.try_recv().is_ok() {}
+  // A row written without any NOTIFY (as if the notification had been lost).
+  let mut admin = PgConnection::open(target(&url, "fallback")).expect("open");
+  sql(
+    &mut admin,
+    "INSERT INTO {s}.bmad_executions (agent, task, level, priority, mode, state, max_attempts, retry_delay_ms, backoff, timeout_ms, created_at, scheduled_at) \
+     VALUES ('a', 't', 'medium', 3, 0, 0, 1, 0, 0, 0, 0, 0)",
+  );
+  expect(
+    &rx,
+    Duration::from_secs(3),
+    "a look without a notification",
+    |e| matches!(e, Event::Changed),
+  );
+  runner.send(Command::Batch {
+    req: 1,
+    batch: Batch {
+      claim: 1,
+      ..Default::default()
+    },
+  });
+  let Event::Batch { result, .. } = expect(&rx, HEARD, "claimed", |e| {
+    matches!(e, Event::Batch { req: 1, .. })
+  }) else {
+    unreachable!()
+  };
+  assert_eq!(result.claimed.len(), 1);
+  runner.send(Command::Close { req: 2 });
+  expect(&rx, HEARD, "closed", |e| matches!(e, Event::Closed { .. }));
+  drop_schema(&url, "fallback");
+}
