@@ -18,8 +18,13 @@ use crate::store::ops::{Interest, COLUMNS, WORKER_LOST};
 use crate::store::{
   Batch, BatchResult, CancelRequest, Finish, Finished, Inserted, NewExecution, Rescued, Row, StoreResult,
 };
+use crate::system::probes::now_ms;
 
 type PgResult<T> = Result<T, tokio_postgres::Error>;
+
+/// A difference between this host's clock and the server's below this is left alone
+/// (hosts kept in time by NTP); beyond it, times written and compared are the server's.
+const SKEW_IGNORED_MS: f64 = 50.0;
 
 fn row(r: &tokio_postgres::Row) -> Row {
   let u = |i: usize| -> u32 { u32::try_from(r.get::<_, i32>(i)).unwrap_or(0) };
@@ -63,6 +68,9 @@ pub struct PgStore {
   pub lease_ms: f64,
   jitter: Jitter,
   interest: Interest,
+  /// The server's clock less this host's (0 when within `SKEW_IGNORED_MS`): leases written
+  /// here and compared on other hosts use one clock.
+  offset_ms: f64,
 }
 
 impl PgStore {
@@ -71,7 +79,7 @@ impl PgStore {
     let conn = PgConnection::open(target)?;
     let s = conn.target.quoted_schema();
     let channel = notify::channel(&conn.target.schema);
-    let store = PgStore {
+    let mut store = PgStore {
       conn,
       s,
       channel,
@@ -79,11 +87,14 @@ impl PgStore {
       lease_ms,
       jitter: Jitter::seeded(),
       interest: Interest::new(false, &[]),
+      offset_ms: 0.0,
     };
     let sql = format!(
       "INSERT INTO {}.bmad_workers (owner, host, pid, proc_start, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $5, $5)",
       store.s
     );
+    store.measure_offset()?;
+    let now = store.server_time(now);
     let me = &store.me;
     let (pid, start) = (i64::from(me.pid), me.proc_start as i64);
     store.wait(
@@ -103,6 +114,38 @@ impl PgStore {
     &self.conn.target
   }
 
+  /// The server's clock less this host's, in ms (0 within `SKEW_IGNORED_MS`).
+  pub fn clock_offset_ms(&self) -> f64 {
+    self.offset_ms
+  }
+
+  /// `now` (this host's clock, ms since the epoch) on the server's clock.
+  fn server_time(&self, now: f64) -> f64 {
+    now + self.offset_ms
+  }
+
+  /// Reads the server's clock: the difference from this host's, from the middle of the
+  /// round trip.
+  fn measure_offset(&mut self) -> StoreResult<()> {
+    let before = now_ms();
+    let server: f64 = self
+      .wait(
+        "cannot read the clock of",
+        self.client().query_one(
+          "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::float8",
+          &[],
+        ),
+      )?
+      .get(0);
+    let offset = server - (before + now_ms()) / 2.0;
+    self.offset_ms = if offset.abs() < SKEW_IGNORED_MS {
+      0.0
+    } else {
+      offset.round()
+    };
+    Ok(())
+  }
+
   pub fn interest(&self) -> &Interest {
     &self.interest
   }
@@ -110,6 +153,7 @@ impl PgStore {
   /// The earliest time a queued execution of interest becomes due, if any is scheduled later.
   pub fn next_due(&mut self, now: f64) -> StoreResult<Option<f64>> {
     self.conn.ensure()?;
+    let now = self.server_time(now);
     if self.interest.none {
       return Ok(None);
     }
@@ -122,7 +166,8 @@ impl PgStore {
       "cannot read",
       self.client().query_one(&sql, &[&now, &i.any, &i.agents]),
     )?;
-    Ok(r.get(0))
+    // Back on this host's clock: the thread waits for it here.
+    Ok(r.get::<_, Option<f64>>(0).map(|t| t - self.offset_ms))
   }
 
   /// Of `ids`, the ended executions (rows) and the ids no longer stored.
@@ -177,6 +222,7 @@ impl PgStore {
   /// Runs one batch in one transaction: inserts, attempt ends, progress, releases, claim.
   pub fn batch(&mut self, batch: &Batch, now: f64) -> StoreResult<BatchResult> {
     self.conn.ensure()?;
+    let now = self.server_time(now);
     let s = self.s.clone();
     let owner = self.me.owner.clone();
     let lease_ms = self.lease_ms;
@@ -200,6 +246,7 @@ impl PgStore {
   /// owner. Returns the status it had (`NOT_FOUND` when there is no such execution).
   pub fn cancel(&mut self, id: i64, error_json: &str, now: f64) -> StoreResult<i32> {
     self.conn.ensure()?;
+    let now = self.server_time(now);
     let s = &self.s;
     let channel = &self.channel;
     let client = self.client();
@@ -268,6 +315,8 @@ impl PgStore {
   /// Renews the lease of every attempt this worker runs, and its own heartbeat.
   pub fn heartbeat(&mut self, now: f64) -> StoreResult<()> {
     self.conn.ensure()?;
+    self.measure_offset()?;
+    let now = self.server_time(now);
     let s = &self.s;
     let me = &self.me;
     let lease = now + self.lease_ms;
@@ -300,6 +349,7 @@ impl PgStore {
   /// alone, and two rescuers never move the same row.
   pub fn rescue(&mut self, now: f64) -> StoreResult<Vec<Rescued>> {
     self.conn.ensure()?;
+    let now = self.server_time(now);
     let s = self.s.clone();
     let me = &self.me;
     let lease_ms = self.lease_ms;
@@ -397,6 +447,7 @@ impl PgStore {
   /// Deletes ended executions older than `ttl_ms`, then all but the newest `max_kept`.
   pub fn retention(&mut self, ttl_ms: f64, max_kept: u64, now: f64) -> StoreResult<u64> {
     self.conn.ensure()?;
+    let now = self.server_time(now);
     let s = &self.s;
     let cutoff = now - ttl_ms;
     let keep = i64::try_from(max_kept).unwrap_or(i64::MAX);

@@ -246,6 +246,8 @@ fn drop_schema(url: &str, schema: &str) {
 fn claims_go_by_priority_then_id_and_keys_dedupe() {
   let Some(url) = server() else { return };
   let mut s = store(&url, "order");
+  // The server runs on this machine: same clock, read in the same unit.
+  assert_eq!(s.clock_offset_ms(), 0.0);
   let ids = insert(
     &mut s,
     vec![exec("a", 1), exec("a", 5), exec("b", 3), exec("a", 5)],
