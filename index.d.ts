@@ -612,6 +612,10 @@ declare namespace Types {
     'execution-stale': [{ executionId: ExecutionId; agent: string; attempt: number }];
     /** The store failed outside any call (a heartbeat, a rescue, a retried write). */
     'store-error': [{ error: Error; code: string; message: string }];
+    /** The connection to a PostgreSQL store was lost (`store`: its URL, password hidden); work waits for it. */
+    'store-disconnected': [{ store: string }];
+    /** The connection to a PostgreSQL store is back; what failed meanwhile is sent again. */
+    'store-reconnected': [{ store: string }];
     'progress-update': [
       { executionId: ExecutionId; agent: string; progress: number; status: ExecutionStatus; duration: number; detail: unknown },
     ];

@@ -120,6 +120,11 @@ pgTest('the server restarted in the middle of a run: every execution ends once, 
     await new Promise((r) => setTimeout(r, 10));
     return task;
   });
+  const links = [];
+  for (const [name, bg] of [['runner', runner], ['submitter', submitter]]) {
+    bg.on('store-disconnected', (e) => links.push(`${name} lost ${e.store}`));
+    bg.on('store-reconnected', (e) => links.push(`${name} back ${e.store}`));
+  }
   await Promise.all([runner.initialize(), submitter.initialize()]);
   const tasks = Array.from({ length: 60 }, (_, i) => `t${i}`);
   const runs = tasks.map((t) => submitter.execute('step', t));
@@ -131,4 +136,10 @@ pgTest('the server restarted in the middle of a run: every execution ends once, 
   assert.deepEqual(values, tasks);
   assert.deepEqual([...calls.values()].filter((n) => n !== 1), [], 'each agent called once');
   assert.equal(calls.size, 60);
+  // Both saw the connection go and come back, once, in that order.
+  await waitUntil(() => links.length === 4, 'both executors reconnected', { timeoutMs: 8000 });
+  const shown = SERVER.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@');
+  for (const name of ['runner', 'submitter']) {
+    assert.deepEqual(links.filter((l) => l.startsWith(name)), [`${name} lost ${shown}`, `${name} back ${shown}`]);
+  }
 });

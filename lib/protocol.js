@@ -127,6 +127,8 @@ module.exports = Object.freeze({
   STORE_BACKGROUND_ERROR: 11,
   /** The store is closed. */
   STORE_CLOSED: 12,
+  /** The connection to a PostgreSQL store was lost (`codes[0]` 0) or is back (1); `text` names the store. */
+  STORE_LINK: 13,
   /** A finish answer: recorded as the execution's end. */
   FINISH_RECORDED: -1,
   /** A finish answer: the attempt no longer owned the execution; discarded. */

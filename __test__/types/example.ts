@@ -189,6 +189,8 @@ const LISTENED = [
   'execution-rescued',
   'execution-stale',
   'store-error',
+  'store-disconnected',
+  'store-reconnected',
 ] as const;
 check<Equal<(typeof LISTENED)[number], keyof BackgroundExecutorEvents>>();
 
@@ -225,6 +227,8 @@ function listenToEverything(bg: BackgroundExecutor): void {
   });
   bg.on('execution-stale', (d) => use(d.executionId, d.agent, d.attempt));
   bg.on('store-error', (d) => use(d.error.message, d.code, d.message));
+  bg.on('store-disconnected', (d) => use(d.store));
+  bg.on('store-reconnected', (d) => use(d.store));
   bg.on('execution-started', (d) => {
     const mode: ExecutionMode = d.mode;
     const attempt: number = d.attempt;

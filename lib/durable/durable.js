@@ -459,6 +459,9 @@ class Durable extends Outcomes {
       case P.STORE_RESCUED:
         this._rescued(ev.ids, ev.names);
         break;
+      case P.STORE_LINK:
+        this.ex._emit(ev.codes[0] === 1 ? 'store-reconnected' : 'store-disconnected', { store: ev.text });
+        break;
       case P.STORE_BACKGROUND_ERROR:
         // A heartbeat, rescue or retention that found the database busy runs again on its
         // own at its next period: counted, not reported.

@@ -11,7 +11,7 @@ use super::js_callback::{JsCallback, KeepAlive};
 use crate::protocol::{
   FINISH_RECORDED, FINISH_STALE, STORE_BACKGROUND_ERROR, STORE_BATCH, STORE_CANCELLED,
   STORE_CANCEL_REQUESTED, STORE_CHANGED, STORE_CHECKED, STORE_CLOSED, STORE_ENDED, STORE_FAILED,
-  STORE_FETCHED, STORE_OPENED, STORE_RESCUED,
+  STORE_FETCHED, STORE_LINK, STORE_OPENED, STORE_RESCUED,
 };
 use crate::store::pg::PgTarget;
 use crate::store::schema::Synchronous;
@@ -324,6 +324,11 @@ impl From<Event> for NativeStoreEvent {
         rows: rows.into_iter().map(NativeStoreRow::from).collect(),
         ids: gone.iter().map(|&id| id as f64).collect(),
         ..NativeStoreEvent::new(STORE_ENDED, 0)
+      },
+      Event::Link { up, store } => NativeStoreEvent {
+        codes: vec![if up { 1.0 } else { 0.0 }],
+        text: Some(store),
+        ..NativeStoreEvent::new(STORE_LINK, 0)
       },
       Event::Rescued(list) => NativeStoreEvent {
         ids: list

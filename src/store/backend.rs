@@ -37,6 +37,11 @@ pub trait Backend: Send {
   fn leave(&mut self) -> StoreResult<()>;
   /// What other processes changed since the last call.
   fn changes(&mut self) -> StoreResult<Changes>;
+  /// Losses (false) and recoveries (true) of the connection since the last call, in order,
+  /// each with what names the store; a local file has no connection to lose.
+  fn link_changes(&mut self) -> Vec<(bool, String)> {
+    Vec::new()
+  }
 }
 
 /// The SQLite driver with its change tracking: the database's data version, and the last

@@ -113,6 +113,11 @@ pub enum Event {
     gone: Vec<i64>,
   },
   Rescued(Vec<Rescued>),
+  /// The connection to the store was lost (`up` false) or is back; `store` names it.
+  Link {
+    up: bool,
+    store: String,
+  },
   /// A failure outside any request (heartbeat, rescue, retention, poll); the thread goes on.
   Background(StoreError),
   Closed {
@@ -271,6 +276,11 @@ fn run(opts: Options, rx: Receiver<Command>, tx: Sender<Command>, mut sink: Sink
     }
     if s.alive {
       s.periodic();
+    }
+    if s.alive {
+      for (up, store) in s.store.link_changes() {
+        s.emit(Event::Link { up, store });
+      }
     }
   }
 }

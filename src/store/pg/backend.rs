@@ -25,7 +25,14 @@ pub struct Postgres {
   listener: JoinHandle<()>,
   fallback_at: Instant,
   fallback_every: Duration,
+  /// While the connection is down: when to try again, and the pause after that.
+  retry_at: Instant,
+  retry_every: Duration,
 }
+
+/// Pauses between attempts to get a lost connection back while no operation asks for it.
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
 impl Postgres {
   /// Starts listening for `store`'s channel; `wake` is the store thread's command channel.
@@ -39,6 +46,8 @@ impl Postgres {
       listener,
       fallback_at: Instant::now() + FALLBACK_FIRST,
       fallback_every: FALLBACK_FIRST,
+      retry_at: Instant::now(),
+      retry_every: RETRY_FIRST,
     })
   }
 }
@@ -92,6 +101,25 @@ impl Backend for Postgres {
   fn leave(&mut self) -> StoreResult<()> {
     self.store.leave()
   }
+  fn link_changes(&mut self) -> Vec<(bool, String)> {
+    self.store.note_link();
+    if self.store.is_down() {
+      let now = Instant::now();
+      if now >= self.retry_at {
+        // Failing is expected while the server is away: the next try comes later.
+        if self.store.reconnect().is_ok() {
+          self.retry_every = RETRY_FIRST;
+        } else {
+          self.retry_every = (self.retry_every * 2).min(RETRY_MAX);
+        }
+        self.retry_at = now + self.retry_every;
+      }
+    }
+    let events = self.store.link_events();
+    let shown = &self.store.target().shown;
+    events.into_iter().map(|up| (up, shown.clone())).collect()
+  }
+
   fn changes(&mut self) -> StoreResult<Changes> {
     let mut c = Changes::default();
     while let Ok(payload) = self.notes.try_recv() {

@@ -182,6 +182,10 @@ pub struct PgConnection {
   rt: Handle,
   client: Client,
   pub target: PgTarget,
+  /// The server closed the connection and it is not replaced yet.
+  down: bool,
+  /// Losses (false) and recoveries (true) not reported yet.
+  link_events: Vec<bool>,
 }
 
 impl PgConnection {
@@ -189,7 +193,13 @@ impl PgConnection {
   pub fn open(target: PgTarget) -> StoreResult<PgConnection> {
     let rt = runtime::handle().map_err(StoreError::store)?;
     let client = connect(&rt, &target)?;
-    let mut conn = PgConnection { rt, client, target };
+    let mut conn = PgConnection {
+      rt,
+      client,
+      target,
+      down: false,
+      link_events: Vec::new(),
+    };
     conn.migrate()?;
     Ok(conn)
   }
@@ -197,11 +207,31 @@ impl PgConnection {
   /// A new connection when the server closed this one (it restarted, or an administrator
   /// ended it): the next operation works again once the server does.
   pub fn ensure(&mut self) -> StoreResult<()> {
-    if self.client.is_closed() {
+    self.note_link();
+    if self.down {
       self.client = connect(&self.rt, &self.target)?;
+      self.down = false;
+      self.link_events.push(true);
       tracing::debug!(store = %self.target.shown, "reconnected");
     }
     Ok(())
+  }
+
+  pub fn is_down(&self) -> bool {
+    self.down
+  }
+
+  /// Notes a connection the server closed since the last look.
+  pub fn note_link(&mut self) {
+    if !self.down && self.client.is_closed() {
+      self.down = true;
+      self.link_events.push(false);
+    }
+  }
+
+  /// Losses (false) and recoveries (true) since the last call, in order.
+  pub fn take_link_events(&mut self) -> Vec<bool> {
+    std::mem::take(&mut self.link_events)
   }
 
   /// Waits for `fut` (which may borrow `client()`) on the runtime, at most `TIMEOUT`.

@@ -114,6 +114,27 @@ impl PgStore {
     &self.conn.target
   }
 
+  /// Notes a connection the server closed since the last look.
+  pub fn note_link(&mut self) {
+    self.conn.note_link();
+  }
+
+  /// Losses (false) and recoveries (true) of the connection since the last call.
+  pub fn link_events(&mut self) -> Vec<bool> {
+    self.conn.note_link();
+    self.conn.take_link_events()
+  }
+
+  /// Tries to replace a connection the server closed (nothing to do when it is up).
+  pub fn reconnect(&mut self) -> StoreResult<()> {
+    self.conn.ensure()
+  }
+
+  /// Whether the connection is down (closed by the server, not replaced yet).
+  pub fn is_down(&self) -> bool {
+    self.conn.is_down()
+  }
+
   /// The server's clock less this host's, in ms (0 within `SKEW_IGNORED_MS`).
   pub fn clock_offset_ms(&self) -> f64 {
     self.offset_ms

@@ -707,6 +707,11 @@ fn a_connection_the_server_ended_is_replaced_and_work_goes_on() {
     }
   };
   assert_eq!(claimed, ids, "nothing lost");
+  assert_eq!(
+    s.link_events(),
+    vec![false, true],
+    "the loss and the recovery, once each"
+  );
   drop_schema(&url, "reconnect");
   drop_schema(&url, "reconnect_admin");
 }
