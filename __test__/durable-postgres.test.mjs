@@ -143,3 +143,33 @@ pgTest('the server restarted in the middle of a run: every execution ends once, 
     assert.deepEqual(links.filter((l) => l.startsWith(name)), [`${name} lost ${shown}`, `${name} back ${shown}`]);
   }
 });
+
+pgTest('submissions made while the server restarts wait for it instead of failing', async () => {
+  const restart = JSON.parse(process.env.BMAD_TEST_PG_RESTART || 'null');
+  const url = fresh();
+  const runner = make(url);
+  const submitter = make(url);
+  runner.registerAgent('echo', async (task) => task);
+  await Promise.all([runner.initialize(), submitter.initialize()]);
+  const { spawn: spawnChild } = await import('node:child_process');
+  const restarting = spawnChild(restart[0], restart.slice(1), { stdio: 'ignore' });
+  const exited = once(restarting, 'exit');
+  const runs = [];
+  // Submissions spread over the restart: some hit the closed connection.
+  for (let i = 0; i < 40; i++) {
+    runs.push(submitter.execute('echo', `s${i}`));
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  const [code] = await exited;
+  assert.equal(code, 0);
+  const results = await Promise.allSettled(runs);
+  assert.deepEqual(
+    results.filter((r) => r.status === 'rejected').map((r) => r.reason.message),
+    [],
+    'none refused',
+  );
+  assert.deepEqual(
+    results.map((r) => r.value),
+    Array.from({ length: 40 }, (_, i) => `s${i}`),
+  );
+});

@@ -466,7 +466,7 @@ class Durable extends Outcomes {
         // A heartbeat, rescue or retention that found the database busy runs again on its
         // own at its next period: counted, not reported.
         if (ev.errorCode === 'ERR_STORE_BUSY') this.stats.busy++;
-        else this._backgroundError(storeError(ev.errorCode, ev.text));
+        else if (ev.errorCode !== 'ERR_STORE_DISCONNECTED') this._backgroundError(storeError(ev.errorCode, ev.text));
         break;
       default:
         this.link.answer(ev);
@@ -482,13 +482,17 @@ class Durable extends Outcomes {
       const err = storeError(ev.errorCode, ev.text);
       // Another process held the lock too long: everything goes again as it was (submissions
       // are still unacknowledged), unless it keeps happening.
-      const transient = ev.errorCode === 'ERR_STORE_BUSY' && this.link.failures < BUSY_RETRIES;
+      // A lost connection to a server: the same, for as long as it takes (store-disconnected
+      // tells users; the store thread gets the connection back by itself).
+      const lost = ev.errorCode === 'ERR_STORE_DISCONNECTED';
+      const transient = lost || (ev.errorCode === 'ERR_STORE_BUSY' && this.link.failures < BUSY_RETRIES);
       for (let i = 0; i < sent.insertRecs.length; i++) {
         if (transient) this.link.insert(sent.inserts[i], sent.insertRecs[i]);
         else this._refused(sent.insertRecs[i], err);
       }
-      if (transient) this.stats.busy++;
-      else this._backgroundError(err);
+      // A lost connection is reported by store-disconnected.
+      if (transient && !lost) this.stats.busy++;
+      else if (!transient) this._backgroundError(err);
       // Attempt ends and releases are never lost: they go again with the next batch (which
       // close() waits for), and so does the claim.
       for (let i = 0; i < sent.finishRecs.length; i++) {

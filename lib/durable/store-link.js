@@ -39,9 +39,9 @@ class Pending {
 
 /**
  * A store error as users see it: `ERR_STORE` / `ERR_STORE_VERSION`, the path in the message
- * (a busy database, retried inside, is an `ERR_STORE` once it reaches users).
+ * (a busy database or a lost connection, retried inside, is an `ERR_STORE` once it reaches users).
  */
-const storeError = (code, message) => coded(Error, !code || code === 'ERR_STORE_BUSY' ? 'ERR_STORE' : code, message);
+const storeError = (code, message) => coded(Error, !code || code === 'ERR_STORE_BUSY' || code === 'ERR_STORE_DISCONNECTED' ? 'ERR_STORE' : code, message);
 
 class StoreLink {
   /** `options`: NativeStoreOptions; `owner`: the durable layer (see durable.js). */

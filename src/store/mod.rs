@@ -58,6 +58,10 @@ impl std::fmt::Display for StoreError {
 /// lock longer than the wait allowed. The request may be made again as it was.
 pub const BUSY: &str = "ERR_STORE_BUSY";
 
+/// The code of a failure of a lost connection to a database server: the request may be made
+/// again as it was once the connection is back (the store thread gets it back by itself).
+pub const DISCONNECTED: &str = "ERR_STORE_DISCONNECTED";
+
 impl From<rusqlite::Error> for StoreError {
   fn from(e: rusqlite::Error) -> Self {
     let busy = matches!(

@@ -174,7 +174,34 @@ fn pg_error(shown: &str, what: &str, e: &tokio_postgres::Error) -> StoreError {
       source = s.source();
     }
   }
-  StoreError::store(text)
+  if connection_lost(e) {
+    StoreError {
+      code: super::DISCONNECTED,
+      message: text,
+    }
+  } else {
+    StoreError::store(text)
+  }
+}
+
+/// Whether `e` is the connection going away (the server restarting or ending the session,
+/// the network), not something the request did.
+fn connection_lost(e: &tokio_postgres::Error) -> bool {
+  if e.is_closed() {
+    return true;
+  }
+  if let Some(db) = e.as_db_error() {
+    let code = db.code().code();
+    return code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03");
+  }
+  let mut source = std::error::Error::source(e);
+  while let Some(s) = source {
+    if s.is::<std::io::Error>() {
+      return true;
+    }
+    source = s.source();
+  }
+  false
 }
 
 /// One connection to a PostgreSQL store, driven by a task on the shared runtime.
@@ -192,7 +219,8 @@ impl PgConnection {
   /// Connects and brings the schema to this build's version (creating it when empty).
   pub fn open(target: PgTarget) -> StoreResult<PgConnection> {
     let rt = runtime::handle().map_err(StoreError::store)?;
-    let client = connect(&rt, &target)?;
+    // A store that cannot be reached at the start is a bad store, not a lost connection.
+    let client = connect(&rt, &target).map_err(|e| StoreError::store(e.message))?;
     let mut conn = PgConnection {
       rt,
       client,

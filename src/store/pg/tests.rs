@@ -700,7 +700,8 @@ fn a_connection_the_server_ended_is_replaced_and_work_goes_on() {
     match s.batch(&batch, T0 + 1.0) {
       Ok(r) => break r.claimed.iter().map(|r| r.id).collect::<Vec<_>>(),
       Err(e) => {
-        // At most the operation that found the connection gone fails.
+        // At most the operation that found the connection gone fails, as a lost connection.
+        assert_eq!(e.code, crate::store::DISCONNECTED, "{e}");
         assert!(Instant::now() < deadline, "still failing: {e}");
         std::thread::sleep(Duration::from_millis(20));
       }
