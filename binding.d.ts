@@ -177,6 +177,11 @@ export declare class NativeStore {
   cancel(req: number, id: number, errorJson: string): boolean
   fetch(req: number, id: number): boolean
   check(req: number): boolean
+  /**
+   * The most executions of `agent` running at once on every executor (0: no limit);
+   * answered by `STORE_DONE` or `STORE_FAILED`.
+   */
+  globalLimit(req: number, agent: string, limit: number): boolean
   /** Claims executions of `agents` (or of any agent). */
   interest(any: boolean, agents: Array<string>): boolean
   /** Reports the ends of `ids`; `check`: they may have ended already, look now. */

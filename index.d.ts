@@ -260,6 +260,11 @@ declare namespace Types {
     /** Integer >= 1: most executions of this agent holding a slot at once. */
     concurrency?: number | null | undefined;
     rateLimit?: RateLimit | null | undefined;
+    /**
+     * Integer >= 1: most executions of this agent running at once on every executor sharing a
+     * PostgreSQL store (kept in the store; refused with ERR_NO_STORE otherwise).
+     */
+    globalConcurrency?: number | null | undefined;
   }
 
   /** One agent with limits, in `getQueueStatus().agents`. */

@@ -173,3 +173,38 @@ pgTest('submissions made while the server restarts wait for it instead of failin
     Array.from({ length: 40 }, (_, i) => `s${i}`),
   );
 });
+
+pgTest('globalConcurrency: at most n executions of an agent run at once across executors', async () => {
+  const url = fresh();
+  const a = make(url, { maxConcurrentAgents: 5 });
+  const b = make(url, { maxConcurrentAgents: 5 });
+  let live = 0;
+  let most = 0;
+  const agent = async (task) => {
+    live++;
+    most = Math.max(most, live);
+    await new Promise((r) => setTimeout(r, 15));
+    live--;
+    return task;
+  };
+  a.registerAgent('g', agent, { globalConcurrency: 2 });
+  b.registerAgent('g', agent);
+  await Promise.all([a.initialize(), b.initialize()]);
+  await new Promise((r) => setTimeout(r, 50)); // the limit is stored
+  const tasks = Array.from({ length: 24 }, (_, i) => `g${i}`);
+  assert.deepEqual(await Promise.all(tasks.map((t, i) => (i % 2 ? a : b).execute('g', t))), tasks);
+  assert.equal(most, 2, `${most} at once across both`);
+  // Removed: both run up to their own slots again.
+  a.setAgentLimits('g', { globalConcurrency: null });
+  await new Promise((r) => setTimeout(r, 50));
+  most = 0;
+  await Promise.all(tasks.map((t, i) => (i % 2 ? a : b).execute('g', t)));
+  assert.ok(most > 2, `${most} at once without the limit`);
+});
+
+test('globalConcurrency without a PostgreSQL store is refused, nothing registered', () => {
+  const bg = create({ throttleIfExceeded: false });
+  assert.throws(() => bg.registerAgent('g', async () => 1, { globalConcurrency: 2 }), { name: 'RangeError', code: 'ERR_NO_STORE', message: /globalConcurrency of "g" needs a PostgreSQL store/ });
+  assert.equal(bg.getStatus().agents.includes('g'), false);
+  assert.throws(() => bg.setAgentLimits('g', { globalConcurrency: 0 }), { name: 'RangeError', code: 'ERR_INVALID_ARG', message: /globalConcurrency/ });
+});

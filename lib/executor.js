@@ -103,7 +103,7 @@ class BackgroundExecutor extends Lifecycle {
     name('registerAgent: name', agentName);
     if (typeof fn !== 'function') throw typeError(`registerAgent: agent must be a function, got ${describe(fn)}`);
     const changes = limits === undefined ? null : limitsOf('registerAgent: limits', limits);
-    const key = changes === null ? 0 : limitKey(this, agentName);
+    const key = changes === null ? 0 : limitKey(this, agentName, changes);
     // Registered first: what the limits let start at once runs this function.
     this._agents.set(agentName, fn);
     if (changes !== null) applyAgentLimits(this, agentName, changes, key);
@@ -124,7 +124,7 @@ class BackgroundExecutor extends Lifecycle {
     }
     const fixed = typeof spec === 'function' ? spec : parseCommandSpec(spec, 'registerCommand: spec');
     const changes = limits === undefined ? null : limitsOf('registerCommand: limits', limits);
-    const key = changes === null ? 0 : limitKey(this, agentName);
+    const key = changes === null ? 0 : limitKey(this, agentName, changes);
     if (this._commands === null) this._commands = new CommandRunner(this);
     this._agents.set(agentName, commandAgent(this._commands, agentName, fixed));
     if (changes !== null) applyAgentLimits(this, agentName, changes, key);

@@ -7,7 +7,7 @@ const { describe, typeError, coded } = require('./errors.js');
 const { integer, isOptionsObject, MAX_INT32 } = require('./validate.js');
 const { MAX_RATE, MAX_DELAY_MS } = require('./protocol.js');
 
-const LIMIT_KEYS = new Set(['concurrency', 'rateLimit']);
+const LIMIT_KEYS = new Set(['concurrency', 'rateLimit', 'globalConcurrency']);
 
 /** `{ max, intervalMs }` checked; null for null (no limit). */
 function rateLimitOf(name, value) {
@@ -33,21 +33,29 @@ function rateLimitOf(name, value) {
 function limitsOf(name, value) {
   if (!isOptionsObject(value)) throw typeError(`${name} must be an object { concurrency, rateLimit }, got ${describe(value)}`);
   for (const key of Object.keys(value)) {
-    if (!LIMIT_KEYS.has(key)) throw typeError(`${name} has an unknown key ${describe(key)}; the keys are concurrency and rateLimit`);
+    if (!LIMIT_KEYS.has(key)) throw typeError(`${name} has an unknown key ${describe(key)}; the keys are concurrency, rateLimit and globalConcurrency`);
   }
   const out = {};
   const c = value.concurrency;
   if (c === null || c === Infinity) out.concurrency = null;
   else if (c !== undefined) out.concurrency = integer(`${name}.concurrency`, c, 1, MAX_INT32);
   if (value.rateLimit !== undefined) out.rateLimit = rateLimitOf(`${name}.rateLimit`, value.rateLimit);
+  const g = value.globalConcurrency;
+  if (g === null || g === Infinity) out.globalConcurrency = null;
+  else if (g !== undefined) out.globalConcurrency = integer(`${name}.globalConcurrency`, g, 1, MAX_INT32);
   return out;
 }
 
 /**
- * The key under which the core keeps the limits of `agent`; throws ERR_TOO_MANY_AGENTS when
- * every key is taken (the names seen first, submitted or limited, have one each).
+ * The key under which the core keeps the limits of `agent`, once `changes` are known to be
+ * applicable: throws ERR_TOO_MANY_AGENTS when every key is taken (the names seen first,
+ * submitted or limited, have one each), ERR_NO_STORE for a `globalConcurrency` without a
+ * PostgreSQL store (it is kept there, for every executor). Nothing changes before.
  */
-function limitKey(ex, agent) {
+function limitKey(ex, agent, changes) {
+  if (changes.globalConcurrency !== undefined && (ex._store === null || ex.config.store.postgres === null)) {
+    throw coded(RangeError, 'ERR_NO_STORE', `globalConcurrency of ${describe(agent)} needs a PostgreSQL store (config.store: 'postgres://…'); with SQLite or in memory, use concurrency`, { agent });
+  }
   let key = ex._agentKeys.get(agent);
   if (key === undefined) key = ex._internAgent(agent);
   if (key === 0) {
@@ -57,7 +65,7 @@ function limitKey(ex, agent) {
 }
 
 /** Applies `changes` (from `limitsOf`) to the limits of `agent`, and starts what they allow. */
-function applyAgentLimits(ex, agent, changes, key = limitKey(ex, agent)) {
+function applyAgentLimits(ex, agent, changes, key = limitKey(ex, agent, changes)) {
   ex._flush();
   ex._hasAgentLimits = true;
   const now = ex._native.agentLimits().find((a) => a.key === key);
@@ -65,6 +73,7 @@ function applyAgentLimits(ex, agent, changes, key = limitKey(ex, agent)) {
   const rate = changes.rateLimit !== undefined ? changes.rateLimit : now === undefined || now.rate == null ? null : now.rate;
   const started = ex._native.setAgentLimits(key, concurrency === null ? 0 : concurrency, rate === null ? 0 : rate.max, rate === null ? 0 : rate.intervalMs);
   if (started !== null) ex._launchAll(started);
+  if (changes.globalConcurrency !== undefined) ex._store.setGlobalLimit(agent, changes.globalConcurrency);
   ex._slotsMayHaveFreed();
 }
 

@@ -129,6 +129,8 @@ module.exports = Object.freeze({
   STORE_CLOSED: 12,
   /** The connection to a PostgreSQL store was lost (`codes[0]` 0) or is back (1); `text` names the store. */
   STORE_LINK: 13,
+  /** A request that answers nothing but its success (a global limit set). */
+  STORE_DONE: 14,
   /** A finish answer: recorded as the execution's end. */
   FINISH_RECORDED: -1,
   /** A finish answer: the attempt no longer owned the execution; discarded. */

@@ -158,6 +158,8 @@ pub const STORE_BACKGROUND_ERROR: u32 = 11;
 pub const STORE_CLOSED: u32 = 12;
 /// The connection to a PostgreSQL store was lost (`codes[0]` 0) or is back (1); `text` names the store.
 pub const STORE_LINK: u32 = 13;
+/// A request that answers nothing but its success (a global limit set).
+pub const STORE_DONE: u32 = 14;
 /// A finish answer: recorded as the execution's end.
 pub const FINISH_RECORDED: i32 = -1;
 /// A finish answer: the attempt no longer owned the execution; discarded.

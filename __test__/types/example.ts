@@ -361,7 +361,7 @@ export async function tour(): Promise<void> {
   const removed: boolean = bg.unregisterAgent('oracle');
   use(registered, removed);
   // Per-agent limits: at registration and at run time; the global rate limit.
-  const llmLimits: AgentLimits = { concurrency: 4, rateLimit: { max: 60, intervalMs: 60_000 } };
+  const llmLimits: AgentLimits = { concurrency: 4, rateLimit: { max: 60, intervalMs: 60_000 }, globalConcurrency: 8 };
   bg.registerAgent('llm', evalAgent, llmLimits);
   const limited: LoggingExecutor = bg.setAgentLimits('llm', { concurrency: null }).setAgentLimits('qa', { concurrency: Infinity });
   const globalRate: RateLimit = { max: 100, intervalMs: 1000 };

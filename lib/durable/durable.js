@@ -426,6 +426,18 @@ class Durable extends Outcomes {
     return this.link.fetch(rowId).then((ev) => (ev.rows.length === 0 ? { found: false } : rowStatus(ev.rows[0])));
   }
 
+  /**
+   * Stores the most executions of `agent` running at once on every executor (null: none),
+   * once the store is open; a failure is reported as `store-error`.
+   */
+  setGlobalLimit(agent, limit) {
+    this.opened
+      .then(() => this.link.globalLimit(agent, limit === null ? 0 : limit))
+      .catch((err) => {
+        if (err !== this.openError) this._backgroundError(err);
+      });
+  }
+
   // ----- the store's events ------------------------------------------------------------
 
   /** Every answer and notice of the store's thread. */

@@ -213,6 +213,10 @@ class StoreLink {
     return this.request((req) => this.native.check(req));
   }
 
+  globalLimit(agent, limit) {
+    return this.request((req) => this.native.globalLimit(req, agent, limit));
+  }
+
   /** Sends what is pending, then closes; resolves once the thread has let go of the file. */
   close() {
     return new Promise((resolve, reject) => {

@@ -10,7 +10,7 @@ use napi_derive::napi;
 use super::js_callback::{JsCallback, KeepAlive};
 use crate::protocol::{
   FINISH_RECORDED, FINISH_STALE, STORE_BACKGROUND_ERROR, STORE_BATCH, STORE_CANCELLED,
-  STORE_CANCEL_REQUESTED, STORE_CHANGED, STORE_CHECKED, STORE_CLOSED, STORE_ENDED, STORE_FAILED,
+  STORE_CANCEL_REQUESTED, STORE_CHANGED, STORE_CHECKED, STORE_CLOSED, STORE_DONE, STORE_ENDED, STORE_FAILED,
   STORE_FETCHED, STORE_LINK, STORE_OPENED, STORE_RESCUED,
 };
 use crate::store::pg::PgTarget;
@@ -325,6 +325,7 @@ impl From<Event> for NativeStoreEvent {
         ids: gone.iter().map(|&id| id as f64).collect(),
         ..NativeStoreEvent::new(STORE_ENDED, 0)
       },
+      Event::Done { req } => NativeStoreEvent::new(STORE_DONE, req),
       Event::Link { up, store } => NativeStoreEvent {
         codes: vec![if up { 1.0 } else { 0.0 }],
         text: Some(store),
@@ -418,6 +419,17 @@ impl NativeStore {
   #[napi]
   pub fn check(&self, req: u32) -> bool {
     self.handle.send(Command::Check { req })
+  }
+
+  /// The most executions of `agent` running at once on every executor (0: no limit);
+  /// answered by `STORE_DONE` or `STORE_FAILED`.
+  #[napi]
+  pub fn global_limit(&self, req: u32, agent: String, limit: u32) -> bool {
+    self.handle.send(Command::GlobalLimit {
+      req,
+      agent,
+      limit: (limit > 0).then_some(limit),
+    })
   }
 
   /// Claims executions of `agents` (or of any agent).

@@ -37,6 +37,13 @@ pub trait Backend: Send {
   fn leave(&mut self) -> StoreResult<()>;
   /// What other processes changed since the last call.
   fn changes(&mut self) -> StoreResult<Changes>;
+  /// Sets or removes the most executions of `agent` running at once on every executor.
+  fn set_global_limit(&mut self, agent: &str, limit: Option<u32>) -> StoreResult<()> {
+    let _ = (agent, limit);
+    Err(super::StoreError::store(
+      "globalConcurrency needs a PostgreSQL store: with SQLite, limit the agent in each process",
+    ))
+  }
   /// Losses (false) and recoveries (true) of the connection since the last call, in order,
   /// each with what names the store; a local file has no connection to lose.
   fn link_changes(&mut self) -> Vec<(bool, String)> {

@@ -65,6 +65,12 @@ pub enum Command {
     check: bool,
   },
   Unwatch(Vec<i64>),
+  /// The most executions of `agent` running at once on every executor (`None`: no limit).
+  GlobalLimit {
+    req: u32,
+    agent: String,
+    limit: Option<u32>,
+  },
   /// `PRAGMA integrity_check`.
   Check {
     req: u32,
@@ -98,6 +104,10 @@ pub enum Event {
   Checked {
     req: u32,
     result: String,
+  },
+  /// A request that answers nothing but its success.
+  Done {
+    req: u32,
   },
   /// A request failed; nothing of it was written.
   Failed {
@@ -292,6 +302,7 @@ fn refuse_all(rx: &Receiver<Command>, sink: &mut Sink, error: &StoreError) {
       Command::Batch { req, .. }
       | Command::Cancel { req, .. }
       | Command::Fetch { req, .. }
+      | Command::GlobalLimit { req, .. }
       | Command::Check { req } => req,
       Command::Close { req } => {
         sink(Event::Closed { req });
@@ -382,6 +393,10 @@ impl Service {
           req,
           row: row.map(Box::new),
         }),
+        Err(error) => self.emit(Event::Failed { req, error }),
+      },
+      Command::GlobalLimit { req, agent, limit } => match self.store.set_global_limit(&agent, limit) {
+        Ok(()) => self.emit(Event::Done { req }),
         Err(error) => self.emit(Event::Failed { req, error }),
       },
       Command::Check { req } => match self.store.integrity_check() {

@@ -101,6 +101,10 @@ impl Backend for Postgres {
   fn leave(&mut self) -> StoreResult<()> {
     self.store.leave()
   }
+  fn set_global_limit(&mut self, agent: &str, limit: Option<u32>) -> StoreResult<()> {
+    self.store.set_global_limit(agent, limit)
+  }
+
   fn link_changes(&mut self) -> Vec<(bool, String)> {
     self.store.note_link();
     if self.store.is_down() {

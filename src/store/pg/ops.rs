@@ -130,6 +130,46 @@ impl PgStore {
     self.conn.ensure()
   }
 
+  /// Sets (or, with `None`, removes) the most executions of `agent` running at once across
+  /// every executor on the store.
+  pub fn set_global_limit(&mut self, agent: &str, limit: Option<u32>) -> StoreResult<()> {
+    self.conn.ensure()?;
+    let s = &self.s;
+    let channel = &self.channel;
+    let client = self.client();
+    let limit = limit.map(int);
+    self.wait("cannot set a limit in", async move {
+      client.batch_execute("BEGIN").await?;
+      let r = async {
+        match limit {
+          Some(n) => {
+            client
+              .execute(
+                &format!(
+                  "INSERT INTO {s}.bmad_limits (agent, global_concurrency) VALUES ($1, $2) \
+                   ON CONFLICT (agent) DO UPDATE SET global_concurrency = excluded.global_concurrency"
+                ),
+                &[&agent, &n],
+              )
+              .await?
+          }
+          None => {
+            client
+              .execute(
+                &format!("DELETE FROM {s}.bmad_limits WHERE agent = $1"),
+                &[&agent],
+              )
+              .await?
+          }
+        };
+        // A higher limit may let queued work start on any executor.
+        notify::notify(client, channel, &["w".to_string()]).await
+      }
+      .await;
+      end(client, r).await
+    })
+  }
+
   /// Whether the connection is down (closed by the server, not replaced yet).
   pub fn is_down(&self) -> bool {
     self.conn.is_down()
@@ -591,14 +631,48 @@ async fn run_batch(
   }
   if batch.claim > 0 && !interest.none {
     let limit = i64::from(batch.claim);
+    // Agents with a global limit are claimed only under their lock (a try: one held by
+    // another executor's claim leaves them for the next round), so counting their running
+    // executions and claiming more is one step across every host; this statement's snapshot
+    // comes after the lock, so it sees the claims of the holders before.
+    let locked: Vec<String> = client
+      .query(
+        &format!(
+          "SELECT agent FROM {s}.bmad_limits WHERE ($1 OR agent = ANY($2)) AND agent <> ALL($3) \
+           AND pg_try_advisory_xact_lock(hashtextextended($4 || agent, 0))"
+        ),
+        &[
+          &interest.any,
+          &interest.agents,
+          &batch.exclude,
+          &format!("bmad/{s}/"),
+        ],
+      )
+      .await?
+      .iter()
+      .map(|r| r.get(0))
+      .collect();
     let rows = client
       .query(
         &format!(
-          "UPDATE {s}.bmad_executions e SET state = 1, attempt = e.attempt + 1, owner = $1, lease_expires_at = $2, attempted_at = $3 \
-           FROM (SELECT id FROM {s}.bmad_executions WHERE state = 0 AND scheduled_at <= $3 \
-                 AND ($4 OR agent = ANY($5)) AND agent <> ALL($6) \
-                 ORDER BY priority DESC, id LIMIT $7 FOR UPDATE SKIP LOCKED) picked \
-           WHERE e.id = picked.id RETURNING {}",
+          "WITH quota AS ( \
+             SELECT l.agent, l.global_concurrency - (SELECT count(*) FROM {s}.bmad_executions r \
+                                                    WHERE r.state = 1 AND r.agent = l.agent) AS q \
+             FROM {s}.bmad_limits l WHERE l.agent = ANY($8)), \
+           free AS ( \
+             SELECT e.id, e.priority FROM {s}.bmad_executions e \
+             WHERE e.state = 0 AND e.scheduled_at <= $3 AND ($4 OR e.agent = ANY($5)) AND e.agent <> ALL($6) \
+               AND NOT EXISTS (SELECT 1 FROM {s}.bmad_limits l WHERE l.agent = e.agent) \
+             ORDER BY e.priority DESC, e.id LIMIT $7 FOR UPDATE SKIP LOCKED), \
+           limited AS ( \
+             SELECT c.id, c.priority FROM quota CROSS JOIN LATERAL ( \
+               SELECT id, priority FROM {s}.bmad_executions e \
+               WHERE e.state = 0 AND e.agent = quota.agent AND e.scheduled_at <= $3 \
+               ORDER BY priority DESC, id LIMIT greatest(least(quota.q, $7), 0) FOR UPDATE SKIP LOCKED) c), \
+           picked AS ( \
+             SELECT id FROM (SELECT * FROM free UNION ALL SELECT * FROM limited) u ORDER BY priority DESC, id LIMIT $7) \
+           UPDATE {s}.bmad_executions e SET state = 1, attempt = e.attempt + 1, owner = $1, lease_expires_at = $2, attempted_at = $3 \
+           FROM picked WHERE e.id = picked.id RETURNING {}",
           returning("e")
         ),
         &[
@@ -609,6 +683,7 @@ async fn run_batch(
           &interest.agents,
           &batch.exclude,
           &limit,
+          &locked,
         ],
       )
       .await?;

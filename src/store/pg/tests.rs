@@ -753,3 +753,79 @@ fn work_whose_notification_was_lost_is_found_by_the_fallback_look() {
   expect(&rx, HEARD, "closed", |e| matches!(e, Event::Closed { .. }));
   drop_schema(&url, "fallback");
 }
+
+#[test]
+fn a_global_limit_holds_across_hosts_claiming_at_once() {
+  use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+  use std::sync::Arc;
+  let Some(url) = server() else { return };
+  let mut a = store(&url, "global");
+  a.set_global_limit("g", Some(3)).expect("set the limit");
+  let total = 120;
+  insert(
+    &mut a,
+    (0..total)
+      .map(|i| exec(if i % 4 == 0 { "free" } else { "g" }, i as i64 % 3))
+      .collect(),
+  );
+  let t = target(&url, "global");
+  let done = Arc::new(AtomicUsize::new(0));
+  let most = Arc::new(AtomicI64::new(0));
+  let hosts: Vec<_> = (0..3)
+    .map(|_| {
+      let (t, done, most) = (t.clone(), done.clone(), most.clone());
+      std::thread::spawn(move || {
+        let mut w = PgStore::open(t.clone(), LEASE, T0).expect("open");
+        w.set_interest(Interest::new(true, &[]));
+        let count = PgConnection::open(t).expect("open");
+        let q = format!(
+          "SELECT count(*) FROM {}.bmad_executions WHERE state = 1 AND agent = 'g'",
+          count.target.quoted_schema()
+        );
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while done.load(Ordering::SeqCst) < total && Instant::now() < deadline {
+          let got = s_claim(&mut w, 4);
+          let running: i64 = count
+            .wait("count", count.client().query_one(&q, &[]))
+            .expect("count")
+            .get(0);
+          most.fetch_max(running, Ordering::SeqCst);
+          std::thread::sleep(Duration::from_millis(2));
+          let finishes: Vec<Finish> = got
+            .iter()
+            .map(|&id| Finish {
+              id,
+              attempt: 1,
+              status: STATUS_COMPLETED,
+              value: None,
+              retryable: false,
+            })
+            .collect();
+          if !finishes.is_empty() {
+            let b = Batch {
+              finishes,
+              ..Default::default()
+            };
+            let r = w.batch(&b, T0 + 2.0).expect("finish");
+            done.fetch_add(
+              r.finished.iter().filter(|f| **f == Finished::Recorded).count(),
+              Ordering::SeqCst,
+            );
+          }
+        }
+      })
+    })
+    .collect();
+  for h in hosts {
+    h.join().expect("no panic");
+  }
+  assert_eq!(done.load(Ordering::SeqCst), total, "every execution ran");
+  let most = most.load(Ordering::SeqCst);
+  assert!(most <= 3, "{most} running at once, limit 3");
+  assert_eq!(most, 3, "the limit was reached, so the check could see a breach");
+  drop_schema(&url, "global");
+}
+
+fn s_claim(s: &mut PgStore, n: u32) -> Vec<i64> {
+  claim(s, n, T0 + 1.0)
+}
