@@ -103,9 +103,10 @@ export function gate() {
 export async function waitUntil(pred, what = 'condition', { timeoutMs = 5000, intervalMs = 5 } = {}) {
   // Two argument orders used to exist; refuse the old one rather than misread it.
   if (typeof what !== 'string') throw new TypeError(`waitUntil(pred, what, { timeoutMs }): what must be a string, got ${typeof what}`);
-  const end = Date.now() + timeoutMs;
+  // The monotonic clock: a wall-clock step (seen on these VMs) must not end the wait early.
+  const end = performance.now() + timeoutMs;
   while (!pred()) {
-    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    if (performance.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await sleep(intervalMs);
   }
 }
