@@ -295,7 +295,8 @@ test('a timed-out or cancelled command keeps its output on the error: what it pr
   const failed = [];
   bg.on('execution-failed', (e) => failed.push(e));
 
-  const err = await bg.execute('deaf', 't', { timeout: 400 }).then(
+  // The timeout leaves the shell time to print on a loaded machine (400 ms flaked there).
+  const err = await bg.execute('deaf', 't', { timeout: 1200 }).then(
     () => assert.fail('cannot complete'),
     (e) => e,
   );
