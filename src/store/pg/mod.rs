@@ -11,8 +11,12 @@
 use std::future::Future;
 use std::time::Duration;
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use tokio::runtime::Handle;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, NoTls, Row, Statement};
 
 use super::schema::{APP, VERSION};
 use super::{StoreError, StoreResult};
@@ -204,10 +208,70 @@ fn connection_lost(e: &tokio_postgres::Error) -> bool {
   false
 }
 
+/// Statements prepared on the current connection, by their text: each is parsed once, then
+/// runs in one round trip (a statement given as text costs a second one to prepare).
+#[derive(Default)]
+pub struct Statements(Mutex<HashMap<String, Statement>>);
+
+impl Statements {
+  fn clear(&self) {
+    if let Ok(mut m) = self.0.lock() {
+      m.clear();
+    }
+  }
+}
+
+/// The connection's client with its prepared statements: the same calls as `Client`'s.
+pub struct Db<'a> {
+  pub client: &'a Client,
+  statements: &'a Statements,
+}
+
+type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
+
+impl Db<'_> {
+  async fn prepared(&self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
+    if let Some(st) = self.statements.0.lock().ok().and_then(|m| m.get(sql).cloned()) {
+      return Ok(st);
+    }
+    let st = self.client.prepare(sql).await?;
+    if let Ok(mut m) = self.statements.0.lock() {
+      m.insert(sql.to_string(), st.clone());
+    }
+    Ok(st)
+  }
+
+  pub async fn query(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, tokio_postgres::Error> {
+    let st = self.prepared(sql).await?;
+    self.client.query(&st, params).await
+  }
+
+  pub async fn query_one(&self, sql: &str, params: Params<'_>) -> Result<Row, tokio_postgres::Error> {
+    let st = self.prepared(sql).await?;
+    self.client.query_one(&st, params).await
+  }
+
+  pub async fn query_opt(&self, sql: &str, params: Params<'_>) -> Result<Option<Row>, tokio_postgres::Error> {
+    let st = self.prepared(sql).await?;
+    self.client.query_opt(&st, params).await
+  }
+
+  pub async fn execute(&self, sql: &str, params: Params<'_>) -> Result<u64, tokio_postgres::Error> {
+    let st = self.prepared(sql).await?;
+    self.client.execute(&st, params).await
+  }
+
+  /// Statements without parameters, by the simple protocol (BEGIN, COMMIT…).
+  pub async fn batch_execute(&self, sql: &str) -> Result<(), tokio_postgres::Error> {
+    self.client.batch_execute(sql).await
+  }
+}
+
 /// One connection to a PostgreSQL store, driven by a task on the shared runtime.
 pub struct PgConnection {
   rt: Handle,
   client: Client,
+  statements: Statements,
   pub target: PgTarget,
   /// The server closed the connection and it is not replaced yet.
   down: bool,
@@ -224,6 +288,7 @@ impl PgConnection {
     let mut conn = PgConnection {
       rt,
       client,
+      statements: Statements::default(),
       target,
       down: false,
       link_events: Vec::new(),
@@ -238,6 +303,7 @@ impl PgConnection {
     self.note_link();
     if self.down {
       self.client = connect(&self.rt, &self.target)?;
+      self.statements.clear();
       self.down = false;
       self.link_events.push(true);
       tracing::debug!(store = %self.target.shown, "reconnected");
@@ -273,6 +339,14 @@ impl PgConnection {
 
   pub fn client(&self) -> &Client {
     &self.client
+  }
+
+  /// The client with this connection's prepared statements.
+  pub fn db(&self) -> Db<'_> {
+    Db {
+      client: &self.client,
+      statements: &self.statements,
+    }
   }
 
   /// Brings the schema to this build's version, creating it when empty. A schema holding

@@ -11,9 +11,9 @@ use std::sync::mpsc::Sender;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
-use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio_postgres::{AsyncMessage, NoTls};
 
-use super::{quote_ident, PgTarget};
+use super::{quote_ident, Db, PgTarget};
 use crate::store::service::Command;
 
 /// Payload bytes PostgreSQL allows, less room for safety.
@@ -26,7 +26,7 @@ pub fn channel(schema: &str) -> String {
 
 /// Sends `payloads` on `channel` in the current transaction (delivered at its commit).
 pub async fn notify(
-  client: &Client,
+  client: &Db<'_>,
   channel: &str,
   payloads: &[String],
 ) -> Result<(), tokio_postgres::Error> {

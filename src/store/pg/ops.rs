@@ -6,10 +6,9 @@
 //! claims nor take the same row.
 
 use tokio_postgres::types::ToSql;
-use tokio_postgres::Client;
 
 use super::notify::{self, ended};
-use super::{PgConnection, PgTarget};
+use super::{Db, PgConnection, PgTarget};
 use crate::protocol::{NOT_FOUND, STATUS_CANCELLED, STATUS_COMPLETED, STATUS_QUEUED, STATUS_RUNNING};
 use crate::scheduler::retry::Jitter;
 use crate::store::decide::{self, AfterAttempt, Stored};
@@ -100,14 +99,14 @@ impl PgStore {
     store.wait(
       "cannot register in",
       store
-        .client()
+        .db()
         .execute(&sql, &[&me.owner, &me.host, &pid, &start, &now]),
     )?;
     Ok(store)
   }
 
-  fn client(&self) -> &Client {
-    self.conn.client()
+  fn db(&self) -> Db<'_> {
+    self.conn.db()
   }
 
   pub fn target(&self) -> &PgTarget {
@@ -136,7 +135,8 @@ impl PgStore {
     self.conn.ensure()?;
     let s = &self.s;
     let channel = &self.channel;
-    let client = self.client();
+    let db = self.db();
+    let client = &db;
     let limit = limit.map(int);
     self.wait("cannot set a limit in", async move {
       client.batch_execute("BEGIN").await?;
@@ -192,7 +192,7 @@ impl PgStore {
     let server: f64 = self
       .wait(
         "cannot read the clock of",
-        self.client().query_one(
+        self.db().query_one(
           "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::float8",
           &[],
         ),
@@ -225,7 +225,7 @@ impl PgStore {
     let i = &self.interest;
     let r = self.wait(
       "cannot read",
-      self.client().query_one(&sql, &[&now, &i.any, &i.agents]),
+      self.db().query_one(&sql, &[&now, &i.any, &i.agents]),
     )?;
     // Back on this host's clock: the thread waits for it here.
     Ok(r.get::<_, Option<f64>>(0).map(|t| t - self.offset_ms))
@@ -235,7 +235,8 @@ impl PgStore {
   pub fn ended_among(&mut self, ids: &[i64]) -> StoreResult<(Vec<Row>, Vec<i64>)> {
     self.conn.ensure()?;
     let s = &self.s;
-    let client = self.client();
+    let db = self.db();
+    let client = &db;
     let ids = ids.to_vec();
     self.wait("cannot read", async move {
       let rows = client
@@ -262,9 +263,7 @@ impl PgStore {
        OR (state >= 2 AND finalized_at IS NULL) OR (state = 0 AND finalized_at IS NOT NULL) OR attempt > max_attempts + 1",
       self.s
     );
-    let bad: i64 = self
-      .wait("cannot check", self.client().query_one(&sql, &[]))?
-      .get(0);
+    let bad: i64 = self.wait("cannot check", self.db().query_one(&sql, &[]))?.get(0);
     Ok(if bad == 0 {
       "ok".to_string()
     } else {
@@ -289,7 +288,8 @@ impl PgStore {
     let lease_ms = self.lease_ms;
     let interest = self.interest.clone();
     let channel = self.channel.clone();
-    let client = self.conn.client();
+    let db = self.conn.db();
+    let client = &db;
     let jitter = &mut self.jitter;
     self.conn.wait("cannot write to", async move {
       client.batch_execute("BEGIN").await?;
@@ -310,7 +310,8 @@ impl PgStore {
     let now = self.server_time(now);
     let s = &self.s;
     let channel = &self.channel;
-    let client = self.client();
+    let db = self.db();
+    let client = &db;
     let was = self.wait("cannot cancel in", async move {
       client.batch_execute("BEGIN").await?;
       let r = async {
@@ -354,7 +355,7 @@ impl PgStore {
       "SELECT id, attempt FROM {}.bmad_executions WHERE owner = $1 AND state = 1 AND cancel_requested",
       self.s
     );
-    let rows = self.wait("cannot read", self.client().query(&sql, &[&self.me.owner]))?;
+    let rows = self.wait("cannot read", self.db().query(&sql, &[&self.me.owner]))?;
     Ok(
       rows
         .iter()
@@ -369,7 +370,7 @@ impl PgStore {
   pub fn fetch(&mut self, id: i64) -> StoreResult<Option<Row>> {
     self.conn.ensure()?;
     let sql = format!("SELECT {COLUMNS} FROM {}.bmad_executions WHERE id = $1", self.s);
-    let r = self.wait("cannot read", self.client().query_opt(&sql, &[&id]))?;
+    let r = self.wait("cannot read", self.db().query_opt(&sql, &[&id]))?;
     Ok(r.as_ref().map(row))
   }
 
@@ -382,7 +383,8 @@ impl PgStore {
     let me = &self.me;
     let lease = now + self.lease_ms;
     let (pid, start) = (i64::from(me.pid), me.proc_start as i64);
-    let client = self.client();
+    let db = self.db();
+    let client = &db;
     self.wait("cannot renew leases in", async move {
       client
         .execute(
@@ -415,7 +417,8 @@ impl PgStore {
     let me = &self.me;
     let lease_ms = self.lease_ms;
     let channel = self.channel.clone();
-    let client = self.conn.client();
+    let db = self.conn.db();
+    let client = &db;
     self.conn.wait("cannot rescue in", async move {
       client.batch_execute("BEGIN").await?;
       let r = async {
@@ -512,7 +515,8 @@ impl PgStore {
     let s = &self.s;
     let cutoff = now - ttl_ms;
     let keep = i64::try_from(max_kept).unwrap_or(i64::MAX);
-    let client = self.client();
+    let db = self.db();
+    let client = &db;
     self.wait("cannot clean", async move {
       let mut n = client
         .execute(
@@ -537,7 +541,7 @@ impl PgStore {
   pub fn leave(&mut self) -> StoreResult<()> {
     self.conn.ensure()?;
     let sql = format!("DELETE FROM {}.bmad_workers WHERE owner = $1", self.s);
-    self.wait("cannot leave", self.client().execute(&sql, &[&self.me.owner]))?;
+    self.wait("cannot leave", self.db().execute(&sql, &[&self.me.owner]))?;
     Ok(())
   }
 }
@@ -563,7 +567,7 @@ fn batch_notes(batch: &Batch, out: &BatchResult) -> Vec<String> {
 }
 
 /// Commits the transaction `r` ran in, or rolls it back and returns its error.
-async fn end<T>(client: &Client, r: PgResult<T>) -> PgResult<T> {
+async fn end<T>(client: &Db<'_>, r: PgResult<T>) -> PgResult<T> {
   match r {
     Ok(v) => {
       client.batch_execute("COMMIT").await?;
@@ -579,7 +583,7 @@ async fn end<T>(client: &Client, r: PgResult<T>) -> PgResult<T> {
 
 #[allow(clippy::too_many_arguments)]
 async fn run_batch(
-  client: &Client,
+  client: &Db<'_>,
   s: &str,
   owner: &str,
   interest: &Interest,
@@ -704,7 +708,7 @@ fn returning(alias: &str) -> String {
 }
 
 /// Inserts in one statement; a submission whose key is live gets that execution's id.
-async fn insert(client: &Client, s: &str, inserts: &[NewExecution], now: f64) -> PgResult<Vec<Inserted>> {
+async fn insert(client: &Db<'_>, s: &str, inserts: &[NewExecution], now: f64) -> PgResult<Vec<Inserted>> {
   let agents: Vec<&str> = inserts.iter().map(|n| n.agent.as_str()).collect();
   let tasks: Vec<&str> = inserts.iter().map(|n| n.task.as_str()).collect();
   let options: Vec<Option<&str>> = inserts.iter().map(|n| n.options.as_deref()).collect();
@@ -784,7 +788,7 @@ async fn insert(client: &Client, s: &str, inserts: &[NewExecution], now: f64) ->
 /// statement; failures and cancels read their execution's retry settings (locking the rows),
 /// are decided by `store::decide`, and are written in one more.
 async fn finish(
-  client: &Client,
+  client: &Db<'_>,
   s: &str,
   owner: &str,
   finishes: &[Finish],
