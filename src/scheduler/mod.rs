@@ -144,7 +144,8 @@ pub struct Config {
   pub retry: RetryPolicy,
   /// Most executions waiting in the queue: a submission that would wait beyond it is refused.
   pub max_queued: usize,
-  /// At most `max` starts in any window of `interval_ms`, all agents together.
+  /// At most `max` starts in any window of `interval_ms`, all agents together (at the
+  /// start; `set_rate_limit` changes the scheduler's window, not this).
   pub rate_limit: Option<RateLimit>,
 }
 
@@ -1132,7 +1133,6 @@ impl Scheduler {
 
   /// Sets or removes the global rate limit. Returns what started.
   pub fn set_rate_limit(&mut self, rate: Option<RateLimit>, now: f64) -> Vec<u64> {
-    self.cfg.rate_limit = rate;
     self.limits.set_global(rate);
     self.pump(now)
   }

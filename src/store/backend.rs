@@ -1,8 +1,8 @@
 //! What the store's thread needs of a driver: the operations, and how it learns what other
 //! processes changed. SQLite (`ops::Store`) reads `PRAGMA data_version` and its ends log;
-//! PostgreSQL (`pg::ops::PgStore`) hears NOTIFY messages.
+//! PostgreSQL (`pg::backend::Postgres`) hears NOTIFY messages.
 
-use super::ops::{Interest, Store};
+use super::ops::Interest;
 use super::{Batch, BatchResult, CancelRequest, Rescued, Row, StoreResult};
 
 /// What other processes changed since the last look.
@@ -48,84 +48,5 @@ pub trait Backend: Send {
   /// each with what names the store; a local file has no connection to lose.
   fn link_changes(&mut self) -> Vec<(bool, String)> {
     Vec::new()
-  }
-}
-
-/// The SQLite driver with its change tracking: the database's data version, and the last
-/// entry of the ends log read.
-pub struct Sqlite {
-  pub store: Store,
-  version: i64,
-  ends_seen: i64,
-}
-
-impl Sqlite {
-  pub fn new(store: Store) -> Sqlite {
-    Sqlite {
-      version: store.data_version().unwrap_or(0),
-      ends_seen: store.ends_head().unwrap_or(0),
-      store,
-    }
-  }
-}
-
-impl Backend for Sqlite {
-  fn owner(&self) -> &str {
-    &self.store.me.owner
-  }
-  fn interest(&self) -> &Interest {
-    self.store.interest()
-  }
-  fn set_interest(&mut self, interest: Interest) {
-    self.store.set_interest(interest);
-  }
-  fn batch(&mut self, batch: &Batch, now: f64) -> StoreResult<BatchResult> {
-    self.store.batch(batch, now)
-  }
-  fn next_due(&mut self, now: f64) -> StoreResult<Option<f64>> {
-    self.store.next_due(now)
-  }
-  fn cancel(&mut self, id: i64, error_json: &str, now: f64) -> StoreResult<i32> {
-    self.store.cancel(id, error_json, now)
-  }
-  fn cancel_requests(&mut self) -> StoreResult<Vec<CancelRequest>> {
-    self.store.cancel_requests()
-  }
-  fn fetch(&mut self, id: i64) -> StoreResult<Option<Row>> {
-    self.store.fetch(id)
-  }
-  fn integrity_check(&mut self) -> StoreResult<String> {
-    self.store.integrity_check()
-  }
-  fn heartbeat(&mut self, now: f64) -> StoreResult<()> {
-    self.store.heartbeat(now)
-  }
-  fn rescue(&mut self, now: f64) -> StoreResult<Vec<Rescued>> {
-    self.store.rescue(now)
-  }
-  fn retention(&mut self, ttl_ms: f64, max_kept: u64, now: f64) -> StoreResult<u64> {
-    self.store.retention(ttl_ms, max_kept, now).map(|n| n as u64)
-  }
-  fn ended_among(&mut self, ids: &[i64]) -> StoreResult<(Vec<Row>, Vec<i64>)> {
-    self.store.ended_among(ids)
-  }
-  fn leave(&mut self) -> StoreResult<()> {
-    self.store.leave()
-  }
-  fn changes(&mut self) -> StoreResult<Changes> {
-    let v = self.store.data_version()?;
-    if v == self.version {
-      return Ok(Changes::default());
-    }
-    self.version = v;
-    let ends = self.store.ends_after(self.ends_seen)?;
-    if let Some(&(seq, _)) = ends.last() {
-      self.ends_seen = seq;
-    }
-    Ok(Changes {
-      any: true,
-      ended: ends.into_iter().map(|(_, id)| id).collect(),
-      full: false,
-    })
   }
 }

@@ -3,7 +3,7 @@
 //! ```text
 //! schema    the tables, versioned migrations, and the checks made before anything is written
 //! decide    what a failed attempt and a rescue lead to, the same for both drivers
-//! backend   what the thread needs of a driver, and the SQLite one with its change tracking
+//! backend   what the thread needs of a driver (SQLite's is `ops::Store`, PostgreSQL's `pg`)
 //! ops       every read and state change, each a compare-and-set where it changes state
 //! host      this process's identity, and whether another process on this host still lives
 //! service   the thread that owns the connection: requests, the wake-up poll, heartbeats,

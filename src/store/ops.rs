@@ -6,6 +6,7 @@ use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension, Row as SqlRow, TransactionBehavior};
 
+use super::backend::{Backend, Changes};
 use super::decide::{self, AfterAttempt, Stored};
 use super::host::{self, Identity};
 use super::schema::{self, Synchronous};
@@ -80,6 +81,9 @@ pub struct Store {
   pub lease_ms: f64,
   jitter: Jitter,
   interest: Interest,
+  /// The database's data version, and the last entry of the ends log read (`changes`).
+  version: i64,
+  ends_seen: i64,
 }
 
 impl Store {
@@ -90,26 +94,23 @@ impl Store {
     let busy_ms = (lease_ms / 2.0).clamp(50.0, 10_000.0);
     let conn = schema::open(path, synchronous)?;
     conn.busy_timeout(std::time::Duration::from_millis(busy_ms as u64))?;
-    let store = Store {
+    let mut store = Store {
       conn,
       me: Identity::new(),
       lease_ms,
       jitter: Jitter::seeded(),
       interest: Interest::new(false, &[]),
+      version: 0,
+      ends_seen: 0,
     };
     store.conn.execute(
       "INSERT INTO bmad_workers (owner, host, pid, proc_start, started_at, heartbeat_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
       params![store.me.owner, store.me.host, store.me.pid, store.me.proc_start as i64, now],
     )?;
+    // Changes are what others commit from now on.
+    store.version = store.data_version().unwrap_or(0);
+    store.ends_seen = store.ends_head().unwrap_or(0);
     Ok(store)
-  }
-
-  pub fn set_interest(&mut self, interest: Interest) {
-    self.interest = interest;
-  }
-
-  pub fn interest(&self) -> &Interest {
-    &self.interest
   }
 
   /// Changes when another connection commits (`PRAGMA data_version`).
@@ -117,8 +118,42 @@ impl Store {
     Ok(self.conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
   }
 
+  /// The newest entry of the ends log (0: none): every execution's end appends one, in
+  /// commit order.
+  pub fn ends_head(&self) -> StoreResult<i64> {
+    Ok(
+      self
+        .conn
+        .query_row("SELECT coalesce(max(seq), 0) FROM bmad_ends", [], |r| r.get(0))?,
+    )
+  }
+
+  /// Ends logged after `seq`: (seq, execution id) pairs, oldest first.
+  pub fn ends_after(&self, seq: i64) -> StoreResult<Vec<(i64, i64)>> {
+    let mut st = self
+      .conn
+      .prepare_cached("SELECT seq, execution_id FROM bmad_ends WHERE seq > ?1 ORDER BY seq")?;
+    let rows = st.query_map([seq], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+  }
+}
+
+/// The SQLite driver: changes seen through the data version and the ends log.
+impl Backend for Store {
+  fn owner(&self) -> &str {
+    &self.me.owner
+  }
+
+  fn set_interest(&mut self, interest: Interest) {
+    self.interest = interest;
+  }
+
+  fn interest(&self) -> &Interest {
+    &self.interest
+  }
+
   /// Runs one batch in one immediate transaction.
-  pub fn batch(&mut self, batch: &Batch, now: f64) -> StoreResult<BatchResult> {
+  fn batch(&mut self, batch: &Batch, now: f64) -> StoreResult<BatchResult> {
     let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
     let mut out = BatchResult::default();
     for n in &batch.inserts {
@@ -158,7 +193,7 @@ impl Store {
   }
 
   /// The earliest time a queued execution of interest becomes due, if any is scheduled later.
-  pub fn next_due(&self, now: f64) -> StoreResult<Option<f64>> {
+  fn next_due(&mut self, now: f64) -> StoreResult<Option<f64>> {
     if self.interest.none {
       return Ok(None);
     }
@@ -175,7 +210,7 @@ impl Store {
 
   /// Cancels execution `id`: a queued one ends at once, a running one is flagged for its
   /// owner. Returns the status it had (`NOT_FOUND` when there is no such execution).
-  pub fn cancel(&mut self, id: i64, error_json: &str, now: f64) -> StoreResult<i32> {
+  fn cancel(&mut self, id: i64, error_json: &str, now: f64) -> StoreResult<i32> {
     let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
     let state: Option<u32> = tx
       .query_row("SELECT state FROM bmad_executions WHERE id = ?1", [id], |r| {
@@ -206,7 +241,7 @@ impl Store {
   }
 
   /// The running attempts of this worker with a cancel requested.
-  pub fn cancel_requests(&self) -> StoreResult<Vec<CancelRequest>> {
+  fn cancel_requests(&mut self) -> StoreResult<Vec<CancelRequest>> {
     let mut st = self.conn.prepare_cached(
       "SELECT id, attempt FROM bmad_executions WHERE owner = ?1 AND state = 1 AND cancel_requested = 1",
     )?;
@@ -219,34 +254,15 @@ impl Store {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
   }
 
-  pub fn fetch(&self, id: i64) -> StoreResult<Option<Row>> {
+  fn fetch(&mut self, id: i64) -> StoreResult<Option<Row>> {
     let mut st = self
       .conn
       .prepare_cached(&format!("SELECT {COLUMNS} FROM bmad_executions WHERE id = ?1"))?;
     Ok(st.query_row([id], row).optional()?)
   }
 
-  /// The newest entry of the ends log (0: none): every execution's end appends one, in
-  /// commit order.
-  pub fn ends_head(&self) -> StoreResult<i64> {
-    Ok(
-      self
-        .conn
-        .query_row("SELECT coalesce(max(seq), 0) FROM bmad_ends", [], |r| r.get(0))?,
-    )
-  }
-
-  /// Ends logged after `seq`: (seq, execution id) pairs, oldest first.
-  pub fn ends_after(&self, seq: i64) -> StoreResult<Vec<(i64, i64)>> {
-    let mut st = self
-      .conn
-      .prepare_cached("SELECT seq, execution_id FROM bmad_ends WHERE seq > ?1 ORDER BY seq")?;
-    let rows = st.query_map([seq], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(rows.collect::<rusqlite::Result<_>>()?)
-  }
-
   /// Of `ids`, the ended executions (rows) and the ids no longer stored.
-  pub fn ended_among(&self, ids: &[i64]) -> StoreResult<(Vec<Row>, Vec<i64>)> {
+  fn ended_among(&mut self, ids: &[i64]) -> StoreResult<(Vec<Row>, Vec<i64>)> {
     let json = serde_json::to_string(ids).map_err(|e| StoreError::store(e.to_string()))?;
     let mut st = self.conn.prepare_cached(&format!(
       "SELECT {COLUMNS} FROM bmad_executions WHERE id IN (SELECT value FROM json_each(?1)) AND state >= 2"
@@ -264,7 +280,7 @@ impl Store {
   }
 
   /// Renews the lease of every attempt this worker runs, and its own heartbeat.
-  pub fn heartbeat(&self, now: f64) -> StoreResult<()> {
+  fn heartbeat(&mut self, now: f64) -> StoreResult<()> {
     self.conn.execute(
       "UPDATE bmad_executions SET lease_expires_at = ?2 WHERE owner = ?1 AND state = 1",
       params![self.me.owner, now + self.lease_ms],
@@ -282,7 +298,7 @@ impl Store {
   /// host, has exited: queued again when attempts are left, else failed (`ERR_WORKER_LOST`),
   /// or cancelled when a cancel was requested. Each move is a compare-and-set: an attempt
   /// that finished meanwhile is left alone.
-  pub fn rescue(&mut self, now: f64) -> StoreResult<Vec<Rescued>> {
+  fn rescue(&mut self, now: f64) -> StoreResult<Vec<Rescued>> {
     let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
     let mut dead: Vec<String> = Vec::new();
     if !self.me.host.is_empty() {
@@ -366,7 +382,7 @@ impl Store {
   }
 
   /// Deletes ended executions older than `ttl_ms`, then all but the newest `max_kept`.
-  pub fn retention(&self, ttl_ms: f64, max_kept: u64, now: f64) -> StoreResult<usize> {
+  fn retention(&mut self, ttl_ms: f64, max_kept: u64, now: f64) -> StoreResult<u64> {
     let mut deleted = self.conn.execute(
       "DELETE FROM bmad_executions WHERE state >= 2 AND finalized_at < ?1",
       [now - ttl_ms],
@@ -381,11 +397,11 @@ impl Store {
       "DELETE FROM bmad_ends WHERE seq < (SELECT max(seq) FROM bmad_ends) - ?1",
       [ENDS_KEPT],
     )?;
-    Ok(deleted)
+    Ok(deleted as u64)
   }
 
   /// This worker leaves the store (its running attempts were released or finished).
-  pub fn leave(&self) -> StoreResult<()> {
+  fn leave(&mut self) -> StoreResult<()> {
     self
       .conn
       .execute("DELETE FROM bmad_workers WHERE owner = ?1", [&self.me.owner])?;
@@ -393,8 +409,25 @@ impl Store {
   }
 
   /// `PRAGMA integrity_check`: "ok" for a sound file.
-  pub fn integrity_check(&self) -> StoreResult<String> {
+  fn integrity_check(&mut self) -> StoreResult<String> {
     Ok(self.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+  }
+
+  fn changes(&mut self) -> StoreResult<Changes> {
+    let v = self.data_version()?;
+    if v == self.version {
+      return Ok(Changes::default());
+    }
+    self.version = v;
+    let ends = self.ends_after(self.ends_seen)?;
+    if let Some(&(seq, _)) = ends.last() {
+      self.ends_seen = seq;
+    }
+    Ok(Changes {
+      any: true,
+      ended: ends.into_iter().map(|(_, id)| id).collect(),
+      full: false,
+    })
   }
 }
 

@@ -17,7 +17,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::backend::{Backend, Sqlite};
+use super::backend::Backend;
 use super::ops::Interest;
 use super::pg::backend::Postgres;
 use super::pg::ops::PgStore;
@@ -216,7 +216,7 @@ const FULL_CHECK_MS: f64 = 5_000.0;
 fn run(opts: Options, rx: Receiver<Command>, tx: Sender<Command>, mut sink: Sink) {
   let opened: Result<Box<dyn Backend>, StoreError> = match &opts.postgres {
     None => Store::open(&opts.path, opts.synchronous, opts.lease_ms, now_ms())
-      .map(|s| Box::new(Sqlite::new(s)) as Box<dyn Backend>),
+      .map(|s| Box::new(s) as Box<dyn Backend>),
     Some(Err(e)) => Err(e.clone()),
     Some(Ok(target)) => PgStore::open(target.clone(), opts.lease_ms, now_ms())
       .and_then(|s| Postgres::new(s, tx.clone()))

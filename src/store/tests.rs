@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection};
 
+use super::backend::Backend;
 use super::ops::{Interest, WORKER_LOST};
 use super::schema::{Synchronous, APP, VERSION};
 use super::service::{self, Command, Event, Options};
@@ -167,7 +168,7 @@ fn release(s: &mut Store, id: i64, attempt: u32, now: f64) {
   s.batch(&batch, now).expect("release");
 }
 
-fn fetch(s: &Store, id: i64) -> Row {
+fn fetch(s: &mut Store, id: i64) -> Row {
   s.fetch(id).expect("fetch").expect("the row exists")
 }
 
@@ -204,7 +205,7 @@ fn noise(n: usize) -> Vec<u8> {
 fn open_creates_the_parent_folders_and_a_wal_store() {
   let dir = TempDir::new("open_creates_folders");
   let path = dir.path("a/b/c/store.db");
-  let s = open(&path);
+  let mut s = open(&path);
   assert!(path.is_file());
   assert_eq!(s.integrity_check().unwrap(), "ok");
   let conn = raw(&path);
@@ -322,9 +323,9 @@ fn two_opens_of_one_path_share_the_store() {
   let mut b = open_any(&path);
   assert_ne!(a.me.owner, b.me.owner);
   let id = insert_ids(&mut a, vec![exec("x")], T0)[0];
-  assert_eq!(fetch(&b, id).task, "task of x");
+  assert_eq!(fetch(&mut b, id).task, "task of x");
   assert_eq!(claimed_ids(&mut b, 4, T0), vec![id]);
-  assert_eq!(fetch(&a, id).owner.as_deref(), Some(b.me.owner.as_str()));
+  assert_eq!(fetch(&mut a, id).owner.as_deref(), Some(b.me.owner.as_str()));
   assert_eq!(count(&raw(&path), "SELECT count(*) FROM bmad_workers"), 2);
 }
 
@@ -375,14 +376,14 @@ fn insert_claim_complete_records_the_end() {
   assert_eq!(ins.len(), 1);
   assert!(!ins[0].existing);
   let id = ins[0].id;
-  let r = fetch(&s, id);
+  let r = fetch(&mut s, id);
   assert_eq!((r.status, r.attempt, r.max_attempts), (STATUS_QUEUED, 0, 1));
   assert_eq!((r.owner.clone(), r.created_at, r.scheduled_at), (None, T0, T0));
   assert_eq!(r.options.as_deref(), Some(r#"{"x":1}"#));
 
   let claimed = claim(&mut s, 8, T0 + 10.0);
   assert_eq!(claimed.len(), 1);
-  let r = fetch(&s, id);
+  let r = fetch(&mut s, id);
   assert_eq!(claimed[0], r);
   assert_eq!((r.status, r.attempt), (STATUS_RUNNING, 1));
   assert_eq!(r.owner.as_deref(), Some(s.me.owner.as_str()));
@@ -408,13 +409,13 @@ fn insert_claim_complete_records_the_end() {
   };
   s.batch(&batch, T0 + 15.0).unwrap();
   assert_eq!(
-    fetch(&s, id).progress,
+    fetch(&mut s, id).progress,
     40.0,
     "a progress of another attempt is ignored"
   );
 
   assert_eq!(finish(&mut s, completed(id, 1), T0 + 20.0), Finished::Recorded);
-  let r = fetch(&s, id);
+  let r = fetch(&mut s, id);
   assert_eq!((r.status, r.attempt, r.progress), (STATUS_COMPLETED, 1, 100.0));
   assert_eq!(r.result.as_deref(), Some(format!(r#"{{"done":{id}}}"#).as_str()));
   assert_eq!(r.finalized_at, Some(T0 + 20.0));
@@ -485,7 +486,7 @@ fn a_finish_that_no_longer_owns_its_execution_is_stale() {
   let mut b = open_any(&path);
   let id = insert_ids(&mut a, vec![with_attempts("x", 3)], T0)[0];
   assert_eq!(claimed_ids(&mut a, 1, T0), vec![id]);
-  let running = fetch(&a, id);
+  let running = fetch(&mut a, id);
 
   assert_eq!(
     finish(&mut a, completed(id, 2), T0 + 1.0),
@@ -507,7 +508,7 @@ fn a_finish_that_no_longer_owns_its_execution_is_stale() {
     Finished::Stale,
     "another owner"
   );
-  assert_eq!(fetch(&a, id), running, "stale finishes change nothing");
+  assert_eq!(fetch(&mut a, id), running, "stale finishes change nothing");
 
   let batch = Batch {
     finishes: vec![completed(id, 1), completed(id, 1)],
@@ -516,14 +517,14 @@ fn a_finish_that_no_longer_owns_its_execution_is_stale() {
   let r = a.batch(&batch, T0 + 2.0).unwrap();
   assert_eq!(r.finished, vec![Finished::Recorded, Finished::Stale]);
   assert_eq!(r.stale, 1);
-  let done = fetch(&a, id);
+  let done = fetch(&mut a, id);
   assert_eq!(done.status, STATUS_COMPLETED);
   assert_eq!(
     finish(&mut a, failed(id, 1, false), T0 + 3.0),
     Finished::Stale,
     "finishing twice"
   );
-  assert_eq!(fetch(&a, id), done);
+  assert_eq!(fetch(&mut a, id), done);
 }
 
 // ----- retry -------------------------------------------------------------------------------
@@ -543,13 +544,13 @@ fn a_retryable_failure_requeues_until_the_last_attempt() {
   let mut now = T0;
   for attempt in 1..=2u32 {
     assert_eq!(claimed_ids(&mut s, 1, now), vec![id]);
-    assert_eq!(fetch(&s, id).attempt, attempt);
+    assert_eq!(fetch(&mut s, id).attempt, attempt);
     now += 10.0;
     assert_eq!(
       finish(&mut s, failed(id, attempt, true), now),
       Finished::Retry(500.0)
     );
-    let r = fetch(&s, id);
+    let r = fetch(&mut s, id);
     assert_eq!(
       (r.status, r.attempt, r.owner.clone()),
       (STATUS_QUEUED, attempt, None)
@@ -563,7 +564,7 @@ fn a_retryable_failure_requeues_until_the_last_attempt() {
   }
   assert_eq!(claimed_ids(&mut s, 1, now), vec![id]);
   assert_eq!(finish(&mut s, failed(id, 3, true), now + 1.0), Finished::Recorded);
-  let r = fetch(&s, id);
+  let r = fetch(&mut s, id);
   assert_eq!((r.status, r.attempt), (STATUS_FAILED, 3));
   assert_eq!(r.error, failed(id, 3, true).value);
   assert_eq!(r.finalized_at, Some(now + 1.0));
@@ -576,7 +577,7 @@ fn a_failure_that_is_not_retryable_ends_at_once() {
   let id = insert_ids(&mut s, vec![with_attempts("x", 3)], T0)[0];
   claim(&mut s, 1, T0);
   assert_eq!(finish(&mut s, failed(id, 1, false), T0 + 5.0), Finished::Recorded);
-  let r = fetch(&s, id);
+  let r = fetch(&mut s, id);
   assert_eq!(
     (r.status, r.attempt, r.finalized_at),
     (STATUS_FAILED, 1, Some(T0 + 5.0))
@@ -601,7 +602,7 @@ fn an_exponential_retry_delay_doubles_with_equal_jitter() {
       panic!("attempt {attempt} is retried");
     };
     assert!(delay >= full / 2.0 && delay <= full, "attempt {attempt}: {delay}");
-    assert_eq!(fetch(&s, id).scheduled_at, now + delay);
+    assert_eq!(fetch(&mut s, id).scheduled_at, now + delay);
     now += delay;
   }
 }
@@ -706,26 +707,29 @@ fn rescue_moves_executions_whose_lease_expired() {
       lost(ids[2], "z", STATUS_CANCELLED)
     ]
   );
-  let r = fetch(&a, ids[0]);
+  let r = fetch(&mut a, ids[0]);
   assert_eq!((r.status, r.attempt, r.owner.clone()), (STATUS_QUEUED, 1, None));
   assert_eq!((r.scheduled_at, r.finalized_at), (T0 + 2_000.0, None));
-  let r = fetch(&a, ids[1]);
+  let r = fetch(&mut a, ids[1]);
   assert_eq!((r.status, r.attempt), (STATUS_FAILED, 1));
   assert!(r.error.as_deref().unwrap().contains("ERR_WORKER_LOST"));
   assert_eq!(r.error.as_deref(), Some(WORKER_LOST));
   assert_eq!(r.finalized_at, Some(T0 + 2_000.0));
-  let r = fetch(&a, ids[2]);
+  let r = fetch(&mut a, ids[2]);
   assert_eq!(
     (r.status, r.error.as_deref()),
     (STATUS_CANCELLED, Some(CANCEL_JSON))
   );
   assert_eq!(r.finalized_at, Some(T0 + 2_000.0));
 
-  let before: Vec<Row> = ids.iter().map(|&id| fetch(&a, id)).collect();
+  let before: Vec<Row> = ids.iter().map(|&id| fetch(&mut a, id)).collect();
   for &id in &ids {
     assert_eq!(finish(&mut a, completed(id, 1), T0 + 2_001.0), Finished::Stale);
   }
-  assert_eq!(ids.iter().map(|&id| fetch(&a, id)).collect::<Vec<_>>(), before);
+  assert_eq!(
+    ids.iter().map(|&id| fetch(&mut a, id)).collect::<Vec<_>>(),
+    before
+  );
   assert!(b.rescue(T0 + 3_000.0).unwrap().is_empty(), "nothing twice");
 
   let r = claim(&mut a, 10, T0 + 2_002.0);
@@ -747,7 +751,7 @@ fn a_heartbeat_renews_the_lease() {
   a.heartbeat(T0 + 900.0).unwrap();
   assert_eq!(lease_of(&raw(&path), id), Some(T0 + 900.0 + LEASE));
   assert!(b.rescue(T0 + 1_500.0).unwrap().is_empty());
-  let r = fetch(&a, id);
+  let r = fetch(&mut a, id);
   assert_eq!(
     (r.status, r.owner.as_deref()),
     (STATUS_RUNNING, Some(a.me.owner.as_str()))
@@ -761,7 +765,7 @@ fn a_heartbeat_registers_a_forgotten_worker_again() {
   let dir = TempDir::new("rescue_forgotten");
   let path = dir.db();
   // A long lease heartbeats every 20 s; a short one forgets workers silent for 10 s.
-  let a = Store::open(&path, Synchronous::Normal, 60_000.0, T0).unwrap();
+  let mut a = Store::open(&path, Synchronous::Normal, 60_000.0, T0).unwrap();
   let mut b = open(&path);
   a.heartbeat(T0 + 20_000.0).unwrap();
   b.heartbeat(T0 + 31_000.0).unwrap();
@@ -853,11 +857,11 @@ fn rescue_moves_the_executions_of_a_dead_owner_at_once() {
       },
     ]
   );
-  assert_eq!(fetch(&s, ids[0]).status, STATUS_QUEUED);
-  assert_eq!(fetch(&s, ids[0]).owner, None);
-  assert_eq!(fetch(&s, ids[1]).error.as_deref(), Some(WORKER_LOST));
+  assert_eq!(fetch(&mut s, ids[0]).status, STATUS_QUEUED);
+  assert_eq!(fetch(&mut s, ids[0]).owner, None);
+  assert_eq!(fetch(&mut s, ids[1]).error.as_deref(), Some(WORKER_LOST));
   assert_eq!(
-    fetch(&s, kept).status,
+    fetch(&mut s, kept).status,
     STATUS_RUNNING,
     "a live owner keeps its executions"
   );
@@ -880,7 +884,7 @@ fn cancel_ends_a_queued_execution_at_once() {
   let mut s = open_any(&dir.db());
   let id = insert_ids(&mut s, vec![exec("x")], T0)[0];
   assert_eq!(s.cancel(id, CANCEL_JSON, T0 + 5.0).unwrap(), STATUS_QUEUED as i32);
-  let r = fetch(&s, id);
+  let r = fetch(&mut s, id);
   assert_eq!(
     (r.status, r.error.as_deref()),
     (STATUS_CANCELLED, Some(CANCEL_JSON))
@@ -891,7 +895,11 @@ fn cancel_ends_a_queued_execution_at_once() {
     s.cancel(id, CANCEL_JSON, T0 + 7.0).unwrap(),
     STATUS_CANCELLED as i32
   );
-  assert_eq!(fetch(&s, id), r, "cancelling an ended execution changes nothing");
+  assert_eq!(
+    fetch(&mut s, id),
+    r,
+    "cancelling an ended execution changes nothing"
+  );
   assert_eq!(s.cancel(id + 1000, CANCEL_JSON, T0).unwrap(), NOT_FOUND);
 }
 
@@ -909,7 +917,7 @@ fn cancel_of_a_running_execution_is_requested_of_its_owner() {
     other.cancel(ids[0], CANCEL_JSON, T0 + 1.0).unwrap(),
     STATUS_RUNNING as i32
   );
-  let r = fetch(&other, ids[0]);
+  let r = fetch(&mut other, ids[0]);
   assert_eq!((r.status, r.cancel_requested), (STATUS_RUNNING, true));
   assert_eq!(r.error.as_deref(), Some(CANCEL_JSON));
   assert_eq!(
@@ -926,7 +934,7 @@ fn cancel_of_a_running_execution_is_requested_of_its_owner() {
     finish(&mut owner, failed(ids[0], 1, true), T0 + 2.0),
     Finished::Recorded
   );
-  let r = fetch(&owner, ids[0]);
+  let r = fetch(&mut owner, ids[0]);
   assert_eq!((r.status, r.finalized_at), (STATUS_CANCELLED, Some(T0 + 2.0)));
   assert!(owner.cancel_requests().unwrap().is_empty());
   assert_eq!(
@@ -942,7 +950,7 @@ fn cancel_of_a_running_execution_is_requested_of_its_owner() {
     other.cancel(ids[1], CANCEL_JSON, T0 + 5.0).unwrap(),
     STATUS_COMPLETED as i32
   );
-  assert_eq!(fetch(&other, ids[1]).status, STATUS_COMPLETED);
+  assert_eq!(fetch(&mut other, ids[1]).status, STATUS_COMPLETED);
 }
 
 // ----- release -----------------------------------------------------------------------------
@@ -957,7 +965,7 @@ fn release_requeues_without_counting_the_attempt() {
   claim(&mut s, 10, T0);
 
   release(&mut s, ids[0], 1, T0 + 10.0);
-  let r = fetch(&s, ids[0]);
+  let r = fetch(&mut s, ids[0]);
   assert_eq!((r.status, r.attempt, r.owner.clone()), (STATUS_QUEUED, 0, None));
   assert_eq!((r.scheduled_at, r.finalized_at), (T0 + 10.0, None));
   assert_eq!(lease_of(&raw(&path), ids[0]), None);
@@ -966,7 +974,7 @@ fn release_requeues_without_counting_the_attempt() {
 
   other.cancel(ids[1], CANCEL_JSON, T0 + 12.0).unwrap();
   release(&mut s, ids[1], 1, T0 + 13.0);
-  let r = fetch(&s, ids[1]);
+  let r = fetch(&mut s, ids[1]);
   assert_eq!((r.status, r.attempt), (STATUS_CANCELLED, 1));
   assert_eq!(
     (r.finalized_at, r.error.as_deref()),
@@ -974,9 +982,9 @@ fn release_requeues_without_counting_the_attempt() {
   );
 
   // Another owner's release changes nothing.
-  let before = fetch(&s, ids[0]);
+  let before = fetch(&mut s, ids[0]);
   release(&mut other, ids[0], 1, T0 + 14.0);
-  assert_eq!(fetch(&s, ids[0]), before);
+  assert_eq!(fetch(&mut s, ids[0]), before);
 }
 
 // ----- keys --------------------------------------------------------------------------------
@@ -1005,7 +1013,7 @@ fn one_key_maps_to_its_live_execution() {
     insert(&mut s, vec![with_key("y", "k")], T0 + 1.0),
     vec![Inserted { id, existing: true }]
   );
-  assert_eq!(fetch(&s, id).agent, "x", "the earlier execution is untouched");
+  assert_eq!(fetch(&mut s, id).agent, "x", "the earlier execution is untouched");
 
   let claimed = claimed_ids(&mut s, 1, T0 + 2.0);
   assert_eq!(claimed, vec![id]);
@@ -1018,7 +1026,7 @@ fn one_key_maps_to_its_live_execution() {
   let next = insert(&mut s, vec![with_key("x", "k")], T0 + 5.0);
   assert!(!next[0].existing);
   assert!(next[0].id > first[2].id);
-  assert_eq!(fetch(&s, next[0].id).key.as_deref(), Some("k"));
+  assert_eq!(fetch(&mut s, next[0].id).key.as_deref(), Some("k"));
 }
 
 // ----- ends log ----------------------------------------------------------------------------
@@ -1110,8 +1118,8 @@ fn retention_deletes_old_ends_then_keeps_the_newest() {
   assert!(s.fetch(ended[4]).unwrap().is_some());
   assert_eq!(s.retention(1e9, 2, now).unwrap(), 0);
   assert_eq!(s.retention(0.0, 0, now + 1e9).unwrap(), 2);
-  assert_eq!(fetch(&s, live[0]).status, STATUS_RUNNING);
-  assert_eq!(fetch(&s, live[1]).status, STATUS_QUEUED);
+  assert_eq!(fetch(&mut s, live[0]).status, STATUS_RUNNING);
+  assert_eq!(fetch(&mut s, live[1]).status, STATUS_QUEUED);
   assert_eq!(count(&raw(&path), "SELECT count(*) FROM bmad_executions"), 2);
   let (_, gone) = s.ended_among(&ended).unwrap();
   assert_eq!(gone.len(), 5);
