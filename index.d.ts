@@ -734,7 +734,10 @@ declare namespace Types {
     getExecutionStatus<Result = unknown>(executionId: ExecutionId): ExecutionStatusResult<Result, Level>;
     /** With a store: the execution as stored, whichever process submitted or ran it. */
     fetchExecutionStatus<Result = unknown>(executionId: ExecutionId): Promise<ExecutionStatusResult<Result, Level>>;
-    /** With a store: SQLite's `PRAGMA integrity_check` answer ('ok' when sound); null without one. */
+    /**
+     * With a store: 'ok' when sound, else what is wrong (SQLite's `PRAGMA integrity_check`; on
+     * PostgreSQL, executions in an impossible state); null without one.
+     */
     checkStore(): Promise<string | null>;
     getQueueStatus(): QueueStatus<Level>;
     getActiveExecutions(): ActiveExecution<Level>[];

@@ -111,7 +111,7 @@ module.exports = Object.freeze({
   STORE_CANCELLED: 3,
   /** A fetch: `rows` holds the execution, or is empty. */
   STORE_FETCHED: 4,
-  /** An integrity check: `text` is SQLite's answer ("ok"). */
+  /** An integrity check: `text` is "ok", or what is wrong. */
   STORE_CHECKED: 5,
   /** A request failed (`req` 0: opening the store); `errorCode`, `text` the message. */
   STORE_FAILED: 6,

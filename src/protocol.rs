@@ -140,7 +140,7 @@ pub const STORE_BATCH: u32 = 2;
 pub const STORE_CANCELLED: u32 = 3;
 /// A fetch: `rows` holds the execution, or is empty.
 pub const STORE_FETCHED: u32 = 4;
-/// An integrity check: `text` is SQLite's answer ("ok").
+/// An integrity check: `text` is "ok", or what is wrong.
 pub const STORE_CHECKED: u32 = 5;
 /// A request failed (`req` 0: opening the store); `errorCode`, `text` the message.
 pub const STORE_FAILED: u32 = 6;
