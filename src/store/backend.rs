@@ -14,6 +14,8 @@ pub struct Changes {
   pub ended: Vec<i64>,
   /// Some changes may have gone unheard: look at every watched execution.
   pub full: bool,
+  /// A cancel may have been requested for an execution this worker runs.
+  pub cancels: bool,
 }
 
 pub trait Backend: Send {

@@ -427,6 +427,7 @@ impl Backend for Store {
       any: true,
       ended: ends.into_iter().map(|(_, id)| id).collect(),
       full: false,
+      cancels: true,
     })
   }
 }

@@ -367,14 +367,16 @@ impl Service {
               self.watched.insert(i.id);
             }
           }
-          if batch.claim > 0 && (result.claimed.len() as u32) < batch.claim {
+          let look_ahead = batch.claim > 0 && (result.claimed.len() as u32) < batch.claim;
+          // The answer first: JS goes on while this thread looks for the next due time.
+          self.emit(Event::Batch { req, result });
+          if look_ahead {
             match self.store.next_due(now) {
               Ok(Some(t)) => self.wake(t),
               Ok(None) => {}
               Err(e) => self.emit(Event::Background(e)),
             }
           }
-          self.emit(Event::Batch { req, result });
         }
         Err(error) => self.emit(Event::Failed { req, error }),
       },
@@ -506,7 +508,7 @@ impl Service {
         Ok(c) if c.any => {
           self.active_at = now;
           self.recheck = false;
-          self.changed(&c.ended);
+          self.changed(&c.ended, c.cancels);
           if c.full {
             self.check_ended();
           }
@@ -522,9 +524,10 @@ impl Service {
     }
   }
 
-  /// Another process committed (`ended`: executions that ended): what concerns this one.
-  fn changed(&mut self, ended: &[i64]) {
-    if !self.running.is_empty() {
+  /// Another process committed (`ended`: executions that ended; `cancels`: it may have
+  /// requested cancels): what concerns this one.
+  fn changed(&mut self, ended: &[i64], cancels: bool) {
+    if cancels && !self.running.is_empty() {
       self.check_cancels();
     }
     if !self.watched.is_empty() {

@@ -39,7 +39,7 @@ impl Postgres {
   pub fn new(store: PgStore, wake: Sender<Command>) -> StoreResult<Postgres> {
     let rt = runtime::handle().map_err(StoreError::store)?;
     let (tx, notes) = mpsc::channel();
-    let listener = notify::listen(&rt, store.target(), tx, wake);
+    let listener = notify::listen(&rt, store.target(), tx, wake, store.pid());
     Ok(Postgres {
       store,
       notes,
@@ -127,10 +127,7 @@ impl Backend for Postgres {
   fn changes(&mut self) -> StoreResult<Changes> {
     let mut c = Changes::default();
     while let Ok(payload) = self.notes.try_recv() {
-      let (any, ended, full) = notify::parse(&payload);
-      c.any |= any;
-      c.full |= full;
-      c.ended.extend(ended);
+      notify::parse(&payload, &mut c);
     }
     let now = Instant::now();
     if c.any {
@@ -139,6 +136,7 @@ impl Backend for Postgres {
     } else if now >= self.fallback_at {
       // Nothing heard for a while: look as if something had changed.
       c.any = true;
+      c.cancels = true;
       self.fallback_every = (self.fallback_every * 2).min(FALLBACK_MAX);
       self.fallback_at = now + self.fallback_every;
     }

@@ -12,7 +12,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::runtime::Handle;
 use tokio_postgres::types::ToSql;
@@ -241,6 +242,25 @@ impl Db<'_> {
     Ok(st)
   }
 
+  /// Prepares those of `sqls` not prepared yet, in one round trip.
+  pub async fn prepare_all(&self, sqls: &[&str]) -> Result<(), tokio_postgres::Error> {
+    let missing: Vec<&str> = match self.statements.0.lock() {
+      Ok(m) => sqls.iter().copied().filter(|q| !m.contains_key(*q)).collect(),
+      Err(_) => sqls.to_vec(),
+    };
+    let mut prepared = Vec::with_capacity(missing.len());
+    for sql in &missing {
+      prepared.push(self.client.prepare(sql));
+    }
+    for (sql, st) in missing.iter().zip(join_in_order(prepared).await) {
+      let st = st?;
+      if let Ok(mut m) = self.statements.0.lock() {
+        m.insert((*sql).to_string(), st);
+      }
+    }
+    Ok(())
+  }
+
   pub async fn query(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, tokio_postgres::Error> {
     let st = self.prepared(sql).await?;
     self.client.query(&st, params).await
@@ -277,6 +297,9 @@ pub struct PgConnection {
   down: bool,
   /// Losses (false) and recoveries (true) not reported yet.
   link_events: Vec<bool>,
+  /// The server process of the current connection (0: unknown): the listener ignores the
+  /// notifications this connection sent.
+  pid: Arc<AtomicI32>,
 }
 
 impl PgConnection {
@@ -292,7 +315,9 @@ impl PgConnection {
       target,
       down: false,
       link_events: Vec::new(),
+      pid: Arc::new(AtomicI32::new(0)),
     };
+    conn.note_pid()?;
     conn.migrate()?;
     Ok(conn)
   }
@@ -304,10 +329,28 @@ impl PgConnection {
     if self.down {
       self.client = connect(&self.rt, &self.target)?;
       self.statements.clear();
+      self.note_pid()?;
       self.down = false;
       self.link_events.push(true);
       tracing::debug!(store = %self.target.shown, "reconnected");
     }
+    Ok(())
+  }
+
+  /// The server process of this connection, as it changes.
+  pub fn pid(&self) -> Arc<AtomicI32> {
+    self.pid.clone()
+  }
+
+  fn note_pid(&mut self) -> StoreResult<()> {
+    let client = &self.client;
+    let pid: i32 = self
+      .wait(
+        "cannot read from",
+        client.query_one("SELECT pg_backend_pid()", &[]),
+      )?
+      .get(0);
+    self.pid.store(pid, Ordering::Relaxed);
     Ok(())
   }
 
@@ -478,7 +521,33 @@ fn block<T>(
   }
 }
 
+/// Waits for every future of `futs`, polled in their order (each sends its request when
+/// first polled, so the requests go out in that order, together).
+async fn join_in_order<F: Future>(futs: Vec<F>) -> Vec<F::Output> {
+  let mut futs: Vec<_> = futs.into_iter().map(Box::pin).collect();
+  let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
+  std::future::poll_fn(|cx| {
+    let mut pending = false;
+    for (f, o) in futs.iter_mut().zip(out.iter_mut()) {
+      if o.is_none() {
+        match f.as_mut().poll(cx) {
+          std::task::Poll::Ready(v) => *o = Some(v),
+          std::task::Poll::Pending => pending = true,
+        }
+      }
+    }
+    if pending {
+      std::task::Poll::Pending
+    } else {
+      std::task::Poll::Ready(())
+    }
+  })
+  .await;
+  out.into_iter().flatten().collect()
+}
+
 pub mod backend;
+mod batch;
 pub mod notify;
 pub mod ops;
 

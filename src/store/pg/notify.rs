@@ -7,13 +7,16 @@
 //! payload stays under PostgreSQL's 8000 bytes: long id lists are split.
 
 use std::future::poll_fn;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio_postgres::{AsyncMessage, NoTls};
 
 use super::{quote_ident, Db, PgTarget};
+use crate::store::backend::Changes;
 use crate::store::service::Command;
 
 /// Payload bytes PostgreSQL allows, less room for safety.
@@ -24,6 +27,9 @@ pub fn channel(schema: &str) -> String {
   format!("bmad.{schema}")
 }
 
+/// Sends the payloads `$2` on the channel `$1` (delivered when the transaction commits).
+pub const SQL: &str = "SELECT pg_notify($1, p) FROM unnest($2::text[]) p";
+
 /// Sends `payloads` on `channel` in the current transaction (delivered at its commit).
 pub async fn notify(
   client: &Db<'_>,
@@ -33,12 +39,7 @@ pub async fn notify(
   if payloads.is_empty() {
     return Ok(());
   }
-  client
-    .execute(
-      "SELECT pg_notify($1, p) FROM unnest($2::text[]) p",
-      &[&channel, &payloads],
-    )
-    .await?;
+  client.execute(SQL, &[&channel, &payloads]).await?;
   Ok(())
 }
 
@@ -62,27 +63,33 @@ pub fn ended(ids: &[i64]) -> Vec<String> {
   out
 }
 
-/// What one payload says: (something changed, ended ids, look at everything).
-pub fn parse(payload: &str) -> (bool, Vec<i64>, bool) {
+/// Adds what one payload says to `c`.
+pub fn parse(payload: &str, c: &mut Changes) {
+  c.any = true;
   match payload.split_once(':') {
-    Some(("e", ids)) => (
-      true,
-      ids.split(',').filter_map(|s| s.parse().ok()).collect(),
-      false,
-    ),
-    _ if payload == "r" => (true, Vec::new(), true),
-    _ => (true, Vec::new(), false),
+    Some(("e", ids)) => c
+      .ended
+      .extend(ids.split(',').filter_map(|s| s.parse::<i64>().ok())),
+    _ if payload == "c" => c.cancels = true,
+    // Anything may have been missed.
+    _ if payload == "r" => {
+      c.full = true;
+      c.cancels = true;
+    }
+    _ => {}
   }
 }
 
 /// Listens on the store's channel from a task on `rt`: every payload goes to `notes`, and a
-/// `Wake` to the store's thread. Reconnects with backoff (50 ms to 5 s) and sends `r` once
+/// `Wake` to the store's thread, except those sent from the server process `own` (this
+/// executor's own transactions: it knows what they did). Reconnects with backoff (50 ms to 5 s) and sends `r` once
 /// listening again. Stops when the thread's channel is gone; abort the task to stop sooner.
 pub fn listen(
   rt: &tokio::runtime::Handle,
   target: &PgTarget,
   notes: std::sync::mpsc::Sender<String>,
   wake: Sender<Command>,
+  own: Arc<AtomicI32>,
 ) -> JoinHandle<()> {
   let config = target.config.clone();
   let listen = format!("LISTEN {}", quote_ident(&channel(&target.schema)));
@@ -92,10 +99,14 @@ pub fn listen(
       if let Ok((client, mut connection)) = config.connect(NoTls).await {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         // The connection's messages are read by this task; LISTEN is sent on the client.
+        let own = own.clone();
         let reader = tokio::spawn(async move {
           while let Some(message) = poll_fn(|cx| connection.poll_message(cx)).await {
             match message {
               Ok(AsyncMessage::Notification(n)) => {
+                if n.process_id() == own.load(Ordering::Relaxed) {
+                  continue;
+                }
                 if tx.send(n.payload().to_string()).is_err() {
                   return;
                 }
@@ -136,10 +147,41 @@ mod tests {
     let payloads = ended(&ids);
     assert!(payloads.len() > 1);
     assert!(payloads.iter().all(|p| p.len() <= MAX_PAYLOAD));
-    let back: Vec<i64> = payloads.iter().flat_map(|p| parse(p).1).collect();
-    assert_eq!(back, ids);
-    assert_eq!(parse("w"), (true, vec![], false));
-    assert_eq!(parse("r"), (true, vec![], true));
+    let mut c = Changes::default();
+    for p in &payloads {
+      parse(p, &mut c);
+    }
+    assert_eq!(c.ended, ids);
+    assert!(c.any && !c.full && !c.cancels);
+    let heard = |p: &str| {
+      let mut c = Changes::default();
+      parse(p, &mut c);
+      c
+    };
+    assert_eq!(
+      heard("w"),
+      Changes {
+        any: true,
+        ..Changes::default()
+      }
+    );
+    assert_eq!(
+      heard("c"),
+      Changes {
+        any: true,
+        cancels: true,
+        ..Changes::default()
+      }
+    );
+    assert_eq!(
+      heard("r"),
+      Changes {
+        any: true,
+        full: true,
+        cancels: true,
+        ..Changes::default()
+      }
+    );
     assert!(ended(&[]).is_empty());
   }
 }

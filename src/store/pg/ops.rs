@@ -5,27 +5,24 @@
 //! with `FOR UPDATE SKIP LOCKED`, so executors on several hosts never wait for each other's
 //! claims nor take the same row.
 
-use tokio_postgres::types::ToSql;
-
+use super::batch::{self, BatchSql};
 use super::notify::{self, ended};
 use super::{Db, PgConnection, PgTarget};
-use crate::protocol::{NOT_FOUND, STATUS_CANCELLED, STATUS_COMPLETED, STATUS_QUEUED, STATUS_RUNNING};
+use crate::protocol::{NOT_FOUND, STATUS_CANCELLED, STATUS_QUEUED, STATUS_RUNNING};
 use crate::scheduler::retry::Jitter;
-use crate::store::decide::{self, AfterAttempt, Stored};
+use crate::store::decide;
 use crate::store::host::{self, Identity};
 use crate::store::ops::{Interest, COLUMNS, WORKER_LOST};
-use crate::store::{
-  Batch, BatchResult, CancelRequest, Finish, Finished, Inserted, NewExecution, Rescued, Row, StoreResult,
-};
+use crate::store::{Batch, BatchResult, CancelRequest, Rescued, Row, StoreResult};
 use crate::system::probes::now_ms;
 
-type PgResult<T> = Result<T, tokio_postgres::Error>;
+pub(super) type PgResult<T> = Result<T, tokio_postgres::Error>;
 
 /// A difference between this host's clock and the server's below this is left alone
 /// (hosts kept in time by NTP); beyond it, times written and compared are the server's.
 const SKEW_IGNORED_MS: f64 = 50.0;
 
-fn row(r: &tokio_postgres::Row) -> Row {
+pub(super) fn row(r: &tokio_postgres::Row) -> Row {
   let u = |i: usize| -> u32 { u32::try_from(r.get::<_, i32>(i)).unwrap_or(0) };
   Row {
     id: r.get(0),
@@ -52,7 +49,7 @@ fn row(r: &tokio_postgres::Row) -> Row {
   }
 }
 
-fn int(v: u32) -> i32 {
+pub(super) fn int(v: u32) -> i32 {
   i32::try_from(v).unwrap_or(i32::MAX)
 }
 
@@ -63,6 +60,9 @@ pub struct PgStore {
   s: String,
   /// The schema's NOTIFY channel.
   channel: String,
+  /// The prefix of the advisory-lock keys of this schema's global limits.
+  schema_key: String,
+  batch_sql: BatchSql,
   pub me: Identity,
   pub lease_ms: f64,
   jitter: Jitter,
@@ -79,6 +79,8 @@ impl PgStore {
     let s = conn.target.quoted_schema();
     let channel = notify::channel(&conn.target.schema);
     let mut store = PgStore {
+      schema_key: format!("bmad/{s}/"),
+      batch_sql: BatchSql::new(&s),
       conn,
       s,
       channel,
@@ -107,6 +109,11 @@ impl PgStore {
 
   fn db(&self) -> Db<'_> {
     self.conn.db()
+  }
+
+  /// The server process of this store's connection (see `notify::listen`).
+  pub fn pid(&self) -> std::sync::Arc<std::sync::atomic::AtomicI32> {
+    self.conn.pid()
   }
 
   pub fn target(&self) -> &PgTarget {
@@ -238,20 +245,22 @@ impl PgStore {
     let db = self.db();
     let client = &db;
     let ids = ids.to_vec();
+    let ended_sql = format!("SELECT {COLUMNS} FROM {s}.bmad_executions WHERE id = ANY($1) AND state >= 2");
+    let gone_sql = format!(
+      "SELECT x FROM unnest($1::int8[]) x WHERE NOT EXISTS (SELECT 1 FROM {s}.bmad_executions WHERE id = x)"
+    );
     self.wait("cannot read", async move {
-      let rows = client
-        .query(
-          &format!("SELECT {COLUMNS} FROM {s}.bmad_executions WHERE id = ANY($1) AND state >= 2"),
-          &[&ids],
-        )
-        .await?;
-      let gone = client
-        .query(
-          &format!("SELECT x FROM unnest($1::int8[]) x WHERE NOT EXISTS (SELECT 1 FROM {s}.bmad_executions WHERE id = x)"),
-          &[&ids],
-        )
-        .await?;
-      Ok((rows.iter().map(row).collect(), gone.iter().map(|r| r.get(0)).collect()))
+      // Two reads, sent together.
+      let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&ids];
+      let (rows, gone) = tokio::join!(
+        client.query(&ended_sql, &params),
+        client.query(&gone_sql, &params)
+      );
+      let (rows, gone) = (rows?, gone?);
+      Ok((
+        rows.iter().map(row).collect(),
+        gone.iter().map(|r| r.get(0)).collect(),
+      ))
     })
   }
 
@@ -282,24 +291,28 @@ impl PgStore {
   /// Runs one batch in one transaction: inserts, attempt ends, progress, releases, claim.
   pub fn batch(&mut self, batch: &Batch, now: f64) -> StoreResult<BatchResult> {
     self.conn.ensure()?;
-    let now = self.server_time(now);
-    let s = self.s.clone();
-    let owner = self.me.owner.clone();
-    let lease_ms = self.lease_ms;
-    let interest = self.interest.clone();
-    let channel = self.channel.clone();
     let db = self.conn.db();
-    let client = &db;
+    self
+      .conn
+      .wait("cannot prepare for", db.prepare_all(&self.batch_sql.all()))?;
+    let cx = batch::Ctx {
+      db: &db,
+      sql: &self.batch_sql,
+      channel: &self.channel,
+      schema_key: &self.schema_key,
+      owner: &self.me.owner,
+      interest: &self.interest,
+      now: now + self.offset_ms,
+      lease_ms: self.lease_ms,
+    };
     let jitter = &mut self.jitter;
-    self.conn.wait("cannot write to", async move {
-      client.batch_execute("BEGIN").await?;
-      let out = async {
-        let out = run_batch(client, &s, &owner, &interest, batch, now, lease_ms, jitter).await?;
-        notify::notify(client, &channel, &batch_notes(batch, &out)).await?;
-        Ok(out)
+    self.conn.wait("cannot write to", async {
+      let r = batch::run(&cx, batch, jitter).await;
+      if r.is_err() {
+        // What failed is reported; a failed rollback only means the connection is gone.
+        let _ = db.batch_execute("ROLLBACK").await;
       }
-      .await;
-      end(client, out).await
+      r
     })
   }
 
@@ -546,26 +559,6 @@ impl PgStore {
   }
 }
 
-/// What a batch's transaction tells the other executors.
-fn batch_notes(batch: &Batch, out: &BatchResult) -> Vec<String> {
-  let mut ended_ids: Vec<i64> = Vec::new();
-  let mut work = out.inserted.iter().any(|i| !i.existing) || !batch.releases.is_empty();
-  for (f, r) in batch.finishes.iter().zip(&out.finished) {
-    match r {
-      Finished::Recorded => ended_ids.push(f.id),
-      Finished::Retry(_) => work = true,
-      Finished::Stale => {}
-    }
-  }
-  // A release of an execution whose cancel was requested ends it.
-  ended_ids.extend(batch.releases.iter().map(|r| r.id));
-  let mut notes = ended(&ended_ids);
-  if work {
-    notes.push("w".to_string());
-  }
-  notes
-}
-
 /// Commits the transaction `r` ran in, or rolls it back and returns its error.
 async fn end<T>(client: &Db<'_>, r: PgResult<T>) -> PgResult<T> {
   match r {
@@ -579,317 +572,4 @@ async fn end<T>(client: &Db<'_>, r: PgResult<T>) -> PgResult<T> {
       Err(e)
     }
   }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn run_batch(
-  client: &Db<'_>,
-  s: &str,
-  owner: &str,
-  interest: &Interest,
-  batch: &Batch,
-  now: f64,
-  lease_ms: f64,
-  jitter: &mut Jitter,
-) -> PgResult<BatchResult> {
-  let mut out = BatchResult::default();
-  if !batch.inserts.is_empty() {
-    out.inserted = insert(client, s, &batch.inserts, now).await?;
-  }
-  if !batch.finishes.is_empty() {
-    out.finished = finish(client, s, owner, &batch.finishes, now, jitter).await?;
-    out.stale = out.finished.iter().filter(|f| **f == Finished::Stale).count() as u32;
-  }
-  if !batch.progress.is_empty() {
-    let ids: Vec<i64> = batch.progress.iter().map(|p| p.id).collect();
-    let attempts: Vec<i32> = batch.progress.iter().map(|p| int(p.attempt)).collect();
-    let percents: Vec<f64> = batch.progress.iter().map(|p| p.percent).collect();
-    client
-      .execute(
-        &format!(
-          "UPDATE {s}.bmad_executions e SET progress = u.p FROM unnest($1::int8[], $2::int4[], $3::float8[]) u(id, attempt, p) \
-           WHERE e.id = u.id AND e.attempt = u.attempt AND e.owner = $4 AND e.state = 1"
-        ),
-        &[&ids, &attempts, &percents, &owner],
-      )
-      .await?;
-  }
-  if !batch.releases.is_empty() {
-    let ids: Vec<i64> = batch.releases.iter().map(|r| r.id).collect();
-    let attempts: Vec<i32> = batch.releases.iter().map(|r| int(r.attempt)).collect();
-    client
-      .execute(
-        &format!(
-          "UPDATE {s}.bmad_executions e SET \
-             state = CASE WHEN e.cancel_requested THEN 4 ELSE 0 END, \
-             attempt = CASE WHEN e.cancel_requested THEN e.attempt ELSE e.attempt - 1 END, \
-             owner = CASE WHEN e.cancel_requested THEN e.owner ELSE NULL END, \
-             finalized_at = CASE WHEN e.cancel_requested THEN $4::float8 ELSE NULL END, \
-             lease_expires_at = NULL, scheduled_at = $4::float8 \
-           FROM unnest($1::int8[], $2::int4[]) u(id, attempt) \
-           WHERE e.id = u.id AND e.attempt = u.attempt AND e.owner = $3 AND e.state = 1"
-        ),
-        &[&ids, &attempts, &owner, &now],
-      )
-      .await?;
-  }
-  if batch.claim > 0 && !interest.none {
-    let limit = i64::from(batch.claim);
-    // Agents with a global limit are claimed only under their lock (a try: one held by
-    // another executor's claim leaves them for the next round), so counting their running
-    // executions and claiming more is one step across every host; this statement's snapshot
-    // comes after the lock, so it sees the claims of the holders before.
-    let locked: Vec<String> = client
-      .query(
-        &format!(
-          "SELECT agent FROM {s}.bmad_limits WHERE ($1 OR agent = ANY($2)) AND agent <> ALL($3) \
-           AND pg_try_advisory_xact_lock(hashtextextended($4 || agent, 0))"
-        ),
-        &[
-          &interest.any,
-          &interest.agents,
-          &batch.exclude,
-          &format!("bmad/{s}/"),
-        ],
-      )
-      .await?
-      .iter()
-      .map(|r| r.get(0))
-      .collect();
-    let rows = client
-      .query(
-        &format!(
-          "WITH quota AS ( \
-             SELECT l.agent, l.global_concurrency - (SELECT count(*) FROM {s}.bmad_executions r \
-                                                    WHERE r.state = 1 AND r.agent = l.agent) AS q \
-             FROM {s}.bmad_limits l WHERE l.agent = ANY($8)), \
-           free AS ( \
-             SELECT e.id, e.priority FROM {s}.bmad_executions e \
-             WHERE e.state = 0 AND e.scheduled_at <= $3 AND ($4 OR e.agent = ANY($5)) AND e.agent <> ALL($6) \
-               AND NOT EXISTS (SELECT 1 FROM {s}.bmad_limits l WHERE l.agent = e.agent) \
-             ORDER BY e.priority DESC, e.id LIMIT $7 FOR UPDATE SKIP LOCKED), \
-           limited AS ( \
-             SELECT c.id, c.priority FROM quota CROSS JOIN LATERAL ( \
-               SELECT id, priority FROM {s}.bmad_executions e \
-               WHERE e.state = 0 AND e.agent = quota.agent AND e.scheduled_at <= $3 \
-               ORDER BY priority DESC, id LIMIT greatest(least(quota.q, $7), 0) FOR UPDATE SKIP LOCKED) c), \
-           picked AS ( \
-             SELECT id FROM (SELECT * FROM free UNION ALL SELECT * FROM limited) u ORDER BY priority DESC, id LIMIT $7) \
-           UPDATE {s}.bmad_executions e SET state = 1, attempt = e.attempt + 1, owner = $1, lease_expires_at = $2, attempted_at = $3 \
-           FROM picked WHERE e.id = picked.id RETURNING {}",
-          returning("e")
-        ),
-        &[
-          &owner,
-          &(now + lease_ms),
-          &now,
-          &interest.any,
-          &interest.agents,
-          &batch.exclude,
-          &limit,
-          &locked,
-        ],
-      )
-      .await?;
-    let mut claimed: Vec<Row> = rows.iter().map(row).collect();
-    claimed.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
-    out.claimed = claimed;
-  }
-  Ok(out)
-}
-
-/// `COLUMNS` qualified by `alias` (a RETURNING of an UPDATE … FROM names its table).
-fn returning(alias: &str) -> String {
-  COLUMNS
-    .split(',')
-    .map(|c| format!("{alias}.{}", c.trim()))
-    .collect::<Vec<_>>()
-    .join(", ")
-}
-
-/// Inserts in one statement; a submission whose key is live gets that execution's id.
-async fn insert(client: &Db<'_>, s: &str, inserts: &[NewExecution], now: f64) -> PgResult<Vec<Inserted>> {
-  let agents: Vec<&str> = inserts.iter().map(|n| n.agent.as_str()).collect();
-  let tasks: Vec<&str> = inserts.iter().map(|n| n.task.as_str()).collect();
-  let options: Vec<Option<&str>> = inserts.iter().map(|n| n.options.as_deref()).collect();
-  let levels: Vec<&str> = inserts.iter().map(|n| n.level.as_str()).collect();
-  let priorities: Vec<i64> = inserts.iter().map(|n| n.priority).collect();
-  let modes: Vec<i32> = inserts.iter().map(|n| int(n.mode)).collect();
-  let keys: Vec<Option<&str>> = inserts.iter().map(|n| n.key.as_deref()).collect();
-  let max_attempts: Vec<i32> = inserts.iter().map(|n| int(n.max_attempts.max(1))).collect();
-  let delays: Vec<f64> = inserts.iter().map(|n| n.retry_delay_ms).collect();
-  let backoffs: Vec<i32> = inserts.iter().map(|n| int(n.backoff)).collect();
-  let timeouts: Vec<f64> = inserts.iter().map(|n| n.timeout_ms).collect();
-  let start_after: Vec<f64> = inserts.iter().map(|n| n.start_after).collect();
-  let params: [&(dyn ToSql + Sync); 13] = [
-    &agents,
-    &tasks,
-    &options,
-    &levels,
-    &priorities,
-    &modes,
-    &keys,
-    &max_attempts,
-    &delays,
-    &backoffs,
-    &timeouts,
-    &start_after,
-    &now,
-  ];
-  // Ids are drawn first, so each input row knows its own; a key already live (or earlier in
-  // this batch) makes the insert do nothing and the row gets that execution's id.
-  let rows = client
-    .query(
-      &format!(
-        "WITH input AS MATERIALIZED (SELECT u.*, nextval(pg_get_serial_sequence('{s}.bmad_executions', 'id')) AS new_id \
-           FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int4[], $7::text[], $8::int4[], \
-                       $9::float8[], $10::int4[], $11::float8[], $12::float8[]) WITH ORDINALITY \
-             AS u(agent, task, options, level, priority, mode, key, max_attempts, retry_delay_ms, backoff, timeout_ms, start_after, ord)), \
-         ins AS (INSERT INTO {s}.bmad_executions (id, agent, task, options, level, priority, mode, key, state, max_attempts, \
-                   retry_delay_ms, backoff, timeout_ms, created_at, scheduled_at) \
-           SELECT new_id, agent, task, options, level, priority, mode, key, 0, max_attempts, retry_delay_ms, backoff, timeout_ms, \
-                  $13, greatest($13, start_after) FROM input ORDER BY ord \
-           ON CONFLICT (key) WHERE key IS NOT NULL AND state <= 1 DO NOTHING RETURNING id, key) \
-         SELECT i.key, \
-           (SELECT ins.id FROM ins WHERE ins.id = i.new_id), \
-           coalesce((SELECT ins.id FROM ins WHERE ins.key = i.key), \
-                    (SELECT x.id FROM {s}.bmad_executions x WHERE x.key = i.key AND x.state <= 1)) \
-         FROM input i ORDER BY i.ord"
-      ),
-      &params,
-    )
-    .await?;
-  let mut out = Vec::with_capacity(rows.len());
-  for r in &rows {
-    if let Some(id) = r.get::<_, Option<i64>>(1) {
-      out.push(Inserted { id, existing: false });
-      continue;
-    }
-    let id = match r.get::<_, Option<i64>>(2) {
-      Some(id) => id,
-      // Its key's execution was committed after this statement's snapshot: read it now.
-      None => {
-        let key: Option<String> = r.get(0);
-        client
-          .query_one(
-            &format!("SELECT id FROM {s}.bmad_executions WHERE key = $1 AND state <= 1"),
-            &[&key],
-          )
-          .await?
-          .get(0)
-      }
-    };
-    out.push(Inserted { id, existing: true });
-  }
-  Ok(out)
-}
-
-/// Attempt ends as compare-and-sets on (id, attempt, owner, running): completions in one
-/// statement; failures and cancels read their execution's retry settings (locking the rows),
-/// are decided by `store::decide`, and are written in one more.
-async fn finish(
-  client: &Db<'_>,
-  s: &str,
-  owner: &str,
-  finishes: &[Finish],
-  now: f64,
-  jitter: &mut Jitter,
-) -> PgResult<Vec<Finished>> {
-  let mut out = vec![Finished::Stale; finishes.len()];
-  let done: Vec<usize> = (0..finishes.len())
-    .filter(|&i| finishes[i].status == STATUS_COMPLETED)
-    .collect();
-  if !done.is_empty() {
-    let ids: Vec<i64> = done.iter().map(|&i| finishes[i].id).collect();
-    let attempts: Vec<i32> = done.iter().map(|&i| int(finishes[i].attempt)).collect();
-    let values: Vec<Option<&str>> = done.iter().map(|&i| finishes[i].value.as_deref()).collect();
-    let rows = client
-      .query(
-        &format!(
-          "UPDATE {s}.bmad_executions e SET state = 2, result = u.value, progress = 100, lease_expires_at = NULL, finalized_at = $5 \
-           FROM unnest($1::int8[], $2::int4[], $3::text[]) u(id, attempt, value) \
-           WHERE e.id = u.id AND e.attempt = u.attempt AND e.owner = $4 AND e.state = 1 RETURNING e.id, e.attempt"
-        ),
-        &[&ids, &attempts, &values, &owner, &now],
-      )
-      .await?;
-    for r in &rows {
-      let (id, attempt): (i64, i32) = (r.get(0), r.get(1));
-      if let Some(&i) = done
-        .iter()
-        .find(|&&i| finishes[i].id == id && int(finishes[i].attempt) == attempt)
-      {
-        out[i] = Finished::Recorded;
-      }
-    }
-  }
-  let rest: Vec<usize> = (0..finishes.len())
-    .filter(|&i| finishes[i].status != STATUS_COMPLETED)
-    .collect();
-  if rest.is_empty() {
-    return Ok(out);
-  }
-  let ids: Vec<i64> = rest.iter().map(|&i| finishes[i].id).collect();
-  let attempts: Vec<i32> = rest.iter().map(|&i| int(finishes[i].attempt)).collect();
-  let stored = client
-    .query(
-      &format!(
-        "SELECT e.id, e.attempt, e.max_attempts, e.retry_delay_ms, e.backoff, e.cancel_requested FROM {s}.bmad_executions e \
-         JOIN unnest($1::int8[], $2::int4[]) u(id, attempt) ON e.id = u.id AND e.attempt = u.attempt \
-         WHERE e.owner = $3 AND e.state = 1 FOR UPDATE OF e"
-      ),
-      &[&ids, &attempts, &owner],
-    )
-    .await?;
-  let (mut w_ids, mut w_attempts, mut w_states, mut w_values, mut w_due) =
-    (vec![], vec![], vec![], vec![], vec![]);
-  for r in &stored {
-    let (id, attempt): (i64, i32) = (r.get(0), r.get(1));
-    let Some(&i) = rest
-      .iter()
-      .find(|&&i| finishes[i].id == id && int(finishes[i].attempt) == attempt)
-    else {
-      continue;
-    };
-    let f = &finishes[i];
-    let st = Stored {
-      max_attempts: u32::try_from(r.get::<_, i32>(2)).unwrap_or(1),
-      retry_delay_ms: r.get(3),
-      backoff: u32::try_from(r.get::<_, i32>(4)).unwrap_or(0),
-      cancel_requested: r.get(5),
-    };
-    let (state, due) = match decide::after_attempt(f.status, f.retryable, f.attempt, st, jitter) {
-      AfterAttempt::Retry(delay) => {
-        out[i] = Finished::Retry(delay);
-        (0i16, Some(now + delay))
-      }
-      AfterAttempt::End(status) => {
-        out[i] = Finished::Recorded;
-        (i16::try_from(status).unwrap_or(3), None)
-      }
-    };
-    w_ids.push(id);
-    w_attempts.push(attempt);
-    w_states.push(state);
-    w_values.push(f.value.as_deref());
-    w_due.push(due);
-  }
-  if !w_ids.is_empty() {
-    client
-      .execute(
-        &format!(
-          "UPDATE {s}.bmad_executions e SET state = u.state, \
-             owner = CASE WHEN u.state = 0 THEN NULL ELSE e.owner END, \
-             error = CASE WHEN u.state = 0 THEN u.value ELSE coalesce(u.value, e.error) END, \
-             scheduled_at = CASE WHEN u.state = 0 THEN u.due ELSE e.scheduled_at END, \
-             finalized_at = CASE WHEN u.state = 0 THEN NULL ELSE $6::float8 END, \
-             lease_expires_at = NULL \
-           FROM unnest($1::int8[], $2::int4[], $3::int2[], $4::text[], $5::float8[]) u(id, attempt, state, value, due) \
-           WHERE e.id = u.id AND e.attempt = u.attempt AND e.owner = $7 AND e.state = 1"
-        ),
-        &[&w_ids, &w_attempts, &w_states, &w_values, &w_due, &now, &owner],
-      )
-      .await?;
-  }
-  Ok(out)
 }

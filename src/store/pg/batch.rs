@@ -1,0 +1,441 @@
+//! One batch on PostgreSQL: inserts, attempt ends, progress, releases and a claim in one
+//! transaction, each kind one statement over arrays (`unnest`), sent together. The server
+//! runs a pipeline in order and stops at the first error (the COMMIT at its end then rolls
+//! back), so a batch without failures costs one round trip; failures, whose retries are
+//! decided here from the rows they lock, cost a second.
+
+use std::future::Future;
+
+use tokio_postgres::types::ToSql;
+
+use super::notify::{self, ended};
+use super::ops::{int, row, PgResult};
+use super::Db;
+use crate::protocol::STATUS_COMPLETED;
+use crate::scheduler::retry::Jitter;
+use crate::store::decide::{self, AfterAttempt, Stored};
+use crate::store::ops::{Interest, COLUMNS};
+use crate::store::{Batch, BatchResult, Finished, Inserted, NewExecution, Row};
+
+type Params<'p> = Vec<&'p (dyn ToSql + Sync)>;
+
+/// The batch's statements for one schema, built once.
+pub struct BatchSql {
+  insert: String,
+  complete: String,
+  failing: String,
+  fail: String,
+  progress: String,
+  release: String,
+  lock: String,
+  claim: String,
+  key_owner: String,
+}
+
+impl BatchSql {
+  /// `s`: the quoted schema.
+  pub fn new(s: &str) -> BatchSql {
+    BatchSql {
+      // Ids are drawn first, so each input row knows its own; a key already live (or
+      // earlier in this batch) makes the insert do nothing and the row gets that
+      // execution's id. Joins, not subqueries per row: a batch may hold thousands.
+      insert: format!(
+        "WITH input AS MATERIALIZED (SELECT u.*, nextval(pg_get_serial_sequence('{s}.bmad_executions', 'id')) AS new_id \
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int4[], $7::text[], $8::int4[], \
+                       $9::float8[], $10::int4[], $11::float8[], $12::float8[]) WITH ORDINALITY \
+             AS u(agent, task, options, level, priority, mode, key, max_attempts, retry_delay_ms, backoff, timeout_ms, start_after, ord)), \
+         ins AS (INSERT INTO {s}.bmad_executions (id, agent, task, options, level, priority, mode, key, state, max_attempts, \
+                   retry_delay_ms, backoff, timeout_ms, created_at, scheduled_at) \
+           SELECT new_id, agent, task, options, level, priority, mode, key, 0, max_attempts, retry_delay_ms, backoff, timeout_ms, \
+                  $13, greatest($13, start_after) FROM input ORDER BY ord \
+           ON CONFLICT (key) WHERE key IS NOT NULL AND state <= 1 DO NOTHING RETURNING id, key) \
+         SELECT i.key, mine.id, coalesce(other.id, live.id) \
+         FROM input i \
+         LEFT JOIN ins mine ON mine.id = i.new_id \
+         LEFT JOIN ins other ON mine.id IS NULL AND other.key = i.key \
+         LEFT JOIN LATERAL (SELECT x.id FROM {s}.bmad_executions x \
+                            WHERE mine.id IS NULL AND other.id IS NULL AND x.key = i.key AND x.state <= 1) live ON true \
+         ORDER BY i.ord"
+      ),
+      complete: format!(
+        "UPDATE {s}.bmad_executions e SET state = 2, result = u.value, progress = 100, lease_expires_at = NULL, finalized_at = $5 \
+         FROM unnest($1::int8[], $2::int4[], $3::text[]) u(id, attempt, value) \
+         WHERE e.id = ANY($1) AND e.id = u.id AND e.attempt = u.attempt AND e.owner = $4 AND e.state = 1 RETURNING e.id, e.attempt"
+      ),
+      failing: format!(
+        "SELECT e.id, e.attempt, e.max_attempts, e.retry_delay_ms, e.backoff, e.cancel_requested FROM {s}.bmad_executions e \
+         JOIN unnest($1::int8[], $2::int4[]) u(id, attempt) ON e.id = u.id AND e.attempt = u.attempt \
+         WHERE e.id = ANY($1) AND e.owner = $3 AND e.state = 1 FOR UPDATE OF e"
+      ),
+      fail: format!(
+        "UPDATE {s}.bmad_executions e SET state = u.state, \
+           owner = CASE WHEN u.state = 0 THEN NULL ELSE e.owner END, \
+           error = CASE WHEN u.state = 0 THEN u.value ELSE coalesce(u.value, e.error) END, \
+           scheduled_at = CASE WHEN u.state = 0 THEN u.due ELSE e.scheduled_at END, \
+           finalized_at = CASE WHEN u.state = 0 THEN NULL ELSE $6::float8 END, \
+           lease_expires_at = NULL \
+         FROM unnest($1::int8[], $2::int4[], $3::int2[], $4::text[], $5::float8[]) u(id, attempt, state, value, due) \
+         WHERE e.id = ANY($1) AND e.id = u.id AND e.attempt = u.attempt AND e.owner = $7 AND e.state = 1"
+      ),
+      progress: format!(
+        "UPDATE {s}.bmad_executions e SET progress = u.p FROM unnest($1::int8[], $2::int4[], $3::float8[]) u(id, attempt, p) \
+         WHERE e.id = ANY($1) AND e.id = u.id AND e.attempt = u.attempt AND e.owner = $4 AND e.state = 1"
+      ),
+      // A release of an execution whose cancel was requested ends it.
+      release: format!(
+        "UPDATE {s}.bmad_executions e SET \
+           state = CASE WHEN e.cancel_requested THEN 4 ELSE 0 END, \
+           attempt = CASE WHEN e.cancel_requested THEN e.attempt ELSE e.attempt - 1 END, \
+           owner = CASE WHEN e.cancel_requested THEN e.owner ELSE NULL END, \
+           finalized_at = CASE WHEN e.cancel_requested THEN $4::float8 ELSE NULL END, \
+           lease_expires_at = NULL, scheduled_at = $4::float8 \
+         FROM unnest($1::int8[], $2::int4[]) u(id, attempt) \
+         WHERE e.id = ANY($1) AND e.id = u.id AND e.attempt = u.attempt AND e.owner = $3 AND e.state = 1"
+      ),
+      // Agents with a global limit are claimed only under their lock (a try: one held by
+      // another executor's claim leaves them for the next round). The agents locked are
+      // kept in a transaction-local setting for the claim that follows.
+      lock: format!(
+        "SELECT set_config('bmad.locked', coalesce(json_agg(agent)::text, '[]'), true) FROM ( \
+           SELECT agent FROM {s}.bmad_limits WHERE ($1 OR agent = ANY($2)) AND agent <> ALL($3) \
+           AND pg_try_advisory_xact_lock(hashtextextended($4 || agent, 0))) l"
+      ),
+      // A statement after the lock's, so its snapshot sees the claims of the lock's earlier
+      // holders: counting running executions and claiming more is one step across hosts.
+      // Each agent's queue is read from its index in order, the best `$7` of all are taken,
+      // and updated through the primary key: one scan over every queued row (`agent =
+      // ANY(…)`, or the planner's choice for "any agent") would read and sort them all.
+      // With any agent of interest, the agents with queued work are found by skipping
+      // through the queue index, one probe each.
+      claim: format!(
+        "WITH RECURSIVE queued(agent) AS ( \
+           (SELECT agent FROM {s}.bmad_executions WHERE $4 AND state = 0 ORDER BY agent LIMIT 1) \
+           UNION ALL \
+           SELECT (SELECT e.agent FROM {s}.bmad_executions e WHERE e.state = 0 AND e.agent > q.agent ORDER BY e.agent LIMIT 1) \
+           FROM queued q WHERE q.agent IS NOT NULL), \
+         locked AS ( \
+           SELECT jsonb_array_elements_text(coalesce(nullif(current_setting('bmad.locked', true), ''), '[]')::jsonb) AS agent), \
+         quota AS ( \
+           SELECT l.agent, l.global_concurrency - (SELECT count(*) FROM {s}.bmad_executions r \
+                                                  WHERE r.state = 1 AND r.agent = l.agent) AS q \
+           FROM {s}.bmad_limits l WHERE l.agent IN (SELECT agent FROM locked)), \
+         agents AS ( \
+           SELECT a.agent FROM ( \
+             SELECT unnest($5::text[]) AS agent WHERE NOT $4 \
+             UNION ALL SELECT agent FROM queued WHERE agent IS NOT NULL) a \
+           WHERE a.agent <> ALL($6) AND NOT EXISTS (SELECT 1 FROM {s}.bmad_limits l WHERE l.agent = a.agent)), \
+         free AS ( \
+           SELECT c.id, c.priority FROM agents CROSS JOIN LATERAL ( \
+             SELECT id, priority FROM {s}.bmad_executions e \
+             WHERE e.state = 0 AND e.agent = agents.agent AND e.scheduled_at <= $3 \
+             ORDER BY priority DESC, id LIMIT $7 FOR UPDATE SKIP LOCKED) c), \
+         limited AS ( \
+           SELECT c.id, c.priority FROM quota CROSS JOIN LATERAL ( \
+             SELECT id, priority FROM {s}.bmad_executions e \
+             WHERE e.state = 0 AND e.agent = quota.agent AND e.scheduled_at <= $3 \
+             ORDER BY priority DESC, id LIMIT greatest(least(quota.q, $7), 0) FOR UPDATE SKIP LOCKED) c), \
+         picked AS ( \
+           SELECT id FROM (SELECT * FROM free UNION ALL SELECT * FROM limited) u ORDER BY priority DESC, id LIMIT $7) \
+         UPDATE {s}.bmad_executions e SET state = 1, attempt = e.attempt + 1, owner = $1, lease_expires_at = $2, attempted_at = $3 \
+         WHERE e.id = ANY(ARRAY(SELECT id FROM picked)) RETURNING {COLUMNS}"
+      ),
+      key_owner: format!(
+        "SELECT id FROM {s}.bmad_executions WHERE key = $1 ORDER BY (state <= 1) DESC, id DESC LIMIT 1"
+      ),
+    }
+  }
+
+  /// Every statement a batch may send, to prepare before a pipeline: a statement prepared
+  /// inside one would be sent after the requests behind it.
+  pub fn all(&self) -> [&str; 9] {
+    [
+      &self.insert,
+      &self.complete,
+      &self.failing,
+      &self.fail,
+      &self.progress,
+      &self.release,
+      &self.lock,
+      &self.claim,
+      notify::SQL,
+    ]
+  }
+}
+
+/// `fut` when `cond`, else nothing (and nothing is sent).
+async fn when<T>(cond: bool, fut: impl Future<Output = PgResult<T>>) -> PgResult<Option<T>> {
+  if cond {
+    fut.await.map(Some)
+  } else {
+    Ok(None)
+  }
+}
+
+/// Who runs the batch, and where.
+pub struct Ctx<'a> {
+  pub db: &'a Db<'a>,
+  pub sql: &'a BatchSql,
+  pub channel: &'a str,
+  pub schema_key: &'a str,
+  pub owner: &'a str,
+  pub interest: &'a Interest,
+  pub now: f64,
+  pub lease_ms: f64,
+}
+
+/// The insert statement's arrays.
+struct InsertArgs<'a> {
+  agents: Vec<&'a str>,
+  tasks: Vec<&'a str>,
+  options: Vec<Option<&'a str>>,
+  levels: Vec<&'a str>,
+  priorities: Vec<i64>,
+  modes: Vec<i32>,
+  keys: Vec<Option<&'a str>>,
+  max_attempts: Vec<i32>,
+  delays: Vec<f64>,
+  backoffs: Vec<i32>,
+  timeouts: Vec<f64>,
+  start_after: Vec<f64>,
+}
+
+impl<'a> InsertArgs<'a> {
+  fn new(inserts: &'a [NewExecution]) -> InsertArgs<'a> {
+    InsertArgs {
+      agents: inserts.iter().map(|n| n.agent.as_str()).collect(),
+      tasks: inserts.iter().map(|n| n.task.as_str()).collect(),
+      options: inserts.iter().map(|n| n.options.as_deref()).collect(),
+      levels: inserts.iter().map(|n| n.level.as_str()).collect(),
+      priorities: inserts.iter().map(|n| n.priority).collect(),
+      modes: inserts.iter().map(|n| int(n.mode)).collect(),
+      keys: inserts.iter().map(|n| n.key.as_deref()).collect(),
+      max_attempts: inserts.iter().map(|n| int(n.max_attempts.max(1))).collect(),
+      delays: inserts.iter().map(|n| n.retry_delay_ms).collect(),
+      backoffs: inserts.iter().map(|n| int(n.backoff)).collect(),
+      timeouts: inserts.iter().map(|n| n.timeout_ms).collect(),
+      start_after: inserts.iter().map(|n| n.start_after).collect(),
+    }
+  }
+
+  fn params<'p>(&'p self, now: &'p f64) -> Params<'p> {
+    vec![
+      &self.agents,
+      &self.tasks,
+      &self.options,
+      &self.levels,
+      &self.priorities,
+      &self.modes,
+      &self.keys,
+      &self.max_attempts,
+      &self.delays,
+      &self.backoffs,
+      &self.timeouts,
+      &self.start_after,
+      now,
+    ]
+  }
+}
+
+/// Runs `batch` in one transaction, committed when this returns `Ok`. On `Err` the
+/// transaction may still be open: the caller rolls back.
+pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<BatchResult> {
+  let db = cx.db;
+  let sql = cx.sql;
+  let now = cx.now;
+  let mut out = BatchResult {
+    finished: vec![Finished::Stale; batch.finishes.len()],
+    ..BatchResult::default()
+  };
+
+  let inserts = InsertArgs::new(&batch.inserts);
+  let insert_params = inserts.params(&now);
+
+  let done: Vec<usize> = (0..batch.finishes.len())
+    .filter(|&i| batch.finishes[i].status == STATUS_COMPLETED)
+    .collect();
+  let done_ids: Vec<i64> = done.iter().map(|&i| batch.finishes[i].id).collect();
+  let done_attempts: Vec<i32> = done.iter().map(|&i| int(batch.finishes[i].attempt)).collect();
+  let done_values: Vec<Option<&str>> = done.iter().map(|&i| batch.finishes[i].value.as_deref()).collect();
+  let done_params: Params = vec![&done_ids, &done_attempts, &done_values, &cx.owner, &now];
+
+  let rest: Vec<usize> = (0..batch.finishes.len())
+    .filter(|&i| batch.finishes[i].status != STATUS_COMPLETED)
+    .collect();
+  let rest_ids: Vec<i64> = rest.iter().map(|&i| batch.finishes[i].id).collect();
+  let rest_attempts: Vec<i32> = rest.iter().map(|&i| int(batch.finishes[i].attempt)).collect();
+  let failing_params: Params = vec![&rest_ids, &rest_attempts, &cx.owner];
+
+  let p_ids: Vec<i64> = batch.progress.iter().map(|p| p.id).collect();
+  let p_attempts: Vec<i32> = batch.progress.iter().map(|p| int(p.attempt)).collect();
+  let p_percents: Vec<f64> = batch.progress.iter().map(|p| p.percent).collect();
+  let progress_params: Params = vec![&p_ids, &p_attempts, &p_percents, &cx.owner];
+
+  let r_ids: Vec<i64> = batch.releases.iter().map(|r| r.id).collect();
+  let r_attempts: Vec<i32> = batch.releases.iter().map(|r| int(r.attempt)).collect();
+  let release_params: Params = vec![&r_ids, &r_attempts, &cx.owner, &now];
+
+  let claiming = batch.claim > 0 && !cx.interest.none;
+  let i = cx.interest;
+  let lock_params: Params = vec![&i.any, &i.agents, &batch.exclude, &cx.schema_key];
+  let lease = now + cx.lease_ms;
+  let limit = i64::from(batch.claim);
+  let claim_params: Params = vec![&cx.owner, &lease, &now, &i.any, &i.agents, &batch.exclude, &limit];
+
+  // Without failures, the whole transaction goes at once; what it tells others is known
+  // before (an attempt end that turns out stale is a harmless extra id).
+  let one_trip = rest.is_empty();
+  let notes = if one_trip {
+    notes_for(batch, &[], &done_ids)
+  } else {
+    Vec::new()
+  };
+  let notify_params: Params = vec![&cx.channel, &notes];
+
+  let (begun, inserted, completed, failing, progressed, released, locked, claimed, noted, committed) = tokio::join!(
+    biased;
+    db.batch_execute("BEGIN"),
+    when(!batch.inserts.is_empty(), db.query(&sql.insert, &insert_params)),
+    when(!done.is_empty(), db.query(&sql.complete, &done_params)),
+    when(!rest.is_empty(), db.query(&sql.failing, &failing_params)),
+    when(!batch.progress.is_empty(), db.execute(&sql.progress, &progress_params)),
+    when(!batch.releases.is_empty(), db.execute(&sql.release, &release_params)),
+    when(claiming && one_trip, db.execute(&sql.lock, &lock_params)),
+    when(claiming && one_trip, db.query(&sql.claim, &claim_params)),
+    when(one_trip && !notes.is_empty(), db.execute(notify::SQL, &notify_params)),
+    when(one_trip, db.batch_execute("COMMIT")),
+  );
+  // The first error is the cause; the ones after it say only that the transaction failed.
+  begun?;
+  let inserted = inserted?;
+  let completed = completed?;
+  let failing = failing?;
+  progressed?;
+  released?;
+  locked?;
+  let mut claimed = claimed?;
+  noted?;
+  committed?;
+
+  for r in completed.iter().flatten() {
+    let (id, attempt): (i64, i32) = (r.get(0), r.get(1));
+    if let Some(&i) = done
+      .iter()
+      .find(|&&i| batch.finishes[i].id == id && int(batch.finishes[i].attempt) == attempt)
+    {
+      out.finished[i] = Finished::Recorded;
+    }
+  }
+
+  if let Some(stored) = failing {
+    // The failures' outcomes, decided from their locked rows, then the rest of the batch.
+    let (mut w_ids, mut w_attempts, mut w_states, mut w_values, mut w_due) = (
+      Vec::<i64>::new(),
+      Vec::<i32>::new(),
+      Vec::<i16>::new(),
+      Vec::<Option<&str>>::new(),
+      Vec::<Option<f64>>::new(),
+    );
+    for r in &stored {
+      let (id, attempt): (i64, i32) = (r.get(0), r.get(1));
+      let Some(&i) = rest
+        .iter()
+        .find(|&&i| batch.finishes[i].id == id && int(batch.finishes[i].attempt) == attempt)
+      else {
+        continue;
+      };
+      let f = &batch.finishes[i];
+      let st = Stored {
+        max_attempts: u32::try_from(r.get::<_, i32>(2)).unwrap_or(1),
+        retry_delay_ms: r.get(3),
+        backoff: u32::try_from(r.get::<_, i32>(4)).unwrap_or(0),
+        cancel_requested: r.get(5),
+      };
+      let (state, due) = match decide::after_attempt(f.status, f.retryable, f.attempt, st, jitter) {
+        AfterAttempt::Retry(delay) => {
+          out.finished[i] = Finished::Retry(delay);
+          (0i16, Some(now + delay))
+        }
+        AfterAttempt::End(status) => {
+          out.finished[i] = Finished::Recorded;
+          (i16::try_from(status).unwrap_or(3), None)
+        }
+      };
+      w_ids.push(id);
+      w_attempts.push(attempt);
+      w_states.push(state);
+      w_values.push(f.value.as_deref());
+      w_due.push(due);
+    }
+    let fail_params: Params = vec![&w_ids, &w_attempts, &w_states, &w_values, &w_due, &now, &cx.owner];
+    let notes = notes_for(batch, &out.finished, &done_ids);
+    let notify_params: Params = vec![&cx.channel, &notes];
+    let (failed, locked, claimed_now, noted, committed) = tokio::join!(
+      biased;
+      when(!w_ids.is_empty(), db.execute(&sql.fail, &fail_params)),
+      when(claiming, db.execute(&sql.lock, &lock_params)),
+      when(claiming, db.query(&sql.claim, &claim_params)),
+      when(!notes.is_empty(), db.execute(notify::SQL, &notify_params)),
+      db.batch_execute("COMMIT"),
+    );
+    failed?;
+    locked?;
+    claimed = claimed_now?;
+    noted?;
+    committed?;
+  }
+
+  if let Some(rows) = inserted {
+    out.inserted = inserted_ids(db, sql, &rows).await?;
+  }
+  out.stale = out.finished.iter().filter(|f| **f == Finished::Stale).count() as u32;
+  let mut claimed: Vec<Row> = claimed.iter().flatten().map(row).collect();
+  claimed.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
+  out.claimed = claimed;
+  Ok(out)
+}
+
+/// Each submission's id from the insert's rows: its own, or that of the execution holding
+/// its key. A key whose execution was committed after the insert's snapshot is read again
+/// (after the commit: that execution is committed, whichever host wrote it).
+async fn inserted_ids(db: &Db<'_>, sql: &BatchSql, rows: &[tokio_postgres::Row]) -> PgResult<Vec<Inserted>> {
+  let mut out = Vec::with_capacity(rows.len());
+  for r in rows {
+    if let Some(id) = r.get::<_, Option<i64>>(1) {
+      out.push(Inserted { id, existing: false });
+      continue;
+    }
+    let id = match r.get::<_, Option<i64>>(2) {
+      Some(id) => id,
+      None => {
+        let key: Option<String> = r.get(0);
+        db.query_one(&sql.key_owner, &[&key]).await?.get(0)
+      }
+    };
+    out.push(Inserted { id, existing: true });
+  }
+  Ok(out)
+}
+
+/// What a batch's transaction tells the other executors: the executions it ended (`done`:
+/// the completions' ids, `finished`: the outcomes of failures when decided) and whether
+/// claimable work appeared.
+fn notes_for(batch: &Batch, finished: &[Finished], done: &[i64]) -> Vec<String> {
+  let mut ended_ids: Vec<i64> = done.to_vec();
+  let mut work = !batch.inserts.is_empty() || !batch.releases.is_empty();
+  for (f, r) in batch.finishes.iter().zip(finished) {
+    if f.status == STATUS_COMPLETED {
+      continue;
+    }
+    match r {
+      Finished::Recorded => ended_ids.push(f.id),
+      Finished::Retry(_) => work = true,
+      Finished::Stale => {}
+    }
+  }
+  ended_ids.extend(batch.releases.iter().map(|r| r.id));
+  let mut notes = ended(&ended_ids);
+  if work {
+    notes.push("w".to_string());
+  }
+  notes
+}
