@@ -63,6 +63,23 @@ pgTest('a cancel asked on one executor aborts the agent running on another', asy
   assert.equal(final.found && final.status, 'cancelled');
 });
 
+pgTest('over TLS: verify-full with the server\'s CA works end to end; a certificate for another name is refused', async (t) => {
+  const ca = process.env.BMAD_TEST_PG_CA;
+  if (!ca) return t.skip('BMAD_TEST_PG_CA is not set (the cluster has no TLS)');
+  // The server's certificate names localhost, not 127.0.0.1.
+  const url = fresh().replace('127.0.0.1', 'localhost') + `&sslmode=verify-full&sslrootcert=${encodeURIComponent(ca)}`;
+  const runner = make(url);
+  const submitter = make(url);
+  runner.registerAgent('echo', async (task) => ({ echoed: task }));
+  await Promise.all([runner.initialize(), submitter.initialize()]);
+  // The submitter hears of the end through its listener connection, over TLS too.
+  assert.deepEqual(await submitter.execute('echo', 'secret'), { echoed: 'secret' });
+  const wrongName = make(fresh() + `&sslmode=verify-full&sslrootcert=${encodeURIComponent(ca)}`);
+  await assert.rejects(wrongName.initialize(), (err) => err.code === 'ERR_STORE' && /certificate/i.test(err.message) && /127\.0\.0\.1/.test(err.message));
+  const untrusted = make(fresh().replace('127.0.0.1', 'localhost') + '&sslmode=verify-full&sslrootcert=system');
+  await assert.rejects(untrusted.initialize(), (err) => err.code === 'ERR_STORE' && /certificate/i.test(err.message));
+});
+
 pgTest('a runner killed with SIGKILL: another one takes its execution over once its lease ran out', async () => {
   const url = fresh();
   // The first runner: a child process that starts the execution, then is killed.

@@ -6,7 +6,8 @@
 //   node scripts/pg-cluster.mjs run -- <command> [args…]
 //
 // starts a cluster, runs the command with BMAD_TEST_PG_URL=postgres://postgres@127.0.0.1:<port>/bmad_test
-// (and BMAD_TEST_PG_RESTART, a JSON command line restarting the server) and stops the cluster
+// (and BMAD_TEST_PG_RESTART, a JSON command line restarting the server; BMAD_TEST_PG_CA, the
+// certificate of its TLS, when openssl is there to make one) and stops the cluster
 // whatever the command did; exits with the command's code. Without
 // PostgreSQL on the machine the command runs without the URL (its PostgreSQL tests say they
 // are not run), unless BMAD_REQUIRE_PG=1 (CI), which makes that an error.
@@ -14,7 +15,7 @@
 // PostgreSQL is looked for in PG_BIN, then `pg_config --bindir`, then the newest
 // /usr/lib/postgresql/<version>/bin.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -46,8 +47,18 @@ function freePort() {
   });
 }
 
-/** Starts a cluster; resolves `{ url, port, dir, restart(), stop() }`. */
-export async function startPostgres(bin = findPostgres()) {
+/** Whether `openssl` can be run (for a TLS-enabled cluster). */
+export function hasOpenssl() {
+  return spawnSync('openssl', ['version'], { stdio: 'ignore' }).status === 0;
+}
+
+/**
+ * Starts a cluster; resolves `{ url, port, dir, ca, restart(), stop() }`. With `ssl`, the
+ * server also accepts TLS, with a certificate for `localhost` (not for 127.0.0.1, so that
+ * verify-full to the address fails and to the name succeeds) signed by a CA of its own; `ca`
+ * is the CA's certificate (null without `ssl`).
+ */
+export async function startPostgres(bin = findPostgres(), { ssl = false } = {}) {
   if (bin === null) throw new Error('PostgreSQL is not installed (no initdb/pg_ctl found; set PG_BIN)');
   const asRoot = process.getuid?.() === 0;
   const dir = mkdtempSync(path.join(tmpdir(), 'bmad-pg-'));
@@ -68,6 +79,24 @@ export async function startPostgres(bin = findPostgres()) {
   try {
     run('initdb', ['-D', data, '-U', 'postgres', '-A', 'trust', '-E', 'UTF8', '--no-locale', '--no-sync']);
     const port = await freePort();
+    let ca = null;
+    const tls = [];
+    if (ssl) {
+      // A CA of its own, and the server's certificate signed by it.
+      const file = (name) => path.join(dir, name);
+      ca = file('ca.crt');
+      const openssl = (...args) => execFileSync('openssl', args, { stdio: 'ignore' });
+      openssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', file('ca.key'), '-out', ca, '-days', '2', '-subj', '/CN=bmad test CA');
+      openssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', file('server.key'), '-out', file('server.csr'), '-subj', '/CN=localhost');
+      writeFileSync(file('server.ext'), 'basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost\n');
+      openssl('x509', '-req', '-in', file('server.csr'), '-CA', ca, '-CAkey', file('ca.key'), '-CAcreateserial', '-out', file('server.crt'), '-days', '2', '-extfile', file('server.ext'));
+      chmodSync(file('server.key'), 0o600);
+      if (asRoot) {
+        const id = (flag) => Number(execFileSync('id', [flag, 'postgres'], { encoding: 'utf8' }).trim());
+        for (const name of ['server.key', 'server.crt']) chownSync(file(name), id('-u'), id('-g'));
+      }
+      tls.push('-c ssl=on', `-c ssl_cert_file=${file('server.crt')}`, `-c ssl_key_file=${file('server.key')}`);
+    }
     const options = [
       `-p ${port}`,
       '-c listen_addresses=127.0.0.1',
@@ -76,6 +105,7 @@ export async function startPostgres(bin = findPostgres()) {
       '-c synchronous_commit=off',
       '-c full_page_writes=off',
       '-c max_connections=200',
+      ...tls,
     ].join(' ');
     run('pg_ctl', ['-D', data, '-l', log, '-o', options, '-w', '-t', '60', 'start']);
     run('createdb', ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', 'bmad_test']);
@@ -83,6 +113,7 @@ export async function startPostgres(bin = findPostgres()) {
       url: `postgres://postgres@127.0.0.1:${port}/bmad_test`,
       port,
       dir,
+      ca,
       /** The command line that restarts the server (for tests of a restart mid-run). */
       restartCommand: command('pg_ctl', ['-D', data, '-l', log, '-m', 'fast', '-w', 'restart']),
       restart: () => run('pg_ctl', ['-D', data, '-l', log, '-o', options, '-m', 'fast', '-w', 'restart']),
@@ -118,9 +149,18 @@ async function main(argv) {
     }
     console.error('pg-cluster: PostgreSQL is not installed: the PostgreSQL tests will not run');
   } else {
-    pg = await startPostgres(bin);
+    const ssl = hasOpenssl();
+    if (!ssl) {
+      if (process.env.BMAD_REQUIRE_PG === '1') {
+        console.error('pg-cluster: openssl is required for the TLS tests (BMAD_REQUIRE_PG=1) but not installed');
+        return 1;
+      }
+      console.error('pg-cluster: openssl is not installed: the TLS tests will not run');
+    }
+    pg = await startPostgres(bin, { ssl });
     env.BMAD_TEST_PG_URL = pg.url;
     env.BMAD_TEST_PG_RESTART = JSON.stringify(pg.restartCommand);
+    if (pg.ca !== null) env.BMAD_TEST_PG_CA = pg.ca;
   }
   const stop = () => {
     if (pg !== null) {

@@ -2,9 +2,6 @@
 //! connecting on the shared tokio runtime, and the schema (the SQLite store's tables in
 //! PostgreSQL's types, versioned the same way, in a schema of the user's choice).
 //!
-//! Not reachable from JS yet: the store's operations and its thread come next, with one
-//! set of decisions for both drivers (see docs/plans/postgres.md).
-//!
 //! Every call blocks the calling thread on the runtime (`Handle::block_on`): the store runs
 //! on its own thread, never inside a runtime task.
 
@@ -15,9 +12,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::runtime::Handle;
+use tokio::sync::mpsc::UnboundedSender;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, NoTls, Row, Statement};
+use tokio_postgres::{AsyncMessage, Client, Connection, NoTls, Notification, Row, Statement};
 
 use super::schema::{APP, VERSION};
 use super::{StoreError, StoreResult};
@@ -79,6 +78,8 @@ CREATE TABLE {s}.bmad_limits (
 #[derive(Debug, Clone)]
 pub struct PgTarget {
   pub config: tokio_postgres::Config,
+  /// TLS when `sslmode` is not `disable` (tokio-postgres then negotiates it as asked).
+  pub tls: Option<Arc<rustls::ClientConfig>>,
   pub schema: String,
   /// The URL without its password, for messages.
   pub shown: String,
@@ -93,31 +94,42 @@ impl PgTarget {
       .or_else(|| url.strip_prefix("postgresql://"))
       .ok_or_else(|| StoreError::store("a PostgreSQL store URL starts with postgres:// or postgresql://"))?;
     let (head, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let shown = format!("postgres://{}", hide_password(head));
+    let refuse = |what: String| StoreError::store(format!("store {shown}: {what}"));
     let mut schema = "public".to_string();
+    let (mut ssl_mode, mut root_cert) = (None, None);
     let mut kept = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
       match pair.split_once('=') {
         Some(("schema", v)) if !v.is_empty() => schema = decode(v)?,
         Some(("schema", _)) => return Err(StoreError::store("?schema= needs a schema name")),
+        Some(("sslmode", v)) => ssl_mode = Some(decode(v)?),
+        Some(("sslrootcert", v)) => root_cert = Some(decode(v)?),
+        Some((k @ ("sslcert" | "sslkey" | "sslpassword" | "sslcrl"), _)) => {
+          return Err(refuse(format!(
+            "{k} is not supported (client certificates and CRLs)"
+          )))
+        }
         _ => kept.push(pair),
       }
     }
-    let shown = format!("postgres://{}", hide_password(head));
+    let (mode, check) = tls::settings(ssl_mode.as_deref(), root_cert.as_deref()).map_err(refuse)?;
     let base = if kept.is_empty() {
       format!("postgres://{head}")
     } else {
       format!("postgres://{head}?{}", kept.join("&"))
     };
-    let config = base
+    let mut config = base
       .parse::<tokio_postgres::Config>()
       .map_err(|e| StoreError::store(format!("store {shown}: {e}")))?;
-    if matches!(config.get_ssl_mode(), tokio_postgres::config::SslMode::Require) {
-      return Err(StoreError::store(format!(
-        "store {shown}: sslmode=require needs TLS, which this build does not have yet"
-      )));
-    }
+    config.ssl_mode(mode);
+    let tls = match mode {
+      tokio_postgres::config::SslMode::Disable => None,
+      _ => Some(tls::client_config(check, root_cert.as_deref()).map_err(refuse)?),
+    };
     Ok(PgTarget {
       config,
+      tls,
       schema,
       shown,
     })
@@ -414,15 +426,49 @@ impl PgConnection {
 
 /// A connection to `target`, driven by a task on `rt`.
 fn connect(rt: &Handle, target: &PgTarget) -> StoreResult<Client> {
-  let config = target.config.clone();
-  block(rt, &target.shown, "cannot connect to", async move {
-    let (client, connection) = config.connect(NoTls).await?;
-    tokio::spawn(async move {
-      // Ends when the connection closes; the client then reports errors on every call.
-      let _ = connection.await;
-    });
-    Ok(client)
-  })
+  block(rt, &target.shown, "cannot connect to", open_client(target, None))
+}
+
+/// Connects to `target` with the TLS it asks for. A task on the runtime drives the
+/// connection until it closes (the client then reports errors on every call) and hands the
+/// notifications it receives to `notes`.
+pub(super) async fn open_client(
+  target: &PgTarget,
+  notes: Option<UnboundedSender<Notification>>,
+) -> Result<Client, tokio_postgres::Error> {
+  match &target.tls {
+    None => {
+      let (client, connection) = target.config.connect(NoTls).await?;
+      tokio::spawn(drive(connection, notes));
+      Ok(client)
+    }
+    Some(tls) => {
+      let connector = tokio_postgres_rustls::MakeRustlsConnect::new((**tls).clone());
+      let (client, connection) = target.config.connect(connector).await?;
+      tokio::spawn(drive(connection, notes));
+      Ok(client)
+    }
+  }
+}
+
+async fn drive<S, T>(mut connection: Connection<S, T>, notes: Option<UnboundedSender<Notification>>)
+where
+  S: AsyncRead + AsyncWrite + Unpin,
+  T: AsyncRead + AsyncWrite + Unpin,
+{
+  while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+    match message {
+      Ok(AsyncMessage::Notification(n)) => {
+        if let Some(tx) = &notes {
+          if tx.send(n).is_err() {
+            return;
+          }
+        }
+      }
+      Ok(_) => {}
+      Err(_) => return,
+    }
+  }
 }
 
 /// The migration inside its transaction: `Ok(Err(_))` for a schema refused.
@@ -550,6 +596,7 @@ pub mod backend;
 mod batch;
 pub mod notify;
 pub mod ops;
+mod tls;
 
 #[cfg(test)]
 mod tests;

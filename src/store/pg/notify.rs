@@ -6,16 +6,14 @@
 //! the listener itself, `r` after it (re)connected (anything may have been missed). A
 //! payload stays under PostgreSQL's 8000 bytes: long id lists are split.
 
-use std::future::poll_fn;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
-use tokio_postgres::{AsyncMessage, NoTls};
 
-use super::{quote_ident, Db, PgTarget};
+use super::{open_client, quote_ident, Db, PgTarget};
 use crate::store::backend::Changes;
 use crate::store::service::Command;
 
@@ -91,45 +89,28 @@ pub fn listen(
   wake: Sender<Command>,
   own: Arc<AtomicI32>,
 ) -> JoinHandle<()> {
-  let config = target.config.clone();
+  let target = target.clone();
   let listen = format!("LISTEN {}", quote_ident(&channel(&target.schema)));
   rt.spawn(async move {
     let mut pause = Duration::from_millis(50);
     loop {
-      if let Ok((client, mut connection)) = config.connect(NoTls).await {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-        // The connection's messages are read by this task; LISTEN is sent on the client.
-        let own = own.clone();
-        let reader = tokio::spawn(async move {
-          while let Some(message) = poll_fn(|cx| connection.poll_message(cx)).await {
-            match message {
-              Ok(AsyncMessage::Notification(n)) => {
-                if n.process_id() == own.load(Ordering::Relaxed) {
-                  continue;
-                }
-                if tx.send(n.payload().to_string()).is_err() {
-                  return;
-                }
-              }
-              Ok(_) => {}
-              Err(_) => return,
-            }
-          }
-        });
+      let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+      if let Ok(client) = open_client(&target, Some(tx)).await {
         if client.batch_execute(&listen).await.is_ok() {
           pause = Duration::from_millis(50);
           if notes.send("r".to_string()).is_err() || wake.send(Command::Wake).is_err() {
-            reader.abort();
             return;
           }
-          while let Some(payload) = rx.recv().await {
-            if notes.send(payload).is_err() || wake.send(Command::Wake).is_err() {
-              reader.abort();
+          // Ends when the connection does.
+          while let Some(n) = rx.recv().await {
+            if n.process_id() == own.load(Ordering::Relaxed) {
+              continue;
+            }
+            if notes.send(n.payload().to_string()).is_err() || wake.send(Command::Wake).is_err() {
               return;
             }
           }
         }
-        reader.abort();
       }
       tokio::time::sleep(pause).await;
       pause = (pause * 2).min(Duration::from_secs(5));

@@ -47,11 +47,64 @@ fn urls_parse_with_a_schema_and_messages_hide_the_password() {
   let refused = |url: &str| PgTarget::parse(url).err().map(|e| e.message).unwrap_or_default();
   assert!(refused("mysql://h/db").contains("postgres://"));
   assert!(refused("postgres://h/db?schema=").contains("schema name"));
-  assert!(refused("postgres://u:pw@h/db?sslmode=require").contains("sslmode=require"));
+  assert!(refused("postgres://u:pw@h/db?sslmode=sometimes").contains("sslmode=sometimes"));
+  assert!(refused("postgres://u:pw@h/db?sslcert=/c.pem").contains("sslcert is not supported"));
   assert!(
-    !refused("postgres://u:pw@h/db?sslmode=require").contains("pw"),
+    !refused("postgres://u:pw@h/db?sslmode=sometimes").contains("pw"),
     "no password in messages"
   );
+  let tls = |url: &str| PgTarget::parse(url).expect("valid").tls.is_some();
+  assert!(tls("postgres://h/db"), "prefer by default, as libpq");
+  assert!(tls("postgres://h/db?sslmode=require"));
+  assert!(!tls("postgres://h/db?sslmode=disable"));
+}
+
+#[test]
+fn tls_is_used_and_the_certificate_checked_as_sslmode_says() {
+  let Some(url) = server() else { return };
+  let Some(ca) = std::env::var("BMAD_TEST_PG_CA").ok().filter(|c| !c.is_empty()) else {
+    eprintln!("BMAD_TEST_PG_CA is not set (the cluster has no TLS): TLS test not run");
+    return;
+  };
+  let schema = format!("tls_{}", std::process::id());
+  let open = |url: &str, params: &str| {
+    PgConnection::open(PgTarget::parse(&format!("{url}?schema={schema}&{params}")).expect("valid"))
+  };
+  let encrypted = |c: &PgConnection| -> bool {
+    c.wait(
+      "test",
+      c.client()
+        .query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[]),
+    )
+    .expect("pg_stat_ssl")
+    .get(0)
+  };
+  // The certificate names localhost, not 127.0.0.1.
+  let by_name = url.replace("127.0.0.1", "localhost");
+  assert!(encrypted(&open(&url, "sslmode=require").expect("require")));
+  assert!(encrypted(&open(&url, "sslmode=prefer").expect("prefer")));
+  assert!(!encrypted(&open(&url, "sslmode=disable").expect("disable")));
+  assert!(encrypted(
+    &open(&url, &format!("sslmode=verify-ca&sslrootcert={ca}")).expect("verify-ca")
+  ));
+  assert!(encrypted(
+    &open(&by_name, &format!("sslmode=verify-full&sslrootcert={ca}")).expect("verify-full")
+  ));
+  let wrong_name = open(&url, &format!("sslmode=verify-full&sslrootcert={ca}"))
+    .err()
+    .expect("refused");
+  assert_eq!(wrong_name.code, "ERR_STORE");
+  assert!(
+    wrong_name.message.contains("certificate"),
+    "{}",
+    wrong_name.message
+  );
+  // A self-signed certificate nobody trusts.
+  let unknown = open(&by_name, "sslmode=verify-full&sslrootcert=system")
+    .err()
+    .expect("refused");
+  assert_eq!(unknown.code, "ERR_STORE");
+  assert!(unknown.message.contains("certificate"), "{}", unknown.message);
 }
 
 #[test]
