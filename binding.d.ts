@@ -402,6 +402,8 @@ export interface NativeStoreInsert {
   timeoutMs: number
   /** The earliest start, ms since the epoch (0: at once). */
   startAfter: number
+  /** This executor's number for the submission (≥ 1), kept when the batch is sent again. */
+  seq: number
 }
 
 export interface NativeStoreOptions {

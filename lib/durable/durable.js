@@ -73,6 +73,7 @@ class Durable extends Outcomes {
     this.stats = { claimed: 0, staleResults: 0, rescued: 0, storeErrors: 0, busy: 0 };
     this.claimChunk = MAX_CLAIM; // set by _freeSlots
     this.claimExclude = []; // agents at their limits here, set by _freeSlots
+    this.insertSeq = 0; // numbers submissions: a batch sent again is recognised by them
     this.owner = null;
     this.openError = null;
     this.worker = false; // initialize() was called: wait for work from other processes
@@ -143,6 +144,7 @@ class Durable extends Outcomes {
         backoff: policy.backoff === 'fixed' ? P.BACKOFF_FIXED : P.BACKOFF_EXPONENTIAL,
         timeoutMs,
         startAfter: x.startAfter === undefined ? 0 : x.startAfter,
+        seq: ++this.insertSeq,
       },
       rec,
     );

@@ -47,6 +47,8 @@ pub struct NativeStoreInsert {
   pub timeout_ms: f64,
   /// The earliest start, ms since the epoch (0: at once).
   pub start_after: f64,
+  /// This executor's number for the submission (≥ 1), kept when the batch is sent again.
+  pub seq: f64,
 }
 
 #[napi(object)]
@@ -204,6 +206,11 @@ impl From<NativeStoreInsert> for NewExecution {
         n.start_after
       } else {
         0.0
+      },
+      seq: if n.seq.is_finite() && n.seq >= 1.0 {
+        n.seq as u64
+      } else {
+        0
       },
     }
   }

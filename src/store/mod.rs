@@ -99,6 +99,9 @@ pub struct NewExecution {
   pub timeout_ms: f64,
   /// The earliest start, ms since the epoch (0 or past: at once).
   pub start_after: f64,
+  /// This executor's number for the submission (0: none), the same when a batch goes again
+  /// after a lost connection: PostgreSQL then finds the row its first try may have committed.
+  pub seq: u64,
 }
 
 /// The answer to one insert: its id, and whether it is an earlier execution with its key.

@@ -290,6 +290,9 @@ fn run(opts: Options, rx: Receiver<Command>, tx: Sender<Command>, mut sink: Sink
     if s.alive {
       for (up, store) in s.store.link_changes() {
         s.emit(Event::Link { up, store });
+        if up {
+          s.resync();
+        }
       }
     }
   }
@@ -444,6 +447,21 @@ impl Service {
         self.emit(Event::Closed { req });
         self.alive = false;
       }
+    }
+  }
+
+  /// The connection is back: claims whose answer was lost go back to the queue, and what
+  /// other executors did meanwhile is looked at.
+  fn resync(&mut self) {
+    let running: Vec<i64> = self.running.iter().copied().collect();
+    match self.store.release_unknown(&running) {
+      Ok(ids) if !ids.is_empty() => tracing::debug!(?ids, "claims whose answer was lost handed back"),
+      Ok(_) => {}
+      Err(e) => self.emit(Event::Background(e)),
+    }
+    self.check_ended();
+    if !self.store.interest().none {
+      self.emit(Event::Changed);
     }
   }
 

@@ -87,6 +87,7 @@ fn exec(agent: &str) -> NewExecution {
     backoff: BACKOFF_FIXED,
     timeout_ms: 0.0,
     start_after: 0.0,
+    seq: 0,
   }
 }
 

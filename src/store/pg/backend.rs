@@ -104,6 +104,9 @@ impl Backend for Postgres {
   fn set_global_limit(&mut self, agent: &str, limit: Option<u32>) -> StoreResult<()> {
     self.store.set_global_limit(agent, limit)
   }
+  fn release_unknown(&mut self, running: &[i64]) -> StoreResult<Vec<i64>> {
+    self.store.release_unknown(running)
+  }
 
   fn link_changes(&mut self) -> Vec<(bool, String)> {
     self.store.note_link();

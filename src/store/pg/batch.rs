@@ -30,42 +30,60 @@ pub struct BatchSql {
   lock: String,
   claim: String,
   key_owner: String,
+  token_owner: String,
 }
 
 impl BatchSql {
   /// `s`: the quoted schema.
   pub fn new(s: &str) -> BatchSql {
     BatchSql {
-      // Ids are drawn first, so each input row knows its own; a key already live (or
-      // earlier in this batch) makes the insert do nothing and the row gets that
-      // execution's id. Joins, not subqueries per row: a batch may hold thousands.
+      // Ids are drawn first, so each input row knows its own. A token already stored (this
+      // submission, committed by a try whose answer was lost) or a key already live (or
+      // earlier in this batch) makes the insert do nothing: the row gets that execution's
+      // id. Joins, not subqueries per row: a batch may hold thousands.
       insert: format!(
         "WITH input AS MATERIALIZED (SELECT u.*, nextval(pg_get_serial_sequence('{s}.bmad_executions', 'id')) AS new_id \
            FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int4[], $7::text[], $8::int4[], \
-                       $9::float8[], $10::int4[], $11::float8[], $12::float8[]) WITH ORDINALITY \
-             AS u(agent, task, options, level, priority, mode, key, max_attempts, retry_delay_ms, backoff, timeout_ms, start_after, ord)), \
+                       $9::float8[], $10::int4[], $11::float8[], $12::float8[], $13::text[]) WITH ORDINALITY \
+             AS u(agent, task, options, level, priority, mode, key, max_attempts, retry_delay_ms, backoff, timeout_ms, start_after, \
+                  token, ord)), \
          ins AS (INSERT INTO {s}.bmad_executions (id, agent, task, options, level, priority, mode, key, state, max_attempts, \
-                   retry_delay_ms, backoff, timeout_ms, created_at, scheduled_at) \
+                   retry_delay_ms, backoff, timeout_ms, created_at, scheduled_at, token) \
            SELECT new_id, agent, task, options, level, priority, mode, key, 0, max_attempts, retry_delay_ms, backoff, timeout_ms, \
-                  $13, greatest($13, start_after) FROM input ORDER BY ord \
-           ON CONFLICT (key) WHERE key IS NOT NULL AND state <= 1 DO NOTHING RETURNING id, key) \
-         SELECT i.key, mine.id, coalesce(other.id, live.id) \
+                  $14, greatest($14, start_after), token FROM input ORDER BY ord \
+           ON CONFLICT DO NOTHING RETURNING id, key) \
+         SELECT i.key, coalesce(mine.id, prior.id), coalesce(other.id, live.id), i.token \
          FROM input i \
          LEFT JOIN ins mine ON mine.id = i.new_id \
-         LEFT JOIN ins other ON mine.id IS NULL AND other.key = i.key \
          LEFT JOIN LATERAL (SELECT x.id FROM {s}.bmad_executions x \
-                            WHERE mine.id IS NULL AND other.id IS NULL AND x.key = i.key AND x.state <= 1) live ON true \
+                            WHERE mine.id IS NULL AND x.token = i.token) prior ON true \
+         LEFT JOIN ins other ON mine.id IS NULL AND prior.id IS NULL AND other.key = i.key \
+         LEFT JOIN LATERAL (SELECT x.id FROM {s}.bmad_executions x \
+                            WHERE mine.id IS NULL AND prior.id IS NULL AND other.id IS NULL AND x.key = i.key AND x.state <= 1) live ON true \
          ORDER BY i.ord"
       ),
+      // Completions, and those a try whose answer was lost already recorded (only the
+      // owner of an attempt completes it, and this very value; the second part reads the
+      // rows as they were before this statement).
       complete: format!(
-        "UPDATE {s}.bmad_executions e SET state = 2, result = u.value, progress = 100, lease_expires_at = NULL, finalized_at = $5 \
-         FROM unnest($1::int8[], $2::int4[], $3::text[]) u(id, attempt, value) \
-         WHERE e.id = ANY($1) AND e.id = u.id AND e.attempt = u.attempt AND e.owner = $4 AND e.state = 1 RETURNING e.id, e.attempt"
+        "WITH done AS ( \
+           UPDATE {s}.bmad_executions e SET state = 2, result = u.value, progress = 100, lease_expires_at = NULL, finalized_at = $5 \
+           FROM unnest($1::int8[], $2::int4[], $3::text[]) u(id, attempt, value) \
+           WHERE e.id = ANY($1) AND e.id = u.id AND e.attempt = u.attempt AND e.owner = $4 AND e.state = 1 RETURNING e.id, e.attempt) \
+         SELECT id, attempt FROM done \
+         UNION ALL \
+         SELECT e.id, e.attempt FROM {s}.bmad_executions e JOIN unnest($1::int8[], $2::int4[], $3::text[]) u(id, attempt, value) \
+           ON e.id = u.id AND e.attempt = u.attempt \
+         WHERE e.id = ANY($1) AND e.owner = $4 AND e.state = 2 AND e.result IS NOT DISTINCT FROM u.value"
       ),
+      // Failures and cancels to decide (running), or already recorded by a try whose answer
+      // was lost (ended with this very error).
       failing: format!(
-        "SELECT e.id, e.attempt, e.max_attempts, e.retry_delay_ms, e.backoff, e.cancel_requested FROM {s}.bmad_executions e \
-         JOIN unnest($1::int8[], $2::int4[]) u(id, attempt) ON e.id = u.id AND e.attempt = u.attempt \
-         WHERE e.id = ANY($1) AND e.owner = $3 AND e.state = 1 FOR UPDATE OF e"
+        "SELECT e.id, e.attempt, e.max_attempts, e.retry_delay_ms, e.backoff, e.cancel_requested, e.state = 1 \
+         FROM {s}.bmad_executions e \
+         JOIN unnest($1::int8[], $2::int4[], $4::text[]) u(id, attempt, value) ON e.id = u.id AND e.attempt = u.attempt \
+         WHERE e.id = ANY($1) AND e.owner = $3 \
+           AND (e.state = 1 OR (e.state IN (3, 4) AND e.error IS NOT DISTINCT FROM u.value)) FOR UPDATE OF e"
       ),
       fail: format!(
         "UPDATE {s}.bmad_executions e SET state = u.state, \
@@ -142,6 +160,7 @@ impl BatchSql {
       key_owner: format!(
         "SELECT id FROM {s}.bmad_executions WHERE key = $1 ORDER BY (state <= 1) DESC, id DESC LIMIT 1"
       ),
+      token_owner: format!("SELECT id FROM {s}.bmad_executions WHERE token = $1"),
     }
   }
 
@@ -197,10 +216,12 @@ struct InsertArgs<'a> {
   backoffs: Vec<i32>,
   timeouts: Vec<f64>,
   start_after: Vec<f64>,
+  tokens: Vec<Option<String>>,
 }
 
 impl<'a> InsertArgs<'a> {
-  fn new(inserts: &'a [NewExecution]) -> InsertArgs<'a> {
+  /// `owner`'s submissions `inserts`; each numbered one gets the token `owner:seq`.
+  fn new(inserts: &'a [NewExecution], owner: &str) -> InsertArgs<'a> {
     InsertArgs {
       agents: inserts.iter().map(|n| n.agent.as_str()).collect(),
       tasks: inserts.iter().map(|n| n.task.as_str()).collect(),
@@ -214,6 +235,10 @@ impl<'a> InsertArgs<'a> {
       backoffs: inserts.iter().map(|n| int(n.backoff)).collect(),
       timeouts: inserts.iter().map(|n| n.timeout_ms).collect(),
       start_after: inserts.iter().map(|n| n.start_after).collect(),
+      tokens: inserts
+        .iter()
+        .map(|n| (n.seq > 0).then(|| format!("{owner}:{}", n.seq)))
+        .collect(),
     }
   }
 
@@ -231,6 +256,7 @@ impl<'a> InsertArgs<'a> {
       &self.backoffs,
       &self.timeouts,
       &self.start_after,
+      &self.tokens,
       now,
     ]
   }
@@ -247,7 +273,7 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<B
     ..BatchResult::default()
   };
 
-  let inserts = InsertArgs::new(&batch.inserts);
+  let inserts = InsertArgs::new(&batch.inserts, cx.owner);
   let insert_params = inserts.params(&now);
 
   let done: Vec<usize> = (0..batch.finishes.len())
@@ -263,7 +289,8 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<B
     .collect();
   let rest_ids: Vec<i64> = rest.iter().map(|&i| batch.finishes[i].id).collect();
   let rest_attempts: Vec<i32> = rest.iter().map(|&i| int(batch.finishes[i].attempt)).collect();
-  let failing_params: Params = vec![&rest_ids, &rest_attempts, &cx.owner];
+  let rest_values: Vec<Option<&str>> = rest.iter().map(|&i| batch.finishes[i].value.as_deref()).collect();
+  let failing_params: Params = vec![&rest_ids, &rest_attempts, &cx.owner, &rest_values];
 
   let p_ids: Vec<i64> = batch.progress.iter().map(|p| p.id).collect();
   let p_attempts: Vec<i32> = batch.progress.iter().map(|p| int(p.attempt)).collect();
@@ -343,6 +370,10 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<B
       else {
         continue;
       };
+      if !r.get::<_, bool>(6) {
+        out.finished[i] = Finished::Recorded;
+        continue;
+      }
       let f = &batch.finishes[i];
       let st = Stored {
         max_attempts: u32::try_from(r.get::<_, i32>(2)).unwrap_or(1),
@@ -394,9 +425,10 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<B
   Ok(out)
 }
 
-/// Each submission's id from the insert's rows: its own, or that of the execution holding
-/// its key. A key whose execution was committed after the insert's snapshot is read again
-/// (after the commit: that execution is committed, whichever host wrote it).
+/// Each submission's id from the insert's rows: its own (inserted now or by an earlier try),
+/// or that of the execution holding its key. A token or key whose row was committed after
+/// the insert's snapshot is read again (after the commit: that row is committed, whichever
+/// host wrote it).
 async fn inserted_ids(db: &Db<'_>, sql: &BatchSql, rows: &[tokio_postgres::Row]) -> PgResult<Vec<Inserted>> {
   let mut out = Vec::with_capacity(rows.len());
   for r in rows {
@@ -404,13 +436,23 @@ async fn inserted_ids(db: &Db<'_>, sql: &BatchSql, rows: &[tokio_postgres::Row])
       out.push(Inserted { id, existing: false });
       continue;
     }
-    let id = match r.get::<_, Option<i64>>(2) {
-      Some(id) => id,
-      None => {
-        let key: Option<String> = r.get(0);
-        db.query_one(&sql.key_owner, &[&key]).await?.get(0)
-      }
-    };
+    if let Some(id) = r.get::<_, Option<i64>>(2) {
+      out.push(Inserted { id, existing: true });
+      continue;
+    }
+    let token: Option<String> = r.get(3);
+    if let Some(row) = match &token {
+      Some(t) => db.query_opt(&sql.token_owner, &[t]).await?,
+      None => None,
+    } {
+      out.push(Inserted {
+        id: row.get(0),
+        existing: false,
+      });
+      continue;
+    }
+    let key: Option<String> = r.get(0);
+    let id = db.query_one(&sql.key_owner, &[&key]).await?.get(0);
     out.push(Inserted { id, existing: true });
   }
   Ok(out)

@@ -52,7 +52,8 @@ CREATE TABLE {s}.bmad_executions (
   created_at double precision NOT NULL,
   scheduled_at double precision NOT NULL,
   attempted_at double precision,
-  finalized_at double precision
+  finalized_at double precision,
+  token text
 );
 CREATE INDEX bmad_executions_queue ON {s}.bmad_executions (priority DESC, id) WHERE state = 0;
 CREATE INDEX bmad_executions_agent_queue ON {s}.bmad_executions (agent, priority DESC, id) WHERE state = 0;
@@ -60,6 +61,7 @@ CREATE INDEX bmad_executions_running ON {s}.bmad_executions (owner) WHERE state 
 CREATE INDEX bmad_executions_running_agent ON {s}.bmad_executions (agent) WHERE state = 1;
 CREATE INDEX bmad_executions_finalized ON {s}.bmad_executions (finalized_at) WHERE state >= 2;
 CREATE UNIQUE INDEX bmad_executions_key ON {s}.bmad_executions (key) WHERE key IS NOT NULL AND state <= 1;
+CREATE UNIQUE INDEX bmad_executions_token ON {s}.bmad_executions (token) WHERE token IS NOT NULL;
 CREATE TABLE {s}.bmad_workers (
   owner text PRIMARY KEY,
   host text NOT NULL,

@@ -550,6 +550,32 @@ impl PgStore {
     })
   }
 
+  /// Hands back to the queue (the attempt uncounted) the executions this worker holds but
+  /// does not know of (`running`: those it knows), and returns their ids.
+  pub fn release_unknown(&mut self, running: &[i64]) -> StoreResult<Vec<i64>> {
+    self.conn.ensure()?;
+    let sql = format!(
+      "UPDATE {s}.bmad_executions SET state = 0, owner = NULL, attempt = attempt - 1, lease_expires_at = NULL \
+       WHERE owner = $1 AND state = 1 AND id <> ALL($2) RETURNING id",
+      s = self.s
+    );
+    let running = running.to_vec();
+    let rows = self.wait(
+      "cannot write to",
+      self.db().query(&sql, &[&self.me.owner, &running]),
+    )?;
+    let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    if !ids.is_empty() {
+      // Claimable again, for every executor.
+      let channel = &self.channel;
+      self.wait(
+        "cannot write to",
+        notify::notify(&self.db(), channel, &["w".to_string()]),
+      )?;
+    }
+    Ok(ids)
+  }
+
   /// This worker leaves the store.
   pub fn leave(&mut self) -> StoreResult<()> {
     self.conn.ensure()?;

@@ -246,6 +246,7 @@ fn exec(agent: &str, priority: i64) -> NewExecution {
     backoff: BACKOFF_FIXED,
     timeout_ms: 0.0,
     start_after: 0.0,
+    seq: 0,
   }
 }
 
@@ -402,9 +403,14 @@ fn attempt_ends_are_compare_and_sets_and_failures_follow_the_retry_policy() {
   );
   assert_eq!(
     finish(&mut s, done(ids[0], 1, STATUS_COMPLETED, false), T0 + 3.0),
-    Finished::Stale,
-    "once"
+    Finished::Recorded,
+    "the same end again (a batch sent again after a lost answer) is the one recorded"
   );
+  let other_value = Finish {
+    value: Some(r#""w""#.to_string()),
+    ..done(ids[0], 1, STATUS_COMPLETED, false)
+  };
+  assert_eq!(finish(&mut s, other_value, T0 + 3.0), Finished::Stale, "once");
   let r = s.fetch(ids[0]).expect("fetch").expect("row");
   assert_eq!(
     (r.status, r.result.as_deref(), r.progress),
@@ -520,6 +526,76 @@ fn a_lost_worker_s_executions_are_rescued_once_and_its_late_end_is_stale() {
   assert_eq!(finish(&mut a, f, late + 1.0), Finished::Stale);
   assert_eq!(claim(&mut b, 5, late + 2.0), vec![ids[0]], "queued again for B");
   drop_schema(&url, "rescue");
+}
+
+#[test]
+fn a_batch_sent_again_after_its_answer_was_lost_changes_nothing_twice() {
+  // A batch whose COMMIT went through but whose answer was lost is sent again as it was:
+  // its submissions are not stored twice, its attempt ends are not reported stale, and the
+  // executions it claimed go back to the queue once the connection is back.
+  let Some(url) = server() else { return };
+  let mut s = store(&url, "resend");
+  let mut other = store(&url, "resend");
+  let numbered = |seq: u64| NewExecution { seq, ..exec("a", 0) };
+  let submit = Batch {
+    inserts: vec![numbered(1), numbered(2)],
+    ..Default::default()
+  };
+  let first: Vec<i64> = s
+    .batch(&submit, T0)
+    .expect("insert")
+    .inserted
+    .iter()
+    .map(|i| i.id)
+    .collect();
+  let again = s.batch(&submit, T0).expect("insert again").inserted;
+  assert_eq!(
+    again.iter().map(|i| i.id).collect::<Vec<_>>(),
+    first,
+    "the same executions"
+  );
+  assert!(again.iter().all(|i| !i.existing), "its own, not a key's");
+  // The same numbers from another executor are other submissions.
+  let theirs = other.batch(&submit, T0).expect("insert").inserted;
+  assert!(theirs.iter().all(|i| !first.contains(&i.id)));
+  // Claimed, then ended: a completion and a final failure, each sent twice.
+  let claimed = claim(&mut s, 2, T0 + 1.0);
+  assert_eq!(claimed, first);
+  let ends = Batch {
+    finishes: vec![
+      Finish {
+        id: first[0],
+        attempt: 1,
+        status: STATUS_COMPLETED,
+        value: Some("1".to_string()),
+        retryable: false,
+      },
+      Finish {
+        id: first[1],
+        attempt: 1,
+        status: STATUS_FAILED,
+        value: Some(r#"{"message":"no"}"#.to_string()),
+        retryable: false,
+      },
+    ],
+    ..Default::default()
+  };
+  let once = s.batch(&ends, T0 + 2.0).expect("ends").finished;
+  let twice = s.batch(&ends, T0 + 2.0).expect("ends again").finished;
+  assert_eq!(once, vec![Finished::Recorded, Finished::Recorded]);
+  assert_eq!(twice, once, "recorded, not stale");
+  let stored = s.fetch(first[1]).expect("fetch").expect("row");
+  assert_eq!((stored.status, stored.attempt), (STATUS_FAILED, 1));
+  // A claim whose answer never came: the executor does not know of it.
+  let lost = claim(&mut s, 5, T0 + 3.0);
+  assert_eq!(lost.len(), 2, "the other executor's two");
+  let kept = lost[0];
+  assert_eq!(s.release_unknown(&[kept]).expect("release"), vec![lost[1]]);
+  let back = s.fetch(lost[1]).expect("fetch").expect("row");
+  assert_eq!((back.status, back.attempt, back.owner), (STATUS_QUEUED, 0, None));
+  assert_eq!(s.fetch(kept).expect("fetch").expect("row").status, STATUS_RUNNING);
+  assert_eq!(claim(&mut other, 5, T0 + 4.0), vec![lost[1]]);
+  drop_schema(&url, "resend");
 }
 
 #[test]
