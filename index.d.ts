@@ -273,6 +273,11 @@ declare namespace Types {
     running: number;
     queued: number;
     concurrency: number | null;
+    /**
+     * The `globalConcurrency` this executor set in the store (another executor may have set
+     * another since: the store keeps the last one set).
+     */
+    globalConcurrency: number | null;
     rateLimit: RateLimit | null;
     /** While its rate window is full: when it lets the next start through (ms since the epoch). */
     nextStartAt: number | null;

@@ -58,7 +58,7 @@ test('an agent at its limit stays queued while other agents start, lower priorit
   assert.deepEqual(llm.order, ['l0', 'l1']);
   assert.deepEqual(other.order, ['o1', 'o2'], 'lower priority, another agent: it starts');
   const st = bg.getQueueStatus();
-  assert.deepEqual(st.agents.llm, { running: 2, queued: 4, concurrency: 2, rateLimit: null, nextStartAt: null });
+  assert.deepEqual(st.agents.llm, { running: 2, queued: 4, concurrency: 2, globalConcurrency: null, rateLimit: null, nextStartAt: null });
   assert.equal(st.agents.other, undefined, 'agents without limits are not listed');
   assert.equal(st.running, 4);
   await drain(llm, () => llm.order.length === 6 && llm.pending() === 0);
@@ -136,6 +136,7 @@ test('limits set before registration and kept across re-registration; setAgentLi
     running: 0,
     queued: 0,
     concurrency: 2,
+    globalConcurrency: null,
     rateLimit: { max: 100, intervalMs: 1000 },
     nextStartAt: null,
   });
@@ -209,7 +210,7 @@ test('registerCommand takes limits too', { skip: process.platform === 'win32' },
   const a = bg.execute('nap', 'a');
   const b = bg.execute('nap', 'b');
   await sleep(30);
-  assert.deepEqual(bg.getQueueStatus().agents.nap, { running: 1, queued: 1, concurrency: 1, rateLimit: null, nextStartAt: null });
+  assert.deepEqual(bg.getQueueStatus().agents.nap, { running: 1, queued: 1, concurrency: 1, globalConcurrency: null, rateLimit: null, nextStartAt: null });
   const [ra, rb] = await Promise.all([a, b]);
   assert.equal(ra.exitCode, 0);
   assert.equal(rb.exitCode, 0);

@@ -211,8 +211,11 @@ pgTest('globalConcurrency: at most n executions of an agent run at once across e
   const tasks = Array.from({ length: 24 }, (_, i) => `g${i}`);
   assert.deepEqual(await Promise.all(tasks.map((t, i) => (i % 2 ? a : b).execute('g', t))), tasks);
   assert.equal(most, 2, `${most} at once across both`);
+  assert.equal(a.getQueueStatus().agents.g.globalConcurrency, 2);
+  assert.equal(b.getQueueStatus().agents.g, undefined, 'b set no limit of its own');
   // Removed: both run up to their own slots again.
   a.setAgentLimits('g', { globalConcurrency: null });
+  assert.equal(a.getQueueStatus().agents.g, undefined);
   await new Promise((r) => setTimeout(r, 50));
   most = 0;
   await Promise.all(tasks.map((t, i) => (i % 2 ? a : b).execute('g', t)));

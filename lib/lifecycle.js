@@ -38,6 +38,7 @@ class Lifecycle extends CoreLink {
     this._agentKeys = new Map();
     this._agentNames = ['(other)'];
     this._hasAgentLimits = false; // set by the first setAgentLimits (limits.js)
+    this._globalLimits = new Map(); // agent -> the globalConcurrency this executor set in the store
     this._closing = false;
     this._budget = START_BUDGET;
     this._deferred = []; // rec, attempt, rec, attempt, ...: starts past the budget

@@ -73,7 +73,11 @@ function applyAgentLimits(ex, agent, changes, key = limitKey(ex, agent, changes)
   const rate = changes.rateLimit !== undefined ? changes.rateLimit : now === undefined || now.rate == null ? null : now.rate;
   const started = ex._native.setAgentLimits(key, concurrency === null ? 0 : concurrency, rate === null ? 0 : rate.max, rate === null ? 0 : rate.intervalMs);
   if (started !== null) ex._launchAll(started);
-  if (changes.globalConcurrency !== undefined) ex._store.setGlobalLimit(agent, changes.globalConcurrency);
+  if (changes.globalConcurrency !== undefined) {
+    ex._store.setGlobalLimit(agent, changes.globalConcurrency);
+    if (changes.globalConcurrency === null) ex._globalLimits.delete(agent);
+    else ex._globalLimits.set(agent, changes.globalConcurrency);
+  }
   ex._slotsMayHaveFreed();
 }
 
@@ -110,11 +114,14 @@ function limitsStatus(ex) {
   const agents = new Map();
   for (const a of ex._native.agentLimits()) {
     const rate = a.rate == null ? null : a.rate;
-    if (rate === null && a.concurrency == null) continue; // its limits were all removed
-    agents.set(ex._agentNames[a.key], {
+    const name = ex._agentNames[a.key];
+    const globalConcurrency = ex._globalLimits.get(name);
+    if (rate === null && a.concurrency == null && globalConcurrency === undefined) continue; // its limits were all removed
+    agents.set(name, {
       running: a.running,
       queued: a.queued,
       concurrency: a.concurrency == null ? null : a.concurrency,
+      globalConcurrency: globalConcurrency === undefined ? null : globalConcurrency,
       rateLimit: rate === null ? null : { max: rate.max, intervalMs: rate.intervalMs },
       nextStartAt: rate === null || rate.nextStartAt == null ? null : rate.nextStartAt,
     });
