@@ -484,9 +484,15 @@ async fn migrate_in(client: &Client, target: &PgTarget) -> Result<StoreResult<()
       &[&format!("bmad/{}", target.schema)],
     )
     .await?;
-  client
-    .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {s}"))
-    .await?;
+  // Created only when missing: CREATE SCHEMA IF NOT EXISTS needs CREATE on the database
+  // even when the schema exists, which a role that only uses the store need not have.
+  let exists = client
+    .query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[&target.schema])
+    .await?
+    .is_some();
+  if !exists {
+    client.batch_execute(&format!("CREATE SCHEMA {s}")).await?;
+  }
   let tables = client
     .query_one(
       "SELECT count(*) FILTER (WHERE table_name = 'bmad_meta'), \

@@ -220,6 +220,56 @@ fn a_schema_of_something_else_or_of_a_newer_release_is_refused_untouched() {
   );
 }
 
+#[test]
+fn a_role_granted_only_the_use_of_the_tables_runs_the_store() {
+  // The README's least-privilege set-up: an owner creates the schema (its first open makes
+  // the tables), a runner role gets USAGE and row privileges only.
+  let Some(url) = server() else { return };
+  let pid = std::process::id();
+  let (schema, role) = (format!("granted_{pid}"), format!("runner_{pid}"));
+  let owner = PgTarget::parse(&format!("{url}?schema={schema}")).expect("valid");
+  let mut admin = PgConnection::open(owner).expect("the owner creates the tables");
+  let q = quote_ident(&schema);
+  sql(
+    &mut admin,
+    &format!(
+      "CREATE ROLE {role} LOGIN; \
+       GRANT USAGE ON SCHEMA {q} TO {role}; \
+       GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {q} TO {role}; \
+       GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA {q} TO {role}"
+    ),
+  );
+  let as_runner = url.replacen("postgres@", &format!("{role}@"), 1);
+  let mut s = PgStore::open(
+    PgTarget::parse(&format!("{as_runner}?schema={schema}")).expect("valid"),
+    LEASE,
+    T0,
+  )
+  .expect("the runner opens the store");
+  s.set_interest(Interest::new(true, &[]));
+  let ids = insert(&mut s, vec![exec("a", 0)]);
+  assert_eq!(claim(&mut s, 1, T0 + 1.0), ids);
+  let done = Finish {
+    id: ids[0],
+    attempt: 1,
+    status: STATUS_COMPLETED,
+    value: Some("1".to_string()),
+    retryable: false,
+  };
+  assert_eq!(finish(&mut s, done, T0 + 2.0), Finished::Recorded);
+  // Without CREATE on the database, a schema that does not exist cannot be made: said so.
+  let err = PgConnection::open(PgTarget::parse(&format!("{as_runner}?schema=missing_{pid}")).expect("valid"))
+    .err()
+    .expect("refused");
+  assert_eq!(err.code, "ERR_STORE");
+  assert!(err.message.contains("permission denied"), "{}", err.message);
+  drop(s);
+  sql(
+    &mut admin,
+    &format!("DROP SCHEMA {{s}} CASCADE; DROP OWNED BY {role}; DROP ROLE {role}"),
+  );
+}
+
 // ----- operations --------------------------------------------------------------------------
 
 use super::ops::PgStore;
