@@ -27,12 +27,18 @@ test('the README has its quick start and command example as runnable blocks', ()
 
 for (const { line, code } of blocks(readme)) {
   test(`README.md:${line} runs as written`, (t) => {
+    // The PostgreSQL example runs against the test server, in a schema of its own.
+    const env = { ...process.env };
+    if (code.includes('process.env.DATABASE_URL')) {
+      if (!process.env.BMAD_TEST_PG_URL) return t.skip('BMAD_TEST_PG_URL is not set (run it through scripts/pg-cluster.mjs)');
+      env.DATABASE_URL = `${process.env.BMAD_TEST_PG_URL}?schema=readme_${process.pid}_${line}`;
+    }
     const dir = tempDir(t, 'bmad-bg-readme-');
     mkdirSync(join(dir, 'node_modules'));
     symlinkSync(root, join(dir, 'node_modules', 'bmad-background-executor'), 'dir');
     writeFileSync(join(dir, 'package.json'), '{ "type": "module" }\n');
     writeFileSync(join(dir, 'example.mjs'), code);
-    const r = spawnSync(process.execPath, ['example.mjs'], { cwd: dir, encoding: 'utf8', timeout: 15_000 });
+    const r = spawnSync(process.execPath, ['example.mjs'], { cwd: dir, env, encoding: 'utf8', timeout: 15_000 });
     assert.equal(r.status, 0, `exit ${r.status} ${r.signal ?? ''}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`);
   });
 }
