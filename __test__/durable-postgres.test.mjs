@@ -191,6 +191,63 @@ pgTest('submissions made while the server restarts wait for it instead of failin
   );
 });
 
+pgTest('requests made while the server restarts wait for it: a cancel, a status read, a globalConcurrency', async () => {
+  const restart = JSON.parse(process.env.BMAD_TEST_PG_RESTART || 'null');
+  const url = fresh();
+  const runner = make(url, { maxConcurrentAgents: 5 });
+  const other = make(url, { maxConcurrentAgents: 5 });
+  const submitter = make(url);
+  let aborted = 0;
+  const hold = (_task, _options, { signal }) =>
+    new Promise((_resolve, reject) => {
+      signal.addEventListener('abort', () => {
+        aborted++;
+        reject(signal.reason);
+      });
+    });
+  let live = 0;
+  let most = 0;
+  const limited = async (task) => {
+    live++;
+    most = Math.max(most, live);
+    await new Promise((r) => setTimeout(r, 15));
+    live--;
+    return task;
+  };
+  for (const bg of [runner, other]) {
+    bg.registerAgent('hold', hold);
+    bg.registerAgent('g', limited);
+  }
+  const errors = [];
+  for (const bg of [runner, other, submitter]) bg.on('store-error', (e) => errors.push(e.message));
+  await Promise.all([runner.initialize(), other.initialize(), submitter.initialize()]);
+  const held = await submitter.fireAndForget('hold', 'h');
+  await waitUntil(() => aborted === 0 && runner.getActiveExecutions().length + other.getActiveExecutions().length === 1, 'the hold runs');
+  const { spawn: spawnChild } = await import('node:child_process');
+  const restarting = spawnChild(restart[0], restart.slice(1), { stdio: 'ignore' });
+  const exited = once(restarting, 'exit');
+  // Asked while the server goes down and comes back (a fast restart takes ~0.3 s here).
+  const asked = [];
+  for (let i = 0; i < 6; i++) {
+    await new Promise((r) => setTimeout(r, 40));
+    asked.push(submitter.fetchExecutionStatus(held.executionId));
+  }
+  runner.setAgentLimits('g', { globalConcurrency: 2 });
+  const cancelled = submitter.cancelExecution(held.executionId);
+  const [code] = await exited;
+  assert.equal(code, 0);
+  for (const r of await Promise.all(asked)) assert.equal(r.found && r.status, 'running');
+  assert.equal((await cancelled).success, true);
+  assert.equal((await submitter.waitFor(held.executionId)).status, 'cancelled');
+  assert.equal(aborted, 1);
+  // The limit reached the store: two executors together run at most 2 of 'g' at once.
+  await runner.initialize(); // resolves once the limits given so far are stored
+  const tasks = Array.from({ length: 16 }, (_, i) => `g${i}`);
+  assert.deepEqual(await Promise.all(tasks.map((t) => submitter.execute('g', t))), tasks);
+  assert.equal(most, 2, `${most} at once across both`);
+  assert.deepEqual(errors, [], 'nothing failed');
+});
+
 pgTest('globalConcurrency: at most n executions of an agent run at once across executors', async () => {
   const url = fresh();
   const a = make(url, { maxConcurrentAgents: 5 });

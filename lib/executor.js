@@ -79,7 +79,8 @@ class BackgroundExecutor extends Lifecycle {
       this._store.worker = true;
       this._start();
       this._store._updateKeepAlive();
-      return this._store.opened.then(() => this);
+      // The globalConcurrency limits given so far are in the store once it resolves.
+      return this._store.opened.then(() => Promise.all(this._store.limitWrites)).then(() => this);
     }
     this._start();
     return Promise.resolve(this);

@@ -74,6 +74,7 @@ class Durable extends Outcomes {
     this.claimChunk = MAX_CLAIM; // set by _freeSlots
     this.claimExclude = []; // agents at their limits here, set by _freeSlots
     this.insertSeq = 0; // numbers submissions: a batch sent again is recognised by them
+    this.limitWrites = []; // globalConcurrency writes not answered yet
     this.owner = null;
     this.openError = null;
     this.worker = false; // initialize() was called: wait for work from other processes
@@ -429,15 +430,23 @@ class Durable extends Outcomes {
   }
 
   /**
-   * Stores the most executions of `agent` running at once on every executor (null: none),
-   * once the store is open; a failure is reported as `store-error`.
+   * Stores the most executions of `agent` running at once on every executor (null: none).
+   * Sent at once: the store's thread writes it before any claim this executor sends after
+   * (and, once open, before anything else); initialize() resolves after it. A failure is
+   * reported as `store-error`.
    */
   setGlobalLimit(agent, limit) {
-    this.opened
-      .then(() => this.link.globalLimit(agent, limit === null ? 0 : limit))
-      .catch((err) => {
-        if (err !== this.openError) this._backgroundError(err);
-      });
+    const written = this.link.globalLimit(agent, limit === null ? 0 : limit).then(
+      () => {},
+      (err) => {
+        if (this.openError === null) this._backgroundError(err); // else initialize() reports it
+      },
+    );
+    this.limitWrites.push(written);
+    written.then(() => {
+      const i = this.limitWrites.indexOf(written);
+      if (i >= 0) this.limitWrites.splice(i, 1);
+    });
   }
 
   // ----- the store's events ------------------------------------------------------------

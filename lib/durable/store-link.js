@@ -53,7 +53,8 @@ class StoreLink {
     this.inFlight = []; // the Pendings sent, oldest first, until their answers
     this.inFlightClaim = 0; // executions they claim at most
     this.scheduled = false;
-    this.requests = new Map(); // req -> { resolve, reject }
+    this.requests = new Map(); // req -> { resolve, reject, send, tries }
+    this.retrying = 0; // requests waiting to be sent again (a lost connection)
     this.nextReq = 1;
     this.closed = false;
     this.onDrained = null; // close() waiting for the batches before it
@@ -68,7 +69,7 @@ class StoreLink {
 
   /** Requests and batches in flight. */
   get busy() {
-    return this.inFlight.length > 0 || this.requests.size > 0 || !this.pending.empty;
+    return this.inFlight.length > 0 || this.requests.size > 0 || this.retrying > 0 || !this.pending.empty;
   }
 
   insert(row, rec) {
@@ -179,16 +180,18 @@ class StoreLink {
     }
   }
 
-  /** One request answered by promise. */
+  /** One request answered by promise; `send(req)` queues it on the store's thread. */
   request(send) {
     if (this.closed) return Promise.reject(storeError('ERR_STORE', 'The store is closed'));
+    return new Promise((resolve, reject) => this.sendRequest({ resolve, reject, send, tries: 0 }));
+  }
+
+  sendRequest(r) {
     const req = this.nextReq++;
-    return new Promise((resolve, reject) => {
-      this.requests.set(req, { resolve, reject });
-      const queued = this.dead ? false : send(req);
-      this.owner._storeBusy();
-      if (!queued) this.threadStopped();
-    });
+    this.requests.set(req, r);
+    const queued = this.dead ? false : r.send(req);
+    this.owner._storeBusy();
+    if (!queued) this.threadStopped();
   }
 
   /** Routes an answer to its request; false when `event` answers none of them. */
@@ -196,8 +199,16 @@ class StoreLink {
     const r = this.requests.get(event.req);
     if (r === undefined) return false;
     this.requests.delete(event.req);
-    if (event.kind === P.STORE_FAILED) r.reject(storeError(event.errorCode, event.text));
-    else r.resolve(event);
+    if (event.kind !== P.STORE_FAILED) r.resolve(event);
+    else if (event.errorCode === 'ERR_STORE_DISCONNECTED' && !this.closed && !this.dead) {
+      // A lost connection to a server: asked again, as batches are, until it is back.
+      this.retrying++;
+      setTimeout(() => {
+        this.retrying--;
+        if (this.closed || this.dead) r.reject(storeError(event.errorCode, event.text));
+        else this.sendRequest(r);
+      }, Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** r.tries++));
+    } else r.reject(storeError(event.errorCode, event.text));
     return true;
   }
 

@@ -270,10 +270,16 @@ fn run(opts: Options, rx: Receiver<Command>, tx: Sender<Command>, mut sink: Sink
     match rx.recv_timeout(Duration::from_micros((wait * 1000.0) as u64)) {
       Ok(cmd) => {
         s.handle(cmd);
-        // Everything already queued before looking at the clock again.
+        // Everything already queued, with what falls due in between (a busy executor
+        // always has a batch queued: a cancel heard meanwhile must not wait for a lull).
         while s.alive {
           match rx.try_recv() {
-            Ok(cmd) => s.handle(cmd),
+            Ok(cmd) => {
+              s.handle(cmd);
+              if s.alive && now_ms() >= s.next_deadline() {
+                s.periodic();
+              }
+            }
             Err(_) => break,
           }
         }
