@@ -16,6 +16,8 @@ pub struct Changes {
   pub full: bool,
   /// A cancel may have been requested for an execution this worker runs.
   pub cancels: bool,
+  /// Claimable work may be waiting.
+  pub work: bool,
 }
 
 pub trait Backend: Send {

@@ -428,6 +428,7 @@ impl Backend for Store {
       ended: ends.into_iter().map(|(_, id)| id).collect(),
       full: false,
       cancels: true,
+      work: true,
     })
   }
 }

@@ -17,7 +17,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::backend::Backend;
+use super::backend::{Backend, Changes};
 use super::ops::Interest;
 use super::pg::backend::Postgres;
 use super::pg::ops::PgStore;
@@ -532,7 +532,7 @@ impl Service {
         Ok(c) if c.any => {
           self.active_at = now;
           self.recheck = false;
-          self.changed(&c.ended, c.cancels);
+          self.changed(&c);
           if c.full {
             self.check_ended();
           }
@@ -548,10 +548,10 @@ impl Service {
     }
   }
 
-  /// Another process committed (`ended`: executions that ended; `cancels`: it may have
-  /// requested cancels): what concerns this one.
-  fn changed(&mut self, ended: &[i64], cancels: bool) {
-    if cancels && !self.running.is_empty() {
+  /// Another process committed `c`: what concerns this one.
+  fn changed(&mut self, c: &Changes) {
+    let ended = &c.ended;
+    if c.cancels && !self.running.is_empty() {
       self.check_cancels();
     }
     if !self.watched.is_empty() {
@@ -565,7 +565,7 @@ impl Service {
         self.report_ended(found);
       }
     }
-    if !self.store.interest().none {
+    if c.work && !self.store.interest().none {
       self.emit(Event::Changed);
     }
   }

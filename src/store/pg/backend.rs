@@ -140,6 +140,7 @@ impl Backend for Postgres {
       // Nothing heard for a while: look as if something had changed.
       c.any = true;
       c.cancels = true;
+      c.work = true;
       self.fallback_every = (self.fallback_every * 2).min(FALLBACK_MAX);
       self.fallback_at = now + self.fallback_every;
     }

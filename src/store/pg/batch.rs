@@ -4,6 +4,7 @@
 //! back), so a batch without failures costs one round trip; failures, whose retries are
 //! decided here from the rows they lock, cost a second.
 
+use std::collections::HashSet;
 use std::future::Future;
 
 use tokio_postgres::types::ToSql;
@@ -155,7 +156,8 @@ impl BatchSql {
          picked AS ( \
            SELECT id FROM (SELECT * FROM free UNION ALL SELECT * FROM limited) u ORDER BY priority DESC, id LIMIT $7) \
          UPDATE {s}.bmad_executions e SET state = 1, attempt = e.attempt + 1, owner = $1, lease_expires_at = $2, attempted_at = $3 \
-         WHERE e.id = ANY(ARRAY(SELECT id FROM picked)) RETURNING {COLUMNS}"
+         WHERE e.id = ANY(ARRAY(SELECT id FROM picked)) \
+         RETURNING {COLUMNS}, EXISTS (SELECT 1 FROM {s}.bmad_limits l WHERE l.agent = e.agent)"
       ),
       key_owner: format!(
         "SELECT id FROM {s}.bmad_executions WHERE key = $1 ORDER BY (state <= 1) DESC, id DESC LIMIT 1"
@@ -200,6 +202,15 @@ pub struct Ctx<'a> {
   pub interest: &'a Interest,
   pub now: f64,
   pub lease_ms: f64,
+  /// Executions this worker runs whose agent has a global limit: their ends free a slot on
+  /// every executor, so they are announced as work.
+  pub limited: &'a HashSet<i64>,
+}
+
+/// A batch's outcome, and the executions it claimed whose agent has a global limit.
+pub struct Done {
+  pub result: BatchResult,
+  pub limited: Vec<i64>,
 }
 
 /// The insert statement's arrays.
@@ -264,7 +275,7 @@ impl<'a> InsertArgs<'a> {
 
 /// Runs `batch` in one transaction, committed when this returns `Ok`. On `Err` the
 /// transaction may still be open: the caller rolls back.
-pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<BatchResult> {
+pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<Done> {
   let db = cx.db;
   let sql = cx.sql;
   let now = cx.now;
@@ -312,7 +323,7 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<B
   // before (an attempt end that turns out stale is a harmless extra id).
   let one_trip = rest.is_empty();
   let notes = if one_trip {
-    notes_for(batch, &[], &done_ids)
+    notes_for(batch, &[], &done_ids, cx.limited)
   } else {
     Vec::new()
   };
@@ -398,7 +409,7 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<B
       w_due.push(due);
     }
     let fail_params: Params = vec![&w_ids, &w_attempts, &w_states, &w_values, &w_due, &now, &cx.owner];
-    let notes = notes_for(batch, &out.finished, &done_ids);
+    let notes = notes_for(batch, &out.finished, &done_ids, cx.limited);
     let notify_params: Params = vec![&cx.channel, &notes];
     let (failed, locked, claimed_now, noted, committed) = tokio::join!(
       biased;
@@ -419,10 +430,16 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<B
     out.inserted = inserted_ids(db, sql, &rows).await?;
   }
   out.stale = out.finished.iter().filter(|f| **f == Finished::Stale).count() as u32;
-  let mut claimed: Vec<Row> = claimed.iter().flatten().map(row).collect();
+  let rows = claimed.unwrap_or_default();
+  let limited = rows
+    .iter()
+    .filter(|r| r.get::<_, bool>(21))
+    .map(|r| r.get(0))
+    .collect();
+  let mut claimed: Vec<Row> = rows.iter().map(row).collect();
   claimed.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
   out.claimed = claimed;
-  Ok(out)
+  Ok(Done { result: out, limited })
 }
 
 /// Each submission's id from the insert's rows: its own (inserted now or by an earlier try),
@@ -460,10 +477,12 @@ async fn inserted_ids(db: &Db<'_>, sql: &BatchSql, rows: &[tokio_postgres::Row])
 
 /// What a batch's transaction tells the other executors: the executions it ended (`done`:
 /// the completions' ids, `finished`: the outcomes of failures when decided) and whether
-/// claimable work appeared.
-fn notes_for(batch: &Batch, finished: &[Finished], done: &[i64]) -> Vec<String> {
+/// claimable work appeared (`limited`: running executions whose end frees a global slot).
+fn notes_for(batch: &Batch, finished: &[Finished], done: &[i64], limited: &HashSet<i64>) -> Vec<String> {
   let mut ended_ids: Vec<i64> = done.to_vec();
-  let mut work = !batch.inserts.is_empty() || !batch.releases.is_empty();
+  let mut work = !batch.inserts.is_empty()
+    || !batch.releases.is_empty()
+    || batch.finishes.iter().any(|f| limited.contains(&f.id));
   for (f, r) in batch.finishes.iter().zip(finished) {
     if f.status == STATUS_COMPLETED {
       continue;

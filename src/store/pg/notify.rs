@@ -73,8 +73,9 @@ pub fn parse(payload: &str, c: &mut Changes) {
     _ if payload == "r" => {
       c.full = true;
       c.cancels = true;
+      c.work = true;
     }
-    _ => {}
+    _ => c.work = true,
   }
 }
 
@@ -133,7 +134,10 @@ mod tests {
       parse(p, &mut c);
     }
     assert_eq!(c.ended, ids);
-    assert!(c.any && !c.full && !c.cancels);
+    assert!(
+      c.any && !c.full && !c.cancels && !c.work,
+      "ends alone are no work"
+    );
     let heard = |p: &str| {
       let mut c = Changes::default();
       parse(p, &mut c);
@@ -143,6 +147,7 @@ mod tests {
       heard("w"),
       Changes {
         any: true,
+        work: true,
         ..Changes::default()
       }
     );
@@ -159,6 +164,7 @@ mod tests {
       Changes {
         any: true,
         full: true,
+        work: true,
         cancels: true,
         ..Changes::default()
       }

@@ -70,6 +70,8 @@ pub struct PgStore {
   /// The server's clock less this host's (0 when within `SKEW_IGNORED_MS`): leases written
   /// here and compared on other hosts use one clock.
   offset_ms: f64,
+  /// The executions this worker runs whose agent has a global limit (see `batch::Ctx`).
+  limited: std::collections::HashSet<i64>,
 }
 
 impl PgStore {
@@ -89,6 +91,7 @@ impl PgStore {
       jitter: Jitter::seeded(),
       interest: Interest::new(false, &[]),
       offset_ms: 0.0,
+      limited: Default::default(),
     };
     let sql = format!(
       "INSERT INTO {}.bmad_workers (owner, host, pid, proc_start, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $5, $5)",
@@ -295,7 +298,9 @@ impl PgStore {
     self
       .conn
       .wait("cannot prepare for", db.prepare_all(&self.batch_sql.all()))?;
+    let limited = &self.limited;
     let cx = batch::Ctx {
+      limited,
       db: &db,
       sql: &self.batch_sql,
       channel: &self.channel,
@@ -306,14 +311,22 @@ impl PgStore {
       lease_ms: self.lease_ms,
     };
     let jitter = &mut self.jitter;
-    self.conn.wait("cannot write to", async {
+    let done = self.conn.wait("cannot write to", async {
       let r = batch::run(&cx, batch, jitter).await;
       if r.is_err() {
         // What failed is reported; a failed rollback only means the connection is gone.
         let _ = db.batch_execute("ROLLBACK").await;
       }
       r
-    })
+    })?;
+    for f in &batch.finishes {
+      self.limited.remove(&f.id);
+    }
+    for r in &batch.releases {
+      self.limited.remove(&r.id);
+    }
+    self.limited.extend(done.limited);
+    Ok(done.result)
   }
 
   /// Cancels execution `id`: a queued one ends at once, a running one is flagged for its
