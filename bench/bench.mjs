@@ -37,6 +37,9 @@
 //                  rate as intervalCap) and against the same executor without limits.
 //   W6 durable     bench/w6.mjs in a child process: this package with a SQLite store against
 //                  BullMQ on a throw-away local redis-server (jobs/s, submit→start latency).
+//   W7 multi-host  bench/w7.mjs in a child process: this package with a PostgreSQL store, a
+//                  producer and 3 worker processes (concurrency 64 each), against BullMQ,
+//                  graphile-worker and pg-boss in the same shape (jobs/s, add→start latency).
 //
 // p-queue's priority insert is a sorted-array splice (O(n)) and its dequeue is Array#shift on
 // a large array (O(n) too), so it is run under a time budget (--pqueue-budget, default 120 s):
@@ -50,7 +53,7 @@
 // Options
 //   --json FILE             write all results (raw runs included) as JSON
 //   --quick                 smaller N, fewer runs
-//   --only w1,w2,w3,w4,w5,w6  run a subset of the workloads
+//   --only w1,w2,w3,w4,w5,w6,w7  run a subset of the workloads
 //   --systems a,b           subset of: this,fastq,pqueue,semaphore,floor
 //   --sizes 10000,100000    W1 sizes
 //   --runs K                measured runs per size (overrides 21/5/3)
@@ -62,6 +65,7 @@
 //   --w5-n N                executions per W5 run (default 100k, also with --quick: 3 runs then);
 //                           --runs and --warmup-execs apply to W5 too
 //   --w6-n N                jobs per W6 throughput run (default 100k; --quick 20k)
+//   --w7-n N                jobs per W7 throughput run (default 100k; --quick 20k, one run)
 
 import { performance, monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import { AsyncLocalStorage } from 'node:async_hooks';
@@ -105,7 +109,7 @@ const QUICK = hasFlag('quick');
 const OPT = {
   quick: QUICK,
   json: argValue('json', null),
-  only: argValue('only', 'w1,w2,w3,w4,w5,w6').split(','),
+  only: argValue('only', 'w1,w2,w3,w4,w5,w6,w7').split(','),
   systems: argValue('systems', SYSTEMS.join(',')).split(',').filter((s) => SYSTEMS.includes(s)),
   sizes: numList(argValue('sizes', QUICK ? '10000,100000' : '10000,100000,1000000')),
   runs: argValue('runs', null) === null ? null : Number(argValue('runs')),
@@ -117,6 +121,7 @@ const OPT = {
   pqueueSmallN: Number(argValue('pqueue-small-n', '100000')),
   w5N: Number(argValue('w5-n', '100000')),
   w6N: Number(argValue('w6-n', QUICK ? '20000' : '100000')),
+  w7N: Number(argValue('w7-n', QUICK ? '20000' : '100000')),
 };
 const runsFor = (n) => (OPT.runs !== null ? OPT.runs : QUICK ? 3 : n <= 10_000 ? 21 : n <= 100_000 ? 5 : 3);
 
@@ -809,6 +814,21 @@ function w6() {
   }
 }
 
+// ----- W7: durable executions across processes (bench/w7.mjs, in a child process) --------
+
+/** Runs bench/w7.mjs, which prints its own tables, and returns its JSON results. */
+function w7() {
+  const file = path.join(os.tmpdir(), `bench-w7-${process.pid}.json`);
+  const args = [path.join(ROOT, 'bench', 'w7.mjs'), '--n', String(OPT.w7N), '--json', file, ...(QUICK ? ['--quick'] : [])];
+  const r = spawnSync(process.execPath, args, { stdio: 'inherit' });
+  try {
+    if (r.status !== 0) return { error: `bench/w7.mjs exited with ${r.status ?? r.signal}`, goals: [] };
+    return JSON.parse(readFileSync(file, 'utf8'));
+  } finally {
+    rmSync(file, { force: true });
+  }
+}
+
 // ----- goals -----------------------------------------------------------------------------
 
 function goals(res) {
@@ -848,6 +868,7 @@ function goals(res) {
   }
   for (const x of res.w5?.goals ?? []) g.push(x);
   for (const x of res.w6?.goals ?? []) g.push(x);
+  for (const x of res.w7?.goals ?? []) g.push(x);
   console.log('\n## Goals');
   console.log(table(['goal', 'measured', 'target', 'result'], g.map((x) => [x.name, x.value, x.target, (x.pass ? 'PASS' : 'MISS') + (x.detail ? ` (${x.detail})` : '')])));
   return g;
@@ -930,6 +951,7 @@ async function main() {
   if (OPT.only.includes('w4')) res.w4 = await w4();
   if (OPT.only.includes('w5')) res.w5 = w5();
   if (OPT.only.includes('w6')) res.w6 = w6();
+  if (OPT.only.includes('w7')) res.w7 = w7();
   res.goals = goals(res);
   res.env.loadavgAtEnd = os.loadavg().map((x) => +x.toFixed(2));
   const end = codeHashes();

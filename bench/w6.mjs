@@ -39,13 +39,13 @@
 // redis-server must be on PATH (Debian/Ubuntu: apt-get install redis-server); without it the
 // BullMQ system is skipped. BullMQ 6 connects through its optional peer ioredis.
 
-import { spawn, execFileSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { createCleanups, sleep, spawnTracked as spawnWith, stopProcess } from './lib/procs.mjs';
+import { findOnPath, startRedis as startRedisIn } from './lib/redis.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, '..');
@@ -80,7 +80,6 @@ const OPT = {
 // ----- helpers ---------------------------------------------------------------------------
 
 const nowMs = () => performance.timeOrigin + performance.now();
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const fmt = (x, d = 2) => (x === null || x === undefined || Number.isNaN(x) ? '—' : x.toFixed(d));
 const fmtN = (n) => (n === null || n === undefined ? '—' : Math.round(n).toLocaleString('en-US'));
 
@@ -158,140 +157,18 @@ const latencyTimeoutMs = () => OPT.timeoutS * 1000 + (OPT.latN + OPT.latWarmup) 
 
 // ----- cleanup: child processes and the temporary directory, also on error and signals ----
 
-const cleanups = new Map(); // key -> synchronous last-resort cleanup
-let cleanupKey = 0;
-function runCleanupsSync() {
-  for (const fn of [...cleanups.values()].reverse()) {
-    try {
-      fn();
-    } catch {
-      // best effort: the process is ending
-    }
-  }
-  cleanups.clear();
-}
-process.on('exit', runCleanupsSync);
-for (const sig of ['SIGINT', 'SIGTERM']) {
-  process.on(sig, () => {
-    console.error(`\nw6: ${sig}, stopping`);
-    runCleanupsSync();
-    process.exit(130);
-  });
-}
+const cleanups = createCleanups('w6');
+const runCleanupsSync = () => cleanups.runSync();
 
 const TMP = fs.mkdtempSync(path.join(os.tmpdir(), 'w6-'));
-if (!OPT.keep) cleanups.set(cleanupKey++, () => fs.rmSync(TMP, { recursive: true, force: true }));
+if (!OPT.keep) cleanups.add(() => fs.rmSync(TMP, { recursive: true, force: true }));
 
 /** Spawns a process that is SIGKILLed if this one ends first; `exited` resolves on its exit. */
-function spawnTracked(cmd, args, options) {
-  const proc = spawn(cmd, args, options);
-  const key = cleanupKey++;
-  cleanups.set(key, () => proc.kill('SIGKILL'));
-  proc.exitInfo = null;
-  proc.exited = new Promise((resolve) => {
-    const done = (info) => {
-      if (proc.exitInfo === null) proc.exitInfo = info;
-      cleanups.delete(key);
-      resolve(proc.exitInfo);
-    };
-    proc.once('exit', (code, signal) => done({ code, signal }));
-    proc.once('error', (error) => done({ error }));
-  });
-  return proc;
-}
-async function stopProcess(proc, signal = 'SIGTERM', graceMs = 5000) {
-  if (proc.exitInfo !== null) return;
-  proc.kill(signal);
-  if ((await Promise.race([proc.exited, sleep(graceMs).then(() => null)])) === null) {
-    proc.kill('SIGKILL');
-    await proc.exited;
-  }
-}
+const spawnTracked = (cmd, args, options) => spawnWith(cleanups, cmd, args, options);
 
-// ----- redis-server ----------------------------------------------------------------------
+// ----- redis-server (bench/lib/redis.mjs) ------------------------------------------------
 
-function findOnPath(cmd) {
-  for (const dir of (process.env.PATH || '').split(path.delimiter)) {
-    if (!dir) continue;
-    const file = path.join(dir, cmd);
-    try {
-      fs.accessSync(file, fs.constants.X_OK);
-      if (fs.statSync(file).isFile()) return file;
-    } catch {
-      // not here
-    }
-  }
-  return null;
-}
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.unref();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-/** True when a Redis server on `port` answers PING with PONG. */
-function ping(port, timeoutMs = 500) {
-  return new Promise((resolve) => {
-    const s = net.connect({ host: '127.0.0.1', port });
-    let buf = '';
-    const end = (ok) => {
-      clearTimeout(timer);
-      s.destroy();
-      resolve(ok);
-    };
-    const timer = setTimeout(() => end(false), timeoutMs);
-    s.on('connect', () => s.write('PING\r\n'));
-    s.on('data', (d) => {
-      buf += d;
-      if (buf.includes('\r\n')) end(buf.startsWith('+PONG'));
-    });
-    s.on('error', () => end(false));
-  });
-}
-async function startRedis(bin) {
-  const dir = path.join(TMP, 'redis');
-  fs.mkdirSync(dir);
-  const log = path.join(dir, 'redis.log');
-  const port = await freePort();
-  // AOF with one fsync a second is Redis's documented durable setup; no RDB snapshots on top.
-  const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--appendfsync', 'everysec', '--save', '', '--daemonize', 'no', '--logfile', log];
-  const proc = spawnTracked(bin, args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  proc.stderr.on('data', (d) => {
-    stderr += d;
-  });
-  const deadline = performance.now() + 10_000;
-  while (!(await ping(port))) {
-    const why = proc.exitInfo
-      ? `exited (${proc.exitInfo.error ? proc.exitInfo.error.message : `code ${proc.exitInfo.code}, signal ${proc.exitInfo.signal}`})`
-      : performance.now() > deadline
-        ? 'did not answer PING within 10 s'
-        : null;
-    if (why !== null) {
-      await stopProcess(proc, 'SIGKILL');
-      let tail = stderr.trim();
-      try {
-        tail += `\n${fs.readFileSync(log, 'utf8').trim().split('\n').slice(-5).join('\n')}`;
-      } catch {
-        // no log written
-      }
-      throw new Error(`redis-server ${why}: ${tail.trim()}`);
-    }
-    await sleep(50);
-  }
-  let version = null;
-  try {
-    version = /v=(\S+)/.exec(execFileSync(bin, ['--version'], { encoding: 'utf8' }))?.[1] ?? null;
-  } catch {
-    // reported as unknown
-  }
-  return { port, dir, version, stop: () => stopProcess(proc) };
-}
+const startRedis = (bin) => startRedisIn(bin, TMP, spawnTracked);
 
 // ----- cross-process latency: the worker in w6-child.mjs, the submitter here ------------
 
