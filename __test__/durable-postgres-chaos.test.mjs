@@ -33,7 +33,6 @@ import { join } from 'node:path';
 import BackgroundExecutor from '../index.mjs';
 import { tempDir, sleep, isAlive, exitIfWorkLeftBehind, waitUntil, deferred } from './helpers.mjs';
 import { mulberry32, spawnWorker, readLogs } from './durable/common.mjs';
-import { startPostgres } from '../scripts/pg-cluster.mjs';
 
 exitIfWorkLeftBehind();
 
@@ -115,6 +114,8 @@ const test = PG_TESTS ? (name, fn) => nodeTest(name, { timeout: 150000 }, fn) : 
 
 test(NAME, async (t) => {
   const t0 = Date.now();
+  // Imported here: an installed package has no scripts/ (and no server to test against).
+  const { startPostgres } = await import('../scripts/pg-cluster.mjs');
   const pg = await startPostgres();
   // Stopped last (after hooks run in order): here if the test ends before they are all set.
   let stopped = false;
