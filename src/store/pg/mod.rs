@@ -55,7 +55,6 @@ CREATE TABLE {s}.bmad_executions (
   finalized_at double precision,
   token text
 );
-CREATE INDEX bmad_executions_queue ON {s}.bmad_executions (priority DESC, id) WHERE state = 0;
 CREATE INDEX bmad_executions_agent_queue ON {s}.bmad_executions (agent, priority DESC, id) WHERE state = 0;
 CREATE INDEX bmad_executions_running ON {s}.bmad_executions (owner) WHERE state = 1;
 CREATE INDEX bmad_executions_running_agent ON {s}.bmad_executions (agent) WHERE state = 1;
