@@ -367,7 +367,9 @@ impl PgConnection {
       .wait("cannot set up", async move {
         // JIT off too: a plan's cost then counts a ruled-out scan (of a table of a few rows)
         // as huge, which would compile each execution (tens of ms) for nothing.
-        client.batch_execute("SET enable_seqscan = off; SET jit = off").await?;
+        client
+          .batch_execute("SET enable_seqscan = off; SET jit = off")
+          .await?;
         client.query_one("SELECT pg_backend_pid()", &[]).await
       })?
       .get(0);
