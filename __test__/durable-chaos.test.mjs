@@ -13,7 +13,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import BackgroundExecutor from '../index.mjs';
 import { tempDir, sleep, isAlive, exitIfWorkLeftBehind } from './helpers.mjs';
-import { mulberry32, spawnWorker, readLogs } from './durable/common.mjs';
+import { mulberry32, spawnWorker, readLogs, checkRescues } from './durable/common.mjs';
 
 exitIfWorkLeftBehind();
 
@@ -190,23 +190,7 @@ nodeTest(`chaos: ${N} durable executions, 4 processes, one SIGKILLed every ~${KI
     if (f.attempt > 1) reRun++;
     else assert.equal(list.filter((e) => e.kind !== 'done').length, 2, `ran once: one start, one end. ${what}`);
   }
-  // Rescues: of lost attempts only, each once. A rescue can be missing from the logs only when
-  // the process that made it was itself killed right after (before its log line): some other
-  // process was killed between the owner's death and shortly after the next attempt started.
-  const badRescues = [...rescuedAttempts].filter(([k, n]) => n !== 1 || !lostAttempts.has(k));
-  assert.deepEqual(badRescues, [], 'each rescue is of a lost attempt, once');
-  let unloggedRescues = 0;
-  for (const [k, { owner, next }] of lostAttempts) {
-    if (rescuedAttempts.has(k)) continue;
-    unloggedRescues++;
-    const from = owner === 0 ? 0 : killedPids.get(owner);
-    assert.ok(
-      kills.some((x) => x.pid !== owner && x.at >= from && x.at <= next + 1000),
-      `lost attempt ${k} (process ${owner || 'unknown'}) was rescued by no process that lived on: ${JSON.stringify(logs.byId.get(k.split(' ')[0]))}`,
-    );
-  }
-  // A process holds at most `CONCURRENCY` attempts (its slots): a kill loses no more.
-  assert.ok(lostAttempts.size <= CONCURRENCY * kills.length, `${lostAttempts.size} attempts lost in ${kills.length} kills`);
+  const unloggedRescues = checkRescues({ rescued: rescuedAttempts, lost: lostAttempts, killedPids, kills, logs, concurrency: CONCURRENCY });
 
   const totalMs = Date.now() - t0;
   t.diagnostic(

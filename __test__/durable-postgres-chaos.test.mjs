@@ -32,7 +32,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import BackgroundExecutor from '../index.mjs';
 import { tempDir, sleep, isAlive, exitIfWorkLeftBehind, waitUntil, deferred } from './helpers.mjs';
-import { mulberry32, spawnWorker, readLogs } from './durable/common.mjs';
+import { mulberry32, spawnWorker, readLogs, checkRescues } from './durable/common.mjs';
 
 exitIfWorkLeftBehind();
 
@@ -529,21 +529,7 @@ test(NAME, async (t) => {
     if (r.attempt > 1) reRun++;
     else assert.equal(list.filter((e) => e.kind !== 'done').length, 2, `ran once: one start, one end. ${what}`);
   }
-  // Rescues: of lost attempts only, each once. A rescue can be missing from the logs only when
-  // the process that made it was itself killed right after (before its log line).
-  const badRescues = [...rescuedAttempts].filter(([k, n]) => n !== 1 || !lostAttempts.has(k));
-  assert.deepEqual(badRescues, [], 'each rescue is of a lost attempt, once');
-  let unloggedRescues = 0;
-  for (const [k, { owner, next }] of lostAttempts) {
-    if (rescuedAttempts.has(k)) continue;
-    unloggedRescues++;
-    const from = owner === 0 ? 0 : killedPids.get(owner);
-    assert.ok(
-      kills.some((x) => x.pid !== owner && x.at >= from && x.at <= next + 1000),
-      `lost attempt ${k} (process ${owner || 'unknown'}) was rescued by no process that lived on: ${JSON.stringify(logs.byId.get(k.split(' ')[0]))}`,
-    );
-  }
-  assert.ok(lostAttempts.size <= CONCURRENCY * kills.length, `${lostAttempts.size} attempts lost in ${kills.length} kills`);
+  const unloggedRescues = checkRescues({ rescued: rescuedAttempts, lost: lostAttempts, killedPids, kills, logs, concurrency: CONCURRENCY });
   rescueDelays.sort((a, b) => a - b);
   const rescueP = (q) => (rescueDelays.length === 0 ? 0 : rescueDelays[Math.min(rescueDelays.length - 1, Math.floor(q * rescueDelays.length))]);
 

@@ -1,5 +1,6 @@
 // Shared by the durable crash and chaos tests: a seeded PRNG, worker processes
 // (./worker.mjs) and the parsing of their log lines. Not a test file.
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync, readdirSync } from 'node:fs';
@@ -130,4 +131,29 @@ export function readLogs(dir) {
     }
   }
   return { byId, other, lines };
+}
+
+/**
+ * The chaos tests' rescue checks: each rescue (`rescued`: Map("id attempt" -> times logged))
+ * is of a lost attempt (`lost`: Map("id attempt" -> { owner, next })), once; a lost attempt
+ * without a logged rescue was rescued by a process killed right after (before its log line):
+ * some other process was killed between the owner's death and shortly after the next attempt
+ * started. A process holds at most `concurrency` attempts: a kill loses no more. Returns how
+ * many rescues went unlogged.
+ */
+export function checkRescues({ rescued, lost, killedPids, kills, logs, concurrency }) {
+  const bad = [...rescued].filter(([k, n]) => n !== 1 || !lost.has(k));
+  assert.deepEqual(bad, [], 'each rescue is of a lost attempt, once');
+  let unlogged = 0;
+  for (const [k, { owner, next }] of lost) {
+    if (rescued.has(k)) continue;
+    unlogged++;
+    const from = owner === 0 ? 0 : killedPids.get(owner);
+    assert.ok(
+      kills.some((x) => x.pid !== owner && x.at >= from && x.at <= next + 1000),
+      `lost attempt ${k} (process ${owner || 'unknown'}) was rescued by no process that lived on: ${JSON.stringify(logs.byId.get(k.split(' ')[0]))}`,
+    );
+  }
+  assert.ok(lost.size <= concurrency * kills.length, `${lost.size} attempts lost in ${kills.length} kills`);
+  return unlogged;
 }
