@@ -11,7 +11,7 @@
 //! - rescues abandoned executions every `min(lease_ms / 2, 1 s)`, and deletes ended ones
 //!   past retention every 5 s.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
@@ -183,7 +183,8 @@ struct Service {
   opts: Options,
   sink: Sink,
   watched: HashSet<i64>,
-  running: HashSet<i64>,
+  /// The attempts this worker runs: execution id -> attempt.
+  running: HashMap<i64, u32>,
   wake_at: Option<f64>,
   next_poll: f64,
   next_heartbeat: f64,
@@ -252,7 +253,7 @@ fn run(opts: Options, rx: Receiver<Command>, tx: Sender<Command>, mut sink: Sink
     opts,
     sink,
     watched: HashSet::new(),
-    running: HashSet::new(),
+    running: HashMap::new(),
     wake_at: None,
     next_poll: now,
     next_heartbeat: now,
@@ -358,16 +359,21 @@ impl Service {
       Command::Batch { req, batch } => match self.store.batch(&batch, now) {
         Ok(result) => {
           for (f, r) in batch.finishes.iter().zip(&result.finished) {
-            self.running.remove(&f.id);
+            // Only this attempt: a stale end of an earlier one leaves a later one running.
+            if self.running.get(&f.id) == Some(&f.attempt) {
+              self.running.remove(&f.id);
+            }
             if let Finished::Retry(delay) = r {
               self.wake(now + delay);
             }
           }
           for r in &batch.releases {
-            self.running.remove(&r.id);
+            if self.running.get(&r.id) == Some(&r.attempt) {
+              self.running.remove(&r.id);
+            }
           }
           for row in &result.claimed {
-            self.running.insert(row.id);
+            self.running.insert(row.id, row.attempt);
           }
           // Their submitter waits for their ends from now: one that another process claims
           // and ends before JS has the answer must not go unseen.
@@ -391,7 +397,7 @@ impl Service {
       },
       Command::Cancel { req, id, error } => match self.store.cancel(id, &error, now) {
         Ok(was) => {
-          if self.running.contains(&id) {
+          if self.running.contains_key(&id) {
             // Ours: the request reaches JS like one from another process.
             self.check_cancels();
           }
@@ -459,7 +465,7 @@ impl Service {
   /// The connection is back: claims whose answer was lost go back to the queue, and what
   /// other executors did meanwhile is looked at.
   fn resync(&mut self) {
-    let running: Vec<i64> = self.running.iter().copied().collect();
+    let running: Vec<(i64, u32)> = self.running.iter().map(|(&id, &a)| (id, a)).collect();
     match self.store.release_unknown(&running) {
       Ok(ids) if !ids.is_empty() => tracing::debug!(?ids, "claims whose answer was lost handed back"),
       Ok(_) => {}

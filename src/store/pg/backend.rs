@@ -104,7 +104,7 @@ impl Backend for Postgres {
   fn set_global_limit(&mut self, agent: &str, limit: Option<u32>) -> StoreResult<()> {
     self.store.set_global_limit(agent, limit)
   }
-  fn release_unknown(&mut self, running: &[i64]) -> StoreResult<Vec<i64>> {
+  fn release_unknown(&mut self, running: &[(i64, u32)]) -> StoreResult<Vec<i64>> {
     self.store.release_unknown(running)
   }
 

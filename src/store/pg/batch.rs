@@ -113,11 +113,14 @@ impl BatchSql {
       ),
       // Agents with a global limit are claimed only under their lock (a try: one held by
       // another executor's claim leaves them for the next round). The agents locked are
-      // kept in a transaction-local setting for the claim that follows.
+      // kept in a transaction-local setting for the claim that follows. Only agents of
+      // interest are tried (the OFFSET 0 keeps the planner from trying the lock, the
+      // cheaper condition, first: it would lock agents this executor does not run).
       lock: format!(
         "SELECT set_config('bmad.locked', coalesce(json_agg(agent)::text, '[]'), true) FROM ( \
-           SELECT agent FROM {s}.bmad_limits WHERE ($1 OR agent = ANY($2)) AND agent <> ALL($3) \
-           AND pg_try_advisory_xact_lock(hashtextextended($4 || agent, 0))) l"
+           SELECT agent FROM ( \
+             SELECT agent FROM {s}.bmad_limits WHERE ($1 OR agent = ANY($2)) AND agent <> ALL($3) OFFSET 0) mine \
+           WHERE pg_try_advisory_xact_lock(hashtextextended($4 || agent, 0))) l"
       ),
       // A statement after the lock's, so its snapshot sees the claims of the lock's earlier
       // holders: counting running executions and claiming more is one step across hosts.
@@ -204,13 +207,13 @@ pub struct Ctx<'a> {
   pub lease_ms: f64,
   /// Executions this worker runs whose agent has a global limit: their ends free a slot on
   /// every executor, so they are announced as work.
-  pub limited: &'a HashSet<i64>,
+  pub limited: &'a HashSet<(i64, u32)>,
 }
 
 /// A batch's outcome, and the executions it claimed whose agent has a global limit.
 pub struct Done {
   pub result: BatchResult,
-  pub limited: Vec<i64>,
+  pub limited: Vec<(i64, u32)>,
 }
 
 /// The insert statement's arrays.
@@ -434,7 +437,7 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
   let limited = rows
     .iter()
     .filter(|r| r.get::<_, bool>(21))
-    .map(|r| r.get(0))
+    .map(|r| (r.get::<_, i64>(0), u32::try_from(r.get::<_, i32>(9)).unwrap_or(0)))
     .collect();
   let mut claimed: Vec<Row> = rows.iter().map(row).collect();
   claimed.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
@@ -478,11 +481,19 @@ async fn inserted_ids(db: &Db<'_>, sql: &BatchSql, rows: &[tokio_postgres::Row])
 /// What a batch's transaction tells the other executors: the executions it ended (`done`:
 /// the completions' ids, `finished`: the outcomes of failures when decided) and whether
 /// claimable work appeared (`limited`: running executions whose end frees a global slot).
-fn notes_for(batch: &Batch, finished: &[Finished], done: &[i64], limited: &HashSet<i64>) -> Vec<String> {
+fn notes_for(
+  batch: &Batch,
+  finished: &[Finished],
+  done: &[i64],
+  limited: &HashSet<(i64, u32)>,
+) -> Vec<String> {
   let mut ended_ids: Vec<i64> = done.to_vec();
   let mut work = !batch.inserts.is_empty()
     || !batch.releases.is_empty()
-    || batch.finishes.iter().any(|f| limited.contains(&f.id));
+    || batch
+      .finishes
+      .iter()
+      .any(|f| limited.contains(&(f.id, f.attempt)));
   for (f, r) in batch.finishes.iter().zip(finished) {
     if f.status == STATUS_COMPLETED {
       continue;

@@ -197,6 +197,13 @@ fn pg_error(shown: &str, what: &str, e: &tokio_postgres::Error) -> StoreError {
       code: super::DISCONNECTED,
       message: text,
     }
+  } else if matches!(e.code().map(|c| c.code()), Some("40P01" | "40001")) {
+    // A deadlock (two hosts inserting the same keys in other orders) or a serialization
+    // failure: nothing was written, and a second try goes through.
+    StoreError {
+      code: super::BUSY,
+      message: text,
+    }
   } else {
     StoreError::store(text)
   }
@@ -310,6 +317,8 @@ pub struct PgConnection {
   down: bool,
   /// Losses (false) and recoveries (true) not reported yet.
   link_events: Vec<bool>,
+  /// An operation got no answer in time: the connection is replaced before the next one.
+  dropped: std::cell::Cell<bool>,
   /// The server process of the current connection (0: unknown): the listener ignores the
   /// notifications this connection sent.
   pid: Arc<AtomicI32>,
@@ -328,6 +337,7 @@ impl PgConnection {
       target,
       down: false,
       link_events: Vec::new(),
+      dropped: std::cell::Cell::new(false),
       pid: Arc::new(AtomicI32::new(0)),
     };
     conn.note_pid()?;
@@ -342,6 +352,7 @@ impl PgConnection {
     if self.down {
       self.client = connect(&self.rt, &self.target)?;
       self.statements.clear();
+      self.dropped.set(false);
       self.note_pid()?;
       self.down = false;
       self.link_events.push(true);
@@ -383,7 +394,7 @@ impl PgConnection {
 
   /// Notes a connection the server closed since the last look.
   pub fn note_link(&mut self) {
-    if !self.down && self.client.is_closed() {
+    if !self.down && (self.client.is_closed() || self.dropped.get()) {
       self.down = true;
       self.link_events.push(false);
     }
@@ -400,7 +411,13 @@ impl PgConnection {
     what: &str,
     fut: impl Future<Output = Result<T, tokio_postgres::Error>>,
   ) -> StoreResult<T> {
-    block(&self.rt, &self.target.shown, what, fut)
+    let r = block(&self.rt, &self.target.shown, what, fut);
+    if matches!(&r, Err(e) if e.code == super::DISCONNECTED) {
+      // No answer in time (or the connection went): this connection is done with, so
+      // nothing runs later inside a transaction left open on it.
+      self.dropped.set(true);
+    }
+    r
   }
 
   pub fn client(&self) -> &Client {
@@ -577,10 +594,12 @@ fn block<T>(
   match rt.block_on(async { tokio::time::timeout(TIMEOUT, fut).await }) {
     Ok(Ok(v)) => Ok(v),
     Ok(Err(e)) => Err(pg_error(shown, what, &e)),
-    Err(_) => Err(StoreError::store(format!(
-      "{what} store {shown}: no answer within {} s",
-      TIMEOUT.as_secs()
-    ))),
+    // What was sent may still be carried out (a COMMIT among it): for the caller, the same
+    // as a connection lost before its answer came.
+    Err(_) => Err(StoreError {
+      code: super::DISCONNECTED,
+      message: format!("{what} store {shown}: no answer within {} s", TIMEOUT.as_secs()),
+    }),
   }
 }
 

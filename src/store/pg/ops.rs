@@ -71,7 +71,7 @@ pub struct PgStore {
   /// here and compared on other hosts use one clock.
   offset_ms: f64,
   /// The executions this worker runs whose agent has a global limit (see `batch::Ctx`).
-  limited: std::collections::HashSet<i64>,
+  limited: std::collections::HashSet<(i64, u32)>,
 }
 
 impl PgStore {
@@ -320,10 +320,10 @@ impl PgStore {
       r
     })?;
     for f in &batch.finishes {
-      self.limited.remove(&f.id);
+      self.limited.remove(&(f.id, f.attempt));
     }
     for r in &batch.releases {
-      self.limited.remove(&r.id);
+      self.limited.remove(&(r.id, r.attempt));
     }
     self.limited.extend(done.limited);
     Ok(done.result)
@@ -563,30 +563,46 @@ impl PgStore {
     })
   }
 
-  /// Hands back to the queue (the attempt uncounted) the executions this worker holds but
-  /// does not know of (`running`: those it knows), and returns their ids.
-  pub fn release_unknown(&mut self, running: &[i64]) -> StoreResult<Vec<i64>> {
+  /// Hands back to the queue (the attempt uncounted) the attempts this worker holds but
+  /// does not know of (`running`: the (id, attempt) it knows), and returns their ids; one
+  /// whose cancel was asked meanwhile ends cancelled, as a release does.
+  pub fn release_unknown(&mut self, running: &[(i64, u32)]) -> StoreResult<Vec<i64>> {
     self.conn.ensure()?;
     let sql = format!(
-      "UPDATE {s}.bmad_executions SET state = 0, owner = NULL, attempt = attempt - 1, lease_expires_at = NULL \
-       WHERE owner = $1 AND state = 1 AND id <> ALL($2) RETURNING id",
+      "UPDATE {s}.bmad_executions e SET \
+         state = CASE WHEN e.cancel_requested THEN 4 ELSE 0 END, \
+         attempt = CASE WHEN e.cancel_requested THEN e.attempt ELSE e.attempt - 1 END, \
+         owner = CASE WHEN e.cancel_requested THEN e.owner ELSE NULL END, \
+         finalized_at = CASE WHEN e.cancel_requested THEN $4::float8 ELSE NULL END, \
+         lease_expires_at = NULL \
+       WHERE e.owner = $1 AND e.state = 1 \
+         AND NOT EXISTS (SELECT 1 FROM unnest($2::int8[], $3::int4[]) k(id, attempt) WHERE k.id = e.id AND k.attempt = e.attempt) \
+       RETURNING e.id, e.state",
       s = self.s
     );
-    let running = running.to_vec();
+    let ids: Vec<i64> = running.iter().map(|r| r.0).collect();
+    let attempts: Vec<i32> = running.iter().map(|r| int(r.1)).collect();
+    let now = self.server_time(now_ms());
     let rows = self.wait(
       "cannot write to",
-      self.db().query(&sql, &[&self.me.owner, &running]),
+      self.db().query(&sql, &[&self.me.owner, &ids, &attempts, &now]),
     )?;
-    let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
-    if !ids.is_empty() {
+    let back: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    let ended_ids: Vec<i64> = rows
+      .iter()
+      .filter(|r| r.get::<_, i16>(1) == 4)
+      .map(|r| r.get(0))
+      .collect();
+    let mut notes = ended(&ended_ids);
+    if ended_ids.len() < back.len() {
       // Claimable again, for every executor.
-      let channel = &self.channel;
-      self.wait(
-        "cannot write to",
-        notify::notify(&self.db(), channel, &["w".to_string()]),
-      )?;
+      notes.push("w".to_string());
     }
-    Ok(ids)
+    if !notes.is_empty() {
+      let channel = &self.channel;
+      self.wait("cannot write to", notify::notify(&self.db(), channel, &notes))?;
+    }
+    Ok(back)
   }
 
   /// This worker leaves the store.

@@ -640,7 +640,11 @@ fn a_batch_sent_again_after_its_answer_was_lost_changes_nothing_twice() {
   let lost = claim(&mut s, 5, T0 + 3.0);
   assert_eq!(lost.len(), 2, "the other executor's two");
   let kept = lost[0];
-  assert_eq!(s.release_unknown(&[kept]).expect("release"), vec![lost[1]]);
+  // Known by id but at another attempt: not the one it runs.
+  assert_eq!(
+    s.release_unknown(&[(kept, 1), (lost[1], 2)]).expect("release"),
+    vec![lost[1]]
+  );
   let back = s.fetch(lost[1]).expect("fetch").expect("row");
   assert_eq!((back.status, back.attempt, back.owner), (STATUS_QUEUED, 0, None));
   assert_eq!(s.fetch(kept).expect("fetch").expect("row").status, STATUS_RUNNING);

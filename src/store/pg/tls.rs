@@ -1,9 +1,9 @@
 //! TLS to PostgreSQL, with libpq's meanings of `sslmode`: `disable` (never), `allow` and
 //! `prefer` (when the server offers it), `require` (always; the certificate is not checked,
-//! unless `sslrootcert` names a CA, as libpq does), `verify-ca` (a certificate signed by a
-//! trusted CA) and `verify-full` (that, for the host connected to). The trusted CAs are
-//! `sslrootcert` (a PEM file; `system`: the system's), else `~/.postgresql/root.crt` when it
-//! exists, else the system's.
+//! unless a CA file is given or `~/.postgresql/root.crt` exists, as libpq does), `verify-ca`
+//! (a certificate signed by the CA of `sslrootcert` or `~/.postgresql/root.crt`: required)
+//! and `verify-full` (a trusted CA's, for the host connected to; trusted: `sslrootcert`,
+//! else `~/.postgresql/root.crt`, else the system's, as `sslrootcert=system` asks).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,11 +33,26 @@ pub fn settings(
   root_cert: Option<&str>,
 ) -> Result<(tokio_postgres::config::SslMode, Check), String> {
   use tokio_postgres::config::SslMode;
-  let check = |default| if root_cert.is_some() { Check::Ca } else { default };
-  Ok(match mode.unwrap_or("prefer") {
+  let mode = mode.unwrap_or("prefer");
+  if root_cert == Some("system") && mode != "verify-full" {
+    // The system's CAs vouch for any public name: without the name check, for anyone.
+    return Err(format!(
+      "sslrootcert=system needs sslmode=verify-full (not {mode})"
+    ));
+  }
+  // A CA file given (or libpq's default one present) is checked against, as libpq does.
+  let has_ca = root_cert.is_some() || home_root().is_some();
+  let check = |default| if has_ca { Check::Ca } else { default };
+  Ok(match mode {
     "disable" => (SslMode::Disable, Check::None),
     "allow" | "prefer" => (SslMode::Prefer, check(Check::None)),
     "require" => (SslMode::Require, check(Check::None)),
+    "verify-ca" if !has_ca => {
+      return Err(
+        "sslmode=verify-ca needs the CA to trust: sslrootcert=<a PEM file> (or ~/.postgresql/root.crt)"
+          .to_string(),
+      )
+    }
     "verify-ca" => (SslMode::Require, Check::Ca),
     "verify-full" => (SslMode::Require, Check::Full),
     other => {
@@ -46,6 +61,13 @@ pub fn settings(
       ))
     }
   })
+}
+
+/// libpq's default CA file, when it exists.
+fn home_root() -> Option<PathBuf> {
+  std::env::var_os("HOME")
+    .map(|h| PathBuf::from(h).join(".postgresql/root.crt"))
+    .filter(|p| p.exists())
 }
 
 /// The client configuration for `check`, trusting `root_cert` (see the module's comment).
@@ -80,11 +102,10 @@ pub fn client_config(check: Check, root_cert: Option<&str>) -> Result<Arc<Client
 /// The trusted CAs.
 fn roots(root_cert: Option<&str>) -> Result<RootCertStore, String> {
   let mut roots = RootCertStore::empty();
-  let home = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".postgresql/root.crt"));
   let file = match root_cert {
     Some("system") => None,
     Some(path) => Some(PathBuf::from(path)),
-    None => home.filter(|p| p.exists()),
+    None => home_root(),
   };
   if let Some(file) = file {
     let certs =
@@ -216,13 +237,29 @@ mod tests {
       (SslMode::Require, Check::Ca)
     );
     assert_eq!(
-      settings(Some("verify-ca"), None).unwrap(),
+      settings(Some("verify-ca"), Some("/ca.pem")).unwrap(),
       (SslMode::Require, Check::Ca)
     );
     assert_eq!(
       settings(Some("verify-full"), None).unwrap(),
       (SslMode::Require, Check::Full)
     );
+    assert_eq!(
+      settings(Some("verify-full"), Some("system")).unwrap(),
+      (SslMode::Require, Check::Full)
+    );
+    if home_root().is_none() {
+      // The system's CAs without the name check would accept any public certificate.
+      assert!(settings(Some("verify-ca"), None)
+        .unwrap_err()
+        .contains("sslrootcert"));
+    }
+    assert!(settings(Some("verify-ca"), Some("system"))
+      .unwrap_err()
+      .contains("verify-full"));
+    assert!(settings(Some("require"), Some("system"))
+      .unwrap_err()
+      .contains("verify-full"));
     assert!(settings(Some("always"), None)
       .unwrap_err()
       .contains("sslmode=always"));
