@@ -187,6 +187,10 @@ class StoreLink {
   }
 
   sendRequest(r) {
+    if (this.dead) {
+      r.reject(storeError('ERR_STORE', 'The store has stopped (its thread ended); nothing more can be asked'));
+      return;
+    }
     const req = this.nextReq++;
     this.requests.set(req, r);
     const queued = this.dead ? false : r.send(req);
