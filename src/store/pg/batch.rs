@@ -127,6 +127,8 @@ impl BatchSql {
       // Each agent's queue is read from its index in order, the best `$7` of all are taken,
       // and updated through the primary key: one scan over every queued row (`agent =
       // ANY(…)`, or the planner's choice for "any agent") would read and sort them all.
+      // Rows locked but not taken (several agents' queues read) were skipped by claims
+      // meanwhile: `spill` then announces work, for them to look again after the commit.
       // With any agent of interest, the agents with queued work are found by skipping
       // through the queue index, one probe each.
       claim: format!(
@@ -157,9 +159,11 @@ impl BatchSql {
              WHERE e.state = 0 AND e.agent = quota.agent AND e.scheduled_at <= $3 \
              ORDER BY priority DESC, id LIMIT greatest(least(quota.q, $7), 0) FOR UPDATE SKIP LOCKED) c), \
          picked AS ( \
-           SELECT id FROM (SELECT * FROM free UNION ALL SELECT * FROM limited) u ORDER BY priority DESC, id LIMIT $7) \
+           SELECT id FROM (SELECT * FROM free UNION ALL SELECT * FROM limited) u ORDER BY priority DESC, id LIMIT $7), \
+         spill AS MATERIALIZED ( \
+           SELECT pg_notify($8, 'w') WHERE (SELECT count(*) FROM free) + (SELECT count(*) FROM limited) > (SELECT count(*) FROM picked)) \
          UPDATE {s}.bmad_executions e SET state = 1, attempt = e.attempt + 1, owner = $1, lease_expires_at = $2, attempted_at = $3 \
-         WHERE e.id = ANY(ARRAY(SELECT id FROM picked)) \
+         WHERE e.id = ANY(ARRAY(SELECT id FROM picked)) AND (SELECT count(*) FROM spill) >= 0 \
          RETURNING {COLUMNS}, EXISTS (SELECT 1 FROM {s}.bmad_limits l WHERE l.agent = e.agent)"
       ),
       key_owner: format!(
@@ -320,7 +324,16 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
   let lock_params: Params = vec![&i.any, &i.agents, &batch.exclude, &cx.schema_key];
   let lease = now + cx.lease_ms;
   let limit = i64::from(batch.claim);
-  let claim_params: Params = vec![&cx.owner, &lease, &now, &i.any, &i.agents, &batch.exclude, &limit];
+  let claim_params: Params = vec![
+    &cx.owner,
+    &lease,
+    &now,
+    &i.any,
+    &i.agents,
+    &batch.exclude,
+    &limit,
+    &cx.channel,
+  ];
 
   // Without failures, the whole transaction goes at once; what it tells others is known
   // before (an attempt end that turns out stale is a harmless extra id).

@@ -744,6 +744,30 @@ fn expect(rx: &mpsc::Receiver<Event>, within: Duration, what: &str, want: impl F
 const HEARD: Duration = Duration::from_millis(500);
 
 #[test]
+fn a_claim_that_locked_more_than_it_took_tells_the_others_to_look_again() {
+  // Reading two agents' queues locks up to n rows of each; the rows not taken were skipped
+  // by other claims meanwhile, so after the commit they hear of work.
+  let Some(url) = server() else { return };
+  let mut a = store(&url, "spill");
+  a.set_interest(Interest::new(false, &["x".to_string(), "y".to_string()]));
+  insert(
+    &mut a,
+    vec![exec("x", 0), exec("x", 0), exec("y", 0), exec("y", 0)],
+  );
+  let (other, rx) = start(&url, "spill", &["x", "y"]);
+  // Past the first fallback looks (250 ms, then 500, 1000…): the next is ~2 s away.
+  std::thread::sleep(Duration::from_millis(1800));
+  while rx.try_recv().is_ok() {}
+  assert_eq!(claim(&mut a, 2, T0 + 1.0).len(), 2);
+  expect(&rx, HEARD, "work announced by the spilling claim", |e| {
+    matches!(e, Event::Changed)
+  });
+  other.send(Command::Close { req: 9 });
+  expect(&rx, HEARD, "closed", |e| matches!(e, Event::Closed { .. }));
+  drop_schema(&url, "spill");
+}
+
+#[test]
 fn another_host_hears_new_work_ends_and_cancels_through_notify() {
   let Some(url) = server() else { return };
   let (runner, runner_rx) = start(&url, "hosts", &["a"]);
