@@ -18,7 +18,8 @@
 //  8. tests      the __test__ suites that apply to an installed package, run inside it, on
 //                Node.js 20, 22, 24 and 26; a test that fails is run once more by itself, and
 //                the summary names every test that needed that
-//  9. arm64      an install for arm64 (--cpu=arm64) and the smoke run under qemu-aarch64
+//  9. arm64      an install for arm64 (--cpu=arm64) and the smoke run under qemu-aarch64, with
+//                PostgreSQL over verify-full TLS when PostgreSQL and openssl are here
 //
 // Besides what apt-get and rustup install, everything it writes is under /tmp (a directory
 // removed at the end; VERIFY_DIST_KEEP=1 keeps it), node_modules/.cache/bmad-verify-dist and
@@ -44,6 +45,7 @@ import { fileURLToPath } from 'node:url';
 import { ensureToolchain } from './dist/cross-toolchain.mjs';
 import { checkGlibc } from './dist/check-glibc.mjs';
 import { runSuites, selectSuites } from './dist/run-tests.mjs';
+import { findPostgres, hasOpenssl, startPostgres } from './pg-cluster.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const pkg = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8'));
@@ -672,11 +674,22 @@ try {
     const names = installedPackages(dirs.arm64);
     check(JSON.stringify(names) === JSON.stringify(expectedInstall('linux-arm64-gnu')), `installed packages: ${names}`);
     const expected = path.join(dirs.arm64, 'node_modules', `${NAME}-linux-arm64-gnu`, `${BIN}.linux-arm64-gnu.node`);
-    const smoke = await runSmoke(dirs.arm64, tools.qemu, ['-L', tools.sysroot, tools.nodeArm64.node], noRustEnv(process.execPath));
+    // With PostgreSQL and openssl here, the smoke also connects over verified TLS (rustls
+    // with aws-lc-rs, built by the cross toolchain) from the arm64 build.
+    const pg = findPostgres() !== null && hasOpenssl() ? await startPostgres(findPostgres(), { ssl: true }) : null;
+    let smoke;
+    try {
+      const env = pg === null ? {} : { BMAD_SMOKE_PG_URL: pg.url, BMAD_SMOKE_PG_CA: pg.ca };
+      smoke = await runSmoke(dirs.arm64, tools.qemu, ['-L', tools.sysroot, tools.nodeArm64.node], noRustEnv(process.execPath, env));
+    } finally {
+      if (pg !== null) pg.stop();
+    }
     check(smoke.arch === 'arm64', `the smoke ran on ${smoke.arch}`);
+    if (pg !== null) check(smoke.postgresTls && smoke.postgresTls.wrongName === 'refused', `PostgreSQL over TLS on arm64: ${JSON.stringify(smoke.postgresTls)}`);
     check(JSON.stringify(smoke.native) === JSON.stringify([expected]), `loaded ${smoke.native}, expected ${expected}`);
     facts.smokeArm64 = smoke;
-    return `install ${seconds} s; node ${smoke.node} arm64 under qemu loaded ${path.relative(dirs.arm64, expected)}; smoke ok`;
+    const tlsNote = pg === null ? 'no PostgreSQL/openssl here: TLS not checked' : 'PostgreSQL over verify-full TLS ok';
+    return `install ${seconds} s; node ${smoke.node} arm64 under qemu loaded ${path.relative(dirs.arm64, expected)}; smoke ok; ${tlsNote}`;
   });
 } catch (err) {
   failure = err;

@@ -64,6 +64,26 @@ try {
   rmSync(dir, { recursive: true, force: true });
 }
 
+// With BMAD_SMOKE_PG_URL (a server whose certificate names localhost) and BMAD_SMOKE_PG_CA:
+// the PostgreSQL store over verified TLS, an execution across two executors, and a
+// certificate for another name refused.
+if (process.env.BMAD_SMOKE_PG_URL) {
+  const base = process.env.BMAD_SMOKE_PG_URL;
+  const tls = `sslmode=verify-full&sslrootcert=${encodeURIComponent(process.env.BMAD_SMOKE_PG_CA)}`;
+  const url = `${base.replace('127.0.0.1', 'localhost')}?schema=smoke_${process.pid}&${tls}`;
+  const runner = new BackgroundExecutor({ store: url, throttleIfExceeded: false });
+  const submitter = new BackgroundExecutor({ store: url, throttleIfExceeded: false });
+  runner.registerAgent('echo', async (task) => ({ task }));
+  await Promise.all([runner.initialize(), submitter.initialize()]);
+  s.postgresTls = { across: (await submitter.execute('echo', 'tls')).task };
+  const wrong = new BackgroundExecutor({ store: `${base}?schema=smoke_${process.pid}&${tls}` });
+  s.postgresTls.wrongName = await wrong.initialize().then(
+    () => 'accepted',
+    (e) => (e.code === 'ERR_STORE' && /certificate/.test(e.message) ? 'refused' : e.message),
+  );
+  await Promise.all([runner.shutdown(), submitter.shutdown(), wrong.shutdown().catch(() => {})]);
+}
+
 const ok =
   s.native.length === 1 &&
   s.execute.task === 'hello' &&
@@ -75,6 +95,7 @@ const ok =
   s.monitor === true &&
   s.store.result === 'stored' &&
   s.store.read === 'completed:read-back' &&
-  s.store.integrity === 'ok';
+  s.store.integrity === 'ok' &&
+  (!process.env.BMAD_SMOKE_PG_URL || (s.postgresTls.across === 'tls' && s.postgresTls.wrongName === 'refused'));
 console.log(`SMOKE ${JSON.stringify(s)}`);
 if (!ok) process.exitCode = 1;
