@@ -569,16 +569,12 @@ impl PgStore {
   pub fn release_unknown(&mut self, running: &[(i64, u32)]) -> StoreResult<Vec<i64>> {
     self.conn.ensure()?;
     let sql = format!(
-      "UPDATE {s}.bmad_executions e SET \
-         state = CASE WHEN e.cancel_requested THEN 4 ELSE 0 END, \
-         attempt = CASE WHEN e.cancel_requested THEN e.attempt ELSE e.attempt - 1 END, \
-         owner = CASE WHEN e.cancel_requested THEN e.owner ELSE NULL END, \
-         finalized_at = CASE WHEN e.cancel_requested THEN $4::float8 ELSE NULL END, \
-         lease_expires_at = NULL \
+      "UPDATE {s}.bmad_executions e SET {release} \
        WHERE e.owner = $1 AND e.state = 1 \
          AND NOT EXISTS (SELECT 1 FROM unnest($2::int8[], $3::int4[]) k(id, attempt) WHERE k.id = e.id AND k.attempt = e.attempt) \
        RETURNING e.id, e.state",
-      s = self.s
+      s = self.s,
+      release = batch::RELEASE
     );
     let ids: Vec<i64> = running.iter().map(|r| r.0).collect();
     let attempts: Vec<i32> = running.iter().map(|r| int(r.1)).collect();
