@@ -32,6 +32,7 @@ pub const RELEASE: &str = "state = CASE WHEN e.cancel_requested THEN 4 ELSE 0 EN
 pub struct BatchSql {
   insert: String,
   complete: String,
+  recorded: String,
   failing: String,
   fail: String,
   progress: String,
@@ -71,17 +72,17 @@ impl BatchSql {
                             WHERE mine.id IS NULL AND prior.id IS NULL AND other.id IS NULL AND x.key = i.key AND x.state <= 1) live ON true \
          ORDER BY i.ord"
       ),
-      // Completions, and those a try whose answer was lost already recorded (only the
-      // owner of an attempt completes it, and this very value; the second part reads the
-      // rows as they were before this statement).
+      // Completions: only the owner of a running attempt completes it.
       complete: format!(
-        "WITH done AS ( \
-           UPDATE {s}.bmad_executions e SET state = 2, result = u.value, progress = 100, lease_expires_at = NULL, finalized_at = $5 \
-           FROM unnest($1::int8[], $2::int4[], $3::text[]) u(id, attempt, value) \
-           WHERE e.id = ANY($1) AND e.id = u.id AND e.attempt = u.attempt AND e.owner = $4 AND e.state = 1 RETURNING e.id, e.attempt) \
-         SELECT id, attempt FROM done \
-         UNION ALL \
-         SELECT e.id, e.attempt FROM {s}.bmad_executions e JOIN unnest($1::int8[], $2::int4[], $3::text[]) u(id, attempt, value) \
+        "UPDATE {s}.bmad_executions e SET state = 2, result = u.value, progress = 100, lease_expires_at = NULL, finalized_at = $5 \
+         FROM unnest($1::int8[], $2::int4[], $3::text[]) u(id, attempt, value) \
+         WHERE e.id = ANY($1) AND e.id = u.id AND e.attempt = u.attempt AND e.owner = $4 AND e.state = 1 RETURNING e.id, e.attempt"
+      ),
+      // Completions a try whose answer was lost already recorded: this owner's attempt,
+      // ended with this very value. Read after the commit, only for completions that
+      // changed nothing (rare), so the common batch pays no second look at its rows.
+      recorded: format!(
+        "SELECT e.id, e.attempt FROM {s}.bmad_executions e JOIN unnest($1::int8[], $2::int4[], $3::text[]) u(id, attempt, value) \
            ON e.id = u.id AND e.attempt = u.attempt \
          WHERE e.id = ANY($1) AND e.owner = $4 AND e.state = 2 AND e.result IS NOT DISTINCT FROM u.value"
       ),
@@ -177,10 +178,11 @@ impl BatchSql {
 
   /// Every statement a batch may send, to prepare before a pipeline: a statement prepared
   /// inside one would be sent after the requests behind it.
-  pub fn all(&self) -> [&str; 9] {
+  pub fn all(&self) -> [&str; 10] {
     [
       &self.insert,
       &self.complete,
+      &self.recorded,
       &self.failing,
       &self.fail,
       &self.progress,
@@ -373,13 +375,7 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
   committed?;
 
   for r in completed.iter().flatten() {
-    let (id, attempt): (i64, i32) = (r.get(0), r.get(1));
-    if let Some(&i) = done
-      .iter()
-      .find(|&&i| batch.finishes[i].id == id && int(batch.finishes[i].attempt) == attempt)
-    {
-      out.finished[i] = Finished::Recorded;
-    }
+    mark_recorded(&mut out.finished, batch, &done, r.get(0), r.get(1));
   }
 
   if let Some(stored) = failing {
@@ -444,6 +440,25 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
     committed?;
   }
 
+  let unheard: Vec<usize> = done
+    .iter()
+    .copied()
+    .filter(|&i| out.finished[i] == Finished::Stale)
+    .collect();
+  if !unheard.is_empty() {
+    let ids: Vec<i64> = unheard.iter().map(|&i| batch.finishes[i].id).collect();
+    let attempts: Vec<i32> = unheard.iter().map(|&i| int(batch.finishes[i].attempt)).collect();
+    let values: Vec<Option<&str>> = unheard
+      .iter()
+      .map(|&i| batch.finishes[i].value.as_deref())
+      .collect();
+    for r in db
+      .query(&sql.recorded, &[&ids, &attempts, &values, &cx.owner])
+      .await?
+    {
+      mark_recorded(&mut out.finished, batch, &unheard, r.get(0), r.get(1));
+    }
+  }
   if let Some(rows) = inserted {
     out.inserted = inserted_ids(db, sql, &rows).await?;
   }
@@ -458,6 +473,16 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
   claimed.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
   out.claimed = claimed;
   Ok(Done { result: out, limited })
+}
+
+/// The finish among `which` of attempt `attempt` of `id` is recorded.
+fn mark_recorded(finished: &mut [Finished], batch: &Batch, which: &[usize], id: i64, attempt: i32) {
+  if let Some(&i) = which
+    .iter()
+    .find(|&&i| batch.finishes[i].id == id && int(batch.finishes[i].attempt) == attempt)
+  {
+    finished[i] = Finished::Recorded;
+  }
 }
 
 /// Each submission's id from the insert's rows: its own (inserted now or by an earlier try),
