@@ -2,8 +2,9 @@
 //! connecting on the shared tokio runtime, and the schema (the SQLite store's tables in
 //! PostgreSQL's types, versioned the same way, in a schema of the user's choice).
 //!
-//! Every call blocks the calling thread on the runtime (`Handle::block_on`): the store runs
-//! on its own thread, never inside a runtime task.
+//! The statement connection lives on a runtime of its own, on the store's thread: each call
+//! blocks that thread while the runtime drives the connection, so a request and its answer
+//! cross no other thread. The store runs on its own thread, never inside a runtime task.
 
 use std::future::Future;
 use std::time::Duration;
@@ -13,14 +14,13 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::runtime::Handle;
+use tokio::runtime::{Builder, Runtime};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, Client, Connection, NoTls, Notification, Row, Statement};
 
 use super::schema::{APP, VERSION};
 use super::{StoreError, StoreResult};
-use crate::system::runtime;
 
 /// Longest wait for a connection or one statement before the store reports it.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -307,9 +307,11 @@ impl Db<'_> {
   }
 }
 
-/// One connection to a PostgreSQL store, driven by a task on the shared runtime.
+/// One connection to a PostgreSQL store, driven by its own single-threaded runtime while
+/// an operation waits on it (idle, it is not read: a closed connection shows at the next
+/// operation).
 pub struct PgConnection {
-  rt: Handle,
+  rt: Runtime,
   client: Client,
   statements: Statements,
   pub target: PgTarget,
@@ -327,7 +329,11 @@ pub struct PgConnection {
 impl PgConnection {
   /// Connects and brings the schema to this build's version (creating it when empty).
   pub fn open(target: PgTarget) -> StoreResult<PgConnection> {
-    let rt = runtime::handle().map_err(StoreError::store)?;
+    let rt = Builder::new_current_thread()
+      .enable_io()
+      .enable_time()
+      .build()
+      .map_err(|e| StoreError::store(format!("cannot start the store's runtime: {e}")))?;
     // A store that cannot be reached at the start is a bad store, not a lost connection.
     let client = connect(&rt, &target).map_err(|e| StoreError::store(e.message))?;
     let mut conn = PgConnection {
@@ -453,7 +459,7 @@ impl PgConnection {
 }
 
 /// A connection to `target`, driven by a task on `rt`.
-fn connect(rt: &Handle, target: &PgTarget) -> StoreResult<Client> {
+fn connect(rt: &Runtime, target: &PgTarget) -> StoreResult<Client> {
   block(rt, &target.shown, "cannot connect to", open_client(target, None))
 }
 
@@ -586,7 +592,7 @@ async fn migrate_in(client: &Client, target: &PgTarget) -> Result<StoreResult<()
 
 /// Runs `fut` on `rt` from this (non-runtime) thread, at most `TIMEOUT`.
 fn block<T>(
-  rt: &Handle,
+  rt: &Runtime,
   shown: &str,
   what: &str,
   fut: impl Future<Output = Result<T, tokio_postgres::Error>>,
