@@ -93,7 +93,7 @@ impl Backend for Postgres {
     self.store.rescue(now)
   }
   fn retention(&mut self, ttl_ms: f64, max_kept: u64, now: f64) -> StoreResult<u64> {
-    self.store.retention(ttl_ms, max_kept, now)
+    self.store.start_retention(ttl_ms, max_kept, now)
   }
   fn ended_among(&mut self, ids: &[i64]) -> StoreResult<(Vec<Row>, Vec<i64>)> {
     self.store.ended_among(ids)

@@ -23,7 +23,7 @@ use super::schema::{APP, VERSION};
 use super::{StoreError, StoreResult};
 
 /// Longest wait for a connection or one statement before the store reports it.
-const TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Migration `i` brings a schema from version `i` to `i + 1`; `{s}` is the quoted schema.
 const MIGRATIONS: [&str; 1] = [r"
@@ -181,7 +181,7 @@ pub fn quote_ident(name: &str) -> String {
 
 /// A PostgreSQL error with what the server said and what caused it (the bare `Display` of a
 /// connection failure says only "error connecting to server").
-fn pg_error(shown: &str, what: &str, e: &tokio_postgres::Error) -> StoreError {
+pub(super) fn pg_error(shown: &str, what: &str, e: &tokio_postgres::Error) -> StoreError {
   let mut text = format!("{what} store {shown}: {e}");
   if let Some(db) = e.as_db_error() {
     text = format!("{what} store {shown}: {} ({})", db.message(), db.code().code());
@@ -638,6 +638,7 @@ pub mod backend;
 mod batch;
 pub mod notify;
 pub mod ops;
+mod sweep;
 mod tls;
 
 #[cfg(test)]

@@ -7,13 +7,14 @@
 
 use super::batch::{self, BatchSql};
 use super::notify::{self, ended};
+use super::sweep::{self, Sweeper};
 use super::{Db, PgConnection, PgTarget};
 use crate::protocol::{NOT_FOUND, STATUS_CANCELLED, STATUS_QUEUED, STATUS_RUNNING};
 use crate::scheduler::retry::Jitter;
 use crate::store::decide;
 use crate::store::host::{self, Identity};
 use crate::store::ops::{Interest, COLUMNS, WORKER_LOST};
-use crate::store::{Batch, BatchResult, CancelRequest, Rescued, Row, StoreResult};
+use crate::store::{Batch, BatchResult, CancelRequest, Rescued, Row, StoreError, StoreResult};
 use crate::system::probes::now_ms;
 
 pub(super) type PgResult<T> = Result<T, tokio_postgres::Error>;
@@ -72,12 +73,16 @@ pub struct PgStore {
   offset_ms: f64,
   /// The executions this worker runs whose agent has a global limit (see `batch::Ctx`).
   limited: std::collections::HashSet<(i64, u32)>,
+  /// Retention in the background, on a connection of its own.
+  sweeper: Sweeper,
 }
 
 impl PgStore {
   /// Connects to the store at `target` (migrating its schema) and registers this worker.
   pub fn open(target: PgTarget, lease_ms: f64, now: f64) -> StoreResult<PgStore> {
     let conn = PgConnection::open(target)?;
+    let rt = crate::system::runtime::handle().map_err(StoreError::store)?;
+    let sweeper = Sweeper::new(rt, conn.target.clone());
     let s = conn.target.quoted_schema();
     let channel = notify::channel(&conn.target.schema);
     let mut store = PgStore {
@@ -92,6 +97,7 @@ impl PgStore {
       interest: Interest::new(false, &[]),
       offset_ms: 0.0,
       limited: Default::default(),
+      sweeper,
     };
     let sql = format!(
       "INSERT INTO {}.bmad_workers (owner, host, pid, proc_start, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $5, $5)",
@@ -535,32 +541,34 @@ impl PgStore {
   }
 
   /// Deletes ended executions older than `ttl_ms`, then all but the newest `max_kept`.
+  /// Deletes ended executions past `ttl_ms` or past the newest `max_kept`, waiting for it.
   pub fn retention(&mut self, ttl_ms: f64, max_kept: u64, now: f64) -> StoreResult<u64> {
     self.conn.ensure()?;
-    let now = self.server_time(now);
+    let (cutoff, keep) = self.retention_bounds(ttl_ms, max_kept, now);
     let s = &self.s;
-    let cutoff = now - ttl_ms;
-    let keep = i64::try_from(max_kept).unwrap_or(i64::MAX);
     let db = self.db();
-    let client = &db;
-    self.wait("cannot clean", async move {
-      let mut n = client
-        .execute(
-          &format!("DELETE FROM {s}.bmad_executions WHERE state >= 2 AND finalized_at < $1"),
-          &[&cutoff],
-        )
-        .await?;
-      n += client
-        .execute(
-          &format!(
-            "DELETE FROM {s}.bmad_executions WHERE id IN (SELECT id FROM {s}.bmad_executions WHERE state >= 2 \
-             ORDER BY finalized_at DESC, id DESC OFFSET $1)"
-          ),
-          &[&keep],
-        )
-        .await?;
-      Ok(n)
-    })
+    self.wait("cannot clean", sweep::delete_ended(db.client, s, cutoff, keep))
+  }
+
+  /// Starts the same deletion on the sweeper's connection, unless one is under way, and
+  /// returns how many the last finished one deleted (its error, if it failed).
+  pub fn start_retention(&mut self, ttl_ms: f64, max_kept: u64, now: f64) -> StoreResult<u64> {
+    // A lost connection is reported (and won back) by the statement connection.
+    self.conn.ensure()?;
+    let (cutoff, keep) = self.retention_bounds(ttl_ms, max_kept, now);
+    self.sweeper.start(self.s.clone(), cutoff, keep).unwrap_or(Ok(0))
+  }
+
+  /// Whether a sweep started by `start_retention` is under way.
+  pub fn sweeping(&self) -> bool {
+    self.sweeper.busy()
+  }
+
+  fn retention_bounds(&self, ttl_ms: f64, max_kept: u64, now: f64) -> (f64, i64) {
+    (
+      self.server_time(now) - ttl_ms,
+      i64::try_from(max_kept).unwrap_or(i64::MAX),
+    )
   }
 
   /// Hands back to the queue (the attempt uncounted) the attempts this worker holds but

@@ -706,6 +706,66 @@ use crate::store::service::{self, Command, Event, Options};
 use std::sync::mpsc;
 use std::time::Instant;
 
+#[test]
+fn retention_sweeps_on_its_own_connection_while_batches_go_on() {
+  let Some(url) = server() else { return };
+  let mut s = store(&url, "sweep");
+  let ids = insert(&mut s, vec![exec("a", 0), exec("a", 0), exec("a", 0)]);
+  assert_eq!(claim(&mut s, 3, T0 + 1.0), ids);
+  for &id in &ids {
+    let f = Finish {
+      id,
+      attempt: 1,
+      status: STATUS_COMPLETED,
+      value: None,
+      retryable: false,
+    };
+    assert_eq!(finish(&mut s, f, T0 + 2.0), Finished::Recorded);
+  }
+  // Another session holds one ended row: the sweep's delete waits for it.
+  let mut holder = PgConnection::open(target(&url, "sweep")).expect("open");
+  sql(
+    &mut holder,
+    &format!(
+      "BEGIN; SELECT 1 FROM {{s}}.bmad_executions WHERE id = {} FOR UPDATE",
+      ids[0]
+    ),
+  );
+  assert_eq!(s.start_retention(1000.0, 100, T0 + 2000.0).expect("start"), 0);
+  std::thread::sleep(Duration::from_millis(200));
+  assert!(s.sweeping(), "the sweep waits for the held row");
+  // Meanwhile the statement connection goes on: a submission and its claim.
+  let more = insert(&mut s, vec![exec("a", 0)]);
+  assert_eq!(claim(&mut s, 1, T0 + 3.0), more);
+  assert!(s.sweeping(), "still waiting");
+  assert_eq!(
+    s.start_retention(1000.0, 100, T0 + 2000.0).expect("busy"),
+    0,
+    "one sweep at a time"
+  );
+  sql(&mut holder, "ROLLBACK");
+  let deadline = std::time::Instant::now() + Duration::from_secs(10);
+  while s.sweeping() {
+    assert!(
+      std::time::Instant::now() < deadline,
+      "the sweep ends once the row is free"
+    );
+    std::thread::sleep(Duration::from_millis(10));
+  }
+  // The next start reports the finished sweep: the three ended rows went, the running stayed.
+  assert_eq!(s.start_retention(1000.0, 100, T0 + 2000.0).expect("report"), 3);
+  for id in ids {
+    assert!(s.fetch(id).expect("fetch").is_none());
+  }
+  assert_eq!(
+    s.fetch(more[0]).expect("fetch").expect("row").status,
+    STATUS_RUNNING
+  );
+  s.leave().expect("leave");
+  drop(holder);
+  drop_schema(&url, "sweep");
+}
+
 fn start(url: &str, schema: &str, agents: &[&str]) -> (service::Handle, mpsc::Receiver<Event>) {
   let opts = Options {
     path: std::path::PathBuf::new(),

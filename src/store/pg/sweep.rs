@@ -1,0 +1,137 @@
+//! Retention on PostgreSQL: deleting ended executions past their time-to-live or past the
+//! newest ones kept. Keeping the newest `n` reads every ended row beyond them (tens of ms at
+//! 100k ended rows, growing with the store), so an executor sweeps on a connection of its
+//! own, in the background: its batches never wait behind a sweep.
+
+use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
+use tokio_postgres::Client;
+
+use super::{open_client, pg_error, PgTarget, TIMEOUT};
+use crate::store::{StoreError, StoreResult};
+
+/// Deletes, in schema `s` (quoted), the ended executions that ended before `cutoff`, then
+/// those past the newest `keep`; returns how many.
+pub async fn delete_ended(
+  client: &Client,
+  s: &str,
+  cutoff: f64,
+  keep: i64,
+) -> Result<u64, tokio_postgres::Error> {
+  let mut n = client
+    .execute(
+      &format!("DELETE FROM {s}.bmad_executions WHERE state >= 2 AND finalized_at < $1"),
+      &[&cutoff],
+    )
+    .await?;
+  n += client
+    .execute(
+      &format!(
+        "DELETE FROM {s}.bmad_executions WHERE id IN (SELECT id FROM {s}.bmad_executions WHERE state >= 2 \
+         ORDER BY finalized_at DESC, id DESC OFFSET $1)"
+      ),
+      &[&keep],
+    )
+    .await?;
+  Ok(n)
+}
+
+/// What a sweep hands back: its connection (kept for the next sweep unless it failed) and
+/// how it went.
+type Swept = (Option<Client>, StoreResult<u64>);
+
+/// Sweeps one at a time on a task of the shared runtime, with a connection of its own
+/// (opened at the first sweep, opened again after a failure).
+pub struct Sweeper {
+  rt: Handle,
+  target: PgTarget,
+  idle: Option<Client>,
+  task: Option<JoinHandle<Swept>>,
+}
+
+impl Sweeper {
+  pub fn new(rt: Handle, target: PgTarget) -> Sweeper {
+    Sweeper {
+      rt,
+      target,
+      idle: None,
+      task: None,
+    }
+  }
+
+  /// Whether a sweep is under way.
+  pub fn busy(&self) -> bool {
+    self.task.as_ref().is_some_and(|t| !t.is_finished())
+  }
+
+  /// Starts a sweep, unless one is under way. Returns how the sweep finished since the last
+  /// call went (`None`: none did).
+  pub fn start(&mut self, s: String, cutoff: f64, keep: i64) -> Option<StoreResult<u64>> {
+    if self.busy() {
+      return None;
+    }
+    let last = self.take_finished();
+    let client = self.idle.take().filter(|c| !c.is_closed());
+    let target = self.target.clone();
+    self.task = Some(self.rt.spawn(async move {
+      let outcome = tokio::time::timeout(TIMEOUT, sweep(client, &target, &s, cutoff, keep)).await;
+      match outcome {
+        Ok(swept) => swept,
+        Err(_) => (
+          None,
+          Err(StoreError::store(format!(
+            "cannot clean store {}: no answer within {} s",
+            target.shown,
+            TIMEOUT.as_secs()
+          ))),
+        ),
+      }
+    }));
+    last
+  }
+
+  /// The outcome of a finished sweep, once; its connection is kept for the next.
+  fn take_finished(&mut self) -> Option<StoreResult<u64>> {
+    let task = self.task.take()?;
+    match self.rt.block_on(task) {
+      Ok((client, result)) => {
+        self.idle = client;
+        Some(result)
+      }
+      Err(e) => Some(Err(StoreError::store(format!(
+        "cannot clean store {}: the sweep stopped ({e})",
+        self.target.shown
+      )))),
+    }
+  }
+}
+
+impl Drop for Sweeper {
+  fn drop(&mut self) {
+    if let Some(t) = &self.task {
+      t.abort();
+    }
+  }
+}
+
+async fn sweep(client: Option<Client>, target: &PgTarget, s: &str, cutoff: f64, keep: i64) -> Swept {
+  let what = "cannot clean";
+  let client = match client {
+    Some(c) => c,
+    None => match open_client(target, None).await {
+      // Planned per sweep (not prepared): JIT would compile a big delete for nothing.
+      Ok(c) => match c.batch_execute("SET jit = off").await {
+        Ok(()) => c,
+        Err(e) => return (None, Err(pg_error(&target.shown, what, &e))),
+      },
+      Err(e) => return (None, Err(pg_error(&target.shown, "cannot connect to", &e))),
+    },
+  };
+  match delete_ended(&client, s, cutoff, keep).await {
+    Ok(n) => (Some(client), Ok(n)),
+    Err(e) => {
+      let err = pg_error(&target.shown, what, &e);
+      (Some(client).filter(|c| !c.is_closed()), Err(err))
+    }
+  }
+}
