@@ -44,15 +44,17 @@ pub struct BatchSql {
 }
 
 impl BatchSql {
-  /// `s`: the quoted schema.
-  pub fn new(s: &str) -> BatchSql {
+  /// `s`: the quoted schema; `sequence`: the qualified name of the sequence of ids.
+  pub fn new(s: &str, sequence: &str) -> BatchSql {
+    // A constant, resolved once when the statement is planned (not a lookup per row).
+    let next_id = format!("nextval('{}'::regclass)", sequence.replace('\'', "''"));
     BatchSql {
       // Ids are drawn first, so each input row knows its own. A token already stored (this
       // submission, committed by a try whose answer was lost) or a key already live (or
       // earlier in this batch) makes the insert do nothing: the row gets that execution's
       // id. Joins, not subqueries per row: a batch may hold thousands.
       insert: format!(
-        "WITH input AS MATERIALIZED (SELECT u.*, nextval(pg_get_serial_sequence('{s}.bmad_executions', 'id')) AS new_id \
+        "WITH input AS MATERIALIZED (SELECT u.*, {next_id} AS new_id \
            FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int4[], $7::text[], $8::int4[], \
                        $9::float8[], $10::int4[], $11::float8[], $12::float8[], $13::text[]) WITH ORDINALITY \
              AS u(agent, task, options, level, priority, mode, key, max_attempts, retry_delay_ms, backoff, timeout_ms, start_after, \

@@ -707,6 +707,18 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 #[test]
+fn a_schema_named_with_quotes_works() {
+  let Some(url) = server() else { return };
+  let name = "it's \"quoted\"";
+  let mut s = store(&url, name);
+  let ids = insert(&mut s, vec![exec("a", 0), exec("a", 0)]);
+  assert_eq!(ids.len(), 2);
+  assert_eq!(claim(&mut s, 2, T0 + 1.0), ids);
+  s.leave().expect("leave");
+  drop_schema(&url, name);
+}
+
+#[test]
 fn retention_sweeps_on_its_own_connection_while_batches_go_on() {
   let Some(url) = server() else { return };
   let mut s = store(&url, "sweep");
