@@ -31,6 +31,7 @@ pub const RELEASE: &str = "state = CASE WHEN e.cancel_requested THEN 4 ELSE 0 EN
 /// The batch's statements for one schema, built once.
 pub struct BatchSql {
   insert: String,
+  insert_plain: String,
   complete: String,
   recorded: String,
   failing: String,
@@ -73,6 +74,21 @@ impl BatchSql {
          LEFT JOIN LATERAL (SELECT x.id FROM {s}.bmad_executions x \
                             WHERE mine.id IS NULL AND prior.id IS NULL AND other.id IS NULL AND x.key = i.key AND x.state <= 1) live ON true \
          ORDER BY i.ord"
+      ),
+      // Submissions without keys, first sent: nothing can conflict but a token an earlier
+      // try already stored (then the unique index refuses, and the batch runs again with the
+      // statement above). The same columns as the statement above.
+      insert_plain: format!(
+        "WITH input AS MATERIALIZED (SELECT u.*, {next_id} AS new_id \
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int4[], $7::text[], $8::int4[], \
+                       $9::float8[], $10::int4[], $11::float8[], $12::float8[], $13::text[]) WITH ORDINALITY \
+             AS u(agent, task, options, level, priority, mode, key, max_attempts, retry_delay_ms, backoff, timeout_ms, start_after, \
+                  token, ord)), \
+         ins AS (INSERT INTO {s}.bmad_executions (id, agent, task, options, level, priority, mode, key, state, max_attempts, \
+                   retry_delay_ms, backoff, timeout_ms, created_at, scheduled_at, token) \
+           SELECT new_id, agent, task, options, level, priority, mode, key, 0, max_attempts, retry_delay_ms, backoff, timeout_ms, \
+                  $14, greatest($14, start_after), token FROM input ORDER BY ord) \
+         SELECT key, new_id, NULL::int8, token FROM input ORDER BY ord"
       ),
       // Completions: only the owner of a running attempt completes it.
       complete: format!(
@@ -180,9 +196,10 @@ impl BatchSql {
 
   /// Every statement a batch may send, to prepare before a pipeline: a statement prepared
   /// inside one would be sent after the requests behind it.
-  pub fn all(&self) -> [&str; 10] {
+  pub fn all(&self) -> [&str; 11] {
     [
       &self.insert,
+      &self.insert_plain,
       &self.complete,
       &self.recorded,
       &self.failing,
@@ -218,6 +235,9 @@ pub struct Ctx<'a> {
   /// Executions this worker runs whose agent has a global limit: their ends free a slot on
   /// every executor, so they are announced as work.
   pub limited: &'a HashSet<(i64, u32)>,
+  /// Inserts by the statement that recognises submissions stored already and live keys;
+  /// without, only batches with keys use it (see `plain_refused`).
+  pub careful: bool,
 }
 
 /// A batch's outcome, and the executions it claimed whose agent has a global limit.
@@ -299,6 +319,11 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
 
   let inserts = InsertArgs::new(&batch.inserts, cx.owner);
   let insert_params = inserts.params(&now);
+  let insert_sql = if cx.careful || batch.inserts.iter().any(|n| n.key.is_some()) {
+    &sql.insert
+  } else {
+    &sql.insert_plain
+  };
 
   let done: Vec<usize> = (0..batch.finishes.len())
     .filter(|&i| batch.finishes[i].status == STATUS_COMPLETED)
@@ -354,7 +379,7 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
   let (begun, inserted, completed, failing, progressed, released, locked, claimed, noted, committed) = tokio::join!(
     biased;
     db.batch_execute("BEGIN"),
-    when(!batch.inserts.is_empty(), db.query(&sql.insert, &insert_params)),
+    when(!batch.inserts.is_empty(), db.query(insert_sql, &insert_params)),
     when(!done.is_empty(), db.query(&sql.complete, &done_params)),
     when(!rest.is_empty(), db.query(&sql.failing, &failing_params)),
     when(!batch.progress.is_empty(), db.execute(&sql.progress, &progress_params)),
@@ -475,6 +500,12 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
   claimed.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
   out.claimed = claimed;
   Ok(Done { result: out, limited })
+}
+
+/// Whether a batch failed because its plain insert met a submission stored already (a
+/// batch sent again after its answer was lost): it is then run again, carefully.
+pub fn plain_refused(e: &tokio_postgres::Error) -> bool {
+  e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
 }
 
 /// The finish among `which` of attempt `attempt` of `id` is recorded.

@@ -325,7 +325,8 @@ impl PgStore {
       .conn
       .wait("cannot prepare for", db.prepare_all(&self.batch_sql.all()))?;
     let limited = &self.limited;
-    let cx = batch::Ctx {
+    let mut cx = batch::Ctx {
+      careful: false,
       limited,
       db: &db,
       sql: &self.batch_sql,
@@ -338,10 +339,17 @@ impl PgStore {
     };
     let jitter = &mut self.jitter;
     let done = self.conn.wait("cannot write to", async {
-      let r = batch::run(&cx, batch, jitter).await;
+      let mut r = batch::run(&cx, batch, jitter).await;
       if r.is_err() {
         // What failed is reported; a failed rollback only means the connection is gone.
         let _ = db.batch_execute("ROLLBACK").await;
+      }
+      if matches!(&r, Err(e) if !cx.careful && batch::plain_refused(e)) {
+        cx.careful = true;
+        r = batch::run(&cx, batch, jitter).await;
+        if r.is_err() {
+          let _ = db.batch_execute("ROLLBACK").await;
+        }
       }
       r
     })?;
