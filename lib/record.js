@@ -124,7 +124,7 @@ class Extras {
     this.refused = null; // rejects it (a durable submission the store could not commit)
     this.retry = null; // options' retry policy, handed to the core with the id
     this.timeoutMs = undefined; // options.timeout, when given
-    this.durable = null; // DurableRun of a stored execution (durable/durable.js)
+    this.durable = null; // DurableRun of a stored execution (durable/runs.js)
     this.retries = undefined; // options.retries, when given
     this.retryIf = null; // options.retryIf
     this.startAfter = undefined; // a delayed execution's earliest start (epoch ms)

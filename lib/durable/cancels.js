@@ -1,0 +1,73 @@
+'use strict';
+
+// Cancelling stored executions. `cancelExecution` of a durable id, from any process, asks
+// the store: a queued execution ends at once, here; a running one is marked, and the store's
+// thread tells the executor that runs it (`cancelRequested`), which cancels its local
+// attempt. The submitter's own `signal` cancels the same way.
+//
+// The functions take the durable layer (the Durable of durable.js) as their first argument.
+
+const { cancelledError } = require('../errors.js');
+const { parseDurableId, errorJson } = require('./values.js');
+const { MODE_NAMES, STATUS_NAMES, STATUS_QUEUED, STATUS_RUNNING, NOT_FOUND } = require('../protocol.js');
+
+/** @typedef {import('./durable.js').Durable} Durable */
+
+/**
+ * `cancelExecution` of a durable id, from any process.
+ * @param {Durable} durable
+ */
+function cancel(durable, executionId) {
+  const rowId = parseDurableId(executionId);
+  const known = durable.runs.get(rowId) || (durable.handles.get(rowId) || [])[0];
+  const err = cancelledError(executionId, known !== undefined ? known.agent : 'unknown');
+  return durable.link.cancel(rowId, errorJson(err)).then((ev) => {
+    const was = ev.codes[0];
+    if (was === NOT_FOUND) return { success: false, error: 'Execution not found' };
+    if (was === STATUS_QUEUED) {
+      // Ended by this cancel: no executor will report it.
+      durable.ex._emit('execution-cancelled', {
+        executionId,
+        agent: err.agent,
+        task: known !== undefined ? known.task : undefined,
+        mode: known !== undefined ? MODE_NAMES[known.mode] : undefined,
+        error: err.message,
+        errorObject: err,
+        code: err.code,
+        duration: 0,
+      });
+      durable._settle(rowId, 'cancelled', err, { ...durable._fallbackStatus(rowId, executionId, err), status: 'cancelled' });
+      return { success: true, executionId, previousStatus: 'queued' };
+    }
+    if (was === STATUS_RUNNING) return { success: true, executionId, previousStatus: 'running' };
+    return { success: false, error: `Cannot cancel execution in ${STATUS_NAMES[was]} status` };
+  });
+}
+
+/**
+ * The submitter's own signal aborted.
+ * @param {Durable} durable
+ */
+function userAborted(durable, rec, reason) {
+  const d = rec.x.durable;
+  // Between attempts (a retry waits) the record is done but the execution is not.
+  if (d.rowId === 0 || !durable.handles.has(d.rowId)) return;
+  cancel(durable, d.extId).catch((err) => durable._backgroundError(err));
+}
+
+/**
+ * The store asks to cancel attempts (`ids`: row id, attempt, ...): those running here are cancelled.
+ * @param {Durable} durable
+ */
+function cancelRequested(durable, ids) {
+  const ex = durable.ex;
+  for (let i = 0; i + 1 < ids.length; i += 2) {
+    const rec = durable.runs.get(ids[i]);
+    if (rec === undefined || rec.done) continue;
+    const d = rec.x.durable;
+    if (!d.running || d.attempt !== ids[i + 1]) continue;
+    ex._cancelRec(rec, cancelledError(d.extId, rec.agent));
+  }
+}
+
+module.exports = { cancel, userAborted, cancelRequested };

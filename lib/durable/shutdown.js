@@ -1,0 +1,80 @@
+'use strict';
+
+// The durable layer's side of an executor's shutdown (../shutdown.js drives it): once it
+// begins, nothing more is claimed, and in `cancel` mode the attempts running here go back to
+// the queue, uncounted, for another executor; so does whatever still runs at the deadline.
+// At the end, callers still waiting for an outcome are answered, pending writes committed,
+// and the store closed. Executions stay in the store either way.
+//
+// The functions take the durable layer (the Durable of durable.js) as their first argument.
+
+const { coded, shutdownError } = require('../errors.js');
+const { durableId } = require('./values.js');
+const { MODE_EXECUTE } = require('../protocol.js');
+
+/** @typedef {import('./durable.js').Durable} Durable */
+
+/**
+ * Shutdown began: claim nothing more; in `cancel` mode running attempts go back to the queue.
+ * @param {Durable} durable
+ */
+function beginShutdown(durable, mode) {
+  durable.closing = true;
+  durable._sendInterest();
+  if (mode === 'cancel') {
+    durable.releaseRunning = true;
+    for (const rec of [...durable.runs.values()]) {
+      if (rec.done || !rec.x.durable.running) continue;
+      rec.x.durable.release = true;
+      durable.ex._cancelRec(rec, shutdownError(rec.x.durable.extId, rec.agent));
+    }
+  }
+  durable._updateKeepAlive();
+}
+
+/**
+ * The shutdown deadline passed: what still runs goes back to the queue.
+ * @param {Durable} durable
+ */
+function forced(durable) {
+  durable.releaseRunning = true;
+}
+
+/**
+ * The executor is done: callers still waiting for an outcome get `ERR_EXECUTOR_SHUT_DOWN`
+ * (their executions stay in the store), pending writes are committed, the store closed.
+ * @param {Durable} durable
+ */
+function close(durable) {
+  if (durable.closePromise !== undefined) return durable.closePromise;
+  durable.closing = true;
+  for (const [rowId, list] of [...durable.handles]) {
+    const err = coded(
+      Error,
+      'ERR_EXECUTOR_SHUT_DOWN',
+      `The executor shut down before execution ${durableId(rowId)} ended; it stays in the store (fetchExecutionStatus reads its outcome later)`,
+      { executionId: durableId(rowId) },
+    );
+    durable.handles.delete(rowId);
+    for (const rec of list) if (rec.mode === MODE_EXECUTE || rec.callback !== null) durable._settleHandle(rec, 'failed', err);
+  }
+  for (const [rowId, list] of [...durable.waiters]) {
+    durable.waiters.delete(rowId);
+    for (const w of list) w({ found: false });
+  }
+  durable._flushWatches();
+  durable.closePromise = durable.opened
+    .then(
+      () => durable.link.close(),
+      () => durable.link.close(),
+    )
+    .catch((err) => durable._backgroundError(err))
+    .finally(() => {
+      durable.closed = true;
+      if (durable.keptAlive) durable.link.native.keepAlive(false);
+      durable.keptAlive = false;
+    });
+  return durable.closePromise;
+}
+
+module.exports = { beginShutdown, forced, close };

@@ -1,0 +1,141 @@
+'use strict';
+
+// Durable submissions: a submission is validated, its options stored as JSON, and it is
+// queued for the store's next group commit. It is acknowledged only once its row is committed
+// (`inserted`): then it has its id, its handle waits for the outcome, and its caller gets
+// the answer. A commit that fails for good refuses it (`refused`).
+//
+// Functions that need the durable layer (the Durable of durable.js) take it as their first
+// argument.
+
+const { extras } = require('../record.js');
+const { canRun } = require('../agents.js');
+const { describe, typeError, closedError } = require('../errors.js');
+const { follow } = require('../signals.js');
+const { toJson } = require('./json.js');
+const { durableId } = require('./values.js');
+const { DurableRun } = require('./runs.js');
+const { userAborted } = require('./cancels.js');
+const P = require('../protocol.js');
+
+const { MODE_EXECUTE, MODE_NAMES } = P;
+
+/** Options that only mean something in the submitting process: not stored. */
+const LOCAL_OPTIONS = new Set(['signal', 'onProgress', 'retryIf']);
+
+/** @typedef {import('./durable.js').Durable} Durable */
+
+/** The options stored with a submission: JSON text (null for none), else ERR_NOT_SERIALIZABLE. */
+function storedOptions(options) {
+  if (options === undefined || options === null) return null;
+  const copy = {};
+  for (const key of Object.keys(options)) if (!LOCAL_OPTIONS.has(key)) copy[key] = options[key];
+  return toJson(copy, 'options');
+}
+
+/**
+ * A durable submission: validated, its options stored as JSON, queued for the next commit.
+ * @param {Durable} durable
+ */
+function submit(durable, mode, agent, task, options) {
+  const ex = durable.ex;
+  const rules = ex._rules;
+  const rec = rules.record(mode, agent, task, options);
+  const priority = rules.priority;
+  const timeoutMs = rules.timeoutMs;
+  if (ex._closing) throw closedError();
+  if (durable.openError !== null) throw durable.openError;
+  let key = null;
+  if (options !== undefined && options !== null) {
+    const k = options.key;
+    if (k !== undefined && k !== null) {
+      if (typeof k !== 'string' || k === '' || k.length > 1024) {
+        throw typeError(`options.key must be a non-empty string of at most 1024 characters, got ${describe(k)}`);
+      }
+      key = k;
+    }
+  }
+  const stored = storedOptions(options);
+  const x = extras(rec);
+  const policy = x.retry !== null ? x.retry : ex.config;
+  x.retry = null;
+  x.durable = new DurableRun();
+  durable.link.insert(
+    {
+      agent,
+      task,
+      options: stored === null ? undefined : stored,
+      level: rec.priority,
+      priority,
+      mode,
+      key: key === null ? undefined : key,
+      maxAttempts: policy.retries + 1,
+      retryDelayMs: policy.retryDelayMs,
+      backoff: policy.backoff === 'fixed' ? P.BACKOFF_FIXED : P.BACKOFF_EXPONENTIAL,
+      timeoutMs,
+      startAfter: x.startAfter === undefined ? 0 : x.startAfter,
+      seq: ++durable.insertSeq,
+    },
+    rec,
+  );
+  if (canRun(ex, agent)) durable.link.wantClaim();
+  ex._markBusy();
+  return rec;
+}
+
+/**
+ * A committed submission: its id, its handle, its events and its caller's answer.
+ * @param {Durable} durable
+ */
+function inserted(durable, rec, rowId, existing) {
+  const ex = durable.ex;
+  const d = rec.x.durable;
+  d.rowId = rowId;
+  d.extId = durableId(rowId);
+  let list = durable.handles.get(rowId);
+  if (list === undefined) {
+    list = [];
+    durable.handles.set(rowId, list);
+    // A new row is watched by the store's thread from its commit; an earlier execution
+    // with the key may have ended already: look it up.
+    if (existing) durable.toCheck.push(rowId);
+  }
+  list.push(rec);
+  if (rec.mode === MODE_EXECUTE || rec.callback !== null) durable.awaiting++;
+  const x = rec.x;
+  if (!existing) {
+    ex._emit('execution-queued', {
+      executionId: d.extId,
+      agent: rec.agent,
+      task: rec.task,
+      mode: MODE_NAMES[rec.mode],
+      priority: rec.priority,
+      durable: true,
+    });
+  }
+  if (x.userSignal !== null && !rec.done) {
+    if (x.userSignal.aborted) userAborted(durable, rec, x.userSignal.reason);
+    else follow(x.userSignal, ex, rec);
+  }
+  if (x.admitted !== null) {
+    const admitted = x.admitted;
+    x.admitted = null;
+    x.refused = null;
+    admitted({ executionId: d.extId, mode: MODE_NAMES[rec.mode], status: 'queued' });
+  }
+}
+
+/** The commit failed: the submission is refused with the store's error. */
+function refused(rec, err) {
+  const x = rec.x;
+  rec.done = true;
+  if (x.userSignal !== null) x.userSignal = null;
+  if (x.refused !== null) {
+    const refuse = x.refused;
+    x.admitted = null;
+    x.refused = null;
+    refuse(err);
+  } else if (rec.mode === MODE_EXECUTE) rec.reject(err);
+}
+
+module.exports = { submit, inserted, refused };
