@@ -568,8 +568,8 @@ impl PgStore {
     })
   }
 
-  /// Deletes ended executions older than `ttl_ms`, then all but the newest `max_kept`.
-  /// Deletes ended executions past `ttl_ms` or past the newest `max_kept`, waiting for it.
+  /// Deletes ended executions older than `ttl_ms`, then all but the newest `max_kept`, and
+  /// waits for it (the store thread starts sweeps in the background: `start_retention`).
   pub fn retention(&mut self, ttl_ms: f64, max_kept: u64, now: f64) -> StoreResult<u64> {
     self.conn.ensure()?;
     let (cutoff, keep) = self.retention_bounds(ttl_ms, max_kept, now);
