@@ -5,7 +5,7 @@
 // Messages to the parent: { type: 'ready' }, then { type: 'latencies', values } or { type: 'error', message }.
 
 // Defined here rather than imported from w6-this.mjs: the BullMQ child must not load the addon.
-const nowMs = () => performance.timeOrigin + performance.now();
+const nowMs = () => Number(process.hrtime.bigint()) / 1e6; // CLOCK_MONOTONIC, as in w6-this.mjs
 
 let finishing = false;
 const send = (msg) => new Promise((resolve) => process.send(msg, () => resolve()));

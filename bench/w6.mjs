@@ -16,7 +16,7 @@
 // Measured
 //   throughput   jobs/s from the first submission to the N-th completion.
 //   add→start    latency jobs submitted one at a time, --lat-gap-ms apart, each carrying its
-//                submission time (performance.timeOrigin + now()); the agent / processor records
+//                submission time (CLOCK_MONOTONIC, process.hrtime); the agent / processor records
 //                start - submission. Median and p99 over --lat-n jobs after --lat-warmup
 //                excluded ones, first with the worker in this process, then with the worker in
 //                a child process (w6-child.mjs) and the submitter here.
@@ -79,7 +79,7 @@ const OPT = {
 
 // ----- helpers ---------------------------------------------------------------------------
 
-const nowMs = () => performance.timeOrigin + performance.now();
+const nowMs = () => Number(process.hrtime.bigint()) / 1e6; // CLOCK_MONOTONIC, as in w6-this.mjs
 const fmt = (x, d = 2) => (x === null || x === undefined || Number.isNaN(x) ? '—' : x.toFixed(d));
 const fmtN = (n) => (n === null || n === undefined ? '—' : Math.round(n).toLocaleString('en-US'));
 
