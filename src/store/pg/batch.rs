@@ -49,12 +49,9 @@ impl BatchSql {
   pub fn new(s: &str, sequence: &str) -> BatchSql {
     // A constant, resolved once when the statement is planned (not a lookup per row).
     let next_id = format!("nextval('{}'::regclass)", sequence.replace('\'', "''"));
-    BatchSql {
-      // Ids are drawn first, so each input row knows its own. A token already stored (this
-      // submission, committed by a try whose answer was lost) or a key already live (or
-      // earlier in this batch) makes the insert do nothing: the row gets that execution's
-      // id. Joins, not subqueries per row: a batch may hold thousands.
-      insert: format!(
+    // The submissions as rows with their ids (`input`), and their insert (`ins`, its
+    // closing parenthesis left to the statement): both insert statements start so.
+    let insert_rows = format!(
         "WITH input AS MATERIALIZED (SELECT u.*, {next_id} AS new_id \
            FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int4[], $7::text[], $8::int4[], \
                        $9::float8[], $10::int4[], $11::float8[], $12::float8[], $13::text[]) WITH ORDINALITY \
@@ -63,7 +60,15 @@ impl BatchSql {
          ins AS (INSERT INTO {s}.bmad_executions (id, agent, task, options, level, priority, mode, key, state, max_attempts, \
                    retry_delay_ms, backoff, timeout_ms, created_at, scheduled_at, token) \
            SELECT new_id, agent, task, options, level, priority, mode, key, 0, max_attempts, retry_delay_ms, backoff, timeout_ms, \
-                  $14, greatest($14, start_after), token FROM input ORDER BY ord \
+                  $14, greatest($14, start_after), token FROM input ORDER BY ord"
+    );
+    BatchSql {
+      // Ids are drawn first, so each input row knows its own. A token already stored (this
+      // submission, committed by a try whose answer was lost) or a key already live (or
+      // earlier in this batch) makes the insert do nothing: the row gets that execution's
+      // id. Joins, not subqueries per row: a batch may hold thousands.
+      insert: format!(
+        "{insert_rows} \
            ON CONFLICT DO NOTHING RETURNING id, key) \
          SELECT i.key, coalesce(mine.id, prior.id), coalesce(other.id, live.id), i.token \
          FROM input i \
@@ -79,15 +84,7 @@ impl BatchSql {
       // try already stored (then the unique index refuses, and the batch runs again with the
       // statement above). The same columns as the statement above.
       insert_plain: format!(
-        "WITH input AS MATERIALIZED (SELECT u.*, {next_id} AS new_id \
-           FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int4[], $7::text[], $8::int4[], \
-                       $9::float8[], $10::int4[], $11::float8[], $12::float8[], $13::text[]) WITH ORDINALITY \
-             AS u(agent, task, options, level, priority, mode, key, max_attempts, retry_delay_ms, backoff, timeout_ms, start_after, \
-                  token, ord)), \
-         ins AS (INSERT INTO {s}.bmad_executions (id, agent, task, options, level, priority, mode, key, state, max_attempts, \
-                   retry_delay_ms, backoff, timeout_ms, created_at, scheduled_at, token) \
-           SELECT new_id, agent, task, options, level, priority, mode, key, 0, max_attempts, retry_delay_ms, backoff, timeout_ms, \
-                  $14, greatest($14, start_after), token FROM input ORDER BY ord) \
+        "{insert_rows}) \
          SELECT key, new_id, NULL::int8, token FROM input ORDER BY ord"
       ),
       // Completions: only the owner of a running attempt completes it.

@@ -341,6 +341,17 @@ fn finish(s: &mut PgStore, f: Finish, now: f64) -> Finished {
   s.batch(&batch, now).expect("finish").finished[0]
 }
 
+/// The completion of the first attempt of `id`, without a value.
+fn completed(id: i64) -> Finish {
+  Finish {
+    id,
+    attempt: 1,
+    status: STATUS_COMPLETED,
+    value: None,
+    retryable: false,
+  }
+}
+
 fn drop_schema(url: &str, schema: &str) {
   let mut c = PgConnection::open(target(url, schema)).expect("open");
   sql(&mut c, "DROP SCHEMA {s} CASCADE");
@@ -684,14 +695,7 @@ fn claims_follow_interest_and_exclusions_and_releases_hand_attempts_back() {
   assert_eq!(claim(&mut s, 10, T0 + 3.0), vec![ids[0], ids[1]]);
   // Retention: ended ones older than the TTL go.
   for id in [ids[0], ids[1]] {
-    let f = Finish {
-      id,
-      attempt: 1,
-      status: STATUS_COMPLETED,
-      value: None,
-      retryable: false,
-    };
-    assert_eq!(finish(&mut s, f, T0 + 4.0), Finished::Recorded);
+    assert_eq!(finish(&mut s, completed(id), T0 + 4.0), Finished::Recorded);
   }
   assert_eq!(s.retention(1000.0, 100, T0 + 2000.0).expect("retention"), 2);
   assert!(s.fetch(ids[0]).expect("fetch").is_none());
@@ -699,12 +703,6 @@ fn claims_follow_interest_and_exclusions_and_releases_hand_attempts_back() {
   s.leave().expect("leave");
   drop_schema(&url, "interest");
 }
-
-// ----- the store thread on PostgreSQL ------------------------------------------------------
-
-use crate::store::service::{self, Command, Event, Options};
-use std::sync::mpsc;
-use std::time::Instant;
 
 #[test]
 fn a_schema_named_with_quotes_works() {
@@ -725,14 +723,7 @@ fn retention_sweeps_on_its_own_connection_while_batches_go_on() {
   let ids = insert(&mut s, vec![exec("a", 0), exec("a", 0), exec("a", 0)]);
   assert_eq!(claim(&mut s, 3, T0 + 1.0), ids);
   for &id in &ids {
-    let f = Finish {
-      id,
-      attempt: 1,
-      status: STATUS_COMPLETED,
-      value: None,
-      retryable: false,
-    };
-    assert_eq!(finish(&mut s, f, T0 + 2.0), Finished::Recorded);
+    assert_eq!(finish(&mut s, completed(id), T0 + 2.0), Finished::Recorded);
   }
   // Another session holds one ended row: the sweep's delete waits for it.
   let mut holder = PgConnection::open(target(&url, "sweep")).expect("open");
@@ -777,6 +768,12 @@ fn retention_sweeps_on_its_own_connection_while_batches_go_on() {
   drop(holder);
   drop_schema(&url, "sweep");
 }
+
+// ----- the store thread on PostgreSQL ------------------------------------------------------
+
+use crate::store::service::{self, Command, Event, Options};
+use std::sync::mpsc;
+use std::time::Instant;
 
 fn start(url: &str, schema: &str, agents: &[&str]) -> (service::Handle, mpsc::Receiver<Event>) {
   let opts = Options {
