@@ -14,10 +14,6 @@ const pgTest = SERVER ? test : (name) => test(name, (t) => t.skip('BMAD_TEST_PG_
 const create = shutDownAfterEach({ timeoutMs: 5000 });
 let schemas = 0;
 
-/** Simple-protocol BEGIN and COMMIT, as the store sends them around a batch's statements. */
-const BEGIN = Buffer.concat([Buffer.from([0x51, 0, 0, 0, 10]), Buffer.from('BEGIN\0')]);
-const COMMIT = Buffer.concat([Buffer.from([0x51, 0, 0, 0, 11]), Buffer.from('COMMIT\0')]);
-
 /** One JSON value selected by `query` on the test server. */
 function sql(query) {
   const out = execFileSync(PSQL, ['-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-d', SERVER, '-c', query], { encoding: 'utf8', timeout: 30000 });
@@ -25,11 +21,37 @@ function sql(query) {
 }
 
 /**
- * A TCP proxy to the test server. `arm()`: the next batch a client sends (its BEGIN, its
- * statements and its COMMIT written at once, as the store pipelines them; housekeeping
- * sends its statements one by one) is forwarded, the server's answers on that connection
- * are dropped, and the connection is cut 100 ms later (time for the server to commit). New
- * connections are refused until `open()`.
+ * Splits a byte stream of PostgreSQL protocol messages (type byte, then a length that counts
+ * itself) and calls `each(type, body)`; `untypedFirst`: the client's startup message has no
+ * type byte.
+ */
+function messages(untypedFirst, each) {
+  let buf = Buffer.alloc(0);
+  let started = !untypedFirst;
+  return (chunk) => {
+    buf = Buffer.concat([buf, chunk]);
+    for (;;) {
+      if (!started) {
+        if (buf.length < 4 || buf.length < buf.readUInt32BE(0)) return;
+        buf = buf.subarray(buf.readUInt32BE(0));
+        started = true;
+        continue;
+      }
+      if (buf.length < 5 || buf.length < 1 + buf.readUInt32BE(1)) return;
+      const len = buf.readUInt32BE(1);
+      each(String.fromCharCode(buf[0]), buf.subarray(5, 1 + len));
+      buf = buf.subarray(1 + len);
+    }
+  };
+}
+
+/**
+ * A TCP proxy to the test server. `arm()`: the next batch's COMMIT is forwarded, the server's
+ * answers on that connection are dropped, and the connection is cut 100 ms later (time for
+ * the server to commit). New connections are refused until `open()`. A batch is told from
+ * the store's housekeeping by its pipeline: its BEGIN, statements and COMMIT go out without
+ * waiting for answers, so when its COMMIT is sent some of the requests before it (each ends
+ * with a Sync, answered by ReadyForQuery) are unanswered; housekeeping waits for each answer.
  */
 async function startProxy() {
   const { hostname, port } = new URL(SERVER);
@@ -41,6 +63,9 @@ async function startProxy() {
     }
     const upstream = net.connect(Number(port), hostname);
     let dropping = false;
+    let cut = false;
+    let asked = 0; // requests ending with a Sync (a simple query is one)
+    let answered = 0; // ReadyForQuery
     const end = () => {
       client.destroy();
       upstream.destroy();
@@ -53,8 +78,16 @@ async function startProxy() {
         end();
       });
     }
+    const fromClient = messages(true, (type, body) => {
+      if (type === 'Q' && body.toString() === 'COMMIT\0' && state.armed && asked > answered) cut = true;
+      if (type === 'Q' || type === 'S') asked++;
+    });
+    const fromServer = messages(false, (type) => {
+      if (type === 'Z') answered++;
+    });
     client.on('data', (d) => {
-      if (state.armed && d.includes(BEGIN) && d.includes(COMMIT)) {
+      fromClient(d);
+      if (cut && !dropping) {
         state.armed = false;
         state.refusing = true;
         state.cuts++;
@@ -64,6 +97,7 @@ async function startProxy() {
       upstream.write(d);
     });
     upstream.on('data', (d) => {
+      fromServer(d);
       if (!dropping) client.write(d);
     });
   });
@@ -138,6 +172,12 @@ pgTest("a runner's batch whose COMMIT answer was lost: its ends are recorded onc
   const schema = `lost_end_${process.pid}_${++schemas}`;
   const proxy = await startProxy();
   try {
+    // Everything is queued before the runner starts: its batches after its first claim are
+    // its ends (with the claims they carry), and the first end arms the proxy.
+    const submitter = create({ store: direct(schema), throttleIfExceeded: false });
+    await submitter.initialize();
+    const N = 40;
+    const ids = (await Promise.all(Array.from({ length: N }, (_, i) => submitter.fireAndForget('count', `t${i}`)))).map((a) => a.executionId);
     const runs = new Map();
     const stale = [];
     const runner = create({ store: proxy.url(schema), throttleIfExceeded: false, maxConcurrentAgents: 4 });
@@ -150,12 +190,12 @@ pgTest("a runner's batch whose COMMIT answer was lost: its ends are recorded onc
       if (++returned === 1) proxy.arm();
       return { task };
     });
-    const submitter = create({ store: direct(schema), throttleIfExceeded: false });
-    await Promise.all([runner.initialize(), submitter.initialize()]);
-    const N = 40;
-    const ids = (await Promise.all(Array.from({ length: N }, (_, i) => submitter.fireAndForget('count', `t${i}`)))).map((a) => a.executionId);
+    await runner.initialize();
     await waitUntil(() => proxy.state.cuts === 1, 'a batch of the runner lost its answer', { timeoutMs: 10000 });
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    // The batch committed: an end is stored though the runner never heard so.
+    await waitUntil(() => sql(`SELECT count(*) FROM "${schema}".bmad_executions WHERE state = 2`) >= 1, 'the cut batch committed an end', {
+      timeoutMs: 3000,
+    });
     proxy.open();
     const finals = await Promise.all(ids.map((id) => submitter.waitFor(id)));
     assert.ok(finals.every((f) => f.found && f.status === 'completed'));

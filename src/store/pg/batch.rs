@@ -45,10 +45,11 @@ pub struct BatchSql {
 }
 
 impl BatchSql {
-  /// `s`: the quoted schema; `sequence`: the qualified name of the sequence of ids.
+  /// `s`: the quoted schema; `sequence`: the qualified name of the sequence of ids, as a
+  /// string literal (`quote_literal`).
   pub fn new(s: &str, sequence: &str) -> BatchSql {
     // A constant, resolved once when the statement is planned (not a lookup per row).
-    let next_id = format!("nextval('{}'::regclass)", sequence.replace('\'', "''"));
+    let next_id = format!("nextval({sequence}::regclass)");
     // The submissions as rows with their ids (`input`), and their insert (`ins`, its
     // closing parenthesis left to the statement): both insert statements start so.
     let insert_rows = format!(
@@ -80,9 +81,9 @@ impl BatchSql {
                             WHERE mine.id IS NULL AND prior.id IS NULL AND other.id IS NULL AND x.key = i.key AND x.state <= 1) live ON true \
          ORDER BY i.ord"
       ),
-      // Submissions without keys, first sent: nothing can conflict but a token an earlier
-      // try already stored (then the unique index refuses, and the batch runs again with the
-      // statement above). The same columns as the statement above.
+      // Submissions without keys, first sent: only a token an earlier try already stored
+      // should conflict (then the unique index of tokens refuses, and the batch runs again
+      // with the statement above). The same columns as the statement above.
       insert_plain: format!(
         "{insert_rows}) \
          SELECT key, new_id, NULL::int8, token FROM input ORDER BY ord"
@@ -96,10 +97,11 @@ impl BatchSql {
       // Completions a try whose answer was lost already recorded: this owner's attempt,
       // ended with this very value. Read after the commit, only for completions that
       // changed nothing (rare), so the common batch pays no second look at its rows.
+      // `state + 0`: looked up by id, never through the index of every ended row.
       recorded: format!(
         "SELECT e.id, e.attempt FROM {s}.bmad_executions e JOIN unnest($1::int8[], $2::int4[], $3::text[]) u(id, attempt, value) \
            ON e.id = u.id AND e.attempt = u.attempt \
-         WHERE e.id = ANY($1) AND e.owner = $4 AND e.state = 2 AND e.result IS NOT DISTINCT FROM u.value"
+         WHERE e.id = ANY($1) AND e.owner = $4 AND e.state + 0 = 2 AND e.result IS NOT DISTINCT FROM u.value"
       ),
       // Failures and cancels to decide (running), or already recorded by a try whose answer
       // was lost (ended with this very error).
@@ -304,7 +306,9 @@ impl<'a> InsertArgs<'a> {
 }
 
 /// Runs `batch` in one transaction, committed when this returns `Ok`. On `Err` the
-/// transaction may still be open: the caller rolls back.
+/// transaction may still be open (the caller rolls back), or committed already when a read
+/// after the commit failed (`recorded`, the ids of keys): a lost connection then, whose
+/// batch is sent again and recognised.
 pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<Done> {
   let db = cx.db;
   let sql = cx.sql;
@@ -502,7 +506,10 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
 /// Whether a batch failed because its plain insert met a submission stored already (a
 /// batch sent again after its answer was lost): it is then run again, carefully.
 pub fn plain_refused(e: &tokio_postgres::Error) -> bool {
-  e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+  e.as_db_error().is_some_and(|d| {
+    d.code() == &tokio_postgres::error::SqlState::UNIQUE_VIOLATION
+      && d.constraint() == Some("bmad_executions_token")
+  })
 }
 
 /// The finish among `which` of attempt `attempt` of `id` is recorded.

@@ -1,5 +1,5 @@
 //! The PostgreSQL side of the store, for executors on several hosts: the connection string,
-//! connecting on the shared tokio runtime, and the schema (the SQLite store's tables in
+//! connecting, and the schema (the SQLite store's tables in
 //! PostgreSQL's types, versioned the same way, in a schema of the user's choice).
 //!
 //! The statement connection lives on a runtime of its own, on the store's thread: each call
@@ -22,7 +22,8 @@ use tokio_postgres::{AsyncMessage, Client, Connection, NoTls, Notification, Row,
 use super::schema::{APP, VERSION};
 use super::{StoreError, StoreResult};
 
-/// Longest wait for a connection or one statement before the store reports it.
+/// Longest wait for a connection or one operation (a whole batch, a sweep) before the store
+/// reports it.
 pub(super) const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Migration `i` brings a schema from version `i` to `i + 1`; `{s}` is the quoted schema.
@@ -311,7 +312,8 @@ impl Db<'_> {
 /// an operation waits on it (idle, it is not read: a closed connection shows at the next
 /// operation).
 pub struct PgConnection {
-  rt: Runtime,
+  /// Always `Some` until dropped (see `Drop`).
+  rt: Option<Runtime>,
   client: Client,
   statements: Statements,
   pub target: PgTarget,
@@ -326,7 +328,24 @@ pub struct PgConnection {
   pid: Arc<AtomicI32>,
 }
 
+impl Drop for PgConnection {
+  fn drop(&mut self) {
+    // Without waiting for the runtime's blocking tasks (a name lookup left by a connect that
+    // timed out would hold the thread until it returns).
+    if let Some(rt) = self.rt.take() {
+      rt.shutdown_background();
+    }
+  }
+}
+
 impl PgConnection {
+  fn rt(&self) -> &Runtime {
+    match &self.rt {
+      Some(rt) => rt,
+      None => unreachable!("the runtime lives until the connection is dropped"),
+    }
+  }
+
   /// Connects and brings the schema to this build's version (creating it when empty).
   pub fn open(target: PgTarget) -> StoreResult<PgConnection> {
     let rt = Builder::new_current_thread()
@@ -337,7 +356,7 @@ impl PgConnection {
     // A store that cannot be reached at the start is a bad store, not a lost connection.
     let client = connect(&rt, &target).map_err(|e| StoreError::store(e.message))?;
     let mut conn = PgConnection {
-      rt,
+      rt: Some(rt),
       client,
       statements: Statements::default(),
       target,
@@ -356,7 +375,7 @@ impl PgConnection {
   pub fn ensure(&mut self) -> StoreResult<()> {
     self.note_link();
     if self.down {
-      self.client = connect(&self.rt, &self.target)?;
+      self.client = connect(self.rt(), &self.target)?;
       self.statements.clear();
       self.dropped.set(false);
       self.note_pid()?;
@@ -386,8 +405,10 @@ impl PgConnection {
         // as huge, which would compile each execution (tens of ms) for nothing. Generic plans
         // from the first execution: a custom plan looked cheaper for a few small statements
         // (the claim's lock, the read of ends), so PostgreSQL planned them again at every
-        // execution (~0.06 ms each time, most of their cost). Each statement's predicates
-        // leave it one fitting index, so a plan made on an empty table stays right.
+        // execution (~0.06 ms each time, most of their cost). A plan made on an empty table
+        // is kept until the table's statistics change much, so each statement is written
+        // for the index it should use (`state + 0` where the index of ended rows would
+        // match, one text per case where an OR of parameters would hide the index).
         client
           .batch_execute("SET enable_seqscan = off; SET jit = off; SET plan_cache_mode = force_generic_plan")
           .await?;
@@ -421,7 +442,7 @@ impl PgConnection {
     what: &str,
     fut: impl Future<Output = Result<T, tokio_postgres::Error>>,
   ) -> StoreResult<T> {
-    let r = block(&self.rt, &self.target.shown, what, fut);
+    let r = block(self.rt(), &self.target.shown, what, fut);
     if matches!(&r, Err(e) if e.code == super::DISCONNECTED) {
       // No answer in time (or the connection went): this connection is done with, so
       // nothing runs later inside a transaction left open on it.

@@ -7,7 +7,7 @@
 
 use super::batch::{self, BatchSql};
 use super::notify::{self, ended};
-use super::sweep::{self, Sweeper};
+use super::sweep::Sweeper;
 use super::{Db, PgConnection, PgTarget};
 use crate::protocol::{NOT_FOUND, STATUS_CANCELLED, STATUS_QUEUED, STATUS_RUNNING};
 use crate::scheduler::retry::Jitter;
@@ -86,10 +86,14 @@ impl PgStore {
     let s = conn.target.quoted_schema();
     let table = format!("{s}.bmad_executions");
     let client = conn.client();
+    // Quoted as a literal by the server (whatever its string settings).
     let sequence: Option<String> = conn
       .wait(
         "cannot read",
-        client.query_one("SELECT pg_get_serial_sequence($1, 'id')", &[&table]),
+        client.query_one(
+          "SELECT quote_literal(pg_get_serial_sequence($1, 'id'))",
+          &[&table],
+        ),
       )?
       .get(0);
     let sequence = sequence.ok_or_else(|| {
@@ -248,15 +252,23 @@ impl PgStore {
     if self.interest.none {
       return Ok(None);
     }
-    let sql = format!(
-      "SELECT min(scheduled_at) FROM {}.bmad_executions WHERE state = 0 AND scheduled_at > $1 AND ($2 OR agent = ANY($3))",
-      self.s
-    );
+    // Two texts, not `($2 OR agent = ANY($3))`: a generic plan could not use the agents to
+    // read the queue index, and would go through every queued row of every agent.
     let i = &self.interest;
-    let r = self.wait(
-      "cannot read",
-      self.db().query_one(&sql, &[&now, &i.any, &i.agents]),
-    )?;
+    let db = self.db();
+    let r = if i.any {
+      let sql = format!(
+        "SELECT min(scheduled_at) FROM {}.bmad_executions WHERE state = 0 AND scheduled_at > $1",
+        self.s
+      );
+      self.wait("cannot read", db.query_one(&sql, &[&now]))?
+    } else {
+      let sql = format!(
+        "SELECT min(scheduled_at) FROM {}.bmad_executions WHERE state = 0 AND scheduled_at > $1 AND agent = ANY($2)",
+        self.s
+      );
+      self.wait("cannot read", db.query_one(&sql, &[&now, &i.agents]))?
+    };
     // Back on this host's clock: the thread waits for it here.
     Ok(r.get::<_, Option<f64>>(0).map(|t| t - self.offset_ms))
   }
@@ -570,12 +582,16 @@ impl PgStore {
 
   /// Deletes ended executions older than `ttl_ms`, then all but the newest `max_kept`, and
   /// waits for it (the store thread starts sweeps in the background: `start_retention`).
+  #[cfg(test)]
   pub fn retention(&mut self, ttl_ms: f64, max_kept: u64, now: f64) -> StoreResult<u64> {
     self.conn.ensure()?;
     let (cutoff, keep) = self.retention_bounds(ttl_ms, max_kept, now);
     let s = &self.s;
     let db = self.db();
-    self.wait("cannot clean", sweep::delete_ended(db.client, s, cutoff, keep))
+    self.wait(
+      "cannot clean",
+      super::sweep::delete_ended(db.client, s, cutoff, keep),
+    )
   }
 
   /// Starts the same deletion on the sweeper's connection, unless one is under way, and

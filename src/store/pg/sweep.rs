@@ -1,7 +1,10 @@
 //! Retention on PostgreSQL: deleting ended executions past their time-to-live or past the
 //! newest ones kept. Keeping the newest `n` reads every ended row beyond them (tens of ms at
 //! 100k ended rows, growing with the store), so an executor sweeps on a connection of its
-//! own, in the background: its batches never wait behind a sweep.
+//! own, in the background: its batches do not queue behind a sweep (they can still meet a
+//! row it locks). One executor of a store sweeps at a time (an advisory lock; the others
+//! skip their turn), and a sweep that runs long is stopped by the server
+//! (`statement_timeout`, `lock_timeout`), so none is left running when the client gives up.
 
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
@@ -119,18 +122,42 @@ async fn sweep(client: Option<Client>, target: &PgTarget, s: &str, cutoff: f64, 
   let client = match client {
     Some(c) => c,
     None => match open_client(target, None).await {
-      // Planned per sweep (not prepared): JIT would compile a big delete for nothing.
-      Ok(c) => match c.batch_execute("SET jit = off").await {
+      // Planned per sweep (not prepared): JIT would compile a big delete for nothing. The
+      // server ends a sweep before the client's own limit (`TIMEOUT`, 30 s) would drop it.
+      Ok(c) => match c
+        .batch_execute("SET jit = off; SET statement_timeout = '20s'; SET lock_timeout = '5s'")
+        .await
+      {
         Ok(()) => c,
         Err(e) => return (None, Err(pg_error(&target.shown, what, &e))),
       },
       Err(e) => return (None, Err(pg_error(&target.shown, "cannot connect to", &e))),
     },
   };
-  match delete_ended(&client, s, cutoff, keep).await {
+  let outcome = async {
+    client.batch_execute("BEGIN").await?;
+    let key = format!("bmad/{s}/sweep");
+    let mine: bool = client
+      .query_one(
+        "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))",
+        &[&key],
+      )
+      .await?
+      .get(0);
+    let n = if mine {
+      delete_ended(&client, s, cutoff, keep).await?
+    } else {
+      0
+    };
+    client.batch_execute("COMMIT").await?;
+    Ok::<u64, tokio_postgres::Error>(n)
+  }
+  .await;
+  match outcome {
     Ok(n) => (Some(client), Ok(n)),
     Err(e) => {
       let err = pg_error(&target.shown, what, &e);
+      let _ = client.batch_execute("ROLLBACK").await;
       (Some(client).filter(|c| !c.is_closed()), Err(err))
     }
   }
