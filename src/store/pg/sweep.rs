@@ -136,7 +136,9 @@ async fn sweep(client: Option<Client>, target: &PgTarget, s: &str, cutoff: f64, 
   };
   let outcome = async {
     client.batch_execute("BEGIN").await?;
-    let key = format!("bmad/{s}/sweep");
+    // Not under `bmad/{s}/`: those keys are the agents' global limits (an agent may be
+    // named "sweep").
+    let key = format!("bmad-sweep/{s}");
     let mine: bool = client
       .query_one(
         "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))",
