@@ -42,12 +42,12 @@
 //   --json FILE          write the results as JSON
 
 import { performance, PerformanceObserver } from 'node:perf_hooks';
-import { readFileSync, writeFileSync, mkdirSync, readdirSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
-import os from 'node:os';
 
+import { exitWhenDone, loadavg, machine, table, writeJson } from './lib/report.mjs';
 import BackgroundExecutor from '../index.mjs';
 import PQueue from 'p-queue';
 
@@ -129,11 +129,6 @@ function slots(n) {
 }
 const fmt = (x, d = 2) => (x === null || x === undefined || Number.isNaN(x) ? '—' : x.toFixed(d));
 const fmtN = (n) => n.toLocaleString('en-US');
-function table(headers, rows) {
-  const w = headers.map((h, c) => Math.max(h.length, ...rows.map((r) => String(r[c]).length)));
-  const line = (r) => r.map((v, c) => (c === 0 ? String(v).padEnd(w[c]) : String(v).padStart(w[c]))).join('  ');
-  return [line(headers), w.map((x) => '-'.repeat(x)).join('  '), ...rows.map(line)].join('\n');
-}
 function check(results, n) {
   if (results.length !== n || results[0] !== 0 || results[n - 1] !== n - 1 || results[n >> 1] !== n >> 1) {
     throw new Error(`wrong results (length ${results.length})`);
@@ -357,12 +352,7 @@ async function main() {
   );
   const res = {
     env: {
-      date: new Date().toISOString(),
-      node: process.version,
-      platform: `${os.platform()} ${os.release()} ${os.arch()}`,
-      cpu: os.cpus()[0]?.model,
-      cores: os.cpus().length,
-      loadavgAtStart: os.loadavg().map((x) => +x.toFixed(2)),
+      ...machine(),
       pQueueVersion: pq,
       addonSha256: addonHash(),
     },
@@ -370,22 +360,12 @@ async function main() {
     ...(await measure()),
   };
   res.goals = goals(res);
-  res.env.loadavgAtEnd = os.loadavg().map((x) => +x.toFixed(2));
+  res.env.loadavgAtEnd = loadavg();
   res.env.addonChangedDuringRun = addonHash() !== res.env.addonSha256;
   report(res);
   console.log(`  addon ${res.env.addonSha256}${res.env.addonChangedDuringRun ? ' (CHANGED on disk during the run: results are for the one loaded at start)' : ''}; loadavg ${res.env.loadavgAtStart[0]} → ${res.env.loadavgAtEnd[0]}`);
-  if (OPT.json) {
-    const file = path.resolve(OPT.json);
-    mkdirSync(path.dirname(file), { recursive: true });
-    writeFileSync(file, `${JSON.stringify(res, null, 2)}\n`);
-  }
+  if (OPT.json) writeJson(OPT.json, res);
 }
 
-main().then(
-  // p-queue's interval timers must not keep the benchmark alive.
-  () => process.exit(0),
-  (err) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+// p-queue's interval timers must not keep the benchmark alive.
+exitWhenDone(main());

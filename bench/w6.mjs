@@ -46,6 +46,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { createCleanups, sleep, spawnTracked as spawnWith, stopProcess } from './lib/procs.mjs';
 import { findOnPath, startRedis as startRedisIn } from './lib/redis.mjs';
+import { exitWhenDone, loadavg, machine, printGoals, table, writeJson } from './lib/report.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, '..');
@@ -99,11 +100,6 @@ function summarize(values, warm) {
     maxMs: s[s.length - 1],
     meanMs: s.reduce((a, b) => a + b, 0) / s.length,
   };
-}
-function table(headers, rows) {
-  const w = headers.map((h, c) => Math.max(h.length, ...rows.map((r) => String(r[c]).length)));
-  const line = (r) => r.map((v, c) => (c === 0 ? String(v).padEnd(w[c]) : String(v).padStart(w[c]))).join('  ');
-  return [line(headers), w.map((x) => '-'.repeat(x)).join('  '), ...rows.map(line)].join('\n');
 }
 function withTimeout(promise, ms, what) {
   let timer;
@@ -505,21 +501,14 @@ function report(res) {
     const x = t.throughput;
     console.log(`  this: submit loop ${fmt(x.submitSeconds, 3)} s; store ${fmtN(x.storeBytes.db)} B + WAL ${fmtN(x.storeBytes.wal)} B after the run`);
   }
-  console.log('\n## W6 goals');
-  if (res.goals.length === 0) console.log('  (none: they compare this package with BullMQ; run both systems)');
-  else console.log(table(['goal', 'measured', 'target', 'result'], res.goals.map((x) => [x.name, x.value, x.target, (x.pass ? 'PASS' : 'MISS') + (x.detail ? ` (${x.detail})` : '')])));
+  printGoals('W6', res.goals, 'they compare this package with BullMQ; run both systems');
 }
 
 async function main() {
   console.log(`## W6 durable executions — N = ${fmtN(OPT.n)}, concurrency ${CONCURRENCY}; systems: ${OPT.systems.join(', ')}`);
   const res = {
     env: {
-      date: new Date().toISOString(),
-      node: process.version,
-      platform: `${os.platform()} ${os.release()} ${os.arch()}`,
-      cpu: os.cpus()[0]?.model,
-      cores: os.cpus().length,
-      loadavgAtStart: os.loadavg().map((x) => +x.toFixed(2)),
+      ...machine(),
     },
     options: OPT,
     systems: {},
@@ -534,25 +523,10 @@ async function main() {
     }
   }
   res.goals = goals(res);
-  res.env.loadavgAtEnd = os.loadavg().map((x) => +x.toFixed(2));
+  res.env.loadavgAtEnd = loadavg();
   report(res);
-  if (OPT.json) {
-    const file = path.resolve(OPT.json);
-    fs.mkdirSync(path.dirname(file), { recursive: true });
-    fs.writeFileSync(file, `${JSON.stringify(res, null, 2)}\n`);
-    console.log(`wrote ${path.relative(process.cwd(), file) || file}`);
-  }
+  if (OPT.json) writeJson(OPT.json, res);
 }
 
-main().then(
-  () => {
-    runCleanupsSync();
-    // Lingering client sockets must not keep the benchmark alive.
-    process.exit(0);
-  },
-  (err) => {
-    console.error(err);
-    runCleanupsSync();
-    process.exit(1);
-  },
-);
+// Lingering client sockets must not keep the benchmark alive.
+exitWhenDone(main(), runCleanupsSync);

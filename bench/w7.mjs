@@ -98,6 +98,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { createCleanups, sleep, spawnTracked as spawnWith, stopProcess } from './lib/procs.mjs';
 import { findOnPath, startRedis } from './lib/redis.mjs';
+import { exitWhenDone, loadavg, machine, printGoals, table, writeJson } from './lib/report.mjs';
 import { nodeBinary } from './w7-node.mjs';
 import { findPostgres, startPostgres } from '../scripts/pg-cluster.mjs';
 
@@ -207,11 +208,7 @@ const median = (xs) => {
 };
 /** The value at rank ceil(p% of n) in ascending `sorted` (nearest-rank percentile). */
 const rank = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))];
-function printTable(head, rows) {
-  const widths = head.map((h, i) => rows.reduce((w, r) => Math.max(w, String(r[i]).length), h.length));
-  const cells = (r) => r.map((v, i) => (i < 2 ? String(v).padEnd(widths[i]) : String(v).padStart(widths[i]))).join('  ');
-  console.log([cells(head), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(cells)].join('\n'));
-}
+const printTable = (head, rows) => console.log(table(head, rows, 2));
 function deadline(promise, ms, what) {
   let timer;
   return Promise.race([
@@ -707,9 +704,7 @@ function report(res) {
     console.log('\nnotes:');
     for (const x of res.notes) console.log(`  - ${x}`);
   }
-  console.log('\n## W7 goals');
-  if (res.goals.length === 0) console.log('  (none: they compare this package with its peers; run it with at least one)');
-  else printTable(['goal', 'measured', 'target', 'result'], res.goals.map((x) => [x.name, x.value, x.target, (x.pass ? 'PASS' : 'MISS') + (x.detail ? ` (${x.detail})` : '')]));
+  printGoals('W7', res.goals, 'they compare this package with its peers; run it with at least one');
 }
 
 // ----- main ------------------------------------------------------------------------------
@@ -720,12 +715,7 @@ async function main() {
   const env = { notes, pg: null, redis: null, disturbed: new Set() };
   const res = {
     env: {
-      date: new Date().toISOString(),
-      node: process.version,
-      platform: `${os.platform()} ${os.release()} ${os.arch()}`,
-      cpu: os.cpus()[0]?.model,
-      cores: os.cpus().length,
-      loadavgAtStart: os.loadavg().map((x) => +x.toFixed(2)),
+      ...machine(),
     },
     options: OPT,
     systems: {},
@@ -807,26 +797,11 @@ async function main() {
   res.disturbed = [...env.disturbed];
   res.notes = [...notes];
   res.goals = goals(res);
-  res.env.loadavgAtEnd = os.loadavg().map((x) => +x.toFixed(2));
+  res.env.loadavgAtEnd = loadavg();
   res.env.wallSeconds = +((performance.now() - started) / 1000).toFixed(1);
   report(res);
   console.log(`\nW7 took ${res.env.wallSeconds} s`);
-  if (OPT.json) {
-    const file = path.resolve(OPT.json);
-    fs.mkdirSync(path.dirname(file), { recursive: true });
-    fs.writeFileSync(file, `${JSON.stringify(res, null, 2)}\n`);
-    console.log(`wrote ${path.relative(process.cwd(), file) || file}`);
-  }
+  if (OPT.json) writeJson(OPT.json, res);
 }
 
-main().then(
-  () => {
-    cleanups.runSync();
-    process.exit(0);
-  },
-  (err) => {
-    console.error(err);
-    cleanups.runSync();
-    process.exit(1);
-  },
-);
+exitWhenDone(main(), () => cleanups.runSync());
