@@ -13,7 +13,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import BackgroundExecutor from '../index.mjs';
 import { tempDir, sleep, isAlive, exitIfWorkLeftBehind } from './helpers.mjs';
-import { mulberry32, spawnWorker, readLogs, checkRescues } from './durable/common.mjs';
+import { mulberry32, spawnWorker, readLogs, checkRescues, checkAttempts } from './durable/common.mjs';
 
 exitIfWorkLeftBehind();
 
@@ -130,11 +130,11 @@ nodeTest(`chaos: ${N} durable executions, 4 processes, one SIGKILLed every ~${KI
     rescuedAttempts.set(k, (rescuedAttempts.get(k) || 0) + 1);
   }
 
-  let reRun = 0; // executions with more than one attempt
-  let lostRunning = 0; // attempts that started in a killed process and never returned there
-  let lostAfterEnd = 0; // attempts that returned in a killed process that died before the commit
-  let lostUnstarted = 0; // attempts claimed by a killed process before their agent was called
-  let maxEndToKill = 0;
+  // reRun: executions with more than one attempt; lostRunning: attempts that started in a
+  // killed process and never returned there; lostAfterEnd: attempts that returned in a killed
+  // process that died before the commit; lostUnstarted: attempts claimed by a killed process
+  // before their agent was called.
+  const tally = { reRun: 0, lostRunning: 0, lostAfterEnd: 0, lostUnstarted: 0, maxEndToKill: 0 };
   const lostAttempts = new Map(); // "id attempt" -> { owner: pid of its process (0: unknown), next: start time of the next attempt }
   for (let i = 0; i < N; i++) {
     const id = ids[i];
@@ -148,47 +148,9 @@ nodeTest(`chaos: ${N} durable executions, 4 processes, one SIGKILLed every ~${KI
     assert.deepEqual(f.result, { task: tasks[i], pid: f.result.pid, attempt: f.attempt }, what);
     assert.ok(f.attempt >= 1 && f.attempt <= RETRIES + 1, what);
 
-    // The attempt the store kept ran once, in the process its result names: one start, one end.
-    const of = (kind, attempt) => list.filter((e) => e.kind === kind && e.attempt === attempt);
-    const finalStarts = of('start', f.attempt);
-    const finalEnds = of('end', f.attempt);
-    assert.equal(finalStarts.length, 1, `one start of the kept attempt: ${what}`);
-    assert.equal(finalEnds.length, 1, `one end of the kept attempt: ${what}`);
-    assert.equal(finalStarts[0].pid, f.result.pid, what);
-    assert.equal(finalEnds[0].pid, f.result.pid, what);
-    for (const d of list.filter((e) => e.kind === 'done')) {
-      // `done`: the store committed this outcome. Only the kept attempt can have one.
-      assert.deepEqual([d.attempt, d.pid], [f.attempt, f.result.pid], `a committed outcome is never re-run: ${what}`);
-    }
-
-    // Every other attempt was lost by a killed process: started there (or claimed and not yet
-    // started), never committed, rescued once, and only earlier than the kept one.
-    const attempts = new Set(list.filter((e) => e.kind === 'start').map((e) => e.attempt));
-    assert.equal(attempts.size, list.filter((e) => e.kind === 'start').length, `no attempt started twice: ${what}`);
-    for (let k = 1; k < f.attempt; k++) {
-      const starts = of('start', k);
-      let next = k + 1;
-      while (of('start', next).length === 0) next++; // the kept attempt has one
-      lostAttempts.set(`${id} ${k}`, { owner: starts.length === 0 ? 0 : starts[0].pid, next: of('start', next)[0].t });
-      if (starts.length === 0) {
-        lostUnstarted++;
-        continue;
-      }
-      const s = starts[0];
-      assert.ok(killedPids.has(s.pid), `attempt ${k} was re-run: its process ${s.pid} must have been killed. ${what}`);
-      const ends = of('end', k);
-      if (ends.length === 0) lostRunning++;
-      else {
-        lostAfterEnd++;
-        assert.equal(ends[0].pid, s.pid, what);
-        const gap = killedPids.get(s.pid) - ends[0].t;
-        maxEndToKill = Math.max(maxEndToKill, gap);
-        assert.ok(gap >= -50 && gap < 2000, `a returned attempt lost only if its process died right after (${gap} ms): ${what}`);
-      }
-    }
-    for (const k of attempts) assert.ok(k <= f.attempt, `no attempt after the kept one: ${what}`);
-    if (f.attempt > 1) reRun++;
-    else assert.equal(list.filter((e) => e.kind !== 'done').length, 2, `ran once: one start, one end. ${what}`);
+    // The attempt the store kept ran once, in the process its result names; every other
+    // attempt was lost by a killed process.
+    checkAttempts({ id, list, attempt: f.attempt, pid: f.result.pid, killedPids, lost: lostAttempts, tally, endGapMs: () => 2000, what });
   }
   const unloggedRescues = checkRescues({ rescued: rescuedAttempts, lost: lostAttempts, killedPids, kills, logs, concurrency: CONCURRENCY });
 
@@ -197,8 +159,8 @@ nodeTest(`chaos: ${N} durable executions, 4 processes, one SIGKILLed every ~${KI
     `seed ${seed}: ${N} executions; submitted in ${submittedAt - t0} ms, all ended at ${endedAt - t0} ms, ` +
       `statuses fetched in ${fetchedAt - endedAt} ms (incl. stopping workers), total ${totalMs} ms; ` +
       `${kills.length} kills (slots ${kills.map((k) => k.slot).join(',')}), ${all.length} processes; ` +
-      `re-run ${reRun} executions: lost running ${lostRunning}, lost after return ${lostAfterEnd} (max ${maxEndToKill} ms before the kill), ` +
-      `lost before start ${lostUnstarted}; other log lines ${JSON.stringify(Object.fromEntries(otherKinds))}, rescued by this process ${subRescued.length}, ` +
+      `re-run ${tally.reRun} executions: lost running ${tally.lostRunning}, lost after return ${tally.lostAfterEnd} (max ${tally.maxEndToKill} ms before the kill), ` +
+      `lost before start ${tally.lostUnstarted}; other log lines ${JSON.stringify(Object.fromEntries(otherKinds))}, rescued by this process ${subRescued.length}, ` +
       `rescues unlogged (their process killed) ${unloggedRescues}`,
   );
 
@@ -208,5 +170,5 @@ nodeTest(`chaos: ${N} durable executions, 4 processes, one SIGKILLed every ~${KI
   assert.deepEqual(subErrors, [], 'no store error in the submitting process');
   assert.equal(integrity, 'ok', 'PRAGMA integrity_check');
   assert.ok(kills.length >= 2, `at least 2 kills happened (got ${kills.length})`);
-  assert.ok(reRun >= 1, 'some executions were running at a kill');
+  assert.ok(tally.reRun >= 1, 'some executions were running at a kill');
 });

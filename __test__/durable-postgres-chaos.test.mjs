@@ -32,7 +32,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import BackgroundExecutor from '../index.mjs';
 import { tempDir, sleep, isAlive, exitIfWorkLeftBehind, waitUntil, deferred } from './helpers.mjs';
-import { mulberry32, spawnWorker, readLogs, checkRescues } from './durable/common.mjs';
+import { mulberry32, spawnWorker, readLogs, checkRescues, checkAttempts } from './durable/common.mjs';
 
 exitIfWorkLeftBehind();
 
@@ -436,11 +436,8 @@ test(NAME, async (t) => {
   const restartMs = restart.to - restart.from;
   const duringRestart = (tm) => tm >= restart.from - 2000 && tm <= restart.to;
 
-  let reRun = 0; // executions with more than one attempt
-  let lostRunning = 0; // attempts that started in a killed process and never returned there
-  let lostAfterEnd = 0; // attempts that returned in a killed process that died before the commit
-  let lostUnstarted = 0; // attempts claimed by a killed process before their agent was called
-  let maxEndToKill = 0;
+  // See checkAttempts (durable/common.mjs).
+  const tally = { reRun: 0, lostRunning: 0, lostAfterEnd: 0, lostUnstarted: 0, maxEndToKill: 0 };
   const rescueDelays = []; // ms from a kill to the next claim of each attempt the killed process held
   let maxRescue = { delay: 0 };
   let maxClaimToStart = { delay: 0 };
@@ -462,23 +459,20 @@ test(NAME, async (t) => {
     assert.deepEqual(w.result, result, what);
     assert.ok(r.attempt >= 1 && r.attempt <= RETRIES + 1, what);
 
-    // The attempt the store kept ran once, in the process its result names: one start, one end.
-    const of = (kind, attempt) => list.filter((e) => e.kind === kind && e.attempt === attempt);
-    const finalStarts = of('start', r.attempt);
-    const finalEnds = of('end', r.attempt);
-    assert.equal(finalStarts.length, 1, `one start of the kept attempt: ${what}`);
-    assert.equal(finalEnds.length, 1, `one end of the kept attempt: ${what}`);
-    assert.equal(finalStarts[0].pid, result.pid, what);
-    assert.equal(finalEnds[0].pid, result.pid, what);
-    for (const d of list.filter((e) => e.kind === 'done')) {
-      // `done`: the store committed this outcome. Only the kept attempt can have one.
-      assert.deepEqual([d.attempt, d.pid], [r.attempt, result.pid], `a committed outcome is never re-run: ${what}`);
-    }
-
-    // Every other attempt was lost by a killed process: started there (or claimed and not yet
-    // started), never committed, rescued once, and only earlier than the kept one.
-    const attempts = new Set(list.filter((e) => e.kind === 'start').map((e) => e.attempt));
-    assert.equal(attempts.size, list.filter((e) => e.kind === 'start').length, `no attempt started twice: ${what}`);
+    // The attempt the store kept ran once, in the process its result names; every other
+    // attempt was lost by a killed process (a returned one lost shortly before the kill, or
+    // while the server was down: the commit waited for it).
+    checkAttempts({
+      id,
+      list,
+      attempt: r.attempt,
+      pid: result.pid,
+      killedPids,
+      lost: lostAttempts,
+      tally,
+      endGapMs: (t) => (duringRestart(t) ? 2000 + restartMs + KILL_MS * 1.25 : 2000),
+      what,
+    });
     for (let k = 1; k < r.attempt; k++) {
       // Claimed by a process that was killed; claimed again soon after the kill, not after
       // the lease: a dead process of this host is seen at once.
@@ -488,33 +482,12 @@ test(NAME, async (t) => {
       const delay = reclaim.at - killedPids.get(claim.pid);
       rescueDelays.push(delay);
       if (delay > maxRescue.delay) maxRescue = { delay, attempt: `${id} ${k}`, pid: claim.pid, killedAt: killedPids.get(claim.pid) - t0 };
-      const starts = of('start', k);
-      let next = k + 1;
-      while (of('start', next).length === 0) next++; // the kept attempt has one
-      lostAttempts.set(`${id} ${k}`, { owner: starts.length === 0 ? 0 : starts[0].pid, next: of('start', next)[0].t });
-      if (starts.length === 0) {
-        lostUnstarted++;
-        continue;
-      }
-      const st = starts[0];
-      assert.ok(killedPids.has(st.pid), `attempt ${k} was re-run: its process ${st.pid} must have been killed. ${what}`);
-      const ends = of('end', k);
-      if (ends.length === 0) lostRunning++;
-      else {
-        lostAfterEnd++;
-        assert.equal(ends[0].pid, st.pid, what);
-        const gap = killedPids.get(st.pid) - ends[0].t;
-        maxEndToKill = Math.max(maxEndToKill, gap);
-        const most = duringRestart(ends[0].t) ? 2000 + restartMs + KILL_MS * 1.25 : 2000;
-        assert.ok(gap >= -50 && gap < most, `a returned attempt lost only if its process died right after (${gap} ms): ${what}`);
-      }
     }
-    for (const k of attempts) assert.ok(k <= r.attempt, `no attempt after the kept one: ${what}`);
     // Each attempt ran in the process that claimed it, soon after the claim; an attempt never
     // started was claimed by a process killed soon after (none sits claimed and not run).
     for (let k = 1; k <= r.attempt; k++) {
       const claim = claimOf.get(`${id} ${k}`);
-      const start = of('start', k)[0];
+      const start = list.find((e) => e.kind === 'start' && e.attempt === k);
       const near = (tm) => (duringRestart(tm) ? restartMs : 0);
       if (start !== undefined) {
         assert.equal(start.pid, claim.pid, `attempt ${k} ran in the process that claimed it: ${what}`);
@@ -526,8 +499,6 @@ test(NAME, async (t) => {
         assert.ok(delay < CLAIM_START_MS + near(claim.at), `attempt ${k}, never started, was claimed ${delay} ms before its process was killed (claimed at ${claim.at - t0} ms): ${what}`);
       }
     }
-    if (r.attempt > 1) reRun++;
-    else assert.equal(list.filter((e) => e.kind !== 'done').length, 2, `ran once: one start, one end. ${what}`);
   }
   const unloggedRescues = checkRescues({ rescued: rescuedAttempts, lost: lostAttempts, killedPids, kills, logs, concurrency: CONCURRENCY });
   rescueDelays.sort((a, b) => a - b);
@@ -550,8 +521,8 @@ test(NAME, async (t) => {
       `submitted at ${submittedAt - t0} ms, all ended at ${endedAt - t0} ms (the last "job" at ${lastEnd('job')} ms, the last "${LIMITED}" at ${lastEnd(LIMITED)} ms), workers stopped at ${stoppedAt - t0} ms, read back in ${readAt - stoppedAt} ms, total ${totalMs} ms; ` +
       `server restarted at ${restart.from - t0} ms (after ${restart.endedBefore} ended) in ${restartMs} ms; ` +
       `${kills.length} kills (slots ${kills.map((k) => k.slot).join(',')}), ${all.length} processes; ` +
-      `re-run ${reRun} executions: lost running ${lostRunning}, lost after return ${lostAfterEnd} (max ${maxEndToKill} ms before the kill), ` +
-      `lost before start ${lostUnstarted}; claims ${claims.length} (${limitedClaims.length} of "${LIMITED}", at most ${mostRunning} running at one; ` +
+      `re-run ${tally.reRun} executions: lost running ${tally.lostRunning}, lost after return ${tally.lostAfterEnd} (max ${tally.maxEndToKill} ms before the kill), ` +
+      `lost before start ${tally.lostUnstarted}; claims ${claims.length} (${limitedClaims.length} of "${LIMITED}", at most ${mostRunning} running at one; ` +
       `longest pause without a claim ${longestPause()}, of "job" ${longestPause('job')}, of "${LIMITED}" ${longestPause(LIMITED)}); ` +
       `cancels: ${holds.map((h) => `${h.id} attempt ${h.attempt} (started at ${h.startedAt - t0} ms) asked at ${h.askedAt - t0} ms, aborted in pid ${h.pid} ${h.abortedAt - h.askedAt} ms later`).join(', ')}; ` +
       `other log lines ${JSON.stringify(Object.fromEntries(otherKinds))}, workers reconnected ${workersReconnected}, this process's link ${JSON.stringify(subLinks.map((l) => l[0]))}, ` +
@@ -579,5 +550,5 @@ test(NAME, async (t) => {
   assert.deepEqual(subErrors, [], 'no store error in the submitting process');
   assert.equal(integrity, 'ok', 'checkStore()');
   assert.ok(kills.length >= 2, `at least 2 kills happened (got ${kills.length})`);
-  assert.ok(reRun >= 1, 'some executions were running at a kill');
+  assert.ok(tally.reRun >= 1, 'some executions were running at a kill');
 });

@@ -157,3 +157,53 @@ export function checkRescues({ rescued, lost, killedPids, kills, logs, concurren
   assert.ok(lost.size <= concurrency * kills.length, `${lost.size} attempts lost in ${kills.length} kills`);
   return unlogged;
 }
+
+/**
+ * The chaos tests' check of one execution's log lines (`list`, from readLogs) against the
+ * attempt the store kept (`attempt`, run by process `pid`): that attempt started and ended
+ * once, in that process, and only it committed (`done`); every earlier attempt was lost by a
+ * killed process (`killedPids`: pid -> kill time), started there or not at all, and, if it
+ * returned, returned at most `endGapMs(returnTime)` before the kill. Adds each lost attempt to
+ * `lost` (for checkRescues) and counts into `tally` ({ reRun, lostRunning, lostAfterEnd,
+ * lostUnstarted, maxEndToKill }).
+ */
+export function checkAttempts({ id, list, attempt, pid, killedPids, lost, tally, endGapMs, what }) {
+  const of = (kind, k) => list.filter((e) => e.kind === kind && e.attempt === k);
+  const finalStarts = of('start', attempt);
+  const finalEnds = of('end', attempt);
+  assert.equal(finalStarts.length, 1, `one start of the kept attempt: ${what}`);
+  assert.equal(finalEnds.length, 1, `one end of the kept attempt: ${what}`);
+  assert.equal(finalStarts[0].pid, pid, what);
+  assert.equal(finalEnds[0].pid, pid, what);
+  for (const d of list.filter((e) => e.kind === 'done')) {
+    // `done`: the store committed this outcome. Only the kept attempt can have one.
+    assert.deepEqual([d.attempt, d.pid], [attempt, pid], `a committed outcome is never re-run: ${what}`);
+  }
+  const started = list.filter((e) => e.kind === 'start');
+  const attempts = new Set(started.map((e) => e.attempt));
+  assert.equal(attempts.size, started.length, `no attempt started twice: ${what}`);
+  for (let k = 1; k < attempt; k++) {
+    const starts = of('start', k);
+    let next = k + 1;
+    while (of('start', next).length === 0) next++; // the kept attempt has one
+    lost.set(`${id} ${k}`, { owner: starts.length === 0 ? 0 : starts[0].pid, next: of('start', next)[0].t });
+    if (starts.length === 0) {
+      tally.lostUnstarted++;
+      continue;
+    }
+    const s = starts[0];
+    assert.ok(killedPids.has(s.pid), `attempt ${k} was re-run: its process ${s.pid} must have been killed. ${what}`);
+    const ends = of('end', k);
+    if (ends.length === 0) tally.lostRunning++;
+    else {
+      tally.lostAfterEnd++;
+      assert.equal(ends[0].pid, s.pid, what);
+      const gap = killedPids.get(s.pid) - ends[0].t;
+      tally.maxEndToKill = Math.max(tally.maxEndToKill, gap);
+      assert.ok(gap >= -50 && gap < endGapMs(ends[0].t), `a returned attempt lost only if its process died right after (${gap} ms): ${what}`);
+    }
+  }
+  for (const k of attempts) assert.ok(k <= attempt, `no attempt after the kept one: ${what}`);
+  if (attempt > 1) tally.reRun++;
+  else assert.equal(list.filter((e) => e.kind !== 'done').length, 2, `ran once: one start, one end. ${what}`);
+}

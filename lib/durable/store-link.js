@@ -19,6 +19,9 @@ const RETRY_MAX_MS = 1000;
 /** Failed batches in a row after which close() gives up on what is pending. */
 const CLOSE_ATTEMPTS = 8;
 
+/** The pause before the retry that follows `n` earlier ones: doubling, capped. */
+const retryDelay = (n) => Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** n);
+
 /** What one batch carries, and the records its answers concern. */
 class Pending {
   constructor() {
@@ -166,7 +169,7 @@ class StoreLink {
       this.owner._gaveUp(this.pending);
       this.pending = new Pending();
     } else if (failed && !this.dead && this.retryTimer === null) {
-      const delay = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** (this.failures - 1));
+      const delay = retryDelay(this.failures - 1);
       this.retryTimer = setTimeout(() => {
         this.retryTimer = null;
         this.flush();
@@ -193,7 +196,7 @@ class StoreLink {
     }
     const req = this.nextReq++;
     this.requests.set(req, r);
-    const queued = this.dead ? false : r.send(req);
+    const queued = r.send(req);
     this.owner._storeBusy();
     if (!queued) this.threadStopped();
   }
@@ -211,7 +214,7 @@ class StoreLink {
         this.retrying--;
         if (this.closed || this.dead) r.reject(storeError(event.errorCode, event.text));
         else this.sendRequest(r);
-      }, Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** r.tries++));
+      }, retryDelay(r.tries++));
     } else r.reject(storeError(event.errorCode, event.text));
     return true;
   }
