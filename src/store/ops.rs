@@ -128,6 +128,13 @@ impl Store {
     )
   }
 
+  /// How many times SQLite has re-prepared the cached claim statement.
+  #[cfg(test)]
+  pub fn claim_reprepares(&self) -> StoreResult<i32> {
+    let st = self.conn.prepare_cached(&claim_sql())?;
+    Ok(st.get_status(rusqlite::StatementStatus::RePrepare))
+  }
+
   /// Ends logged after `seq`: (seq, execution id) pairs, oldest first.
   pub fn ends_after(&self, seq: i64) -> StoreResult<Vec<(i64, i64)>> {
     let mut st = self
@@ -538,6 +545,16 @@ fn release(tx: &Connection, owner: &str, r: &Release, now: f64) -> StoreResult<(
   Ok(())
 }
 
+fn claim_sql() -> String {
+  format!(
+    "UPDATE bmad_executions SET state = 1, attempt = attempt + 1, owner = ?1, lease_expires_at = ?2, attempted_at = ?3 \
+     WHERE id IN (SELECT id FROM bmad_executions WHERE state = 0 AND scheduled_at <= ?3 \
+       AND (?4 OR agent IN (SELECT value FROM json_each(?5))) \
+       AND agent NOT IN (SELECT value FROM json_each(?7)) ORDER BY priority DESC, id LIMIT ?6) \
+     RETURNING {COLUMNS}"
+  )
+}
+
 #[allow(clippy::too_many_arguments)]
 fn claim(
   tx: &Connection,
@@ -548,13 +565,7 @@ fn claim(
   now: f64,
   lease_ms: f64,
 ) -> StoreResult<Vec<Row>> {
-  let mut st = tx.prepare_cached(&format!(
-    "UPDATE bmad_executions SET state = 1, attempt = attempt + 1, owner = ?1, lease_expires_at = ?2, attempted_at = ?3 \
-     WHERE id IN (SELECT id FROM bmad_executions WHERE state = 0 AND scheduled_at <= ?3 \
-       AND (?4 OR agent IN (SELECT value FROM json_each(?5))) \
-       AND agent NOT IN (SELECT value FROM json_each(?7)) ORDER BY priority DESC, id LIMIT ?6) \
-     RETURNING {COLUMNS}"
-  ))?;
+  let mut st = tx.prepare_cached(&claim_sql())?;
   let exclude = serde_json::to_string(exclude).unwrap_or_else(|_| "[]".to_string());
   let mut rows = st
     .query_map(

@@ -1371,3 +1371,36 @@ fn a_claim_leaves_the_agents_it_excludes_queued() {
   assert_eq!(claimed, vec![ids[2], ids[4]], "only the agent not excluded");
   assert_eq!(claimed_ids(&mut s, 10, T0 + 2.0), vec![ids[0], ids[1], ids[3]]);
 }
+
+#[test]
+fn the_claim_keeps_its_plan_whatever_values_it_is_given() {
+  let dir = TempDir::new("claim_plan");
+  let mut s = open_any(&dir.db());
+  let ids = insert_ids(&mut s, (0..5).map(|_| exec("a")).collect(), T0);
+  let mut claimed = Vec::new();
+  for i in 0..5 {
+    // A new time, a new interest and a new exclusion list at every call.
+    let agents = vec![format!("other{i}")];
+    s.set_interest(Interest::new(i % 2 == 0, &agents));
+    let batch = Batch {
+      claim: 1,
+      exclude: vec![format!("busy{i}")],
+      ..Default::default()
+    };
+    claimed.extend(
+      s.batch(&batch, T0 + 1.0 + i as f64)
+        .expect("claim")
+        .claimed
+        .iter()
+        .map(|r| r.id),
+    );
+  }
+  assert_eq!(
+    claimed,
+    vec![ids[0], ids[1], ids[2]],
+    "claimed only while any agent was of interest"
+  );
+  // SQLite re-prepares a statement whose plan may depend on its bound values; the claim's
+  // values differ at every call, so that would be every call.
+  assert_eq!(s.claim_reprepares().expect("status"), 0);
+}
