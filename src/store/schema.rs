@@ -13,10 +13,11 @@ use super::{StoreError, StoreResult};
 pub const APP: &str = "bmad-background-executor";
 
 /// The schema version this build writes. Older stores are migrated; newer ones refused.
-pub const VERSION: i64 = 1;
+pub const VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Migration `i` brings a store from version `i` to `i + 1`.
-const MIGRATIONS: [&str; 1] = [r"
+pub(super) const MIGRATIONS: [&str; 2] = [
+  r"
 CREATE TABLE bmad_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
 CREATE TABLE bmad_executions (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -60,7 +61,53 @@ CREATE TABLE bmad_workers (
   started_at REAL NOT NULL,
   heartbeat_at REAL NOT NULL
 ) STRICT;
-"];
+",
+  r"
+-- The state check becomes a range: SQLite compiles a CHECK with an IN list into a temporary
+-- B-tree built at every insert and every change of state. The table is rebuilt (SQLite
+-- cannot alter a constraint), keeping its rows, ids and AUTOINCREMENT counter.
+CREATE TABLE bmad_executions_v2 (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  agent TEXT NOT NULL,
+  task TEXT NOT NULL,
+  options TEXT,
+  level TEXT NOT NULL,
+  priority INTEGER NOT NULL,
+  mode INTEGER NOT NULL,
+  key TEXT,
+  state INTEGER NOT NULL CHECK (state BETWEEN 0 AND 4),
+  attempt INTEGER NOT NULL DEFAULT 0,
+  max_attempts INTEGER NOT NULL CHECK (max_attempts >= 1),
+  retry_delay_ms REAL NOT NULL,
+  backoff INTEGER NOT NULL,
+  timeout_ms REAL NOT NULL,
+  progress REAL NOT NULL DEFAULT 0,
+  result TEXT,
+  error TEXT,
+  owner TEXT,
+  lease_expires_at REAL,
+  cancel_requested INTEGER NOT NULL DEFAULT 0,
+  created_at REAL NOT NULL,
+  scheduled_at REAL NOT NULL,
+  attempted_at REAL,
+  finalized_at REAL
+) STRICT;
+INSERT INTO bmad_executions_v2 SELECT id, agent, task, options, level, priority, mode, key, state, attempt,
+  max_attempts, retry_delay_ms, backoff, timeout_ms, progress, result, error, owner, lease_expires_at,
+  cancel_requested, created_at, scheduled_at, attempted_at, finalized_at FROM bmad_executions;
+DELETE FROM sqlite_sequence WHERE name = 'bmad_executions_v2';
+INSERT INTO sqlite_sequence (name, seq) SELECT 'bmad_executions_v2', seq FROM sqlite_sequence WHERE name = 'bmad_executions';
+DROP TABLE bmad_executions;
+ALTER TABLE bmad_executions_v2 RENAME TO bmad_executions;
+CREATE INDEX bmad_executions_queue ON bmad_executions (priority DESC, id) WHERE state = 0;
+CREATE INDEX bmad_executions_running ON bmad_executions (owner) WHERE state = 1;
+CREATE INDEX bmad_executions_finalized ON bmad_executions (finalized_at) WHERE state >= 2;
+CREATE UNIQUE INDEX bmad_executions_key ON bmad_executions (key) WHERE key IS NOT NULL AND state <= 1;
+CREATE TRIGGER bmad_executions_ended AFTER UPDATE OF state ON bmad_executions
+  WHEN NEW.state >= 2 AND OLD.state < 2
+  BEGIN INSERT INTO bmad_ends (execution_id) VALUES (NEW.id); END;
+",
+];
 
 /// How durable a commit is: `Normal` survives a process crash (WAL), `Full` also a power loss.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use rusqlite::{params, Connection};
 
 use super::backend::Backend;
 use super::ops::{Interest, WORKER_LOST};
-use super::schema::{Synchronous, APP, VERSION};
+use super::schema::{Synchronous, APP, MIGRATIONS, VERSION};
 use super::service::{self, Command, Event, Options};
 use super::*;
 use crate::protocol::{
@@ -1403,4 +1403,73 @@ fn the_claim_keeps_its_plan_whatever_values_it_is_given() {
   // SQLite re-prepares a statement whose plan may depend on its bound values; the claim's
   // values differ at every call, so that would be every call.
   assert_eq!(s.claim_reprepares().expect("status"), 0);
+}
+
+#[test]
+fn a_version_1_store_is_migrated_with_its_rows_ids_and_counter() {
+  let dir = TempDir::new("migrate_v1");
+  let path = dir.db();
+  {
+    // A store as version 1 left it: three executions, the newest deleted by retention.
+    let c = raw(&path);
+    c.execute_batch("PRAGMA journal_mode = WAL;").unwrap();
+    c.execute_batch(MIGRATIONS[0]).unwrap();
+    c.execute_batch(&format!(
+      "INSERT INTO bmad_meta VALUES ('app', '{APP}'), ('version', '1');"
+    ))
+    .unwrap();
+    for (i, state) in [(1, 0), (2, 2), (3, 2)] {
+      c.execute(
+        "INSERT INTO bmad_executions (id, agent, task, level, priority, mode, state, max_attempts, retry_delay_ms, \
+         backoff, timeout_ms, created_at, scheduled_at, result) VALUES (?1, 'a', 'task', 'normal', 2, 0, ?2, 1, 0, 0, 0, ?3, ?3, 'r')",
+        params![i, state, T0],
+      )
+      .unwrap();
+    }
+    c.execute("DELETE FROM bmad_executions WHERE id = 3", []).unwrap();
+  }
+  let mut s = open_any(&path);
+  assert_eq!(VERSION, 2);
+  let conn = raw(&path);
+  let version: String = conn
+    .query_row("SELECT value FROM bmad_meta WHERE key = 'version'", [], |r| {
+      r.get(0)
+    })
+    .unwrap();
+  assert_eq!(version, "2");
+  assert_eq!(fetch(&mut s, 2).status, STATUS_COMPLETED);
+  assert_eq!(fetch(&mut s, 2).result.as_deref(), Some("r"));
+  // The counter goes on past the deleted id: ids are never reused.
+  assert_eq!(insert_ids(&mut s, vec![exec("a")], T0), vec![4]);
+  assert_eq!(
+    claimed_ids(&mut s, 10, T0 + 1.0),
+    vec![1, 4],
+    "the queue index is back"
+  );
+  let bad = conn.execute("UPDATE bmad_executions SET state = 5 WHERE id = 1", []);
+  assert!(bad.is_err(), "the state check holds: {bad:?}");
+  assert_eq!(finish(&mut s, completed(4, 1), T0 + 2.0), Finished::Recorded);
+  assert_eq!(s.ends_after(0).unwrap().len(), 1, "the end trigger is back");
+  assert_eq!(s.integrity_check().unwrap(), "ok");
+}
+
+#[test]
+fn inserts_and_state_changes_build_no_temporary_b_tree() {
+  let dir = TempDir::new("no_ephemeral");
+  let _s = open(&dir.db());
+  let conn = raw(&dir.db());
+  let opcodes = |sql: &str| -> Vec<String> {
+    let mut st = conn.prepare(&format!("EXPLAIN {sql}")).unwrap();
+    let ops = st.query_map([], |r| r.get::<_, String>(1)).unwrap();
+    ops.collect::<rusqlite::Result<_>>().unwrap()
+  };
+  for sql in [
+    "INSERT INTO bmad_executions (agent, task, level, priority, mode, state, max_attempts, retry_delay_ms, backoff, \
+     timeout_ms, created_at, scheduled_at) VALUES ('a', 't', 'normal', 2, 0, 0, 1, 0, 0, 0, 0, 0)",
+    "UPDATE bmad_executions SET state = 2 WHERE id = 1",
+  ] {
+    let ops = opcodes(sql);
+    assert!(ops.iter().any(|o| o == "Insert"), "{ops:?}");
+    assert!(!ops.iter().any(|o| o == "OpenEphemeral"), "{sql}: {ops:?}");
+  }
 }

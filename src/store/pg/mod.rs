@@ -19,12 +19,15 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, Client, Connection, NoTls, Notification, Row, Statement};
 
-use super::schema::{APP, VERSION};
+use super::schema::APP;
 use super::{StoreError, StoreResult};
 
 /// Longest wait for a connection or one operation (a whole batch, a sweep) before the store
 /// reports it.
 pub(super) const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The schema version this build writes (its own sequence: the SQLite store's differs).
+pub const VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Migration `i` brings a schema from version `i` to `i + 1`; `{s}` is the quoted schema.
 const MIGRATIONS: [&str; 1] = [r"
