@@ -444,30 +444,29 @@ fn insert(tx: &Connection, n: &NewExecution, now: f64) -> StoreResult<Inserted> 
   let mut st = tx.prepare_cached(
     "INSERT INTO bmad_executions (agent, task, options, level, priority, mode, key, state, max_attempts, \
      retry_delay_ms, backoff, timeout_ms, created_at, scheduled_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?9, ?10, ?11, ?12, max(?12, ?13)) ON CONFLICT DO NOTHING RETURNING id",
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?9, ?10, ?11, ?12, max(?12, ?13)) ON CONFLICT DO NOTHING",
   )?;
-  let id: Option<i64> = st
-    .query_row(
-      params![
-        n.agent,
-        n.task,
-        n.options,
-        n.level,
-        n.priority,
-        n.mode,
-        n.key,
-        n.max_attempts.max(1),
-        n.retry_delay_ms,
-        n.backoff,
-        n.timeout_ms,
-        now,
-        n.start_after
-      ],
-      |r| r.get(0),
-    )
-    .optional()?;
-  if let Some(id) = id {
-    return Ok(Inserted { id, existing: false });
+  // No RETURNING: SQLite would build a temporary table for it at every insert.
+  let added = st.execute(params![
+    n.agent,
+    n.task,
+    n.options,
+    n.level,
+    n.priority,
+    n.mode,
+    n.key,
+    n.max_attempts.max(1),
+    n.retry_delay_ms,
+    n.backoff,
+    n.timeout_ms,
+    now,
+    n.start_after
+  ])?;
+  if added == 1 {
+    return Ok(Inserted {
+      id: tx.last_insert_rowid(),
+      existing: false,
+    });
   }
   // Only the key's unique index can refuse the row: the live execution with that key.
   let existing: i64 = tx.query_row(
