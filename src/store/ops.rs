@@ -440,13 +440,19 @@ impl Backend for Store {
   }
 }
 
+/// One submission. No RETURNING: SQLite serves it through a temporary table built per
+/// statement; the id is `last_insert_rowid`.
+pub(super) const INSERT: &str =
+  "INSERT INTO bmad_executions (agent, task, options, level, priority, mode, key, state, \
+  max_attempts, retry_delay_ms, backoff, timeout_ms, created_at, scheduled_at) \
+  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?9, ?10, ?11, ?12, max(?12, ?13)) ON CONFLICT DO NOTHING";
+
+/// A completed attempt, compare-and-set on (id, attempt, owner, running).
+pub(super) const COMPLETE: &str = "UPDATE bmad_executions SET state = 2, result = ?4, progress = 100, \
+  lease_expires_at = NULL, finalized_at = ?5 WHERE id = ?1 AND attempt = ?2 AND owner = ?3 AND state = 1";
+
 fn insert(tx: &Connection, n: &NewExecution, now: f64) -> StoreResult<Inserted> {
-  let mut st = tx.prepare_cached(
-    "INSERT INTO bmad_executions (agent, task, options, level, priority, mode, key, state, max_attempts, \
-     retry_delay_ms, backoff, timeout_ms, created_at, scheduled_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?9, ?10, ?11, ?12, max(?12, ?13)) ON CONFLICT DO NOTHING",
-  )?;
-  // No RETURNING: SQLite would build a temporary table for it at every insert.
+  let mut st = tx.prepare_cached(INSERT)?;
   let added = st.execute(params![
     n.agent,
     n.task,
@@ -484,10 +490,7 @@ fn finish(tx: &Connection, owner: &str, f: &Finish, now: f64, jitter: &mut Jitte
   let cas = "id = ?1 AND attempt = ?2 AND owner = ?3 AND state = 1";
   if f.status == STATUS_COMPLETED {
     // The common case, spelled out: no string built per attempt.
-    let mut st = tx.prepare_cached(
-      "UPDATE bmad_executions SET state = 2, result = ?4, progress = 100, lease_expires_at = NULL, finalized_at = ?5 \
-       WHERE id = ?1 AND attempt = ?2 AND owner = ?3 AND state = 1",
-    )?;
+    let mut st = tx.prepare_cached(COMPLETE)?;
     let n = st.execute(params![f.id, f.attempt, owner, f.value, now])?;
     return Ok(if n == 1 {
       Finished::Recorded

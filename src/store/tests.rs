@@ -1454,20 +1454,19 @@ fn a_version_1_store_is_migrated_with_its_rows_ids_and_counter() {
 }
 
 #[test]
-fn inserts_and_state_changes_build_no_temporary_b_tree() {
+fn an_insert_and_a_completion_build_no_temporary_b_tree() {
   let dir = TempDir::new("no_ephemeral");
   let _s = open(&dir.db());
   let conn = raw(&dir.db());
   let opcodes = |sql: &str| -> Vec<String> {
     let mut st = conn.prepare(&format!("EXPLAIN {sql}")).unwrap();
-    let ops = st.query_map([], |r| r.get::<_, String>(1)).unwrap();
+    let nulls = vec![rusqlite::types::Null; st.parameter_count()];
+    let ops = st
+      .query_map(rusqlite::params_from_iter(nulls), |r| r.get::<_, String>(1))
+      .unwrap();
     ops.collect::<rusqlite::Result<_>>().unwrap()
   };
-  for sql in [
-    "INSERT INTO bmad_executions (agent, task, level, priority, mode, state, max_attempts, retry_delay_ms, backoff, \
-     timeout_ms, created_at, scheduled_at) VALUES ('a', 't', 'normal', 2, 0, 0, 1, 0, 0, 0, 0, 0)",
-    "UPDATE bmad_executions SET state = 2 WHERE id = 1",
-  ] {
+  for sql in [super::ops::INSERT, super::ops::COMPLETE] {
     let ops = opcodes(sql);
     assert!(ops.iter().any(|o| o == "Insert"), "{ops:?}");
     assert!(!ops.iter().any(|o| o == "OpenEphemeral"), "{sql}: {ops:?}");
