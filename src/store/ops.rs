@@ -230,10 +230,13 @@ impl Backend for Store {
     let was = state as i32;
     match state {
       STATUS_QUEUED => {
-        tx.execute(
+        let changed = tx.execute(
           "UPDATE bmad_executions SET state = 4, error = ?2, finalized_at = ?3 WHERE id = ?1 AND state = 0",
           params![id, error_json, now],
         )?;
+        if changed == 1 {
+          log_end(&tx, id)?;
+        }
       }
       STATUS_RUNNING => {
         tx.execute(
@@ -362,6 +365,9 @@ impl Backend for Store {
           params![id, attempt, owner, now, WORKER_LOST],
         )?,
       };
+      if changed == 1 && status != STATUS_QUEUED {
+        log_end(&tx, id)?;
+      }
       if changed == 1 {
         out.push(Rescued {
           id,
@@ -492,11 +498,11 @@ fn finish(tx: &Connection, owner: &str, f: &Finish, now: f64, jitter: &mut Jitte
     // The common case, spelled out: no string built per attempt.
     let mut st = tx.prepare_cached(COMPLETE)?;
     let n = st.execute(params![f.id, f.attempt, owner, f.value, now])?;
-    return Ok(if n == 1 {
-      Finished::Recorded
-    } else {
-      Finished::Stale
-    });
+    if n != 1 {
+      return Ok(Finished::Stale);
+    }
+    log_end(tx, f.id)?;
+    return Ok(Finished::Recorded);
   }
   let stored: Option<Stored> = tx
     .prepare_cached(&format!(
@@ -524,16 +530,27 @@ fn finish(tx: &Connection, owner: &str, f: &Finish, now: f64, jitter: &mut Jitte
     }
     AfterAttempt::End(state) => state,
   };
-  tx.prepare_cached(&format!(
-    "UPDATE bmad_executions SET state = ?4, error = coalesce(?5, error), lease_expires_at = NULL, finalized_at = ?6 WHERE {cas}"
-  ))?
-  .execute(params![f.id, f.attempt, owner, state, f.value, now])?;
+  let changed = tx
+    .prepare_cached(&format!(
+      "UPDATE bmad_executions SET state = ?4, error = coalesce(?5, error), lease_expires_at = NULL, finalized_at = ?6 WHERE {cas}"
+    ))?
+    .execute(params![f.id, f.attempt, owner, state, f.value, now])?;
+  if changed == 1 {
+    log_end(tx, f.id)?;
+  }
   Ok(Finished::Recorded)
 }
 
 /// Hands a running attempt back to the queue without counting it (or ends it as cancelled
 /// when a cancel was requested).
 fn release(tx: &Connection, owner: &str, r: &Release, now: f64) -> StoreResult<()> {
+  let cancelled: Option<bool> = tx
+    .prepare_cached("SELECT cancel_requested FROM bmad_executions WHERE id = ?1 AND attempt = ?2 AND owner = ?3 AND state = 1")?
+    .query_row(params![r.id, r.attempt, owner], |r| Ok(r.get::<_, i64>(0)? != 0))
+    .optional()?;
+  let Some(cancelled) = cancelled else {
+    return Ok(());
+  };
   tx.prepare_cached(
     "UPDATE bmad_executions SET \
        state = CASE WHEN cancel_requested THEN 4 ELSE 0 END, \
@@ -544,6 +561,18 @@ fn release(tx: &Connection, owner: &str, r: &Release, now: f64) -> StoreResult<(
      WHERE id = ?1 AND attempt = ?2 AND owner = ?3 AND state = 1",
   )?
   .execute(params![r.id, r.attempt, owner, now])?;
+  if cancelled {
+    log_end(tx, r.id)?;
+  }
+  Ok(())
+}
+
+/// Appends an execution's end to the ends log, in the transaction that ended it. Every change
+/// of state to ended calls it (a trigger would make each such statement keep a statement
+/// journal, a copy of every page it touches).
+fn log_end(tx: &Connection, id: i64) -> StoreResult<()> {
+  tx.prepare_cached("INSERT INTO bmad_ends (execution_id) VALUES (?1)")?
+    .execute([id])?;
   Ok(())
 }
 

@@ -65,7 +65,8 @@ CREATE TABLE bmad_workers (
   r"
 -- The state check becomes a range: SQLite compiles a CHECK with an IN list into a temporary
 -- B-tree built at every insert and every change of state. The table is rebuilt (SQLite
--- cannot alter a constraint), keeping its rows, ids and AUTOINCREMENT counter.
+-- cannot alter a constraint), keeping its rows, ids and AUTOINCREMENT counter. The trigger
+-- that logged ends goes with the old table: the statements that end an execution log it.
 CREATE TABLE bmad_executions_v2 (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   agent TEXT NOT NULL,
@@ -103,9 +104,6 @@ CREATE INDEX bmad_executions_queue ON bmad_executions (priority DESC, id) WHERE 
 CREATE INDEX bmad_executions_running ON bmad_executions (owner) WHERE state = 1;
 CREATE INDEX bmad_executions_finalized ON bmad_executions (finalized_at) WHERE state >= 2;
 CREATE UNIQUE INDEX bmad_executions_key ON bmad_executions (key) WHERE key IS NOT NULL AND state <= 1;
-CREATE TRIGGER bmad_executions_ended AFTER UPDATE OF state ON bmad_executions
-  WHEN NEW.state >= 2 AND OLD.state < 2
-  BEGIN INSERT INTO bmad_ends (execution_id) VALUES (NEW.id); END;
 ",
 ];
 

@@ -965,7 +965,12 @@ fn release_requeues_without_counting_the_attempt() {
   let ids = insert_ids(&mut s, vec![with_attempts("x", 2), with_attempts("y", 2)], T0);
   claim(&mut s, 10, T0);
 
+  let head = s.ends_head().unwrap();
   release(&mut s, ids[0], 1, T0 + 10.0);
+  assert!(
+    s.ends_after(head).unwrap().is_empty(),
+    "a release back to the queue is no end"
+  );
   let r = fetch(&mut s, ids[0]);
   assert_eq!((r.status, r.attempt, r.owner.clone()), (STATUS_QUEUED, 0, None));
   assert_eq!((r.scheduled_at, r.finalized_at), (T0 + 10.0, None));
@@ -981,11 +986,18 @@ fn release_requeues_without_counting_the_attempt() {
     (r.finalized_at, r.error.as_deref()),
     (Some(T0 + 13.0), Some(CANCEL_JSON))
   );
+  let ends: Vec<i64> = s.ends_after(head).unwrap().iter().map(|&(_, id)| id).collect();
+  assert_eq!(
+    ends,
+    vec![ids[1]],
+    "a release that ends the execution logs its end once"
+  );
 
   // Another owner's release changes nothing.
   let before = fetch(&mut s, ids[0]);
   release(&mut other, ids[0], 1, T0 + 14.0);
   assert_eq!(fetch(&mut s, ids[0]), before);
+  assert_eq!(s.ends_after(head).unwrap().len(), 1);
 }
 
 // ----- keys --------------------------------------------------------------------------------
@@ -1449,7 +1461,7 @@ fn a_version_1_store_is_migrated_with_its_rows_ids_and_counter() {
   let bad = conn.execute("UPDATE bmad_executions SET state = 5 WHERE id = 1", []);
   assert!(bad.is_err(), "the state check holds: {bad:?}");
   assert_eq!(finish(&mut s, completed(4, 1), T0 + 2.0), Finished::Recorded);
-  assert_eq!(s.ends_after(0).unwrap().len(), 1, "the end trigger is back");
+  assert_eq!(s.ends_after(0).unwrap().len(), 1, "the end is logged");
   assert_eq!(s.integrity_check().unwrap(), "ok");
 }
 
