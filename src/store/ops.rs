@@ -551,17 +551,18 @@ fn release(tx: &Connection, owner: &str, r: &Release, now: f64) -> StoreResult<(
   let Some(cancelled) = cancelled else {
     return Ok(());
   };
-  tx.prepare_cached(
-    "UPDATE bmad_executions SET \
+  let changed = tx
+    .prepare_cached(
+      "UPDATE bmad_executions SET \
        state = CASE WHEN cancel_requested THEN 4 ELSE 0 END, \
        attempt = CASE WHEN cancel_requested THEN attempt ELSE attempt - 1 END, \
        owner = CASE WHEN cancel_requested THEN owner ELSE NULL END, \
        finalized_at = CASE WHEN cancel_requested THEN ?4 ELSE NULL END, \
        lease_expires_at = NULL, scheduled_at = ?4 \
      WHERE id = ?1 AND attempt = ?2 AND owner = ?3 AND state = 1",
-  )?
-  .execute(params![r.id, r.attempt, owner, now])?;
-  if cancelled {
+    )?
+    .execute(params![r.id, r.attempt, owner, now])?;
+  if changed == 1 && cancelled {
     log_end(tx, r.id)?;
   }
   Ok(())

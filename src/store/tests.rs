@@ -510,14 +510,17 @@ fn a_finish_that_no_longer_owns_its_execution_is_stale() {
     "another owner"
   );
   assert_eq!(fetch(&mut a, id), running, "stale finishes change nothing");
+  assert_eq!(a.ends_head().unwrap(), 0, "stale finishes log no end");
 
   let batch = Batch {
     finishes: vec![completed(id, 1), completed(id, 1)],
     ..Default::default()
   };
+  let head = a.ends_head().unwrap();
   let r = a.batch(&batch, T0 + 2.0).unwrap();
   assert_eq!(r.finished, vec![Finished::Recorded, Finished::Stale]);
   assert_eq!(r.stale, 1);
+  assert_eq!(a.ends_after(head).unwrap().len(), 1, "a stale finish logs no end");
   let done = fetch(&mut a, id);
   assert_eq!(done.status, STATUS_COMPLETED);
   assert_eq!(
@@ -1412,9 +1415,29 @@ fn the_claim_keeps_its_plan_whatever_values_it_is_given() {
     vec![ids[0], ids[1], ids[2]],
     "claimed only while any agent was of interest"
   );
-  // SQLite re-prepares a statement whose plan may depend on its bound values; the claim's
-  // values differ at every call, so that would be every call.
+  // SQLite re-prepares a statement planned from a bound value (the claim's LIMIT) once its
+  // bindings are cleared, which rusqlite does at every return to its cache.
   assert_eq!(s.claim_reprepares().expect("status"), 0);
+}
+
+/// The schema's objects (type, name, SQL with its spacing normalised), sorted.
+fn schema_of(conn: &Connection) -> Vec<(String, String, String)> {
+  let mut st = conn
+    .prepare(
+      "SELECT type, name, coalesce(sql, '') FROM sqlite_schema WHERE name NOT LIKE 'sqlite_autoindex%'",
+    )
+    .unwrap();
+  let rows = st
+    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, String>(2)?)))
+    .unwrap();
+  let mut out: Vec<(String, String, String)> = rows
+    .map(|r| {
+      let (t, n, sql) = r.unwrap();
+      (t, n, sql.split_whitespace().collect::<Vec<_>>().join(" "))
+    })
+    .collect();
+  out.sort();
+  out
 }
 
 #[test]
@@ -1453,13 +1476,36 @@ fn a_version_1_store_is_migrated_with_its_rows_ids_and_counter() {
   assert_eq!(fetch(&mut s, 2).result.as_deref(), Some("r"));
   // The counter goes on past the deleted id: ids are never reused.
   assert_eq!(insert_ids(&mut s, vec![exec("a")], T0), vec![4]);
-  assert_eq!(
-    claimed_ids(&mut s, 10, T0 + 1.0),
-    vec![1, 4],
-    "the queue index is back"
-  );
+  assert_eq!(claimed_ids(&mut s, 10, T0 + 1.0), vec![1, 4]);
   let bad = conn.execute("UPDATE bmad_executions SET state = 5 WHERE id = 1", []);
   assert!(bad.is_err(), "the state check holds: {bad:?}");
+  // Every table and index of version 1 is there, and the trigger is gone.
+  let objects: Vec<(String, String)> = schema_of(&conn).into_iter().map(|(t, n, _)| (t, n)).collect();
+  let expected = [
+    ("index", "bmad_executions_finalized"),
+    ("index", "bmad_executions_key"),
+    ("index", "bmad_executions_queue"),
+    ("index", "bmad_executions_running"),
+    ("table", "bmad_ends"),
+    ("table", "bmad_executions"),
+    ("table", "bmad_meta"),
+    ("table", "bmad_workers"),
+    ("table", "sqlite_sequence"),
+  ];
+  let expected: Vec<(String, String)> = expected
+    .iter()
+    .map(|(t, n)| (t.to_string(), n.to_string()))
+    .collect();
+  assert_eq!(objects, expected);
+  let table_sql = &schema_of(&conn)
+    .into_iter()
+    .find(|(_, n, _)| n == "bmad_executions")
+    .unwrap()
+    .2;
+  assert!(
+    table_sql.contains("STRICT") && table_sql.contains("AUTOINCREMENT"),
+    "{table_sql}"
+  );
   assert_eq!(finish(&mut s, completed(4, 1), T0 + 2.0), Finished::Recorded);
   assert_eq!(s.ends_after(0).unwrap().len(), 1, "the end is logged");
   assert_eq!(s.integrity_check().unwrap(), "ok");
