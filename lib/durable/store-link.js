@@ -56,8 +56,13 @@ class StoreLink {
     this.inFlight = []; // the Pendings sent, oldest first, until their answers
     this.inFlightClaim = 0; // executions they claim at most
     this.scheduled = false;
-    this.requests = new Map(); // req -> { resolve, reject, send, tries }
-    this.retrying = 0; // requests waiting to be sent again (a lost connection)
+    this.requests = new Map(); // req -> { resolve, reject, send, order }
+    // Requests a lost connection failed, and those made since, waiting to be sent again in
+    // the order they were made: a limit set twice keeps the later value.
+    this.held = [];
+    this.heldTries = 0;
+    this.heldTimer = null;
+    this.nextOrder = 1;
     this.nextReq = 1;
     this.closed = false;
     this.onDrained = null; // close() waiting for the batches before it
@@ -72,7 +77,7 @@ class StoreLink {
 
   /** Requests and batches in flight. */
   get busy() {
-    return this.inFlight.length > 0 || this.requests.size > 0 || this.retrying > 0 || !this.pending.empty;
+    return this.inFlight.length > 0 || this.requests.size > 0 || this.held.length > 0 || !this.pending.empty;
   }
 
   insert(row, rec) {
@@ -186,7 +191,30 @@ class StoreLink {
   /** One request answered by promise; `send(req)` queues it on the store's thread. */
   request(send) {
     if (this.closed) return Promise.reject(storeError('ERR_STORE', 'The store is closed'));
-    return new Promise((resolve, reject) => this.sendRequest({ resolve, reject, send, tries: 0 }));
+    return new Promise((resolve, reject) => {
+      const r = { resolve, reject, send, order: this.nextOrder++, failed: null };
+      if (this.held.length > 0) this.held.push(r);
+      else this.sendRequest(r);
+    });
+  }
+
+  /** `r` goes back among the held requests, in the order it was made. */
+  hold(r, failed) {
+    r.failed = failed;
+    let i = this.held.length;
+    while (i > 0 && this.held[i - 1].order > r.order) i--;
+    this.held.splice(i, 0, r);
+    if (this.heldTimer !== null) return;
+    this.heldTimer = setTimeout(() => {
+      this.heldTimer = null;
+      const held = this.held;
+      this.held = [];
+      for (const h of held) {
+        if (!this.closed && !this.dead) this.sendRequest(h);
+        else if (h.failed !== null) h.reject(storeError(h.failed.errorCode, h.failed.text));
+        else h.reject(storeError('ERR_STORE', 'The store is closed'));
+      }
+    }, retryDelay(this.heldTries++));
   }
 
   sendRequest(r) {
@@ -206,16 +234,14 @@ class StoreLink {
     const r = this.requests.get(event.req);
     if (r === undefined) return false;
     this.requests.delete(event.req);
-    if (event.kind !== P.STORE_FAILED) r.resolve(event);
-    else if (event.errorCode === 'ERR_STORE_DISCONNECTED' && !this.closed && !this.dead) {
+    if (event.kind === P.STORE_FAILED && event.errorCode === 'ERR_STORE_DISCONNECTED' && !this.closed && !this.dead) {
       // A lost connection to a server: asked again, as batches are, until it is back.
-      this.retrying++;
-      setTimeout(() => {
-        this.retrying--;
-        if (this.closed || this.dead) r.reject(storeError(event.errorCode, event.text));
-        else this.sendRequest(r);
-      }, retryDelay(r.tries++));
-    } else r.reject(storeError(event.errorCode, event.text));
+      this.hold(r, event);
+      return true;
+    }
+    if (this.held.length === 0) this.heldTries = 0;
+    if (event.kind !== P.STORE_FAILED) r.resolve(event);
+    else r.reject(storeError(event.errorCode, event.text));
     return true;
   }
 
@@ -249,7 +275,8 @@ class StoreLink {
           resolve();
           return;
         }
-        this.request((req) => this.native.close(req)).then(resolve, reject);
+        // Sent at once, ahead of requests held for a lost connection (they fail once closed).
+        this.sendRequest({ resolve, reject, send: (req) => this.native.close(req), order: this.nextOrder++, failed: null });
         this.closed = true;
       };
       go();

@@ -1,0 +1,38 @@
+// Requests other than batches (a globalConcurrency write, a cancel, a fetch) that a lost
+// connection failed are sent again once it is back, in the order they were made: a limit set
+// twice while PostgreSQL was out of reach ends with the later value.
+import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { test, shutDownAfterEach, waitUntil } from './helpers.mjs';
+import { SERVER, sql, startProxy } from './durable/pg-proxy.mjs';
+
+const pgTest = SERVER ? test : (name) => test(name, (t) => t.skip('BMAD_TEST_PG_URL is not set (run it through scripts/pg-cluster.mjs)'));
+const create = shutDownAfterEach({ timeoutMs: 5000 });
+
+pgTest('two globalConcurrency writes made while the server is out of reach land in the order they were made', async () => {
+  const schema = `request_order_${process.pid}`;
+  const proxy = await startProxy();
+  try {
+    const bg = create({ store: proxy.url(schema), throttleIfExceeded: false });
+    const links = [];
+    bg.on('store-disconnected', () => links.push('down'));
+    bg.on('store-reconnected', () => links.push('up'));
+    await bg.initialize();
+    const limit = () => sql(`SELECT coalesce((SELECT global_concurrency FROM "${schema}".bmad_limits WHERE agent = 'x'), 0)`);
+
+    proxy.cut();
+    bg.setAgentLimits('x', { globalConcurrency: 2 });
+    // The first write fails again and again meanwhile, and its next try moves further away.
+    await sleep(700);
+    bg.setAgentLimits('x', { globalConcurrency: 5 });
+    await sleep(200);
+    proxy.open();
+    await waitUntil(() => limit() === 5, 'the later value is stored', { timeoutMs: 5000 });
+    // Longer than any pause between tries: a write of the earlier value would have come.
+    await sleep(1500);
+    assert.equal(limit(), 5, 'the earlier value never lands after the later one');
+    assert.deepEqual(links, ['down', 'up']);
+  } finally {
+    await proxy.close();
+  }
+});

@@ -1,0 +1,124 @@
+// A TCP proxy to the PostgreSQL test server that reads the protocol, for tests of a lost
+// connection: answers dropped after a COMMIT (`arm()`), connections cut (`cut()`) and
+// refused until `open()`.
+import { execFileSync } from 'node:child_process';
+import net from 'node:net';
+
+export const SERVER = process.env.BMAD_TEST_PG_URL;
+const PSQL = process.env.PSQL || 'psql';
+
+/** One JSON value selected by `query` on the test server. */
+export function sql(query) {
+  const out = execFileSync(PSQL, ['-X', '-q', '-A', '-t', '-v', 'ON_ERROR_STOP=1', '-d', SERVER, '-c', query], { encoding: 'utf8', timeout: 30000 });
+  return JSON.parse(out.trim());
+}
+
+/**
+ * Splits a byte stream of PostgreSQL protocol messages (type byte, then a length that counts
+ * itself) and calls `each(type, body)`; `untypedFirst`: the client's startup message has no
+ * type byte.
+ */
+function messages(untypedFirst, each) {
+  let buf = Buffer.alloc(0);
+  let started = !untypedFirst;
+  return (chunk) => {
+    buf = Buffer.concat([buf, chunk]);
+    for (;;) {
+      if (!started) {
+        if (buf.length < 4 || buf.length < buf.readUInt32BE(0)) return;
+        buf = buf.subarray(buf.readUInt32BE(0));
+        started = true;
+        continue;
+      }
+      if (buf.length < 5 || buf.length < 1 + buf.readUInt32BE(1)) return;
+      const len = buf.readUInt32BE(1);
+      each(String.fromCharCode(buf[0]), buf.subarray(5, 1 + len));
+      buf = buf.subarray(1 + len);
+    }
+  };
+}
+
+/**
+ * A TCP proxy to the test server. `arm()`: the next batch's COMMIT is forwarded, the server's
+ * answers on that connection are dropped, and the connection is cut 100 ms later (time for
+ * the server to commit). New connections are refused until `open()`. A batch is told from
+ * the store's housekeeping by its pipeline: its BEGIN, statements and COMMIT go out without
+ * waiting for answers, so when its COMMIT is sent some of the requests before it (each ends
+ * with a Sync, answered by ReadyForQuery) are unanswered; housekeeping waits for each answer.
+ */
+export async function startProxy() {
+  const { hostname, port } = new URL(SERVER);
+  const state = { armed: false, refusing: false, cuts: 0, sockets: new Set() };
+  const server = net.createServer((client) => {
+    if (state.refusing) {
+      client.destroy();
+      return;
+    }
+    const upstream = net.connect(Number(port), hostname);
+    let dropping = false;
+    let cut = false;
+    let asked = 0; // requests ending with a Sync (a simple query is one)
+    let answered = 0; // ReadyForQuery
+    const end = () => {
+      client.destroy();
+      upstream.destroy();
+    };
+    for (const s of [client, upstream]) {
+      state.sockets.add(s);
+      s.on('error', end);
+      s.on('close', () => {
+        state.sockets.delete(s);
+        end();
+      });
+    }
+    const fromClient = messages(true, (type, body) => {
+      if (type === 'Q' && body.toString() === 'COMMIT\0' && state.armed && asked > answered) cut = true;
+      if (type === 'Q' || type === 'S') asked++;
+    });
+    const fromServer = messages(false, (type) => {
+      if (type === 'Z') answered++;
+    });
+    client.on('data', (d) => {
+      fromClient(d);
+      if (cut && !dropping) {
+        state.armed = false;
+        state.refusing = true;
+        state.cuts++;
+        dropping = true;
+        setTimeout(end, 100);
+      }
+      upstream.write(d);
+    });
+    upstream.on('data', (d) => {
+      fromServer(d);
+      if (!dropping) client.write(d);
+    });
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const through = new URL(SERVER);
+  through.port = String(server.address().port);
+  return {
+    state,
+    /** The store URL through the proxy (plain TCP, so the proxy can read the protocol). */
+    url: (schema) => {
+      const u = new URL(through);
+      u.search = `?schema=${schema}&sslmode=disable`;
+      return u.toString();
+    },
+    arm() {
+      state.armed = true;
+    },
+    /** Cuts every connection now and refuses new ones until `open()`. */
+    cut() {
+      state.refusing = true;
+      for (const s of state.sockets) s.destroy();
+    },
+    open() {
+      state.refusing = false;
+    },
+    close() {
+      for (const s of state.sockets) s.destroy();
+      return new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
