@@ -97,3 +97,32 @@ pgTest("a runner's batch whose COMMIT answer was lost: its ends are recorded onc
     await proxy.close();
   }
 });
+
+pgTest('a cancel whose COMMIT answer was lost is sent again and answers as the cancel that ended the execution', async () => {
+  const schema = `lost_cancel_${process.pid}_${++schemas}`;
+  const proxy = await startProxy();
+  try {
+    const submitter = create({ store: direct(schema), throttleIfExceeded: false });
+    await submitter.initialize();
+    // Nobody runs this agent: the execution stays queued.
+    const { executionId } = await submitter.fireAndForget('nobody', 'task');
+    const canceller = create({ store: proxy.url(schema), throttleIfExceeded: false });
+    const cancelled = [];
+    canceller.on('execution-cancelled', (e) => cancelled.push(e.executionId));
+    await canceller.initialize();
+
+    proxy.arm('SET state = 4, error = $2');
+    const answer = canceller.cancelExecution(executionId);
+    await waitUntil(() => proxy.state.cuts === 1, "the cancel's COMMIT went through and its answer was dropped");
+    await waitUntil(() => sql(`SELECT state FROM "${schema}".bmad_executions`) === 4, 'the first try committed', { timeoutMs: 3000 });
+    proxy.open();
+    assert.deepEqual(await answer, { success: true, executionId, previousStatus: 'queued' });
+    assert.deepEqual(cancelled, [executionId], 'its event, once');
+    const final = await submitter.waitFor(executionId);
+    assert.equal(final.status, 'cancelled');
+    // A second cancel is a cancel of a cancelled execution.
+    assert.deepEqual(await canceller.cancelExecution(executionId), { success: false, error: 'Cannot cancel execution in cancelled status' });
+  } finally {
+    await proxy.close();
+  }
+});

@@ -48,7 +48,7 @@ function messages(untypedFirst, each) {
  */
 export async function startProxy() {
   const { hostname, port } = new URL(SERVER);
-  const state = { armed: false, refusing: false, cuts: 0, sockets: new Set() };
+  const state = { armed: false, after: null, refusing: false, cuts: 0, sockets: new Set() };
   const server = net.createServer((client) => {
     if (state.refusing) {
       client.destroy();
@@ -59,6 +59,7 @@ export async function startProxy() {
     let cut = false;
     let asked = 0; // requests ending with a Sync (a simple query is one)
     let answered = 0; // ReadyForQuery
+    let seen = false; // `arm(after)`: a statement containing `after` was parsed on this connection
     const end = () => {
       client.destroy();
       upstream.destroy();
@@ -72,7 +73,9 @@ export async function startProxy() {
       });
     }
     const fromClient = messages(true, (type, body) => {
-      if (type === 'Q' && body.toString() === 'COMMIT\0' && state.armed && asked > answered) cut = true;
+      if (type === 'P' && state.after !== null && body.toString().includes(state.after)) seen = true;
+      const mine = state.after === null ? asked > answered : seen;
+      if (type === 'Q' && body.toString() === 'COMMIT\0' && state.armed && mine) cut = true;
       if (type === 'Q' || type === 'S') asked++;
     });
     const fromServer = messages(false, (type) => {
@@ -105,8 +108,10 @@ export async function startProxy() {
       u.search = `?schema=${schema}&sslmode=disable`;
       return u.toString();
     },
-    arm() {
+    /** `after`: cut the COMMIT that follows a statement whose text contains it, instead. */
+    arm(after = null) {
       state.armed = true;
+      state.after = after;
     },
     /** Cuts every connection now and refuses new ones until `open()`. */
     cut() {

@@ -9,7 +9,7 @@
 
 const { cancelledError } = require('../errors.js');
 const { parseDurableId, errorJson } = require('./values.js');
-const { MODE_NAMES, STATUS_NAMES, STATUS_QUEUED, STATUS_RUNNING, NOT_FOUND } = require('../protocol.js');
+const { MODE_NAMES, STATUS_NAMES, STATUS_QUEUED, STATUS_RUNNING, STATUS_CANCELLED, NOT_FOUND } = require('../protocol.js');
 
 /** @typedef {import('./durable.js').Durable} Durable */
 
@@ -21,27 +21,43 @@ function cancel(durable, executionId) {
   const rowId = parseDurableId(executionId);
   const known = durable.runs.get(rowId) || (durable.handles.get(rowId) || [])[0];
   const err = cancelledError(executionId, known !== undefined ? known.agent : 'unknown');
-  return durable.link.cancel(rowId, errorJson(err)).then((ev) => {
-    const was = ev.codes[0];
-    if (was === NOT_FOUND) return { success: false, error: 'Execution not found' };
-    if (was === STATUS_QUEUED) {
-      // Ended by this cancel: no executor will report it.
-      durable.ex._emit('execution-cancelled', {
-        executionId,
-        agent: err.agent,
-        task: known !== undefined ? known.task : undefined,
-        mode: known !== undefined ? MODE_NAMES[known.mode] : undefined,
-        error: err.message,
-        errorObject: err,
-        code: err.code,
-        duration: 0,
-      });
-      durable._settle(rowId, 'cancelled', err, { ...durable._fallbackStatus(rowId, executionId, err), status: 'cancelled' });
-      return { success: true, executionId, previousStatus: 'queued' };
-    }
-    if (was === STATUS_RUNNING) return { success: true, executionId, previousStatus: 'running' };
-    return { success: false, error: `Cannot cancel execution in ${STATUS_NAMES[was]} status` };
-  });
+  const json = errorJson(err);
+  return durable.link
+    .cancel(rowId, json)
+    .then((ev) => (ev.resent && ev.codes[0] === STATUS_CANCELLED ? byEarlierTry(durable, rowId, json) : ev.codes[0]))
+    .then((was) => {
+      if (was === NOT_FOUND) return { success: false, error: 'Execution not found' };
+      if (was === STATUS_QUEUED) {
+        // Ended by this cancel: no executor will report it.
+        durable.ex._emit('execution-cancelled', {
+          executionId,
+          agent: err.agent,
+          task: known !== undefined ? known.task : undefined,
+          mode: known !== undefined ? MODE_NAMES[known.mode] : undefined,
+          error: err.message,
+          errorObject: err,
+          code: err.code,
+          duration: 0,
+        });
+        durable._settle(rowId, 'cancelled', err, { ...durable._fallbackStatus(rowId, executionId, err), status: 'cancelled' });
+        return { success: true, executionId, previousStatus: 'queued' };
+      }
+      if (was === STATUS_RUNNING) return { success: true, executionId, previousStatus: 'running' };
+      return { success: false, error: `Cannot cancel execution in ${STATUS_NAMES[was]} status` };
+    });
+}
+
+/**
+ * A cancel sent again after a lost connection found its execution cancelled: when it holds
+ * this very cancel's error, the earlier try ended it (its answer was lost), so it counts as
+ * a cancel of a queued execution. Else it was cancelled before.
+ * @param {Durable} durable
+ */
+function byEarlierTry(durable, rowId, json) {
+  return durable.link.fetch(rowId).then(
+    (ev) => (ev.rows.length > 0 && ev.rows[0].error === json ? STATUS_QUEUED : STATUS_CANCELLED),
+    () => STATUS_CANCELLED,
+  );
 }
 
 /**

@@ -240,6 +240,8 @@ class StoreLink {
       return true;
     }
     if (this.held.length === 0) this.heldTries = 0;
+    // Sent again: an earlier try may have been carried out, its answer lost with the connection.
+    if (r.failed !== null) event.resent = true;
     if (event.kind !== P.STORE_FAILED) r.resolve(event);
     else r.reject(storeError(event.errorCode, event.text));
     return true;
