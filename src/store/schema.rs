@@ -67,6 +67,9 @@ CREATE TABLE bmad_workers (
 -- B-tree built at every insert and every change of state. The table is rebuilt (SQLite
 -- cannot alter a constraint), keeping its rows, ids and AUTOINCREMENT counter. The trigger
 -- that logged ends goes with the old table: the statements that end an execution log it.
+-- The queue is indexed per agent, so a claim reads only the queues of the agents it takes,
+-- and queued rows due later than their creation (delayed, retried) have an index of their
+-- own for the next due time.
 CREATE TABLE bmad_executions_v2 (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   agent TEXT NOT NULL,
@@ -100,7 +103,8 @@ DELETE FROM sqlite_sequence WHERE name = 'bmad_executions_v2';
 INSERT INTO sqlite_sequence (name, seq) SELECT 'bmad_executions_v2', seq FROM sqlite_sequence WHERE name = 'bmad_executions';
 DROP TABLE bmad_executions;
 ALTER TABLE bmad_executions_v2 RENAME TO bmad_executions;
-CREATE INDEX bmad_executions_queue ON bmad_executions (priority DESC, id) WHERE state = 0;
+CREATE INDEX bmad_executions_agent_queue ON bmad_executions (agent, priority DESC, id) WHERE state = 0;
+CREATE INDEX bmad_executions_due ON bmad_executions (scheduled_at) WHERE state = 0 AND scheduled_at > created_at;
 CREATE INDEX bmad_executions_running ON bmad_executions (owner) WHERE state = 1;
 CREATE INDEX bmad_executions_finalized ON bmad_executions (finalized_at) WHERE state >= 2;
 CREATE UNIQUE INDEX bmad_executions_key ON bmad_executions (key) WHERE key IS NOT NULL AND state <= 1;
