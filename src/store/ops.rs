@@ -600,7 +600,7 @@ fn claim_sqls() -> Vec<String> {
 
 /// The earliest due time after `?1` among queued executions of interest (`?2`: any agent;
 /// `?3`: the agents, JSON). Read from the index of delayed rows: a row due when it was created
-/// is due now (the processes on a SQLite store share one machine's clock).
+/// is claimable at once (see `CLAIM_PICK`).
 pub(super) const NEXT_DUE: &str = "SELECT min(scheduled_at) FROM bmad_executions \
   WHERE state = 0 AND scheduled_at > created_at AND scheduled_at > ?1 \
   AND (?2 OR agent IN (SELECT value FROM json_each(?3)))";
@@ -609,9 +609,12 @@ pub(super) const NEXT_DUE: &str = "SELECT min(scheduled_at) FROM bmad_executions
 const QUEUED_AGENT: &str =
   "SELECT agent FROM bmad_executions WHERE state = 0 AND agent > ?1 ORDER BY agent LIMIT 1";
 
-/// One agent's best `?3` due executions, read in order from the queue index.
+/// One agent's best `?3` due executions, read in order from the queue index. A row due when
+/// it was created is due whatever this process's clock says (a clock stepped back, or read
+/// a moment before another process's): only delayed rows wait for theirs.
 const CLAIM_PICK: &str = "SELECT priority, id FROM bmad_executions \
-  WHERE state = 0 AND agent = ?1 AND scheduled_at <= ?2 ORDER BY priority DESC, id LIMIT ?3";
+  WHERE state = 0 AND agent = ?1 AND (scheduled_at <= ?2 OR scheduled_at <= created_at) \
+  ORDER BY priority DESC, id LIMIT ?3";
 
 fn claim_take() -> String {
   format!(

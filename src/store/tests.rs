@@ -481,6 +481,15 @@ fn claim_waits_for_the_scheduled_time() {
   assert_eq!(s.next_due(T0).unwrap(), None);
 }
 
+#[test]
+fn an_execution_due_when_created_is_claimable_whatever_the_claimer_clock_says() {
+  let dir = TempDir::new("claim_clock_behind");
+  let mut s = open_any(&dir.db());
+  // Created by a process whose clock reads a second later (or before this one's was stepped back).
+  let id = insert_ids(&mut s, vec![exec("x")], T0 + 1_000.0)[0];
+  assert_eq!(claimed_ids(&mut s, 10, T0), vec![id]);
+}
+
 // ----- compare-and-set ---------------------------------------------------------------------
 
 #[test]
