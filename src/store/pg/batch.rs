@@ -171,12 +171,12 @@ impl BatchSql {
          free AS ( \
            SELECT c.id, c.priority FROM agents CROSS JOIN LATERAL ( \
              SELECT id, priority FROM {s}.bmad_executions e \
-             WHERE e.state = 0 AND e.agent = agents.agent AND e.scheduled_at <= $3 \
+             WHERE e.state = 0 AND e.agent = agents.agent AND (e.scheduled_at <= $3 OR e.scheduled_at <= e.created_at) \
              ORDER BY priority DESC, id LIMIT $7 FOR UPDATE SKIP LOCKED) c), \
          limited AS ( \
            SELECT c.id, c.priority FROM quota CROSS JOIN LATERAL ( \
              SELECT id, priority FROM {s}.bmad_executions e \
-             WHERE e.state = 0 AND e.agent = quota.agent AND e.scheduled_at <= $3 \
+             WHERE e.state = 0 AND e.agent = quota.agent AND (e.scheduled_at <= $3 OR e.scheduled_at <= e.created_at) \
              ORDER BY priority DESC, id LIMIT greatest(least(quota.q, $7), 0) FOR UPDATE SKIP LOCKED) c), \
          picked AS ( \
            SELECT id FROM (SELECT * FROM free UNION ALL SELECT * FROM limited) u ORDER BY priority DESC, id LIMIT $7), \

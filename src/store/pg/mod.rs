@@ -30,7 +30,8 @@ pub(super) const TIMEOUT: Duration = Duration::from_secs(30);
 pub const VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Migration `i` brings a schema from version `i` to `i + 1`; `{s}` is the quoted schema.
-const MIGRATIONS: [&str; 1] = [r"
+const MIGRATIONS: [&str; 2] = [
+  r"
 CREATE TABLE {s}.bmad_meta (key text PRIMARY KEY, value text NOT NULL);
 CREATE TABLE {s}.bmad_executions (
   id bigserial PRIMARY KEY,
@@ -77,7 +78,14 @@ CREATE TABLE {s}.bmad_limits (
   agent text PRIMARY KEY,
   global_concurrency integer NOT NULL CHECK (global_concurrency >= 1)
 );
-"];
+",
+  r"
+-- Queued rows due later than their creation (delayed, retried, rescued, released): the next
+-- due time is read from them alone, not from every queued row. A row due when created is
+-- claimable at once, whatever the claimer's clock.
+CREATE INDEX bmad_executions_due ON {s}.bmad_executions (scheduled_at) WHERE state = 0 AND scheduled_at > created_at;
+",
+];
 
 /// Where a PostgreSQL store lives: the connection settings, and the schema of its tables.
 #[derive(Debug, Clone)]

@@ -252,21 +252,15 @@ impl PgStore {
     if self.interest.none {
       return Ok(None);
     }
-    // Two texts, not `($2 OR agent = ANY($3))`: a generic plan could not use the agents to
-    // read the queue index, and would go through every queued row of every agent.
+    // Read from the index of delayed rows (`bmad_executions_due`), never the whole queue: a
+    // row due when created is claimable at once (see the claim). Two texts, not `($2 OR
+    // agent = ANY($3))`, so each generic plan is the plain one.
     let i = &self.interest;
     let db = self.db();
+    let sql = next_due_sql(&self.s, i.any);
     let r = if i.any {
-      let sql = format!(
-        "SELECT min(scheduled_at) FROM {}.bmad_executions WHERE state = 0 AND scheduled_at > $1",
-        self.s
-      );
       self.wait("cannot read", db.query_one(&sql, &[&now]))?
     } else {
-      let sql = format!(
-        "SELECT min(scheduled_at) FROM {}.bmad_executions WHERE state = 0 AND scheduled_at > $1 AND agent = ANY($2)",
-        self.s
-      );
       self.wait("cannot read", db.query_one(&sql, &[&now, &i.agents]))?
     };
     // Back on this host's clock: the thread waits for it here.
@@ -675,4 +669,11 @@ async fn end<T>(client: &Db<'_>, r: PgResult<T>) -> PgResult<T> {
       Err(e)
     }
   }
+}
+
+/// The earliest due time after `$1` of the queued executions of any agent, or (`any` false)
+/// of the agents `$2`, in schema `s` (quoted).
+pub(super) fn next_due_sql(s: &str, any: bool) -> String {
+  let agents = if any { "" } else { " AND agent = ANY($2)" };
+  format!("SELECT min(scheduled_at) FROM {s}.bmad_executions WHERE state = 0 AND scheduled_at > created_at AND scheduled_at > $1{agents}")
 }

@@ -1105,3 +1105,50 @@ fn a_global_limit_holds_across_hosts_claiming_at_once() {
 fn s_claim(s: &mut PgStore, n: u32) -> Vec<i64> {
   claim(s, n, T0 + 1.0)
 }
+
+#[test]
+fn an_immediate_execution_is_claimable_at_once_and_the_next_due_time_comes_from_delayed_ones() {
+  let Some(url) = server() else { return };
+  let mut s = store(&url, "due");
+  // Created by a host whose clock reads a second later: due all the same.
+  let batch = Batch {
+    inserts: vec![exec("a", 1)],
+    ..Default::default()
+  };
+  let early = s.batch(&batch, T0 + 1_000.0).expect("insert").inserted[0].id;
+  let later = NewExecution {
+    start_after: T0 + 5_000.0,
+    ..exec("a", 1)
+  };
+  let delayed = insert(&mut s, vec![later])[0];
+  assert_eq!(claim(&mut s, 10, T0), vec![early]);
+  assert_eq!(s.next_due(T0).expect("next due"), Some(T0 + 5_000.0));
+  assert_eq!(claim(&mut s, 10, T0 + 5_000.0), vec![delayed]);
+  assert_eq!(s.next_due(T0).expect("next due"), None);
+  // Both texts read the index of delayed rows, never every queued row (a backlog of another
+  // agent here, its statistics known as autovacuum keeps them).
+  insert(&mut s, (0..2_000).map(|_| exec("b", 1)).collect());
+  let mut c = PgConnection::open(target(&url, "due")).expect("open");
+  sql(&mut c, "ANALYZE {s}.bmad_executions");
+  let schema = c.target.quoted_schema();
+  for any in [true, false] {
+    let sql = super::ops::next_due_sql(&schema, any);
+    let args = if any { "(0)" } else { "(0, ARRAY[''a''])" }; // inside a quoted literal
+    let types = if any { "(float8)" } else { "(float8, text[])" };
+    let text = format!(
+      "SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off; DEALLOCATE ALL; \
+       PREPARE due{types} AS {sql}; CREATE TEMP TABLE IF NOT EXISTS plan (line text); TRUNCATE plan; \
+       DO $$ DECLARE l text; BEGIN FOR l IN EXECUTE 'EXPLAIN EXECUTE due{args}' LOOP INSERT INTO plan VALUES (l); END LOOP; END $$;"
+    );
+    c.wait("test", c.client().batch_execute(&text)).expect("explain");
+    let rows = c
+      .wait(
+        "test",
+        c.client().query("SELECT string_agg(line, ' | ') FROM plan", &[]),
+      )
+      .expect("plan");
+    let plan: String = rows[0].get(0);
+    assert!(plan.contains("bmad_executions_due"), "any: {any}: {plan}");
+  }
+  drop_schema(&url, "due");
+}
