@@ -137,12 +137,12 @@ impl Store {
   /// The virtual-machine steps the cached claim and next-due statements have run (a measure
   /// of the rows they read).
   #[cfg(test)]
-  pub fn claim_steps(&self) -> i32 {
+  pub fn claim_steps(&self) -> StoreResult<i32> {
     let next_due = self
       .conn
-      .prepare_cached(NEXT_DUE)
-      .map(|st| st.get_status(rusqlite::StatementStatus::VmStep));
-    self.claim_status(rusqlite::StatementStatus::VmStep).unwrap_or(-1) + next_due.unwrap_or(-1)
+      .prepare_cached(NEXT_DUE)?
+      .get_status(rusqlite::StatementStatus::VmStep);
+    Ok(self.claim_status(rusqlite::StatementStatus::VmStep)? + next_due)
   }
 
   #[cfg(test)]
@@ -595,7 +595,12 @@ fn log_end(tx: &Connection, id: i64) -> StoreResult<()> {
 
 #[cfg(test)]
 fn claim_sqls() -> Vec<String> {
-  vec![QUEUED_AGENT.to_string(), CLAIM_PICK.to_string(), claim_take()]
+  vec![
+    FIRST_QUEUED_AGENT.to_string(),
+    QUEUED_AGENT.to_string(),
+    CLAIM_PICK.to_string(),
+    claim_take(),
+  ]
 }
 
 /// The earliest due time after `?1` among queued executions of interest (`?2`: any agent;
@@ -608,6 +613,9 @@ pub(super) const NEXT_DUE: &str = "SELECT min(scheduled_at) FROM bmad_executions
 /// The first agent after `?1` with queued executions: one seek in the queue index.
 const QUEUED_AGENT: &str =
   "SELECT agent FROM bmad_executions WHERE state = 0 AND agent > ?1 ORDER BY agent LIMIT 1";
+
+/// The first agent with queued executions.
+const FIRST_QUEUED_AGENT: &str = "SELECT agent FROM bmad_executions WHERE state = 0 ORDER BY agent LIMIT 1";
 
 /// One agent's best `?3` due executions, read in order from the queue index. A row due when
 /// it was created is due whatever this process's clock says (a clock stepped back, or read
@@ -625,7 +633,9 @@ fn claim_take() -> String {
 
 /// Claims the best `limit` due executions of the agents of interest but `exclude`. Each
 /// agent's queue is read from the index on its own: queued rows of agents left out (run
-/// elsewhere, or held back here by their limits) are never stepped over.
+/// elsewhere, or held back here by their limits) are never stepped over. The queues are
+/// merged best first: each agent's best row is read, then the agents in that order, each
+/// read only while its rows can still make the best `limit`.
 #[allow(clippy::too_many_arguments)]
 fn claim(
   tx: &Connection,
@@ -637,30 +647,53 @@ fn claim(
   lease_ms: f64,
 ) -> StoreResult<Vec<Row>> {
   let agents: Vec<String> = if interest.any {
-    let mut st = tx.prepare_cached(QUEUED_AGENT)?;
     let mut found = Vec::new();
-    let mut after = String::new();
-    while let Some(a) = st.query_row([&after], |r| r.get::<_, String>(0)).optional()? {
-      found.push(a.clone());
-      after = a;
+    let mut next = tx
+      .prepare_cached(FIRST_QUEUED_AGENT)?
+      .query_row([], |r| r.get::<_, String>(0))
+      .optional()?;
+    let mut st = tx.prepare_cached(QUEUED_AGENT)?;
+    while let Some(a) = next {
+      next = st.query_row([&a], |r| r.get::<_, String>(0)).optional()?;
+      found.push(a);
     }
     found
   } else {
     interest.agents.clone()
   };
-  let mut best: Vec<(i64, i64)> = Vec::new();
+  // Rows as (Reverse(priority), id): the smaller, the sooner it runs.
+  type Rank = (std::cmp::Reverse<i64>, i64);
+  let rank = |r: &SqlRow<'_>| -> rusqlite::Result<Rank> { Ok((std::cmp::Reverse(r.get(0)?), r.get(1)?)) };
+  let limit_n = limit as usize;
   let mut pick = tx.prepare_cached(CLAIM_PICK)?;
+  let mut heads: Vec<(Rank, &String)> = Vec::new();
   for agent in agents.iter().filter(|a| !exclude.contains(a)) {
-    let rows = pick.query_map(params![agent, now, limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    for r in rows {
-      best.push(r?);
+    if let Some(head) = pick.query_row(params![agent, now, 1], rank).optional()? {
+      heads.push((head, agent));
+    }
+  }
+  heads.sort();
+  // The best `limit` so far; the worst of them on top.
+  let mut best: std::collections::BinaryHeap<Rank> = std::collections::BinaryHeap::with_capacity(limit_n + 1);
+  for (head, agent) in heads {
+    if best.len() == limit_n && best.peek().is_some_and(|worst| head >= *worst) {
+      break;
+    }
+    let mut rows = pick.query(params![agent, now, limit])?;
+    while let Some(r) = rows.next()? {
+      let r = rank(r)?;
+      if best.len() == limit_n {
+        if best.peek().is_some_and(|worst| r >= *worst) {
+          break;
+        }
+        best.pop();
+      }
+      best.push(r);
     }
   }
   if best.is_empty() {
     return Ok(Vec::new());
   }
-  best.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-  best.truncate(limit as usize);
   let ids: Vec<i64> = best.iter().map(|&(_, id)| id).collect();
   let ids = serde_json::to_string(&ids).map_err(|e| StoreError::store(e.to_string()))?;
   let mut st = tx.prepare_cached(&claim_take())?;

@@ -472,7 +472,9 @@ fn claim_waits_for_the_scheduled_time() {
   let mut later = exec("x");
   later.start_after = T0 + 1_000.0;
   let id = insert_ids(&mut s, vec![later, exec("y")], T0)[0];
-  claim(&mut s, 10, T0); // y
+  let y = claimed_ids(&mut s, 10, T0);
+  assert_eq!(y.len(), 1);
+  assert_ne!(y[0], id, "the delayed one waits");
   assert_eq!(s.next_due(T0).unwrap(), Some(T0 + 1_000.0));
   assert!(claim(&mut s, 10, T0).is_empty());
   assert_eq!(s.next_due(T0).unwrap(), Some(T0 + 1_000.0));
@@ -1559,7 +1561,7 @@ fn a_claim_reads_no_queued_row_of_an_agent_it_leaves_out() {
   insert(&mut s, (0..20_000).map(|_| theirs.clone()).collect(), T0);
   let mine = insert_ids(&mut s, (0..3).map(|_| exec("mine")).collect(), T0);
   s.set_interest(Interest::new(false, &["held".to_string(), "mine".to_string()]));
-  let before = s.claim_steps();
+  let before = s.claim_steps().expect("steps");
   let batch = Batch {
     claim: 10,
     exclude: vec!["held".to_string()],
@@ -1574,14 +1576,14 @@ fn a_claim_reads_no_queued_row_of_an_agent_it_leaves_out() {
     .collect();
   assert_eq!(claimed, mine);
   assert_eq!(s.next_due(T0 + 1.0).unwrap(), None);
-  let steps = s.claim_steps() - before;
+  let steps = s.claim_steps().expect("steps") - before;
   // Stepping over the 40k rows left out would take hundreds of thousands (the claim and the
   // look for the next due time that follows a claim short of its limit).
   assert!(steps < 2_000, "the claim ran {steps} SQLite VM steps");
   // The same with any agent of interest: each agent's queue is found by a seek.
   s.set_interest(Interest::new(true, &[]));
   let more = insert_ids(&mut s, (0..2).map(|_| exec("mine")).collect(), T0 + 2.0);
-  let before = s.claim_steps();
+  let before = s.claim_steps().expect("steps");
   let batch = Batch {
     claim: 10,
     exclude: vec!["held".to_string(), "theirs".to_string()],
@@ -1596,6 +1598,49 @@ fn a_claim_reads_no_queued_row_of_an_agent_it_leaves_out() {
     .collect();
   assert_eq!(claimed, more);
   assert_eq!(s.next_due(T0 + 3.0).unwrap(), None);
-  let steps = s.claim_steps() - before;
+  let steps = s.claim_steps().expect("steps") - before;
   assert!(steps < 2_000, "the claim ran {steps} SQLite VM steps");
+}
+
+#[test]
+fn a_claim_merges_the_agents_queues_by_priority_then_id() {
+  let dir = TempDir::new("claim_merge");
+  let mut s = open_any(&dir.db());
+  // Interleaved ids, priorities mixed across three agents, ties between agents.
+  let mut want: Vec<(i64, i64)> = Vec::new();
+  for i in 0..60i64 {
+    let mut e = exec(["a", "b", "c"][(i % 3) as usize]);
+    e.priority = (i * 7) % 4;
+    let id = insert_ids(&mut s, vec![e], T0)[0];
+    want.push((-(i * 7 % 4), id));
+  }
+  want.sort();
+  let ids = |v: &[(i64, i64)]| v.iter().map(|&(_, id)| id).collect::<Vec<_>>();
+  assert_eq!(claimed_ids(&mut s, 10, T0), ids(&want[..10]), "any agent");
+  s.set_interest(Interest::new(
+    false,
+    &["c".to_string(), "a".to_string(), "b".to_string()],
+  ));
+  assert_eq!(
+    claimed_ids(&mut s, 25, T0),
+    ids(&want[10..35]),
+    "a list of agents"
+  );
+  assert_eq!(claimed_ids(&mut s, 100, T0), ids(&want[35..]), "the rest");
+}
+
+#[test]
+fn a_claim_among_many_agents_reads_little_more_than_it_takes() {
+  let dir = TempDir::new("claim_many_agents");
+  let mut s = open_any(&dir.db());
+  for a in 0..200 {
+    let mut e = exec(&format!("agent{a}"));
+    e.priority = a % 5;
+    insert(&mut s, (0..100).map(|_| e.clone()).collect(), T0);
+  }
+  let before = s.claim_steps().expect("steps");
+  assert_eq!(claim(&mut s, 64, T0).len(), 64);
+  let steps = s.claim_steps().expect("steps") - before;
+  // Reading every agent's best 64 would take hundreds of thousands.
+  assert!(steps < 40_000, "the claim ran {steps} SQLite VM steps");
 }
