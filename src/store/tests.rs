@@ -129,6 +129,21 @@ fn claimed_ids(s: &mut Store, limit: u32, now: f64) -> Vec<i64> {
   claim(s, limit, now).into_iter().map(|r| r.id).collect()
 }
 
+/// The ids a claim of at most `limit` takes, leaving out the agents `exclude`.
+fn claimed_excluding(s: &mut Store, limit: u32, exclude: &[&str], now: f64) -> Vec<i64> {
+  let batch = Batch {
+    claim: limit,
+    exclude: exclude.iter().map(|a| a.to_string()).collect(),
+    ..Default::default()
+  };
+  s.batch(&batch, now)
+    .expect("claim")
+    .claimed
+    .iter()
+    .map(|r| r.id)
+    .collect()
+}
+
 /// Runs one finish and checks that `stale` counts it when it is stale.
 fn finish(s: &mut Store, f: Finish, now: f64) -> Finished {
   let batch = Batch {
@@ -1386,19 +1401,11 @@ fn a_claim_leaves_the_agents_it_excludes_queued() {
     ],
     T0,
   );
-  let batch = Batch {
-    claim: 10,
-    exclude: vec!["busy".to_string()],
-    ..Default::default()
-  };
-  let claimed: Vec<i64> = s
-    .batch(&batch, T0 + 1.0)
-    .expect("claim")
-    .claimed
-    .iter()
-    .map(|r| r.id)
-    .collect();
-  assert_eq!(claimed, vec![ids[2], ids[4]], "only the agent not excluded");
+  assert_eq!(
+    claimed_excluding(&mut s, 10, &["busy"], T0 + 1.0),
+    vec![ids[2], ids[4]],
+    "only the agent not excluded"
+  );
   assert_eq!(claimed_ids(&mut s, 10, T0 + 2.0), vec![ids[0], ids[1], ids[3]]);
 }
 
@@ -1562,19 +1569,7 @@ fn a_claim_reads_no_queued_row_of_an_agent_it_leaves_out() {
   let mine = insert_ids(&mut s, (0..3).map(|_| exec("mine")).collect(), T0);
   s.set_interest(Interest::new(false, &["held".to_string(), "mine".to_string()]));
   let before = s.claim_steps().expect("steps");
-  let batch = Batch {
-    claim: 10,
-    exclude: vec!["held".to_string()],
-    ..Default::default()
-  };
-  let claimed: Vec<i64> = s
-    .batch(&batch, T0 + 1.0)
-    .expect("claim")
-    .claimed
-    .iter()
-    .map(|r| r.id)
-    .collect();
-  assert_eq!(claimed, mine);
+  assert_eq!(claimed_excluding(&mut s, 10, &["held"], T0 + 1.0), mine);
   assert_eq!(s.next_due(T0 + 1.0).unwrap(), None);
   let steps = s.claim_steps().expect("steps") - before;
   // Stepping over the 40k rows left out would take hundreds of thousands (the claim and the
@@ -1584,19 +1579,7 @@ fn a_claim_reads_no_queued_row_of_an_agent_it_leaves_out() {
   s.set_interest(Interest::new(true, &[]));
   let more = insert_ids(&mut s, (0..2).map(|_| exec("mine")).collect(), T0 + 2.0);
   let before = s.claim_steps().expect("steps");
-  let batch = Batch {
-    claim: 10,
-    exclude: vec!["held".to_string(), "theirs".to_string()],
-    ..Default::default()
-  };
-  let claimed: Vec<i64> = s
-    .batch(&batch, T0 + 3.0)
-    .expect("claim")
-    .claimed
-    .iter()
-    .map(|r| r.id)
-    .collect();
-  assert_eq!(claimed, more);
+  assert_eq!(claimed_excluding(&mut s, 10, &["held", "theirs"], T0 + 3.0), more);
   assert_eq!(s.next_due(T0 + 3.0).unwrap(), None);
   let steps = s.claim_steps().expect("steps") - before;
   assert!(steps < 2_000, "the claim ran {steps} SQLite VM steps");
