@@ -614,6 +614,10 @@ pub(super) const NEXT_DUE: &str = "SELECT min(scheduled_at) FROM bmad_executions
 const QUEUED_AGENT: &str =
   "SELECT agent FROM bmad_executions WHERE state = 0 AND agent > ?1 ORDER BY agent LIMIT 1";
 
+/// Up to this many agents of interest, a claim reads their queues by name; beyond, it finds
+/// the agents with queued work in the index.
+const LISTED_AGENTS_READ: usize = 8;
+
 /// The first agent with queued executions.
 const FIRST_QUEUED_AGENT: &str = "SELECT agent FROM bmad_executions WHERE state = 0 ORDER BY agent LIMIT 1";
 
@@ -646,7 +650,10 @@ fn claim(
   now: f64,
   lease_ms: f64,
 ) -> StoreResult<Vec<Row>> {
-  let agents: Vec<String> = if interest.any {
+  // A long list of agents of interest is not read one by one: the agents with queued work
+  // are found in the index and kept when listed.
+  let agents: Vec<String> = if interest.any || interest.agents.len() > LISTED_AGENTS_READ {
+    let listed: std::collections::HashSet<&str> = interest.agents.iter().map(String::as_str).collect();
     let mut found = Vec::new();
     let mut next = tx
       .prepare_cached(FIRST_QUEUED_AGENT)?
@@ -655,7 +662,9 @@ fn claim(
     let mut st = tx.prepare_cached(QUEUED_AGENT)?;
     while let Some(a) = next {
       next = st.query_row([&a], |r| r.get::<_, String>(0)).optional()?;
-      found.push(a);
+      if interest.any || listed.contains(a.as_str()) {
+        found.push(a);
+      }
     }
     found
   } else {

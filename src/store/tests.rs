@@ -1607,9 +1607,18 @@ fn a_claim_merges_the_agents_queues_by_priority_then_id() {
   assert_eq!(
     claimed_ids(&mut s, 25, T0),
     ids(&want[10..35]),
-    "a list of agents"
+    "a short list of agents"
   );
-  assert_eq!(claimed_ids(&mut s, 100, T0), ids(&want[35..]), "the rest");
+  // A long list, most of its agents with nothing queued, and one queued agent not in it.
+  insert(&mut s, vec![exec("unlisted")], T0);
+  let mut long: Vec<String> = (0..10).map(|i| format!("idle{i}")).collect();
+  long.extend(["b", "a", "c"].map(String::from));
+  s.set_interest(Interest::new(false, &long));
+  assert_eq!(
+    claimed_ids(&mut s, 100, T0),
+    ids(&want[35..]),
+    "a long list of agents"
+  );
 }
 
 #[test]
