@@ -104,13 +104,16 @@ impl BatchSql {
          WHERE e.id = ANY($1) AND e.owner = $4 AND e.state + 0 = 2 AND e.result IS NOT DISTINCT FROM u.value"
       ),
       // Failures and cancels to decide (running), or already recorded by a try whose answer
-      // was lost (ended with this very error).
+      // was lost: ended with this very error, or queued again for a retry with it (the owner
+      // is cleared then, and the attempt counted at the next claim).
       failing: format!(
-        "SELECT e.id, e.attempt, e.max_attempts, e.retry_delay_ms, e.backoff, e.cancel_requested, e.state = 1 \
+        "SELECT e.id, e.attempt, e.max_attempts, e.retry_delay_ms, e.backoff, e.cancel_requested, e.state = 1, \
+           e.state, e.scheduled_at \
          FROM {s}.bmad_executions e \
          JOIN unnest($1::int8[], $2::int4[], $4::text[]) u(id, attempt, value) ON e.id = u.id AND e.attempt = u.attempt \
-         WHERE e.id = ANY($1) AND e.owner = $3 \
-           AND (e.state = 1 OR (e.state IN (3, 4) AND e.error IS NOT DISTINCT FROM u.value)) FOR UPDATE OF e"
+         WHERE e.id = ANY($1) \
+           AND ((e.owner = $3 AND (e.state = 1 OR (e.state IN (3, 4) AND e.error IS NOT DISTINCT FROM u.value))) \
+             OR (e.state = 0 AND e.owner IS NULL AND e.error IS NOT DISTINCT FROM u.value)) FOR UPDATE OF e"
       ),
       fail: format!(
         "UPDATE {s}.bmad_executions e SET state = u.state, \
@@ -424,7 +427,11 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
         continue;
       };
       if !r.get::<_, bool>(6) {
-        out.finished[i] = Finished::Recorded;
+        out.finished[i] = if r.get::<_, i16>(7) == 0 {
+          Finished::Retry((r.get::<_, f64>(8) - now).max(0.0))
+        } else {
+          Finished::Recorded
+        };
         continue;
       }
       let f = &batch.finishes[i];

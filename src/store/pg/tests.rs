@@ -1152,3 +1152,50 @@ fn an_immediate_execution_is_claimable_at_once_and_the_next_due_time_comes_from_
   }
   drop_schema(&url, "due");
 }
+
+#[test]
+fn a_failure_sent_again_after_its_retry_was_stored_is_a_retry_not_stale() {
+  let Some(url) = server() else { return };
+  let mut s = store(&url, "resend_retry");
+  let id = insert(
+    &mut s,
+    vec![NewExecution {
+      max_attempts: 2,
+      ..exec("a", 0)
+    }],
+  )[0];
+  assert_eq!(claim(&mut s, 1, T0 + 1.0), vec![id]);
+  let failure = Batch {
+    finishes: vec![Finish {
+      id,
+      attempt: 1,
+      status: STATUS_FAILED,
+      value: Some(r#"{"message":"no"}"#.to_string()),
+      retryable: true,
+    }],
+    ..Default::default()
+  };
+  let once = s.batch(&failure, T0 + 2.0).expect("failure").finished;
+  assert_eq!(once, vec![Finished::Retry(100.0)]);
+  // Its answer lost, the same batch a moment later: the retry the first try stored.
+  let twice = s.batch(&failure, T0 + 12.0).expect("failure again").finished;
+  assert_eq!(twice, vec![Finished::Retry(90.0)]);
+  let row = s.fetch(id).expect("fetch").expect("row");
+  assert_eq!(
+    (row.status, row.attempt, row.scheduled_at),
+    (STATUS_QUEUED, 1, T0 + 102.0)
+  );
+  // Another attempt's failure is still stale.
+  let other = Batch {
+    finishes: vec![Finish {
+      attempt: 2,
+      ..failure.finishes[0].clone()
+    }],
+    ..Default::default()
+  };
+  assert_eq!(
+    s.batch(&other, T0 + 13.0).expect("stale").finished,
+    vec![Finished::Stale]
+  );
+  drop_schema(&url, "resend_retry");
+}
