@@ -38,6 +38,19 @@ function messages(untypedFirst, each) {
   };
 }
 
+/** The first `n` NUL-terminated strings of a message body. */
+function cstrings(body, n) {
+  const out = [];
+  let at = 0;
+  for (let i = 0; i < n; i++) {
+    const end = body.indexOf(0, at);
+    if (end < 0) break;
+    out.push(body.toString('utf8', at, end));
+    at = end + 1;
+  }
+  return out;
+}
+
 /**
  * A TCP proxy to the test server. `arm()`: the next batch's COMMIT is forwarded, the server's
  * answers on that connection are dropped, and the connection is cut 100 ms later (time for
@@ -59,7 +72,9 @@ export async function startProxy() {
     let cut = false;
     let asked = 0; // requests ending with a Sync (a simple query is one)
     let answered = 0; // ReadyForQuery
-    let seen = false; // `arm(after)`: a statement containing `after` was parsed on this connection
+    // `arm(after)`: a statement whose text contains `after` ran since the last COMMIT.
+    let seen = false;
+    const texts = new Map(); // prepared statement name -> its text (from Parse)
     const end = () => {
       client.destroy();
       upstream.destroy();
@@ -73,9 +88,19 @@ export async function startProxy() {
       });
     }
     const fromClient = messages(true, (type, body) => {
-      if (type === 'P' && state.after !== null && body.toString().includes(state.after)) seen = true;
-      const mine = state.after === null ? asked > answered : seen;
-      if (type === 'Q' && body.toString() === 'COMMIT\0' && state.armed && mine) cut = true;
+      if (type === 'P') {
+        const [name, text] = cstrings(body, 2);
+        texts.set(name, text);
+      }
+      if (type === 'B' && state.armed && state.after !== null) {
+        const [, name] = cstrings(body, 2);
+        if ((texts.get(name) || '').includes(state.after)) seen = true;
+      }
+      if (type === 'Q' && body.toString() === 'COMMIT\0') {
+        const mine = state.after === null ? asked > answered : seen;
+        if (state.armed && mine) cut = true;
+        else seen = false;
+      }
       if (type === 'Q' || type === 'S') asked++;
     });
     const fromServer = messages(false, (type) => {
@@ -108,7 +133,7 @@ export async function startProxy() {
       u.search = `?schema=${schema}&sslmode=disable`;
       return u.toString();
     },
-    /** `after`: cut the COMMIT that follows a statement whose text contains it, instead. */
+    /** `after`: cut instead the next COMMIT of a transaction that ran a statement whose text contains it. */
     arm(after = null) {
       state.armed = true;
       state.after = after;
