@@ -4,8 +4,7 @@
 //   node bench/w6-child.mjs this <store file> <count>
 // Messages to the parent: { type: 'ready' }, then { type: 'latencies', values } or { type: 'error', message }.
 
-// Defined here rather than imported from w6-this.mjs: the BullMQ child must not load the addon.
-const nowMs = () => Number(process.hrtime.bigint()) / 1e6; // CLOCK_MONOTONIC, as in w6-this.mjs
+import { nowMs } from './lib/clock.mjs';
 
 let finishing = false;
 const send = (msg) => new Promise((resolve) => process.send(msg, () => resolve()));

@@ -13,12 +13,7 @@ import { existsSync, statSync } from 'node:fs';
 const require = createRequire(import.meta.url);
 const { BackgroundExecutor } = require('../index.js');
 
-/**
- * CLOCK_MONOTONIC in ms, the same clock in every process of this machine (performance.timeOrigin
- * + now() follows the wall clock as it was at each process's start: on a VM whose clock is
- * stepped and slewed, processes started apart disagree by tens of ms).
- */
-export const nowMs = () => Number(process.hrtime.bigint()) / 1e6;
+export { nowMs } from './lib/clock.mjs';
 
 /** The store URL for a SQLite file. */
 export const storeUrl = (file) => `sqlite:${file}`;

@@ -47,6 +47,7 @@ import path from 'node:path';
 import { createCleanups, sleep, spawnTracked as spawnWith, stopProcess } from './lib/procs.mjs';
 import { findOnPath, startRedis as startRedisIn } from './lib/redis.mjs';
 import { exitWhenDone, loadavg, machine, printGoals, table, writeJson } from './lib/report.mjs';
+import { nowMs } from './lib/clock.mjs';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const ROOT = path.resolve(HERE, '..');
@@ -80,7 +81,6 @@ const OPT = {
 
 // ----- helpers ---------------------------------------------------------------------------
 
-const nowMs = () => Number(process.hrtime.bigint()) / 1e6; // CLOCK_MONOTONIC, as in w6-this.mjs
 const fmt = (x, d = 2) => (x === null || x === undefined || Number.isNaN(x) ? '—' : x.toFixed(d));
 const fmtN = (n) => (n === null || n === undefined ? '—' : Math.round(n).toLocaleString('en-US'));
 

@@ -35,7 +35,7 @@ const storeEvents = require('./store-events.js');
 const shutdown = require('./shutdown.js');
 const { runsAnyAgent } = require('../agents.js');
 
-const { DurableRun, MAX_CLAIM } = runs;
+const { MAX_CLAIM } = runs;
 
 class Durable extends Outcomes {
   /** `ex` is the executor; `store` its parsed `store` config (see config.js). */
@@ -228,4 +228,4 @@ class Durable extends Outcomes {
   }
 }
 
-module.exports = { Durable, DurableRun, parseDurableId };
+module.exports = { Durable, parseDurableId };

@@ -599,7 +599,7 @@ fn claim_sqls() -> Vec<String> {
     FIRST_QUEUED_AGENT.to_string(),
     QUEUED_AGENT.to_string(),
     CLAIM_PICK.to_string(),
-    claim_take(),
+    claim_take().to_string(),
   ]
 }
 
@@ -628,11 +628,15 @@ const CLAIM_PICK: &str = "SELECT priority, id FROM bmad_executions \
   WHERE state = 0 AND agent = ?1 AND (scheduled_at <= ?2 OR scheduled_at <= created_at) \
   ORDER BY priority DESC, id LIMIT ?3";
 
-fn claim_take() -> String {
-  format!(
-    "UPDATE bmad_executions SET state = 1, attempt = attempt + 1, owner = ?1, lease_expires_at = ?2, attempted_at = ?3 \
-     WHERE id IN (SELECT value FROM json_each(?4)) AND state = 0 RETURNING {COLUMNS}"
-  )
+/// Takes the claimed ids (`?4`, JSON), compare-and-set on queued. Built once.
+fn claim_take() -> &'static str {
+  static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+      "UPDATE bmad_executions SET state = 1, attempt = attempt + 1, owner = ?1, lease_expires_at = ?2, attempted_at = ?3 \
+       WHERE id IN (SELECT value FROM json_each(?4)) AND state = 0 RETURNING {COLUMNS}"
+    )
+  });
+  &SQL
 }
 
 /// Claims the best `limit` due executions of the agents of interest but `exclude`. Each
@@ -652,9 +656,10 @@ fn claim(
 ) -> StoreResult<Vec<Row>> {
   // A long list of agents of interest is not read one by one: the agents with queued work
   // are found in the index and kept when listed.
-  let agents: Vec<String> = if interest.any || interest.agents.len() > LISTED_AGENTS_READ {
+  let found: Vec<String>;
+  let agents: &[String] = if interest.any || interest.agents.len() > LISTED_AGENTS_READ {
     let listed: std::collections::HashSet<&str> = interest.agents.iter().map(String::as_str).collect();
-    let mut found = Vec::new();
+    let mut queued = Vec::new();
     let mut next = tx
       .prepare_cached(FIRST_QUEUED_AGENT)?
       .query_row([], |r| r.get::<_, String>(0))
@@ -663,12 +668,13 @@ fn claim(
     while let Some(a) = next {
       next = st.query_row([&a], |r| r.get::<_, String>(0)).optional()?;
       if interest.any || listed.contains(a.as_str()) {
-        found.push(a);
+        queued.push(a);
       }
     }
-    found
+    found = queued;
+    &found
   } else {
-    interest.agents.clone()
+    &interest.agents
   };
   // Rows as (Reverse(priority), id): the smaller, the sooner it runs.
   type Rank = (std::cmp::Reverse<i64>, i64);
@@ -705,7 +711,7 @@ fn claim(
   }
   let ids: Vec<i64> = best.iter().map(|&(_, id)| id).collect();
   let ids = serde_json::to_string(&ids).map_err(|e| StoreError::store(e.to_string()))?;
-  let mut st = tx.prepare_cached(&claim_take())?;
+  let mut st = tx.prepare_cached(claim_take())?;
   let mut rows = st
     .query_map(params![owner, now + lease_ms, now, ids], row)?
     .collect::<rusqlite::Result<Vec<_>>>()?;

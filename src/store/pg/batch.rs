@@ -107,8 +107,8 @@ impl BatchSql {
       // was lost: ended with this very error, or queued again for a retry with it (the owner
       // is cleared then, and the attempt counted at the next claim).
       failing: format!(
-        "SELECT e.id, e.attempt, e.max_attempts, e.retry_delay_ms, e.backoff, e.cancel_requested, e.state = 1, \
-           e.state, e.scheduled_at \
+        "SELECT e.id, e.attempt, e.max_attempts, e.retry_delay_ms, e.backoff, e.cancel_requested, e.state, \
+           e.scheduled_at \
          FROM {s}.bmad_executions e \
          JOIN unnest($1::int8[], $2::int4[], $4::text[]) u(id, attempt, value) ON e.id = u.id AND e.attempt = u.attempt \
          WHERE e.id = ANY($1) \
@@ -426,9 +426,10 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
       else {
         continue;
       };
-      if !r.get::<_, bool>(6) {
-        out.finished[i] = if r.get::<_, i16>(7) == 0 {
-          Finished::Retry((r.get::<_, f64>(8) - now).max(0.0))
+      let state: i16 = r.get(6);
+      if state != 1 {
+        out.finished[i] = if state == 0 {
+          Finished::Retry((r.get::<_, f64>(7) - now).max(0.0))
         } else {
           Finished::Recorded
         };

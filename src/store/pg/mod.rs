@@ -243,11 +243,14 @@ fn connection_lost(e: &tokio_postgres::Error) -> bool {
 
 /// Statements prepared on the current connection, by their text: each is parsed once, then
 /// runs in one round trip (a statement given as text costs a second one to prepare).
+/// `batch_ready`: a batch's statements are all among them (checked once per connection,
+/// not at every batch).
 #[derive(Default)]
-pub struct Statements(Mutex<HashMap<String, Statement>>);
+pub struct Statements(Mutex<HashMap<String, Statement>>, std::sync::atomic::AtomicBool);
 
 impl Statements {
   fn clear(&self) {
+    self.1.store(false, Ordering::Relaxed);
     if let Ok(mut m) = self.0.lock() {
       m.clear();
     }
@@ -274,8 +277,12 @@ impl Db<'_> {
     Ok(st)
   }
 
-  /// Prepares those of `sqls` not prepared yet, in one round trip.
-  pub async fn prepare_all(&self, sqls: &[&str]) -> Result<(), tokio_postgres::Error> {
+  /// Prepares a batch's statements `sqls` not prepared yet, in one round trip; once they are
+  /// all prepared, later batches on this connection skip the look.
+  pub async fn prepare_batch(&self, sqls: &[&str]) -> Result<(), tokio_postgres::Error> {
+    if self.statements.1.load(Ordering::Relaxed) {
+      return Ok(());
+    }
     let missing: Vec<&str> = match self.statements.0.lock() {
       Ok(m) => sqls.iter().copied().filter(|q| !m.contains_key(*q)).collect(),
       Err(_) => sqls.to_vec(),
@@ -290,6 +297,7 @@ impl Db<'_> {
         m.insert((*sql).to_string(), st);
       }
     }
+    self.statements.1.store(true, Ordering::Relaxed);
     Ok(())
   }
 

@@ -329,7 +329,7 @@ impl PgStore {
     let db = self.conn.db();
     self
       .conn
-      .wait("cannot prepare for", db.prepare_all(&self.batch_sql.all()))?;
+      .wait("cannot prepare for", db.prepare_batch(&self.batch_sql.all()))?;
     let limited = &self.limited;
     let mut cx = batch::Ctx {
       careful: false,
@@ -598,6 +598,7 @@ impl PgStore {
   }
 
   /// Whether a sweep started by `start_retention` is under way.
+  #[cfg(test)]
   pub fn sweeping(&self) -> bool {
     self.sweeper.busy()
   }
