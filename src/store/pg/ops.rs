@@ -548,9 +548,18 @@ impl PgStore {
           });
         }
       }
+      // A dead worker is forgotten once none of its attempts is left running: a row another
+      // transaction held (skipped above, e.g. the dead process's own batch not yet rolled
+      // back) is moved at the next rescue, not left to its lease.
       if !dead.is_empty() {
         client
-          .execute(&format!("DELETE FROM {s}.bmad_workers WHERE owner = ANY($1)"), &[&dead])
+          .execute(
+            &format!(
+              "DELETE FROM {s}.bmad_workers w WHERE owner = ANY($1) \
+               AND NOT EXISTS (SELECT 1 FROM {s}.bmad_executions e WHERE e.state = 1 AND e.owner = w.owner)"
+            ),
+            &[&dead],
+          )
           .await?;
       }
       // Workers silent for long (other hosts) are forgotten; their executions were rescued by

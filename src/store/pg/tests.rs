@@ -590,6 +590,65 @@ fn a_lost_worker_s_executions_are_rescued_once_and_its_late_end_is_stale() {
 }
 
 #[test]
+fn a_dead_worker_s_attempt_held_by_another_transaction_is_rescued_at_the_next_rescue() {
+  let Some(url) = server() else { return };
+  let mut a = store(&url, "held");
+  let mut b = store(&url, "held");
+  let ids = insert(&mut a, vec![exec("a", 3), exec("a", 2)]);
+  assert_eq!(claim(&mut a, 2, T0 + 1.0), ids);
+  // A's process has exited: its worker row names a pid that no longer runs.
+  let mut child = std::process::Command::new("true").spawn().expect("spawn true");
+  let gone = child.id();
+  child.wait().expect("wait");
+  let mut c = PgConnection::open(target(&url, "held")).expect("open");
+  sql(
+    &mut c,
+    &format!(
+      "UPDATE {{s}}.bmad_workers SET pid = {gone}, proc_start = 1 \
+       WHERE owner IN (SELECT owner FROM {{s}}.bmad_executions WHERE state = 1)"
+    ),
+  );
+  // Another transaction holds one of its rows while B rescues: B moves the other one only.
+  sql(
+    &mut c,
+    &format!(
+      "BEGIN; SELECT 1 FROM {{s}}.bmad_executions WHERE id = {} FOR UPDATE",
+      ids[1]
+    ),
+  );
+  let now = T0 + 2.0; // well within the lease
+  let first: Vec<i64> = b.rescue(now).expect("rescue").iter().map(|r| r.id).collect();
+  assert_eq!(first, vec![ids[0]]);
+  sql(&mut c, "ROLLBACK");
+  // The dead worker is still known, so its last attempt does not wait for the lease.
+  let second: Vec<i64> = b
+    .rescue(now + 1.0)
+    .expect("rescue")
+    .iter()
+    .map(|r| r.id)
+    .collect();
+  assert_eq!(second, vec![ids[1]]);
+  let mut left = PgConnection::open(target(&url, "held")).expect("open");
+  let workers: i64 = left
+    .wait(
+      "test",
+      left.client().query_one(
+        &format!(
+          "SELECT count(*) FROM {}.bmad_workers",
+          left.target.quoted_schema()
+        ),
+        &[],
+      ),
+    )
+    .expect("count")
+    .get(0);
+  assert_eq!(workers, 1, "then forgotten: only B is left");
+  drop(c);
+  drop(left);
+  drop_schema(&url, "held");
+}
+
+#[test]
 fn a_batch_sent_again_after_its_answer_was_lost_changes_nothing_twice() {
   // A batch whose COMMIT went through but whose answer was lost is sent again as it was:
   // its submissions are not stored twice, its attempt ends are not reported stale, and the
