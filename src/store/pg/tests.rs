@@ -628,7 +628,7 @@ fn a_dead_worker_s_attempt_held_by_another_transaction_is_rescued_at_the_next_re
     .map(|r| r.id)
     .collect();
   assert_eq!(second, vec![ids[1]]);
-  let mut left = PgConnection::open(target(&url, "held")).expect("open");
+  let left = PgConnection::open(target(&url, "held")).expect("open");
   let workers: i64 = left
     .wait(
       "test",
