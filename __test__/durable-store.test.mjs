@@ -648,6 +648,28 @@ test('shutdown() (cancel) leaves queued executions in the store for the next exe
   );
 });
 
+test('shutdown() right after submissions not yet committed: execute() and callbacks get ERR_EXECUTOR_SHUT_DOWN once, the executions stay queued', async (t) => {
+  const { url } = newStore(t);
+  const a = make(url, { agents: { later: (task) => task } });
+  const p = settleOf(a.execute('later', 'p'));
+  const calls = [];
+  a.executeWithCallback('later', 'c', (err, value) => calls.push({ err, value }));
+  const f = a.fireAndForget('later', 'f');
+  await a.shutdown();
+  const r = await Promise.race([p, sleep(2000).then(() => 'pending')]);
+  assert.notEqual(r, 'pending', 'execute() settled');
+  assert.equal(r.ok, false);
+  assert.equal(r.value.code, 'ERR_EXECUTOR_SHUT_DOWN');
+  assert.equal(r.value.executionId, 'exec-d1');
+  await sleep(50);
+  assert.equal(calls.length, 1, 'the callback was called once');
+  assert.equal(calls[0].err.code, 'ERR_EXECUTOR_SHUT_DOWN');
+  assert.equal(calls[0].err.executionId, 'exec-d2');
+  assert.equal((await f).executionId, 'exec-d3');
+  const b = make(url);
+  for (const id of ['exec-d1', 'exec-d2', 'exec-d3']) assert.equal((await b.fetchExecutionStatus(id)).status, 'queued', id);
+});
+
 // ----- retention ---------------------------------------------------------------------------
 
 test('retention: maxRetainedResults and resultTtlMs delete finished rows (retention runs every 5 s)', async (t) => {

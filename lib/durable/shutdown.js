@@ -48,16 +48,7 @@ function forced(durable) {
 function close(durable) {
   if (durable.closePromise !== undefined) return durable.closePromise;
   durable.closing = true;
-  for (const [rowId, list] of [...durable.handles]) {
-    const err = coded(
-      Error,
-      'ERR_EXECUTOR_SHUT_DOWN',
-      `The executor shut down before execution ${durableId(rowId)} ended; it stays in the store (fetchExecutionStatus reads its outcome later)`,
-      { executionId: durableId(rowId) },
-    );
-    durable.handles.delete(rowId);
-    for (const rec of list) if (rec.mode === MODE_EXECUTE || rec.callback !== null) durable._settleHandle(rec, 'failed', err);
-  }
+  for (const rowId of [...durable.handles.keys()]) answerClosed(durable, rowId);
   for (const [rowId, list] of [...durable.waiters]) {
     durable.waiters.delete(rowId);
     for (const w of list) w({ found: false });
@@ -77,4 +68,22 @@ function close(durable) {
   return durable.closePromise;
 }
 
-module.exports = { beginShutdown, forced, close };
+/**
+ * The callers waiting for execution `rowId` get `ERR_EXECUTOR_SHUT_DOWN`: at close, and for
+ * a submission whose commit is answered after it (made just before `shutdown()`).
+ * @param {Durable} durable
+ */
+function answerClosed(durable, rowId) {
+  const list = durable.handles.get(rowId);
+  if (list === undefined) return;
+  durable.handles.delete(rowId);
+  const err = coded(
+    Error,
+    'ERR_EXECUTOR_SHUT_DOWN',
+    `The executor shut down before execution ${durableId(rowId)} ended; it stays in the store (fetchExecutionStatus reads its outcome later)`,
+    { executionId: durableId(rowId) },
+  );
+  for (const rec of list) if (rec.mode === MODE_EXECUTE || rec.callback !== null) durable._settleHandle(rec, 'failed', err);
+}
+
+module.exports = { beginShutdown, forced, close, answerClosed };

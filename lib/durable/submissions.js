@@ -16,6 +16,7 @@ const { toJson } = require('./json.js');
 const { durableId } = require('./values.js');
 const { DurableRun } = require('./runs.js');
 const { userAborted } = require('./cancels.js');
+const { answerClosed } = require('./shutdown.js');
 const P = require('../protocol.js');
 
 const { MODE_EXECUTE, MODE_NAMES } = P;
@@ -123,6 +124,8 @@ function inserted(durable, rec, rowId, existing) {
     x.refused = null;
     admitted({ executionId: d.extId, mode: MODE_NAMES[rec.mode], status: 'queued' });
   }
+  // Committed after close() answered the waiting callers: this one is answered the same way.
+  if (durable.closePromise !== undefined) answerClosed(durable, rowId);
 }
 
 /** The commit failed: the submission is refused with the store's error. */
