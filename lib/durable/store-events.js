@@ -123,6 +123,17 @@ function batchDone(durable, sent, ev) {
  * @param {Durable} durable
  */
 function gaveUp(durable, pending) {
+  // Submissions not acknowledged: refused, as a commit that failed for good refuses them.
+  for (const rec of pending.insertRecs) {
+    refused(
+      rec,
+      coded(
+        Error,
+        'ERR_STORE',
+        'The store kept failing while closing: the submission could not be confirmed stored (stored only if a commit went through and its answer was lost)',
+      ),
+    );
+  }
   const n = pending.finishRecs.length + pending.releases.length / 2;
   if (n > 0) {
     const err = coded(Error, 'ERR_STORE', `The store kept failing while closing: ${n} attempt end(s) not written; the store's rescue will run them again`);

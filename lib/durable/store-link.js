@@ -178,9 +178,16 @@ class StoreLink {
       this.retryTimer = setTimeout(() => {
         this.retryTimer = null;
         this.flush();
+        // Closing, a failed claim is not tried again (no free slots): nothing may be in flight.
+        this.checkDrained();
       }, delay);
     }
     if (!this.pending.empty || this.claimWanted) this.flush();
+    this.checkDrained();
+  }
+
+  /** close() waits for the batches in flight: once none is, and no retry is due, it goes on. */
+  checkDrained() {
     if (this.onDrained !== null && this.inFlight.length === 0 && (this.retryTimer === null || this.dead)) {
       const go = this.onDrained;
       this.onDrained = null;

@@ -1,0 +1,57 @@
+// shutdown() while the PostgreSQL server is out of reach: it settles, and so does every
+// caller. The executor talks to the server through a TCP proxy that cuts its connections.
+import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { test, shutDownAfterEach, waitUntil, settleOf } from './helpers.mjs';
+import { SERVER, startProxy } from './durable/pg-proxy.mjs';
+
+const pgTest = SERVER ? test : (name) => test(name, (t) => t.skip('BMAD_TEST_PG_URL is not set (run it through scripts/pg-cluster.mjs)'));
+const create = shutDownAfterEach({ timeoutMs: 5000 });
+let schemas = 0;
+
+const direct = (schema) => `${SERVER}?schema=${schema}`;
+/** `p`, or 'pending' after `ms`. */
+const within = (p, ms) => Promise.race([p, sleep(ms).then(() => 'pending')]);
+
+pgTest('a submission that cannot be stored before shutdown() gives up is refused with ERR_STORE, not left pending', async () => {
+  const schema = `shutdown_insert_${process.pid}_${++schemas}`;
+  const proxy = await startProxy();
+  try {
+    const submitter = create({ store: proxy.url(schema), throttleIfExceeded: false });
+    await submitter.initialize();
+    proxy.cut();
+    const p = settleOf(submitter.execute('x', 'never stored'));
+    await sleep(100); // its batch failed at least once and waits to go again
+    const closed = submitter.shutdown();
+    const r = await within(p, 15000);
+    assert.notEqual(r, 'pending', 'execute() settled');
+    assert.equal(r.ok, false);
+    assert.equal(r.value.code, 'ERR_STORE');
+    assert.match(r.value.message, /could not be confirmed stored/);
+    assert.notEqual(await within(closed, 5000), 'pending', 'shutdown() settled');
+  } finally {
+    await proxy.close();
+  }
+});
+
+pgTest('shutdown() while a claim is lost with the connection settles once the server is back', async () => {
+  const schema = `shutdown_claim_${process.pid}_${++schemas}`;
+  const proxy = await startProxy();
+  try {
+    const worker = create({ store: proxy.url(schema), throttleIfExceeded: false });
+    worker.registerAgent('x', async (task) => task);
+    const submitter = create({ store: direct(schema), throttleIfExceeded: false });
+    await Promise.all([worker.initialize(), submitter.initialize()]);
+    // The worker's claim reaches the server, its answer is dropped and the connection cut.
+    proxy.arm('SET state = 1, attempt = e.attempt + 1');
+    await submitter.fireAndForget('x', 'claimed, answer lost');
+    await waitUntil(() => proxy.state.cuts === 1, 'the claim was cut', { intervalMs: 1 });
+    // The claim is still in flight: shutdown() waits for it, then for nothing more.
+    const closed = worker.shutdown();
+    await sleep(300);
+    proxy.open();
+    assert.notEqual(await within(closed, 15000), 'pending', 'shutdown() settled');
+  } finally {
+    await proxy.close();
+  }
+});
