@@ -50,12 +50,19 @@ pub fn is_dead(pid: u32, started: u64) -> bool {
   if started == 0 || pid == 0 {
     return false;
   }
-  if is_zombie(pid) {
+  judge(started, is_zombie(pid), proc_start(pid), pid_exists(pid))
+}
+
+/// `is_dead` from what was read: a zombie is dead; another start time means the pid was
+/// reused; with no start time readable (`/proc` hides other users' processes under
+/// `hidepid` or systemd's `ProtectProc`), only a pid that no longer exists is dead.
+fn judge(started: u64, zombie: bool, start_now: Option<u64>, exists: bool) -> bool {
+  if zombie {
     return true; // killed, not yet reaped by its parent
   }
-  match proc_start(pid) {
-    Some(now) => now != started, // the pid was reused by another process
-    None => !pid_exists(pid),
+  match start_now {
+    Some(now) => now != started,
+    None => !exists,
   }
 }
 
@@ -107,9 +114,17 @@ fn proc_start(_pid: u32) -> Option<u64> {
   None
 }
 
+/// Whether a process `pid` exists, asked of the kernel (signal 0 sends nothing): `/proc` may
+/// hide it. EPERM means it exists but belongs to another user; anything but ESRCH is taken
+/// as "exists", so a process is never judged dead on an unclear answer.
 #[cfg(target_os = "linux")]
 fn pid_exists(pid: u32) -> bool {
-  std::path::Path::new(&format!("/proc/{pid}")).exists()
+  let Ok(pid) = libc::pid_t::try_from(pid) else {
+    return true;
+  };
+  // SAFETY: kill with signal 0 only checks that the process exists and may be signalled.
+  let rc = unsafe { libc::kill(pid, 0) };
+  rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -175,6 +190,18 @@ mod tests {
     child.wait().expect("wait");
     assert!(is_dead(pid, started));
     assert!(!is_dead(pid, 0), "no recorded start time: never judged dead");
+    assert!(!pid_exists(pid), "reaped: gone");
+    assert!(pid_exists(std::process::id()));
     assert!(!host_key().is_empty());
+  }
+
+  #[test]
+  fn a_process_hidden_by_proc_is_alive_while_it_exists() {
+    // hidepid / ProtectProc: no start time readable, but the kernel says the pid exists.
+    assert!(!judge(42, false, None, true));
+    assert!(judge(42, false, None, false), "gone");
+    assert!(judge(42, false, Some(43), true), "reused");
+    assert!(!judge(42, false, Some(42), true));
+    assert!(judge(42, true, None, true), "a zombie");
   }
 }
