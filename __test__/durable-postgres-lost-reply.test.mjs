@@ -127,3 +127,27 @@ pgTest('a cancel whose COMMIT answer was lost is sent again and answers as the c
     await proxy.close();
   }
 });
+
+pgTest('a claim that commits after its batch was given up (answer too late) is handed back by the next heartbeat, not renewed for ever', async () => {
+  const schema = `late_claim_${process.pid}_${++schemas}`;
+  // Heartbeats every leaseMs / 3.
+  const worker = create({ store: direct(schema), throttleIfExceeded: false, leaseMs: 900 });
+  await worker.initialize();
+  // Nobody here runs 'late': the row is queued, then taken in this worker's name as a
+  // pipeline that timed out on the client and committed on the server afterwards would.
+  const { executionId } = await worker.fireAndForget('late', 'task');
+  const owner = sql(`SELECT to_json(owner) FROM "${schema}".bmad_workers`);
+  sql(
+    `WITH u AS (UPDATE "${schema}".bmad_executions SET state = 1, attempt = 1, owner = '${owner}', ` +
+      `lease_expires_at = extract(epoch FROM now()) * 1000 + 3600000 RETURNING 1) SELECT count(*) FROM u`,
+  );
+  await waitUntil(() => sql(`SELECT state FROM "${schema}".bmad_executions`) === 0, 'the claim nobody here knows of is queued again', {
+    timeoutMs: 3000,
+  });
+  assert.deepEqual(sql(`SELECT json_build_array(attempt, owner) FROM "${schema}".bmad_executions`), [0, null], 'the attempt uncounted');
+  // Another executor runs it.
+  const runner = create({ store: direct(schema), throttleIfExceeded: false });
+  runner.registerAgent('late', async (task) => `ran ${task}`);
+  const final = await runner.waitFor(executionId);
+  assert.deepEqual([final.status, final.result, final.attempt], ['completed', 'ran task', 1]);
+});

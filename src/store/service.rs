@@ -465,15 +465,21 @@ impl Service {
   /// The connection is back: claims whose answer was lost go back to the queue, and what
   /// other executors did meanwhile is looked at.
   fn resync(&mut self) {
+    self.release_unknown();
+    self.check_ended();
+    if !self.store.interest().none {
+      self.emit(Event::Changed);
+    }
+  }
+
+  /// Attempts this worker holds in the store but does not know of go back to the queue:
+  /// claims whose answer was lost.
+  fn release_unknown(&mut self) {
     let running: Vec<(i64, u32)> = self.running.iter().map(|(&id, &a)| (id, a)).collect();
     match self.store.release_unknown(&running) {
       Ok(ids) if !ids.is_empty() => tracing::debug!(?ids, "claims whose answer was lost handed back"),
       Ok(_) => {}
       Err(e) => self.emit(Event::Background(e)),
-    }
-    self.check_ended();
-    if !self.store.interest().none {
-      self.emit(Event::Changed);
     }
   }
 
@@ -485,8 +491,12 @@ impl Service {
     let now = now_ms();
     if now >= self.next_heartbeat {
       self.next_heartbeat = now + self.opts.lease_ms / 3.0;
-      if let Err(e) = self.store.heartbeat(now) {
-        self.emit(Event::Background(e));
+      match self.store.heartbeat(now) {
+        // Also after a reconnect's look: a batch given up when its answer was late may
+        // still commit its claims on the server afterwards, and the heartbeat would renew
+        // them for ever.
+        Ok(()) => self.release_unknown(),
+        Err(e) => self.emit(Event::Background(e)),
       }
     }
     if now >= self.next_rescue {

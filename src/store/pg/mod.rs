@@ -463,8 +463,10 @@ impl PgConnection {
   ) -> StoreResult<T> {
     let r = block(self.rt(), &self.target.shown, what, fut);
     if matches!(&r, Err(e) if e.code == super::DISCONNECTED) {
-      // No answer in time (or the connection went): this connection is done with, so
-      // nothing runs later inside a transaction left open on it.
+      // No answer in time (or the connection went): this connection is done with, so no
+      // later request joins a transaction left open on it. A pipeline already sent whole,
+      // COMMIT included, may still commit on the server: claims it made are handed back by
+      // the store thread (`release_unknown` at the next heartbeat).
       self.dropped.set(true);
     }
     r
