@@ -428,8 +428,16 @@ impl PgConnection {
         // is kept until the table's statistics change much, so each statement is written
         // for the index it should use (`state + 0` where the index of ended rows would
         // match, one text per case where an OR of parameters would hide the index).
+        //
+        // The server ends what the client has given up on: a statement before the client's
+        // own timeout (the claims of a pipeline left running could commit after the
+        // reconnect), and a transaction left idle (its client gone without a word: a host
+        // that died, a network cut) instead of holding its row locks until TCP notices.
         client
-          .batch_execute("SET enable_seqscan = off; SET jit = off; SET plan_cache_mode = force_generic_plan")
+          .batch_execute(
+            "SET enable_seqscan = off; SET jit = off; SET plan_cache_mode = force_generic_plan; \
+             SET statement_timeout = '25s'; SET idle_in_transaction_session_timeout = '10s'",
+          )
           .await?;
         client.query_one("SELECT pg_backend_pid()", &[]).await
       })?

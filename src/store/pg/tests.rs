@@ -590,6 +590,25 @@ fn a_lost_worker_s_executions_are_rescued_once_and_its_late_end_is_stale() {
 }
 
 #[test]
+fn the_server_ends_statements_and_idle_transactions_the_client_has_given_up_on() {
+  let Some(url) = server() else { return };
+  let c = PgConnection::open(target(&url, "timeouts")).expect("open");
+  let show = |name: &str| -> String {
+    c.wait("test", c.client().query_one(&format!("SHOW {name}"), &[]))
+      .expect("show")
+      .get(0)
+  };
+  assert_eq!(show("statement_timeout"), "25s");
+  assert!(
+    Duration::from_secs(25) < TIMEOUT,
+    "before the client's own timeout"
+  );
+  assert_eq!(show("idle_in_transaction_session_timeout"), "10s");
+  drop(c);
+  drop_schema(&url, "timeouts");
+}
+
+#[test]
 fn a_dead_worker_s_attempt_held_by_another_transaction_is_rescued_at_the_next_rescue() {
   let Some(url) = server() else { return };
   let mut a = store(&url, "held");
