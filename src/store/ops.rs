@@ -430,10 +430,14 @@ impl Backend for Store {
   }
 
   /// This worker leaves the store (its running attempts were released or finished).
+  /// Forgets this worker, unless attempts are still running in its name (see the
+  /// PostgreSQL store's `leave`).
   fn leave(&mut self) -> StoreResult<()> {
-    self
-      .conn
-      .execute("DELETE FROM bmad_workers WHERE owner = ?1", [&self.me.owner])?;
+    self.conn.execute(
+      "DELETE FROM bmad_workers WHERE owner = ?1 \
+       AND NOT EXISTS (SELECT 1 FROM bmad_executions e WHERE e.state = 1 AND e.owner = ?1)",
+      [&self.me.owner],
+    )?;
     Ok(())
   }
 

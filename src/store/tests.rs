@@ -384,6 +384,23 @@ fn open_under_a_file_is_refused() {
 // ----- insert, claim, finish ---------------------------------------------------------------
 
 #[test]
+fn a_worker_that_leaves_with_attempts_running_stays_known_until_they_end() {
+  let dir = TempDir::new("leave_running");
+  let path = dir.db();
+  let mut s = open_any(&path);
+  let id = insert_ids(&mut s, vec![exec("x")], T0)[0];
+  assert_eq!(claimed_ids(&mut s, 1, T0 + 1.0), vec![id]);
+  let workers = || count(&raw(&path), "SELECT count(*) FROM bmad_workers");
+  // A close that gave up: its attempt is still running in its name. Its row stays, so a
+  // rescuer on this host moves it once the process has exited.
+  s.leave().expect("leave");
+  assert_eq!(workers(), 1);
+  assert_eq!(finish(&mut s, completed(id, 1), T0 + 2.0), Finished::Recorded);
+  s.leave().expect("leave");
+  assert_eq!(workers(), 0);
+}
+
+#[test]
 fn insert_claim_complete_records_the_end() {
   let dir = TempDir::new("claim_complete");
   let path = dir.db();

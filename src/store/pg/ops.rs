@@ -658,9 +658,16 @@ impl PgStore {
   }
 
   /// This worker leaves the store.
+  /// Forgets this worker, unless attempts are still running in its name (a close that gave
+  /// up, an executor dropped): then the row stays, so that once this process has exited a
+  /// rescuer on this host moves them at once instead of at the end of their lease.
   pub fn leave(&mut self) -> StoreResult<()> {
     self.conn.ensure()?;
-    let sql = format!("DELETE FROM {}.bmad_workers WHERE owner = $1", self.s);
+    let sql = format!(
+      "DELETE FROM {s}.bmad_workers w WHERE owner = $1 \
+       AND NOT EXISTS (SELECT 1 FROM {s}.bmad_executions e WHERE e.state = 1 AND e.owner = w.owner)",
+      s = self.s
+    );
     self.wait("cannot leave", self.db().execute(&sql, &[&self.me.owner]))?;
     Ok(())
   }

@@ -783,6 +783,30 @@ fn claims_follow_interest_and_exclusions_and_releases_hand_attempts_back() {
 }
 
 #[test]
+fn a_worker_that_leaves_with_attempts_running_stays_known_until_they_end() {
+  let Some(url) = server() else { return };
+  let mut s = store(&url, "leave");
+  let ids = insert(&mut s, vec![exec("a", 0)]);
+  assert_eq!(claim(&mut s, 1, T0 + 1.0), ids);
+  let c = PgConnection::open(target(&url, "leave")).expect("open");
+  let workers = || -> i64 {
+    let q = format!("SELECT count(*) FROM {}.bmad_workers", c.target.quoted_schema());
+    c.wait("test", c.client().query_one(&q, &[]))
+      .expect("count")
+      .get(0)
+  };
+  // A close that gave up: its attempt is still running in its name. Its row stays, so a
+  // rescuer on this host moves it once the process has exited.
+  s.leave().expect("leave");
+  assert_eq!(workers(), 1);
+  assert_eq!(finish(&mut s, completed(ids[0]), T0 + 2.0), Finished::Recorded);
+  s.leave().expect("leave");
+  assert_eq!(workers(), 0);
+  drop(c);
+  drop_schema(&url, "leave");
+}
+
+#[test]
 fn a_schema_named_with_quotes_works() {
   let Some(url) = server() else { return };
   let name = "it's \"quoted\"";
