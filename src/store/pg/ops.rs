@@ -232,12 +232,8 @@ impl PgStore {
         ),
       )?
       .get(0);
-    let offset = server - (before + now_ms()) / 2.0;
-    self.offset_ms = if offset.abs() < SKEW_IGNORED_MS {
-      0.0
-    } else {
-      offset.round()
-    };
+    let max_round_trip = (self.lease_ms / 10.0).min(1_000.0);
+    self.offset_ms = clock_offset(before, server, now_ms(), self.offset_ms, max_round_trip);
     Ok(())
   }
 
@@ -670,6 +666,22 @@ impl PgStore {
     );
     self.wait("cannot leave", self.db().execute(&sql, &[&self.me.owner]))?;
     Ok(())
+  }
+}
+
+/// The server's clock less this host's, from a reading `server` taken between `before` and
+/// `after` (this host's clock): the middle of the round trip, wrong by up to half of it. A
+/// round trip longer than `max_round_trip` (a stalled network) keeps `previous`: its error
+/// could make live leases look expired. Within `SKEW_IGNORED_MS`, 0.
+pub(super) fn clock_offset(before: f64, server: f64, after: f64, previous: f64, max_round_trip: f64) -> f64 {
+  if after - before > max_round_trip {
+    return previous;
+  }
+  let offset = server - (before + after) / 2.0;
+  if offset.abs() < SKEW_IGNORED_MS {
+    0.0
+  } else {
+    offset.round()
   }
 }
 

@@ -590,6 +590,20 @@ fn a_lost_worker_s_executions_are_rescued_once_and_its_late_end_is_stale() {
 }
 
 #[test]
+fn a_slow_clock_reading_keeps_the_previous_offset() {
+  use super::ops::clock_offset;
+  // The server 2 s ahead, read in a 10 ms round trip.
+  assert_eq!(clock_offset(1_000.0, 3_005.0, 1_010.0, 0.0, 1_000.0), 2_000.0);
+  // Within the ignored skew: none.
+  assert_eq!(clock_offset(1_000.0, 1_030.0, 1_010.0, 500.0, 1_000.0), 0.0);
+  // A 20 s stall: the middle could be 10 s off; the previous offset stays.
+  assert_eq!(
+    clock_offset(1_000.0, 1_500.0, 21_000.0, 2_000.0, 1_000.0),
+    2_000.0
+  );
+}
+
+#[test]
 fn the_server_ends_statements_and_idle_transactions_the_client_has_given_up_on() {
   let Some(url) = server() else { return };
   let c = PgConnection::open(target(&url, "timeouts")).expect("open");
