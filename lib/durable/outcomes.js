@@ -103,7 +103,9 @@ class Outcomes {
   }
 
   _settleHandle(rec, status, value) {
-    rec.done = true;
+    // An attempt still running here (its lease ran out, another executor ended the
+    // execution) ends on its own: its end is written, found stale, and it leaves `runs`.
+    if (!rec.x.durable.running) rec.done = true;
     if (rec.x.userSignal !== null) this.ex._unwireSignal(rec);
     if (rec.mode === MODE_EXECUTE || rec.callback !== null) this.awaiting--;
     this.ex._answer(rec, status === 'completed', value);
