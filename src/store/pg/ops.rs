@@ -653,7 +653,6 @@ impl PgStore {
     Ok(back)
   }
 
-  /// This worker leaves the store.
   /// Forgets this worker, unless attempts are still running in its name (a close that gave
   /// up, an executor dropped): then the row stays, so that once this process has exited a
   /// rescuer on this host moves them at once instead of at the end of their lease.
