@@ -1,6 +1,6 @@
 // executeMultiple.
 import assert from 'node:assert/strict';
-import { test, exitIfWorkLeftBehind, makeExecutor, sleep } from './helpers.mjs';
+import { test, exitIfWorkLeftBehind, makeExecutor, sleep, within } from './helpers.mjs';
 
 exitIfWorkLeftBehind();
 
@@ -311,4 +311,19 @@ test('options reach every agent unchanged and the priority applies to each execu
   } finally {
     await bg.shutdown();
   }
+});
+
+test('executeMultiple of more items than one native batch settles when they end while it is still submitting (aborted signal, full queue)', async () => {
+  const bg = makeExecutor({ maxConcurrentAgents: 2, agents: { a: async (t) => t } });
+  const names = Array.from({ length: 600 }, () => 'a');
+  const aborted = await within(bg.executeMultiple(names, 't', { signal: AbortSignal.abort() }), 3000);
+  assert.notEqual(aborted, 'pending', 'settled with an aborted signal');
+  assert.equal(aborted.results.length, 600);
+  assert.ok(aborted.results.every((r) => r.status === 'cancelled'));
+  const small = makeExecutor({ maxConcurrentAgents: 1, maxQueued: 10, agents: { a: async (t) => t } });
+  const full = await within(small.executeMultiple(names, 't'), 3000);
+  assert.notEqual(full, 'pending', 'settled with a full queue');
+  assert.equal(full.results.length, 600);
+  assert.ok(full.results.filter((r) => r.status === 'failed').length >= 589, 'the items past maxQueued failed');
+  await Promise.all([bg.shutdown(), small.shutdown()]);
 });

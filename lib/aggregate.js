@@ -77,8 +77,15 @@ async function executeMultiple(ex, agents, task, options) {
     ex._rules.record(MODE_AGGREGATE, it.agent, it.task, it.options);
     if (it.options !== undefined && it.options !== null) ex._durableOption(it.options);
   }
-  const recs = list.map((it) => ex._submit(MODE_AGGREGATE, it.agent, it.task, it.options));
-  const finished = recs.map((rec) => new Promise((resolve) => onEnd(rec, (snapshot, status) => resolve({ snapshot, status }))));
+  // Each record is waited on as soon as it exists: a large call syncs full batches while it
+  // submits, and their answers (a refusal, an aborted signal) may end earlier records.
+  const recs = [];
+  const finished = [];
+  for (const it of list) {
+    const rec = ex._submit(MODE_AGGREGATE, it.agent, it.task, it.options);
+    recs.push(rec);
+    finished.push(new Promise((resolve) => onEnd(rec, (snapshot, status) => resolve({ snapshot, status }))));
+  }
   ex._flush();
   const aggregationId = `agg-${++ex._aggregations}`;
   const tasks = list.map((it) => it.task);
