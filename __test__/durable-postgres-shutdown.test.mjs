@@ -2,7 +2,7 @@
 // caller. The executor talks to the server through a TCP proxy that cuts its connections.
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { test, shutDownAfterEach, waitUntil, settleOf } from './helpers.mjs';
+import { test, shutDownAfterEach, waitUntil, settleOf, within } from './helpers.mjs';
 import { SERVER, startProxy } from './durable/pg-proxy.mjs';
 
 const pgTest = SERVER ? test : (name) => test(name, (t) => t.skip('BMAD_TEST_PG_URL is not set (run it through scripts/pg-cluster.mjs)'));
@@ -10,8 +10,6 @@ const create = shutDownAfterEach({ timeoutMs: 5000 });
 let schemas = 0;
 
 const direct = (schema) => `${SERVER}?schema=${schema}`;
-/** `p`, or 'pending' after `ms`. */
-const within = (p, ms) => Promise.race([p, sleep(ms).then(() => 'pending')]);
 
 pgTest('a submission that cannot be stored before shutdown() gives up is refused with ERR_STORE, not left pending', async () => {
   const schema = `shutdown_insert_${process.pid}_${++schemas}`;

@@ -90,6 +90,16 @@ export function deferred() {
   return { promise, resolve, reject };
 }
 
+/** `p`'s value, or 'pending' if it has not settled within `ms` (the timer keeps nothing alive). */
+export function within(p, ms) {
+  let timer;
+  const late = new Promise((resolve) => {
+    timer = setTimeout(() => resolve('pending'), ms);
+    timer.unref();
+  });
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
+
 /** A promise that stays pending until `open(value)` resolves it (an agent waits on it). */
 export function gate() {
   const { promise, resolve } = deferred();

@@ -1,6 +1,6 @@
 // shutdown() and process lifetime.
 import assert from 'node:assert/strict';
-import { test, exitIfWorkLeftBehind, makeExecutor, sleep, deferred, runScript, ENTRY } from './helpers.mjs';
+import { test, exitIfWorkLeftBehind, makeExecutor, sleep, deferred, runScript, ENTRY, within } from './helpers.mjs';
 
 exitIfWorkLeftBehind();
 
@@ -341,4 +341,39 @@ test('shutdown() called while a batch is being answered cancels that batch\'s qu
   await done;
   assert.equal(callbackErr?.code, 'ERR_EXECUTOR_SHUT_DOWN');
   assert.deepEqual(cancelled.sort(), ['p', 'y', 'z']);
+});
+
+test('onIdle() waiters are answered, and idle emitted, when shutdown() cancels a queue that never ran (paused)', async () => {
+  const bg = makeExecutor({ agents: { a: async (t) => t } });
+  bg.pause();
+  await bg.fireAndForget('a', 'never');
+  const events = [];
+  for (const name of ['idle', 'shutdown-complete']) bg.on(name, () => events.push(name));
+  const idle = bg.onIdle().then(() => 'idle');
+  await bg.shutdown();
+  assert.equal(await within(idle, 500), 'idle');
+  assert.deepEqual(events, ['idle', 'shutdown-complete']);
+});
+
+test("pause() during shutdown({ mode: 'drain' }) changes nothing: the queue runs to its end", async () => {
+  const release = deferred();
+  const ran = [];
+  const bg = makeExecutor({
+    maxConcurrentAgents: 1,
+    agents: {
+      a: async (t) => {
+        ran.push(t);
+        if (t === 'first') await release.promise;
+        return t;
+      },
+    },
+  });
+  const results = [bg.execute('a', 'first'), bg.execute('a', 'second')];
+  await sleep(20);
+  const done = bg.shutdown({ mode: 'drain' });
+  bg.pause();
+  release.resolve();
+  assert.notEqual(await within(done, 3000), 'pending', 'shutdown settled');
+  assert.deepEqual(await Promise.all(results), ['first', 'second']);
+  assert.deepEqual(ran, ['first', 'second']);
 });

@@ -274,6 +274,8 @@ class BackgroundExecutor extends Lifecycle {
   }
 
   pause() {
+    // Once shutdown() has begun, nothing is paused: a drain runs the queue to its end.
+    if (this._closing) return this;
     this._flush();
     this._native.setPaused(true);
     this._emit('queue-paused', { queued: this._native.counts().queued });

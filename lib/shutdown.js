@@ -71,6 +71,12 @@ function finishShutdown(ex, forced) {
   // Nothing waits in the queue any more.
   for (const w of ex._queueWaiters) w.resolve();
   ex._queueWaiters = [];
+  // Nor runs: idle, if no sync has said so (a paused or delayed queue was cancelled, or the
+  // deadline passed), so onIdle() waiters are answered and 'idle' comes before the end.
+  if (ex._busy || ex._idleWaiters.length > 0) {
+    ex._busy = false;
+    ex._becameIdle();
+  }
   ex._release();
   ex._stopMonitor();
   const c = ex._native.counts();
