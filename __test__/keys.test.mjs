@@ -108,3 +108,41 @@ test("a follower's own signal takes it out with a cancellation; the execution go
   assert.deepEqual(await first, { task: 'one', run: 1 });
   assert.equal(g.runs(), 1);
 });
+
+test("the first submission's own signal cancels the execution itself: its followers get the cancellation", async () => {
+  const bg = make();
+  const g = gated();
+  bg.registerAgent('a', g.fn);
+  const ac = new AbortController();
+  const first = bg.execute('a', 'one', { key: 'k6', signal: ac.signal });
+  const second = bg.execute('a', 'two', { key: 'k6' });
+  ac.abort('stop');
+  await assert.rejects(first, { code: 'ERR_EXECUTION_CANCELLED' });
+  await assert.rejects(second, { code: 'ERR_EXECUTION_CANCELLED' });
+  g.open();
+});
+
+test('callback submissions following a refused one (queue full) are refused once each, by their promise only', async () => {
+  const bg = make({ maxConcurrentAgents: 1, maxQueued: 1 });
+  const g = gated();
+  bg.registerAgent('a', g.fn);
+  const busy = bg.execute('a', 'busy');
+  const queued = bg.execute('a', 'queued');
+  const outcomes = [];
+  const answers = ['x', 'y'].map((t) =>
+    bg
+      .executeWithCallback('a', t, (err) => outcomes.push(['callback', t, err && err.code]), { key: 'k7' })
+      .then(
+        (r) => outcomes.push(['admitted', t, r.status]),
+        (err) => outcomes.push(['rejected', t, err.code]),
+      ),
+  );
+  await Promise.all(answers);
+  await new Promise((r) => setTimeout(r, 50));
+  assert.deepEqual(outcomes.sort(), [
+    ['rejected', 'x', 'ERR_QUEUE_FULL'],
+    ['rejected', 'y', 'ERR_QUEUE_FULL'],
+  ]);
+  g.open();
+  await Promise.all([busy, queued]);
+});

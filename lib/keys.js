@@ -87,6 +87,9 @@ function keyEnded(ex, rec, status, value) {
     if (f.x.userSignal !== null) ex._unwireSignal(f);
     f.done = true;
     f.value = value;
+    // Following a refused submission (never queued): refused as it is, by the id-returning
+    // call's rejection (answerFollower) only, not also by the callback.
+    if (rec.id === 0 && f.mode !== MODE_EXECUTE) continue;
     ex._answer(f, status === 'completed', value);
   }
 }
