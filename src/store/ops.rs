@@ -365,10 +365,11 @@ impl Backend for Store {
     for (id, agent, attempt, owner, max_attempts, cancel) in candidates {
       let status = decide::rescue_status(cancel, attempt, max_attempts);
       let changed = match status {
+        // Due at once, whatever a claimer's clock says (as when it was created).
         STATUS_QUEUED => tx.execute(
-          "UPDATE bmad_executions SET state = 0, owner = NULL, lease_expires_at = NULL, scheduled_at = ?4 \
+          "UPDATE bmad_executions SET state = 0, owner = NULL, lease_expires_at = NULL, scheduled_at = created_at \
            WHERE id = ?1 AND attempt = ?2 AND owner = ?3 AND state = 1",
-          params![id, attempt, owner, now],
+          params![id, attempt, owner],
         )?,
         STATUS_CANCELLED => tx.execute(
           "UPDATE bmad_executions SET state = 4, lease_expires_at = NULL, finalized_at = ?4 \
@@ -451,8 +452,9 @@ impl Backend for Store {
     if v == self.version {
       return Ok(Changes::default());
     }
-    self.version = v;
     let ends = self.ends_after(self.ends_seen)?;
+    // Only once read: a failed read leaves the change to be seen at the next poll.
+    self.version = v;
     if let Some(&(seq, _)) = ends.last() {
       self.ends_seen = seq;
     }
@@ -578,7 +580,7 @@ fn release(tx: &Connection, owner: &str, r: &Release, now: f64) -> StoreResult<(
        attempt = CASE WHEN cancel_requested THEN attempt ELSE attempt - 1 END, \
        owner = CASE WHEN cancel_requested THEN owner ELSE NULL END, \
        finalized_at = CASE WHEN cancel_requested THEN ?4 ELSE NULL END, \
-       lease_expires_at = NULL, scheduled_at = ?4 \
+       lease_expires_at = NULL, scheduled_at = created_at \
      WHERE id = ?1 AND attempt = ?2 AND owner = ?3 AND state = 1",
     )?
     .execute(params![r.id, r.attempt, owner, now])?;

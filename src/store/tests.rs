@@ -524,6 +524,24 @@ fn an_execution_due_when_created_is_claimable_whatever_the_claimer_clock_says() 
   assert_eq!(claimed_ids(&mut s, 10, T0), vec![id]);
 }
 
+#[test]
+fn a_rescued_or_released_execution_is_claimable_whatever_the_claimer_clock_says() {
+  let dir = TempDir::new("requeued_clock_behind");
+  let path = dir.db();
+  let mut a = open_any(&path);
+  let mut b = open_any(&path);
+  let ids = insert_ids(&mut a, vec![with_attempts("x", 2), with_attempts("x", 2)], T0);
+  assert_eq!(claimed_ids(&mut a, 2, T0 + 1.0), ids);
+  // One handed back, the other rescued when its lease ran out, both by clocks an hour ahead
+  // (or before the claimer's clock was stepped back): due at once all the same.
+  release(&mut a, ids[0], 1, T0 + 3_600_000.0);
+  a.heartbeat(T0 + 1.0).expect("heartbeat");
+  let rescued = b.rescue(T0 + 3_600_000.0).expect("rescue");
+  let moved: Vec<(i64, u32)> = rescued.iter().map(|r| (r.id, r.status)).collect();
+  assert_eq!(moved, vec![(ids[1], STATUS_QUEUED)]);
+  assert_eq!(claimed_ids(&mut b, 10, T0 + 2.0), ids);
+}
+
 // ----- compare-and-set ---------------------------------------------------------------------
 
 #[test]

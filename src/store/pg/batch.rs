@@ -21,12 +21,13 @@ use crate::store::{Batch, BatchResult, Finished, Inserted, NewExecution, Row};
 type Params<'p> = Vec<&'p (dyn ToSql + Sync)>;
 
 /// What handing an attempt back does to its row (`$4`: now): queued again with the attempt
-/// uncounted, or, when its cancel was asked, ended cancelled. Its due time is the caller's.
+/// uncounted and due at once whatever a claimer's clock says (as when it was created), or,
+/// when its cancel was asked, ended cancelled.
 pub const RELEASE: &str = "state = CASE WHEN e.cancel_requested THEN 4 ELSE 0 END, \
   attempt = CASE WHEN e.cancel_requested THEN e.attempt ELSE e.attempt - 1 END, \
   owner = CASE WHEN e.cancel_requested THEN e.owner ELSE NULL END, \
   finalized_at = CASE WHEN e.cancel_requested THEN $4::float8 ELSE NULL END, \
-  lease_expires_at = NULL";
+  lease_expires_at = NULL, scheduled_at = e.created_at";
 
 /// The batch's statements for one schema, built once.
 pub struct BatchSql {
@@ -130,7 +131,7 @@ impl BatchSql {
          WHERE e.id = ANY($1) AND e.id = u.id AND e.attempt = u.attempt AND e.owner = $4 AND e.state = 1"
       ),
       release: format!(
-        "UPDATE {s}.bmad_executions e SET {RELEASE}, scheduled_at = $4::float8 \
+        "UPDATE {s}.bmad_executions e SET {RELEASE} \
          FROM unnest($1::int8[], $2::int4[]) u(id, attempt) \
          WHERE e.id = ANY($1) AND e.id = u.id AND e.attempt = u.attempt AND e.owner = $3 AND e.state = 1"
       ),

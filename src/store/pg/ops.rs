@@ -516,8 +516,9 @@ impl PgStore {
         let attempt_u = u32::try_from(attempt).unwrap_or(0);
         let status = decide::rescue_status(c.get(5), attempt_u, max_attempts);
         let sql = match status {
+          // Due at once, whatever a claimer's clock says (as when it was created).
           STATUS_QUEUED => format!(
-            "UPDATE {s}.bmad_executions SET state = 0, owner = NULL, lease_expires_at = NULL, scheduled_at = $4 \
+            "UPDATE {s}.bmad_executions SET state = 0, owner = NULL, lease_expires_at = NULL, scheduled_at = created_at \
              WHERE id = $1 AND attempt = $2 AND owner = $3 AND state = 1"
           ),
           STATUS_CANCELLED => format!(
@@ -529,7 +530,9 @@ impl PgStore {
              WHERE id = $1 AND attempt = $2 AND owner = $3 AND state = 1"
           ),
         };
-        let changed = if status == STATUS_QUEUED || status == STATUS_CANCELLED {
+        let changed = if status == STATUS_QUEUED {
+          client.execute(&sql, &[&id, &attempt, &owner]).await?
+        } else if status == STATUS_CANCELLED {
           client.execute(&sql, &[&id, &attempt, &owner, &now]).await?
         } else {
           client.execute(&sql, &[&id, &attempt, &owner, &now, &WORKER_LOST]).await?

@@ -682,6 +682,34 @@ fn a_dead_worker_s_attempt_held_by_another_transaction_is_rescued_at_the_next_re
 }
 
 #[test]
+fn a_rescued_or_released_execution_is_claimable_whatever_the_claimer_clock_says() {
+  let Some(url) = server() else { return };
+  let mut a = store(&url, "requeued_clock");
+  let mut b = store(&url, "requeued_clock");
+  let again = || NewExecution {
+    max_attempts: 2,
+    ..exec("a", 0)
+  };
+  let ids = insert(&mut a, vec![again(), again()]);
+  assert_eq!(claim(&mut a, 2, T0 + 1.0), ids);
+  // One handed back, the other rescued when its lease ran out, both by clocks an hour ahead
+  // (or before the claimer's clock was stepped back): due at once all the same.
+  let release = Batch {
+    releases: vec![Release {
+      id: ids[0],
+      attempt: 1,
+    }],
+    ..Default::default()
+  };
+  a.batch(&release, T0 + 3_600_000.0).expect("release");
+  let rescued = b.rescue(T0 + 3_600_000.0).expect("rescue");
+  let moved: Vec<(i64, u32)> = rescued.iter().map(|r| (r.id, r.status)).collect();
+  assert_eq!(moved, vec![(ids[1], STATUS_QUEUED)]);
+  assert_eq!(claim(&mut b, 10, T0 + 2.0), ids);
+  drop_schema(&url, "requeued_clock");
+}
+
+#[test]
 fn a_batch_sent_again_after_its_answer_was_lost_changes_nothing_twice() {
   // A batch whose COMMIT went through but whose answer was lost is sent again as it was:
   // its submissions are not stored twice, its attempt ends are not reported stale, and the
