@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::backend::{Backend, Changes};
 use super::ops::Interest;
@@ -185,6 +185,10 @@ struct Service {
   watched: HashSet<i64>,
   /// The attempts this worker runs: execution id -> attempt.
   running: HashMap<i64, u32>,
+  /// The thread's own deadlines below are on a monotonic clock (`tick`, ms since `epoch`): a
+  /// step of the wall clock neither stalls heartbeats and rescues nor bunches them. Times
+  /// written to the store stay on the wall clock (`now_ms`), which every process shares.
+  epoch: Instant,
   wake_at: Option<f64>,
   next_poll: f64,
   next_heartbeat: f64,
@@ -246,7 +250,7 @@ fn run(opts: Options, rx: Receiver<Command>, tx: Sender<Command>, mut sink: Sink
   } else {
     None
   };
-  let now = now_ms();
+  let now = 0.0; // on the monotonic clock, from `epoch`
   let listened = opts.postgres.is_some();
   let mut s = Service {
     store,
@@ -254,6 +258,7 @@ fn run(opts: Options, rx: Receiver<Command>, tx: Sender<Command>, mut sink: Sink
     sink,
     watched: HashSet::new(),
     running: HashMap::new(),
+    epoch: Instant::now(),
     wake_at: None,
     next_poll: now,
     next_heartbeat: now,
@@ -266,8 +271,7 @@ fn run(opts: Options, rx: Receiver<Command>, tx: Sender<Command>, mut sink: Sink
     alive: true,
   };
   while s.alive {
-    let now = now_ms();
-    let wait = (s.next_deadline() - now).clamp(0.0, 1_000.0);
+    let wait = (s.next_deadline() - s.tick()).clamp(0.0, 1_000.0);
     match rx.recv_timeout(Duration::from_micros((wait * 1000.0) as u64)) {
       Ok(cmd) => {
         s.handle(cmd);
@@ -277,7 +281,7 @@ fn run(opts: Options, rx: Receiver<Command>, tx: Sender<Command>, mut sink: Sink
           match rx.try_recv() {
             Ok(cmd) => {
               s.handle(cmd);
-              if s.alive && now_ms() >= s.next_deadline() {
+              if s.alive && s.tick() >= s.next_deadline() {
                 s.periodic();
               }
             }
@@ -354,7 +358,7 @@ impl Service {
 
   fn handle(&mut self, cmd: Command) {
     let now = now_ms();
-    self.active_at = now;
+    self.active_at = self.tick();
     match cmd {
       Command::Batch { req, batch } => match self.store.batch(&batch, now) {
         Ok(result) => {
@@ -364,7 +368,7 @@ impl Service {
               self.running.remove(&f.id);
             }
             if let Finished::Retry(delay) = r {
-              self.wake(now + delay);
+              self.wake_in(*delay);
             }
           }
           for r in &batch.releases {
@@ -387,7 +391,7 @@ impl Service {
           self.emit(Event::Batch { req, result });
           if look_ahead {
             match self.store.next_due(now) {
-              Ok(Some(t)) => self.wake(t),
+              Ok(Some(t)) => self.wake_in(t - now),
               Ok(None) => {}
               Err(e) => self.emit(Event::Background(e)),
             }
@@ -444,7 +448,7 @@ impl Service {
       Command::Wake => {
         if self.interested() {
           // Look now, and once more shortly: the commit may not be visible yet.
-          self.next_poll = now;
+          self.next_poll = self.tick();
           self.recheck = true;
         }
       }
@@ -483,14 +487,23 @@ impl Service {
     }
   }
 
-  fn wake(&mut self, at: f64) {
+  /// Ms on the monotonic clock since the thread started.
+  fn tick(&self) -> f64 {
+    self.epoch.elapsed().as_secs_f64() * 1000.0
+  }
+
+  /// Tells JS to look for work again in `delay_ms` (a retry's or a delayed row's due time).
+  fn wake_in(&mut self, delay_ms: f64) {
+    let at = self.tick() + delay_ms.max(0.0);
     self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
   }
 
   fn periodic(&mut self) {
+    // `now` is what the store is told; `t` what this thread's deadlines are compared with.
     let now = now_ms();
-    if now >= self.next_heartbeat {
-      self.next_heartbeat = now + self.opts.lease_ms / 3.0;
+    let t = self.tick();
+    if t >= self.next_heartbeat {
+      self.next_heartbeat = t + self.opts.lease_ms / 3.0;
       match self.store.heartbeat(now) {
         // Also after a reconnect's look: a batch given up when its answer was late may
         // still commit its claims on the server afterwards, and the heartbeat would renew
@@ -499,8 +512,8 @@ impl Service {
         Err(e) => self.emit(Event::Background(e)),
       }
     }
-    if now >= self.next_rescue {
-      self.next_rescue = now + (self.opts.lease_ms / 2.0).min(1_000.0);
+    if t >= self.next_rescue {
+      self.next_rescue = t + (self.opts.lease_ms / 2.0).min(1_000.0);
       match self.store.rescue(now) {
         Ok(rescued) if !rescued.is_empty() => {
           let requeued = rescued.iter().any(|r| r.status == crate::protocol::STATUS_QUEUED);
@@ -513,32 +526,32 @@ impl Service {
         Err(e) => self.emit(Event::Background(e)),
       }
     }
-    if now >= self.next_retention {
-      self.next_retention = now + 5_000.0;
+    if t >= self.next_retention {
+      self.next_retention = t + 5_000.0;
       if let Err(e) = self.store.retention(self.opts.ttl_ms, self.opts.max_kept, now) {
         self.emit(Event::Background(e));
       }
     }
-    if !self.watched.is_empty() && now >= self.next_full_check {
+    if !self.watched.is_empty() && t >= self.next_full_check {
       // Catches ids deleted by retention before their end was seen.
       self.check_ended();
     }
     if let Some(w) = self.wake_at {
-      if now >= w {
+      if t >= w {
         self.wake_at = None;
         if !self.store.interest().none {
           self.emit(Event::Changed);
         }
       }
     }
-    if self.interested() && now >= self.next_poll {
-      let active = now - self.active_at < ACTIVE_MS;
+    if self.interested() && t >= self.next_poll {
+      let active = t - self.active_at < ACTIVE_MS;
       let fast = if self.woken {
         self.opts.poll_ms.max(WOKEN_POLL_MS)
       } else {
         self.opts.poll_ms
       };
-      self.next_poll = now
+      self.next_poll = t
         + if active {
           fast
         } else {
@@ -546,7 +559,7 @@ impl Service {
         };
       match self.store.changes() {
         Ok(c) if c.any => {
-          self.active_at = now;
+          self.active_at = t;
           self.recheck = false;
           self.changed(&c);
           if c.full {
@@ -556,7 +569,7 @@ impl Service {
         Ok(_) => {
           if self.recheck {
             self.recheck = false;
-            self.next_poll = now + RECHECK_MS;
+            self.next_poll = t + RECHECK_MS;
           }
         }
         Err(e) => self.emit(Event::Background(e)),
@@ -600,7 +613,7 @@ impl Service {
     if self.watched.is_empty() {
       return;
     }
-    self.next_full_check = now_ms() + FULL_CHECK_MS;
+    self.next_full_check = self.tick() + FULL_CHECK_MS;
     let ids: Vec<i64> = self.watched.iter().copied().collect();
     let found = self.store.ended_among(&ids);
     self.report_ended(found);

@@ -778,7 +778,11 @@ fn rescue_moves_executions_whose_lease_expired() {
   );
   let r = fetch(&mut a, ids[0]);
   assert_eq!((r.status, r.attempt, r.owner.clone()), (STATUS_QUEUED, 1, None));
-  assert_eq!((r.scheduled_at, r.finalized_at), (r.created_at, None), "due at once");
+  assert_eq!(
+    (r.scheduled_at, r.finalized_at),
+    (r.created_at, None),
+    "due at once"
+  );
   let r = fetch(&mut a, ids[1]);
   assert_eq!((r.status, r.attempt), (STATUS_FAILED, 1));
   assert!(r.error.as_deref().unwrap().contains("ERR_WORKER_LOST"));
@@ -1041,7 +1045,11 @@ fn release_requeues_without_counting_the_attempt() {
   );
   let r = fetch(&mut s, ids[0]);
   assert_eq!((r.status, r.attempt, r.owner.clone()), (STATUS_QUEUED, 0, None));
-  assert_eq!((r.scheduled_at, r.finalized_at), (r.created_at, None), "due at once");
+  assert_eq!(
+    (r.scheduled_at, r.finalized_at),
+    (r.created_at, None),
+    "due at once"
+  );
   assert_eq!(lease_of(&raw(&path), ids[0]), None);
   let again = claim(&mut s, 10, T0 + 11.0);
   assert_eq!((again.len(), again[0].id, again[0].attempt), (1, ids[0], 1));
