@@ -430,8 +430,7 @@ impl Backend for Store {
     Ok(deleted as u64)
   }
 
-  /// This worker leaves the store (its running attempts were released or finished).
-  /// Forgets this worker, unless attempts are still running in its name (see the
+  /// This worker leaves the store, unless attempts are still running in its name (see the
   /// PostgreSQL store's `leave`).
   fn leave(&mut self) -> StoreResult<()> {
     self.conn.execute(
