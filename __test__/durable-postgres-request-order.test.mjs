@@ -36,3 +36,26 @@ pgTest('two globalConcurrency writes made while the server is out of reach land 
     await proxy.close();
   }
 });
+
+pgTest('a limit write made while an earlier one is lost with the connection lands after it, even once the server is back', async () => {
+  const schema = `request_order_inflight_${process.pid}`;
+  const proxy = await startProxy();
+  try {
+    const bg = create({ store: proxy.url(schema), throttleIfExceeded: false });
+    await bg.initialize();
+    const limit = () => sql(`SELECT coalesce((SELECT global_concurrency FROM "${schema}".bmad_limits WHERE agent = 'x'), 0)`);
+    // The first write commits, its answer is dropped and its connection cut 100 ms later;
+    // the server is reachable again before then.
+    proxy.arm('global_concurrency) VALUES');
+    bg.setAgentLimits('x', { globalConcurrency: 2 });
+    await waitUntil(() => proxy.state.cuts === 1, 'the first write committed, its answer dropped', { intervalMs: 1 });
+    proxy.open();
+    // Made while the first is unanswered: the store thread runs it once the first has failed.
+    bg.setAgentLimits('x', { globalConcurrency: 5 });
+    // Longer than any pause between tries: both writes have landed by then.
+    await sleep(2000);
+    assert.equal(limit(), 5, 'the earlier write, sent again, did not land after the later one');
+  } finally {
+    await proxy.close();
+  }
+});

@@ -56,10 +56,12 @@ class StoreLink {
     this.inFlight = []; // the Pendings sent, oldest first, until their answers
     this.inFlightClaim = 0; // executions they claim at most
     this.scheduled = false;
-    this.requests = new Map(); // req -> { resolve, reject, send, order }
-    // Requests a lost connection failed, and those made since, waiting to be sent again in
-    // the order they were made: a limit set twice keeps the later value.
+    this.requests = new Map(); // req -> { resolve, reject, send, order, failed, write }
+    // Requests a lost connection failed, and those made since (or behind a write still
+    // unanswered), waiting to be sent in the order they were made: a limit set twice keeps
+    // the later value.
     this.held = [];
+    this.writing = 0; // writes sent and unanswered (at most one)
     this.heldTries = 0;
     this.heldTimer = null;
     this.nextOrder = 1;
@@ -195,12 +197,17 @@ class StoreLink {
     }
   }
 
-  /** One request answered by promise; `send(req)` queues it on the store's thread. */
-  request(send) {
+  /**
+   * One request answered by promise; `send(req)` queues it on the store's thread. A `write`
+   * goes out only once no earlier write is unanswered: one that a lost connection fails is
+   * sent again before any later write can land (the store thread may be connected again by
+   * the time it runs the next request).
+   */
+  request(send, write = false) {
     if (this.closed) return Promise.reject(storeError('ERR_STORE', 'The store is closed'));
     return new Promise((resolve, reject) => {
-      const r = { resolve, reject, send, order: this.nextOrder++, failed: null };
-      if (this.held.length > 0) this.held.push(r);
+      const r = { resolve, reject, send, order: this.nextOrder++, failed: null, write };
+      if (this.held.length > 0 || (write && this.writing > 0)) this.held.push(r);
       else this.sendRequest(r);
     });
   }
@@ -214,14 +221,24 @@ class StoreLink {
     if (this.heldTimer !== null) return;
     this.heldTimer = setTimeout(() => {
       this.heldTimer = null;
-      const held = this.held;
-      this.held = [];
-      for (const h of held) {
-        if (!this.closed && !this.dead) this.sendRequest(h);
-        else if (h.failed !== null) h.reject(storeError(h.failed.errorCode, h.failed.text));
-        else h.reject(storeError('ERR_STORE', 'The store is closed'));
-      }
+      this.sendHeld();
     }, retryDelay(this.heldTries++));
+  }
+
+  /** Sends the held requests in order, up to a write that must wait for an earlier one. */
+  sendHeld() {
+    while (this.held.length > 0) {
+      const h = this.held[0];
+      if (this.closed || this.dead) {
+        this.held.shift();
+        if (h.failed !== null) h.reject(storeError(h.failed.errorCode, h.failed.text));
+        else h.reject(storeError('ERR_STORE', 'The store is closed'));
+        continue;
+      }
+      if (h.write && this.writing > 0) return;
+      this.held.shift();
+      this.sendRequest(h);
+    }
   }
 
   sendRequest(r) {
@@ -231,6 +248,7 @@ class StoreLink {
     }
     const req = this.nextReq++;
     this.requests.set(req, r);
+    if (r.write) this.writing++;
     const queued = r.send(req);
     this.owner._storeBusy();
     if (!queued) this.threadStopped();
@@ -241,6 +259,7 @@ class StoreLink {
     const r = this.requests.get(event.req);
     if (r === undefined) return false;
     this.requests.delete(event.req);
+    if (r.write) this.writing--;
     if (event.kind === P.STORE_FAILED && event.errorCode === 'ERR_STORE_DISCONNECTED' && !this.closed && !this.dead) {
       // A lost connection to a server: asked again, as batches are, until it is back.
       this.hold(r, event);
@@ -251,11 +270,13 @@ class StoreLink {
     if (r.failed !== null) event.resent = true;
     if (event.kind !== P.STORE_FAILED) r.resolve(event);
     else r.reject(storeError(event.errorCode, event.text));
+    // Writes that waited for this one, and what was made after them.
+    if (this.heldTimer === null) this.sendHeld();
     return true;
   }
 
   cancel(id, errorJson) {
-    return this.request((req) => this.native.cancel(req, id, errorJson));
+    return this.request((req) => this.native.cancel(req, id, errorJson), true);
   }
 
   fetch(id) {
@@ -267,7 +288,7 @@ class StoreLink {
   }
 
   globalLimit(agent, limit) {
-    return this.request((req) => this.native.globalLimit(req, agent, limit));
+    return this.request((req) => this.native.globalLimit(req, agent, limit), true);
   }
 
   /** Sends what is pending, then closes; resolves once the thread has let go of the file. */
