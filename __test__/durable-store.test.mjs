@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import BackgroundExecutor from '../index.mjs';
-import { test, shutDownAfterEach, exitIfWorkLeftBehind, tempDir, sleep, gate, waitUntil, settleOf } from './helpers.mjs';
+import { test, shutDownAfterEach, exitIfWorkLeftBehind, tempDir, sleep, gate, waitUntil, settleOf, within } from './helpers.mjs';
 
 exitIfWorkLeftBehind();
 const create = shutDownAfterEach({ timeoutMs: 50 });
@@ -668,6 +668,18 @@ test('shutdown() right after submissions not yet committed: execute() and callba
   assert.equal((await f).executionId, 'exec-d3');
   const b = make(url);
   for (const id of ['exec-d1', 'exec-d2', 'exec-d3']) assert.equal((await b.fetchExecutionStatus(id)).status, 'queued', id);
+});
+
+test('request numbers wrap after 2^32 - 1 (they cross to Rust as u32): executions go on after it, as after days of batches', async (t) => {
+  const { url } = newStore(t);
+  const bg = make(url, { agents: { echo: (task) => task } });
+  await bg.initialize();
+  // Where a long-running worker gets after ~4 billion batches and requests.
+  bg._store.link.nextReq = 2 ** 32 - 2;
+  const results = [];
+  for (const task of ['a', 'b', 'c', 'd']) results.push(await within(bg.execute('echo', task), 3000));
+  assert.deepEqual(results, ['a', 'b', 'c', 'd']);
+  assert.ok(bg._store.link.nextReq < 100, `wrapped (${bg._store.link.nextReq})`);
 });
 
 // ----- retention ---------------------------------------------------------------------------

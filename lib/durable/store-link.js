@@ -128,7 +128,7 @@ class StoreLink {
     if (sent.empty && claim === 0) return;
     if (claim > 0) this.claimWanted = false;
     this.pending = new Pending();
-    const req = this.nextReq++;
+    const req = this.takeReq();
     sent.claim = claim;
     sent.req = req;
     this.inFlight.push(sent);
@@ -144,6 +144,13 @@ class StoreLink {
     });
     this.owner._storeBusy();
     if (!queued) this.threadStopped();
+  }
+
+  /** The next request number, 1 to 2^32 - 1: it crosses to Rust as a u32 (0 answers the open). */
+  takeReq() {
+    const req = this.nextReq;
+    this.nextReq = req >= 0xffffffff ? 1 : req + 1;
+    return req;
   }
 
   /** The store's thread is gone (it can only stop when its callback can no longer be called). */
@@ -246,7 +253,7 @@ class StoreLink {
       r.reject(storeError('ERR_STORE', 'The store has stopped (its thread ended); nothing more can be asked'));
       return;
     }
-    const req = this.nextReq++;
+    const req = this.takeReq();
     this.requests.set(req, r);
     if (r.write) this.writing++;
     const queued = r.send(req);
