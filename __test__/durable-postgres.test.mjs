@@ -285,3 +285,33 @@ test('globalConcurrency without a PostgreSQL store is refused, nothing registere
   assert.equal(bg.getStatus().agents.includes('g'), false);
   assert.throws(() => bg.setAgentLimits('g', { globalConcurrency: 0 }), { name: 'RangeError', code: 'ERR_INVALID_ARG', message: /globalConcurrency/ });
 });
+
+pgTest("a row the driver cannot read (a schema changed by hand) fails the store visibly: store-error, requests refused, shutdown settles; nothing waits in silence", async () => {
+  const schema = `js_${process.pid}_${++schemas}`;
+  const url = `${SERVER}?schema=${schema}`;
+  const { sql } = await import('./durable/pg-proxy.mjs');
+  const submitter = make(url);
+  await submitter.initialize();
+  const { executionId } = await submitter.fireAndForget('reader', 'task');
+  sql(`ALTER TABLE "${schema}".bmad_executions ALTER COLUMN level DROP NOT NULL; SELECT 1`);
+  sql(`WITH u AS (UPDATE "${schema}".bmad_executions SET level = NULL RETURNING 1) SELECT count(*) FROM u`);
+  const worker = make(url);
+  const errors = [];
+  worker.on('store-error', (e) => errors.push(e.message));
+  worker.registerAgent('reader', async (task) => task);
+  await worker.initialize();
+  await waitUntil(() => errors.some((m) => m.includes("the store's thread failed")), 'store-error names the failure', { timeoutMs: 5000 });
+  const later = await Promise.race([
+    worker.execute('reader', 'more').then(
+      () => 'resolved',
+      (err) => err.code,
+    ),
+    new Promise((r) => setTimeout(() => r('pending'), 3000).unref()),
+  ]);
+  assert.equal(later, 'ERR_STORE', 'a later submission is refused, not left pending');
+  assert.equal(sql(`SELECT state FROM "${schema}".bmad_executions WHERE id = ${executionId.slice('exec-d'.length)}`), 1, 'claimed before the failure');
+  // Reading the row fails the submitter's store the same way: an error, not a hang.
+  await assert.rejects(submitter.fetchExecutionStatus(executionId), { code: 'ERR_STORE' });
+  const closed = await Promise.race([worker.shutdown().then(() => 'closed'), new Promise((r) => setTimeout(() => r('pending'), 5000).unref())]);
+  assert.equal(closed, 'closed');
+});

@@ -84,6 +84,20 @@ pub enum Command {
   Dropped,
 }
 
+impl Command {
+  /// The request it answers, if it is one (`Close` is answered by `Closed`).
+  fn req(&self) -> Option<u32> {
+    match self {
+      Command::Batch { req, .. }
+      | Command::Cancel { req, .. }
+      | Command::Fetch { req, .. }
+      | Command::GlobalLimit { req, .. }
+      | Command::Check { req } => Some(*req),
+      _ => None,
+    }
+  }
+}
+
 #[derive(Debug)]
 pub enum Event {
   Opened {
@@ -203,6 +217,8 @@ struct Service {
   /// A wake-up found nothing yet: look once more after `RECHECK_MS`.
   recheck: bool,
   alive: bool,
+  /// The request being handled, answered with the failure if handling it panics.
+  handling: Option<u32>,
 }
 
 /// See `Service::recheck`.
@@ -269,40 +285,70 @@ fn run(opts: Options, rx: Receiver<Command>, tx: Sender<Command>, mut sink: Sink
     woken: waker.is_some() || listened,
     recheck: false,
     alive: true,
+    handling: None,
   };
-  while s.alive {
-    let wait = (s.next_deadline() - s.tick()).clamp(0.0, 1_000.0);
-    match rx.recv_timeout(Duration::from_micros((wait * 1000.0) as u64)) {
-      Ok(cmd) => {
-        s.handle(cmd);
-        // Everything already queued, with what falls due in between (a busy executor
-        // always has a batch queued: a cancel heard meanwhile must not wait for a lull).
-        while s.alive {
-          match rx.try_recv() {
-            Ok(cmd) => {
-              s.handle(cmd);
-              if s.alive && s.tick() >= s.next_deadline() {
-                s.periodic();
+  // A panic (a bug, or a row of a schema changed by hand that a driver cannot read) must
+  // not leave callers waiting in silence: the request being handled and every later one are
+  // answered with the failure, and users hear of it (`store-error`).
+  let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.serve(&rx)));
+  if let Err(panic) = served {
+    let what = panic
+      .downcast_ref::<&str>()
+      .map(|m| m.to_string())
+      .or_else(|| panic.downcast_ref::<String>().cloned())
+      .unwrap_or_else(|| "a panic".to_string());
+    let error = StoreError::store(format!(
+      "the store's thread failed ({what}); nothing more can be written"
+    ));
+    if let Some(req) = s.handling.take() {
+      (s.sink)(Event::Failed {
+        req,
+        error: error.clone(),
+      });
+    }
+    (s.sink)(Event::Background(error.clone()));
+    refuse_all(&rx, &mut s.sink, &error);
+  }
+}
+
+impl Service {
+  /// Answers commands and does the periodic work until the executor closes or goes.
+  fn serve(&mut self, rx: &Receiver<Command>) {
+    let s = self;
+    while s.alive {
+      let wait = (s.next_deadline() - s.tick()).clamp(0.0, 1_000.0);
+      match rx.recv_timeout(Duration::from_micros((wait * 1000.0) as u64)) {
+        Ok(cmd) => {
+          s.handle(cmd);
+          // Everything already queued, with what falls due in between (a busy executor
+          // always has a batch queued: a cancel heard meanwhile must not wait for a lull).
+          while s.alive {
+            match rx.try_recv() {
+              Ok(cmd) => {
+                s.handle(cmd);
+                if s.alive && s.tick() >= s.next_deadline() {
+                  s.periodic();
+                }
               }
+              Err(_) => break,
             }
-            Err(_) => break,
           }
         }
+        Err(RecvTimeoutError::Timeout) => {}
+        Err(RecvTimeoutError::Disconnected) => {
+          let _ = s.store.leave();
+          return;
+        }
       }
-      Err(RecvTimeoutError::Timeout) => {}
-      Err(RecvTimeoutError::Disconnected) => {
-        let _ = s.store.leave();
-        return;
+      if s.alive {
+        s.periodic();
       }
-    }
-    if s.alive {
-      s.periodic();
-    }
-    if s.alive {
-      for (up, store) in s.store.link_changes() {
-        s.emit(Event::Link { up, store });
-        if up {
-          s.resync();
+      if s.alive {
+        for (up, store) in s.store.link_changes() {
+          s.emit(Event::Link { up, store });
+          if up {
+            s.resync();
+          }
         }
       }
     }
@@ -313,17 +359,15 @@ fn run(opts: Options, rx: Receiver<Command>, tx: Sender<Command>, mut sink: Sink
 fn refuse_all(rx: &Receiver<Command>, sink: &mut Sink, error: &StoreError) {
   while let Ok(cmd) = rx.recv() {
     let req = match cmd {
-      Command::Batch { req, .. }
-      | Command::Cancel { req, .. }
-      | Command::Fetch { req, .. }
-      | Command::GlobalLimit { req, .. }
-      | Command::Check { req } => req,
       Command::Close { req } => {
         sink(Event::Closed { req });
         return;
       }
       Command::Dropped => return,
-      _ => continue,
+      _ => match cmd.req() {
+        Some(req) => req,
+        None => continue,
+      },
     };
     if !sink(Event::Failed {
       req,
@@ -359,6 +403,7 @@ impl Service {
   fn handle(&mut self, cmd: Command) {
     let now = now_ms();
     self.active_at = self.tick();
+    self.handling = cmd.req();
     match cmd {
       Command::Batch { req, batch } => match self.store.batch(&batch, now) {
         Ok(result) => {
@@ -464,6 +509,7 @@ impl Service {
         self.alive = false;
       }
     }
+    self.handling = None;
   }
 
   /// The connection is back: claims whose answer was lost go back to the queue, and what
