@@ -682,6 +682,20 @@ test('request numbers wrap after 2^32 - 1 (they cross to Rust as u32): execution
   assert.ok(bg._store.link.nextReq < 100, `wrapped (${bg._store.link.nextReq})`);
 });
 
+test('strings with a lone surrogate are refused where they would be stored or cross to Rust: agent names, and a durable agent, task or key', async (t) => {
+  const { url } = newStore(t);
+  const bg = make(url, { agents: { echo: (task) => task } });
+  const lone = (where) => ({ name: 'TypeError', code: 'ERR_INVALID_ARG', message: new RegExp(`^${where} must not contain a lone surrogate`) });
+  assert.throws(() => bg.registerAgent('a\uD800', () => 1), lone('registerAgent: name'));
+  await assert.rejects(bg.execute('echo', 'x\uDFFF'), lone('task'));
+  await assert.rejects(bg.execute('e\uD800', 'x'), lone('agent'));
+  // Two keys that would both be stored as 'k\uFFFD' and dedupe into one execution.
+  await assert.rejects(bg.execute('echo', 'x', { key: 'k\uD800' }), lone('options.key'));
+  await assert.rejects(bg.fireAndForget('echo', 'x', { key: 'k\uDFFF' }), lone('options.key'));
+  // A surrogate pair is fine.
+  assert.equal(await bg.execute('echo', '\uD83D\uDE00', { key: '\uD83D\uDE00' }), '\uD83D\uDE00');
+});
+
 // ----- retention ---------------------------------------------------------------------------
 
 test('retention: maxRetainedResults and resultTtlMs delete finished rows (retention runs every 5 s)', async (t) => {

@@ -69,6 +69,16 @@ function number(name, value, check, rule, fallback) {
 /** A non-empty string (agent names, execution ids given to registration calls). */
 function name(where, value) {
   if (typeof value !== 'string' || value === '') throw typeError(`${where} must be a non-empty string, got ${describe(value)}`);
+  wellFormed(where, value);
+  return value;
+}
+
+/**
+ * A string without lone surrogates: one that reaches Rust or a store would come back with
+ * U+FFFD in their place, another string (two keys or names would become one).
+ */
+function wellFormed(where, value) {
+  if (!value.isWellFormed()) throw typeError(`${where} must not contain a lone surrogate (UTF-16 code unit without its pair), got ${describe(value)}`);
   return value;
 }
 
@@ -79,4 +89,4 @@ function osString(where, value) {
   return value;
 }
 
-module.exports = { isArray, isInstance, isOptionsObject, hasPlainPrototype, integer, number, name, osString, MAX_INT32 };
+module.exports = { isArray, isInstance, isOptionsObject, hasPlainPrototype, integer, number, name, wellFormed, osString, MAX_INT32 };
