@@ -1292,3 +1292,43 @@ test('case count', (t) => {
   t.diagnostic(`bad-input cases: ${caseCount}`);
   assert.ok(caseCount >= 60, `${caseCount} cases`);
 });
+
+test('config: each key is read once, so a getter that answers differently later cannot slip past the checks', async () => {
+  const reads = new Map();
+  const counted = (key, first, later) => ({
+    get() {
+      const n = (reads.get(key) || 0) + 1;
+      reads.set(key, n);
+      return n === 1 ? first : later;
+    },
+    enumerable: true,
+  });
+  const rate = Object.defineProperties({}, { max: counted('rateLimit.max', 5, 0), intervalMs: counted('rateLimit.intervalMs', 1000, -1) });
+  const config = Object.defineProperties(
+    {},
+    {
+      maxConcurrentAgents: counted('maxConcurrentAgents', 2, -1),
+      resultTtlMs: counted('resultTtlMs', 1000, -5),
+      maxRetainedResults: counted('maxRetainedResults', 10, Number.NaN),
+      retryIf: counted('retryIf', () => false, 'not a function'),
+      rateLimit: counted('rateLimit', rate, null),
+    },
+  );
+  const bg = new BackgroundExecutor(config); // not spread into another object: read by the executor itself
+  try {
+    assert.deepEqual(Object.fromEntries(reads), {
+      maxConcurrentAgents: 1,
+      resultTtlMs: 1,
+      maxRetainedResults: 1,
+      retryIf: 1,
+      rateLimit: 1,
+      'rateLimit.max': 1,
+      'rateLimit.intervalMs': 1,
+    });
+    assert.equal(bg.config.resultTtlMs, 1000);
+    bg.registerAgent('a', async () => 'ok');
+    assert.equal(await bg.execute('a', 't'), 'ok');
+  } finally {
+    await bg.shutdown();
+  }
+});

@@ -94,7 +94,10 @@ function parseConfig(config) {
       });
     }
   }
-  const c = config;
+  // Each key read once: a getter or Proxy that answers differently the second time cannot
+  // slip an unchecked value past the checks below.
+  const c = {};
+  for (const key of KNOWN) c[key] = config[key];
   const d = DEFAULTS;
   const throttle = c.throttleIfExceeded;
   if (throttle !== undefined && typeof throttle !== 'boolean') {

@@ -16,12 +16,14 @@ function rateLimitOf(name, value) {
   for (const key of Object.keys(value)) {
     if (key !== 'max' && key !== 'intervalMs') throw typeError(`${name} has an unknown key ${describe(key)}; the keys are max and intervalMs`);
   }
-  for (const key of ['max', 'intervalMs']) {
-    if (value[key] === undefined) throw typeError(`${name}.${key} must be an integer >= 1, got undefined`);
-  }
+  // Each read once: what is checked is what is used.
+  const max = value.max;
+  const intervalMs = value.intervalMs;
+  if (max === undefined) throw typeError(`${name}.max must be an integer >= 1, got undefined`);
+  if (intervalMs === undefined) throw typeError(`${name}.intervalMs must be an integer >= 1, got undefined`);
   return {
-    max: integer(`${name}.max`, value.max, 1, MAX_RATE),
-    intervalMs: integer(`${name}.intervalMs`, value.intervalMs, 1, MAX_DELAY_MS),
+    max: integer(`${name}.max`, max, 1, MAX_RATE),
+    intervalMs: integer(`${name}.intervalMs`, intervalMs, 1, MAX_DELAY_MS),
   };
 }
 
