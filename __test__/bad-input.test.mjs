@@ -1332,3 +1332,11 @@ test('config: each key is read once, so a getter that answers differently later 
     await bg.shutdown();
   }
 });
+
+test('ResourceMonitor: interval is read-only, as typed: what start() samples at was checked at construction', () => {
+  const m = new ResourceMonitor({ interval: 500 });
+  assert.throws(() => {
+    m.interval = 0;
+  }, TypeError);
+  assert.equal(m.interval, 500);
+});

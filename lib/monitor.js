@@ -41,11 +41,16 @@ class ResourceMonitor extends EventEmitter {
     super();
     if (options === undefined || options === null) options = {};
     if (!isOptionsObject(options)) throw typeError(`ResourceMonitor: options must be an object, got ${describe(options)}`);
-    this.interval = option(options, 'interval', 1000, (v) => Number.isInteger(v) && v >= 1 && v <= MAX_DELAY_MS, 'an integer >= 1');
+    this._interval = option(options, 'interval', 1000, (v) => Number.isInteger(v) && v >= 1 && v <= MAX_DELAY_MS, 'an integer >= 1');
     const cpu = option(options, 'cpuThreshold', 80, (v) => v > 0 && v <= 100, 'a number, 0 < x <= 100');
     const memory = option(options, 'memoryThreshold', 2048, (v) => v > 0, 'a number > 0');
     this._native = new binding.NativeMonitor(cpu, memory, weakCallback(this, '_onSample'));
     this._stopped = true;
+  }
+
+  /** Ms between samples, as checked at construction (read-only: start() passes it to Rust). */
+  get interval() {
+    return this._interval;
   }
 
   /** Whole-machine busy percent above which a sample is `exceeded` (held by the native sampler). */
@@ -64,9 +69,9 @@ class ResourceMonitor extends EventEmitter {
 
   /** Starts periodic sampling (idempotent). The sampler never keeps Node.js alive. */
   start() {
-    if (this._native.start(this.interval)) {
+    if (this._native.start(this._interval)) {
       this._stopped = false;
-      emitSafely(this, 'started', { interval: this.interval, timestamp: Date.now() });
+      emitSafely(this, 'started', { interval: this._interval, timestamp: Date.now() });
     }
     return this;
   }
