@@ -560,6 +560,40 @@ mod tests {
   }
 
   #[test]
+  fn a_slow_line_listener_still_gets_the_tail_and_every_byte_counted() {
+    // The listener (JS) falls behind near the end: when the command exits, what it left in
+    // the pipe and the lines queued for JS take longer than the pipe drain's 0.5 s.
+    let rt = rt();
+    let (tx, mut rx) = mpsc::channel(64);
+    let s = spec("seq", &["1", "100000"]);
+    let running = spawn(rt.handle(), 7, s, Arc::new(AtomicBool::new(true)), tx).unwrap();
+    let (lines, last, exit) = rt.block_on(async move {
+      let (mut events, mut lines, mut last) = (0usize, 0usize, String::new());
+      loop {
+        match rx.recv().await.expect("an exit") {
+          Event::Lines { lines: l, .. } => {
+            lines += l.len();
+            last = l.last().cloned().unwrap_or_default();
+            events += 1;
+            if events > 300 {
+              tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+          }
+          Event::Exit(e) => return (lines, last, e),
+          _ => {}
+        }
+      }
+    });
+    drop(running);
+    assert_eq!(exit.output.stdout_bytes, 588_895, "every byte read");
+    assert_eq!(
+      (lines, last.as_str()),
+      (100_000, "100000"),
+      "every line delivered"
+    );
+  }
+
+  #[test]
   fn captures_output_and_exit_code() {
     let rt = rt();
     let ev = run(
