@@ -266,3 +266,47 @@ test('a cancelled command keeps its slot until its process is gone, even when ca
   assert.ok(waited >= 1300, `the next agent started ${waited} ms after the cancel (killGraceMs 1500)`);
   assert.ok(waited < 4000, `the next agent started ${waited} ms after the cancel`);
 });
+
+test('a command that cannot start for want of file descriptors (EMFILE) is retried, and starts once they are free', async () => {
+  const { mkdtempSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { spawn } = await import('node:child_process');
+  const dir = mkdtempSync(join(tmpdir(), 'bmad-emfile-'));
+  try {
+    const file = join(dir, 'script.mjs');
+    writeFileSync(
+      file,
+      `
+      import { openSync, closeSync } from 'node:fs';
+      import { BackgroundExecutor } from ${JSON.stringify(ENTRY)};
+      const bg = new BackgroundExecutor({ throttleIfExceeded: false });
+      bg.registerCommand('echo', { command: 'echo', args: ['started'] });
+      const retries = [];
+      bg.on('execution-retry', (e) => retries.push(e.error));
+      // Every descriptor taken: the command's pipes cannot be made.
+      const held = [];
+      try { for (;;) held.push(openSync('/dev/null', 'r')); } catch (err) { if (err.code !== 'EMFILE') throw err; }
+      const result = bg.execute('echo', '', { retries: 3, retryDelayMs: 200, backoff: 'fixed' });
+      setTimeout(() => { for (const fd of held) closeSync(fd); }, 50);
+      const r = await result.then((v) => ({ ok: v.stdout.trim() }), (e) => ({ error: e.code, reason: e.reason }));
+      await bg.shutdown();
+      console.log(JSON.stringify({ r, retries }));
+      `,
+    );
+    const out = await new Promise((resolve, reject) => {
+      // A low limit: a few hundred descriptors to take, not a million.
+      const child = spawn('sh', ['-c', `ulimit -n 256 && exec "${process.execPath}" "${file}"`], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let text = '';
+      let err = '';
+      child.stdout.on('data', (d) => (text += d));
+      child.stderr.on('data', (d) => (err += d));
+      child.on('error', reject);
+      child.on('exit', (code) => (code === 0 ? resolve(text) : reject(new Error(`exit ${code}: ${err}`))));
+    });
+    const { r, retries } = JSON.parse(out.trim().split('\n').pop());
+    assert.deepEqual(r, { ok: 'started' });
+    assert.ok(retries.length >= 1 && retries.every((m) => m.includes('EMFILE')), JSON.stringify(retries));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -12,7 +12,12 @@ const { Execution, extras } = require('./record.js');
 
 /** Errors no retry can fix: an agent that is not there, a program that cannot start. */
 const HOPELESS = new Set(['ERR_AGENT_NOT_FOUND', 'ERR_COMMAND_SPAWN']);
-const retryUnlessHopeless = (err) => !(err !== null && typeof err === 'object' && HOPELESS.has(err.code));
+/** A command that could not start for want of a resource may start later: these are retried. */
+const TRANSIENT_SPAWN = new Set(['EAGAIN', 'EMFILE', 'ENFILE', 'ENOMEM', 'EINTR']);
+/** Whether no retry can fix `err`: an agent that is not there, a command that cannot start. */
+const hopeless = (err) =>
+  err !== null && typeof err === 'object' && HOPELESS.has(err.code) && !(err.code === 'ERR_COMMAND_SPAWN' && TRANSIENT_SPAWN.has(err.reason));
+const retryUnlessHopeless = (err) => !hopeless(err);
 
 /** The priority level of each mode (by MODE_* code) when the options name none. */
 const MODE_LEVEL = ['low', 'medium', 'medium', 'medium', 'medium'];
@@ -152,4 +157,4 @@ function shutdownOptions(options) {
   };
 }
 
-module.exports = { SubmitRules, shutdownOptions };
+module.exports = { SubmitRules, shutdownOptions, hopeless };

@@ -14,11 +14,12 @@ const { coded, messageOf, codeOf } = require('../errors.js');
 const { resultJson } = require('./json.js');
 const { durableId, errorJson } = require('./values.js');
 const P = require('../protocol.js');
+const { hopeless } = require('../options.js');
 
 const { MODE_NAMES, OP_SUBMIT, SUBMIT_KEY_SHIFT, STATUS_COMPLETED, STATUS_FAILED, STATUS_CANCELLED } = P;
 
-/** Errors no retry can fix. */
-const NOT_RETRYABLE = new Set(['ERR_AGENT_NOT_FOUND', 'ERR_COMMAND_SPAWN', 'ERR_COMMAND_SPEC', 'ERR_NOT_SERIALIZABLE', 'ERR_STORE']);
+/** Errors no retry can fix, besides the hopeless ones of every execution (`hopeless`). */
+const NOT_RETRYABLE = new Set(['ERR_COMMAND_SPEC', 'ERR_NOT_SERIALIZABLE', 'ERR_STORE']);
 /** A claimed attempt runs once in the core: the store decides about retries. */
 const NO_LOCAL_RETRY = Object.freeze({ retries: 0, retryDelayMs: 0, backoff: 'fixed' });
 /** Claims per batch at most. */
@@ -166,7 +167,7 @@ function attemptEnded(durable, rec, status, value) {
   } else {
     code = status === 'cancelled' ? STATUS_CANCELLED : STATUS_FAILED;
     json = errorJson(value);
-    retryable = code === STATUS_FAILED && !NOT_RETRYABLE.has(codeOf(value)) && !durable.ex._declinesRetry(rec, value, d.attempt);
+    retryable = code === STATUS_FAILED && !NOT_RETRYABLE.has(codeOf(value)) && !hopeless(value) && !durable.ex._declinesRetry(rec, value, d.attempt);
   }
   d.value = value;
   durable.link.finish(d.rowId, d.attempt, code, retryable, json, rec);
