@@ -443,7 +443,9 @@ pub fn spawn(
       Err(e) => (None, None, Some(e.to_string())),
     };
     let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let (out, err) = (captures.take(Stream::Stdout), captures.take(Stream::Stderr));
+    // Copies: a cancel or timeout that lands before JS hears of the exit reads the output
+    // through `Running::output` (freed with the Running, once JS has released it).
+    let (out, err) = (captures.copy(Stream::Stdout), captures.copy(Stream::Stderr));
     // Up to 2 x 256 MiB to decode: not on the worker that drives timers and pipes.
     let output = tokio::task::spawn_blocking(move || Output::of(out, err, cap))
       .await
@@ -591,6 +593,39 @@ mod tests {
       (100_000, "100000"),
       "every line delivered"
     );
+  }
+
+  #[test]
+  fn the_output_is_still_there_for_a_cancel_that_lands_before_the_exit_is_heard() {
+    let rt = rt();
+    // JS is behind: the queue is full, so the exit waits to be sent.
+    let (tx, mut rx) = mpsc::channel(1);
+    tx.try_send(Event::Lines {
+      handle: 0,
+      stream: Stream::Stdout,
+      lines: Vec::new(),
+    })
+    .expect("room for one");
+    let running = spawn(
+      rt.handle(),
+      7,
+      spec("printf", &["hello"]),
+      Arc::new(AtomicBool::new(false)),
+      tx,
+    )
+    .unwrap();
+    rt.block_on(async { tokio::time::sleep(Duration::from_millis(800)).await });
+    assert!(running.has_exited());
+    // What a timeout or cancel at this moment reads for its error.
+    assert_eq!(running.output().stdout.to_string(), "hello");
+    let exit = rt.block_on(async move {
+      loop {
+        if let Some(Event::Exit(e)) = rx.recv().await {
+          return e;
+        }
+      }
+    });
+    assert_eq!(exit.output.stdout.to_string(), "hello");
   }
 
   #[test]

@@ -190,11 +190,6 @@ impl Captures {
   pub(super) fn copy(&self, stream: Stream) -> Capture {
     self.of(stream).copy()
   }
-
-  /// What `stream` kept, taken out (once it has been read to the end).
-  pub(super) fn take(&self, stream: Stream) -> Capture {
-    std::mem::take(&mut *self.of(stream))
-  }
 }
 
 pub(super) struct Reader {
