@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { after } from 'node:test';
 import { test, shutDownAfterEach, waitUntil, ENTRY } from './helpers.mjs';
 
 const SERVER = process.env.BMAD_TEST_PG_URL;
@@ -13,6 +14,22 @@ let schemas = 0;
 /** A URL with a schema of its own, so tests do not see each other's executions. */
 const fresh = () => `${SERVER}?schema=js_${process.pid}_${++schemas}`;
 const make = (url, config = {}) => create({ store: url, throttleIfExceeded: false, ...config });
+
+/**
+ * A server of this file's own for the tests that restart it: the other suites, run at the
+ * same time, share the test server and must not see it go. Started at first use, stopped
+ * when the file's tests are done.
+ */
+let own = null;
+after(() => own?.stop());
+async function restartable() {
+  if (own === null) {
+    // Imported here: an installed package has no scripts/ (and no server to test against).
+    const { startPostgres } = await import('../scripts/pg-cluster.mjs');
+    own = await startPostgres();
+  }
+  return { url: `${own.url}?schema=js_${process.pid}_${++schemas}`, server: own.url, restart: own.restartCommand };
+}
 
 pgTest('an execution submitted on one executor runs on another and its value comes back', async () => {
   const url = fresh();
@@ -126,9 +143,7 @@ pgTest('an unreachable server fails initialize() with ERR_STORE naming the cause
 });
 
 pgTest('the server restarted in the middle of a run: every execution ends once, none runs twice', async () => {
-  const restart = JSON.parse(process.env.BMAD_TEST_PG_RESTART || 'null');
-  assert.ok(Array.isArray(restart), 'BMAD_TEST_PG_RESTART comes with BMAD_TEST_PG_URL');
-  const url = fresh();
+  const { url, server, restart } = await restartable();
   const runner = make(url);
   const submitter = make(url);
   const calls = new Map();
@@ -155,15 +170,14 @@ pgTest('the server restarted in the middle of a run: every execution ends once, 
   assert.equal(calls.size, 60);
   // Both saw the connection go and come back, once, in that order.
   await waitUntil(() => links.length === 4, 'both executors reconnected', { timeoutMs: 8000 });
-  const shown = SERVER.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@');
+  const shown = server.replace(/\/\/([^:@/]+):[^@/]*@/, '//$1:***@');
   for (const name of ['runner', 'submitter']) {
     assert.deepEqual(links.filter((l) => l.startsWith(name)), [`${name} lost ${shown}`, `${name} back ${shown}`]);
   }
 });
 
 pgTest('submissions made while the server restarts wait for it instead of failing', async () => {
-  const restart = JSON.parse(process.env.BMAD_TEST_PG_RESTART || 'null');
-  const url = fresh();
+  const { url, restart } = await restartable();
   const runner = make(url);
   const submitter = make(url);
   runner.registerAgent('echo', async (task) => task);
@@ -192,8 +206,7 @@ pgTest('submissions made while the server restarts wait for it instead of failin
 });
 
 pgTest('requests made while the server restarts wait for it: a cancel, a status read, a globalConcurrency', async () => {
-  const restart = JSON.parse(process.env.BMAD_TEST_PG_RESTART || 'null');
-  const url = fresh();
+  const { url, restart } = await restartable();
   const runner = make(url, { maxConcurrentAgents: 5 });
   const other = make(url, { maxConcurrentAgents: 5 });
   const submitter = make(url);

@@ -6,8 +6,8 @@
 //   node scripts/pg-cluster.mjs run -- <command> [args…]
 //
 // starts a cluster, runs the command with BMAD_TEST_PG_URL=postgres://postgres@127.0.0.1:<port>/bmad_test
-// (and BMAD_TEST_PG_RESTART, a JSON command line restarting the server; BMAD_TEST_PG_CA, the
-// certificate of its TLS, when openssl is there to make one) and stops the cluster
+// (and BMAD_TEST_PG_CA, the certificate of its TLS, when openssl is there to make one; tests
+// that restart a server start one of their own) and stops the cluster
 // whatever the command did; exits with the command's code. Without
 // PostgreSQL on the machine the command runs without the URL (its PostgreSQL tests say they
 // are not run), unless BMAD_REQUIRE_PG=1 (CI), which makes that an error.
@@ -159,7 +159,6 @@ async function main(argv) {
     }
     pg = await startPostgres(bin, { ssl });
     env.BMAD_TEST_PG_URL = pg.url;
-    env.BMAD_TEST_PG_RESTART = JSON.stringify(pg.restartCommand);
     if (pg.ca !== null) env.BMAD_TEST_PG_CA = pg.ca;
   }
   const stop = () => {
