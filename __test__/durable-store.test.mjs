@@ -696,6 +696,21 @@ test('strings with a lone surrogate are refused where they would be stored or cr
   assert.equal(await bg.execute('echo', '\uD83D\uDE00', { key: '\uD83D\uDE00' }), '\uD83D\uDE00');
 });
 
+test('cancels made just before shutdown() all go out before the store closes', async (t) => {
+  const { url } = newStore(t);
+  const a = make(url);
+  const ids = [];
+  for (const task of ['x', 'y', 'z']) ids.push((await a.fireAndForget('nobody-here', task)).executionId);
+  const answers = ids.map((id) => a.cancelExecution(id));
+  await a.shutdown();
+  assert.deepEqual(
+    (await Promise.all(answers)).map((r) => r.success),
+    [true, true, true],
+  );
+  const b = make(url);
+  for (const id of ids) assert.equal((await b.fetchExecutionStatus(id)).status, 'cancelled', id);
+});
+
 // ----- retention ---------------------------------------------------------------------------
 
 test('retention: maxRetainedResults and resultTtlMs delete finished rows (retention runs every 5 s)', async (t) => {

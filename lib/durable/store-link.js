@@ -195,6 +195,14 @@ class StoreLink {
     this.checkDrained();
   }
 
+  /**
+   * Writes made before close() that only wait for an earlier write (none has failed): they
+   * go out before it. Held after a failure, they fail once closed, as batches give up.
+   */
+  writesQueued() {
+    return this.held.length > 0 && this.held.every((h) => h.failed === null);
+  }
+
   /** close() waits for the batches in flight: once none is, and no retry is due, it goes on. */
   checkDrained() {
     if (this.onDrained !== null && this.inFlight.length === 0 && (this.retryTimer === null || this.dead)) {
@@ -279,6 +287,7 @@ class StoreLink {
     else r.reject(storeError(event.errorCode, event.text));
     // Writes that waited for this one, and what was made after them.
     if (this.heldTimer === null) this.sendHeld();
+    this.checkDrained();
     return true;
   }
 
@@ -302,7 +311,7 @@ class StoreLink {
   close() {
     return new Promise((resolve, reject) => {
       const go = () => {
-        if (!this.dead && (this.inFlight.length > 0 || !this.pending.empty)) {
+        if (!this.dead && (this.inFlight.length > 0 || !this.pending.empty || this.writesQueued())) {
           this.onDrained = go;
           this.flush();
           return;
