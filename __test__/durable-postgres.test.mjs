@@ -322,6 +322,10 @@ pgTest("a row the driver cannot read (a schema changed by hand) fails the store 
     new Promise((r) => setTimeout(() => r('pending'), 3000).unref()),
   ]);
   assert.equal(later, 'ERR_STORE', 'a later submission is refused, not left pending');
+  // Known stopped: nothing is tried again (each try would say so again).
+  const told = errors.length;
+  await new Promise((r) => setTimeout(r, 2500));
+  assert.equal(errors.length, told, `no more store errors: ${errors.slice(told)}`);
   assert.equal(sql(`SELECT state FROM "${schema}".bmad_executions WHERE id = ${executionId.slice('exec-d'.length)}`), 1, 'claimed before the failure');
   // Reading the row fails the submitter's store the same way: an error, not a hang.
   await assert.rejects(submitter.fetchExecutionStatus(executionId), { code: 'ERR_STORE' });

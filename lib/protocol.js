@@ -131,6 +131,8 @@ module.exports = Object.freeze({
   STORE_LINK: 13,
   /** A request that answers nothing but its success (a global limit set). */
   STORE_DONE: 14,
+  /** The store's thread failed (a panic): no request in flight will be answered; `errorCode`, `text` say why. */
+  STORE_STOPPED: 15,
   /** A finish answer: recorded as the execution's end. */
   FINISH_RECORDED: -1,
   /** A finish answer: the attempt no longer owned the execution; discarded. */

@@ -160,6 +160,8 @@ pub const STORE_CLOSED: u32 = 12;
 pub const STORE_LINK: u32 = 13;
 /// A request that answers nothing but its success (a global limit set).
 pub const STORE_DONE: u32 = 14;
+/// The store's thread failed (a panic): no request in flight will be answered; `errorCode`, `text` say why.
+pub const STORE_STOPPED: u32 = 15;
 /// A finish answer: recorded as the execution's end.
 pub const FINISH_RECORDED: i32 = -1;
 /// A finish answer: the attempt no longer owned the execution; discarded.

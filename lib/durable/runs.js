@@ -147,6 +147,11 @@ function attemptEnded(durable, rec, status, value) {
   rec.value = value;
   if (!d.running) return;
   d.running = false;
+  if (durable.link.dead) {
+    // Nothing can be written: its lease runs out and another executor runs it again.
+    durable.runs.delete(d.rowId);
+    return;
+  }
   if (d.release || (durable.releaseRunning && status === 'cancelled')) {
     durable.runs.delete(d.rowId);
     durable.link.release(d.rowId, d.attempt);

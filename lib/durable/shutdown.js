@@ -74,16 +74,40 @@ function close(durable) {
  * @param {Durable} durable
  */
 function answerClosed(durable, rowId) {
+  answerWith(
+    durable,
+    rowId,
+    coded(
+      Error,
+      'ERR_EXECUTOR_SHUT_DOWN',
+      `The executor shut down before execution ${durableId(rowId)} ended; it stays in the store (fetchExecutionStatus reads its outcome later)`,
+      { executionId: durableId(rowId) },
+    ),
+  );
+}
+
+/**
+ * The store's thread failed: every caller waiting for an outcome gets `ERR_STORE` (none
+ * could be read any more), `waitFor()` a not-found.
+ * @param {Durable} durable
+ */
+function storeStopped(durable, text) {
+  for (const rowId of [...durable.handles.keys()]) {
+    const err = coded(Error, 'ERR_STORE', `The outcome of execution ${durableId(rowId)} cannot be read: ${text}`, { executionId: durableId(rowId) });
+    answerWith(durable, rowId, err);
+  }
+  for (const [rowId, list] of [...durable.waiters]) {
+    durable.waiters.delete(rowId);
+    for (const w of list) w({ found: false });
+  }
+}
+
+/** The callers waiting for execution `rowId` get `err`. */
+function answerWith(durable, rowId, err) {
   const list = durable.handles.get(rowId);
   if (list === undefined) return;
   durable.handles.delete(rowId);
-  const err = coded(
-    Error,
-    'ERR_EXECUTOR_SHUT_DOWN',
-    `The executor shut down before execution ${durableId(rowId)} ended; it stays in the store (fetchExecutionStatus reads its outcome later)`,
-    { executionId: durableId(rowId) },
-  );
   for (const rec of list) if (rec.mode === MODE_EXECUTE || rec.callback !== null) durable._settleHandle(rec, 'failed', err);
 }
 
-module.exports = { beginShutdown, forced, close, answerClosed };
+module.exports = { beginShutdown, forced, close, answerClosed, storeStopped };

@@ -11,7 +11,7 @@ use super::js_callback::{JsCallback, KeepAlive};
 use crate::protocol::{
   FINISH_RECORDED, FINISH_STALE, STORE_BACKGROUND_ERROR, STORE_BATCH, STORE_CANCELLED,
   STORE_CANCEL_REQUESTED, STORE_CHANGED, STORE_CHECKED, STORE_CLOSED, STORE_DONE, STORE_ENDED, STORE_FAILED,
-  STORE_FETCHED, STORE_LINK, STORE_OPENED, STORE_RESCUED,
+  STORE_FETCHED, STORE_LINK, STORE_OPENED, STORE_RESCUED, STORE_STOPPED,
 };
 use crate::store::pg::PgTarget;
 use crate::store::schema::Synchronous;
@@ -350,6 +350,11 @@ impl From<Event> for NativeStoreEvent {
         error_code: Some(error.code.to_string()),
         text: Some(error.message),
         ..NativeStoreEvent::new(STORE_BACKGROUND_ERROR, 0)
+      },
+      Event::Stopped(error) => NativeStoreEvent {
+        error_code: Some(error.code.to_string()),
+        text: Some(error.message),
+        ..NativeStoreEvent::new(STORE_STOPPED, 0)
       },
       Event::Closed { req } => NativeStoreEvent::new(STORE_CLOSED, req),
     }

@@ -144,6 +144,8 @@ pub enum Event {
   },
   /// A failure outside any request (heartbeat, rescue, retention, poll); the thread goes on.
   Background(StoreError),
+  /// The thread failed (a panic): requests in flight get no answer; later ones the failure.
+  Stopped(StoreError),
   Closed {
     req: u32,
   },
@@ -217,8 +219,6 @@ struct Service {
   /// A wake-up found nothing yet: look once more after `RECHECK_MS`.
   recheck: bool,
   alive: bool,
-  /// The request being handled, answered with the failure if handling it panics.
-  handling: Option<u32>,
 }
 
 /// See `Service::recheck`.
@@ -285,11 +285,10 @@ fn run(opts: Options, rx: Receiver<Command>, tx: Sender<Command>, mut sink: Sink
     woken: waker.is_some() || listened,
     recheck: false,
     alive: true,
-    handling: None,
   };
   // A panic (a bug, or a row of a schema changed by hand that a driver cannot read) must
-  // not leave callers waiting in silence: the request being handled and every later one are
-  // answered with the failure, and users hear of it (`store-error`).
+  // not leave callers waiting in silence: JS hears that the thread stopped (and fails what
+  // it waits for), and every later request is answered with the failure.
   let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.serve(&rx)));
   if let Err(panic) = served {
     let what = panic
@@ -300,13 +299,7 @@ fn run(opts: Options, rx: Receiver<Command>, tx: Sender<Command>, mut sink: Sink
     let error = StoreError::store(format!(
       "the store's thread failed ({what}); nothing more can be written"
     ));
-    if let Some(req) = s.handling.take() {
-      (s.sink)(Event::Failed {
-        req,
-        error: error.clone(),
-      });
-    }
-    (s.sink)(Event::Background(error.clone()));
+    (s.sink)(Event::Stopped(error.clone()));
     refuse_all(&rx, &mut s.sink, &error);
   }
 }
@@ -403,7 +396,6 @@ impl Service {
   fn handle(&mut self, cmd: Command) {
     let now = now_ms();
     self.active_at = self.tick();
-    self.handling = cmd.req();
     match cmd {
       Command::Batch { req, batch } => match self.store.batch(&batch, now) {
         Ok(result) => {
@@ -509,7 +501,6 @@ impl Service {
         self.alive = false;
       }
     }
-    self.handling = None;
   }
 
   /// The connection is back: claims whose answer was lost go back to the queue, and what
