@@ -48,9 +48,10 @@ pub trait Backend: Send {
       "globalConcurrency needs a PostgreSQL store: with SQLite, limit the agent in each process",
     ))
   }
-  /// After the connection came back: hands back to the queue, uncounted, the attempts this
-  /// worker holds in the store but does not know of (`running`: the (id, attempt) it
-  /// knows): claims committed by a try whose answer was lost. Returns their ids.
+  /// After the connection came back, and after every heartbeat: hands back to the queue,
+  /// uncounted, the attempts this worker holds in the store but does not know of
+  /// (`running`: the (id, attempt) it knows): claims committed by a try whose answer was
+  /// lost. Returns their ids.
   fn release_unknown(&mut self, running: &[(i64, u32)]) -> StoreResult<Vec<i64>> {
     let _ = running;
     Ok(Vec::new())

@@ -428,7 +428,7 @@ impl Service {
           self.emit(Event::Batch { req, result });
           if look_ahead {
             match self.store.next_due(now) {
-              Ok(Some(t)) => self.wake_in(t - now),
+              Ok(Some(t)) => self.wake_in(t - now_ms()),
               Ok(None) => {}
               Err(e) => self.emit(Event::Background(e)),
             }

@@ -71,6 +71,8 @@ pub struct PgStore {
   /// The server's clock less this host's (0 when within `SKEW_IGNORED_MS`): leases written
   /// here and compared on other hosts use one clock.
   offset_ms: f64,
+  /// Whether the server's clock was read once (the first reading is kept however slow).
+  clock_read: bool,
   /// The executions this worker runs whose agent has a global limit (see `batch::Ctx`).
   limited: std::collections::HashSet<(i64, u32)>,
   /// Retention in the background, on a connection of its own.
@@ -114,6 +116,7 @@ impl PgStore {
       jitter: Jitter::seeded(),
       interest: Interest::new(false, &[]),
       offset_ms: 0.0,
+      clock_read: false,
       limited: Default::default(),
       sweeper,
     };
@@ -232,8 +235,14 @@ impl PgStore {
         ),
       )?
       .get(0);
-    let max_round_trip = (self.lease_ms / 10.0).min(1_000.0);
+    // The first reading is taken whatever its round trip: there is none better to keep.
+    let max_round_trip = if self.clock_read {
+      (self.lease_ms / 10.0).min(1_000.0)
+    } else {
+      f64::INFINITY
+    };
     self.offset_ms = clock_offset(before, server, now_ms(), self.offset_ms, max_round_trip);
+    self.clock_read = true;
     Ok(())
   }
 
