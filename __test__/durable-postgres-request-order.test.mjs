@@ -52,8 +52,9 @@ pgTest('a limit write made while an earlier one is lost with the connection land
     proxy.open();
     // Made while the first is unanswered: the store thread runs it once the first has failed.
     bg.setAgentLimits('x', { globalConcurrency: 5 });
-    // Longer than any pause between tries: both writes have landed by then.
-    await sleep(2000);
+    // The later write is answered once the earlier one, sent again, has landed before it.
+    await waitUntil(() => limit() === 5, 'the later value is stored', { timeoutMs: 8000 });
+    await sleep(1000);
     assert.equal(limit(), 5, 'the earlier write, sent again, did not land after the later one');
   } finally {
     await proxy.close();

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { after } from 'node:test';
-import { test, shutDownAfterEach, waitUntil, ENTRY } from './helpers.mjs';
+import { test, shutDownAfterEach, waitUntil, within, ENTRY } from './helpers.mjs';
 
 const SERVER = process.env.BMAD_TEST_PG_URL;
 const pgTest = SERVER ? test : (name) => test(name, (t) => t.skip('BMAD_TEST_PG_URL is not set (run it through scripts/pg-cluster.mjs)'));
@@ -21,7 +21,13 @@ const make = (url, config = {}) => create({ store: url, throttleIfExceeded: fals
  * when the file's tests are done.
  */
 let own = null;
-after(() => own?.stop());
+const stopOwn = () => {
+  const server = own;
+  own = null;
+  server?.stop();
+};
+after(stopOwn);
+process.once('exit', stopOwn); // a run cut short leaves no server behind
 async function restartable() {
   if (own === null) {
     // Imported here: an installed package has no scripts/ (and no server to test against).
@@ -314,13 +320,13 @@ pgTest("a row the driver cannot read (a schema changed by hand) fails the store 
   worker.registerAgent('reader', async (task) => task);
   await worker.initialize();
   await waitUntil(() => errors.some((m) => m.includes("the store's thread failed")), 'store-error names the failure', { timeoutMs: 5000 });
-  const later = await Promise.race([
+  const later = await within(
     worker.execute('reader', 'more').then(
       () => 'resolved',
       (err) => err.code,
     ),
-    new Promise((r) => setTimeout(() => r('pending'), 3000).unref()),
-  ]);
+    3000,
+  );
   assert.equal(later, 'ERR_STORE', 'a later submission is refused, not left pending');
   // Known stopped: nothing is tried again (each try would say so again).
   const told = errors.length;
@@ -329,6 +335,5 @@ pgTest("a row the driver cannot read (a schema changed by hand) fails the store 
   assert.equal(sql(`SELECT state FROM "${schema}".bmad_executions WHERE id = ${executionId.slice('exec-d'.length)}`), 1, 'claimed before the failure');
   // Reading the row fails the submitter's store the same way: an error, not a hang.
   await assert.rejects(submitter.fetchExecutionStatus(executionId), { code: 'ERR_STORE' });
-  const closed = await Promise.race([worker.shutdown().then(() => 'closed'), new Promise((r) => setTimeout(() => r('pending'), 5000).unref())]);
-  assert.equal(closed, 'closed');
+  assert.notEqual(await within(worker.shutdown(), 5000), 'pending', 'shutdown() settled');
 });

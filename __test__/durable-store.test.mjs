@@ -656,7 +656,7 @@ test('shutdown() right after submissions not yet committed: execute() and callba
   a.executeWithCallback('later', 'c', (err, value) => calls.push({ err, value }));
   const f = a.fireAndForget('later', 'f');
   await a.shutdown();
-  const r = await Promise.race([p, sleep(2000).then(() => 'pending')]);
+  const r = await within(p, 2000);
   assert.notEqual(r, 'pending', 'execute() settled');
   assert.equal(r.ok, false);
   assert.equal(r.value.code, 'ERR_EXECUTOR_SHUT_DOWN');

@@ -614,8 +614,13 @@ mod tests {
       tx,
     )
     .unwrap();
-    rt.block_on(async { tokio::time::sleep(Duration::from_millis(800)).await });
-    assert!(running.has_exited());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !running.has_exited() {
+      assert!(std::time::Instant::now() < deadline, "printf exits");
+      std::thread::sleep(Duration::from_millis(5));
+    }
+    // Time for the exit to decode the output and wait for room in the queue.
+    rt.block_on(async { tokio::time::sleep(Duration::from_millis(300)).await });
     // What a timeout or cancel at this moment reads for its error.
     assert_eq!(running.output().stdout.to_string(), "hello");
     let exit = rt.block_on(async move {
