@@ -4,14 +4,11 @@
 // lost, sends the batch again once it reconnects, and must not store, run or record
 // anything twice.
 import assert from 'node:assert/strict';
-import { test, shutDownAfterEach, waitUntil } from './helpers.mjs';
-import { SERVER, sql, startProxy } from './durable/pg-proxy.mjs';
+import { shutDownAfterEach, waitUntil } from './helpers.mjs';
+import { sql, startProxy, pgTest, direct } from './durable/pg-proxy.mjs';
 
-const pgTest = SERVER ? test : (name) => test(name, (t) => t.skip('BMAD_TEST_PG_URL is not set (run it through scripts/pg-cluster.mjs)'));
 const create = shutDownAfterEach({ timeoutMs: 5000 });
 let schemas = 0;
-
-const direct = (schema) => `${SERVER}?schema=${schema}`;
 
 pgTest('a batch of submissions whose COMMIT answer was lost is sent again and stored once', async () => {
   const schema = `lost_insert_${process.pid}_${++schemas}`;

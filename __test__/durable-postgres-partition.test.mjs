@@ -2,13 +2,10 @@
 // execution on and ends it. Back on line, the first one answers its caller with that outcome;
 // its own attempt, still running meanwhile, ends as stale, and nothing of it is left behind.
 import assert from 'node:assert/strict';
-import { test, shutDownAfterEach, waitUntil, settleOf, gate, within } from './helpers.mjs';
-import { SERVER, sql, startProxy } from './durable/pg-proxy.mjs';
+import { shutDownAfterEach, waitUntil, settleOf, gate, within } from './helpers.mjs';
+import { sql, startProxy, pgTest, direct } from './durable/pg-proxy.mjs';
 
-const pgTest = SERVER ? test : (name) => test(name, (t) => t.skip('BMAD_TEST_PG_URL is not set (run it through scripts/pg-cluster.mjs)'));
 const create = shutDownAfterEach({ timeoutMs: 5000 });
-
-const direct = (schema) => `${SERVER}?schema=${schema}`;
 
 pgTest("an attempt still running here when another executor ended its execution ends as stale, and leaves this executor idle", async () => {
   const schema = `partition_${process.pid}`;

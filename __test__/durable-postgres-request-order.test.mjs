@@ -3,10 +3,9 @@
 // twice while PostgreSQL was out of reach ends with the later value.
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { test, shutDownAfterEach, waitUntil } from './helpers.mjs';
-import { SERVER, sql, startProxy } from './durable/pg-proxy.mjs';
+import { shutDownAfterEach, waitUntil } from './helpers.mjs';
+import { sql, startProxy, pgTest } from './durable/pg-proxy.mjs';
 
-const pgTest = SERVER ? test : (name) => test(name, (t) => t.skip('BMAD_TEST_PG_URL is not set (run it through scripts/pg-cluster.mjs)'));
 const create = shutDownAfterEach({ timeoutMs: 5000 });
 
 pgTest('two globalConcurrency writes made while the server is out of reach land in the order they were made', async () => {

@@ -2,14 +2,11 @@
 // caller. The executor talks to the server through a TCP proxy that cuts its connections.
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { test, shutDownAfterEach, waitUntil, settleOf, within } from './helpers.mjs';
-import { SERVER, startProxy } from './durable/pg-proxy.mjs';
+import { shutDownAfterEach, waitUntil, settleOf, within } from './helpers.mjs';
+import { startProxy, pgTest, direct } from './durable/pg-proxy.mjs';
 
-const pgTest = SERVER ? test : (name) => test(name, (t) => t.skip('BMAD_TEST_PG_URL is not set (run it through scripts/pg-cluster.mjs)'));
 const create = shutDownAfterEach({ timeoutMs: 5000 });
 let schemas = 0;
-
-const direct = (schema) => `${SERVER}?schema=${schema}`;
 
 pgTest('a submission that cannot be stored before shutdown() gives up is refused with ERR_STORE, not left pending', async () => {
   const schema = `shutdown_insert_${process.pid}_${++schemas}`;

@@ -3,9 +3,16 @@
 // refused until `open()`.
 import { execFileSync } from 'node:child_process';
 import net from 'node:net';
+import { test } from '../helpers.mjs';
 
 export const SERVER = process.env.BMAD_TEST_PG_URL;
 const PSQL = process.env.PSQL || 'psql';
+
+/** `test` where the test server is there; elsewhere a test that says why it is skipped. */
+export const pgTest = SERVER ? test : (name) => test(name, (t) => t.skip('BMAD_TEST_PG_URL is not set (run it through scripts/pg-cluster.mjs)'));
+
+/** The test server's URL with `schema`, not through a proxy. */
+export const direct = (schema) => `${SERVER}?schema=${schema}`;
 
 /** One JSON value selected by `query` on the test server. */
 export function sql(query) {
