@@ -711,6 +711,17 @@ test('cancels made just before shutdown() all go out before the store closes', a
   for (const id of ids) assert.equal((await b.fetchExecutionStatus(id)).status, 'cancelled', id);
 });
 
+test("shutdown() of an idle executor with a store emits 'idle' no more: closing the store is no work", async (t) => {
+  const { url } = newStore(t);
+  const bg = make(url, { agents: { echo: (task) => task } });
+  const events = [];
+  for (const name of ['idle', 'shutting-down', 'shutdown-complete']) bg.on(name, () => events.push(name));
+  assert.equal(await bg.execute('echo', 'a'), 'a');
+  await waitUntil(() => events.includes('idle'), 'idle after the execution');
+  await bg.shutdown();
+  assert.deepEqual(events, ['idle', 'shutting-down', 'shutdown-complete']);
+});
+
 // ----- retention ---------------------------------------------------------------------------
 
 test('retention: maxRetainedResults and resultTtlMs delete finished rows (retention runs every 5 s)', async (t) => {

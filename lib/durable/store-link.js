@@ -265,7 +265,10 @@ class StoreLink {
     this.requests.set(req, r);
     if (r.write) this.writing++;
     const queued = r.send(req);
-    this.owner._storeBusy();
+    // The close of a shutdown keeps Node.js alive until answered, but is no work: the
+    // executor does not turn busy (and idle again) for it.
+    if (r.close) this.owner._updateKeepAlive();
+    else this.owner._storeBusy();
     if (!queued) this.threadStopped();
   }
 
@@ -322,7 +325,7 @@ class StoreLink {
           return;
         }
         // Sent at once, ahead of requests held for a lost connection (they fail once closed).
-        this.sendRequest({ resolve, reject, send: (req) => this.native.close(req), order: this.nextOrder++, failed: null });
+        this.sendRequest({ resolve, reject, send: (req) => this.native.close(req), order: this.nextOrder++, failed: null, close: true });
         this.closed = true;
       };
       go();
