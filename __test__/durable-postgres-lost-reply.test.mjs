@@ -148,3 +148,34 @@ pgTest('a claim that commits after its batch was given up (answer too late) is h
   const final = await runner.waitFor(executionId);
   assert.deepEqual([final.status, final.result, final.attempt], ['completed', 'ran task', 1]);
 });
+
+pgTest('a cancel of a RUNNING execution whose COMMIT answer was lost answers as the cancel that stopped it', async () => {
+  const schema = `lost_cancel_running_${process.pid}_${++schemas}`;
+  const proxy = await startProxy();
+  try {
+    const runner = create({ store: direct(schema), throttleIfExceeded: false });
+    let started = 0;
+    runner.registerAgent('hold', (_task, _options, { signal }) => {
+      started++;
+      return new Promise((_resolve, reject) => signal.addEventListener('abort', () => reject(signal.reason)));
+    });
+    await runner.initialize();
+    const { executionId } = await runner.fireAndForget('hold', 'task');
+    await waitUntil(() => started === 1, 'the agent runs');
+    // Another process cancels it; the answer of its first try is lost.
+    const canceller = create({ store: proxy.url(schema), throttleIfExceeded: false });
+    const cancelled = [];
+    canceller.on('execution-cancelled', (e) => cancelled.push(e.executionId));
+    await canceller.initialize();
+    proxy.arm('SET cancel_requested = true');
+    const answer = canceller.cancelExecution(executionId);
+    await waitUntil(() => proxy.state.cuts === 1, "the cancel's COMMIT went through and its answer was dropped");
+    // The runner hears of it and stops the agent: the execution ends cancelled meanwhile.
+    await waitUntil(() => sql(`SELECT state FROM "${schema}".bmad_executions`) === 4, 'the runner ended it cancelled', { timeoutMs: 5000 });
+    proxy.open();
+    assert.deepEqual(await answer, { success: true, executionId, previousStatus: 'running' });
+    assert.deepEqual(cancelled, [], 'the runner reports its end, not the canceller');
+  } finally {
+    await proxy.close();
+  }
+});

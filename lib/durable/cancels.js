@@ -13,6 +13,9 @@ const { MODE_NAMES, STATUS_NAMES, STATUS_QUEUED, STATUS_RUNNING, STATUS_CANCELLE
 
 /** @typedef {import('./durable.js').Durable} Durable */
 
+/** How far the clock of the host that ended an execution may lag this one's (ms). */
+const CLOCK_SLACK_MS = 100;
+
 /**
  * `cancelExecution` of a durable id, from any process.
  * @param {Durable} durable
@@ -22,9 +25,10 @@ function cancel(durable, executionId) {
   const known = durable.runs.get(rowId) || (durable.handles.get(rowId) || [])[0];
   const err = cancelledError(executionId, known !== undefined ? known.agent : 'unknown');
   const json = errorJson(err);
+  const askedAt = Date.now();
   return durable.link
     .cancel(rowId, json)
-    .then((ev) => (ev.resent && ev.codes[0] === STATUS_CANCELLED ? byEarlierTry(durable, rowId, json) : ev.codes[0]))
+    .then((ev) => (ev.resent && ev.codes[0] === STATUS_CANCELLED ? byEarlierTry(durable, rowId, json, askedAt) : ev.codes[0]))
     .then((was) => {
       if (was === NOT_FOUND) return { success: false, error: 'Execution not found' };
       if (was === STATUS_QUEUED) {
@@ -48,14 +52,23 @@ function cancel(durable, executionId) {
 }
 
 /**
- * A cancel sent again after a lost connection found its execution cancelled: when it holds
- * this very cancel's error, the earlier try ended it (its answer was lost), so it counts as
- * a cancel of a queued execution. Else it was cancelled before.
+ * A cancel sent again after a lost connection found its execution cancelled. What did the
+ * earlier try (whose answer was lost) find?
+ * - Queued: it ended it then, with this very cancel's error; a queued execution is never
+ *   flagged `cancel_requested`.
+ * - Running: it flagged it, and the execution ended after this cancel was first asked (its
+ *   runner's own error then stands in the row).
+ * - Else it was cancelled before this cancel.
  * @param {Durable} durable
  */
-function byEarlierTry(durable, rowId, json) {
+function byEarlierTry(durable, rowId, json, askedAt) {
   return durable.link.fetch(rowId).then(
-    (ev) => (ev.rows.length > 0 && ev.rows[0].error === json ? STATUS_QUEUED : STATUS_CANCELLED),
+    (ev) => {
+      const row = ev.rows[0];
+      if (row === undefined) return STATUS_CANCELLED;
+      if (!row.cancelRequested) return row.error === json ? STATUS_QUEUED : STATUS_CANCELLED;
+      return row.finalizedAt != null && row.finalizedAt >= askedAt - CLOCK_SLACK_MS ? STATUS_RUNNING : STATUS_CANCELLED;
+    },
     () => STATUS_CANCELLED,
   );
 }
