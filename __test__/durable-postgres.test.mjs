@@ -6,9 +6,8 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { after } from 'node:test';
 import { test, shutDownAfterEach, waitUntil, within, ENTRY } from './helpers.mjs';
+import { SERVER, pgTest, sql } from './durable/pg-proxy.mjs';
 
-const SERVER = process.env.BMAD_TEST_PG_URL;
-const pgTest = SERVER ? test : (name) => test(name, (t) => t.skip('BMAD_TEST_PG_URL is not set (run it through scripts/pg-cluster.mjs)'));
 const create = shutDownAfterEach({ timeoutMs: 2000 });
 let schemas = 0;
 /** A URL with a schema of its own, so tests do not see each other's executions. */
@@ -308,7 +307,6 @@ test('globalConcurrency without a PostgreSQL store is refused, nothing registere
 pgTest("a row the driver cannot read (a schema changed by hand) fails the store visibly: store-error, requests refused, shutdown settles; nothing waits in silence", async () => {
   const schema = `js_${process.pid}_${++schemas}`;
   const url = `${SERVER}?schema=${schema}`;
-  const { sql } = await import('./durable/pg-proxy.mjs');
   const submitter = make(url);
   await submitter.initialize();
   const { executionId } = await submitter.fireAndForget('reader', 'task');
@@ -332,6 +330,7 @@ pgTest("a row the driver cannot read (a schema changed by hand) fails the store 
   const told = errors.length;
   await new Promise((r) => setTimeout(r, 2500));
   assert.equal(errors.length, told, `no more store errors: ${errors.slice(told)}`);
+  assert.notEqual(await within(worker.onIdle(), 3000), 'pending', 'nothing left waiting: the worker is idle');
   assert.equal(sql(`SELECT state FROM "${schema}".bmad_executions WHERE id = ${executionId.slice('exec-d'.length)}`), 1, 'claimed before the failure');
   // Reading the row fails the submitter's store the same way: an error, not a hang.
   await assert.rejects(submitter.fetchExecutionStatus(executionId), { code: 'ERR_STORE' });

@@ -25,7 +25,7 @@
 // Under it: outcomes.js (the base class: settling handles and waiters once executions end),
 // store-link.js (the batching link to the store's thread), values.js and json.js.
 
-const { StoreLink } = require('./store-link.js');
+const { StoreLink, storeError } = require('./store-link.js');
 const { Outcomes } = require('./outcomes.js');
 const { parseDurableId, rowStatus } = require('./values.js');
 const submissions = require('./submissions.js');
@@ -126,8 +126,18 @@ class Durable extends Outcomes {
     storeEvents.batchDone(this, sent, ev);
   }
 
-  _gaveUp(pending) {
-    storeEvents.gaveUp(this, pending);
+  _gaveUp(pending, why) {
+    storeEvents.gaveUp(this, pending, why);
+  }
+
+  /**
+   * The link let go of everything (its thread stopped): later submissions are refused, and
+   * keep-alive and idleness are looked at again.
+   */
+  _linkSettled(text) {
+    if (this.openError === null) this.openError = storeError('ERR_STORE', text);
+    this._updateKeepAlive();
+    if (this.idle()) this.ex._checkIdle();
   }
 
   // ----- shutdown (shutdown.js) --------------------------------------------------------

@@ -45,9 +45,13 @@ function forced(durable) {
  * (their executions stay in the store), pending writes are committed, the store closed.
  * @param {Durable} durable
  */
+/** Executors closing their store: held here until closed (the native side holds them weakly). */
+const CLOSING = new Set();
+
 function close(durable) {
   if (durable.closePromise !== undefined) return durable.closePromise;
   durable.closing = true;
+  CLOSING.add(durable);
   for (const rowId of [...durable.handles.keys()]) answerClosed(durable, rowId);
   for (const [rowId, list] of [...durable.waiters]) {
     durable.waiters.delete(rowId);
@@ -61,6 +65,7 @@ function close(durable) {
     )
     .catch((err) => durable._backgroundError(err))
     .finally(() => {
+      CLOSING.delete(durable);
       durable.closed = true;
       if (durable.keptAlive) durable.link.native.keepAlive(false);
       durable.keptAlive = false;

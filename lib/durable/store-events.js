@@ -131,21 +131,23 @@ function batchDone(durable, sent, ev) {
  * Closing on a failing store: what could not be written is given up, visibly.
  * @param {Durable} durable
  */
-function gaveUp(durable, pending) {
+function gaveUp(durable, pending, why = 'The store kept failing while closing') {
   // Submissions not acknowledged: refused, as a commit that failed for good refuses them.
   for (const rec of pending.insertRecs) {
     refused(
       rec,
-      coded(
-        Error,
-        'ERR_STORE',
-        'The store kept failing while closing: the submission could not be confirmed stored (stored only if a commit went through and its answer was lost)',
-      ),
+      coded(Error, 'ERR_STORE', `${why}: the submission could not be confirmed stored (stored only if a commit went through and its answer was lost)`),
     );
+  }
+  // Attempt ends not written: their executions' leases run out and the store's rescue runs
+  // them again elsewhere; here they are done with.
+  for (const rec of pending.finishRecs) {
+    const d = rec.x.durable;
+    if (durable.runs.get(d.rowId) === rec) durable.runs.delete(d.rowId);
   }
   const n = pending.finishRecs.length + pending.releases.length / 2;
   if (n > 0) {
-    const err = coded(Error, 'ERR_STORE', `The store kept failing while closing: ${n} attempt end(s) not written; the store's rescue will run them again`);
+    const err = coded(Error, 'ERR_STORE', `${why}: ${n} attempt end(s) not written; the store's rescue will run them again`);
     durable._backgroundError(err);
   }
 }

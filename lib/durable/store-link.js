@@ -98,11 +98,13 @@ class StoreLink {
   }
 
   progress(id, attempt, percent) {
+    if (this.dead) return; // nothing can be written any more
     this.pending.progress.push(id, attempt, percent);
     this.schedule();
   }
 
   release(id, attempt) {
+    if (this.dead) return; // its lease runs out instead
     this.pending.releases.push(id, attempt);
     this.schedule();
   }
@@ -159,9 +161,19 @@ class StoreLink {
     this.dead = true;
     const text = 'The store has stopped (its thread ended); nothing more can be written';
     const failed = { kind: P.STORE_FAILED, req: 0, errorCode: 'ERR_STORE', text };
+    if (this.retryTimer !== null) {
+      clearTimeout(this.retryTimer);
+      this.retryTimer = null;
+    }
     queueMicrotask(() => {
       while (this.inFlight.length > 0) this.batchAnswered({ ...failed, req: this.inFlight[0].req });
       for (const req of [...this.requests.keys()]) this.answer({ ...failed, req });
+      // What was never sent (or came back to be sent again) cannot be written any more:
+      // submissions are refused, the rest dropped; then nothing holds the executor.
+      this.owner._gaveUp(this.pending, text);
+      this.pending = new Pending();
+      this.claimWanted = false;
+      this.owner._linkSettled(text);
     });
   }
 
@@ -200,7 +212,7 @@ class StoreLink {
    * go out before it. Held after a failure, they fail once closed, as batches give up.
    */
   writesQueued() {
-    return this.held.length > 0 && this.held.every((h) => h.failed === null);
+    return this.held.length > 0 && this.heldTries === 0 && this.held.every((h) => h.failed === null);
   }
 
   /** close() waits for the batches in flight: once none is, and no retry is due, it goes on. */
@@ -233,6 +245,8 @@ class StoreLink {
     let i = this.held.length;
     while (i > 0 && this.held[i - 1].order > r.order) i--;
     this.held.splice(i, 0, r);
+    // Closing: a store that fails requests is not waited for (they fail once closed).
+    this.checkDrained();
     if (this.heldTimer !== null) return;
     this.heldTimer = setTimeout(() => {
       this.heldTimer = null;
