@@ -10,7 +10,8 @@
 //!   pipe. The text made of them is at most `max_output_bytes` of UTF-8 too, whatever the
 //!   bytes. Lines are split only when someone wants them (progress, `command-output`).
 //! - Termination (cancel, timeout, forced shutdown, and whatever of the group outlives its
-//!   leader): `kill_signal` to the group, `SIGKILL` to the group after `kill_grace`.
+//!   leader): `kill_signal` to the group (then `SIGCONT`, for stopped members), `SIGKILL` to
+//!   the group after `kill_grace`.
 //! - Every command ends with exactly one [`Event::Exit`], even when its pipes are held open by
 //!   a process that left the group: reading stops `kill_grace` + 500 ms after the leader
 //!   exited.
@@ -47,7 +48,7 @@ pub use output::{json_progress, Text};
 use output::{read_stream, Capture, Captures, Reader};
 use platform::{
   clock_ticks_per_second, end_without_signals, exit_signal, group_alive, signal_group, signal_pid,
-  tree_usage, Child, POLL_FOR_EXIT, SIGKILL,
+  tree_usage, Child, POLL_FOR_EXIT, SIGCONT, SIGKILL,
 };
 
 /// Longest line forwarded for progress or `command-output`; the rest of a longer line is dropped.
@@ -192,9 +193,14 @@ impl State {
       }
       *deadline = Some(Instant::now() + self.kill_grace);
     }
-    if !signal_group(self.pid, self.kill_signal) && !self.exited.load(Ordering::Acquire) {
+    // SIGCONT after it: a stopped process (a job reading the terminal in the background,
+    // SIGTTIN) handles the signal now instead of only dying by the SIGKILL `kill_grace` later.
+    if signal_group(self.pid, self.kill_signal) {
+      signal_group(self.pid, SIGCONT);
+    } else if !self.exited.load(Ordering::Acquire) {
       // The leader moved itself to another group: signal it alone.
       signal_pid(self.pid, self.kill_signal);
+      signal_pid(self.pid, SIGCONT);
     }
     self.wake.notify_one();
   }
@@ -631,6 +637,28 @@ mod tests {
       }
     });
     assert_eq!(exit.output.stdout.to_string(), "hello");
+  }
+
+  #[test]
+  fn a_stopped_command_handles_its_kill_signal_at_once() {
+    // The command stops itself (as a background job reading the terminal would): the kill
+    // signal resumes it, and its handler runs long before the SIGKILL deadline.
+    let rt = rt();
+    let mut s = spec(
+      "sh",
+      &["-c", "trap 'echo handled; exit 7' TERM; kill -STOP $$; sleep 30"],
+    );
+    s.kill_grace = Duration::from_secs(20);
+    let t0 = std::time::Instant::now();
+    let ev = run(&rt, s, false, Some(Duration::from_millis(300)));
+    let e = exit_of(&ev);
+    assert!(
+      t0.elapsed() < Duration::from_secs(10),
+      "ended by its handler, not by SIGKILL: {:?}",
+      t0.elapsed()
+    );
+    assert_eq!((e.exit_code, e.signal), (Some(7), None));
+    assert_eq!(e.output.stdout.to_string(), "handled\n");
   }
 
   #[test]

@@ -9,7 +9,7 @@ use std::os::fd::OwnedFd;
 use std::process::ExitStatus;
 use std::time::Instant;
 
-pub(crate) use posix::{clock_ticks_per_second, exit_signal, signal_group, signal_pid, SIGKILL};
+pub(crate) use posix::{clock_ticks_per_second, exit_signal, signal_group, signal_pid, SIGCONT, SIGKILL};
 
 use crate::command::reaper;
 use crate::command::spawn::{launch, Io, Launch};

@@ -1,5 +1,5 @@
 //! What differs between platforms for a command: one module per platform, each with the same
-//! names (`Child`, `spawn`, `POLL_FOR_EXIT`, `end_without_signals`, `SIGKILL`, `signal_group`,
+//! names (`Child`, `spawn`, `POLL_FOR_EXIT`, `end_without_signals`, `SIGKILL`, `SIGCONT`, `signal_group`,
 //! `signal_pid`, `exit_signal`, `clock_ticks_per_second`, `group_alive`, `tree_usage`; on Unix
 //! also `start_sentinel`).
 //!

@@ -10,6 +10,7 @@ use std::io;
 pub(crate) use portable::{group_alive, tree_usage, Child, POLL_FOR_EXIT};
 
 pub(crate) const SIGKILL: i32 = 9;
+pub(crate) const SIGCONT: i32 = 18;
 
 pub(crate) fn signal_group(_pgid: u32, _sig: i32) -> bool {
   false

@@ -1,6 +1,8 @@
 //! Signals and clock ticks: Linux and the other Unixes.
 
 pub(crate) const SIGKILL: i32 = libc::SIGKILL;
+/// Resumes a stopped process: a signal it handles is delivered then, not left pending.
+pub(crate) const SIGCONT: i32 = libc::SIGCONT;
 
 /// Sends `sig` to the process group `pgid`; false when there is no such group. Never
 /// signals group 0 or 1 (our own group, every process).

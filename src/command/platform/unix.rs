@@ -10,7 +10,7 @@ use std::io;
 use std::os::fd::OwnedFd;
 
 pub(crate) use portable::{group_alive, tree_usage, Child, POLL_FOR_EXIT};
-pub(crate) use posix::{clock_ticks_per_second, exit_signal, signal_group, signal_pid, SIGKILL};
+pub(crate) use posix::{clock_ticks_per_second, exit_signal, signal_group, signal_pid, SIGCONT, SIGKILL};
 
 /// Starts `spec` in a new process group. Must run inside a tokio runtime context (the pipes
 /// are registered with its reactor).
