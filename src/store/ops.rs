@@ -3,6 +3,7 @@
 //! owns its execution changes nothing and is counted as stale.
 
 use std::path::Path;
+use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, Row as SqlRow, TransactionBehavior};
 
@@ -84,6 +85,31 @@ pub struct Store {
   /// The database's data version, and the last entry of the ends log read (`changes`).
   version: i64,
   ends_seen: i64,
+  /// How long a statement waits for another process's lock (half a lease).
+  busy: Duration,
+}
+
+/// The longest lock wait of housekeeping (rescue, retention): each runs again at its next
+/// period, so it gives up soon rather than hold back the heartbeat after it.
+const HOUSEKEEPING_WAIT: Duration = Duration::from_millis(100);
+
+/// Lock waits cut to `HOUSEKEEPING_WAIT` until dropped.
+struct ShortWaits<'c> {
+  conn: &'c Connection,
+  normal: Duration,
+}
+
+impl<'c> ShortWaits<'c> {
+  fn new(conn: &'c Connection, normal: Duration) -> ShortWaits<'c> {
+    let _ = conn.busy_timeout(HOUSEKEEPING_WAIT.min(normal));
+    ShortWaits { conn, normal }
+  }
+}
+
+impl Drop for ShortWaits<'_> {
+  fn drop(&mut self) {
+    let _ = self.conn.busy_timeout(self.normal);
+  }
 }
 
 impl Store {
@@ -91,9 +117,9 @@ impl Store {
   pub fn open(path: &Path, synchronous: Synchronous, lease_ms: f64, now: f64) -> StoreResult<Store> {
     // A lock wait never outlasts half a lease: a heartbeat (every third of a lease) that waits
     // that long still renews the lease in time.
-    let busy_ms = (lease_ms / 2.0).clamp(50.0, 10_000.0);
+    let busy = Duration::from_millis((lease_ms / 2.0).clamp(50.0, 10_000.0) as u64);
     let conn = schema::open(path, synchronous)?;
-    conn.busy_timeout(std::time::Duration::from_millis(busy_ms as u64))?;
+    conn.busy_timeout(busy)?;
     let mut store = Store {
       conn,
       me: Identity::new(),
@@ -102,6 +128,7 @@ impl Store {
       interest: Interest::new(false, &[]),
       version: 0,
       ends_seen: 0,
+      busy,
     };
     store.conn.execute(
       "INSERT INTO bmad_workers (owner, host, pid, proc_start, started_at, heartbeat_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
@@ -325,6 +352,7 @@ impl Backend for Store {
   /// or cancelled when a cancel was requested. Each move is a compare-and-set: an attempt
   /// that finished meanwhile is left alone.
   fn rescue(&mut self, now: f64) -> StoreResult<Vec<Rescued>> {
+    let _short = ShortWaits::new(&self.conn, self.busy);
     let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
     let mut dead: Vec<String> = Vec::new();
     if !self.me.host.is_empty() {
@@ -413,6 +441,7 @@ impl Backend for Store {
 
   /// Deletes ended executions older than `ttl_ms`, then all but the newest `max_kept`.
   fn retention(&mut self, ttl_ms: f64, max_kept: u64, now: f64) -> StoreResult<u64> {
+    let _short = ShortWaits::new(&self.conn, self.busy);
     let mut deleted = self.conn.execute(
       "DELETE FROM bmad_executions WHERE state >= 2 AND finalized_at < ?1",
       [now - ttl_ms],

@@ -401,6 +401,39 @@ fn a_worker_that_leaves_with_attempts_running_stays_known_until_they_end() {
 }
 
 #[test]
+fn housekeeping_gives_up_a_lock_soon_and_the_heartbeat_still_waits_its_half_lease() {
+  let dir = TempDir::new("short_waits");
+  let path = dir.db();
+  let mut s = open_any(&path); // lease 1 s: statements wait up to 500 ms for a lock
+  let other = raw(&path);
+  other
+    .execute_batch("BEGIN IMMEDIATE")
+    .expect("hold the write lock");
+  let t0 = std::time::Instant::now();
+  let err = s.rescue(T0).expect_err("busy");
+  assert_eq!(err.code, super::BUSY);
+  assert!(
+    t0.elapsed() < Duration::from_millis(400),
+    "rescue waited {:?}",
+    t0.elapsed()
+  );
+  let t0 = std::time::Instant::now();
+  assert_eq!(s.retention(1.0, 0, T0).expect_err("busy").code, super::BUSY);
+  assert!(
+    t0.elapsed() < Duration::from_millis(400),
+    "retention waited {:?}",
+    t0.elapsed()
+  );
+  // The heartbeat's wait is the normal one again: a lock held for 200 ms does not fail it.
+  let release = std::thread::spawn(move || {
+    std::thread::sleep(Duration::from_millis(200));
+    other.execute_batch("COMMIT").expect("release");
+  });
+  s.heartbeat(T0).expect("renewed once the lock is free");
+  release.join().expect("join");
+}
+
+#[test]
 fn insert_claim_complete_records_the_end() {
   let dir = TempDir::new("claim_complete");
   let path = dir.db();
