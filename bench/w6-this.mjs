@@ -13,7 +13,6 @@ import { existsSync, statSync } from 'node:fs';
 const require = createRequire(import.meta.url);
 const { BackgroundExecutor } = require('../index.js');
 
-export { nowMs } from './lib/clock.mjs';
 
 /** The store URL for a SQLite file. */
 export const storeUrl = (file) => `sqlite:${file}`;

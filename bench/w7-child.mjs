@@ -22,7 +22,7 @@
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { nowMs } from './lib/clock.mjs';
+import { nowMs as clock } from './lib/clock.mjs';
 
 const require = createRequire(import.meta.url);
 /** The installed version of a package, also of one whose exports hide its package.json. */
@@ -31,7 +31,6 @@ function pkgVersion(name) {
   while (path.basename(dir) !== name && path.dirname(dir) !== dir) dir = path.dirname(dir);
   return JSON.parse(readFileSync(path.join(dir, 'package.json'), 'utf8')).version;
 }
-const clock = nowMs;
 const REPORT_MS = 2;
 const QUEUE = 'w7';
 

@@ -131,11 +131,12 @@ class Durable extends Outcomes {
   }
 
   /**
-   * The link let go of everything (its thread stopped): later submissions are refused, and
-   * keep-alive and idleness are looked at again.
+   * The link let go of everything (its thread stopped): callers waiting for outcomes are
+   * answered, later submissions refused, and keep-alive and idleness looked at again.
    */
   _linkSettled(text) {
     if (this.openError === null) this.openError = storeError('ERR_STORE', text);
+    shutdown.storeStopped(this, text);
     this._updateKeepAlive();
     if (this.idle()) this.ex._checkIdle();
   }

@@ -40,23 +40,20 @@ function forced(durable) {
   durable.releaseRunning = true;
 }
 
+/** Executors closing their store: held here until closed (the native side holds them weakly). */
+const CLOSING = new Set();
+
 /**
  * The executor is done: callers still waiting for an outcome get `ERR_EXECUTOR_SHUT_DOWN`
  * (their executions stay in the store), pending writes are committed, the store closed.
  * @param {Durable} durable
  */
-/** Executors closing their store: held here until closed (the native side holds them weakly). */
-const CLOSING = new Set();
-
 function close(durable) {
   if (durable.closePromise !== undefined) return durable.closePromise;
   durable.closing = true;
   CLOSING.add(durable);
   for (const rowId of [...durable.handles.keys()]) answerClosed(durable, rowId);
-  for (const [rowId, list] of [...durable.waiters]) {
-    durable.waiters.delete(rowId);
-    for (const w of list) w({ found: false });
-  }
+  waitersNotFound(durable);
   durable._flushWatches();
   durable.closePromise = durable.opened
     .then(
@@ -101,6 +98,11 @@ function storeStopped(durable, text) {
     const err = coded(Error, 'ERR_STORE', `The outcome of execution ${durableId(rowId)} cannot be read: ${text}`, { executionId: durableId(rowId) });
     answerWith(durable, rowId, err);
   }
+  waitersNotFound(durable);
+}
+
+/** Every `waitFor()` still waiting gets a not-found: no outcome can be read here any more. */
+function waitersNotFound(durable) {
   for (const [rowId, list] of [...durable.waiters]) {
     durable.waiters.delete(rowId);
     for (const w of list) w({ found: false });

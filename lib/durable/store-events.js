@@ -15,7 +15,6 @@ const { durableId } = require('./values.js');
 const { inserted, refused } = require('./submissions.js');
 const { claimed, finishAnswered } = require('./runs.js');
 const { cancelRequested } = require('./cancels.js');
-const { storeStopped } = require('./shutdown.js');
 const P = require('../protocol.js');
 
 const { STATUS_NAMES, STATUS_QUEUED } = P;
@@ -63,12 +62,9 @@ function onStoreEvent(durable, ev) {
       durable.ex._emit(ev.codes[0] === 1 ? 'store-reconnected' : 'store-disconnected', { store: ev.text });
       break;
     case P.STORE_STOPPED:
-      // The thread failed: what waits for it fails, later submissions are refused, nothing
-      // more is sent; users hear why.
-      durable.openError = storeError(ev.errorCode, ev.text);
-      durable._backgroundError(durable.openError);
-      durable.link.threadStopped();
-      storeStopped(durable, ev.text);
+      // The thread failed: users hear why; then it is a stopped thread like any other.
+      durable._backgroundError(storeError(ev.errorCode, ev.text));
+      durable.link.threadStopped(ev.text);
       break;
     case P.STORE_BACKGROUND_ERROR:
       // A heartbeat, rescue or retention that found the database busy runs again on its

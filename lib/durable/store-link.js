@@ -156,10 +156,9 @@ class StoreLink {
   }
 
   /** The store's thread is gone (it can only stop when its callback can no longer be called). */
-  threadStopped() {
+  threadStopped(text = 'The store has stopped (its thread ended); nothing more can be written') {
     if (this.dead) return;
     this.dead = true;
-    const text = 'The store has stopped (its thread ended); nothing more can be written';
     const failed = { kind: P.STORE_FAILED, req: 0, errorCode: 'ERR_STORE', text };
     if (this.retryTimer !== null) {
       clearTimeout(this.retryTimer);

@@ -410,10 +410,10 @@ impl Backend for Store {
           params![id, attempt, owner, now, WORKER_LOST],
         )?,
       };
-      if changed == 1 && status != STATUS_QUEUED {
-        log_end(&tx, id)?;
-      }
       if changed == 1 {
+        if status != STATUS_QUEUED {
+          log_end(&tx, id)?;
+        }
         out.push(Rescued {
           id,
           agent,

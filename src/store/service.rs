@@ -307,20 +307,19 @@ fn run(opts: Options, rx: Receiver<Command>, tx: Sender<Command>, mut sink: Sink
 impl Service {
   /// Answers commands and does the periodic work until the executor closes or goes.
   fn serve(&mut self, rx: &Receiver<Command>) {
-    let s = self;
-    while s.alive {
-      let wait = (s.next_deadline() - s.tick()).clamp(0.0, 1_000.0);
+    while self.alive {
+      let wait = (self.next_deadline() - self.tick()).clamp(0.0, 1_000.0);
       match rx.recv_timeout(Duration::from_micros((wait * 1000.0) as u64)) {
         Ok(cmd) => {
-          s.handle(cmd);
+          self.handle(cmd);
           // Everything already queued, with what falls due in between (a busy executor
           // always has a batch queued: a cancel heard meanwhile must not wait for a lull).
-          while s.alive {
+          while self.alive {
             match rx.try_recv() {
               Ok(cmd) => {
-                s.handle(cmd);
-                if s.alive && s.tick() >= s.next_deadline() {
-                  s.periodic();
+                self.handle(cmd);
+                if self.alive && self.tick() >= self.next_deadline() {
+                  self.periodic();
                 }
               }
               Err(_) => break,
@@ -329,18 +328,18 @@ impl Service {
         }
         Err(RecvTimeoutError::Timeout) => {}
         Err(RecvTimeoutError::Disconnected) => {
-          let _ = s.store.leave();
+          let _ = self.store.leave();
           return;
         }
       }
-      if s.alive {
-        s.periodic();
+      if self.alive {
+        self.periodic();
       }
-      if s.alive {
-        for (up, store) in s.store.link_changes() {
-          s.emit(Event::Link { up, store });
+      if self.alive {
+        for (up, store) in self.store.link_changes() {
+          self.emit(Event::Link { up, store });
           if up {
-            s.resync();
+            self.resync();
           }
         }
       }

@@ -73,6 +73,9 @@ pub struct PgStore {
   offset_ms: f64,
   /// Whether the server's clock was read once (the first reading is kept however slow).
   clock_read: bool,
+  /// The look for the next due time: for any agent, and for a list (`next_due_sql`).
+  next_due_any: String,
+  next_due_listed: String,
   /// The executions this worker runs whose agent has a global limit (see `batch::Ctx`).
   limited: std::collections::HashSet<(i64, u32)>,
   /// Retention in the background, on a connection of its own.
@@ -86,6 +89,7 @@ impl PgStore {
     let rt = crate::system::runtime::handle().map_err(StoreError::store)?;
     let sweeper = Sweeper::new(rt, conn.target.clone());
     let s = conn.target.quoted_schema();
+    let (next_due_any, next_due_listed) = (next_due_sql(&s, true), next_due_sql(&s, false));
     let table = format!("{s}.bmad_executions");
     let client = conn.client();
     // Quoted as a literal by the server (whatever its string settings).
@@ -117,6 +121,8 @@ impl PgStore {
       interest: Interest::new(false, &[]),
       offset_ms: 0.0,
       clock_read: false,
+      next_due_any,
+      next_due_listed,
       limited: Default::default(),
       sweeper,
     };
@@ -262,11 +268,13 @@ impl PgStore {
     // agent = ANY($3))`, so each generic plan is the plain one.
     let i = &self.interest;
     let db = self.db();
-    let sql = next_due_sql(&self.s, i.any);
     let r = if i.any {
-      self.wait("cannot read", db.query_one(&sql, &[&now]))?
+      self.wait("cannot read", db.query_one(&self.next_due_any, &[&now]))?
     } else {
-      self.wait("cannot read", db.query_one(&sql, &[&now, &i.agents]))?
+      self.wait(
+        "cannot read",
+        db.query_one(&self.next_due_listed, &[&now, &i.agents]),
+      )?
     };
     // Back on this host's clock: the thread waits for it here.
     Ok(r.get::<_, Option<f64>>(0).map(|t| t - self.offset_ms))
