@@ -82,6 +82,16 @@ function wellFormed(where, value) {
   return value;
 }
 
+/**
+ * Text a store keeps: well formed, and without NUL characters, which PostgreSQL's text
+ * cannot hold (refused with either store, so an application moves between them unchanged).
+ */
+function storedText(where, value) {
+  wellFormed(where, value);
+  if (value.includes('\0')) throw typeError(`${where} must not contain a NUL character (stored as text), got ${describe(value)}`);
+  return value;
+}
+
 /** A string without NUL characters (what an OS call accepts). */
 function osString(where, value) {
   if (typeof value !== 'string') throw typeError(`${where} must be a string, got ${describe(value)}`);
@@ -89,4 +99,4 @@ function osString(where, value) {
   return value;
 }
 
-module.exports = { isArray, isInstance, isOptionsObject, hasPlainPrototype, integer, number, name, wellFormed, osString, MAX_INT32 };
+module.exports = { isArray, isInstance, isOptionsObject, hasPlainPrototype, integer, number, name, wellFormed, storedText, osString, MAX_INT32 };

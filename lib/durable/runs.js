@@ -44,6 +44,7 @@ class DurableRun {
     this.startedAt = 0;
     this.progressAt = 0; // when progress was last stored
     this.progressLater = -1; // a report to store when the interval ends (-1: none)
+    this.unstorableAttempt = 0; // the attempt whose end the store refused, now sent as a failure
   }
 }
 

@@ -11,7 +11,7 @@
 
 const { coded } = require('../errors.js');
 const { storeError } = require('./store-link.js');
-const { durableId } = require('./values.js');
+const { durableId, errorJson } = require('./values.js');
 const { inserted, refused } = require('./submissions.js');
 const { claimed, finishAnswered } = require('./runs.js');
 const { cancelRequested } = require('./cancels.js');
@@ -93,19 +93,27 @@ function batchDone(durable, sent, ev) {
     // tells users; the store thread gets the connection back by itself).
     const lost = ev.errorCode === 'ERR_STORE_DISCONNECTED';
     const transient = lost || (ev.errorCode === 'ERR_STORE_BUSY' && durable.link.failures < BUSY_RETRIES);
-    for (let i = 0; i < sent.insertRecs.length; i++) {
-      if (transient) durable.link.insert(sent.inserts[i], sent.insertRecs[i]);
-      else refused(sent.insertRecs[i], err);
-    }
     // A lost connection is reported by store-disconnected.
     if (transient && !lost) durable.stats.busy++;
     else if (!transient) durable._backgroundError(err);
-    // Attempt ends and releases are never lost: they go again with the next batch (which
-    // close() waits for), and so does the claim.
-    for (let i = 0; i < sent.finishRecs.length; i++) {
-      const f = sent.finishes;
-      durable.link.finish(f[i * 4], f[i * 4 + 1], f[i * 4 + 2], f[i * 4 + 3] === 1, sent.finishValues[i], sent.finishRecs[i]);
+    if (!transient && sent.insertRecs.length + sent.finishRecs.length > 1) {
+      // Refused for good: each submission and attempt end goes again alone, so the one the
+      // store refuses fails by itself and the others are stored.
+      durable.link.isolate(sent);
+    } else {
+      for (let i = 0; i < sent.insertRecs.length; i++) {
+        if (transient) durable.link.insert(sent.inserts[i], sent.insertRecs[i]);
+        else refused(sent.insertRecs[i], err);
+      }
+      // Attempt ends are never lost: they go again with the next batch (which close() waits
+      // for); one the store refuses for good ends its execution as failed, with that cause.
+      for (let i = 0; i < sent.finishRecs.length; i++) {
+        const f = sent.finishes;
+        if (transient) durable.link.finish(f[i * 4], f[i * 4 + 1], f[i * 4 + 2], f[i * 4 + 3] === 1, sent.finishValues[i], sent.finishRecs[i]);
+        else unstorable(durable, sent.finishRecs[i], f[i * 4 + 1], err);
+      }
     }
+    // Releases too (a failure of its own cannot come from one: two integers).
     for (let i = 0; i < sent.releases.length; i += 2) durable.link.release(sent.releases[i], sent.releases[i + 1]);
     if (sent.claim > 0) durable.link.claimWanted = true;
     return;
@@ -121,6 +129,34 @@ function batchDone(durable, sent, ev) {
   // A full claim: more may be waiting for the next free slot.
   if (sent.claim > 0 && rows.length >= sent.claim) durable.link.claimWanted = true;
   if (rows.length > 0) durable.ex._flush();
+}
+
+/**
+ * The store refused, for good, the end of `attempt` of `rec` sent alone: the execution ends
+ * as failed with an ERR_STORE error naming the cause, a record any store can hold. If that
+ * is refused too, the end is given up: the attempt stays running in the store, held by this
+ * executor until it stops, then rescued like a crash's; store-error says so.
+ * @param {Durable} durable
+ */
+function unstorable(durable, rec, attempt, cause) {
+  const d = rec.x.durable;
+  if (d.unstorableAttempt === attempt) {
+    if (durable.runs.get(d.rowId) === rec) durable.runs.delete(d.rowId);
+    durable._backgroundError(
+      coded(Error, 'ERR_STORE', `The end of execution ${d.extId} (attempt ${attempt}) was not written: the store refused it, and its failure too (${cause.message})`, {
+        executionId: d.extId,
+        cause,
+      }),
+    );
+    return;
+  }
+  d.unstorableAttempt = attempt;
+  const err = coded(Error, 'ERR_STORE', `The outcome of execution ${d.extId} (attempt ${attempt}) could not be stored: ${cause.message}`, {
+    executionId: d.extId,
+    cause,
+  });
+  d.value = err;
+  durable.link.finish(d.rowId, attempt, P.STATUS_FAILED, false, errorJson(err), rec);
 }
 
 /**

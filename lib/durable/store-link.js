@@ -71,6 +71,9 @@ class StoreLink {
     this.failures = 0; // failed batches in a row
     this.retryTimer = null; // the pause after a failed batch
     this.dead = false; // the store's thread has stopped: nothing more can be sent
+    // Writes at the head of `pending` to send one per batch (see `isolate`).
+    this.soloInserts = 0;
+    this.soloFinishes = 0;
     this.send = () => {
       this.scheduled = false;
       this.flush();
@@ -125,11 +128,19 @@ class StoreLink {
   /** Sends what is pending, unless MAX_IN_FLIGHT batches are in flight (an answer sends it). */
   flush() {
     if (this.inFlight.length >= MAX_IN_FLIGHT || this.closed || this.retryTimer !== null || this.dead) return;
+    if (this.soloInserts + this.soloFinishes > 0) {
+      while (this.soloInserts + this.soloFinishes > 0 && this.inFlight.length < MAX_IN_FLIGHT) this.sendBatch(this.takeSolo(), 0);
+      return;
+    }
     const claim = this.claimWanted ? Math.max(0, Math.min(this.owner._freeSlots() - this.inFlightClaim, this.owner.claimChunk)) : 0;
     const sent = this.pending;
     if (sent.empty && claim === 0) return;
     if (claim > 0) this.claimWanted = false;
     this.pending = new Pending();
+    this.sendBatch(sent, claim);
+  }
+
+  sendBatch(sent, claim) {
     const req = this.takeReq();
     sent.claim = claim;
     sent.req = req;
@@ -146,6 +157,46 @@ class StoreLink {
     });
     this.owner._storeBusy();
     if (!queued) this.threadStopped();
+  }
+
+  /**
+   * A batch the store refused for good (not a lost connection) carried several submissions
+   * or attempt ends: which one it refused is unknown. They go back ahead of what is pending,
+   * to be sent one per batch, so only the write the store refuses fails.
+   */
+  isolate(sent) {
+    const p = this.pending;
+    p.inserts.unshift(...sent.inserts);
+    p.insertRecs.unshift(...sent.insertRecs);
+    p.finishes.unshift(...sent.finishes);
+    p.finishValues.unshift(...sent.finishValues);
+    p.finishRecs.unshift(...sent.finishRecs);
+    this.soloInserts += sent.inserts.length;
+    this.soloFinishes += sent.finishRecs.length;
+  }
+
+  /** The next write to send alone (see `isolate`), as a batch of its own. */
+  takeSolo() {
+    const p = this.pending;
+    const one = new Pending();
+    if (this.soloInserts > 0) {
+      this.soloInserts--;
+      one.inserts.push(p.inserts.shift());
+      one.insertRecs.push(p.insertRecs.shift());
+    } else {
+      this.soloFinishes--;
+      one.finishes.push(...p.finishes.splice(0, 4));
+      one.finishValues.push(p.finishValues.shift());
+      one.finishRecs.push(p.finishRecs.shift());
+    }
+    return one;
+  }
+
+  /** Drops what is pending (given up, or sent elsewhere): a new, empty batch. */
+  resetPending() {
+    this.pending = new Pending();
+    this.soloInserts = 0;
+    this.soloFinishes = 0;
   }
 
   /** The next request number, 1 to 2^32 - 1: it crosses to Rust as a u32 (0 answers the open). */
@@ -170,7 +221,7 @@ class StoreLink {
       // What was never sent (or came back to be sent again) cannot be written any more:
       // submissions are refused, the rest dropped; then nothing holds the executor.
       this.owner._gaveUp(this.pending, text);
-      this.pending = new Pending();
+      this.resetPending();
       this.claimWanted = false;
       this.owner._linkSettled(text);
     });
@@ -192,7 +243,7 @@ class StoreLink {
       // Closing, and the store keeps failing: give up what is pending (attempts it ended stay
       // 'running' in the store and are rescued by lease like a crash's).
       this.owner._gaveUp(this.pending);
-      this.pending = new Pending();
+      this.resetPending();
     } else if (failed && !this.dead && this.retryTimer === null) {
       const delay = retryDelay(this.failures - 1);
       this.retryTimer = setTimeout(() => {

@@ -11,7 +11,7 @@
 const { extras } = require('../record.js');
 const { canRun } = require('../agents.js');
 const { describe, typeError, closedError } = require('../errors.js');
-const { wellFormed } = require('../validate.js');
+const { storedText } = require('../validate.js');
 const { follow } = require('../signals.js');
 const { toJson } = require('./json.js');
 const { durableId } = require('./values.js');
@@ -43,9 +43,9 @@ function submit(durable, mode, agent, task, options) {
   const ex = durable.ex;
   const rules = ex._rules;
   const rec = rules.record(mode, agent, task, options);
-  // Stored as text: a lone surrogate would come back as U+FFFD.
-  wellFormed('agent', agent);
-  wellFormed('task', task);
+  // Stored as text: a lone surrogate would come back as U+FFFD, a NUL is refused by PostgreSQL.
+  storedText('agent', agent);
+  storedText('task', task);
   const priority = rules.priority;
   const timeoutMs = rules.timeoutMs;
   if (ex._closing) throw closedError();
@@ -57,7 +57,7 @@ function submit(durable, mode, agent, task, options) {
       if (typeof k !== 'string' || k === '' || k.length > 1024) {
         throw typeError(`options.key must be a non-empty string of at most 1024 characters, got ${describe(k)}`);
       }
-      key = wellFormed('options.key', k);
+      key = storedText('options.key', k);
     }
   }
   const stored = storedOptions(options);

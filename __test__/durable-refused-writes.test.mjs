@@ -1,0 +1,141 @@
+// Writes a store refuses for good (not a lost connection): the refused submission or attempt
+// end fails alone, visibly, and everything grouped with it in the same commit goes on. The
+// refusals come from the real server: a trigger raises for one value, as a constraint or a
+// value the server cannot hold would. Text that no store can hold (NUL) is refused before.
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { test, shutDownAfterEach, exitIfWorkLeftBehind, tempDir, settleOf, waitUntil, within } from './helpers.mjs';
+import { SERVER, pgTest, sql } from './durable/pg-proxy.mjs';
+
+exitIfWorkLeftBehind();
+const create = shutDownAfterEach({ timeoutMs: 2000 });
+
+let schemas = 0;
+const schemaName = () => `refused_${process.pid}_${++schemas}`;
+const make = (url, config = {}) => create({ store: url, throttleIfExceeded: false, ...config });
+
+/** A fresh schema on the test server whose executions table raises when `condition` holds. */
+async function refusingStore(when, condition) {
+  const schema = schemaName();
+  const url = `${SERVER}?schema=${schema}`;
+  // The executor creates the tables; the trigger is added to them.
+  const first = make(url);
+  await first.initialize();
+  await first.shutdown();
+  sql(`CREATE FUNCTION ${schema}.refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+       BEGIN IF ${condition} THEN RAISE EXCEPTION 'refused by the test trigger'; END IF; RETURN NEW; END $$;
+       CREATE TRIGGER refuse BEFORE ${when} ON ${schema}.bmad_executions
+       FOR EACH ROW EXECUTE FUNCTION ${schema}.refuse(); SELECT 1`);
+  return { url, schema };
+}
+
+pgTest('a submission the server refuses fails alone: the others of its commit are stored and run', async () => {
+  const { url, schema } = await refusingStore('INSERT', "NEW.task = 'poison'");
+  const bg = make(url);
+  bg.registerAgent('echo', async (task) => task);
+  await bg.initialize();
+  const errors = [];
+  bg.on('store-error', (e) => errors.push(e));
+  // One synchronous loop: one group commit.
+  const all = ['ok-1', 'poison', 'ok-2', 'ok-3'].map((t) => settleOf(bg.execute('echo', t)));
+  const [a, poison, b, c] = await within(Promise.all(all), 10000);
+  assert.deepEqual([a, b, c], [
+    { ok: true, value: 'ok-1' },
+    { ok: true, value: 'ok-2' },
+    { ok: true, value: 'ok-3' },
+  ]);
+  assert.equal(poison.ok, false);
+  assert.equal(poison.value.code, 'ERR_STORE');
+  assert.match(poison.value.message, /refused by the test trigger/);
+  const rows = sql(`SELECT json_agg(task ORDER BY id) FROM ${schema}.bmad_executions`);
+  assert.deepEqual(rows, ['ok-1', 'ok-2', 'ok-3']);
+  // Later submissions are not held back by it.
+  assert.equal(await within(bg.execute('echo', 'after'), 5000), 'after');
+});
+
+pgTest('an attempt end the server refuses ends its execution as failed, once; the ends beside it are stored', async () => {
+  const { url, schema } = await refusingStore('UPDATE', "NEW.state = 2 AND NEW.result LIKE '%poison%'");
+  const bg = make(url);
+  const release = [];
+  // The three agents return together, so their ends share a commit.
+  bg.registerAgent('echo', (task) => new Promise((resolve) => release.push(() => resolve(task))));
+  await bg.initialize();
+  const ends = [];
+  for (const name of ['execution-completed', 'execution-failed']) bg.on(name, (e) => ends.push({ name, id: e.executionId, code: e.code }));
+  const submitted = ['a', 'poison', 'b'].map((t) => settleOf(bg.execute('echo', t)));
+  await waitUntil(() => release.length === 3, 'three agents running', { timeoutMs: 10000 });
+  for (const go of release) go();
+  const [a, poison, b] = await within(Promise.all(submitted), 10000);
+  assert.deepEqual([a, b], [
+    { ok: true, value: 'a' },
+    { ok: true, value: 'b' },
+  ]);
+  assert.equal(poison.ok, false);
+  assert.equal(poison.value.code, 'ERR_STORE');
+  assert.match(poison.value.message, /could not be stored/);
+  assert.match(poison.value.message, /refused by the test trigger/);
+  const stored = sql(
+    `SELECT json_agg(json_build_object('task', task, 'state', state, 'attempt', attempt, 'error', error::json->>'code') ORDER BY id)
+     FROM ${schema}.bmad_executions`,
+  );
+  assert.deepEqual(stored, [
+    { task: 'a', state: 2, attempt: 1, error: null },
+    { task: 'poison', state: 3, attempt: 1, error: 'ERR_STORE' },
+    { task: 'b', state: 2, attempt: 1, error: null },
+  ]);
+  // One outcome each.
+  assert.equal(ends.length, 3, JSON.stringify(ends));
+  assert.deepEqual(ends.filter((e) => e.name === 'execution-failed').map((e) => e.code), ['ERR_STORE']);
+  // The executor goes on storing.
+  const later = bg.execute('echo', 'later');
+  await waitUntil(() => release.length === 4, 'a fourth agent running', { timeoutMs: 5000 });
+  release[3]();
+  assert.equal(await within(later, 5000), 'later');
+});
+
+pgTest('an attempt end the server refuses even as a failure is given up, and the others go on', async () => {
+  // Every end of the poison execution is refused, its failure too: it is left to its lease.
+  const { url, schema } = await refusingStore('UPDATE', "NEW.state >= 2 AND NEW.task = 'poison'");
+  const bg = make(url, { leaseMs: 60000 });
+  bg.registerAgent('echo', async (task) => task);
+  await bg.initialize();
+  const errors = [];
+  bg.on('store-error', (e) => errors.push(e.error.message));
+  const poison = settleOf(bg.execute('echo', 'poison'));
+  const ok = await within(Promise.all([bg.execute('echo', 'x'), bg.execute('echo', 'y')]), 10000);
+  assert.deepEqual(ok, ['x', 'y']);
+  await waitUntil(() => errors.some((m) => /not written/.test(m)), 'the end given up', { timeoutMs: 10000 });
+  const row = sql(`SELECT json_build_object('state', state, 'owner', owner IS NOT NULL) FROM ${schema}.bmad_executions WHERE task = 'poison'`);
+  assert.deepEqual(row, { state: 1, owner: true });
+  assert.equal(await within(bg.execute('echo', 'z'), 5000), 'z');
+  await bg.shutdown();
+  // Its caller is answered at shutdown, as for any execution still running in the store.
+  const r = await within(poison, 5000);
+  assert.equal(r.ok, false);
+});
+
+for (const kind of ['sqlite', 'postgres']) {
+  const t = kind === 'postgres' ? pgTest : test;
+  t(`${kind}: text with a NUL character is refused at submission, naming the argument`, async (ctx) => {
+    const url = kind === 'postgres' ? `${SERVER}?schema=${schemaName()}` : `sqlite:${join(tempDir(ctx, 'bmad-nul-'), 'x.db')}`;
+    const bg = make(url);
+    bg.registerAgent('echo', async (task) => task);
+    await bg.initialize();
+    const results = await Promise.all([
+      settleOf(bg.execute('echo', 'ok')),
+      settleOf(bg.execute('echo', 'bad\u0000task')),
+      settleOf(bg.fireAndForget('echo', 'x', { key: 'k\u0000' })),
+      settleOf(bg.execute('no\u0000agent', 'x')),
+    ]);
+    assert.deepEqual(results[0], { ok: true, value: 'ok' });
+    const [task, key, agent] = results.slice(1).map((r) => r.value);
+    for (const [err, where] of [
+      [task, 'task'],
+      [key, 'options.key'],
+      [agent, 'agent'],
+    ]) {
+      assert.ok(err instanceof TypeError, `${where}: ${err && err.message}`);
+      assert.match(err.message, new RegExp(`^${where.replace('.', '\\.')} must not contain a NUL character`));
+    }
+  });
+}
