@@ -33,6 +33,7 @@ declare namespace Types {
     | 'ERR_STORE'
     | 'ERR_STORE_VERSION'
     | 'ERR_NOT_SERIALIZABLE'
+    | 'ERR_VALUE_TOO_LARGE'
     | 'ERR_WORKER_LOST'
     | 'ERR_NO_STORE'
     | 'ERR_QUEUE_FULL'

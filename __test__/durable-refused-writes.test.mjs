@@ -139,3 +139,53 @@ for (const kind of ['sqlite', 'postgres']) {
     }
   });
 }
+
+test('a value too large to store is refused: a task at submission, a result as the execution failing', async (ctx) => {
+  const bg = make(`sqlite:${join(tempDir(ctx, 'bmad-big-'), 'x.db')}`);
+  // 180M characters of 3 bytes each as UTF-8: over the 512 MiB a stored text may take.
+  const big = '€'.repeat(180_000_000);
+  bg.registerAgent('big', async () => big);
+  bg.registerAgent('echo', async (task) => task);
+  await bg.initialize();
+  const task = await settleOf(bg.execute('echo', big));
+  assert.equal(task.ok, false);
+  assert.ok(task.value instanceof RangeError);
+  assert.equal(task.value.code, 'ERR_VALUE_TOO_LARGE');
+  assert.match(task.value.message, /^task is too large to store: 540000000 bytes as UTF-8 \(at most 536870912\)$/);
+  const failed = [];
+  bg.on('execution-failed', (e) => failed.push(e));
+  const [result, beside] = await Promise.all([settleOf(bg.execute('big', 'x')), settleOf(bg.execute('echo', 'small'))]);
+  assert.deepEqual(beside, { ok: true, value: 'small' });
+  assert.equal(result.ok, false);
+  assert.equal(result.value.code, 'ERR_VALUE_TOO_LARGE');
+  assert.match(result.value.message, /^result is too large to store: over 540000002 bytes|^result is too large to store: 540000002 bytes/);
+  assert.deepEqual(failed.map((e) => e.code), ['ERR_VALUE_TOO_LARGE']);
+  // Stored as that failure, not retried.
+  const stored = await bg.fetchExecutionStatus(failed[0].executionId);
+  assert.equal(stored.status, 'failed');
+  assert.equal(stored.attempt, 1);
+  assert.equal(stored.errorObject.code, 'ERR_VALUE_TOO_LARGE');
+});
+
+pgTest('attempt ends carrying more text than a batch takes are committed in several batches', async () => {
+  const schema = schemaName();
+  const bg = make(`${SERVER}?schema=${schema}`);
+  const release = [];
+  bg.registerAgent('echo', (task) => new Promise((resolve) => release.push(() => resolve(task === 'big' ? 'x'.repeat(70_000_000) : task))));
+  await bg.initialize();
+  const run = async (tasks) => {
+    const done = tasks.map((t) => bg.execute('echo', t));
+    await waitUntil(() => release.length === tasks.length, 'agents running', { timeoutMs: 10000 });
+    for (const go of release.splice(0)) go();
+    await within(Promise.all(done), 30000);
+  };
+  // Two small ends released together share a commit (the same finalized_at); two of 70M
+  // characters each are over a batch's 128M and go in two.
+  await run(['a', 'b']);
+  await run(['big', 'big']);
+  const commits = sql(
+    `SELECT json_object_agg(t, n) FROM (SELECT CASE WHEN task = 'big' THEN 'big' ELSE 'small' END t, count(DISTINCT finalized_at) n
+     FROM ${schema}.bmad_executions GROUP BY 1) c`,
+  );
+  assert.deepEqual(commits, { small: 1, big: 2 });
+});

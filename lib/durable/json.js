@@ -11,6 +11,13 @@ const { coded, describe, messageOf } = require('../errors.js');
 /** The deepest nesting of arrays and objects accepted; deeper values are refused. */
 const MAX_DEPTH = 1000;
 
+/**
+ * The most bytes (UTF-8) one stored text may take. PostgreSQL holds at most 1 GB in a value
+ * and in a message, and closes the connection on a bigger message (which would be sent
+ * again and again); SQLite at most 10^9 bytes.
+ */
+const MAX_STORED_BYTES = 512 * 1024 * 1024;
+
 /** Paths longer than this are shortened in messages (the `path` property stays whole). */
 const MAX_SHOWN_PATH = 200;
 
@@ -200,6 +207,24 @@ function hiddenKey(w, value, depth, all) {
  * differently the second time is not caught, unless it throws.
  */
 function toJson(value, path = 'value') {
+  return sized(stringify(value, path), path);
+}
+
+/**
+ * `text`, unless it takes more than MAX_STORED_BYTES as UTF-8: then a RangeError with code
+ * ERR_VALUE_TOO_LARGE naming `path`.
+ */
+function sized(text, path) {
+  // UTF-8 takes at least a byte and at most three per UTF-16 code unit.
+  if (text.length * 3 <= MAX_STORED_BYTES) return text;
+  const bytes = text.length > MAX_STORED_BYTES ? text.length : Buffer.byteLength(text, 'utf8');
+  if (bytes <= MAX_STORED_BYTES) return text;
+  throw coded(RangeError, 'ERR_VALUE_TOO_LARGE', `${path} is too large to store: ${text.length > MAX_STORED_BYTES ? 'over ' : ''}${bytes} bytes as UTF-8 (at most ${MAX_STORED_BYTES})`, {
+    path,
+  });
+}
+
+function stringify(value, path) {
   if (typeof value === 'string') return JSON.stringify(value);
   const w = new Walk(path);
   try {
@@ -221,4 +246,4 @@ function resultJson(value, path = 'result') {
   return value === undefined ? 'null' : toJson(value, path);
 }
 
-module.exports = { toJson, resultJson, MAX_DEPTH };
+module.exports = { toJson, resultJson, sized, MAX_DEPTH, MAX_STORED_BYTES };

@@ -19,6 +19,16 @@ const RETRY_MAX_MS = 1000;
 /** Failed batches in a row after which close() gives up on what is pending. */
 const CLOSE_ATTEMPTS = 8;
 
+/**
+ * The most stored text one batch carries, in UTF-16 code units (at most 3 bytes each as
+ * UTF-8: 384 MiB), so no statement of it reaches PostgreSQL's 1 GB message limit; a single
+ * larger value (up to MAX_STORED_BYTES) goes in a batch of its own.
+ */
+const BATCH_UNITS = 128 * 1024 * 1024;
+
+/** The stored text of a submission, in UTF-16 code units. */
+const insertUnits = (row) => row.task.length + (row.options === undefined ? 0 : row.options.length) + (row.key === undefined ? 0 : row.key.length);
+
 /** The pause before the retry that follows `n` earlier ones: doubling, capped. */
 const retryDelay = (n) => Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** n);
 
@@ -34,6 +44,7 @@ class Pending {
     this.releases = [];
     this.claim = 0; // executions claimed with it
     this.req = 0;
+    this.units = 0; // stored text it carries (see BATCH_UNITS)
   }
   get empty() {
     return this.inserts.length === 0 && this.finishes.length === 0 && this.progress.length === 0 && this.releases.length === 0;
@@ -86,8 +97,10 @@ class StoreLink {
   }
 
   insert(row, rec) {
-    this.pending.inserts.push(row);
-    this.pending.insertRecs.push(rec);
+    const p = this.pending;
+    p.inserts.push(row);
+    p.insertRecs.push(rec);
+    p.units += insertUnits(row);
     this.schedule();
   }
 
@@ -97,6 +110,7 @@ class StoreLink {
     p.finishes.push(id, attempt, status, retryable ? 1 : 0);
     p.finishValues.push(json);
     p.finishRecs.push(rec);
+    p.units += json.length;
     this.schedule();
   }
 
@@ -133,10 +147,14 @@ class StoreLink {
       return;
     }
     const claim = this.claimWanted ? Math.max(0, Math.min(this.owner._freeSlots() - this.inFlightClaim, this.owner.claimChunk)) : 0;
-    const sent = this.pending;
-    if (sent.empty && claim === 0) return;
+    if (this.pending.empty && claim === 0) return;
     if (claim > 0) this.claimWanted = false;
-    this.pending = new Pending();
+    let sent = this.pending;
+    if (sent.units > BATCH_UNITS) {
+      // Too much text for one batch: the first part now, the rest after.
+      sent = this.takeWithin(BATCH_UNITS);
+      this.schedule();
+    } else this.pending = new Pending();
     this.sendBatch(sent, claim);
   }
 
@@ -171,8 +189,45 @@ class StoreLink {
     p.finishes.unshift(...sent.finishes);
     p.finishValues.unshift(...sent.finishValues);
     p.finishRecs.unshift(...sent.finishRecs);
+    p.units += sent.units;
     this.soloInserts += sent.inserts.length;
     this.soloFinishes += sent.finishRecs.length;
+  }
+
+  /**
+   * Takes from `pending` the first submissions and attempt ends whose text fits in `units`
+   * (at least one), with all progress and releases, as a batch of their own.
+   */
+  takeWithin(units) {
+    const p = this.pending;
+    const part = new Pending();
+    let used = 0;
+    let i = 0;
+    for (; i < p.inserts.length; i++) {
+      const u = insertUnits(p.inserts[i]);
+      if (used > 0 && used + u > units) break;
+      used += u;
+    }
+    let j = 0;
+    if (i === p.inserts.length) {
+      for (; j < p.finishRecs.length; j++) {
+        const u = p.finishValues[j].length;
+        if (used > 0 && used + u > units) break;
+        used += u;
+      }
+    }
+    part.inserts = p.inserts.splice(0, i);
+    part.insertRecs = p.insertRecs.splice(0, i);
+    part.finishes = p.finishes.splice(0, j * 4);
+    part.finishValues = p.finishValues.splice(0, j);
+    part.finishRecs = p.finishRecs.splice(0, j);
+    part.progress = p.progress;
+    part.releases = p.releases;
+    p.progress = [];
+    p.releases = [];
+    part.units = used;
+    p.units -= used;
+    return part;
   }
 
   /** The next write to send alone (see `isolate`), as a batch of its own. */
@@ -183,12 +238,15 @@ class StoreLink {
       this.soloInserts--;
       one.inserts.push(p.inserts.shift());
       one.insertRecs.push(p.insertRecs.shift());
+      one.units = insertUnits(one.inserts[0]);
     } else {
       this.soloFinishes--;
       one.finishes.push(...p.finishes.splice(0, 4));
       one.finishValues.push(p.finishValues.shift());
       one.finishRecs.push(p.finishRecs.shift());
+      one.units = one.finishValues[0].length;
     }
+    p.units -= one.units;
     return one;
   }
 

@@ -13,7 +13,7 @@ const { canRun } = require('../agents.js');
 const { describe, typeError, closedError } = require('../errors.js');
 const { storedText } = require('../validate.js');
 const { follow } = require('../signals.js');
-const { toJson } = require('./json.js');
+const { toJson, sized } = require('./json.js');
 const { durableId } = require('./values.js');
 const { DurableRun } = require('./runs.js');
 const { userAborted } = require('./cancels.js');
@@ -45,7 +45,7 @@ function submit(durable, mode, agent, task, options) {
   const rec = rules.record(mode, agent, task, options);
   // Stored as text: a lone surrogate would come back as U+FFFD, a NUL is refused by PostgreSQL.
   storedText('agent', agent);
-  storedText('task', task);
+  sized(storedText('task', task), 'task');
   const priority = rules.priority;
   const timeoutMs = rules.timeoutMs;
   if (ex._closing) throw closedError();

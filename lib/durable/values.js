@@ -19,6 +19,9 @@ function parseDurableId(value) {
   return Number.isSafeInteger(n) ? n : 0;
 }
 
+/** The longest error JSON stored whole (UTF-16 code units; at most 3 bytes each as UTF-8). */
+const MAX_ERROR_UNITS = 64 * 1024 * 1024;
+
 /**
  * An error as JSON: its name, message and code, plus its own enumerable fields that are
  * strings, numbers or booleans (executionId, timeoutMs, exitCode...). Never throws.
@@ -39,7 +42,13 @@ function errorJson(err) {
   } catch {
     // a throwing getter: keep what was read
   }
-  return JSON.stringify(out);
+  const json = JSON.stringify(out);
+  if (json.length <= MAX_ERROR_UNITS) return json;
+  // An error too big to store whole (a message or field of hundreds of MB): its name, code
+  // and the start of its message.
+  const short = { name: out.name.slice(0, 1024), message: `${out.message.slice(0, MAX_ERROR_UNITS / 2)}... (cut: ${out.message.length} characters)` };
+  if (typeof out.code === 'string' && out.code.length <= 1024) short.code = out.code;
+  return JSON.stringify(short);
 }
 
 /** An Error rebuilt from `errorJson` text (null text: a generic error). */
