@@ -114,6 +114,34 @@ pgTest('an attempt end the server refuses even as a failure is given up, and the
   assert.equal(r.ok, false);
 });
 
+pgTest('an attempt end the server fails to write for a while (read-only) is kept, and written once it can be', async () => {
+  const schema = schemaName();
+  const url = `${SERVER}?schema=${schema}`;
+  const first = make(url);
+  await first.initialize();
+  await first.shutdown();
+  // Not a refused value: the server cannot write now (a standby during a failover says so).
+  sql(`CREATE TABLE ${schema}.readonly (on_ boolean); INSERT INTO ${schema}.readonly VALUES (true);
+       CREATE FUNCTION ${schema}.readonly() RETURNS trigger LANGUAGE plpgsql AS $$
+       BEGIN IF NEW.state >= 2 AND (SELECT on_ FROM ${schema}.readonly) THEN
+         RAISE EXCEPTION 'cannot execute UPDATE in a read-only transaction' USING ERRCODE = '25006'; END IF;
+       RETURN NEW; END $$;
+       CREATE TRIGGER readonly BEFORE UPDATE ON ${schema}.bmad_executions FOR EACH ROW EXECUTE FUNCTION ${schema}.readonly();
+       SELECT 1`);
+  const bg = make(url);
+  bg.registerAgent('echo', async (task) => task);
+  await bg.initialize();
+  const errors = [];
+  bg.on('store-error', (e) => errors.push(e.error.message));
+  const done = bg.execute('echo', 'kept');
+  await waitUntil(() => errors.length >= 2, 'the end failing twice', { timeoutMs: 10000 });
+  assert.equal(await within(done, 50), 'pending');
+  sql(`UPDATE ${schema}.readonly SET on_ = false; SELECT 1`);
+  assert.equal(await within(done, 10000), 'kept');
+  const row = sql(`SELECT json_build_object('state', state, 'attempt', attempt, 'result', result) FROM ${schema}.bmad_executions`);
+  assert.deepEqual(row, { state: 2, attempt: 1, result: '"kept"' });
+});
+
 for (const kind of ['sqlite', 'postgres']) {
   const t = kind === 'postgres' ? pgTest : test;
   t(`${kind}: text with a NUL character is refused at submission, naming the argument`, async (ctx) => {

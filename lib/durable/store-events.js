@@ -96,9 +96,12 @@ function batchDone(durable, sent, ev) {
     // A lost connection is reported by store-disconnected.
     if (transient && !lost) durable.stats.busy++;
     else if (!transient) durable._backgroundError(err);
-    if (!transient && sent.insertRecs.length + sent.finishRecs.length > 1) {
-      // Refused for good: each submission and attempt end goes again alone, so the one the
-      // store refuses fails by itself and the others are stored.
+    // The store refused what was written (a constraint, a trigger, a value it cannot hold),
+    // not the batch as a whole.
+    const bad = ev.errorCode === 'ERR_STORE_REFUSED';
+    if (bad && sent.insertRecs.length + sent.finishRecs.length > 1) {
+      // Which write is unknown: each submission and attempt end goes again alone, so the
+      // refused one fails by itself and the others are stored.
       durable.link.isolate(sent);
     } else {
       for (let i = 0; i < sent.insertRecs.length; i++) {
@@ -106,11 +109,12 @@ function batchDone(durable, sent, ev) {
         else refused(sent.insertRecs[i], err);
       }
       // Attempt ends are never lost: they go again with the next batch (which close() waits
-      // for); one the store refuses for good ends its execution as failed, with that cause.
+      // for), as long as the store fails (a server read-only for a while, out of space);
+      // one the store refuses ends its execution as failed, with that cause.
       for (let i = 0; i < sent.finishRecs.length; i++) {
         const f = sent.finishes;
-        if (transient) durable.link.finish(f[i * 4], f[i * 4 + 1], f[i * 4 + 2], f[i * 4 + 3] === 1, sent.finishValues[i], sent.finishRecs[i]);
-        else unstorable(durable, sent.finishRecs[i], f[i * 4 + 1], err);
+        if (bad) unstorable(durable, sent.finishRecs[i], f[i * 4 + 1], err);
+        else durable.link.finish(f[i * 4], f[i * 4 + 1], f[i * 4 + 2], f[i * 4 + 3] === 1, sent.finishValues[i], sent.finishRecs[i]);
       }
     }
     // Releases too (a failure of its own cannot come from one: two integers).

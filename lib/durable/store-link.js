@@ -53,9 +53,10 @@ class Pending {
 
 /**
  * A store error as users see it: `ERR_STORE` / `ERR_STORE_VERSION`, the path in the message
- * (a busy database or a lost connection, retried inside, is an `ERR_STORE` once it reaches users).
+ * (a busy database, a lost connection or a refused write, told apart inside, is an
+ * `ERR_STORE` once it reaches users).
  */
-const storeError = (code, message) => coded(Error, !code || code === 'ERR_STORE_BUSY' || code === 'ERR_STORE_DISCONNECTED' ? 'ERR_STORE' : code, message);
+const storeError = (code, message) => coded(Error, code === 'ERR_STORE_VERSION' ? code : 'ERR_STORE', message);
 
 class StoreLink {
   /** `options`: NativeStoreOptions; `owner`: the durable layer (see durable.js). */

@@ -25,8 +25,8 @@ pub mod wake;
 
 pub use ops::Store;
 
-/// A store failure: `code` is `ERR_STORE`, `ERR_STORE_VERSION` or `BUSY`, `message` names
-/// the path and the cause.
+/// A store failure: `code` is `ERR_STORE`, `ERR_STORE_VERSION`, `BUSY`, `DISCONNECTED` or
+/// `REFUSED`, `message` names the path and the cause.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoreError {
   pub code: &'static str,
@@ -62,14 +62,21 @@ pub const BUSY: &str = "ERR_STORE_BUSY";
 /// again as it was once the connection is back (the store thread gets it back by itself).
 pub const DISCONNECTED: &str = "ERR_STORE_DISCONNECTED";
 
+/// The code of a failure of what was written, not of the store: a value or row the database
+/// refuses (a constraint, a trigger, data it cannot hold). The same write fails again;
+/// others made with it may go through on their own.
+pub const REFUSED: &str = "ERR_STORE_REFUSED";
+
 impl From<rusqlite::Error> for StoreError {
   fn from(e: rusqlite::Error) -> Self {
-    let busy = matches!(
-      e.sqlite_error_code(),
-      Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-    );
+    use rusqlite::ErrorCode as C;
+    let code = match e.sqlite_error_code() {
+      Some(C::DatabaseBusy | C::DatabaseLocked) => BUSY,
+      Some(C::ConstraintViolation | C::TooBig | C::TypeMismatch) => REFUSED,
+      _ => "ERR_STORE",
+    };
     StoreError {
-      code: if busy { BUSY } else { "ERR_STORE" },
+      code,
       message: format!("database error: {e}"),
     }
   }

@@ -1714,3 +1714,44 @@ fn a_claim_among_many_agents_reads_little_more_than_it_takes() {
   // Reading every agent's best 64 would take hundreds of thousands.
   assert!(steps < 40_000, "the claim ran {steps} SQLite VM steps");
 }
+
+#[test]
+fn a_write_sqlite_refuses_is_told_apart_from_a_failing_store() {
+  let dir = TempDir::new("refused_write");
+  let mut s = open_any(&dir.db());
+  let ids = insert_ids(&mut s, vec![exec("a"), exec("b")], T0);
+  assert_eq!(claimed_ids(&mut s, 2, T0 + 1.0), ids);
+  // A trigger refuses one value, as a constraint would.
+  raw(&dir.db())
+    .execute_batch(
+      "CREATE TRIGGER refuse BEFORE UPDATE OF state ON bmad_executions \
+       WHEN NEW.result LIKE '%poison%' BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+    )
+    .expect("trigger");
+  let poison = Finish {
+    value: Some(r#""poison""#.to_string()),
+    ..completed(ids[0], 1)
+  };
+  let batch = Batch {
+    finishes: vec![poison, completed(ids[1], 1)],
+    ..Default::default()
+  };
+  let err = s.batch(&batch, T0 + 2.0).expect_err("refused");
+  assert_eq!(err.code, REFUSED, "{err}");
+  assert!(err.message.contains("refused by the test"), "{err}");
+  // Nothing of the batch was written; the other end alone goes through.
+  assert_eq!(finish(&mut s, completed(ids[1], 1), T0 + 3.0), Finished::Recorded);
+  assert_eq!(fetch(&mut s, ids[0]).status, STATUS_RUNNING);
+  // A table gone (a store broken by hand) is not a refused write.
+  raw(&dir.db())
+    .execute_batch("DROP TRIGGER refuse; ALTER TABLE bmad_ends RENAME TO gone;")
+    .expect("rename");
+  let err = s.batch(
+    &Batch {
+      finishes: vec![completed(ids[0], 1)],
+      ..Default::default()
+    },
+    T0 + 4.0,
+  );
+  assert_eq!(err.expect_err("no ends log").code, "ERR_STORE");
+}

@@ -216,6 +216,15 @@ pub(super) fn pg_error(shown: &str, what: &str, e: &tokio_postgres::Error) -> St
       code: super::BUSY,
       message: text,
     }
+  } else if e
+    .code()
+    .is_some_and(|c| matches!(c.code().get(..2), Some("22" | "23" | "P0")))
+  {
+    // A data exception, a constraint or a trigger's exception: the rows written were refused.
+    StoreError {
+      code: super::REFUSED,
+      message: text,
+    }
   } else {
     StoreError::store(text)
   }
