@@ -186,7 +186,7 @@ test('a value too large to store is refused: a task at submission, a result as t
   assert.deepEqual(beside, { ok: true, value: 'small' });
   assert.equal(result.ok, false);
   assert.equal(result.value.code, 'ERR_VALUE_TOO_LARGE');
-  assert.match(result.value.message, /^result is too large to store: over 540000002 bytes|^result is too large to store: 540000002 bytes/);
+  assert.match(result.value.message, /^result is too large to store: 540000002 bytes as UTF-8 \(at most 536870912\)$/);
   assert.deepEqual(failed.map((e) => e.code), ['ERR_VALUE_TOO_LARGE']);
   // Stored as that failure, not retried.
   const stored = await bg.fetchExecutionStatus(failed[0].executionId);
@@ -216,4 +216,101 @@ pgTest('attempt ends carrying more text than a batch takes are committed in seve
      FROM ${schema}.bmad_executions GROUP BY 1) c`,
   );
   assert.deepEqual(commits, { small: 1, big: 2 });
+});
+
+pgTest('refused writes are not a failing store: submissions behind them are stored at a shutdown and after a busy lock', async () => {
+  const { url, schema } = await refusingStore('INSERT', "NEW.task LIKE 'poison%'");
+  // 'busy-once' meets a serialization failure (40001) at its first try: retried as busy.
+  sql(`CREATE SEQUENCE ${schema}.once;
+       CREATE OR REPLACE FUNCTION ${schema}.refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+       BEGIN IF NEW.task LIKE 'poison%' THEN RAISE EXCEPTION 'refused by the test trigger'; END IF;
+         IF NEW.task = 'busy-once' AND nextval('${schema}.once') = 1 THEN RAISE EXCEPTION 'busy once' USING ERRCODE = '40001'; END IF;
+         RETURN NEW; END $$; SELECT 1`);
+  const bg = make(url);
+  await bg.initialize();
+  const tasks = [...Array.from({ length: 10 }, (_, i) => `poison${i}`), 'busy-once', 'good'];
+  const all = tasks.map((t) => settleOf(bg.fireAndForget('nobody', t)));
+  const down = bg.shutdown({ timeoutMs: 5000 });
+  const results = await within(Promise.all(all), 15000);
+  await down;
+  assert.deepEqual(
+    results.map((r) => (r.ok ? 'ok' : r.value.code)),
+    [...Array(10).fill('ERR_STORE'), 'ok', 'ok'],
+  );
+  assert.deepEqual(sql(`SELECT json_agg(task ORDER BY task) FROM ${schema}.bmad_executions`), ['busy-once', 'good']);
+});
+
+pgTest('a claim the server refuses is not blamed on the attempt end or submission sent with it', async () => {
+  // The claim of one queued row is refused; the end of another execution, sent in the same
+  // batch as a claim, is stored with its value.
+  const { url, schema } = await refusingStore('UPDATE', "NEW.state = 1 AND NEW.task = 'poison'");
+  const bg = make(url, { leaseMs: 60000 });
+  const release = [];
+  bg.registerAgent('echo', (t) => new Promise((resolve) => release.push(() => resolve(t))));
+  await bg.initialize();
+  const errors = [];
+  bg.on('store-error', (e) => errors.push(e.error.message));
+  const slow = settleOf(bg.execute('echo', 'slow'));
+  await waitUntil(() => release.length === 1, 'slow running', { timeoutMs: 5000 });
+  const other = make(url);
+  await other.initialize();
+  await other.fireAndForget('echo', 'poison');
+  await waitUntil(() => errors.length > 0, 'the claim refused', { timeoutMs: 5000 });
+  release[0]();
+  assert.deepEqual(await within(slow, 5000), { ok: true, value: 'slow' });
+  assert.equal((await within(settleOf(bg.fireAndForget('nobody', 'lone')), 5000)).ok, true);
+  assert.deepEqual(
+    sql(`SELECT json_agg(json_build_object('task', task, 'state', state) ORDER BY id) FROM ${schema}.bmad_executions`),
+    [
+      { task: 'slow', state: 2 },
+      { task: 'poison', state: 0 },
+      { task: 'lone', state: 0 },
+    ],
+  );
+  assert.ok(!errors.some((m) => /not written|could not be stored/.test(m)), errors.join('\n'));
+  await bg.shutdown();
+});
+
+for (const kind of ['sqlite', 'postgres']) {
+  const t = kind === 'postgres' ? pgTest : test;
+  t(`${kind}: a key or agent name over 2048 bytes as UTF-8 is refused at submission`, async (ctx) => {
+    const url = kind === 'postgres' ? `${SERVER}?schema=${schemaName()}` : `sqlite:${join(tempDir(ctx, 'bmad-key-'), 'x.db')}`;
+    const bg = make(url);
+    await bg.initialize();
+    // 1024 characters of 3 bytes: within the key's 1024 characters, over a PostgreSQL index entry.
+    const wide = '字'.repeat(1024);
+    const [a, key, agent, b] = await Promise.all([
+      settleOf(bg.fireAndForget('nobody', 'a')),
+      settleOf(bg.fireAndForget('nobody', 'k', { key: wide })),
+      settleOf(bg.fireAndForget(wide, 'x')),
+      settleOf(bg.fireAndForget('nobody', 'b')),
+    ]);
+    assert.equal(a.ok && b.ok, true);
+    for (const [r, where] of [
+      [key, 'options.key'],
+      [agent, 'agent'],
+    ]) {
+      assert.ok(r.value instanceof RangeError, where);
+      assert.equal(r.value.code, 'ERR_VALUE_TOO_LARGE');
+      assert.match(r.value.message, new RegExp(`^${where.replace('.', '\\.')} is too large to store: 3072 bytes as UTF-8 \\(at most 2048\\)$`));
+    }
+  });
+}
+
+test('an error too big to store whole is stored cut, and its execution fails with it', async (ctx) => {
+  const bg = make(`sqlite:${join(tempDir(ctx, 'bmad-err-'), 'x.db')}`);
+  // 90M characters escaped as \u0001 would be longer than V8's longest string.
+  bg.registerAgent('bad', async () => {
+    throw Object.assign(new Error('\u0001'.repeat(90_000_000)), { code: 'E_HUGE' });
+  });
+  await bg.initialize();
+  const failed = [];
+  bg.on('execution-failed', (e) => failed.push(e.executionId));
+  const r = await within(settleOf(bg.execute('bad', 'x')), 20000);
+  assert.equal(r.ok, false);
+  assert.equal(r.value.code, 'E_HUGE');
+  const stored = await bg.fetchExecutionStatus(failed[0]);
+  assert.equal(stored.status, 'failed');
+  assert.equal(stored.errorObject.code, 'E_HUGE');
+  assert.equal(stored.errorObject.message.length, 1024 * 1024 + ' (cut: 90000000 characters)'.length + 3);
 });

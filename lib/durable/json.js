@@ -214,14 +214,16 @@ function toJson(value, path = 'value') {
  * `text`, unless it takes more than MAX_STORED_BYTES as UTF-8: then a RangeError with code
  * ERR_VALUE_TOO_LARGE naming `path`.
  */
-function sized(text, path) {
+function sized(text, path, max = MAX_STORED_BYTES) {
+  const bytes = utf8Bytes(text, max);
+  if (bytes <= max) return text;
+  throw coded(RangeError, 'ERR_VALUE_TOO_LARGE', `${path} is too large to store: ${bytes} bytes as UTF-8 (at most ${max})`, { path });
+}
+
+/** The UTF-8 length of `text`, counted only when it could pass `max` (else its low bound). */
+function utf8Bytes(text, max) {
   // UTF-8 takes at least a byte and at most three per UTF-16 code unit.
-  if (text.length * 3 <= MAX_STORED_BYTES) return text;
-  const bytes = text.length > MAX_STORED_BYTES ? text.length : Buffer.byteLength(text, 'utf8');
-  if (bytes <= MAX_STORED_BYTES) return text;
-  throw coded(RangeError, 'ERR_VALUE_TOO_LARGE', `${path} is too large to store: ${text.length > MAX_STORED_BYTES ? 'over ' : ''}${bytes} bytes as UTF-8 (at most ${MAX_STORED_BYTES})`, {
-    path,
-  });
+  return text.length * 3 <= max ? text.length : Buffer.byteLength(text, 'utf8');
 }
 
 function stringify(value, path) {
@@ -246,4 +248,4 @@ function resultJson(value, path = 'result') {
   return value === undefined ? 'null' : toJson(value, path);
 }
 
-module.exports = { toJson, resultJson, sized, MAX_DEPTH, MAX_STORED_BYTES };
+module.exports = { toJson, resultJson, sized, utf8Bytes, MAX_DEPTH, MAX_STORED_BYTES };

@@ -99,26 +99,29 @@ function batchDone(durable, sent, ev) {
     // The store refused what was written (a constraint, a trigger, a value it cannot hold),
     // not the batch as a whole.
     const bad = ev.errorCode === 'ERR_STORE_REFUSED';
-    if (bad && sent.insertRecs.length + sent.finishRecs.length > 1) {
-      // Which write is unknown: each submission and attempt end goes again alone, so the
-      // refused one fails by itself and the others are stored.
+    const writes = sent.insertRecs.length + sent.finishRecs.length + sent.releases.length / 2 + (sent.claim > 0 ? 1 : 0);
+    if (bad && writes > 1) {
+      // Which write is unknown: each submission, attempt end and release goes again alone,
+      // then the claim, so the refused one fails by itself and the others are stored.
+      // Progress is not sent again (a later report replaces it).
       durable.link.isolate(sent);
-    } else {
-      for (let i = 0; i < sent.insertRecs.length; i++) {
-        if (transient) durable.link.insert(sent.inserts[i], sent.insertRecs[i]);
-        else refused(sent.insertRecs[i], err);
-      }
-      // Attempt ends are never lost: they go again with the next batch (which close() waits
-      // for), as long as the store fails (a server read-only for a while, out of space);
-      // one the store refuses ends its execution as failed, with that cause.
-      for (let i = 0; i < sent.finishRecs.length; i++) {
-        const f = sent.finishes;
-        if (bad) unstorable(durable, sent.finishRecs[i], f[i * 4 + 1], err);
-        else durable.link.finish(f[i * 4], f[i * 4 + 1], f[i * 4 + 2], f[i * 4 + 3] === 1, sent.finishValues[i], sent.finishRecs[i]);
-      }
+      return;
     }
-    // Releases too (a failure of its own cannot come from one: two integers).
-    for (let i = 0; i < sent.releases.length; i += 2) durable.link.release(sent.releases[i], sent.releases[i + 1]);
+    for (let i = 0; i < sent.insertRecs.length; i++) {
+      if (transient) durable.link.insert(sent.inserts[i], sent.insertRecs[i]);
+      else refused(sent.insertRecs[i], err);
+    }
+    // Attempt ends are never lost: they go again with the next batch (which close() waits
+    // for), as long as the store fails (a server read-only for a while, out of space); one
+    // the store refuses ends its execution as failed, with that cause.
+    for (let i = 0; i < sent.finishRecs.length; i++) {
+      const f = sent.finishes;
+      if (bad) unstorable(durable, sent.finishRecs[i], f[i * 4 + 1], err);
+      else durable.link.finish(f[i * 4], f[i * 4 + 1], f[i * 4 + 2], f[i * 4 + 3] === 1, sent.finishValues[i], sent.finishRecs[i]);
+    }
+    // Releases too, unless refused: the attempt then stays held here until the executor
+    // stops, like an end given up (store-error said why).
+    if (!bad) for (let i = 0; i < sent.releases.length; i += 2) durable.link.release(sent.releases[i], sent.releases[i + 1]);
     if (sent.claim > 0) durable.link.claimWanted = true;
     return;
   }

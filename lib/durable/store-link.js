@@ -86,6 +86,8 @@ class StoreLink {
     // Writes at the head of `pending` to send one per batch (see `isolate`).
     this.soloInserts = 0;
     this.soloFinishes = 0;
+    this.soloReleases = 0;
+    this.soloClaim = false; // then its claim alone
     this.send = () => {
       this.scheduled = false;
       this.flush();
@@ -143,11 +145,20 @@ class StoreLink {
   /** Sends what is pending, unless MAX_IN_FLIGHT batches are in flight (an answer sends it). */
   flush() {
     if (this.inFlight.length >= MAX_IN_FLIGHT || this.closed || this.retryTimer !== null || this.dead) return;
-    if (this.soloInserts + this.soloFinishes > 0) {
-      while (this.soloInserts + this.soloFinishes > 0 && this.inFlight.length < MAX_IN_FLIGHT) this.sendBatch(this.takeSolo(), 0);
+    if (this.soloWrites() > 0) {
+      while (this.soloWrites() > 0 && this.inFlight.length < MAX_IN_FLIGHT) this.sendBatch(this.takeSolo(), 0);
       return;
     }
     const claim = this.claimWanted ? Math.max(0, Math.min(this.owner._freeSlots() - this.inFlightClaim, this.owner.claimChunk)) : 0;
+    if (this.soloClaim) {
+      // After a refused batch, its claim alone: refused again, it is the one to blame.
+      this.soloClaim = false;
+      if (claim > 0) {
+        this.claimWanted = false;
+        this.sendBatch(new Pending(), claim);
+        return;
+      }
+    }
     if (this.pending.empty && claim === 0) return;
     if (claim > 0) this.claimWanted = false;
     let sent = this.pending;
@@ -190,9 +201,20 @@ class StoreLink {
     p.finishes.unshift(...sent.finishes);
     p.finishValues.unshift(...sent.finishValues);
     p.finishRecs.unshift(...sent.finishRecs);
+    p.releases.unshift(...sent.releases);
     p.units += sent.units;
     this.soloInserts += sent.inserts.length;
     this.soloFinishes += sent.finishRecs.length;
+    this.soloReleases += sent.releases.length / 2;
+    if (sent.claim > 0) {
+      this.soloClaim = true;
+      this.claimWanted = true;
+    }
+  }
+
+  /** Writes still to send one per batch (see `isolate`). */
+  soloWrites() {
+    return this.soloInserts + this.soloFinishes + this.soloReleases;
   }
 
   /**
@@ -240,12 +262,15 @@ class StoreLink {
       one.inserts.push(p.inserts.shift());
       one.insertRecs.push(p.insertRecs.shift());
       one.units = insertUnits(one.inserts[0]);
-    } else {
+    } else if (this.soloFinishes > 0) {
       this.soloFinishes--;
       one.finishes.push(...p.finishes.splice(0, 4));
       one.finishValues.push(p.finishValues.shift());
       one.finishRecs.push(p.finishRecs.shift());
       one.units = one.finishValues[0].length;
+    } else {
+      this.soloReleases--;
+      one.releases.push(...p.releases.splice(0, 2));
     }
     p.units -= one.units;
     return one;
@@ -256,6 +281,8 @@ class StoreLink {
     this.pending = new Pending();
     this.soloInserts = 0;
     this.soloFinishes = 0;
+    this.soloReleases = 0;
+    this.soloClaim = false;
   }
 
   /** The next request number, 1 to 2^32 - 1: it crosses to Rust as a u32 (0 answers the open). */
@@ -296,14 +323,19 @@ class StoreLink {
     const sent = this.inFlight.shift();
     this.inFlightClaim -= sent.claim;
     const failed = event.kind === P.STORE_FAILED;
-    this.failures = failed ? this.failures + 1 : 0;
+    // A write the store refused is not the store failing: what the batch grouped goes again
+    // at once, one by one. Only a claim refused on its own, with nothing else to blame,
+    // counts (and waits) as a failure.
+    const counted = failed && (event.errorCode !== 'ERR_STORE_REFUSED' || (sent.claim > 0 && sent.empty));
+    if (!failed) this.failures = 0;
+    else if (counted) this.failures++;
     this.owner._batchDone(sent, event);
-    if (failed && this.onDrained !== null && (this.dead || this.failures >= CLOSE_ATTEMPTS)) {
+    if (counted && this.onDrained !== null && (this.dead || this.failures >= CLOSE_ATTEMPTS)) {
       // Closing, and the store keeps failing: give up what is pending (attempts it ended stay
       // 'running' in the store and are rescued by lease like a crash's).
       this.owner._gaveUp(this.pending);
       this.resetPending();
-    } else if (failed && !this.dead && this.retryTimer === null) {
+    } else if (counted && !this.dead && this.retryTimer === null) {
       const delay = retryDelay(this.failures - 1);
       this.retryTimer = setTimeout(() => {
         this.retryTimer = null;

@@ -10,10 +10,13 @@
 
 const { extras } = require('../record.js');
 const { canRun } = require('../agents.js');
-const { describe, typeError, closedError } = require('../errors.js');
+const { coded, describe, typeError, closedError } = require('../errors.js');
 const { storedText } = require('../validate.js');
 const { follow } = require('../signals.js');
-const { toJson, sized } = require('./json.js');
+const { toJson, sized, utf8Bytes, MAX_STORED_BYTES } = require('./json.js');
+
+/** The most bytes (UTF-8) of a stored agent name or key. */
+const MAX_NAME_BYTES = 2048;
 const { durableId } = require('./values.js');
 const { DurableRun } = require('./runs.js');
 const { userAborted } = require('./cancels.js');
@@ -43,8 +46,9 @@ function submit(durable, mode, agent, task, options) {
   const ex = durable.ex;
   const rules = ex._rules;
   const rec = rules.record(mode, agent, task, options);
-  // Stored as text: a lone surrogate would come back as U+FFFD, a NUL is refused by PostgreSQL.
-  storedText('agent', agent);
+  // Stored as text: a lone surrogate would come back as U+FFFD, a NUL is refused by
+  // PostgreSQL. Agent names and keys are index entries: PostgreSQL's hold 2704 bytes.
+  sized(storedText('agent', agent), 'agent', MAX_NAME_BYTES);
   sized(storedText('task', task), 'task');
   const priority = rules.priority;
   const timeoutMs = rules.timeoutMs;
@@ -57,10 +61,19 @@ function submit(durable, mode, agent, task, options) {
       if (typeof k !== 'string' || k === '' || k.length > 1024) {
         throw typeError(`options.key must be a non-empty string of at most 1024 characters, got ${describe(k)}`);
       }
-      key = storedText('options.key', k);
+      key = sized(storedText('options.key', k), 'options.key', MAX_NAME_BYTES);
     }
   }
   const stored = storedOptions(options);
+  if (stored !== null) {
+    // One row: PostgreSQL takes at most 1 GB in a message.
+    const bytes = utf8Bytes(task, MAX_STORED_BYTES / 2) + utf8Bytes(stored, MAX_STORED_BYTES / 2);
+    if (bytes > MAX_STORED_BYTES) {
+      throw coded(RangeError, 'ERR_VALUE_TOO_LARGE', `task and options are too large to store together: ${bytes} bytes as UTF-8 (at most ${MAX_STORED_BYTES})`, {
+        path: 'options',
+      });
+    }
+  }
   const x = extras(rec);
   const policy = x.retry !== null ? x.retry : ex.config;
   x.retry = null;

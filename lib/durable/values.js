@@ -21,6 +21,8 @@ function parseDurableId(value) {
 
 /** The longest error JSON stored whole (UTF-16 code units; at most 3 bytes each as UTF-8). */
 const MAX_ERROR_UNITS = 64 * 1024 * 1024;
+/** The characters of its message kept when an error is too big (6 units each at worst, escaped). */
+const CUT_MESSAGE = 1024 * 1024;
 
 /**
  * An error as JSON: its name, message and code, plus its own enumerable fields that are
@@ -42,11 +44,16 @@ function errorJson(err) {
   } catch {
     // a throwing getter: keep what was read
   }
-  const json = JSON.stringify(out);
-  if (json.length <= MAX_ERROR_UNITS) return json;
+  let json = null;
+  try {
+    json = JSON.stringify(out); // throws past V8's longest string
+  } catch {
+    // too big: cut below
+  }
+  if (json !== null && json.length <= MAX_ERROR_UNITS) return json;
   // An error too big to store whole (a message or field of hundreds of MB): its name, code
   // and the start of its message.
-  const short = { name: out.name.slice(0, 1024), message: `${out.message.slice(0, MAX_ERROR_UNITS / 2)}... (cut: ${out.message.length} characters)` };
+  const short = { name: out.name.slice(0, 1024), message: `${out.message.slice(0, CUT_MESSAGE)}... (cut: ${out.message.length} characters)` };
   if (typeof out.code === 'string' && out.code.length <= 1024) short.code = out.code;
   return JSON.stringify(short);
 }
