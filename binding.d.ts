@@ -175,7 +175,13 @@ export declare class NativeStore {
   constructor(options: NativeStoreOptions, onEvent: (arg: NativeStoreEvent) => void)
   batch(req: number, batch: NativeStoreBatch): boolean
   cancel(req: number, id: number, errorJson: string): boolean
+  /**
+   * Reads one execution, beside the store thread when the store can (PostgreSQL's pool);
+   * answered by `STORE_FETCHED` or `STORE_FAILED`.
+   */
   fetch(req: number, id: number): boolean
+  /** `fetch` in line with the requests sent before it (it sees what they wrote). */
+  fetchInLine(req: number, id: number): boolean
   check(req: number): boolean
   /**
    * The most executions of `agent` running at once on every executor (0: no limit);

@@ -453,8 +453,9 @@ class StoreLink {
     return this.request((req) => this.native.cancel(req, id, errorJson), true);
   }
 
+  /** Reads one execution: beside the batches, or after a write still unanswered (it sees it). */
   fetch(id) {
-    return this.request((req) => this.native.fetch(req, id));
+    return this.request((req) => (this.writing > 0 ? this.native.fetchInLine(req, id) : this.native.fetch(req, id)));
   }
 
   check() {

@@ -423,8 +423,16 @@ impl NativeStore {
     })
   }
 
+  /// Reads one execution, beside the store thread when the store can (PostgreSQL's pool);
+  /// answered by `STORE_FETCHED` or `STORE_FAILED`.
   #[napi]
   pub fn fetch(&self, req: u32, id: f64) -> bool {
+    self.handle.fetch(req, to_id(id))
+  }
+
+  /// `fetch` in line with the requests sent before it (it sees what they wrote).
+  #[napi]
+  pub fn fetch_in_line(&self, req: u32, id: f64) -> bool {
     self.handle.send(Command::Fetch { req, id: to_id(id) })
   }
 

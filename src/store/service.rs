@@ -1,6 +1,7 @@
-//! The store's thread. It owns the one connection of this executor, so the JS thread never
-//! waits on the disk. Requests arrive on a channel and are answered through the sink in
-//! order; between requests the thread
+//! The store's thread. It owns the statement connection of this executor, so the JS thread
+//! never waits on the disk. Requests arrive on a channel and are answered through the sink
+//! in order (a PostgreSQL store's status reads go beside it, to its pool: `Handle::fetch`);
+//! between requests the thread
 //!
 //! - polls `PRAGMA data_version` while anything could come from another process (claimable
 //!   work, cancels of attempts it runs, ends of executions it watches), and reads what
@@ -14,6 +15,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -21,6 +23,8 @@ use super::backend::{Backend, Changes};
 use super::ops::Interest;
 use super::pg::backend::Postgres;
 use super::pg::ops::PgStore;
+use super::pg::pool::Pool;
+use super::pg::reader::Reader;
 use super::pg::PgTarget;
 use super::schema::Synchronous;
 use super::{Batch, BatchResult, CancelRequest, Finished, Rescued, Row, Store, StoreError, StoreResult};
@@ -154,10 +158,23 @@ pub enum Event {
 /// Answers go here; `false` means nobody listens any more and the thread stops.
 pub type Sink = Box<dyn FnMut(Event) -> bool + Send>;
 
+/// The sink, shared by the thread and the reads made beside it (`Reader`).
+pub type SharedSink = Arc<Mutex<Sink>>;
+
+/// Sends `ev` to `sink`; false when nobody listens any more.
+pub fn send_event(sink: &SharedSink, ev: Event) -> bool {
+  match sink.lock() {
+    Ok(mut f) => f(ev),
+    Err(poisoned) => (poisoned.into_inner())(ev),
+  }
+}
+
 /// The sending end of a running store thread. Dropping it stops the thread.
 pub struct Handle {
   tx: Sender<Command>,
   thread: Option<JoinHandle<()>>,
+  /// Status reads beside the thread (PostgreSQL).
+  reader: Option<Arc<Reader>>,
 }
 
 impl Drop for Handle {
@@ -173,6 +190,16 @@ impl Handle {
     self.tx.send(cmd).is_ok()
   }
 
+  /// Reads execution `id` for request `req`: beside the thread when the store can (its
+  /// pool, PostgreSQL), else in line with the other requests. `false` once the thread has
+  /// stopped.
+  pub fn fetch(&self, req: u32, id: i64) -> bool {
+    if self.reader.as_ref().is_some_and(|r| r.fetch(req, id)) {
+      return true;
+    }
+    self.send(Command::Fetch { req, id })
+  }
+
   /// Waits for the thread to end (after `Close`).
   pub fn join(&mut self) {
     if let Some(t) = self.thread.take() {
@@ -184,20 +211,33 @@ impl Handle {
 /// Starts the thread; it opens the store and answers `Opened` or `Failed { req: 0 }`.
 pub fn start(opts: Options, sink: Sink) -> std::io::Result<Handle> {
   let (tx, rx) = mpsc::channel();
+  let sink: SharedSink = Arc::new(Mutex::new(sink));
+  // PostgreSQL: a pool for the work beside the statement connection, and its reads.
+  let pool = match &opts.postgres {
+    Some(Ok(target)) => Some(Pool::new(target.clone())),
+    _ => None,
+  };
+  let reader = pool
+    .clone()
+    .and_then(|p| Reader::new(p, sink.clone()).ok())
+    .map(Arc::new);
   let thread = std::thread::Builder::new().name("bmad-store".into()).spawn({
     let tx = tx.clone();
-    move || run(opts, rx, tx, sink)
+    let reader = reader.clone();
+    move || run(opts, pool, reader, rx, tx, sink)
   })?;
   Ok(Handle {
     tx,
     thread: Some(thread),
+    reader,
   })
 }
 
 struct Service {
   store: Box<dyn Backend>,
   opts: Options,
-  sink: Sink,
+  sink: SharedSink,
+  reader: Option<Arc<Reader>>,
   watched: HashSet<i64>,
   /// The attempts this worker runs: execution id -> attempt.
   running: HashMap<i64, u32>,
@@ -234,30 +274,49 @@ const ACTIVE_MS: f64 = 1_000.0;
 /// How often every watched id is looked up, whatever changed.
 const FULL_CHECK_MS: f64 = 5_000.0;
 
-fn run(opts: Options, rx: Receiver<Command>, tx: Sender<Command>, mut sink: Sink) {
+fn run(
+  opts: Options,
+  pool: Option<Pool>,
+  reader: Option<Arc<Reader>>,
+  rx: Receiver<Command>,
+  tx: Sender<Command>,
+  sink: SharedSink,
+) {
   let opened: Result<Box<dyn Backend>, StoreError> = match &opts.postgres {
     None => Store::open(&opts.path, opts.synchronous, opts.lease_ms, now_ms())
       .map(|s| Box::new(s) as Box<dyn Backend>),
     Some(Err(e)) => Err(e.clone()),
-    Some(Ok(target)) => PgStore::open(target.clone(), opts.lease_ms, now_ms())
-      .and_then(|s| Postgres::new(s, tx.clone()))
-      .map(|p| Box::new(p) as Box<dyn Backend>),
+    Some(Ok(target)) => {
+      let pool = pool.unwrap_or_else(|| Pool::new(target.clone()));
+      PgStore::open(target.clone(), pool, opts.lease_ms, now_ms())
+        .and_then(|s| Postgres::new(s, tx.clone()))
+        .map(|p| Box::new(p) as Box<dyn Backend>)
+    }
   };
   let store = match opened {
     Ok(s) => s,
     Err(error) => {
-      if sink(Event::Failed {
-        req: 0,
-        error: error.clone(),
-      }) {
-        refuse_all(&rx, &mut sink, &error);
+      if send_event(
+        &sink,
+        Event::Failed {
+          req: 0,
+          error: error.clone(),
+        },
+      ) {
+        refuse_all(&rx, &sink, &error);
       }
       return;
     }
   };
-  if !sink(Event::Opened {
-    owner: store.owner().to_string(),
-  }) {
+  if let Some(r) = &reader {
+    r.open();
+  }
+  if !send_event(
+    &sink,
+    Event::Opened {
+      owner: store.owner().to_string(),
+    },
+  ) {
     return;
   }
   // SQLite: a watch on the WAL file; PostgreSQL's listener already wakes the thread.
@@ -272,6 +331,7 @@ fn run(opts: Options, rx: Receiver<Command>, tx: Sender<Command>, mut sink: Sink
     store,
     opts,
     sink,
+    reader,
     watched: HashSet::new(),
     running: HashMap::new(),
     epoch: Instant::now(),
@@ -299,8 +359,8 @@ fn run(opts: Options, rx: Receiver<Command>, tx: Sender<Command>, mut sink: Sink
     let error = StoreError::store(format!(
       "the store's thread failed ({what}); nothing more can be written"
     ));
-    (s.sink)(Event::Stopped(error.clone()));
-    refuse_all(&rx, &mut s.sink, &error);
+    send_event(&s.sink, Event::Stopped(error.clone()));
+    refuse_all(&rx, &s.sink, &error);
   }
 }
 
@@ -348,11 +408,11 @@ impl Service {
 }
 
 /// After a failed open, every request is answered with that failure.
-fn refuse_all(rx: &Receiver<Command>, sink: &mut Sink, error: &StoreError) {
+fn refuse_all(rx: &Receiver<Command>, sink: &SharedSink, error: &StoreError) {
   while let Ok(cmd) = rx.recv() {
     let req = match cmd {
       Command::Close { req } => {
-        sink(Event::Closed { req });
+        send_event(sink, Event::Closed { req });
         return;
       }
       Command::Dropped => return,
@@ -361,10 +421,13 @@ fn refuse_all(rx: &Receiver<Command>, sink: &mut Sink, error: &StoreError) {
         None => continue,
       },
     };
-    if !sink(Event::Failed {
-      req,
-      error: error.clone(),
-    }) {
+    if !send_event(
+      sink,
+      Event::Failed {
+        req,
+        error: error.clone(),
+      },
+    ) {
       return;
     }
   }
@@ -372,7 +435,7 @@ fn refuse_all(rx: &Receiver<Command>, sink: &mut Sink, error: &StoreError) {
 
 impl Service {
   fn emit(&mut self, ev: Event) {
-    if !(self.sink)(ev) {
+    if !send_event(&self.sink, ev) {
       self.alive = false;
     }
   }
@@ -493,6 +556,10 @@ impl Service {
         self.alive = false;
       }
       Command::Close { req } => {
+        // Reads made beside the thread are answered before the close.
+        if let Some(r) = &self.reader {
+          r.close();
+        }
         if let Err(e) = self.store.leave() {
           self.emit(Event::Background(e));
         }

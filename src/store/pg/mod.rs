@@ -701,6 +701,8 @@ pub mod backend;
 mod batch;
 pub mod notify;
 pub mod ops;
+pub mod pool;
+pub mod reader;
 mod sweep;
 mod tls;
 

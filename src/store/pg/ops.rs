@@ -7,6 +7,7 @@
 
 use super::batch::{self, BatchSql};
 use super::notify::{self, ended};
+use super::pool::Pool;
 use super::sweep::Sweeper;
 use super::{Db, PgConnection, PgTarget};
 use crate::protocol::{NOT_FOUND, STATUS_CANCELLED, STATUS_QUEUED, STATUS_RUNNING};
@@ -23,7 +24,7 @@ pub(super) type PgResult<T> = Result<T, tokio_postgres::Error>;
 /// (hosts kept in time by NTP); beyond it, times written and compared are the server's.
 const SKEW_IGNORED_MS: f64 = 50.0;
 
-pub(super) fn row(r: &tokio_postgres::Row) -> Row {
+pub(crate) fn row(r: &tokio_postgres::Row) -> Row {
   let u = |i: usize| -> u32 { u32::try_from(r.get::<_, i32>(i)).unwrap_or(0) };
   Row {
     id: r.get(0),
@@ -54,6 +55,11 @@ pub(super) fn int(v: u32) -> i32 {
   i32::try_from(v).unwrap_or(i32::MAX)
 }
 
+/// The read of one execution in schema `s` (quoted), by id (`$1`).
+pub(crate) fn fetch_sql(s: &str) -> String {
+  format!("SELECT {COLUMNS} FROM {s}.bmad_executions WHERE id = $1")
+}
+
 /// One worker's connection to a PostgreSQL store.
 pub struct PgStore {
   conn: PgConnection,
@@ -78,16 +84,17 @@ pub struct PgStore {
   next_due_listed: String,
   /// The executions this worker runs whose agent has a global limit (see `batch::Ctx`).
   limited: std::collections::HashSet<(i64, u32)>,
-  /// Retention in the background, on a connection of its own.
+  /// Retention in the background, on a connection of the pool.
   sweeper: Sweeper,
 }
 
 impl PgStore {
-  /// Connects to the store at `target` (migrating its schema) and registers this worker.
-  pub fn open(target: PgTarget, lease_ms: f64, now: f64) -> StoreResult<PgStore> {
+  /// Connects to the store at `target` (migrating its schema) and registers this worker;
+  /// `pool` lends the connections for the work beside its statements.
+  pub fn open(target: PgTarget, pool: Pool, lease_ms: f64, now: f64) -> StoreResult<PgStore> {
     let conn = PgConnection::open(target)?;
     let rt = crate::system::runtime::handle().map_err(StoreError::store)?;
-    let sweeper = Sweeper::new(rt, conn.target.clone());
+    let sweeper = Sweeper::new(rt, pool);
     let s = conn.target.quoted_schema();
     let (next_due_any, next_due_listed) = (next_due_sql(&s, true), next_due_sql(&s, false));
     let table = format!("{s}.bmad_executions");
@@ -141,6 +148,13 @@ impl PgStore {
         .execute(&sql, &[&me.owner, &me.host, &pid, &start, &now]),
     )?;
     Ok(store)
+  }
+
+  /// `open` with a pool of its own.
+  #[cfg(test)]
+  pub fn open_own(target: PgTarget, lease_ms: f64, now: f64) -> StoreResult<PgStore> {
+    let pool = Pool::new(target.clone());
+    PgStore::open(target, pool, lease_ms, now)
   }
 
   fn db(&self) -> Db<'_> {
@@ -448,9 +462,13 @@ impl PgStore {
 
   pub fn fetch(&mut self, id: i64) -> StoreResult<Option<Row>> {
     self.conn.ensure()?;
-    let sql = format!("SELECT {COLUMNS} FROM {}.bmad_executions WHERE id = $1", self.s);
+    let sql = self.fetch_sql();
     let r = self.wait("cannot read", self.db().query_opt(&sql, &[&id]))?;
     Ok(r.as_ref().map(row))
+  }
+
+  fn fetch_sql(&self) -> String {
+    fetch_sql(&self.s)
   }
 
   /// Renews the lease of every attempt this worker runs, and its own heartbeat.

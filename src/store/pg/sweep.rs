@@ -1,7 +1,7 @@
 //! Retention on PostgreSQL: deleting ended executions past their time-to-live or past the
 //! newest ones kept. Keeping the newest `n` reads every ended row beyond them (tens of ms at
 //! 100k ended rows, growing with the store), so an executor sweeps on a connection of its
-//! own, in the background: its batches do not queue behind a sweep (they can still meet a
+//! pool, in the background: its batches do not queue behind a sweep (they can still meet a
 //! row it locks). One executor of a store sweeps at a time (an advisory lock; the others
 //! skip their turn), and a sweep that runs long is stopped by the server
 //! (`statement_timeout`, `lock_timeout`), so none is left running when the client gives up.
@@ -10,7 +10,8 @@ use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
-use super::{open_client, pg_error, PgTarget, TIMEOUT};
+use super::pool::Pool;
+use super::{pg_error, TIMEOUT};
 use crate::store::{StoreError, StoreResult};
 
 /// Deletes, in schema `s` (quoted), the ended executions that ended before `cutoff`, then
@@ -39,27 +40,16 @@ pub async fn delete_ended(
   Ok(n)
 }
 
-/// What a sweep hands back: its connection (kept for the next sweep unless it failed) and
-/// how it went.
-type Swept = (Option<Client>, StoreResult<u64>);
-
-/// Sweeps one at a time on a task of the shared runtime, with a connection of its own
-/// (opened at the first sweep, opened again after a failure).
+/// Sweeps one at a time on a task of the shared runtime, with a connection of the pool.
 pub struct Sweeper {
   rt: Handle,
-  target: PgTarget,
-  idle: Option<Client>,
-  task: Option<JoinHandle<Swept>>,
+  pool: Pool,
+  task: Option<JoinHandle<StoreResult<u64>>>,
 }
 
 impl Sweeper {
-  pub fn new(rt: Handle, target: PgTarget) -> Sweeper {
-    Sweeper {
-      rt,
-      target,
-      idle: None,
-      task: None,
-    }
+  pub fn new(rt: Handle, pool: Pool) -> Sweeper {
+    Sweeper { rt, pool, task: None }
   }
 
   /// Whether a sweep is under way.
@@ -70,40 +60,33 @@ impl Sweeper {
   /// Starts a sweep, unless one is under way. Returns how the sweep finished since the last
   /// call went (`None`: none did).
   pub fn start(&mut self, s: String, cutoff: f64, keep: i64) -> Option<StoreResult<u64>> {
+    self.pool.prune();
     if self.busy() {
       return None;
     }
     let last = self.take_finished();
-    let client = self.idle.take().filter(|c| !c.is_closed());
-    let target = self.target.clone();
+    let pool = self.pool.clone();
     self.task = Some(self.rt.spawn(async move {
-      let outcome = tokio::time::timeout(TIMEOUT, sweep(client, &target, &s, cutoff, keep)).await;
-      match outcome {
+      let shown = pool.target().shown.clone();
+      match tokio::time::timeout(TIMEOUT, sweep(&pool, &s, cutoff, keep)).await {
         Ok(swept) => swept,
-        Err(_) => (
-          None,
-          Err(StoreError::store(format!(
-            "cannot clean store {}: no answer within {} s",
-            target.shown,
-            TIMEOUT.as_secs()
-          ))),
-        ),
+        Err(_) => Err(StoreError::store(format!(
+          "cannot clean store {shown}: no answer within {} s",
+          TIMEOUT.as_secs()
+        ))),
       }
     }));
     last
   }
 
-  /// The outcome of a finished sweep, once; its connection is kept for the next.
+  /// The outcome of a finished sweep, once.
   fn take_finished(&mut self) -> Option<StoreResult<u64>> {
     let task = self.task.take()?;
     match self.rt.block_on(task) {
-      Ok((client, result)) => {
-        self.idle = client;
-        Some(result)
-      }
+      Ok(result) => Some(result),
       Err(e) => Some(Err(StoreError::store(format!(
         "cannot clean store {}: the sweep stopped ({e})",
-        self.target.shown
+        self.pool.target().shown
       )))),
     }
   }
@@ -117,25 +100,15 @@ impl Drop for Sweeper {
   }
 }
 
-async fn sweep(client: Option<Client>, target: &PgTarget, s: &str, cutoff: f64, keep: i64) -> Swept {
-  let what = "cannot clean";
-  let client = match client {
-    Some(c) => c,
-    None => match open_client(target, None).await {
-      // Planned per sweep (not prepared): JIT would compile a big delete for nothing. The
-      // server ends a sweep before the client's own limit (`TIMEOUT`, 30 s) would drop it.
-      Ok(c) => match c
-        .batch_execute("SET jit = off; SET statement_timeout = '20s'; SET lock_timeout = '5s'")
-        .await
-      {
-        Ok(()) => c,
-        Err(e) => return (None, Err(pg_error(&target.shown, what, &e))),
-      },
-      Err(e) => return (None, Err(pg_error(&target.shown, "cannot connect to", &e))),
-    },
-  };
+async fn sweep(pool: &Pool, s: &str, cutoff: f64, keep: i64) -> StoreResult<u64> {
+  let mut lent = pool.get().await?;
+  let client = lent.client();
   let outcome = async {
-    client.batch_execute("BEGIN").await?;
+    // Planned per sweep (not prepared). The server ends a sweep before the client's own
+    // limit (`TIMEOUT`, 30 s) would drop it.
+    client
+      .batch_execute("BEGIN; SET LOCAL statement_timeout = '20s'; SET LOCAL lock_timeout = '5s'")
+      .await?;
     // Not under `bmad/{s}/`: those keys are the agents' global limits (an agent may be
     // named "sweep").
     let key = format!("bmad-sweep/{s}");
@@ -147,7 +120,7 @@ async fn sweep(client: Option<Client>, target: &PgTarget, s: &str, cutoff: f64, 
       .await?
       .get(0);
     let n = if mine {
-      delete_ended(&client, s, cutoff, keep).await?
+      delete_ended(client, s, cutoff, keep).await?
     } else {
       0
     };
@@ -156,11 +129,16 @@ async fn sweep(client: Option<Client>, target: &PgTarget, s: &str, cutoff: f64, 
   }
   .await;
   match outcome {
-    Ok(n) => (Some(client), Ok(n)),
+    Ok(n) => {
+      lent.done();
+      Ok(n)
+    }
     Err(e) => {
-      let err = pg_error(&target.shown, what, &e);
-      let _ = client.batch_execute("ROLLBACK").await;
-      (Some(client).filter(|c| !c.is_closed()), Err(err))
+      let err = pg_error(&pool.target().shown, "cannot clean", &e);
+      if client.batch_execute("ROLLBACK").await.is_ok() {
+        lent.done();
+      }
+      Err(err)
     }
   }
 }

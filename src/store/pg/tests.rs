@@ -240,7 +240,7 @@ fn a_role_granted_only_the_use_of_the_tables_runs_the_store() {
     ),
   );
   let as_runner = url.replacen("postgres@", &format!("{role}@"), 1);
-  let mut s = PgStore::open(
+  let mut s = PgStore::open_own(
     PgTarget::parse(&format!("{as_runner}?schema={schema}")).expect("valid"),
     LEASE,
     T0,
@@ -302,7 +302,7 @@ fn exec(agent: &str, priority: i64) -> NewExecution {
 
 /// A worker claiming any agent, on a fresh schema.
 fn store(url: &str, schema: &str) -> PgStore {
-  let mut s = PgStore::open(target(url, schema), LEASE, T0).expect("open");
+  let mut s = PgStore::open_own(target(url, schema), LEASE, T0).expect("open");
   s.set_interest(Interest::new(true, &[]));
   s
 }
@@ -412,7 +412,7 @@ fn two_hosts_claiming_at_once_never_take_the_same_execution() {
     .map(|_| {
       let t = t.clone();
       std::thread::spawn(move || {
-        let mut w = PgStore::open(t, LEASE, T0).expect("open");
+        let mut w = PgStore::open_own(t, LEASE, T0).expect("open");
         w.set_interest(Interest::new(true, &[]));
         let mut mine = Vec::new();
         loop {
@@ -1099,7 +1099,7 @@ fn a_connection_the_server_ended_is_replaced_and_work_goes_on() {
     std::process::id()
   ))
   .expect("valid");
-  let mut s = PgStore::open(t, LEASE, T0).expect("open");
+  let mut s = PgStore::open_own(t, LEASE, T0).expect("open");
   s.set_interest(Interest::new(true, &[]));
   let ids = insert(&mut s, vec![exec("a", 1), exec("a", 1)]);
   // An administrator ends the store's session (and only it: other tests share the server).
@@ -1195,7 +1195,7 @@ fn a_global_limit_holds_across_hosts_claiming_at_once() {
     .map(|_| {
       let (t, done, most) = (t.clone(), done.clone(), most.clone());
       std::thread::spawn(move || {
-        let mut w = PgStore::open(t.clone(), LEASE, T0).expect("open");
+        let mut w = PgStore::open_own(t.clone(), LEASE, T0).expect("open");
         w.set_interest(Interest::new(true, &[]));
         let count = PgConnection::open(t).expect("open");
         let q = format!(
@@ -1342,4 +1342,134 @@ fn a_failure_sent_again_after_its_retry_was_stored_is_a_retry_not_stale() {
     vec![Finished::Stale]
   );
   drop_schema(&url, "resend_retry");
+}
+
+#[test]
+fn a_status_read_is_answered_while_a_batch_waits_for_a_row_lock() {
+  // Reads go to the pool: one never waits behind a batch held up on the statement
+  // connection, and the batch goes on once the lock is gone.
+  let Some(url) = server() else { return };
+  let schema = "pool_read";
+  let mut s = store(&url, schema);
+  let ids = insert(&mut s, vec![exec("a", 0), exec("a", 0)]);
+  let (runner, rx) = start(&url, schema, &["a"]);
+  runner.send(Command::Batch {
+    req: 1,
+    batch: Batch {
+      claim: 2,
+      ..Default::default()
+    },
+  });
+  expect(&rx, HEARD, "claimed", |e| {
+    matches!(e, Event::Batch { req: 1, .. })
+  });
+  let mut holder = PgConnection::open(target(&url, schema)).expect("open");
+  sql(
+    &mut holder,
+    &format!(
+      "BEGIN; SELECT 1 FROM {{s}}.bmad_executions WHERE id = {} FOR UPDATE",
+      ids[0]
+    ),
+  );
+  let done = Finish {
+    attempt: 1,
+    ..completed(ids[0])
+  };
+  runner.send(Command::Batch {
+    req: 2,
+    batch: Batch {
+      finishes: vec![done],
+      ..Default::default()
+    },
+  });
+  std::thread::sleep(Duration::from_millis(100));
+  // Three reads at once: more than the pool's connections, all answered.
+  for (req, id) in [(3, ids[1]), (4, ids[0]), (5, ids[1])] {
+    assert!(runner.fetch(req, id));
+  }
+  let mut answered = Vec::new();
+  let deadline = Instant::now() + Duration::from_secs(5);
+  while answered.len() < 3 {
+    match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+      Ok(Event::Fetched { req, row }) => answered.push((req, row.map(|r| (r.id, r.status)))),
+      Ok(Event::Batch { req: 2, .. }) => panic!("the batch went through while the row was held"),
+      Ok(Event::Failed { req, error }) => panic!("request {req} failed: {error}"),
+      Ok(_) => {}
+      Err(e) => panic!("reads answered: {answered:?}; then {e}"),
+    }
+  }
+  answered.sort_by_key(|a| a.0);
+  assert_eq!(
+    answered,
+    vec![
+      (3, Some((ids[1], STATUS_RUNNING))),
+      (4, Some((ids[0], STATUS_RUNNING))),
+      (5, Some((ids[1], STATUS_RUNNING)))
+    ]
+  );
+  sql(&mut holder, "ROLLBACK");
+  let Event::Batch { result, .. } = expect(&rx, HEARD, "the end written", |e| {
+    matches!(e, Event::Batch { req: 2, .. })
+  }) else {
+    unreachable!()
+  };
+  assert_eq!(result.finished, vec![Finished::Recorded]);
+  // A read made just before the close is answered before it.
+  assert!(runner.fetch(6, ids[0]));
+  runner.send(Command::Close { req: 7 });
+  let Event::Fetched { row, .. } = expect(&rx, HEARD, "the last read", |e| {
+    matches!(e, Event::Fetched { req: 6, .. })
+  }) else {
+    unreachable!()
+  };
+  assert_eq!(row.map(|r| r.status), Some(STATUS_COMPLETED));
+  expect(&rx, HEARD, "closed", |e| matches!(e, Event::Closed { req: 7 }));
+  s.leave().expect("leave");
+  drop(holder);
+  drop_schema(&url, schema);
+}
+
+#[test]
+fn the_pool_lends_at_most_its_size_and_lends_a_connection_again() {
+  let Some(url) = server() else { return };
+  let s = store(&url, "pool_size");
+  let pool = super::pool::Pool::new(target(&url, "pool_size"));
+  let rt = crate::system::runtime::handle().expect("runtime");
+  let (a, b) = rt.block_on(async { (pool.get().await, pool.get().await) });
+  let (mut a, b) = (a.expect("a"), b.expect("b"));
+  let pid = |l: &super::pool::Lent| -> i32 {
+    rt.block_on(l.client().query_one("SELECT pg_backend_pid()", &[]))
+      .expect("pid")
+      .get(0)
+  };
+  let pid_a = pid(&a);
+  assert_ne!(pid_a, pid(&b));
+  // A third waits while both are lent, then gets the one given back.
+  let third = rt.spawn({
+    let pool = pool.clone();
+    async move {
+      let mut l = pool.get().await.expect("lent");
+      let pid: i32 = l
+        .client()
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .expect("pid")
+        .get(0);
+      l.done();
+      pid
+    }
+  });
+  std::thread::sleep(Duration::from_millis(200));
+  assert!(!third.is_finished(), "a third connection waits");
+  a.done();
+  drop(a);
+  assert_eq!(rt.block_on(third).expect("join"), pid_a);
+  // Given back again, it is lent again; one not marked done is closed instead.
+  let again = rt.block_on(pool.get()).expect("again");
+  assert_eq!(pid(&again), pid_a);
+  drop(again);
+  drop(b);
+  assert_eq!(pool.idle(), 0, "neither was marked done: both closed");
+  drop(s);
+  drop_schema(&url, "pool_size");
 }

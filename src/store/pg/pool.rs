@@ -1,0 +1,144 @@
+//! A small pool of connections for the work done beside the statement connection: status
+//! reads and retention sweeps. The statement connection stays one (the order of its
+//! requests is what lines up a batch's answers with them), so a read or a sweep never waits
+//! for a batch, nor a batch for them. At most `SIZE` connections are open; one left unused
+//! for `IDLE` is closed (the store thread prunes the pool at each retention turn, every 5 s).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_postgres::Client;
+
+use super::{open_client, pg_error, PgTarget, TIMEOUT};
+use crate::store::{StoreError, DISCONNECTED};
+
+/// Connections open at most.
+pub const SIZE: usize = 2;
+
+/// An idle connection older than this is closed rather than lent.
+const IDLE: Duration = Duration::from_secs(60);
+
+/// Session settings of a pooled connection: no JIT (tiny statements on indexes), and the
+/// server ends what the client gave up on (a sweep sets tighter limits for itself).
+const SETUP: &str =
+  "SET jit = off; SET statement_timeout = '25s'; SET idle_in_transaction_session_timeout = '10s'";
+
+#[derive(Clone)]
+pub struct Pool(Arc<Inner>);
+
+struct Inner {
+  target: PgTarget,
+  idle: Mutex<Vec<(Client, Instant)>>,
+  permits: Arc<Semaphore>,
+}
+
+/// A connection lent by the pool. It goes back when dropped, if `done` said its last
+/// operation finished (one given up half-way may still be running on the server).
+pub struct Lent {
+  client: Option<Client>,
+  reusable: bool,
+  pool: Arc<Inner>,
+  _permit: OwnedSemaphorePermit,
+}
+
+impl Pool {
+  pub fn new(target: PgTarget) -> Pool {
+    Pool(Arc::new(Inner {
+      target,
+      idle: Mutex::new(Vec::new()),
+      permits: Arc::new(Semaphore::new(SIZE)),
+    }))
+  }
+
+  pub fn target(&self) -> &PgTarget {
+    &self.0.target
+  }
+
+  /// An idle connection, else a new one; waits while `SIZE` are lent.
+  pub async fn get(&self) -> Result<Lent, StoreError> {
+    let shown = &self.0.target.shown;
+    let permit = self
+      .0
+      .permits
+      .clone()
+      .acquire_owned()
+      .await
+      .map_err(|_| StoreError::store(format!("store {shown}: the connection pool is closed")))?;
+    self.prune();
+    let reused = self
+      .0
+      .idle
+      .lock()
+      .ok()
+      .and_then(|mut idle| idle.pop().map(|(c, _)| c));
+    let client = match reused {
+      Some(c) => c,
+      None => {
+        let opened = async {
+          let c = open_client(&self.0.target, None).await?;
+          c.batch_execute(SETUP).await?;
+          Ok::<Client, tokio_postgres::Error>(c)
+        };
+        match tokio::time::timeout(TIMEOUT, opened).await {
+          Ok(Ok(c)) => c,
+          Ok(Err(e)) => return Err(pg_error(shown, "cannot connect to", &e)),
+          Err(_) => {
+            return Err(StoreError {
+              code: DISCONNECTED,
+              message: format!(
+                "cannot connect to store {shown}: no answer within {} s",
+                TIMEOUT.as_secs()
+              ),
+            })
+          }
+        }
+      }
+    };
+    Ok(Lent {
+      client: Some(client),
+      reusable: false,
+      pool: self.0.clone(),
+      _permit: permit,
+    })
+  }
+
+  /// Closes the connections closed by the server or unused for `IDLE`.
+  pub fn prune(&self) {
+    if let Ok(mut idle) = self.0.idle.lock() {
+      idle.retain(|(c, at)| !c.is_closed() && at.elapsed() < IDLE);
+    }
+  }
+
+  /// Connections idle in the pool now.
+  #[cfg(test)]
+  pub fn idle(&self) -> usize {
+    self.0.idle.lock().map(|i| i.len()).unwrap_or(0)
+  }
+}
+
+impl Lent {
+  pub fn client(&self) -> &Client {
+    match &self.client {
+      Some(c) => c,
+      None => unreachable!("a lent connection holds its client until dropped"),
+    }
+  }
+
+  /// Its operation finished: the connection may serve another.
+  pub fn done(&mut self) {
+    self.reusable = true;
+  }
+}
+
+impl Drop for Lent {
+  fn drop(&mut self) {
+    if let Some(c) = self.client.take() {
+      if self.reusable && !c.is_closed() {
+        if let Ok(mut idle) = self.pool.idle.lock() {
+          idle.push((c, Instant::now()));
+        }
+      }
+    }
+  }
+}

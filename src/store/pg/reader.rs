@@ -1,0 +1,131 @@
+//! Status reads beside the store thread: on a PostgreSQL store, `fetchExecutionStatus` goes
+//! to the pool at once, so it waits neither for the batches queued on the thread nor for one
+//! held up on the server. The thread starts reads only once the store is open, and waits for
+//! those under way before it answers a close.
+
+use std::sync::Mutex;
+
+use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
+
+use super::ops::{fetch_sql, row};
+use super::pool::Pool;
+use super::TIMEOUT;
+use crate::store::service::{send_event, Event, SharedSink};
+use crate::store::{StoreError, StoreResult, DISCONNECTED};
+
+pub struct Reader {
+  pool: Pool,
+  sql: String,
+  rt: Handle,
+  sink: SharedSink,
+  reads: Mutex<Reads>,
+}
+
+#[derive(Default)]
+struct Reads {
+  /// Reads go beside the thread only while the store is open.
+  open: bool,
+  under_way: Vec<JoinHandle<()>>,
+}
+
+impl Reader {
+  pub fn new(pool: Pool, sink: SharedSink) -> StoreResult<Reader> {
+    let rt = crate::system::runtime::handle().map_err(StoreError::store)?;
+    let sql = fetch_sql(&pool.target().quoted_schema());
+    Ok(Reader {
+      pool,
+      sql,
+      rt,
+      sink,
+      reads: Mutex::new(Reads::default()),
+    })
+  }
+
+  /// The store is open (its schema is there): reads may go beside the thread.
+  pub fn open(&self) {
+    if let Ok(mut r) = self.reads.lock() {
+      r.open = true;
+    }
+  }
+
+  /// Reads `id` for request `req` on the pool and answers it through the sink; false when
+  /// the store is not open (then the thread answers it, in line).
+  pub fn fetch(&self, req: u32, id: i64) -> bool {
+    let Ok(mut r) = self.reads.lock() else {
+      return false;
+    };
+    if !r.open {
+      return false;
+    }
+    r.under_way.retain(|t| !t.is_finished());
+    let (pool, sql, sink) = (self.pool.clone(), self.sql.clone(), self.sink.clone());
+    r.under_way.push(self.rt.spawn(async move {
+      let ev = match fetch(&pool, &sql, id).await {
+        Ok(row) => Event::Fetched {
+          req,
+          row: row.map(Box::new),
+        },
+        Err(error) => Event::Failed { req, error },
+      };
+      send_event(&sink, ev);
+    }));
+    true
+  }
+
+  /// No more reads beside the thread; waits for those under way (each answers its request).
+  pub fn close(&self) {
+    let under_way = match self.reads.lock() {
+      Ok(mut r) => {
+        r.open = false;
+        std::mem::take(&mut r.under_way)
+      }
+      Err(_) => return,
+    };
+    for t in under_way {
+      let _ = self.rt.block_on(t);
+    }
+  }
+}
+
+impl Drop for Reader {
+  fn drop(&mut self) {
+    if let Ok(r) = self.reads.lock() {
+      for t in &r.under_way {
+        t.abort();
+      }
+    }
+  }
+}
+
+/// Execution `id` read with `sql` on a connection of `pool`.
+async fn fetch(pool: &Pool, sql: &str, id: i64) -> StoreResult<Option<crate::store::Row>> {
+  let shown = &pool.target().shown;
+  let read = async {
+    let mut lent = pool.get().await?;
+    let r = lent
+      .client()
+      .query_opt(sql, &[&id])
+      .await
+      .map_err(|e| super::pg_error(shown, "cannot read", &e))?;
+    lent.done();
+    // A row the driver cannot read (a schema changed by hand) fails this read, as it stops
+    // the store thread when the thread reads it.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| r.as_ref().map(row))).map_err(|_| {
+      StoreError::store(format!(
+        "cannot read store {shown}: execution {id} has a row this release cannot read"
+      ))
+    })
+  };
+  match tokio::time::timeout(TIMEOUT, read).await {
+    Ok(r) => r,
+    // The same as a connection lost before its answer: asked again once it is back.
+    Err(_) => Err(StoreError {
+      code: DISCONNECTED,
+      message: format!(
+        "cannot read store {shown}: no answer within {} s",
+        TIMEOUT.as_secs()
+      ),
+    }),
+  }
+}
