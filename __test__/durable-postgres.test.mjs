@@ -336,3 +336,20 @@ pgTest("a row the driver cannot read (a schema changed by hand) fails the store 
   await assert.rejects(submitter.fetchExecutionStatus(executionId), { code: 'ERR_STORE' });
   assert.notEqual(await within(worker.shutdown(), 5000), 'pending', 'shutdown() settled');
 });
+
+pgTest('fetchExecutionStatus reads on the pool, and shutdown() closes every connection of the executor', async () => {
+  const app = `bmad_pool_${process.pid}_${++schemas}`;
+  const url = `${SERVER}?schema=js_${process.pid}_${schemas}&application_name=${app}`;
+  const open = () => sql(`SELECT count(*) FROM pg_stat_activity WHERE application_name = '${app}'`);
+  const bg = make(url);
+  bg.registerAgent('echo', async (task) => task);
+  await bg.initialize();
+  const { executionId } = await bg.fireAndForget('echo', 'x');
+  await bg.waitFor(executionId);
+  const [a, b] = await Promise.all([bg.fetchExecutionStatus(executionId), bg.fetchExecutionStatus(executionId)]);
+  assert.deepEqual([a.status, b.status], ['completed', 'completed']);
+  // Statements, LISTEN, and the pool's connections (two reads at once: two).
+  assert.ok(open() >= 3, `${open()} connections`);
+  await bg.shutdown();
+  await waitUntil(() => open() === 0, 'no connection left open after shutdown()', { timeoutMs: 5000, intervalMs: 50 });
+});

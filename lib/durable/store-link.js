@@ -453,7 +453,11 @@ class StoreLink {
     return this.request((req) => this.native.cancel(req, id, errorJson), true);
   }
 
-  /** Reads one execution: beside the batches, or after a write still unanswered (it sees it). */
+  /**
+   * Reads one execution as committed: beside the batches (PostgreSQL), or, while a cancel or
+   * limit written here is unanswered, after it (it sees it). Batches are not waited for:
+   * what they carry is told to callers only once committed.
+   */
   fetch(id) {
     return this.request((req) => (this.writing > 0 ? this.native.fetchInLine(req, id) : this.native.fetch(req, id)));
   }

@@ -360,6 +360,9 @@ fn run(
       "the store's thread failed ({what}); nothing more can be written"
     ));
     send_event(&s.sink, Event::Stopped(error.clone()));
+    if let Some(r) = &s.reader {
+      r.close();
+    }
     refuse_all(&rx, &s.sink, &error);
   }
 }

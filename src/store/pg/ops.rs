@@ -634,6 +634,8 @@ impl PgStore {
   /// Starts the same deletion on the sweeper's connection, unless one is under way, and
   /// returns how many the last finished one deleted (its error, if it failed).
   pub fn start_retention(&mut self, ttl_ms: f64, max_kept: u64, now: f64) -> StoreResult<u64> {
+    // Pruned at each turn, also while the statement connection is down.
+    self.sweeper.prune();
     // A lost connection is reported (and won back) by the statement connection.
     self.conn.ensure()?;
     let (cutoff, keep) = self.retention_bounds(ttl_ms, max_kept, now);

@@ -110,6 +110,15 @@ impl Pool {
     }
   }
 
+  /// Closes the idle connections and lends no more (the store closed): those lent now
+  /// close when given back.
+  pub fn close(&self) {
+    self.0.permits.close();
+    if let Ok(mut idle) = self.0.idle.lock() {
+      idle.clear();
+    }
+  }
+
   /// Connections idle in the pool now.
   #[cfg(test)]
   pub fn idle(&self) -> usize {
@@ -134,7 +143,7 @@ impl Lent {
 impl Drop for Lent {
   fn drop(&mut self) {
     if let Some(c) = self.client.take() {
-      if self.reusable && !c.is_closed() {
+      if self.reusable && !c.is_closed() && !self.pool.permits.is_closed() {
         if let Ok(mut idle) = self.pool.idle.lock() {
           idle.push((c, Instant::now()));
         }

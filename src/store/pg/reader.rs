@@ -1,7 +1,7 @@
 //! Status reads beside the store thread: on a PostgreSQL store, `fetchExecutionStatus` goes
 //! to the pool at once, so it waits neither for the batches queued on the thread nor for one
 //! held up on the server. The thread starts reads only once the store is open, and waits for
-//! those under way before it answers a close.
+//! those under way before it answers a close. A read sees what is committed when it runs.
 
 use std::sync::Mutex;
 
@@ -73,18 +73,20 @@ impl Reader {
     true
   }
 
-  /// No more reads beside the thread; waits for those under way (each answers its request).
+  /// No more reads beside the thread; waits for those under way (each answers its request),
+  /// then closes the pool's connections (the handle, which holds this, outlives the thread).
   pub fn close(&self) {
     let under_way = match self.reads.lock() {
       Ok(mut r) => {
         r.open = false;
         std::mem::take(&mut r.under_way)
       }
-      Err(_) => return,
+      Err(_) => Vec::new(),
     };
     for t in under_way {
       let _ = self.rt.block_on(t);
     }
+    self.pool.close();
   }
 }
 

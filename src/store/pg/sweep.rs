@@ -52,6 +52,11 @@ impl Sweeper {
     Sweeper { rt, pool, task: None }
   }
 
+  /// Closes the pool's connections left unused too long.
+  pub fn prune(&self) {
+    self.pool.prune();
+  }
+
   /// Whether a sweep is under way.
   pub fn busy(&self) -> bool {
     self.task.as_ref().is_some_and(|t| !t.is_finished())
