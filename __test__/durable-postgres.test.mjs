@@ -332,7 +332,7 @@ pgTest("a row the driver cannot read (a schema changed by hand) fails the store 
   assert.equal(errors.length, told, `no more store errors: ${errors.slice(told)}`);
   assert.notEqual(await within(worker.onIdle(), 3000), 'pending', 'nothing left waiting: the worker is idle');
   assert.equal(sql(`SELECT state FROM "${schema}".bmad_executions WHERE id = ${executionId.slice('exec-d'.length)}`), 1, 'claimed before the failure');
-  // Reading the row fails the submitter's store the same way: an error, not a hang.
+  // Reading the row fails the submitter's read the same way: an error, not a hang.
   await assert.rejects(submitter.fetchExecutionStatus(executionId), { code: 'ERR_STORE' });
   assert.notEqual(await within(worker.shutdown(), 5000), 'pending', 'shutdown() settled');
 });
@@ -348,8 +348,8 @@ pgTest('fetchExecutionStatus reads on the pool, and shutdown() closes every conn
   await bg.waitFor(executionId);
   const [a, b] = await Promise.all([bg.fetchExecutionStatus(executionId), bg.fetchExecutionStatus(executionId)]);
   assert.deepEqual([a.status, b.status], ['completed', 'completed']);
-  // Statements, LISTEN, and the pool's connections (two reads at once: two).
-  assert.ok(open() >= 3, `${open()} connections`);
+  // Statements, LISTEN, and the pool's two connections (two reads at once).
+  assert.equal(open(), 4);
   await bg.shutdown();
   await waitUntil(() => open() === 0, 'no connection left open after shutdown()', { timeoutMs: 5000, intervalMs: 50 });
 });

@@ -49,6 +49,9 @@ pgTest('a submission the server refuses fails alone: the others of its commit ar
   assert.match(poison.value.message, /refused by the test trigger/);
   const rows = sql(`SELECT json_agg(task ORDER BY id) FROM ${schema}.bmad_executions`);
   assert.deepEqual(rows, ['ok-1', 'ok-2', 'ok-3']);
+  // Reported once: by the lone try that found the refused one.
+  assert.equal(errors.length, 1);
+  assert.match(errors[0].error.message, /refused by the test trigger/);
   // Later submissions are not held back by it.
   assert.equal(await within(bg.execute('echo', 'after'), 5000), 'after');
 });
@@ -313,4 +316,26 @@ test('an error too big to store whole is stored cut, and its execution fails wit
   assert.equal(stored.status, 'failed');
   assert.equal(stored.errorObject.code, 'E_HUGE');
   assert.equal(stored.errorObject.message.length, 1024 * 1024 + ' (cut: 90000000 characters)'.length + 3);
+});
+
+pgTest('an agent registered under a name no store can hold runs in memory only; the claims of the others go on', async () => {
+  const bg = make(`${SERVER}?schema=${schemaName()}`);
+  bg.registerAgent('a\u0000b', async (task) => `nul:${task}`);
+  bg.registerAgent('echo', async (task) => task);
+  await bg.initialize();
+  assert.equal(await within(bg.execute('echo', 'stored'), 5000), 'stored');
+  assert.equal(await within(bg.execute('a\u0000b', 'x', { durable: false }), 5000), 'nul:x');
+  assert.throws(() => bg.setAgentLimits('a\u0000b', { globalConcurrency: 1 }), (err) => err instanceof TypeError && /^agent must not contain a NUL/.test(err.message));
+  assert.equal(await within(bg.execute('echo', 'after'), 5000), 'after');
+});
+
+test('a result whose JSON would be longer than a JavaScript string fails with ERR_VALUE_TOO_LARGE', async (ctx) => {
+  const bg = make(`sqlite:${join(tempDir(ctx, 'bmad-long-'), 'x.db')}`);
+  // 100M characters, each escaped as \u0001: 600M, past V8's longest string.
+  bg.registerAgent('long', async () => '\u0001'.repeat(100_000_000));
+  await bg.initialize();
+  const r = await within(settleOf(bg.execute('long', 'x')), 20000);
+  assert.equal(r.ok, false);
+  assert.equal(r.value.code, 'ERR_VALUE_TOO_LARGE');
+  assert.match(r.value.message, /^result is too large to store: its JSON text is longer than a JavaScript string can be$/);
 });

@@ -34,6 +34,7 @@ const cancels = require('./cancels.js');
 const storeEvents = require('./store-events.js');
 const shutdown = require('./shutdown.js');
 const { runsAnyAgent } = require('../agents.js');
+const { storableName } = require('./json.js');
 
 const { MAX_CLAIM } = runs;
 
@@ -205,7 +206,8 @@ class Durable extends Outcomes {
       return;
     }
     const any = runsAnyAgent(ex);
-    this.link.native.interest(any, any ? [] : [...ex._agents.keys()]);
+    // A name no store can hold (NUL, too long) has no stored executions to claim.
+    this.link.native.interest(any, any ? [] : [...ex._agents.keys()].filter(storableName));
   }
 
   /** A request was sent. */

@@ -210,6 +210,13 @@ function toJson(value, path = 'value') {
   return sized(stringify(value, path), path);
 }
 
+/** `JSON.stringify` threw because its text would pass V8's longest string. */
+const tooLong = (err) => err instanceof RangeError && /string length/i.test(err.message);
+
+/** The refusal of a value whose JSON text would pass V8's longest string. */
+const tooLongError = (path) =>
+  coded(RangeError, 'ERR_VALUE_TOO_LARGE', `${path} is too large to store: its JSON text is longer than a JavaScript string can be`, { path });
+
 /**
  * `text`, unless it takes more than MAX_STORED_BYTES as UTF-8: then a RangeError with code
  * ERR_VALUE_TOO_LARGE naming `path`.
@@ -226,8 +233,20 @@ function utf8Bytes(text, max) {
   return text.length * 3 <= max ? text.length : Buffer.byteLength(text, 'utf8');
 }
 
+/** The most bytes (UTF-8) of a stored agent name or key: PostgreSQL's index entries hold 2704. */
+const MAX_NAME_BYTES = 2048;
+
+/** Whether `name` can be stored as an agent name: no NUL, at most MAX_NAME_BYTES. */
+const storableName = (name) => !name.includes('\0') && utf8Bytes(name, MAX_NAME_BYTES) <= MAX_NAME_BYTES;
+
 function stringify(value, path) {
-  if (typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'string') {
+    try {
+      return JSON.stringify(value);
+    } catch (err) {
+      throw tooLong(err) ? tooLongError(path) : err;
+    }
+  }
   const w = new Walk(path);
   try {
     check(w, value, 0);
@@ -238,6 +257,7 @@ function stringify(value, path) {
   try {
     return JSON.stringify(value);
   } catch (err) {
+    if (tooLong(err)) throw tooLongError(path);
     // A getter or Proxy trap that threw on its second read only: where is unknown.
     return refuse(w, 0, `unreadable (reading it again threw: ${messageOf(err)})`, err);
   }
@@ -248,4 +268,4 @@ function resultJson(value, path = 'result') {
   return value === undefined ? 'null' : toJson(value, path);
 }
 
-module.exports = { toJson, resultJson, sized, utf8Bytes, MAX_DEPTH, MAX_STORED_BYTES };
+module.exports = { toJson, resultJson, sized, utf8Bytes, storableName, MAX_DEPTH, MAX_STORED_BYTES, MAX_NAME_BYTES };

@@ -11,7 +11,7 @@ const { Execution, extras } = require('../record.js');
 const { canRun } = require('../agents.js');
 const { heldAgents } = require('../limits.js');
 const { coded, messageOf, codeOf } = require('../errors.js');
-const { resultJson } = require('./json.js');
+const { resultJson, storableName } = require('./json.js');
 const { durableId, errorJson } = require('./values.js');
 const P = require('../protocol.js');
 const { hopeless } = require('../options.js');
@@ -69,7 +69,7 @@ function freeSlots(durable) {
   const max = c.throttled ? Math.min(c.maxConcurrent, ex.config.minConcurrentAgents) : c.maxConcurrent;
   durable.claimChunk = Math.min(MAX_CLAIM, Math.ceil(max / CLAIM_PARTS));
   const held = heldAgents(ex);
-  durable.claimExclude = held.agents;
+  durable.claimExclude = held.agents.filter(storableName);
   return Math.max(0, max - c.slotsUsed - (c.queued - held.queued));
 }
 

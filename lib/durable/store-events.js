@@ -93,20 +93,20 @@ function batchDone(durable, sent, ev) {
     // tells users; the store thread gets the connection back by itself).
     const lost = ev.errorCode === 'ERR_STORE_DISCONNECTED';
     const transient = lost || (ev.errorCode === 'ERR_STORE_BUSY' && durable.link.failures < BUSY_RETRIES);
-    // A lost connection is reported by store-disconnected.
-    if (transient && !lost) durable.stats.busy++;
-    else if (!transient) durable._backgroundError(err);
     // The store refused what was written (a constraint, a trigger, a value it cannot hold),
     // not the batch as a whole.
     const bad = ev.errorCode === 'ERR_STORE_REFUSED';
     const writes = sent.insertRecs.length + sent.finishRecs.length + sent.releases.length / 2 + (sent.claim > 0 ? 1 : 0);
     if (bad && writes > 1) {
       // Which write is unknown: each submission, attempt end and release goes again alone,
-      // then the claim, so the refused one fails by itself and the others are stored.
-      // Progress is not sent again (a later report replaces it).
+      // then the claim, so the refused one fails by itself (and is reported then) and the
+      // others are stored. Progress is not sent again (a later report replaces it).
       durable.link.isolate(sent);
       return;
     }
+    // A lost connection is reported by store-disconnected.
+    if (transient && !lost) durable.stats.busy++;
+    else if (!transient) durable._backgroundError(err);
     for (let i = 0; i < sent.insertRecs.length; i++) {
       if (transient) durable.link.insert(sent.inserts[i], sent.insertRecs[i]);
       else refused(sent.insertRecs[i], err);

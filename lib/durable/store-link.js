@@ -49,6 +49,21 @@ class Pending {
   get empty() {
     return this.inserts.length === 0 && this.finishes.length === 0 && this.progress.length === 0 && this.releases.length === 0;
   }
+
+  /** Moves its first `inserts` submissions, `finishes` attempt ends and `releases` releases to a batch of their own. */
+  take(inserts, finishes, releases) {
+    const part = new Pending();
+    part.inserts = this.inserts.splice(0, inserts);
+    part.insertRecs = this.insertRecs.splice(0, inserts);
+    part.finishes = this.finishes.splice(0, finishes * 4);
+    part.finishValues = this.finishValues.splice(0, finishes);
+    part.finishRecs = this.finishRecs.splice(0, finishes);
+    part.releases = this.releases.splice(0, releases * 2);
+    for (const row of part.inserts) part.units += insertUnits(row);
+    for (const v of part.finishValues) part.units += v.length;
+    this.units -= part.units;
+    return part;
+  }
 }
 
 /**
@@ -196,12 +211,13 @@ class StoreLink {
    */
   isolate(sent) {
     const p = this.pending;
-    p.inserts.unshift(...sent.inserts);
-    p.insertRecs.unshift(...sent.insertRecs);
-    p.finishes.unshift(...sent.finishes);
-    p.finishValues.unshift(...sent.finishValues);
-    p.finishRecs.unshift(...sent.finishRecs);
-    p.releases.unshift(...sent.releases);
+    // concat, not unshift(...): a batch may hold more items than a call takes arguments.
+    p.inserts = sent.inserts.concat(p.inserts);
+    p.insertRecs = sent.insertRecs.concat(p.insertRecs);
+    p.finishes = sent.finishes.concat(p.finishes);
+    p.finishValues = sent.finishValues.concat(p.finishValues);
+    p.finishRecs = sent.finishRecs.concat(p.finishRecs);
+    p.releases = sent.releases.concat(p.releases);
     p.units += sent.units;
     this.soloInserts += sent.inserts.length;
     this.soloFinishes += sent.finishRecs.length;
@@ -223,7 +239,6 @@ class StoreLink {
    */
   takeWithin(units) {
     const p = this.pending;
-    const part = new Pending();
     let used = 0;
     let i = 0;
     for (; i < p.inserts.length; i++) {
@@ -239,41 +254,24 @@ class StoreLink {
         used += u;
       }
     }
-    part.inserts = p.inserts.splice(0, i);
-    part.insertRecs = p.insertRecs.splice(0, i);
-    part.finishes = p.finishes.splice(0, j * 4);
-    part.finishValues = p.finishValues.splice(0, j);
-    part.finishRecs = p.finishRecs.splice(0, j);
+    const part = p.take(i, j, p.releases.length / 2);
     part.progress = p.progress;
-    part.releases = p.releases;
     p.progress = [];
-    p.releases = [];
-    part.units = used;
-    p.units -= used;
     return part;
   }
 
   /** The next write to send alone (see `isolate`), as a batch of its own. */
   takeSolo() {
-    const p = this.pending;
-    const one = new Pending();
     if (this.soloInserts > 0) {
       this.soloInserts--;
-      one.inserts.push(p.inserts.shift());
-      one.insertRecs.push(p.insertRecs.shift());
-      one.units = insertUnits(one.inserts[0]);
-    } else if (this.soloFinishes > 0) {
-      this.soloFinishes--;
-      one.finishes.push(...p.finishes.splice(0, 4));
-      one.finishValues.push(p.finishValues.shift());
-      one.finishRecs.push(p.finishRecs.shift());
-      one.units = one.finishValues[0].length;
-    } else {
-      this.soloReleases--;
-      one.releases.push(...p.releases.splice(0, 2));
+      return this.pending.take(1, 0, 0);
     }
-    p.units -= one.units;
-    return one;
+    if (this.soloFinishes > 0) {
+      this.soloFinishes--;
+      return this.pending.take(0, 1, 0);
+    }
+    this.soloReleases--;
+    return this.pending.take(0, 0, 1);
   }
 
   /** Drops what is pending (given up, or sent elsewhere): a new, empty batch. */

@@ -13,10 +13,7 @@ const { canRun } = require('../agents.js');
 const { coded, describe, typeError, closedError } = require('../errors.js');
 const { storedText } = require('../validate.js');
 const { follow } = require('../signals.js');
-const { toJson, sized, utf8Bytes, MAX_STORED_BYTES } = require('./json.js');
-
-/** The most bytes (UTF-8) of a stored agent name or key. */
-const MAX_NAME_BYTES = 2048;
+const { toJson, sized, MAX_STORED_BYTES, MAX_NAME_BYTES } = require('./json.js');
 const { durableId } = require('./values.js');
 const { DurableRun } = require('./runs.js');
 const { userAborted } = require('./cancels.js');
@@ -67,7 +64,7 @@ function submit(durable, mode, agent, task, options) {
   const stored = storedOptions(options);
   if (stored !== null) {
     // One row: PostgreSQL takes at most 1 GB in a message.
-    const bytes = utf8Bytes(task, MAX_STORED_BYTES / 2) + utf8Bytes(stored, MAX_STORED_BYTES / 2);
+    const bytes = (task.length + stored.length) * 3 <= MAX_STORED_BYTES ? 0 : Buffer.byteLength(task, 'utf8') + Buffer.byteLength(stored, 'utf8');
     if (bytes > MAX_STORED_BYTES) {
       throw coded(RangeError, 'ERR_VALUE_TOO_LARGE', `task and options are too large to store together: ${bytes} bytes as UTF-8 (at most ${MAX_STORED_BYTES})`, {
         path: 'options',

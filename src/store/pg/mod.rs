@@ -660,16 +660,21 @@ fn block<T>(
   what: &str,
   fut: impl Future<Output = Result<T, tokio_postgres::Error>>,
 ) -> StoreResult<T> {
-  match rt.block_on(async { tokio::time::timeout(TIMEOUT, fut).await }) {
+  match rt.block_on(within(shown, what, fut)) {
     Ok(Ok(v)) => Ok(v),
     Ok(Err(e)) => Err(pg_error(shown, what, &e)),
-    // What was sent may still be carried out (a COMMIT among it): for the caller, the same
-    // as a connection lost before its answer came.
-    Err(_) => Err(StoreError {
-      code: super::DISCONNECTED,
-      message: format!("{what} store {shown}: no answer within {} s", TIMEOUT.as_secs()),
-    }),
+    Err(e) => Err(e),
   }
+}
+
+/// `fut`'s output, or, with no answer within `TIMEOUT`, an error of a lost connection: what
+/// was sent may still be carried out (a COMMIT among it), as when a connection is lost
+/// before its answer came.
+pub(super) async fn within<T>(shown: &str, what: &str, fut: impl Future<Output = T>) -> StoreResult<T> {
+  tokio::time::timeout(TIMEOUT, fut).await.map_err(|_| StoreError {
+    code: super::DISCONNECTED,
+    message: format!("{what} store {shown}: no answer within {} s", TIMEOUT.as_secs()),
+  })
 }
 
 /// Waits for every future of `futs`, polled in their order (each sends its request when

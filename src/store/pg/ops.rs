@@ -631,7 +631,7 @@ impl PgStore {
     )
   }
 
-  /// Starts the same deletion on the sweeper's connection, unless one is under way, and
+  /// Starts the same deletion on a connection of the pool, unless one is under way, and
   /// returns how many the last finished one deleted (its error, if it failed).
   pub fn start_retention(&mut self, ttl_ms: f64, max_kept: u64, now: f64) -> StoreResult<u64> {
     // Pruned at each turn, also while the statement connection is down.

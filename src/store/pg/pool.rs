@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::Client;
 
-use super::{open_client, pg_error, PgTarget, TIMEOUT};
-use crate::store::{StoreError, DISCONNECTED};
+use super::{open_client, pg_error, within, PgTarget};
+use crate::store::StoreError;
 
 /// Connections open at most.
 pub const SIZE: usize = 2;
@@ -80,18 +80,9 @@ impl Pool {
           c.batch_execute(SETUP).await?;
           Ok::<Client, tokio_postgres::Error>(c)
         };
-        match tokio::time::timeout(TIMEOUT, opened).await {
-          Ok(Ok(c)) => c,
-          Ok(Err(e)) => return Err(pg_error(shown, "cannot connect to", &e)),
-          Err(_) => {
-            return Err(StoreError {
-              code: DISCONNECTED,
-              message: format!(
-                "cannot connect to store {shown}: no answer within {} s",
-                TIMEOUT.as_secs()
-              ),
-            })
-          }
+        match within(shown, "cannot connect to", opened).await? {
+          Ok(c) => c,
+          Err(e) => return Err(pg_error(shown, "cannot connect to", &e)),
         }
       }
     };
@@ -113,8 +104,8 @@ impl Pool {
   /// Closes the idle connections and lends no more (the store closed): those lent now
   /// close when given back.
   pub fn close(&self) {
-    self.0.permits.close();
     if let Ok(mut idle) = self.0.idle.lock() {
+      self.0.permits.close();
       idle.clear();
     }
   }
@@ -143,9 +134,12 @@ impl Lent {
 impl Drop for Lent {
   fn drop(&mut self) {
     if let Some(c) = self.client.take() {
-      if self.reusable && !c.is_closed() && !self.pool.permits.is_closed() {
+      if self.reusable && !c.is_closed() {
+        // Looked at under the lock `close` empties the pool with: none is kept after it.
         if let Ok(mut idle) = self.pool.idle.lock() {
-          idle.push((c, Instant::now()));
+          if !self.pool.permits.is_closed() {
+            idle.push((c, Instant::now()));
+          }
         }
       }
     }

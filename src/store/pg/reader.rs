@@ -1,7 +1,7 @@
 //! Status reads beside the store thread: on a PostgreSQL store, `fetchExecutionStatus` goes
 //! to the pool at once, so it waits neither for the batches queued on the thread nor for one
-//! held up on the server. The thread starts reads only once the store is open, and waits for
-//! those under way before it answers a close. A read sees what is committed when it runs.
+//! held up on the server. Reads go beside the thread once it has opened the store; it waits
+//! for those under way before it answers a close. A read sees what is committed when it runs.
 
 use std::sync::Mutex;
 
@@ -10,9 +10,8 @@ use tokio::task::JoinHandle;
 
 use super::ops::{fetch_sql, row};
 use super::pool::Pool;
-use super::TIMEOUT;
 use crate::store::service::{send_event, Event, SharedSink};
-use crate::store::{StoreError, StoreResult, DISCONNECTED};
+use crate::store::{StoreError, StoreResult};
 
 pub struct Reader {
   pool: Pool,
@@ -119,15 +118,6 @@ async fn fetch(pool: &Pool, sql: &str, id: i64) -> StoreResult<Option<crate::sto
       ))
     })
   };
-  match tokio::time::timeout(TIMEOUT, read).await {
-    Ok(r) => r,
-    // The same as a connection lost before its answer: asked again once it is back.
-    Err(_) => Err(StoreError {
-      code: DISCONNECTED,
-      message: format!(
-        "cannot read store {shown}: no answer within {} s",
-        TIMEOUT.as_secs()
-      ),
-    }),
-  }
+  // No answer in time: the same as a connection lost before its answer (asked again).
+  super::within(shown, "cannot read", read).await?
 }

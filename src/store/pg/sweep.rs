@@ -10,8 +10,8 @@ use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 
+use super::pg_error;
 use super::pool::Pool;
-use super::{pg_error, TIMEOUT};
 use crate::store::{StoreError, StoreResult};
 
 /// Deletes, in schema `s` (quoted), the ended executions that ended before `cutoff`, then
@@ -65,7 +65,6 @@ impl Sweeper {
   /// Starts a sweep, unless one is under way. Returns how the sweep finished since the last
   /// call went (`None`: none did).
   pub fn start(&mut self, s: String, cutoff: f64, keep: i64) -> Option<StoreResult<u64>> {
-    self.pool.prune();
     if self.busy() {
       return None;
     }
@@ -73,13 +72,10 @@ impl Sweeper {
     let pool = self.pool.clone();
     self.task = Some(self.rt.spawn(async move {
       let shown = pool.target().shown.clone();
-      match tokio::time::timeout(TIMEOUT, sweep(&pool, &s, cutoff, keep)).await {
-        Ok(swept) => swept,
-        Err(_) => Err(StoreError::store(format!(
-          "cannot clean store {shown}: no answer within {} s",
-          TIMEOUT.as_secs()
-        ))),
-      }
+      // A sweep given up is a failed sweep (reported), not a lost connection.
+      super::within(&shown, "cannot clean", sweep(&pool, &s, cutoff, keep))
+        .await
+        .unwrap_or_else(|e| Err(StoreError::store(e.message)))
     }));
     last
   }
