@@ -205,9 +205,9 @@ class StoreLink {
   }
 
   /**
-   * A batch the store refused for good (not a lost connection) carried several submissions
-   * or attempt ends: which one it refused is unknown. They go back ahead of what is pending,
-   * to be sent one per batch, so only the write the store refuses fails.
+   * The store refused a write of a batch that carried several (submissions, attempt ends,
+   * releases, a claim): which one is unknown. They go back ahead of what is pending, to be
+   * sent one per batch, then the claim alone, so only the refused write fails.
    */
   isolate(sent) {
     const p = this.pending;
