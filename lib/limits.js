@@ -4,8 +4,8 @@
 // applied by the core, where an agent at its limit holds only its own executions back.
 
 const { describe, typeError, coded } = require('./errors.js');
-const { integer, isOptionsObject, storedText, MAX_INT32 } = require('./validate.js');
-const { sized, MAX_NAME_BYTES } = require('./durable/json.js');
+const { integer, isOptionsObject, MAX_INT32 } = require('./validate.js');
+const { storedName } = require('./durable/json.js');
 const { MAX_RATE, MAX_DELAY_MS } = require('./protocol.js');
 
 const LIMIT_KEYS = new Set(['concurrency', 'rateLimit', 'globalConcurrency']);
@@ -60,7 +60,7 @@ function limitKey(ex, agent, changes) {
     throw coded(RangeError, 'ERR_NO_STORE', `globalConcurrency of ${describe(agent)} needs a PostgreSQL store (config.store: 'postgres://…'); with SQLite or in memory, use concurrency`, { agent });
   }
   // The name is stored with it, as a submission's is.
-  if (changes.globalConcurrency !== undefined) sized(storedText('agent', agent), 'agent', MAX_NAME_BYTES);
+  if (changes.globalConcurrency !== undefined) storedName('agent', agent);
   let key = ex._agentKeys.get(agent);
   if (key === undefined) key = ex._internAgent(agent);
   if (key === 0) {

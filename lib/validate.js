@@ -99,4 +99,4 @@ function osString(where, value) {
   return value;
 }
 
-module.exports = { isArray, isInstance, isOptionsObject, hasPlainPrototype, integer, number, name, wellFormed, storedText, osString, MAX_INT32 };
+module.exports = { isArray, isInstance, isOptionsObject, hasPlainPrototype, integer, number, name, storedText, osString, MAX_INT32 };

@@ -7,6 +7,7 @@
 // string and key, and no string concatenation), and the text is JSON.stringify's by definition.
 
 const { coded, describe, messageOf } = require('../errors.js');
+const { storedText } = require('../validate.js');
 
 /** The deepest nesting of arrays and objects accepted; deeper values are refused. */
 const MAX_DEPTH = 1000;
@@ -239,6 +240,22 @@ const MAX_NAME_BYTES = 2048;
 /** Whether `name` can be stored as an agent name: no NUL, at most MAX_NAME_BYTES. */
 const storableName = (name) => !name.includes('\0') && utf8Bytes(name, MAX_NAME_BYTES) <= MAX_NAME_BYTES;
 
+/** `value`, an agent name or key (`where`) checked as stored text of at most MAX_NAME_BYTES. */
+const storedName = (where, value) => sized(storedText(where, value), where, MAX_NAME_BYTES);
+
+/**
+ * A submission's `task` and `options` JSON (or null), refused with ERR_VALUE_TOO_LARGE when
+ * together over MAX_STORED_BYTES: they go in one row, one message.
+ */
+function sizedTogether(task, options) {
+  if (options === null) return;
+  const bytes = utf8Bytes(task + options, MAX_STORED_BYTES);
+  if (bytes <= MAX_STORED_BYTES) return;
+  throw coded(RangeError, 'ERR_VALUE_TOO_LARGE', `task and options are too large to store together: ${bytes} bytes as UTF-8 (at most ${MAX_STORED_BYTES})`, {
+    path: 'options',
+  });
+}
+
 function stringify(value, path) {
   if (typeof value === 'string') {
     try {
@@ -268,4 +285,4 @@ function resultJson(value, path = 'result') {
   return value === undefined ? 'null' : toJson(value, path);
 }
 
-module.exports = { toJson, resultJson, sized, utf8Bytes, storableName, MAX_DEPTH, MAX_STORED_BYTES, MAX_NAME_BYTES };
+module.exports = { toJson, resultJson, sized, storableName, storedName, sizedTogether, MAX_DEPTH };

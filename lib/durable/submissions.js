@@ -10,10 +10,10 @@
 
 const { extras } = require('../record.js');
 const { canRun } = require('../agents.js');
-const { coded, describe, typeError, closedError } = require('../errors.js');
-const { storedText } = require('../validate.js');
+const { describe, typeError, closedError } = require('../errors.js');
 const { follow } = require('../signals.js');
-const { toJson, sized, MAX_STORED_BYTES, MAX_NAME_BYTES } = require('./json.js');
+const { storedText } = require('../validate.js');
+const { toJson, sized, storedName, sizedTogether } = require('./json.js');
 const { durableId } = require('./values.js');
 const { DurableRun } = require('./runs.js');
 const { userAborted } = require('./cancels.js');
@@ -45,7 +45,7 @@ function submit(durable, mode, agent, task, options) {
   const rec = rules.record(mode, agent, task, options);
   // Stored as text: a lone surrogate would come back as U+FFFD, a NUL is refused by
   // PostgreSQL. Agent names and keys are index entries: PostgreSQL's hold 2704 bytes.
-  sized(storedText('agent', agent), 'agent', MAX_NAME_BYTES);
+  storedName('agent', agent);
   sized(storedText('task', task), 'task');
   const priority = rules.priority;
   const timeoutMs = rules.timeoutMs;
@@ -58,19 +58,11 @@ function submit(durable, mode, agent, task, options) {
       if (typeof k !== 'string' || k === '' || k.length > 1024) {
         throw typeError(`options.key must be a non-empty string of at most 1024 characters, got ${describe(k)}`);
       }
-      key = sized(storedText('options.key', k), 'options.key', MAX_NAME_BYTES);
+      key = storedName('options.key', k);
     }
   }
   const stored = storedOptions(options);
-  if (stored !== null) {
-    // One row: PostgreSQL takes at most 1 GB in a message.
-    const bytes = (task.length + stored.length) * 3 <= MAX_STORED_BYTES ? 0 : Buffer.byteLength(task, 'utf8') + Buffer.byteLength(stored, 'utf8');
-    if (bytes > MAX_STORED_BYTES) {
-      throw coded(RangeError, 'ERR_VALUE_TOO_LARGE', `task and options are too large to store together: ${bytes} bytes as UTF-8 (at most ${MAX_STORED_BYTES})`, {
-        path: 'options',
-      });
-    }
-  }
+  sizedTogether(task, stored);
   const x = extras(rec);
   const policy = x.retry !== null ? x.retry : ex.config;
   x.retry = null;

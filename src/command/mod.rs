@@ -291,7 +291,7 @@ impl Running {
     self.state.kill_group();
   }
 
-  /// What the command's streams have produced so far (empty once its exit has taken them).
+  /// What the command's streams have produced so far (all of it, also after its exit).
   pub fn output(&self) -> Output {
     Output::of(
       self.captures.copy(Stream::Stdout),

@@ -33,7 +33,7 @@ impl Identity {
       owner: format!("{name}:{pid}:{random:016x}"),
       host,
       pid,
-      proc_start: proc_start(pid).unwrap_or(0),
+      proc_start: stat(pid).1.unwrap_or(0),
     }
   }
 }
@@ -50,37 +50,42 @@ pub fn is_dead(pid: u32, started: u64) -> bool {
   if started == 0 || pid == 0 {
     return false;
   }
-  judge(started, is_zombie(pid), proc_start(pid), pid_exists(pid))
+  let (zombie, start_now) = stat(pid);
+  judge(started, zombie, start_now, || pid_exists(pid))
 }
 
 /// `is_dead` from what was read: a zombie is dead; another start time means the pid was
 /// reused; with no start time readable (`/proc` hides other users' processes under
 /// `hidepid` or systemd's `ProtectProc`), only a pid that no longer exists is dead.
-fn judge(started: u64, zombie: bool, start_now: Option<u64>, exists: bool) -> bool {
+fn judge(started: u64, zombie: bool, start_now: Option<u64>, exists: impl FnOnce() -> bool) -> bool {
   if zombie {
     return true; // killed, not yet reaped by its parent
   }
   match start_now {
     Some(now) => now != started,
-    None => !exists,
+    None => !exists(),
   }
 }
 
-/// Whether `pid` has exited and waits for its parent to reap it (state Z or X).
+/// From one read of `/proc/<pid>/stat`: whether `pid` has exited and waits for its parent to
+/// reap it (state Z or X), and its start time in clock ticks since boot (field 22).
 #[cfg(target_os = "linux")]
-fn is_zombie(pid: u32) -> bool {
+fn stat(pid: u32) -> (bool, Option<u64>) {
   let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-    return false;
+    return (false, None);
   };
+  // The command name (field 2) may hold spaces and parentheses: fields follow the last ')'.
   let Some(end) = stat.rfind(')') else {
-    return false;
+    return (false, None);
   };
-  matches!(stat[end + 1..].split_whitespace().next(), Some("Z" | "X"))
+  let mut fields = stat[end + 1..].split_whitespace();
+  let zombie = matches!(fields.next(), Some("Z" | "X"));
+  (zombie, fields.nth(18).and_then(|f| f.parse().ok()))
 }
 
 #[cfg(not(target_os = "linux"))]
-fn is_zombie(_pid: u32) -> bool {
-  false
+fn stat(_pid: u32) -> (bool, Option<u64>) {
+  (false, None)
 }
 
 #[cfg(target_os = "linux")]
@@ -98,20 +103,6 @@ fn host_key() -> String {
 #[cfg(not(target_os = "linux"))]
 fn host_key() -> String {
   String::new()
-}
-
-/// Field 22 of `/proc/<pid>/stat`: the start time in clock ticks since boot.
-#[cfg(target_os = "linux")]
-fn proc_start(pid: u32) -> Option<u64> {
-  let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-  // The command name (field 2) may hold spaces and parentheses: fields follow the last ')'.
-  let rest = &stat[stat.rfind(')')? + 1..];
-  rest.split_whitespace().nth(19)?.parse().ok()
-}
-
-#[cfg(not(target_os = "linux"))]
-fn proc_start(_pid: u32) -> Option<u64> {
-  None
 }
 
 /// Whether a process `pid` exists, asked of the kernel (signal 0 sends nothing): `/proc` may
@@ -174,7 +165,7 @@ mod tests {
       .spawn()
       .expect("spawn sleep");
     let pid = child.id();
-    let started = proc_start(pid).expect("a live child has a start time");
+    let started = stat(pid).1.expect("a live child has a start time");
     assert!(!is_dead(pid, started));
     assert!(
       is_dead(pid, started + 1),
@@ -183,7 +174,7 @@ mod tests {
     child.kill().expect("kill");
     // Killed but not reaped yet: dead already.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-    while !is_zombie(pid) && std::time::Instant::now() < deadline {
+    while !stat(pid).0 && std::time::Instant::now() < deadline {
       std::thread::sleep(std::time::Duration::from_millis(5));
     }
     assert!(is_dead(pid, started), "a zombie counts as dead");
@@ -198,10 +189,10 @@ mod tests {
   #[test]
   fn a_process_hidden_by_proc_is_alive_while_it_exists() {
     // hidepid / ProtectProc: no start time readable, but the kernel says the pid exists.
-    assert!(!judge(42, false, None, true));
-    assert!(judge(42, false, None, false), "gone");
-    assert!(judge(42, false, Some(43), true), "reused");
-    assert!(!judge(42, false, Some(42), true));
-    assert!(judge(42, true, None, true), "a zombie");
+    assert!(!judge(42, false, None, || true));
+    assert!(judge(42, false, None, || false), "gone");
+    assert!(judge(42, false, Some(43), || true), "reused");
+    assert!(!judge(42, false, Some(42), || true));
+    assert!(judge(42, true, None, || true), "a zombie");
   }
 }

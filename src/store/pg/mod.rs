@@ -26,6 +26,12 @@ use super::{StoreError, StoreResult};
 /// reports it.
 pub(super) const TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Settings of every connection that runs statements: no JIT (tiny statements on indexes),
+/// and the server ends what the client has given up on — a statement before the client's
+/// own `TIMEOUT`, a transaction left idle by a client gone without a word.
+pub(super) const SESSION: &str =
+  "SET jit = off; SET statement_timeout = '25s'; SET idle_in_transaction_session_timeout = '10s'";
+
 /// The schema version this build writes (its own sequence: the SQLite store's differs).
 pub const VERSION: i64 = MIGRATIONS.len() as i64;
 
@@ -443,10 +449,9 @@ impl PgConnection {
         // reconnect), and a transaction left idle (its client gone without a word: a host
         // that died, a network cut) instead of holding its row locks until TCP notices.
         client
-          .batch_execute(
-            "SET enable_seqscan = off; SET jit = off; SET plan_cache_mode = force_generic_plan; \
-             SET statement_timeout = '25s'; SET idle_in_transaction_session_timeout = '10s'",
-          )
+          .batch_execute(&format!(
+            "SET enable_seqscan = off; SET plan_cache_mode = force_generic_plan; {SESSION}"
+          ))
           .await?;
         client.query_one("SELECT pg_backend_pid()", &[]).await
       })?
@@ -660,11 +665,7 @@ fn block<T>(
   what: &str,
   fut: impl Future<Output = Result<T, tokio_postgres::Error>>,
 ) -> StoreResult<T> {
-  match rt.block_on(within(shown, what, fut)) {
-    Ok(Ok(v)) => Ok(v),
-    Ok(Err(e)) => Err(pg_error(shown, what, &e)),
-    Err(e) => Err(e),
-  }
+  rt.block_on(within_pg(shown, what, fut))
 }
 
 /// `fut`'s output, or, with no answer within `TIMEOUT`, an error of a lost connection: what
@@ -675,6 +676,17 @@ pub(super) async fn within<T>(shown: &str, what: &str, fut: impl Future<Output =
     code: super::DISCONNECTED,
     message: format!("{what} store {shown}: no answer within {} s", TIMEOUT.as_secs()),
   })
+}
+
+/// `within` for a PostgreSQL operation, its error told as `pg_error` tells it.
+pub(super) async fn within_pg<T>(
+  shown: &str,
+  what: &str,
+  fut: impl Future<Output = Result<T, tokio_postgres::Error>>,
+) -> StoreResult<T> {
+  within(shown, what, fut)
+    .await?
+    .map_err(|e| pg_error(shown, what, &e))
 }
 
 /// Waits for every future of `futs`, polled in their order (each sends its request when

@@ -82,6 +82,10 @@ pub struct PgStore {
   /// The look for the next due time: for any agent, and for a list (`next_due_sql`).
   next_due_any: String,
   next_due_listed: String,
+  /// The read of one execution (`fetch_sql`), and the hand-back of unknown attempts
+  /// (`release_unknown`): built once.
+  fetch: String,
+  release_unknown: String,
   /// The executions this worker runs whose agent has a global limit (see `batch::Ctx`).
   limited: std::collections::HashSet<(i64, u32)>,
   /// Retention in the background, on a connection of the pool.
@@ -97,6 +101,14 @@ impl PgStore {
     let sweeper = Sweeper::new(rt, pool);
     let s = conn.target.quoted_schema();
     let (next_due_any, next_due_listed) = (next_due_sql(&s, true), next_due_sql(&s, false));
+    let fetch = fetch_sql(&s);
+    let release_unknown = format!(
+      "UPDATE {s}.bmad_executions e SET {release} \
+       WHERE e.owner = $1 AND e.state = 1 \
+         AND NOT EXISTS (SELECT 1 FROM unnest($2::int8[], $3::int4[]) k(id, attempt) WHERE k.id = e.id AND k.attempt = e.attempt) \
+       RETURNING e.id, e.state",
+      release = batch::RELEASE
+    );
     let table = format!("{s}.bmad_executions");
     let client = conn.client();
     // Quoted as a literal by the server (whatever its string settings).
@@ -130,6 +142,8 @@ impl PgStore {
       clock_read: false,
       next_due_any,
       next_due_listed,
+      fetch,
+      release_unknown,
       limited: Default::default(),
       sweeper,
     };
@@ -462,13 +476,8 @@ impl PgStore {
 
   pub fn fetch(&mut self, id: i64) -> StoreResult<Option<Row>> {
     self.conn.ensure()?;
-    let sql = self.fetch_sql();
-    let r = self.wait("cannot read", self.db().query_opt(&sql, &[&id]))?;
+    let r = self.wait("cannot read", self.db().query_opt(&self.fetch, &[&id]))?;
     Ok(r.as_ref().map(row))
-  }
-
-  fn fetch_sql(&self) -> String {
-    fetch_sql(&self.s)
   }
 
   /// Renews the lease of every attempt this worker runs, and its own heartbeat.
@@ -550,27 +559,25 @@ impl PgStore {
         let max_attempts = u32::try_from(c.get::<_, i32>(4)).unwrap_or(1);
         let attempt_u = u32::try_from(attempt).unwrap_or(0);
         let status = decide::rescue_status(c.get(5), attempt_u, max_attempts);
-        let sql = match status {
+        let which = "WHERE id = $1 AND attempt = $2 AND owner = $3 AND state = 1";
+        let changed = match status {
           // Due at once, whatever a claimer's clock says (as when it was created).
-          STATUS_QUEUED => format!(
-            "UPDATE {s}.bmad_executions SET state = 0, owner = NULL, lease_expires_at = NULL, scheduled_at = created_at \
-             WHERE id = $1 AND attempt = $2 AND owner = $3 AND state = 1"
-          ),
-          STATUS_CANCELLED => format!(
-            "UPDATE {s}.bmad_executions SET state = 4, lease_expires_at = NULL, finalized_at = $4 \
-             WHERE id = $1 AND attempt = $2 AND owner = $3 AND state = 1"
-          ),
-          _ => format!(
-            "UPDATE {s}.bmad_executions SET state = 3, error = $5, lease_expires_at = NULL, finalized_at = $4 \
-             WHERE id = $1 AND attempt = $2 AND owner = $3 AND state = 1"
-          ),
-        };
-        let changed = if status == STATUS_QUEUED {
-          client.execute(&sql, &[&id, &attempt, &owner]).await?
-        } else if status == STATUS_CANCELLED {
-          client.execute(&sql, &[&id, &attempt, &owner, &now]).await?
-        } else {
-          client.execute(&sql, &[&id, &attempt, &owner, &now, &WORKER_LOST]).await?
+          STATUS_QUEUED => {
+            let sql = format!(
+              "UPDATE {s}.bmad_executions SET state = 0, owner = NULL, lease_expires_at = NULL, scheduled_at = created_at {which}"
+            );
+            client.execute(&sql, &[&id, &attempt, &owner]).await?
+          }
+          STATUS_CANCELLED => {
+            let sql = format!("UPDATE {s}.bmad_executions SET state = 4, lease_expires_at = NULL, finalized_at = $4 {which}");
+            client.execute(&sql, &[&id, &attempt, &owner, &now]).await?
+          }
+          _ => {
+            let sql = format!(
+              "UPDATE {s}.bmad_executions SET state = 3, error = $5, lease_expires_at = NULL, finalized_at = $4 {which}"
+            );
+            client.execute(&sql, &[&id, &attempt, &owner, &now, &WORKER_LOST]).await?
+          }
         };
         if changed == 1 {
           out.push(Rescued {
@@ -660,20 +667,14 @@ impl PgStore {
   /// whose cancel was asked meanwhile ends cancelled, as a release does.
   pub fn release_unknown(&mut self, running: &[(i64, u32)]) -> StoreResult<Vec<i64>> {
     self.conn.ensure()?;
-    let sql = format!(
-      "UPDATE {s}.bmad_executions e SET {release} \
-       WHERE e.owner = $1 AND e.state = 1 \
-         AND NOT EXISTS (SELECT 1 FROM unnest($2::int8[], $3::int4[]) k(id, attempt) WHERE k.id = e.id AND k.attempt = e.attempt) \
-       RETURNING e.id, e.state",
-      s = self.s,
-      release = batch::RELEASE
-    );
     let ids: Vec<i64> = running.iter().map(|r| r.0).collect();
     let attempts: Vec<i32> = running.iter().map(|r| int(r.1)).collect();
     let now = self.server_time(now_ms());
     let rows = self.wait(
       "cannot write to",
-      self.db().query(&sql, &[&self.me.owner, &ids, &attempts, &now]),
+      self
+        .db()
+        .query(&self.release_unknown, &[&self.me.owner, &ids, &attempts, &now]),
     )?;
     let back: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
     let ended_ids: Vec<i64> = rows

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::Client;
 
-use super::{open_client, pg_error, within, PgTarget};
+use super::{open_client, within_pg, PgTarget, SESSION};
 use crate::store::StoreError;
 
 /// Connections open at most.
@@ -18,11 +18,6 @@ pub const SIZE: usize = 2;
 
 /// An idle connection older than this is closed rather than lent.
 const IDLE: Duration = Duration::from_secs(60);
-
-/// Session settings of a pooled connection: no JIT (tiny statements on indexes), and the
-/// server ends what the client gave up on (a sweep sets tighter limits for itself).
-const SETUP: &str =
-  "SET jit = off; SET statement_timeout = '25s'; SET idle_in_transaction_session_timeout = '10s'";
 
 #[derive(Clone)]
 pub struct Pool(Arc<Inner>);
@@ -65,25 +60,19 @@ impl Pool {
       .acquire_owned()
       .await
       .map_err(|_| StoreError::store(format!("store {shown}: the connection pool is closed")))?;
-    self.prune();
-    let reused = self
-      .0
-      .idle
-      .lock()
-      .ok()
-      .and_then(|mut idle| idle.pop().map(|(c, _)| c));
+    let reused = self.0.idle.lock().ok().and_then(|mut idle| {
+      prune(&mut idle);
+      idle.pop().map(|(c, _)| c)
+    });
     let client = match reused {
       Some(c) => c,
       None => {
         let opened = async {
           let c = open_client(&self.0.target, None).await?;
-          c.batch_execute(SETUP).await?;
-          Ok::<Client, tokio_postgres::Error>(c)
+          c.batch_execute(SESSION).await?;
+          Ok(c)
         };
-        match within(shown, "cannot connect to", opened).await? {
-          Ok(c) => c,
-          Err(e) => return Err(pg_error(shown, "cannot connect to", &e)),
-        }
+        within_pg(shown, "cannot connect to", opened).await?
       }
     };
     Ok(Lent {
@@ -97,7 +86,7 @@ impl Pool {
   /// Closes the connections closed by the server or unused for `IDLE`.
   pub fn prune(&self) {
     if let Ok(mut idle) = self.0.idle.lock() {
-      idle.retain(|(c, at)| !c.is_closed() && at.elapsed() < IDLE);
+      prune(&mut idle);
     }
   }
 
@@ -144,4 +133,9 @@ impl Drop for Lent {
       }
     }
   }
+}
+
+/// Drops the idle connections closed by the server or unused for `IDLE`.
+fn prune(idle: &mut Vec<(Client, Instant)>) {
+  idle.retain(|(c, at)| !c.is_closed() && at.elapsed() < IDLE);
 }

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 
 use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
+use tokio_postgres::types::Type;
 
 use super::ops::{fetch_sql, row};
 use super::pool::Pool;
@@ -99,25 +100,23 @@ impl Drop for Reader {
   }
 }
 
-/// Execution `id` read with `sql` on a connection of `pool`.
+/// Execution `id` read with `sql` on a connection of `pool`, in one round trip (its
+/// parameter's type given: nothing to prepare).
 async fn fetch(pool: &Pool, sql: &str, id: i64) -> StoreResult<Option<crate::store::Row>> {
   let shown = &pool.target().shown;
-  let read = async {
-    let mut lent = pool.get().await?;
-    let r = lent
-      .client()
-      .query_opt(sql, &[&id])
-      .await
-      .map_err(|e| super::pg_error(shown, "cannot read", &e))?;
-    lent.done();
-    // A row the driver cannot read (a schema changed by hand) fails this read, as it stops
-    // the store thread when the thread reads it.
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| r.as_ref().map(row))).map_err(|_| {
-      StoreError::store(format!(
-        "cannot read store {shown}: execution {id} has a row this release cannot read"
-      ))
-    })
-  };
-  // No answer in time: the same as a connection lost before its answer (asked again).
-  super::within(shown, "cannot read", read).await?
+  let mut lent = pool.get().await?;
+  let r = super::within_pg(
+    shown,
+    "cannot read",
+    lent.client().query_typed(sql, &[(&id, Type::INT8)]),
+  )
+  .await?;
+  lent.done();
+  // A row the driver cannot read (a schema changed by hand) fails this read, as it stops the
+  // store thread when the thread reads it.
+  std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| r.first().map(row))).map_err(|_| {
+    StoreError::store(format!(
+      "cannot read store {shown}: execution {id} has a row this release cannot read"
+    ))
+  })
 }
