@@ -128,7 +128,8 @@ declare namespace Types {
     /**
      * Asked before each retry the policy allows, with the error and the attempt that failed: a
      * falsy answer ends the execution with that error. Default: every error but
-     * ERR_AGENT_NOT_FOUND and ERR_COMMAND_SPAWN is retried.
+     * ERR_AGENT_NOT_FOUND and ERR_COMMAND_SPAWN is retried (a spawn that failed for want of a
+     * resource — EAGAIN, EMFILE, ENFILE, ENOMEM, EINTR — is retried).
      */
     retryIf?: ((error: unknown, attempt: number) => boolean) | undefined;
     /** Integer >= 1: most executions waiting in the queue; a submission beyond it rejects with ERR_QUEUE_FULL. No limit by default. */
