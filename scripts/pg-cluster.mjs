@@ -15,7 +15,7 @@
 // PostgreSQL is looked for in PG_BIN, then `pg_config --bindir`, then the newest
 // /usr/lib/postgresql/<version>/bin.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -36,6 +36,26 @@ export function findPostgres() {
   return null;
 }
 
+/** The pids whose parent is `ppid` (from /proc). */
+function childrenOf(ppid) {
+  const out = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+      // Fields after the command name, which may hold spaces: state, then the parent's pid.
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (Number(fields[1]) === ppid) out.push(Number(name));
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return out;
+}
+
+/** Whether process `pid` is still in the process table (a zombie not yet reaped is). */
+const listed = (pid) => existsSync(`/proc/${pid}`);
+
 function freePort() {
   return new Promise((resolve, reject) => {
     const server = createServer();
@@ -53,12 +73,15 @@ export function hasOpenssl() {
 }
 
 /**
- * Starts a cluster; resolves `{ url, port, dir, ca, restart(), stop() }`. With `ssl`, the
- * server also accepts TLS, with a certificate for `localhost` (not for 127.0.0.1, so that
- * verify-full to the address fails and to the name succeeds) signed by a CA of its own; `ca`
- * is the CA's certificate (null without `ssl`).
+ * Starts a cluster; resolves `{ url, port, dir, ca, restart(), crash(), start(), stop() }`.
+ * With `ssl`, the server also accepts TLS, with a certificate for `localhost` (not for
+ * 127.0.0.1, so that verify-full to the address fails and to the name succeeds) signed by a
+ * CA of its own; `ca` is the CA's certificate (null without `ssl`). With `durableCommits`, a
+ * commit is answered only once its WAL is written (`synchronous_commit = on`), so what was
+ * acknowledged survives the server's processes being killed (`crash()`); fsync stays off, so
+ * a crash of the machine is not survived.
  */
-export async function startPostgres(bin = findPostgres(), { ssl = false } = {}) {
+export async function startPostgres(bin = findPostgres(), { ssl = false, durableCommits = false } = {}) {
   if (bin === null) throw new Error('PostgreSQL is not installed (no initdb/pg_ctl found; set PG_BIN)');
   const asRoot = process.getuid?.() === 0;
   const dir = mkdtempSync(path.join(tmpdir(), 'bmad-pg-'));
@@ -102,7 +125,7 @@ export async function startPostgres(bin = findPostgres(), { ssl = false } = {}) 
       '-c listen_addresses=127.0.0.1',
       "-c unix_socket_directories=''",
       '-c fsync=off',
-      '-c synchronous_commit=off',
+      `-c synchronous_commit=${durableCommits ? 'on' : 'off'}`,
       '-c full_page_writes=off',
       '-c max_connections=200',
       ...tls,
@@ -117,6 +140,33 @@ export async function startPostgres(bin = findPostgres(), { ssl = false } = {}) 
       /** The command line that restarts the server (for tests of a restart mid-run). */
       restartCommand: command('pg_ctl', ['-D', data, '-l', log, '-m', 'fast', '-w', 'restart']),
       restart: () => run('pg_ctl', ['-D', data, '-l', log, '-o', options, '-m', 'fast', '-w', 'restart']),
+      /**
+       * Kills the postmaster and every process it started with SIGKILL, as a crash would, and
+       * waits until they are gone; resolves their pids. `start()` then recovers from the WAL.
+       */
+      async crash() {
+        const postmaster = Number(readFileSync(path.join(data, 'postmaster.pid'), 'utf8').split('\n')[0]);
+        // Stopped first, so it forks nothing more while its children are listed (once it is
+        // dead they belong to init); then every one of them and the postmaster are killed.
+        process.kill(postmaster, 'SIGSTOP');
+        const killed = [...childrenOf(postmaster), postmaster];
+        for (const pid of killed) {
+          try {
+            process.kill(pid, 'SIGKILL');
+          } catch {
+            // exited meanwhile
+          }
+        }
+        // PostgreSQL refuses to start while the old postmaster's pid is listed: waits until
+        // every one is reaped (by init, their parent once the postmaster is gone).
+        const deadline = Date.now() + 10000;
+        while (killed.some(listed)) {
+          if (Date.now() > deadline) throw new Error(`server processes not reaped 10 s after SIGKILL: ${killed.filter(listed).join(', ')}`);
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        return killed;
+      },
+      start: () => run('pg_ctl', ['-D', data, '-l', log, '-o', options, '-w', '-t', '60', 'start']),
       stop() {
         try {
           run('pg_ctl', ['-D', data, '-m', 'immediate', '-w', 'stop']);
