@@ -32,6 +32,7 @@ import {
   assertOneTerminal,
   isAlive as alive,
   tempDir,
+  within,
 } from './helpers.mjs';
 
 exitIfWorkLeftBehind();
@@ -613,6 +614,27 @@ test('a process that left the group (setsid) and holds the pipes: reading stops 
   assert.ok(r.durationMs < 4000, `ended ${r.durationMs} ms after the start: it waited for killGraceMs`);
   assert.ok(alive(escaped), 'a process outside the group is not ours to kill');
   assert.equal(bg.getStatus().command_processes, 0);
+});
+
+test('a process that left the group and keeps writing: reading still ends, after at most a pipe\'s worth past the drain', async (t) => {
+  const bg = make();
+  // The detached grandchild writes for ever; the leader exits at once.
+  const writer = "setInterval(() => process.stdout.write('y'.repeat(65536)), 1)";
+  const src =
+    `const c = require('node:child_process').spawn(process.execPath, ['-e', ${JSON.stringify(writer)}],` +
+    " { detached: true, stdio: ['ignore', 'inherit', 'ignore'] }); process.stderr.write('escaped ' + c.pid); c.unref();";
+  bg.registerCommand('floods', { command: NODE, args: ['-e', src], maxOutputBytes: 64 * 1024 * 1024 });
+  let escaped;
+  t.after(() => {
+    if (escaped !== undefined && alive(escaped)) process.kill(escaped, 'SIGKILL');
+  });
+  const run = bg.execute('floods', 't');
+  run.then((r) => (escaped = Number(r.stderr.split(' ')[1])), () => {});
+  const r = await within(run, 8000);
+  assert.notEqual(r, 'pending', 'execute() settled');
+  assert.equal(r.exitCode, 0);
+  assert.ok(r.durationMs < 4000, `ended ${r.durationMs} ms after the start`);
+  assert.ok(r.stdoutBytes > 0, 'its output was read until then');
 });
 
 test('cancelling while an async spec function is still building the spec: no process is started', async (t) => {

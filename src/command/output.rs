@@ -15,6 +15,11 @@ use tokio::sync::{mpsc, watch};
 use super::{Event, ProgressMode, Stream, MAX_LINE_BYTES};
 
 const READ_CHUNK: usize = 64 * 1024;
+/// Once told to stop, a reader still takes what the pipe holds: what arrives within
+/// `AFTER_STOP_WAIT` of the last read, up to the most a pipe can hold (Linux's default
+/// `pipe-max-size`). A process outside the command's group that keeps writing is cut there.
+const AFTER_STOP_BYTES: usize = 1024 * 1024;
+const AFTER_STOP_WAIT: std::time::Duration = std::time::Duration::from_millis(10);
 /// Lines per [`Event::Lines`], so one chatty read does not make one huge JS array.
 const LINES_PER_EVENT: usize = 256;
 
@@ -262,7 +267,8 @@ fn line_text(bytes: &[u8]) -> String {
   s
 }
 
-/// Reads `source` to the end (or until `stop`), keeping up to the cap in the reader's capture.
+/// Reads `source` to the end (or until `stop` and what the pipe held then), keeping up to the
+/// cap in the reader's capture.
 pub(super) async fn read_stream<R: AsyncRead + Unpin>(source: Option<R>, mut r: Reader) {
   let Some(mut source) = source else {
     return;
@@ -272,13 +278,36 @@ pub(super) async fn read_stream<R: AsyncRead + Unpin>(source: Option<R>, mut r: 
   let mut partial_overflow = false;
   let mut after_cr = false;
   let mut mid_line = false;
+  let mut after_stop = 0usize;
   loop {
-    let n = tokio::select! {
-      read = source.read(&mut chunk) => match read {
-        Ok(0) | Err(_) => break,
-        Ok(n) => n,
-      },
-      _ = r.stop.changed() => break,
+    let n = if *r.stop.borrow() {
+      // Bytes the command wrote before its group ended are still read: a reader held up by
+      // a slow listener must not lose the end of the output.
+      if after_stop >= AFTER_STOP_BYTES {
+        break;
+      }
+      match tokio::time::timeout(AFTER_STOP_WAIT, source.read(&mut chunk)).await {
+        Ok(Ok(n)) if n > 0 => {
+          after_stop += n;
+          n
+        }
+        _ => break,
+      }
+    } else {
+      // Data first: a stop seen while the pipe has some goes through the branch above.
+      tokio::select! {
+        biased;
+        read = source.read(&mut chunk) => match read {
+          Ok(0) | Err(_) => break,
+          Ok(n) => n,
+        },
+        changed = r.stop.changed() => {
+          if changed.is_err() {
+            break;
+          }
+          continue;
+        }
+      }
     };
     let data = &chunk[..n];
     {
