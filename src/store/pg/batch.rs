@@ -90,10 +90,16 @@ impl BatchSql {
          SELECT key, new_id, NULL::int8, token FROM input ORDER BY ord"
       ),
       // Completions: only the owner of a running attempt completes it.
+      //
+      // Every statement over arrays of ids finds each row through the primary key, from
+      // the array (`e.id = u.id`), and compares `state + 0`: with `state = 1` the plan (a
+      // generic one, made once) read the owner's running rows through their index and
+      // scanned the whole array again for each of them, n² steps (at 512 completions, 88
+      // µs each instead of 11).
       complete: format!(
         "UPDATE {s}.bmad_executions e SET state = 2, result = u.value, progress = 100, lease_expires_at = NULL, finalized_at = $5 \
          FROM unnest($1::int8[], $2::int4[], $3::text[]) u(id, attempt, value) \
-         WHERE e.id = ANY($1) AND e.id = u.id AND e.attempt = u.attempt AND e.owner = $4 AND e.state = 1 RETURNING e.id, e.attempt"
+         WHERE e.id = u.id AND e.attempt = u.attempt AND e.owner = $4 AND e.state + 0 = 1 RETURNING e.id, e.attempt"
       ),
       // Completions a try whose answer was lost already recorded: this owner's attempt,
       // ended with this very value. Read after the commit, only for completions that
@@ -102,7 +108,7 @@ impl BatchSql {
       recorded: format!(
         "SELECT e.id, e.attempt FROM {s}.bmad_executions e JOIN unnest($1::int8[], $2::int4[], $3::text[]) u(id, attempt, value) \
            ON e.id = u.id AND e.attempt = u.attempt \
-         WHERE e.id = ANY($1) AND e.owner = $4 AND e.state + 0 = 2 AND e.result IS NOT DISTINCT FROM u.value"
+         WHERE e.owner = $4 AND e.state + 0 = 2 AND e.result IS NOT DISTINCT FROM u.value"
       ),
       // Failures and cancels to decide (running), or already recorded by a try whose answer
       // was lost: ended with this very error, or queued again for a retry with it (the owner
@@ -112,9 +118,8 @@ impl BatchSql {
            e.scheduled_at \
          FROM {s}.bmad_executions e \
          JOIN unnest($1::int8[], $2::int4[], $4::text[]) u(id, attempt, value) ON e.id = u.id AND e.attempt = u.attempt \
-         WHERE e.id = ANY($1) \
-           AND ((e.owner = $3 AND (e.state = 1 OR (e.state IN (3, 4) AND e.error IS NOT DISTINCT FROM u.value))) \
-             OR (e.state = 0 AND e.owner IS NULL AND e.error IS NOT DISTINCT FROM u.value)) FOR UPDATE OF e"
+         WHERE (e.owner = $3 AND (e.state + 0 = 1 OR (e.state + 0 IN (3, 4) AND e.error IS NOT DISTINCT FROM u.value))) \
+             OR (e.state + 0 = 0 AND e.owner IS NULL AND e.error IS NOT DISTINCT FROM u.value) FOR UPDATE OF e"
       ),
       fail: format!(
         "UPDATE {s}.bmad_executions e SET state = u.state, \
@@ -124,16 +129,16 @@ impl BatchSql {
            finalized_at = CASE WHEN u.state = 0 THEN NULL ELSE $6::float8 END, \
            lease_expires_at = NULL \
          FROM unnest($1::int8[], $2::int4[], $3::int2[], $4::text[], $5::float8[]) u(id, attempt, state, value, due) \
-         WHERE e.id = ANY($1) AND e.id = u.id AND e.attempt = u.attempt AND e.owner = $7 AND e.state = 1"
+         WHERE e.id = u.id AND e.attempt = u.attempt AND e.owner = $7 AND e.state + 0 = 1"
       ),
       progress: format!(
         "UPDATE {s}.bmad_executions e SET progress = u.p FROM unnest($1::int8[], $2::int4[], $3::float8[]) u(id, attempt, p) \
-         WHERE e.id = ANY($1) AND e.id = u.id AND e.attempt = u.attempt AND e.owner = $4 AND e.state = 1"
+         WHERE e.id = u.id AND e.attempt = u.attempt AND e.owner = $4 AND e.state + 0 = 1"
       ),
       release: format!(
         "UPDATE {s}.bmad_executions e SET {RELEASE} \
          FROM unnest($1::int8[], $2::int4[]) u(id, attempt) \
-         WHERE e.id = ANY($1) AND e.id = u.id AND e.attempt = u.attempt AND e.owner = $3 AND e.state = 1"
+         WHERE e.id = u.id AND e.attempt = u.attempt AND e.owner = $3 AND e.state + 0 = 1"
       ),
       // Agents with a global limit are claimed only under their lock (a try: one held by
       // another executor's claim leaves them for the next round). The agents locked are
@@ -212,6 +217,21 @@ impl BatchSql {
       &self.lock,
       &self.claim,
       notify::SQL,
+    ]
+  }
+}
+
+#[cfg(test)]
+impl BatchSql {
+  /// The statements over arrays of ids, by name.
+  pub(crate) fn by_ids(&self) -> [(&'static str, &str); 6] {
+    [
+      ("complete", &self.complete),
+      ("recorded", &self.recorded),
+      ("failing", &self.failing),
+      ("fail", &self.fail),
+      ("progress", &self.progress),
+      ("release", &self.release),
     ]
   }
 }

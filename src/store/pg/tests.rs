@@ -1246,6 +1246,63 @@ fn a_global_limit_holds_across_hosts_claiming_at_once() {
   drop_schema(&url, "global");
 }
 
+#[test]
+fn statements_over_arrays_of_ids_find_each_row_by_its_primary_key() {
+  let Some(url) = server() else { return };
+  let mut s = store(&url, "plans");
+  // Running rows of one owner, with their statistics known (as autovacuum keeps them).
+  insert(&mut s, (0..300).map(|_| exec("a", 1)).collect());
+  assert_eq!(s_claim(&mut s, 200).len(), 200);
+  let mut c = PgConnection::open(target(&url, "plans")).expect("open");
+  sql(&mut c, "ANALYZE {s}.bmad_executions");
+  let schema = c.target.quoted_schema();
+  let b = super::batch::BatchSql::new(&schema, "'unused'");
+  for (name, text) in b.by_ids() {
+    let (types, args) = match name {
+      "complete" => (
+        "int8[], int4[], text[], text, float8",
+        "'{1,2,3}', '{1,1,1}', '{a,b,c}', 'o', 0",
+      ),
+      "recorded" => (
+        "int8[], int4[], text[], text",
+        "'{1,2,3}', '{1,1,1}', '{a,b,c}', 'o'",
+      ),
+      "failing" => (
+        "int8[], int4[], text, text[]",
+        "'{1,2,3}', '{1,1,1}', 'o', '{a,b,c}'",
+      ),
+      "fail" => (
+        "int8[], int4[], int2[], text[], float8[], float8, text",
+        "'{1,2,3}', '{1,1,1}', '{3,3,3}', '{a,b,c}', '{0,0,0}', 0, 'o'",
+      ),
+      "progress" => (
+        "int8[], int4[], float8[], text",
+        "'{1,2,3}', '{1,1,1}', '{5,5,5}', 'o'",
+      ),
+      "release" => ("int8[], int4[], text, float8", "'{1,2,3}', '{1,1,1}', 'o', 0"),
+      other => panic!("no arguments for {other}"),
+    };
+    // The connection's own settings: generic plans from the first execution.
+    let prepare = format!("DEALLOCATE ALL; PREPARE p({types}) AS {text}");
+    c.wait("test", c.client().batch_execute(&prepare))
+      .expect("prepare");
+    let rows = c
+      .wait(
+        "test",
+        c.client().query(&format!("EXPLAIN EXECUTE p({args})"), &[]),
+      )
+      .expect("explain");
+    let plan: Vec<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
+    let plan = plan.join(" | ");
+    assert!(plan.contains("bmad_executions_pkey"), "{name}: {plan}");
+    assert!(
+      !plan.contains("Join Filter"),
+      "{name} scans the array once per row: {plan}"
+    );
+  }
+  drop_schema(&url, "plans");
+}
+
 fn s_claim(s: &mut PgStore, n: u32) -> Vec<i64> {
   claim(s, n, T0 + 1.0)
 }
