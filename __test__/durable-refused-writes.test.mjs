@@ -56,6 +56,28 @@ pgTest('a submission the server refuses fails alone: the others of its commit ar
   assert.equal(await within(bg.execute('echo', 'after'), 5000), 'after');
 });
 
+pgTest('a submission refused among 5,000 of one commit is found by halving: a few dozen inserts, the others stored in their order', async () => {
+  const { url, schema } = await refusingStore('INSERT', "NEW.task = 'poison'");
+  // Insert statements tried, committed or not: a sequence is not rolled back.
+  sql(`CREATE SEQUENCE ${schema}.tries;
+       CREATE FUNCTION ${schema}.count() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM nextval('${schema}.tries'); RETURN NULL; END $$;
+       CREATE TRIGGER count BEFORE INSERT ON ${schema}.bmad_executions FOR EACH STATEMENT EXECUTE FUNCTION ${schema}.count(); SELECT 1`);
+  const bg = make(url);
+  await bg.initialize();
+  const tasks = Array.from({ length: 5000 }, (_, i) => (i === 3210 ? 'poison' : `t${i}`));
+  // One synchronous loop: one group commit. No agent runs them: they stay queued.
+  const results = await within(Promise.all(tasks.map((t) => settleOf(bg.fireAndForget('elsewhere', t)))), 20000);
+  assert.notEqual(results, 'pending');
+  const failed = results.map((r, i) => [i, r]).filter(([, r]) => !r.ok);
+  assert.deepEqual(
+    failed.map(([i, r]) => [i, r.value.code]),
+    [[3210, 'ERR_STORE']],
+  );
+  assert.deepEqual(sql(`SELECT json_agg(task ORDER BY id) FROM ${schema}.bmad_executions`), tasks.filter((t) => t !== 'poison'), 'stored once each, in order');
+  const tries = sql(`SELECT last_value FROM ${schema}.tries`);
+  assert.ok(tries <= 2 * Math.ceil(Math.log2(5000)) + 1, `${tries} insert statements`);
+});
+
 pgTest('an attempt end the server refuses ends its execution as failed, once; the ends beside it are stored', async () => {
   const { url, schema } = await refusingStore('UPDATE', "NEW.state = 2 AND NEW.result LIKE '%poison%'");
   const bg = make(url);

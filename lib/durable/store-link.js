@@ -45,6 +45,7 @@ class Pending {
     this.claim = 0; // executions claimed with it
     this.req = 0;
     this.units = 0; // stored text it carries (see BATCH_UNITS)
+    this.isolated = false; // part of a refused batch (see StoreLink.isolate)
   }
   get empty() {
     return this.inserts.length === 0 && this.finishes.length === 0 && this.progress.length === 0 && this.releases.length === 0;
@@ -63,6 +64,37 @@ class Pending {
     for (const v of part.finishValues) part.units += v.length;
     this.units -= part.units;
     return part;
+  }
+
+  /** Its writes: submissions, then attempt ends, then releases (progress is not one). */
+  get writes() {
+    return this.insertRecs.length + this.finishRecs.length + this.releases.length / 2;
+  }
+
+  /** A batch of its writes `from` to `to` (as `writes` counts them), without progress. */
+  slice(from, to) {
+    const part = new Pending();
+    const within = (n, offset) => [Math.max(0, Math.min(n, from - offset)), Math.max(0, Math.min(n, to - offset))];
+    const [a, b] = within(this.insertRecs.length, 0);
+    part.inserts = this.inserts.slice(a, b);
+    part.insertRecs = this.insertRecs.slice(a, b);
+    const [c, d] = within(this.finishRecs.length, this.insertRecs.length);
+    part.finishes = this.finishes.slice(c * 4, d * 4);
+    part.finishValues = this.finishValues.slice(c, d);
+    part.finishRecs = this.finishRecs.slice(c, d);
+    const [e, f] = within(this.releases.length / 2, this.insertRecs.length + this.finishRecs.length);
+    part.releases = this.releases.slice(e * 2, f * 2);
+    for (const row of part.inserts) part.units += insertUnits(row);
+    for (const v of part.finishValues) part.units += v.length;
+    return part;
+  }
+
+  /** Appends the writes of `other` (for giving them up together). */
+  append(other) {
+    for (const key of ['inserts', 'insertRecs', 'finishes', 'finishValues', 'finishRecs', 'releases']) {
+      for (const item of other[key]) this[key].push(item);
+    }
+    this.units += other.units;
   }
 }
 
@@ -98,11 +130,9 @@ class StoreLink {
     this.failures = 0; // failed batches in a row
     this.retryTimer = null; // the pause after a failed batch
     this.dead = false; // the store's thread has stopped: nothing more can be sent
-    // Writes at the head of `pending` to send one per batch (see `isolate`).
-    this.soloInserts = 0;
-    this.soloFinishes = 0;
-    this.soloReleases = 0;
-    this.soloClaim = false; // then its claim alone
+    // Parts of refused batches, sent one at a time before what is pending (see `isolate`).
+    this.isolated = [];
+    this.soloClaim = false; // then the refused batch's claim alone
     this.send = () => {
       this.scheduled = false;
       this.flush();
@@ -111,7 +141,7 @@ class StoreLink {
 
   /** Requests and batches in flight. */
   get busy() {
-    return this.inFlight.length > 0 || this.requests.size > 0 || this.held.length > 0 || !this.pending.empty;
+    return this.inFlight.length > 0 || this.requests.size > 0 || this.held.length > 0 || !this.pending.empty || this.isolated.length > 0;
   }
 
   insert(row, rec) {
@@ -160,8 +190,9 @@ class StoreLink {
   /** Sends what is pending, unless MAX_IN_FLIGHT batches are in flight (an answer sends it). */
   flush() {
     if (this.inFlight.length >= MAX_IN_FLIGHT || this.closed || this.retryTimer !== null || this.dead) return;
-    if (this.soloWrites() > 0) {
-      while (this.soloWrites() > 0 && this.inFlight.length < MAX_IN_FLIGHT) this.sendBatch(this.takeSolo(), 0);
+    if (this.isolated.length > 0) {
+      // One at a time: what was submitted first is stored first.
+      if (!this.inFlight.some((b) => b.isolated)) this.sendBatch(this.isolated.shift(), 0);
       return;
     }
     const claim = this.claimWanted ? Math.max(0, Math.min(this.owner._freeSlots() - this.inFlightClaim, this.owner.claimChunk)) : 0;
@@ -206,31 +237,29 @@ class StoreLink {
 
   /**
    * The store refused a write of a batch that carried several (submissions, attempt ends,
-   * releases, a claim): which one is unknown. They go back ahead of what is pending, to be
-   * sent one per batch, then the claim alone, so only the refused write fails.
+   * releases, a claim): which one is unknown. Its writes go again ahead of what is pending,
+   * in two halves sent one after the other; a half refused again is halved in turn, so the
+   * refused write ends up alone (and fails alone) in about 2·log2(n) batches, while every
+   * half without it is stored whole. The claim goes last, alone.
    */
   isolate(sent) {
-    const p = this.pending;
-    // concat, not unshift(...): a batch may hold more items than a call takes arguments.
-    p.inserts = sent.inserts.concat(p.inserts);
-    p.insertRecs = sent.insertRecs.concat(p.insertRecs);
-    p.finishes = sent.finishes.concat(p.finishes);
-    p.finishValues = sent.finishValues.concat(p.finishValues);
-    p.finishRecs = sent.finishRecs.concat(p.finishRecs);
-    p.releases = sent.releases.concat(p.releases);
-    p.units += sent.units;
-    this.soloInserts += sent.inserts.length;
-    this.soloFinishes += sent.finishRecs.length;
-    this.soloReleases += sent.releases.length / 2;
+    const n = sent.writes;
+    const half = Math.ceil(n / 2);
+    const parts = [sent.slice(0, half), sent.slice(half, n)].filter((p) => p.writes > 0);
+    for (const p of parts) p.isolated = true;
+    this.isolated = parts.concat(this.isolated);
     if (sent.claim > 0) {
       this.soloClaim = true;
       this.claimWanted = true;
     }
   }
 
-  /** Writes still to send one per batch (see `isolate`). */
-  soloWrites() {
-    return this.soloInserts + this.soloFinishes + this.soloReleases;
+  /** What is pending and the parts of refused batches still to send, as one batch. */
+  unsent() {
+    const all = new Pending();
+    for (const p of this.isolated) all.append(p);
+    all.append(this.pending);
+    return all;
   }
 
   /**
@@ -260,26 +289,10 @@ class StoreLink {
     return part;
   }
 
-  /** The next write to send alone (see `isolate`), as a batch of its own. */
-  takeSolo() {
-    if (this.soloInserts > 0) {
-      this.soloInserts--;
-      return this.pending.take(1, 0, 0);
-    }
-    if (this.soloFinishes > 0) {
-      this.soloFinishes--;
-      return this.pending.take(0, 1, 0);
-    }
-    this.soloReleases--;
-    return this.pending.take(0, 0, 1);
-  }
-
   /** Drops what is pending (given up, or sent elsewhere): a new, empty batch. */
   resetPending() {
     this.pending = new Pending();
-    this.soloInserts = 0;
-    this.soloFinishes = 0;
-    this.soloReleases = 0;
+    this.isolated = [];
     this.soloClaim = false;
   }
 
@@ -304,7 +317,7 @@ class StoreLink {
       for (const req of [...this.requests.keys()]) this.answer({ ...failed, req });
       // What was never sent (or came back to be sent again) cannot be written any more:
       // submissions are refused, the rest dropped; then nothing holds the executor.
-      this.owner._gaveUp(this.pending, text);
+      this.owner._gaveUp(this.unsent(), text);
       this.resetPending();
       this.claimWanted = false;
       this.owner._linkSettled(text);
@@ -331,7 +344,7 @@ class StoreLink {
     if (counted && this.onDrained !== null && (this.dead || this.failures >= CLOSE_ATTEMPTS)) {
       // Closing, and the store keeps failing: give up what is pending (attempts it ended stay
       // 'running' in the store and are rescued by lease like a crash's).
-      this.owner._gaveUp(this.pending);
+      this.owner._gaveUp(this.unsent());
       this.resetPending();
     } else if (counted && !this.dead && this.retryTimer === null) {
       const delay = retryDelay(this.failures - 1);
@@ -342,7 +355,7 @@ class StoreLink {
         this.checkDrained();
       }, delay);
     }
-    if (!this.pending.empty || this.claimWanted) this.flush();
+    if (!this.pending.empty || this.claimWanted || this.isolated.length > 0) this.flush();
     this.checkDrained();
   }
 
@@ -472,7 +485,7 @@ class StoreLink {
   close() {
     return new Promise((resolve, reject) => {
       const go = () => {
-        if (!this.dead && (this.inFlight.length > 0 || !this.pending.empty || this.writesQueued())) {
+        if (!this.dead && (this.inFlight.length > 0 || !this.pending.empty || this.isolated.length > 0 || this.writesQueued())) {
           this.onDrained = go;
           this.flush();
           return;
