@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { after } from 'node:test';
-import { test, shutDownAfterEach, waitUntil, within, ENTRY } from './helpers.mjs';
+import { test, shutDownAfterEach, waitUntil, within, sleep, ENTRY } from './helpers.mjs';
 import { SERVER, pgTest, sql } from './durable/pg-proxy.mjs';
 
 const create = shutDownAfterEach({ timeoutMs: 2000 });
@@ -134,6 +134,36 @@ pgTest('a runner killed with SIGKILL: another one takes its execution over once 
   });
   assert.equal(await done, 'survives on attempt 2');
   assert.deepEqual(attempts, [2], 'run once more, here');
+});
+
+pgTest('a row this release cannot read (a column changed by hand) stops the store: callers rejected with the cause, one store-error', async () => {
+  const url = fresh();
+  const first = make(url);
+  await first.initialize();
+  await first.shutdown();
+  const schema = new URL(url).searchParams.get('schema');
+  sql(`ALTER TABLE "${schema}".bmad_executions ALTER COLUMN priority TYPE numeric; SELECT 1`);
+  const bg = make(url);
+  const errors = [];
+  bg.on('store-error', (e) => errors.push(e.error));
+  bg.registerAgent('a', async (task) => task);
+  await bg.initialize();
+  // Stored, then claimed: the claimed rows cannot be read.
+  const runs = await within(Promise.allSettled([bg.execute('a', 'x'), bg.execute('a', 'y')]), 10000);
+  assert.notEqual(runs, 'pending');
+  for (const r of runs) {
+    assert.equal(r.status, 'rejected');
+    assert.equal(r.reason.code, 'ERR_STORE');
+    assert.match(r.reason.message, /store's thread failed .*column 5/);
+  }
+  await sleep(300);
+  assert.deepEqual(
+    errors.map((e) => e.code),
+    ['ERR_STORE'],
+    'said once',
+  );
+  await assert.rejects(bg.execute('a', 'later'), (err) => err.code === 'ERR_STORE');
+  assert.notEqual(await within(bg.shutdown(), 3000), 'pending', 'shutdown() settled');
 });
 
 pgTest('an unreachable server fails initialize() with ERR_STORE naming the cause, the password hidden', async () => {

@@ -64,7 +64,7 @@ function onStoreEvent(durable, ev) {
     case P.STORE_STOPPED:
       // The thread failed: users hear why; then it is a stopped thread like any other.
       durable._backgroundError(storeError(ev.errorCode, ev.text));
-      durable.link.threadStopped(ev.text);
+      durable.link.threadStopped(ev.text, true);
       break;
     case P.STORE_BACKGROUND_ERROR:
       // A heartbeat, rescue or retention that found the database busy runs again on its
@@ -106,7 +106,7 @@ function batchDone(durable, sent, ev) {
     }
     // A lost connection is reported by store-disconnected.
     if (transient && !lost) durable.stats.busy++;
-    else if (!transient) durable._backgroundError(err);
+    else if (!transient && ev.stopped !== true) durable._backgroundError(err);
     for (let i = 0; i < sent.insertRecs.length; i++) {
       if (transient) durable.link.insert(sent.inserts[i], sent.insertRecs[i]);
       else refused(sent.insertRecs[i], err);

@@ -304,10 +304,12 @@ class StoreLink {
   }
 
   /** The store's thread is gone (it can only stop when its callback can no longer be called). */
-  threadStopped(text = 'The store has stopped (its thread ended); nothing more can be written') {
+  threadStopped(text = 'The store has stopped (its thread ended); nothing more can be written', reported = false) {
     if (this.dead) return;
     this.dead = true;
-    const failed = { kind: P.STORE_FAILED, req: 0, errorCode: 'ERR_STORE', text };
+    // Said once: the batches it fails reject their submissions but report nothing more.
+    if (!reported) this.owner._backgroundError(storeError('ERR_STORE', text));
+    const failed = { kind: P.STORE_FAILED, req: 0, errorCode: 'ERR_STORE', text, stopped: true };
     if (this.retryTimer !== null) {
       clearTimeout(this.retryTimer);
       this.retryTimer = null;
