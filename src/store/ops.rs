@@ -332,18 +332,23 @@ impl Backend for Store {
     Ok((ended, gone))
   }
 
-  /// Renews the lease of every attempt this worker runs, and its own heartbeat.
+  /// Renews the lease of every attempt this worker runs, and its own heartbeat. Leases
+  /// count from when the write lock is held: a wait for it does not shorten them.
   fn heartbeat(&mut self, now: f64) -> StoreResult<()> {
-    self.conn.execute(
+    let asked = std::time::Instant::now();
+    let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
+    let now = now + asked.elapsed().as_secs_f64() * 1000.0;
+    tx.execute(
       "UPDATE bmad_executions SET lease_expires_at = ?2 WHERE owner = ?1 AND state = 1",
       params![self.me.owner, now + self.lease_ms],
     )?;
     // An upsert: a rescuer may have forgotten this worker after a long silence.
-    self.conn.execute(
+    tx.execute(
       "INSERT INTO bmad_workers (owner, host, pid, proc_start, started_at, heartbeat_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5) \
        ON CONFLICT (owner) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
       params![self.me.owner, self.me.host, self.me.pid, self.me.proc_start as i64, now],
     )?;
+    tx.commit()?;
     Ok(())
   }
 

@@ -405,6 +405,8 @@ fn housekeeping_gives_up_a_lock_soon_and_the_heartbeat_still_waits_its_half_leas
   let dir = TempDir::new("short_waits");
   let path = dir.db();
   let mut s = open_any(&path); // lease 1 s: statements wait up to 500 ms for a lock
+  insert(&mut s, vec![exec("a")], T0);
+  assert_eq!(claim(&mut s, 1, T0).len(), 1);
   let other = raw(&path);
   other
     .execute_batch("BEGIN IMMEDIATE")
@@ -431,6 +433,11 @@ fn housekeeping_gives_up_a_lock_soon_and_the_heartbeat_still_waits_its_half_leas
   });
   s.heartbeat(T0).expect("renewed once the lock is free");
   release.join().expect("join");
+  // The lease counts from the write, not from before the wait.
+  let lease: f64 = raw(&path)
+    .query_row("SELECT lease_expires_at FROM bmad_executions", [], |r| r.get(0))
+    .expect("lease");
+  assert!(lease >= T0 + 1_150.0, "lease to {}, asked at {T0}", lease - T0);
 }
 
 #[test]
