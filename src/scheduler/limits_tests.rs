@@ -1,6 +1,8 @@
 //! Per-agent concurrency limits and rate limits, driven with a fake clock.
 
+use super::limits::Block;
 use super::rate::RateLimit;
+use super::types::HOLDS_SLOT;
 use super::*;
 use std::collections::{HashMap, HashSet};
 
