@@ -337,7 +337,9 @@ impl Backend for Store {
   fn heartbeat(&mut self, now: f64) -> StoreResult<()> {
     let asked = std::time::Instant::now();
     let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
-    let now = now + asked.elapsed().as_secs_f64() * 1000.0;
+    // Counted when there was a wait (an uncontended lock takes microseconds).
+    let waited = asked.elapsed().as_secs_f64() * 1000.0;
+    let now = if waited >= 1.0 { now + waited } else { now };
     tx.execute(
       "UPDATE bmad_executions SET lease_expires_at = ?2 WHERE owner = ?1 AND state = 1",
       params![self.me.owner, now + self.lease_ms],
