@@ -4,24 +4,14 @@
 // once written (synchronous_commit on): what a client was told is committed survives.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { after } from 'node:test';
 import { shutDownAfterEach, waitUntil, within, sleep } from './helpers.mjs';
 import { pgTest } from './durable/pg-proxy.mjs';
+import { ownServer } from './durable/own-server.mjs';
 
 const create = shutDownAfterEach({ timeoutMs: 3000 });
-let server = null;
-const stopServer = () => {
-  const s = server;
-  server = null;
-  s?.stop();
-};
-after(stopServer);
-process.once('exit', stopServer); // a run cut short leaves no server behind
 
 pgTest('the server killed with SIGKILL mid-run and started again: every submission kept, every execution run and ended once', async () => {
-  // Imported here: an installed package has no scripts/.
-  const { startPostgres } = await import('../scripts/pg-cluster.mjs');
-  server = await startPostgres(undefined, { durableCommits: true });
+  const server = await ownServer({ durableCommits: true });
   const schema = `crash_${process.pid}`;
   const url = `${server.url}?schema=${schema}`;
   const runner = create({ store: url, throttleIfExceeded: false, maxConcurrentAgents: 8 });

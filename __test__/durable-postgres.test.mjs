@@ -4,9 +4,9 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { after } from 'node:test';
 import { test, shutDownAfterEach, waitUntil, within, sleep, ENTRY } from './helpers.mjs';
 import { SERVER, pgTest, sql } from './durable/pg-proxy.mjs';
+import { ownServer } from './durable/own-server.mjs';
 
 const create = shutDownAfterEach({ timeoutMs: 2000 });
 let schemas = 0;
@@ -14,25 +14,9 @@ let schemas = 0;
 const fresh = () => `${SERVER}?schema=js_${process.pid}_${++schemas}`;
 const make = (url, config = {}) => create({ store: url, throttleIfExceeded: false, ...config });
 
-/**
- * A server of this file's own for the tests that restart it: the other suites, run at the
- * same time, share the test server and must not see it go. Started at first use, stopped
- * when the file's tests are done.
- */
-let own = null;
-const stopOwn = () => {
-  const server = own;
-  own = null;
-  server?.stop();
-};
-after(stopOwn);
-process.once('exit', stopOwn); // a run cut short leaves no server behind
+/** A URL on this file's own server (for the tests that restart it), with a schema of its own. */
 async function restartable() {
-  if (own === null) {
-    // Imported here: an installed package has no scripts/ (and no server to test against).
-    const { startPostgres } = await import('../scripts/pg-cluster.mjs');
-    own = await startPostgres();
-  }
+  const own = await ownServer();
   return { url: `${own.url}?schema=js_${process.pid}_${++schemas}`, server: own.url, restart: own.restartCommand };
 }
 
