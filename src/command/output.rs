@@ -15,11 +15,12 @@ use tokio::sync::{mpsc, watch};
 use super::{Event, ProgressMode, Stream, MAX_LINE_BYTES};
 
 const READ_CHUNK: usize = 64 * 1024;
-/// Once told to stop, a reader still takes what the pipe holds: what arrives within
-/// `AFTER_STOP_WAIT` of the last read, up to the most a pipe can hold (Linux's default
-/// `pipe-max-size`). A process outside the command's group that keeps writing is cut there.
+/// Once told to stop, a reader still takes what the pipe holds: whatever is readable without
+/// waiting, and what arrives within `AFTER_STOP_WAIT` of the stop, up to the most a pipe can
+/// hold (Linux's default `pipe-max-size`). A process outside the command's group that keeps
+/// writing is cut there.
 const AFTER_STOP_BYTES: usize = 1024 * 1024;
-const AFTER_STOP_WAIT: std::time::Duration = std::time::Duration::from_millis(10);
+const AFTER_STOP_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
 /// Lines per [`Event::Lines`], so one chatty read does not make one huge JS array.
 const LINES_PER_EVENT: usize = 256;
 
@@ -279,14 +280,17 @@ pub(super) async fn read_stream<R: AsyncRead + Unpin>(source: Option<R>, mut r: 
   let mut after_cr = false;
   let mut mid_line = false;
   let mut after_stop = 0usize;
+  let mut stopped_at: Option<tokio::time::Instant> = None;
   loop {
     let n = if *r.stop.borrow() {
       // Bytes the command wrote before its group ended are still read: a reader held up by
-      // a slow listener must not lose the end of the output.
+      // a slow listener must not lose the end of the output. A read that is ready is taken
+      // even past the deadline (the timeout looks at it first); none is waited for then.
       if after_stop >= AFTER_STOP_BYTES {
         break;
       }
-      match tokio::time::timeout(AFTER_STOP_WAIT, source.read(&mut chunk)).await {
+      let deadline = *stopped_at.get_or_insert_with(|| tokio::time::Instant::now() + AFTER_STOP_WAIT);
+      match tokio::time::timeout_at(deadline, source.read(&mut chunk)).await {
         Ok(Ok(n)) if n > 0 => {
           after_stop += n;
           n
@@ -397,10 +401,99 @@ pub fn json_progress(line: &[u8]) -> Option<f64> {
 #[cfg(test)]
 mod tests {
   use super::*;
+  use std::time::Duration;
 
   fn text(bytes: &[u8], max: usize, cut_tail: bool) -> (String, bool) {
     let (t, cut) = Text::decode(bytes.to_vec(), max, cut_tail);
     (t.to_string(), cut)
+  }
+
+  /// Reads `source` with `stop` already sent; the bytes captured, and how long it took.
+  fn read_stopped<R: AsyncRead + Unpin + Send + 'static>(
+    rt: &tokio::runtime::Runtime,
+    source: R,
+  ) -> (u64, Duration) {
+    let captures = Arc::new(Captures::default());
+    let (events, _rx) = mpsc::channel(8);
+    let (stop_tx, stop) = watch::channel(false);
+    stop_tx.send(true).expect("a receiver");
+    let reader = Reader {
+      handle: 1,
+      stream: Stream::Stdout,
+      cap: 64 << 20,
+      captures: Arc::clone(&captures),
+      progress: ProgressMode::Off,
+      forward: Arc::new(AtomicBool::new(false)),
+      events,
+      stop,
+      lines: Vec::new(),
+      progress_value: None,
+    };
+    let started = std::time::Instant::now();
+    rt.block_on(read_stream(Some(source), reader));
+    let total = captures.of(Stream::Stdout).total;
+    (total, started.elapsed())
+  }
+
+  fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+      .enable_all()
+      .build()
+      .expect("runtime")
+  }
+
+  #[test]
+  fn a_stopped_reader_still_takes_what_the_pipe_holds() {
+    // A pipe still open (held by a process outside the group), with 200 KiB in it.
+    let rt = rt();
+    let (mut writer, pipe) = tokio::io::duplex(256 * 1024);
+    rt.block_on(async {
+      use tokio::io::AsyncWriteExt;
+      writer.write_all(&vec![b'x'; 200 * 1024]).await.expect("write");
+    });
+    let (total, took) = read_stopped(&rt, pipe);
+    assert_eq!(total, 200 * 1024, "every byte in the pipe");
+    assert!(
+      took < Duration::from_secs(1),
+      "not held by the open pipe: {took:?}"
+    );
+    drop(writer);
+  }
+
+  #[test]
+  fn a_stopped_reader_is_held_neither_by_a_slow_writer_nor_by_a_flood() {
+    use tokio::io::AsyncWriteExt;
+    let rt = rt();
+    // A few hundred bytes every millisecond: the reader stops soon after the stop.
+    let (mut writer, pipe) = tokio::io::duplex(64 * 1024);
+    let slow = rt.spawn(async move {
+      loop {
+        if writer.write_all(&[b'y'; 300]).await.is_err() {
+          return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+      }
+    });
+    let (total, took) = read_stopped(&rt, pipe);
+    assert!(
+      took < Duration::from_millis(500),
+      "slow writer: {took:?} ({total} bytes)"
+    );
+    slow.abort();
+    // As fast as it can: cut at about a pipe's worth.
+    let (mut writer, pipe) = tokio::io::duplex(64 * 1024);
+    let flood = rt.spawn(async move {
+      while writer.write_all(&[b'z'; 4096]).await.is_ok() {
+        tokio::task::yield_now().await;
+      }
+    });
+    let (total, took) = read_stopped(&rt, pipe);
+    assert!(
+      total <= (AFTER_STOP_BYTES + READ_CHUNK) as u64,
+      "flood: {total} bytes"
+    );
+    assert!(took < Duration::from_secs(2), "flood: {took:?}");
+    flood.abort();
   }
 
   #[test]
