@@ -78,6 +78,23 @@ pgTest('a submission refused among 5,000 of one commit is found by halving: a fe
   assert.ok(tries <= 2 * Math.ceil(Math.log2(5000)) + 1, `${tries} insert statements`);
 });
 
+pgTest('two refused commits in flight at once: each one\'s refused submission fails alone, the others are stored in their order', async () => {
+  const { url, schema } = await refusingStore('INSERT', "NEW.task LIKE 'poison%'");
+  const bg = make(url);
+  await bg.initialize();
+  const submit = (tasks) => tasks.map((t) => settleOf(bg.fireAndForget('elsewhere', t)));
+  const first = submit(['a1', 'a2', 'poison-a', 'a3', 'a4', 'a5']);
+  await null; // the first commit is sent; the second goes while it is in flight
+  const second = submit(['b1', 'b2', 'b3', 'poison-b', 'b4']);
+  const results = await within(Promise.all([...first, ...second]), 10000);
+  assert.notEqual(results, 'pending');
+  assert.deepEqual(
+    results.map((r) => r.ok),
+    [true, true, false, true, true, true, true, true, true, false, true],
+  );
+  assert.deepEqual(sql(`SELECT json_agg(task ORDER BY id) FROM ${schema}.bmad_executions`), ['a1', 'a2', 'a3', 'a4', 'a5', 'b1', 'b2', 'b3', 'b4']);
+});
+
 pgTest('an attempt end the server refuses ends its execution as failed, once; the ends beside it are stored', async () => {
   const { url, schema } = await refusingStore('UPDATE', "NEW.state = 2 AND NEW.result LIKE '%poison%'");
   const bg = make(url);

@@ -104,6 +104,11 @@ function batchDone(durable, sent, ev) {
       durable.link.isolate(sent);
       return;
     }
+    if (transient && sent.isolated) {
+      if (!lost) durable.stats.busy++;
+      durable.link.retryIsolated(sent);
+      return;
+    }
     // A lost connection is reported by store-disconnected.
     if (transient && !lost) durable.stats.busy++;
     else if (!transient && ev.stopped !== true) durable._backgroundError(err);

@@ -190,9 +190,10 @@ class StoreLink {
   /** Sends what is pending, unless MAX_IN_FLIGHT batches are in flight (an answer sends it). */
   flush() {
     if (this.inFlight.length >= MAX_IN_FLIGHT || this.closed || this.retryTimer !== null || this.dead) return;
-    if (this.isolated.length > 0) {
-      // One at a time: what was submitted first is stored first.
-      if (!this.inFlight.some((b) => b.isolated)) this.sendBatch(this.isolated.shift(), 0);
+    if (this.isolated.length > 0 || this.inFlight.some((b) => b.isolated)) {
+      // One at a time, and nothing else until the last is answered: what was submitted
+      // first is stored first, and the claim goes after them all.
+      if (this.isolated.length > 0 && !this.inFlight.some((b) => b.isolated)) this.sendBatch(this.isolated.shift(), 0);
       return;
     }
     const claim = this.claimWanted ? Math.max(0, Math.min(this.owner._freeSlots() - this.inFlightClaim, this.owner.claimChunk)) : 0;
@@ -247,11 +248,18 @@ class StoreLink {
     const half = Math.ceil(n / 2);
     const parts = [sent.slice(0, half), sent.slice(half, n)].filter((p) => p.writes > 0);
     for (const p of parts) p.isolated = true;
-    this.isolated = parts.concat(this.isolated);
+    // A part refused again holds the earliest writes still to send; a batch refused later
+    // than another, later ones.
+    this.isolated = sent.isolated ? parts.concat(this.isolated) : this.isolated.concat(parts);
     if (sent.claim > 0) {
       this.soloClaim = true;
       this.claimWanted = true;
     }
+  }
+
+  /** A part of a refused batch that failed for a passing reason goes again first, whole. */
+  retryIsolated(part) {
+    this.isolated.unshift(part);
   }
 
   /** What is pending and the parts of refused batches still to send, as one batch. */
