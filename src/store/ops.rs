@@ -205,9 +205,12 @@ impl Backend for Store {
     &self.interest
   }
 
-  /// Runs one batch in one immediate transaction.
+  /// Runs one batch in one immediate transaction. Its times (leases of its claims among
+  /// them) count from when it holds the write lock.
   fn batch(&mut self, batch: &Batch, now: f64) -> StoreResult<BatchResult> {
+    let asked = std::time::Instant::now();
     let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
+    let now = after_wait(now, asked);
     let mut out = BatchResult::default();
     for n in &batch.inserts {
       out.inserted.push(insert(&tx, n, now)?);
@@ -337,9 +340,7 @@ impl Backend for Store {
   fn heartbeat(&mut self, now: f64) -> StoreResult<()> {
     let asked = std::time::Instant::now();
     let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
-    // Counted when there was a wait (an uncontended lock takes microseconds).
-    let waited = asked.elapsed().as_secs_f64() * 1000.0;
-    let now = if waited >= 1.0 { now + waited } else { now };
+    let now = after_wait(now, asked);
     tx.execute(
       "UPDATE bmad_executions SET lease_expires_at = ?2 WHERE owner = ?1 AND state = 1",
       params![self.me.owner, now + self.lease_ms],
@@ -600,6 +601,17 @@ fn finish(tx: &Connection, owner: &str, f: &Finish, now: f64, jitter: &mut Jitte
 
 /// Hands a running attempt back to the queue without counting it (or ends it as cancelled
 /// when a cancel was requested).
+/// `now` (taken when the lock was `asked` for) moved on by the wait for it, when there was
+/// one: an uncontended lock takes microseconds, and times written then stay `now` exactly.
+fn after_wait(now: f64, asked: std::time::Instant) -> f64 {
+  let waited = asked.elapsed().as_secs_f64() * 1000.0;
+  if waited >= 1.0 {
+    now + waited
+  } else {
+    now
+  }
+}
+
 fn release(tx: &Connection, owner: &str, r: &Release, now: f64) -> StoreResult<()> {
   let cancelled: Option<bool> = tx
     .prepare_cached("SELECT cancel_requested FROM bmad_executions WHERE id = ?1 AND attempt = ?2 AND owner = ?3 AND state = 1")?

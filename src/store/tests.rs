@@ -438,6 +438,31 @@ fn housekeeping_gives_up_a_lock_soon_and_the_heartbeat_still_waits_its_half_leas
     .query_row("SELECT lease_expires_at FROM bmad_executions", [], |r| r.get(0))
     .expect("lease");
   assert!(lease >= T0 + 1_150.0, "lease to {}, asked at {T0}", lease - T0);
+  // So does a claim's.
+  insert(&mut s, vec![exec("a")], T0);
+  let other = raw(&path);
+  other
+    .execute_batch("BEGIN IMMEDIATE")
+    .expect("hold the write lock");
+  let release = std::thread::spawn(move || {
+    std::thread::sleep(Duration::from_millis(200));
+    other.execute_batch("COMMIT").expect("release");
+  });
+  let claimed = claim(&mut s, 1, T0);
+  release.join().expect("join");
+  assert_eq!(claimed.len(), 1);
+  let lease: f64 = raw(&path)
+    .query_row(
+      "SELECT lease_expires_at FROM bmad_executions WHERE id = ?1",
+      [claimed[0].id],
+      |r| r.get(0),
+    )
+    .expect("lease");
+  assert!(
+    lease >= T0 + 1_150.0,
+    "claimed lease to {}, asked at {T0}",
+    lease - T0
+  );
 }
 
 #[test]
