@@ -53,8 +53,15 @@ function childrenOf(ppid) {
   return out;
 }
 
-/** Whether process `pid` is still in the process table (a zombie not yet reaped is). */
-const listed = (pid) => existsSync(`/proc/${pid}`);
+/** Whether process `pid` exists and has not exited (a zombie has). */
+function running(pid) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return !/^[ZX]/.test(stat.slice(stat.lastIndexOf(')') + 2));
+  } catch {
+    return false;
+  }
+}
 
 function freePort() {
   return new Promise((resolve, reject) => {
@@ -145,7 +152,16 @@ export async function startPostgres(bin = findPostgres(), { ssl = false, durable
        * waits until they are gone; resolves their pids. `start()` then recovers from the WAL.
        */
       async crash() {
-        const postmaster = Number(readFileSync(path.join(data, 'postmaster.pid'), 'utf8').split('\n')[0]);
+        // Only this cluster's postmaster: a pid left in the file may belong to another process now.
+        let postmaster = 0;
+        let cmdline = '';
+        try {
+          postmaster = Number(readFileSync(path.join(data, 'postmaster.pid'), 'utf8').split('\n')[0]);
+          cmdline = readFileSync(`/proc/${postmaster}/cmdline`, 'utf8');
+        } catch {
+          // not started, or gone
+        }
+        if (!cmdline.includes(data)) throw new Error(`the postmaster of ${data} is not running (pid ${postmaster})`);
         // Stopped first, so it forks nothing more while its children are listed (once it is
         // dead they belong to init); then every one of them and the postmaster are killed.
         process.kill(postmaster, 'SIGSTOP');
@@ -157,13 +173,15 @@ export async function startPostgres(bin = findPostgres(), { ssl = false, durable
             // exited meanwhile
           }
         }
-        // PostgreSQL refuses to start while the old postmaster's pid is listed: waits until
-        // every one is reaped (by init, their parent once the postmaster is gone).
+        // Dead once exited: a zombie that a parent does not reap (a container whose init
+        // reaps nothing) holds no lock and no memory of the server.
         const deadline = Date.now() + 10000;
-        while (killed.some(listed)) {
-          if (Date.now() > deadline) throw new Error(`server processes not reaped 10 s after SIGKILL: ${killed.filter(listed).join(', ')}`);
+        while (killed.some(running)) {
+          if (Date.now() > deadline) throw new Error(`server processes still running 10 s after SIGKILL: ${killed.filter(running).join(', ')}`);
           await new Promise((r) => setTimeout(r, 20));
         }
+        // PostgreSQL refuses to start while the pid in its lock file exists, zombie or not.
+        rmSync(path.join(data, 'postmaster.pid'), { force: true });
         return killed;
       },
       start: () => run('pg_ctl', ['-D', data, '-l', log, '-o', options, '-w', '-t', '60', 'start']),
