@@ -147,7 +147,15 @@ pgTest('a row this release cannot read (a column changed by hand) stops the stor
     'said once',
   );
   await assert.rejects(bg.execute('a', 'later'), (err) => err.code === 'ERR_STORE');
+  // Requests after the stop fail too, and say nothing more to store-error listeners.
+  await assert.rejects(bg.fetchExecutionStatus('exec-d1'), (err) => err.code === 'ERR_STORE');
+  const aborted = new AbortController();
+  const late = bg.execute('a', 'aborted later', { signal: aborted.signal }).catch((err) => err);
+  aborted.abort();
+  assert.equal((await late).code, 'ERR_STORE');
   assert.notEqual(await within(bg.shutdown(), 3000), 'pending', 'shutdown() settled');
+  await sleep(100);
+  assert.equal(errors.length, 1, errors.map((e) => e.message).join('\n'));
 });
 
 pgTest('an unreachable server fails initialize() with ERR_STORE naming the cause, the password hidden', async () => {
