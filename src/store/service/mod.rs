@@ -1,0 +1,178 @@
+//! The store's thread. It owns the statement connection of this executor, so the JS thread
+//! never waits on the disk. Requests arrive on a channel and are answered through the sink
+//! in order (a PostgreSQL store's status reads go beside it, to its pool: `Handle::fetch`);
+//! between requests the thread
+//!
+//! - polls `PRAGMA data_version` while anything could come from another process (claimable
+//!   work, cancels of attempts it runs, ends of executions it watches), and reads what
+//!   changed only when it changed: every `poll_ms` for a second after any activity, every
+//!   `IDLE_POLL_MS` after that (a busy store answers fast; an idle one costs little CPU);
+//! - renews its leases every `lease_ms / 3` from this thread, so a JS event loop blocked by
+//!   a CPU-heavy agent does not make its executions look abandoned;
+//! - rescues abandoned executions every `min(lease_ms / 2, 1 s)`, and deletes ended ones
+//!   past retention every 5 s.
+//!
+//! The files:
+//! - `mod.rs` (this one): the options, the handle, `start`, and the state the thread keeps.
+//! - `messages`: what the thread is asked (`Command`), what it answers (`Event`), and the
+//!   sink the answers go to.
+//! - `serve`: opening the store, the loop that waits for requests, and each request's work.
+//! - `periodic`: the work between requests: polls and what they find, heartbeats, rescue,
+//!   retention, wake-ups.
+
+mod messages;
+mod periodic;
+mod serve;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use super::backend::Backend;
+use super::pg::pool::Pool;
+use super::pg::reader::Reader;
+use super::pg::PgTarget;
+use super::schema::Synchronous;
+use super::StoreError;
+// `serve` starts the WAL watch as `super::wake`.
+use super::wake;
+pub use messages::{send_event, Command, Event, SharedSink, Sink};
+use serve::run;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+  pub path: PathBuf,
+  pub synchronous: Synchronous,
+  pub lease_ms: f64,
+  pub poll_ms: f64,
+  pub ttl_ms: f64,
+  pub max_kept: u64,
+  /// A PostgreSQL store instead of the SQLite file at `path` (an error: its URL was refused,
+  /// and the open fails with it).
+  pub postgres: Option<Result<PgTarget, StoreError>>,
+}
+
+/// The sending end of a running store thread. Dropping it stops the thread.
+pub struct Handle {
+  tx: Sender<Command>,
+  thread: Option<JoinHandle<()>>,
+  /// Status reads beside the thread (PostgreSQL).
+  reader: Option<Arc<Reader>>,
+}
+
+impl Drop for Handle {
+  fn drop(&mut self) {
+    // The wake-up watcher holds a sender too: the channel alone would never disconnect.
+    let _ = self.tx.send(Command::Dropped);
+  }
+}
+
+impl Handle {
+  /// Queues a request; `false` once the thread has stopped.
+  pub fn send(&self, cmd: Command) -> bool {
+    self.tx.send(cmd).is_ok()
+  }
+
+  /// Reads execution `id` for request `req`: beside the thread when the store can (its
+  /// pool, PostgreSQL), else in line with the other requests. `false` once the thread has
+  /// stopped.
+  pub fn fetch(&self, req: u32, id: i64) -> bool {
+    if self.reader.as_ref().is_some_and(|r| r.fetch(req, id)) {
+      return true;
+    }
+    self.send(Command::Fetch { req, id })
+  }
+
+  /// Waits for the thread to end (after `Close`).
+  pub fn join(&mut self) {
+    if let Some(t) = self.thread.take() {
+      let _ = t.join();
+    }
+  }
+}
+
+/// Starts the thread; it opens the store and answers `Opened` or `Failed { req: 0 }`.
+pub fn start(opts: Options, sink: Sink) -> std::io::Result<Handle> {
+  let (tx, rx) = mpsc::channel();
+  let sink: SharedSink = Arc::new(Mutex::new(sink));
+  // PostgreSQL: a pool for the work beside the statement connection, and its reads.
+  let pool = match &opts.postgres {
+    Some(Ok(target)) => Some(Pool::new(target.clone())),
+    _ => None,
+  };
+  let reader = pool
+    .clone()
+    .and_then(|p| Reader::new(p, sink.clone()).ok())
+    .map(Arc::new);
+  let thread = std::thread::Builder::new().name("bmad-store".into()).spawn({
+    let tx = tx.clone();
+    let reader = reader.clone();
+    move || run(opts, pool, reader, rx, tx, sink)
+  })?;
+  Ok(Handle {
+    tx,
+    thread: Some(thread),
+    reader,
+  })
+}
+
+struct Service {
+  store: Box<dyn Backend>,
+  opts: Options,
+  sink: SharedSink,
+  reader: Option<Arc<Reader>>,
+  watched: HashSet<i64>,
+  /// The attempts this worker runs: execution id -> attempt.
+  running: HashMap<i64, u32>,
+  /// The thread's own deadlines below are on a monotonic clock (`tick`, ms since `epoch`): a
+  /// step of the wall clock neither stalls heartbeats and rescues nor bunches them. Times
+  /// written to the store stay on the wall clock (`now_ms`), which every process shares.
+  epoch: Instant,
+  wake_at: Option<f64>,
+  next_poll: f64,
+  next_heartbeat: f64,
+  next_rescue: f64,
+  next_retention: f64,
+  /// When every watched id is looked up next.
+  next_full_check: f64,
+  /// The last request or change seen: polls are fast for `ACTIVE_MS` after it.
+  active_at: f64,
+  /// A watcher sends `Wake` on other processes' commits: the poll is only a safety net.
+  woken: bool,
+  /// A wake-up found nothing yet: look once more after `RECHECK_MS`.
+  recheck: bool,
+  alive: bool,
+}
+
+/// See `Service::recheck`.
+const RECHECK_MS: f64 = 0.2;
+
+/// The poll interval once nothing has happened for `ACTIVE_MS`.
+const IDLE_POLL_MS: f64 = 5.0;
+/// The poll interval while active when a watcher sends wake-ups: it only catches a change
+/// the wake-up raced (the WAL written, its index not yet).
+const WOKEN_POLL_MS: f64 = 2.0;
+const ACTIVE_MS: f64 = 1_000.0;
+
+/// How often every watched id is looked up, whatever changed.
+const FULL_CHECK_MS: f64 = 5_000.0;
+
+impl Service {
+  fn emit(&mut self, ev: Event) {
+    if !send_event(&self.sink, ev) {
+      self.alive = false;
+    }
+  }
+
+  fn interested(&self) -> bool {
+    !self.store.interest().none || !self.watched.is_empty() || !self.running.is_empty()
+  }
+
+  /// Ms on the monotonic clock since the thread started.
+  fn tick(&self) -> f64 {
+    self.epoch.elapsed().as_secs_f64() * 1000.0
+  }
+}

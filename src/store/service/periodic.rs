@@ -1,0 +1,187 @@
+//! The thread's work between requests: the deadlines it keeps (heartbeat, rescue,
+//! retention, the poll, a wake-up), the poll's findings (work, cancels, ended executions),
+//! and the look after a reconnect.
+
+use super::{Event, Service, ACTIVE_MS, FULL_CHECK_MS, IDLE_POLL_MS, RECHECK_MS, WOKEN_POLL_MS};
+use crate::store::backend::Changes;
+use crate::store::{Row, StoreResult};
+use crate::system::probes::now_ms;
+
+impl Service {
+  pub(super) fn next_deadline(&self) -> f64 {
+    let mut d = self.next_heartbeat.min(self.next_rescue).min(self.next_retention);
+    if self.interested() {
+      d = d.min(self.next_poll);
+    }
+    if let Some(w) = self.wake_at {
+      d = d.min(w);
+    }
+    d
+  }
+
+  /// The connection is back: claims whose answer was lost go back to the queue, and what
+  /// other executors did meanwhile is looked at.
+  pub(super) fn resync(&mut self) {
+    self.release_unknown();
+    self.check_ended();
+    if !self.store.interest().none {
+      self.emit(Event::Changed);
+    }
+  }
+
+  /// Attempts this worker holds in the store but does not know of go back to the queue:
+  /// claims whose answer was lost.
+  fn release_unknown(&mut self) {
+    let running: Vec<(i64, u32)> = self.running.iter().map(|(&id, &a)| (id, a)).collect();
+    match self.store.release_unknown(&running) {
+      Ok(ids) if !ids.is_empty() => tracing::debug!(?ids, "claims whose answer was lost handed back"),
+      Ok(_) => {}
+      Err(e) => self.emit(Event::Background(e)),
+    }
+  }
+
+  /// Tells JS to look for work again in `delay_ms` (a retry's or a delayed row's due time).
+  pub(super) fn wake_in(&mut self, delay_ms: f64) {
+    let at = self.tick() + delay_ms.max(0.0);
+    self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
+  }
+
+  pub(super) fn periodic(&mut self) {
+    // `now` is what the store is told; `t` what this thread's deadlines are compared with.
+    let now = now_ms();
+    let t = self.tick();
+    if t >= self.next_heartbeat {
+      self.next_heartbeat = t + self.opts.lease_ms / 3.0;
+      match self.store.heartbeat(now) {
+        // Also after a reconnect's look: a batch given up when its answer was late may
+        // still commit its claims on the server afterwards, and the heartbeat would renew
+        // them for ever.
+        Ok(()) => self.release_unknown(),
+        Err(e) => self.emit(Event::Background(e)),
+      }
+    }
+    if t >= self.next_rescue {
+      self.next_rescue = t + (self.opts.lease_ms / 2.0).min(1_000.0);
+      match self.store.rescue(now) {
+        Ok(rescued) if !rescued.is_empty() => {
+          let requeued = rescued.iter().any(|r| r.status == crate::protocol::STATUS_QUEUED);
+          self.emit(Event::Rescued(rescued));
+          if requeued && !self.store.interest().none {
+            self.emit(Event::Changed);
+          }
+        }
+        Ok(_) => {}
+        Err(e) => self.emit(Event::Background(e)),
+      }
+    }
+    if t >= self.next_retention {
+      self.next_retention = t + 5_000.0;
+      if let Err(e) = self.store.retention(self.opts.ttl_ms, self.opts.max_kept, now) {
+        self.emit(Event::Background(e));
+      }
+    }
+    if !self.watched.is_empty() && t >= self.next_full_check {
+      // Catches ids deleted by retention before their end was seen.
+      self.check_ended();
+    }
+    if let Some(w) = self.wake_at {
+      if t >= w {
+        self.wake_at = None;
+        if !self.store.interest().none {
+          self.emit(Event::Changed);
+        }
+      }
+    }
+    if self.interested() && t >= self.next_poll {
+      let active = t - self.active_at < ACTIVE_MS;
+      let fast = if self.woken {
+        self.opts.poll_ms.max(WOKEN_POLL_MS)
+      } else {
+        self.opts.poll_ms
+      };
+      self.next_poll = t
+        + if active {
+          fast
+        } else {
+          self.opts.poll_ms.max(IDLE_POLL_MS)
+        };
+      match self.store.changes() {
+        Ok(c) if c.any => {
+          self.active_at = t;
+          self.recheck = false;
+          self.changed(&c);
+          if c.full {
+            self.check_ended();
+          }
+        }
+        Ok(_) => {
+          if self.recheck {
+            self.recheck = false;
+            self.next_poll = t + RECHECK_MS;
+          }
+        }
+        Err(e) => self.emit(Event::Background(e)),
+      }
+    }
+  }
+
+  /// Another process committed `c`: what concerns this one.
+  fn changed(&mut self, c: &Changes) {
+    let ended = &c.ended;
+    if c.cancels && !self.running.is_empty() {
+      self.check_cancels();
+    }
+    if !self.watched.is_empty() {
+      let mine: Vec<i64> = ended
+        .iter()
+        .copied()
+        .filter(|id| self.watched.contains(id))
+        .collect();
+      if !mine.is_empty() {
+        let found = self.store.ended_among(&mine);
+        self.report_ended(found);
+      }
+    }
+    if c.work && !self.store.interest().none {
+      self.emit(Event::Changed);
+    }
+  }
+
+  pub(super) fn check_cancels(&mut self) {
+    match self.store.cancel_requests() {
+      Ok(list) if !list.is_empty() => self.emit(Event::CancelRequested(list)),
+      Ok(_) => {}
+      Err(e) => self.emit(Event::Background(e)),
+    }
+  }
+
+  /// A full look at every watched id (their ends may have gone unheard, or been deleted by
+  /// retention before they were seen).
+  pub(super) fn check_ended(&mut self) {
+    if self.watched.is_empty() {
+      return;
+    }
+    self.next_full_check = self.tick() + FULL_CHECK_MS;
+    let ids: Vec<i64> = self.watched.iter().copied().collect();
+    let found = self.store.ended_among(&ids);
+    self.report_ended(found);
+  }
+
+  fn report_ended(&mut self, found: StoreResult<(Vec<Row>, Vec<i64>)>) {
+    match found {
+      Ok((rows, gone)) => {
+        if rows.is_empty() && gone.is_empty() {
+          return;
+        }
+        for r in &rows {
+          self.watched.remove(&r.id);
+        }
+        for id in &gone {
+          self.watched.remove(id);
+        }
+        self.emit(Event::Ended { rows, gone });
+      }
+      Err(e) => self.emit(Event::Background(e)),
+    }
+  }
+}

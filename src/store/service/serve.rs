@@ -1,0 +1,296 @@
+//! The thread's main line: `run` opens the store and serves until the executor closes or
+//! goes, `serve` waits for requests between the periodic work, and `handle` does each one.
+//! After a failed open or a panic, `refuse_all` answers every later request with the failure.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{send_event, Command, Event, Options, Service, SharedSink, FULL_CHECK_MS};
+use crate::store::backend::Backend;
+use crate::store::ops::Interest;
+use crate::store::pg::backend::Postgres;
+use crate::store::pg::ops::PgStore;
+use crate::store::pg::pool::Pool;
+use crate::store::pg::reader::Reader;
+use crate::store::{Finished, Store, StoreError};
+use crate::system::probes::now_ms;
+
+pub(super) fn run(
+  opts: Options,
+  pool: Option<Pool>,
+  reader: Option<Arc<Reader>>,
+  rx: Receiver<Command>,
+  tx: Sender<Command>,
+  sink: SharedSink,
+) {
+  let opened: Result<Box<dyn Backend>, StoreError> = match &opts.postgres {
+    None => Store::open(&opts.path, opts.synchronous, opts.lease_ms, now_ms())
+      .map(|s| Box::new(s) as Box<dyn Backend>),
+    Some(Err(e)) => Err(e.clone()),
+    Some(Ok(target)) => {
+      let pool = pool.unwrap_or_else(|| Pool::new(target.clone()));
+      PgStore::open(target.clone(), pool, opts.lease_ms, now_ms())
+        .and_then(|s| Postgres::new(s, tx.clone()))
+        .map(|p| Box::new(p) as Box<dyn Backend>)
+    }
+  };
+  let store = match opened {
+    Ok(s) => s,
+    Err(error) => {
+      if send_event(
+        &sink,
+        Event::Failed {
+          req: 0,
+          error: error.clone(),
+        },
+      ) {
+        refuse_all(&rx, &sink, &error);
+      }
+      return;
+    }
+  };
+  if let Some(r) = &reader {
+    r.open();
+  }
+  if !send_event(
+    &sink,
+    Event::Opened {
+      owner: store.owner().to_string(),
+    },
+  ) {
+    return;
+  }
+  // SQLite: a watch on the WAL file; PostgreSQL's listener already wakes the thread.
+  let waker = if opts.postgres.is_none() {
+    super::wake::watch(&opts.path, tx)
+  } else {
+    None
+  };
+  let now = 0.0; // on the monotonic clock, from `epoch`
+  let listened = opts.postgres.is_some();
+  let mut s = Service {
+    store,
+    opts,
+    sink,
+    reader,
+    watched: HashSet::new(),
+    running: HashMap::new(),
+    epoch: Instant::now(),
+    wake_at: None,
+    next_poll: now,
+    next_heartbeat: now,
+    next_rescue: now, // at once: executions of this host's exited executors, our previous run's too
+    next_retention: now + 1_000.0,
+    next_full_check: now + FULL_CHECK_MS,
+    active_at: now,
+    woken: waker.is_some() || listened,
+    recheck: false,
+    alive: true,
+  };
+  // A panic (a bug, or a row of a schema changed by hand that a driver cannot read) must
+  // not leave callers waiting in silence: JS hears that the thread stopped (and fails what
+  // it waits for), and every later request is answered with the failure.
+  let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.serve(&rx)));
+  if let Err(panic) = served {
+    let what = panic
+      .downcast_ref::<&str>()
+      .map(|m| m.to_string())
+      .or_else(|| panic.downcast_ref::<String>().cloned())
+      .unwrap_or_else(|| "a panic".to_string());
+    let error = StoreError::store(format!(
+      "the store's thread failed ({what}); nothing more can be written"
+    ));
+    send_event(&s.sink, Event::Stopped(error.clone()));
+    if let Some(r) = &s.reader {
+      r.close();
+    }
+    refuse_all(&rx, &s.sink, &error);
+  }
+}
+
+impl Service {
+  /// Answers commands and does the periodic work until the executor closes or goes.
+  fn serve(&mut self, rx: &Receiver<Command>) {
+    while self.alive {
+      let wait = (self.next_deadline() - self.tick()).clamp(0.0, 1_000.0);
+      match rx.recv_timeout(Duration::from_micros((wait * 1000.0) as u64)) {
+        Ok(cmd) => {
+          self.handle(cmd);
+          // Everything already queued, with what falls due in between (a busy executor
+          // always has a batch queued: a cancel heard meanwhile must not wait for a lull).
+          while self.alive {
+            match rx.try_recv() {
+              Ok(cmd) => {
+                self.handle(cmd);
+                if self.alive && self.tick() >= self.next_deadline() {
+                  self.periodic();
+                }
+              }
+              Err(_) => break,
+            }
+          }
+        }
+        Err(RecvTimeoutError::Timeout) => {}
+        Err(RecvTimeoutError::Disconnected) => {
+          let _ = self.store.leave();
+          return;
+        }
+      }
+      if self.alive {
+        self.periodic();
+      }
+      if self.alive {
+        for (up, store) in self.store.link_changes() {
+          self.emit(Event::Link { up, store });
+          if up {
+            self.resync();
+          }
+        }
+      }
+    }
+  }
+}
+
+/// After a failed open, every request is answered with that failure.
+fn refuse_all(rx: &Receiver<Command>, sink: &SharedSink, error: &StoreError) {
+  while let Ok(cmd) = rx.recv() {
+    let req = match cmd {
+      Command::Close { req } => {
+        send_event(sink, Event::Closed { req });
+        return;
+      }
+      Command::Dropped => return,
+      _ => match cmd.req() {
+        Some(req) => req,
+        None => continue,
+      },
+    };
+    if !send_event(
+      sink,
+      Event::Failed {
+        req,
+        error: error.clone(),
+      },
+    ) {
+      return;
+    }
+  }
+}
+
+impl Service {
+  fn handle(&mut self, cmd: Command) {
+    let now = now_ms();
+    self.active_at = self.tick();
+    match cmd {
+      Command::Batch { req, batch } => match self.store.batch(&batch, now) {
+        Ok(result) => {
+          for (f, r) in batch.finishes.iter().zip(&result.finished) {
+            // Only this attempt: a stale end of an earlier one leaves a later one running.
+            if self.running.get(&f.id) == Some(&f.attempt) {
+              self.running.remove(&f.id);
+            }
+            if let Finished::Retry(delay) = r {
+              self.wake_in(*delay);
+            }
+          }
+          for r in &batch.releases {
+            if self.running.get(&r.id) == Some(&r.attempt) {
+              self.running.remove(&r.id);
+            }
+          }
+          for row in &result.claimed {
+            self.running.insert(row.id, row.attempt);
+          }
+          // Their submitter waits for their ends from now: one that another process claims
+          // and ends before JS has the answer must not go unseen.
+          for i in &result.inserted {
+            if !i.existing {
+              self.watched.insert(i.id);
+            }
+          }
+          let look_ahead = batch.claim > 0 && (result.claimed.len() as u32) < batch.claim;
+          // The answer first: JS goes on while this thread looks for the next due time.
+          self.emit(Event::Batch { req, result });
+          if look_ahead {
+            match self.store.next_due(now) {
+              Ok(Some(t)) => self.wake_in(t - now_ms()),
+              Ok(None) => {}
+              Err(e) => self.emit(Event::Background(e)),
+            }
+          }
+        }
+        Err(error) => self.emit(Event::Failed { req, error }),
+      },
+      Command::Cancel { req, id, error } => match self.store.cancel(id, &error, now) {
+        Ok(was) => {
+          if self.running.contains_key(&id) {
+            // Ours: the request reaches JS like one from another process.
+            self.check_cancels();
+          }
+          self.emit(Event::Cancelled { req, was });
+        }
+        Err(error) => self.emit(Event::Failed { req, error }),
+      },
+      Command::Fetch { req, id } => match self.store.fetch(id) {
+        Ok(row) => self.emit(Event::Fetched {
+          req,
+          row: row.map(Box::new),
+        }),
+        Err(error) => self.emit(Event::Failed { req, error }),
+      },
+      Command::GlobalLimit { req, agent, limit } => match self.store.set_global_limit(&agent, limit) {
+        Ok(()) => self.emit(Event::Done { req }),
+        Err(error) => self.emit(Event::Failed { req, error }),
+      },
+      Command::Check { req } => match self.store.integrity_check() {
+        Ok(result) => self.emit(Event::Checked { req, result }),
+        Err(error) => self.emit(Event::Failed { req, error }),
+      },
+      Command::Interest { any, agents } => {
+        self.store.set_interest(Interest::new(any, &agents));
+        if !self.store.interest().none {
+          self.emit(Event::Changed);
+        }
+      }
+      Command::Watch { ids, check } => {
+        if check {
+          let before = std::mem::take(&mut self.watched);
+          self.watched.extend(ids);
+          self.check_ended();
+          self.watched.extend(before);
+        } else {
+          self.watched.extend(ids);
+        }
+      }
+      Command::Unwatch(ids) => {
+        for id in ids {
+          self.watched.remove(&id);
+        }
+      }
+      Command::Wake => {
+        if self.interested() {
+          // Look now, and once more shortly: the commit may not be visible yet.
+          self.next_poll = self.tick();
+          self.recheck = true;
+        }
+      }
+      Command::Dropped => {
+        let _ = self.store.leave();
+        self.alive = false;
+      }
+      Command::Close { req } => {
+        // Reads made beside the thread are answered before the close.
+        if let Some(r) = &self.reader {
+          r.close();
+        }
+        if let Err(e) = self.store.leave() {
+          self.emit(Event::Background(e));
+        }
+        self.emit(Event::Closed { req });
+        self.alive = false;
+      }
+    }
+  }
+}
