@@ -37,8 +37,6 @@ use super::pg::reader::Reader;
 use super::pg::PgTarget;
 use super::schema::Synchronous;
 use super::StoreError;
-// `serve` starts the WAL watch as `super::wake`.
-use super::wake;
 pub use messages::{send_event, Command, Event, SharedSink, Sink};
 use serve::run;
 

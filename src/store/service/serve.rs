@@ -64,7 +64,7 @@ pub(super) fn run(
   }
   // SQLite: a watch on the WAL file; PostgreSQL's listener already wakes the thread.
   let waker = if opts.postgres.is_none() {
-    super::wake::watch(&opts.path, tx)
+    crate::store::wake::watch(&opts.path, tx)
   } else {
     None
   };
