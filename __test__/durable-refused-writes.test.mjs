@@ -4,7 +4,8 @@
 // value the server cannot hold would. Text that no store can hold (NUL) is refused before.
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { test, shutDownAfterEach, exitIfWorkLeftBehind, tempDir, settleOf, waitUntil, within } from './helpers.mjs';
+import { spawn } from 'node:child_process';
+import { test, shutDownAfterEach, exitIfWorkLeftBehind, tempDir, settleOf, waitUntil, within, sleep, ENTRY } from './helpers.mjs';
 import { SERVER, pgTest, sql } from './durable/pg-proxy.mjs';
 
 exitIfWorkLeftBehind();
@@ -93,6 +94,45 @@ pgTest('two refused commits in flight at once: each one\'s refused submission fa
     [true, true, false, true, true, true, true, true, true, false, true],
   );
   assert.deepEqual(sql(`SELECT json_agg(task ORDER BY id) FROM ${schema}.bmad_executions`), ['a1', 'a2', 'a3', 'a4', 'a5', 'b1', 'b2', 'b3', 'b4']);
+});
+
+pgTest('a rescue the server refuses leaves that attempt running and says so once; the others are rescued', async () => {
+  const { url, schema } = await refusingStore('UPDATE', "OLD.task = 'poison' AND OLD.state = 1 AND NEW.state <> 1");
+  // A runner in a child process takes both executions, then is killed.
+  const source = `import { BackgroundExecutor } from ${JSON.stringify(ENTRY)};
+    const bg = new BackgroundExecutor({ store: ${JSON.stringify(url)}, leaseMs: 600, throttleIfExceeded: false });
+    bg.registerAgent('hold', async (task) => { console.log('started ' + task); await new Promise(() => {}); });
+    await bg.initialize();`;
+  const child = spawn(process.execPath, ['--input-type=module', '-e', source], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout.on('data', (d) => (out += d));
+  try {
+    const bg = make(url, { leaseMs: 600 });
+    const errors = [];
+    bg.on('store-error', (e) => errors.push(e.error));
+    const rescued = [];
+    bg.on('execution-rescued', (e) => rescued.push(e));
+    await bg.initialize();
+    const fine = settleOf(bg.execute('hold', 'fine'));
+    const { executionId: poisonId } = await bg.fireAndForget('hold', 'poison');
+    await waitUntil(() => out.includes('started fine') && out.includes('started poison'), 'the child runs both', { timeoutMs: 10000 });
+    child.kill('SIGKILL');
+    const r = await within(fine, 10000);
+    assert.notEqual(r, 'pending');
+    assert.equal(r.ok, false);
+    assert.equal(r.value.code, 'ERR_WORKER_LOST');
+    await sleep(1500); // a few more rescue rounds: said once
+    assert.deepEqual(rescued.map((e) => e.status), ['failed']);
+    assert.equal(errors.length, 1, errors.map((e) => e.message).join('\n'));
+    assert.match(errors[0].message, /stays running: its rescue was refused .*refused by the test trigger/);
+    assert.match(errors[0].message, new RegExp(`execution ${poisonId.replace('exec-d', '')} \\(attempt 1\\)`));
+    assert.deepEqual(sql(`SELECT json_agg(json_build_array(task, state) ORDER BY id) FROM ${schema}.bmad_executions`), [
+      ['fine', 3],
+      ['poison', 1],
+    ]);
+  } finally {
+    child.kill('SIGKILL');
+  }
 });
 
 pgTest('an attempt end the server refuses ends its execution as failed, once; the ends beside it are stored', async () => {

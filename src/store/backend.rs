@@ -35,6 +35,8 @@ pub trait Backend: Send {
   fn integrity_check(&mut self) -> StoreResult<String>;
   fn heartbeat(&mut self, now: f64) -> StoreResult<()>;
   fn rescue(&mut self, now: f64) -> StoreResult<Vec<Rescued>>;
+  /// Errors of rescues the store refused since the last call (each attempt reported once).
+  fn take_notices(&mut self) -> Vec<super::StoreError>;
   fn retention(&mut self, ttl_ms: f64, max_kept: u64, now: f64) -> StoreResult<u64>;
   /// Of `ids`, the ended executions and the ids no longer stored.
   fn ended_among(&mut self, ids: &[i64]) -> StoreResult<(Vec<Row>, Vec<i64>)>;

@@ -87,6 +87,10 @@ pub struct Store {
   ends_seen: i64,
   /// How long a statement waits for another process's lock (half a lease).
   busy: Duration,
+  /// Attempts whose rescue the store refused (a trigger): left running, not tried again;
+  /// and the errors that say so, not yet taken (`take_notices`).
+  unrescuable: std::collections::HashSet<(i64, u32)>,
+  notices: Vec<StoreError>,
 }
 
 /// The longest lock wait of housekeeping (rescue, retention): each runs again at its next
@@ -129,6 +133,8 @@ impl Store {
       version: 0,
       ends_seen: 0,
       busy,
+      unrescuable: Default::default(),
+      notices: Vec::new(),
     };
     store.conn.execute(
       "INSERT INTO bmad_workers (owner, host, pid, proc_start, started_at, heartbeat_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
@@ -359,6 +365,10 @@ impl Backend for Store {
   /// host, has exited: queued again when attempts are left, else failed (`ERR_WORKER_LOST`),
   /// or cancelled when a cancel was requested. Each move is a compare-and-set: an attempt
   /// that finished meanwhile is left alone.
+  fn take_notices(&mut self) -> Vec<StoreError> {
+    std::mem::take(&mut self.notices)
+  }
+
   fn rescue(&mut self, now: f64) -> StoreResult<Vec<Rescued>> {
     let _short = ShortWaits::new(&self.conn, self.busy);
     let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
@@ -399,24 +409,44 @@ impl Backend for Store {
     };
     let mut out = Vec::new();
     for (id, agent, attempt, owner, max_attempts, cancel) in candidates {
+      if self.unrescuable.contains(&(id, attempt)) {
+        continue;
+      }
       let status = decide::rescue_status(cancel, attempt, max_attempts);
-      let changed = match status {
+      let moved = match status {
         // Due at once, whatever a claimer's clock says (as when it was created).
         STATUS_QUEUED => tx.execute(
           "UPDATE bmad_executions SET state = 0, owner = NULL, lease_expires_at = NULL, scheduled_at = created_at \
            WHERE id = ?1 AND attempt = ?2 AND owner = ?3 AND state = 1",
           params![id, attempt, owner],
-        )?,
+        ),
         STATUS_CANCELLED => tx.execute(
           "UPDATE bmad_executions SET state = 4, lease_expires_at = NULL, finalized_at = ?4 \
            WHERE id = ?1 AND attempt = ?2 AND owner = ?3 AND state = 1",
           params![id, attempt, owner, now],
-        )?,
+        ),
         _ => tx.execute(
           "UPDATE bmad_executions SET state = 3, error = ?5, lease_expires_at = NULL, finalized_at = ?4 \
            WHERE id = ?1 AND attempt = ?2 AND owner = ?3 AND state = 1",
           params![id, attempt, owner, now, WORKER_LOST],
-        )?,
+        ),
+      };
+      // A move the store refuses (a trigger) leaves that attempt running, reported once;
+      // only the statement is undone, and the others are moved all the same.
+      let changed = match moved.map_err(StoreError::from) {
+        Ok(n) => n,
+        Err(e) if e.code == super::REFUSED => {
+          self.unrescuable.insert((id, attempt));
+          self.notices.push(StoreError {
+            code: super::REFUSED,
+            message: format!(
+              "execution {id} (attempt {attempt}) stays running: its rescue was refused ({})",
+              e.message
+            ),
+          });
+          continue;
+        }
+        Err(e) => return Err(e),
       };
       if changed == 1 {
         if status != STATUS_QUEUED {

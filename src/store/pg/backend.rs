@@ -92,6 +92,9 @@ impl Backend for Postgres {
   fn rescue(&mut self, now: f64) -> StoreResult<Vec<Rescued>> {
     self.store.rescue(now)
   }
+  fn take_notices(&mut self) -> Vec<crate::store::StoreError> {
+    self.store.take_notices()
+  }
   fn retention(&mut self, ttl_ms: f64, max_kept: u64, now: f64) -> StoreResult<u64> {
     self.store.start_retention(ttl_ms, max_kept, now)
   }

@@ -197,6 +197,13 @@ pub fn quote_ident(name: &str) -> String {
   format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// Whether the server refused what a statement wrote: a data exception, a constraint or a
+/// trigger's exception (SQLSTATE classes 22, 23 and P0).
+pub(super) fn refused(e: &tokio_postgres::Error) -> bool {
+  e.code()
+    .is_some_and(|c| matches!(c.code().get(..2), Some("22" | "23" | "P0")))
+}
+
 /// A PostgreSQL error with what the server said and what caused it (the bare `Display` of a
 /// connection failure says only "error connecting to server").
 pub(super) fn pg_error(shown: &str, what: &str, e: &tokio_postgres::Error) -> StoreError {
@@ -222,10 +229,7 @@ pub(super) fn pg_error(shown: &str, what: &str, e: &tokio_postgres::Error) -> St
       code: super::BUSY,
       message: text,
     }
-  } else if e
-    .code()
-    .is_some_and(|c| matches!(c.code().get(..2), Some("22" | "23" | "P0")))
-  {
+  } else if refused(e) {
     // A data exception, a constraint or a trigger's exception: the rows written were refused.
     StoreError {
       code: super::REFUSED,

@@ -18,6 +18,8 @@ use crate::store::ops::{Interest, COLUMNS, WORKER_LOST};
 use crate::store::{Batch, BatchResult, CancelRequest, Rescued, Row, StoreError, StoreResult};
 use crate::system::probes::now_ms;
 
+use std::collections::HashSet;
+
 pub(super) type PgResult<T> = Result<T, tokio_postgres::Error>;
 
 /// A difference between this host's clock and the server's below this is left alone
@@ -87,9 +89,13 @@ pub struct PgStore {
   fetch: String,
   release_unknown: String,
   /// The executions this worker runs whose agent has a global limit (see `batch::Ctx`).
-  limited: std::collections::HashSet<(i64, u32)>,
+  limited: HashSet<(i64, u32)>,
   /// Retention in the background, on a connection of the pool.
   sweeper: Sweeper,
+  /// Attempts whose rescue the server refused (a trigger, a constraint): left running, not
+  /// tried again; and the errors that say so, not yet taken (`take_notices`).
+  unrescuable: HashSet<(i64, i32)>,
+  notices: Vec<StoreError>,
 }
 
 impl PgStore {
@@ -146,6 +152,8 @@ impl PgStore {
       release_unknown,
       limited: Default::default(),
       sweeper,
+      unrescuable: HashSet::new(),
+      notices: Vec::new(),
     };
     let sql = format!(
       "INSERT INTO {}.bmad_workers (owner, host, pid, proc_start, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $5, $5)",
@@ -516,13 +524,47 @@ impl PgStore {
   /// host, has exited (see `store::decide::rescue_status`). Rows are locked as they are
   /// read and each move is a compare-and-set: an attempt that finished meanwhile is left
   /// alone, and two rescuers never move the same row.
+  ///
+  /// A move the server refuses (a trigger, a constraint) leaves that attempt running and is
+  /// reported once (`take_notices`); the others are moved all the same.
   pub fn rescue(&mut self, now: f64) -> StoreResult<Vec<Rescued>> {
+    loop {
+      match self.rescue_once(now)? {
+        Ok(rescued) => return Ok(rescued),
+        Err((id, attempt, e)) => {
+          self.unrescuable.insert((id, attempt));
+          let cause = super::pg_error(&self.conn.target.shown, "cannot rescue in", &e);
+          self.notices.push(StoreError {
+            code: crate::store::REFUSED,
+            message: format!(
+              "execution {id} (attempt {attempt}) stays running: its rescue was refused ({})",
+              cause.message
+            ),
+          });
+        }
+      }
+    }
+  }
+
+  /// The errors of rescues refused since the last call.
+  pub fn take_notices(&mut self) -> Vec<StoreError> {
+    std::mem::take(&mut self.notices)
+  }
+
+  /// One rescue transaction: the attempts moved, or the one whose move the server refused
+  /// (the transaction then rolled back).
+  #[allow(clippy::type_complexity)]
+  fn rescue_once(
+    &mut self,
+    now: f64,
+  ) -> StoreResult<Result<Vec<Rescued>, (i64, i32, tokio_postgres::Error)>> {
     self.conn.ensure()?;
     let now = self.server_time(now);
     let s = self.s.clone();
     let me = &self.me;
     let lease_ms = self.lease_ms;
     let channel = self.channel.clone();
+    let skip = &self.unrescuable;
     let db = self.conn.db();
     let client = &db;
     self.conn.wait("cannot rescue in", async move {
@@ -556,28 +598,36 @@ impl PgStore {
       let mut out = Vec::new();
       for c in &candidates {
         let (id, agent, attempt, owner): (i64, String, i32, String) = (c.get(0), c.get(1), c.get(2), c.get(3));
+        if skip.contains(&(id, attempt)) {
+          continue;
+        }
         let max_attempts = u32::try_from(c.get::<_, i32>(4)).unwrap_or(1);
         let attempt_u = u32::try_from(attempt).unwrap_or(0);
         let status = decide::rescue_status(c.get(5), attempt_u, max_attempts);
         let which = "WHERE id = $1 AND attempt = $2 AND owner = $3 AND state = 1";
-        let changed = match status {
+        let moved = match status {
           // Due at once, whatever a claimer's clock says (as when it was created).
           STATUS_QUEUED => {
             let sql = format!(
               "UPDATE {s}.bmad_executions SET state = 0, owner = NULL, lease_expires_at = NULL, scheduled_at = created_at {which}"
             );
-            client.execute(&sql, &[&id, &attempt, &owner]).await?
+            client.execute(&sql, &[&id, &attempt, &owner]).await
           }
           STATUS_CANCELLED => {
             let sql = format!("UPDATE {s}.bmad_executions SET state = 4, lease_expires_at = NULL, finalized_at = $4 {which}");
-            client.execute(&sql, &[&id, &attempt, &owner, &now]).await?
+            client.execute(&sql, &[&id, &attempt, &owner, &now]).await
           }
           _ => {
             let sql = format!(
               "UPDATE {s}.bmad_executions SET state = 3, error = $5, lease_expires_at = NULL, finalized_at = $4 {which}"
             );
-            client.execute(&sql, &[&id, &attempt, &owner, &now, &WORKER_LOST]).await?
+            client.execute(&sql, &[&id, &attempt, &owner, &now, &WORKER_LOST]).await
           }
+        };
+        let changed = match moved {
+          Ok(n) => n,
+          Err(e) if super::refused(&e) => return Ok(Err((id, attempt, e))),
+          Err(e) => return Err(e),
         };
         if changed == 1 {
           out.push(Rescued {
@@ -617,10 +667,17 @@ impl PgStore {
         notes.push("w".to_string());
       }
       notify::notify(client, &channel, &notes).await?;
-      Ok(out)
+      Ok(Ok(out))
       }
       .await;
-      end(client, r).await
+      match r {
+        // Refused: the transaction is aborted; nothing of it stays.
+        Ok(Err(refusal)) => {
+          client.batch_execute("ROLLBACK").await?;
+          Ok(Err(refusal))
+        }
+        r => end(client, r).await,
+      }
     })
   }
 

@@ -590,6 +590,48 @@ fn a_lost_worker_s_executions_are_rescued_once_and_its_late_end_is_stale() {
 }
 
 #[test]
+fn a_rescue_the_server_refuses_leaves_that_attempt_running_reported_once_and_moves_the_others() {
+  let Some(url) = server() else { return };
+  let mut a = store(&url, "rescue_refused");
+  let mut b = store(&url, "rescue_refused");
+  let ids = insert(&mut a, vec![exec("a", 3), exec("a", 3)]);
+  assert_eq!(claim(&mut a, 2, T0 + 1.0), ids);
+  // A trigger of the user's refuses any change to the first one.
+  let mut c = PgConnection::open(target(&url, "rescue_refused")).expect("open");
+  sql(
+    &mut c,
+    &format!(
+      "CREATE FUNCTION {{s}}.refuse() RETURNS trigger LANGUAGE plpgsql AS $$ \
+       BEGIN IF OLD.id = {} THEN RAISE EXCEPTION 'refused by the test'; END IF; RETURN NEW; END $$; \
+       CREATE TRIGGER refuse BEFORE UPDATE ON {{s}}.bmad_executions FOR EACH ROW EXECUTE FUNCTION {{s}}.refuse()",
+      ids[0]
+    ),
+  );
+  let late = T0 + 1.0 + LEASE + 1.0;
+  let rescued = b.rescue(late).expect("the others are rescued");
+  assert_eq!(rescued.iter().map(|r| r.id).collect::<Vec<_>>(), vec![ids[1]]);
+  let notices = b.take_notices();
+  assert_eq!(notices.len(), 1, "{notices:?}");
+  assert_eq!(notices[0].code, crate::store::REFUSED);
+  assert!(
+    notices[0]
+      .message
+      .contains(&format!("execution {} (attempt 1)", ids[0]))
+      && notices[0].message.contains("refused by the test"),
+    "{}",
+    notices[0].message
+  );
+  // Not tried again, not reported again: it stays running.
+  assert!(b.rescue(late + 10.0).expect("rescue").is_empty());
+  assert!(b.take_notices().is_empty());
+  assert_eq!(
+    b.fetch(ids[0]).expect("fetch").expect("row").status,
+    STATUS_RUNNING
+  );
+  drop_schema(&url, "rescue_refused");
+}
+
+#[test]
 fn a_slow_clock_reading_keeps_the_previous_offset() {
   use super::ops::clock_offset;
   // The server 2 s ahead, read in a 10 ms round trip.

@@ -73,6 +73,9 @@ impl Service {
         Ok(_) => {}
         Err(e) => self.emit(Event::Background(e)),
       }
+      for e in self.store.take_notices() {
+        self.emit(Event::Background(e));
+      }
     }
     if t >= self.next_retention {
       self.next_retention = t + 5_000.0;
