@@ -187,6 +187,124 @@ impl Store {
     Ok(n)
   }
 
+  /// One rescue transaction (see `Backend::rescue`): the attempts moved, or None when a
+  /// refusal rolled the whole transaction back; it is then run again without that attempt.
+  fn rescue_round(&mut self, now: f64) -> StoreResult<Option<Vec<Rescued>>> {
+    let _short = ShortWaits::new(&self.conn, self.busy);
+    let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
+    let mut dead: Vec<String> = Vec::new();
+    if !self.me.host.is_empty() {
+      let mut st =
+        tx.prepare_cached("SELECT owner, pid, proc_start FROM bmad_workers WHERE host = ?1 AND owner != ?2")?;
+      let workers = st
+        .query_map(params![self.me.host, self.me.owner], |r| {
+          Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?, r.get::<_, i64>(2)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+      for (owner, pid, started) in workers {
+        if host::is_dead(pid, started as u64) {
+          dead.push(owner);
+        }
+      }
+    }
+    let dead_json = serde_json::to_string(&dead).map_err(|e| StoreError::store(e.to_string()))?;
+    let candidates = {
+      let mut st = tx.prepare_cached(
+        "SELECT id, agent, attempt, owner, max_attempts, cancel_requested FROM bmad_executions \
+         WHERE state = 1 AND ((lease_expires_at < ?1 AND owner != ?3) OR owner IN (SELECT value FROM json_each(?2)))",
+      )?;
+      // Never its own attempts: they are alive while this process is (a late heartbeat
+      // after a long lock wait must not start a second run here).
+      let rows = st.query_map(params![now, dead_json, self.me.owner], |r| {
+        Ok((
+          r.get::<_, i64>(0)?,
+          r.get::<_, String>(1)?,
+          r.get::<_, u32>(2)?,
+          r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+          r.get::<_, u32>(4)?,
+          r.get::<_, i64>(5)? != 0,
+        ))
+      })?;
+      rows.collect::<rusqlite::Result<Vec<_>>>()?
+    };
+    let mut out = Vec::new();
+    for (id, agent, attempt, owner, max_attempts, cancel) in candidates {
+      if self.unrescuable.contains(&(id, attempt)) {
+        continue;
+      }
+      let status = decide::rescue_status(cancel, attempt, max_attempts);
+      // Each move in a savepoint: a refusal undoes that move alone, whatever the trigger or
+      // constraint's conflict resolution (ABORT, or FAIL after part of the change).
+      tx.execute_batch("SAVEPOINT bmad_rescue")?;
+      let moved = match status {
+        // Due at once, whatever a claimer's clock says (as when it was created).
+        STATUS_QUEUED => tx.execute(
+          "UPDATE bmad_executions SET state = 0, owner = NULL, lease_expires_at = NULL, scheduled_at = created_at \
+           WHERE id = ?1 AND attempt = ?2 AND owner = ?3 AND state = 1",
+          params![id, attempt, owner],
+        ),
+        STATUS_CANCELLED => tx.execute(
+          "UPDATE bmad_executions SET state = 4, lease_expires_at = NULL, finalized_at = ?4 \
+           WHERE id = ?1 AND attempt = ?2 AND owner = ?3 AND state = 1",
+          params![id, attempt, owner, now],
+        ),
+        _ => tx.execute(
+          "UPDATE bmad_executions SET state = 3, error = ?5, lease_expires_at = NULL, finalized_at = ?4 \
+           WHERE id = ?1 AND attempt = ?2 AND owner = ?3 AND state = 1",
+          params![id, attempt, owner, now, WORKER_LOST],
+        ),
+      };
+      // A move the store refuses (a trigger) leaves that attempt running, reported once;
+      // only the statement is undone, and the others are moved all the same.
+      let changed = match moved.map_err(StoreError::from) {
+        Ok(n) => n,
+        Err(e) if e.code == super::REFUSED => {
+          self.unrescuable.insert((id, attempt));
+          self.notices.push(StoreError {
+            code: super::REFUSED,
+            message: format!(
+              "execution {id} (attempt {attempt}) stays running: its rescue was refused ({})",
+              e.message
+            ),
+          });
+          if tx.is_autocommit() {
+            return Ok(None); // the whole transaction was rolled back (RAISE(ROLLBACK))
+          }
+          tx.execute_batch("ROLLBACK TO bmad_rescue; RELEASE bmad_rescue")?;
+          continue;
+        }
+        Err(e) => return Err(e),
+      };
+      tx.execute_batch("RELEASE bmad_rescue")?;
+      if changed == 1 {
+        if status != STATUS_QUEUED {
+          log_end(&tx, id)?;
+        }
+        out.push(Rescued {
+          id,
+          agent,
+          attempt,
+          owner,
+          status,
+        });
+      }
+    }
+    if !dead.is_empty() {
+      tx.execute(
+        "DELETE FROM bmad_workers WHERE owner IN (SELECT value FROM json_each(?1))",
+        [&dead_json],
+      )?;
+    }
+    // Workers silent for long (other hosts) are forgotten; their executions were rescued by
+    // lease long before. One that comes back registers again with its next heartbeat.
+    tx.execute(
+      "DELETE FROM bmad_workers WHERE heartbeat_at < ?1 AND owner != ?2",
+      params![now - (10.0 * self.lease_ms).max(600_000.0), self.me.owner],
+    )?;
+    tx.commit()?;
+    Ok(Some(out))
+  }
+
   /// Ends logged after `seq`: (seq, execution id) pairs, oldest first.
   pub fn ends_after(&self, seq: i64) -> StoreResult<Vec<(i64, i64)>> {
     let mut st = self
@@ -361,120 +479,21 @@ impl Backend for Store {
     Ok(())
   }
 
-  /// Moves on every running execution whose lease expired or whose owner, a process on this
-  /// host, has exited: queued again when attempts are left, else failed (`ERR_WORKER_LOST`),
-  /// or cancelled when a cancel was requested. Each move is a compare-and-set: an attempt
-  /// that finished meanwhile is left alone.
   fn take_notices(&mut self) -> Vec<StoreError> {
     std::mem::take(&mut self.notices)
   }
 
+  /// Moves on every running execution whose lease expired or whose owner, a process on this
+  /// host, has exited: queued again when attempts are left, else failed (`ERR_WORKER_LOST`),
+  /// or cancelled when a cancel was requested. Each move is a compare-and-set: an attempt
+  /// that finished meanwhile is left alone. A move the store refuses (a trigger) leaves
+  /// that attempt running, reported once (`take_notices`); the others are moved all the same.
   fn rescue(&mut self, now: f64) -> StoreResult<Vec<Rescued>> {
-    let _short = ShortWaits::new(&self.conn, self.busy);
-    let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
-    let mut dead: Vec<String> = Vec::new();
-    if !self.me.host.is_empty() {
-      let mut st =
-        tx.prepare_cached("SELECT owner, pid, proc_start FROM bmad_workers WHERE host = ?1 AND owner != ?2")?;
-      let workers = st
-        .query_map(params![self.me.host, self.me.owner], |r| {
-          Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?, r.get::<_, i64>(2)?))
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-      for (owner, pid, started) in workers {
-        if host::is_dead(pid, started as u64) {
-          dead.push(owner);
-        }
+    loop {
+      if let Some(rescued) = self.rescue_round(now)? {
+        return Ok(rescued);
       }
     }
-    let dead_json = serde_json::to_string(&dead).map_err(|e| StoreError::store(e.to_string()))?;
-    let candidates = {
-      let mut st = tx.prepare_cached(
-        "SELECT id, agent, attempt, owner, max_attempts, cancel_requested FROM bmad_executions \
-         WHERE state = 1 AND ((lease_expires_at < ?1 AND owner != ?3) OR owner IN (SELECT value FROM json_each(?2)))",
-      )?;
-      // Never its own attempts: they are alive while this process is (a late heartbeat
-      // after a long lock wait must not start a second run here).
-      let rows = st.query_map(params![now, dead_json, self.me.owner], |r| {
-        Ok((
-          r.get::<_, i64>(0)?,
-          r.get::<_, String>(1)?,
-          r.get::<_, u32>(2)?,
-          r.get::<_, Option<String>>(3)?.unwrap_or_default(),
-          r.get::<_, u32>(4)?,
-          r.get::<_, i64>(5)? != 0,
-        ))
-      })?;
-      rows.collect::<rusqlite::Result<Vec<_>>>()?
-    };
-    let mut out = Vec::new();
-    for (id, agent, attempt, owner, max_attempts, cancel) in candidates {
-      if self.unrescuable.contains(&(id, attempt)) {
-        continue;
-      }
-      let status = decide::rescue_status(cancel, attempt, max_attempts);
-      let moved = match status {
-        // Due at once, whatever a claimer's clock says (as when it was created).
-        STATUS_QUEUED => tx.execute(
-          "UPDATE bmad_executions SET state = 0, owner = NULL, lease_expires_at = NULL, scheduled_at = created_at \
-           WHERE id = ?1 AND attempt = ?2 AND owner = ?3 AND state = 1",
-          params![id, attempt, owner],
-        ),
-        STATUS_CANCELLED => tx.execute(
-          "UPDATE bmad_executions SET state = 4, lease_expires_at = NULL, finalized_at = ?4 \
-           WHERE id = ?1 AND attempt = ?2 AND owner = ?3 AND state = 1",
-          params![id, attempt, owner, now],
-        ),
-        _ => tx.execute(
-          "UPDATE bmad_executions SET state = 3, error = ?5, lease_expires_at = NULL, finalized_at = ?4 \
-           WHERE id = ?1 AND attempt = ?2 AND owner = ?3 AND state = 1",
-          params![id, attempt, owner, now, WORKER_LOST],
-        ),
-      };
-      // A move the store refuses (a trigger) leaves that attempt running, reported once;
-      // only the statement is undone, and the others are moved all the same.
-      let changed = match moved.map_err(StoreError::from) {
-        Ok(n) => n,
-        Err(e) if e.code == super::REFUSED => {
-          self.unrescuable.insert((id, attempt));
-          self.notices.push(StoreError {
-            code: super::REFUSED,
-            message: format!(
-              "execution {id} (attempt {attempt}) stays running: its rescue was refused ({})",
-              e.message
-            ),
-          });
-          continue;
-        }
-        Err(e) => return Err(e),
-      };
-      if changed == 1 {
-        if status != STATUS_QUEUED {
-          log_end(&tx, id)?;
-        }
-        out.push(Rescued {
-          id,
-          agent,
-          attempt,
-          owner,
-          status,
-        });
-      }
-    }
-    if !dead.is_empty() {
-      tx.execute(
-        "DELETE FROM bmad_workers WHERE owner IN (SELECT value FROM json_each(?1))",
-        [&dead_json],
-      )?;
-    }
-    // Workers silent for long (other hosts) are forgotten; their executions were rescued by
-    // lease long before. One that comes back registers again with its next heartbeat.
-    tx.execute(
-      "DELETE FROM bmad_workers WHERE heartbeat_at < ?1 AND owner != ?2",
-      params![now - (10.0 * self.lease_ms).max(600_000.0), self.me.owner],
-    )?;
-    tx.commit()?;
-    Ok(out)
   }
 
   /// Deletes ended executions older than `ttl_ms`, then all but the newest `max_kept`.
@@ -629,8 +648,6 @@ fn finish(tx: &Connection, owner: &str, f: &Finish, now: f64, jitter: &mut Jitte
   Ok(Finished::Recorded)
 }
 
-/// Hands a running attempt back to the queue without counting it (or ends it as cancelled
-/// when a cancel was requested).
 /// `now` (taken when the lock was `asked` for) moved on by the wait for it, when there was
 /// one: an uncontended lock takes microseconds, and times written then stay `now` exactly.
 fn after_wait(now: f64, asked: std::time::Instant) -> f64 {
@@ -642,6 +659,8 @@ fn after_wait(now: f64, asked: std::time::Instant) -> f64 {
   }
 }
 
+/// Hands a running attempt back to the queue without counting it (or ends it as cancelled
+/// when a cancel was requested).
 fn release(tx: &Connection, owner: &str, r: &Release, now: f64) -> StoreResult<()> {
   let cancelled: Option<bool> = tx
     .prepare_cached("SELECT cancel_requested FROM bmad_executions WHERE id = ?1 AND attempt = ?2 AND owner = ?3 AND state = 1")?

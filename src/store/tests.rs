@@ -804,42 +804,54 @@ fn two_stores_claiming_at_once_claim_each_execution_once() {
 
 #[test]
 fn a_rescue_the_store_refuses_leaves_that_attempt_running_reported_once_and_moves_the_others() {
-  let dir = TempDir::new("rescue_refused");
-  let path = dir.db();
-  let mut a = open_any(&path);
-  let mut b = open(&path);
-  let ids = insert_ids(&mut a, vec![with_attempts("x", 1), with_attempts("y", 1)], T0);
-  assert_eq!(claimed_ids(&mut a, 10, T0), ids);
-  // A trigger of the user's refuses any change to the first one.
-  raw(&path)
-    .execute_batch(&format!(
-      "CREATE TRIGGER refuse BEFORE UPDATE ON bmad_executions WHEN OLD.id = {} \
-       BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
-      ids[0]
-    ))
-    .expect("trigger");
-  let rescued = b.rescue(T0 + 2_000.0).expect("the others are rescued");
-  assert_eq!(rescued.iter().map(|r| r.id).collect::<Vec<_>>(), vec![ids[1]]);
-  let notices = b.take_notices();
-  assert_eq!(notices.len(), 1, "{notices:?}");
-  assert_eq!(notices[0].code, REFUSED);
-  assert!(
-    notices[0]
-      .message
-      .contains(&format!("execution {} (attempt 1)", ids[0]))
-      && notices[0].message.contains("refused by the test"),
-    "{}",
-    notices[0].message
-  );
-  // Not tried again, not reported again: it stays running.
-  assert!(b.rescue(T0 + 3_000.0).expect("rescue").is_empty());
-  assert!(b.take_notices().is_empty());
-  let state: i64 = raw(&path)
-    .query_row("SELECT state FROM bmad_executions WHERE id = ?1", [ids[0]], |r| {
-      r.get(0)
-    })
-    .expect("state");
-  assert_eq!(state, 1);
+  // A trigger of the user's refuses any change to the first one, undoing as SQLite's
+  // conflict resolutions do: the statement (ABORT), the whole transaction (ROLLBACK), or
+  // nothing of what it already changed (FAIL, after the update).
+  for (when, raise) in [("BEFORE", "ABORT"), ("BEFORE", "ROLLBACK"), ("AFTER", "FAIL")] {
+    let dir = TempDir::new("rescue_refused");
+    let path = dir.db();
+    let mut a = open_any(&path);
+    let mut b = open(&path);
+    let ids = insert_ids(&mut a, vec![with_attempts("x", 1), with_attempts("y", 1)], T0);
+    assert_eq!(claimed_ids(&mut a, 10, T0), ids);
+    raw(&path)
+      .execute_batch(&format!(
+        "CREATE TRIGGER refuse {when} UPDATE ON bmad_executions WHEN OLD.id = {} \
+         BEGIN SELECT RAISE({raise}, 'refused by the test'); END",
+        ids[0]
+      ))
+      .expect("trigger");
+    let ends_before = b.ends_after(0).expect("ends").len();
+    let rescued = b.rescue(T0 + 2_000.0).expect("the others are rescued");
+    assert_eq!(
+      rescued.iter().map(|r| (r.id, r.status)).collect::<Vec<_>>(),
+      vec![(ids[1], STATUS_FAILED)],
+      "{raise}"
+    );
+    let notices = b.take_notices();
+    assert_eq!(notices.len(), 1, "{raise}: {notices:?}");
+    assert_eq!(notices[0].code, REFUSED);
+    assert!(
+      notices[0]
+        .message
+        .contains(&format!("execution {} (attempt 1)", ids[0]))
+        && notices[0].message.contains("refused by the test"),
+      "{}",
+      notices[0].message
+    );
+    // Not tried again, not reported again: it stays running; the other's end is logged.
+    assert!(b.rescue(T0 + 3_000.0).expect("rescue").is_empty(), "{raise}");
+    assert!(b.take_notices().is_empty(), "{raise}");
+    let state = |id: i64| -> i64 {
+      raw(&path)
+        .query_row("SELECT state FROM bmad_executions WHERE id = ?1", [id], |r| {
+          r.get(0)
+        })
+        .expect("state")
+    };
+    assert_eq!((state(ids[0]), state(ids[1])), (1, 3), "{raise}");
+    assert_eq!(b.ends_after(0).expect("ends").len(), ends_before + 1, "{raise}");
+  }
 }
 
 #[test]
