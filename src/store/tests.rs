@@ -802,6 +802,17 @@ fn two_stores_claiming_at_once_claim_each_execution_once() {
 
 // ----- rescue ------------------------------------------------------------------------------
 
+/// `notices` say once that the rescue of attempt 1 of `id` was refused, with the cause.
+pub(in crate::store) fn assert_one_refused_rescue(notices: &[super::StoreError], id: i64) {
+  assert_eq!(notices.len(), 1, "{notices:?}");
+  assert_eq!(notices[0].code, super::REFUSED);
+  let m = &notices[0].message;
+  assert!(
+    m.contains(&format!("execution {id} (attempt 1)")) && m.contains("refused by the test"),
+    "{m}"
+  );
+}
+
 #[test]
 fn a_rescue_the_store_refuses_leaves_that_attempt_running_reported_once_and_moves_the_others() {
   // A trigger of the user's refuses any change to the first one, undoing as SQLite's
@@ -828,17 +839,7 @@ fn a_rescue_the_store_refuses_leaves_that_attempt_running_reported_once_and_move
       vec![(ids[1], STATUS_FAILED)],
       "{raise}"
     );
-    let notices = b.take_notices();
-    assert_eq!(notices.len(), 1, "{raise}: {notices:?}");
-    assert_eq!(notices[0].code, REFUSED);
-    assert!(
-      notices[0]
-        .message
-        .contains(&format!("execution {} (attempt 1)", ids[0]))
-        && notices[0].message.contains("refused by the test"),
-      "{}",
-      notices[0].message
-    );
+    assert_one_refused_rescue(&b.take_notices(), ids[0]);
     // Not tried again, not reported again: it stays running; the other's end is logged.
     assert!(b.rescue(T0 + 3_000.0).expect("rescue").is_empty(), "{raise}");
     assert!(b.take_notices().is_empty(), "{raise}");

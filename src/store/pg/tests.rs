@@ -610,17 +610,7 @@ fn a_rescue_the_server_refuses_leaves_that_attempt_running_reported_once_and_mov
   let late = T0 + 1.0 + LEASE + 1.0;
   let rescued = b.rescue(late).expect("the others are rescued");
   assert_eq!(rescued.iter().map(|r| r.id).collect::<Vec<_>>(), vec![ids[1]]);
-  let notices = b.take_notices();
-  assert_eq!(notices.len(), 1, "{notices:?}");
-  assert_eq!(notices[0].code, crate::store::REFUSED);
-  assert!(
-    notices[0]
-      .message
-      .contains(&format!("execution {} (attempt 1)", ids[0]))
-      && notices[0].message.contains("refused by the test"),
-    "{}",
-    notices[0].message
-  );
+  crate::store::tests::assert_one_refused_rescue(&b.take_notices(), ids[0]);
   // Not tried again, not reported again: it stays running.
   assert!(b.rescue(late + 10.0).expect("rescue").is_empty());
   assert!(b.take_notices().is_empty());
