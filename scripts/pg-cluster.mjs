@@ -36,32 +36,30 @@ export function findPostgres() {
   return null;
 }
 
-/** The pids whose parent is `ppid` (from /proc). */
-function childrenOf(ppid) {
-  const out = [];
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
-      // Fields after the command name, which may hold spaces: state, then the parent's pid.
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      if (Number(fields[1]) === ppid) out.push(Number(name));
-    } catch {
-      // exited meanwhile
-    }
-  }
-  return out;
-}
-
-/** Whether process `pid` exists and has not exited (a zombie has). */
-function running(pid) {
+/**
+ * The fields of `/proc/<pid>/stat` after the command name (which may hold spaces): state,
+ * then the parent's pid, ...; null once the process is gone.
+ */
+function statOf(pid) {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return !/^[ZX]/.test(stat.slice(stat.lastIndexOf(')') + 2));
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   } catch {
-    return false;
+    return null;
   }
 }
+
+/** The pids whose parent is `ppid`. */
+const childrenOf = (ppid) =>
+  readdirSync('/proc')
+    .filter((name) => /^\d+$/.test(name) && Number(statOf(name)?.[1]) === ppid)
+    .map(Number);
+
+/** Whether process `pid` exists and has not exited (a zombie has). */
+const running = (pid) => {
+  const fields = statOf(pid);
+  return fields !== null && !/^[ZX]/.test(fields[0]);
+};
 
 function freePort() {
   return new Promise((resolve, reject) => {
@@ -137,7 +135,8 @@ export async function startPostgres(bin = findPostgres(), { ssl = false, durable
       '-c max_connections=200',
       ...tls,
     ].join(' ');
-    run('pg_ctl', ['-D', data, '-l', log, '-o', options, '-w', '-t', '60', 'start']);
+    const start = () => run('pg_ctl', ['-D', data, '-l', log, '-o', options, '-w', '-t', '60', 'start']);
+    start();
     run('createdb', ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', 'bmad_test']);
     return {
       url: `postgres://postgres@127.0.0.1:${port}/bmad_test`,
@@ -184,7 +183,7 @@ export async function startPostgres(bin = findPostgres(), { ssl = false, durable
         rmSync(path.join(data, 'postmaster.pid'), { force: true });
         return killed;
       },
-      start: () => run('pg_ctl', ['-D', data, '-l', log, '-o', options, '-w', '-t', '60', 'start']),
+      start,
       stop() {
         try {
           run('pg_ctl', ['-D', data, '-m', 'immediate', '-w', 'stop']);

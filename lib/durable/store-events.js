@@ -96,8 +96,7 @@ function batchDone(durable, sent, ev) {
     // The store refused what was written (a constraint, a trigger, a value it cannot hold),
     // not the batch as a whole.
     const bad = ev.errorCode === 'ERR_STORE_REFUSED';
-    const writes = sent.insertRecs.length + sent.finishRecs.length + sent.releases.length / 2 + (sent.claim > 0 ? 1 : 0);
-    if (bad && writes > 1) {
+    if (bad && sent.writes + (sent.claim > 0 ? 1 : 0) > 1) {
       // Which write is unknown: the batch goes again in halves, halved again while refused,
       // then the claim, so the refused one fails by itself (and is reported then) and the
       // others are stored. Progress is not sent again (a later report replaces it).

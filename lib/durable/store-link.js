@@ -29,6 +29,14 @@ const BATCH_UNITS = 128 * 1024 * 1024;
 /** The stored text of a submission, in UTF-16 code units. */
 const insertUnits = (row) => row.task.length + (row.options === undefined ? 0 : row.options.length) + (row.key === undefined ? 0 : row.key.length);
 
+/** The stored text of a batch's submissions and attempt ends (see BATCH_UNITS). */
+function unitsOf(part) {
+  let units = 0;
+  for (const row of part.inserts) units += insertUnits(row);
+  for (const v of part.finishValues) units += v.length;
+  return units;
+}
+
 /** The pause before the retry that follows `n` earlier ones: doubling, capped. */
 const retryDelay = (n) => Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** n);
 
@@ -60,8 +68,7 @@ class Pending {
     part.finishValues = this.finishValues.splice(0, finishes);
     part.finishRecs = this.finishRecs.splice(0, finishes);
     part.releases = this.releases.splice(0, releases * 2);
-    for (const row of part.inserts) part.units += insertUnits(row);
-    for (const v of part.finishValues) part.units += v.length;
+    part.units = unitsOf(part);
     this.units -= part.units;
     return part;
   }
@@ -84,8 +91,7 @@ class Pending {
     part.finishRecs = this.finishRecs.slice(c, d);
     const [e, f] = within(this.releases.length / 2, this.insertRecs.length + this.finishRecs.length);
     part.releases = this.releases.slice(e * 2, f * 2);
-    for (const row of part.inserts) part.units += insertUnits(row);
-    for (const v of part.finishValues) part.units += v.length;
+    part.units = unitsOf(part);
     return part;
   }
 
@@ -190,10 +196,11 @@ class StoreLink {
   /** Sends what is pending, unless MAX_IN_FLIGHT batches are in flight (an answer sends it). */
   flush() {
     if (this.inFlight.length >= MAX_IN_FLIGHT || this.closed || this.retryTimer !== null || this.dead) return;
-    if (this.isolated.length > 0 || this.inFlight.some((b) => b.isolated)) {
+    const isolating = this.inFlight.some((b) => b.isolated);
+    if (this.isolated.length > 0 || isolating) {
       // One at a time, and nothing else until the last is answered: what was submitted
       // first is stored first, and the claim goes after them all.
-      if (this.isolated.length > 0 && !this.inFlight.some((b) => b.isolated)) this.sendBatch(this.isolated.shift(), 0);
+      if (!isolating) this.sendBatch(this.isolated.shift(), 0);
       return;
     }
     const claim = this.claimWanted ? Math.max(0, Math.min(this.owner._freeSlots() - this.inFlightClaim, this.owner.claimChunk)) : 0;

@@ -207,6 +207,38 @@ pub struct Row {
   pub finalized_at: Option<f64>,
 }
 
+/// Attempts whose rescue the store refused (a trigger or constraint of the user's): left
+/// running, not tried again by this executor, each reported once (`take`).
+#[derive(Debug, Default)]
+pub struct Refusals {
+  skip: std::collections::HashSet<(i64, u32)>,
+  notices: Vec<StoreError>,
+}
+
+impl Refusals {
+  /// Whether the rescue of `attempt` of `id` was refused already.
+  pub fn skips(&self, id: i64, attempt: u32) -> bool {
+    self.skip.contains(&(id, attempt))
+  }
+
+  /// The store refused to move `attempt` of `id` (`cause` says why).
+  pub fn refuse(&mut self, id: i64, attempt: u32, cause: &StoreError) {
+    self.skip.insert((id, attempt));
+    self.notices.push(StoreError {
+      code: REFUSED,
+      message: format!(
+        "execution {id} (attempt {attempt}) stays running: its rescue was refused ({})",
+        cause.message
+      ),
+    });
+  }
+
+  /// The refusals not reported yet.
+  pub fn take(&mut self) -> Vec<StoreError> {
+    std::mem::take(&mut self.notices)
+  }
+}
+
 /// An execution whose owner stopped heartbeating, moved on by a rescue.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rescued {

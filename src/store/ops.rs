@@ -12,8 +12,8 @@ use super::decide::{self, AfterAttempt, Stored};
 use super::host::{self, Identity};
 use super::schema::{self, Synchronous};
 use super::{
-  Batch, BatchResult, CancelRequest, Finish, Finished, Inserted, NewExecution, Release, Rescued, Row,
-  StoreError, StoreResult,
+  Batch, BatchResult, CancelRequest, Finish, Finished, Inserted, NewExecution, Refusals, Release, Rescued,
+  Row, StoreError, StoreResult,
 };
 use crate::protocol::{NOT_FOUND, STATUS_CANCELLED, STATUS_COMPLETED, STATUS_QUEUED, STATUS_RUNNING};
 use crate::scheduler::retry::Jitter;
@@ -87,10 +87,8 @@ pub struct Store {
   ends_seen: i64,
   /// How long a statement waits for another process's lock (half a lease).
   busy: Duration,
-  /// Attempts whose rescue the store refused (a trigger): left running, not tried again;
-  /// and the errors that say so, not yet taken (`take_notices`).
-  unrescuable: std::collections::HashSet<(i64, u32)>,
-  notices: Vec<StoreError>,
+  /// Attempts whose rescue the store refused.
+  refusals: Refusals,
 }
 
 /// The longest lock wait of housekeeping (rescue, retention): each runs again at its next
@@ -133,8 +131,7 @@ impl Store {
       version: 0,
       ends_seen: 0,
       busy,
-      unrescuable: Default::default(),
-      notices: Vec::new(),
+      refusals: Refusals::default(),
     };
     store.conn.execute(
       "INSERT INTO bmad_workers (owner, host, pid, proc_start, started_at, heartbeat_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
@@ -229,7 +226,7 @@ impl Store {
     };
     let mut out = Vec::new();
     for (id, agent, attempt, owner, max_attempts, cancel) in candidates {
-      if self.unrescuable.contains(&(id, attempt)) {
+      if self.refusals.skips(id, attempt) {
         continue;
       }
       let status = decide::rescue_status(cancel, attempt, max_attempts);
@@ -259,14 +256,7 @@ impl Store {
       let changed = match moved.map_err(StoreError::from) {
         Ok(n) => n,
         Err(e) if e.code == super::REFUSED => {
-          self.unrescuable.insert((id, attempt));
-          self.notices.push(StoreError {
-            code: super::REFUSED,
-            message: format!(
-              "execution {id} (attempt {attempt}) stays running: its rescue was refused ({})",
-              e.message
-            ),
-          });
+          self.refusals.refuse(id, attempt, &e);
           if tx.is_autocommit() {
             return Ok(None); // the whole transaction was rolled back (RAISE(ROLLBACK))
           }
@@ -332,9 +322,7 @@ impl Backend for Store {
   /// Runs one batch in one immediate transaction. Its times (leases of its claims among
   /// them) count from when it holds the write lock.
   fn batch(&mut self, batch: &Batch, now: f64) -> StoreResult<BatchResult> {
-    let asked = std::time::Instant::now();
-    let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
-    let now = after_wait(now, asked);
+    let (tx, now) = immediate(&self.conn, now)?;
     let mut out = BatchResult::default();
     for n in &batch.inserts {
       out.inserted.push(insert(&tx, n, now)?);
@@ -462,9 +450,7 @@ impl Backend for Store {
   /// Renews the lease of every attempt this worker runs, and its own heartbeat. Leases
   /// count from when the write lock is held: a wait for it does not shorten them.
   fn heartbeat(&mut self, now: f64) -> StoreResult<()> {
-    let asked = std::time::Instant::now();
-    let tx = rusqlite::Transaction::new_unchecked(&self.conn, TransactionBehavior::Immediate)?;
-    let now = after_wait(now, asked);
+    let (tx, now) = immediate(&self.conn, now)?;
     tx.execute(
       "UPDATE bmad_executions SET lease_expires_at = ?2 WHERE owner = ?1 AND state = 1",
       params![self.me.owner, now + self.lease_ms],
@@ -480,7 +466,7 @@ impl Backend for Store {
   }
 
   fn take_notices(&mut self) -> Vec<StoreError> {
-    std::mem::take(&mut self.notices)
+    self.refusals.take()
   }
 
   /// Moves on every running execution whose lease expired or whose owner, a process on this
@@ -648,15 +634,14 @@ fn finish(tx: &Connection, owner: &str, f: &Finish, now: f64, jitter: &mut Jitte
   Ok(Finished::Recorded)
 }
 
-/// `now` (taken when the lock was `asked` for) moved on by the wait for it, when there was
-/// one: an uncontended lock takes microseconds, and times written then stay `now` exactly.
-fn after_wait(now: f64, asked: std::time::Instant) -> f64 {
+/// An immediate transaction (the write lock held), and `now` moved on by the wait for the
+/// lock when there was one: an uncontended lock takes microseconds, and times written then
+/// stay `now` exactly.
+fn immediate(conn: &Connection, now: f64) -> StoreResult<(rusqlite::Transaction<'_>, f64)> {
+  let asked = std::time::Instant::now();
+  let tx = rusqlite::Transaction::new_unchecked(conn, TransactionBehavior::Immediate)?;
   let waited = asked.elapsed().as_secs_f64() * 1000.0;
-  if waited >= 1.0 {
-    now + waited
-  } else {
-    now
-  }
+  Ok((tx, if waited >= 1.0 { now + waited } else { now }))
 }
 
 /// Hands a running attempt back to the queue without counting it (or ends it as cancelled

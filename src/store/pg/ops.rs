@@ -15,9 +15,10 @@ use crate::scheduler::retry::Jitter;
 use crate::store::decide;
 use crate::store::host::{self, Identity};
 use crate::store::ops::{Interest, COLUMNS, WORKER_LOST};
-use crate::store::{Batch, BatchResult, CancelRequest, Rescued, Row, StoreError, StoreResult};
+use crate::store::{Batch, BatchResult, CancelRequest, Refusals, Rescued, Row, StoreError, StoreResult};
 use crate::system::probes::now_ms;
 
+use std::cell::Cell;
 use std::collections::HashSet;
 
 pub(super) type PgResult<T> = Result<T, tokio_postgres::Error>;
@@ -92,10 +93,8 @@ pub struct PgStore {
   limited: HashSet<(i64, u32)>,
   /// Retention in the background, on a connection of the pool.
   sweeper: Sweeper,
-  /// Attempts whose rescue the server refused (a trigger, a constraint): left running, not
-  /// tried again; and the errors that say so, not yet taken (`take_notices`).
-  unrescuable: HashSet<(i64, i32)>,
-  notices: Vec<StoreError>,
+  /// Attempts whose rescue the server refused.
+  refusals: Refusals,
 }
 
 impl PgStore {
@@ -152,8 +151,7 @@ impl PgStore {
       release_unknown,
       limited: Default::default(),
       sweeper,
-      unrescuable: HashSet::new(),
-      notices: Vec::new(),
+      refusals: Refusals::default(),
     };
     let sql = format!(
       "INSERT INTO {}.bmad_workers (owner, host, pid, proc_start, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $5, $5)",
@@ -529,42 +527,33 @@ impl PgStore {
   /// reported once (`take_notices`); the others are moved all the same.
   pub fn rescue(&mut self, now: f64) -> StoreResult<Vec<Rescued>> {
     loop {
-      match self.rescue_once(now)? {
-        Ok(rescued) => return Ok(rescued),
-        Err((id, attempt, e)) => {
-          self.unrescuable.insert((id, attempt));
-          let cause = super::pg_error(&self.conn.target.shown, "cannot rescue in", &e);
-          self.notices.push(StoreError {
-            code: crate::store::REFUSED,
-            message: format!(
-              "execution {id} (attempt {attempt}) stays running: its rescue was refused ({})",
-              cause.message
-            ),
-          });
-        }
+      let refused = Cell::new(None);
+      match self.rescue_round(now, &refused) {
+        // The transaction rolled back: again, without that attempt.
+        Err(e) if e.code == crate::store::REFUSED => match refused.get() {
+          Some((id, attempt)) => self.refusals.refuse(id, attempt, &e),
+          None => return Err(e),
+        },
+        r => return r,
       }
     }
   }
 
   /// The errors of rescues refused since the last call.
   pub fn take_notices(&mut self) -> Vec<StoreError> {
-    std::mem::take(&mut self.notices)
+    self.refusals.take()
   }
 
-  /// One rescue transaction: the attempts moved, or the one whose move the server refused
-  /// (the transaction then rolled back).
-  #[allow(clippy::type_complexity)]
-  fn rescue_once(
-    &mut self,
-    now: f64,
-  ) -> StoreResult<Result<Vec<Rescued>, (i64, i32, tokio_postgres::Error)>> {
+  /// One rescue transaction; a move the server refuses fails it, naming the attempt in
+  /// `refused`.
+  fn rescue_round(&mut self, now: f64, refused: &Cell<Option<(i64, u32)>>) -> StoreResult<Vec<Rescued>> {
     self.conn.ensure()?;
     let now = self.server_time(now);
     let s = self.s.clone();
     let me = &self.me;
     let lease_ms = self.lease_ms;
     let channel = self.channel.clone();
-    let skip = &self.unrescuable;
+    let refusals = &self.refusals;
     let db = self.conn.db();
     let client = &db;
     self.conn.wait("cannot rescue in", async move {
@@ -598,11 +587,11 @@ impl PgStore {
       let mut out = Vec::new();
       for c in &candidates {
         let (id, agent, attempt, owner): (i64, String, i32, String) = (c.get(0), c.get(1), c.get(2), c.get(3));
-        if skip.contains(&(id, attempt)) {
-          continue;
-        }
         let max_attempts = u32::try_from(c.get::<_, i32>(4)).unwrap_or(1);
         let attempt_u = u32::try_from(attempt).unwrap_or(0);
+        if refusals.skips(id, attempt_u) {
+          continue;
+        }
         let status = decide::rescue_status(c.get(5), attempt_u, max_attempts);
         let which = "WHERE id = $1 AND attempt = $2 AND owner = $3 AND state = 1";
         let moved = match status {
@@ -626,8 +615,12 @@ impl PgStore {
         };
         let changed = match moved {
           Ok(n) => n,
-          Err(e) if super::refused(&e) => return Ok(Err((id, attempt, e))),
-          Err(e) => return Err(e),
+          Err(e) => {
+            if super::refused(&e) {
+              refused.set(Some((id, attempt_u)));
+            }
+            return Err(e);
+          }
         };
         if changed == 1 {
           out.push(Rescued {
@@ -667,17 +660,10 @@ impl PgStore {
         notes.push("w".to_string());
       }
       notify::notify(client, &channel, &notes).await?;
-      Ok(Ok(out))
+      Ok(out)
       }
       .await;
-      match r {
-        // Refused: the transaction is aborted; nothing of it stays.
-        Ok(Err(refusal)) => {
-          client.batch_execute("ROLLBACK").await?;
-          Ok(Err(refusal))
-        }
-        r => end(client, r).await,
-      }
+      end(client, r).await
     })
   }
 
