@@ -147,6 +147,12 @@ declare namespace Types {
     leaseMs?: number | undefined;
     /** Number 0.1–60000 (ms): how often the store is checked for other processes' changes while busy. Default 0.25. */
     storePollMs?: number | undefined;
+    /**
+     * Integer 0–10000: executions this executor claims beyond its free slots, to wait in its own
+     * queue (within `maxQueued`) for a slot. They count as running in the store: other executors
+     * cannot run them meanwhile, and a crash counts an attempt for each. Default 0.
+     */
+    storePrefetch?: number | undefined;
   }
 
   /** Options read by the executor; everything else is passed to the agent unchanged. */

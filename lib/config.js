@@ -28,7 +28,10 @@ const DEFAULTS = Object.freeze({
   backoff: 'exponential',
 });
 
-const KNOWN = new Set([...Object.keys(DEFAULTS), 'priorityLevels', 'agents', 'defaultAgent', 'defaultTimeoutMs', 'store', 'leaseMs', 'storePollMs', 'retryIf', 'maxQueued', 'rateLimit']);
+const KNOWN = new Set([...Object.keys(DEFAULTS), 'priorityLevels', 'agents', 'defaultAgent', 'defaultTimeoutMs', 'store', 'leaseMs', 'storePollMs', 'storePrefetch', 'retryIf', 'maxQueued', 'rateLimit']);
+
+/** Claimed executions an executor may hold beyond its free slots (`storePrefetch`), at most. */
+const MAX_PREFETCH = 10000;
 
 /** Retention of ended executions in a store, unless the config sets it: stores outlive processes. */
 const STORE_RETENTION = Object.freeze({ resultTtlMs: 7 * 24 * 3600 * 1000, maxRetainedResults: 1000000 });
@@ -136,13 +139,14 @@ function parseConfig(config) {
 
 /**
  * `store: 'sqlite:<path>[?synchronous=full]'` (the path relative to the working directory)
- * or `'postgres://…[?schema=…]'`, with `leaseMs` and `storePollMs`; null without a store.
+ * or `'postgres://…[?schema=…]'`, with `leaseMs`, `storePollMs` and `storePrefetch`; null
+ * without a store.
  */
 function storeConfig(c) {
   const url = c.store;
   if (url === undefined || url === null) {
-    if (c.leaseMs !== undefined || c.storePollMs !== undefined) {
-      throw rangeError('leaseMs and storePollMs need a store (config.store)');
+    if (c.leaseMs !== undefined || c.storePollMs !== undefined || c.storePrefetch !== undefined) {
+      throw rangeError('leaseMs, storePollMs and storePrefetch need a store (config.store)');
     }
     return null;
   }
@@ -151,6 +155,7 @@ function storeConfig(c) {
     url,
     leaseMs: integer('leaseMs', c.leaseMs, 100, MAX_DELAY_MS, 30000),
     pollMs: number('storePollMs', c.storePollMs, (v) => v >= 0.1 && v <= 60000, 'a number of ms, 0.1 <= x <= 60000', 0.25),
+    prefetch: integer('storePrefetch', c.storePrefetch, 0, MAX_PREFETCH, 0),
     resultTtlMs: c.resultTtlMs === undefined ? STORE_RETENTION.resultTtlMs : c.resultTtlMs,
     maxRetainedResults: c.maxRetainedResults === undefined ? STORE_RETENTION.maxRetainedResults : c.maxRetainedResults,
   };

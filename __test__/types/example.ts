@@ -143,6 +143,7 @@ const fullConfig: Required<BackgroundExecutorConfig> = {
   store: 'sqlite:.bmad/executions.db',
   leaseMs: 30_000,
   storePollMs: 0.25,
+  storePrefetch: 0,
 };
 // Several hosts on one PostgreSQL database.
 const onPostgres: BackgroundExecutorConfig = { store: 'postgres://bmad@db.internal:5432/agents?schema=bmad' };

@@ -67,10 +67,13 @@ function freeSlots(durable) {
   const c = ex._native.counts();
   if (c.paused || c.closed) return 0;
   const max = c.throttled ? Math.min(c.maxConcurrent, ex.config.minConcurrentAgents) : c.maxConcurrent;
-  durable.claimChunk = Math.min(MAX_CLAIM, Math.ceil(max / CLAIM_PARTS));
   const held = heldAgents(ex);
   durable.claimExclude = held.agents.filter(storableName);
-  return Math.max(0, max - c.slotsUsed - (c.queued - held.queued));
+  // Prefetch: up to `storePrefetch` more than the free slots wait here, within `maxQueued`.
+  const maxQueued = ex.config.maxQueued;
+  const ahead = Math.max(0, Math.min(durable.config.prefetch, maxQueued === undefined ? Infinity : maxQueued - c.queued));
+  durable.claimChunk = Math.min(MAX_CLAIM, Math.ceil((max + ahead) / CLAIM_PARTS));
+  return Math.max(0, max + ahead - c.slotsUsed - (c.queued - held.queued));
 }
 
 /**

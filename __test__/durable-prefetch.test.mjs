@@ -1,0 +1,217 @@
+// `storePrefetch`: an executor on a store claims up to that many executions beyond its free
+// slots; they wait in its own queue and run within its concurrency. Checked on PostgreSQL,
+// where the rows can be read while they are held.
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { test, shutDownAfterEach, waitUntil, sleep, tempDir } from './helpers.mjs';
+import BackgroundExecutor from '../index.mjs';
+import { SERVER, pgTest, sql } from './durable/pg-proxy.mjs';
+
+const create = shutDownAfterEach({ timeoutMs: 2000 });
+let schemas = 0;
+
+/** A schema of its own and its URL, so tests do not see each other's executions. */
+function fresh() {
+  const schema = `prefetch_${process.pid}_${++schemas}`;
+  return { schema, url: `${SERVER}?schema=${schema}` };
+}
+
+const make = (url, config = {}) => create({ store: url, throttleIfExceeded: false, ...config });
+
+/** Rows of `schema` per state, as `{ queued, running, completed, cancelled }` counts. */
+function states(schema) {
+  const rows = sql(`SELECT coalesce(json_object_agg(state, n), '{}') FROM (SELECT state, count(*) AS n FROM "${schema}".bmad_executions GROUP BY state) s`);
+  return { queued: rows[0] ?? 0, running: rows[1] ?? 0, completed: rows[2] ?? 0, cancelled: rows[4] ?? 0 };
+}
+
+/** An agent held until `release()`: counts its calls per task and the most running at once. */
+function heldAgent() {
+  const calls = new Map();
+  let running = 0;
+  let opened = null;
+  const waiting = [];
+  const agent = {
+    calls,
+    maxRunning: 0,
+    get running() {
+      return running;
+    },
+    release() {
+      opened = true;
+      for (const w of waiting.splice(0)) w();
+    },
+    fn: async (task, _options, { signal }) => {
+      calls.set(task, (calls.get(task) ?? 0) + 1);
+      running++;
+      agent.maxRunning = Math.max(agent.maxRunning, running);
+      try {
+        if (!opened) {
+          await new Promise((resolve, reject) => {
+            waiting.push(resolve);
+            signal.addEventListener('abort', () => reject(signal.reason));
+          });
+        }
+        return `done ${task}`;
+      } finally {
+        running--;
+      }
+    },
+  };
+  return agent;
+}
+
+/** Submits `n` executions of `agent` from `submitter`; resolves with their ids. */
+async function submit(submitter, agent, n) {
+  const ids = [];
+  for (let i = 0; i < n; i++) ids.push((await submitter.fireAndForget(agent, `t${i}`)).executionId);
+  return ids;
+}
+
+pgTest('with storePrefetch a runner holds its free slots plus the prefetch, runs them at its concurrency, each once', async () => {
+  const { schema, url } = fresh();
+  const submitter = make(url);
+  await submitter.initialize();
+  const ids = await submit(submitter, 'held', 40);
+  const held = heldAgent();
+  const runner = make(url, { maxConcurrentAgents: 2, storePrefetch: 10 });
+  runner.registerAgent('held', held.fn);
+  await runner.initialize();
+  await waitUntil(() => states(schema).running === 12, 'the runner held 2 + 10 executions', { timeoutMs: 5000 });
+  await sleep(300);
+  assert.deepEqual(states(schema), { queued: 28, running: 12, completed: 0, cancelled: 0 }, 'no more than its slots and the prefetch');
+  assert.equal(held.running, 2, 'two agents run; the other ten wait here');
+  held.release();
+  const finals = await Promise.all(ids.map((id) => submitter.waitFor(id)));
+  assert.deepEqual(
+    finals.map((f) => f.found && f.status),
+    ids.map(() => 'completed'),
+  );
+  assert.equal(held.maxRunning, 2, 'never more agents at once than maxConcurrentAgents');
+  assert.equal(held.calls.size, 40);
+  assert.ok([...held.calls.values()].every((n) => n === 1), 'each agent called once');
+  assert.deepEqual(sql(`SELECT json_agg(DISTINCT attempt) FROM "${schema}".bmad_executions`), [1]);
+});
+
+pgTest('without storePrefetch a runner claims only its free slots', async () => {
+  const { schema, url } = fresh();
+  const submitter = make(url);
+  await submitter.initialize();
+  const ids = await submit(submitter, 'held', 10);
+  const held = heldAgent();
+  const runner = make(url, { maxConcurrentAgents: 2 });
+  runner.registerAgent('held', held.fn);
+  await runner.initialize();
+  await waitUntil(() => held.running === 2, 'two agents run');
+  await sleep(300);
+  assert.deepEqual(states(schema), { queued: 8, running: 2, completed: 0, cancelled: 0 });
+  held.release();
+  await Promise.all(ids.map((id) => submitter.waitFor(id)));
+  assert.deepEqual(states(schema), { queued: 0, running: 0, completed: 10, cancelled: 0 });
+});
+
+pgTest('maxQueued bounds what a runner prefetches', async () => {
+  const { schema, url } = fresh();
+  const submitter = make(url);
+  await submitter.initialize();
+  const ids = await submit(submitter, 'held', 20);
+  const held = heldAgent();
+  const runner = make(url, { maxConcurrentAgents: 2, storePrefetch: 10, maxQueued: 3 });
+  runner.registerAgent('held', held.fn);
+  await runner.initialize();
+  await waitUntil(() => states(schema).running === 5, 'the runner held 2 + 3 executions');
+  await sleep(300);
+  assert.equal(states(schema).running, 5, 'its queue holds maxQueued, no more');
+  held.release();
+  const finals = await Promise.all(ids.map((id) => submitter.waitFor(id)));
+  assert.ok(finals.every((f) => f.found && f.status === 'completed'));
+  assert.ok([...held.calls.values()].every((n) => n === 1), 'each agent called once');
+});
+
+pgTest('a cancel from another executor ends a prefetched execution before it starts', async () => {
+  const { schema, url } = fresh();
+  const submitter = make(url);
+  await submitter.initialize();
+  const ids = await submit(submitter, 'held', 6);
+  const held = heldAgent();
+  const runner = make(url, { maxConcurrentAgents: 1, storePrefetch: 5 });
+  runner.registerAgent('held', held.fn);
+  await runner.initialize();
+  await waitUntil(() => states(schema).running === 6, 'the runner held all six');
+  // Claimed in order: the first runs, the last waits on the runner.
+  assert.equal((await submitter.cancelExecution(ids[5])).success, true);
+  const cancelled = await submitter.waitFor(ids[5]);
+  assert.equal(cancelled.found && cancelled.status, 'cancelled');
+  held.release();
+  const finals = await Promise.all(ids.slice(0, 5).map((id) => submitter.waitFor(id)));
+  assert.ok(finals.every((f) => f.found && f.status === 'completed'));
+  assert.equal(held.calls.get('t5'), undefined, 'the cancelled one never started');
+  assert.equal(held.calls.size, 5);
+});
+
+pgTest("shutdown({ mode: 'cancel' }) hands prefetched executions back uncounted; another runner runs them", async () => {
+  const { schema, url } = fresh();
+  const submitter = make(url);
+  await submitter.initialize();
+  const ids = await submit(submitter, 'held', 12);
+  const first = heldAgent();
+  const runner = make(url, { maxConcurrentAgents: 2, storePrefetch: 6 });
+  runner.registerAgent('held', first.fn);
+  await runner.initialize();
+  await waitUntil(() => states(schema).running === 8, 'the runner held 2 + 6 executions');
+  await runner.shutdown({ mode: 'cancel', timeoutMs: 2000 });
+  assert.deepEqual(states(schema), { queued: 12, running: 0, completed: 0, cancelled: 0 }, 'all back in the queue');
+  assert.deepEqual(sql(`SELECT json_agg(DISTINCT attempt) FROM "${schema}".bmad_executions`), [0], 'no attempt counted');
+  const second = heldAgent();
+  second.release();
+  const next = make(url, { maxConcurrentAgents: 4 });
+  next.registerAgent('held', second.fn);
+  await next.initialize();
+  const finals = await Promise.all(ids.map((id) => submitter.waitFor(id)));
+  assert.ok(finals.every((f) => f.found && f.status === 'completed'));
+  assert.equal(second.calls.size, 12, 'the second runner ran every one');
+  assert.equal(first.calls.size, 2, 'the first had started only its two');
+});
+
+test('on SQLite too: the prefetched executions show as running until their turn', async (t) => {
+  const url = `sqlite:${join(tempDir(t, 'bmad-prefetch-'), 'executions.db')}`;
+  const submitter = make(url);
+  await submitter.initialize();
+  const ids = await submit(submitter, 'held', 6);
+  const held = heldAgent();
+  const runner = make(url, { maxConcurrentAgents: 1, storePrefetch: 3 });
+  runner.registerAgent('held', held.fn);
+  await runner.initialize();
+  const statuses = async () => (await Promise.all(ids.map((id) => submitter.fetchExecutionStatus(id)))).map((s) => s.found && s.status);
+  // Polled: the store is read through the executor's API only (Node 20 has no node:sqlite).
+  let seen = [];
+  for (let i = 0; i < 250 && seen.filter((s) => s === 'running').length < 4; i++) {
+    await sleep(20);
+    seen = await statuses();
+  }
+  await sleep(200);
+  seen = await statuses();
+  assert.deepEqual(seen, ['running', 'running', 'running', 'running', 'queued', 'queued'], 'one slot and three prefetched, claimed in order');
+  assert.equal(held.running, 1);
+  held.release();
+  const finals = await Promise.all(ids.map((id) => submitter.waitFor(id)));
+  assert.ok(finals.every((f) => f.found && f.status === 'completed'));
+  assert.equal(held.maxRunning, 1);
+  assert.equal(held.calls.size, 6);
+});
+
+test('storePrefetch is an integer 0–10000 and needs a store', () => {
+  const url = 'postgres://nobody@127.0.0.1:1/none'; // refused before any connection
+  const bad = (value, Ctor) =>
+    assert.throws(
+      () => new BackgroundExecutor({ store: url, storePrefetch: value }),
+      (e) => e instanceof Ctor && e.code === 'ERR_INVALID_ARG' && /storePrefetch/.test(e.message),
+    );
+  bad(-1, RangeError);
+  bad(1.5, RangeError);
+  bad(10001, RangeError);
+  bad('8', TypeError);
+  assert.throws(
+    () => new BackgroundExecutor({ storePrefetch: 8 }),
+    (e) => e instanceof RangeError && /storePrefetch need a store/.test(e.message),
+  );
+});
