@@ -25,10 +25,12 @@ const NO_LOCAL_RETRY = Object.freeze({ retries: 0, retryDelayMs: 0, backoff: 'fi
 /** Claims per batch at most. */
 const MAX_CLAIM = 512;
 /**
- * A batch claims at most this fraction of the slots: while the store commits one batch,
- * this thread runs the executions of the other, instead of the two threads taking turns.
+ * A batch claims at most this fraction of the slots. SQLite: half, so while the store
+ * commits one batch, this thread runs the executions of the other, instead of the two
+ * threads taking turns (W6: +10 %). PostgreSQL: all, as the server's cost per claimed row
+ * falls with the claim's size (W7 across processes: +13 %).
  */
-const CLAIM_PARTS = 2;
+const claimParts = (durable) => (durable.config.postgres === null ? 2 : 1);
 
 /** @typedef {import('./durable.js').Durable} Durable */
 
@@ -72,7 +74,7 @@ function freeSlots(durable) {
   // Prefetch: up to `storePrefetch` more than the free slots wait here, within `maxQueued`.
   const maxQueued = ex.config.maxQueued;
   const ahead = Math.max(0, Math.min(durable.config.prefetch, maxQueued === undefined ? Infinity : maxQueued - c.queued));
-  durable.claimChunk = Math.min(MAX_CLAIM, Math.ceil((max + ahead) / CLAIM_PARTS));
+  durable.claimChunk = Math.min(MAX_CLAIM, Math.ceil((max + ahead) / claimParts(durable)));
   return Math.max(0, max + ahead - c.slotsUsed - (c.queued - held.queued));
 }
 
