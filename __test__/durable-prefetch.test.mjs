@@ -77,6 +77,7 @@ pgTest('with storePrefetch a runner holds its free slots plus the prefetch, runs
   runner.registerAgent('held', held.fn);
   await runner.initialize();
   await waitUntil(() => states(schema).running === 12, 'the runner held 2 + 10 executions', { timeoutMs: 5000 });
+  await waitUntil(() => held.running === 2, 'two agents run');
   await sleep(300);
   assert.deepEqual(states(schema), { queued: 28, running: 12, completed: 0, cancelled: 0 }, 'no more than its slots and the prefetch');
   assert.equal(held.running, 2, 'two agents run; the other ten wait here');
@@ -119,6 +120,7 @@ pgTest('maxQueued bounds what a runner prefetches', async () => {
   runner.registerAgent('held', held.fn);
   await runner.initialize();
   await waitUntil(() => states(schema).running === 5, 'the runner held 2 + 3 executions');
+  await waitUntil(() => held.running === 2, 'two agents run');
   await sleep(300);
   assert.equal(states(schema).running, 5, 'its queue holds maxQueued, no more');
   held.release();
@@ -158,6 +160,7 @@ pgTest("shutdown({ mode: 'cancel' }) hands prefetched executions back uncounted;
   runner.registerAgent('held', first.fn);
   await runner.initialize();
   await waitUntil(() => states(schema).running === 8, 'the runner held 2 + 6 executions');
+  await waitUntil(() => first.running === 2, 'two agents run');
   await runner.shutdown({ mode: 'cancel', timeoutMs: 2000 });
   assert.deepEqual(states(schema), { queued: 12, running: 0, completed: 0, cancelled: 0 }, 'all back in the queue');
   assert.deepEqual(sql(`SELECT json_agg(DISTINCT attempt) FROM "${schema}".bmad_executions`), [0], 'no attempt counted');
