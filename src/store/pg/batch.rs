@@ -4,7 +4,7 @@
 //! back), so a batch without failures costs one round trip; failures, whose retries are
 //! decided here from the rows they lock, cost a second.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 
 use tokio_postgres::types::ToSql;
@@ -42,7 +42,10 @@ pub struct BatchSql {
   lock: String,
   claim: String,
   key_owner: String,
-  token_owner: String,
+  /// The executor's lock (`$1` the schema's key prefix, `$2` the owner).
+  own_lock: String,
+  /// The numbers and ids of the submissions the executor `$1` recorded, from `$2` on.
+  batches: String,
 }
 
 impl BatchSql {
@@ -52,42 +55,59 @@ impl BatchSql {
     // A constant, resolved once when the statement is planned (not a lookup per row).
     let next_id = format!("nextval({sequence}::regclass)");
     // The submissions as rows with their ids (`input`), and their insert (`ins`, its
-    // closing parenthesis left to the statement): both insert statements start so.
+    // closing parenthesis left to the statement): both insert statements start so. The
+    // executor's lock (`$17`, `$15`) is held until the commit: a batch sent again after its
+    // answer was lost takes it first, so its first try has ended before it is looked for.
     let insert_rows = format!(
-        "WITH input AS MATERIALIZED (SELECT u.*, {next_id} AS new_id \
+      "WITH input AS MATERIALIZED (SELECT u.*, {next_id} AS new_id \
            FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int4[], $7::text[], $8::int4[], \
-                       $9::float8[], $10::int4[], $11::float8[], $12::float8[], $13::text[]) WITH ORDINALITY \
+                       $9::float8[], $10::int4[], $11::float8[], $12::float8[], $13::int8[]) WITH ORDINALITY \
              AS u(agent, task, options, level, priority, mode, key, max_attempts, retry_delay_ms, backoff, timeout_ms, start_after, \
-                  token, ord)), \
+                  seq, ord) \
+           WHERE EXISTS (SELECT pg_advisory_xact_lock(hashtextextended($17 || $15, 1)))), \
          ins AS (INSERT INTO {s}.bmad_executions (id, agent, task, options, level, priority, mode, key, state, max_attempts, \
-                   retry_delay_ms, backoff, timeout_ms, created_at, scheduled_at, token) \
+                   retry_delay_ms, backoff, timeout_ms, created_at, scheduled_at) \
            SELECT new_id, agent, task, options, level, priority, mode, key, 0, max_attempts, retry_delay_ms, backoff, timeout_ms, \
-                  $14, greatest($14, start_after), token FROM input ORDER BY ord"
+                  $14, greatest($14, start_after) FROM input ORDER BY ord"
     );
+    // The record of the numbered submissions `{from}` inserted (see the `bmad_batches`
+    // migration), and the removal of the records whose answers this executor has had (`$16`).
+    let record = |from: &str| {
+      format!(
+        "batch_record AS (INSERT INTO {s}.bmad_batches (owner, last_seq, seqs, ids, recorded_at) \
+           SELECT $15, max(i.seq), array_agg(i.seq ORDER BY i.ord), array_agg(i.new_id ORDER BY i.ord), $14 \
+           FROM {from} WHERE i.seq > 0 HAVING count(*) > 0), \
+         forgotten AS (DELETE FROM {s}.bmad_batches WHERE owner = $15 AND last_seq = ANY($16::int8[]))"
+      )
+    };
     BatchSql {
-      // Ids are drawn first, so each input row knows its own. A token already stored (this
-      // submission, committed by a try whose answer was lost) or a key already live (or
+      // Ids are drawn first, so each input row knows its own. A key already live (or
       // earlier in this batch) makes the insert do nothing: the row gets that execution's
       // id. Joins, not subqueries per row: a batch may hold thousands.
       insert: format!(
         "{insert_rows} \
-           ON CONFLICT DO NOTHING RETURNING id, key) \
-         SELECT i.key, coalesce(mine.id, prior.id), coalesce(other.id, live.id), i.token \
+           ON CONFLICT DO NOTHING RETURNING id, key), \
+         {record} \
+         SELECT i.key, mine.id, coalesce(other.id, live.id) \
          FROM input i \
          LEFT JOIN ins mine ON mine.id = i.new_id \
+         LEFT JOIN ins other ON mine.id IS NULL AND other.key = i.key \
          LEFT JOIN LATERAL (SELECT x.id FROM {s}.bmad_executions x \
-                            WHERE mine.id IS NULL AND x.token = i.token) prior ON true \
-         LEFT JOIN ins other ON mine.id IS NULL AND prior.id IS NULL AND other.key = i.key \
-         LEFT JOIN LATERAL (SELECT x.id FROM {s}.bmad_executions x \
-                            WHERE mine.id IS NULL AND prior.id IS NULL AND other.id IS NULL AND x.key = i.key AND x.state <= 1) live ON true \
-         ORDER BY i.ord"
+                            WHERE mine.id IS NULL AND other.id IS NULL AND x.key = i.key AND x.state <= 1) live ON true \
+         ORDER BY i.ord",
+        record = record("input i JOIN ins m ON m.id = i.new_id")
       ),
-      // Submissions without keys, first sent: only a token an earlier try already stored
-      // should conflict (then the unique index of tokens refuses, and the batch runs again
-      // with the statement above). The same columns as the statement above.
+      // Submissions without keys: each is inserted. The same columns as the statement above.
       insert_plain: format!(
-        "{insert_rows}) \
-         SELECT key, new_id, NULL::int8, token FROM input ORDER BY ord"
+        "{insert_rows}), \
+         {record} \
+         SELECT key, new_id, NULL::int8 FROM input ORDER BY ord",
+        record = record("input i")
+      ),
+      own_lock: "SELECT pg_advisory_xact_lock(hashtextextended($1 || $2, 1))".to_string(),
+      batches: format!(
+        "SELECT x.seq, x.id FROM {s}.bmad_batches b, unnest(b.seqs, b.ids) x(seq, id) \
+         WHERE b.owner = $1 AND b.last_seq >= $2"
       ),
       // Completions: only the owner of a running attempt completes it.
       //
@@ -198,7 +218,6 @@ impl BatchSql {
       key_owner: format!(
         "SELECT id FROM {s}.bmad_executions WHERE key = $1 ORDER BY (state <= 1) DESC, id DESC LIMIT 1"
       ),
-      token_owner: format!("SELECT id FROM {s}.bmad_executions WHERE token = $1"),
     }
   }
 
@@ -258,15 +277,21 @@ pub struct Ctx<'a> {
   /// Executions this worker runs whose agent has a global limit: their ends free a slot on
   /// every executor, so they are announced as work.
   pub limited: &'a HashSet<(i64, u32)>,
-  /// Inserts by the statement that recognises submissions stored already and live keys;
-  /// without, only batches with keys use it (see `plain_refused`).
-  pub careful: bool,
+  /// Numbered submissions a batch whose answer was lost held: their first try may have
+  /// stored them (then its record says so).
+  pub maybe_stored: &'a HashSet<u64>,
+  /// The records of batches whose answers this executor has had (their last numbers).
+  pub forget: &'a [i64],
 }
 
 /// A batch's outcome, and the executions it claimed whose agent has a global limit.
 pub struct Done {
   pub result: BatchResult,
   pub limited: Vec<(i64, u32)>,
+  /// The last number of the record this batch wrote, if any.
+  pub record: Option<i64>,
+  /// Whether it removed the records of `Ctx::forget` (its insert statement does).
+  pub forgot: bool,
 }
 
 /// The insert statement's arrays.
@@ -283,12 +308,12 @@ struct InsertArgs<'a> {
   backoffs: Vec<i32>,
   timeouts: Vec<f64>,
   start_after: Vec<f64>,
-  tokens: Vec<Option<String>>,
+  seqs: Vec<i64>,
 }
 
 impl<'a> InsertArgs<'a> {
-  /// `owner`'s submissions `inserts`; each numbered one gets the token `owner:seq`.
-  fn new(inserts: &'a [NewExecution], owner: &str) -> InsertArgs<'a> {
+  /// The submissions `inserts`, with their numbers (0: none).
+  fn new(inserts: &[&'a NewExecution]) -> InsertArgs<'a> {
     InsertArgs {
       agents: inserts.iter().map(|n| n.agent.as_str()).collect(),
       tasks: inserts.iter().map(|n| n.task.as_str()).collect(),
@@ -302,14 +327,19 @@ impl<'a> InsertArgs<'a> {
       backoffs: inserts.iter().map(|n| int(n.backoff)).collect(),
       timeouts: inserts.iter().map(|n| n.timeout_ms).collect(),
       start_after: inserts.iter().map(|n| n.start_after).collect(),
-      tokens: inserts
+      seqs: inserts
         .iter()
-        .map(|n| (n.seq > 0).then(|| format!("{owner}:{}", n.seq)))
+        .map(|n| i64::try_from(n.seq).unwrap_or(0))
         .collect(),
     }
   }
 
-  fn params<'p>(&'p self, now: &'p f64) -> Params<'p> {
+  /// The last number among the submissions, if any is numbered.
+  fn last_seq(&self) -> Option<i64> {
+    self.seqs.iter().copied().filter(|&s| s > 0).max()
+  }
+
+  fn params<'p>(&'p self, now: &'p f64, cx: &'p Ctx<'p>) -> Params<'p> {
     vec![
       &self.agents,
       &self.tasks,
@@ -323,8 +353,11 @@ impl<'a> InsertArgs<'a> {
       &self.backoffs,
       &self.timeouts,
       &self.start_after,
-      &self.tokens,
+      &self.seqs,
       now,
+      &cx.owner,
+      &cx.forget,
+      &cx.schema_key,
     ]
   }
 }
@@ -342,13 +375,32 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
     ..BatchResult::default()
   };
 
-  let inserts = InsertArgs::new(&batch.inserts, cx.owner);
-  let insert_params = inserts.params(&now);
-  let insert_sql = if cx.careful || batch.inserts.iter().any(|n| n.key.is_some()) {
-    &sql.insert
-  } else {
-    &sql.insert_plain
+  // Submissions of a batch whose answer was lost: under the executor's lock (its first try
+  // has ended), the ones its record holds get their ids from it and are not inserted again.
+  let again = batch
+    .inserts
+    .iter()
+    .filter(|n| n.seq > 0 && cx.maybe_stored.contains(&n.seq))
+    .map(|n| i64::try_from(n.seq).unwrap_or(0))
+    .min();
+  let mut stored = HashMap::new();
+  if let Some(from) = again {
+    db.batch_execute("BEGIN").await?;
+    db.execute(&sql.own_lock, &[&cx.schema_key, &cx.owner]).await?;
+    for r in db.query(&sql.batches, &[&cx.owner, &from]).await? {
+      stored.insert(r.try_get::<_, i64>(0)?, r.try_get::<_, i64>(1)?);
+    }
+  }
+  let known = |n: &NewExecution| {
+    (n.seq > 0 && cx.maybe_stored.contains(&n.seq))
+      .then(|| stored.get(&i64::try_from(n.seq).unwrap_or(0)).copied())
+      .flatten()
   };
+  let sent: Vec<&NewExecution> = batch.inserts.iter().filter(|n| known(n).is_none()).collect();
+  let inserts = InsertArgs::new(&sent);
+  let insert_params = inserts.params(&now, cx);
+  let careful = sent.iter().any(|n| n.key.is_some());
+  let insert_sql = if careful { &sql.insert } else { &sql.insert_plain };
 
   let done: Vec<usize> = (0..batch.finishes.len())
     .filter(|&i| batch.finishes[i].status == STATUS_COMPLETED)
@@ -403,8 +455,8 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
 
   let (begun, inserted, completed, failing, progressed, released, locked, claimed, noted, committed) = tokio::join!(
     biased;
-    db.batch_execute("BEGIN"),
-    when(!batch.inserts.is_empty(), db.query(insert_sql, &insert_params)),
+    when(again.is_none(), db.batch_execute("BEGIN")),
+    when(!sent.is_empty(), db.query(insert_sql, &insert_params)),
     when(!done.is_empty(), db.query(&sql.complete, &done_params)),
     when(!rest.is_empty(), db.query(&sql.failing, &failing_params)),
     when(!batch.progress.is_empty(), db.execute(&sql.progress, &progress_params)),
@@ -516,9 +568,32 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
       mark_recorded(&mut out.finished, batch, &unheard, r.get(0), r.get(1));
     }
   }
+  let mut record = None;
+  let mut fresh = Vec::new().into_iter();
   if let Some(rows) = inserted {
-    out.inserted = inserted_ids(db, sql, &rows).await?;
+    let ids = inserted_ids(db, sql, &rows).await?;
+    // The record holds what was inserted: all of a plain insert, a careful one's own rows.
+    record = if careful {
+      ids
+        .iter()
+        .zip(&inserts.seqs)
+        .filter(|(i, &s)| !i.existing && s > 0)
+        .map(|(_, &s)| s)
+        .max()
+    } else {
+      inserts.last_seq()
+    };
+    fresh = ids.into_iter();
   }
+  // One row per submission sent, in order (`ORDER BY ord`), between those found recorded.
+  out.inserted = batch
+    .inserts
+    .iter()
+    .filter_map(|n| match known(n) {
+      Some(id) => Some(Inserted { id, existing: false }),
+      None => fresh.next(),
+    })
+    .collect();
   out.stale = out.finished.iter().filter(|f| **f == Finished::Stale).count() as u32;
   let rows = claimed.unwrap_or_default();
   let limited = rows
@@ -529,15 +604,11 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
   let mut claimed: Vec<Row> = rows.iter().map(row).collect();
   claimed.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
   out.claimed = claimed;
-  Ok(Done { result: out, limited })
-}
-
-/// Whether a batch failed because its plain insert met a submission stored already (a
-/// batch sent again after its answer was lost): it is then run again, carefully.
-pub fn plain_refused(e: &tokio_postgres::Error) -> bool {
-  e.as_db_error().is_some_and(|d| {
-    d.code() == &tokio_postgres::error::SqlState::UNIQUE_VIOLATION
-      && d.constraint() == Some("bmad_executions_token")
+  Ok(Done {
+    result: out,
+    limited,
+    record,
+    forgot: !sent.is_empty(),
   })
 }
 
@@ -551,10 +622,9 @@ fn mark_recorded(finished: &mut [Finished], batch: &Batch, which: &[usize], id: 
   }
 }
 
-/// Each submission's id from the insert's rows: its own (inserted now or by an earlier try),
-/// or that of the execution holding its key. A token or key whose row was committed after
-/// the insert's snapshot is read again (after the commit: that row is committed, whichever
-/// host wrote it).
+/// Each submission's id from the insert's rows: its own, or that of the execution holding
+/// its key. A key whose row was committed after the insert's snapshot is read again (after
+/// the commit: that row is committed, whichever host wrote it).
 async fn inserted_ids(db: &Db<'_>, sql: &BatchSql, rows: &[tokio_postgres::Row]) -> PgResult<Vec<Inserted>> {
   let mut out = Vec::with_capacity(rows.len());
   for r in rows {
@@ -564,17 +634,6 @@ async fn inserted_ids(db: &Db<'_>, sql: &BatchSql, rows: &[tokio_postgres::Row])
     }
     if let Some(id) = r.get::<_, Option<i64>>(2) {
       out.push(Inserted { id, existing: true });
-      continue;
-    }
-    let token: Option<String> = r.get(3);
-    if let Some(row) = match &token {
-      Some(t) => db.query_opt(&sql.token_owner, &[t]).await?,
-      None => None,
-    } {
-      out.push(Inserted {
-        id: row.get(0),
-        existing: false,
-      });
       continue;
     }
     let key: Option<String> = r.get(0);

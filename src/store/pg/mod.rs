@@ -36,7 +36,7 @@ pub(super) const SESSION: &str =
 pub const VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Migration `i` brings a schema from version `i` to `i + 1`; `{s}` is the quoted schema.
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
   r"
 CREATE TABLE {s}.bmad_meta (key text PRIMARY KEY, value text NOT NULL);
 CREATE TABLE {s}.bmad_executions (
@@ -90,6 +90,22 @@ CREATE TABLE {s}.bmad_limits (
 -- due time is read from them alone, not from every queued row. A row due when created is
 -- claimable at once, whatever the claimer's clock.
 CREATE INDEX bmad_executions_due ON {s}.bmad_executions (scheduled_at) WHERE state = 0 AND scheduled_at > created_at;
+",
+  r"
+-- A batch sent again after its answer was lost is recognised by the batch its first try
+-- recorded (an executor's numbers for its submissions, and their ids), kept until the
+-- executor has had the answer: one row per batch instead of an indexed token in each of an
+-- execution's three row versions.
+CREATE TABLE {s}.bmad_batches (
+  owner text NOT NULL,
+  last_seq bigint NOT NULL,
+  seqs bigint[] NOT NULL,
+  ids bigint[] NOT NULL,
+  recorded_at double precision NOT NULL,
+  PRIMARY KEY (owner, last_seq)
+);
+DROP INDEX {s}.bmad_executions_token;
+ALTER TABLE {s}.bmad_executions DROP COLUMN token;
 ",
 ];
 

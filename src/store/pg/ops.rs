@@ -15,7 +15,9 @@ use crate::scheduler::retry::Jitter;
 use crate::store::decide;
 use crate::store::host::{self, Identity};
 use crate::store::ops::{Interest, COLUMNS, WORKER_LOST};
-use crate::store::{Batch, BatchResult, CancelRequest, Refusals, Rescued, Row, StoreError, StoreResult};
+use crate::store::{
+  Batch, BatchResult, CancelRequest, Refusals, Rescued, Row, StoreError, StoreResult, DISCONNECTED,
+};
 use crate::system::probes::now_ms;
 
 use std::cell::Cell;
@@ -95,6 +97,10 @@ pub struct PgStore {
   sweeper: Sweeper,
   /// Attempts whose rescue the server refused.
   refusals: Refusals,
+  /// Numbered submissions of batches whose answers were lost (see `batch::Ctx`).
+  maybe_stored: HashSet<u64>,
+  /// The records of batches answered since the last removal (their last numbers).
+  answered: Vec<i64>,
 }
 
 impl PgStore {
@@ -152,6 +158,8 @@ impl PgStore {
       limited: Default::default(),
       sweeper,
       refusals: Refusals::default(),
+      maybe_stored: HashSet::new(),
+      answered: Vec::new(),
     };
     let sql = format!(
       "INSERT INTO {}.bmad_workers (owner, host, pid, proc_start, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $5, $5)",
@@ -378,8 +386,9 @@ impl PgStore {
       .conn
       .wait("cannot prepare for", db.prepare_batch(&self.batch_sql.all()))?;
     let limited = &self.limited;
-    let mut cx = batch::Ctx {
-      careful: false,
+    let cx = batch::Ctx {
+      maybe_stored: &self.maybe_stored,
+      forget: &self.answered,
       limited,
       db: &db,
       sql: &self.batch_sql,
@@ -392,20 +401,30 @@ impl PgStore {
     };
     let jitter = &mut self.jitter;
     let done = self.conn.wait("cannot write to", async {
-      let mut r = batch::run(&cx, batch, jitter).await;
+      let r = batch::run(&cx, batch, jitter).await;
       if r.is_err() {
         // What failed is reported; a failed rollback only means the connection is gone.
         let _ = db.batch_execute("ROLLBACK").await;
       }
-      if matches!(&r, Err(e) if !cx.careful && batch::plain_refused(e)) {
-        cx.careful = true;
-        r = batch::run(&cx, batch, jitter).await;
-        if r.is_err() {
-          let _ = db.batch_execute("ROLLBACK").await;
-        }
-      }
       r
-    })?;
+    });
+    let seqs = batch.inserts.iter().map(|n| n.seq).filter(|&s| s > 0);
+    let done = match done {
+      Ok(done) => done,
+      Err(e) => {
+        if e.code == DISCONNECTED {
+          self.answer_lost(batch);
+        }
+        return Err(e);
+      }
+    };
+    for s in seqs {
+      self.maybe_stored.remove(&s);
+    }
+    if done.forgot {
+      self.answered.clear();
+    }
+    self.answered.extend(done.record);
     for f in &batch.finishes {
       self.limited.remove(&(f.id, f.attempt));
     }
@@ -414,6 +433,14 @@ impl PgStore {
     }
     self.limited.extend(done.limited);
     Ok(done.result)
+  }
+
+  /// The answer to `batch` was lost: its commit may have gone through, so its submissions'
+  /// record is looked for when they are sent again.
+  pub(super) fn answer_lost(&mut self, batch: &Batch) {
+    self
+      .maybe_stored
+      .extend(batch.inserts.iter().map(|n| n.seq).filter(|&s| s > 0));
   }
 
   /// Cancels execution `id`: a queued one ends at once, a running one is flagged for its
@@ -742,8 +769,10 @@ impl PgStore {
   /// rescuer on this host moves them at once instead of at the end of their lease.
   pub fn leave(&mut self) -> StoreResult<()> {
     self.conn.ensure()?;
+    // Its batch records go too: it sends nothing again.
     let sql = format!(
-      "DELETE FROM {s}.bmad_workers w WHERE owner = $1 \
+      "WITH records AS (DELETE FROM {s}.bmad_batches WHERE owner = $1) \
+       DELETE FROM {s}.bmad_workers w WHERE owner = $1 \
        AND NOT EXISTS (SELECT 1 FROM {s}.bmad_executions e WHERE e.state = 1 AND e.owner = w.owner)",
       s = self.s
     );

@@ -14,8 +14,13 @@ use super::pg_error;
 use super::pool::Pool;
 use crate::store::{StoreError, StoreResult};
 
+/// How long the record of a batch whose answer never came is kept (see the `bmad_batches`
+/// migration): an executor back after a longer partition does not find its first tries.
+const BATCH_RECORD_MS: f64 = 24.0 * 3600.0 * 1000.0;
+
 /// Deletes, in schema `s` (quoted), the ended executions that ended before `cutoff`, then
-/// those past the newest `keep`; returns how many.
+/// those past the newest `keep`; returns how many. Records of batches older than a day go
+/// too.
 pub async fn delete_ended(
   client: &Client,
   s: &str,
@@ -35,6 +40,13 @@ pub async fn delete_ended(
          ORDER BY finalized_at DESC, id DESC OFFSET $1)"
       ),
       &[&keep],
+    )
+    .await?;
+  let before = crate::system::probes::now_ms() - BATCH_RECORD_MS;
+  client
+    .execute(
+      &format!("DELETE FROM {s}.bmad_batches WHERE recorded_at < $1"),
+      &[&before],
     )
     .await?;
   Ok(n)

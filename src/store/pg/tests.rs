@@ -221,6 +221,54 @@ fn a_schema_of_something_else_or_of_a_newer_release_is_refused_untouched() {
 }
 
 #[test]
+fn a_version_2_schema_is_migrated_keeping_its_rows_and_dropping_tokens() {
+  let Some(url) = server() else { return };
+  // The schema as a release of version 2 left it, with a queued row and its token.
+  let mut admin = PgConnection::open(target(&url, "v2admin")).expect("open");
+  let old = format!("\"v2_{}\"", std::process::id());
+  let mut setup = format!("CREATE SCHEMA {old};");
+  for m in &MIGRATIONS[..2] {
+    setup.push_str(&m.replace("{s}", &old));
+  }
+  setup.push_str(&format!(
+    "INSERT INTO {old}.bmad_meta (key, value) VALUES ('app', '{APP}'), ('version', '2'); \
+     INSERT INTO {old}.bmad_executions (agent, task, level, priority, mode, state, max_attempts, retry_delay_ms, \
+       backoff, timeout_ms, created_at, scheduled_at, token) \
+     VALUES ('a', 'kept', 'medium', 0, 0, 0, 1, 0, 0, 0, 1, 1, 'someone:1');"
+  ));
+  sql(&mut admin, &setup);
+  let mut s = store(&url, "v2");
+  let c = PgConnection::open(target(&url, "v2")).expect("open");
+  let one = |q: &str| -> i64 {
+    let q = q.replace("{s}", &c.target.quoted_schema());
+    c.wait("test", c.client().query_one(&q, &[]))
+      .expect("read")
+      .get(0)
+  };
+  assert_eq!(
+    one("SELECT value::int8 FROM {s}.bmad_meta WHERE key = 'version'"),
+    3
+  );
+  assert_eq!(
+    one(&format!(
+      "SELECT count(*) FROM information_schema.columns WHERE table_schema = 'v2_{}' AND column_name = 'token'",
+      std::process::id()
+    )),
+    0
+  );
+  let kept = claim(&mut s, 5, T0);
+  assert_eq!(kept.len(), 1, "the row of version 2 is claimed");
+  assert_eq!(s.fetch(kept[0]).expect("fetch").expect("row").task, "kept");
+  let ids = insert(&mut s, vec![exec("a", 0)]);
+  assert_eq!(ids.len(), 1);
+  drop(c);
+  sql(
+    &mut admin,
+    &format!("DROP SCHEMA {old} CASCADE; DROP SCHEMA {{s}} CASCADE"),
+  );
+}
+
+#[test]
 fn a_role_granted_only_the_use_of_the_tables_runs_the_store() {
   // The README's least-privilege set-up: an owner creates the schema (its first open makes
   // the tables), a runner role gets USAGE and row privileges only.
@@ -761,16 +809,55 @@ fn a_batch_sent_again_after_its_answer_was_lost_changes_nothing_twice() {
     .iter()
     .map(|i| i.id)
     .collect();
-  let again = s.batch(&submit, T0).expect("insert again").inserted;
+  // What a lost connection leaves: the commit went through, the answer did not come.
+  s.answer_lost(&submit);
+  let with_more = Batch {
+    inserts: vec![numbered(1), numbered(2), numbered(3)],
+    ..Default::default()
+  };
+  let again = s.batch(&with_more, T0).expect("insert again").inserted;
+  assert_eq!(again.len(), 3);
+  let third = again[2].id;
+  assert!(
+    !first.contains(&third),
+    "a new submission sent with them is stored"
+  );
+  let again = &again[..2];
   assert_eq!(
     again.iter().map(|i| i.id).collect::<Vec<_>>(),
     first,
     "the same executions"
   );
   assert!(again.iter().all(|i| !i.existing), "its own, not a key's");
+  let c = PgConnection::open(target(&url, "resend")).expect("open");
+  let count = |table: &str| -> i64 {
+    let q = format!("SELECT count(*) FROM {}.{table}", c.target.quoted_schema());
+    c.wait("test", c.client().query_one(&q, &[]))
+      .expect("count")
+      .get(0)
+  };
+  assert_eq!(count("bmad_executions"), 3, "nothing stored twice");
   // The same numbers from another executor are other submissions.
+  other.answer_lost(&submit);
   let theirs = other.batch(&submit, T0).expect("insert").inserted;
   assert!(theirs.iter().all(|i| !first.contains(&i.id)));
+  assert_eq!(count("bmad_executions"), 5);
+  // An executor's answered records are removed by its next insert.
+  let fourth = s
+    .batch(
+      &Batch {
+        inserts: vec![numbered(4)],
+        ..Default::default()
+      },
+      T0,
+    )
+    .expect("insert")
+    .inserted[0]
+    .id;
+  assert_eq!(count("bmad_batches"), 2, "the latest record of each executor");
+  for id in [third, fourth] {
+    assert_eq!(s.cancel(id, "{}", T0).expect("cancel"), STATUS_QUEUED as i32);
+  }
   // Claimed, then ended: a completion and a final failure, each sent twice.
   let claimed = claim(&mut s, 2, T0 + 1.0);
   assert_eq!(claimed, first);
@@ -812,6 +899,10 @@ fn a_batch_sent_again_after_its_answer_was_lost_changes_nothing_twice() {
   assert_eq!((back.status, back.attempt, back.owner), (STATUS_QUEUED, 0, None));
   assert_eq!(s.fetch(kept).expect("fetch").expect("row").status, STATUS_RUNNING);
   assert_eq!(claim(&mut other, 5, T0 + 4.0), vec![lost[1]]);
+  // An executor that leaves takes its records with it.
+  s.leave().expect("leave");
+  assert_eq!(count("bmad_batches"), 1, "the other executor's");
+  drop(c);
   drop_schema(&url, "resend");
 }
 
