@@ -104,6 +104,9 @@ CREATE TABLE {s}.bmad_batches (
   recorded_at double precision NOT NULL,
   PRIMARY KEY (owner, last_seq)
 );
+-- Out of line, not compressed: a batch of 1000 is 16 kB of numbers, which PostgreSQL would
+-- otherwise compress at every batch.
+ALTER TABLE {s}.bmad_batches ALTER COLUMN seqs SET STORAGE EXTERNAL, ALTER COLUMN ids SET STORAGE EXTERNAL;
 DROP INDEX {s}.bmad_executions_token;
 ALTER TABLE {s}.bmad_executions DROP COLUMN token;
 ",
