@@ -71,11 +71,14 @@ function freeSlots(durable) {
   const max = c.throttled ? Math.min(c.maxConcurrent, ex.config.minConcurrentAgents) : c.maxConcurrent;
   const held = heldAgents(ex);
   durable.claimExclude = held.agents.filter(storableName);
-  // Prefetch: up to `storePrefetch` more than the free slots wait here, within `maxQueued`.
+  const free = Math.max(0, max - c.slotsUsed - (c.queued - held.queued));
+  // Prefetch: at most `storePrefetch` executions wait here (any agent's, held ones too),
+  // within `maxQueued`; none while throttled.
   const maxQueued = ex.config.maxQueued;
-  const ahead = Math.max(0, Math.min(durable.config.prefetch, maxQueued === undefined ? Infinity : maxQueued - c.queued));
+  const room = Math.min(durable.config.prefetch, maxQueued === undefined ? Infinity : maxQueued) - c.queued;
+  const ahead = c.throttled ? 0 : Math.max(0, room);
   durable.claimChunk = Math.min(MAX_CLAIM, Math.ceil((max + ahead) / claimParts(durable)));
-  return Math.max(0, max + ahead - c.slotsUsed - (c.queued - held.queued));
+  return free + ahead;
 }
 
 /**
