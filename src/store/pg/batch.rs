@@ -42,9 +42,10 @@ pub struct BatchSql {
   lock: String,
   claim: String,
   key_owner: String,
-  /// The executor's lock (`$1` the schema's key prefix, `$2` the owner).
-  own_lock: String,
-  /// The numbers and ids of the submissions the executor `$1` recorded, from `$2` on.
+  /// Settles tries `$2` of executor `$1` whose answers were lost: an empty record for each
+  /// that has none (waiting for one under way), so it can never commit later.
+  fence: String,
+  /// The records of tries `$2` of executor `$1`.
   batches: String,
 }
 
@@ -55,29 +56,27 @@ impl BatchSql {
     // A constant, resolved once when the statement is planned (not a lookup per row).
     let next_id = format!("nextval({sequence}::regclass)");
     // The submissions as rows with their ids (`input`), and their insert (`ins`, its
-    // closing parenthesis left to the statement): both insert statements start so. The
-    // executor's lock (`$17`, `$15`) is held until the commit: a batch sent again after its
-    // answer was lost takes it first, so its first try has ended before it is looked for.
+    // closing parenthesis left to the statement): both insert statements start so.
     let insert_rows = format!(
       "WITH input AS MATERIALIZED (SELECT u.*, {next_id} AS new_id \
            FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int4[], $7::text[], $8::int4[], \
                        $9::float8[], $10::int4[], $11::float8[], $12::float8[], $13::int8[]) WITH ORDINALITY \
              AS u(agent, task, options, level, priority, mode, key, max_attempts, retry_delay_ms, backoff, timeout_ms, start_after, \
-                  seq, ord) \
-           WHERE EXISTS (SELECT pg_advisory_xact_lock(hashtextextended($17 || $15, 1)))), \
+                  seq, ord)), \
          ins AS (INSERT INTO {s}.bmad_executions (id, agent, task, options, level, priority, mode, key, state, max_attempts, \
                    retry_delay_ms, backoff, timeout_ms, created_at, scheduled_at) \
            SELECT new_id, agent, task, options, level, priority, mode, key, 0, max_attempts, retry_delay_ms, backoff, timeout_ms, \
                   $14, greatest($14, start_after) FROM input ORDER BY ord"
     );
-    // The record of the numbered submissions `{from}` inserted (see the `bmad_batches`
-    // migration), and the removal of the records whose answers this executor has had (`$16`).
+    // The record of the numbered submissions `{from}` inserted, under this try's number
+    // (`$17`; see the `bmad_batches` migration), and the removal of the records of tries
+    // whose answers this executor has had (`$16`).
     let record = |from: &str| {
       format!(
-        "batch_record AS (INSERT INTO {s}.bmad_batches (owner, last_seq, seqs, ids, recorded_at) \
-           SELECT $15, max(i.seq), array_agg(i.seq ORDER BY i.ord), array_agg(i.new_id ORDER BY i.ord), $14 \
+        "batch_record AS (INSERT INTO {s}.bmad_batches (owner, batch, seqs, ids, recorded_at) \
+           SELECT $15, $17, array_agg(i.seq ORDER BY i.ord), array_agg(i.new_id ORDER BY i.ord), $14 \
            FROM {from} WHERE i.seq > 0 HAVING count(*) > 0), \
-         forgotten AS (DELETE FROM {s}.bmad_batches WHERE owner = $15 AND last_seq = ANY($16::int8[]))"
+         forgotten AS (DELETE FROM {s}.bmad_batches WHERE owner = $15 AND batch = ANY($16::int8[]))"
       )
     };
     BatchSql {
@@ -104,11 +103,11 @@ impl BatchSql {
          SELECT key, new_id, NULL::int8 FROM input ORDER BY ord",
         record = record("input i")
       ),
-      own_lock: "SELECT pg_advisory_xact_lock(hashtextextended($1 || $2, 1))".to_string(),
-      batches: format!(
-        "SELECT x.seq, x.id FROM {s}.bmad_batches b, unnest(b.seqs, b.ids) x(seq, id) \
-         WHERE b.owner = $1 AND b.last_seq >= $2"
+      fence: format!(
+        "INSERT INTO {s}.bmad_batches (owner, batch, seqs, ids, recorded_at) \
+         SELECT $1, b, '{{}}', '{{}}', $3 FROM unnest($2::int8[]) b ON CONFLICT DO NOTHING"
       ),
+      batches: format!("SELECT batch, seqs, ids FROM {s}.bmad_batches WHERE owner = $1 AND batch = ANY($2::int8[])"),
       // Completions: only the owner of a running attempt completes it.
       //
       // Every statement over arrays of ids finds each row through the primary key, from
@@ -277,10 +276,15 @@ pub struct Ctx<'a> {
   /// Executions this worker runs whose agent has a global limit: their ends free a slot on
   /// every executor, so they are announced as work.
   pub limited: &'a HashSet<(i64, u32)>,
-  /// Numbered submissions a batch whose answer was lost held: their first try may have
-  /// stored them (then its record says so).
-  pub maybe_stored: &'a HashSet<u64>,
-  /// The records of batches whose answers this executor has had (their last numbers).
+  /// This try's number, under which it records its submissions.
+  pub try_no: i64,
+  /// Tries whose answers were lost and are not settled yet, with their numbered
+  /// submissions: this batch settles those it shares a submission with.
+  pub lost: &'a [(i64, Vec<u64>)],
+  /// What settled tries said of their submissions not sent again yet: stored with this id,
+  /// or not stored (None).
+  pub settled: &'a HashMap<u64, Option<i64>>,
+  /// The records of tries whose answers this executor has had.
   pub forget: &'a [i64],
 }
 
@@ -288,10 +292,15 @@ pub struct Ctx<'a> {
 pub struct Done {
   pub result: BatchResult,
   pub limited: Vec<(i64, u32)>,
-  /// The last number of the record this batch wrote, if any.
-  pub record: Option<i64>,
+  /// Whether it wrote a record (under `Ctx::try_no`).
+  pub recorded: bool,
   /// Whether it removed the records of `Ctx::forget` (its insert statement does).
   pub forgot: bool,
+  /// The lost tries it settled, what they said of their submissions, and which of them had
+  /// committed (their records can go once this answer is had).
+  pub settled: Vec<i64>,
+  pub found: HashMap<u64, Option<i64>>,
+  pub committed: Vec<i64>,
 }
 
 /// The insert statement's arrays.
@@ -334,11 +343,6 @@ impl<'a> InsertArgs<'a> {
     }
   }
 
-  /// The last number among the submissions, if any is numbered.
-  fn last_seq(&self) -> Option<i64> {
-    self.seqs.iter().copied().filter(|&s| s > 0).max()
-  }
-
   fn params<'p>(&'p self, now: &'p f64, cx: &'p Ctx<'p>) -> Params<'p> {
     vec![
       &self.agents,
@@ -357,7 +361,7 @@ impl<'a> InsertArgs<'a> {
       now,
       &cx.owner,
       &cx.forget,
-      &cx.schema_key,
+      &cx.try_no,
     ]
   }
 }
@@ -375,25 +379,42 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
     ..BatchResult::default()
   };
 
-  // Submissions of a batch whose answer was lost: under the executor's lock (its first try
-  // has ended), the ones its record holds get their ids from it and are not inserted again.
-  let again = batch
-    .inserts
+  // Lost tries this batch shares a submission with are settled first: each gets its record,
+  // or an empty one if it has none (so it can never commit later); a submission found
+  // recorded gets its id from there and is not inserted again.
+  let touched: HashSet<u64> = batch.inserts.iter().map(|n| n.seq).filter(|&s| s > 0).collect();
+  let settling: Vec<&(i64, Vec<u64>)> = cx
+    .lost
     .iter()
-    .filter(|n| n.seq > 0 && cx.maybe_stored.contains(&n.seq))
-    .map(|n| i64::try_from(n.seq).unwrap_or(0))
-    .min();
-  let mut stored = HashMap::new();
-  if let Some(from) = again {
+    .filter(|(_, seqs)| seqs.iter().any(|s| touched.contains(s)))
+    .collect();
+  let mut found: HashMap<u64, Option<i64>> = HashMap::new();
+  let mut stored_tries = Vec::new();
+  if !settling.is_empty() {
+    let tries: Vec<i64> = settling.iter().map(|(t, _)| *t).collect();
     db.batch_execute("BEGIN").await?;
-    db.execute(&sql.own_lock, &[&cx.schema_key, &cx.owner]).await?;
-    for r in db.query(&sql.batches, &[&cx.owner, &from]).await? {
-      stored.insert(r.try_get::<_, i64>(0)?, r.try_get::<_, i64>(1)?);
+    db.execute(&sql.fence, &[&cx.owner, &tries, &now]).await?;
+    for (_, seqs) in &settling {
+      found.extend(seqs.iter().map(|&s| (s, None)));
+    }
+    for r in db.query(&sql.batches, &[&cx.owner, &tries]).await? {
+      let (t, seqs, ids): (i64, Vec<i64>, Vec<i64>) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+      if !seqs.is_empty() {
+        stored_tries.push(t);
+      }
+      for (s, id) in seqs.into_iter().zip(ids) {
+        found.insert(u64::try_from(s).unwrap_or(0), Some(id));
+      }
     }
   }
-  let known = |n: &NewExecution| {
-    (n.seq > 0 && cx.maybe_stored.contains(&n.seq))
-      .then(|| stored.get(&i64::try_from(n.seq).unwrap_or(0)).copied())
+  let known = |n: &NewExecution| -> Option<i64> {
+    if n.seq == 0 {
+      return None;
+    }
+    found
+      .get(&n.seq)
+      .or_else(|| cx.settled.get(&n.seq))
+      .copied()
       .flatten()
   };
   let sent: Vec<&NewExecution> = batch.inserts.iter().filter(|n| known(n).is_none()).collect();
@@ -455,7 +476,7 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
 
   let (begun, inserted, completed, failing, progressed, released, locked, claimed, noted, committed) = tokio::join!(
     biased;
-    when(again.is_none(), db.batch_execute("BEGIN")),
+    when(settling.is_empty(), db.batch_execute("BEGIN")),
     when(!sent.is_empty(), db.query(insert_sql, &insert_params)),
     when(!done.is_empty(), db.query(&sql.complete, &done_params)),
     when(!rest.is_empty(), db.query(&sql.failing, &failing_params)),
@@ -568,21 +589,15 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
       mark_recorded(&mut out.finished, batch, &unheard, r.get(0), r.get(1));
     }
   }
-  let mut record = None;
+  let mut recorded = false;
   let mut fresh = Vec::new().into_iter();
   if let Some(rows) = inserted {
     let ids = inserted_ids(db, sql, &rows).await?;
     // The record holds what was inserted: all of a plain insert, a careful one's own rows.
-    record = if careful {
-      ids
-        .iter()
-        .zip(&inserts.seqs)
-        .filter(|(i, &s)| !i.existing && s > 0)
-        .map(|(_, &s)| s)
-        .max()
-    } else {
-      inserts.last_seq()
-    };
+    recorded = ids
+      .iter()
+      .zip(&inserts.seqs)
+      .any(|(i, &s)| (!careful || !i.existing) && s > 0);
     fresh = ids.into_iter();
   }
   // One row per submission sent, in order (`ORDER BY ord`), between those found recorded.
@@ -607,8 +622,11 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
   Ok(Done {
     result: out,
     limited,
-    record,
+    recorded,
     forgot: !sent.is_empty(),
+    settled: settling.iter().map(|(t, _)| *t).collect(),
+    found,
+    committed: stored_tries,
   })
 }
 

@@ -92,17 +92,19 @@ CREATE TABLE {s}.bmad_limits (
 CREATE INDEX bmad_executions_due ON {s}.bmad_executions (scheduled_at) WHERE state = 0 AND scheduled_at > created_at;
 ",
   r"
--- A batch sent again after its answer was lost is recognised by the batch its first try
--- recorded (an executor's numbers for its submissions, and their ids), kept until the
--- executor has had the answer: one row per batch instead of an indexed token in each of an
--- execution's three row versions.
+-- A batch sent again after its answer was lost is recognised by the record its first try
+-- wrote (the executor's numbers for its submissions, and their ids): one row per batch
+-- instead of an indexed token in each of an execution's three row versions. A try whose
+-- answer was lost is settled by the executor's next batch: it inserts an empty record under
+-- that try's number if there is none, so that try, should it reach the server later, fails
+-- on the primary key.
 CREATE TABLE {s}.bmad_batches (
   owner text NOT NULL,
-  last_seq bigint NOT NULL,
+  batch bigint NOT NULL,
   seqs bigint[] NOT NULL,
   ids bigint[] NOT NULL,
   recorded_at double precision NOT NULL,
-  PRIMARY KEY (owner, last_seq)
+  PRIMARY KEY (owner, batch)
 );
 -- Out of line, not compressed: a batch of 1000 is 16 kB of numbers, which PostgreSQL would
 -- otherwise compress at every batch.

@@ -21,7 +21,7 @@ use crate::store::{
 use crate::system::probes::now_ms;
 
 use std::cell::Cell;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 pub(super) type PgResult<T> = Result<T, tokio_postgres::Error>;
 
@@ -97,9 +97,13 @@ pub struct PgStore {
   sweeper: Sweeper,
   /// Attempts whose rescue the server refused.
   refusals: Refusals,
-  /// Numbered submissions of batches whose answers were lost (see `batch::Ctx`).
-  maybe_stored: HashSet<u64>,
-  /// The records of batches answered since the last removal (their last numbers).
+  /// The number of this executor's next try of a batch (see `batch::Ctx`).
+  next_try: i64,
+  /// Tries whose answers were lost, not settled yet, with their numbered submissions.
+  lost: Vec<(i64, Vec<u64>)>,
+  /// Submissions of settled tries not answered yet: stored with this id, or not stored.
+  settled: HashMap<u64, Option<i64>>,
+  /// The records of tries answered since the last removal.
   answered: Vec<i64>,
 }
 
@@ -158,7 +162,9 @@ impl PgStore {
       limited: Default::default(),
       sweeper,
       refusals: Refusals::default(),
-      maybe_stored: HashSet::new(),
+      next_try: 1,
+      lost: Vec::new(),
+      settled: HashMap::new(),
       answered: Vec::new(),
     };
     let sql = format!(
@@ -386,8 +392,12 @@ impl PgStore {
       .conn
       .wait("cannot prepare for", db.prepare_batch(&self.batch_sql.all()))?;
     let limited = &self.limited;
+    let try_no = self.next_try;
+    self.next_try += 1;
     let cx = batch::Ctx {
-      maybe_stored: &self.maybe_stored,
+      try_no,
+      lost: &self.lost,
+      settled: &self.settled,
       forget: &self.answered,
       limited,
       db: &db,
@@ -408,23 +418,30 @@ impl PgStore {
       }
       r
     });
-    let seqs = batch.inserts.iter().map(|n| n.seq).filter(|&s| s > 0);
     let done = match done {
       Ok(done) => done,
       Err(e) => {
         if e.code == DISCONNECTED {
-          self.answer_lost(batch);
+          self.answer_lost(try_no, batch);
         }
         return Err(e);
       }
     };
-    for s in seqs {
-      self.maybe_stored.remove(&s);
+    // Settled tries leave `lost`; what they said holds for their submissions still to come.
+    self.lost.retain(|(t, _)| !done.settled.contains(t));
+    self.settled.extend(done.found);
+    for n in &batch.inserts {
+      self.settled.remove(&n.seq);
     }
     if done.forgot {
       self.answered.clear();
     }
-    self.answered.extend(done.record);
+    if done.recorded {
+      self.answered.push(try_no);
+    }
+    // A settled try that had committed needs its record no more; an empty one stays, so
+    // that try can never commit later (retention removes it after a day).
+    self.answered.extend(done.committed);
     for f in &batch.finishes {
       self.limited.remove(&(f.id, f.attempt));
     }
@@ -435,12 +452,39 @@ impl PgStore {
     Ok(done.result)
   }
 
-  /// The answer to `batch` was lost: its commit may have gone through, so its submissions'
-  /// record is looked for when they are sent again.
-  pub(super) fn answer_lost(&mut self, batch: &Batch) {
-    self
-      .maybe_stored
-      .extend(batch.inserts.iter().map(|n| n.seq).filter(|&s| s > 0));
+  /// The answer to try `try_no` of `batch` was lost: its commit may have gone through (or
+  /// may yet), so the next batch with any of its submissions settles it first.
+  pub(super) fn answer_lost(&mut self, try_no: i64, batch: &Batch) {
+    let seqs: Vec<u64> = batch.inserts.iter().map(|n| n.seq).filter(|&s| s > 0).collect();
+    if !seqs.is_empty() {
+      self.lost.push((try_no, seqs));
+    }
+  }
+
+  /// Test: the answer to the last try of `batch` was lost (it committed; nobody heard).
+  #[cfg(test)]
+  pub(super) fn lose_last_answer(&mut self, batch: &Batch) {
+    let t = self.next_try - 1;
+    self.answered.retain(|&a| a != t);
+    self.answer_lost(t, batch);
+  }
+
+  /// Test: a try of `batch` sent and given up before it reached the server; its number.
+  #[cfg(test)]
+  pub(super) fn lose_next_try(&mut self, batch: &Batch) -> i64 {
+    let t = self.next_try;
+    self.next_try += 1;
+    self.answer_lost(t, batch);
+    t
+  }
+
+  /// Test: `batch` run as try `t` (a try given up that reaches the server late).
+  #[cfg(test)]
+  pub(super) fn batch_as_try(&mut self, t: i64, batch: &Batch, now: f64) -> StoreResult<BatchResult> {
+    let next = std::mem::replace(&mut self.next_try, t);
+    let r = self.batch(batch, now);
+    self.next_try = next;
+    r
   }
 
   /// Cancels execution `id`: a queued one ends at once, a running one is flagged for its
@@ -769,9 +813,10 @@ impl PgStore {
   /// rescuer on this host moves them at once instead of at the end of their lease.
   pub fn leave(&mut self) -> StoreResult<()> {
     self.conn.ensure()?;
-    // Its batch records go too: it sends nothing again.
+    // Its batch records go too (it sends nothing again), but not the empty ones that keep
+    // tries it gave up from committing late: retention removes those after a day.
     let sql = format!(
-      "WITH records AS (DELETE FROM {s}.bmad_batches WHERE owner = $1) \
+      "WITH records AS (DELETE FROM {s}.bmad_batches WHERE owner = $1 AND cardinality(seqs) > 0) \
        DELETE FROM {s}.bmad_workers w WHERE owner = $1 \
        AND NOT EXISTS (SELECT 1 FROM {s}.bmad_executions e WHERE e.state = 1 AND e.owner = w.owner)",
       s = self.s

@@ -14,8 +14,8 @@ use super::pg_error;
 use super::pool::Pool;
 use crate::store::{StoreError, StoreResult};
 
-/// How long the record of a batch whose answer never came is kept (see the `bmad_batches`
-/// migration): an executor back after a longer partition does not find its first tries.
+/// How long the record of a try whose answer never came is kept, and the empty record that
+/// keeps a try given up from committing late (see the `bmad_batches` migration).
 const BATCH_RECORD_MS: f64 = 24.0 * 3600.0 * 1000.0;
 
 /// Deletes, in schema `s` (quoted), the ended executions that ended before `cutoff`, then

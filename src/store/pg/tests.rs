@@ -810,7 +810,7 @@ fn a_batch_sent_again_after_its_answer_was_lost_changes_nothing_twice() {
     .map(|i| i.id)
     .collect();
   // What a lost connection leaves: the commit went through, the answer did not come.
-  s.answer_lost(&submit);
+  s.lose_last_answer(&submit);
   let with_more = Batch {
     inserts: vec![numbered(1), numbered(2), numbered(3)],
     ..Default::default()
@@ -838,7 +838,6 @@ fn a_batch_sent_again_after_its_answer_was_lost_changes_nothing_twice() {
   };
   assert_eq!(count("bmad_executions"), 3, "nothing stored twice");
   // The same numbers from another executor are other submissions.
-  other.answer_lost(&submit);
   let theirs = other.batch(&submit, T0).expect("insert").inserted;
   assert!(theirs.iter().all(|i| !first.contains(&i.id)));
   assert_eq!(count("bmad_executions"), 5);
@@ -904,6 +903,60 @@ fn a_batch_sent_again_after_its_answer_was_lost_changes_nothing_twice() {
   assert_eq!(count("bmad_batches"), 1, "the other executor's");
   drop(c);
   drop_schema(&url, "resend");
+}
+
+#[test]
+fn a_try_given_up_that_reaches_the_server_after_it_was_settled_stores_nothing() {
+  // A try whose answer never came may still be on its way (a partition): the batch that
+  // sends its submissions again settles it first, and the try fails if it arrives later.
+  let Some(url) = server() else { return };
+  let mut s = store(&url, "late");
+  let numbered = |seq: u64| NewExecution { seq, ..exec("a", 0) };
+  let first = Batch {
+    inserts: vec![numbered(1), numbered(2)],
+    ..Default::default()
+  };
+  let given_up = s.lose_next_try(&first);
+  let again = Batch {
+    inserts: vec![numbered(1), numbered(2), numbered(3)],
+    ..Default::default()
+  };
+  let ids: Vec<i64> = s
+    .batch(&again, T0)
+    .expect("sent again")
+    .inserted
+    .iter()
+    .map(|i| i.id)
+    .collect();
+  assert_eq!(ids.len(), 3);
+  let c = PgConnection::open(target(&url, "late")).expect("open");
+  let count = || -> i64 {
+    let q = format!(
+      "SELECT count(*) FROM {}.bmad_executions",
+      c.target.quoted_schema()
+    );
+    c.wait("test", c.client().query_one(&q, &[]))
+      .expect("count")
+      .get(0)
+  };
+  assert_eq!(count(), 3);
+  let late = s.batch_as_try(given_up, &first, T0);
+  assert!(late.is_err(), "the late try is refused: {late:?}");
+  assert_eq!(count(), 3, "nothing stored twice");
+  // The executor goes on.
+  let next = s
+    .batch(
+      &Batch {
+        inserts: vec![numbered(4)],
+        ..Default::default()
+      },
+      T0,
+    )
+    .expect("insert");
+  assert_eq!(next.inserted.len(), 1);
+  assert_eq!(count(), 4);
+  drop(c);
+  drop_schema(&url, "late");
 }
 
 #[test]
