@@ -243,7 +243,10 @@ pub(super) fn pg_error(shown: &str, what: &str, e: &tokio_postgres::Error) -> St
       code: super::DISCONNECTED,
       message: text,
     }
-  } else if matches!(e.code().map(|c| c.code()), Some("40P01" | "40001" | "57014" | "55P03")) {
+  } else if matches!(
+    e.code().map(|c| c.code()),
+    Some("40P01" | "40001" | "57014" | "55P03")
+  ) {
     // A deadlock (two hosts inserting the same keys in other orders), a serialization
     // failure, or a statement or lock wait the server gave up (a lost try of a batch still
     // under way on a stalled server): nothing was written, and a later try may go through.
