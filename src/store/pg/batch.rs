@@ -220,6 +220,11 @@ impl BatchSql {
     }
   }
 
+  /// The statement that settles lost tries (`$1` owner, `$2` tries, `$3` now).
+  pub fn fence(&self) -> &str {
+    &self.fence
+  }
+
   /// Every statement a batch may send, to prepare before a pipeline: a statement prepared
   /// inside one would be sent after the requests behind it.
   pub fn all(&self) -> [&str; 11] {
@@ -411,11 +416,12 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
     if n.seq == 0 {
       return None;
     }
+    // An id found anywhere wins: a later try that sent nothing of `n` has no record of it.
     found
       .get(&n.seq)
-      .or_else(|| cx.settled.get(&n.seq))
       .copied()
       .flatten()
+      .or_else(|| cx.settled.get(&n.seq).copied().flatten())
   };
   let sent: Vec<&NewExecution> = batch.inserts.iter().filter(|n| known(n).is_none()).collect();
   let inserts = InsertArgs::new(&sent);

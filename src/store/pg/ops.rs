@@ -15,9 +15,7 @@ use crate::scheduler::retry::Jitter;
 use crate::store::decide;
 use crate::store::host::{self, Identity};
 use crate::store::ops::{Interest, COLUMNS, WORKER_LOST};
-use crate::store::{
-  Batch, BatchResult, CancelRequest, Refusals, Rescued, Row, StoreError, StoreResult, DISCONNECTED,
-};
+use crate::store::{Batch, BatchResult, CancelRequest, Refusals, Rescued, Row, StoreError, StoreResult};
 use crate::system::probes::now_ms;
 
 use std::cell::Cell;
@@ -421,15 +419,26 @@ impl PgStore {
     let done = match done {
       Ok(done) => done,
       Err(e) => {
-        if e.code == DISCONNECTED {
-          self.answer_lost(try_no, batch);
-        }
+        // Whatever failed, its COMMIT may have gone through (a read after it failed, or the
+        // answer was lost): the next batch with its submissions settles it, at the cost of
+        // one statement and one read when it had not.
+        self.answer_lost(try_no, batch);
         return Err(e);
       }
     };
-    // Settled tries leave `lost`; what they said holds for their submissions still to come.
+    // Settled tries leave `lost`; what they said holds for their submissions still to come,
+    // an id found anywhere over "not stored".
     self.lost.retain(|(t, _)| !done.settled.contains(t));
-    self.settled.extend(done.found);
+    for (seq, id) in done.found {
+      match id {
+        Some(_) => {
+          self.settled.insert(seq, id);
+        }
+        None => {
+          self.settled.entry(seq).or_insert(None);
+        }
+      }
+    }
     for n in &batch.inserts {
       self.settled.remove(&n.seq);
     }
@@ -455,7 +464,13 @@ impl PgStore {
   /// The answer to try `try_no` of `batch` was lost: its commit may have gone through (or
   /// may yet), so the next batch with any of its submissions settles it first.
   pub(super) fn answer_lost(&mut self, try_no: i64, batch: &Batch) {
-    let seqs: Vec<u64> = batch.inserts.iter().map(|n| n.seq).filter(|&s| s > 0).collect();
+    // Submissions whose ids were known already were not sent.
+    let seqs: Vec<u64> = batch
+      .inserts
+      .iter()
+      .map(|n| n.seq)
+      .filter(|&s| s > 0 && !matches!(self.settled.get(&s), Some(Some(_))))
+      .collect();
     if !seqs.is_empty() {
       self.lost.push((try_no, seqs));
     }
@@ -813,6 +828,18 @@ impl PgStore {
   /// rescuer on this host moves them at once instead of at the end of their lease.
   pub fn leave(&mut self) -> StoreResult<()> {
     self.conn.ensure()?;
+    // Tries whose answers were lost and were never settled can no longer commit later:
+    // their callers have been answered already.
+    if !self.lost.is_empty() {
+      let tries: Vec<i64> = self.lost.iter().map(|(t, _)| *t).collect();
+      let now = now_ms() + self.offset_ms;
+      let fence = self.batch_sql.fence();
+      self.wait(
+        "cannot leave",
+        self.db().execute(fence, &[&self.me.owner, &tries, &now]),
+      )?;
+      self.lost.clear();
+    }
     // Its batch records go too (it sends nothing again), but not the empty ones that keep
     // tries it gave up from committing late: retention removes those after a day.
     let sql = format!(

@@ -960,6 +960,43 @@ fn a_try_given_up_that_reaches_the_server_after_it_was_settled_stores_nothing() 
 }
 
 #[test]
+fn a_lost_try_that_sent_nothing_does_not_undo_what_an_earlier_settlement_found() {
+  // A lost try's submissions come back split over two batches: the second half's ids were
+  // found by the first half's settlement, so a later lost try that carried them sent none.
+  let Some(url) = server() else { return };
+  let mut s = store(&url, "split");
+  let numbered = |seq: u64| NewExecution { seq, ..exec("a", 0) };
+  let one_of = |seqs: &[u64]| Batch {
+    inserts: seqs.iter().map(|&q| numbered(q)).collect(),
+    ..Default::default()
+  };
+  let ids = |b: crate::store::BatchResult| -> Vec<i64> { b.inserted.iter().map(|i| i.id).collect() };
+  let first = ids(s.batch(&one_of(&[1, 2]), T0).expect("insert"));
+  s.lose_last_answer(&one_of(&[1, 2]));
+  assert_eq!(
+    ids(s.batch(&one_of(&[1]), T0).expect("first half")),
+    vec![first[0]]
+  );
+  s.lose_next_try(&one_of(&[2]));
+  assert_eq!(
+    ids(s.batch(&one_of(&[2]), T0).expect("second half")),
+    vec![first[1]]
+  );
+  let c = PgConnection::open(target(&url, "split")).expect("open");
+  let q = format!(
+    "SELECT count(*) FROM {}.bmad_executions",
+    c.target.quoted_schema()
+  );
+  let n: i64 = c
+    .wait("test", c.client().query_one(&q, &[]))
+    .expect("count")
+    .get(0);
+  assert_eq!(n, 2, "nothing stored twice");
+  drop(c);
+  drop_schema(&url, "split");
+}
+
+#[test]
 fn claims_follow_interest_and_exclusions_and_releases_hand_attempts_back() {
   let Some(url) = server() else { return };
   let mut s = store(&url, "interest");
