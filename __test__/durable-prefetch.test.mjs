@@ -67,15 +67,24 @@ async function submit(submitter, agent, n) {
   return ids;
 }
 
-pgTest('with storePrefetch a runner holds its free slots plus the prefetch, runs them at its concurrency, each once', async () => {
+/**
+ * `n` executions of a held agent submitted to a fresh schema, then a runner with `config`
+ * for them: `{ schema, url, submitter, ids, held, runner }`.
+ */
+async function heldRun(n, config) {
   const { schema, url } = fresh();
   const submitter = make(url);
   await submitter.initialize();
-  const ids = await submit(submitter, 'held', 40);
+  const ids = await submit(submitter, 'held', n);
   const held = heldAgent();
-  const runner = make(url, { maxConcurrentAgents: 2, storePrefetch: 10 });
+  const runner = make(url, config);
   runner.registerAgent('held', held.fn);
   await runner.initialize();
+  return { schema, url, submitter, ids, held, runner };
+}
+
+pgTest('with storePrefetch a runner holds its free slots plus the prefetch, runs them at its concurrency, each once', async () => {
+  const { schema, submitter, ids, held } = await heldRun(40, { maxConcurrentAgents: 2, storePrefetch: 10 });
   await waitUntil(() => states(schema).running === 12, 'the runner held 2 + 10 executions', { timeoutMs: 5000 });
   await waitUntil(() => held.running === 2, 'two agents run');
   await sleep(300);
@@ -94,14 +103,7 @@ pgTest('with storePrefetch a runner holds its free slots plus the prefetch, runs
 });
 
 pgTest('without storePrefetch a runner claims only its free slots', async () => {
-  const { schema, url } = fresh();
-  const submitter = make(url);
-  await submitter.initialize();
-  const ids = await submit(submitter, 'held', 10);
-  const held = heldAgent();
-  const runner = make(url, { maxConcurrentAgents: 2 });
-  runner.registerAgent('held', held.fn);
-  await runner.initialize();
+  const { schema, submitter, ids, held } = await heldRun(10, { maxConcurrentAgents: 2 });
   await waitUntil(() => held.running === 2, 'two agents run');
   await sleep(300);
   assert.deepEqual(states(schema), { queued: 8, running: 2, completed: 0, cancelled: 0 });
@@ -111,14 +113,7 @@ pgTest('without storePrefetch a runner claims only its free slots', async () => 
 });
 
 pgTest('maxQueued bounds what a runner prefetches', async () => {
-  const { schema, url } = fresh();
-  const submitter = make(url);
-  await submitter.initialize();
-  const ids = await submit(submitter, 'held', 20);
-  const held = heldAgent();
-  const runner = make(url, { maxConcurrentAgents: 2, storePrefetch: 10, maxQueued: 3 });
-  runner.registerAgent('held', held.fn);
-  await runner.initialize();
+  const { schema, submitter, ids, held } = await heldRun(20, { maxConcurrentAgents: 2, storePrefetch: 10, maxQueued: 3 });
   await waitUntil(() => states(schema).running === 5, 'the runner held 2 + 3 executions');
   await waitUntil(() => held.running === 2, 'two agents run');
   await sleep(300);
@@ -130,14 +125,7 @@ pgTest('maxQueued bounds what a runner prefetches', async () => {
 });
 
 pgTest('a cancel from another executor ends a prefetched execution before it starts', async () => {
-  const { schema, url } = fresh();
-  const submitter = make(url);
-  await submitter.initialize();
-  const ids = await submit(submitter, 'held', 6);
-  const held = heldAgent();
-  const runner = make(url, { maxConcurrentAgents: 1, storePrefetch: 5 });
-  runner.registerAgent('held', held.fn);
-  await runner.initialize();
+  const { schema, submitter, ids, held } = await heldRun(6, { maxConcurrentAgents: 1, storePrefetch: 5 });
   await waitUntil(() => states(schema).running === 6, 'the runner held all six');
   // Claimed in order: the first runs, the last waits on the runner.
   assert.equal((await submitter.cancelExecution(ids[5])).success, true);
@@ -151,14 +139,7 @@ pgTest('a cancel from another executor ends a prefetched execution before it sta
 });
 
 pgTest("shutdown({ mode: 'cancel' }) hands prefetched executions back uncounted; another runner runs them", async () => {
-  const { schema, url } = fresh();
-  const submitter = make(url);
-  await submitter.initialize();
-  const ids = await submit(submitter, 'held', 12);
-  const first = heldAgent();
-  const runner = make(url, { maxConcurrentAgents: 2, storePrefetch: 6 });
-  runner.registerAgent('held', first.fn);
-  await runner.initialize();
+  const { schema, url, submitter, ids, held: first, runner } = await heldRun(12, { maxConcurrentAgents: 2, storePrefetch: 6 });
   await waitUntil(() => states(schema).running === 8, 'the runner held 2 + 6 executions');
   await waitUntil(() => first.running === 2, 'two agents run');
   await runner.shutdown({ mode: 'cancel', timeoutMs: 2000 });

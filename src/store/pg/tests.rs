@@ -405,6 +405,15 @@ fn drop_schema(url: &str, schema: &str) {
   sql(&mut c, "DROP SCHEMA {s} CASCADE");
 }
 
+/// The rows of `table` in the test schema `schema`.
+fn rows_in(url: &str, schema: &str, table: &str) -> i64 {
+  let c = PgConnection::open(target(url, schema)).expect("open");
+  let q = format!("SELECT count(*) FROM {}.{table}", c.target.quoted_schema());
+  c.wait("test", c.client().query_one(&q, &[]))
+    .expect("count")
+    .get(0)
+}
+
 #[test]
 fn claims_go_by_priority_then_id_and_keys_dedupe() {
   let Some(url) = server() else { return };
@@ -829,13 +838,7 @@ fn a_batch_sent_again_after_its_answer_was_lost_changes_nothing_twice() {
     "the same executions"
   );
   assert!(again.iter().all(|i| !i.existing), "its own, not a key's");
-  let c = PgConnection::open(target(&url, "resend")).expect("open");
-  let count = |table: &str| -> i64 {
-    let q = format!("SELECT count(*) FROM {}.{table}", c.target.quoted_schema());
-    c.wait("test", c.client().query_one(&q, &[]))
-      .expect("count")
-      .get(0)
-  };
+  let count = |table: &str| rows_in(&url, "resend", table);
   assert_eq!(count("bmad_executions"), 3, "nothing stored twice");
   // The same numbers from another executor are other submissions.
   let theirs = other.batch(&submit, T0).expect("insert").inserted;
@@ -901,7 +904,6 @@ fn a_batch_sent_again_after_its_answer_was_lost_changes_nothing_twice() {
   // An executor that leaves takes its records with it.
   s.leave().expect("leave");
   assert_eq!(count("bmad_batches"), 1, "the other executor's");
-  drop(c);
   drop_schema(&url, "resend");
 }
 
@@ -929,16 +931,7 @@ fn a_try_given_up_that_reaches_the_server_after_it_was_settled_stores_nothing() 
     .map(|i| i.id)
     .collect();
   assert_eq!(ids.len(), 3);
-  let c = PgConnection::open(target(&url, "late")).expect("open");
-  let count = || -> i64 {
-    let q = format!(
-      "SELECT count(*) FROM {}.bmad_executions",
-      c.target.quoted_schema()
-    );
-    c.wait("test", c.client().query_one(&q, &[]))
-      .expect("count")
-      .get(0)
-  };
+  let count = || rows_in(&url, "late", "bmad_executions");
   assert_eq!(count(), 3);
   let late = s.batch_as_try(given_up, &first, T0);
   assert!(late.is_err(), "the late try is refused: {late:?}");
@@ -955,7 +948,6 @@ fn a_try_given_up_that_reaches_the_server_after_it_was_settled_stores_nothing() 
     .expect("insert");
   assert_eq!(next.inserted.len(), 1);
   assert_eq!(count(), 4);
-  drop(c);
   drop_schema(&url, "late");
 }
 
@@ -982,17 +974,11 @@ fn a_lost_try_that_sent_nothing_does_not_undo_what_an_earlier_settlement_found()
     ids(s.batch(&one_of(&[2]), T0).expect("second half")),
     vec![first[1]]
   );
-  let c = PgConnection::open(target(&url, "split")).expect("open");
-  let q = format!(
-    "SELECT count(*) FROM {}.bmad_executions",
-    c.target.quoted_schema()
+  assert_eq!(
+    rows_in(&url, "split", "bmad_executions"),
+    2,
+    "nothing stored twice"
   );
-  let n: i64 = c
-    .wait("test", c.client().query_one(&q, &[]))
-    .expect("count")
-    .get(0);
-  assert_eq!(n, 2, "nothing stored twice");
-  drop(c);
   drop_schema(&url, "split");
 }
 
