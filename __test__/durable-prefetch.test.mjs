@@ -69,16 +69,16 @@ async function submit(submitter, agent, n) {
 
 /**
  * `n` executions of a held agent submitted to a fresh schema, then a runner with `config`
- * for them: `{ schema, url, submitter, ids, held, runner }`.
+ * for them (the agent with `limits`): `{ schema, url, submitter, ids, held, runner }`.
  */
-async function heldRun(n, config) {
+async function heldRun(n, config, limits) {
   const { schema, url } = fresh();
   const submitter = make(url);
   await submitter.initialize();
   const ids = await submit(submitter, 'held', n);
   const held = heldAgent();
   const runner = make(url, config);
-  runner.registerAgent('held', held.fn);
+  runner.registerAgent('held', held.fn, limits);
   await runner.initialize();
   return { schema, url, submitter, ids, held, runner };
 }
@@ -122,6 +122,24 @@ pgTest('maxQueued bounds what a runner prefetches', async () => {
   const finals = await Promise.all(ids.map((id) => submitter.waitFor(id)));
   assert.ok(finals.every((f) => f.found && f.status === 'completed'));
   assert.ok([...held.calls.values()].every((n) => n === 1), 'each agent called once');
+});
+
+pgTest("executions waiting for an agent at its limit count against the prefetch", async () => {
+  // 'one' runs one at a time: the runner holds 4 slots + 3 ahead of it, 1 running and 6
+  // waiting, which fill the prefetch. Work of another agent then gets the 3 free slots only.
+  const { schema, submitter, held, runner } = await heldRun(10, { maxConcurrentAgents: 4, storePrefetch: 3 }, { concurrency: 1 });
+  await waitUntil(() => held.running === 1 && states(schema).running === 7, 'the runner held 4 + 3 of one agent');
+  const other = heldAgent();
+  runner.registerAgent('other', other.fn);
+  const more = await submit(submitter, 'other', 10);
+  await waitUntil(() => other.running === 3, 'the other agent fills the free slots');
+  await sleep(300);
+  const running = sql(`SELECT count(*) FROM "${schema}".bmad_executions WHERE state = 1 AND agent = 'other'`);
+  assert.equal(running, 3, 'nothing of the other agent claimed ahead: the prefetch is full');
+  held.release();
+  other.release();
+  const finals = await Promise.all(more.map((id) => submitter.waitFor(id)));
+  assert.ok(finals.every((f) => f.found && f.status === 'completed'));
 });
 
 pgTest('a cancel from another executor ends a prefetched execution before it starts', async () => {

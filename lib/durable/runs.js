@@ -27,8 +27,8 @@ const MAX_CLAIM = 512;
 /**
  * A batch claims at most this fraction of the slots. SQLite: half, so while the store
  * commits one batch, this thread runs the executions of the other, instead of the two
- * threads taking turns (W6: +10 %). PostgreSQL: all, as the server's cost per claimed row
- * falls with the claim's size (W7 across processes: +13 %).
+ * threads taking turns. PostgreSQL: all, as the server's cost per claimed row falls with
+ * the claim's size (docs/durable.md has the figures).
  */
 const claimParts = (durable) => (durable.config.postgres === null ? 2 : 1);
 

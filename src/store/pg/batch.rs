@@ -291,6 +291,9 @@ pub struct Ctx<'a> {
   pub settled: &'a HashMap<u64, Option<i64>>,
   /// The records of tries whose answers this executor has had.
   pub forget: &'a [i64],
+  /// Set once the COMMIT went through: an error after it (a read of ids) leaves a try that
+  /// is stored but unanswered.
+  pub committed: std::cell::Cell<bool>,
 }
 
 /// A batch's outcome, and the executions it claimed whose agent has a global limit.
@@ -373,8 +376,7 @@ impl<'a> InsertArgs<'a> {
 
 /// Runs `batch` in one transaction, committed when this returns `Ok`. On `Err` the
 /// transaction may still be open (the caller rolls back), or committed already when a read
-/// after the commit failed (`recorded`, the ids of keys): a lost connection then, whose
-/// batch is sent again and recognised.
+/// after the commit failed (`recorded`, the ids of keys; `Ctx::committed` says so).
 pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<Done> {
   let db = cx.db;
   let sql = cx.sql;
@@ -504,6 +506,7 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
   let mut claimed = claimed?;
   noted?;
   committed?;
+  cx.committed.set(one_trip);
 
   for r in completed.iter().flatten() {
     mark_recorded(&mut out.finished, batch, &done, r.get(0), r.get(1));
@@ -574,6 +577,7 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
     claimed = claimed_now?;
     noted?;
     committed?;
+    cx.committed.set(true);
   }
 
   let unheard: Vec<usize> = done

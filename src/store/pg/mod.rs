@@ -92,12 +92,11 @@ CREATE TABLE {s}.bmad_limits (
 CREATE INDEX bmad_executions_due ON {s}.bmad_executions (scheduled_at) WHERE state = 0 AND scheduled_at > created_at;
 ",
   r"
--- A batch sent again after its answer was lost is recognised by the record its first try
--- wrote (the executor's numbers for its submissions, and their ids): one row per batch
--- instead of an indexed token in each of an execution's three row versions. A try whose
--- answer was lost is settled by the executor's next batch: it inserts an empty record under
--- that try's number if there is none, so that try, should it reach the server later, fails
--- on the primary key.
+-- One row per try of a batch that inserted numbered submissions: the executor's numbers for
+-- them and their ids, written with them. A try whose answer was lost is settled by the next
+-- batch sending any of its submissions again: that batch inserts an empty row under the
+-- try's number unless one is there (so the try, reaching the server later, fails on the
+-- primary key), then reads the rows, and what they hold is answered from them.
 CREATE TABLE {s}.bmad_batches (
   owner text NOT NULL,
   batch bigint NOT NULL,
@@ -249,7 +248,7 @@ pub(super) fn pg_error(shown: &str, what: &str, e: &tokio_postgres::Error) -> St
   ) {
     // A deadlock (two hosts inserting the same keys in other orders), a serialization
     // failure, or a statement or lock wait the server gave up (a lost try of a batch still
-    // under way on a stalled server): nothing was written, and a later try may go through.
+    // under way on a stalled server): a later try may go through.
     StoreError {
       code: super::BUSY,
       message: text,

@@ -15,7 +15,9 @@ use crate::scheduler::retry::Jitter;
 use crate::store::decide;
 use crate::store::host::{self, Identity};
 use crate::store::ops::{Interest, COLUMNS, WORKER_LOST};
-use crate::store::{Batch, BatchResult, CancelRequest, Refusals, Rescued, Row, StoreError, StoreResult};
+use crate::store::{
+  Batch, BatchResult, CancelRequest, Refusals, Rescued, Row, StoreError, StoreResult, BUSY, DISCONNECTED,
+};
 use crate::system::probes::now_ms;
 
 use std::cell::Cell;
@@ -103,6 +105,9 @@ pub struct PgStore {
   settled: HashMap<u64, Option<i64>>,
   /// The records of tries answered since the last removal.
   answered: Vec<i64>,
+  /// Test: the next batch's answer is lost after its commit.
+  #[cfg(test)]
+  pub(super) lose_next_answer: bool,
 }
 
 impl PgStore {
@@ -164,6 +169,8 @@ impl PgStore {
       lost: Vec::new(),
       settled: HashMap::new(),
       answered: Vec::new(),
+      #[cfg(test)]
+      lose_next_answer: false,
     };
     let sql = format!(
       "INSERT INTO {}.bmad_workers (owner, host, pid, proc_start, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $5, $5)",
@@ -397,6 +404,7 @@ impl PgStore {
       lost: &self.lost,
       settled: &self.settled,
       forget: &self.answered,
+      committed: Cell::new(false),
       limited,
       db: &db,
       sql: &self.batch_sql,
@@ -416,13 +424,28 @@ impl PgStore {
       }
       r
     });
+    let after_commit = cx.committed.get();
+    #[cfg(test)]
+    let done = match done {
+      Ok(_) if std::mem::take(&mut self.lose_next_answer) => Err(StoreError {
+        code: DISCONNECTED,
+        message: "test: the answer was lost".to_string(),
+      }),
+      other => other,
+    };
     let done = match done {
       Ok(done) => done,
-      Err(e) => {
-        // Whatever failed, its COMMIT may have gone through (a read after it failed, or the
-        // answer was lost): the next batch with its submissions settles it, at the cost of
-        // one statement and one read when it had not.
-        self.answer_lost(try_no, batch);
+      Err(mut e) => {
+        // A lost connection may have let the COMMIT through, and a read after it failed:
+        // the next batch with its submissions settles the try. A server's error before the
+        // COMMIT rolled it back.
+        if after_commit || e.code == DISCONNECTED {
+          self.answer_lost(try_no, batch);
+        }
+        if after_commit && e.code != DISCONNECTED {
+          // Stored, its ids unread: sent again (a few times), it is answered from its record.
+          e.code = BUSY;
+        }
         return Err(e);
       }
     };
@@ -830,14 +853,15 @@ impl PgStore {
     self.conn.ensure()?;
     // Tries whose answers were lost and were never settled can no longer commit later:
     // their callers have been answered already.
+    let mut fenced = Ok(0);
     if !self.lost.is_empty() {
       let tries: Vec<i64> = self.lost.iter().map(|(t, _)| *t).collect();
       let now = now_ms() + self.offset_ms;
       let fence = self.batch_sql.fence();
-      self.wait(
+      fenced = self.wait(
         "cannot leave",
         self.db().execute(fence, &[&self.me.owner, &tries, &now]),
-      )?;
+      );
       self.lost.clear();
     }
     // Its batch records go too (it sends nothing again), but not the empty ones that keep
@@ -848,8 +872,9 @@ impl PgStore {
        AND NOT EXISTS (SELECT 1 FROM {s}.bmad_executions e WHERE e.state = 1 AND e.owner = w.owner)",
       s = self.s
     );
+    // The worker's row goes whatever the fence did: a rescuer on this host acts at once.
     self.wait("cannot leave", self.db().execute(&sql, &[&self.me.owner]))?;
-    Ok(())
+    fenced.map(|_| ())
   }
 }
 

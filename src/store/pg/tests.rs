@@ -800,9 +800,10 @@ fn a_rescued_or_released_execution_is_claimable_whatever_the_claimer_clock_says(
 
 #[test]
 fn a_batch_sent_again_after_its_answer_was_lost_changes_nothing_twice() {
-  // A batch whose COMMIT went through but whose answer was lost is sent again as it was:
-  // its submissions are not stored twice, its attempt ends are not reported stale, and the
-  // executions it claimed go back to the queue once the connection is back.
+  // A batch whose COMMIT went through but whose answer was lost is sent again (here with a
+  // new submission): its submissions are not stored twice, its attempt ends are not
+  // reported stale, and the executions it claimed go back to the queue once the connection
+  // is back.
   let Some(url) = server() else { return };
   let mut s = store(&url, "resend");
   let mut other = store(&url, "resend");
@@ -980,6 +981,51 @@ fn a_lost_try_that_sent_nothing_does_not_undo_what_an_earlier_settlement_found()
     "nothing stored twice"
   );
   drop_schema(&url, "split");
+}
+
+#[test]
+fn settlements_in_a_chain_of_lost_answers_keep_every_id_found() {
+  // Two answers lost in a row, the second try settling the first; then the submissions come
+  // back one by one: each gets the id stored first, nothing is stored twice.
+  let Some(url) = server() else { return };
+  let mut s = store(&url, "chain");
+  let numbered = |seq: u64| NewExecution { seq, ..exec("a", 0) };
+  let one_of = |seqs: &[u64]| Batch {
+    inserts: seqs.iter().map(|&q| numbered(q)).collect(),
+    ..Default::default()
+  };
+  for seqs in [&[1u64, 2][..], &[1, 3]] {
+    s.lose_next_answer = true;
+    assert_eq!(
+      s.batch(&one_of(seqs), T0).expect_err("lost").code,
+      "ERR_STORE_DISCONNECTED"
+    );
+  }
+  let stored = |seq: i64| -> i64 {
+    let c = PgConnection::open(target(&url, "chain")).expect("open");
+    let q = format!(
+      "SELECT x.id FROM {}.bmad_batches b, unnest(b.seqs, b.ids) x(seq, id) WHERE x.seq = $1",
+      c.target.quoted_schema()
+    );
+    c.wait("test", c.client().query_one(&q, &[&seq]))
+      .expect("recorded once")
+      .get(0)
+  };
+  let (one, two, three) = (stored(1), stored(2), stored(3));
+  for (seq, id) in [(2, two), (3, three), (1, one)] {
+    let got = s.batch(&one_of(&[seq]), T0).expect("sent again").inserted;
+    assert_eq!(
+      got.iter().map(|i| i.id).collect::<Vec<_>>(),
+      vec![id],
+      "seq {seq}"
+    );
+  }
+  assert_eq!(
+    rows_in(&url, "chain", "bmad_executions"),
+    3,
+    "nothing stored twice"
+  );
+  drop_schema(&url, "chain");
 }
 
 #[test]
