@@ -405,6 +405,22 @@ fn drop_schema(url: &str, schema: &str) {
   sql(&mut c, "DROP SCHEMA {s} CASCADE");
 }
 
+/// A batch of submissions of agent "a", numbered `seqs` by their executor.
+fn numbered(seqs: &[u64]) -> Batch {
+  Batch {
+    inserts: seqs
+      .iter()
+      .map(|&seq| NewExecution { seq, ..exec("a", 0) })
+      .collect(),
+    ..Default::default()
+  }
+}
+
+/// The ids a batch answered for its submissions, in order.
+fn ids_of(r: &crate::store::BatchResult) -> Vec<i64> {
+  r.inserted.iter().map(|i| i.id).collect()
+}
+
 /// The rows of `table` in the test schema `schema`.
 fn rows_in(url: &str, schema: &str, table: &str) -> i64 {
   let c = PgConnection::open(target(url, schema)).expect("open");
@@ -807,25 +823,11 @@ fn a_batch_sent_again_after_its_answer_was_lost_changes_nothing_twice() {
   let Some(url) = server() else { return };
   let mut s = store(&url, "resend");
   let mut other = store(&url, "resend");
-  let numbered = |seq: u64| NewExecution { seq, ..exec("a", 0) };
-  let submit = Batch {
-    inserts: vec![numbered(1), numbered(2)],
-    ..Default::default()
-  };
-  let first: Vec<i64> = s
-    .batch(&submit, T0)
-    .expect("insert")
-    .inserted
-    .iter()
-    .map(|i| i.id)
-    .collect();
+  let submit = numbered(&[1, 2]);
+  let first = ids_of(&s.batch(&submit, T0).expect("insert"));
   // What a lost connection leaves: the commit went through, the answer did not come.
   s.lose_last_answer(&submit);
-  let with_more = Batch {
-    inserts: vec![numbered(1), numbered(2), numbered(3)],
-    ..Default::default()
-  };
-  let again = s.batch(&with_more, T0).expect("insert again").inserted;
+  let again = s.batch(&numbered(&[1, 2, 3]), T0).expect("insert again").inserted;
   assert_eq!(again.len(), 3);
   let third = again[2].id;
   assert!(
@@ -846,17 +848,7 @@ fn a_batch_sent_again_after_its_answer_was_lost_changes_nothing_twice() {
   assert!(theirs.iter().all(|i| !first.contains(&i.id)));
   assert_eq!(count("bmad_executions"), 5);
   // An executor's answered records are removed by its next insert.
-  let fourth = s
-    .batch(
-      &Batch {
-        inserts: vec![numbered(4)],
-        ..Default::default()
-      },
-      T0,
-    )
-    .expect("insert")
-    .inserted[0]
-    .id;
+  let fourth = ids_of(&s.batch(&numbered(&[4]), T0).expect("insert"))[0];
   assert_eq!(count("bmad_batches"), 2, "the latest record of each executor");
   for id in [third, fourth] {
     assert_eq!(s.cancel(id, "{}", T0).expect("cancel"), STATUS_QUEUED as i32);
@@ -914,23 +906,9 @@ fn a_try_given_up_that_reaches_the_server_after_it_was_settled_stores_nothing() 
   // sends its submissions again settles it first, and the try fails if it arrives later.
   let Some(url) = server() else { return };
   let mut s = store(&url, "late");
-  let numbered = |seq: u64| NewExecution { seq, ..exec("a", 0) };
-  let first = Batch {
-    inserts: vec![numbered(1), numbered(2)],
-    ..Default::default()
-  };
+  let first = numbered(&[1, 2]);
   let given_up = s.lose_next_try(&first);
-  let again = Batch {
-    inserts: vec![numbered(1), numbered(2), numbered(3)],
-    ..Default::default()
-  };
-  let ids: Vec<i64> = s
-    .batch(&again, T0)
-    .expect("sent again")
-    .inserted
-    .iter()
-    .map(|i| i.id)
-    .collect();
+  let ids = ids_of(&s.batch(&numbered(&[1, 2, 3]), T0).expect("sent again"));
   assert_eq!(ids.len(), 3);
   let count = || rows_in(&url, "late", "bmad_executions");
   assert_eq!(count(), 3);
@@ -938,16 +916,7 @@ fn a_try_given_up_that_reaches_the_server_after_it_was_settled_stores_nothing() 
   assert!(late.is_err(), "the late try is refused: {late:?}");
   assert_eq!(count(), 3, "nothing stored twice");
   // The executor goes on.
-  let next = s
-    .batch(
-      &Batch {
-        inserts: vec![numbered(4)],
-        ..Default::default()
-      },
-      T0,
-    )
-    .expect("insert");
-  assert_eq!(next.inserted.len(), 1);
+  assert_eq!(ids_of(&s.batch(&numbered(&[4]), T0).expect("insert")).len(), 1);
   assert_eq!(count(), 4);
   drop_schema(&url, "late");
 }
@@ -958,21 +927,15 @@ fn a_lost_try_that_sent_nothing_does_not_undo_what_an_earlier_settlement_found()
   // found by the first half's settlement, so a later lost try that carried them sent none.
   let Some(url) = server() else { return };
   let mut s = store(&url, "split");
-  let numbered = |seq: u64| NewExecution { seq, ..exec("a", 0) };
-  let one_of = |seqs: &[u64]| Batch {
-    inserts: seqs.iter().map(|&q| numbered(q)).collect(),
-    ..Default::default()
-  };
-  let ids = |b: crate::store::BatchResult| -> Vec<i64> { b.inserted.iter().map(|i| i.id).collect() };
-  let first = ids(s.batch(&one_of(&[1, 2]), T0).expect("insert"));
-  s.lose_last_answer(&one_of(&[1, 2]));
+  let first = ids_of(&s.batch(&numbered(&[1, 2]), T0).expect("insert"));
+  s.lose_last_answer(&numbered(&[1, 2]));
   assert_eq!(
-    ids(s.batch(&one_of(&[1]), T0).expect("first half")),
+    ids_of(&s.batch(&numbered(&[1]), T0).expect("first half")),
     vec![first[0]]
   );
-  s.lose_next_try(&one_of(&[2]));
+  s.lose_next_try(&numbered(&[2]));
   assert_eq!(
-    ids(s.batch(&one_of(&[2]), T0).expect("second half")),
+    ids_of(&s.batch(&numbered(&[2]), T0).expect("second half")),
     vec![first[1]]
   );
   assert_eq!(
@@ -989,15 +952,10 @@ fn settlements_in_a_chain_of_lost_answers_keep_every_id_found() {
   // back one by one: each gets the id stored first, nothing is stored twice.
   let Some(url) = server() else { return };
   let mut s = store(&url, "chain");
-  let numbered = |seq: u64| NewExecution { seq, ..exec("a", 0) };
-  let one_of = |seqs: &[u64]| Batch {
-    inserts: seqs.iter().map(|&q| numbered(q)).collect(),
-    ..Default::default()
-  };
   for seqs in [&[1u64, 2][..], &[1, 3]] {
     s.lose_next_answer = true;
     assert_eq!(
-      s.batch(&one_of(seqs), T0).expect_err("lost").code,
+      s.batch(&numbered(seqs), T0).expect_err("lost").code,
       "ERR_STORE_DISCONNECTED"
     );
   }
@@ -1013,7 +971,7 @@ fn settlements_in_a_chain_of_lost_answers_keep_every_id_found() {
   };
   let (one, two, three) = (stored(1), stored(2), stored(3));
   for (seq, id) in [(2, two), (3, three), (1, one)] {
-    let got = s.batch(&one_of(&[seq]), T0).expect("sent again").inserted;
+    let got = s.batch(&numbered(&[seq]), T0).expect("sent again").inserted;
     assert_eq!(
       got.iter().map(|i| i.id).collect::<Vec<_>>(),
       vec![id],
