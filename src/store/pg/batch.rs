@@ -389,12 +389,15 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
   // Lost tries this batch shares a submission with are settled first: each gets its record,
   // or an empty one if it has none (so it can never commit later); a submission found
   // recorded gets its id from there and is not inserted again.
-  let touched: HashSet<u64> = batch.inserts.iter().map(|n| n.seq).filter(|&s| s > 0).collect();
-  let settling: Vec<&(i64, Vec<u64>)> = cx
-    .lost
-    .iter()
-    .filter(|(_, seqs)| seqs.iter().any(|s| touched.contains(s)))
-    .collect();
+  let settling: Vec<&(i64, Vec<u64>)> = if cx.lost.is_empty() {
+    Vec::new()
+  } else {
+    let touched: HashSet<u64> = batch.inserts.iter().map(|n| n.seq).filter(|&s| s > 0).collect();
+    cx.lost
+      .iter()
+      .filter(|(_, seqs)| seqs.iter().any(|s| touched.contains(s)))
+      .collect()
+  };
   let mut found: HashMap<u64, Option<i64>> = HashMap::new();
   let mut stored_tries = Vec::new();
   if !settling.is_empty() {
@@ -414,8 +417,10 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
       }
     }
   }
+  // Nothing settled (the rule): every submission is sent, no lookup per submission.
+  let looked_up = !found.is_empty() || !cx.settled.is_empty();
   let known = |n: &NewExecution| -> Option<i64> {
-    if n.seq == 0 {
+    if !looked_up || n.seq == 0 {
       return None;
     }
     // An id found anywhere wins: a later try that sent nothing of `n` has no record of it.

@@ -242,13 +242,9 @@ pub(super) fn pg_error(shown: &str, what: &str, e: &tokio_postgres::Error) -> St
       code: super::DISCONNECTED,
       message: text,
     }
-  } else if matches!(
-    e.code().map(|c| c.code()),
-    Some("40P01" | "40001" | "57014" | "55P03")
-  ) {
-    // A deadlock (two hosts inserting the same keys in other orders), a serialization
-    // failure, or a statement or lock wait the server gave up (a lost try of a batch still
-    // under way on a stalled server): a later try may go through.
+  } else if matches!(e.code().map(|c| c.code()), Some("40P01" | "40001")) {
+    // A deadlock (two hosts inserting the same keys in other orders) or a serialization
+    // failure: nothing was written, and a second try goes through.
     StoreError {
       code: super::BUSY,
       message: text,
@@ -262,6 +258,12 @@ pub(super) fn pg_error(shown: &str, what: &str, e: &tokio_postgres::Error) -> St
   } else {
     StoreError::store(text)
   }
+}
+
+/// Whether the server gave up a statement or a lock wait (`statement_timeout`,
+/// `lock_timeout`).
+pub(super) fn server_gave_up(e: &tokio_postgres::Error) -> bool {
+  matches!(e.code().map(|c| c.code()), Some("57014" | "55P03"))
 }
 
 /// Whether `e` is the connection going away (the server restarting or ending the session,

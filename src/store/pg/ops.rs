@@ -416,9 +416,11 @@ impl PgStore {
       lease_ms: self.lease_ms,
     };
     let jitter = &mut self.jitter;
+    let gave_up = Cell::new(false);
     let done = self.conn.wait("cannot write to", async {
       let r = batch::run(&cx, batch, jitter).await;
-      if r.is_err() {
+      if let Err(e) = &r {
+        gave_up.set(super::server_gave_up(e));
         // What failed is reported; a failed rollback only means the connection is gone.
         let _ = db.batch_execute("ROLLBACK").await;
       }
@@ -442,8 +444,10 @@ impl PgStore {
         if after_commit || e.code == DISCONNECTED {
           self.answer_lost(try_no, batch);
         }
-        if after_commit && e.code != DISCONNECTED {
+        if (after_commit && e.code != DISCONNECTED) || gave_up.get() {
           // Stored, its ids unread: sent again (a few times), it is answered from its record.
+          // A statement the server gave up (a settlement waiting on a lost try still under
+          // way on a stalled server) may go through later: sent again too.
           e.code = BUSY;
         }
         return Err(e);
@@ -462,8 +466,10 @@ impl PgStore {
         }
       }
     }
-    for n in &batch.inserts {
-      self.settled.remove(&n.seq);
+    if !self.settled.is_empty() {
+      for n in &batch.inserts {
+        self.settled.remove(&n.seq);
+      }
     }
     if done.forgot {
       self.answered.clear();

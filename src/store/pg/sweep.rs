@@ -147,12 +147,7 @@ async fn sweep(pool: &Pool, s: &str, cutoff: f64, keep: i64) -> StoreResult<u64>
       Ok(n)
     }
     Err(e) => {
-      let mut err = pg_error(&pool.target().shown, "cannot clean", &e);
-      if matches!(e.code().map(|c| c.code()), Some("57014" | "55P03")) {
-        // A sweep its own time limits stopped is reported, not only counted as busy: one that
-        // never finishes must not go unseen.
-        err = StoreError::store(err.message);
-      }
+      let err = pg_error(&pool.target().shown, "cannot clean", &e);
       if client.batch_execute("ROLLBACK").await.is_ok() {
         lent.done();
       }
