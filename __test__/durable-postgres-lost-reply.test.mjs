@@ -51,6 +51,30 @@ pgTest('a batch of submissions whose COMMIT answer was lost is sent again and st
   }
 });
 
+pgTest('a batch lost on the way and delivered after it was sent again (a partition) stores nothing twice', async () => {
+  const schema = `late_insert_${process.pid}_${++schemas}`;
+  const proxy = await startProxy();
+  try {
+    const submitter = create({ store: proxy.url(schema), throttleIfExceeded: false });
+    await submitter.initialize();
+    proxy.hold('bmad_batches');
+    const N = 20;
+    const answers = await Promise.all(Array.from({ length: N }, (_, i) => submitter.fireAndForget('nobody', `t${i}`)));
+    assert.notEqual(proxy.state.held, null, 'a try was kept from the server, its client cut');
+    const ids = answers.map((a) => Number(a.executionId.replace('exec-d', '')));
+    assert.equal(new Set(ids).size, N);
+    const stored = () => sql(`SELECT coalesce(json_agg(id ORDER BY id), '[]') FROM "${schema}".bmad_executions`);
+    assert.deepEqual(stored(), [...ids].sort((a, b) => a - b), 'sent again: each stored once');
+    // The late try reaches the server now: refused on its record's primary key.
+    const errors = await proxy.release();
+    assert.equal(errors[0], '23505', `a unique violation first, got ${errors.join(', ')}`);
+    assert.ok(errors.slice(1).every((c) => c === '25P02'), `then only the aborted transaction, got ${errors.join(', ')}`);
+    assert.deepEqual(stored(), [...ids].sort((a, b) => a - b), 'nothing stored twice');
+  } finally {
+    await proxy.close();
+  }
+});
+
 pgTest("a runner's batch whose COMMIT answer was lost: its ends are recorded once, its claims handed back, nothing runs twice", async () => {
   const schema = `lost_end_${process.pid}_${++schemas}`;
   const proxy = await startProxy();

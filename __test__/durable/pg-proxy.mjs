@@ -68,7 +68,7 @@ function cstrings(body, n) {
  */
 export async function startProxy() {
   const { hostname, port } = new URL(SERVER);
-  const state = { armed: false, after: null, refusing: false, cuts: 0, sockets: new Set() };
+  const state = { armed: false, after: null, refusing: false, cuts: 0, sockets: new Set(), hold: null, held: null };
   const server = net.createServer((client) => {
     if (state.refusing) {
       client.destroy();
@@ -82,9 +82,12 @@ export async function startProxy() {
     // `arm(after)`: a statement whose text contains `after` ran since the last COMMIT.
     let seen = false;
     const texts = new Map(); // prepared statement name -> its text (from Parse)
+    // Holding: this connection's transaction is kept from the server (`held`) and the
+    // client cut; the server connection stays open for `release()`.
+    let holding = null;
     const end = () => {
       client.destroy();
-      upstream.destroy();
+      if (holding === null) upstream.destroy();
     };
     for (const s of [client, upstream]) {
       state.sockets.add(s);
@@ -94,6 +97,9 @@ export async function startProxy() {
         end();
       });
     }
+    let chunkHasBegin = false;
+    let chunkBinds = false;
+    let chunkCommits = false;
     const fromClient = messages(true, (type, body) => {
       if (type === 'P') {
         const [name, text] = cstrings(body, 2);
@@ -103,6 +109,12 @@ export async function startProxy() {
         const [, name] = cstrings(body, 2);
         if ((texts.get(name) || '').includes(state.after)) seen = true;
       }
+      if (type === 'Q' && body.toString() === 'BEGIN\0') chunkHasBegin = true;
+      if (type === 'B' && state.hold !== null) {
+        const [, name] = cstrings(body, 2);
+        if ((texts.get(name) || '').includes(state.hold)) chunkBinds = true;
+      }
+      if (type === 'Q' && body.toString() === 'COMMIT\0') chunkCommits = true;
       if (type === 'Q' && body.toString() === 'COMMIT\0') {
         const mine = state.after === null ? asked > answered : seen;
         if (state.armed && mine) cut = true;
@@ -110,11 +122,33 @@ export async function startProxy() {
       }
       if (type === 'Q' || type === 'S') asked++;
     });
-    const fromServer = messages(false, (type) => {
+    const fromServer = messages(false, (type, body) => {
       if (type === 'Z') answered++;
+      if (type === 'E' && holding !== null && holding.released) {
+        const code = body
+          .toString('utf8')
+          .split('\0')
+          .find((f) => f.startsWith('C'));
+        holding.errors.push(code === undefined ? '?' : code.slice(1));
+      }
+      if (type === 'Z' && holding !== null && holding.released) holding.done();
     });
     client.on('data', (d) => {
+      chunkHasBegin = chunkBinds = chunkCommits = false;
       fromClient(d);
+      // A pipeline that opens a transaction running the held statement: kept back whole.
+      if (holding === null && state.hold !== null && chunkHasBegin && chunkBinds) {
+        state.hold = null;
+        holding = { chunks: [], released: false, errors: [], done: () => {}, upstream };
+      }
+      if (holding !== null && !holding.released) {
+        holding.chunks.push(d);
+        if (chunkCommits) {
+          state.held = holding;
+          client.destroy();
+        }
+        return;
+      }
       if (cut && !dropping) {
         state.armed = false;
         state.refusing = true;
@@ -144,6 +178,38 @@ export async function startProxy() {
     arm(after = null) {
       state.armed = true;
       state.after = after;
+    },
+    /**
+     * Keeps back the next transaction that runs a statement whose text contains `text`,
+     * whole, and cuts its client once its COMMIT is sent: the try is lost on the way, as in
+     * a partition, and the server has seen none of it.
+     */
+    hold(text) {
+      state.hold = text;
+    },
+    /**
+     * Delivers the transaction kept back (a partition's late packets) on its own server
+     * connection; resolves with the SQLSTATE codes of the errors the server answered.
+     */
+    release() {
+      const h = state.held;
+      if (h === null) throw new Error('nothing held');
+      // Answered once every request ending with a Sync (a simple query is one) is.
+      let expected = 0;
+      const count = messages(false, (type) => {
+        if (type === 'Q' || type === 'S') expected++;
+      });
+      for (const c of h.chunks) count(c);
+      return new Promise((resolve) => {
+        const timer = setTimeout(() => resolve(h.errors), 5000);
+        h.done = () => {
+          if (--expected > 0) return;
+          clearTimeout(timer);
+          resolve(h.errors);
+        };
+        h.released = true;
+        for (const c of h.chunks) h.upstream.write(c);
+      });
     },
     /** Cuts every connection now and refuses new ones until `open()`. */
     cut() {
