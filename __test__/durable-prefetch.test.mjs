@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { test, shutDownAfterEach, waitUntil, sleep, tempDir } from './helpers.mjs';
+import { spawnWorker } from './durable/common.mjs';
 import BackgroundExecutor from '../index.mjs';
 import { SERVER, pgTest, sql } from './durable/pg-proxy.mjs';
 
@@ -172,6 +173,37 @@ pgTest("shutdown({ mode: 'cancel' }) hands prefetched executions back uncounted;
   assert.ok(finals.every((f) => f.found && f.status === 'completed'));
   assert.equal(second.calls.size, 12, 'the second runner ran every one');
   assert.equal(first.calls.size, 2, 'the first had started only its two');
+});
+
+pgTest('a runner killed with SIGKILL: its prefetched executions are rescued like running ones, an attempt counted each', async (t) => {
+  const { schema, url } = fresh();
+  const submitter = make(url);
+  await submitter.initialize();
+  // Each takes a minute on the runner (task "<n>:<ms>"): one runs, four wait there.
+  const ids = [];
+  for (let i = 0; i < 8; i++) ids.push((await submitter.fireAndForget('job', `${i}:60000`)).executionId);
+  const log = join(tempDir(t, 'bmad-prefetch-kill-'), 'worker.log');
+  const worker = spawnWorker({ storeUrl: url, log, concurrency: 1, retries: 0, leaseMs: 60000, prefetch: 4 }, 'runner');
+  t.after(() => worker.kill());
+  await waitUntil(() => states(schema).running === 5, 'the runner held 1 + 4 executions', { timeoutMs: 10000 });
+  const held = sql(`SELECT coalesce(json_agg(id ORDER BY id), '[]') FROM "${schema}".bmad_executions WHERE state = 1`);
+  assert.equal((await worker.kill()).signal, 'SIGKILL');
+  // A runner on this host rescues them at once (the process is gone), no retries left.
+  const next = make(url, { maxConcurrentAgents: 8 });
+  next.registerAgent('job', async (task) => task);
+  await next.initialize();
+  const finals = await Promise.all(ids.map((id) => submitter.waitFor(id)));
+  const byRow = new Map(ids.map((id, i) => [Number(id.replace('exec-d', '')), finals[i]]));
+  for (const [row, f] of byRow) {
+    if (held.includes(row)) {
+      assert.equal(f.found && f.status, 'failed', `execution ${row} was held by the killed runner`);
+      assert.equal(f.errorObject.code, 'ERR_WORKER_LOST');
+    } else {
+      assert.equal(f.found && f.status, 'completed', `execution ${row} was still queued`);
+    }
+  }
+  assert.equal(held.length, 5);
+  assert.equal(sql(`SELECT count(*) FROM "${schema}".bmad_executions WHERE state >= 2`), 8, 'each ended once');
 });
 
 test('on SQLite too: the prefetched executions show as running until their turn', async (t) => {

@@ -7,7 +7,7 @@
 // config: {
 //   store: path of the SQLite file, or storeUrl: a full store URL (`postgres://…?schema=…`),
 //   log: path of this process's log file,
-//   concurrency, retries, leaseMs,
+//   concurrency, retries, leaseMs, prefetch? (storePrefetch),
 //   agents?: [{ name, globalConcurrency? }]: the agents running `job` tasks (below), with
 //            their limits; default [{ name: 'job' }],
 //   hold?: true registers agent `hold` (below),
@@ -46,6 +46,7 @@ const bg = new BackgroundExecutor({
   backoff: 'fixed',
   throttleIfExceeded: false,
   leaseMs: cfg.leaseMs,
+  storePrefetch: cfg.prefetch,
 });
 
 const job = async (task, options, ctx) => {
