@@ -348,7 +348,10 @@ export interface NativeStats {
 }
 
 export interface NativeStoreBatch {
-  inserts: Array<NativeStoreInsert>
+  /** The submissions' texts, one after the other (see `INSERT_TEXTS`). */
+  insertText: string
+  /** Per submission its `INSERT_NUMBERS`, then the lengths of its `INSERT_TEXTS`. */
+  insertNumbers: Float64Array
   /**
    * `[id, attempt, status, retryable (0/1), ...]` per attempt that ended here; `status` is
    * `STATUS_COMPLETED`, `STATUS_FAILED` or `STATUS_CANCELLED`.
@@ -365,19 +368,6 @@ export interface NativeStoreBatch {
   exclude: Array<string>
 }
 
-/** A claimed execution: what running it here needs. */
-export interface NativeStoreClaim {
-  id: number
-  agent: string
-  task: string
-  options?: string
-  level: string
-  priority: number
-  mode: number
-  attempt: number
-  timeoutMs: number
-}
-
 export interface NativeStoreEvent {
   /** One of the `STORE_*` codes. */
   kind: number
@@ -385,31 +375,14 @@ export interface NativeStoreEvent {
   req: number
   ids: Array<number>
   codes: Array<number>
-  rows: Array<NativeStoreRow>
-  /** `STORE_BATCH`: the executions claimed, in queue order. */
-  claimed: Array<NativeStoreClaim>
+  /** Stored executions (`STORE_BATCH`: the claimed ones, in queue order): `ROW_TEXTS` per row. */
+  rowTexts: Array<string | undefined | null>
+  /** `ROW_NUMBERS` per row. */
+  rowNumbers: Float64Array
   names: Array<string>
   stale: number
   errorCode?: string
   text?: string
-}
-
-export interface NativeStoreInsert {
-  agent: string
-  task: string
-  options?: string
-  level: string
-  priority: number
-  mode: number
-  key?: string
-  maxAttempts: number
-  retryDelayMs: number
-  backoff: number
-  timeoutMs: number
-  /** The earliest start, ms since the epoch (0: at once). */
-  startAfter: number
-  /** This executor's number for the submission (≥ 1), kept when the batch is sent again. */
-  seq: number
 }
 
 export interface NativeStoreOptions {
@@ -423,30 +396,6 @@ export interface NativeStoreOptions {
   pollMs: number
   ttlMs: number
   maxKept: number
-}
-
-export interface NativeStoreRow {
-  id: number
-  agent: string
-  task: string
-  options?: string
-  level: string
-  priority: number
-  mode: number
-  key?: string
-  status: number
-  attempt: number
-  maxAttempts: number
-  timeoutMs: number
-  progress: number
-  result?: string
-  error?: string
-  owner?: string
-  cancelRequested: boolean
-  createdAt: number
-  scheduledAt: number
-  attemptedAt?: number
-  finalizedAt?: number
 }
 
 export interface NativeTrends {

@@ -105,7 +105,7 @@ module.exports = Object.freeze({
   STREAM_STDERR: 2,
   /** The store is open; `text` is this executor's owner id. */
   STORE_OPENED: 1,
-  /** A batch committed: `ids` the inserted ids (negative: an earlier execution with the key), `codes` per finish `FINISH_RECORDED`, `FINISH_STALE` or the retry delay (ms), `claimed` the claimed executions. */
+  /** A batch committed: `ids` the inserted ids (negative: an earlier execution with the key), `codes` per finish `FINISH_RECORDED`, `FINISH_STALE` or the retry delay (ms), `rows` the claimed executions. */
   STORE_BATCH: 2,
   /** A cancel: `codes[0]` the status the execution had, or `NOT_FOUND`. */
   STORE_CANCELLED: 3,
@@ -133,6 +133,14 @@ module.exports = Object.freeze({
   STORE_DONE: 14,
   /** The store's thread failed (a panic): no request in flight will be answered; `errorCode`, `text` say why. */
   STORE_STOPPED: 15,
+  /** A batch's submissions cross as one text (`insertText`, every submission's texts one after the other) and numbers (`insertNumbers`): per submission its `INSERT_NUMBERS`, then the length of each of its `INSERT_TEXTS` in UTF-16 code units (-1: none), in these orders. Properties by name would cost a lookup each, a string each a call. */
+  INSERT_TEXTS: Object.freeze(["agent", "task", "options", "level", "key"]),
+  /** See `INSERT_TEXTS`. */
+  INSERT_NUMBERS: Object.freeze(["priority", "mode", "maxAttempts", "retryDelayMs", "backoff", "timeoutMs", "startAfter", "seq"]),
+  /** Stored executions (`rows` of `STORE_ENDED`, `STORE_FETCHED`, `STORE_BATCH`'s claims) cross as texts (`rowTexts`, null for none) and numbers (`rowNumbers`, NaN for none; `cancelRequested` 1 or 0), these fields per row in these orders. */
+  ROW_TEXTS: Object.freeze(["agent", "task", "options", "level", "key", "result", "error", "owner"]),
+  /** See `ROW_TEXTS`. */
+  ROW_NUMBERS: Object.freeze(["id", "priority", "mode", "status", "attempt", "maxAttempts", "timeoutMs", "progress", "cancelRequested", "createdAt", "scheduledAt", "attemptedAt", "finalizedAt"]),
   /** A finish answer: recorded as the execution's end. */
   FINISH_RECORDED: -1,
   /** A finish answer: the attempt no longer owned the execution; discarded. */

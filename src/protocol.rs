@@ -134,7 +134,7 @@ pub const STREAM_STDERR: u32 = 2;
 
 /// The store is open; `text` is this executor's owner id.
 pub const STORE_OPENED: u32 = 1;
-/// A batch committed: `ids` the inserted ids (negative: an earlier execution with the key), `codes` per finish `FINISH_RECORDED`, `FINISH_STALE` or the retry delay (ms), `claimed` the claimed executions.
+/// A batch committed: `ids` the inserted ids (negative: an earlier execution with the key), `codes` per finish `FINISH_RECORDED`, `FINISH_STALE` or the retry delay (ms), `rows` the claimed executions.
 pub const STORE_BATCH: u32 = 2;
 /// A cancel: `codes[0]` the status the execution had, or `NOT_FOUND`.
 pub const STORE_CANCELLED: u32 = 3;
@@ -162,6 +162,14 @@ pub const STORE_LINK: u32 = 13;
 pub const STORE_DONE: u32 = 14;
 /// The store's thread failed (a panic): no request in flight will be answered; `errorCode`, `text` say why.
 pub const STORE_STOPPED: u32 = 15;
+/// A batch's submissions cross as one text (`insertText`, every submission's texts one after the other) and numbers (`insertNumbers`): per submission its `INSERT_NUMBERS`, then the length of each of its `INSERT_TEXTS` in UTF-16 code units (-1: none), in these orders. Properties by name would cost a lookup each, a string each a call.
+pub const INSERT_TEXTS: [&str; 5] = ["agent", "task", "options", "level", "key"];
+/// See `INSERT_TEXTS`.
+pub const INSERT_NUMBERS: [&str; 8] = ["priority", "mode", "maxAttempts", "retryDelayMs", "backoff", "timeoutMs", "startAfter", "seq"];
+/// Stored executions (`rows` of `STORE_ENDED`, `STORE_FETCHED`, `STORE_BATCH`'s claims) cross as texts (`rowTexts`, null for none) and numbers (`rowNumbers`, NaN for none; `cancelRequested` 1 or 0), these fields per row in these orders.
+pub const ROW_TEXTS: [&str; 8] = ["agent", "task", "options", "level", "key", "result", "error", "owner"];
+/// See `ROW_TEXTS`.
+pub const ROW_NUMBERS: [&str; 13] = ["id", "priority", "mode", "status", "attempt", "maxAttempts", "timeoutMs", "progress", "cancelRequested", "createdAt", "scheduledAt", "attemptedAt", "finalizedAt"];
 /// A finish answer: recorded as the execution's end.
 pub const FINISH_RECORDED: i32 = -1;
 /// A finish answer: the attempt no longer owned the execution; discarded.

@@ -27,7 +27,7 @@
 
 const { StoreLink, storeError } = require('./store-link.js');
 const { Outcomes } = require('./outcomes.js');
-const { parseDurableId, rowStatus } = require('./values.js');
+const { parseDurableId, rowStatus, rowsOf } = require('./values.js');
 const submissions = require('./submissions.js');
 const runs = require('./runs.js');
 const cancels = require('./cancels.js');
@@ -120,6 +120,7 @@ class Durable extends Outcomes {
   // ----- the store's events (store-events.js) ------------------------------------------
 
   _onStoreEvent(ev) {
+    ev.rows = rowsOf(ev);
     storeEvents.onStoreEvent(this, ev);
   }
 

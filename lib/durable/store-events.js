@@ -135,7 +135,7 @@ function batchDone(durable, sent, ev) {
     inserted(durable, recs[i], id < 0 ? -id : id, id < 0);
   }
   for (let i = 0; i < sent.finishRecs.length; i++) finishAnswered(durable, sent.finishRecs[i], sent.finishes[i * 4 + 2], ev.codes[i]);
-  const rows = ev.claimed;
+  const rows = ev.rows;
   for (let i = 0; i < rows.length; i++) claimed(durable, rows[i]);
   // A full claim: more may be waiting for the next free slot.
   if (sent.claim > 0 && rows.length >= sent.claim) durable.link.claimWanted = true;

@@ -37,6 +37,31 @@ function unitsOf(part) {
   return units;
 }
 
+/** Numbers per submission in a batch: its P.INSERT_NUMBERS, then its texts' lengths. */
+const INSERT_WIDTH = P.INSERT_NUMBERS.length + P.INSERT_TEXTS.length;
+
+/**
+ * The submissions of a batch as the store takes them (see P.INSERT_TEXTS): their texts one
+ * after the other, and per submission its numbers then the length of each text (-1: none).
+ */
+function insertColumns(inserts) {
+  const texts = [];
+  const numbers = new Float64Array(inserts.length * INSERT_WIDTH);
+  let k = 0;
+  for (const row of inserts) {
+    for (const f of P.INSERT_NUMBERS) numbers[k++] = row[f];
+    for (const f of P.INSERT_TEXTS) {
+      const t = row[f];
+      if (t === undefined || t === null) numbers[k++] = -1;
+      else {
+        numbers[k++] = t.length;
+        texts.push(t);
+      }
+    }
+  }
+  return { text: texts.join(''), numbers };
+}
+
 /** The pause before the retry that follows `n` earlier ones: doubling, capped. */
 const retryDelay = (n) => Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** n);
 
@@ -230,8 +255,10 @@ class StoreLink {
     sent.req = req;
     this.inFlight.push(sent);
     this.inFlightClaim += claim;
+    const inserts = insertColumns(sent.inserts);
     const queued = this.native.batch(req, {
-      inserts: sent.inserts,
+      insertText: inserts.text,
+      insertNumbers: inserts.numbers,
       finishes: sent.finishes,
       finishValues: sent.finishValues,
       progress: sent.progress,

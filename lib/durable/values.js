@@ -4,7 +4,52 @@
 // as a status object (the same shape as getExecutionStatus's), and durable execution ids.
 
 const { coded, messageOf } = require('../errors.js');
-const { MODE_NAMES, STATUS_NAMES, STATUS_COMPLETED, STATUS_FAILED, STATUS_CANCELLED } = require('../protocol.js');
+const { MODE_NAMES, STATUS_NAMES, STATUS_COMPLETED, STATUS_FAILED, STATUS_CANCELLED, ROW_TEXTS, ROW_NUMBERS } = require('../protocol.js');
+
+/** Where each field of a stored row is among its texts and among its numbers. */
+const T = Object.fromEntries(ROW_TEXTS.map((f, i) => [f, i]));
+const N = Object.fromEntries(ROW_NUMBERS.map((f, i) => [f, i]));
+const NO_ROWS = Object.freeze([]);
+
+/** A number that may be absent (NaN), as null when it is. */
+const orNull = (v) => (Number.isNaN(v) ? null : v);
+
+/**
+ * The stored rows an event of the store carries, as objects (see ROW_TEXTS): they cross as
+ * texts and numbers, which costs far less than an object per row.
+ */
+function rowsOf(ev) {
+  const texts = ev.rowTexts;
+  const numbers = ev.rowNumbers;
+  if (numbers.length === 0) return NO_ROWS;
+  const rows = [];
+  for (let t = 0, n = 0; n < numbers.length; t += ROW_TEXTS.length, n += ROW_NUMBERS.length) {
+    rows.push({
+      id: numbers[n + N.id],
+      agent: texts[t + T.agent],
+      task: texts[t + T.task],
+      options: texts[t + T.options],
+      level: texts[t + T.level],
+      priority: numbers[n + N.priority],
+      mode: numbers[n + N.mode],
+      key: texts[t + T.key],
+      status: numbers[n + N.status],
+      attempt: numbers[n + N.attempt],
+      maxAttempts: numbers[n + N.maxAttempts],
+      timeoutMs: numbers[n + N.timeoutMs],
+      progress: numbers[n + N.progress],
+      result: texts[t + T.result],
+      error: texts[t + T.error],
+      owner: texts[t + T.owner],
+      cancelRequested: numbers[n + N.cancelRequested] === 1,
+      createdAt: numbers[n + N.createdAt],
+      scheduledAt: numbers[n + N.scheduledAt],
+      attemptedAt: orNull(numbers[n + N.attemptedAt]),
+      finalizedAt: orNull(numbers[n + N.finalizedAt]),
+    });
+  }
+  return rows;
+}
 
 const DURABLE_PREFIX = 'exec-d';
 const DURABLE_PATTERN = /^exec-d[1-9][0-9]{0,15}$/;
@@ -80,7 +125,7 @@ function resultFromJson(text) {
   return text == null ? null : JSON.parse(text);
 }
 
-/** A stored row (`NativeStoreRow`) as a status object. */
+/** A stored row (see rowsOf) as a status object. */
 function rowStatus(row) {
   const executionId = durableId(row.id);
   const status = STATUS_NAMES[row.status];
@@ -113,4 +158,4 @@ function rowStatus(row) {
   };
 }
 
-module.exports = { durableId, parseDurableId, errorJson, errorFromJson, resultFromJson, rowStatus };
+module.exports = { durableId, parseDurableId, errorJson, errorFromJson, resultFromJson, rowStatus, rowsOf };

@@ -32,28 +32,53 @@ pub struct NativeStoreOptions {
   pub max_kept: f64,
 }
 
-#[napi(object)]
-pub struct NativeStoreInsert {
-  pub agent: String,
-  pub task: String,
-  pub options: Option<String>,
-  pub level: String,
-  pub priority: f64,
-  pub mode: u32,
-  pub key: Option<String>,
-  pub max_attempts: u32,
-  pub retry_delay_ms: f64,
-  pub backoff: u32,
-  pub timeout_ms: f64,
-  /// The earliest start, ms since the epoch (0: at once).
-  pub start_after: f64,
-  /// This executor's number for the submission (≥ 1), kept when the batch is sent again.
-  pub seq: f64,
+/// Where field `name` of `fields` is: the layouts of `protocol` are the one source, and a
+/// name missing from them fails the build.
+const fn position(fields: &[&str], name: &str) -> usize {
+  let mut i = 0;
+  while i < fields.len() {
+    let (a, b) = (fields[i].as_bytes(), name.as_bytes());
+    if a.len() == b.len() {
+      let mut j = 0;
+      while j < a.len() && a[j] == b[j] {
+        j += 1;
+      }
+      if j == a.len() {
+        return i;
+      }
+    }
+    i += 1;
+  }
+  panic!("a field missing from its layout in protocol.rs")
+}
+
+/// Positions of a submission's fields (`INSERT_TEXTS`, `INSERT_NUMBERS`).
+mod insert {
+  use super::position;
+  use crate::protocol::{INSERT_NUMBERS as N, INSERT_TEXTS as T};
+  pub const TEXTS: usize = T.len();
+  pub const NUMBERS: usize = N.len();
+  pub const AGENT: usize = position(&T, "agent");
+  pub const TASK: usize = position(&T, "task");
+  pub const OPTIONS: usize = position(&T, "options");
+  pub const LEVEL: usize = position(&T, "level");
+  pub const KEY: usize = position(&T, "key");
+  pub const PRIORITY: usize = position(&N, "priority");
+  pub const MODE: usize = position(&N, "mode");
+  pub const MAX_ATTEMPTS: usize = position(&N, "maxAttempts");
+  pub const RETRY_DELAY_MS: usize = position(&N, "retryDelayMs");
+  pub const BACKOFF: usize = position(&N, "backoff");
+  pub const TIMEOUT_MS: usize = position(&N, "timeoutMs");
+  pub const START_AFTER: usize = position(&N, "startAfter");
+  pub const SEQ: usize = position(&N, "seq");
 }
 
 #[napi(object)]
 pub struct NativeStoreBatch {
-  pub inserts: Vec<NativeStoreInsert>,
+  /// The submissions' texts, one after the other (see `INSERT_TEXTS`).
+  pub insert_text: Utf16String,
+  /// Per submission its `INSERT_NUMBERS`, then the lengths of its `INSERT_TEXTS`.
+  pub insert_numbers: Float64Array,
   /// `[id, attempt, status, retryable (0/1), ...]` per attempt that ended here; `status` is
   /// `STATUS_COMPLETED`, `STATUS_FAILED` or `STATUS_CANCELLED`.
   pub finishes: Vec<f64>,
@@ -69,61 +94,6 @@ pub struct NativeStoreBatch {
 }
 
 #[napi(object)]
-pub struct NativeStoreRow {
-  pub id: f64,
-  pub agent: String,
-  pub task: String,
-  pub options: Option<String>,
-  pub level: String,
-  pub priority: f64,
-  pub mode: u32,
-  pub key: Option<String>,
-  pub status: u32,
-  pub attempt: u32,
-  pub max_attempts: u32,
-  pub timeout_ms: f64,
-  pub progress: f64,
-  pub result: Option<String>,
-  pub error: Option<String>,
-  pub owner: Option<String>,
-  pub cancel_requested: bool,
-  pub created_at: f64,
-  pub scheduled_at: f64,
-  pub attempted_at: Option<f64>,
-  pub finalized_at: Option<f64>,
-}
-
-/// A claimed execution: what running it here needs.
-#[napi(object)]
-pub struct NativeStoreClaim {
-  pub id: f64,
-  pub agent: String,
-  pub task: String,
-  pub options: Option<String>,
-  pub level: String,
-  pub priority: f64,
-  pub mode: u32,
-  pub attempt: u32,
-  pub timeout_ms: f64,
-}
-
-impl From<Row> for NativeStoreClaim {
-  fn from(r: Row) -> Self {
-    NativeStoreClaim {
-      id: r.id as f64,
-      agent: r.agent,
-      task: r.task,
-      options: r.options,
-      level: r.level,
-      priority: r.priority as f64,
-      mode: r.mode,
-      attempt: r.attempt,
-      timeout_ms: r.timeout_ms,
-    }
-  }
-}
-
-#[napi(object)]
 pub struct NativeStoreEvent {
   /// One of the `STORE_*` codes.
   pub kind: u32,
@@ -131,9 +101,10 @@ pub struct NativeStoreEvent {
   pub req: u32,
   pub ids: Vec<f64>,
   pub codes: Vec<f64>,
-  pub rows: Vec<NativeStoreRow>,
-  /// `STORE_BATCH`: the executions claimed, in queue order.
-  pub claimed: Vec<NativeStoreClaim>,
+  /// Stored executions (`STORE_BATCH`: the claimed ones, in queue order): `ROW_TEXTS` per row.
+  pub row_texts: Vec<Option<String>>,
+  /// `ROW_NUMBERS` per row.
+  pub row_numbers: Float64Array,
   pub names: Vec<String>,
   pub stale: u32,
   pub error_code: Option<String>,
@@ -148,78 +119,131 @@ fn to_id(v: f64) -> i64 {
   }
 }
 
-impl From<Row> for NativeStoreRow {
-  fn from(r: Row) -> Self {
-    NativeStoreRow {
-      id: r.id as f64,
-      agent: r.agent,
-      task: r.task,
-      options: r.options,
-      level: r.level,
-      priority: r.priority as f64,
-      mode: r.mode,
-      key: r.key,
-      status: r.status,
-      attempt: r.attempt,
-      max_attempts: r.max_attempts,
-      timeout_ms: r.timeout_ms,
-      progress: r.progress,
-      result: r.result,
-      error: r.error,
-      owner: r.owner,
-      cancel_requested: r.cancel_requested,
-      created_at: r.created_at,
-      scheduled_at: r.scheduled_at,
-      attempted_at: r.attempted_at,
-      finalized_at: r.finalized_at,
-    }
+/// Positions of a stored execution's fields (`ROW_TEXTS`, `ROW_NUMBERS`).
+mod row {
+  use super::position;
+  use crate::protocol::{ROW_NUMBERS as N, ROW_TEXTS as T};
+  pub const TEXTS: usize = T.len();
+  pub const NUMBERS: usize = N.len();
+  pub const AGENT: usize = position(&T, "agent");
+  pub const TASK: usize = position(&T, "task");
+  pub const OPTIONS: usize = position(&T, "options");
+  pub const LEVEL: usize = position(&T, "level");
+  pub const KEY: usize = position(&T, "key");
+  pub const RESULT: usize = position(&T, "result");
+  pub const ERROR: usize = position(&T, "error");
+  pub const OWNER: usize = position(&T, "owner");
+  pub const ID: usize = position(&N, "id");
+  pub const PRIORITY: usize = position(&N, "priority");
+  pub const MODE: usize = position(&N, "mode");
+  pub const STATUS: usize = position(&N, "status");
+  pub const ATTEMPT: usize = position(&N, "attempt");
+  pub const MAX_ATTEMPTS: usize = position(&N, "maxAttempts");
+  pub const TIMEOUT_MS: usize = position(&N, "timeoutMs");
+  pub const PROGRESS: usize = position(&N, "progress");
+  pub const CANCEL_REQUESTED: usize = position(&N, "cancelRequested");
+  pub const CREATED_AT: usize = position(&N, "createdAt");
+  pub const SCHEDULED_AT: usize = position(&N, "scheduledAt");
+  pub const ATTEMPTED_AT: usize = position(&N, "attemptedAt");
+  pub const FINALIZED_AT: usize = position(&N, "finalizedAt");
+}
+
+/// An event of `kind` carrying `rows`, laid out as `row` says.
+fn rows_event(rows: Vec<Row>, kind: u32, req: u32) -> NativeStoreEvent {
+  let mut texts = Vec::with_capacity(rows.len() * row::TEXTS);
+  let mut numbers = Vec::with_capacity(rows.len() * row::NUMBERS);
+  for r in rows {
+    let mut t: [Option<String>; row::TEXTS] = Default::default();
+    t[row::AGENT] = Some(r.agent);
+    t[row::TASK] = Some(r.task);
+    t[row::OPTIONS] = r.options;
+    t[row::LEVEL] = Some(r.level);
+    t[row::KEY] = r.key;
+    t[row::RESULT] = r.result;
+    t[row::ERROR] = r.error;
+    t[row::OWNER] = r.owner;
+    texts.extend(t);
+    let mut n = [0.0; row::NUMBERS];
+    n[row::ID] = r.id as f64;
+    n[row::PRIORITY] = r.priority as f64;
+    n[row::MODE] = f64::from(r.mode);
+    n[row::STATUS] = f64::from(r.status);
+    n[row::ATTEMPT] = f64::from(r.attempt);
+    n[row::MAX_ATTEMPTS] = f64::from(r.max_attempts);
+    n[row::TIMEOUT_MS] = r.timeout_ms;
+    n[row::PROGRESS] = r.progress;
+    n[row::CANCEL_REQUESTED] = if r.cancel_requested { 1.0 } else { 0.0 };
+    n[row::CREATED_AT] = r.created_at;
+    n[row::SCHEDULED_AT] = r.scheduled_at;
+    n[row::ATTEMPTED_AT] = r.attempted_at.unwrap_or(f64::NAN);
+    n[row::FINALIZED_AT] = r.finalized_at.unwrap_or(f64::NAN);
+    numbers.extend(n);
+  }
+  NativeStoreEvent {
+    row_texts: texts,
+    row_numbers: Float64Array::new(numbers),
+    ..NativeStoreEvent::new(kind, req)
   }
 }
 
-impl From<NativeStoreInsert> for NewExecution {
-  fn from(n: NativeStoreInsert) -> Self {
-    NewExecution {
-      agent: n.agent,
-      task: n.task,
-      options: n.options,
-      level: n.level,
-      priority: if n.priority.is_finite() {
-        n.priority as i64
-      } else {
-        0
-      },
-      mode: n.mode,
-      key: n.key,
-      max_attempts: n.max_attempts.max(1),
-      retry_delay_ms: if n.retry_delay_ms.is_finite() {
-        n.retry_delay_ms.max(0.0)
-      } else {
-        0.0
-      },
-      backoff: n.backoff,
-      timeout_ms: if n.timeout_ms.is_finite() {
-        n.timeout_ms.max(0.0)
-      } else {
-        0.0
-      },
-      start_after: if n.start_after.is_finite() {
-        n.start_after
-      } else {
-        0.0
-      },
-      seq: if n.seq.is_finite() && n.seq >= 1.0 {
-        n.seq as u64
-      } else {
-        0
-      },
-    }
+/// `n` if finite, else `or`.
+fn finite(n: f64, or: f64) -> f64 {
+  if n.is_finite() {
+    n
+  } else {
+    or
   }
+}
+
+/// The submissions of a batch from its text and numbers (laid out as `insert` says). Lengths
+/// past the text's end (a bug) shorten the texts; nothing panics.
+fn new_executions(text: &[u16], numbers: &[f64]) -> Vec<NewExecution> {
+  let mut at = 0usize;
+  let mut next = |len: f64| -> Option<String> {
+    if len.is_nan() || len < 0.0 {
+      return None;
+    }
+    let end = at.saturating_add(len as usize).min(text.len());
+    let s = String::from_utf16_lossy(&text[at.min(end)..end]);
+    at = end;
+    Some(s)
+  };
+  numbers
+    .chunks_exact(insert::NUMBERS + insert::TEXTS)
+    .map(|c| {
+      let (n, lens) = c.split_at(insert::NUMBERS);
+      let mut t: [Option<String>; insert::TEXTS] = Default::default();
+      for (slot, &len) in t.iter_mut().zip(lens) {
+        *slot = next(len);
+      }
+      let mut text = |i: usize| std::mem::take(&mut t[i]);
+      NewExecution {
+        agent: text(insert::AGENT).unwrap_or_default(),
+        task: text(insert::TASK).unwrap_or_default(),
+        options: text(insert::OPTIONS),
+        level: text(insert::LEVEL).unwrap_or_default(),
+        key: text(insert::KEY),
+        priority: finite(n[insert::PRIORITY], 0.0) as i64,
+        mode: n[insert::MODE] as u32,
+        max_attempts: (n[insert::MAX_ATTEMPTS] as u32).max(1),
+        retry_delay_ms: finite(n[insert::RETRY_DELAY_MS], 0.0).max(0.0),
+        backoff: n[insert::BACKOFF] as u32,
+        timeout_ms: finite(n[insert::TIMEOUT_MS], 0.0).max(0.0),
+        start_after: finite(n[insert::START_AFTER], 0.0),
+        seq: if n[insert::SEQ].is_finite() && n[insert::SEQ] >= 1.0 {
+          n[insert::SEQ] as u64
+        } else {
+          0
+        },
+      }
+    })
+    .collect()
 }
 
 impl From<NativeStoreBatch> for Batch {
   fn from(b: NativeStoreBatch) -> Self {
     Batch {
-      inserts: b.inserts.into_iter().map(NewExecution::from).collect(),
+      inserts: new_executions(&b.insert_text, &b.insert_numbers),
       finishes: b
         .finishes
         .chunks_exact(4)
@@ -266,8 +290,8 @@ impl NativeStoreEvent {
       req,
       ids: Vec::new(),
       codes: Vec::new(),
-      rows: Vec::new(),
-      claimed: Vec::new(),
+      row_texts: Vec::new(),
+      row_numbers: Float64Array::new(Vec::new()),
       names: Vec::new(),
       stale: 0,
       error_code: None,
@@ -298,17 +322,15 @@ impl From<Event> for NativeStoreEvent {
             Finished::Retry(d) => *d,
           })
           .collect(),
-        claimed: result.claimed.into_iter().map(NativeStoreClaim::from).collect(),
         stale: result.stale,
-        ..NativeStoreEvent::new(STORE_BATCH, req)
+        ..rows_event(result.claimed, STORE_BATCH, req)
       },
       Event::Cancelled { req, was } => NativeStoreEvent {
         codes: vec![f64::from(was)],
         ..NativeStoreEvent::new(STORE_CANCELLED, req)
       },
       Event::Fetched { req, row } => NativeStoreEvent {
-        rows: row.into_iter().map(|r| NativeStoreRow::from(*r)).collect(),
-        ..NativeStoreEvent::new(STORE_FETCHED, req)
+        ..rows_event(row.into_iter().map(|r| *r).collect(), STORE_FETCHED, req)
       },
       Event::Checked { req, result } => NativeStoreEvent {
         text: Some(result),
@@ -328,9 +350,8 @@ impl From<Event> for NativeStoreEvent {
         ..NativeStoreEvent::new(STORE_CANCEL_REQUESTED, 0)
       },
       Event::Ended { rows, gone } => NativeStoreEvent {
-        rows: rows.into_iter().map(NativeStoreRow::from).collect(),
         ids: gone.iter().map(|&id| id as f64).collect(),
-        ..NativeStoreEvent::new(STORE_ENDED, 0)
+        ..rows_event(rows, STORE_ENDED, 0)
       },
       Event::Done { req } => NativeStoreEvent::new(STORE_DONE, req),
       Event::Link { up, store } => NativeStoreEvent {

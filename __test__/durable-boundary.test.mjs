@@ -1,0 +1,83 @@
+// What crosses between JS and the store's thread: a batch's submissions go as one text and
+// numbers, stored rows come back as texts and numbers (claims, ends heard of, fetches). Each
+// field must land where it belongs, for every submission of a batch, with texts of any
+// length and script, and with the fields that may be absent present or not.
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { test, shutDownAfterEach, tempDir, within } from './helpers.mjs';
+import { SERVER, pgTest } from './durable/pg-proxy.mjs';
+
+const create = shutDownAfterEach({ timeoutMs: 2000 });
+const make = (url, config = {}) => create({ store: url, throttleIfExceeded: false, ...config });
+
+const TEXTS = ['', 'plain', 'é', 'a𝄞b (a surrogate pair)', '日本語のタスク', 'x'.repeat(5000), '{"looks":"like json"}', 'tab\tand\nnewline'];
+const AGENTS = ['a', 'agent-é', 'agent-𝄞'];
+const LEVELS = ['critical', 'high', 'medium', 'low', 'background'];
+
+/** Submission `i`: its agent, task, options (absent for every third) and key (every fourth). */
+function submission(i) {
+  let options;
+  if (i % 3 !== 0) {
+    options = { n: i, s: TEXTS[(i + 3) % TEXTS.length], priority: LEVELS[i % LEVELS.length], retries: i % 5 };
+    if (i % 4 === 0) options.key = `key-${i}-𝄞`;
+  }
+  return { agent: AGENTS[i % AGENTS.length], task: `${i}:${TEXTS[i % TEXTS.length]}`, options };
+}
+
+async function roundTrip(url) {
+  const N = 40;
+  const submitter = make(url);
+  await submitter.initialize();
+  // One synchronous loop: one batch.
+  const subs = Array.from({ length: N }, (_, i) => submission(i));
+  const answers = subs.map((s) => submitter.fireAndForget(s.agent, s.task, s.options));
+  const ids = (await Promise.all(answers)).map((a) => a.executionId);
+  assert.equal(new Set(ids).size, N, 'one id per submission');
+
+  // Another executor claims them: each agent call gets its own submission's task and options.
+  const runner = make(url, { maxConcurrentAgents: 8 });
+  const seen = new Map();
+  for (const agent of AGENTS) {
+    runner.registerAgent(agent, async (task, options) => {
+      const i = Number(task.slice(0, task.indexOf(':')));
+      seen.set(i, { agent, task, options });
+      return { i, echo: task, note: TEXTS[i % TEXTS.length] };
+    });
+  }
+  await runner.initialize();
+  // The submitter hears the ends from the store (rows read back) and settles waitFor.
+  const finals = await within(Promise.all(ids.map((id) => submitter.waitFor(id))), 15000);
+  for (let i = 0; i < N; i++) {
+    const s = subs[i];
+    assert.deepEqual(seen.get(i), { agent: s.agent, task: s.task, options: s.options }, `agent call ${i}`);
+    const f = finals[i];
+    assert.equal(f.found && f.executionId, ids[i]);
+    assert.equal(f.status, 'completed', `execution ${i}`);
+    assert.equal(f.agent, s.agent);
+    assert.equal(f.task, s.task);
+    assert.deepEqual(f.result, { i, echo: s.task, note: TEXTS[i % TEXTS.length] });
+    // Read straight from the store by the other executor: every field where it belongs.
+    const row = await runner.fetchExecutionStatus(ids[i]);
+    assert.equal(row.found && row.status, 'completed');
+    assert.equal(row.agent, s.agent);
+    assert.equal(row.task, s.task);
+    // fireAndForget's default level is low.
+    assert.equal(row.priority, s.options === undefined ? 'low' : s.options.priority);
+    assert.equal(row.key, s.options?.key);
+    assert.equal(row.attempt, 1);
+    assert.equal(row.mode, 'fire-and-forget');
+    assert.equal(row.maxAttempts, (s.options?.retries ?? 0) + 1);
+    assert.equal(row.durable, true);
+    assert.ok(typeof row.startedAt === 'number' && typeof row.finishedAt === 'number' && row.finishedAt >= row.startedAt, `times of ${i}`);
+    assert.deepEqual(row.result, f.result);
+  }
+  assert.equal(await runner.checkStore(), 'ok');
+}
+
+test('SQLite: every field of a batch of submissions and of the rows read back lands where it belongs', async (t) => {
+  await roundTrip(`sqlite:${join(tempDir(t, 'bmad-boundary-'), 'executions.db')}`);
+});
+
+pgTest('PostgreSQL: every field of a batch of submissions and of the rows read back lands where it belongs', async () => {
+  await roundTrip(`${SERVER}?schema=boundary_${process.pid}`);
+});
