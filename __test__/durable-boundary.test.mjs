@@ -81,3 +81,54 @@ test('SQLite: every field of a batch of submissions and of the rows read back la
 pgTest('PostgreSQL: every field of a batch of submissions and of the rows read back lands where it belongs', async () => {
   await roundTrip(`${SERVER}?schema=boundary_${process.pid}`);
 });
+
+/**
+ * Fire-and-forget submissions that another executor runs: the submitter hears their ends
+ * and its getExecutionStatus says how each ended, with its value, read from the store.
+ */
+async function endsHeard(url) {
+  const submitter = make(url);
+  await submitter.initialize();
+  const tasks = ['ok-1', 'ok-2', 'fail-3', 'ok-4'];
+  const ids = (await Promise.all(tasks.map((task) => submitter.fireAndForget('worker', task)))).map((a) => a.executionId);
+  const runner = make(url);
+  runner.registerAgent('worker', async (task) => {
+    if (task.startsWith('fail')) throw new Error(`no luck with ${task} 𝄞`);
+    return { task, list: [1, 'two', null] };
+  });
+  await runner.initialize();
+  const statuses = await within(
+    (async () => {
+      for (;;) {
+        const all = ids.map((id) => submitter.getExecutionStatus(id));
+        if (all.every((s) => s.found && (s.status === 'completed' || s.status === 'failed'))) return all;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    })(),
+    15000,
+  );
+  tasks.forEach((task, i) => {
+    const s = statuses[i];
+    assert.equal(s.executionId, ids[i]);
+    assert.equal(s.task, task);
+    assert.equal(s.agent, 'worker');
+    if (task.startsWith('fail')) {
+      assert.equal(s.status, 'failed');
+      assert.equal(s.error, `no luck with ${task} 𝄞`);
+      assert.equal(s.result, null);
+    } else {
+      assert.equal(s.status, 'completed');
+      assert.deepEqual(s.result, { task, list: [1, 'two', null] });
+    }
+    // The same object each time it is asked for.
+    assert.equal(submitter.getExecutionStatus(ids[i]), s);
+  });
+}
+
+test('SQLite: the submitter of fire-and-forget executions run elsewhere knows how each ended', async (t) => {
+  await endsHeard(`sqlite:${join(tempDir(t, 'bmad-boundary-'), 'executions.db')}`);
+});
+
+pgTest('PostgreSQL: the submitter of fire-and-forget executions run elsewhere knows how each ended', async () => {
+  await endsHeard(`${SERVER}?schema=boundary_ends_${process.pid}`);
+});

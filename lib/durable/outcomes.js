@@ -8,7 +8,7 @@
 const { Execution } = require('../record.js');
 const { coded, messageOf } = require('../errors.js');
 const { durableId, parseDurableId, rowStatus } = require('./values.js');
-const { MODE_EXECUTE, MODE_NAMES } = require('../protocol.js');
+const { MODE_EXECUTE, MODE_NAMES, STATUS_NAMES } = require('../protocol.js');
 
 /** Final statuses remembered for `waitFor` and `getExecutionStatus` of ended executions. */
 const ENDED_KEPT = 1000;
@@ -22,6 +22,16 @@ class Ended {
     this.at = at;
   }
 }
+
+/** An execution that ended elsewhere, read from the store, until its status object is asked for. */
+class StoredEnd {
+  constructor(row) {
+    this.row = row;
+  }
+}
+
+/** Whether `rec` takes the value of its execution's end (a promise or a callback). */
+const takesValue = (rec) => rec.mode === MODE_EXECUTE || rec.callback !== null;
 
 class Outcomes {
   constructor(ex) {
@@ -46,7 +56,8 @@ class Outcomes {
 
   /**
    * Execution `rowId` ended: every handle and waiter here gets its outcome. `final` is its
-   * status object, or the record that ran it here (the object is built when first read).
+   * status object, the record that ran it here, or its stored row as a StoredEnd (the
+   * object is then built when first read).
    */
   _settle(rowId, status, value, final) {
     this.ended.set(rowId, final instanceof Execution ? new Ended(final, status, value, Date.now()) : final);
@@ -68,12 +79,17 @@ class Outcomes {
   /** The remembered final status of `rowId`, or undefined. */
   _endedStatus(rowId) {
     const e = this.ended.get(rowId);
-    if (e instanceof Ended) {
-      const status = this._localStatus(e.rec, e.status, e.value, e.at);
-      this.ended.set(rowId, status);
-      return status;
-    }
-    return e;
+    let status;
+    if (e instanceof Ended) status = this._localStatus(e.rec, e.status, e.value, e.at);
+    else if (e instanceof StoredEnd) {
+      try {
+        status = rowStatus(e.row);
+      } catch {
+        status = { found: false }; // its stored value cannot be read
+      }
+    } else return e;
+    this.ended.set(rowId, status);
+    return status;
   }
 
   /** The final status object of `rec`, which ended here as `status` with `value`. */
@@ -113,7 +129,15 @@ class Outcomes {
 
   /** A stored row that ended, read from the store: settles what waits for it here. */
   _endedRow(row) {
-    if (!this.handles.has(row.id) && !this.waiters.has(row.id)) return;
+    const list = this.handles.get(row.id);
+    const waiting = this.waiters.has(row.id);
+    if (list === undefined && !waiting) return;
+    if (!waiting && !list.some(takesValue)) {
+      // Nothing takes the value now (fire-and-forget): its status object, and the parse of
+      // its stored value, wait until someone asks for them.
+      this._settle(row.id, STATUS_NAMES[row.status], undefined, new StoredEnd(row));
+      return;
+    }
     let final;
     let value;
     try {
