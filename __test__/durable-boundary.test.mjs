@@ -28,6 +28,7 @@ async function roundTrip(url) {
   const N = 40;
   const submitter = make(url);
   await submitter.initialize();
+  const t0 = Date.now();
   // One synchronous loop: one batch.
   const subs = Array.from({ length: N }, (_, i) => submission(i));
   const answers = subs.map((s) => submitter.fireAndForget(s.agent, s.task, s.options));
@@ -66,6 +67,8 @@ async function roundTrip(url) {
     assert.equal(row.key, s.options?.key);
     assert.equal(row.attempt, 1);
     assert.equal(row.mode, 'fire-and-forget');
+    assert.ok(typeof row.owner === 'string' && row.owner === finals[0].owner && row.owner !== '', `owner of ${i}`);
+    assert.ok(row.started >= t0 && row.started <= row.startedAt, `created at of ${i}`);
     assert.equal(row.maxAttempts, (s.options?.retries ?? 0) + 1);
     assert.equal(row.durable, true);
     assert.ok(typeof row.startedAt === 'number' && typeof row.finishedAt === 'number' && row.finishedAt >= row.startedAt, `times of ${i}`);
@@ -131,4 +134,52 @@ test('SQLite: the submitter of fire-and-forget executions run elsewhere knows ho
 
 pgTest('PostgreSQL: the submitter of fire-and-forget executions run elsewhere knows how each ended', async () => {
   await endsHeard(`${SERVER}?schema=boundary_ends_${process.pid}`);
+});
+
+/**
+ * The numbers of a submission, each where it belongs: a timeout, a delay, and a retry's
+ * delay and backoff, in one batch with a plain submission, each seen to act.
+ */
+async function numbersAct(url) {
+  const submitter = make(url);
+  await submitter.initialize();
+  const t0 = Date.now();
+  const subs = [
+    ['plain', {}],
+    ['slow', { timeout: 150 }],
+    ['late', { delayMs: 400 }],
+    ['flaky', { retries: 1, retryDelayMs: 300, backoff: 'fixed' }],
+  ];
+  const ids = (await Promise.all(subs.map(([task, options]) => submitter.fireAndForget('n', task, options)))).map((a) => a.executionId);
+  const runner = make(url);
+  const calls = [];
+  runner.registerAgent('n', async (task, _options, { signal }) => {
+    calls.push({ task, at: Date.now() });
+    if (task === 'slow') await new Promise((resolve) => signal.addEventListener('abort', resolve));
+    if (task === 'flaky' && calls.filter((c) => c.task === 'flaky').length === 1) throw new Error('first try fails');
+    return task;
+  });
+  await runner.initialize();
+  const finals = await within(Promise.all(ids.map((id) => submitter.waitFor(id))), 15000);
+  const [plain, slow, late, flaky] = finals;
+  assert.equal(plain.status, 'completed');
+  assert.equal(slow.status, 'failed', 'the timeout of 150 ms ended the agent that waits for its signal');
+  assert.match(slow.error, /timed out|timeout/i);
+  const lateCall = calls.find((c) => c.task === 'late');
+  assert.ok(lateCall.at - t0 >= 400 - 20, `the delay of 400 ms held the start back (started after ${lateCall.at - t0} ms)`);
+  assert.equal(late.status, 'completed');
+  const flakyCalls = calls.filter((c) => c.task === 'flaky');
+  assert.equal(flakyCalls.length, 2);
+  assert.ok(flakyCalls[1].at - flakyCalls[0].at >= 300 - 20, `the retry waited its 300 ms (${flakyCalls[1].at - flakyCalls[0].at} ms)`);
+  assert.equal(flaky.status, 'completed');
+  assert.equal(flaky.attempt, 2);
+  assert.equal(flaky.maxAttempts, 2);
+}
+
+test('SQLite: a timeout, a delay and a retry delay sent in one batch each act on their own submission', async (t) => {
+  await numbersAct(`sqlite:${join(tempDir(t, 'bmad-boundary-'), 'executions.db')}`);
+});
+
+pgTest('PostgreSQL: a timeout, a delay and a retry delay sent in one batch each act on their own submission', async () => {
+  await numbersAct(`${SERVER}?schema=boundary_numbers_${process.pid}`);
 });

@@ -105,11 +105,11 @@ module.exports = Object.freeze({
   STREAM_STDERR: 2,
   /** The store is open; `text` is this executor's owner id. */
   STORE_OPENED: 1,
-  /** A batch committed: `ids` the inserted ids (negative: an earlier execution with the key), `codes` per finish `FINISH_RECORDED`, `FINISH_STALE` or the retry delay (ms), `rows` the claimed executions. */
+  /** A batch committed: `ids` the inserted ids (negative: an earlier execution with the key), `codes` per finish `FINISH_RECORDED`, `FINISH_STALE` or the retry delay (ms), the claimed executions as rows (`ROW_TEXTS`). */
   STORE_BATCH: 2,
   /** A cancel: `codes[0]` the status the execution had, or `NOT_FOUND`. */
   STORE_CANCELLED: 3,
-  /** A fetch: `rows` holds the execution, or is empty. */
+  /** A fetch: the execution as a row (`ROW_TEXTS`), or none. */
   STORE_FETCHED: 4,
   /** An integrity check: `text` is "ok", or what is wrong. */
   STORE_CHECKED: 5,
@@ -119,7 +119,7 @@ module.exports = Object.freeze({
   STORE_CHANGED: 7,
   /** Cancels requested for attempts this executor runs: `ids` = `[id, attempt, ...]`. */
   STORE_CANCEL_REQUESTED: 8,
-  /** Watched executions ended (`rows`), or are no longer stored (`ids`). */
+  /** Watched executions ended (rows, `ROW_TEXTS`), or are no longer stored (`ids`). */
   STORE_ENDED: 9,
   /** Executions of stopped executors moved on: `ids` = `[id, attempt, status, ...]`, `names` = `[agent, owner, ...]`. */
   STORE_RESCUED: 10,

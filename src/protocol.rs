@@ -134,11 +134,11 @@ pub const STREAM_STDERR: u32 = 2;
 
 /// The store is open; `text` is this executor's owner id.
 pub const STORE_OPENED: u32 = 1;
-/// A batch committed: `ids` the inserted ids (negative: an earlier execution with the key), `codes` per finish `FINISH_RECORDED`, `FINISH_STALE` or the retry delay (ms), `rows` the claimed executions.
+/// A batch committed: `ids` the inserted ids (negative: an earlier execution with the key), `codes` per finish `FINISH_RECORDED`, `FINISH_STALE` or the retry delay (ms), the claimed executions as rows (`ROW_TEXTS`).
 pub const STORE_BATCH: u32 = 2;
 /// A cancel: `codes[0]` the status the execution had, or `NOT_FOUND`.
 pub const STORE_CANCELLED: u32 = 3;
-/// A fetch: `rows` holds the execution, or is empty.
+/// A fetch: the execution as a row (`ROW_TEXTS`), or none.
 pub const STORE_FETCHED: u32 = 4;
 /// An integrity check: `text` is "ok", or what is wrong.
 pub const STORE_CHECKED: u32 = 5;
@@ -148,7 +148,7 @@ pub const STORE_FAILED: u32 = 6;
 pub const STORE_CHANGED: u32 = 7;
 /// Cancels requested for attempts this executor runs: `ids` = `[id, attempt, ...]`.
 pub const STORE_CANCEL_REQUESTED: u32 = 8;
-/// Watched executions ended (`rows`), or are no longer stored (`ids`).
+/// Watched executions ended (rows, `ROW_TEXTS`), or are no longer stored (`ids`).
 pub const STORE_ENDED: u32 = 9;
 /// Executions of stopped executors moved on: `ids` = `[id, attempt, status, ...]`, `names` = `[agent, owner, ...]`.
 pub const STORE_RESCUED: u32 = 10;

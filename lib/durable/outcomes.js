@@ -26,6 +26,7 @@ class Ended {
 /** An execution that ended elsewhere, read from the store, until its status object is asked for. */
 class StoredEnd {
   constructor(row) {
+    row.options = null; // not in a status object: not kept
     this.row = row;
   }
 }
@@ -40,7 +41,7 @@ class Outcomes {
     this.awaiting = 0; // of those, the ones with a promise or callback to settle
     this.runs = new Map(); // rowId -> the record running an attempt here
     this.waiters = new Map(); // rowId -> waitFor() resolvers
-    this.ended = new Map(); // rowId -> final status object, or Ended (the latest ENDED_KEPT)
+    this.ended = new Map(); // rowId -> final status object, Ended or StoredEnd (the latest ENDED_KEPT)
     this.toWatch = []; // just inserted: cannot have ended yet
     this.toCheck = []; // may have ended already: looked up when watched
     this.toUnwatch = [];

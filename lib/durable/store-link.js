@@ -26,8 +26,8 @@ const CLOSE_ATTEMPTS = 8;
  */
 const BATCH_UNITS = 128 * 1024 * 1024;
 
-/** The stored text of a submission, in UTF-16 code units. */
-const insertUnits = (row) => row.task.length + (row.options === undefined ? 0 : row.options.length) + (row.key === undefined ? 0 : row.key.length);
+/** The text of a submission, in UTF-16 code units. */
+const insertUnits = (row) => row.agent.length + row.task.length + row.level.length + (row.options === undefined ? 0 : row.options.length) + (row.key === undefined ? 0 : row.key.length);
 
 /** The stored text of a batch's submissions and attempt ends (see BATCH_UNITS). */
 function unitsOf(part) {
@@ -253,9 +253,10 @@ class StoreLink {
     const req = this.takeReq();
     sent.claim = claim;
     sent.req = req;
+    // Before the batch counts as in flight: nothing after this throws.
+    const inserts = insertColumns(sent.inserts);
     this.inFlight.push(sent);
     this.inFlightClaim += claim;
-    const inserts = insertColumns(sent.inserts);
     const queued = this.native.batch(req, {
       insertText: inserts.text,
       insertNumbers: inserts.numbers,

@@ -1,7 +1,8 @@
 'use strict';
 
-// Stored values and what users see of them: error objects to JSON and back, a stored row
-// as a status object (the same shape as getExecutionStatus's), and durable execution ids.
+// Stored values and what users see of them: error objects to JSON and back, stored rows as
+// they cross from Rust and as status objects (the same shape as getExecutionStatus's), and
+// durable execution ids.
 
 const { coded, messageOf } = require('../errors.js');
 const { MODE_NAMES, STATUS_NAMES, STATUS_COMPLETED, STATUS_FAILED, STATUS_CANCELLED, ROW_TEXTS, ROW_NUMBERS } = require('../protocol.js');

@@ -148,8 +148,9 @@ mod row {
   pub const FINALIZED_AT: usize = position(&N, "finalizedAt");
 }
 
-/// An event of `kind` carrying `rows`, laid out as `row` says.
-fn rows_event(rows: Vec<Row>, kind: u32, req: u32) -> NativeStoreEvent {
+/// An event of `kind` carrying `rows`, laid out as `row` says. `claims`: what running them
+/// needs, without their last result or error (a retry's error may be large), owner or key.
+fn rows_event(rows: Vec<Row>, kind: u32, req: u32, claims: bool) -> NativeStoreEvent {
   let mut texts = Vec::with_capacity(rows.len() * row::TEXTS);
   let mut numbers = Vec::with_capacity(rows.len() * row::NUMBERS);
   for r in rows {
@@ -158,10 +159,12 @@ fn rows_event(rows: Vec<Row>, kind: u32, req: u32) -> NativeStoreEvent {
     t[row::TASK] = Some(r.task);
     t[row::OPTIONS] = r.options;
     t[row::LEVEL] = Some(r.level);
-    t[row::KEY] = r.key;
-    t[row::RESULT] = r.result;
-    t[row::ERROR] = r.error;
-    t[row::OWNER] = r.owner;
+    if !claims {
+      t[row::KEY] = r.key;
+      t[row::RESULT] = r.result;
+      t[row::ERROR] = r.error;
+      t[row::OWNER] = r.owner;
+    }
     texts.extend(t);
     let mut n = [0.0; row::NUMBERS];
     n[row::ID] = r.id as f64;
@@ -216,13 +219,13 @@ fn new_executions(text: &[u16], numbers: &[f64]) -> Vec<NewExecution> {
       for (slot, &len) in t.iter_mut().zip(lens) {
         *slot = next(len);
       }
-      let mut text = |i: usize| std::mem::take(&mut t[i]);
+      let mut take = |i: usize| std::mem::take(&mut t[i]);
       NewExecution {
-        agent: text(insert::AGENT).unwrap_or_default(),
-        task: text(insert::TASK).unwrap_or_default(),
-        options: text(insert::OPTIONS),
-        level: text(insert::LEVEL).unwrap_or_default(),
-        key: text(insert::KEY),
+        agent: take(insert::AGENT).unwrap_or_default(),
+        task: take(insert::TASK).unwrap_or_default(),
+        options: take(insert::OPTIONS),
+        level: take(insert::LEVEL).unwrap_or_default(),
+        key: take(insert::KEY),
         priority: finite(n[insert::PRIORITY], 0.0) as i64,
         mode: n[insert::MODE] as u32,
         max_attempts: (n[insert::MAX_ATTEMPTS] as u32).max(1),
@@ -323,15 +326,15 @@ impl From<Event> for NativeStoreEvent {
           })
           .collect(),
         stale: result.stale,
-        ..rows_event(result.claimed, STORE_BATCH, req)
+        ..rows_event(result.claimed, STORE_BATCH, req, true)
       },
       Event::Cancelled { req, was } => NativeStoreEvent {
         codes: vec![f64::from(was)],
         ..NativeStoreEvent::new(STORE_CANCELLED, req)
       },
-      Event::Fetched { req, row } => NativeStoreEvent {
-        ..rows_event(row.into_iter().map(|r| *r).collect(), STORE_FETCHED, req)
-      },
+      Event::Fetched { req, row } => {
+        rows_event(row.into_iter().map(|r| *r).collect(), STORE_FETCHED, req, false)
+      }
       Event::Checked { req, result } => NativeStoreEvent {
         text: Some(result),
         ..NativeStoreEvent::new(STORE_CHECKED, req)
@@ -351,7 +354,7 @@ impl From<Event> for NativeStoreEvent {
       },
       Event::Ended { rows, gone } => NativeStoreEvent {
         ids: gone.iter().map(|&id| id as f64).collect(),
-        ..rows_event(rows, STORE_ENDED, 0)
+        ..rows_event(rows, STORE_ENDED, 0, false)
       },
       Event::Done { req } => NativeStoreEvent::new(STORE_DONE, req),
       Event::Link { up, store } => NativeStoreEvent {
