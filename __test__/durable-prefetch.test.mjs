@@ -125,6 +125,27 @@ pgTest('maxQueued bounds what a runner prefetches', async () => {
   assert.ok([...held.calls.values()].every((n) => n === 1), 'each agent called once');
 });
 
+pgTest('a throttled runner claims for its reduced slots only, nothing ahead', async () => {
+  const { schema, url } = fresh();
+  const held = heldAgent();
+  // Any memory use exceeds 1 MB: the first sample throttles it to minConcurrentAgents.
+  const runner = make(url, { maxConcurrentAgents: 4, storePrefetch: 10, throttleIfExceeded: true, maxMemoryMb: 1, minConcurrentAgents: 1, monitorIntervalMs: 50 });
+  const throttled = new Promise((resolve) => runner.once('queue-throttled', resolve));
+  runner.registerAgent('held', held.fn);
+  await runner.initialize();
+  await throttled;
+  const submitter = make(url);
+  await submitter.initialize();
+  const ids = await submit(submitter, 'held', 12);
+  await waitUntil(() => held.running === 1, 'one agent runs');
+  await sleep(300);
+  assert.deepEqual(states(schema), { queued: 11, running: 1, completed: 0, cancelled: 0 }, 'one slot, and no prefetch while throttled');
+  held.release();
+  const finals = await Promise.all(ids.map((id) => submitter.waitFor(id)));
+  assert.ok(finals.every((f) => f.found && f.status === 'completed'));
+  assert.equal(held.maxRunning, 1);
+});
+
 pgTest("executions waiting for an agent at its limit count against the prefetch", async () => {
   // 'one' runs one at a time: the runner holds 4 slots + 3 ahead of it, 1 running and 6
   // waiting, which fill the prefetch. Work of another agent then gets the 3 free slots only.
