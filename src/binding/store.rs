@@ -8,6 +8,7 @@ use napi::bindgen_prelude::*;
 use napi_derive::napi;
 
 use super::js_callback::{JsCallback, KeepAlive};
+use super::store_rows::{new_executions, row_columns};
 use crate::protocol::{
   FINISH_RECORDED, FINISH_STALE, STORE_BACKGROUND_ERROR, STORE_BATCH, STORE_CANCELLED,
   STORE_CANCEL_REQUESTED, STORE_CHANGED, STORE_CHECKED, STORE_CLOSED, STORE_DONE, STORE_ENDED, STORE_FAILED,
@@ -16,7 +17,7 @@ use crate::protocol::{
 use crate::store::pg::PgTarget;
 use crate::store::schema::Synchronous;
 use crate::store::service::{self, Command, Event, Handle};
-use crate::store::{Batch, Finish, Finished, NewExecution, Progress, Release, Row};
+use crate::store::{Batch, Finish, Finished, Progress, Release, Row};
 
 #[napi(object)]
 pub struct NativeStoreOptions {
@@ -30,47 +31,6 @@ pub struct NativeStoreOptions {
   pub poll_ms: f64,
   pub ttl_ms: f64,
   pub max_kept: f64,
-}
-
-/// Where field `name` of `fields` is: the layouts of `protocol` are the one source, and a
-/// name missing from them fails the build.
-const fn position(fields: &[&str], name: &str) -> usize {
-  let mut i = 0;
-  while i < fields.len() {
-    let (a, b) = (fields[i].as_bytes(), name.as_bytes());
-    if a.len() == b.len() {
-      let mut j = 0;
-      while j < a.len() && a[j] == b[j] {
-        j += 1;
-      }
-      if j == a.len() {
-        return i;
-      }
-    }
-    i += 1;
-  }
-  panic!("a field missing from its layout in protocol.rs")
-}
-
-/// Positions of a submission's fields (`INSERT_TEXTS`, `INSERT_NUMBERS`).
-mod insert {
-  use super::position;
-  use crate::protocol::{INSERT_NUMBERS as N, INSERT_TEXTS as T};
-  pub const TEXTS: usize = T.len();
-  pub const NUMBERS: usize = N.len();
-  pub const AGENT: usize = position(&T, "agent");
-  pub const TASK: usize = position(&T, "task");
-  pub const OPTIONS: usize = position(&T, "options");
-  pub const LEVEL: usize = position(&T, "level");
-  pub const KEY: usize = position(&T, "key");
-  pub const PRIORITY: usize = position(&N, "priority");
-  pub const MODE: usize = position(&N, "mode");
-  pub const MAX_ATTEMPTS: usize = position(&N, "maxAttempts");
-  pub const RETRY_DELAY_MS: usize = position(&N, "retryDelayMs");
-  pub const BACKOFF: usize = position(&N, "backoff");
-  pub const TIMEOUT_MS: usize = position(&N, "timeoutMs");
-  pub const START_AFTER: usize = position(&N, "startAfter");
-  pub const SEQ: usize = position(&N, "seq");
 }
 
 #[napi(object)]
@@ -119,128 +79,14 @@ fn to_id(v: f64) -> i64 {
   }
 }
 
-/// Positions of a stored execution's fields (`ROW_TEXTS`, `ROW_NUMBERS`).
-mod row {
-  use super::position;
-  use crate::protocol::{ROW_NUMBERS as N, ROW_TEXTS as T};
-  pub const TEXTS: usize = T.len();
-  pub const NUMBERS: usize = N.len();
-  pub const AGENT: usize = position(&T, "agent");
-  pub const TASK: usize = position(&T, "task");
-  pub const OPTIONS: usize = position(&T, "options");
-  pub const LEVEL: usize = position(&T, "level");
-  pub const KEY: usize = position(&T, "key");
-  pub const RESULT: usize = position(&T, "result");
-  pub const ERROR: usize = position(&T, "error");
-  pub const OWNER: usize = position(&T, "owner");
-  pub const ID: usize = position(&N, "id");
-  pub const PRIORITY: usize = position(&N, "priority");
-  pub const MODE: usize = position(&N, "mode");
-  pub const STATUS: usize = position(&N, "status");
-  pub const ATTEMPT: usize = position(&N, "attempt");
-  pub const MAX_ATTEMPTS: usize = position(&N, "maxAttempts");
-  pub const TIMEOUT_MS: usize = position(&N, "timeoutMs");
-  pub const PROGRESS: usize = position(&N, "progress");
-  pub const CANCEL_REQUESTED: usize = position(&N, "cancelRequested");
-  pub const CREATED_AT: usize = position(&N, "createdAt");
-  pub const SCHEDULED_AT: usize = position(&N, "scheduledAt");
-  pub const ATTEMPTED_AT: usize = position(&N, "attemptedAt");
-  pub const FINALIZED_AT: usize = position(&N, "finalizedAt");
-}
-
-/// An event of `kind` carrying `rows`, laid out as `row` says. `claims`: what running them
-/// needs, without their last result or error (a retry's error may be large), owner or key.
+/// An event of `kind` carrying `rows` (see `store_rows::row_columns`).
 fn rows_event(rows: Vec<Row>, kind: u32, req: u32, claims: bool) -> NativeStoreEvent {
-  let mut texts = Vec::with_capacity(rows.len() * row::TEXTS);
-  let mut numbers = Vec::with_capacity(rows.len() * row::NUMBERS);
-  for r in rows {
-    let mut t: [Option<String>; row::TEXTS] = Default::default();
-    t[row::AGENT] = Some(r.agent);
-    t[row::TASK] = Some(r.task);
-    t[row::OPTIONS] = r.options;
-    t[row::LEVEL] = Some(r.level);
-    if !claims {
-      t[row::KEY] = r.key;
-      t[row::RESULT] = r.result;
-      t[row::ERROR] = r.error;
-      t[row::OWNER] = r.owner;
-    }
-    texts.extend(t);
-    let mut n = [0.0; row::NUMBERS];
-    n[row::ID] = r.id as f64;
-    n[row::PRIORITY] = r.priority as f64;
-    n[row::MODE] = f64::from(r.mode);
-    n[row::STATUS] = f64::from(r.status);
-    n[row::ATTEMPT] = f64::from(r.attempt);
-    n[row::MAX_ATTEMPTS] = f64::from(r.max_attempts);
-    n[row::TIMEOUT_MS] = r.timeout_ms;
-    n[row::PROGRESS] = r.progress;
-    n[row::CANCEL_REQUESTED] = if r.cancel_requested { 1.0 } else { 0.0 };
-    n[row::CREATED_AT] = r.created_at;
-    n[row::SCHEDULED_AT] = r.scheduled_at;
-    n[row::ATTEMPTED_AT] = r.attempted_at.unwrap_or(f64::NAN);
-    n[row::FINALIZED_AT] = r.finalized_at.unwrap_or(f64::NAN);
-    numbers.extend(n);
-  }
+  let (texts, numbers) = row_columns(rows, claims);
   NativeStoreEvent {
     row_texts: texts,
     row_numbers: Float64Array::new(numbers),
     ..NativeStoreEvent::new(kind, req)
   }
-}
-
-/// `n` if finite, else `or`.
-fn finite(n: f64, or: f64) -> f64 {
-  if n.is_finite() {
-    n
-  } else {
-    or
-  }
-}
-
-/// The submissions of a batch from its text and numbers (laid out as `insert` says). Lengths
-/// past the text's end (a bug) shorten the texts; nothing panics.
-fn new_executions(text: &[u16], numbers: &[f64]) -> Vec<NewExecution> {
-  let mut at = 0usize;
-  let mut next = |len: f64| -> Option<String> {
-    if len.is_nan() || len < 0.0 {
-      return None;
-    }
-    let end = at.saturating_add(len as usize).min(text.len());
-    let s = String::from_utf16_lossy(&text[at.min(end)..end]);
-    at = end;
-    Some(s)
-  };
-  numbers
-    .chunks_exact(insert::NUMBERS + insert::TEXTS)
-    .map(|c| {
-      let (n, lens) = c.split_at(insert::NUMBERS);
-      let mut t: [Option<String>; insert::TEXTS] = Default::default();
-      for (slot, &len) in t.iter_mut().zip(lens) {
-        *slot = next(len);
-      }
-      let mut take = |i: usize| std::mem::take(&mut t[i]);
-      NewExecution {
-        agent: take(insert::AGENT).unwrap_or_default(),
-        task: take(insert::TASK).unwrap_or_default(),
-        options: take(insert::OPTIONS),
-        level: take(insert::LEVEL).unwrap_or_default(),
-        key: take(insert::KEY),
-        priority: finite(n[insert::PRIORITY], 0.0) as i64,
-        mode: n[insert::MODE] as u32,
-        max_attempts: (n[insert::MAX_ATTEMPTS] as u32).max(1),
-        retry_delay_ms: finite(n[insert::RETRY_DELAY_MS], 0.0).max(0.0),
-        backoff: n[insert::BACKOFF] as u32,
-        timeout_ms: finite(n[insert::TIMEOUT_MS], 0.0).max(0.0),
-        start_after: finite(n[insert::START_AFTER], 0.0),
-        seq: if n[insert::SEQ].is_finite() && n[insert::SEQ] >= 1.0 {
-          n[insert::SEQ] as u64
-        } else {
-          0
-        },
-      }
-    })
-    .collect()
 }
 
 impl From<NativeStoreBatch> for Batch {
