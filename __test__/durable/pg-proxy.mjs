@@ -61,7 +61,8 @@ function cstrings(body, n) {
 /**
  * A TCP proxy to the test server. `arm()`: the next batch's COMMIT is forwarded, the server's
  * answers on that connection are dropped, and the connection is cut 100 ms later (time for
- * the server to commit). New connections are refused until `open()`. A batch is told from
+ * the server to commit). A batch of submissions only is one statement that commits alone at
+ * its Sync: that Sync stands for its COMMIT. New connections are refused until `open()`. A batch is told from
  * the store's housekeeping by its pipeline: its BEGIN, statements and COMMIT go out without
  * waiting for answers, so when its COMMIT is sent some of the requests before it (each ends
  * with a Sync, answered by ReadyForQuery) are unanswered; housekeeping waits for each answer.
@@ -100,10 +101,35 @@ export async function startProxy() {
     let chunkHasBegin = false;
     let chunkBinds = false;
     let chunkCommits = false;
+    // Outside BEGIN … COMMIT a statement commits alone at its Sync: a batch of submissions
+    // only is one such statement (its text records the batch: `bmad_batches`).
+    let inTransaction = false;
+    let lone = null; // the text of a statement bound outside a transaction, until its Sync
+    let chunkLone = false; // this chunk binds a batch that commits alone
     const fromClient = messages(true, (type, body) => {
       if (type === 'P') {
         const [name, text] = cstrings(body, 2);
         texts.set(name, text);
+      }
+      if (type === 'Q') {
+        const q = body.toString();
+        if (q === 'BEGIN\0') inTransaction = true;
+        if (q === 'COMMIT\0' || q === 'ROLLBACK\0') inTransaction = false;
+      }
+      if (type === 'B' && !inTransaction) {
+        lone = texts.get(cstrings(body, 2)[1]) || '';
+        if (lone.includes('bmad_batches')) chunkLone = true;
+      }
+      if (type === 'S' && lone !== null) {
+        const text = lone;
+        lone = null;
+        if (text.includes('bmad_batches')) {
+          // Its commit: as a COMMIT of a batch's transaction.
+          chunkCommits = true;
+          const mine = state.after === null ? true : seen;
+          if (state.armed && mine) cut = true;
+          else seen = false;
+        }
       }
       if (type === 'B' && state.armed && state.after !== null) {
         const [, name] = cstrings(body, 2);
@@ -134,10 +160,11 @@ export async function startProxy() {
       if (type === 'Z' && holding !== null && holding.released) holding.done();
     });
     client.on('data', (d) => {
-      chunkHasBegin = chunkBinds = chunkCommits = false;
+      chunkHasBegin = chunkBinds = chunkCommits = chunkLone = false;
       fromClient(d);
-      // A pipeline that opens a transaction running the held statement: kept back whole.
-      if (holding === null && state.hold !== null && chunkHasBegin && chunkBinds) {
+      // A pipeline that opens a transaction running the held statement, or a batch that
+      // commits alone running it: kept back whole.
+      if (holding === null && state.hold !== null && (chunkHasBegin || chunkLone) && chunkBinds) {
         state.hold = null;
         holding = { chunks: [], released: false, errors: [], done: () => {}, upstream };
       }

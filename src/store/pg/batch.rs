@@ -33,6 +33,9 @@ pub const RELEASE: &str = "state = CASE WHEN e.cancel_requested THEN 4 ELSE 0 EN
 pub struct BatchSql {
   insert: String,
   insert_plain: String,
+  /// `insert_plain` with the notification of new work (`$18`: the channel), for a batch of
+  /// keyless submissions only: one statement, so no BEGIN or COMMIT (it commits alone).
+  insert_alone: String,
   complete: String,
   recorded: String,
   failing: String,
@@ -101,6 +104,13 @@ impl BatchSql {
         "{insert_rows}), \
          {record} \
          SELECT key, new_id, NULL::int8 FROM input ORDER BY ord",
+        record = record("input i")
+      ),
+      insert_alone: format!(
+        "{insert_rows}), \
+         {record}, \
+         notified AS (SELECT pg_notify($18, 'w')) \
+         SELECT key, new_id, NULL::int8 FROM input CROSS JOIN notified ORDER BY ord",
         record = record("input i")
       ),
       fence: format!(
@@ -227,10 +237,11 @@ impl BatchSql {
 
   /// Every statement a batch may send, to prepare before a pipeline: a statement prepared
   /// inside one would be sent after the requests behind it.
-  pub fn all(&self) -> [&str; 11] {
+  pub fn all(&self) -> [&str; 12] {
     [
       &self.insert,
       &self.insert_plain,
+      &self.insert_alone,
       &self.complete,
       &self.recorded,
       &self.failing,
@@ -477,6 +488,34 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
     &cx.channel,
   ];
 
+  // Keyless submissions and nothing else (a producer's batch): one statement, which
+  // commits alone.
+  let alone = settling.is_empty()
+    && !careful
+    && !sent.is_empty()
+    && batch.finishes.is_empty()
+    && batch.progress.is_empty()
+    && batch.releases.is_empty()
+    && !claiming;
+  if alone {
+    let mut params = insert_params;
+    params.push(&cx.channel);
+    let rows = db.query(&sql.insert_alone, &params).await?;
+    cx.committed.set(true);
+    let ids = inserted_ids(db, sql, &rows).await?;
+    let recorded = inserts.seqs.iter().take(ids.len()).any(|&s| s > 0);
+    out.inserted = answers(batch, &known, ids.into_iter());
+    return Ok(Done {
+      result: out,
+      limited: Vec::new(),
+      recorded,
+      forgot: true,
+      settled: Vec::new(),
+      found,
+      committed: stored_tries,
+    });
+  }
+
   // Without failures, the whole transaction goes at once; what it tells others is known
   // before (an attempt end that turns out stale is a harmless extra id).
   let one_trip = rest.is_empty();
@@ -615,15 +654,7 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
       .any(|(i, &s)| (!careful || !i.existing) && s > 0);
     fresh = ids.into_iter();
   }
-  // One row per submission sent, in order (`ORDER BY ord`), between those found recorded.
-  out.inserted = batch
-    .inserts
-    .iter()
-    .filter_map(|n| match known(n) {
-      Some(id) => Some(Inserted { id, existing: false }),
-      None => fresh.next(),
-    })
-    .collect();
+  out.inserted = answers(batch, &known, fresh);
   out.stale = out.finished.iter().filter(|f| **f == Finished::Stale).count() as u32;
   let rows = claimed.unwrap_or_default();
   let limited = rows
@@ -643,6 +674,23 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
     found,
     committed: stored_tries,
   })
+}
+
+/// Each submission's id: one found recorded, else the next of those inserted (`fresh`, one
+/// row per submission sent, in order).
+fn answers(
+  batch: &Batch,
+  known: &dyn Fn(&NewExecution) -> Option<i64>,
+  mut fresh: impl Iterator<Item = Inserted>,
+) -> Vec<Inserted> {
+  batch
+    .inserts
+    .iter()
+    .filter_map(|n| match known(n) {
+      Some(id) => Some(Inserted { id, existing: false }),
+      None => fresh.next(),
+    })
+    .collect()
 }
 
 /// The finish among `which` of attempt `attempt` of `id` is recorded.
