@@ -102,28 +102,30 @@ export async function startProxy() {
     let chunkBinds = false;
     let chunkCommits = false;
     // Outside BEGIN … COMMIT a statement commits alone at its Sync: a batch of submissions
-    // only is one such statement (its text records the batch: `bmad_batches`).
+    // only is one such statement (told by its notification's CTE, `notified AS`).
     let inTransaction = false;
     let lone = null; // the text of a statement bound outside a transaction, until its Sync
     let chunkLone = false; // this chunk binds a batch that commits alone
+    const loneBatch = (text) => text.includes('notified AS');
     const fromClient = messages(true, (type, body) => {
       if (type === 'P') {
         const [name, text] = cstrings(body, 2);
         texts.set(name, text);
       }
       if (type === 'Q') {
+        // The sweep opens its transaction with `BEGIN; SET LOCAL …`.
         const q = body.toString();
-        if (q === 'BEGIN\0') inTransaction = true;
-        if (q === 'COMMIT\0' || q === 'ROLLBACK\0') inTransaction = false;
+        if (/^\s*(BEGIN|START TRANSACTION)\b/i.test(q)) inTransaction = true;
+        if (/^\s*(COMMIT|ROLLBACK|END)\b/i.test(q)) inTransaction = false;
       }
       if (type === 'B' && !inTransaction) {
         lone = texts.get(cstrings(body, 2)[1]) || '';
-        if (lone.includes('bmad_batches')) chunkLone = true;
+        if (loneBatch(lone)) chunkLone = true;
       }
       if (type === 'S' && lone !== null) {
         const text = lone;
         lone = null;
-        if (text.includes('bmad_batches')) {
+        if (loneBatch(text)) {
           // Its commit: as a COMMIT of a batch's transaction.
           chunkCommits = true;
           const mine = state.after === null ? true : seen;

@@ -109,7 +109,7 @@ impl BatchSql {
       insert_alone: format!(
         "{insert_rows}), \
          {record}, \
-         notified AS (SELECT pg_notify($18, 'w')) \
+         notified AS MATERIALIZED (SELECT pg_notify($18, 'w')) \
          SELECT key, new_id, NULL::int8 FROM input CROSS JOIN notified ORDER BY ord",
         record = record("input i")
       ),
@@ -489,7 +489,8 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
   ];
 
   // Keyless submissions and nothing else (a producer's batch): one statement, which
-  // commits alone.
+  // commits alone (no transaction is open here: every batch ends with COMMIT or ROLLBACK,
+  // and a connection left waiting is replaced).
   let alone = settling.is_empty()
     && !careful
     && !sent.is_empty()

@@ -912,12 +912,30 @@ fn a_try_given_up_that_reaches_the_server_after_it_was_settled_stores_nothing() 
   assert_eq!(ids.len(), 3);
   let count = || rows_in(&url, "late", "bmad_executions");
   assert_eq!(count(), 3);
-  let late = s.batch_as_try(given_up, &first, T0);
-  assert!(late.is_err(), "the late try is refused: {late:?}");
+  let refused_on_its_record = |late: StoreResult<crate::store::BatchResult>| match late {
+    Err(e) => assert!(e.message.contains("23505"), "refused on its record's key: {e:?}"),
+    Ok(r) => panic!("the late try is refused, not answered {r:?}"),
+  };
+  // A batch of submissions only: one statement.
+  refused_on_its_record(s.batch_as_try(given_up, &first, T0));
   assert_eq!(count(), 3, "nothing stored twice");
+  // The same for a try in a transaction (a keyed submission rides with it).
+  let keyed = |seqs: &[u64]| {
+    let mut b = numbered(seqs);
+    b.inserts[0].key = Some("late key".to_string());
+    b
+  };
+  let given_up = s.lose_next_try(&keyed(&[5, 6]));
+  assert_eq!(
+    ids_of(&s.batch(&keyed(&[5, 6]), T0).expect("sent again")).len(),
+    2
+  );
+  assert_eq!(count(), 5);
+  refused_on_its_record(s.batch_as_try(given_up, &keyed(&[5, 6]), T0));
+  assert_eq!(count(), 5, "nothing stored twice");
   // The executor goes on.
-  assert_eq!(ids_of(&s.batch(&numbered(&[4]), T0).expect("insert")).len(), 1);
-  assert_eq!(count(), 4);
+  assert_eq!(ids_of(&s.batch(&numbered(&[7]), T0).expect("insert")).len(), 1);
+  assert_eq!(count(), 6);
   drop_schema(&url, "late");
 }
 
