@@ -447,6 +447,36 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
   let careful = sent.iter().any(|n| n.key.is_some());
   let insert_sql = if careful { &sql.insert } else { &sql.insert_plain };
 
+  let claiming = batch.claim > 0 && !cx.interest.none;
+  // Keyless submissions and nothing else (a producer's batch): one statement, which
+  // commits alone (no transaction is open here: every batch ends with COMMIT or ROLLBACK,
+  // and a connection left waiting is replaced).
+  let alone = settling.is_empty()
+    && !careful
+    && !sent.is_empty()
+    && batch.finishes.is_empty()
+    && batch.progress.is_empty()
+    && batch.releases.is_empty()
+    && !claiming;
+  if alone {
+    let mut params = insert_params;
+    params.push(&cx.channel);
+    let rows = db.query(&sql.insert_alone, &params).await?;
+    cx.committed.set(true);
+    let ids = inserted_ids(db, sql, &rows).await?;
+    let recorded = records(&ids, &inserts.seqs, false);
+    out.inserted = answers(batch, &known, ids.into_iter());
+    return Ok(Done {
+      result: out,
+      limited: Vec::new(),
+      recorded,
+      forgot: true,
+      settled: Vec::new(),
+      found,
+      committed: stored_tries,
+    });
+  }
+
   let done: Vec<usize> = (0..batch.finishes.len())
     .filter(|&i| batch.finishes[i].status == STATUS_COMPLETED)
     .collect();
@@ -472,7 +502,6 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
   let r_attempts: Vec<i32> = batch.releases.iter().map(|r| int(r.attempt)).collect();
   let release_params: Params = vec![&r_ids, &r_attempts, &cx.owner, &now];
 
-  let claiming = batch.claim > 0 && !cx.interest.none;
   let i = cx.interest;
   let lock_params: Params = vec![&i.any, &i.agents, &batch.exclude, &cx.schema_key];
   let lease = now + cx.lease_ms;
@@ -487,35 +516,6 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
     &limit,
     &cx.channel,
   ];
-
-  // Keyless submissions and nothing else (a producer's batch): one statement, which
-  // commits alone (no transaction is open here: every batch ends with COMMIT or ROLLBACK,
-  // and a connection left waiting is replaced).
-  let alone = settling.is_empty()
-    && !careful
-    && !sent.is_empty()
-    && batch.finishes.is_empty()
-    && batch.progress.is_empty()
-    && batch.releases.is_empty()
-    && !claiming;
-  if alone {
-    let mut params = insert_params;
-    params.push(&cx.channel);
-    let rows = db.query(&sql.insert_alone, &params).await?;
-    cx.committed.set(true);
-    let ids = inserted_ids(db, sql, &rows).await?;
-    let recorded = inserts.seqs.iter().take(ids.len()).any(|&s| s > 0);
-    out.inserted = answers(batch, &known, ids.into_iter());
-    return Ok(Done {
-      result: out,
-      limited: Vec::new(),
-      recorded,
-      forgot: true,
-      settled: Vec::new(),
-      found,
-      committed: stored_tries,
-    });
-  }
 
   // Without failures, the whole transaction goes at once; what it tells others is known
   // before (an attempt end that turns out stale is a harmless extra id).
@@ -648,11 +648,7 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
   let mut fresh = Vec::new().into_iter();
   if let Some(rows) = inserted {
     let ids = inserted_ids(db, sql, &rows).await?;
-    // The record holds what was inserted: all of a plain insert, a careful one's own rows.
-    recorded = ids
-      .iter()
-      .zip(&inserts.seqs)
-      .any(|(i, &s)| (!careful || !i.existing) && s > 0);
+    recorded = records(&ids, &inserts.seqs, careful);
     fresh = ids.into_iter();
   }
   out.inserted = answers(batch, &known, fresh);
@@ -675,6 +671,15 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
     found,
     committed: stored_tries,
   })
+}
+
+/// Whether an insert wrote a record: it holds what was inserted of the numbered submissions
+/// (`seqs`), all of a plain insert's, a careful one's own rows.
+fn records(ids: &[Inserted], seqs: &[i64], careful: bool) -> bool {
+  ids
+    .iter()
+    .zip(seqs)
+    .any(|(i, &s)| (!careful || !i.existing) && s > 0)
 }
 
 /// Each submission's id: one found recorded, else the next of those inserted (`fresh`, one
