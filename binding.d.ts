@@ -174,6 +174,17 @@ export declare class NativeStore {
    */
   constructor(options: NativeStoreOptions, onEvent: (arg: NativeStoreEvent) => void)
   batch(req: number, batch: NativeStoreBatch): boolean
+  /**
+   * A claim of up to `claim` executions held by the store's thread until claimable work
+   * may be waiting, then answered under `req` like a batch (`STORE_BATCH`/`STORE_FAILED`).
+   * It replaces a claim parked before (answered with nothing claimed).
+   */
+  park(req: number, claim: number, exclude: Array<string>): boolean
+  /**
+   * The parked claim runs now (`run`), or is answered with nothing claimed; nothing when
+   * none is parked.
+   */
+  unpark(run: boolean): boolean
   cancel(req: number, id: number, errorJson: string): boolean
   /**
    * Reads one execution, beside the store thread when the store can (PostgreSQL's pool);

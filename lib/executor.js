@@ -278,6 +278,7 @@ class BackgroundExecutor extends Lifecycle {
     if (this._closing) return this;
     this._flush();
     this._native.setPaused(true);
+    if (this._store !== null) this._store.link.reviewParked();
     this._emit('queue-paused', { queued: this._native.counts().queued });
     return this;
   }

@@ -7,6 +7,12 @@
 // (cancel, fetch, check, close) are answered by promise. Every answer and notice arrives
 // through one callback, `owner._onStoreEvent(event)`, except batch answers, which go to
 // `owner._batchDone(sent, event)`.
+//
+// PostgreSQL: while nothing else claims, a claim for the free slots is parked in the store's
+// thread, which runs it as soon as work may be waiting (another process's notification, a
+// poll, a due time, a submission of this one) and answers it like a batch: work from
+// elsewhere starts without a round trip through this thread. It is taken back (answered
+// with nothing claimed) when it would claim more than is free now, or agents held here.
 
 const { binding, weakCallback } = require('../native.js');
 const { coded } = require('../errors.js');
@@ -129,6 +135,19 @@ class Pending {
   }
 }
 
+/** A claim parked in the store's thread (see `StoreLink.park`). */
+class Parked extends Pending {
+  /** @param {number} claim @param {number} req @param {string[]} exclude */
+  constructor(claim, req, exclude) {
+    super();
+    this.claim = claim;
+    this.req = req;
+    this.exclude = exclude;
+    this.running = false; // asked to run now
+    this.unparking = false; // asked back
+  }
+}
+
 /**
  * A store error as users see it: `ERR_STORE` / `ERR_STORE_VERSION`, the path in the message
  * (a busy database, a lost connection or a refused write, told apart inside, is an
@@ -164,15 +183,26 @@ class StoreLink {
     // Parts of refused batches, sent one at a time before what is pending (see `isolate`).
     this.isolated = [];
     this.soloClaim = false; // then the refused batch's claim alone
+    this.parks = options.postgresUrl != null; // see `park`
+    /** @type {Parked | null} the claim parked in the store's thread, until answered */
+    this.parked = null;
     this.send = () => {
       this.scheduled = false;
       this.flush();
     };
   }
 
-  /** Requests and batches in flight. */
+  /** Requests and batches in flight (a parked claim once its answer is waited for). */
   get busy() {
-    return this.inFlight.length > 0 || this.requests.size > 0 || this.held.length > 0 || !this.pending.empty || this.isolated.length > 0;
+    const p = this.parked;
+    return (
+      this.inFlight.length > 0 ||
+      this.requests.size > 0 ||
+      this.held.length > 0 ||
+      !this.pending.empty ||
+      this.isolated.length > 0 ||
+      (p !== null && (p.running || p.unparking))
+    );
   }
 
   insert(row, rec) {
@@ -228,6 +258,21 @@ class StoreLink {
       if (!isolating) this.sendBatch(this.isolated.shift(), 0);
       return;
     }
+    this.reviewParked();
+    const parked = this.parked;
+    if (this.claimWanted && parked !== null && !parked.running && !parked.unparking && this.pending.units <= BATCH_UNITS) {
+      // The parked claim takes the work, after what is pending.
+      this.claimWanted = false;
+      if (!this.pending.empty) {
+        const sent = this.pending;
+        this.pending = new Pending();
+        this.sendBatch(sent, 0);
+      }
+      parked.running = true;
+      this.owner._storeBusy();
+      if (!this.native.unpark(true)) this.threadStopped();
+      return;
+    }
     const claim = this.claimWanted ? Math.max(0, Math.min(this.owner._freeSlots() - this.inFlightClaim, this.owner.claimChunk)) : 0;
     if (this.soloClaim) {
       // After a refused batch, its claim alone: refused again, it is the one to blame.
@@ -238,7 +283,10 @@ class StoreLink {
         return;
       }
     }
-    if (this.pending.empty && claim === 0) return;
+    if (this.pending.empty && claim === 0) {
+      this.park();
+      return;
+    }
     if (claim > 0) this.claimWanted = false;
     let sent = this.pending;
     if (sent.units > BATCH_UNITS) {
@@ -247,6 +295,37 @@ class StoreLink {
       this.schedule();
     } else this.pending = new Pending();
     this.sendBatch(sent, claim);
+    this.park();
+  }
+
+  /**
+   * Nothing else claiming, slots free: a claim for them waits in the store's thread for
+   * work (PostgreSQL). Its executions count as in flight meanwhile.
+   */
+  park() {
+    if (!this.parks || this.parked !== null || this.claimWanted || this.closed || this.dead || this.onDrained !== null) return;
+    if (this.retryTimer !== null || this.failures > 0 || this.isolated.length > 0 || this.soloClaim) return;
+    const claim = Math.min(this.owner._freeSlots() - this.inFlightClaim, this.owner.claimChunk);
+    if (claim <= 0) return;
+    const p = new Parked(claim, this.takeReq(), this.owner.claimExclude);
+    this.parked = p;
+    this.inFlightClaim += claim;
+    if (!this.native.park(p.req, claim, p.exclude)) this.threadStopped();
+  }
+
+  /**
+   * The parked claim is asked back when it would claim more than is free now (paused,
+   * throttled, fewer slots, closing) or agents now held here; answered, a new one fits.
+   */
+  reviewParked() {
+    const p = this.parked;
+    if (p === null || p.running || p.unparking) return;
+    const free = this.closed || this.onDrained !== null ? 0 : this.owner._freeSlots() - (this.inFlightClaim - p.claim);
+    const held = this.owner.claimExclude;
+    if (free >= p.claim && held.length === p.exclude.length && held.every((a, i) => a === p.exclude[i])) return;
+    p.unparking = true;
+    this.owner._updateKeepAlive();
+    if (!this.native.unpark(false)) this.threadStopped();
   }
 
   sendBatch(sent, claim) {
@@ -359,6 +438,7 @@ class StoreLink {
     }
     queueMicrotask(() => {
       while (this.inFlight.length > 0) this.batchAnswered({ ...failed, req: this.inFlight[0].req });
+      if (this.parked !== null) this.batchAnswered({ ...failed, req: this.parked.req });
       for (const req of [...this.requests.keys()]) this.answer({ ...failed, req });
       // What was never sent (or came back to be sent again) cannot be written any more:
       // submissions are refused, the rest dropped; then nothing holds the executor.
@@ -369,14 +449,18 @@ class StoreLink {
     });
   }
 
-  /** Whether `req` is the oldest batch in flight (answers come in order). */
+  /** Whether `req` is the oldest batch in flight (answers come in order), or the parked claim. */
   isBatch(req) {
-    return this.inFlight.length > 0 && this.inFlight[0].req === req;
+    return (this.inFlight.length > 0 && this.inFlight[0].req === req) || (this.parked !== null && this.parked.req === req);
   }
 
   /** A `STORE_BATCH` or a failed batch came back. */
   batchAnswered(event) {
-    const sent = this.inFlight.shift();
+    let sent;
+    if (this.parked !== null && this.parked.req === event.req) {
+      sent = this.parked;
+      this.parked = null;
+    } else sent = this.inFlight.shift();
     this.inFlightClaim -= sent.claim;
     const failed = event.kind === P.STORE_FAILED;
     // A write the store refused is not the store failing: what the batch grouped goes again
@@ -401,6 +485,7 @@ class StoreLink {
       }, delay);
     }
     if (!this.pending.empty || this.claimWanted || this.isolated.length > 0) this.flush();
+    else this.park();
     this.checkDrained();
   }
 
@@ -414,7 +499,7 @@ class StoreLink {
 
   /** close() waits for the batches in flight: once none is, and no retry is due, it goes on. */
   checkDrained() {
-    if (this.onDrained !== null && this.inFlight.length === 0 && (this.retryTimer === null || this.dead)) {
+    if (this.onDrained !== null && this.inFlight.length === 0 && this.parked === null && (this.retryTimer === null || this.dead)) {
       const go = this.onDrained;
       this.onDrained = null;
       go();
@@ -530,9 +615,10 @@ class StoreLink {
   close() {
     return new Promise((resolve, reject) => {
       const go = () => {
-        if (!this.dead && (this.inFlight.length > 0 || !this.pending.empty || this.isolated.length > 0 || this.writesQueued())) {
+        if (!this.dead && (this.inFlight.length > 0 || this.parked !== null || !this.pending.empty || this.isolated.length > 0 || this.writesQueued())) {
           this.onDrained = go;
           this.flush();
+          this.reviewParked(); // closing: it comes back
           return;
         }
         if (this.dead) {

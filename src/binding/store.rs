@@ -284,6 +284,28 @@ impl NativeStore {
     })
   }
 
+  /// A claim of up to `claim` executions held by the store's thread until claimable work
+  /// may be waiting, then answered under `req` like a batch (`STORE_BATCH`/`STORE_FAILED`).
+  /// It replaces a claim parked before (answered with nothing claimed).
+  #[napi]
+  pub fn park(&self, req: u32, claim: u32, exclude: Vec<String>) -> bool {
+    self.handle.send(Command::Park {
+      req,
+      batch: Batch {
+        claim,
+        exclude,
+        ..Batch::default()
+      },
+    })
+  }
+
+  /// The parked claim runs now (`run`), or is answered with nothing claimed; nothing when
+  /// none is parked.
+  #[napi]
+  pub fn unpark(&self, run: bool) -> bool {
+    self.handle.send(Command::Unpark { run })
+  }
+
   #[napi]
   pub fn cancel(&self, req: u32, id: f64, error_json: String) -> bool {
     self.handle.send(Command::Cancel {

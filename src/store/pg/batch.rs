@@ -173,12 +173,15 @@ impl BatchSql {
       // another executor's claim leaves them for the next round). The agents locked are
       // kept in a transaction-local setting for the claim that follows. Only agents of
       // interest are tried (the OFFSET 0 keeps the planner from trying the lock, the
-      // cheaper condition, first: it would lock agents this executor does not run).
+      // cheaper condition, first: it would lock agents this executor does not run). Also
+      // answers how many agents of interest have a limit: with none, a claim alone needs
+      // no lock (it never takes a limited agent's executions).
       lock: format!(
-        "SELECT set_config('bmad.locked', coalesce(json_agg(agent)::text, '[]'), true) FROM ( \
-           SELECT agent FROM ( \
-             SELECT agent FROM {s}.bmad_limits WHERE ($1 OR agent = ANY($2)) AND agent <> ALL($3) OFFSET 0) mine \
-           WHERE pg_try_advisory_xact_lock(hashtextextended($4 || agent, 0))) l"
+        "WITH mine AS MATERIALIZED (SELECT agent FROM {s}.bmad_limits WHERE $1 OR agent = ANY($2)) \
+         SELECT set_config('bmad.locked', coalesce(( \
+           SELECT json_agg(agent)::text FROM (SELECT agent FROM mine WHERE agent <> ALL($3) OFFSET 0) m \
+           WHERE pg_try_advisory_xact_lock(hashtextextended($4 || agent, 0))), '[]'), true), \
+           (SELECT count(*) FROM mine)"
       ),
       // A statement after the lock's, so its snapshot sees the claims of the lock's earlier
       // holders: counting running executions and claiming more is one step across hosts.
@@ -294,6 +297,9 @@ pub struct Ctx<'a> {
   pub limited: &'a HashSet<(i64, u32)>,
   /// This try's number, under which it records its submissions.
   pub try_no: i64,
+  /// No agent of interest had a global limit a moment ago: a claim alone is one statement,
+  /// without the lock's transaction (it takes no limited agent's executions either way).
+  pub unlimited: bool,
   /// Tries whose answers were lost and are not settled yet, with their numbered
   /// submissions: this batch settles those it shares a submission with.
   pub lost: &'a [(i64, Vec<u64>)],
@@ -313,6 +319,8 @@ pub struct Done {
   pub limited: Vec<(i64, u32)>,
   /// Whether it wrote a record (under `Ctx::try_no`).
   pub recorded: bool,
+  /// How many agents of interest have a global limit, when its claim took the lock.
+  pub limits: Option<i64>,
   /// Whether it removed the records of `Ctx::forget` (its insert statement does).
   pub forgot: bool,
   /// The lost tries it settled, what they said of their submissions, and which of them had
@@ -470,6 +478,7 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
       result: out,
       limited: Vec::new(),
       recorded,
+      limits: None,
       forgot: true,
       settled: Vec::new(),
       found,
@@ -520,6 +529,15 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
   // Without failures, the whole transaction goes at once; what it tells others is known
   // before (an attempt end that turns out stale is a harmless extra id).
   let one_trip = rest.is_empty();
+  // A claim and nothing else, with no agent of interest limited: one statement, committing
+  // alone (no transaction is open here, as for a lone insert).
+  let lone = claiming
+    && cx.unlimited
+    && settling.is_empty()
+    && sent.is_empty()
+    && batch.finishes.is_empty()
+    && batch.progress.is_empty()
+    && batch.releases.is_empty();
   let notes = if one_trip {
     notes_for(batch, &[], &done_ids, cx.limited)
   } else {
@@ -529,16 +547,16 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
 
   let (begun, inserted, completed, failing, progressed, released, locked, claimed, noted, committed) = tokio::join!(
     biased;
-    when(settling.is_empty(), db.batch_execute("BEGIN")),
+    when(settling.is_empty() && !lone, db.batch_execute("BEGIN")),
     when(!sent.is_empty(), db.query(insert_sql, &insert_params)),
     when(!done.is_empty(), db.query(&sql.complete, &done_params)),
     when(!rest.is_empty(), db.query(&sql.failing, &failing_params)),
     when(!batch.progress.is_empty(), db.execute(&sql.progress, &progress_params)),
     when(!batch.releases.is_empty(), db.execute(&sql.release, &release_params)),
-    when(claiming && one_trip, db.execute(&sql.lock, &lock_params)),
+    when(claiming && one_trip && !lone, db.query_one(&sql.lock, &lock_params)),
     when(claiming && one_trip, db.query(&sql.claim, &claim_params)),
     when(one_trip && !notes.is_empty(), db.execute(notify::SQL, &notify_params)),
-    when(one_trip, db.batch_execute("COMMIT")),
+    when(one_trip && !lone, db.batch_execute("COMMIT")),
   );
   // The first error is the cause; the ones after it say only that the transaction failed.
   begun?;
@@ -547,7 +565,7 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
   let failing = failing?;
   progressed?;
   released?;
-  locked?;
+  let mut limits = locked?.map(|r| r.try_get::<_, i64>(1)).transpose()?;
   let mut claimed = claimed?;
   noted?;
   committed?;
@@ -612,13 +630,13 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
     let (failed, locked, claimed_now, noted, committed) = tokio::join!(
       biased;
       when(!w_ids.is_empty(), db.execute(&sql.fail, &fail_params)),
-      when(claiming, db.execute(&sql.lock, &lock_params)),
+      when(claiming, db.query_one(&sql.lock, &lock_params)),
       when(claiming, db.query(&sql.claim, &claim_params)),
       when(!notes.is_empty(), db.execute(notify::SQL, &notify_params)),
       db.batch_execute("COMMIT"),
     );
     failed?;
-    locked?;
+    limits = locked?.map(|r| r.try_get::<_, i64>(1)).transpose()?;
     claimed = claimed_now?;
     noted?;
     committed?;
@@ -666,6 +684,7 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
     result: out,
     limited,
     recorded,
+    limits,
     forgot: !sent.is_empty(),
     settled: settling.iter().map(|(t, _)| *t).collect(),
     found,

@@ -65,6 +65,10 @@ pub(crate) fn fetch_sql(s: &str) -> String {
   format!("SELECT {COLUMNS} FROM {s}.bmad_executions WHERE id = $1")
 }
 
+/// How long a claim's finding that no agent of interest has a global limit holds (see
+/// `PgStore::unlimited_at`).
+pub(super) const UNLIMITED_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// One worker's connection to a PostgreSQL store.
 pub struct PgStore {
   conn: PgConnection,
@@ -99,6 +103,9 @@ pub struct PgStore {
   refusals: Refusals,
   /// The number of this executor's next try of a batch (see `batch::Ctx`).
   next_try: i64,
+  /// When a claim under the lock last found no agent of interest with a global limit (see
+  /// `batch::Ctx::unlimited`); a limit set by another process is seen within `UNLIMITED_FOR`.
+  unlimited_at: Option<std::time::Instant>,
   /// Tries whose answers were lost, not settled yet, with their numbered submissions.
   lost: Vec<(i64, Vec<u64>)>,
   /// Submissions of settled tries not answered yet: stored with this id, or not stored.
@@ -166,6 +173,7 @@ impl PgStore {
       sweeper,
       refusals: Refusals::default(),
       next_try: 1,
+      unlimited_at: None,
       lost: Vec::new(),
       settled: HashMap::new(),
       answered: Vec::new(),
@@ -228,6 +236,7 @@ impl PgStore {
   /// Sets (or, with `None`, removes) the most executions of `agent` running at once across
   /// every executor on the store.
   pub fn set_global_limit(&mut self, agent: &str, limit: Option<u32>) -> StoreResult<()> {
+    self.unlimited_at = None;
     self.conn.ensure()?;
     let s = &self.s;
     let channel = &self.channel;
@@ -387,6 +396,7 @@ impl PgStore {
 
   pub fn set_interest(&mut self, interest: Interest) {
     self.interest = interest;
+    self.unlimited_at = None;
   }
 
   /// Runs one batch in one transaction: inserts, attempt ends, progress, releases, claim.
@@ -401,6 +411,7 @@ impl PgStore {
     self.next_try += 1;
     let cx = batch::Ctx {
       try_no,
+      unlimited: self.unlimited_at.is_some_and(|t| t.elapsed() < UNLIMITED_FOR),
       lost: &self.lost,
       settled: &self.settled,
       forget: &self.answered,
@@ -487,6 +498,9 @@ impl PgStore {
       self.limited.remove(&(r.id, r.attempt));
     }
     self.limited.extend(done.limited);
+    if let Some(n) = done.limits {
+      self.unlimited_at = (n == 0).then(std::time::Instant::now);
+    }
     Ok(done.result)
   }
 

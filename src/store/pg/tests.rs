@@ -1751,3 +1751,29 @@ fn the_pool_lends_at_most_its_size_and_lends_a_connection_again() {
   drop(s);
   drop_schema(&url, "pool_size");
 }
+
+#[test]
+fn a_claim_alone_takes_no_limited_agent_s_executions_and_sees_a_new_limit_within_its_time() {
+  let Some(url) = server() else { return };
+  let mut a = store(&url, "lone");
+  // No limit yet: the first claim (under the lock) finds none, so the next ones go alone.
+  assert!(claim(&mut a, 4, T0).is_empty());
+  // Another host limits "g" to 2 and submits to it, and to an agent without a limit.
+  let mut b = PgStore::open_own(target(&url, "lone"), LEASE, T0).expect("open");
+  b.set_global_limit("g", Some(2)).expect("set the limit");
+  let g = insert(&mut b, (0..4).map(|_| exec("g", 0)).collect());
+  let free = insert(&mut b, vec![exec("free", 0)]);
+  // Alone, a claim takes nothing of a limited agent, even under its limit.
+  assert_eq!(claim(&mut a, 8, T0 + 1.0), free);
+  std::thread::sleep(super::ops::UNLIMITED_FOR + Duration::from_millis(100));
+  // Its finding expired: the claim takes the lock again, and the limit with it.
+  assert_eq!(claim(&mut a, 8, T0 + 2.0), g[..2].to_vec());
+  assert!(claim(&mut a, 8, T0 + 3.0).is_empty(), "the limit is reached");
+  assert_eq!(finish(&mut a, completed(g[0]), T0 + 4.0), Finished::Recorded);
+  assert_eq!(
+    claim(&mut a, 8, T0 + 5.0),
+    vec![g[2]],
+    "one slot freed under the limit"
+  );
+  drop_schema(&url, "lone");
+}

@@ -44,6 +44,18 @@ pub enum Command {
   Close {
     req: u32,
   },
+  /// A claim held until claimable work may be waiting (a notification, a poll that finds
+  /// some, a due time), then run as a batch and answered under `req`: the answer to work
+  /// then comes without a round trip through JS. One at a time; a new one replaces it.
+  Park {
+    req: u32,
+    batch: Batch,
+  },
+  /// The parked claim now: run (`run`), or answered with nothing claimed. Nothing when none
+  /// is parked (its answer is on its way).
+  Unpark {
+    run: bool,
+  },
   /// Another process may have committed (the WAL file was written).
   Wake,
   /// The handle was dropped without `Close`.
@@ -55,6 +67,7 @@ impl Command {
   pub(super) fn req(&self) -> Option<u32> {
     match self {
       Command::Batch { req, .. }
+      | Command::Park { req, .. }
       | Command::Cancel { req, .. }
       | Command::Fetch { req, .. }
       | Command::GlobalLimit { req, .. }

@@ -23,6 +23,8 @@
 mod messages;
 mod periodic;
 mod serve;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -142,6 +144,8 @@ struct Service {
   woken: bool,
   /// A wake-up found nothing yet: look once more after `RECHECK_MS`.
   recheck: bool,
+  /// The claim JS left to run when work may be waiting (`Command::Park`).
+  parked: Option<(u32, super::Batch)>,
   alive: bool,
 }
 
@@ -162,6 +166,17 @@ impl Service {
   fn emit(&mut self, ev: Event) {
     if !send_event(&self.sink, ev) {
       self.alive = false;
+    }
+  }
+
+  /// Claimable work may be waiting: the parked claim runs now, or JS hears it.
+  fn work_may_wait(&mut self) {
+    if self.store.interest().none {
+      return;
+    }
+    match self.parked.take() {
+      Some((req, batch)) => self.run_batch(req, &batch),
+      None => self.emit(Event::Changed),
     }
   }
 

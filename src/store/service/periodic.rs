@@ -24,9 +24,7 @@ impl Service {
   pub(super) fn resync(&mut self) {
     self.release_unknown();
     self.check_ended();
-    if !self.store.interest().none {
-      self.emit(Event::Changed);
-    }
+    self.work_may_wait();
   }
 
   /// Attempts this worker holds in the store but does not know of go back to the queue:
@@ -66,8 +64,8 @@ impl Service {
         Ok(rescued) if !rescued.is_empty() => {
           let requeued = rescued.iter().any(|r| r.status == crate::protocol::STATUS_QUEUED);
           self.emit(Event::Rescued(rescued));
-          if requeued && !self.store.interest().none {
-            self.emit(Event::Changed);
+          if requeued {
+            self.work_may_wait();
           }
         }
         Ok(_) => {}
@@ -90,9 +88,7 @@ impl Service {
     if let Some(w) = self.wake_at {
       if t >= w {
         self.wake_at = None;
-        if !self.store.interest().none {
-          self.emit(Event::Changed);
-        }
+        self.work_may_wait();
       }
     }
     if self.interested() && t >= self.next_poll {
@@ -145,8 +141,8 @@ impl Service {
         self.report_ended(found);
       }
     }
-    if c.work && !self.store.interest().none {
-      self.emit(Event::Changed);
+    if c.work {
+      self.work_may_wait();
     }
   }
 

@@ -14,7 +14,7 @@ use crate::store::pg::backend::Postgres;
 use crate::store::pg::ops::PgStore;
 use crate::store::pg::pool::Pool;
 use crate::store::pg::reader::Reader;
-use crate::store::{Finished, Store, StoreError};
+use crate::store::{Batch, BatchResult, Finished, Store, StoreError};
 use crate::system::probes::now_ms;
 
 pub(super) fn run(
@@ -87,6 +87,7 @@ pub(super) fn run(
     active_at: now,
     woken: waker.is_some() || listened,
     recheck: false,
+    parked: None,
     alive: true,
   };
   // A panic (a bug, or a row of a schema changed by hand that a driver cannot read) must
@@ -180,49 +181,81 @@ fn refuse_all(rx: &Receiver<Command>, sink: &SharedSink, error: &StoreError) {
 }
 
 impl Service {
+  /// Runs `batch` and answers it under `req`.
+  pub(super) fn run_batch(&mut self, req: u32, batch: &Batch) {
+    let now = now_ms();
+    match self.store.batch(batch, now) {
+      Ok(result) => {
+        for (f, r) in batch.finishes.iter().zip(&result.finished) {
+          // Only this attempt: a stale end of an earlier one leaves a later one running.
+          if self.running.get(&f.id) == Some(&f.attempt) {
+            self.running.remove(&f.id);
+          }
+          if let Finished::Retry(delay) = r {
+            self.wake_in(*delay);
+          }
+        }
+        for r in &batch.releases {
+          if self.running.get(&r.id) == Some(&r.attempt) {
+            self.running.remove(&r.id);
+          }
+        }
+        for row in &result.claimed {
+          self.running.insert(row.id, row.attempt);
+        }
+        // Their submitter waits for their ends from now: one that another process claims
+        // and ends before JS has the answer must not go unseen.
+        for i in &result.inserted {
+          if !i.existing {
+            self.watched.insert(i.id);
+          }
+        }
+        let look_ahead = batch.claim > 0 && (result.claimed.len() as u32) < batch.claim;
+        // This process's own submissions notify other processes only: a parked claim hears
+        // of them here.
+        let fresh = result.inserted.iter().any(|i| !i.existing);
+        // The answer first: JS goes on while this thread looks for the next due time.
+        self.emit(Event::Batch { req, result });
+        if fresh && self.parked.is_some() {
+          self.work_may_wait();
+        }
+        if look_ahead {
+          match self.store.next_due(now) {
+            Ok(Some(t)) => self.wake_in(t - now_ms()),
+            Ok(None) => {}
+            Err(e) => self.emit(Event::Background(e)),
+          }
+        }
+      }
+      Err(error) => self.emit(Event::Failed { req, error }),
+    }
+  }
+
   fn handle(&mut self, cmd: Command) {
     let now = now_ms();
     self.active_at = self.tick();
     match cmd {
-      Command::Batch { req, batch } => match self.store.batch(&batch, now) {
-        Ok(result) => {
-          for (f, r) in batch.finishes.iter().zip(&result.finished) {
-            // Only this attempt: a stale end of an earlier one leaves a later one running.
-            if self.running.get(&f.id) == Some(&f.attempt) {
-              self.running.remove(&f.id);
-            }
-            if let Finished::Retry(delay) = r {
-              self.wake_in(*delay);
-            }
-          }
-          for r in &batch.releases {
-            if self.running.get(&r.id) == Some(&r.attempt) {
-              self.running.remove(&r.id);
-            }
-          }
-          for row in &result.claimed {
-            self.running.insert(row.id, row.attempt);
-          }
-          // Their submitter waits for their ends from now: one that another process claims
-          // and ends before JS has the answer must not go unseen.
-          for i in &result.inserted {
-            if !i.existing {
-              self.watched.insert(i.id);
-            }
-          }
-          let look_ahead = batch.claim > 0 && (result.claimed.len() as u32) < batch.claim;
-          // The answer first: JS goes on while this thread looks for the next due time.
-          self.emit(Event::Batch { req, result });
-          if look_ahead {
-            match self.store.next_due(now) {
-              Ok(Some(t)) => self.wake_in(t - now_ms()),
-              Ok(None) => {}
-              Err(e) => self.emit(Event::Background(e)),
-            }
+      Command::Batch { req, batch } => self.run_batch(req, &batch),
+      Command::Park { req, batch } => {
+        if let Some((old, _)) = self.parked.replace((req, batch)) {
+          self.emit(Event::Batch {
+            req: old,
+            result: BatchResult::default(),
+          });
+        }
+      }
+      Command::Unpark { run } => {
+        if let Some((req, batch)) = self.parked.take() {
+          if run {
+            self.run_batch(req, &batch);
+          } else {
+            self.emit(Event::Batch {
+              req,
+              result: BatchResult::default(),
+            });
           }
         }
-        Err(error) => self.emit(Event::Failed { req, error }),
-      },
+      }
       Command::Cancel { req, id, error } => match self.store.cancel(id, &error, now) {
         Ok(was) => {
           if self.running.contains_key(&id) {
@@ -250,9 +283,7 @@ impl Service {
       },
       Command::Interest { any, agents } => {
         self.store.set_interest(Interest::new(any, &agents));
-        if !self.store.interest().none {
-          self.emit(Event::Changed);
-        }
+        self.work_may_wait();
       }
       Command::Watch { ids, check } => {
         if check {
@@ -281,6 +312,12 @@ impl Service {
         self.alive = false;
       }
       Command::Close { req } => {
+        if let Some((parked, _)) = self.parked.take() {
+          self.emit(Event::Batch {
+            req: parked,
+            result: BatchResult::default(),
+          });
+        }
         // Reads made beside the thread are answered before the close.
         if let Some(r) = &self.reader {
           r.close();

@@ -1,0 +1,176 @@
+// An idle runner on PostgreSQL leaves a claim for its free slots with its store's thread,
+// which runs it as soon as work is announced: work from elsewhere is claimed without a
+// round trip through the runner's JS thread. The claim is taken back when it would claim
+// more than the runner may run now (paused, fewer slots, shutting down).
+import assert from 'node:assert/strict';
+import { shutDownAfterEach, waitUntil, sleep } from './helpers.mjs';
+import BackgroundExecutor from '../index.mjs';
+import { SERVER, pgTest, sql } from './durable/pg-proxy.mjs';
+
+const create = shutDownAfterEach({ timeoutMs: 2000 });
+let schemas = 0;
+
+function fresh() {
+  const schema = `parked_${process.pid}_${++schemas}`;
+  return { schema, url: `${SERVER}?schema=${schema}` };
+}
+
+const make = (url, config = {}) => create({ store: url, throttleIfExceeded: false, ...config });
+
+/** Rows of `schema` in `state` (0 queued, 1 running, 2 completed). */
+const inState = (schema, state) => sql(`SELECT count(*) FROM "${schema}".bmad_executions WHERE state = ${state}`);
+
+/** An agent held until `release()`, counting its calls and the most running at once. */
+function heldAgent() {
+  let running = 0;
+  let opened = false;
+  const waiting = [];
+  const agent = {
+    calls: 0,
+    maxRunning: 0,
+    get running() {
+      return running;
+    },
+    release() {
+      opened = true;
+      for (const w of waiting.splice(0)) w();
+    },
+    fn: async (task) => {
+      agent.calls++;
+      running++;
+      agent.maxRunning = Math.max(agent.maxRunning, running);
+      try {
+        if (!opened) await new Promise((resolve) => waiting.push(resolve));
+        return `done ${task}`;
+      } finally {
+        running--;
+      }
+    },
+  };
+  return agent;
+}
+
+/** A runner of a held agent and a submitter on a fresh schema, both open; the runner idle. */
+async function idleRunner(config) {
+  const { schema, url } = fresh();
+  const held = heldAgent();
+  const runner = make(url, config);
+  runner.registerAgent('held', held.fn);
+  await runner.initialize();
+  const submitter = make(url);
+  await submitter.initialize();
+  // Idle: its first claims found nothing, and its claim waits in its store's thread.
+  await sleep(100);
+  return { schema, url, held, runner, submitter };
+}
+
+async function submit(submitter, n) {
+  const ids = [];
+  for (let i = 0; i < n; i++) ids.push((await submitter.fireAndForget('held', `t${i}`)).executionId);
+  return ids;
+}
+
+pgTest("an idle runner claims work from elsewhere while its JS thread is blocked", async () => {
+  const { schema, held, submitter } = await idleRunner({ maxConcurrentAgents: 4 });
+  const submitted = submitter.fireAndForget('held', 'blocked');
+  await Promise.resolve(); // the submission's batch goes to the submitter's store thread
+  // From here until the loop ends, no JS runs in this process: neither executor's. The
+  // runner's store thread hears the submission's commit and claims it on its own.
+  const until = Date.now() + 5000;
+  let running = 0;
+  while (running === 0 && Date.now() < until) running = inState(schema, 1);
+  assert.equal(running, 1, 'claimed by the runner before its JS thread could ask');
+  const { executionId } = await submitted;
+  held.release();
+  const final = await submitter.waitFor(executionId);
+  assert.equal(final.found && final.status, 'completed');
+  assert.equal(held.calls, 1);
+});
+
+pgTest('a paused runner claims nothing submitted elsewhere; resumed, it runs each once', async () => {
+  const { schema, held, runner, submitter } = await idleRunner({ maxConcurrentAgents: 4 });
+  runner.pause();
+  const ids = await submit(submitter, 3);
+  await sleep(400);
+  assert.equal(inState(schema, 0), 3, 'all still queued in the store');
+  assert.equal(held.calls, 0);
+  held.release();
+  runner.resume();
+  const finals = await Promise.all(ids.map((id) => submitter.waitFor(id)));
+  assert.deepEqual(
+    finals.map((f) => f.found && f.status),
+    ['completed', 'completed', 'completed'],
+  );
+  assert.equal(held.calls, 3);
+});
+
+pgTest('a runner whose concurrency is lowered claims for its new slots only', async () => {
+  const { schema, held, runner, submitter } = await idleRunner({ maxConcurrentAgents: 4 });
+  runner.setConcurrency(1);
+  const ids = await submit(submitter, 4);
+  await waitUntil(() => held.running === 1, 'one agent runs');
+  await sleep(400);
+  assert.equal(inState(schema, 1), 1, 'one claimed: the claim for four was taken back');
+  assert.equal(inState(schema, 0), 3);
+  held.release();
+  const finals = await Promise.all(ids.map((id) => submitter.waitFor(id)));
+  assert.ok(finals.every((f) => f.found && f.status === 'completed'));
+  assert.equal(held.maxRunning, 1);
+});
+
+pgTest('a runner shut down while idle leaves what is submitted meanwhile to the others, uncounted', async () => {
+  const { schema, url, held, runner, submitter } = await idleRunner({ maxConcurrentAgents: 4 });
+  const closing = runner.shutdown({ timeoutMs: 2000 });
+  const ids = await submit(submitter, 3);
+  await closing;
+  assert.equal(held.calls, 0, 'nothing ran on the runner that shut down');
+  assert.equal(inState(schema, 0), 3, 'all queued');
+  assert.deepEqual(sql(`SELECT json_agg(DISTINCT attempt) FROM "${schema}".bmad_executions`), [0], 'no attempt counted');
+  const next = make(url, { maxConcurrentAgents: 4 });
+  next.registerAgent('held', async (task) => `next ${task}`);
+  await next.initialize();
+  const finals = await Promise.all(ids.map((id) => submitter.waitFor(id)));
+  assert.deepEqual(
+    finals.map((f) => f.found && f.result),
+    ['next t0', 'next t1', 'next t2'],
+  );
+});
+
+pgTest('a global limit set elsewhere holds on a runner that had found none', async () => {
+  const { schema, url, held, submitter } = await idleRunner({ maxConcurrentAgents: 8 });
+  // Another executor limits the agent to 2 across every executor, and submits to it.
+  const limiter = make(url);
+  limiter.registerAgent('held', held.fn, { globalConcurrency: 2 });
+  await limiter.initialize();
+  limiter.pause(); // it sets the limit; the runner runs them
+  const ids = [];
+  for (let i = 0; i < 6; i++) ids.push((await limiter.fireAndForget('held', `g${i}`)).executionId);
+  let most = 0;
+  const until = Date.now() + 3000;
+  while (Date.now() < until && held.running < 2) {
+    most = Math.max(most, inState(schema, 1));
+    await sleep(20);
+  }
+  for (let i = 0; i < 20; i++) {
+    most = Math.max(most, inState(schema, 1));
+    await sleep(20);
+  }
+  assert.equal(held.running, 2, 'two run');
+  assert.equal(most, 2, 'never more than the limit claimed');
+  held.release();
+  const finals = await Promise.all(ids.map((id) => submitter.waitFor(id)));
+  assert.ok(finals.every((f) => f.found && f.status === 'completed'));
+  assert.equal(held.maxRunning, 2);
+});
+
+// Closing waits for the parked claim's answer: Node.js must stay alive for it, not more.
+pgTest('an idle runner shuts down at once, its parked claim answered', async () => {
+  const { url } = fresh();
+  const bg = new BackgroundExecutor({ store: url, throttleIfExceeded: false });
+  bg.registerAgent('held', async () => 1);
+  await bg.initialize();
+  await sleep(50);
+  const t0 = Date.now();
+  await bg.shutdown({ timeoutMs: 2000 });
+  assert.ok(Date.now() - t0 < 1500, `shut down in ${Date.now() - t0} ms`);
+});

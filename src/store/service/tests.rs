@@ -1,0 +1,176 @@
+//! The store's thread with a parked claim, against a real PostgreSQL server
+//! (`BMAD_TEST_PG_URL`, set by `node scripts/pg-cluster.mjs run -- …`).
+
+use std::sync::mpsc::{self, Receiver};
+use std::time::Duration;
+
+use super::{start, Command, Event, Handle, Options};
+use crate::store::pg::PgTarget;
+use crate::store::schema::Synchronous;
+use crate::store::{Batch, NewExecution};
+
+fn server() -> Option<String> {
+  let url = std::env::var("BMAD_TEST_PG_URL").ok().filter(|u| !u.is_empty());
+  if url.is_none() {
+    eprintln!("BMAD_TEST_PG_URL is not set: PostgreSQL tests not run");
+  }
+  url
+}
+
+/// An executor's store thread on `schema`, claiming any agent; its events on the receiver.
+fn thread(url: &str, schema: &str) -> (Handle, Receiver<Event>) {
+  let (tx, rx) = mpsc::channel();
+  let opts = Options {
+    path: Default::default(),
+    synchronous: Synchronous::Normal,
+    lease_ms: 30_000.0,
+    poll_ms: 1_000.0,
+    ttl_ms: 86_400_000.0,
+    max_kept: u64::MAX,
+    postgres: Some(PgTarget::parse(&format!(
+      "{url}?schema={schema}_{}",
+      std::process::id()
+    ))),
+  };
+  let handle = start(opts, Box::new(move |ev| tx.send(ev).is_ok())).expect("start");
+  let opened = rx.recv_timeout(Duration::from_secs(10)).expect("an answer");
+  assert!(matches!(opened, Event::Opened { .. }), "{opened:?}");
+  handle.send(Command::Interest {
+    any: true,
+    agents: Vec::new(),
+  });
+  (handle, rx)
+}
+
+fn submission(agent: &str) -> NewExecution {
+  NewExecution {
+    agent: agent.to_string(),
+    task: "t".to_string(),
+    options: None,
+    level: "medium".to_string(),
+    priority: 0,
+    mode: 0,
+    key: None,
+    max_attempts: 1,
+    retry_delay_ms: 0.0,
+    backoff: 0,
+    timeout_ms: 0.0,
+    start_after: 0.0,
+    seq: 0,
+  }
+}
+
+fn submit(h: &Handle, req: u32, n: usize) {
+  h.send(Command::Batch {
+    req,
+    batch: Batch {
+      inserts: (0..n).map(|_| submission("a")).collect(),
+      ..Batch::default()
+    },
+  });
+}
+
+fn park(h: &Handle, req: u32, claim: u32) {
+  h.send(Command::Park {
+    req,
+    batch: Batch {
+      claim,
+      ..Batch::default()
+    },
+  });
+}
+
+/// The next answer to a batch (`req`, rows claimed), skipping notices.
+fn answer(rx: &Receiver<Event>) -> (u32, usize) {
+  loop {
+    match rx.recv_timeout(Duration::from_secs(10)).expect("an answer") {
+      Event::Batch { req, result } => return (req, result.claimed.len()),
+      Event::Failed { req, error } => panic!("batch {req} failed: {error:?}"),
+      _ => {}
+    }
+  }
+}
+
+/// The next `Changed` notice; no batch is answered before it.
+fn changed(rx: &Receiver<Event>) {
+  loop {
+    match rx.recv_timeout(Duration::from_secs(10)).expect("a notice") {
+      Event::Changed => return,
+      Event::Batch { req, .. } => panic!("batch {req} answered"),
+      _ => {}
+    }
+  }
+}
+
+/// No batch answered for `ms` (notices are skipped).
+fn quiet(rx: &Receiver<Event>, ms: u64) {
+  let until = std::time::Instant::now() + Duration::from_millis(ms);
+  while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+    if let Ok(Event::Batch { req, .. }) = rx.recv_timeout(left) {
+      panic!("batch {req} answered");
+    }
+  }
+}
+
+fn close(mut h: Handle, rx: &Receiver<Event>) {
+  h.send(Command::Close { req: 999 });
+  loop {
+    match rx.recv_timeout(Duration::from_secs(10)).expect("closed") {
+      Event::Closed { .. } => break,
+      Event::Batch { req, .. } => assert_ne!(req, 999),
+      _ => {}
+    }
+  }
+  h.join();
+}
+
+#[test]
+fn a_parked_claim_waits_for_work_and_runs_on_another_executor_s_commit() {
+  let Some(url) = server() else { return };
+  let (runner, from_runner) = thread(&url, "parked_work");
+  let (submitter, from_submitter) = thread(&url, "parked_work");
+  // The runner's first look finds nothing: its claim is parked and nothing is answered.
+  park(&runner, 1, 4);
+  quiet(&from_runner, 300);
+  submit(&submitter, 1, 3);
+  assert_eq!(answer(&from_submitter), (1, 0));
+  // The commit's notification runs the parked claim: answered under its request.
+  assert_eq!(answer(&from_runner), (1, 3));
+  // Answered once: with none parked, work is announced to JS instead.
+  submit(&submitter, 2, 1);
+  assert_eq!(answer(&from_submitter), (2, 0));
+  changed(&from_runner);
+  park(&runner, 2, 4);
+  runner.send(Command::Unpark { run: true });
+  assert_eq!(answer(&from_runner), (2, 1));
+  close(runner, &from_runner);
+  close(submitter, &from_submitter);
+}
+
+#[test]
+fn a_parked_claim_taken_back_or_replaced_is_answered_empty_and_runs_when_asked() {
+  let Some(url) = server() else { return };
+  let (runner, rx) = thread(&url, "parked_back");
+  park(&runner, 1, 4);
+  runner.send(Command::Unpark { run: false });
+  assert_eq!(answer(&rx), (1, 0), "taken back: answered with nothing claimed");
+  runner.send(Command::Unpark { run: false });
+  quiet(&rx, 200); // nothing parked: nothing to answer
+  park(&runner, 2, 4);
+  park(&runner, 3, 2);
+  assert_eq!(answer(&rx), (2, 0), "replaced: the first is answered empty");
+  // Its own submissions announce nothing to this executor: the parked claim hears of them
+  // from the batch that stored them, after answering it.
+  submit(&runner, 4, 3);
+  assert_eq!(answer(&rx), (4, 0));
+  assert_eq!(answer(&rx), (3, 2), "the parked claim of 2 took two");
+  park(&runner, 5, 4);
+  runner.send(Command::Unpark { run: true });
+  assert_eq!(answer(&rx), (5, 1), "run when asked: the last one");
+  // A parked claim is answered before the thread closes.
+  park(&runner, 6, 4);
+  runner.send(Command::Close { req: 7 });
+  assert_eq!(answer(&rx), (6, 0));
+  let mut runner = runner;
+  runner.join();
+}
