@@ -265,6 +265,7 @@ impl NativeStore {
         u64::MAX
       },
       postgres: options.postgres_url.as_deref().map(PgTarget::parse),
+      follow_ms: service::FOLLOW_MS,
     };
     let sink = Box::new(move |ev: Event| callback.call(NativeStoreEvent::from(ev)) == Status::Ok);
     let handle = service::start(opts, sink).map_err(|e| {

@@ -1358,6 +1358,7 @@ fn service_options(path: PathBuf) -> Options {
     poll_ms: 1.0,
     ttl_ms: 3_600_000.0,
     max_kept: 10_000,
+    follow_ms: service::FOLLOW_MS,
     postgres: None,
   }
 }

@@ -754,4 +754,4 @@ mod sweep;
 mod tls;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -3,7 +3,7 @@
 
 use super::*;
 
-fn server() -> Option<String> {
+pub(crate) fn server() -> Option<String> {
   let url = std::env::var("BMAD_TEST_PG_URL").ok().filter(|u| !u.is_empty());
   if url.is_none() {
     eprintln!(
@@ -14,7 +14,7 @@ fn server() -> Option<String> {
 }
 
 /// A schema of its own per test, so the tests can run at once.
-fn target(url: &str, schema: &str) -> PgTarget {
+pub(crate) fn target(url: &str, schema: &str) -> PgTarget {
   PgTarget::parse(&format!("{url}?schema={schema}_{}", std::process::id())).expect("a valid URL")
 }
 
@@ -1148,6 +1148,7 @@ fn start(url: &str, schema: &str, agents: &[&str]) -> (service::Handle, mpsc::Re
     poll_ms: 1.0,
     ttl_ms: 3_600_000.0,
     max_kept: 10_000,
+    follow_ms: service::FOLLOW_MS,
     postgres: Some(Ok(target(url, schema))),
   };
   let (tx, rx) = mpsc::channel();
@@ -1294,6 +1295,7 @@ fn an_unreachable_server_fails_the_open_and_every_request() {
     poll_ms: 1.0,
     ttl_ms: 1.0,
     max_kept: 1,
+    follow_ms: service::FOLLOW_MS,
     postgres: Some(PgTarget::parse(&format!(
       "postgres://u:pw@127.0.0.1:{port}/db?connect_timeout=3"
     ))),

@@ -50,6 +50,9 @@ pub struct Options {
   pub poll_ms: f64,
   pub ttl_ms: f64,
   pub max_kept: u64,
+  /// How long after an announcement of work an executor that did not lead claims (see
+  /// `Service::work_announced`); `FOLLOW_MS` but in tests.
+  pub follow_ms: f64,
   /// A PostgreSQL store instead of the SQLite file at `path` (an error: its URL was refused,
   /// and the open fails with it).
   pub postgres: Option<Result<PgTarget, StoreError>>,
@@ -146,8 +149,15 @@ struct Service {
   recheck: bool,
   /// The claim JS left to run when work may be waiting (`Command::Park`).
   parked: Option<(u32, super::Batch)>,
+  /// The last parked claim run on announced work found some (see `work_announced`).
+  leading: bool,
+  /// When a follower looks at announced work.
+  follow_at: Option<f64>,
   alive: bool,
 }
+
+/// See `Options::follow_ms`.
+pub const FOLLOW_MS: f64 = 0.6;
 
 /// See `Service::recheck`.
 const RECHECK_MS: f64 = 0.2;
@@ -169,14 +179,39 @@ impl Service {
     }
   }
 
-  /// Claimable work may be waiting: the parked claim runs now, or JS hears it.
-  fn work_may_wait(&mut self) {
+  /// Claimable work may be waiting: the parked claim runs now (what it claimed), or JS
+  /// hears it.
+  fn work_may_wait(&mut self) -> Option<usize> {
     if self.store.interest().none {
-      return;
+      return None;
     }
     match self.parked.take() {
-      Some((req, batch)) => self.run_batch(req, &batch),
-      None => self.emit(Event::Changed),
+      Some((req, batch)) => Some(self.run_batch(req, &batch)),
+      None => {
+        self.emit(Event::Changed);
+        None
+      }
+    }
+  }
+
+  /// Another process announced work: the executor whose parked claim found work last time
+  /// claims at once; the others look `follow_ms` later (at what is left), so the claims of
+  /// idle executors do not all compete with the one that takes it.
+  fn work_announced(&mut self) {
+    if !self.leading && self.parked.is_some() {
+      let at = self.tick() + self.opts.follow_ms;
+      self.follow_at = Some(self.follow_at.map_or(at, |f| f.min(at)));
+    } else {
+      self.follow();
+    }
+  }
+
+  /// The announced work looked at: whether the parked claim found some decides whether
+  /// this executor leads next time.
+  fn follow(&mut self) {
+    self.follow_at = None;
+    if let Some(n) = self.work_may_wait() {
+      self.leading = n > 0;
     }
   }
 

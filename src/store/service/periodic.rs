@@ -16,6 +16,9 @@ impl Service {
     if let Some(w) = self.wake_at {
       d = d.min(w);
     }
+    if let Some(f) = self.follow_at {
+      d = d.min(f);
+    }
     d
   }
 
@@ -85,6 +88,9 @@ impl Service {
       // Catches ids deleted by retention before their end was seen.
       self.check_ended();
     }
+    if self.follow_at.is_some_and(|f| t >= f) {
+      self.follow();
+    }
     if let Some(w) = self.wake_at {
       if t >= w {
         self.wake_at = None;
@@ -142,7 +148,7 @@ impl Service {
       }
     }
     if c.work {
-      self.work_may_wait();
+      self.work_announced();
     }
   }
 

@@ -88,6 +88,8 @@ pub(super) fn run(
     woken: waker.is_some() || listened,
     recheck: false,
     parked: None,
+    leading: true,
+    follow_at: None,
     alive: true,
   };
   // A panic (a bug, or a row of a schema changed by hand that a driver cannot read) must
@@ -181,8 +183,8 @@ fn refuse_all(rx: &Receiver<Command>, sink: &SharedSink, error: &StoreError) {
 }
 
 impl Service {
-  /// Runs `batch` and answers it under `req`.
-  pub(super) fn run_batch(&mut self, req: u32, batch: &Batch) {
+  /// Runs `batch` and answers it under `req`; the executions it claimed.
+  pub(super) fn run_batch(&mut self, req: u32, batch: &Batch) -> usize {
     let now = now_ms();
     match self.store.batch(batch, now) {
       Ok(result) => {
@@ -214,6 +216,7 @@ impl Service {
         // This process's own submissions notify other processes only: a parked claim hears
         // of them here.
         let fresh = result.inserted.iter().any(|i| !i.existing);
+        let claimed = result.claimed.len();
         // The answer first: JS goes on while this thread looks for the next due time.
         self.emit(Event::Batch { req, result });
         if fresh && self.parked.is_some() {
@@ -226,8 +229,12 @@ impl Service {
             Err(e) => self.emit(Event::Background(e)),
           }
         }
+        claimed
       }
-      Err(error) => self.emit(Event::Failed { req, error }),
+      Err(error) => {
+        self.emit(Event::Failed { req, error });
+        0
+      }
     }
   }
 
@@ -235,7 +242,9 @@ impl Service {
     let now = now_ms();
     self.active_at = self.tick();
     match cmd {
-      Command::Batch { req, batch } => self.run_batch(req, &batch),
+      Command::Batch { req, batch } => {
+        self.run_batch(req, &batch);
+      }
       Command::Park { req, batch } => {
         if let Some((old, _)) = self.parked.replace((req, batch)) {
           self.emit(Event::Batch {

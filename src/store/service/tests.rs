@@ -5,20 +5,17 @@ use std::sync::mpsc::{self, Receiver};
 use std::time::Duration;
 
 use super::{start, Command, Event, Handle, Options};
-use crate::store::pg::PgTarget;
+use crate::store::pg::tests::{server, target};
 use crate::store::schema::Synchronous;
 use crate::store::{Batch, NewExecution};
 
-fn server() -> Option<String> {
-  let url = std::env::var("BMAD_TEST_PG_URL").ok().filter(|u| !u.is_empty());
-  if url.is_none() {
-    eprintln!("BMAD_TEST_PG_URL is not set: PostgreSQL tests not run");
-  }
-  url
-}
-
 /// An executor's store thread on `schema`, claiming any agent; its events on the receiver.
 fn thread(url: &str, schema: &str) -> (Handle, Receiver<Event>) {
+  thread_following(url, schema, super::FOLLOW_MS)
+}
+
+/// `thread`, whose claims after another executor's wait `follow_ms`.
+fn thread_following(url: &str, schema: &str, follow_ms: f64) -> (Handle, Receiver<Event>) {
   let (tx, rx) = mpsc::channel();
   let opts = Options {
     path: Default::default(),
@@ -27,10 +24,8 @@ fn thread(url: &str, schema: &str) -> (Handle, Receiver<Event>) {
     poll_ms: 1_000.0,
     ttl_ms: 86_400_000.0,
     max_kept: u64::MAX,
-    postgres: Some(PgTarget::parse(&format!(
-      "{url}?schema={schema}_{}",
-      std::process::id()
-    ))),
+    follow_ms,
+    postgres: Some(Ok(target(url, schema))),
   };
   let handle = start(opts, Box::new(move |ev| tx.send(ev).is_ok())).expect("start");
   let opened = rx.recv_timeout(Duration::from_secs(10)).expect("an answer");
@@ -173,4 +168,40 @@ fn a_parked_claim_taken_back_or_replaced_is_answered_empty_and_runs_when_asked()
   assert_eq!(answer(&rx), (6, 0));
   let mut runner = runner;
   runner.join();
+}
+
+#[test]
+fn of_idle_executors_the_one_that_found_work_last_claims_first_the_others_after_it() {
+  let Some(url) = server() else { return };
+  // Followers wait long enough here for the leader's claim to be done on a loaded machine.
+  let runners: Vec<(Handle, Receiver<Event>)> = (0..3)
+    .map(|_| thread_following(&url, "parked_follow", 300.0))
+    .collect();
+  let (submitter, from_submitter) = thread(&url, "parked_follow");
+  for (i, (h, _)) in runners.iter().enumerate() {
+    park(h, 1 + i as u32, 1);
+  }
+  // One execution at a time: every runner's parked claim is answered, one of them with it,
+  // and parked again. After the first, all at once, the runner that took one leads.
+  let mut took = [0; 3];
+  for round in 0..6u32 {
+    submit(&submitter, round + 1, 1);
+    assert_eq!(answer(&from_submitter), (round + 1, 0));
+    let mut claimed = 0;
+    for (i, (h, rx)) in runners.iter().enumerate() {
+      let (req, n) = answer(rx);
+      claimed += n;
+      if round > 0 {
+        took[i] += n;
+      }
+      park(h, req + 10, 1);
+    }
+    assert_eq!(claimed, 1, "round {round}: claimed once");
+  }
+  let most = took.iter().copied().max().unwrap_or(0);
+  assert_eq!(most, 5, "one runner leads: {took:?} of 5");
+  for (h, rx) in runners {
+    close(h, &rx);
+  }
+  close(submitter, &from_submitter);
 }
