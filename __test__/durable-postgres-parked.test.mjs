@@ -3,7 +3,7 @@
 // round trip through the runner's JS thread. The claim is taken back when it would claim
 // more than the runner may run now (paused, fewer slots, shutting down).
 import assert from 'node:assert/strict';
-import { shutDownAfterEach, waitUntil, sleep } from './helpers.mjs';
+import { shutDownAfterEach, waitUntil, sleep, runScript, ENTRY } from './helpers.mjs';
 import BackgroundExecutor from '../index.mjs';
 import { SERVER, pgTest, sql } from './durable/pg-proxy.mjs';
 
@@ -35,7 +35,9 @@ function heldAgent() {
       opened = true;
       for (const w of waiting.splice(0)) w();
     },
+    startedAt: 0, // when it first ran
     fn: async (task) => {
+      if (agent.calls === 0) agent.startedAt = Date.now();
       agent.calls++;
       running++;
       agent.maxRunning = Math.max(agent.maxRunning, running);
@@ -145,6 +147,7 @@ pgTest('a global limit set elsewhere holds on a runner that had found none', asy
   limiter.pause(); // it sets the limit; the runner runs them
   const ids = [];
   for (let i = 0; i < 6; i++) ids.push((await limiter.fireAndForget('held', `g${i}`)).executionId);
+  const submitted = Date.now();
   let most = 0;
   const until = Date.now() + 3000;
   while (Date.now() < until && held.running < 2) {
@@ -156,6 +159,8 @@ pgTest('a global limit set elsewhere holds on a runner that had found none', asy
     await sleep(20);
   }
   assert.equal(held.running, 2, 'two run');
+  // The limit's notice makes the runner's next claim take the lock: not a second later.
+  assert.ok(held.startedAt - submitted < 1000, `started ${held.startedAt - submitted} ms after the submissions`);
   assert.equal(most, 2, 'never more than the limit claimed');
   held.release();
   const finals = await Promise.all(ids.map((id) => submitter.waitFor(id)));
@@ -173,4 +178,68 @@ pgTest('an idle runner shuts down at once, its parked claim answered', async () 
   const t0 = Date.now();
   await bg.shutdown({ timeoutMs: 2000 });
   assert.ok(Date.now() - t0 < 1500, `shut down in ${Date.now() - t0} ms`);
+});
+
+pgTest('a submission of its own right after registering its agent starts at once on an idle runner', async () => {
+  const { runner, submitter } = await idleRunner({ maxConcurrentAgents: 4 });
+  // Registering changes what the runner claims: its parked claim runs (and finds nothing)
+  // just before the submission is stored, which its own store thread is not told of.
+  for (let i = 0; i < 3; i++) {
+    await sleep(300); // idle: the store's fallback look is further away each time
+    runner.registerAgent(`late${i}`, async (task) => `ran ${task}`);
+    const t0 = Date.now();
+    assert.equal(await runner.execute(`late${i}`, `r${i}`), `ran r${i}`);
+    assert.ok(Date.now() - t0 < 500, `round ${i}: ran ${Date.now() - t0} ms after its submission`);
+  }
+  assert.ok(submitter);
+});
+
+pgTest('executions started without a claim (durable: false) take slots a parked claim had counted', async () => {
+  const { schema, held, runner, submitter } = await idleRunner({ maxConcurrentAgents: 2 });
+  const local = [runner.execute('held', 'here 1', { durable: false }), runner.execute('held', 'here 2', { durable: false })];
+  await waitUntil(() => held.running === 2, 'both slots taken by executions in memory');
+  const [id] = await submit(submitter, 1);
+  await sleep(400);
+  assert.equal(inState(schema, 0), 1, 'no slot is free: the stored execution stays queued');
+  held.release();
+  await Promise.all(local);
+  const final = await submitter.waitFor(id);
+  assert.equal(final.found && final.status, 'completed');
+});
+
+pgTest('a process that never called initialize() claims nothing it cannot run before it exits', async (t) => {
+  const { schema, url } = fresh();
+  const submitter = make(url);
+  await submitter.initialize();
+  // The child runs one execution of its own through the store, then its last JS is a busy
+  // second while the parent submits; then its event loop is empty and it exits.
+  let submitted = null;
+  const child = runScript(
+    `import { BackgroundExecutor } from ${JSON.stringify(ENTRY)};
+     const bg = new BackgroundExecutor({ store: ${JSON.stringify(url)}, throttleIfExceeded: false });
+     bg.registerAgent('job', async (task) => 'child ' + task);
+     console.log(await bg.execute('job', 'own'));
+     await new Promise((r) => setTimeout(r, 200));
+     console.log('idle');
+     const until = Date.now() + 1000;
+     while (Date.now() < until) {}`,
+    {
+      onStdout: (out) => {
+        if (submitted === null && out.includes('idle')) submitted = submitter.fireAndForget('job', 'late');
+      },
+    },
+  );
+  const exited = await child;
+  assert.equal(exited.code, 0, exited.stderr);
+  assert.match(exited.stdout, /child own/);
+  const { executionId } = await submitted;
+  // Whatever the child did with it, the execution is not lost with the child.
+  const runner = make(url, { leaseMs: 2000 });
+  runner.registerAgent('job', async (task) => `parent ${task}`);
+  await runner.initialize();
+  const final = await submitter.waitFor(executionId);
+  assert.equal(final.found && final.status, 'completed', JSON.stringify(final));
+  assert.equal(final.attempt, 1, 'run once, no attempt lost with the child');
+  assert.deepEqual(sql(`SELECT json_agg(state) FROM "${schema}".bmad_executions WHERE task = 'late'`), [2]);
+  t.diagnostic(`run by: ${final.result}`);
 });

@@ -90,6 +90,8 @@ class Lifecycle extends CoreLink {
     const held = rec.x !== null && rec.x.startAfter !== undefined ? SUBMIT_HELD : 0;
     this._push(rec, OP_SUBMIT, mode + held + (key << SUBMIT_KEY_SHIFT), rules.priority, rules.timeoutMs);
     this._markBusy();
+    // It takes a slot no claim counted: a claim parked for the free ones may now be too big.
+    if (this._store !== null) this._store.link.reviewSoon();
     return rec;
   }
 

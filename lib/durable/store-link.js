@@ -186,6 +186,7 @@ class StoreLink {
     this.parks = options.postgresUrl != null; // see `park`
     /** @type {Parked | null} the claim parked in the store's thread, until answered */
     this.parked = null;
+    this.reviewing = false; // a look at the parked claim is queued (see `reviewSoon`)
     this.send = () => {
       this.scheduled = false;
       this.flush();
@@ -239,6 +240,21 @@ class StoreLink {
   wantClaim() {
     this.claimWanted = true;
     this.schedule();
+    this.reviewSoon();
+  }
+
+  /**
+   * Slots may have been taken or given back (an execution started here without a claim, a
+   * pause, a throttle, fewer slots): the parked claim is looked at once this run of
+   * microtasks ends, whatever batches are in flight.
+   */
+  reviewSoon() {
+    if (this.parked === null || this.reviewing) return;
+    this.reviewing = true;
+    queueMicrotask(() => {
+      this.reviewing = false;
+      this.reviewParked();
+    });
   }
 
   schedule() {
@@ -300,10 +316,13 @@ class StoreLink {
 
   /**
    * Nothing else claiming, slots free: a claim for them waits in the store's thread for
-   * work (PostgreSQL). Its executions count as in flight meanwhile.
+   * work (PostgreSQL). Its executions count as in flight meanwhile. Only a worker (one that
+   * called initialize()) parks one: it keeps Node.js alive, so what the claim takes runs;
+   * another process could exit with executions claimed in its name.
    */
   park() {
     if (!this.parks || this.parked !== null || this.claimWanted || this.closed || this.dead || this.onDrained !== null) return;
+    if (!this.owner.worker || this.owner.closing) return;
     if (this.retryTimer !== null || this.failures > 0 || this.isolated.length > 0 || this.soloClaim) return;
     const claim = Math.min(this.owner._freeSlots() - this.inFlightClaim, this.owner.claimChunk);
     if (claim <= 0) return;
@@ -319,7 +338,7 @@ class StoreLink {
    */
   reviewParked() {
     const p = this.parked;
-    if (p === null || p.running || p.unparking) return;
+    if (p === null || p.running || p.unparking || this.dead) return;
     const free = this.closed || this.onDrained !== null ? 0 : this.owner._freeSlots() - (this.inFlightClaim - p.claim);
     const held = this.owner.claimExclude;
     if (free >= p.claim && held.length === p.exclude.length && held.every((a, i) => a === p.exclude[i])) return;

@@ -18,6 +18,8 @@ pub struct Changes {
   pub cancels: bool,
   /// Claimable work may be waiting.
   pub work: bool,
+  /// A global limit was set or removed.
+  pub limits: bool,
 }
 
 pub trait Backend: Send {

@@ -535,6 +535,7 @@ impl Backend for Store {
       full: false,
       cancels: true,
       work: true,
+      limits: false,
     })
   }
 }

@@ -135,6 +135,9 @@ impl Backend for Postgres {
     while let Ok(payload) = self.notes.try_recv() {
       notify::parse(&payload, &mut c);
     }
+    if c.limits {
+      self.store.limits_changed();
+    }
     let now = Instant::now();
     if c.any {
       self.fallback_every = FALLBACK_FIRST;

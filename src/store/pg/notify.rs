@@ -1,7 +1,8 @@
 //! Wake-ups on PostgreSQL: every transaction that others must hear of sends one NOTIFY per
 //! kind on the schema's channel, and each executor LISTENs on a connection of its own.
 //!
-//! Payloads: `w` (claimable work: inserted, retried, released, rescued), `c` (a cancel was
+//! Payloads: `w` (claimable work: inserted, retried, released, rescued), `l` (a global limit
+//! was set or removed: work may start, and claims take the lock again), `c` (a cancel was
 //! requested for a running execution), `e:<id>,<id>…` (executions that ended), and, from
 //! the listener itself, `r` after it (re)connected (anything may have been missed). A
 //! payload stays under PostgreSQL's 8000 bytes: long id lists are split.
@@ -69,6 +70,10 @@ pub fn parse(payload: &str, c: &mut Changes) {
       .ended
       .extend(ids.split(',').filter_map(|s| s.parse::<i64>().ok())),
     _ if payload == "c" => c.cancels = true,
+    _ if payload == "l" => {
+      c.limits = true;
+      c.work = true;
+    }
     // Anything may have been missed.
     _ if payload == "r" => {
       c.full = true;
@@ -158,6 +163,16 @@ mod tests {
         cancels: true,
         ..Changes::default()
       }
+    );
+    assert_eq!(
+      heard("l"),
+      Changes {
+        any: true,
+        work: true,
+        limits: true,
+        ..Changes::default()
+      },
+      "a limit set: work may start, and claims take the lock"
     );
     assert_eq!(
       heard("r"),

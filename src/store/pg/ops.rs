@@ -267,8 +267,9 @@ impl PgStore {
               .await?
           }
         };
-        // A higher limit may let queued work start on any executor.
-        notify::notify(client, channel, &["w".to_string()]).await
+        // A higher limit may let queued work start on any executor; every executor's next
+        // claim takes the lock again (see `unlimited_at`).
+        notify::notify(client, channel, &["l".to_string()]).await
       }
       .await;
       end(client, r).await
@@ -396,6 +397,11 @@ impl PgStore {
 
   pub fn set_interest(&mut self, interest: Interest) {
     self.interest = interest;
+    self.unlimited_at = None;
+  }
+
+  /// Another executor set a global limit: the next claim takes the lock, and learns of it.
+  pub fn limits_changed(&mut self) {
     self.unlimited_at = None;
   }
 

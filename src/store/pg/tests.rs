@@ -1758,10 +1758,11 @@ fn the_pool_lends_at_most_its_size_and_lends_a_connection_again() {
 fn a_claim_alone_takes_no_limited_agent_s_executions_and_sees_a_new_limit_within_its_time() {
   let Some(url) = server() else { return };
   let mut a = store(&url, "lone");
+  let mut b = PgStore::open_own(target(&url, "lone"), LEASE, T0).expect("open");
   // No limit yet: the first claim (under the lock) finds none, so the next ones go alone.
   assert!(claim(&mut a, 4, T0).is_empty());
-  // Another host limits "g" to 2 and submits to it, and to an agent without a limit.
-  let mut b = PgStore::open_own(target(&url, "lone"), LEASE, T0).expect("open");
+  // Another host limits "g" to 2 and submits to it, and to an agent without a limit (its
+  // notice of the limit, which ends `a`'s second at once, is not heard here: no listener).
   b.set_global_limit("g", Some(2)).expect("set the limit");
   let g = insert(&mut b, (0..4).map(|_| exec("g", 0)).collect());
   let free = insert(&mut b, vec![exec("free", 0)]);

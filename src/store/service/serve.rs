@@ -254,6 +254,14 @@ impl Service {
         }
       }
       Command::Unpark { run } => {
+        if run && self.parked.is_none() {
+          // It ran already (its answer is on its way), maybe before what JS wants it for
+          // was stored (a submission of its own, which notifies only the others): JS hears
+          // of work, and claims.
+          if !self.store.interest().none {
+            self.emit(Event::Changed);
+          }
+        }
         if let Some((req, batch)) = self.parked.take() {
           if run {
             self.run_batch(req, &batch);
