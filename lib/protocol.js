@@ -119,8 +119,10 @@ module.exports = Object.freeze({
   STORE_CHANGED: 7,
   /** Cancels requested for attempts this executor runs: `ids` = `[id, attempt, ...]`. */
   STORE_CANCEL_REQUESTED: 8,
-  /** Watched executions ended (rows, `ROW_TEXTS`), or are no longer stored (`ids`). */
+  /** Watched executions ended (rows, `ROW_TEXTS`), or are no longer stored (`ids`), or ended without their rows read (`codes`: fire-and-forget submissions beyond `ENDED_KEPT`). */
   STORE_ENDED: 9,
+  /** The latest final statuses of durable executions an executor keeps for `getExecutionStatus`. */
+  ENDED_KEPT: 1000,
   /** Executions of stopped executors moved on: `ids` = `[id, attempt, status, ...]`, `names` = `[agent, owner, ...]`. */
   STORE_RESCUED: 10,
   /** A failure outside any request (heartbeat, rescue, retention, poll): `errorCode`, `text`. */

@@ -148,8 +148,11 @@ pub const STORE_FAILED: u32 = 6;
 pub const STORE_CHANGED: u32 = 7;
 /// Cancels requested for attempts this executor runs: `ids` = `[id, attempt, ...]`.
 pub const STORE_CANCEL_REQUESTED: u32 = 8;
-/// Watched executions ended (rows, `ROW_TEXTS`), or are no longer stored (`ids`).
+/// Watched executions ended (rows, `ROW_TEXTS`), or are no longer stored (`ids`), or ended
+/// without their rows read (`codes`: fire-and-forget submissions beyond `ENDED_KEPT`).
 pub const STORE_ENDED: u32 = 9;
+/// The latest final statuses of durable executions an executor keeps for `getExecutionStatus`.
+pub const ENDED_KEPT: u32 = 1000;
 /// Executions of stopped executors moved on: `ids` = `[id, attempt, status, ...]`, `names` = `[agent, owner, ...]`.
 pub const STORE_RESCUED: u32 = 10;
 /// A failure outside any request (heartbeat, rescue, retention, poll): `errorCode`, `text`.

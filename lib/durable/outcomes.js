@@ -8,10 +8,9 @@
 const { Execution } = require('../record.js');
 const { coded, messageOf } = require('../errors.js');
 const { durableId, parseDurableId, rowStatus } = require('./values.js');
-const { MODE_EXECUTE, MODE_NAMES, STATUS_NAMES } = require('../protocol.js');
-
-/** Final statuses remembered for `waitFor` and `getExecutionStatus` of ended executions. */
-const ENDED_KEPT = 1000;
+// ENDED_KEPT: final statuses remembered for `waitFor` and `getExecutionStatus` of ended
+// executions; the store's thread reads no more rows than that of fire-and-forget ends.
+const { ENDED_KEPT, MODE_EXECUTE, MODE_NAMES, STATUS_NAMES } = require('../protocol.js');
 
 /** An execution that ended here, until its status object is asked for. */
 class Ended {
@@ -152,6 +151,24 @@ class Outcomes {
     this._settle(row.id, final.status, value, final);
   }
 
+  /**
+   * An execution that ended elsewhere, its row not read: its submissions here take no value
+   * and its status would not be among the latest ENDED_KEPT. Their records are done with;
+   * `getExecutionStatus` says not found, as for an end older than those kept.
+   */
+  _endedUnread(rowId) {
+    const list = this.handles.get(rowId);
+    if (list === undefined) return;
+    if (this.waiters.has(rowId) || list.some(takesValue)) {
+      // Something here waits for it after all: read it.
+      this.toCheck.push(rowId);
+      return;
+    }
+    this.handles.delete(rowId);
+    this.toUnwatch.push(rowId);
+    for (const rec of list) this._settleHandle(rec, null, undefined);
+  }
+
   /** An execution that no longer exists in the store (deleted by retention unseen). */
   _gone(rowId) {
     const err = coded(Error, 'ERR_STORE', `Execution ${durableId(rowId)} was deleted from the store before its outcome was read`);
@@ -214,7 +231,10 @@ class Outcomes {
       if (list === undefined) {
         list = [];
         this.waiters.set(rowId, list);
-        if (!this.handles.has(rowId)) this.toCheck.push(rowId);
+        // Read when it ends, at once (the store's thread reads the ends of submissions that
+        // take no value, fire-and-forget ones, a while later and only the latest).
+        const handles = this.handles.get(rowId);
+        if (handles === undefined || !handles.some(takesValue)) this.toCheck.push(rowId);
       }
       list.push(resolve);
       this._flushWatches();

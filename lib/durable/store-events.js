@@ -54,6 +54,7 @@ function onStoreEvent(durable, ev) {
     case P.STORE_ENDED:
       for (const row of ev.rows) durable._endedRow(row);
       for (const id of ev.ids) durable._gone(id);
+      for (const id of ev.codes) durable._endedUnread(id);
       break;
     case P.STORE_RESCUED:
       rescued(durable, ev.ids, ev.names);

@@ -198,8 +198,9 @@ impl From<Event> for NativeStoreEvent {
           .collect(),
         ..NativeStoreEvent::new(STORE_CANCEL_REQUESTED, 0)
       },
-      Event::Ended { rows, gone } => NativeStoreEvent {
+      Event::Ended { rows, gone, unread } => NativeStoreEvent {
         ids: gone.iter().map(|&id| id as f64).collect(),
+        codes: unread.iter().map(|&id| id as f64).collect(),
         ..rows_event(rows, STORE_ENDED, 0, false)
       },
       Event::Done { req } => NativeStoreEvent::new(STORE_DONE, req),

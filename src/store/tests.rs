@@ -1470,7 +1470,8 @@ fn the_service_answers_and_wakes_on_other_connections() {
     finish(&mut other, completed(watched, 1), now_ms()),
     Finished::Recorded
   );
-  let Event::Ended { rows, gone } = expect(&rx, SOON, "Ended", |e| matches!(e, Event::Ended { .. })) else {
+  let Event::Ended { rows, gone, .. } = expect(&rx, SOON, "Ended", |e| matches!(e, Event::Ended { .. }))
+  else {
     unreachable!()
   };
   assert!(gone.is_empty());
@@ -1482,7 +1483,8 @@ fn the_service_answers_and_wakes_on_other_connections() {
     ids: vec![999_999],
     check: true,
   });
-  let Event::Ended { rows, gone } = expect(&rx, SOON, "Ended (gone)", |e| matches!(e, Event::Ended { .. }))
+  let Event::Ended { rows, gone, .. } =
+    expect(&rx, SOON, "Ended (gone)", |e| matches!(e, Event::Ended { .. }))
   else {
     unreachable!()
   };

@@ -2,6 +2,7 @@
 //! which `npm run test:rust` uses). Without it these tests say so and check nothing else.
 
 use super::*;
+use crate::protocol::MODE_EXECUTE;
 
 pub(crate) fn server() -> Option<String> {
   let url = std::env::var("BMAD_TEST_PG_URL").ok().filter(|u| !u.is_empty());
@@ -1207,9 +1208,14 @@ fn another_host_hears_new_work_ends_and_cancels_through_notify() {
   let Some(url) = server() else { return };
   let (runner, runner_rx) = start(&url, "hosts", &["a"]);
   let (submitter, submitter_rx) = start(&url, "hosts", &[]);
-  // Work submitted on one host wakes the other.
+  // Work submitted on one host wakes the other (submissions whose submitter takes the
+  // value: their ends are read as soon as heard).
+  let awaited = NewExecution {
+    mode: MODE_EXECUTE,
+    ..exec("a", 3)
+  };
   let insert = Batch {
-    inserts: vec![exec("a", 3), exec("a", 3)],
+    inserts: vec![awaited.clone(), awaited],
     ..Default::default()
   };
   submitter.send(Command::Batch {
@@ -1779,4 +1785,76 @@ fn a_claim_alone_takes_no_limited_agent_s_executions_and_sees_a_new_limit_within
     "one slot freed under the limit"
   );
   drop_schema(&url, "lone");
+}
+
+#[test]
+fn fire_and_forget_ends_are_read_together_and_only_the_latest_kept_ones() {
+  let Some(url) = server() else { return };
+  let (submitter, rx) = start(&url, "lazy", &[]);
+  let mut runner = store(&url, "lazy");
+  let kept = crate::protocol::ENDED_KEPT as usize;
+  // One awaited submission and kept + 5 fire-and-forget ones.
+  let mut inserts = vec![NewExecution {
+    mode: MODE_EXECUTE,
+    ..exec("a", 9)
+  }];
+  inserts.extend((0..kept + 5).map(|_| exec("a", 0)));
+  submitter.send(Command::Batch {
+    req: 1,
+    batch: Batch {
+      inserts,
+      ..Default::default()
+    },
+  });
+  let Event::Batch { result, .. } = expect(&rx, HEARD, "inserted", |e| {
+    matches!(e, Event::Batch { req: 1, .. })
+  }) else {
+    unreachable!()
+  };
+  let ids: Vec<i64> = result.inserted.iter().map(|i| i.id).collect();
+  // The awaited one first (priority 9), alone; its end is read at once.
+  assert_eq!(claim(&mut runner, 1, T0), vec![ids[0]]);
+  let t0 = Instant::now();
+  assert_eq!(
+    finish(&mut runner, completed(ids[0]), T0 + 1.0),
+    Finished::Recorded
+  );
+  let Event::Ended { rows, unread, .. } = expect(&rx, HEARD, "the awaited end", |e| {
+    matches!(e, Event::Ended { .. })
+  }) else {
+    unreachable!()
+  };
+  assert_eq!((rows.len(), rows[0].id, unread.len()), (1, ids[0], 0));
+  assert!(t0.elapsed() < Duration::from_millis(200), "read as soon as heard");
+  // The others end in two batches; heard within LAZY_MS, they are reported together: the
+  // rows of the latest `ENDED_KEPT`, the ids of the rest.
+  let rest = &ids[1..];
+  let claimed = claim(&mut runner, rest.len() as u32, T0 + 2.0);
+  assert_eq!(claimed.len(), rest.len());
+  for part in claimed.chunks(claimed.len() / 2 + 1) {
+    let b = Batch {
+      finishes: part.iter().map(|&id| completed(id)).collect(),
+      ..Default::default()
+    };
+    let r = runner.batch(&b, T0 + 3.0).expect("finish");
+    assert!(r.finished.iter().all(|f| *f == Finished::Recorded));
+  }
+  let Event::Ended { rows, gone, unread } = expect(&rx, Duration::from_secs(5), "the other ends", |e| {
+    matches!(e, Event::Ended { .. })
+  }) else {
+    unreachable!()
+  };
+  assert!(gone.is_empty());
+  assert_eq!(
+    (rows.len(), unread.len()),
+    (kept, 5),
+    "one report for both batches"
+  );
+  let mut all: Vec<i64> = rows.iter().map(|r| r.id).chain(unread.iter().copied()).collect();
+  all.sort_unstable();
+  assert_eq!(all, rest.to_vec(), "each end told once");
+  assert!(rows.iter().all(|r| r.status == STATUS_COMPLETED));
+  submitter.send(Command::Close { req: 9 });
+  expect(&rx, HEARD, "closed", |e| matches!(e, Event::Closed { .. }));
+  drop_schema(&url, "lazy");
 }

@@ -110,10 +110,12 @@ pub enum Event {
   /// Claimable work may be waiting.
   Changed,
   CancelRequested(Vec<CancelRequest>),
-  /// Watched executions that ended, and watched ids no longer stored.
+  /// Watched executions that ended, watched ids no longer stored, and ids that ended whose
+  /// rows were not read (see `Service::lazy`).
   Ended {
     rows: Vec<Row>,
     gone: Vec<i64>,
+    unread: Vec<i64>,
   },
   Rescued(Vec<Rescued>),
   /// The connection to the store was lost (`up` false) or is back; `store` names it.

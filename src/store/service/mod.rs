@@ -128,6 +128,13 @@ struct Service {
   sink: SharedSink,
   reader: Option<Arc<Reader>>,
   watched: HashSet<i64>,
+  /// Of `watched`, the submissions of this executor whose submitter takes no value
+  /// (`fireAndForget`, `executeWatched`): their ends are gathered for `LAZY_MS` and only the
+  /// rows of the latest `ENDED_KEPT` read, the ones JS keeps; the rest are told unread.
+  lazy: HashSet<i64>,
+  /// Lazy ids heard ended, oldest first, until `lazy_at`.
+  lazy_ended: Vec<i64>,
+  lazy_at: Option<f64>,
   /// The attempts this worker runs: execution id -> attempt.
   running: HashMap<i64, u32>,
   /// The thread's own deadlines below are on a monotonic clock (`tick`, ms since `epoch`): a
@@ -168,6 +175,9 @@ const IDLE_POLL_MS: f64 = 5.0;
 /// the wake-up raced (the WAL written, its index not yet).
 const WOKEN_POLL_MS: f64 = 2.0;
 const ACTIVE_MS: f64 = 1_000.0;
+
+/// How long the ends of lazy ids are gathered before their rows are read.
+const LAZY_MS: f64 = 250.0;
 
 /// How often every watched id is looked up, whatever changed.
 const FULL_CHECK_MS: f64 = 5_000.0;

@@ -2,8 +2,11 @@
 //! retention, the poll, a wake-up), the poll's findings (work, cancels, ended executions),
 //! and the look after a reconnect.
 
-use super::{Event, Service, ACTIVE_MS, FULL_CHECK_MS, IDLE_POLL_MS, RECHECK_MS, WOKEN_POLL_MS};
+use super::{Event, Service, ACTIVE_MS, FULL_CHECK_MS, IDLE_POLL_MS, LAZY_MS, RECHECK_MS, WOKEN_POLL_MS};
 use crate::store::backend::Changes;
+use std::collections::HashSet;
+
+use crate::protocol::ENDED_KEPT;
 use crate::store::{Row, StoreResult};
 use crate::system::probes::now_ms;
 
@@ -18,6 +21,9 @@ impl Service {
     }
     if let Some(f) = self.follow_at {
       d = d.min(f);
+    }
+    if let Some(l) = self.lazy_at {
+      d = d.min(l);
     }
     d
   }
@@ -91,6 +97,9 @@ impl Service {
     if self.follow_at.is_some_and(|f| t >= f) {
       self.follow();
     }
+    if self.lazy_at.is_some_and(|l| t >= l) {
+      self.read_lazy();
+    }
     if let Some(w) = self.wake_at {
       if t >= w {
         self.wake_at = None;
@@ -137,11 +146,23 @@ impl Service {
       self.check_cancels();
     }
     if !self.watched.is_empty() {
-      let mine: Vec<i64> = ended
+      let mut mine: Vec<i64> = ended
         .iter()
         .copied()
         .filter(|id| self.watched.contains(id))
         .collect();
+      // Lazy ones wait to be read with the others of the next `LAZY_MS`.
+      mine.retain(|id| {
+        if !self.lazy.remove(id) {
+          return true;
+        }
+        self.watched.remove(id);
+        self.lazy_ended.push(*id);
+        false
+      });
+      if !self.lazy_ended.is_empty() && self.lazy_at.is_none() {
+        self.lazy_at = Some(self.tick() + LAZY_MS);
+      }
       if !mine.is_empty() {
         let found = self.store.ended_among(&mine);
         self.report_ended(found);
@@ -180,13 +201,45 @@ impl Service {
         }
         for r in &rows {
           self.watched.remove(&r.id);
+          self.lazy.remove(&r.id);
         }
-        for id in &gone {
+        for id in gone.iter() {
           self.watched.remove(id);
+          self.lazy.remove(id);
         }
-        self.emit(Event::Ended { rows, gone });
+        self.emit(Event::Ended {
+          rows,
+          gone,
+          unread: Vec::new(),
+        });
       }
       Err(e) => self.emit(Event::Background(e)),
+    }
+  }
+
+  /// The lazy ids heard ended in the last `LAZY_MS`: the rows of the latest `ENDED_KEPT`
+  /// are read and reported, the others told unread. On a failed read they are watched
+  /// again (the full look finds them).
+  pub(super) fn read_lazy(&mut self) {
+    self.lazy_at = None;
+    let mut unread = std::mem::take(&mut self.lazy_ended);
+    let read = unread.split_off(unread.len().saturating_sub(ENDED_KEPT as usize));
+    match self.store.ended_among(&read) {
+      Ok((rows, gone)) => {
+        // Heard ended but not found so (a notice of another store's id): watched again.
+        let found: HashSet<i64> = rows.iter().map(|r| r.id).chain(gone.iter().copied()).collect();
+        self
+          .watched
+          .extend(read.iter().copied().filter(|id| !found.contains(id)));
+        if !rows.is_empty() || !gone.is_empty() || !unread.is_empty() {
+          self.emit(Event::Ended { rows, gone, unread });
+        }
+      }
+      Err(e) => {
+        self.watched.extend(read);
+        self.watched.extend(unread);
+        self.emit(Event::Background(e));
+      }
     }
   }
 }

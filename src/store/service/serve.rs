@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{send_event, Command, Event, Options, Service, SharedSink, FULL_CHECK_MS};
+use crate::protocol::{MODE_FIRE, MODE_WATCHED};
 use crate::store::backend::Backend;
 use crate::store::ops::Interest;
 use crate::store::pg::backend::Postgres;
@@ -76,6 +77,9 @@ pub(super) fn run(
     sink,
     reader,
     watched: HashSet::new(),
+    lazy: HashSet::new(),
+    lazy_ended: Vec::new(),
+    lazy_at: None,
     running: HashMap::new(),
     epoch: Instant::now(),
     wake_at: None,
@@ -207,9 +211,12 @@ impl Service {
         }
         // Their submitter waits for their ends from now: one that another process claims
         // and ends before JS has the answer must not go unseen.
-        for i in &result.inserted {
+        for (i, n) in result.inserted.iter().zip(&batch.inserts) {
           if !i.existing {
             self.watched.insert(i.id);
+            if n.mode == MODE_FIRE || n.mode == MODE_WATCHED {
+              self.lazy.insert(i.id);
+            }
           }
         }
         let look_ahead = batch.claim > 0 && (result.claimed.len() as u32) < batch.claim;
@@ -303,6 +310,13 @@ impl Service {
         self.work_may_wait();
       }
       Command::Watch { ids, check } => {
+        // JS waits for these now: none is lazy any more, and one heard ended is read now.
+        let before = self.lazy_ended.len();
+        self.lazy_ended.retain(|id| !ids.contains(id));
+        let check = check || self.lazy_ended.len() < before;
+        for id in &ids {
+          self.lazy.remove(id);
+        }
         if check {
           let before = std::mem::take(&mut self.watched);
           self.watched.extend(ids);
@@ -313,8 +327,10 @@ impl Service {
         }
       }
       Command::Unwatch(ids) => {
+        self.lazy_ended.retain(|id| !ids.contains(id));
         for id in ids {
           self.watched.remove(&id);
+          self.lazy.remove(&id);
         }
       }
       Command::Wake => {
