@@ -5,52 +5,13 @@
 import assert from 'node:assert/strict';
 import { shutDownAfterEach, waitUntil, sleep, runScript, ENTRY } from './helpers.mjs';
 import BackgroundExecutor from '../index.mjs';
-import { SERVER, pgTest, sql } from './durable/pg-proxy.mjs';
+import { pgTest, sql } from './durable/pg-proxy.mjs';
+import { schemas, inState, heldAgent } from './durable/held.mjs';
 
 const create = shutDownAfterEach({ timeoutMs: 2000 });
-let schemas = 0;
-
-function fresh() {
-  const schema = `parked_${process.pid}_${++schemas}`;
-  return { schema, url: `${SERVER}?schema=${schema}` };
-}
+const fresh = schemas('parked');
 
 const make = (url, config = {}) => create({ store: url, throttleIfExceeded: false, ...config });
-
-/** Rows of `schema` in `state` (0 queued, 1 running, 2 completed). */
-const inState = (schema, state) => sql(`SELECT count(*) FROM "${schema}".bmad_executions WHERE state = ${state}`);
-
-/** An agent held until `release()`, counting its calls and the most running at once. */
-function heldAgent() {
-  let running = 0;
-  let opened = false;
-  const waiting = [];
-  const agent = {
-    calls: 0,
-    maxRunning: 0,
-    get running() {
-      return running;
-    },
-    release() {
-      opened = true;
-      for (const w of waiting.splice(0)) w();
-    },
-    startedAt: 0, // when it first ran
-    fn: async (task) => {
-      if (agent.calls === 0) agent.startedAt = Date.now();
-      agent.calls++;
-      running++;
-      agent.maxRunning = Math.max(agent.maxRunning, running);
-      try {
-        if (!opened) await new Promise((resolve) => waiting.push(resolve));
-        return `done ${task}`;
-      } finally {
-        running--;
-      }
-    },
-  };
-  return agent;
-}
 
 /** A runner of a held agent and a submitter on a fresh schema, both open; the runner idle. */
 async function idleRunner(config) {
@@ -86,7 +47,7 @@ pgTest("an idle runner claims work from elsewhere while its JS thread is blocked
   held.release();
   const final = await submitter.waitFor(executionId);
   assert.equal(final.found && final.status, 'completed');
-  assert.equal(held.calls, 1);
+  assert.equal(held.calls.size, 1);
 });
 
 pgTest('a paused runner claims nothing submitted elsewhere; resumed, it runs each once', async () => {
@@ -95,7 +56,7 @@ pgTest('a paused runner claims nothing submitted elsewhere; resumed, it runs eac
   const ids = await submit(submitter, 3);
   await sleep(400);
   assert.equal(inState(schema, 0), 3, 'all still queued in the store');
-  assert.equal(held.calls, 0);
+  assert.equal(held.calls.size, 0);
   held.release();
   runner.resume();
   const finals = await Promise.all(ids.map((id) => submitter.waitFor(id)));
@@ -103,7 +64,7 @@ pgTest('a paused runner claims nothing submitted elsewhere; resumed, it runs eac
     finals.map((f) => f.found && f.status),
     ['completed', 'completed', 'completed'],
   );
-  assert.equal(held.calls, 3);
+  assert.equal(held.calls.size, 3);
 });
 
 pgTest('a runner whose concurrency is lowered claims for its new slots only', async () => {
@@ -125,7 +86,7 @@ pgTest('a runner shut down while idle leaves what is submitted meanwhile to the 
   const closing = runner.shutdown({ timeoutMs: 2000 });
   const ids = await submit(submitter, 3);
   await closing;
-  assert.equal(held.calls, 0, 'nothing ran on the runner that shut down');
+  assert.equal(held.calls.size, 0, 'nothing ran on the runner that shut down');
   assert.equal(inState(schema, 0), 3, 'all queued');
   assert.deepEqual(sql(`SELECT json_agg(DISTINCT attempt) FROM "${schema}".bmad_executions`), [0], 'no attempt counted');
   const next = make(url, { maxConcurrentAgents: 4 });

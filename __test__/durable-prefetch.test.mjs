@@ -6,16 +6,11 @@ import { join } from 'node:path';
 import { test, shutDownAfterEach, waitUntil, sleep, tempDir } from './helpers.mjs';
 import { spawnWorker } from './durable/common.mjs';
 import BackgroundExecutor from '../index.mjs';
-import { SERVER, pgTest, sql } from './durable/pg-proxy.mjs';
+import { pgTest, sql } from './durable/pg-proxy.mjs';
+import { schemas, heldAgent } from './durable/held.mjs';
 
 const create = shutDownAfterEach({ timeoutMs: 2000 });
-let schemas = 0;
-
-/** A schema of its own and its URL, so tests do not see each other's executions. */
-function fresh() {
-  const schema = `prefetch_${process.pid}_${++schemas}`;
-  return { schema, url: `${SERVER}?schema=${schema}` };
-}
+const fresh = schemas('prefetch');
 
 const make = (url, config = {}) => create({ store: url, throttleIfExceeded: false, ...config });
 
@@ -23,42 +18,6 @@ const make = (url, config = {}) => create({ store: url, throttleIfExceeded: fals
 function states(schema) {
   const rows = sql(`SELECT coalesce(json_object_agg(state, n), '{}') FROM (SELECT state, count(*) AS n FROM "${schema}".bmad_executions GROUP BY state) s`);
   return { queued: rows[0] ?? 0, running: rows[1] ?? 0, completed: rows[2] ?? 0, cancelled: rows[4] ?? 0 };
-}
-
-/** An agent held until `release()`: counts its calls per task and the most running at once. */
-function heldAgent() {
-  const calls = new Map();
-  let running = 0;
-  let opened = null;
-  const waiting = [];
-  const agent = {
-    calls,
-    maxRunning: 0,
-    get running() {
-      return running;
-    },
-    release() {
-      opened = true;
-      for (const w of waiting.splice(0)) w();
-    },
-    fn: async (task, _options, { signal }) => {
-      calls.set(task, (calls.get(task) ?? 0) + 1);
-      running++;
-      agent.maxRunning = Math.max(agent.maxRunning, running);
-      try {
-        if (!opened) {
-          await new Promise((resolve, reject) => {
-            waiting.push(resolve);
-            signal.addEventListener('abort', () => reject(signal.reason));
-          });
-        }
-        return `done ${task}`;
-      } finally {
-        running--;
-      }
-    },
-  };
-  return agent;
 }
 
 /** Submits `n` executions of `agent` from `submitter`; resolves with their ids. */
