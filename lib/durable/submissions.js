@@ -107,8 +107,12 @@ function inserted(durable, rec, rowId, existing) {
     // with the key may have ended already: look it up.
     if (existing) durable.toCheck.push(rowId);
   }
+  const takesValue = rec.mode === MODE_EXECUTE || rec.callback !== null;
+  // Joining by key a submission of this executor that took no value (its end read lazily):
+  // from now its end is read as soon as heard.
+  if (takesValue && list.length > 0 && !list.some((r) => r.mode === MODE_EXECUTE || r.callback !== null)) durable.toCheck.push(rowId);
   list.push(rec);
-  if (rec.mode === MODE_EXECUTE || rec.callback !== null) durable.awaiting++;
+  if (takesValue) durable.awaiting++;
   const x = rec.x;
   if (!existing) {
     ex._emit('execution-queued', {

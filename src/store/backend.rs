@@ -42,6 +42,8 @@ pub trait Backend: Send {
   fn retention(&mut self, ttl_ms: f64, max_kept: u64, now: f64) -> StoreResult<u64>;
   /// Of `ids`, the ended executions and the ids no longer stored.
   fn ended_among(&mut self, ids: &[i64]) -> StoreResult<(Vec<Row>, Vec<i64>)>;
+  /// Of `ids`, those stored and not ended (queued or running).
+  fn open_among(&mut self, ids: &[i64]) -> StoreResult<Vec<i64>>;
   fn leave(&mut self) -> StoreResult<()>;
   /// What other processes changed since the last call.
   fn changes(&mut self) -> StoreResult<Changes>;

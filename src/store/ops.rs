@@ -447,6 +447,17 @@ impl Backend for Store {
     Ok((ended, gone))
   }
 
+  fn open_among(&mut self, ids: &[i64]) -> StoreResult<Vec<i64>> {
+    let json = serde_json::to_string(ids).map_err(|e| StoreError::store(e.to_string()))?;
+    let mut st = self.conn.prepare_cached(
+      "SELECT id FROM bmad_executions WHERE id IN (SELECT value FROM json_each(?1)) AND state < 2",
+    )?;
+    let open = st
+      .query_map([&json], |r| r.get(0))?
+      .collect::<rusqlite::Result<Vec<i64>>>()?;
+    Ok(open)
+  }
+
   /// Renews the lease of every attempt this worker runs, and its own heartbeat. Leases
   /// count from when the write lock is held: a wait for it does not shorten them.
   fn heartbeat(&mut self, now: f64) -> StoreResult<()> {

@@ -101,6 +101,9 @@ impl Backend for Postgres {
   fn ended_among(&mut self, ids: &[i64]) -> StoreResult<(Vec<Row>, Vec<i64>)> {
     self.store.ended_among(ids)
   }
+  fn open_among(&mut self, ids: &[i64]) -> StoreResult<Vec<i64>> {
+    self.store.open_among(ids)
+  }
   fn leave(&mut self) -> StoreResult<()> {
     self.store.leave()
   }

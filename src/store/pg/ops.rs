@@ -344,6 +344,22 @@ impl PgStore {
   }
 
   /// Of `ids`, the ended executions (rows) and the ids no longer stored.
+  /// Of `ids`, those stored and not ended (`state + 0`: each looked up by id).
+  pub fn open_among(&mut self, ids: &[i64]) -> StoreResult<Vec<i64>> {
+    self.conn.ensure()?;
+    let sql = format!(
+      "SELECT id FROM {}.bmad_executions WHERE id = ANY($1) AND state + 0 < 2",
+      self.s
+    );
+    let db = self.db();
+    let client = &db;
+    let ids = ids.to_vec();
+    self.wait("cannot read", async move {
+      let rows = client.query(&sql, &[&ids]).await?;
+      Ok(rows.iter().map(|r| r.get(0)).collect())
+    })
+  }
+
   pub fn ended_among(&mut self, ids: &[i64]) -> StoreResult<(Vec<Row>, Vec<i64>)> {
     self.conn.ensure()?;
     let s = &self.s;

@@ -1858,3 +1858,75 @@ fn fire_and_forget_ends_are_read_together_and_only_the_latest_kept_ones() {
   expect(&rx, HEARD, "closed", |e| matches!(e, Event::Closed { .. }));
   drop_schema(&url, "lazy");
 }
+
+#[test]
+fn a_fire_and_forget_handed_back_in_the_window_is_not_told_ended_and_its_end_comes_later() {
+  let Some(url) = server() else { return };
+  let (submitter, rx) = start(&url, "lazyback", &[]);
+  let mut runner = store(&url, "lazyback");
+  let kept = crate::protocol::ENDED_KEPT as usize;
+  submitter.send(Command::Batch {
+    req: 1,
+    batch: Batch {
+      inserts: (0..kept + 3).map(|_| exec("a", 0)).collect(),
+      ..Default::default()
+    },
+  });
+  let Event::Batch { result, .. } = expect(&rx, HEARD, "inserted", |e| {
+    matches!(e, Event::Batch { req: 1, .. })
+  }) else {
+    unreachable!()
+  };
+  let ids: Vec<i64> = result.inserted.iter().map(|i| i.id).collect();
+  // All are claimed; the first three are handed back (their notice names them among ends),
+  // then the others end: the three are the oldest heard, beyond the rows read.
+  assert_eq!(claim(&mut runner, (kept + 3) as u32, T0), ids);
+  let back = ids[..3].to_vec();
+  let rest = ids[3..].to_vec();
+  let releases = back.iter().map(|&id| Release { id, attempt: 1 }).collect();
+  runner
+    .batch(
+      &Batch {
+        releases,
+        ..Default::default()
+      },
+      T0 + 1.0,
+    )
+    .expect("release");
+  let b = Batch {
+    finishes: rest.iter().map(|&id| completed(id)).collect(),
+    ..Default::default()
+  };
+  runner.batch(&b, T0 + 3.0).expect("finish");
+  let Event::Ended { rows, unread, .. } = expect(&rx, Duration::from_secs(5), "the ends", |e| {
+    matches!(e, Event::Ended { .. })
+  }) else {
+    unreachable!()
+  };
+  assert_eq!(rows.len(), kept);
+  assert!(
+    unread.is_empty(),
+    "the handed-back ones are queued, not ended: {unread:?}"
+  );
+  // Still watched: their real ends are told.
+  assert_eq!(claim(&mut runner, 3, T0 + 4.0), back);
+  // Handed back uncounted: theirs is the first attempt again.
+  let b = Batch {
+    finishes: back.iter().map(|&id| completed(id)).collect(),
+    ..Default::default()
+  };
+  let r = runner.batch(&b, T0 + 5.0).expect("finish");
+  assert!(r.finished.iter().all(|f| *f == Finished::Recorded));
+  // Heard: well before the look at every watched id, 5 s on.
+  let Event::Ended { rows, unread, .. } = expect(&rx, Duration::from_secs(2), "their ends", |e| {
+    matches!(e, Event::Ended { .. })
+  }) else {
+    unreachable!()
+  };
+  let mut ended: Vec<i64> = rows.iter().map(|r| r.id).collect();
+  ended.sort_unstable();
+  assert_eq!((ended, unread.len()), (back, 0));
+  submitter.send(Command::Close { req: 9 });
+  expect(&rx, HEARD, "closed", |e| matches!(e, Event::Closed { .. }));
+  drop_schema(&url, "lazyback");
+}

@@ -224,13 +224,30 @@ impl Service {
     self.lazy_at = None;
     let mut unread = std::mem::take(&mut self.lazy_ended);
     let read = unread.split_off(unread.len().saturating_sub(ENDED_KEPT as usize));
+    if read.is_empty() {
+      return;
+    }
+    // A notice of an end may name an execution that did not end (PostgreSQL tells attempts
+    // handed back, which are queued again): those are watched again, lazily.
+    if !unread.is_empty() {
+      match self.store.open_among(&unread) {
+        Ok(open) => {
+          let open: HashSet<i64> = open.into_iter().collect();
+          unread.retain(|id| !open.contains(id));
+          self.watch_lazily(open);
+        }
+        Err(e) => {
+          self.watched.extend(read);
+          self.watched.extend(unread);
+          self.emit(Event::Background(e));
+          return;
+        }
+      }
+    }
     match self.store.ended_among(&read) {
       Ok((rows, gone)) => {
-        // Heard ended but not found so (a notice of another store's id): watched again.
         let found: HashSet<i64> = rows.iter().map(|r| r.id).chain(gone.iter().copied()).collect();
-        self
-          .watched
-          .extend(read.iter().copied().filter(|id| !found.contains(id)));
+        self.watch_lazily(read.into_iter().filter(|id| !found.contains(id)));
         if !rows.is_empty() || !gone.is_empty() || !unread.is_empty() {
           self.emit(Event::Ended { rows, gone, unread });
         }
@@ -240,6 +257,13 @@ impl Service {
         self.watched.extend(unread);
         self.emit(Event::Background(e));
       }
+    }
+  }
+
+  fn watch_lazily(&mut self, ids: impl IntoIterator<Item = i64>) {
+    for id in ids {
+      self.watched.insert(id);
+      self.lazy.insert(id);
     }
   }
 }

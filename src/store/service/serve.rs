@@ -312,7 +312,10 @@ impl Service {
       Command::Watch { ids, check } => {
         // JS waits for these now: none is lazy any more, and one heard ended is read now.
         let before = self.lazy_ended.len();
-        self.lazy_ended.retain(|id| !ids.contains(id));
+        if before > 0 {
+          let wanted: HashSet<i64> = ids.iter().copied().collect();
+          self.lazy_ended.retain(|id| !wanted.contains(id));
+        }
         let check = check || self.lazy_ended.len() < before;
         for id in &ids {
           self.lazy.remove(id);
@@ -327,7 +330,10 @@ impl Service {
         }
       }
       Command::Unwatch(ids) => {
-        self.lazy_ended.retain(|id| !ids.contains(id));
+        if !self.lazy_ended.is_empty() {
+          let gone: HashSet<i64> = ids.iter().copied().collect();
+          self.lazy_ended.retain(|id| !gone.contains(id));
+        }
         for id in ids {
           self.watched.remove(&id);
           self.lazy.remove(&id);
