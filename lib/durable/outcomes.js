@@ -259,4 +259,4 @@ class Outcomes {
   }
 }
 
-module.exports = { Outcomes };
+module.exports = { Outcomes, takesValue };

@@ -240,7 +240,8 @@ class StoreLink {
   wantClaim() {
     this.claimWanted = true;
     this.schedule();
-    this.reviewSoon();
+    // A flush looks at the parked claim; without one due, it is looked at on its own.
+    if (!this.scheduled) this.reviewSoon();
   }
 
   /**

@@ -18,6 +18,7 @@ const { durableId } = require('./values.js');
 const { DurableRun } = require('./runs.js');
 const { userAborted } = require('./cancels.js');
 const { answerClosed } = require('./shutdown.js');
+const { takesValue } = require('./outcomes.js');
 const P = require('../protocol.js');
 
 const { MODE_EXECUTE, MODE_NAMES } = P;
@@ -107,12 +108,12 @@ function inserted(durable, rec, rowId, existing) {
     // with the key may have ended already: look it up.
     if (existing) durable.toCheck.push(rowId);
   }
-  const takesValue = rec.mode === MODE_EXECUTE || rec.callback !== null;
+  const awaited = takesValue(rec);
   // Joining by key a submission of this executor that took no value (its end read lazily):
   // from now its end is read as soon as heard.
-  if (takesValue && list.length > 0 && !list.some((r) => r.mode === MODE_EXECUTE || r.callback !== null)) durable.toCheck.push(rowId);
+  if (awaited && list.length > 0 && !list.some(takesValue)) durable.toCheck.push(rowId);
   list.push(rec);
-  if (takesValue) durable.awaiting++;
+  if (awaited) durable.awaiting++;
   const x = rec.x;
   if (!existing) {
     ex._emit('execution-queued', {

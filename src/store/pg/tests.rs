@@ -1176,6 +1176,31 @@ fn expect(rx: &mpsc::Receiver<Event>, within: Duration, what: &str, want: impl F
   }
 }
 
+/// Submits `inserts` through a store thread as batch `req`; the ids it answered.
+fn submitted(
+  h: &service::Handle,
+  rx: &mpsc::Receiver<Event>,
+  req: u32,
+  inserts: Vec<NewExecution>,
+) -> Vec<i64> {
+  h.send(Command::Batch {
+    req,
+    batch: Batch {
+      inserts,
+      ..Default::default()
+    },
+  });
+  let Event::Batch { result, .. } = expect(
+    rx,
+    HEARD,
+    "inserted",
+    |e| matches!(e, Event::Batch { req: r, .. } if *r == req),
+  ) else {
+    unreachable!()
+  };
+  result.inserted.iter().map(|i| i.id).collect()
+}
+
 /// What a NOTIFY must beat: the thread's own periodic look is the fallback.
 const HEARD: Duration = Duration::from_millis(500);
 
@@ -1214,20 +1239,7 @@ fn another_host_hears_new_work_ends_and_cancels_through_notify() {
     mode: MODE_EXECUTE,
     ..exec("a", 3)
   };
-  let insert = Batch {
-    inserts: vec![awaited.clone(), awaited],
-    ..Default::default()
-  };
-  submitter.send(Command::Batch {
-    req: 1,
-    batch: insert,
-  });
-  let Event::Batch { result, .. } = expect(&submitter_rx, HEARD, "inserted", |e| {
-    matches!(e, Event::Batch { req: 1, .. })
-  }) else {
-    unreachable!()
-  };
-  let ids: Vec<i64> = result.inserted.iter().map(|i| i.id).collect();
+  let ids = submitted(&submitter, &submitter_rx, 1, vec![awaited.clone(), awaited]);
   let t0 = Instant::now();
   expect(&runner_rx, HEARD, "a wake-up for new work", |e| {
     matches!(e, Event::Changed)
@@ -1799,19 +1811,7 @@ fn fire_and_forget_ends_are_read_together_and_only_the_latest_kept_ones() {
     ..exec("a", 9)
   }];
   inserts.extend((0..kept + 5).map(|_| exec("a", 0)));
-  submitter.send(Command::Batch {
-    req: 1,
-    batch: Batch {
-      inserts,
-      ..Default::default()
-    },
-  });
-  let Event::Batch { result, .. } = expect(&rx, HEARD, "inserted", |e| {
-    matches!(e, Event::Batch { req: 1, .. })
-  }) else {
-    unreachable!()
-  };
-  let ids: Vec<i64> = result.inserted.iter().map(|i| i.id).collect();
+  let ids = submitted(&submitter, &rx, 1, inserts);
   // The awaited one first (priority 9), alone; its end is read at once.
   assert_eq!(claim(&mut runner, 1, T0), vec![ids[0]]);
   let t0 = Instant::now();
@@ -1865,19 +1865,7 @@ fn a_fire_and_forget_handed_back_in_the_window_is_not_told_ended_and_its_end_com
   let (submitter, rx) = start(&url, "lazyback", &[]);
   let mut runner = store(&url, "lazyback");
   let kept = crate::protocol::ENDED_KEPT as usize;
-  submitter.send(Command::Batch {
-    req: 1,
-    batch: Batch {
-      inserts: (0..kept + 3).map(|_| exec("a", 0)).collect(),
-      ..Default::default()
-    },
-  });
-  let Event::Batch { result, .. } = expect(&rx, HEARD, "inserted", |e| {
-    matches!(e, Event::Batch { req: 1, .. })
-  }) else {
-    unreachable!()
-  };
-  let ids: Vec<i64> = result.inserted.iter().map(|i| i.id).collect();
+  let ids = submitted(&submitter, &rx, 1, (0..kept + 3).map(|_| exec("a", 0)).collect());
   // All are claimed; the first three are handed back (their notice names them among ends),
   // then the others end: the three are the oldest heard, beyond the rows read.
   assert_eq!(claim(&mut runner, (kept + 3) as u32, T0), ids);

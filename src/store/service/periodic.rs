@@ -227,26 +227,13 @@ impl Service {
     if read.is_empty() {
       return;
     }
-    // A notice of an end may name an execution that did not end (PostgreSQL tells attempts
-    // handed back, which are queued again): those are watched again, lazily.
-    if !unread.is_empty() {
-      match self.store.open_among(&unread) {
-        Ok(open) => {
-          let open: HashSet<i64> = open.into_iter().collect();
-          unread.retain(|id| !open.contains(id));
-          self.watch_lazily(open);
-        }
-        Err(e) => {
-          self.watched.extend(read);
-          self.watched.extend(unread);
-          self.emit(Event::Background(e));
-          return;
-        }
-      }
-    }
-    match self.store.ended_among(&read) {
-      Ok((rows, gone)) => {
+    match self.lazy_ends(&read, &unread) {
+      Ok((rows, gone, open)) => {
+        // A notice of an end may name an execution that did not end (PostgreSQL tells
+        // attempts handed back, which are queued again): those are watched again, lazily.
         let found: HashSet<i64> = rows.iter().map(|r| r.id).chain(gone.iter().copied()).collect();
+        unread.retain(|id| !open.contains(id));
+        self.watch_lazily(open);
         self.watch_lazily(read.into_iter().filter(|id| !found.contains(id)));
         if !rows.is_empty() || !gone.is_empty() || !unread.is_empty() {
           self.emit(Event::Ended { rows, gone, unread });
@@ -258,6 +245,18 @@ impl Service {
         self.emit(Event::Background(e));
       }
     }
+  }
+
+  /// The rows of `read` that ended and its ids no longer stored, and those of `unread` still
+  /// queued or running.
+  fn lazy_ends(&mut self, read: &[i64], unread: &[i64]) -> StoreResult<(Vec<Row>, Vec<i64>, HashSet<i64>)> {
+    let open = if unread.is_empty() {
+      HashSet::new()
+    } else {
+      self.store.open_among(unread)?.into_iter().collect()
+    };
+    let (rows, gone) = self.store.ended_among(read)?;
+    Ok((rows, gone, open))
   }
 
   fn watch_lazily(&mut self, ids: impl IntoIterator<Item = i64>) {
