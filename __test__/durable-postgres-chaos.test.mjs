@@ -76,7 +76,8 @@ function psql(text) {
 const psqlJson = (query) => JSON.parse(psql(query).trim());
 
 /**
- * The claim check, in the database: every change of a row to state 1 (a claim) is recorded in
+ * The claim check, in the database: every change of a row to state 1 (a claim), and every row
+ * stored running (handed to an idle executor by its submission), is recorded in
  * chaos_claims; for an agent with a row in bmad_limits, the running executions of that agent
  * are counted (the trigger's own statements see what the claim statement did and every
  * committed claim), and more than its limit is recorded in chaos_violations with the ids,
@@ -108,6 +109,8 @@ END
 $f$;
 CREATE TRIGGER chaos_on_claim AFTER UPDATE ON ${s}.bmad_executions
   FOR EACH ROW WHEN (NEW.state = 1 AND OLD.state <> 1) EXECUTE FUNCTION ${s}.chaos_on_claim();
+CREATE TRIGGER chaos_on_push AFTER INSERT ON ${s}.bmad_executions
+  FOR EACH ROW WHEN (NEW.state = 1) EXECUTE FUNCTION ${s}.chaos_on_claim();
 `;
 
 const test = PG_TESTS ? (name, fn) => nodeTest(name, { timeout: 150000 }, fn) : (name) => nodeTest(name, (t) => t.skip('BMAD_TEST_PG_URL is not set (run it through scripts/pg-cluster.mjs)'));

@@ -336,7 +336,8 @@ pgTest('a claim the server refuses is not blamed on the attempt end or submissio
   await waitUntil(() => release.length === 1, 'slow running', { timeoutMs: 5000 });
   const other = make(url);
   await other.initialize();
-  await other.fireAndForget('echo', 'poison');
+  // Keyed: stored queued and claimed, not handed to the idle runner by the insert.
+  await other.fireAndForget('echo', 'poison', { key: 'poison' });
   await waitUntil(() => errors.length > 0, 'the claim refused', { timeoutMs: 5000 });
   release[0]();
   assert.deepEqual(await within(slow, 5000), { ok: true, value: 'slow' });

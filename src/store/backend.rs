@@ -20,6 +20,9 @@ pub struct Changes {
   pub work: bool,
   /// A global limit was set or removed.
   pub limits: bool,
+  /// Executions submitted to a parked claim of this worker (PostgreSQL, see `pg::push`): its
+  /// token, and the rows (`None`: to be read from the store).
+  pub pushed: Vec<(i64, Option<Vec<Row>>)>,
 }
 
 pub trait Backend: Send {
@@ -57,9 +60,21 @@ pub trait Backend: Send {
   /// After the connection came back, and after every heartbeat: hands back to the queue,
   /// uncounted, the attempts this worker holds in the store but does not know of
   /// (`running`: the (id, attempt) it knows): claims committed by a try whose answer was
-  /// lost. Returns their ids.
-  fn release_unknown(&mut self, running: &[(i64, u32)]) -> StoreResult<Vec<i64>> {
-    let _ = running;
+  /// lost. Not those pushed to the parked claim `parked` (their notice may be on its way).
+  /// Returns their ids.
+  fn release_unknown(&mut self, running: &[(i64, u32)], parked: Option<i64>) -> StoreResult<Vec<i64>> {
+    let _ = (running, parked);
+    Ok(Vec::new())
+  }
+  /// Publishes a parked claim (`batch`: its claim) for submissions to fill (see
+  /// `pg::push`): its token, or `None` (a store without pushes, no listener connected).
+  fn publish(&mut self, batch: &Batch, now: f64) -> StoreResult<Option<i64>> {
+    let _ = (batch, now);
+    Ok(None)
+  }
+  /// Withdraws the published parked claim `token`: the executions pushed to it, if any.
+  fn withdraw(&mut self, token: i64) -> StoreResult<Vec<Row>> {
+    let _ = token;
     Ok(Vec::new())
   }
   /// Losses (false) and recoveries (true) of the connection since the last call, in order,

@@ -546,7 +546,7 @@ impl Backend for Store {
       full: false,
       cancels: true,
       work: true,
-      limits: false,
+      ..Changes::default()
     })
   }
 }

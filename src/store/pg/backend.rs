@@ -23,6 +23,7 @@ pub struct Postgres {
   store: PgStore,
   notes: Receiver<String>,
   listener: JoinHandle<()>,
+  listening: notify::Listening,
   fallback_at: Instant,
   fallback_every: Duration,
   /// While the connection is down: when to try again, and the pause after that.
@@ -39,11 +40,13 @@ impl Postgres {
   pub fn new(store: PgStore, wake: Sender<Command>) -> StoreResult<Postgres> {
     let rt = runtime::handle().map_err(StoreError::store)?;
     let (tx, notes) = mpsc::channel();
-    let listener = notify::listen(&rt, store.target(), tx, wake, store.pid());
+    let listening = notify::Listening::default();
+    let listener = notify::listen(&rt, store.target(), tx, wake, store.pid(), listening.clone());
     Ok(Postgres {
       store,
       notes,
       listener,
+      listening,
       fallback_at: Instant::now() + FALLBACK_FIRST,
       fallback_every: FALLBACK_FIRST,
       retry_at: Instant::now(),
@@ -110,8 +113,18 @@ impl Backend for Postgres {
   fn set_global_limit(&mut self, agent: &str, limit: Option<u32>) -> StoreResult<()> {
     self.store.set_global_limit(agent, limit)
   }
-  fn release_unknown(&mut self, running: &[(i64, u32)]) -> StoreResult<Vec<i64>> {
-    self.store.release_unknown(running)
+  fn release_unknown(&mut self, running: &[(i64, u32)], parked: Option<i64>) -> StoreResult<Vec<i64>> {
+    self.store.release_unknown(running, parked)
+  }
+  fn publish(&mut self, batch: &Batch, now: f64) -> StoreResult<Option<i64>> {
+    let listening = match self.listening.lock() {
+      Ok(l) => *l,
+      Err(poisoned) => *poisoned.into_inner(),
+    };
+    self.store.publish(batch, now, listening)
+  }
+  fn withdraw(&mut self, token: i64) -> StoreResult<Vec<Row>> {
+    self.store.withdraw(token)
   }
 
   fn link_changes(&mut self) -> Vec<(bool, String)> {

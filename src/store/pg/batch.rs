@@ -11,6 +11,7 @@ use tokio_postgres::types::ToSql;
 
 use super::notify::{self, ended};
 use super::ops::{int, row, PgResult};
+use super::push;
 use super::Db;
 use crate::protocol::STATUS_COMPLETED;
 use crate::scheduler::retry::Jitter;
@@ -33,8 +34,9 @@ pub const RELEASE: &str = "state = CASE WHEN e.cancel_requested THEN 4 ELSE 0 EN
 pub struct BatchSql {
   insert: String,
   insert_plain: String,
-  /// `insert_plain` with the notification of new work (`$18`: the channel), for a batch of
-  /// keyless submissions only: one statement, so no BEGIN or COMMIT (it commits alone).
+  /// `insert_plain` with the notification of new work (`$18`: the channel) and pushes to an
+  /// idle worker, for a batch of keyless submissions only: one statement, so no BEGIN or
+  /// COMMIT (it commits alone).
   insert_alone: String,
   complete: String,
   recorded: String,
@@ -59,17 +61,22 @@ impl BatchSql {
     // A constant, resolved once when the statement is planned (not a lookup per row).
     let next_id = format!("nextval({sequence}::regclass)");
     // The submissions as rows with their ids (`input`), and their insert (`ins`, its
-    // closing parenthesis left to the statement): both insert statements start so.
-    let insert_rows = format!(
-      "WITH input AS MATERIALIZED (SELECT u.*, {next_id} AS new_id \
+    // closing parenthesis left to the statement): the keyed and the plain insert start so.
+    let input = format!(
+      "input AS MATERIALIZED (SELECT u.*, {next_id} AS new_id \
            FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int4[], $7::text[], $8::int4[], \
                        $9::float8[], $10::int4[], $11::float8[], $12::float8[], $13::int8[]) WITH ORDINALITY \
              AS u(agent, task, options, level, priority, mode, key, max_attempts, retry_delay_ms, backoff, timeout_ms, start_after, \
-                  seq, ord)), \
-         ins AS (INSERT INTO {s}.bmad_executions (id, agent, task, options, level, priority, mode, key, state, max_attempts, \
-                   retry_delay_ms, backoff, timeout_ms, created_at, scheduled_at) \
-           SELECT new_id, agent, task, options, level, priority, mode, key, 0, max_attempts, retry_delay_ms, backoff, timeout_ms, \
-                  $14, greatest($14, start_after) FROM input ORDER BY ord"
+                  seq, ord))"
+    );
+    let columns =
+      "id, agent, task, options, level, priority, mode, key, state, max_attempts, retry_delay_ms, backoff, \
+                   timeout_ms, created_at, scheduled_at";
+    let values = "i.new_id, i.agent, i.task, i.options, i.level, i.priority, i.mode, i.key";
+    let rest = "i.max_attempts, i.retry_delay_ms, i.backoff, i.timeout_ms, $14, greatest($14, i.start_after)";
+    let insert_rows = format!(
+      "WITH {input}, \
+         ins AS (INSERT INTO {s}.bmad_executions ({columns}) SELECT {values}, 0, {rest} FROM input i ORDER BY i.ord"
     );
     // The record of the numbered submissions `{from}` inserted, under this try's number
     // (`$17`; see the `bmad_batches` migration), and the removal of the records of tries
@@ -106,11 +113,19 @@ impl BatchSql {
          SELECT key, new_id, NULL::int8 FROM input ORDER BY ord",
         record = record("input i")
       ),
+      // The same, pushing what it can to an idle worker (see `push`), with the notification
+      // of new work for the rest.
       insert_alone: format!(
-        "{insert_rows}), \
-         {record}, \
-         notified AS MATERIALIZED (SELECT pg_notify($18, 'w')) \
-         SELECT key, new_id, NULL::int8 FROM input CROSS JOIN notified ORDER BY ord",
+        "WITH {input}, {taking}, \
+           ins AS (INSERT INTO {s}.bmad_executions ({columns}, attempt, owner, lease_expires_at, attempted_at) \
+             SELECT {values}, CASE WHEN g.owner IS NULL THEN 0 ELSE 1 END, {rest}, \
+                    CASE WHEN g.owner IS NULL THEN 0 ELSE 1 END, g.owner, $14 + g.lease_ms, \
+                    CASE WHEN g.owner IS NULL THEN NULL ELSE $14::float8 END \
+             FROM input i LEFT JOIN given g ON g.new_id = i.new_id ORDER BY i.ord RETURNING {COLUMNS}), \
+           {record}, {telling} \
+         SELECT key, new_id, NULL::int8 FROM input WHERE (SELECT count(*) FROM notified) >= 0 ORDER BY ord",
+        taking = push::taking(s),
+        telling = push::telling(s),
         record = record("input i")
       ),
       fence: format!(

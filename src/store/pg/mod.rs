@@ -36,7 +36,7 @@ pub(super) const SESSION: &str =
 pub const VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Migration `i` brings a schema from version `i` to `i + 1`; `{s}` is the quoted schema.
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
   r"
 CREATE TABLE {s}.bmad_meta (key text PRIMARY KEY, value text NOT NULL);
 CREATE TABLE {s}.bmad_executions (
@@ -110,6 +110,24 @@ CREATE TABLE {s}.bmad_batches (
 ALTER TABLE {s}.bmad_batches ALTER COLUMN seqs SET STORAGE EXTERNAL, ALTER COLUMN ids SET STORAGE EXTERNAL;
 DROP INDEX {s}.bmad_executions_token;
 ALTER TABLE {s}.bmad_executions DROP COLUMN token;
+",
+  r"
+-- The parked claims of idle workers, which a submission may fill at once (see pg/push.rs):
+-- what each takes, and its listener connection, whose server process proves it connected.
+-- `pushed`: the executions a submission gave it, until its next parked claim.
+CREATE TABLE {s}.bmad_parked (
+  owner text PRIMARY KEY,
+  token bigint NOT NULL,
+  any_agent boolean NOT NULL,
+  agents text[] NOT NULL,
+  held text[] NOT NULL,
+  slots integer NOT NULL,
+  lease_ms double precision NOT NULL,
+  parked_at double precision NOT NULL,
+  listener_pid integer NOT NULL,
+  listener_start double precision NOT NULL,
+  pushed bigint[]
+);
 ",
 ];
 
@@ -749,6 +767,7 @@ mod batch;
 pub mod notify;
 pub mod ops;
 pub mod pool;
+pub mod push;
 pub mod reader;
 mod sweep;
 mod tls;

@@ -3,18 +3,19 @@
 //!
 //! Payloads: `w` (claimable work: inserted, retried, released, rescued), `l` (a global limit
 //! was set or removed: work may start, and claims take the lock again), `c` (a cancel was
-//! requested for a running execution), `e:<id>,<id>…` (executions that ended), and, from
-//! the listener itself, `r` after it (re)connected (anything may have been missed). A
-//! payload stays under PostgreSQL's 8000 bytes: long id lists are split.
+//! requested for a running execution), `e:<id>,<id>…` (executions that ended), `p:…`
+//! (executions pushed to a parked claim, see `push`), and, from the listener itself, `r`
+//! after it (re)connected (anything may have been missed). A payload stays under
+//! PostgreSQL's 8000 bytes: long id lists are split.
 
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-use super::{open_client, quote_ident, Db, PgTarget};
+use super::{open_client, push, quote_ident, Db, PgTarget};
 use crate::store::backend::Changes;
 use crate::store::service::Command;
 
@@ -65,6 +66,10 @@ pub fn ended(ids: &[i64]) -> Vec<String> {
 /// Adds what one payload says to `c`.
 pub fn parse(payload: &str, c: &mut Changes) {
   c.any = true;
+  if let Some(push) = push::parse(payload) {
+    c.pushed.push(push);
+    return;
+  }
   match payload.split_once(':') {
     Some(("e", ids)) => c
       .ended
@@ -84,38 +89,68 @@ pub fn parse(payload: &str, c: &mut Changes) {
   }
 }
 
+/// The listener's connection while it listens: its server process and that process's
+/// start (`pg::push` tells a worker connected from these).
+pub type Listening = Arc<Mutex<Option<(i32, f64)>>>;
+
 /// Listens on the store's channel from a task on `rt`: every payload goes to `notes`, and a
 /// `Wake` to the store's thread, except those sent from the server process `own` (this
-/// executor's own transactions: it knows what they did). Reconnects with backoff (50 ms to 5 s) and sends `r` once
-/// listening again. Stops when the thread's channel is gone; abort the task to stop sooner.
+/// executor's own transactions: it knows what they did) but pushes. Reconnects with backoff
+/// (50 ms to 5 s) and sends `r` once listening again; `listening` names the connection
+/// meanwhile. Stops when the thread's channel is gone; abort the task to stop sooner.
 pub fn listen(
   rt: &tokio::runtime::Handle,
   target: &PgTarget,
   notes: std::sync::mpsc::Sender<String>,
   wake: Sender<Command>,
   own: Arc<AtomicI32>,
+  listening: Listening,
 ) -> JoinHandle<()> {
   let target = target.clone();
   let listen = format!("LISTEN {}", quote_ident(&channel(&target.schema)));
   rt.spawn(async move {
+    let set_listening = |v: Option<(i32, f64)>| match listening.lock() {
+      Ok(mut l) => *l = v,
+      Err(poisoned) => *poisoned.into_inner() = v,
+    };
     let mut pause = Duration::from_millis(50);
     loop {
       let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
       if let Ok(client) = open_client(&target, Some(tx)).await {
-        if client.batch_execute(&listen).await.is_ok() {
+        let me = match client.batch_execute(&listen).await {
+          Ok(()) => client
+            .query_opt(push::LISTENER, &[])
+            .await
+            .ok()
+            .flatten()
+            .and_then(|r| Some((r.try_get::<_, i32>(0).ok()?, r.try_get::<_, f64>(1).ok()?))),
+          Err(_) => None,
+        };
+        // Pushes come on a channel of this connection's own.
+        let me = match me {
+          Some(me) => {
+            let own = format!("LISTEN {}", quote_ident(&push::channel(me.0)));
+            client.batch_execute(&own).await.ok().map(|_| me)
+          }
+          None => None,
+        };
+        if let Some(me) = me {
           pause = Duration::from_millis(50);
+          set_listening(Some(me));
           if notes.send("r".to_string()).is_err() || wake.send(Command::Wake).is_err() {
             return;
           }
           // Ends when the connection does.
           while let Some(n) = rx.recv().await {
-            if n.process_id() == own.load(Ordering::Relaxed) {
+            if n.process_id() == own.load(Ordering::Relaxed) && !n.payload().starts_with(push::PREFIX) {
               continue;
             }
             if notes.send(n.payload().to_string()).is_err() || wake.send(Command::Wake).is_err() {
+              set_listening(None);
               return;
             }
           }
+          set_listening(None);
         }
       }
       tokio::time::sleep(pause).await;

@@ -8,6 +8,7 @@
 use super::batch::{self, BatchSql};
 use super::notify::{self, ended};
 use super::pool::Pool;
+use super::push::{self, PushSql};
 use super::sweep::Sweeper;
 use super::{Db, PgConnection, PgTarget};
 use crate::protocol::{NOT_FOUND, STATUS_CANCELLED, STATUS_QUEUED, STATUS_RUNNING};
@@ -79,6 +80,10 @@ pub struct PgStore {
   /// The prefix of the advisory-lock keys of this schema's global limits.
   schema_key: String,
   batch_sql: BatchSql,
+  push_sql: PushSql,
+  /// The token of this worker's next published parked claim (see `push`): unique across
+  /// workers, as a push names its claim by token alone.
+  next_token: i64,
   pub me: Identity,
   pub lease_ms: f64,
   jitter: Jitter,
@@ -131,6 +136,7 @@ impl PgStore {
       "UPDATE {s}.bmad_executions e SET {release} \
        WHERE e.owner = $1 AND e.state = 1 \
          AND NOT EXISTS (SELECT 1 FROM unnest($2::int8[], $3::int4[]) k(id, attempt) WHERE k.id = e.id AND k.attempt = e.attempt) \
+         AND NOT EXISTS (SELECT 1 FROM {s}.bmad_parked p WHERE p.owner = $1 AND p.token = $5 AND e.id = ANY(p.pushed)) \
        RETURNING e.id, e.state",
       release = batch::RELEASE
     );
@@ -156,6 +162,8 @@ impl PgStore {
     let mut store = PgStore {
       schema_key: format!("bmad/{s}/"),
       batch_sql: BatchSql::new(&s, &sequence),
+      push_sql: PushSql::new(&s),
+      next_token: first_token(),
       conn,
       s,
       channel,
@@ -704,6 +712,7 @@ impl PgStore {
     let me = &self.me;
     let lease_ms = self.lease_ms;
     let channel = self.channel.clone();
+    let sweep_parked = &self.push_sql.sweep;
     let refusals = &self.refusals;
     let db = self.conn.db();
     let client = &db;
@@ -806,6 +815,10 @@ impl PgStore {
           &[&forget, &me.owner],
         )
         .await?;
+      // Parked claims of workers no longer listening, after a lease (a day with pushes).
+      client
+        .execute(sweep_parked, &[&me.owner, &(now - lease_ms), &(now - 86_400_000.0)])
+        .await?;
       let mut notes = ended(&out.iter().filter(|r| r.status != STATUS_QUEUED).map(|r| r.id).collect::<Vec<_>>());
       if out.iter().any(|r| r.status == STATUS_QUEUED) {
         notes.push("w".to_string());
@@ -856,19 +869,85 @@ impl PgStore {
     )
   }
 
+  /// Publishes a parked claim (`batch`: its claim) for submissions to fill, while the
+  /// listener `listening` (its server pid and that process's start) is connected; its
+  /// token, or `None` (no listener, or no agent of interest).
+  pub fn publish(
+    &mut self,
+    batch: &Batch,
+    now: f64,
+    listening: Option<(i32, f64)>,
+  ) -> StoreResult<Option<i64>> {
+    let Some((pid, started)) = listening else {
+      return Ok(None);
+    };
+    if self.interest.none || batch.claim == 0 {
+      return Ok(None);
+    }
+    self.conn.ensure()?;
+    let token = self.next_token;
+    self.next_token += 1;
+    let now = self.server_time(now);
+    let slots = int(batch.claim);
+    let i = &self.interest;
+    self.wait(
+      "cannot write to",
+      self.db().execute(
+        &self.push_sql.publish,
+        &[
+          &self.me.owner,
+          &token,
+          &i.any,
+          &i.agents,
+          &batch.exclude,
+          &slots,
+          &self.lease_ms,
+          &now,
+          &pid,
+          &started,
+        ],
+      ),
+    )?;
+    Ok(Some(token))
+  }
+
+  /// Withdraws the published parked claim `token`: the executions pushed to it, if any,
+  /// read from the store (their notice may not have come).
+  pub fn withdraw(&mut self, token: i64) -> StoreResult<Vec<Row>> {
+    self.conn.ensure()?;
+    let db = self.db();
+    let sql = &self.push_sql;
+    let owner = &self.me.owner;
+    self.wait("cannot write to", async {
+      let ids = push::taken(&db.query(&sql.take, &[owner, &token]).await?)?;
+      if ids.is_empty() {
+        return Ok(Vec::new());
+      }
+      Ok(
+        db.query(&sql.rows, &[&ids, owner])
+          .await?
+          .iter()
+          .map(row)
+          .collect(),
+      )
+    })
+  }
+
   /// Hands back to the queue (the attempt uncounted) the attempts this worker holds but
-  /// does not know of (`running`: the (id, attempt) it knows), and returns their ids; one
-  /// whose cancel was asked meanwhile ends cancelled, as a release does.
-  pub fn release_unknown(&mut self, running: &[(i64, u32)]) -> StoreResult<Vec<i64>> {
+  /// does not know of (`running`: the (id, attempt) it knows), but those pushed to its
+  /// parked claim `parked`, and returns their ids; one whose cancel was asked meanwhile ends
+  /// cancelled, as a release does.
+  pub fn release_unknown(&mut self, running: &[(i64, u32)], parked: Option<i64>) -> StoreResult<Vec<i64>> {
     self.conn.ensure()?;
     let ids: Vec<i64> = running.iter().map(|r| r.0).collect();
     let attempts: Vec<i32> = running.iter().map(|r| int(r.1)).collect();
     let now = self.server_time(now_ms());
     let rows = self.wait(
       "cannot write to",
-      self
-        .db()
-        .query(&self.release_unknown, &[&self.me.owner, &ids, &attempts, &now]),
+      self.db().query(
+        &self.release_unknown,
+        &[&self.me.owner, &ids, &attempts, &now, &parked],
+      ),
     )?;
     let back: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
     let ended_ids: Vec<i64> = rows
@@ -909,7 +988,8 @@ impl PgStore {
     // Its batch records go too (it sends nothing again), but not the empty ones that keep
     // tries it gave up from committing late: retention removes those after a day.
     let sql = format!(
-      "WITH records AS (DELETE FROM {s}.bmad_batches WHERE owner = $1 AND cardinality(seqs) > 0) \
+      "WITH records AS (DELETE FROM {s}.bmad_batches WHERE owner = $1 AND cardinality(seqs) > 0), \
+         parked AS (DELETE FROM {s}.bmad_parked WHERE owner = $1) \
        DELETE FROM {s}.bmad_workers w WHERE owner = $1 \
        AND NOT EXISTS (SELECT 1 FROM {s}.bmad_executions e WHERE e.state = 1 AND e.owner = w.owner)",
       s = self.s
@@ -956,4 +1036,13 @@ async fn end<T>(client: &Db<'_>, r: PgResult<T>) -> PgResult<T> {
 pub(super) fn next_due_sql(s: &str, any: bool) -> String {
   let agents = if any { "" } else { " AND agent = ANY($2)" };
   format!("SELECT min(scheduled_at) FROM {s}.bmad_executions WHERE state = 0 AND scheduled_at > created_at AND scheduled_at > $1{agents}")
+}
+
+/// A random start for this worker's tokens (see `PgStore::next_token`), positive and far
+/// from overflowing.
+fn first_token() -> i64 {
+  use std::hash::{BuildHasher, Hasher};
+  let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+  h.write_u32(std::process::id());
+  ((h.finish() >> 2) & !0xffff_ffff) as i64 | 1
 }

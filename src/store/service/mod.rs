@@ -155,12 +155,20 @@ struct Service {
   /// A wake-up found nothing yet: look once more after `RECHECK_MS`.
   recheck: bool,
   /// The claim JS left to run when work may be waiting (`Command::Park`).
-  parked: Option<(u32, super::Batch)>,
+  parked: Option<Parked>,
   /// The last parked claim run on announced work found some (see `work_announced`).
   leading: bool,
   /// When a follower looks at announced work.
   follow_at: Option<f64>,
   alive: bool,
+}
+
+/// A claim JS left to run when work may be waiting, answered under `req`; `token` once
+/// published for submissions to fill (PostgreSQL, see `pg::push`).
+struct Parked {
+  req: u32,
+  batch: super::Batch,
+  token: Option<i64>,
 }
 
 /// See `Options::follow_ms`.
@@ -189,19 +197,54 @@ impl Service {
     }
   }
 
-  /// Claimable work may be waiting: the parked claim runs now (what it claimed), or JS
-  /// hears it.
+  /// Claimable work may be waiting: the parked claim runs now (what it claimed, or what was
+  /// pushed to it), or JS hears it.
   fn work_may_wait(&mut self) -> Option<usize> {
     if self.store.interest().none {
       return None;
     }
-    match self.parked.take() {
-      Some((req, batch)) => Some(self.run_batch(req, &batch)),
+    match self.take_parked() {
+      Some((p, pushed)) if pushed.is_empty() => Some(self.run_batch(p.req, &p.batch)),
+      Some((p, pushed)) => Some(self.answer_pushed(p.req, pushed)),
       None => {
         self.emit(Event::Changed);
         None
       }
     }
+  }
+
+  /// The parked claim, withdrawn from submissions if published, with what they pushed to
+  /// it meanwhile.
+  fn take_parked(&mut self) -> Option<(Parked, Vec<super::Row>)> {
+    let p = self.parked.take()?;
+    let pushed = match p.token {
+      None => Vec::new(),
+      Some(token) => match self.store.withdraw(token) {
+        Ok(rows) => rows,
+        Err(e) => {
+          // Left to the heartbeat's look for attempts this worker does not know of.
+          self.emit(Event::Background(e));
+          Vec::new()
+        }
+      },
+    };
+    Some((p, pushed))
+  }
+
+  /// Answers the parked claim `req` with the executions pushed to it; how many.
+  fn answer_pushed(&mut self, req: u32, rows: Vec<super::Row>) -> usize {
+    for r in &rows {
+      self.running.insert(r.id, r.attempt);
+    }
+    let n = rows.len();
+    self.emit(Event::Batch {
+      req,
+      result: super::BatchResult {
+        claimed: rows,
+        ..super::BatchResult::default()
+      },
+    });
+    n
   }
 
   /// Another process announced work: the executor whose parked claim found work last time

@@ -40,7 +40,8 @@ impl Service {
   /// claims whose answer was lost.
   fn release_unknown(&mut self) {
     let running: Vec<(i64, u32)> = self.running.iter().map(|(&id, &a)| (id, a)).collect();
-    match self.store.release_unknown(&running) {
+    let parked = self.parked.as_ref().and_then(|p| p.token);
+    match self.store.release_unknown(&running, parked) {
       Ok(ids) if !ids.is_empty() => tracing::debug!(?ids, "claims whose answer was lost handed back"),
       Ok(_) => {}
       Err(e) => self.emit(Event::Background(e)),
@@ -141,6 +142,18 @@ impl Service {
 
   /// Another process committed `c`: what concerns this one.
   fn changed(&mut self, c: &Changes) {
+    for (token, rows) in &c.pushed {
+      if self.parked.as_ref().is_some_and(|p| p.token == Some(*token)) {
+        let rows = match rows {
+          Some(rows) => self.parked.take().map(|p| (p, rows.clone())),
+          // Too long to be told: read with the withdrawal.
+          None => self.take_parked(),
+        };
+        if let Some((p, rows)) = rows {
+          self.answer_pushed(p.req, rows);
+        }
+      }
+    }
     let ended = &c.ended;
     if c.cancels && !self.running.is_empty() {
       self.check_cancels();

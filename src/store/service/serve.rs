@@ -7,7 +7,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{send_event, Command, Event, Options, Service, SharedSink, FULL_CHECK_MS};
+use super::{send_event, Command, Event, Options, Parked, Service, SharedSink, FULL_CHECK_MS};
 use crate::protocol::{MODE_FIRE, MODE_WATCHED};
 use crate::store::backend::Backend;
 use crate::store::ops::Interest;
@@ -15,7 +15,7 @@ use crate::store::pg::backend::Postgres;
 use crate::store::pg::ops::PgStore;
 use crate::store::pg::pool::Pool;
 use crate::store::pg::reader::Reader;
-use crate::store::{Batch, BatchResult, Finished, Store, StoreError};
+use crate::store::{Batch, BatchResult, Finished, Release, Store, StoreError};
 use crate::system::probes::now_ms;
 
 pub(super) fn run(
@@ -253,12 +253,18 @@ impl Service {
         self.run_batch(req, &batch);
       }
       Command::Park { req, batch } => {
-        if let Some((old, _)) = self.parked.replace((req, batch)) {
-          self.emit(Event::Batch {
-            req: old,
-            result: BatchResult::default(),
-          });
+        if let Some((old, pushed)) = self.take_parked() {
+          self.answer_pushed(old.req, pushed);
         }
+        let token = match self.store.publish(&batch, now) {
+          Ok(token) => token,
+          Err(e) => {
+            // Parked all the same: announced work still wakes it.
+            self.emit(Event::Background(e));
+            None
+          }
+        };
+        self.parked = Some(Parked { req, batch, token });
       }
       Command::Unpark { run } => {
         if run && self.parked.is_none() {
@@ -269,14 +275,11 @@ impl Service {
             self.emit(Event::Changed);
           }
         }
-        if let Some((req, batch)) = self.parked.take() {
-          if run {
-            self.run_batch(req, &batch);
+        if let Some((p, pushed)) = self.take_parked() {
+          if run && pushed.is_empty() {
+            self.run_batch(p.req, &p.batch);
           } else {
-            self.emit(Event::Batch {
-              req,
-              result: BatchResult::default(),
-            });
+            self.answer_pushed(p.req, pushed);
           }
         }
       }
@@ -351,9 +354,25 @@ impl Service {
         self.alive = false;
       }
       Command::Close { req } => {
-        if let Some((parked, _)) = self.parked.take() {
+        if let Some((p, pushed)) = self.take_parked() {
+          // Closing: what was pushed meanwhile goes back to the queue.
+          let back = Batch {
+            releases: pushed
+              .iter()
+              .map(|r| Release {
+                id: r.id,
+                attempt: r.attempt,
+              })
+              .collect(),
+            ..Batch::default()
+          };
+          if !back.releases.is_empty() {
+            if let Err(e) = self.store.batch(&back, now) {
+              self.emit(Event::Background(e));
+            }
+          }
           self.emit(Event::Batch {
-            req: parked,
+            req: p.req,
             result: BatchResult::default(),
           });
         }

@@ -1,0 +1,89 @@
+// An idle runner on PostgreSQL publishes its parked claim; a submission from elsewhere fills
+// it in the statement that stores it (the rows are stored running, for that runner) and tells
+// the runner alone: the work starts without a claim. Only a runner whose listener is
+// connected is handed anything.
+import assert from 'node:assert/strict';
+import { shutDownAfterEach, waitUntil, sleep, spawnHolder, ENTRY } from './helpers.mjs';
+import { pgTest, sql } from './durable/pg-proxy.mjs';
+import { schemas, heldAgent } from './durable/held.mjs';
+
+const create = shutDownAfterEach({ timeoutMs: 2000 });
+const fresh = schemas('push');
+
+const make = (url, config = {}) => create({ store: url, throttleIfExceeded: false, ...config });
+
+/** The stored rows of `schema` as `{ task, state, attempt, owner, pushed }`, by id. */
+const rows = (schema) =>
+  sql(
+    `SELECT coalesce(json_agg(json_build_object('task', task, 'state', state, 'attempt', attempt, 'owner', owner,
+       'pushed', attempted_at = created_at) ORDER BY id), '[]') FROM "${schema}".bmad_executions`,
+  );
+
+const parked = (schema) => sql(`SELECT coalesce(json_agg(owner ORDER BY owner), '[]') FROM "${schema}".bmad_parked`);
+
+pgTest('a submission to an idle runner is stored running for it and starts without a claim', async () => {
+  const { schema, url } = fresh();
+  const held = heldAgent();
+  const runner = make(url, { maxConcurrentAgents: 2 });
+  runner.registerAgent('held', held.fn);
+  await runner.initialize();
+  const submitter = make(url);
+  await submitter.initialize();
+  await waitUntil(() => parked(schema).length === 1, 'the runner parked');
+  const [owner] = parked(schema);
+
+  // Three in one statement for two free slots: two are handed over, the third is announced
+  // and claimed once a slot frees.
+  const ids = (await Promise.all(['a', 'b', 'c'].map((t) => submitter.fireAndForget('held', t)))).map((s) => s.executionId);
+  await waitUntil(() => held.running === 2, 'two running');
+  const stored = rows(schema);
+  for (const r of stored.slice(0, 2)) assert.deepEqual(r, { task: r.task, state: 1, attempt: 1, owner, pushed: true });
+  assert.deepEqual(stored[2], { task: 'c', state: 0, attempt: 0, owner: null, pushed: null });
+  held.release();
+  for (const id of ids) assert.equal((await submitter.waitFor(id)).status, 'completed');
+  assert.deepEqual([...held.calls.values()], [1, 1, 1], 'each ran once');
+  assert.equal(rows(schema)[2].attempt, 1);
+
+  // Shut down, the runner's parked claim is gone from the store.
+  await runner.shutdown();
+  assert.deepEqual(parked(schema), []);
+});
+
+pgTest('a runner killed with SIGKILL is handed nothing: the submission runs elsewhere on its first attempt', async (t) => {
+  const { schema, url } = fresh();
+  const runner = make(url, { maxConcurrentAgents: 2 });
+  runner.registerAgent('job', async (task) => `parent ${task}`);
+  await runner.initialize();
+  await waitUntil(() => parked(schema).length === 1, 'the runner parked');
+  // The child parks more slots than the parent: of the two, a submission would pick it.
+  const child = spawnHolder(`
+    import(${JSON.stringify(ENTRY)}).then(async ({ BackgroundExecutor }) => {
+      const bg = new BackgroundExecutor({ store: ${JSON.stringify(url)}, throttleIfExceeded: false, maxConcurrentAgents: 16 });
+      bg.registerAgent('job', async (task) => 'child ' + task);
+      await bg.initialize();
+      setInterval(() => {}, 1000);
+      console.log('ready');
+    });`);
+  t.after(child.kill);
+  await child.ready;
+  await waitUntil(() => parked(schema).length === 2, 'the child parked');
+  const [dead, listener] = sql(`SELECT json_build_array(owner, listener_pid) FROM "${schema}".bmad_parked WHERE slots = 16`);
+  child.kill();
+  await child.exited;
+  // The server has seen the connection go.
+  await waitUntil(() => sql(`SELECT count(*) FROM pg_stat_activity WHERE pid = ${listener}`) === 0, 'its listener gone');
+  assert.ok(parked(schema).includes(dead), 'its parked claim is still there');
+
+  const { executionId } = await runner.fireAndForget('job', 'late');
+  const final = await runner.waitFor(executionId);
+  assert.equal(final.status, 'completed', JSON.stringify(final));
+  assert.equal(final.result, 'parent late');
+  assert.equal(final.attempt, 1, 'never handed to the dead runner');
+  assert.equal(rows(schema)[0].pushed, true, 'handed to the live one');
+
+  // A rescue sweeps the dead runner's parked claim once it is older than a lease.
+  const sweeper = make(url, { leaseMs: 1000 });
+  await sleep(1000);
+  await sweeper.initialize();
+  await waitUntil(() => !parked(schema).includes(dead), 'the dead parked claim swept');
+});

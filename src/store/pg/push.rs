@@ -1,0 +1,226 @@
+//! Work handed to an idle worker by the submission itself ("pushes"), on PostgreSQL.
+//!
+//! A worker whose claim is parked (see `service::Command::Park`) publishes it as a row of
+//! `bmad_parked`: the agents it takes, how many executions, the lease they get, a token
+//! naming this parked claim, and its listener connection (server pid and the start of that
+//! process, which no other connection has). A submission of keyless executions due at once (the
+//! insert that commits alone) takes one such row whose listener is connected, inserts up to
+//! its `slots` executions already running for that worker (only of agents it takes, without
+//! a global limit, none of theirs waiting before them), writes their ids in the row, and
+//! notifies `p:<token>:<rows as JSON>` on that listener's own channel. The worker answers its parked claim with those rows:
+//! work starts without a claim's round trip.
+//!
+//! Every pushed execution reaches its worker once:
+//! - the notification finds the parked claim of its token and answers it;
+//! - or the worker took that claim back first (to run it, or to answer it with nothing) by
+//!   deleting its row (`take`), which waits for a submission holding the row and returns the
+//!   ids pushed: those rows are read and answer the claim, and a late notification of that
+//!   token is ignored;
+//! - or the worker is gone: its rows are leased like any claim's, and rescued.
+//!
+//! Rows pushed while the notification is on its way are not handed back as unknown claims
+//! (`release_unknown` leaves the ids of the current token's row alone).
+
+use super::ops::PgResult;
+use crate::store::ops::COLUMNS;
+use crate::store::Row;
+use serde_json::Value;
+
+/// Notification payloads of a push start so: `p:<token>:<json>`.
+pub const PREFIX: &str = "p:";
+
+/// The channel a push is told on, with the listener's server pid: its own (pids are unique
+/// on a server), so no other worker wakes for it.
+const CHANNEL: &str = "bmad.p.";
+
+pub fn channel(listener_pid: i32) -> String {
+  format!("{CHANNEL}{listener_pid}")
+}
+
+/// The statements of pushes for one schema (`s`: quoted), built once.
+pub struct PushSql {
+  /// Publishes a parked claim: `$1` owner, `$2` token, `$3` any agent, `$4` agents,
+  /// `$5` agents held (not taken), `$6` slots, `$7` lease ms, `$8` now, `$9` listener pid, `$10`
+  /// its start. It replaces the worker's earlier row, whose pushes were answered.
+  pub publish: String,
+  /// Deletes the parked claim `$2` of `$1`; returns the ids pushed to it, if any.
+  pub take: String,
+  /// The pushed executions `$1` still running for `$2`.
+  pub rows: String,
+  /// Deletes the rows of workers whose listener is gone (`$1`: this worker) parked before
+  /// `$2`, and those with pushes not taken yet (a listener reconnecting takes them) parked
+  /// before `$3`. Only a matter of space: a submission passes them by.
+  pub sweep: String,
+}
+
+/// Whether the parked row `p`'s listener is connected: its server process is the one that
+/// started then (a pid may be reused). The start of another role's session is shown to a
+/// member of that role or of `pg_read_all_stats`; to others, no worker is connected.
+const LISTENING: &str =
+  "(SELECT extract(epoch FROM a.backend_start)::float8 FROM pg_stat_get_activity(p.listener_pid) a) = p.listener_start";
+
+/// The listener's own server process and its start, as `LISTENING` compares them.
+pub const LISTENER: &str =
+  "SELECT pid, extract(epoch FROM backend_start)::float8 FROM pg_stat_get_activity(pg_backend_pid())";
+
+impl PushSql {
+  pub fn new(s: &str) -> PushSql {
+    PushSql {
+      publish: format!(
+        "INSERT INTO {s}.bmad_parked (owner, token, any_agent, agents, held, slots, lease_ms, parked_at, listener_pid, listener_start) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+         ON CONFLICT (owner) DO UPDATE SET token = excluded.token, any_agent = excluded.any_agent, agents = excluded.agents, \
+           held = excluded.held, slots = excluded.slots, lease_ms = excluded.lease_ms, parked_at = excluded.parked_at, \
+           listener_pid = excluded.listener_pid, listener_start = excluded.listener_start, pushed = NULL"
+      ),
+      take: format!("DELETE FROM {s}.bmad_parked WHERE owner = $1 AND token = $2 RETURNING pushed"),
+      rows: format!(
+        "SELECT {COLUMNS} FROM {s}.bmad_executions WHERE id = ANY($1) AND owner = $2 AND state = 1 ORDER BY priority DESC, id"
+      ),
+      sweep: format!(
+        "DELETE FROM {s}.bmad_parked p WHERE p.owner <> $1 AND p.parked_at < CASE WHEN p.pushed IS NULL THEN $2::float8 ELSE $3::float8 END \
+         AND NOT coalesce({LISTENING}, false)"
+      ),
+    }
+  }
+}
+
+/// The parts of the submission statement that push (see `batch::BatchSql`): after `input`
+/// (the submissions, with `new_id`, `ord`, `agent`, `priority`, `start_after`), `taker` is
+/// the parked claim taken, and `given` the ids it gets with its owner and lease (`$14`: now).
+pub fn taking(s: &str) -> String {
+  format!(
+    "taker AS MATERIALIZED ( \
+       SELECT p.owner, p.token, p.any_agent, p.agents, p.held, p.slots, p.lease_ms, p.listener_pid FROM {s}.bmad_parked p \
+       WHERE p.pushed IS NULL AND p.slots > 0 AND coalesce({LISTENING}, false) \
+       ORDER BY p.slots DESC LIMIT 1 FOR UPDATE SKIP LOCKED), \
+     given AS MATERIALIZED ( \
+       SELECT i.new_id, t.owner, t.lease_ms FROM input i CROSS JOIN taker t \
+       WHERE i.start_after <= $14 AND (t.any_agent OR i.agent = ANY(t.agents)) AND i.agent <> ALL(t.held) \
+         AND NOT EXISTS (SELECT 1 FROM {s}.bmad_limits l WHERE l.agent = i.agent) \
+         AND NOT EXISTS (SELECT 1 FROM {s}.bmad_executions e \
+                         WHERE e.state = 0 AND e.agent = i.agent AND (e.scheduled_at <= $14 OR e.scheduled_at <= e.created_at)) \
+       ORDER BY i.priority DESC, i.ord LIMIT (SELECT slots FROM taker))"
+  )
+}
+
+/// After `ins` (the insert, returning `COLUMNS`): the taken row notes its pushes, and the
+/// worker is told on its listener's channel (`channel`); `w` is sent for the rest, if any,
+/// on the schema's (`$18`). A payload over
+/// PostgreSQL's limit carries no rows: the worker reads them.
+pub fn telling(s: &str) -> String {
+  format!(
+    "took AS MATERIALIZED ( \
+       UPDATE {s}.bmad_parked p SET pushed = (SELECT array_agg(new_id) FROM given) \
+       FROM taker t WHERE p.owner = t.owner AND EXISTS (SELECT 1 FROM given) RETURNING t.token, t.listener_pid), \
+     rows AS (SELECT coalesce(json_agg(json_build_array({COLUMNS}) ORDER BY priority DESC, id)::text, '[]') AS j \
+              FROM ins WHERE state = 1), \
+     notified AS MATERIALIZED ( \
+       SELECT pg_notify($18, 'w') WHERE (SELECT count(*) FROM given) < (SELECT count(*) FROM input) \
+       UNION ALL \
+       SELECT pg_notify('{CHANNEL}' || t.listener_pid, '{PREFIX}' || t.token || ':' || CASE WHEN octet_length(r.j) <= 7800 THEN r.j ELSE '' END) \
+       FROM took t CROSS JOIN rows r)"
+  )
+}
+
+/// A push heard: its token, and its rows (`None`: too long to send, or unreadable; they are
+/// read from the store).
+pub fn parse(payload: &str) -> Option<(i64, Option<Vec<Row>>)> {
+  let rest = payload.strip_prefix(PREFIX)?;
+  let (token, json) = rest.split_once(':')?;
+  let token = token.parse::<i64>().ok()?;
+  let rows = serde_json::from_str::<Vec<Vec<Value>>>(json)
+    .ok()
+    .and_then(|rows| rows.iter().map(|r| row(r)).collect::<Option<Vec<Row>>>())
+    .filter(|rows| !rows.is_empty());
+  Some((token, rows))
+}
+
+/// One row of `COLUMNS` as `json_build_array` writes it.
+fn row(v: &[Value]) -> Option<Row> {
+  if v.len() != 21 {
+    return None;
+  }
+  let text = |i: usize| v[i].as_str().map(str::to_string);
+  let int = |i: usize| v[i].as_i64();
+  let small = |i: usize| int(i).and_then(|n| u32::try_from(n).ok());
+  Some(Row {
+    id: int(0)?,
+    agent: text(1)?,
+    task: text(2)?,
+    options: text(3),
+    level: text(4)?,
+    priority: int(5)?,
+    mode: small(6)?,
+    key: text(7),
+    status: small(8)?,
+    attempt: small(9)?,
+    max_attempts: small(10)?,
+    timeout_ms: float(&v[11])?,
+    progress: float(&v[12])?,
+    result: text(13),
+    error: text(14),
+    owner: text(15),
+    cancel_requested: v[16].as_bool()?,
+    created_at: float(&v[17])?,
+    scheduled_at: float(&v[18])?,
+    attempted_at: float(&v[19]),
+    finalized_at: float(&v[20]),
+  })
+}
+
+/// A float8 as JSON: a number, or the name of one JSON has none for.
+fn float(v: &Value) -> Option<f64> {
+  match v {
+    Value::Number(n) => n.as_f64(),
+    Value::String(s) => match s.as_str() {
+      "Infinity" => Some(f64::INFINITY),
+      "-Infinity" => Some(f64::NEG_INFINITY),
+      "NaN" => Some(f64::NAN),
+      _ => None,
+    },
+    _ => None,
+  }
+}
+
+/// What deleting a parked row found: the ids pushed to it.
+pub fn taken(rows: &[tokio_postgres::Row]) -> PgResult<Vec<i64>> {
+  Ok(match rows.first() {
+    Some(r) => r.try_get::<_, Option<Vec<i64>>>(0)?.unwrap_or_default(),
+    None => Vec::new(),
+  })
+}
+
+#[cfg(test)]
+mod tests {
+  use super::*;
+
+  #[test]
+  fn a_push_payload_reads_back_as_rows() {
+    let json = r#"[[7,"a","{}",null,"normal",5,1,null,1,1,3,"Infinity",0,null,null,"h:1:ff",false,1.5e12,1.5e12,1.5e12,null]]"#;
+    let (token, rows) = parse(&format!("p:42:{json}")).expect("a push");
+    assert_eq!(token, 42);
+    let rows = rows.expect("rows");
+    assert_eq!(rows.len(), 1);
+    let r = &rows[0];
+    assert_eq!(
+      (
+        r.id,
+        r.agent.as_str(),
+        r.priority,
+        r.status,
+        r.attempt,
+        r.max_attempts
+      ),
+      (7, "a", 5, 1, 1, 3)
+    );
+    assert_eq!(r.timeout_ms, f64::INFINITY);
+    assert_eq!(r.owner.as_deref(), Some("h:1:ff"));
+    assert_eq!((r.attempted_at, r.finalized_at), (Some(1.5e12), None));
+    // Too long to send, or not ours to read: the rows are read from the store.
+    assert_eq!(parse("p:42:"), Some((42, None)));
+    assert_eq!(parse("p:42:[[1,2]]"), Some((42, None)));
+    assert_eq!(parse("w"), None);
+    assert_eq!(parse("p:x:[]"), None);
+  }
+}
