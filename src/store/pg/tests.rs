@@ -1920,3 +1920,138 @@ fn a_fire_and_forget_handed_back_in_the_window_is_not_told_ended_and_its_end_com
   expect(&rx, HEARD, "closed", |e| matches!(e, Event::Closed { .. }));
   drop_schema(&url, "lazyback");
 }
+
+// ----- pushes to a parked claim ------------------------------------------------------------
+
+/// A connection standing for a worker's listener: it, and its server pid and start.
+fn listener(url: &str, schema: &str) -> (PgConnection, (i32, f64)) {
+  let c = PgConnection::open(target(url, schema)).expect("open");
+  let r = c
+    .wait("test", c.client().query_one(super::push::LISTENER, &[]))
+    .expect("read");
+  let me = (r.get(0), r.get(1));
+  (c, me)
+}
+
+#[test]
+fn a_submission_fills_a_published_claim_with_what_it_may_take_and_the_withdrawal_returns_it() {
+  let Some(url) = server() else { return };
+  let mut runner = store(&url, "push");
+  let mut producer = store(&url, "push");
+  let (conn, me) = listener(&url, "push");
+  producer.set_global_limit("l", Some(5)).expect("limit");
+  // Older work of "b" waits: a push never passes it.
+  let waiting = insert(&mut producer, vec![exec("b", 0)]);
+  let two = Batch {
+    claim: 2,
+    ..Default::default()
+  };
+  let token = runner
+    .publish(&two, T0, Some(me))
+    .expect("publish")
+    .expect("a token");
+  let ids = insert(
+    &mut producer,
+    vec![
+      exec("a", 0),
+      exec("b", 0),
+      exec("l", 0),
+      exec("a", 1),
+      exec("a", 0),
+    ],
+  );
+  let row = |s: &mut PgStore, id: i64| s.fetch(id).expect("fetch").expect("row");
+  // The best two of "a" (neither limited nor behind older work), stored running for the
+  // runner as a claim would leave them; the rest queued.
+  for id in [ids[3], ids[0]] {
+    let r = row(&mut producer, id);
+    assert_eq!(
+      (r.status, r.attempt, r.owner.as_deref()),
+      (STATUS_RUNNING, 1, Some(runner.me.owner.as_str()))
+    );
+    assert_eq!(
+      r.attempted_at,
+      Some(r.created_at),
+      "stored running, not claimed later"
+    );
+  }
+  for id in [waiting[0], ids[1], ids[2], ids[4]] {
+    assert_eq!(row(&mut producer, id).status, STATUS_QUEUED, "{id}");
+  }
+  // Their notice may be on its way: not handed back as attempts the runner does not know.
+  assert_eq!(
+    runner.release_unknown(&[], Some(token)).expect("release"),
+    Vec::<i64>::new()
+  );
+  let pushed: Vec<i64> = runner
+    .withdraw(token)
+    .expect("withdraw")
+    .iter()
+    .map(|r| r.id)
+    .collect();
+  assert_eq!(pushed, vec![ids[3], ids[0]], "best first");
+  assert!(
+    runner.withdraw(token).expect("again").is_empty(),
+    "withdrawn once"
+  );
+
+  // "a" has older work queued now: nothing of it is pushed; "c" is. A push whose claim was
+  // withdrawn without reading it (a failure) is handed back by the next look.
+  let token = runner
+    .publish(&two, T0, Some(me))
+    .expect("publish")
+    .expect("a token");
+  let more = insert(&mut producer, vec![exec("a", 0), exec("c", 0)]);
+  assert_eq!(row(&mut producer, more[0]).status, STATUS_QUEUED);
+  assert_eq!(row(&mut producer, more[1]).status, STATUS_RUNNING);
+  let known = [(ids[3], 1), (ids[0], 1)];
+  assert!(runner
+    .release_unknown(&known, Some(token))
+    .expect("release")
+    .is_empty());
+  assert_eq!(
+    runner.release_unknown(&known, None).expect("release"),
+    vec![more[1]]
+  );
+  assert_eq!(row(&mut producer, more[1]).status, STATUS_QUEUED);
+  assert!(
+    runner.withdraw(token).expect("withdraw").is_empty(),
+    "handed back: not the runner's"
+  );
+
+  // A worker whose listener is gone is handed nothing; its row is swept after a lease.
+  runner
+    .publish(&two, T0, Some(me))
+    .expect("publish")
+    .expect("a token");
+  drop(conn);
+  let mut admin = PgConnection::open(target(&url, "push")).expect("open");
+  let gone = format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {}", me.0);
+  let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+  while admin
+    .wait("test", admin.client().query_one(&gone, &[]))
+    .expect("read")
+    .get::<_, i64>(0)
+    > 0
+  {
+    assert!(
+      std::time::Instant::now() < until,
+      "the listener's server process is gone"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(10));
+  }
+  let late = insert(&mut producer, vec![exec("d", 0)]);
+  assert_eq!(row(&mut producer, late[0]).status, STATUS_QUEUED);
+  let parked = |c: &PgConnection| -> i64 {
+    let q = format!("SELECT count(*) FROM {}.bmad_parked", c.target.quoted_schema());
+    c.wait("test", c.client().query_one(&q, &[]))
+      .expect("read")
+      .get(0)
+  };
+  producer.rescue(T0 + LEASE / 2.0).expect("rescue");
+  assert_eq!(parked(&admin), 1, "younger than a lease: kept");
+  producer.rescue(T0 + LEASE + 1.0).expect("rescue");
+  assert_eq!(parked(&admin), 0, "swept");
+  sql(&mut admin, "SELECT 1");
+  drop_schema(&url, "push");
+}

@@ -217,18 +217,20 @@ impl Service {
   /// it meanwhile.
   fn take_parked(&mut self) -> Option<(Parked, Vec<super::Row>)> {
     let p = self.parked.take()?;
-    let pushed = match p.token {
-      None => Vec::new(),
-      Some(token) => match self.store.withdraw(token) {
-        Ok(rows) => rows,
-        Err(e) => {
-          // Left to the heartbeat's look for attempts this worker does not know of.
-          self.emit(Event::Background(e));
-          Vec::new()
-        }
-      },
-    };
+    let pushed = p.token.map(|token| self.withdraw(token)).unwrap_or_default();
     Some((p, pushed))
+  }
+
+  /// Withdraws the published parked claim `token`: what was pushed to it.
+  fn withdraw(&mut self, token: i64) -> Vec<super::Row> {
+    match self.store.withdraw(token) {
+      Ok(rows) => rows,
+      Err(e) => {
+        // Left to the heartbeat's look for attempts this worker does not know of.
+        self.emit(Event::Background(e));
+        Vec::new()
+      }
+    }
   }
 
   /// Answers the parked claim `req` with the executions pushed to it; how many.

@@ -245,6 +245,27 @@ impl Service {
     }
   }
 
+  /// Executions pushed to this worker that it will not run go back to the queue, uncounted.
+  fn hand_back(&mut self, pushed: &[crate::store::Row], now: f64) {
+    if pushed.is_empty() {
+      return;
+    }
+    let back = Batch {
+      releases: pushed
+        .iter()
+        .map(|r| Release {
+          id: r.id,
+          attempt: r.attempt,
+        })
+        .collect(),
+      ..Batch::default()
+    };
+    if let Err(e) = self.store.batch(&back, now) {
+      // Left to the heartbeat's look for attempts this worker does not know of.
+      self.emit(Event::Background(e));
+    }
+  }
+
   fn handle(&mut self, cmd: Command) {
     let now = now_ms();
     self.active_at = self.tick();
@@ -310,6 +331,14 @@ impl Service {
       },
       Command::Interest { any, agents } => {
         self.store.set_interest(Interest::new(any, &agents));
+        if self.store.interest().none {
+          // Shutting down: submissions stop filling the parked claim, and what they pushed
+          // to it goes back to the queue.
+          if let Some(token) = self.parked.as_mut().and_then(|p| p.token.take()) {
+            let pushed = self.withdraw(token);
+            self.hand_back(&pushed, now);
+          }
+        }
         self.work_may_wait();
       }
       Command::Watch { ids, check } => {
@@ -355,22 +384,7 @@ impl Service {
       }
       Command::Close { req } => {
         if let Some((p, pushed)) = self.take_parked() {
-          // Closing: what was pushed meanwhile goes back to the queue.
-          let back = Batch {
-            releases: pushed
-              .iter()
-              .map(|r| Release {
-                id: r.id,
-                attempt: r.attempt,
-              })
-              .collect(),
-            ..Batch::default()
-          };
-          if !back.releases.is_empty() {
-            if let Err(e) = self.store.batch(&back, now) {
-              self.emit(Event::Background(e));
-            }
-          }
+          self.hand_back(&pushed, now);
           self.emit(Event::Batch {
             req: p.req,
             result: BatchResult::default(),

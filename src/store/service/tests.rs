@@ -217,3 +217,55 @@ fn of_idle_executors_the_one_that_found_work_last_claims_first_the_others_after_
   }
   close(submitter, &from_submitter);
 }
+
+#[test]
+fn a_submission_is_handed_to_one_parked_claim_told_to_it_alone_and_read_when_too_long_to_tell() {
+  let Some(url) = server() else { return };
+  let runners: Vec<(Handle, Receiver<Event>)> = (0..2).map(|_| thread(&url, "pushed")).collect();
+  let (submitter, from_submitter) = thread(&url, "pushed");
+  for (i, (h, _)) in runners.iter().enumerate() {
+    park(h, 1 + i as u32, 2);
+  }
+  // Published by now; nothing is answered meanwhile.
+  quiet(&runners[0].1, 200);
+  quiet(&runners[1].1, 10);
+  // Over PostgreSQL's 8000 bytes as a notice: the runner reads the row.
+  let task = "x".repeat(9000);
+  submitter.send(Command::Batch {
+    req: 1,
+    batch: Batch {
+      inserts: vec![NewExecution {
+        task: task.clone(),
+        ..submission("a")
+      }],
+      ..Batch::default()
+    },
+  });
+  assert_eq!(answer(&from_submitter), (1, 0));
+  let until = std::time::Instant::now() + Duration::from_secs(10);
+  let (taker, rows) = 'found: loop {
+    assert!(std::time::Instant::now() < until, "no runner was answered");
+    for (i, (_, rx)) in runners.iter().enumerate() {
+      if let Ok(ev) = rx.recv_timeout(Duration::from_millis(5)) {
+        match ev {
+          Event::Batch { req, result } => {
+            assert_eq!(req, 1 + i as u32);
+            break 'found (i, result.claimed);
+          }
+          Event::Failed { req, error } => panic!("batch {req} failed: {error:?}"),
+          _ => {}
+        }
+      }
+    }
+  };
+  assert_eq!(rows.len(), 1);
+  assert_eq!(
+    (rows[0].task.len(), rows[0].status, rows[0].attempt),
+    (9000, 1, 1)
+  );
+  quiet(&runners[1 - taker].1, 300);
+  for (h, rx) in runners {
+    close(h, &rx);
+  }
+  close(submitter, &from_submitter);
+}
