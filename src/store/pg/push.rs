@@ -6,7 +6,8 @@
 //! process, which no other connection has). A submission of keyless executions due at once (the
 //! insert that commits alone) takes one such row whose listener is connected, inserts up to
 //! its `slots` executions already running for that worker (only of agents it takes, without
-//! a global limit, none of theirs waiting before them), writes their ids in the row, and
+//! a global limit, none of theirs due and waiting ahead among the first `LOOKED` of their
+//! queue), writes their ids in the row, and
 //! notifies `p:<token>:<rows as JSON>` on that listener's own channel. The worker answers its parked claim with those rows:
 //! work starts without a claim's round trip.
 //!
@@ -85,6 +86,10 @@ impl PushSql {
   }
 }
 
+/// How many of an agent's queued executions, in the claim's order, a push looks at for one
+/// due before it: a bound on the cost when many wait for a later time.
+const LOOKED: u32 = 64;
+
 /// The parts of the submission statement that push (see `batch::BatchSql`): after `input`
 /// (the submissions, with `new_id`, `ord`, `agent`, `priority`, `start_after`), `taker` is
 /// the parked claim taken, and `given` the ids it gets with its owner and lease (`$14`: now).
@@ -93,13 +98,15 @@ pub fn taking(s: &str) -> String {
     "taker AS MATERIALIZED ( \
        SELECT p.owner, p.token, p.any_agent, p.agents, p.held, p.slots, p.lease_ms, p.listener_pid FROM {s}.bmad_parked p \
        WHERE p.pushed IS NULL AND p.slots > 0 AND coalesce({LISTENING}, false) \
+         AND EXISTS (SELECT 1 FROM input i WHERE (p.any_agent OR i.agent = ANY(p.agents)) AND i.agent <> ALL(p.held)) \
        ORDER BY p.slots DESC LIMIT 1 FOR UPDATE SKIP LOCKED), \
      given AS MATERIALIZED ( \
        SELECT i.new_id, t.owner, t.lease_ms FROM input i CROSS JOIN taker t \
        WHERE i.start_after <= $14 AND (t.any_agent OR i.agent = ANY(t.agents)) AND i.agent <> ALL(t.held) \
          AND NOT EXISTS (SELECT 1 FROM {s}.bmad_limits l WHERE l.agent = i.agent) \
-         AND NOT EXISTS (SELECT 1 FROM {s}.bmad_executions e \
-                         WHERE e.state = 0 AND e.agent = i.agent AND (e.scheduled_at <= $14 OR e.scheduled_at <= e.created_at)) \
+         AND NOT EXISTS (SELECT 1 FROM (SELECT e.scheduled_at, e.created_at FROM {s}.bmad_executions e \
+                                        WHERE e.state = 0 AND e.agent = i.agent ORDER BY e.priority DESC, e.id LIMIT {LOOKED}) w \
+                         WHERE w.scheduled_at <= $14 OR w.scheduled_at <= w.created_at) \
        ORDER BY i.priority DESC, i.ord LIMIT (SELECT slots FROM taker))"
   )
 }

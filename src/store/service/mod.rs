@@ -204,8 +204,7 @@ impl Service {
       return None;
     }
     match self.take_parked() {
-      Some((p, pushed)) if pushed.is_empty() => Some(self.run_batch(p.req, &p.batch)),
-      Some((p, pushed)) => Some(self.answer_pushed(p.req, pushed)),
+      Some((p, pushed)) => Some(self.run_parked(p, pushed)),
       None => {
         self.emit(Event::Changed);
         None
@@ -231,6 +230,20 @@ impl Service {
         Vec::new()
       }
     }
+  }
+
+  /// Runs the parked claim `p` taken back with `pushed`: those answer it when there are
+  /// any (and JS hears of work if they fill it only in part: what woke it may be more),
+  /// else it claims. How many executions it got.
+  fn run_parked(&mut self, p: Parked, pushed: Vec<super::Row>) -> usize {
+    if pushed.is_empty() {
+      return self.run_batch(p.req, &p.batch);
+    }
+    let n = self.answer_pushed(p.req, pushed);
+    if n < p.batch.claim as usize {
+      self.emit(Event::Changed);
+    }
+    n
   }
 
   /// Answers the parked claim `req` with the executions pushed to it; how many.

@@ -38,7 +38,7 @@ impl Service {
 
   /// Attempts this worker holds in the store but does not know of go back to the queue:
   /// claims whose answer was lost.
-  fn release_unknown(&mut self) {
+  pub(super) fn release_unknown(&mut self) {
     let running: Vec<(i64, u32)> = self.running.iter().map(|(&id, &a)| (id, a)).collect();
     let parked = self.parked.as_ref().and_then(|p| p.token);
     match self.store.release_unknown(&running, parked) {

@@ -113,7 +113,10 @@ pub(super) fn run(
     if let Some(r) = &s.reader {
       r.close();
     }
-    refuse_all(&rx, &s.sink, &error);
+    // Its listener stops with it: no submission hands work to this thread any more.
+    let sink = s.sink.clone();
+    drop(s);
+    refuse_all(&rx, &sink, &error);
   }
 }
 
@@ -297,10 +300,15 @@ impl Service {
           }
         }
         if let Some((p, pushed)) = self.take_parked() {
-          if run && pushed.is_empty() {
-            self.run_batch(p.req, &p.batch);
+          if run {
+            self.run_parked(p, pushed);
           } else {
-            self.answer_pushed(p.req, pushed);
+            // Taken back as JS cannot take more now: what was pushed goes back to the queue.
+            self.hand_back(&pushed, now);
+            self.emit(Event::Batch {
+              req: p.req,
+              result: BatchResult::default(),
+            });
           }
         }
       }
@@ -379,6 +387,8 @@ impl Service {
         }
       }
       Command::Dropped => {
+        // What was pushed to this worker and never heard of goes back first.
+        self.release_unknown();
         let _ = self.store.leave();
         self.alive = false;
       }
@@ -390,6 +400,8 @@ impl Service {
             result: BatchResult::default(),
           });
         }
+        // As must what was pushed to a claim withdrawn without reading it (a failure).
+        self.release_unknown();
         // Reads made beside the thread are answered before the close.
         if let Some(r) = &self.reader {
           r.close();
