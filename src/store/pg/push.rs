@@ -93,6 +93,8 @@ const LOOKED: u32 = 64;
 /// The parts of the submission statement that push (see `batch::BatchSql`): after `input`
 /// (the submissions, with `new_id`, `ord`, `agent`, `priority`, `start_after`), `taker` is
 /// the parked claim taken, and `given` the ids it gets with its owner and lease (`$14`: now).
+/// Only the best `slots` submissions the worker takes are candidates, so a large batch costs
+/// at most that many looks at limits and queues; one that fails is not replaced.
 pub fn taking(s: &str) -> String {
   format!(
     "taker AS MATERIALIZED ( \
@@ -101,20 +103,21 @@ pub fn taking(s: &str) -> String {
          AND EXISTS (SELECT 1 FROM input i WHERE (p.any_agent OR i.agent = ANY(p.agents)) AND i.agent <> ALL(p.held)) \
        ORDER BY p.slots DESC LIMIT 1 FOR UPDATE SKIP LOCKED), \
      given AS MATERIALIZED ( \
-       SELECT i.new_id, t.owner, t.lease_ms FROM input i CROSS JOIN taker t \
-       WHERE i.start_after <= $14 AND (t.any_agent OR i.agent = ANY(t.agents)) AND i.agent <> ALL(t.held) \
-         AND NOT EXISTS (SELECT 1 FROM {s}.bmad_limits l WHERE l.agent = i.agent) \
+       SELECT c.new_id, c.owner, c.lease_ms FROM ( \
+         SELECT i.new_id, i.agent, t.owner, t.lease_ms FROM input i CROSS JOIN taker t \
+         WHERE i.start_after <= $14 AND (t.any_agent OR i.agent = ANY(t.agents)) AND i.agent <> ALL(t.held) \
+         ORDER BY i.priority DESC, i.ord LIMIT (SELECT slots FROM taker)) c \
+       WHERE NOT EXISTS (SELECT 1 FROM {s}.bmad_limits l WHERE l.agent = c.agent) \
          AND NOT EXISTS (SELECT 1 FROM (SELECT e.scheduled_at, e.created_at FROM {s}.bmad_executions e \
-                                        WHERE e.state = 0 AND e.agent = i.agent ORDER BY e.priority DESC, e.id LIMIT {LOOKED}) w \
-                         WHERE w.scheduled_at <= $14 OR w.scheduled_at <= w.created_at) \
-       ORDER BY i.priority DESC, i.ord LIMIT (SELECT slots FROM taker))"
+                                        WHERE e.state = 0 AND e.agent = c.agent ORDER BY e.priority DESC, e.id LIMIT {LOOKED}) w \
+                         WHERE w.scheduled_at <= $14 OR w.scheduled_at <= w.created_at))"
   )
 }
 
 /// After `ins` (the insert, returning `COLUMNS`): the taken row notes its pushes, and the
 /// worker is told on its listener's channel (`channel`); `w` is sent for the rest, if any,
-/// on the schema's (`$18`). A payload over
-/// PostgreSQL's limit carries no rows: the worker reads them.
+/// on the schema's (`$18`). A payload over PostgreSQL's limit carries no rows: the worker
+/// reads them.
 pub fn telling(s: &str) -> String {
   format!(
     "took AS MATERIALIZED ( \

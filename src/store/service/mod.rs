@@ -160,6 +160,9 @@ struct Service {
   leading: bool,
   /// When a follower looks at announced work.
   follow_at: Option<f64>,
+  /// When the parked claim is published for submissions to fill (`PUBLISH_MS` after it was
+  /// parked).
+  publish_at: Option<f64>,
   alive: bool,
 }
 
@@ -173,6 +176,11 @@ struct Parked {
 
 /// See `Options::follow_ms`.
 pub const FOLLOW_MS: f64 = 0.6;
+
+/// How long a claim stays parked before it is published (see `pg::push`): a busy worker's
+/// parked claims are run within this by announced work or its own attempt ends, and cost no
+/// publication and withdrawal; an idle worker's are published.
+const PUBLISH_MS: f64 = 1.0;
 
 /// See `Service::recheck`.
 const RECHECK_MS: f64 = 0.2;
@@ -216,8 +224,39 @@ impl Service {
   /// it meanwhile.
   fn take_parked(&mut self) -> Option<(Parked, Vec<super::Row>)> {
     let p = self.parked.take()?;
+    self.publish_at = None;
     let pushed = p.token.map(|token| self.withdraw(token)).unwrap_or_default();
     Some((p, pushed))
+  }
+
+  /// Parks `batch` for JS's request `req`, to publish `PUBLISH_MS` from now.
+  fn park(&mut self, req: u32, batch: super::Batch) {
+    self.parked = Some(Parked {
+      req,
+      batch,
+      token: None,
+    });
+    self.publish_at = Some(self.tick() + PUBLISH_MS);
+  }
+
+  /// Publishes the parked claim for submissions to fill.
+  fn publish(&mut self) {
+    self.publish_at = None;
+    let Some(p) = self.parked.as_ref() else {
+      return;
+    };
+    if p.token.is_some() {
+      return;
+    }
+    match self.store.publish(&p.batch, crate::system::probes::now_ms()) {
+      Ok(token) => {
+        if let Some(p) = self.parked.as_mut() {
+          p.token = token;
+        }
+      }
+      // Parked all the same: announced work still wakes it.
+      Err(e) => self.emit(Event::Background(e)),
+    }
   }
 
   /// Withdraws the published parked claim `token`: what was pushed to it.

@@ -22,6 +22,9 @@ impl Service {
     if let Some(f) = self.follow_at {
       d = d.min(f);
     }
+    if let Some(p) = self.publish_at {
+      d = d.min(p);
+    }
     if let Some(l) = self.lazy_at {
       d = d.min(l);
     }
@@ -97,6 +100,9 @@ impl Service {
     }
     if self.follow_at.is_some_and(|f| t >= f) {
       self.follow();
+    }
+    if self.publish_at.is_some_and(|p| t >= p) {
+      self.publish();
     }
     if self.lazy_at.is_some_and(|l| t >= l) {
       self.read_lazy();

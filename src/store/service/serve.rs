@@ -7,7 +7,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{send_event, Command, Event, Options, Parked, Service, SharedSink, FULL_CHECK_MS};
+use super::{send_event, Command, Event, Options, Service, SharedSink, FULL_CHECK_MS};
 use crate::protocol::{MODE_FIRE, MODE_WATCHED};
 use crate::store::backend::Backend;
 use crate::store::ops::Interest;
@@ -94,6 +94,7 @@ pub(super) fn run(
     parked: None,
     leading: true,
     follow_at: None,
+    publish_at: None,
     alive: true,
   };
   // A panic (a bug, or a row of a schema changed by hand that a driver cannot read) must
@@ -280,15 +281,7 @@ impl Service {
         if let Some((old, pushed)) = self.take_parked() {
           self.answer_pushed(old.req, pushed);
         }
-        let token = match self.store.publish(&batch, now) {
-          Ok(token) => token,
-          Err(e) => {
-            // Parked all the same: announced work still wakes it.
-            self.emit(Event::Background(e));
-            None
-          }
-        };
-        self.parked = Some(Parked { req, batch, token });
+        self.park(req, batch);
       }
       Command::Unpark { run } => {
         if run && self.parked.is_none() {
