@@ -177,9 +177,10 @@ struct Parked {
 /// See `Options::follow_ms`.
 pub const FOLLOW_MS: f64 = 0.6;
 
-/// How long a claim stays parked before it is published (see `pg::push`): a busy worker's
-/// parked claims are run within this by announced work or its own attempt ends, and cost no
-/// publication and withdrawal; an idle worker's are published.
+/// How long a claim stays parked before it is published (see `pg::push`) while the worker
+/// runs something: a busy worker's parked claims are run within this by announced work or
+/// its own attempt ends, and cost no publication and withdrawal. One running nothing
+/// publishes at once.
 const PUBLISH_MS: f64 = 1.0;
 
 /// See `Service::recheck`.
@@ -229,14 +230,16 @@ impl Service {
     Some((p, pushed))
   }
 
-  /// Parks `batch` for JS's request `req`, to publish `PUBLISH_MS` from now.
+  /// Parks `batch` for JS's request `req`, to publish soon (see `PUBLISH_MS`).
   fn park(&mut self, req: u32, batch: super::Batch) {
     self.parked = Some(Parked {
       req,
       batch,
       token: None,
     });
-    self.publish_at = Some(self.tick() + PUBLISH_MS);
+    // A worker running nothing is idle: published at once.
+    let after = if self.running.is_empty() { 0.0 } else { PUBLISH_MS };
+    self.publish_at = Some(self.tick() + after);
   }
 
   /// Publishes the parked claim for submissions to fill.
