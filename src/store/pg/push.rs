@@ -100,7 +100,8 @@ pub fn taking(s: &str) -> String {
     "taker AS MATERIALIZED ( \
        SELECT p.owner, p.token, p.any_agent, p.agents, p.held, p.slots, p.lease_ms, p.listener_pid FROM {s}.bmad_parked p \
        WHERE p.pushed IS NULL AND p.slots > 0 AND coalesce({LISTENING}, false) \
-         AND EXISTS (SELECT 1 FROM input i WHERE (p.any_agent OR i.agent = ANY(p.agents)) AND i.agent <> ALL(p.held)) \
+         AND EXISTS (SELECT 1 FROM input i WHERE i.start_after <= $14 AND (p.any_agent OR i.agent = ANY(p.agents)) \
+                     AND i.agent <> ALL(p.held)) \
        ORDER BY p.slots DESC LIMIT 1 FOR UPDATE SKIP LOCKED), \
      given AS MATERIALIZED ( \
        SELECT c.new_id, c.owner, c.lease_ms FROM ( \

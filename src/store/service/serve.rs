@@ -296,12 +296,17 @@ impl Service {
           if run {
             self.run_parked(p, pushed);
           } else {
-            // Taken back as JS cannot take more now: what was pushed goes back to the queue.
+            // Taken back as JS cannot take more now: what was pushed goes back to the queue,
+            // and JS hears of it (its own notice of work is not heard here) to claim what it
+            // can take.
             self.hand_back(&pushed, now);
             self.emit(Event::Batch {
               req: p.req,
               result: BatchResult::default(),
             });
+            if !pushed.is_empty() && !self.store.interest().none {
+              self.emit(Event::Changed);
+            }
           }
         }
       }
@@ -380,7 +385,10 @@ impl Service {
         }
       }
       Command::Dropped => {
-        // What was pushed to this worker and never heard of goes back first.
+        // What was pushed to this worker goes back first, heard of or not.
+        if let Some((_, pushed)) = self.take_parked() {
+          self.hand_back(&pushed, now);
+        }
         self.release_unknown();
         let _ = self.store.leave();
         self.alive = false;
