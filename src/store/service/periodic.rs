@@ -201,15 +201,41 @@ impl Service {
   }
 
   /// A full look at every watched id (their ends may have gone unheard, or been deleted by
-  /// retention before they were seen).
+  /// retention before they were seen). Lazy ids are looked up without their rows: those no
+  /// longer queued or running join the lazy ends, of which only the latest `ENDED_KEPT`
+  /// rows are read.
   pub(super) fn check_ended(&mut self) {
     if self.watched.is_empty() {
       return;
     }
     self.next_full_check = self.tick() + FULL_CHECK_MS;
-    let ids: Vec<i64> = self.watched.iter().copied().collect();
-    let found = self.store.ended_among(&ids);
-    self.report_ended(found);
+    let (mut lazy, eager): (Vec<i64>, Vec<i64>) = self
+      .watched
+      .iter()
+      .copied()
+      .partition(|id| self.lazy.contains(id));
+    if !lazy.is_empty() {
+      match self.store.open_among(&lazy) {
+        Ok(open) => {
+          let open: HashSet<i64> = open.into_iter().collect();
+          lazy.retain(|id| !open.contains(id));
+          lazy.sort_unstable();
+          for id in &lazy {
+            self.watched.remove(id);
+            self.lazy.remove(id);
+          }
+          self.lazy_ended.extend(lazy);
+          if !self.lazy_ended.is_empty() && self.lazy_at.is_none() {
+            self.lazy_at = Some(self.tick() + LAZY_MS);
+          }
+        }
+        Err(e) => self.emit(Event::Background(e)),
+      }
+    }
+    if !eager.is_empty() {
+      let found = self.store.ended_among(&eager);
+      self.report_ended(found);
+    }
   }
 
   fn report_ended(&mut self, found: StoreResult<(Vec<Row>, Vec<i64>)>) {
@@ -238,7 +264,7 @@ impl Service {
 
   /// The lazy ids heard ended in the last `LAZY_MS`: the rows of the latest `ENDED_KEPT`
   /// are read and reported, the others told unread. On a failed read they are watched
-  /// again (the full look finds them).
+  /// again, lazily (the full look finds them).
   pub(super) fn read_lazy(&mut self) {
     self.lazy_at = None;
     let mut unread = std::mem::take(&mut self.lazy_ended);
@@ -259,8 +285,8 @@ impl Service {
         }
       }
       Err(e) => {
-        self.watched.extend(read);
-        self.watched.extend(unread);
+        self.watch_lazily(read);
+        self.watch_lazily(unread);
         self.emit(Event::Background(e));
       }
     }

@@ -277,3 +277,58 @@ fn a_submission_is_handed_to_one_parked_claim_told_to_it_alone_and_read_when_too
   }
   close(submitter, &from_submitter);
 }
+
+#[test]
+fn the_full_look_reads_only_the_latest_kept_rows_of_fire_and_forget_ends_it_never_heard() {
+  let Some(url) = server() else { return };
+  let (submitter, rx) = thread(&url, "lazy_full");
+  let n = crate::protocol::ENDED_KEPT as usize + 5;
+  submitter.send(Command::Batch {
+    req: 1,
+    batch: Batch {
+      inserts: (0..n)
+        .map(|_| NewExecution {
+          mode: crate::protocol::MODE_FIRE,
+          ..submission("a")
+        })
+        .collect(),
+      ..Batch::default()
+    },
+  });
+  assert_eq!(answer(&rx), (1, 0));
+  // Ended behind the store's back: no notice, so only the full look (every 5 s) finds them.
+  let admin = crate::store::pg::PgConnection::open(target(&url, "lazy_full")).expect("open");
+  let s = admin.target.quoted_schema();
+  admin
+    .wait(
+      "test",
+      admin.client().batch_execute(&format!(
+        "UPDATE {s}.bmad_executions SET state = 2, finalized_at = extract(epoch FROM now()) * 1000"
+      )),
+    )
+    .expect("end them");
+  let (mut rows, mut unread) = (0, 0);
+  let until = std::time::Instant::now() + Duration::from_secs(15);
+  while rows + unread < n {
+    let left = until.saturating_duration_since(std::time::Instant::now());
+    match rx.recv_timeout(left).expect("their ends") {
+      Event::Ended {
+        rows: r,
+        gone,
+        unread: u,
+      } => {
+        assert!(gone.is_empty());
+        rows += r.len();
+        unread += u.len();
+      }
+      Event::Batch { req, .. } => panic!("batch {req} answered"),
+      _ => {}
+    }
+  }
+  assert_eq!(
+    (rows, unread),
+    (n - 5, 5),
+    "the rows of the latest kept are read, the others told unread"
+  );
+  close(submitter, &rx);
+}
