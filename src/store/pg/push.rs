@@ -1,22 +1,24 @@
 //! Work handed to an idle worker by the submission itself ("pushes"), on PostgreSQL.
 //!
 //! A worker whose claim is parked (see `service::Command::Park`) publishes it as a row of
-//! `bmad_parked`: the agents it takes, how many executions, the lease they get, a token
-//! naming this parked claim, and its listener connection (server pid and the start of that
-//! process, which no other connection has). A submission of keyless executions due at once (the
-//! insert that commits alone) takes one such row whose listener is connected, inserts up to
-//! its `slots` executions already running for that worker (only of agents it takes, without
-//! a global limit, none of theirs due and waiting ahead among the first `LOOKED` of their
-//! queue), writes their ids in the row, and
-//! notifies `p:<token>:<rows as JSON>` on that listener's own channel. The worker answers its parked claim with those rows:
-//! work starts without a claim's round trip.
+//! `bmad_parked` (at once when it runs nothing, else after a millisecond): the agents it
+//! takes, how many executions, the lease they get, a token naming this parked claim, and its
+//! listener connection (server pid and the start of that process, which no other connection
+//! has). A submission of keyless executions (the insert that commits alone) takes one such
+//! row whose listener is connected and that takes some of them, and stores up to its
+//! `slots` of the best of them already running for that worker: due now, of agents it takes,
+//! without a global limit, and none of their agent due and waiting ahead among the first
+//! `LOOKED` of its queue (a candidate refused is stored queued, not replaced). It writes
+//! their ids in the row and notifies `p:<token>:<rows as JSON>` on that listener's own
+//! channel. The worker answers its parked claim with those rows: work starts without a
+//! claim's round trip.
 //!
 //! Every pushed execution reaches its worker once:
 //! - the notification finds the parked claim of its token and answers it;
-//! - or the worker took that claim back first (to run it, or to answer it with nothing) by
-//!   deleting its row (`take`), which waits for a submission holding the row and returns the
-//!   ids pushed: those rows are read and answer the claim, and a late notification of that
-//!   token is ignored;
+//! - or the worker took that claim back first by deleting its row (`take`), which waits for
+//!   a submission holding the row and returns the ids pushed: those rows are read and answer
+//!   the claim (or go back to the queue when JS took the claim back, or at shutdown), and a
+//!   late notification of that token is ignored;
 //! - or the worker is gone: its rows are leased like any claim's, and rescued.
 //!
 //! Rows pushed while the notification is on its way are not handed back as unknown claims
@@ -40,8 +42,8 @@ pub fn channel(listener_pid: i32) -> String {
 
 /// The statements of pushes for one schema (`s`: quoted), built once.
 pub struct PushSql {
-  /// Publishes a parked claim: `$1` owner, `$2` token, `$3` any agent, `$4` agents,
-  /// `$5` agents held (not taken), `$6` slots, `$7` lease ms, `$8` now, `$9` listener pid, `$10`
+  /// Publishes a parked claim: `$1` owner, `$2` token, `$3` any agent, `$4` agents, `$5`
+  /// agents held (not taken), `$6` slots, `$7` lease ms, `$8` now, `$9` listener pid, `$10`
   /// its start. It replaces the worker's earlier row, whose pushes were answered.
   pub publish: String,
   /// Deletes the parked claim `$2` of `$1`; returns the ids pushed to it, if any.
