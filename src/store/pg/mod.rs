@@ -113,7 +113,7 @@ ALTER TABLE {s}.bmad_executions DROP COLUMN token;
 ",
   r"
 -- The parked claims of idle workers, which a submission may fill at once (see pg/push.rs):
--- what each takes, and its listener connection, whose server process proves it connected.
+-- what each takes, and the advisory lock its listener connection holds while connected.
 -- `pushed`: the executions a submission gave it, until its next parked claim.
 CREATE TABLE {s}.bmad_parked (
   owner text PRIMARY KEY,
@@ -124,8 +124,7 @@ CREATE TABLE {s}.bmad_parked (
   slots integer NOT NULL,
   lease_ms double precision NOT NULL,
   parked_at double precision NOT NULL,
-  listener_pid integer NOT NULL,
-  listener_start double precision NOT NULL,
+  listener bigint NOT NULL,
   pushed bigint[]
 );
 ",

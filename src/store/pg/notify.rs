@@ -89,9 +89,8 @@ pub fn parse(payload: &str, c: &mut Changes) {
   }
 }
 
-/// The listener's connection while it listens: its server process and that process's
-/// start (`pg::push` tells a worker connected from these).
-pub type Listening = Arc<Mutex<Option<(i32, f64)>>>;
+/// The listener's key while it listens (`pg::push` tells a worker connected by its lock).
+pub type Listening = Arc<Mutex<Option<i64>>>;
 
 /// Listens on the store's channel from a task on `rt`: every payload goes to `notes`, and a
 /// `Wake` to the store's thread, except those sent from the server process `own` (this
@@ -109,7 +108,7 @@ pub fn listen(
   let target = target.clone();
   let listen = format!("LISTEN {}", quote_ident(&channel(&target.schema)));
   rt.spawn(async move {
-    let set_listening = |v: Option<(i32, f64)>| match listening.lock() {
+    let set_listening = |v: Option<i64>| match listening.lock() {
       Ok(mut l) => *l = v,
       Err(poisoned) => *poisoned.into_inner() = v,
     };
@@ -117,20 +116,17 @@ pub fn listen(
     loop {
       let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
       if let Ok(client) = open_client(&target, Some(tx)).await {
+        // A key of its own, its lock held while this session lasts, and its channel for
+        // pushes.
+        let key = push::listener_key();
         let me = match client.batch_execute(&listen).await {
-          Ok(()) => client
-            .query_opt(push::LISTENER, &[])
-            .await
-            .ok()
-            .flatten()
-            .and_then(|r| Some((r.try_get::<_, i32>(0).ok()?, r.try_get::<_, f64>(1).ok()?))),
+          Ok(()) => client.execute(push::LISTENER, &[&key]).await.ok(),
           Err(_) => None,
         };
-        // Pushes come on a channel of this connection's own.
         let me = match me {
-          Some(me) => {
-            let own = format!("LISTEN {}", quote_ident(&push::channel(me.0)));
-            client.batch_execute(&own).await.ok().map(|_| me)
+          Some(_) => {
+            let own = format!("LISTEN {}", quote_ident(&push::channel(key)));
+            client.batch_execute(&own).await.ok().map(|_| key)
           }
           None => None,
         };

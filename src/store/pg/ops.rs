@@ -163,7 +163,7 @@ impl PgStore {
       schema_key: format!("bmad/{s}/"),
       batch_sql: BatchSql::new(&s, &sequence),
       push_sql: PushSql::new(&s),
-      next_token: first_token(),
+      next_token: push::first_token(),
       conn,
       s,
       channel,
@@ -870,15 +870,10 @@ impl PgStore {
   }
 
   /// Publishes a parked claim (`batch`: its claim) for submissions to fill, while the
-  /// listener `listening` (its server pid and that process's start) is connected; its
-  /// token, or `None` (no listener, or no agent of interest).
-  pub fn publish(
-    &mut self,
-    batch: &Batch,
-    now: f64,
-    listening: Option<(i32, f64)>,
-  ) -> StoreResult<Option<i64>> {
-    let Some((pid, started)) = listening else {
+  /// listener `listening` (its key) is connected; its token, or `None` (no listener, or no
+  /// agent of interest).
+  pub fn publish(&mut self, batch: &Batch, now: f64, listening: Option<i64>) -> StoreResult<Option<i64>> {
+    let Some(listener) = listening else {
       return Ok(None);
     };
     if self.interest.none || batch.claim == 0 {
@@ -903,8 +898,7 @@ impl PgStore {
           &slots,
           &self.lease_ms,
           &now,
-          &pid,
-          &started,
+          &listener,
         ],
       ),
     )?;
@@ -1036,13 +1030,4 @@ async fn end<T>(client: &Db<'_>, r: PgResult<T>) -> PgResult<T> {
 pub(super) fn next_due_sql(s: &str, any: bool) -> String {
   let agents = if any { "" } else { " AND agent = ANY($2)" };
   format!("SELECT min(scheduled_at) FROM {s}.bmad_executions WHERE state = 0 AND scheduled_at > created_at AND scheduled_at > $1{agents}")
-}
-
-/// A random start for this worker's tokens (see `PgStore::next_token`), positive and far
-/// from overflowing.
-fn first_token() -> i64 {
-  use std::hash::{BuildHasher, Hasher};
-  let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-  h.write_u32(std::process::id());
-  ((h.finish() >> 2) & !0xffff_ffff) as i64 | 1
 }

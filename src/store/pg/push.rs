@@ -2,9 +2,8 @@
 //!
 //! A worker whose claim is parked (see `service::Command::Park`) publishes it as a row of
 //! `bmad_parked` (at once when it runs nothing, else after a millisecond): the agents it
-//! takes, how many executions, the lease they get, a token naming this parked claim, and its
-//! listener connection (server pid and the start of that process, which no other connection
-//! has). A submission of keyless executions (the insert that commits alone) takes one such
+//! takes, how many executions, the lease they get, a token naming this parked claim, and the
+//! key of the advisory lock its listener connection holds while connected. A submission of keyless executions (the insert that commits alone) takes one such
 //! row whose listener is connected and that takes some of them, and stores up to its
 //! `slots` of the best of them already running for that worker: due now, of agents it takes,
 //! without a global limit, and none of their agent due and waiting ahead among the first
@@ -32,19 +31,42 @@ use serde_json::Value;
 /// Notification payloads of a push start so: `p:<token>:<json>`.
 pub const PREFIX: &str = "p:";
 
-/// The channel a push is told on, with the listener's server pid: its own (pids are unique
-/// on a server), so no other worker wakes for it.
+/// The channel a push is told on, with the listener's key: its own, so no other worker wakes
+/// for it.
 const CHANNEL: &str = "bmad.p.";
 
-pub fn channel(listener_pid: i32) -> String {
-  format!("{CHANNEL}{listener_pid}")
+pub fn channel(listener: i64) -> String {
+  format!("{CHANNEL}{listener}")
+}
+
+/// A listener connection's key: random, so a listener connecting again, and every other
+/// one, holds another.
+pub fn listener_key() -> i64 {
+  random() as i64
+}
+
+/// A random start for a worker's tokens (`PgStore::next_token`): unique across workers, as a
+/// push names its claim by token alone; positive, and far from overflowing.
+pub fn first_token() -> i64 {
+  ((random() >> 2) & !0xffff_ffff) as i64 | 1
+}
+
+fn random() -> u64 {
+  use std::hash::{BuildHasher, Hasher};
+  let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+  h.write_u128(
+    std::time::SystemTime::now()
+      .duration_since(std::time::UNIX_EPOCH)
+      .map_or(0, |d| d.as_nanos()),
+  );
+  h.finish()
 }
 
 /// The statements of pushes for one schema (`s`: quoted), built once.
 pub struct PushSql {
   /// Publishes a parked claim: `$1` owner, `$2` token, `$3` any agent, `$4` agents, `$5`
-  /// agents held (not taken), `$6` slots, `$7` lease ms, `$8` now, `$9` listener pid, `$10`
-  /// its start. It replaces the worker's earlier row, whose pushes were answered.
+  /// agents held (not taken), `$6` slots, `$7` lease ms, `$8` now, `$9` the listener's key.
+  /// It replaces the worker's earlier row, whose pushes were answered.
   pub publish: String,
   /// Deletes the parked claim `$2` of `$1`; returns the ids pushed to it, if any.
   pub take: String,
@@ -56,25 +78,24 @@ pub struct PushSql {
   pub sweep: String,
 }
 
-/// Whether the parked row `p`'s listener is connected: its server process is the one that
-/// started then (a pid may be reused). The start of another role's session is shown to a
-/// member of that role or of `pg_read_all_stats`; to others, no worker is connected.
-const LISTENING: &str =
-  "(SELECT extract(epoch FROM a.backend_start)::float8 FROM pg_stat_get_activity(p.listener_pid) a) = p.listener_start";
+/// Whether the parked row `p`'s listener is connected: it holds the advisory lock of its
+/// key (`p.listener`, drawn at random per connection), so a shared try fails. A try that
+/// succeeds holds it shared until the transaction ends: it keeps no one else from seeing the
+/// same, and a listener draws a new key when it connects again.
+const LISTENING: &str = "NOT pg_try_advisory_xact_lock_shared(p.listener)";
 
-/// The listener's own server process and its start, as `LISTENING` compares them.
-pub const LISTENER: &str =
-  "SELECT pid, extract(epoch FROM backend_start)::float8 FROM pg_stat_get_activity(pg_backend_pid())";
+/// What a listener runs once connected: its key's lock, for as long as its session lasts.
+pub const LISTENER: &str = "SELECT pg_advisory_lock($1)";
 
 impl PushSql {
   pub fn new(s: &str) -> PushSql {
     PushSql {
       publish: format!(
-        "INSERT INTO {s}.bmad_parked (owner, token, any_agent, agents, held, slots, lease_ms, parked_at, listener_pid, listener_start) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+        "INSERT INTO {s}.bmad_parked (owner, token, any_agent, agents, held, slots, lease_ms, parked_at, listener) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
          ON CONFLICT (owner) DO UPDATE SET token = excluded.token, any_agent = excluded.any_agent, agents = excluded.agents, \
            held = excluded.held, slots = excluded.slots, lease_ms = excluded.lease_ms, parked_at = excluded.parked_at, \
-           listener_pid = excluded.listener_pid, listener_start = excluded.listener_start, pushed = NULL"
+           listener = excluded.listener, pushed = NULL"
       ),
       take: format!("DELETE FROM {s}.bmad_parked WHERE owner = $1 AND token = $2 RETURNING pushed"),
       rows: format!(
@@ -82,7 +103,7 @@ impl PushSql {
       ),
       sweep: format!(
         "DELETE FROM {s}.bmad_parked p WHERE p.owner <> $1 AND p.parked_at < CASE WHEN p.pushed IS NULL THEN $2::float8 ELSE $3::float8 END \
-         AND NOT coalesce({LISTENING}, false)"
+         AND NOT ({LISTENING})"
       ),
     }
   }
@@ -100,8 +121,8 @@ const LOOKED: u32 = 64;
 pub fn taking(s: &str) -> String {
   format!(
     "taker AS MATERIALIZED ( \
-       SELECT p.owner, p.token, p.any_agent, p.agents, p.held, p.slots, p.lease_ms, p.listener_pid FROM {s}.bmad_parked p \
-       WHERE p.pushed IS NULL AND p.slots > 0 AND coalesce({LISTENING}, false) \
+       SELECT p.owner, p.token, p.any_agent, p.agents, p.held, p.slots, p.lease_ms, p.listener FROM {s}.bmad_parked p \
+       WHERE p.pushed IS NULL AND p.slots > 0 AND {LISTENING} \
          AND EXISTS (SELECT 1 FROM input i WHERE i.start_after <= $14 AND (p.any_agent OR i.agent = ANY(p.agents)) \
                      AND i.agent <> ALL(p.held)) \
        ORDER BY p.slots DESC LIMIT 1 FOR UPDATE SKIP LOCKED), \
@@ -125,13 +146,13 @@ pub fn telling(s: &str) -> String {
   format!(
     "took AS MATERIALIZED ( \
        UPDATE {s}.bmad_parked p SET pushed = (SELECT array_agg(new_id) FROM given) \
-       FROM taker t WHERE p.owner = t.owner AND EXISTS (SELECT 1 FROM given) RETURNING t.token, t.listener_pid), \
+       FROM taker t WHERE p.owner = t.owner AND EXISTS (SELECT 1 FROM given) RETURNING t.token, t.listener), \
      rows AS (SELECT coalesce(json_agg(json_build_array({COLUMNS}) ORDER BY priority DESC, id)::text, '[]') AS j \
               FROM ins WHERE state = 1), \
      notified AS MATERIALIZED ( \
        SELECT pg_notify($18, 'w') WHERE (SELECT count(*) FROM given) < (SELECT count(*) FROM input) \
        UNION ALL \
-       SELECT pg_notify('{CHANNEL}' || t.listener_pid, '{PREFIX}' || t.token || ':' || CASE WHEN octet_length(r.j) <= 7800 THEN r.j ELSE '' END) \
+       SELECT pg_notify('{CHANNEL}' || t.listener, '{PREFIX}' || t.token || ':' || CASE WHEN octet_length(r.j) <= 7800 THEN r.j ELSE '' END) \
        FROM took t CROSS JOIN rows r)"
   )
 }

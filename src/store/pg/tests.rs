@@ -1923,14 +1923,18 @@ fn a_fire_and_forget_handed_back_in_the_window_is_not_told_ended_and_its_end_com
 
 // ----- pushes to a parked claim ------------------------------------------------------------
 
-/// A connection standing for a worker's listener: it, and its server pid and start.
-fn listener(url: &str, schema: &str) -> (PgConnection, (i32, f64)) {
+/// A connection standing for a worker's listener, holding its key's lock: it, its key, and
+/// its server process.
+fn listener(url: &str, schema: &str) -> (PgConnection, i64, i32) {
   let c = PgConnection::open(target(url, schema)).expect("open");
-  let r = c
-    .wait("test", c.client().query_one(super::push::LISTENER, &[]))
-    .expect("read");
-  let me = (r.get(0), r.get(1));
-  (c, me)
+  let key = super::push::listener_key();
+  c.wait("test", c.client().execute(super::push::LISTENER, &[&key]))
+    .expect("lock");
+  let pid = c
+    .wait("test", c.client().query_one("SELECT pg_backend_pid()", &[]))
+    .expect("read")
+    .get(0);
+  (c, key, pid)
 }
 
 #[test]
@@ -1938,7 +1942,7 @@ fn a_submission_fills_a_published_claim_with_what_it_may_take_and_the_withdrawal
   let Some(url) = server() else { return };
   let mut runner = store(&url, "push");
   let mut producer = store(&url, "push");
-  let (conn, me) = listener(&url, "push");
+  let (conn, me, pid) = listener(&url, "push");
   producer.set_global_limit("l", Some(5)).expect("limit");
   // Older work of "b" waits: a push never passes it.
   let waiting = insert(&mut producer, vec![exec("b", 0)]);
@@ -2029,7 +2033,7 @@ fn a_submission_fills_a_published_claim_with_what_it_may_take_and_the_withdrawal
     .expect("a token");
   drop(conn);
   let mut admin = PgConnection::open(target(&url, "push")).expect("open");
-  let gone = format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {}", me.0);
+  let gone = format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}");
   let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
   while admin
     .wait("test", admin.client().query_one(&gone, &[]))
