@@ -29,12 +29,24 @@ fn thread_following(url: &str, schema: &str, follow_ms: f64) -> (Handle, Receive
     postgres: Some(Ok(target(url, schema))),
   };
   let handle = start(opts, Box::new(move |ev| tx.send(ev).is_ok())).expect("start");
-  let opened = rx.recv_timeout(Duration::from_secs(10)).expect("an answer");
-  assert!(matches!(opened, Event::Opened { .. }), "{opened:?}");
+  // Queued before the thread serves: its first look has an agent of interest.
   handle.send(Command::Interest {
     any: true,
     agents: Vec::new(),
   });
+  let opened = rx.recv_timeout(Duration::from_secs(10)).expect("an answer");
+  assert!(matches!(opened, Event::Opened { .. }), "{opened:?}");
+  // Two notices of work: the interest set, and the listener connected (which looks at
+  // everything). After them nothing wakes a parked claim but what a test does.
+  let mut changed = 0;
+  while changed < 2 {
+    if let Event::Changed = rx
+      .recv_timeout(Duration::from_secs(10))
+      .expect("the listener connected")
+    {
+      changed += 1;
+    }
+  }
   (handle, rx)
 }
 
