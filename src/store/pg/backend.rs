@@ -117,11 +117,10 @@ impl Backend for Postgres {
     self.store.release_unknown(running, parked)
   }
   fn publish(&mut self, batch: &Batch, now: f64) -> StoreResult<Option<i64>> {
-    let listening = match self.listening.lock() {
-      Ok(l) => *l,
-      Err(poisoned) => *poisoned.into_inner(),
-    };
-    self.store.publish(batch, now, listening)
+    let listening = self.listening.load(std::sync::atomic::Ordering::Relaxed);
+    self
+      .store
+      .publish(batch, now, Some(listening).filter(|&k| k != 0))
   }
   fn withdraw(&mut self, token: i64) -> StoreResult<Vec<Row>> {
     self.store.withdraw(token)

@@ -8,9 +8,9 @@
 //! after it (re)connected (anything may have been missed). A payload stays under
 //! PostgreSQL's 8000 bytes: long id lists are split.
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
@@ -89,8 +89,9 @@ pub fn parse(payload: &str, c: &mut Changes) {
   }
 }
 
-/// The listener's key while it listens (`pg::push` tells a worker connected by its lock).
-pub type Listening = Arc<Mutex<Option<i64>>>;
+/// The listener's key while it listens, 0 while it does not (`pg::push` tells a worker
+/// connected by its lock; a key is never 0).
+pub type Listening = Arc<AtomicI64>;
 
 /// Listens on the store's channel from a task on `rt`: every payload goes to `notes`, and a
 /// `Wake` to the store's thread, except those sent from the server process `own` (this
@@ -108,10 +109,7 @@ pub fn listen(
   let target = target.clone();
   let listen = format!("LISTEN {}", quote_ident(&channel(&target.schema)));
   rt.spawn(async move {
-    let set_listening = |v: Option<i64>| match listening.lock() {
-      Ok(mut l) => *l = v,
-      Err(poisoned) => *poisoned.into_inner() = v,
-    };
+    let set_listening = |key: i64| listening.store(key, Ordering::Relaxed);
     let mut pause = Duration::from_millis(50);
     loop {
       let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -132,7 +130,7 @@ pub fn listen(
         };
         if let Some(me) = me {
           pause = Duration::from_millis(50);
-          set_listening(Some(me));
+          set_listening(me);
           if notes.send("r".to_string()).is_err() || wake.send(Command::Wake).is_err() {
             return;
           }
@@ -142,11 +140,11 @@ pub fn listen(
               continue;
             }
             if notes.send(n.payload().to_string()).is_err() || wake.send(Command::Wake).is_err() {
-              set_listening(None);
+              set_listening(0);
               return;
             }
           }
-          set_listening(None);
+          set_listening(0);
         }
       }
       tokio::time::sleep(pause).await;

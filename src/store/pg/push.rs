@@ -42,7 +42,11 @@ pub fn channel(listener: i64) -> String {
 /// A listener connection's key: random, so a listener connecting again, and every other
 /// one, holds another.
 pub fn listener_key() -> i64 {
-  random() as i64
+  // Never 0, which `notify::Listening` reads as "not listening".
+  match random() as i64 {
+    0 => 1,
+    key => key,
+  }
 }
 
 /// A random start for a worker's tokens (`PgStore::next_token`): unique across workers, as a

@@ -130,8 +130,9 @@ impl Service {
         Ok(c) if c.any => {
           self.active_at = t;
           self.recheck = false;
-          self.changed(&c);
-          if c.full {
+          let full = c.full;
+          self.changed(c);
+          if full {
             self.check_ended();
           }
         }
@@ -147,11 +148,11 @@ impl Service {
   }
 
   /// Another process committed `c`: what concerns this one.
-  fn changed(&mut self, c: &Changes) {
-    for (token, rows) in &c.pushed {
-      if self.parked.as_ref().is_some_and(|p| p.token == Some(*token)) {
+  fn changed(&mut self, c: Changes) {
+    for (token, rows) in c.pushed {
+      if self.parked.as_ref().is_some_and(|p| p.token == Some(token)) {
         let rows = match rows {
-          Some(rows) => self.parked.take().map(|p| (p, rows.clone())),
+          Some(rows) => self.parked.take().map(|p| (p, rows)),
           // Too long to be told: read with the withdrawal.
           None => self.take_parked(),
         };

@@ -249,6 +249,22 @@ impl Service {
     }
   }
 
+  /// The parked claim taken back without running it: what was pushed to it goes back to the
+  /// queue. Its request, and whether anything had been pushed.
+  fn give_back_parked(&mut self, now: f64) -> Option<(u32, bool)> {
+    let (p, pushed) = self.take_parked()?;
+    self.hand_back(&pushed, now);
+    Some((p.req, !pushed.is_empty()))
+  }
+
+  /// Answers batch `req` with nothing done.
+  fn answer_empty(&mut self, req: u32) {
+    self.emit(Event::Batch {
+      req,
+      result: BatchResult::default(),
+    });
+  }
+
   /// Executions pushed to this worker that it will not run go back to the queue, uncounted.
   fn hand_back(&mut self, pushed: &[crate::store::Row], now: f64) {
     if pushed.is_empty() {
@@ -292,21 +308,16 @@ impl Service {
             self.emit(Event::Changed);
           }
         }
-        if let Some((p, pushed)) = self.take_parked() {
-          if run {
+        if run {
+          if let Some((p, pushed)) = self.take_parked() {
             self.run_parked(p, pushed);
-          } else {
-            // Taken back as JS cannot take more now: what was pushed goes back to the queue,
-            // and JS hears of it (its own notice of work is not heard here) to claim what it
-            // can take.
-            self.hand_back(&pushed, now);
-            self.emit(Event::Batch {
-              req: p.req,
-              result: BatchResult::default(),
-            });
-            if !pushed.is_empty() && !self.store.interest().none {
-              self.emit(Event::Changed);
-            }
+          }
+        } else if let Some((req, pushed)) = self.give_back_parked(now) {
+          // Taken back as JS cannot take more now. What was pushed went back to the queue:
+          // JS hears of it (its own notice of work is not heard here), to claim what it can.
+          self.answer_empty(req);
+          if pushed && !self.store.interest().none {
+            self.emit(Event::Changed);
           }
         }
       }
@@ -386,20 +397,14 @@ impl Service {
       }
       Command::Dropped => {
         // What was pushed to this worker goes back first, heard of or not.
-        if let Some((_, pushed)) = self.take_parked() {
-          self.hand_back(&pushed, now);
-        }
+        self.give_back_parked(now);
         self.release_unknown();
         let _ = self.store.leave();
         self.alive = false;
       }
       Command::Close { req } => {
-        if let Some((p, pushed)) = self.take_parked() {
-          self.hand_back(&pushed, now);
-          self.emit(Event::Batch {
-            req: p.req,
-            result: BatchResult::default(),
-          });
+        if let Some((req, _)) = self.give_back_parked(now) {
+          self.answer_empty(req);
         }
         // As must what was pushed to a claim withdrawn without reading it (a failure).
         self.release_unknown();
