@@ -20,9 +20,18 @@ pub struct Changes {
   pub work: bool,
   /// A global limit was set or removed.
   pub limits: bool,
-  /// Executions submitted to a parked claim of this worker (PostgreSQL, see `pg::push`): its
-  /// token, and the rows (`None`: to be read from the store).
-  pub pushed: Vec<(i64, Option<Vec<Row>>)>,
+  /// Tokens of parked claims of this worker that executions were pushed to (PostgreSQL, see
+  /// `pg::push`) too many to be told: they are read when the claim is taken back.
+  pub pushed: Vec<i64>,
+}
+
+/// What taking back a published parked claim found.
+#[derive(Debug)]
+pub enum Withdrawn {
+  /// The executions pushed to it, if any.
+  Pushed(Vec<Row>),
+  /// A push answered it first (see `Backend::answered`).
+  Answered,
 }
 
 pub trait Backend: Send {
@@ -66,16 +75,22 @@ pub trait Backend: Send {
     let _ = (running, parked);
     Ok(Vec::new())
   }
-  /// Publishes a parked claim (`batch`: its claim) for submissions to fill (see
-  /// `pg::push`): its token, or `None` (a store without pushes, no listener connected).
-  fn publish(&mut self, batch: &Batch, now: f64) -> StoreResult<Option<i64>> {
-    let _ = (batch, now);
+  /// Publishes the parked claim of request `req` (`batch`: its claim) for submissions to
+  /// fill (see `pg::push`): its token, or `None` (a store without pushes, no listener
+  /// connected).
+  fn publish(&mut self, req: u32, batch: &Batch, now: f64) -> StoreResult<Option<i64>> {
+    let _ = (req, batch, now);
     Ok(None)
   }
-  /// Withdraws the published parked claim `token`: the executions pushed to it, if any.
-  fn withdraw(&mut self, token: i64) -> StoreResult<Vec<Row>> {
+  /// Withdraws the published parked claim `token`.
+  fn withdraw(&mut self, token: i64) -> StoreResult<Withdrawn> {
     let _ = token;
-    Ok(Vec::new())
+    Ok(Withdrawn::Pushed(Vec::new()))
+  }
+  /// The published parked claims that pushes answered since the last call, from another
+  /// thread: each one's token and the (id, attempt) of the executions it started.
+  fn answered(&mut self) -> Vec<(i64, Vec<(i64, u32)>)> {
+    Vec::new()
   }
   /// Losses (false) and recoveries (true) of the connection since the last call, in order,
   /// each with what names the store; a local file has no connection to lose.

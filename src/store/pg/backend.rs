@@ -2,15 +2,17 @@
 //! other executors changed, from the NOTIFY payloads its listener collects.
 
 use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::task::JoinHandle;
 
-use super::notify;
 use super::ops::PgStore;
-use crate::store::backend::{Backend, Changes};
+use super::published::Published;
+use super::{notify, push};
+use crate::store::backend::{Backend, Changes, Withdrawn};
 use crate::store::ops::Interest;
-use crate::store::service::Command;
+use crate::store::service::{Command, SharedSink};
 use crate::store::{Batch, BatchResult, CancelRequest, Rescued, Row, StoreError, StoreResult};
 use crate::system::runtime;
 
@@ -24,6 +26,7 @@ pub struct Postgres {
   notes: Receiver<String>,
   listener: JoinHandle<()>,
   listening: notify::Listening,
+  published: Arc<Published>,
   fallback_at: Instant,
   fallback_every: Duration,
   /// While the connection is down: when to try again, and the pause after that.
@@ -36,17 +39,30 @@ const RETRY_FIRST: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
 impl Postgres {
-  /// Starts listening for `store`'s channel; `wake` is the store thread's command channel.
-  pub fn new(store: PgStore, wake: Sender<Command>) -> StoreResult<Postgres> {
+  /// Starts listening for `store`'s channel; `wake` is the store thread's command channel,
+  /// `sink` where its answers go (a push answers a parked claim from the listener's thread).
+  pub fn new(store: PgStore, wake: Sender<Command>, sink: SharedSink) -> StoreResult<Postgres> {
     let rt = runtime::handle().map_err(StoreError::store)?;
     let (tx, notes) = mpsc::channel();
     let listening = notify::Listening::default();
-    let listener = notify::listen(&rt, store.target(), tx, wake, store.pid(), listening.clone());
+    let published = Published::new(sink);
+    let listener = notify::listen(
+      &rt,
+      store.target(),
+      notify::Listener {
+        notes: tx,
+        wake,
+        own: store.pid(),
+        listening: listening.clone(),
+        published: published.clone(),
+      },
+    );
     Ok(Postgres {
       store,
       notes,
       listener,
       listening,
+      published,
       fallback_at: Instant::now() + FALLBACK_FIRST,
       fallback_every: FALLBACK_FIRST,
       retry_at: Instant::now(),
@@ -116,14 +132,24 @@ impl Backend for Postgres {
   fn release_unknown(&mut self, running: &[(i64, u32)], parked: Option<i64>) -> StoreResult<Vec<i64>> {
     self.store.release_unknown(running, parked)
   }
-  fn publish(&mut self, batch: &Batch, now: f64) -> StoreResult<Option<i64>> {
+  fn publish(&mut self, req: u32, batch: &Batch, now: f64) -> StoreResult<Option<i64>> {
     let listening = self.listening.load(std::sync::atomic::Ordering::Relaxed);
-    self
+    let token = self
       .store
-      .publish(batch, now, Some(listening).filter(|&k| k != 0))
+      .publish(batch, now, Some(listening).filter(|&k| k != 0))?;
+    if let Some(t) = token {
+      self.published.open(t, req);
+    }
+    Ok(token)
   }
-  fn withdraw(&mut self, token: i64) -> StoreResult<Vec<Row>> {
-    self.store.withdraw(token)
+  fn withdraw(&mut self, token: i64) -> StoreResult<Withdrawn> {
+    if !self.published.close(token) {
+      return Ok(Withdrawn::Answered);
+    }
+    self.store.withdraw(token).map(Withdrawn::Pushed)
+  }
+  fn answered(&mut self) -> Vec<(i64, Vec<(i64, u32)>)> {
+    self.published.answered()
   }
 
   fn link_changes(&mut self) -> Vec<(bool, String)> {
@@ -148,7 +174,19 @@ impl Backend for Postgres {
   fn changes(&mut self) -> StoreResult<Changes> {
     let mut c = Changes::default();
     while let Ok(payload) = self.notes.try_recv() {
-      notify::parse(&payload, &mut c);
+      match push::parse(&payload) {
+        // Heard before its claim was open (published meanwhile), or after it ended (then
+        // ignored: whoever ended it read the pushes).
+        Some((token, Some(rows))) => {
+          c.any = true;
+          self.published.answer(token, rows);
+        }
+        Some((token, None)) => {
+          c.any = true;
+          c.pushed.push(token);
+        }
+        None => notify::parse(&payload, &mut c),
+      }
     }
     if c.limits {
       self.store.limits_changed();

@@ -766,6 +766,7 @@ mod batch;
 pub mod notify;
 pub mod ops;
 pub mod pool;
+pub mod published;
 pub mod push;
 pub mod reader;
 mod sweep;

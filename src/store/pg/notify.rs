@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
+use super::published::Published;
 use super::{open_client, push, quote_ident, Db, PgTarget};
 use crate::store::backend::Changes;
 use crate::store::service::Command;
@@ -63,13 +64,9 @@ pub fn ended(ids: &[i64]) -> Vec<String> {
   out
 }
 
-/// Adds what one payload says to `c`.
+/// Adds what one payload (not a push: see `push::parse`) says to `c`.
 pub fn parse(payload: &str, c: &mut Changes) {
   c.any = true;
-  if let Some(push) = push::parse(payload) {
-    c.pushed.push(push);
-    return;
-  }
   match payload.split_once(':') {
     Some(("e", ids)) => c
       .ended
@@ -93,19 +90,33 @@ pub fn parse(payload: &str, c: &mut Changes) {
 /// connected by its lock; a key is never 0).
 pub type Listening = Arc<AtomicI64>;
 
-/// Listens on the store's channel from a task on `rt`: every payload goes to `notes`, and a
-/// `Wake` to the store's thread, except those sent from the server process `own` (this
-/// executor's own transactions: it knows what they did) but pushes. Reconnects with backoff
-/// (50 ms to 5 s) and sends `r` once listening again; `listening` names the connection
-/// meanwhile. Stops when the thread's channel is gone; abort the task to stop sooner.
-pub fn listen(
-  rt: &tokio::runtime::Handle,
-  target: &PgTarget,
-  notes: std::sync::mpsc::Sender<String>,
-  wake: Sender<Command>,
-  own: Arc<AtomicI32>,
-  listening: Listening,
-) -> JoinHandle<()> {
+/// Where a listener's payloads go.
+pub struct Listener {
+  /// The payloads for the store's thread, each followed by a `Wake` on `wake`.
+  pub notes: std::sync::mpsc::Sender<String>,
+  pub wake: Sender<Command>,
+  /// The server process of this executor's statement connection: what its transactions
+  /// announce, it knows already.
+  pub own: Arc<AtomicI32>,
+  /// The key of the connection listening (see `Listening`).
+  pub listening: Listening,
+  /// The published parked claim, which a push with its rows answers from here.
+  pub published: Arc<Published>,
+}
+
+/// Listens on the store's channel from a task on `rt`. A push that answers the published
+/// parked claim goes no further; every other payload goes to the store's thread, but those
+/// from its own connection that are not pushes. Reconnects with backoff (50 ms to 5 s) and
+/// sends `r` once listening again. Stops when the thread's channel is gone; abort the task to
+/// stop sooner.
+pub fn listen(rt: &tokio::runtime::Handle, target: &PgTarget, to: Listener) -> JoinHandle<()> {
+  let Listener {
+    notes,
+    wake,
+    own,
+    listening,
+    published,
+  } = to;
   let target = target.clone();
   let listen = format!("LISTEN {}", quote_ident(&channel(&target.schema)));
   rt.spawn(async move {
@@ -136,7 +147,14 @@ pub fn listen(
           }
           // Ends when the connection does.
           while let Some(n) = rx.recv().await {
-            if n.process_id() == own.load(Ordering::Relaxed) && !n.payload().starts_with(push::PREFIX) {
+            let payload = n.payload();
+            if payload.starts_with(push::PREFIX) {
+              if let Some((token, Some(rows))) = push::parse(payload) {
+                if published.answer(token, rows) {
+                  continue;
+                }
+              }
+            } else if n.process_id() == own.load(Ordering::Relaxed) {
               continue;
             }
             if notes.send(n.payload().to_string()).is_err() || wake.send(Command::Wake).is_err() {

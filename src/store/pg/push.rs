@@ -9,8 +9,8 @@
 //! without a global limit, and none of their agent due and waiting ahead among the first
 //! `LOOKED` of its queue (a candidate refused is stored queued, not replaced). It writes
 //! their ids in the row and notifies `p:<token>:<rows as JSON>` on that listener's own
-//! channel. The worker answers its parked claim with those rows: work starts without a
-//! claim's round trip.
+//! channel. The worker's listener answers its parked claim with those rows (`published`):
+//! work starts without a claim's round trip.
 //!
 //! Every pushed execution reaches its worker once:
 //! - the notification finds the parked claim of its token and answers it;

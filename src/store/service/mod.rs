@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use super::backend::Backend;
+use super::backend::{Backend, Withdrawn};
 use super::pg::pool::Pool;
 use super::pg::reader::Reader;
 use super::pg::PgTarget;
@@ -222,12 +222,27 @@ impl Service {
   }
 
   /// The parked claim, withdrawn from submissions if published, with what they pushed to
-  /// it meanwhile.
+  /// it meanwhile; none when a push answered it first.
   fn take_parked(&mut self) -> Option<(Parked, Vec<super::Row>)> {
     let p = self.parked.take()?;
     self.publish_at = None;
-    let pushed = p.token.map(|token| self.withdraw(token)).unwrap_or_default();
+    let pushed = match p.token {
+      Some(token) => self.withdraw(token)?,
+      None => Vec::new(),
+    };
     Some((p, pushed))
+  }
+
+  /// The executions that pushes started from the listener's thread run here; the claim they
+  /// answered is no longer parked.
+  fn note_answered(&mut self) {
+    for (token, started) in self.store.answered() {
+      if self.parked.as_ref().is_some_and(|p| p.token == Some(token)) {
+        self.parked = None;
+        self.publish_at = None;
+      }
+      self.running.extend(started);
+    }
   }
 
   /// Parks `batch` for JS's request `req`, to publish soon (see `PUBLISH_MS`).
@@ -251,7 +266,10 @@ impl Service {
     if p.token.is_some() {
       return;
     }
-    match self.store.publish(&p.batch, crate::system::probes::now_ms()) {
+    match self
+      .store
+      .publish(p.req, &p.batch, crate::system::probes::now_ms())
+    {
       Ok(token) => {
         if let Some(p) = self.parked.as_mut() {
           p.token = token;
@@ -262,14 +280,19 @@ impl Service {
     }
   }
 
-  /// Withdraws the published parked claim `token`: what was pushed to it.
-  fn withdraw(&mut self, token: i64) -> Vec<super::Row> {
+  /// Withdraws the published parked claim `token`: what was pushed to it; `None` when a push
+  /// answered it first.
+  fn withdraw(&mut self, token: i64) -> Option<Vec<super::Row>> {
     match self.store.withdraw(token) {
-      Ok(rows) => rows,
+      Ok(Withdrawn::Pushed(rows)) => Some(rows),
+      Ok(Withdrawn::Answered) => {
+        self.note_answered();
+        None
+      }
       Err(e) => {
         // Left to the heartbeat's look for attempts this worker does not know of.
         self.emit(Event::Background(e));
-        Vec::new()
+        Some(Vec::new())
       }
     }
   }

@@ -58,6 +58,7 @@ impl Service {
   }
 
   pub(super) fn periodic(&mut self) {
+    self.note_answered();
     // `now` is what the store is told; `t` what this thread's deadlines are compared with.
     let now = now_ms();
     let t = self.tick();
@@ -149,14 +150,11 @@ impl Service {
 
   /// Another process committed `c`: what concerns this one.
   fn changed(&mut self, c: Changes) {
-    for (token, rows) in c.pushed {
+    // What the look answered, and pushes too long to be told, read with the withdrawal.
+    self.note_answered();
+    for token in c.pushed {
       if self.parked.as_ref().is_some_and(|p| p.token == Some(token)) {
-        let rows = match rows {
-          Some(rows) => self.parked.take().map(|p| (p, rows)),
-          // Too long to be told: read with the withdrawal.
-          None => self.take_parked(),
-        };
-        if let Some((p, rows)) = rows {
+        if let Some((p, rows)) = self.take_parked() {
           self.answer_pushed(p.req, rows);
         }
       }

@@ -33,7 +33,7 @@ pub(super) fn run(
     Some(Ok(target)) => {
       let pool = pool.unwrap_or_else(|| Pool::new(target.clone()));
       PgStore::open(target.clone(), pool, opts.lease_ms, now_ms())
-        .and_then(|s| Postgres::new(s, tx.clone()))
+        .and_then(|s| Postgres::new(s, tx.clone(), sink.clone()))
         .map(|p| Box::new(p) as Box<dyn Backend>)
     }
   };
@@ -287,6 +287,7 @@ impl Service {
   }
 
   fn handle(&mut self, cmd: Command) {
+    self.note_answered();
     let now = now_ms();
     self.active_at = self.tick();
     match cmd {
@@ -352,8 +353,10 @@ impl Service {
           // Shutting down: submissions stop filling the parked claim, and what they pushed
           // to it goes back to the queue.
           if let Some(token) = self.parked.as_mut().and_then(|p| p.token.take()) {
-            let pushed = self.withdraw(token);
-            self.hand_back(&pushed, now);
+            match self.withdraw(token) {
+              Some(pushed) => self.hand_back(&pushed, now),
+              None => self.parked = None,
+            }
           }
         }
         self.work_may_wait();

@@ -16,11 +16,16 @@ fn thread(url: &str, schema: &str) -> (Handle, Receiver<Event>) {
 
 /// `thread`, whose claims after another executor's wait `follow_ms`.
 fn thread_following(url: &str, schema: &str, follow_ms: f64) -> (Handle, Receiver<Event>) {
+  thread_with(url, schema, follow_ms, 30_000.0)
+}
+
+/// `thread_following` whose leases last `lease_ms` (its heartbeat comes every third).
+fn thread_with(url: &str, schema: &str, follow_ms: f64, lease_ms: f64) -> (Handle, Receiver<Event>) {
   let (tx, rx) = mpsc::channel();
   let opts = Options {
     path: Default::default(),
     synchronous: Synchronous::Normal,
-    lease_ms: 30_000.0,
+    lease_ms,
     // Looks only when woken: no fallback look runs a parked claim in the middle of a test.
     poll_ms: 3_600_000.0,
     ttl_ms: 86_400_000.0,
@@ -287,6 +292,56 @@ fn a_submission_is_handed_to_one_parked_claim_told_to_it_alone_and_read_when_too
   for (h, rx) in runners {
     close(h, &rx);
   }
+  close(submitter, &from_submitter);
+}
+
+#[test]
+fn an_execution_a_push_started_from_the_listener_is_known_to_the_thread_and_kept_running() {
+  let Some(url) = server() else { return };
+  // A heartbeat every 200 ms, each followed by the hand-back of attempts the thread does not
+  // know of: one it did not learn of would be queued again.
+  let (runner, from_runner) = thread_with(&url, "pushed_known", super::FOLLOW_MS, 600.0);
+  let (submitter, from_submitter) = thread(&url, "pushed_known");
+  park(&runner, 1, 2);
+  quiet(&from_runner, 200);
+  submit(&submitter, 1, 1);
+  assert_eq!(answer(&from_submitter), (1, 0));
+  let id = loop {
+    match from_runner
+      .recv_timeout(Duration::from_secs(10))
+      .expect("the push")
+    {
+      Event::Batch { req, result } => {
+        assert_eq!((req, result.claimed.len()), (1, 1));
+        break result.claimed[0].id;
+      }
+      Event::Failed { req, error } => panic!("batch {req} failed: {error:?}"),
+      _ => {}
+    }
+  };
+  std::thread::sleep(Duration::from_millis(1_000));
+  submitter.send(Command::Fetch { req: 2, id });
+  let row = loop {
+    match from_submitter
+      .recv_timeout(Duration::from_secs(10))
+      .expect("the row")
+    {
+      Event::Fetched { req: 2, row } => break row.expect("stored"),
+      Event::Failed { req, error } => panic!("request {req} failed: {error:?}"),
+      _ => {}
+    }
+  };
+  assert_eq!(
+    (row.status, row.attempt),
+    (1, 1),
+    "still running, its first attempt"
+  );
+  // The next parked claim is published and taken back as usual: nothing pushed to it.
+  park(&runner, 2, 2);
+  quiet(&from_runner, 100);
+  runner.send(Command::Unpark { run: false });
+  assert_eq!(answer(&from_runner), (2, 0));
+  close(runner, &from_runner);
   close(submitter, &from_submitter);
 }
 
