@@ -155,6 +155,28 @@ pgTest('a submission of its own right after registering its agent starts at once
   assert.ok(submitter);
 });
 
+pgTest('a process that ran no agent, once it registers one, runs work submitted elsewhere at once', async () => {
+  const { url } = fresh();
+  const late = make(url, { maxConcurrentAgents: 4 });
+  await late.initialize();
+  const submitter = make(url);
+  await submitter.initialize();
+  await sleep(300); // idle: the store's fallback look is further away
+  const ran = [];
+  late.registerAgent('late', async (task) => {
+    ran.push(task);
+    return `late ran ${task}`;
+  });
+  await sleep(50);
+  const t0 = Date.now();
+  const { executionId } = await submitter.fireAndForget('late', 'x');
+  const final = await submitter.waitFor(executionId);
+  assert.equal(final.found && final.status, 'completed');
+  assert.equal(final.result, 'late ran x');
+  assert.deepEqual(ran, ['x']);
+  assert.ok(Date.now() - t0 < 1000, `ran ${Date.now() - t0} ms after its submission`);
+});
+
 pgTest('executions started without a claim (durable: false) take slots a parked claim had counted', async () => {
   const { schema, held, runner, submitter } = await idleRunner({ maxConcurrentAgents: 2 });
   const local = [runner.execute('held', 'here 1', { durable: false }), runner.execute('held', 'here 2', { durable: false })];

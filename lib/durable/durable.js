@@ -51,6 +51,7 @@ class Durable extends Outcomes {
     this.owner = null;
     this.openError = null;
     this.worker = false; // initialize() was called: wait for work from other processes
+    this.claims = false; // the store was told of agents to claim executions of
     this.closing = false;
     this.closePromise = undefined; // what close() returns, once called
     this.releaseRunning = false;
@@ -203,12 +204,15 @@ class Durable extends Outcomes {
     if (this.owner === null || this.closed) return;
     const ex = this.ex;
     if (this.closing) {
+      this.claims = false;
       this.link.native.interest(false, []);
       return;
     }
     const any = runsAnyAgent(ex);
     // A name no store can hold (NUL, too long) has no stored executions to claim.
-    this.link.native.interest(any, any ? [] : [...ex._agents.keys()].filter(storableName));
+    const agents = any ? [] : [...ex._agents.keys()].filter(storableName);
+    this.claims = any || agents.length > 0;
+    this.link.native.interest(any, agents);
   }
 
   /** A request was sent. */

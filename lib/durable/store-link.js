@@ -323,7 +323,9 @@ class StoreLink {
    */
   park() {
     if (!this.parks || this.parked !== null || this.claimWanted || this.closed || this.dead || this.onDrained !== null) return;
-    if (!this.owner.worker || this.owner.closing) return;
+    // A process that runs no agent has nothing to claim (an agent registered later sets the
+    // interest, and the store's thread then tells of work).
+    if (!this.owner.worker || this.owner.closing || !this.owner.claims) return;
     if (this.retryTimer !== null || this.failures > 0 || this.isolated.length > 0 || this.soloClaim) return;
     const claim = Math.min(this.owner._freeSlots() - this.inFlightClaim, this.owner.claimChunk);
     if (claim <= 0) return;
