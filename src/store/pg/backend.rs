@@ -74,6 +74,7 @@ impl Postgres {
 impl Drop for Postgres {
   fn drop(&mut self) {
     self.listener.abort();
+    self.published.shut();
   }
 }
 

@@ -84,6 +84,12 @@ impl Published {
     true
   }
 
+  /// No push answers anything any more (the store's thread stopped). Once this returns, none
+  /// is answering either: an answer holds the lock.
+  pub fn shut(&self) {
+    self.state().open = None;
+  }
+
   /// What the listener answered since the last call.
   pub fn answered(&self) -> Vec<Answered> {
     std::mem::take(&mut self.state().answered)
@@ -145,5 +151,10 @@ mod tests {
     assert!(!p.answer(9, vec![row(4)]));
     assert!(rx.try_recv().is_err());
     assert!(p.answered().is_empty());
+    // Shut with a claim open (the store's thread stopped): nothing is answered.
+    p.open(10, 5);
+    p.shut();
+    assert!(!p.answer(10, vec![row(5)]));
+    assert!(rx.try_recv().is_err());
   }
 }

@@ -110,13 +110,14 @@ pub(super) fn run(
     let error = StoreError::store(format!(
       "the store's thread failed ({what}); nothing more can be written"
     ));
-    send_event(&s.sink, Event::Stopped(error.clone()));
-    if let Some(r) = &s.reader {
+    // Its listener stops with it: no submission hands work to this thread any more, and no
+    // push answers a claim after JS heard that the thread stopped.
+    let (sink, reader) = (s.sink.clone(), s.reader.clone());
+    drop(s);
+    send_event(&sink, Event::Stopped(error.clone()));
+    if let Some(r) = &reader {
       r.close();
     }
-    // Its listener stops with it: no submission hands work to this thread any more.
-    let sink = s.sink.clone();
-    drop(s);
     refuse_all(&rx, &sink, &error);
   }
 }
