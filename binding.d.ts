@@ -177,7 +177,7 @@ export declare class NativeStore {
   /**
    * A claim of up to `claim` executions held by the store's thread until claimable work
    * may be waiting, then answered under `req` like a batch (`STORE_BATCH`/`STORE_FAILED`).
-   * It replaces a claim parked before (answered with nothing claimed).
+   * It replaces a claim parked before (answered with what was pushed to it, if anything).
    */
   park(req: number, claim: number, exclude: Array<string>): boolean
   /**

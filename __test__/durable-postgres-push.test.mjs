@@ -87,3 +87,28 @@ pgTest('a runner killed with SIGKILL is handed nothing: the submission runs else
   await sweeper.initialize();
   await waitUntil(() => !parked(schema).includes(dead), 'the dead parked claim swept');
 });
+
+pgTest("a runner's own submission handed to its own parked claim is answered first: the agent gets the caller's options", async () => {
+  const { schema, url } = fresh();
+  const runner = make(url, { maxConcurrentAgents: 4 });
+  const got = [];
+  const order = [];
+  runner.registerAgent('own', async (task, options) => {
+    got.push(options);
+    return task;
+  });
+  runner.on('execution-queued', (e) => order.push(`queued ${e.executionId}`));
+  runner.on('execution-started', (e) => order.push(`started ${e.executionId}`));
+  await runner.initialize();
+  await waitUntil(() => parked(schema).length === 1, 'the runner parked');
+  for (let i = 0; i < 20; i++) {
+    const options = { round: i, marker: {} };
+    const { executionId } = await runner.fireAndForget('own', `t${i}`, options);
+    assert.equal((await runner.waitFor(executionId)).status, 'completed');
+    assert.equal(got[i], options, `round ${i}: the caller's own object, not a copy of the stored one`);
+    assert.deepEqual(order.splice(0), [`queued ${executionId}`, `started ${executionId}`], `round ${i}`);
+    await waitUntil(() => parked(schema).length === 1, 'parked again');
+  }
+  // Handed over, not claimed: stored running for it by the submission.
+  assert.ok(rows(schema).every((r) => r.pushed === true && r.attempt === 1), JSON.stringify(rows(schema)));
+});

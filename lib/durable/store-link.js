@@ -10,8 +10,9 @@
 //
 // PostgreSQL: while nothing else claims, a claim for the free slots is parked in the store's
 // thread, which runs it as soon as work may be waiting (another process's notification, a
-// poll, a due time, a submission of this one) and answers it like a batch: work from
-// elsewhere starts without a round trip through this thread. It is taken back (answered
+// poll, a due time, a submission of this one) and answers it like a batch; a submission
+// elsewhere may also hand its executions to it, answered from the listener's thread. Work
+// from elsewhere starts without a round trip through this thread. It is taken back (answered
 // with nothing claimed) when it would claim more than is free now, or agents held here.
 
 const { binding, weakCallback } = require('../native.js');
@@ -318,8 +319,8 @@ class StoreLink {
   /**
    * Nothing else claiming, slots free: a claim for them waits in the store's thread for
    * work (PostgreSQL). Its executions count as in flight meanwhile. Only a worker (one that
-   * called initialize()) parks one: it keeps Node.js alive, so what the claim takes runs;
-   * another process could exit with executions claimed in its name.
+   * called initialize()) that runs some agent parks one: it keeps Node.js alive, so what the
+   * claim takes runs; another process could exit with executions claimed in its name.
    */
   park() {
     if (!this.parks || this.parked !== null || this.claimWanted || this.closed || this.dead || this.onDrained !== null) return;

@@ -288,7 +288,7 @@ impl NativeStore {
 
   /// A claim of up to `claim` executions held by the store's thread until claimable work
   /// may be waiting, then answered under `req` like a batch (`STORE_BATCH`/`STORE_FAILED`).
-  /// It replaces a claim parked before (answered with nothing claimed).
+  /// It replaces a claim parked before (answered with what was pushed to it, if anything).
   #[napi]
   pub fn park(&self, req: u32, claim: u32, exclude: Vec<String>) -> bool {
     self.handle.send(Command::Park {

@@ -21,7 +21,8 @@ pub struct Changes {
   /// A global limit was set or removed.
   pub limits: bool,
   /// Tokens of parked claims of this worker that executions were pushed to (PostgreSQL, see
-  /// `pg::push`) too many to be told: they are read when the claim is taken back.
+  /// `pg::push`) whose notice carried no rows it could read (too many to be told): they are
+  /// read when the claim is taken back.
   pub pushed: Vec<i64>,
 }
 

@@ -104,9 +104,9 @@ pub struct Listener {
   pub published: Arc<Published>,
 }
 
-/// Listens on the store's channel from a task on `rt`. A push that answers the published
-/// parked claim goes no further; every other payload goes to the store's thread, but those
-/// from its own connection that are not pushes. Reconnects with backoff (50 ms to 5 s) and
+/// Listens on the store's channel from a task on `rt`. A push from another executor that
+/// answers the published parked claim goes no further; every other payload goes to the
+/// store's thread, but those from its own connection that are not pushes. Reconnects with backoff (50 ms to 5 s) and
 /// sends `r` once listening again. Stops when the thread's channel is gone; abort the task to
 /// stop sooner.
 pub fn listen(rt: &tokio::runtime::Handle, target: &PgTarget, to: Listener) -> JoinHandle<()> {
@@ -148,13 +148,18 @@ pub fn listen(rt: &tokio::runtime::Handle, target: &PgTarget, to: Listener) -> J
           // Ends when the connection does.
           while let Some(n) = rx.recv().await {
             let payload = n.payload();
+            let from_own = n.process_id() == own.load(Ordering::Relaxed);
             if payload.starts_with(push::PREFIX) {
-              if let Some((token, Some(rows))) = push::parse(payload) {
-                if published.answer(token, rows) {
-                  continue;
+              // A push of this executor's own submission goes to the store's thread, which
+              // answers the submission first (JS must know an execution before it runs it).
+              if !from_own {
+                if let Some((token, Some(rows))) = push::parse(payload) {
+                  if published.answer(token, rows) {
+                    continue;
+                  }
                 }
               }
-            } else if n.process_id() == own.load(Ordering::Relaxed) {
+            } else if from_own {
               continue;
             }
             if notes.send(n.payload().to_string()).is_err() || wake.send(Command::Wake).is_err() {

@@ -212,8 +212,11 @@ impl Service {
     if self.store.interest().none {
       return None;
     }
+    let (was_parked, before) = (self.parked.is_some(), self.running.len());
     match self.take_parked() {
       Some((p, pushed)) => Some(self.run_parked(p, pushed)),
+      // A push answered it meanwhile: JS has work, and parks again.
+      None if was_parked => Some(self.running.len() - before),
       None => {
         self.emit(Event::Changed);
         None

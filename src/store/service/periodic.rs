@@ -42,6 +42,8 @@ impl Service {
   /// Attempts this worker holds in the store but does not know of go back to the queue:
   /// claims whose answer was lost.
   pub(super) fn release_unknown(&mut self) {
+    // Pushes answered from the listener's thread are known.
+    self.note_answered();
     let running: Vec<(i64, u32)> = self.running.iter().map(|(&id, &a)| (id, a)).collect();
     let parked = self.parked.as_ref().and_then(|p| p.token);
     match self.store.release_unknown(&running, parked) {
