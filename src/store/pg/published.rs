@@ -67,11 +67,10 @@ impl Published {
       _ => return false,
     };
     s.open = None;
-    s.answered
-      .push((token, rows.iter().map(|r| (r.id, r.attempt)).collect()));
+    let started: Vec<(i64, u32)> = rows.iter().map(|r| (r.id, r.attempt)).collect();
     // Under the lock: whatever the store's thread says after finding the claim ended (a
     // close, say) reaches JS after this answer.
-    send_event(
+    let heard = send_event(
       &self.sink,
       Event::Batch {
         req,
@@ -81,6 +80,11 @@ impl Published {
         },
       },
     );
+    // Nobody listens any more (the executor is gone): they stay unknown to the store's
+    // thread, which hands them back to the queue as it leaves.
+    if heard {
+      s.answered.push((token, started));
+    }
     true
   }
 
@@ -156,5 +160,15 @@ mod tests {
     p.shut();
     assert!(!p.answer(10, vec![row(5)]));
     assert!(rx.try_recv().is_err());
+  }
+
+  #[test]
+  fn executions_answered_to_nobody_stay_unknown_to_the_thread() {
+    let sink: SharedSink = Arc::new(Mutex::new(Box::new(|_| false)));
+    let p = Published::new(sink);
+    p.open(7, 3);
+    assert!(p.answer(7, vec![row(1)]), "the claim ends all the same");
+    assert!(!p.close(7));
+    assert!(p.answered().is_empty(), "handed back as unknown, not run");
   }
 }
