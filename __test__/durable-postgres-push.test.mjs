@@ -100,14 +100,17 @@ pgTest("a runner's own submission handed to its own parked claim is answered fir
   runner.on('execution-queued', (e) => order.push(`queued ${e.executionId}`));
   runner.on('execution-started', (e) => order.push(`started ${e.executionId}`));
   await runner.initialize();
-  await waitUntil(() => parked(schema).length === 1, 'the runner parked');
+  // The token of the runner's published claim: a new one once it parked again.
+  const token = () => sql(`SELECT coalesce(json_agg(token::text), '[]') FROM "${schema}".bmad_parked`)[0];
+  await waitUntil(() => token() !== undefined, 'the runner parked');
   for (let i = 0; i < 20; i++) {
+    const published = token();
     const options = { round: i, marker: {} };
     const { executionId } = await runner.fireAndForget('own', `t${i}`, options);
     assert.equal((await runner.waitFor(executionId)).status, 'completed');
     assert.equal(got[i], options, `round ${i}: the caller's own object, not a copy of the stored one`);
     assert.deepEqual(order.splice(0), [`queued ${executionId}`, `started ${executionId}`], `round ${i}`);
-    await waitUntil(() => parked(schema).length === 1, 'parked again');
+    await waitUntil(() => token() !== undefined && token() !== published, 'parked again');
   }
   // Handed over, not claimed: stored running for it by the submission.
   assert.ok(rows(schema).every((r) => r.pushed === true && r.attempt === 1), JSON.stringify(rows(schema)));

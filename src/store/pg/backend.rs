@@ -177,7 +177,8 @@ impl Backend for Postgres {
     while let Ok(payload) = self.notes.try_recv() {
       match push::parse(&payload) {
         // Heard before its claim was open (published meanwhile), or after it ended (then
-        // ignored: whoever ended it read the pushes).
+        // ignored: whoever ended it read the pushes, as the withdrawal that follows this
+        // executor's own submission does).
         Some((token, Some(rows))) => {
           c.any = true;
           self.published.answer(token, rows);

@@ -106,9 +106,9 @@ pub struct Listener {
 
 /// Listens on the store's channel from a task on `rt`. A push from another executor that
 /// answers the published parked claim goes no further; every other payload goes to the
-/// store's thread, but those from its own connection that are not pushes. Reconnects with backoff (50 ms to 5 s) and
-/// sends `r` once listening again. Stops when the thread's channel is gone; abort the task to
-/// stop sooner.
+/// store's thread, but those from its own connection that are not pushes. Reconnects with
+/// backoff (50 ms to 5 s) and sends `r` once listening again. Stops when the thread's
+/// channel is gone; abort the task to stop sooner.
 pub fn listen(rt: &tokio::runtime::Handle, target: &PgTarget, to: Listener) -> JoinHandle<()> {
   let Listener {
     notes,

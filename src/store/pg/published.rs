@@ -1,7 +1,8 @@
 //! The published parked claim (see `push`), which two threads may end: the listener answers
-//! it as soon as it hears a push to it, from its own thread (the work reaches JS without
-//! waking the store's thread), or the store's thread takes it back (`withdraw`). Whichever
-//! comes first ends it, under one lock; the other then finds it ended.
+//! it as soon as it hears a push to it from another executor, from its own thread (the work
+//! reaches JS without waking the store's thread), or the store's thread takes it back
+//! (`withdraw`; also how it reads a push of its own submission, after answering that).
+//! Whichever comes first ends it, under one lock; the other then finds it ended.
 //!
 //! The store's thread reads what the listener started (`answered`) before each request and
 //! each turn of its periodic work: the end of an execution is never handled before its start

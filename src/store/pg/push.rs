@@ -10,7 +10,8 @@
 //! `LOOKED` of its queue (a candidate refused is stored queued, not replaced). It writes
 //! their ids in the row and notifies `p:<token>:<rows as JSON>` on that listener's own
 //! channel. The worker's listener answers its parked claim with those rows (`published`):
-//! work starts without a claim's round trip.
+//! work starts without a claim's round trip. A worker's own submission pushed to its own
+//! claim is answered first, then the claim is withdrawn and answered with what it got.
 //!
 //! Every pushed execution reaches its worker once:
 //! - the notification finds the parked claim of its token and answers it;

@@ -215,7 +215,7 @@ impl Service {
     let (was_parked, before) = (self.parked.is_some(), self.running.len());
     match self.take_parked() {
       Some((p, pushed)) => Some(self.run_parked(p, pushed)),
-      // A push answered it meanwhile: JS has work, and parks again.
+      // A push answered it meanwhile: JS has the work (unless it is gone), and parks again.
       None if was_parked => Some(self.running.len() - before),
       None => {
         self.emit(Event::Changed);
