@@ -29,8 +29,9 @@ pgTest('a submission to an idle runner is stored running for it and starts witho
   await runner.initialize();
   const submitter = make(url);
   await submitter.initialize();
-  await waitUntil(() => parked(schema).length === 1, 'the runner parked');
-  const [owner] = parked(schema);
+  // Read as it is seen: the claim is withdrawn and published again now and then.
+  let owner;
+  await waitUntil(() => (owner = parked(schema)[0]) !== undefined, 'the runner parked');
 
   // Three in one statement for two free slots: two are handed over, the third is announced
   // and claimed once a slot frees.
@@ -74,12 +75,20 @@ pgTest('a runner killed with SIGKILL is handed nothing: the submission runs else
   await waitUntil(() => sql(`SELECT to_json(pg_try_advisory_xact_lock_shared(${listener}))`) === true, 'its listener gone');
   assert.ok(parked(schema).includes(dead), 'its parked claim is still there');
 
-  const { executionId } = await runner.fireAndForget('job', 'late');
-  const final = await runner.waitFor(executionId);
-  assert.equal(final.status, 'completed', JSON.stringify(final));
-  assert.equal(final.result, 'parent late');
-  assert.equal(final.attempt, 1, 'never handed to the dead runner');
-  assert.equal(rows(schema)[0].pushed, true, 'handed to the live one');
+  // Never handed to the dead runner. One submitted while the live runner's claim is being
+  // run again (its fallback look) is claimed, not handed over: another then goes.
+  let stored;
+  for (let i = 0; i < 5; i++) {
+    const { executionId } = await runner.fireAndForget('job', `late${i}`);
+    const final = await runner.waitFor(executionId);
+    assert.equal(final.status, 'completed', JSON.stringify(final));
+    assert.equal(final.result, `parent late${i}`);
+    assert.equal(final.attempt, 1, 'never handed to the dead runner');
+    stored = rows(schema)[i];
+    if (stored.pushed) break;
+    await waitUntil(() => parked(schema).length === 2, 'the live runner parked again');
+  }
+  assert.equal(stored.pushed, true, 'handed to the live one');
 
   // A rescue sweeps the dead runner's parked claim once it is older than a lease.
   const sweeper = make(url, { leaseMs: 1000 });
@@ -112,6 +121,9 @@ pgTest("a runner's own submission handed to its own parked claim is answered fir
     assert.deepEqual(order.splice(0), [`queued ${executionId}`, `started ${executionId}`], `round ${i}`);
     await waitUntil(() => token() !== undefined && token() !== published, 'parked again');
   }
-  // Handed over, not claimed: stored running for it by the submission.
-  assert.ok(rows(schema).every((r) => r.pushed === true && r.attempt === 1), JSON.stringify(rows(schema)));
+  // Each ran once. Handed over, most of them: stored running for it by the submission (one
+  // that came while the claim was being run or taken back is stored queued and claimed).
+  const stored = rows(schema);
+  assert.ok(stored.every((r) => r.state === 2 && r.attempt === 1), JSON.stringify(stored));
+  assert.ok(stored.filter((r) => r.pushed).length >= 1, `none handed over: ${JSON.stringify(stored)}`);
 });
