@@ -26,6 +26,10 @@ pub struct Changes {
   pub pushed: Vec<i64>,
 }
 
+/// What pushes started from another thread (see `Backend::answered`): the claim's token, and
+/// each execution's (id, attempt).
+pub type Answered = (i64, Vec<(i64, u32)>);
+
 /// What taking back a published parked claim found.
 #[derive(Debug)]
 pub enum Withdrawn {
@@ -90,7 +94,7 @@ pub trait Backend: Send {
   }
   /// The published parked claims that pushes answered since the last call, from another
   /// thread: each one's token and the (id, attempt) of the executions it started.
-  fn answered(&mut self) -> Vec<(i64, Vec<(i64, u32)>)> {
+  fn answered(&mut self) -> Vec<Answered> {
     Vec::new()
   }
   /// Losses (false) and recoveries (true) of the connection since the last call, in order,

@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use super::ops::PgStore;
 use super::published::Published;
 use super::{notify, push};
-use crate::store::backend::{Backend, Changes, Withdrawn};
+use crate::store::backend::{Answered, Backend, Changes, Withdrawn};
 use crate::store::ops::Interest;
 use crate::store::service::{Command, SharedSink};
 use crate::store::{Batch, BatchResult, CancelRequest, Rescued, Row, StoreError, StoreResult};
@@ -149,7 +149,7 @@ impl Backend for Postgres {
     }
     self.store.withdraw(token).map(Withdrawn::Pushed)
   }
-  fn answered(&mut self) -> Vec<(i64, Vec<(i64, u32)>)> {
+  fn answered(&mut self) -> Vec<Answered> {
     self.published.answered()
   }
 

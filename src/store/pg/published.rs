@@ -10,11 +10,9 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::store::backend::Answered;
 use crate::store::service::{send_event, Event, SharedSink};
-use crate::store::{BatchResult, Row};
-
-/// What the listener started: the claim's token, and each execution's (id, attempt).
-pub type Answered = (i64, Vec<(i64, u32)>);
+use crate::store::Row;
 
 pub struct Published {
   state: Mutex<State>,
@@ -27,6 +25,19 @@ struct State {
   open: Option<(i64, u32)>,
   /// Answered by the listener, not yet read by the store's thread.
   answered: Vec<Answered>,
+}
+
+impl State {
+  /// Ends claim `token` if it is the open one: its request.
+  fn end(&mut self, token: i64) -> Option<u32> {
+    match self.open {
+      Some((t, req)) if t == token => {
+        self.open = None;
+        Some(req)
+      }
+      _ => None,
+    }
+  }
 }
 
 impl Published {
@@ -49,38 +60,20 @@ impl Published {
 
   /// The store's thread takes claim `token` back: false when a push answered it first.
   pub fn close(&self, token: i64) -> bool {
-    let mut s = self.state();
-    match s.open {
-      Some((t, _)) if t == token => {
-        s.open = None;
-        true
-      }
-      _ => false,
-    }
+    self.state().end(token).is_some()
   }
 
   /// A push of `rows` to claim `token` heard: answers the claim if it is open; false when it
   /// is not (not open yet, taken back, or answered).
   pub fn answer(&self, token: i64, rows: Vec<Row>) -> bool {
     let mut s = self.state();
-    let req = match s.open {
-      Some((t, req)) if t == token => req,
-      _ => return false,
+    let Some(req) = s.end(token) else {
+      return false;
     };
-    s.open = None;
     let started: Vec<(i64, u32)> = rows.iter().map(|r| (r.id, r.attempt)).collect();
     // Under the lock: whatever the store's thread says after finding the claim ended (a
     // close, say) reaches JS after this answer.
-    let heard = send_event(
-      &self.sink,
-      Event::Batch {
-        req,
-        result: BatchResult {
-          claimed: rows,
-          ..BatchResult::default()
-        },
-      },
-    );
+    let heard = send_event(&self.sink, Event::claimed(req, rows));
     // Nobody listens any more (the executor is gone): they stay unknown to the store's
     // thread, which hands them back to the queue as it leaves.
     if heard {

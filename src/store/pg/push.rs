@@ -3,8 +3,9 @@
 //! A worker whose claim is parked (see `service::Command::Park`) publishes it as a row of
 //! `bmad_parked` (at once when it runs nothing, else after a millisecond): the agents it
 //! takes, how many executions, the lease they get, a token naming this parked claim, and the
-//! key of the advisory lock its listener connection holds while connected. A submission of keyless executions (the insert that commits alone) takes one such
-//! row whose listener is connected and that takes some of them, and stores up to its
+//! key of the advisory lock its listener connection holds while connected. A submission of
+//! keyless executions (the insert that commits alone) takes one such row whose listener is
+//! connected and that takes some of them, and stores up to its
 //! `slots` of the best of them already running for that worker: due now, of agents it takes,
 //! without a global limit, and none of their agent due and waiting ahead among the first
 //! `LOOKED` of its queue (a candidate refused is stored queued, not replaced). It writes

@@ -132,6 +132,19 @@ pub enum Event {
   },
 }
 
+impl Event {
+  /// The answer to claim `req`: the executions it got (pushed to it, or read back).
+  pub fn claimed(req: u32, rows: Vec<Row>) -> Event {
+    Event::Batch {
+      req,
+      result: BatchResult {
+        claimed: rows,
+        ..BatchResult::default()
+      },
+    }
+  }
+}
+
 /// Answers go here; `false` means nobody listens any more and the thread stops.
 pub type Sink = Box<dyn FnMut(Event) -> bool + Send>;
 

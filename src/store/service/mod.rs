@@ -320,13 +320,7 @@ impl Service {
       self.running.insert(r.id, r.attempt);
     }
     let n = rows.len();
-    self.emit(Event::Batch {
-      req,
-      result: super::BatchResult {
-        claimed: rows,
-        ..super::BatchResult::default()
-      },
-    });
+    self.emit(Event::claimed(req, rows));
     n
   }
 

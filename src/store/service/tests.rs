@@ -111,9 +111,15 @@ fn park(h: &Handle, req: u32, claim: u32) {
 
 /// The next answer to a batch (`req`, rows claimed), skipping notices.
 fn answer(rx: &Receiver<Event>) -> (u32, usize) {
+  let (req, rows) = answer_rows(rx);
+  (req, rows.len())
+}
+
+/// `answer`, with the rows claimed.
+fn answer_rows(rx: &Receiver<Event>) -> (u32, Vec<crate::store::Row>) {
   loop {
     match rx.recv_timeout(Duration::from_secs(10)).expect("an answer") {
-      Event::Batch { req, result } => return (req, result.claimed.len()),
+      Event::Batch { req, result } => return (req, result.claimed),
       Event::Failed { req, error } => panic!("batch {req} failed: {error:?}"),
       _ => {}
     }
@@ -306,19 +312,9 @@ fn an_execution_a_push_started_from_the_listener_is_known_to_the_thread_and_kept
   quiet(&from_runner, 200);
   submit(&submitter, 1, 1);
   assert_eq!(answer(&from_submitter), (1, 0));
-  let id = loop {
-    match from_runner
-      .recv_timeout(Duration::from_secs(10))
-      .expect("the push")
-    {
-      Event::Batch { req, result } => {
-        assert_eq!((req, result.claimed.len()), (1, 1));
-        break result.claimed[0].id;
-      }
-      Event::Failed { req, error } => panic!("batch {req} failed: {error:?}"),
-      _ => {}
-    }
-  };
+  let (req, rows) = answer_rows(&from_runner);
+  assert_eq!((req, rows.len()), (1, 1));
+  let id = rows[0].id;
   std::thread::sleep(Duration::from_millis(1_000));
   submitter.send(Command::Fetch { req: 2, id });
   let row = loop {
