@@ -444,6 +444,7 @@ async function measure(env, sys, cfg, mode, n, name) {
         }
         if (msg.type === 'lat') {
           for (const p of msg.pairs) lat.push(p);
+          counts[w] += msg.pairs.length;
           if (mode === 'latency' && lat.length >= n) settle.resolve(null);
           return true;
         }
@@ -605,7 +606,7 @@ async function runSystem(env, sys) {
         res.latency = await measure(env, sys, cfg, 'latency', OPT.latWarmup + OPT.latN, name);
         const l = res.latency;
         console.log(
-          `  ${cfg.key} add→start: median ${fmt(l.medianMs)} ms, p90 ${fmt(l.p90Ms)}, p99 ${fmt(l.p99Ms)}, max ${fmt(l.maxMs)} (${l.n} jobs; other processes ${fmt(100 * l.otherCpu, 0)} %)`,
+          `  ${cfg.key} add→start: median ${fmt(l.medianMs)} ms, p90 ${fmt(l.p90Ms)}, p99 ${fmt(l.p99Ms)}, max ${fmt(l.maxMs)} (${l.n} jobs; per worker ${l.perWorker.join('/')}; other processes ${fmt(100 * l.otherCpu, 0)} %)`,
         );
       } catch (err) {
         res.latency = { error: errText(err) };

@@ -10,7 +10,8 @@ use super::{Batch, BatchResult, CancelRequest, Rescued, Row, StoreResult};
 pub struct Changes {
   /// Something changed: claimable work or cancels may be waiting.
   pub any: bool,
-  /// Executions that ended.
+  /// Executions that ended: only true ends, never an attempt handed back to the queue or
+  /// an end that changed nothing.
   pub ended: Vec<i64>,
   /// Some changes may have gone unheard: look at every watched execution.
   pub full: bool,

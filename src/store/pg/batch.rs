@@ -140,10 +140,16 @@ impl BatchSql {
       // generic one, made once) read the owner's running rows through their index and
       // scanned the whole array again for each of them, n² steps (at 512 completions, 88
       // µs each instead of 11).
+      // The rows it completed are told ended (`$6`: the channel) by the statement itself:
+      // a stale completion changes nothing and names nothing.
       complete: format!(
-        "UPDATE {s}.bmad_executions e SET state = 2, result = u.value, progress = 100, lease_expires_at = NULL, finalized_at = $5 \
-         FROM unnest($1::int8[], $2::int4[], $3::text[]) u(id, attempt, value) \
-         WHERE e.id = u.id AND e.attempt = u.attempt AND e.owner = $4 AND e.state + 0 = 1 RETURNING e.id, e.attempt"
+        "WITH done AS ( \
+           UPDATE {s}.bmad_executions e SET state = 2, result = u.value, progress = 100, lease_expires_at = NULL, finalized_at = $5 \
+           FROM unnest($1::int8[], $2::int4[], $3::text[]) u(id, attempt, value) \
+           WHERE e.id = u.id AND e.attempt = u.attempt AND e.owner = $4 AND e.state + 0 = 1 RETURNING e.id, e.attempt), \
+         told AS MATERIALIZED ({told}) \
+         SELECT id, attempt FROM done WHERE (SELECT count(*) FROM told) >= 0",
+        told = notify::ends_told("SELECT id FROM done", "$6")
       ),
       // Completions a try whose answer was lost already recorded: this owner's attempt,
       // ended with this very value. Read after the commit, only for completions that
@@ -179,10 +185,15 @@ impl BatchSql {
         "UPDATE {s}.bmad_executions e SET progress = u.p FROM unnest($1::int8[], $2::int4[], $3::float8[]) u(id, attempt, p) \
          WHERE e.id = u.id AND e.attempt = u.attempt AND e.owner = $4 AND e.state + 0 = 1"
       ),
+      // Of the attempts handed back, those that ended (cancelled) are told (`$5`: the
+      // channel); the others are queued again.
       release: format!(
-        "UPDATE {s}.bmad_executions e SET {RELEASE} \
-         FROM unnest($1::int8[], $2::int4[]) u(id, attempt) \
-         WHERE e.id = u.id AND e.attempt = u.attempt AND e.owner = $3 AND e.state + 0 = 1"
+        "WITH back AS ( \
+           UPDATE {s}.bmad_executions e SET {RELEASE} \
+           FROM unnest($1::int8[], $2::int4[]) u(id, attempt) \
+           WHERE e.id = u.id AND e.attempt = u.attempt AND e.owner = $3 AND e.state + 0 = 1 RETURNING e.id, e.state) \
+         {told}",
+        told = notify::ends_told("SELECT id FROM back WHERE state = 4", "$5")
       ),
       // Agents with a global limit are claimed only under their lock (a try: one held by
       // another executor's claim leaves them for the next round). The agents locked are
@@ -507,7 +518,14 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
   let done_ids: Vec<i64> = done.iter().map(|&i| batch.finishes[i].id).collect();
   let done_attempts: Vec<i32> = done.iter().map(|&i| int(batch.finishes[i].attempt)).collect();
   let done_values: Vec<Option<&str>> = done.iter().map(|&i| batch.finishes[i].value.as_deref()).collect();
-  let done_params: Params = vec![&done_ids, &done_attempts, &done_values, &cx.owner, &now];
+  let done_params: Params = vec![
+    &done_ids,
+    &done_attempts,
+    &done_values,
+    &cx.owner,
+    &now,
+    &cx.channel,
+  ];
 
   let rest: Vec<usize> = (0..batch.finishes.len())
     .filter(|&i| batch.finishes[i].status != STATUS_COMPLETED)
@@ -524,7 +542,7 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
 
   let r_ids: Vec<i64> = batch.releases.iter().map(|r| r.id).collect();
   let r_attempts: Vec<i32> = batch.releases.iter().map(|r| int(r.attempt)).collect();
-  let release_params: Params = vec![&r_ids, &r_attempts, &cx.owner, &now];
+  let release_params: Params = vec![&r_ids, &r_attempts, &cx.owner, &now, &cx.channel];
 
   let i = cx.interest;
   let lock_params: Params = vec![&i.any, &i.agents, &batch.exclude, &cx.schema_key];
@@ -554,7 +572,7 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
     && batch.progress.is_empty()
     && batch.releases.is_empty();
   let notes = if one_trip {
-    notes_for(batch, &[], &done_ids, cx.limited)
+    notes_for(batch, &[], cx.limited)
   } else {
     Vec::new()
   };
@@ -640,7 +658,7 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
       w_due.push(due);
     }
     let fail_params: Params = vec![&w_ids, &w_attempts, &w_states, &w_values, &w_due, &now, &cx.owner];
-    let notes = notes_for(batch, &out.finished, &done_ids, cx.limited);
+    let notes = notes_for(batch, &out.finished, cx.limited);
     let notify_params: Params = vec![&cx.channel, &notes];
     let (failed, locked, claimed_now, noted, committed) = tokio::join!(
       biased;
@@ -764,16 +782,12 @@ async fn inserted_ids(db: &Db<'_>, sql: &BatchSql, rows: &[tokio_postgres::Row])
   Ok(out)
 }
 
-/// What a batch's transaction tells the other executors: the executions it ended (`done`:
-/// the completions' ids, `finished`: the outcomes of failures when decided) and whether
-/// claimable work appeared (`limited`: running executions whose end frees a global slot).
-fn notes_for(
-  batch: &Batch,
-  finished: &[Finished],
-  done: &[i64],
-  limited: &HashSet<(i64, u32)>,
-) -> Vec<String> {
-  let mut ended_ids: Vec<i64> = done.to_vec();
+/// What a batch's transaction tells the other executors besides what its statements tell
+/// (completions, cancelled releases): the failures it ended (`finished`: their outcomes,
+/// once decided) and whether claimable work appeared (`limited`: running executions whose
+/// end frees a global slot).
+fn notes_for(batch: &Batch, finished: &[Finished], limited: &HashSet<(i64, u32)>) -> Vec<String> {
+  let mut ended_ids: Vec<i64> = Vec::new();
   let mut work = !batch.inserts.is_empty()
     || !batch.releases.is_empty()
     || batch
@@ -790,7 +804,6 @@ fn notes_for(
       Finished::Stale => {}
     }
   }
-  ended_ids.extend(batch.releases.iter().map(|r| r.id));
   let mut notes = ended(&ended_ids);
   if work {
     notes.push("w".to_string());

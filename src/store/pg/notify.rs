@@ -44,6 +44,19 @@ pub async fn notify(
   Ok(())
 }
 
+/// Ids in one `e:` payload of `ends_told`: at 20 bytes for the longest id and its comma,
+/// they stay under `MAX_PAYLOAD`.
+const ENDS_PER_PAYLOAD: usize = 380;
+
+/// A query that sends on the channel `channel` (a parameter, `$n`) `e:` payloads for the
+/// `id`s of the query `ids`: a statement tells what it really ended.
+pub fn ends_told(ids: &str, channel: &str) -> String {
+  format!(
+    "SELECT pg_notify({channel}, 'e:' || string_agg(id::text, ',')) \
+     FROM (SELECT id, (row_number() OVER () - 1) / {ENDS_PER_PAYLOAD} AS g FROM ({ids}) i) n GROUP BY g"
+  )
+}
+
 /// `e:` payloads for ended executions, split to fit.
 pub fn ended(ids: &[i64]) -> Vec<String> {
   let mut out = Vec::new();

@@ -264,8 +264,8 @@ impl Service {
   }
 
   /// The lazy ids heard ended in the last `LAZY_MS`: the rows of the latest `ENDED_KEPT`
-  /// are read and reported, the others told unread. On a failed read they are watched
-  /// again, lazily (the full look finds them).
+  /// are read and reported, the others told unread (a store tells only true ends). On a
+  /// failed read they are watched again, lazily (the full look finds them).
   pub(super) fn read_lazy(&mut self) {
     self.lazy_at = None;
     let mut unread = std::mem::take(&mut self.lazy_ended);
@@ -273,13 +273,10 @@ impl Service {
     if read.is_empty() {
       return;
     }
-    match self.lazy_ends(&read, &unread) {
-      Ok((rows, gone, open)) => {
-        // A notice of an end may name an execution that did not end (PostgreSQL tells
-        // attempts handed back, which are queued again): those are watched again, lazily.
+    match self.store.ended_among(&read) {
+      Ok((rows, gone)) => {
+        // Neither ended nor gone: still open after all, so watched again.
         let found: HashSet<i64> = rows.iter().map(|r| r.id).chain(gone.iter().copied()).collect();
-        unread.retain(|id| !open.contains(id));
-        self.watch_lazily(open);
         self.watch_lazily(read.into_iter().filter(|id| !found.contains(id)));
         if !rows.is_empty() || !gone.is_empty() || !unread.is_empty() {
           self.emit(Event::Ended { rows, gone, unread });
@@ -291,18 +288,6 @@ impl Service {
         self.emit(Event::Background(e));
       }
     }
-  }
-
-  /// The rows of `read` that ended and its ids no longer stored, and those of `unread` still
-  /// queued or running.
-  fn lazy_ends(&mut self, read: &[i64], unread: &[i64]) -> StoreResult<(Vec<Row>, Vec<i64>, HashSet<i64>)> {
-    let open = if unread.is_empty() {
-      HashSet::new()
-    } else {
-      self.store.open_among(unread)?.into_iter().collect()
-    };
-    let (rows, gone) = self.store.ended_among(read)?;
-    Ok((rows, gone, open))
   }
 
   fn watch_lazily(&mut self, ids: impl IntoIterator<Item = i64>) {
