@@ -427,6 +427,7 @@ async function measure(env, sys, cfg, mode, n, name) {
     // Completions and latencies as the workers report them.
     const counts = new Array(workers.length).fill(0);
     const lastT = new Array(workers.length).fill(0);
+    const started = new Array(workers.length).fill(0); // latency jobs each worker started
     const lat = [];
     let settle;
     const finished = new Promise((resolve, reject) => {
@@ -444,7 +445,7 @@ async function measure(env, sys, cfg, mode, n, name) {
         }
         if (msg.type === 'lat') {
           for (const p of msg.pairs) lat.push(p);
-          counts[w] += msg.pairs.length;
+          started[w] += msg.pairs.length;
           if (mode === 'latency' && lat.length >= n) settle.resolve(null);
           return true;
         }
@@ -469,7 +470,7 @@ async function measure(env, sys, cfg, mode, n, name) {
       out.otherCpu = foreignShare(procs0, processTicks(), cpu1.total - cpu0.total, sys === 'bullmq' ? [] : postgresRoots(env.pg.dir));
       if (out.otherCpu > OTHER_CPU_LIMIT) env.disturbed.add(`${sys}:${cfg.key}`);
     }
-    out.perWorker = [...counts];
+    out.perWorker = mode === 'throughput' ? [...counts] : [...started];
     if (mode === 'throughput') {
       out.seconds = (tEnd - a.t0) / 1000;
       out.jobsPerSec = n / out.seconds;

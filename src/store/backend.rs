@@ -13,6 +13,9 @@ pub struct Changes {
   /// Executions that ended: only true ends, never an attempt handed back to the queue or
   /// an end that changed nothing.
   pub ended: Vec<i64>,
+  /// Executions that may have ended: told by a host of an older release (PostgreSQL, see
+  /// `pg::notify`), which also named attempts handed back and ends that changed nothing.
+  pub maybe_ended: Vec<i64>,
   /// Some changes may have gone unheard: look at every watched execution.
   pub full: bool,
   /// A cancel may have been requested for an execution this worker runs.

@@ -559,8 +559,8 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
     &cx.channel,
   ];
 
-  // Without failures, the whole transaction goes at once; what it tells others is known
-  // before (an attempt end that turns out stale is a harmless extra id).
+  // Without failures, the whole transaction goes at once: what it tells others besides its
+  // statements' own notices (work, see `notes_for`) is known before.
   let one_trip = rest.is_empty();
   // A claim and nothing else, with no agent of interest limited: one statement, committing
   // alone (no transaction is open here, as for a lone insert).

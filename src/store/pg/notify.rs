@@ -1,12 +1,15 @@
-//! Wake-ups on PostgreSQL: every transaction that others must hear of sends one NOTIFY per
-//! kind on the schema's channel, and each executor LISTENs on a connection of its own.
+//! Wake-ups on PostgreSQL: every transaction that others must hear of sends NOTIFYs on the
+//! schema's channel, and each executor LISTENs on a connection of its own.
 //!
 //! Payloads: `w` (claimable work: inserted, retried, released, rescued), `l` (a global limit
 //! was set or removed: work may start, and claims take the lock again), `c` (a cancel was
-//! requested for a running execution), `e:<id>,<id>…` (executions that ended), `p:…`
-//! (executions pushed to a parked claim, see `push`), and, from the listener itself, `r`
-//! after it (re)connected (anything may have been missed). A payload stays under
-//! PostgreSQL's 8000 bytes: long id lists are split.
+//! requested for a running execution), `f:<id>,<id>…` (executions that ended, each told by
+//! the statement that ended it), `p:…` (executions pushed to a parked claim, see `push`),
+//! and, from the listener itself, `r` after it (re)connected (anything may have been
+//! missed). A payload stays under PostgreSQL's 8000 bytes: long id lists are split.
+//! Releases before `f:` told ends as `e:<id>,…`, naming also attempts handed back and ends
+//! that changed nothing: a host of such a release may share the schema during an upgrade,
+//! so `e:` ids are read as possible ends.
 
 use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
 use std::sync::mpsc::Sender;
@@ -44,27 +47,27 @@ pub async fn notify(
   Ok(())
 }
 
-/// Ids in one `e:` payload of `ends_told`: at 20 bytes for the longest id and its comma,
+/// Ids in one `f:` payload of `ends_told`: at 20 bytes for the longest id and its comma,
 /// they stay under `MAX_PAYLOAD`.
 const ENDS_PER_PAYLOAD: usize = 380;
 
-/// A query that sends on the channel `channel` (a parameter, `$n`) `e:` payloads for the
+/// A query that sends on the channel `channel` (a parameter, `$n`) `f:` payloads for the
 /// `id`s of the query `ids`: a statement tells what it really ended.
 pub fn ends_told(ids: &str, channel: &str) -> String {
   format!(
-    "SELECT pg_notify({channel}, 'e:' || string_agg(id::text, ',')) \
+    "SELECT pg_notify({channel}, 'f:' || string_agg(id::text, ',')) \
      FROM (SELECT id, (row_number() OVER () - 1) / {ENDS_PER_PAYLOAD} AS g FROM ({ids}) i) n GROUP BY g"
   )
 }
 
-/// `e:` payloads for ended executions, split to fit.
+/// `f:` payloads for ended executions, split to fit.
 pub fn ended(ids: &[i64]) -> Vec<String> {
   let mut out = Vec::new();
-  let mut cur = String::from("e:");
+  let mut cur = String::from("f:");
   for id in ids {
     let part = id.to_string();
     if cur.len() + part.len() + 1 > MAX_PAYLOAD {
-      out.push(std::mem::replace(&mut cur, String::from("e:")));
+      out.push(std::mem::replace(&mut cur, String::from("f:")));
     }
     if cur.len() > 2 {
       cur.push(',');
@@ -77,13 +80,16 @@ pub fn ended(ids: &[i64]) -> Vec<String> {
   out
 }
 
+fn ids_in(list: &str) -> impl Iterator<Item = i64> + '_ {
+  list.split(',').filter_map(|s| s.parse::<i64>().ok())
+}
+
 /// Adds what one payload (not a push: see `push::parse`) says to `c`.
 pub fn parse(payload: &str, c: &mut Changes) {
   c.any = true;
   match payload.split_once(':') {
-    Some(("e", ids)) => c
-      .ended
-      .extend(ids.split(',').filter_map(|s| s.parse::<i64>().ok())),
+    Some(("f", ids)) => c.ended.extend(ids_in(ids)),
+    Some(("e", ids)) => c.maybe_ended.extend(ids_in(ids)),
     _ if payload == "c" => c.cancels = true,
     _ if payload == "l" => {
       c.limits = true;
@@ -208,6 +214,11 @@ mod tests {
       c.any && !c.full && !c.cancels && !c.work,
       "ends alone are no work"
     );
+    // An older release's notice: possible ends, never taken for true ones.
+    let mut c = Changes::default();
+    parse("e:7,8", &mut c);
+    assert_eq!((c.ended.len(), c.maybe_ended), (0, vec![7, 8]));
+    assert!(c.any && !c.work);
     let heard = |p: &str| {
       let mut c = Changes::default();
       parse(p, &mut c);

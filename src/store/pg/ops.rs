@@ -351,7 +351,6 @@ impl PgStore {
     Ok(r.get::<_, Option<f64>>(0).map(|t| t - self.offset_ms))
   }
 
-  /// Of `ids`, the ended executions (rows) and the ids no longer stored.
   /// Of `ids`, those stored and not ended (`state + 0`: each looked up by id).
   pub fn open_among(&mut self, ids: &[i64]) -> StoreResult<Vec<i64>> {
     self.conn.ensure()?;
@@ -368,6 +367,7 @@ impl PgStore {
     })
   }
 
+  /// Of `ids`, the ended executions (rows) and the ids no longer stored.
   pub fn ended_among(&mut self, ids: &[i64]) -> StoreResult<(Vec<Row>, Vec<i64>)> {
     self.conn.ensure()?;
     let s = &self.s;

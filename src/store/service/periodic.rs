@@ -183,6 +183,13 @@ impl Service {
       if !self.lazy_ended.is_empty() && self.lazy_at.is_none() {
         self.lazy_at = Some(self.tick() + LAZY_MS);
       }
+      // Possible ends are read at once, lazy or not: those still open stay watched.
+      mine.extend(
+        c.maybe_ended
+          .iter()
+          .copied()
+          .filter(|id| self.watched.contains(id)),
+      );
       if !mine.is_empty() {
         let found = self.store.ended_among(&mine);
         self.report_ended(found);
