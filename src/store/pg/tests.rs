@@ -1323,16 +1323,29 @@ fn schema_listener(url: &str, schema: &str) -> (tokio::runtime::Runtime, tokio_p
   (rt, client, rx)
 }
 
-/// The ids told ended within 300 ms, sorted, and the longest payload that told them.
-fn told_ends(rt: &tokio::runtime::Runtime, rx: &mut Heard) -> (Vec<i64>, usize) {
-  rt.block_on(async { tokio::time::sleep(Duration::from_millis(300)).await });
+/// The ids told ended, sorted, once `n` are heard (or 5 s passed) and 100 ms more went by
+/// without another, and the longest payload that told them.
+fn told_ends(rt: &tokio::runtime::Runtime, rx: &mut Heard, n: usize) -> (Vec<i64>, usize) {
   let (mut told, mut longest) = (Vec::new(), 0);
-  while let Ok(n) = rx.try_recv() {
-    if let Some(list) = n.payload().strip_prefix("f:") {
-      longest = longest.max(n.payload().len());
-      told.extend(list.split(',').map(|id| id.parse::<i64>().expect("an id")));
+  let deadline = Instant::now() + Duration::from_secs(5);
+  rt.block_on(async {
+    loop {
+      let wait = if told.len() >= n {
+        Duration::from_millis(100)
+      } else {
+        deadline.saturating_duration_since(Instant::now())
+      };
+      match tokio::time::timeout(wait, rx.recv()).await {
+        Ok(Some(note)) => {
+          if let Some(list) = note.payload().strip_prefix("f:") {
+            longest = longest.max(note.payload().len());
+            told.extend(list.split(',').map(|id| id.parse::<i64>().expect("an id")));
+          }
+        }
+        _ => break,
+      }
     }
-  }
+  });
   told.sort_unstable();
   (told, longest)
 }
@@ -1370,7 +1383,7 @@ fn a_batch_tells_only_the_executions_it_really_ended() {
   };
   let r = s.batch(&batch, T0 + 2.0).expect("batch");
   assert_eq!(r.finished, vec![Finished::Recorded, Finished::Stale]);
-  let (told, _) = told_ends(&rt, &mut rx);
+  let (told, _) = told_ends(&rt, &mut rx, 2);
   assert_eq!(
     told,
     vec![done, cancelled],
@@ -1392,7 +1405,7 @@ fn a_batch_tells_only_the_executions_it_really_ended() {
     ..Default::default()
   };
   s.batch(&batch, T0 + 4.0).expect("batch");
-  let (told, longest) = told_ends(&rt, &mut rx);
+  let (told, longest) = told_ends(&rt, &mut rx, ids.len());
   ids.sort_unstable();
   assert_eq!(told, ids);
   assert!((7_000..=7_900).contains(&longest), "{longest}");
