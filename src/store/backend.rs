@@ -10,8 +10,8 @@ use super::{Batch, BatchResult, CancelRequest, Rescued, Row, StoreResult};
 pub struct Changes {
   /// Something changed: claimable work or cancels may be waiting.
   pub any: bool,
-  /// Executions that ended: only true ends, never an attempt handed back to the queue or
-  /// an end that changed nothing.
+  /// Executions that ended: only true ends (one may be told twice), never an attempt
+  /// handed back to the queue or a completion that changed nothing.
   pub ended: Vec<i64>,
   /// Executions that may have ended: told by a host of an older release (PostgreSQL, see
   /// `pg::notify`), which also named attempts handed back and ends that changed nothing.

@@ -2043,16 +2043,22 @@ fn an_older_release_s_notice_of_ends_is_read_at_once_and_what_is_still_open_stay
   let kept = crate::protocol::ENDED_KEPT as usize;
   let ids = submitted(&submitter, &rx, 1, (0..=kept).map(|_| exec("a", 0)).collect());
   let (open, ended) = (ids[0], &ids[1..]);
-  // A host of an older release ends all but the first and names them all, as it named
+  // And one whose submitter takes its value: read as soon as heard.
+  let awaited = NewExecution {
+    mode: MODE_EXECUTE,
+    ..exec("a", 0)
+  };
+  let awaited = submitted(&submitter, &rx, 2, vec![awaited])[0];
+  // A host of an older release ends all but those two and names them all, as it named
   // attempts handed back.
   let mut other = PgConnection::open(target(&url, "olde")).expect("open");
   let channel = notify::channel(&other.target.schema);
-  let list: Vec<String> = ids.iter().map(i64::to_string).collect();
+  let list: Vec<String> = ids.iter().chain([&awaited]).map(i64::to_string).collect();
   sql(
     &mut other,
     &format!(
-      "BEGIN; UPDATE {{s}}.bmad_executions SET state = 2, result = '1', finalized_at = 1 WHERE id <> {open}; \
-       SELECT pg_notify('{channel}', 'e:{}'); COMMIT",
+      "BEGIN; UPDATE {{s}}.bmad_executions SET state = 2, result = '1', finalized_at = 1 \
+       WHERE id NOT IN ({open}, {awaited}); SELECT pg_notify('{channel}', 'e:{}'); COMMIT",
       list.join(",")
     ),
   );
@@ -2067,18 +2073,29 @@ fn an_older_release_s_notice_of_ends_is_read_at_once_and_what_is_still_open_stay
     told.extend(rows.iter().map(|r| r.id));
   }
   told.sort_unstable();
-  assert_eq!(told, ended.to_vec(), "the open one {open} is not told");
-  // Still watched: its true end is told.
+  assert_eq!(
+    told,
+    ended.to_vec(),
+    "the open ones {open} and {awaited} are not told"
+  );
+  // Still watched: their true ends are told.
   let mut runner = store(&url, "olde");
-  assert_eq!(claim(&mut runner, 1, T0), vec![open]);
-  assert_eq!(finish(&mut runner, completed(open), T0 + 1.0), Finished::Recorded);
-  let Event::Ended { rows, unread, .. } = expect(&rx, Duration::from_secs(2), "its end", |e| {
-    matches!(e, Event::Ended { .. })
-  }) else {
-    unreachable!()
-  };
-  let told: Vec<i64> = rows.iter().map(|r| r.id).chain(unread).collect();
-  assert_eq!(told, vec![open]);
+  let both = claim(&mut runner, 2, T0);
+  assert_eq!(both, vec![open, awaited]);
+  for id in both {
+    assert_eq!(finish(&mut runner, completed(id), T0 + 1.0), Finished::Recorded);
+  }
+  let mut told = Vec::new();
+  while told.len() < 2 {
+    let Event::Ended { rows, unread, .. } = expect(&rx, Duration::from_secs(2), "their ends", |e| {
+      matches!(e, Event::Ended { .. })
+    }) else {
+      unreachable!()
+    };
+    told.extend(rows.iter().map(|r| r.id).chain(unread));
+  }
+  told.sort_unstable();
+  assert_eq!(told, vec![open, awaited]);
   submitter.send(Command::Close { req: 9 });
   expect(&rx, HEARD, "closed", |e| matches!(e, Event::Closed { .. }));
   drop_schema(&url, "olde");

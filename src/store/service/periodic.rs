@@ -183,17 +183,18 @@ impl Service {
       if !self.lazy_ended.is_empty() && self.lazy_at.is_none() {
         self.lazy_at = Some(self.tick() + LAZY_MS);
       }
-      // Possible ends are read at once, lazy or not: those still open stay watched.
-      mine.extend(
-        c.maybe_ended
-          .iter()
-          .copied()
-          .filter(|id| self.watched.contains(id)),
-      );
-      if !mine.is_empty() {
-        let found = self.store.ended_among(&mine);
-        self.report_ended(found);
-      }
+      // Possible ends are looked up now, as the full look does: those still open stay
+      // watched.
+      let (lazy, eager): (Vec<i64>, Vec<i64>) = c
+        .maybe_ended
+        .iter()
+        .copied()
+        .filter(|id| self.watched.contains(id))
+        .partition(|id| self.lazy.contains(id));
+      mine.extend(eager);
+      mine.sort_unstable();
+      mine.dedup();
+      self.look_up(lazy, mine);
     }
     if c.work {
       self.work_announced();
@@ -217,17 +218,24 @@ impl Service {
       return;
     }
     self.next_full_check = self.tick() + FULL_CHECK_MS;
-    let (mut lazy, eager): (Vec<i64>, Vec<i64>) = self
+    let (lazy, eager): (Vec<i64>, Vec<i64>) = self
       .watched
       .iter()
       .copied()
       .partition(|id| self.lazy.contains(id));
+    self.look_up(lazy, eager);
+  }
+
+  /// Looks watched ids up: `lazy` ones without their rows (those no longer queued or
+  /// running join the lazy ends), `eager` ones with them (those ended are reported).
+  fn look_up(&mut self, mut lazy: Vec<i64>, eager: Vec<i64>) {
     if !lazy.is_empty() {
       match self.store.open_among(&lazy) {
         Ok(open) => {
           let open: HashSet<i64> = open.into_iter().collect();
           lazy.retain(|id| !open.contains(id));
           lazy.sort_unstable();
+          lazy.dedup();
           for id in &lazy {
             self.watched.remove(id);
             self.lazy.remove(id);
