@@ -820,7 +820,8 @@ impl PgStore {
         .execute(sweep_parked, &[&me.owner, &(now - lease_ms), &(now - 86_400_000.0)])
         .await?;
       let mut notes = ended(&out.iter().filter(|r| r.status != STATUS_QUEUED).map(|r| r.id).collect::<Vec<_>>());
-      if out.iter().any(|r| r.status == STATUS_QUEUED) {
+      if !out.is_empty() {
+        // Claimable again, or ended: a slot of its agent's global limit is free.
         notes.push("w".to_string());
       }
       notify::notify(client, &channel, &notes).await?;
@@ -950,8 +951,8 @@ impl PgStore {
       .map(|r| r.get(0))
       .collect();
     let mut notes = ended(&ended_ids);
-    if ended_ids.len() < back.len() {
-      // Claimable again, for every executor.
+    if !back.is_empty() {
+      // Claimable again, for every executor, or ended: a slot of a global limit is free.
       notes.push("w".to_string());
     }
     if !notes.is_empty() {

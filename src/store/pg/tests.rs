@@ -1323,31 +1323,72 @@ fn schema_listener(url: &str, schema: &str) -> (tokio::runtime::Runtime, tokio_p
   (rt, client, rx)
 }
 
-/// The ids told ended, sorted, once `n` are heard (or 5 s passed) and 100 ms more went by
-/// without another, and the longest payload that told them.
-fn told_ends(rt: &tokio::runtime::Runtime, rx: &mut Heard, n: usize) -> (Vec<i64>, usize) {
-  let (mut told, mut longest) = (Vec::new(), 0);
+/// The payloads heard until `enough` says so (or 5 s passed), and 100 ms more without
+/// another.
+fn heard(rt: &tokio::runtime::Runtime, rx: &mut Heard, enough: impl Fn(&[String]) -> bool) -> Vec<String> {
+  let mut out: Vec<String> = Vec::new();
   let deadline = Instant::now() + Duration::from_secs(5);
   rt.block_on(async {
     loop {
-      let wait = if told.len() >= n {
+      let wait = if enough(&out) {
         Duration::from_millis(100)
       } else {
         deadline.saturating_duration_since(Instant::now())
       };
       match tokio::time::timeout(wait, rx.recv()).await {
-        Ok(Some(note)) => {
-          if let Some(list) = note.payload().strip_prefix("f:") {
-            longest = longest.max(note.payload().len());
-            told.extend(list.split(',').map(|id| id.parse::<i64>().expect("an id")));
-          }
-        }
+        Ok(Some(note)) => out.push(note.payload().to_string()),
         _ => break,
       }
     }
   });
+  out
+}
+
+/// The ids `payloads` tell ended, sorted.
+fn ends_in(payloads: &[String]) -> Vec<i64> {
+  let mut told: Vec<i64> = payloads
+    .iter()
+    .filter_map(|p| p.strip_prefix("f:"))
+    .flat_map(|list| list.split(',').map(|id| id.parse::<i64>().expect("an id")))
+    .collect();
   told.sort_unstable();
-  (told, longest)
+  told
+}
+
+/// The ids told ended, sorted, once `n` are heard, and the longest payload that told them.
+fn told_ends(rt: &tokio::runtime::Runtime, rx: &mut Heard, n: usize) -> (Vec<i64>, usize) {
+  let payloads = heard(rt, rx, |p| ends_in(p).len() >= n);
+  let longest = payloads
+    .iter()
+    .filter(|p| p.starts_with("f:"))
+    .map(String::len)
+    .max()
+    .unwrap_or(0);
+  (ends_in(&payloads), longest)
+}
+
+#[test]
+fn a_rescue_that_ends_an_execution_of_a_limited_agent_tells_of_work() {
+  let Some(url) = server() else { return };
+  let mut a = store(&url, "rescuew");
+  let mut b = store(&url, "rescuew");
+  a.set_global_limit("g", Some(1)).expect("set the limit");
+  let ids = insert(&mut a, vec![exec("g", 3), exec("g", 0)]);
+  assert_eq!(claim(&mut a, 2, T0 + 1.0), vec![ids[0]], "one at a time");
+  assert!(claim(&mut b, 2, T0 + 1.0).is_empty(), "the limit is held");
+  let (rt, _client, mut rx) = schema_listener(&url, "rescuew");
+  // A stops; B's rescue ends its attempt (its only one): the slot is free for others.
+  let late = T0 + 1.0 + LEASE + 1.0;
+  let rescued = b.rescue(late).expect("rescue");
+  assert_eq!(
+    rescued.iter().map(|r| (r.id, r.status)).collect::<Vec<_>>(),
+    vec![(ids[0], STATUS_FAILED)]
+  );
+  let payloads = heard(&rt, &mut rx, |p| p.iter().any(|p| p == "w"));
+  assert!(payloads.iter().any(|p| p == "w"), "{payloads:?}");
+  assert_eq!(ends_in(&payloads), vec![ids[0]]);
+  assert_eq!(claim(&mut b, 2, late + 1.0), vec![ids[1]]);
+  drop_schema(&url, "rescuew");
 }
 
 #[test]

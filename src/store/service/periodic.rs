@@ -78,11 +78,9 @@ impl Service {
       self.next_rescue = t + (self.opts.lease_ms / 2.0).min(1_000.0);
       match self.store.rescue(now) {
         Ok(rescued) if !rescued.is_empty() => {
-          let requeued = rescued.iter().any(|r| r.status == crate::protocol::STATUS_QUEUED);
           self.emit(Event::Rescued(rescued));
-          if requeued {
-            self.work_may_wait();
-          }
+          // Queued again, or ended: a slot of its agent's global limit is free.
+          self.work_may_wait();
         }
         Ok(_) => {}
         Err(e) => self.emit(Event::Background(e)),
