@@ -821,7 +821,7 @@ impl PgStore {
         .await?;
       let mut notes = ended(&out.iter().filter(|r| r.status != STATUS_QUEUED).map(|r| r.id).collect::<Vec<_>>());
       if !out.is_empty() {
-        // Claimable again, or ended: a slot of its agent's global limit is free.
+        // Claimable again, or ended: a slot of its agent's global limit may be free.
         notes.push("w".to_string());
       }
       notify::notify(client, &channel, &notes).await?;
@@ -952,7 +952,7 @@ impl PgStore {
       .collect();
     let mut notes = ended(&ended_ids);
     if !back.is_empty() {
-      // Claimable again, for every executor, or ended: a slot of a global limit is free.
+      // Claimable again, for every executor, or ended: a slot of a global limit may be free.
       notes.push("w".to_string());
     }
     if !notes.is_empty() {

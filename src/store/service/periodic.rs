@@ -79,7 +79,7 @@ impl Service {
       match self.store.rescue(now) {
         Ok(rescued) if !rescued.is_empty() => {
           self.emit(Event::Rescued(rescued));
-          // Queued again, or ended: a slot of its agent's global limit is free.
+          // Queued again, or ended: a slot of its agent's global limit may be free.
           self.work_may_wait();
         }
         Ok(_) => {}
