@@ -99,29 +99,12 @@ mod tests {
   use super::*;
   use std::sync::mpsc;
 
+  /// A pushed row: only its id and attempt matter here.
   fn row(id: i64) -> Row {
     Row {
       id,
-      agent: "a".into(),
-      task: "t".into(),
-      options: None,
-      level: "medium".into(),
-      priority: 0,
-      mode: 0,
-      key: None,
-      status: 1,
       attempt: 1,
-      max_attempts: 1,
-      timeout_ms: 0.0,
-      progress: 0.0,
-      result: None,
-      error: None,
-      owner: None,
-      cancel_requested: false,
-      created_at: 0.0,
-      scheduled_at: 0.0,
-      attempted_at: None,
-      finalized_at: None,
+      ..Row::default()
     }
   }
 
