@@ -1144,10 +1144,21 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 fn start(url: &str, schema: &str, agents: &[&str]) -> (service::Handle, mpsc::Receiver<Event>) {
+  let (handle, rx, _) = start_leased(url, schema, agents, LEASE);
+  (handle, rx)
+}
+
+/// A store thread whose leases last `lease_ms` (a heartbeat each third); also its owner.
+fn start_leased(
+  url: &str,
+  schema: &str,
+  agents: &[&str],
+  lease_ms: f64,
+) -> (service::Handle, mpsc::Receiver<Event>, String) {
   let opts = Options {
     path: std::path::PathBuf::new(),
     synchronous: crate::store::schema::Synchronous::Normal,
-    lease_ms: LEASE,
+    lease_ms,
     poll_ms: 1.0,
     ttl_ms: 3_600_000.0,
     max_kept: 10_000,
@@ -1156,14 +1167,16 @@ fn start(url: &str, schema: &str, agents: &[&str]) -> (service::Handle, mpsc::Re
   };
   let (tx, rx) = mpsc::channel();
   let handle = service::start(opts, Box::new(move |ev| tx.send(ev).is_ok())).expect("start");
-  expect(&rx, Duration::from_secs(10), "Opened", |e| {
+  let Event::Opened { owner } = expect(&rx, Duration::from_secs(10), "Opened", |e| {
     matches!(e, Event::Opened { .. })
-  });
+  }) else {
+    unreachable!()
+  };
   handle.send(Command::Interest {
     any: false,
     agents: agents.iter().map(|a| a.to_string()).collect(),
   });
-  (handle, rx)
+  (handle, rx, owner)
 }
 
 fn expect(rx: &mpsc::Receiver<Event>, within: Duration, what: &str, want: impl Fn(&Event) -> bool) -> Event {
@@ -1205,6 +1218,54 @@ fn submitted(
 
 /// What a NOTIFY must beat: the thread's own periodic look is the fallback.
 const HEARD: Duration = Duration::from_millis(500);
+
+#[test]
+fn a_claim_whose_answer_was_lost_goes_back_and_is_looked_for_at_once_by_its_own_worker() {
+  let Some(url) = server() else { return };
+  // A heartbeat every 200 ms; the fallback looks at 250 ms, 750, 1750, then 3750.
+  let (runner, rx, owner) = start_leased(&url, "unknownback", &["a"], 600.0);
+  std::thread::sleep(Duration::from_millis(1800));
+  while rx.try_recv().is_ok() {}
+  // A claim the server committed for this worker after it had given up on its answer.
+  let mut admin = PgConnection::open(target(&url, "unknownback")).expect("open");
+  sql(
+    &mut admin,
+    &format!(
+      "INSERT INTO {{s}}.bmad_executions (agent, task, level, priority, mode, state, attempt, owner, lease_expires_at, \
+         max_attempts, retry_delay_ms, backoff, timeout_ms, created_at, scheduled_at, attempted_at) \
+       VALUES ('a', 't', 'medium', 3, 0, 1, 1, '{owner}', 9e15, 2, 0, 0, 0, 0, 0, 0)"
+    ),
+  );
+  // Its own heartbeat hands it back, and this worker, deaf to its own notice, looks at once
+  // instead of at its next fallback look, 1.9 s away.
+  expect(&rx, Duration::from_millis(900), "work after the hand-back", |e| {
+    matches!(e, Event::Changed)
+  });
+  runner.send(Command::Batch {
+    req: 1,
+    batch: Batch {
+      claim: 1,
+      ..Default::default()
+    },
+  });
+  let Event::Batch { result, .. } = expect(&rx, HEARD, "claimed", |e| {
+    matches!(e, Event::Batch { req: 1, .. })
+  }) else {
+    unreachable!()
+  };
+  // The lost attempt was not counted.
+  assert_eq!(
+    result
+      .claimed
+      .iter()
+      .map(|r| (r.agent.as_str(), r.attempt))
+      .collect::<Vec<_>>(),
+    vec![("a", 1)]
+  );
+  runner.send(Command::Close { req: 2 });
+  expect(&rx, HEARD, "closed", |e| matches!(e, Event::Closed { .. }));
+  drop_schema(&url, "unknownback");
+}
 
 #[test]
 fn a_claim_that_locked_more_than_it_took_tells_the_others_to_look_again() {

@@ -40,16 +40,22 @@ impl Service {
   }
 
   /// Attempts this worker holds in the store but does not know of go back to the queue:
-  /// claims whose answer was lost.
-  pub(super) fn release_unknown(&mut self) {
+  /// claims whose answer was lost. True when any went back (or ended cancelled).
+  pub(super) fn release_unknown(&mut self) -> bool {
     // Pushes answered from the listener's thread are known.
     self.note_answered();
     let running: Vec<(i64, u32)> = self.running.iter().map(|(&id, &a)| (id, a)).collect();
     let parked = self.parked.as_ref().and_then(|p| p.token);
     match self.store.release_unknown(&running, parked) {
-      Ok(ids) if !ids.is_empty() => tracing::debug!(?ids, "claims whose answer was lost handed back"),
-      Ok(_) => {}
-      Err(e) => self.emit(Event::Background(e)),
+      Ok(ids) if !ids.is_empty() => {
+        tracing::debug!(?ids, "claims whose answer was lost handed back");
+        true
+      }
+      Ok(_) => false,
+      Err(e) => {
+        self.emit(Event::Background(e));
+        false
+      }
     }
   }
 
@@ -70,7 +76,12 @@ impl Service {
         // Also after a reconnect's look: a batch given up when its answer was late may
         // still commit its claims on the server afterwards, and the heartbeat would renew
         // them for ever.
-        Ok(()) => self.release_unknown(),
+        // What went back is claimable here too: this process ignores its own notice of it.
+        Ok(()) => {
+          if self.release_unknown() {
+            self.work_may_wait();
+          }
+        }
         Err(e) => self.emit(Event::Background(e)),
       }
     }
