@@ -164,6 +164,8 @@ struct Service {
   /// parked).
   publish_at: Option<f64>,
   alive: bool,
+  /// The store was left (a close, the executor dropped): nothing more to hand back.
+  left: bool,
 }
 
 /// A claim JS left to run when work may be waiting, answered under `req`; `token` once

@@ -96,6 +96,7 @@ pub(super) fn run(
     follow_at: None,
     publish_at: None,
     alive: true,
+    left: false,
   };
   // A panic (a bug, or a row of a schema changed by hand that a driver cannot read) must
   // not leave callers waiting in silence: JS hears that the thread stopped (and fails what
@@ -145,10 +146,7 @@ impl Service {
           }
         }
         Err(RecvTimeoutError::Timeout) => {}
-        Err(RecvTimeoutError::Disconnected) => {
-          let _ = self.store.leave();
-          return;
-        }
+        Err(RecvTimeoutError::Disconnected) => break,
       }
       if self.alive {
         self.periodic();
@@ -162,6 +160,21 @@ impl Service {
         }
       }
     }
+    // Stopped by an event JS could not hear (its executor is going), or by the channel.
+    if !self.left {
+      self.leave_unheard();
+    }
+  }
+
+  /// JS hears this thread no more: what was pushed to it and the claims it does not know of
+  /// go back to the queue; the attempts it runs stay in its name, rescued when this process
+  /// exits or their lease runs out.
+  fn leave_unheard(&mut self) {
+    self.give_back_parked(now_ms());
+    self.release_unknown();
+    let _ = self.store.leave();
+    self.alive = false;
+    self.left = true;
   }
 }
 
@@ -399,13 +412,8 @@ impl Service {
           self.recheck = true;
         }
       }
-      Command::Dropped => {
-        // What was pushed to this worker goes back first, heard of or not.
-        self.give_back_parked(now);
-        self.release_unknown();
-        let _ = self.store.leave();
-        self.alive = false;
-      }
+      // What was pushed to this worker goes back, heard of or not.
+      Command::Dropped => self.leave_unheard(),
       Command::Close { req } => {
         if let Some((req, _)) = self.give_back_parked(now) {
           self.answer_empty(req);
@@ -421,6 +429,7 @@ impl Service {
         }
         self.emit(Event::Closed { req });
         self.alive = false;
+        self.left = true;
       }
     }
   }

@@ -395,3 +395,42 @@ fn the_full_look_reads_only_the_latest_kept_rows_of_fire_and_forget_ends_it_neve
   );
   close(submitter, &rx);
 }
+
+#[test]
+fn a_thread_whose_executor_hears_it_no_more_hands_back_what_was_pushed_to_it() {
+  let Some(url) = server() else { return };
+  let (mut runner, from_runner) = thread(&url, "unheard");
+  let (submitter, from_submitter) = thread(&url, "unheard");
+  park(&runner, 1, 2);
+  quiet(&from_runner, 200);
+  // The executor's events can no longer be delivered (its JS is going away): the push
+  // answers the parked claim, and nobody hears it.
+  drop(from_runner);
+  submit(&submitter, 1, 1);
+  assert_eq!(answer(&from_submitter), (1, 0));
+  // The thread finds out at its next event, and stops.
+  std::thread::sleep(Duration::from_millis(200));
+  runner.send(Command::Batch {
+    req: 2,
+    batch: Batch::default(),
+  });
+  runner.join();
+  // What was pushed went back to the queue, its attempt uncounted, for another to claim.
+  submitter.send(Command::Batch {
+    req: 2,
+    batch: Batch {
+      claim: 2,
+      ..Batch::default()
+    },
+  });
+  let (req, rows) = answer_rows(&from_submitter);
+  assert_eq!(req, 2);
+  assert_eq!(
+    rows
+      .iter()
+      .map(|r| (r.agent.as_str(), r.attempt))
+      .collect::<Vec<_>>(),
+    vec![("a", 1)]
+  );
+  close(submitter, &from_submitter);
+}
