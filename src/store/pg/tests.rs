@@ -1453,6 +1453,83 @@ fn a_rescue_that_ends_an_execution_of_a_limited_agent_tells_of_work() {
 }
 
 #[test]
+fn a_hand_back_that_only_ended_a_cancelled_attempt_tells_of_its_end_and_of_work() {
+  let Some(url) = server() else { return };
+  let mut a = store(&url, "unknownw");
+  a.set_global_limit("g", Some(1)).expect("set the limit");
+  let ids = insert(&mut a, vec![exec("g", 3), exec("g", 0)]);
+  assert_eq!(claim(&mut a, 2, T0 + 1.0), vec![ids[0]], "one at a time");
+  assert_eq!(a.cancel(ids[0], "{}", T0 + 2.0).expect("cancel"), 1);
+  let (rt, _client, mut rx) = schema_listener(&url, "unknownw");
+  // A's claim of it is unknown to A (its answer lost): handed back, it ends cancelled, which
+  // frees the agent's slot for every executor.
+  assert_eq!(a.release_unknown(&[], None).expect("hand back"), vec![ids[0]]);
+  let payloads = heard(&rt, &mut rx, |p| p.iter().any(|p| p == "w"));
+  assert!(payloads.iter().any(|p| p == "w"), "{payloads:?}");
+  assert_eq!(ends_in(&payloads), vec![ids[0]]);
+  assert_eq!(claim(&mut a, 2, T0 + 3.0), vec![ids[1]]);
+  drop_schema(&url, "unknownw");
+}
+
+#[test]
+fn a_rescue_that_only_ends_an_attempt_makes_the_rescuer_look_for_work() {
+  let Some(url) = server() else { return };
+  let mut a = store(&url, "rescuelook");
+  a.set_global_limit("g", Some(1)).expect("set the limit");
+  let ids = insert(&mut a, vec![exec("g", 3), exec("g", 0)]);
+  assert_eq!(
+    claim(&mut a, 2, crate::system::probes::now_ms()),
+    vec![ids[0]],
+    "one at a time"
+  );
+  // A rescue every second; the fallback looks at 250 ms, 750, 1750, then 3750.
+  let (runner, rx) = start(&url, "rescuelook", &["g"]);
+  std::thread::sleep(Duration::from_millis(1800));
+  while rx.try_recv().is_ok() {}
+  // A's lease runs out: its attempt (the last one allowed) ends failed at the next rescue,
+  // and the rescuer, deaf to its own notice, looks at once for the work it may now take.
+  let mut admin = PgConnection::open(target(&url, "rescuelook")).expect("open");
+  sql(
+    &mut admin,
+    &format!(
+      "UPDATE {{s}}.bmad_executions SET lease_expires_at = 0 WHERE id = {}",
+      ids[0]
+    ),
+  );
+  let Event::Rescued(rescued) = expect(&rx, Duration::from_millis(1500), "the rescue", |e| {
+    matches!(e, Event::Rescued(_))
+  }) else {
+    unreachable!()
+  };
+  assert_eq!(
+    rescued.iter().map(|r| (r.id, r.status)).collect::<Vec<_>>(),
+    vec![(ids[0], STATUS_FAILED)]
+  );
+  expect(&rx, HEARD, "work after the rescue", |e| {
+    matches!(e, Event::Changed)
+  });
+  runner.send(Command::Batch {
+    req: 1,
+    batch: Batch {
+      claim: 1,
+      ..Default::default()
+    },
+  });
+  let Event::Batch { result, .. } = expect(&rx, HEARD, "claimed", |e| {
+    matches!(e, Event::Batch { req: 1, .. })
+  }) else {
+    unreachable!()
+  };
+  assert_eq!(
+    result.claimed.iter().map(|r| r.id).collect::<Vec<_>>(),
+    vec![ids[1]]
+  );
+  runner.send(Command::Close { req: 2 });
+  expect(&rx, HEARD, "closed", |e| matches!(e, Event::Closed { .. }));
+  drop_schema(&url, "rescuelook");
+}
+
+#[test]
 fn a_batch_tells_only_the_executions_it_really_ended() {
   let Some(url) = server() else { return };
   let mut s = store(&url, "told");
