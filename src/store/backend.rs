@@ -2,7 +2,6 @@
 //! processes changed. SQLite (`ops::Store`) reads `PRAGMA data_version` and its ends log;
 //! PostgreSQL (`pg::backend::Postgres`) hears NOTIFY messages.
 
-use super::ops::Interest;
 use super::{Batch, BatchResult, CancelRequest, Rescued, Row, StoreResult};
 
 /// What other processes changed since the last look.
@@ -105,5 +104,27 @@ pub trait Backend: Send {
   /// each with what names the store; a local file has no connection to lose.
   fn link_changes(&mut self) -> Vec<(bool, String)> {
     Vec::new()
+  }
+}
+
+/// Which agents this process claims executions of.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Interest {
+  /// Any agent (a `defaultAgent`, or an overridden agent runner).
+  pub any: bool,
+  pub agents: Vec<String>,
+  /// `agents` as a JSON array, for SQLite's `json_each`.
+  pub agents_json: String,
+  pub none: bool,
+}
+
+impl Interest {
+  pub fn new(any: bool, agents: &[String]) -> Interest {
+    Interest {
+      any,
+      agents: agents.to_vec(),
+      agents_json: serde_json::to_string(agents).unwrap_or_else(|_| "[]".to_string()),
+      none: !any && agents.is_empty(),
+    }
   }
 }

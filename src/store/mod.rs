@@ -1,4 +1,5 @@
-//! The durable store: executions in an embedded SQLite database that several processes share.
+//! The durable store: executions in an embedded SQLite database that several processes
+//! share, or in a PostgreSQL database that several hosts share.
 //!
 //! ```text
 //! schema    the tables, versioned migrations, and the checks made before anything is written
@@ -6,10 +7,12 @@
 //! backend   what the thread needs of a driver (SQLite's is `ops::Store`, PostgreSQL's `pg`)
 //! ops       every read and state change, each a compare-and-set where it changes state
 //! host      this process's identity, and whether another process on this host still lives
+//! messages  what the thread is asked, what it answers, and the sink the answers go to
 //! service   the thread that owns the connection: requests, the wake-up poll, heartbeats,
 //!           rescue and retention, answers through one event sink
 //! wake      on Linux, a wake-up when another process writes the WAL file
-//! pg        PostgreSQL: the connection string, connecting, the schema (not wired yet)
+//! pg        PostgreSQL: the connection string and TLS, the schema, the statements,
+//!           notifications and pushes
 //! ```
 //!
 //! Nothing here imports napi: `binding/store.rs` converts to and from JS.
@@ -17,6 +20,7 @@
 pub mod backend;
 pub mod decide;
 pub mod host;
+pub mod messages;
 pub mod ops;
 pub mod pg;
 pub mod schema;

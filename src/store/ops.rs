@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, Row as SqlRow, TransactionBehavior};
 
-use super::backend::{Backend, Changes};
+use super::backend::{Backend, Changes, Interest};
 use super::decide::{self, AfterAttempt, Stored};
 use super::host::{self, Identity};
 use super::schema::{self, Synchronous};
@@ -51,28 +51,6 @@ fn row(r: &SqlRow<'_>) -> rusqlite::Result<Row> {
     attempted_at: r.get(19)?,
     finalized_at: r.get(20)?,
   })
-}
-
-/// Which agents this process claims executions of.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Interest {
-  /// Any agent (a `defaultAgent`, or an overridden agent runner).
-  pub any: bool,
-  pub agents: Vec<String>,
-  /// `agents` as a JSON array, for SQLite's `json_each`.
-  pub agents_json: String,
-  pub none: bool,
-}
-
-impl Interest {
-  pub fn new(any: bool, agents: &[String]) -> Interest {
-    Interest {
-      any,
-      agents: agents.to_vec(),
-      agents_json: serde_json::to_string(agents).unwrap_or_else(|_| "[]".to_string()),
-      none: !any && agents.is_empty(),
-    }
-  }
 }
 
 /// One connection to a store, as one worker.

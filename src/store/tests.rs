@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use rusqlite::{params, Connection};
 
 use super::backend::Backend;
-use super::ops::{Interest, WORKER_LOST};
+use super::backend::Interest;
+use super::ops::WORKER_LOST;
 use super::schema::{Synchronous, APP, MIGRATIONS, VERSION};
 use super::service::{self, Command, Event, Options};
 use super::*;

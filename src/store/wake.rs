@@ -8,7 +8,7 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use super::service::Command;
+use super::messages::Command;
 
 /// A running watcher; dropping it stops its thread (within `POLL_MS`).
 pub struct Waker {

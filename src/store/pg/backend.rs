@@ -10,9 +10,8 @@ use tokio::task::JoinHandle;
 use super::ops::PgStore;
 use super::published::Published;
 use super::{notify, push};
-use crate::store::backend::{Answered, Backend, Changes, Withdrawn};
-use crate::store::ops::Interest;
-use crate::store::service::{Command, SharedSink};
+use crate::store::backend::{Answered, Backend, Changes, Interest, Withdrawn};
+use crate::store::messages::{Command, SharedSink};
 use crate::store::{Batch, BatchResult, CancelRequest, Rescued, Row, StoreError, StoreResult};
 use crate::system::runtime;
 

@@ -10,13 +10,14 @@ use std::future::Future;
 use tokio_postgres::types::ToSql;
 
 use super::notify::{self, ended};
-use super::ops::{int, row, PgResult};
 use super::push;
+use super::rows::{int, row, PgResult};
 use super::Db;
 use crate::protocol::STATUS_COMPLETED;
 use crate::scheduler::retry::Jitter;
+use crate::store::backend::Interest;
 use crate::store::decide::{self, AfterAttempt, Stored};
-use crate::store::ops::{Interest, COLUMNS};
+use crate::store::ops::COLUMNS;
 use crate::store::{Batch, BatchResult, Finished, Inserted, NewExecution, Row};
 
 type Params<'p> = Vec<&'p (dyn ToSql + Sync)>;

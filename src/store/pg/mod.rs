@@ -769,6 +769,7 @@ pub mod pool;
 pub mod published;
 pub mod push;
 pub mod reader;
+mod rows;
 mod sweep;
 mod tls;
 

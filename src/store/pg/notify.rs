@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use super::published::Published;
 use super::{open_client, push, quote_ident, Db, PgTarget};
 use crate::store::backend::Changes;
-use crate::store::service::Command;
+use crate::store::messages::Command;
 
 /// Payload bytes PostgreSQL allows, less room for safety.
 const MAX_PAYLOAD: usize = 7_900;

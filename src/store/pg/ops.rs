@@ -9,13 +9,15 @@ use super::batch::{self, BatchSql};
 use super::notify::{self, ended};
 use super::pool::Pool;
 use super::push::{self, PushSql};
+use super::rows::{fetch_sql, int, row, PgResult};
 use super::sweep::Sweeper;
 use super::{Db, PgConnection, PgTarget};
 use crate::protocol::{NOT_FOUND, STATUS_CANCELLED, STATUS_QUEUED, STATUS_RUNNING};
 use crate::scheduler::retry::Jitter;
+use crate::store::backend::Interest;
 use crate::store::decide;
 use crate::store::host::{self, Identity};
-use crate::store::ops::{Interest, COLUMNS, WORKER_LOST};
+use crate::store::ops::{COLUMNS, WORKER_LOST};
 use crate::store::{
   Batch, BatchResult, CancelRequest, Refusals, Rescued, Row, StoreError, StoreResult, BUSY, DISCONNECTED,
 };
@@ -24,47 +26,9 @@ use crate::system::probes::now_ms;
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 
-pub(super) type PgResult<T> = Result<T, tokio_postgres::Error>;
-
 /// A difference between this host's clock and the server's below this is left alone
 /// (hosts kept in time by NTP); beyond it, times written and compared are the server's.
 const SKEW_IGNORED_MS: f64 = 50.0;
-
-pub(crate) fn row(r: &tokio_postgres::Row) -> Row {
-  let u = |i: usize| -> u32 { u32::try_from(r.get::<_, i32>(i)).unwrap_or(0) };
-  Row {
-    id: r.get(0),
-    agent: r.get(1),
-    task: r.get(2),
-    options: r.get(3),
-    level: r.get(4),
-    priority: r.get(5),
-    mode: u(6),
-    key: r.get(7),
-    status: u32::try_from(r.get::<_, i16>(8)).unwrap_or(0),
-    attempt: u(9),
-    max_attempts: u(10),
-    timeout_ms: r.get(11),
-    progress: r.get(12),
-    result: r.get(13),
-    error: r.get(14),
-    owner: r.get(15),
-    cancel_requested: r.get(16),
-    created_at: r.get(17),
-    scheduled_at: r.get(18),
-    attempted_at: r.get(19),
-    finalized_at: r.get(20),
-  }
-}
-
-pub(super) fn int(v: u32) -> i32 {
-  i32::try_from(v).unwrap_or(i32::MAX)
-}
-
-/// The read of one execution in schema `s` (quoted), by id (`$1`).
-pub(crate) fn fetch_sql(s: &str) -> String {
-  format!("SELECT {COLUMNS} FROM {s}.bmad_executions WHERE id = $1")
-}
 
 /// How long a claim's finding that no agent of interest has a global limit holds (see
 /// `PgStore::unlimited_at`).

@@ -11,7 +11,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::store::backend::Answered;
-use crate::store::service::{send_event, Event, SharedSink};
+use crate::store::messages::{send_event, Event, SharedSink};
 use crate::store::Row;
 
 pub struct Published {

@@ -1,6 +1,6 @@
 //! Work handed to an idle worker by the submission itself ("pushes"), on PostgreSQL.
 //!
-//! A worker whose claim is parked (see `service::Command::Park`) publishes it as a row of
+//! A worker whose claim is parked (see `messages::Command::Park`) publishes it as a row of
 //! `bmad_parked` (at once when it runs nothing, else after a millisecond): the agents it
 //! takes, how many executions, the lease they get, a token naming this parked claim, and the
 //! key of the advisory lock its listener connection holds while connected. A submission of
@@ -25,7 +25,7 @@
 //! Rows pushed while the notification is on its way are not handed back as unknown claims
 //! (`release_unknown` leaves the ids of the current token's row alone).
 
-use super::ops::PgResult;
+use super::rows::PgResult;
 use crate::store::ops::COLUMNS;
 use crate::store::Row;
 use serde_json::Value;

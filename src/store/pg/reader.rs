@@ -9,9 +9,9 @@ use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 use tokio_postgres::types::Type;
 
-use super::ops::{fetch_sql, row};
 use super::pool::Pool;
-use crate::store::service::{send_event, Event, SharedSink};
+use super::rows::{fetch_sql, row};
+use crate::store::messages::{send_event, Event, SharedSink};
 use crate::store::{StoreError, StoreResult};
 
 pub struct Reader {

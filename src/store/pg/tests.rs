@@ -326,7 +326,7 @@ use super::ops::PgStore;
 use crate::protocol::{
   BACKOFF_FIXED, STATUS_CANCELLED, STATUS_COMPLETED, STATUS_FAILED, STATUS_QUEUED, STATUS_RUNNING,
 };
-use crate::store::ops::Interest;
+use crate::store::backend::Interest;
 use crate::store::{Batch, Finish, Finished, NewExecution, Release};
 
 const LEASE: f64 = 30_000.0;

@@ -14,13 +14,10 @@
 //!
 //! The files:
 //! - `mod.rs` (this one): the options, the handle, `start`, and the state the thread keeps.
-//! - `messages`: what the thread is asked (`Command`), what it answers (`Event`), and the
-//!   sink the answers go to.
 //! - `serve`: opening the store, the loop that waits for requests, and each request's work.
 //! - `periodic`: the work between requests: polls and what they find, heartbeats, rescue,
 //!   retention, wake-ups.
 
-mod messages;
 mod periodic;
 mod serve;
 #[cfg(test)]
@@ -34,12 +31,12 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use super::backend::{Backend, Withdrawn};
+pub use super::messages::{send_event, Command, Event, SharedSink, Sink};
 use super::pg::pool::Pool;
 use super::pg::reader::Reader;
 use super::pg::PgTarget;
 use super::schema::Synchronous;
 use super::StoreError;
-pub use messages::{send_event, Command, Event, SharedSink, Sink};
 use serve::run;
 
 #[derive(Debug, Clone)]

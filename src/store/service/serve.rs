@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::{send_event, Command, Event, Options, Service, SharedSink, FULL_CHECK_MS};
 use crate::protocol::{MODE_FIRE, MODE_WATCHED};
-use crate::store::backend::Backend;
-use crate::store::ops::Interest;
+use crate::store::backend::{Backend, Interest};
 use crate::store::pg::backend::Postgres;
 use crate::store::pg::ops::PgStore;
 use crate::store::pg::pool::Pool;
