@@ -226,3 +226,27 @@ pgTest('a process that never called initialize() claims nothing it cannot run be
   assert.deepEqual(sql(`SELECT json_agg(state) FROM "${schema}".bmad_executions WHERE task = 'late'`), [2]);
   t.diagnostic(`run by: ${final.result}`);
 });
+
+pgTest("an idle runner sleeps: its listener wakes its store thread, no poll every few ms does", async (t) => {
+  const { url } = fresh();
+  // Alone in a child process, so that its CPU time is its own.
+  const child = await runScript(
+    `import { BackgroundExecutor } from ${JSON.stringify(ENTRY)};
+     const bg = new BackgroundExecutor({ store: ${JSON.stringify(url)} });
+     bg.registerAgent('job', async () => null);
+     await bg.initialize();
+     await new Promise((r) => setTimeout(r, 1500));
+     const before = process.cpuUsage();
+     await new Promise((r) => setTimeout(r, 4000));
+     const used = process.cpuUsage(before);
+     console.log(JSON.stringify({ ms: (used.user + used.system) / 1000 }));
+     await bg.shutdown();`,
+    { killAfterMs: 20_000 },
+  );
+  assert.equal(child.code, 0, child.stderr);
+  const { ms } = JSON.parse(child.stdout.trim().split('\n').pop());
+  // About 11 ms here (heartbeats, rescues, the listener's fallback looks); a poll every 5 ms
+  // made it about 50.
+  assert.ok(ms < 25, `CPU time over 4 s idle: ${ms.toFixed(1)} ms`);
+  t.diagnostic(`CPU time over 4 s idle: ${ms.toFixed(1)} ms`);
+});

@@ -67,6 +67,12 @@ pub trait Backend: Send {
   fn leave(&mut self) -> StoreResult<()>;
   /// What other processes changed since the last call.
   fn changes(&mut self) -> StoreResult<Changes>;
+  /// When to call `changes` next with nothing woken the thread, in ms from now: a driver
+  /// whose changes each come with a wake-up looks only as its own fallback (and its
+  /// reconnection) needs. `None`: at the thread's poll interval.
+  fn look_in_ms(&self) -> Option<f64> {
+    None
+  }
   /// Sets or removes the most executions of `agent` running at once on every executor.
   fn set_global_limit(&mut self, agent: &str, limit: Option<u32>) -> StoreResult<()> {
     let _ = (agent, limit);

@@ -171,6 +171,16 @@ impl Backend for Postgres {
     events.into_iter().map(|up| (up, shown.clone())).collect()
   }
 
+  // The listener wakes the thread for every notification: a look is due only when the
+  // fallback is (or, while the connection is down, the next try to get it back).
+  fn look_in_ms(&self) -> Option<f64> {
+    let mut at = self.fallback_at;
+    if self.store.is_down() {
+      at = at.min(self.retry_at);
+    }
+    Some(at.saturating_duration_since(Instant::now()).as_secs_f64() * 1000.0)
+  }
+
   fn changes(&mut self) -> StoreResult<Changes> {
     let mut c = Changes::default();
     while let Ok(payload) = self.notes.try_recv() {

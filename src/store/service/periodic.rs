@@ -132,13 +132,19 @@ impl Service {
       } else {
         self.opts.poll_ms
       };
+      let every = if active {
+        fast
+      } else {
+        self.opts.poll_ms.max(IDLE_POLL_MS)
+      };
+      let changes = self.store.changes();
+      // Never sooner than the poll interval asked for.
       self.next_poll = t
-        + if active {
-          fast
-        } else {
-          self.opts.poll_ms.max(IDLE_POLL_MS)
-        };
-      match self.store.changes() {
+        + self
+          .store
+          .look_in_ms()
+          .map_or(every, |ms| ms.max(self.opts.poll_ms));
+      match changes {
         Ok(c) if c.any => {
           self.active_at = t;
           self.recheck = false;
