@@ -57,7 +57,9 @@
 //   add→start    the producer adds --lat-warmup + --lat-n jobs one at a time, --lat-gap-ms apart
 //                (this: fireAndForget; BullMQ: queue.add; graphile-worker: addJob; pg-boss:
 //                send), each carrying its index and submission time; the worker that runs it
-//                records start - submission. Median and p99 after the warm-up ones. Times are
+//                records start - submission. Median and p99 after the warm-up ones; with
+//                --lat-runs runs (one after each throughput run, fresh processes each), the
+//                median of their medians (and of their p90s and p99s). Times are
 //                CLOCK_MONOTONIC (process.hrtime), which every process on the machine shares.
 //   cpu          the machine's busy share of all cores during the throughput run (/proc/stat),
 //                the CPU seconds of the producer and of the workers, and the share that
@@ -80,12 +82,13 @@
 //   --lat-n N          measured latency jobs (default 1000; --quick 300)
 //   --lat-warmup N     latency jobs submitted first and excluded (default 50)
 //   --lat-gap-ms MS    interval between latency submissions (default 3)
+//   --lat-runs N       latency runs per configuration (default 3; --quick 1)
 //   --node MAJOR       Node.js major for the producer and workers (default 24; 'current' uses
 //                      this one, which must then be 22+ for graphile-worker and pg-boss)
 //   --timeout-s S      limit for any one measurement (default 300)
 //   --override-json J  options merged into a configuration's, for experiments:
 //                      '{"graphile:fast":{"shared":{"maxPoolSize":25}}}' (see configsOf())
-//   --quick            --n 20000 --runs 1 --lat-n 300
+//   --quick            --n 20000 --runs 1 --lat-n 300 --lat-runs 1
 //   --keep             keep the temporary directory (Redis AOF)
 //
 // Needs PostgreSQL (initdb/pg_ctl, as scripts/pg-cluster.mjs finds them) unless BMAD_TEST_PG_URL
@@ -151,6 +154,7 @@ const OPT = {
   latN: int('lat-n', QUICK ? 300 : 1000),
   latWarmup: int('lat-warmup', 50),
   latGapMs: int('lat-gap-ms', 3),
+  latRuns: Math.max(1, int('lat-runs', QUICK ? 1 : 3)),
   node: opt('node', '24'),
   timeoutS: int('timeout-s', 300),
   keep: flag('keep'),
@@ -576,24 +580,13 @@ async function runSystem(env, sys) {
     const res = { label: cfg.label, options: cfg.opts, n, runs: [] };
     out.configs[cfg.key] = res;
     if (n < OPT.n) console.log(`  ${cfg.key}: N capped at ${fmtN(n)} (--cap ${sys}:${cfg.key}=N): a run at ${fmtN(OPT.n)} would take minutes`);
-    for (let r = 0; r < OPT.runs; r++) {
-      const name = `w7_${sys}_${cfg.key}_${++serial}`;
-      try {
-        const m = await measure(env, sys, cfg, 'throughput', n, name);
-        res.runs.push(m);
-        out.versions = out.versions ?? m.versions;
-        console.log(
-          `  ${cfg.key} run ${r + 1}/${OPT.runs}: ${fmtN(m.jobsPerSec)} jobs/s (${fmt(m.seconds)} s; adding took ${fmt(m.addSeconds)} s; ` +
-            `per worker ${m.perWorker.map(fmtN).join('/')}; cpu busy ${fmt(100 * m.cpuBusy, 0)} %, other processes ${fmt(100 * m.otherCpu, 0)} %, ` +
-            `workers ${fmt(m.workersCpuS, 1)} s, producer ${fmt(m.producerCpuS, 1)} s` +
-            `${m.check?.ok === false ? '; STORE CHECK FAILED' : ''})`,
-        );
-      } catch (err) {
-        res.runs.push({ error: errText(err) });
-        console.log(`  ${cfg.key} run ${r + 1}/${OPT.runs}: FAILED — ${errText(err)}`);
-      } finally {
-        if (sys !== 'bullmq') await dropSchema(env, name);
-      }
+    const latRuns = OPT.latN > 0 ? OPT.latRuns : 0;
+    const lats = [];
+    // Each latency run follows a throughput run: its figure is taken across the configuration's
+    // time on the machine, not at one moment of it.
+    for (let r = 0; r < Math.max(OPT.runs, latRuns); r++) {
+      if (r < OPT.runs) await throughputRun(env, sys, cfg, n, res, r, out);
+      if (r < latRuns) lats.push(await latencyRun(env, sys, cfg, r, latRuns));
     }
     const good = res.runs.filter((x) => !x.error);
     if (good.length > 0) {
@@ -601,23 +594,70 @@ async function runSystem(env, sys) {
       res.jobsPerSecMin = Math.min(...good.map((x) => x.jobsPerSec));
       res.jobsPerSecMax = Math.max(...good.map((x) => x.jobsPerSec));
     }
-    if (OPT.latN > 0) {
-      const name = `w7_${sys}_${cfg.key}_lat_${++serial}`;
-      try {
-        res.latency = await measure(env, sys, cfg, 'latency', OPT.latWarmup + OPT.latN, name);
-        const l = res.latency;
-        console.log(
-          `  ${cfg.key} add→start: median ${fmt(l.medianMs)} ms, p90 ${fmt(l.p90Ms)}, p99 ${fmt(l.p99Ms)}, max ${fmt(l.maxMs)} (${l.n} jobs; per worker ${l.perWorker.join('/')}; other processes ${fmt(100 * l.otherCpu, 0)} %)`,
-        );
-      } catch (err) {
-        res.latency = { error: errText(err) };
-        console.log(`  ${cfg.key} add→start: FAILED — ${errText(err)}`);
-      } finally {
-        if (sys !== 'bullmq') await dropSchema(env, name);
+    if (latRuns > 0) {
+      res.latency = latencyOf(lats);
+      const l = res.latency;
+      if (ok(l) && lats.length > 1) {
+        console.log(`  ${cfg.key} add→start over ${l.runs.length} runs: median ${fmt(l.medianMs)} ms (${l.runs.map((x) => fmt(x.medianMs)).join(', ')}), p99 ${fmt(l.p99Ms)}`);
       }
     }
   }
   return out;
+}
+
+/** One throughput run of `cfg`, added to `res.runs`. */
+async function throughputRun(env, sys, cfg, n, res, r, out) {
+  const name = `w7_${sys}_${cfg.key}_${++serial}`;
+  try {
+    const m = await measure(env, sys, cfg, 'throughput', n, name);
+    res.runs.push(m);
+    out.versions = out.versions ?? m.versions;
+    console.log(
+      `  ${cfg.key} run ${r + 1}/${OPT.runs}: ${fmtN(m.jobsPerSec)} jobs/s (${fmt(m.seconds)} s; adding took ${fmt(m.addSeconds)} s; ` +
+        `per worker ${m.perWorker.map(fmtN).join('/')}; cpu busy ${fmt(100 * m.cpuBusy, 0)} %, other processes ${fmt(100 * m.otherCpu, 0)} %, ` +
+        `workers ${fmt(m.workersCpuS, 1)} s, producer ${fmt(m.producerCpuS, 1)} s` +
+        `${m.check?.ok === false ? '; STORE CHECK FAILED' : ''})`,
+    );
+  } catch (err) {
+    res.runs.push({ error: errText(err) });
+    console.log(`  ${cfg.key} run ${r + 1}/${OPT.runs}: FAILED — ${errText(err)}`);
+  } finally {
+    if (sys !== 'bullmq') await dropSchema(env, name);
+  }
+}
+
+/** One latency run of `cfg`: its figures, or `{ error }`. */
+async function latencyRun(env, sys, cfg, r, of) {
+  const name = `w7_${sys}_${cfg.key}_lat_${++serial}`;
+  try {
+    const l = await measure(env, sys, cfg, 'latency', OPT.latWarmup + OPT.latN, name);
+    console.log(
+      `  ${cfg.key} add→start${of > 1 ? ` run ${r + 1}/${of}` : ''}: median ${fmt(l.medianMs)} ms, p90 ${fmt(l.p90Ms)}, p99 ${fmt(l.p99Ms)}, max ${fmt(l.maxMs)} (${l.n} jobs; per worker ${l.perWorker.join('/')}; other processes ${fmt(100 * l.otherCpu, 0)} %)`,
+    );
+    return l;
+  } catch (err) {
+    console.log(`  ${cfg.key} add→start${of > 1 ? ` run ${r + 1}/${of}` : ''}: FAILED — ${errText(err)}`);
+    return { error: errText(err) };
+  } finally {
+    if (sys !== 'bullmq') await dropSchema(env, name);
+  }
+}
+
+/** The latency runs of a configuration as one figure: medians of their medians, p90s, p99s. */
+function latencyOf(runs) {
+  const good = runs.filter(ok);
+  if (good.length === 0) return runs[0] ?? { error: 'not measured' };
+  const mid = (key) => median(good.map((x) => x[key]));
+  return {
+    runs: good,
+    n: good.reduce((a, x) => a + x.n, 0),
+    medianMs: mid('medianMs'),
+    p90Ms: mid('p90Ms'),
+    p99Ms: mid('p99Ms'),
+    maxMs: Math.max(...good.map((x) => x.maxMs)),
+    otherCpu: Math.max(...good.map((x) => x.otherCpu)),
+    failed: runs.length - good.length,
+  };
 }
 
 // ----- report ----------------------------------------------------------------------------
@@ -699,7 +739,7 @@ function report(res) {
   printTable(['system', 'configuration', 'N', 'runs', 'jobs/s (median)', 'range', 'cpu busy', 'add→start ms median / p99'], rows);
   console.log(
     `  ${OPT.workers} worker processes × concurrency ${OPT.concurrency}, one producer (chunks of ${OPT.chunk}); Node ${res.env.childNode}; ` +
-      `latency: ${OPT.latN} jobs ${OPT.latGapMs} ms apart after ${OPT.latWarmup} warm-up ones, added one at a time.`,
+      `latency: ${OPT.latN} jobs ${OPT.latGapMs} ms apart after ${OPT.latWarmup} warm-up ones, added one at a time${OPT.latRuns > 1 ? `; median of ${OPT.latRuns} runs` : ''}.`,
   );
   if (res.disturbed.length > 0) console.log(`  * other processes used more than ${100 * OTHER_CPU_LIMIT} % of the machine during a measurement`);
   const t = res.systems.this?.configs?.default;
