@@ -17,9 +17,9 @@
 //
 // Reports are coalesced (at most one message per REPORT_MS per worker) so that telling the
 // parent costs the same small amount for every system; the time of each completion is taken
-// when it happens, not when it is reported. In a latency run they wait longer: a report 2 ms
-// after each start reached the parent just before the next job was added (3 ms apart), and
-// its work landed on that job's path, whatever the system.
+// when it happens, not when it is reported. In a latency run a worker keeps its reports until
+// the parent asks for them ('flush', once every job is added): a report soon after each start
+// would reach the parent as the next job is added, and put its work on that job's path.
 
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -37,7 +37,7 @@ const QUEUE = 'w7';
 
 const spec = JSON.parse(process.argv[2]);
 const latency = spec.mode === 'latency';
-const REPORT_MS = latency ? 250 : 2;
+const REPORT_MS = 2;
 const send = (msg) => new Promise((resolve) => (process.connected ? process.send(msg, () => resolve()) : resolve()));
 
 // ----- completion and latency reports ----------------------------------------------------
@@ -56,7 +56,7 @@ function report() {
   process.send({ type: 'done', count: done, t: tLast });
 }
 const scheduleReport = () => {
-  if (reportTimer === null) reportTimer = setTimeout(report, REPORT_MS);
+  if (reportTimer === null && !latency) reportTimer = setTimeout(report, REPORT_MS);
 };
 /** `k` jobs completed now. */
 function completed(k = 1) {
@@ -105,7 +105,6 @@ async function addPaced(addOne) {
 }
 
 // ----- systems: each returns { versions, go(), close() } ---------------------------------
-
 
 async function thisSystem() {
   const { BackgroundExecutor } = require('../index.js');
@@ -258,6 +257,7 @@ async function main() {
   process.on('message', async (msg) => {
     try {
       if (msg.type === 'go') await sys.go();
+      else if (msg.type === 'flush') report();
       else if (msg.type === 'stop') {
         if (reportTimer !== null) {
           clearTimeout(reportTimer);

@@ -57,7 +57,8 @@
 //   add→start    the producer adds --lat-warmup + --lat-n jobs one at a time, --lat-gap-ms apart
 //                (this: fireAndForget; BullMQ: queue.add; graphile-worker: addJob; pg-boss:
 //                send), each carrying its index and submission time; the worker that runs it
-//                records start - submission. Median and p99 after the warm-up ones; with
+//                records start - submission, reported to the parent once every job is added.
+//                Median and p99 after the warm-up ones; with
 //                --lat-runs runs (one after each throughput run, fresh processes each), the
 //                median of their medians (and of their p90s and p99s). Times are
 //                CLOCK_MONOTONIC (process.hrtime), which every process on the machine shares.
@@ -466,6 +467,21 @@ async function measure(env, sys, cfg, mode, n, name) {
     added.catch(() => {});
     const producerFailed = new Promise((_, reject) => producer.once('close', () => reject(producer.failure ?? new Error('producer ended'))));
     producerFailed.catch(() => {});
+    if (mode === 'latency') {
+      // Workers keep their starts until asked: once every job is added, until all are heard.
+      let over = false;
+      finished.then(
+        () => (over = true),
+        () => (over = true),
+      );
+      (async () => {
+        await added;
+        while (!over) {
+          for (const w of workers) if (w.connected) w.send({ type: 'flush' });
+          await sleep(20);
+        }
+      })().catch(() => {});
+    }
     const tEnd = await deadline(Promise.race([finished, producerFailed]), limit + (mode === 'latency' ? n * OPT.latGapMs : 0), `${sys}:${cfg.key} ${mode}`);
     const a = await deadline(Promise.race([added, producerFailed]), 60_000, `${sys}:${cfg.key} producer's report`);
     const cpu1 = cpuTimes();

@@ -67,8 +67,8 @@ pub trait Backend: Send {
   fn leave(&mut self) -> StoreResult<()>;
   /// What other processes changed since the last call.
   fn changes(&mut self) -> StoreResult<Changes>;
-  /// When to call `changes` next with nothing woken the thread, in ms from now: a driver
-  /// whose changes each come with a wake-up looks only as its own fallback (and its
+  /// When to call `changes` next when nothing has woken the thread, in ms from now: a
+  /// driver whose changes each come with a wake-up looks only as its own fallback (and its
   /// reconnection) needs. `None`: at the thread's poll interval.
   fn look_in_ms(&self) -> Option<f64> {
     None

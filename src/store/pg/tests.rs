@@ -1216,6 +1216,37 @@ fn submitted(
   result.inserted.iter().map(|i| i.id).collect()
 }
 
+/// Claims up to `n` through a store thread as batch `req`: the rows claimed.
+fn claim_through(
+  h: &service::Handle,
+  rx: &mpsc::Receiver<Event>,
+  req: u32,
+  n: u32,
+) -> Vec<crate::store::Row> {
+  h.send(Command::Batch {
+    req,
+    batch: Batch {
+      claim: n,
+      ..Default::default()
+    },
+  });
+  let Event::Batch { result, .. } = expect(
+    rx,
+    HEARD,
+    "claimed",
+    |e| matches!(e, Event::Batch { req: r, .. } if *r == req),
+  ) else {
+    unreachable!()
+  };
+  result.claimed
+}
+
+/// Closes a store thread and waits for its answer.
+fn close_thread(h: &service::Handle, rx: &mpsc::Receiver<Event>) {
+  h.send(Command::Close { req: 999 });
+  expect(rx, HEARD, "closed", |e| matches!(e, Event::Closed { .. }));
+}
+
 /// What a NOTIFY must beat: the thread's own periodic look is the fallback.
 const HEARD: Duration = Duration::from_millis(500);
 
@@ -1241,29 +1272,16 @@ fn a_claim_whose_answer_was_lost_goes_back_and_is_looked_for_at_once_by_its_own_
   expect(&rx, Duration::from_millis(900), "work after the hand-back", |e| {
     matches!(e, Event::Changed)
   });
-  runner.send(Command::Batch {
-    req: 1,
-    batch: Batch {
-      claim: 1,
-      ..Default::default()
-    },
-  });
-  let Event::Batch { result, .. } = expect(&rx, HEARD, "claimed", |e| {
-    matches!(e, Event::Batch { req: 1, .. })
-  }) else {
-    unreachable!()
-  };
+  let claimed = claim_through(&runner, &rx, 1, 1);
   // The lost attempt was not counted.
   assert_eq!(
-    result
-      .claimed
+    claimed
       .iter()
       .map(|r| (r.agent.as_str(), r.attempt))
       .collect::<Vec<_>>(),
     vec![("a", 1)]
   );
-  runner.send(Command::Close { req: 2 });
-  expect(&rx, HEARD, "closed", |e| matches!(e, Event::Closed { .. }));
+  close_thread(&runner, &rx);
   drop_schema(&url, "unknownback");
 }
 
@@ -1286,8 +1304,7 @@ fn a_claim_that_locked_more_than_it_took_tells_the_others_to_look_again() {
   expect(&rx, HEARD, "work announced by the spilling claim", |e| {
     matches!(e, Event::Changed)
   });
-  other.send(Command::Close { req: 9 });
-  expect(&rx, HEARD, "closed", |e| matches!(e, Event::Closed { .. }));
+  close_thread(&other, &rx);
   drop_schema(&url, "spill");
 }
 
@@ -1307,19 +1324,8 @@ fn another_host_hears_new_work_ends_and_cancels_through_notify() {
   expect(&runner_rx, HEARD, "a wake-up for new work", |e| {
     matches!(e, Event::Changed)
   });
-  runner.send(Command::Batch {
-    req: 2,
-    batch: Batch {
-      claim: 4,
-      ..Default::default()
-    },
-  });
-  let Event::Batch { result, .. } = expect(&runner_rx, HEARD, "claimed", |e| {
-    matches!(e, Event::Batch { req: 2, .. })
-  }) else {
-    unreachable!()
-  };
-  assert_eq!(result.claimed.iter().map(|r| r.id).collect::<Vec<_>>(), ids);
+  let claimed = claim_through(&runner, &runner_rx, 2, 4);
+  assert_eq!(claimed.iter().map(|r| r.id).collect::<Vec<_>>(), ids);
   // Its end reaches the submitter, which watches what it inserted.
   let done = Finish {
     id: ids[0],
@@ -1355,8 +1361,7 @@ fn another_host_hears_new_work_ends_and_cancels_through_notify() {
   assert_eq!(list[0].id, ids[1]);
   assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
   runner.send(Command::Close { req: 9 });
-  submitter.send(Command::Close { req: 9 });
-  expect(&runner_rx, HEARD, "closed", |e| matches!(e, Event::Closed { .. }));
+  close_thread(&submitter, &runner_rx);
   expect(&submitter_rx, HEARD, "closed", |e| {
     matches!(e, Event::Closed { .. })
   });
@@ -1405,6 +1410,13 @@ fn heard(rt: &tokio::runtime::Runtime, rx: &mut Heard, enough: impl Fn(&[String]
   out
 }
 
+/// Heard: `w` (work may wait) and the end of `id`, and no other end.
+fn told_work_and_the_end_of(rt: &tokio::runtime::Runtime, rx: &mut Heard, id: i64) {
+  let payloads = heard(rt, rx, |p| p.iter().any(|p| p == "w"));
+  assert!(payloads.iter().any(|p| p == "w"), "{payloads:?}");
+  assert_eq!(ends_in(&payloads), vec![id]);
+}
+
 /// The ids `payloads` tell ended, sorted.
 fn ends_in(payloads: &[String]) -> Vec<i64> {
   let mut told: Vec<i64> = payloads
@@ -1445,9 +1457,7 @@ fn a_rescue_that_ends_an_execution_of_a_limited_agent_tells_of_work() {
     rescued.iter().map(|r| (r.id, r.status)).collect::<Vec<_>>(),
     vec![(ids[0], STATUS_FAILED)]
   );
-  let payloads = heard(&rt, &mut rx, |p| p.iter().any(|p| p == "w"));
-  assert!(payloads.iter().any(|p| p == "w"), "{payloads:?}");
-  assert_eq!(ends_in(&payloads), vec![ids[0]]);
+  told_work_and_the_end_of(&rt, &mut rx, ids[0]);
   assert_eq!(claim(&mut b, 2, late + 1.0), vec![ids[1]]);
   drop_schema(&url, "rescuew");
 }
@@ -1464,9 +1474,7 @@ fn a_hand_back_that_only_ended_a_cancelled_attempt_tells_of_its_end_and_of_work(
   // A's claim of it is unknown to A (its answer lost): handed back, it ends cancelled, which
   // frees the agent's slot for every executor.
   assert_eq!(a.release_unknown(&[], None).expect("hand back"), vec![ids[0]]);
-  let payloads = heard(&rt, &mut rx, |p| p.iter().any(|p| p == "w"));
-  assert!(payloads.iter().any(|p| p == "w"), "{payloads:?}");
-  assert_eq!(ends_in(&payloads), vec![ids[0]]);
+  told_work_and_the_end_of(&rt, &mut rx, ids[0]);
   assert_eq!(claim(&mut a, 2, T0 + 3.0), vec![ids[1]]);
   drop_schema(&url, "unknownw");
 }
@@ -1508,24 +1516,9 @@ fn a_rescue_that_only_ends_an_attempt_makes_the_rescuer_look_for_work() {
   expect(&rx, HEARD, "work after the rescue", |e| {
     matches!(e, Event::Changed)
   });
-  runner.send(Command::Batch {
-    req: 1,
-    batch: Batch {
-      claim: 1,
-      ..Default::default()
-    },
-  });
-  let Event::Batch { result, .. } = expect(&rx, HEARD, "claimed", |e| {
-    matches!(e, Event::Batch { req: 1, .. })
-  }) else {
-    unreachable!()
-  };
-  assert_eq!(
-    result.claimed.iter().map(|r| r.id).collect::<Vec<_>>(),
-    vec![ids[1]]
-  );
-  runner.send(Command::Close { req: 2 });
-  expect(&rx, HEARD, "closed", |e| matches!(e, Event::Closed { .. }));
+  let claimed = claim_through(&runner, &rx, 1, 1);
+  assert_eq!(claimed.iter().map(|r| r.id).collect::<Vec<_>>(), vec![ids[1]]);
+  close_thread(&runner, &rx);
   drop_schema(&url, "rescuelook");
 }
 
@@ -1688,21 +1681,9 @@ fn work_whose_notification_was_lost_is_found_by_the_fallback_look() {
     "a look without a notification",
     |e| matches!(e, Event::Changed),
   );
-  runner.send(Command::Batch {
-    req: 1,
-    batch: Batch {
-      claim: 1,
-      ..Default::default()
-    },
-  });
-  let Event::Batch { result, .. } = expect(&rx, HEARD, "claimed", |e| {
-    matches!(e, Event::Batch { req: 1, .. })
-  }) else {
-    unreachable!()
-  };
-  assert_eq!(result.claimed.len(), 1);
-  runner.send(Command::Close { req: 2 });
-  expect(&rx, HEARD, "closed", |e| matches!(e, Event::Closed { .. }));
+  let claimed = claim_through(&runner, &rx, 1, 1);
+  assert_eq!(claimed.len(), 1);
+  close_thread(&runner, &rx);
   drop_schema(&url, "fallback");
 }
 
@@ -2148,8 +2129,7 @@ fn fire_and_forget_ends_are_read_together_and_only_the_latest_kept_ones() {
   all.sort_unstable();
   assert_eq!(all, rest.to_vec(), "each end told once");
   assert!(rows.iter().all(|r| r.status == STATUS_COMPLETED));
-  submitter.send(Command::Close { req: 9 });
-  expect(&rx, HEARD, "closed", |e| matches!(e, Event::Closed { .. }));
+  close_thread(&submitter, &rx);
   drop_schema(&url, "lazy");
 }
 
@@ -2208,8 +2188,7 @@ fn a_fire_and_forget_handed_back_in_the_window_is_not_told_ended_and_its_end_com
   let mut ended: Vec<i64> = rows.iter().map(|r| r.id).collect();
   ended.sort_unstable();
   assert_eq!((ended, unread.len()), (back, 0));
-  submitter.send(Command::Close { req: 9 });
-  expect(&rx, HEARD, "closed", |e| matches!(e, Event::Closed { .. }));
+  close_thread(&submitter, &rx);
   drop_schema(&url, "lazyback");
 }
 
@@ -2275,8 +2254,7 @@ fn an_older_release_s_notice_of_ends_is_read_at_once_and_what_is_still_open_stay
   }
   told.sort_unstable();
   assert_eq!(told, vec![open, awaited]);
-  submitter.send(Command::Close { req: 9 });
-  expect(&rx, HEARD, "closed", |e| matches!(e, Event::Closed { .. }));
+  close_thread(&submitter, &rx);
   drop_schema(&url, "olde");
 }
 

@@ -3,10 +3,12 @@
 //! in order (a PostgreSQL store's status reads go beside it, to its pool: `Handle::fetch`);
 //! between requests the thread
 //!
-//! - polls `PRAGMA data_version` while anything could come from another process (claimable
-//!   work, cancels of attempts it runs, ends of executions it watches), and reads what
-//!   changed only when it changed: every `poll_ms` for a second after any activity, every
+//! - asks its driver what other processes changed while anything could come from them
+//!   (claimable work, cancels of attempts it runs, ends of executions it watches): SQLite's
+//!   `PRAGMA data_version` every `poll_ms` for a second after any activity, every
 //!   `IDLE_POLL_MS` after that (a busy store answers fast; an idle one costs little CPU);
+//!   PostgreSQL's listener wakes the thread for each notification, and the driver names
+//!   its own fallback look (`Backend::look_in_ms`);
 //! - renews its leases every `lease_ms / 3` from this thread, so a JS event loop blocked by
 //!   a CPU-heavy agent does not make its executions look abandoned;
 //! - rescues abandoned executions every `min(lease_ms / 2, 1 s)`, and deletes ended ones

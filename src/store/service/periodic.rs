@@ -76,9 +76,9 @@ impl Service {
         // Also after a reconnect's look: a batch given up when its answer was late may
         // still commit its claims on the server afterwards, and the heartbeat would renew
         // them for ever.
-        // What went back is claimable here too: this process ignores its own notice of it.
         Ok(()) => {
           if self.release_unknown() {
+            // Claimable here too: this process ignores its own notice of it.
             self.work_may_wait();
           }
         }
