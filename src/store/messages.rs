@@ -56,7 +56,8 @@ pub enum Command {
   Unpark {
     run: bool,
   },
-  /// Another process may have committed (the WAL file was written).
+  /// Another process may have committed: the WAL file was written (SQLite), or the
+  /// listener heard a notification (PostgreSQL).
   Wake,
   /// The handle was dropped without `Close`.
   Dropped,

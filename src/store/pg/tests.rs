@@ -1253,9 +1253,10 @@ const HEARD: Duration = Duration::from_millis(500);
 #[test]
 fn a_claim_whose_answer_was_lost_goes_back_and_is_looked_for_at_once_by_its_own_worker() {
   let Some(url) = server() else { return };
-  // A heartbeat every 200 ms; the fallback looks at 250 ms, 750, 1750, then 3750.
+  // A heartbeat every 200 ms; the fallback looks 250 ms, 750, 1750, then 3750 after the
+  // listener connected: between the last two from here, whatever that took.
   let (runner, rx, owner) = start_leased(&url, "unknownback", &["a"], 600.0);
-  std::thread::sleep(Duration::from_millis(1800));
+  std::thread::sleep(Duration::from_millis(2200));
   while rx.try_recv().is_ok() {}
   // A claim the server committed for this worker after it had given up on its answer.
   let mut admin = PgConnection::open(target(&url, "unknownback")).expect("open");
@@ -1268,7 +1269,7 @@ fn a_claim_whose_answer_was_lost_goes_back_and_is_looked_for_at_once_by_its_own_
     ),
   );
   // Its own heartbeat hands it back, and this worker, deaf to its own notice, looks at once
-  // instead of at its next fallback look, 1.9 s away.
+  // instead of at its next fallback look, 1.5 s away.
   expect(&rx, Duration::from_millis(900), "work after the hand-back", |e| {
     matches!(e, Event::Changed)
   });
@@ -1297,8 +1298,9 @@ fn a_claim_that_locked_more_than_it_took_tells_the_others_to_look_again() {
     vec![exec("x", 0), exec("x", 0), exec("y", 0), exec("y", 0)],
   );
   let (other, rx) = start(&url, "spill", &["x", "y"]);
-  // Past the first fallback looks (250 ms, then 500, 1000…): the next is ~2 s away.
-  std::thread::sleep(Duration::from_millis(1800));
+  // Past the first fallback looks (250 ms, 750, 1750 after the listener connected): the
+  // next is 1.5 s away.
+  std::thread::sleep(Duration::from_millis(2200));
   while rx.try_recv().is_ok() {}
   assert_eq!(claim(&mut a, 2, T0 + 1.0).len(), 2);
   expect(&rx, HEARD, "work announced by the spilling claim", |e| {
@@ -1490,9 +1492,10 @@ fn a_rescue_that_only_ends_an_attempt_makes_the_rescuer_look_for_work() {
     vec![ids[0]],
     "one at a time"
   );
-  // A rescue every second; the fallback looks at 250 ms, 750, 1750, then 3750.
+  // A rescue every second; the fallback looks 250 ms, 750, 1750, then 3750 after the
+  // listener connected.
   let (runner, rx) = start(&url, "rescuelook", &["g"]);
-  std::thread::sleep(Duration::from_millis(1800));
+  std::thread::sleep(Duration::from_millis(2200));
   while rx.try_recv().is_ok() {}
   // A's lease runs out: its attempt (the last one allowed) ends failed at the next rescue,
   // and the rescuer, deaf to its own notice, looks at once for the work it may now take.

@@ -202,8 +202,24 @@ const FULL_CHECK_MS: f64 = 5_000.0;
 
 impl Service {
   fn emit(&mut self, ev: Event) {
-    if !send_event(&self.sink, ev) {
+    self.heard(ev);
+  }
+
+  /// Sends `ev` to JS; false when JS can no longer hear (the thread then stops).
+  fn heard(&mut self, ev: Event) -> bool {
+    let heard = send_event(&self.sink, ev);
+    if !heard {
       self.alive = false;
+    }
+    heard
+  }
+
+  /// Claims JS did not hear of are not run here: the thread's leave hands them back.
+  fn unheard(&mut self, claimed: &[(i64, u32)]) {
+    for (id, attempt) in claimed {
+      if self.running.get(id) == Some(attempt) {
+        self.running.remove(id);
+      }
     }
   }
 
@@ -317,12 +333,12 @@ impl Service {
 
   /// Answers the parked claim `req` with the executions pushed to it; how many.
   fn answer_pushed(&mut self, req: u32, rows: Vec<super::Row>) -> usize {
-    for r in &rows {
-      self.running.insert(r.id, r.attempt);
+    let claimed: Vec<(i64, u32)> = rows.iter().map(|r| (r.id, r.attempt)).collect();
+    self.running.extend(claimed.iter().copied());
+    if !self.heard(Event::claimed(req, rows)) {
+      self.unheard(&claimed);
     }
-    let n = rows.len();
-    self.emit(Event::claimed(req, rows));
-    n
+    claimed.len()
   }
 
   /// Another process announced work: the executor whose parked claim found work last time

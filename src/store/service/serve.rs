@@ -157,6 +157,10 @@ impl Service {
             self.resync();
           }
         }
+        // A connection found lost just now is tried again when its driver says.
+        if let Some(ms) = self.store.look_in_ms() {
+          self.next_poll = self.next_poll.min(self.tick() + ms.max(self.opts.poll_ms));
+        }
       }
     }
     // Stopped by an event JS could not hear (its executor is going), or by the channel.
@@ -223,9 +227,8 @@ impl Service {
             self.running.remove(&r.id);
           }
         }
-        for row in &result.claimed {
-          self.running.insert(row.id, row.attempt);
-        }
+        let claimed: Vec<(i64, u32)> = result.claimed.iter().map(|r| (r.id, r.attempt)).collect();
+        self.running.extend(claimed.iter().copied());
         // Their submitter waits for their ends from now: one that another process claims
         // and ends before JS has the answer must not go unseen.
         for (i, n) in result.inserted.iter().zip(&batch.inserts) {
@@ -240,9 +243,10 @@ impl Service {
         // This process's own submissions notify other processes only: a parked claim hears
         // of them here.
         let fresh = result.inserted.iter().any(|i| !i.existing);
-        let claimed = result.claimed.len();
         // The answer first: JS goes on while this thread looks for the next due time.
-        self.emit(Event::Batch { req, result });
+        if !self.heard(Event::Batch { req, result }) {
+          self.unheard(&claimed);
+        }
         if fresh && self.parked.is_some() {
           self.work_may_wait();
         }
@@ -253,7 +257,7 @@ impl Service {
             Err(e) => self.emit(Event::Background(e)),
           }
         }
-        claimed
+        claimed.len()
       }
       Err(error) => {
         self.emit(Event::Failed { req, error });

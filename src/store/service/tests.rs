@@ -434,3 +434,35 @@ fn a_thread_whose_executor_hears_it_no_more_hands_back_what_was_pushed_to_it() {
   );
   close(submitter, &from_submitter);
 }
+
+#[test]
+fn a_claim_whose_answer_its_executor_cannot_hear_goes_back_to_the_queue() {
+  let Some(url) = server() else { return };
+  let (submitter, from_submitter) = thread(&url, "unheard_claim");
+  submit_keyed(&submitter, 1, 1);
+  assert_eq!(answer(&from_submitter), (1, 0));
+  let (mut runner, from_runner) = thread(&url, "unheard_claim");
+  // JS is gone before the claim's answer: the thread stops with it, and what it claimed is
+  // not left in its name until the lease runs out.
+  drop(from_runner);
+  runner.send(Command::Batch {
+    req: 1,
+    batch: Batch {
+      claim: 1,
+      ..Batch::default()
+    },
+  });
+  runner.join();
+  submitter.send(Command::Batch {
+    req: 2,
+    batch: Batch {
+      claim: 1,
+      ..Batch::default()
+    },
+  });
+  let (req, rows) = answer_rows(&from_submitter);
+  assert_eq!(req, 2);
+  // Claimed once before, by the runner: handed back uncounted.
+  assert_eq!(rows.iter().map(|r| r.attempt).collect::<Vec<_>>(), vec![1]);
+  close(submitter, &from_submitter);
+}
