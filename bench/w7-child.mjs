@@ -33,11 +33,11 @@ function pkgVersion(name) {
   while (path.basename(dir) !== name && path.dirname(dir) !== dir) dir = path.dirname(dir);
   return JSON.parse(readFileSync(path.join(dir, 'package.json'), 'utf8')).version;
 }
+const REPORT_MS = 2;
 const QUEUE = 'w7';
 
 const spec = JSON.parse(process.argv[2]);
 const latency = spec.mode === 'latency';
-const REPORT_MS = 2;
 const send = (msg) => new Promise((resolve) => (process.connected ? process.send(msg, () => resolve()) : resolve()));
 
 // ----- completion and latency reports ----------------------------------------------------
