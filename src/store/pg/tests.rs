@@ -402,7 +402,7 @@ fn completed(id: i64) -> Finish {
   }
 }
 
-fn drop_schema(url: &str, schema: &str) {
+pub(crate) fn drop_schema(url: &str, schema: &str) {
   let mut c = PgConnection::open(target(url, schema)).expect("open");
   sql(&mut c, "DROP SCHEMA {s} CASCADE");
 }
@@ -424,7 +424,7 @@ fn ids_of(r: &crate::store::BatchResult) -> Vec<i64> {
 }
 
 /// The rows of `table` in the test schema `schema`.
-fn rows_in(url: &str, schema: &str, table: &str) -> i64 {
+pub(crate) fn rows_in(url: &str, schema: &str, table: &str) -> i64 {
   let c = PgConnection::open(target(url, schema)).expect("open");
   let q = format!("SELECT count(*) FROM {}.{table}", c.target.quoted_schema());
   c.wait("test", c.client().query_one(&q, &[]))

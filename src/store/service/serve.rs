@@ -36,7 +36,7 @@ pub(super) fn run(
         .map(|p| Box::new(p) as Box<dyn Backend>)
     }
   };
-  let store = match opened {
+  let mut store = match opened {
     Ok(s) => s,
     Err(error) => {
       if send_event(
@@ -60,6 +60,8 @@ pub(super) fn run(
       owner: store.owner().to_string(),
     },
   ) {
+    // JS went before the store opened: nothing was run or claimed, the worker is forgotten.
+    let _ = store.leave();
     return;
   }
   // SQLite: a watch on the WAL file; PostgreSQL's listener already wakes the thread.

@@ -466,3 +466,27 @@ fn a_claim_whose_answer_its_executor_cannot_hear_goes_back_to_the_queue() {
   assert_eq!(rows.iter().map(|r| r.attempt).collect::<Vec<_>>(), vec![1]);
   close(submitter, &from_submitter);
 }
+
+#[test]
+fn a_store_opened_for_an_executor_already_gone_is_left_at_once() {
+  let Some(url) = server() else { return };
+  let opts = Options {
+    path: Default::default(),
+    synchronous: Synchronous::Normal,
+    lease_ms: 30_000.0,
+    poll_ms: 3_600_000.0,
+    ttl_ms: 86_400_000.0,
+    max_kept: u64::MAX,
+    follow_ms: super::FOLLOW_MS,
+    postgres: Some(Ok(target(&url, "gone_at_open"))),
+  };
+  // Nobody hears the answer to the open: the thread stops there.
+  let mut h = start(opts, Box::new(|_| false)).expect("start");
+  h.join();
+  let workers = crate::store::pg::tests::rows_in(&url, "gone_at_open", "bmad_workers");
+  assert_eq!(
+    workers, 0,
+    "the worker's row is removed, not left for a rescuer to find stale"
+  );
+  crate::store::pg::tests::drop_schema(&url, "gone_at_open");
+}
