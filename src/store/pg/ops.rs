@@ -96,13 +96,20 @@ impl PgStore {
     let s = conn.target.quoted_schema();
     let (next_due_any, next_due_listed) = (next_due_sql(&s, true), next_due_sql(&s, false));
     let fetch = fetch_sql(&s);
+    // What it ended (cancelled) is told as a batch's release tells it, and `w` when it moved
+    // anything (`$6`: the channel): claimable again, or a slot of a global limit freed.
     let release_unknown = format!(
-      "UPDATE {s}.bmad_executions e SET {release} \
-       WHERE e.owner = $1 AND e.state = 1 \
-         AND NOT EXISTS (SELECT 1 FROM unnest($2::int8[], $3::int4[]) k(id, attempt) WHERE k.id = e.id AND k.attempt = e.attempt) \
-         AND NOT EXISTS (SELECT 1 FROM {s}.bmad_parked p WHERE p.owner = $1 AND p.token = $5 AND e.id = ANY(p.pushed)) \
-       RETURNING e.id, e.state",
-      release = batch::RELEASE
+      "WITH back AS ( \
+         UPDATE {s}.bmad_executions e SET {release} \
+         WHERE e.owner = $1 AND e.state = 1 \
+           AND NOT EXISTS (SELECT 1 FROM unnest($2::int8[], $3::int4[]) k(id, attempt) WHERE k.id = e.id AND k.attempt = e.attempt) \
+           AND NOT EXISTS (SELECT 1 FROM {s}.bmad_parked p WHERE p.owner = $1 AND p.token = $5 AND e.id = ANY(p.pushed)) \
+         RETURNING e.id, e.state), \
+       told AS MATERIALIZED ({told}), \
+       work AS MATERIALIZED (SELECT pg_notify($6, 'w') WHERE EXISTS (SELECT 1 FROM back)) \
+       SELECT id FROM back WHERE (SELECT count(*) FROM told) + (SELECT count(*) FROM work) >= 0",
+      release = batch::RELEASE,
+      told = notify::ends_told("SELECT id FROM back WHERE state = 4", "$6")
     );
     let table = format!("{s}.bmad_executions");
     let client = conn.client();
@@ -905,25 +912,10 @@ impl PgStore {
       "cannot write to",
       self.db().query(
         &self.release_unknown,
-        &[&self.me.owner, &ids, &attempts, &now, &parked],
+        &[&self.me.owner, &ids, &attempts, &now, &parked, &self.channel],
       ),
     )?;
-    let back: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
-    let ended_ids: Vec<i64> = rows
-      .iter()
-      .filter(|r| r.get::<_, i16>(1) == 4)
-      .map(|r| r.get(0))
-      .collect();
-    let mut notes = ended(&ended_ids);
-    if !back.is_empty() {
-      // Claimable again, for every executor, or ended: a slot of a global limit may be free.
-      notes.push("w".to_string());
-    }
-    if !notes.is_empty() {
-      let channel = &self.channel;
-      self.wait("cannot write to", notify::notify(&self.db(), channel, &notes))?;
-    }
-    Ok(back)
+    Ok(rows.iter().map(|r| r.get(0)).collect())
   }
 
   /// Forgets this worker, unless attempts are still running in its name (a close that gave
