@@ -1191,6 +1191,25 @@ fn expect(rx: &mpsc::Receiver<Event>, within: Duration, what: &str, want: impl F
   }
 }
 
+/// Runs `batch` through a store thread as batch `req`: its answer.
+fn batch_through(
+  h: &service::Handle,
+  rx: &mpsc::Receiver<Event>,
+  req: u32,
+  batch: Batch,
+) -> crate::store::BatchResult {
+  h.send(Command::Batch { req, batch });
+  let Event::Batch { result, .. } = expect(
+    rx,
+    HEARD,
+    "the batch's answer",
+    |e| matches!(e, Event::Batch { req: r, .. } if *r == req),
+  ) else {
+    unreachable!()
+  };
+  result
+}
+
 /// Submits `inserts` through a store thread as batch `req`; the ids it answered.
 fn submitted(
   h: &service::Handle,
@@ -1198,22 +1217,11 @@ fn submitted(
   req: u32,
   inserts: Vec<NewExecution>,
 ) -> Vec<i64> {
-  h.send(Command::Batch {
-    req,
-    batch: Batch {
-      inserts,
-      ..Default::default()
-    },
-  });
-  let Event::Batch { result, .. } = expect(
-    rx,
-    HEARD,
-    "inserted",
-    |e| matches!(e, Event::Batch { req: r, .. } if *r == req),
-  ) else {
-    unreachable!()
+  let batch = Batch {
+    inserts,
+    ..Default::default()
   };
-  result.inserted.iter().map(|i| i.id).collect()
+  ids_of(&batch_through(h, rx, req, batch))
 }
 
 /// Claims up to `n` through a store thread as batch `req`: the rows claimed.
@@ -1223,22 +1231,11 @@ fn claim_through(
   req: u32,
   n: u32,
 ) -> Vec<crate::store::Row> {
-  h.send(Command::Batch {
-    req,
-    batch: Batch {
-      claim: n,
-      ..Default::default()
-    },
-  });
-  let Event::Batch { result, .. } = expect(
-    rx,
-    HEARD,
-    "claimed",
-    |e| matches!(e, Event::Batch { req: r, .. } if *r == req),
-  ) else {
-    unreachable!()
+  let batch = Batch {
+    claim: n,
+    ..Default::default()
   };
-  result.claimed
+  batch_through(h, rx, req, batch).claimed
 }
 
 /// Closes a store thread and waits for its answer.
@@ -1442,6 +1439,16 @@ fn told_ends(rt: &tokio::runtime::Runtime, rx: &mut Heard, n: usize) -> (Vec<i64
   (ends_in(&payloads), longest)
 }
 
+/// A store on `schema` whose agent `g` runs one at a time, with two of its executions: the
+/// first claimed at `now` by this store, the second left queued by the limit.
+fn limited_one_running(url: &str, schema: &str, now: f64) -> (PgStore, Vec<i64>) {
+  let mut a = store(url, schema);
+  a.set_global_limit("g", Some(1)).expect("set the limit");
+  let ids = insert(&mut a, vec![exec("g", 3), exec("g", 0)]);
+  assert_eq!(claim(&mut a, 2, now), vec![ids[0]], "one at a time");
+  (a, ids)
+}
+
 #[test]
 fn a_rescue_that_ends_an_execution_of_a_limited_agent_tells_of_work() {
   let Some(url) = server() else { return };
@@ -1467,10 +1474,7 @@ fn a_rescue_that_ends_an_execution_of_a_limited_agent_tells_of_work() {
 #[test]
 fn a_hand_back_that_only_ended_a_cancelled_attempt_tells_of_its_end_and_of_work() {
   let Some(url) = server() else { return };
-  let mut a = store(&url, "unknownw");
-  a.set_global_limit("g", Some(1)).expect("set the limit");
-  let ids = insert(&mut a, vec![exec("g", 3), exec("g", 0)]);
-  assert_eq!(claim(&mut a, 2, T0 + 1.0), vec![ids[0]], "one at a time");
+  let (mut a, ids) = limited_one_running(&url, "unknownw", T0 + 1.0);
   assert_eq!(a.cancel(ids[0], "{}", T0 + 2.0).expect("cancel"), 1);
   let (rt, _client, mut rx) = schema_listener(&url, "unknownw");
   // A's claim of it is unknown to A (its answer lost): handed back, it ends cancelled, which
@@ -1484,14 +1488,7 @@ fn a_hand_back_that_only_ended_a_cancelled_attempt_tells_of_its_end_and_of_work(
 #[test]
 fn a_rescue_that_only_ends_an_attempt_makes_the_rescuer_look_for_work() {
   let Some(url) = server() else { return };
-  let mut a = store(&url, "rescuelook");
-  a.set_global_limit("g", Some(1)).expect("set the limit");
-  let ids = insert(&mut a, vec![exec("g", 3), exec("g", 0)]);
-  assert_eq!(
-    claim(&mut a, 2, crate::system::probes::now_ms()),
-    vec![ids[0]],
-    "one at a time"
-  );
+  let (_a, ids) = limited_one_running(&url, "rescuelook", crate::system::probes::now_ms());
   // A rescue every second; the fallback looks 250 ms, 750, 1750, then 3750 after the
   // listener connected.
   let (runner, rx) = start(&url, "rescuelook", &["g"]);

@@ -109,6 +109,17 @@ fn park(h: &Handle, req: u32, claim: u32) {
   });
 }
 
+/// A claim of up to `n` as batch `req`, run at once.
+fn claim(h: &Handle, req: u32, n: u32) {
+  h.send(Command::Batch {
+    req,
+    batch: Batch {
+      claim: n,
+      ..Batch::default()
+    },
+  });
+}
+
 /// The next answer to a batch (`req`, rows claimed), skipping notices.
 fn answer(rx: &Receiver<Event>) -> (u32, usize) {
   let (req, rows) = answer_rows(rx);
@@ -416,13 +427,7 @@ fn a_thread_whose_executor_hears_it_no_more_hands_back_what_was_pushed_to_it() {
   });
   runner.join();
   // What was pushed went back to the queue, its attempt uncounted, for another to claim.
-  submitter.send(Command::Batch {
-    req: 2,
-    batch: Batch {
-      claim: 2,
-      ..Batch::default()
-    },
-  });
+  claim(&submitter, 2, 2);
   let (req, rows) = answer_rows(&from_submitter);
   assert_eq!(req, 2);
   assert_eq!(
@@ -445,21 +450,9 @@ fn a_claim_whose_answer_its_executor_cannot_hear_goes_back_to_the_queue() {
   // JS is gone before the claim's answer: the thread stops with it, and what it claimed is
   // not left in its name until the lease runs out.
   drop(from_runner);
-  runner.send(Command::Batch {
-    req: 1,
-    batch: Batch {
-      claim: 1,
-      ..Batch::default()
-    },
-  });
+  claim(&runner, 1, 1);
   runner.join();
-  submitter.send(Command::Batch {
-    req: 2,
-    batch: Batch {
-      claim: 1,
-      ..Batch::default()
-    },
-  });
+  claim(&submitter, 2, 1);
   let (req, rows) = answer_rows(&from_submitter);
   assert_eq!(req, 2);
   // Claimed once before, by the runner: handed back uncounted.
