@@ -12,6 +12,9 @@
 //              nothing more — a promise and its resolvers per call, the options kept until the
 //              agent runs, 64 slots calling the agent in FIFO order and resolving each promise
 //              with its value. A reference for W1 on this machine, not a peer.
+//   floor+ctx  (W1 only) the floor plus the submitter's async context carried to each agent, as
+//              AsyncLocalStorage users need (an AsyncResource per call, the agent called in
+//              its scope): what that one behaviour costs on this Node.js, with no scheduler.
 // Every system runs the same agent `async (task, opts) => opts.i` with the same
 // `opts = { i, priority }` object, the same concurrency (64) and the same N.
 //
@@ -54,7 +57,7 @@
 //   --json FILE             write all results (raw runs included) as JSON
 //   --quick                 smaller N, fewer runs
 //   --only w1,w2,w3,w4,w5,w6,w7  run a subset of the workloads
-//   --systems a,b           subset of: this,fastq,pqueue,semaphore,floor
+//   --systems a,b           subset of: this,thisAls,fastq,pqueue,semaphore,floor,floorCtx
 //   --sizes 10000,100000    W1 sizes
 //   --runs K                measured runs per size (overrides 21/5/3)
 //   --warmup-execs N        warm-up executions per system and size (default 200k; --quick 100k)
@@ -68,7 +71,7 @@
 //   --w7-n N                jobs per W7 throughput run (default 100k; --quick 20k, one run)
 
 import { performance, monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
-import { AsyncLocalStorage } from 'node:async_hooks';
+import { AsyncLocalStorage, AsyncResource } from 'node:async_hooks';
 import { spawnSync, execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync, readdirSync, mkdirSync, rmSync } from 'node:fs';
@@ -92,10 +95,10 @@ const TASK = 'task';
 const AGENT = 'echo';
 const agent = async (task, opts) => opts.i;
 
-const SYSTEMS = ['this', 'thisAls', 'fastq', 'pqueue', 'semaphore', 'floor'];
-const LABEL = { this: 'this', thisAls: 'this+ALS', fastq: 'fastq', pqueue: 'p-queue', semaphore: 'semaphore', floor: 'floor' };
-/** Systems that take part in W2-W4 (the floor cannot pause, and is a W1 reference only). */
-const W1_ONLY = new Set(['floor', 'thisAls']);
+const SYSTEMS = ['this', 'thisAls', 'fastq', 'pqueue', 'semaphore', 'floor', 'floorCtx'];
+const LABEL = { this: 'this', thisAls: 'this+ALS', fastq: 'fastq', pqueue: 'p-queue', semaphore: 'semaphore', floor: 'floor', floorCtx: 'floor+ctx' };
+/** Systems that take part in W1 only (the floors cannot pause: they are W1 references). */
+const W1_ONLY = new Set(['floor', 'floorCtx', 'thisAls']);
 const als = new AsyncLocalStorage();
 
 function argValue(name, fallback) {
@@ -280,6 +283,42 @@ class FloorSlot {
   }
 }
 
+/** A floor slot that calls each agent in the async context of its submission. */
+class FloorContextSlot {
+  constructor(f) {
+    this.f = f;
+    this.resolve = null;
+    this.reject = null;
+    this.ok = (v) => {
+      this.resolve(v);
+      this.next();
+    };
+    this.err = (e) => {
+      this.reject(e);
+      this.next();
+    };
+  }
+  next() {
+    const f = this.f;
+    const q = f.q;
+    const j = f.head;
+    if (j >= q.length) return;
+    f.head = j + 4;
+    const scope = q[j];
+    const opts = q[j + 1];
+    this.resolve = q[j + 2];
+    this.reject = q[j + 3];
+    q[j] = q[j + 1] = q[j + 2] = q[j + 3] = undefined;
+    let p;
+    try {
+      p = scope.runInAsyncScope(f.fn, null, TASK, opts);
+    } catch (err) {
+      p = Promise.reject(err);
+    }
+    p.then(this.ok, this.err);
+  }
+}
+
 // ----- the systems -----------------------------------------------------------------------
 // create(agentFn) -> an instance; submitAll(inst, ps, n, deadline) fills ps with the n
 // promises (one tight, monomorphic loop per system) and returns false if it gave up at
@@ -412,6 +451,21 @@ const impl = {
     settle: (f, ps) => Promise.all(ps),
     close: () => {},
   },
+  floorCtx: {
+    create(fn = agent) {
+      return { fn, q: [], head: 0 };
+    },
+    submitAll(f, ps, n) {
+      for (let i = 0; i < n; i++) {
+        ps[i] = new Promise(floorCapture);
+        f.q.push(new AsyncResource('floor'), { i, priority: LEVEL_NAMES[i % 5] }, floorResolve, floorReject);
+      }
+      for (let w = 0; w < CONCURRENCY; w++) new FloorContextSlot(f).next();
+      return true;
+    },
+    settle: (f, ps) => Promise.all(ps),
+    close: () => {},
+  },
   semaphore: {
     create(fn = agent) {
       const s = new Semaphore(CONCURRENCY);
@@ -531,6 +585,8 @@ async function w1() {
   if (hasRatio && sysCols.includes('pqueue')) headers.push('p-queue/this');
   if (hasRatio && sysCols.includes('semaphore')) headers.push('this/semaphore');
   if (hasRatio && sysCols.includes('floor')) headers.push('this/floor');
+  const hasFloors = sysCols.includes('floor') && sysCols.includes('floorCtx');
+  if (hasFloors) headers.push('floor+ctx/floor');
   if (hasRatio && sysCols.includes('thisAls')) headers.push('this+ALS/this');
   const rows = [];
   out.ratios = {};
@@ -559,6 +615,10 @@ async function w1() {
     if (hasRatio && sysCols.includes('floor')) {
       ratios.thisOverFloor = us('this', n) / us('floor', n);
       row.push(fmt(ratios.thisOverFloor));
+    }
+    if (hasFloors) {
+      ratios.floorCtxOverFloor = us('floorCtx', n) / us('floor', n);
+      row.push(fmt(ratios.floorCtxOverFloor));
     }
     if (hasRatio && sysCols.includes('thisAls')) {
       ratios.alsOverThis = us('thisAls', n) / us('this', n);
