@@ -283,7 +283,11 @@ class FloorSlot {
   }
 }
 
-/** A floor slot that calls each agent in the async context of its submission. */
+/**
+ * A floor slot that calls each agent in the async context of its submission. Its own class,
+ * not a subclass of FloorSlot: sharing the handlers would make the floor's own `next` call
+ * polymorphic, and slow the reference it is compared with.
+ */
 class FloorContextSlot {
   constructor(f) {
     this.f = f;
