@@ -73,6 +73,11 @@ pub trait Backend: Send {
   fn look_in_ms(&self) -> Option<f64> {
     None
   }
+  /// A failure after which the store cannot go on (a row it cannot read): the thread stops
+  /// with it, as after a panic.
+  fn broken(&self) -> Option<super::StoreError> {
+    None
+  }
   /// Sets or removes the most executions of `agent` running at once on every executor.
   fn set_global_limit(&mut self, agent: &str, limit: Option<u32>) -> StoreResult<()> {
     let _ = (agent, limit);

@@ -126,7 +126,8 @@ pub enum Event {
   },
   /// A failure outside any request (heartbeat, rescue, retention, poll); the thread goes on.
   Background(StoreError),
-  /// The thread failed (a panic): requests in flight get no answer; later ones the failure.
+  /// The thread failed (a panic, or a store that cannot go on): requests in flight get no
+  /// answer; later ones the failure.
   Stopped(StoreError),
   Closed {
     req: u32,

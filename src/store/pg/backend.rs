@@ -181,6 +181,10 @@ impl Backend for Postgres {
     Some(at.saturating_duration_since(Instant::now()).as_secs_f64() * 1000.0)
   }
 
+  fn broken(&self) -> Option<StoreError> {
+    self.store.broken()
+  }
+
   fn changes(&mut self) -> StoreResult<Changes> {
     let mut c = Changes::default();
     while let Ok(payload) = self.notes.try_recv() {

@@ -11,14 +11,14 @@ use tokio_postgres::types::ToSql;
 
 use super::notify::{self, ended};
 use super::push;
-use super::rows::{int, row, PgResult};
+use super::rows::{self, int, PgResult};
 use super::Db;
 use crate::protocol::STATUS_COMPLETED;
 use crate::scheduler::retry::Jitter;
 use crate::store::backend::Interest;
 use crate::store::decide::{self, AfterAttempt, Stored};
 use crate::store::ops::COLUMNS;
-use crate::store::{Batch, BatchResult, Finished, Inserted, NewExecution, Row};
+use crate::store::{Batch, BatchResult, Finished, Inserted, NewExecution};
 
 type Params<'p> = Vec<&'p (dyn ToSql + Sync)>;
 
@@ -606,7 +606,7 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
   cx.committed.set(one_trip);
 
   for r in completed.iter().flatten() {
-    mark_recorded(&mut out.finished, batch, &done, r.get(0), r.get(1));
+    mark_recorded(&mut out.finished, batch, &done, r.try_get(0)?, r.try_get(1)?);
   }
 
   if let Some(stored) = failing {
@@ -619,17 +619,17 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
       Vec::<Option<f64>>::new(),
     );
     for r in &stored {
-      let (id, attempt): (i64, i32) = (r.get(0), r.get(1));
+      let (id, attempt): (i64, i32) = (r.try_get(0)?, r.try_get(1)?);
       let Some(&i) = rest
         .iter()
         .find(|&&i| batch.finishes[i].id == id && int(batch.finishes[i].attempt) == attempt)
       else {
         continue;
       };
-      let state: i16 = r.get(6);
+      let state: i16 = r.try_get(6)?;
       if state != 1 {
         out.finished[i] = if state == 0 {
-          Finished::Retry((r.get::<_, f64>(7) - now).max(0.0))
+          Finished::Retry((r.try_get::<_, f64>(7)? - now).max(0.0))
         } else {
           Finished::Recorded
         };
@@ -637,10 +637,10 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
       }
       let f = &batch.finishes[i];
       let st = Stored {
-        max_attempts: u32::try_from(r.get::<_, i32>(2)).unwrap_or(1),
-        retry_delay_ms: r.get(3),
-        backoff: u32::try_from(r.get::<_, i32>(4)).unwrap_or(0),
-        cancel_requested: r.get(5),
+        max_attempts: u32::try_from(r.try_get::<_, i32>(2)?).unwrap_or(1),
+        retry_delay_ms: r.try_get(3)?,
+        backoff: u32::try_from(r.try_get::<_, i32>(4)?).unwrap_or(0),
+        cancel_requested: r.try_get(5)?,
       };
       let (state, due) = match decide::after_attempt(f.status, f.retryable, f.attempt, st, jitter) {
         AfterAttempt::Retry(delay) => {
@@ -693,7 +693,7 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
       .query(&sql.recorded, &[&ids, &attempts, &values, &cx.owner])
       .await?
     {
-      mark_recorded(&mut out.finished, batch, &unheard, r.get(0), r.get(1));
+      mark_recorded(&mut out.finished, batch, &unheard, r.try_get(0)?, r.try_get(1)?);
     }
   }
   let mut recorded = false;
@@ -706,12 +706,16 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
   out.inserted = answers(batch, &known, fresh);
   out.stale = out.finished.iter().filter(|f| **f == Finished::Stale).count() as u32;
   let rows = claimed.unwrap_or_default();
-  let limited = rows
-    .iter()
-    .filter(|r| r.get::<_, bool>(21))
-    .map(|r| (r.get::<_, i64>(0), u32::try_from(r.get::<_, i32>(9)).unwrap_or(0)))
-    .collect();
-  let mut claimed: Vec<Row> = rows.iter().map(row).collect();
+  let mut limited = Vec::new();
+  for r in &rows {
+    if r.try_get::<_, bool>(21)? {
+      limited.push((
+        r.try_get::<_, i64>(0)?,
+        u32::try_from(r.try_get::<_, i32>(9)?).unwrap_or(0),
+      ));
+    }
+  }
+  let mut claimed = rows::rows(&rows)?;
   claimed.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
   out.claimed = claimed;
   Ok(Done {
@@ -768,16 +772,16 @@ fn mark_recorded(finished: &mut [Finished], batch: &Batch, which: &[usize], id: 
 async fn inserted_ids(db: &Db<'_>, sql: &BatchSql, rows: &[tokio_postgres::Row]) -> PgResult<Vec<Inserted>> {
   let mut out = Vec::with_capacity(rows.len());
   for r in rows {
-    if let Some(id) = r.get::<_, Option<i64>>(1) {
+    if let Some(id) = r.try_get::<_, Option<i64>>(1)? {
       out.push(Inserted { id, existing: false });
       continue;
     }
-    if let Some(id) = r.get::<_, Option<i64>>(2) {
+    if let Some(id) = r.try_get::<_, Option<i64>>(2)? {
       out.push(Inserted { id, existing: true });
       continue;
     }
-    let key: Option<String> = r.get(0);
-    let id = db.query_one(&sql.key_owner, &[&key]).await?.get(0);
+    let key: Option<String> = r.try_get(0)?;
+    let id = db.query_one(&sql.key_owner, &[&key]).await?.try_get(0)?;
     out.push(Inserted { id, existing: true });
   }
   Ok(out)

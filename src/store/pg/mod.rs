@@ -277,6 +277,17 @@ pub(super) fn pg_error(shown: &str, what: &str, e: &tokio_postgres::Error) -> St
   }
 }
 
+/// Whether `e` is a value the driver could not read as the type asked for, or a column
+/// missing from a row: a schema changed by hand. Reading it again fails the same way.
+pub(super) fn unreadable(e: &tokio_postgres::Error) -> bool {
+  if e.as_db_error().is_some() || e.is_closed() {
+    return false;
+  }
+  // The driver tells these apart by its `Display` only.
+  let text = e.to_string();
+  text.starts_with("error deserializing column") || text.starts_with("invalid column")
+}
+
 /// Whether the server gave up a statement or a lock wait (`statement_timeout`,
 /// `lock_timeout`).
 pub(super) fn server_gave_up(e: &tokio_postgres::Error) -> bool {
@@ -404,6 +415,8 @@ pub struct PgConnection {
   link_events: Vec<bool>,
   /// An operation got no answer in time: the connection is replaced before the next one.
   dropped: std::cell::Cell<bool>,
+  /// A value read could not be read as its type (see `unreadable`): the store stops.
+  broken: std::cell::RefCell<Option<StoreError>>,
   /// The server process of the current connection (0: unknown): the listener ignores the
   /// notifications this connection sent.
   pid: Arc<AtomicI32>,
@@ -444,6 +457,7 @@ impl PgConnection {
       down: false,
       link_events: Vec::new(),
       dropped: std::cell::Cell::new(false),
+      broken: std::cell::RefCell::new(None),
       pid: Arc::new(AtomicI32::new(0)),
     };
     conn.note_pid()?;
@@ -480,29 +494,27 @@ impl PgConnection {
   /// the table. Every statement here has an index to go by: sequential scans are ruled out.
   fn note_pid(&mut self) -> StoreResult<()> {
     let client = &self.client;
-    let pid: i32 = self
-      .wait("cannot set up", async move {
-        // JIT off too: a plan's cost then counts a ruled-out scan (of a table of a few rows)
-        // as huge, which would compile each execution (tens of ms) for nothing. Generic plans
-        // from the first execution: a custom plan looked cheaper for a few small statements
-        // (the claim's lock, the read of ends), so PostgreSQL planned them again at every
-        // execution (~0.06 ms each time, most of their cost). A plan made on an empty table
-        // is kept until the table's statistics change much, so each statement is written
-        // for the index it should use (`state + 0` where the index of ended rows would
-        // match, one text per case where an OR of parameters would hide the index).
-        //
-        // The server ends what the client has given up on: a statement before the client's
-        // own timeout (the claims of a pipeline left running could commit after the
-        // reconnect), and a transaction left idle (its client gone without a word: a host
-        // that died, a network cut) instead of holding its row locks until TCP notices.
-        client
-          .batch_execute(&format!(
-            "SET enable_seqscan = off; SET plan_cache_mode = force_generic_plan; {SESSION}"
-          ))
-          .await?;
-        client.query_one("SELECT pg_backend_pid()", &[]).await
-      })?
-      .get(0);
+    let pid: i32 = self.wait("cannot set up", async move {
+      // JIT off too: a plan's cost then counts a ruled-out scan (of a table of a few rows)
+      // as huge, which would compile each execution (tens of ms) for nothing. Generic plans
+      // from the first execution: a custom plan looked cheaper for a few small statements
+      // (the claim's lock, the read of ends), so PostgreSQL planned them again at every
+      // execution (~0.06 ms each time, most of their cost). A plan made on an empty table
+      // is kept until the table's statistics change much, so each statement is written
+      // for the index it should use (`state + 0` where the index of ended rows would
+      // match, one text per case where an OR of parameters would hide the index).
+      //
+      // The server ends what the client has given up on: a statement before the client's
+      // own timeout (the claims of a pipeline left running could commit after the
+      // reconnect), and a transaction left idle (its client gone without a word: a host
+      // that died, a network cut) instead of holding its row locks until TCP notices.
+      client
+        .batch_execute(&format!(
+          "SET enable_seqscan = off; SET plan_cache_mode = force_generic_plan; {SESSION}"
+        ))
+        .await?;
+      client.query_one("SELECT pg_backend_pid()", &[]).await?.try_get(0)
+    })?;
     self.pid.store(pid, Ordering::Relaxed);
     Ok(())
   }
@@ -530,7 +542,16 @@ impl PgConnection {
     what: &str,
     fut: impl Future<Output = Result<T, tokio_postgres::Error>>,
   ) -> StoreResult<T> {
-    let r = block(self.rt(), &self.target.shown, what, fut);
+    let shown = &self.target.shown;
+    let r = self.rt().block_on(within(shown, what, fut)).and_then(|r| {
+      r.map_err(|e| {
+        let error = pg_error(shown, what, &e);
+        if unreadable(&e) {
+          self.broken.replace(Some(error.clone()));
+        }
+        error
+      })
+    });
     if matches!(&r, Err(e) if e.code == super::DISCONNECTED) {
       // No answer in time (or the connection went): this connection is done with, so no
       // later request joins a transaction left open on it. A pipeline already sent whole,
@@ -539,6 +560,12 @@ impl PgConnection {
       self.dropped.set(true);
     }
     r
+  }
+
+  /// The failure of a value this release cannot read, once one was met: nothing read
+  /// through this connection can be trusted to be read alike again, so the store stops.
+  pub fn broken(&self) -> Option<StoreError> {
+    self.broken.borrow().clone()
   }
 
   pub fn client(&self) -> &Client {
@@ -648,7 +675,7 @@ async fn migrate_in(client: &Client, target: &PgTarget) -> Result<StoreResult<()
       &[&target.schema],
     )
     .await?;
-  let (meta, ours): (i64, i64) = (tables.get(0), tables.get(1));
+  let (meta, ours): (i64, i64) = (tables.try_get(0)?, tables.try_get(1)?);
   let from = if meta == 0 {
     if ours > 0 {
       return Ok(Err(StoreError::store(format!(
@@ -663,11 +690,12 @@ async fn migrate_in(client: &Client, target: &PgTarget) -> Result<StoreResult<()
         &[],
       )
       .await?;
+    // Another application's table of the same name, with other types, reads as not ours.
     let get = |k: &str| {
       rows
         .iter()
-        .find(|r| r.get::<_, String>(0) == k)
-        .map(|r| r.get::<_, String>(1))
+        .find(|r| r.try_get::<_, &str>(0).is_ok_and(|key| key == k))
+        .map(|r| r.try_get::<_, String>(1).unwrap_or_default())
     };
     let app = get("app");
     if app.as_deref() != Some(APP) {

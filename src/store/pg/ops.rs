@@ -9,7 +9,7 @@ use super::batch::{self, BatchSql};
 use super::notify::{self, ended};
 use super::pool::Pool;
 use super::push::{self, PushSql};
-use super::rows::{fetch_sql, int, row, PgResult};
+use super::rows::{self, fetch_sql, int, row, PgResult};
 use super::sweep::Sweeper;
 use super::{Db, PgConnection, PgTarget};
 use crate::protocol::{NOT_FOUND, STATUS_CANCELLED, STATUS_QUEUED, STATUS_RUNNING};
@@ -114,15 +114,15 @@ impl PgStore {
     let table = format!("{s}.bmad_executions");
     let client = conn.client();
     // Quoted as a literal by the server (whatever its string settings).
-    let sequence: Option<String> = conn
-      .wait(
-        "cannot read",
-        client.query_one(
+    let sequence: Option<String> = conn.wait("cannot read", async {
+      client
+        .query_one(
           "SELECT quote_literal(pg_get_serial_sequence($1, 'id'))",
           &[&table],
-        ),
-      )?
-      .get(0);
+        )
+        .await?
+        .try_get(0)
+    })?;
     let sequence = sequence.ok_or_else(|| {
       StoreError::store(format!(
         "store {}: {table}.id draws from no sequence",
@@ -194,6 +194,11 @@ impl PgStore {
 
   pub fn target(&self) -> &PgTarget {
     &self.conn.target
+  }
+
+  /// See `PgConnection::broken`.
+  pub fn broken(&self) -> Option<StoreError> {
+    self.conn.broken()
   }
 
   /// Notes a connection the server closed since the last look.
@@ -274,15 +279,16 @@ impl PgStore {
   /// round trip.
   fn measure_offset(&mut self) -> StoreResult<()> {
     let before = now_ms();
-    let server: f64 = self
-      .wait(
-        "cannot read the clock of",
-        self.db().query_one(
+    let server: f64 = self.wait("cannot read the clock of", async {
+      self
+        .db()
+        .query_one(
           "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::float8",
           &[],
-        ),
-      )?
-      .get(0);
+        )
+        .await?
+        .try_get(0)
+    })?;
     // The first reading is taken whatever its round trip: there is none better to keep.
     let max_round_trip = if self.clock_read {
       (self.lease_ms / 10.0).min(1_000.0)
@@ -310,16 +316,16 @@ impl PgStore {
     // agent = ANY($3))`, so each generic plan is the plain one.
     let i = &self.interest;
     let db = self.db();
-    let r = if i.any {
-      self.wait("cannot read", db.query_one(&self.next_due_any, &[&now]))?
-    } else {
-      self.wait(
-        "cannot read",
-        db.query_one(&self.next_due_listed, &[&now, &i.agents]),
-      )?
-    };
+    let due: Option<f64> = self.wait("cannot read", async {
+      let r = if i.any {
+        db.query_one(&self.next_due_any, &[&now]).await?
+      } else {
+        db.query_one(&self.next_due_listed, &[&now, &i.agents]).await?
+      };
+      r.try_get(0)
+    })?;
     // Back on this host's clock: the thread waits for it here.
-    Ok(r.get::<_, Option<f64>>(0).map(|t| t - self.offset_ms))
+    Ok(due.map(|t| t - self.offset_ms))
   }
 
   /// Of `ids`, those stored and not ended (`state + 0`: each looked up by id).
@@ -334,7 +340,7 @@ impl PgStore {
     let ids = ids.to_vec();
     self.wait("cannot read", async move {
       let rows = client.query(&sql, &[&ids]).await?;
-      Ok(rows.iter().map(|r| r.get(0)).collect())
+      rows.iter().map(|r| r.try_get(0)).collect()
     })
   }
 
@@ -364,8 +370,8 @@ impl PgStore {
         Vec::new()
       };
       Ok((
-        rows.iter().map(row).collect(),
-        gone.iter().map(|r| r.get(0)).collect(),
+        rows::rows(&rows)?,
+        gone.iter().map(|r| r.try_get(0)).collect::<PgResult<_>>()?,
       ))
     })
   }
@@ -378,7 +384,9 @@ impl PgStore {
        OR (state >= 2 AND finalized_at IS NULL) OR (state = 0 AND finalized_at IS NOT NULL) OR attempt > max_attempts + 1",
       self.s
     );
-    let bad: i64 = self.wait("cannot check", self.db().query_one(&sql, &[]))?.get(0);
+    let bad: i64 = self.wait("cannot check", async {
+      self.db().query_one(&sql, &[]).await?.try_get(0)
+    })?;
     Ok(if bad == 0 {
       "ok".to_string()
     } else {
@@ -561,7 +569,9 @@ impl PgStore {
       let state = client
         .query_opt(&format!("SELECT state FROM {s}.bmad_executions WHERE id = $1 FOR UPDATE"), &[&id])
         .await?
-        .map(|r| u32::try_from(r.get::<_, i16>(0)).unwrap_or(0));
+        .map(|r| r.try_get::<_, i16>(0))
+        .transpose()?
+        .map(|state| u32::try_from(state).unwrap_or(0));
       match state {
         Some(STATUS_QUEUED) => {
           client
@@ -598,22 +608,26 @@ impl PgStore {
       "SELECT id, attempt FROM {}.bmad_executions WHERE owner = $1 AND state = 1 AND cancel_requested",
       self.s
     );
-    let rows = self.wait("cannot read", self.db().query(&sql, &[&self.me.owner]))?;
-    Ok(
+    self.wait("cannot read", async {
+      let rows = self.db().query(&sql, &[&self.me.owner]).await?;
       rows
         .iter()
-        .map(|r| CancelRequest {
-          id: r.get(0),
-          attempt: u32::try_from(r.get::<_, i32>(1)).unwrap_or(0),
+        .map(|r| {
+          Ok(CancelRequest {
+            id: r.try_get(0)?,
+            attempt: u32::try_from(r.try_get::<_, i32>(1)?).unwrap_or(0),
+          })
         })
-        .collect(),
-    )
+        .collect()
+    })
   }
 
   pub fn fetch(&mut self, id: i64) -> StoreResult<Option<Row>> {
     self.conn.ensure()?;
-    let r = self.wait("cannot read", self.db().query_opt(&self.fetch, &[&id]))?;
-    Ok(r.as_ref().map(row))
+    self.wait("cannot read", async {
+      let r = self.db().query_opt(&self.fetch, &[&id]).await?;
+      r.as_ref().map(row).transpose()
+    })
   }
 
   /// Renews the lease of every attempt this worker runs, and its own heartbeat.
@@ -699,9 +713,9 @@ impl PgStore {
           )
           .await?;
         for w in &workers {
-          let pid = u32::try_from(w.get::<_, i64>(1)).unwrap_or(0);
-          if pid != 0 && host::is_dead(pid, w.get::<_, i64>(2) as u64) {
-            dead.push(w.get(0));
+          let pid = u32::try_from(w.try_get::<_, i64>(1)?).unwrap_or(0);
+          if pid != 0 && host::is_dead(pid, w.try_get::<_, i64>(2)? as u64) {
+            dead.push(w.try_get(0)?);
           }
         }
       }
@@ -717,13 +731,14 @@ impl PgStore {
         .await?;
       let mut out = Vec::new();
       for c in &candidates {
-        let (id, agent, attempt, owner): (i64, String, i32, String) = (c.get(0), c.get(1), c.get(2), c.get(3));
-        let max_attempts = u32::try_from(c.get::<_, i32>(4)).unwrap_or(1);
+        let (id, agent, attempt, owner): (i64, String, i32, String) =
+          (c.try_get(0)?, c.try_get(1)?, c.try_get(2)?, c.try_get(3)?);
+        let max_attempts = u32::try_from(c.try_get::<_, i32>(4)?).unwrap_or(1);
         let attempt_u = u32::try_from(attempt).unwrap_or(0);
         if refusals.skips(id, attempt_u) {
           continue;
         }
-        let status = decide::rescue_status(c.get(5), attempt_u, max_attempts);
+        let status = decide::rescue_status(c.try_get(5)?, attempt_u, max_attempts);
         let which = "WHERE id = $1 AND attempt = $2 AND owner = $3 AND state = 1";
         let moved = match status {
           // Due at once, whatever a claimer's clock says (as when it was created).
@@ -889,13 +904,7 @@ impl PgStore {
       if ids.is_empty() {
         return Ok(Vec::new());
       }
-      Ok(
-        db.query(&sql.rows, &[&ids, owner])
-          .await?
-          .iter()
-          .map(row)
-          .collect(),
-      )
+      rows::rows(&db.query(&sql.rows, &[&ids, owner]).await?)
     })
   }
 
@@ -908,14 +917,16 @@ impl PgStore {
     let ids: Vec<i64> = running.iter().map(|r| r.0).collect();
     let attempts: Vec<i32> = running.iter().map(|r| int(r.1)).collect();
     let now = self.server_time(now_ms());
-    let rows = self.wait(
-      "cannot write to",
-      self.db().query(
-        &self.release_unknown,
-        &[&self.me.owner, &ids, &attempts, &now, &parked, &self.channel],
-      ),
-    )?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    self.wait("cannot write to", async {
+      let rows = self
+        .db()
+        .query(
+          &self.release_unknown,
+          &[&self.me.owner, &ids, &attempts, &now, &parked, &self.channel],
+        )
+        .await?;
+      rows.iter().map(|r| r.try_get(0)).collect()
+    })
   }
 
   /// Forgets this worker, unless attempts are still running in its name (a close that gave

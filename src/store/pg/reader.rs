@@ -112,11 +112,11 @@ async fn fetch(pool: &Pool, sql: &str, id: i64) -> StoreResult<Option<crate::sto
   )
   .await?;
   lent.done();
-  // A row the driver cannot read (a schema changed by hand) fails this read, as it stops the
-  // store thread when the thread reads it.
-  std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| r.first().map(row))).map_err(|_| {
+  // A row the driver cannot read (a schema changed by hand) fails this read; the store's
+  // thread stops when it reads one.
+  r.first().map(row).transpose().map_err(|e| {
     StoreError::store(format!(
-      "cannot read store {shown}: execution {id} has a row this release cannot read"
+      "cannot read store {shown}: execution {id} has a row this release cannot read ({e})"
     ))
   })
 }

@@ -131,7 +131,7 @@ async fn sweep(pool: &Pool, s: &str, cutoff: f64, keep: i64) -> StoreResult<u64>
         &[&key],
       )
       .await?
-      .get(0);
+      .try_get(0)?;
     let n = if mine {
       delete_ended(client, s, cutoff, keep).await?
     } else {

@@ -1,5 +1,7 @@
 //! Against a real server: `BMAD_TEST_PG_URL` (set by `node scripts/pg-cluster.mjs run -- …`,
 //! which `npm run test:rust` uses). Without it these tests say so and check nothing else.
+// A test reads rows with `get`: a row it did not expect fails the test.
+#![allow(clippy::disallowed_methods)]
 
 use super::*;
 use crate::protocol::MODE_EXECUTE;
@@ -2398,4 +2400,34 @@ fn a_submission_fills_a_published_claim_with_what_it_may_take_and_the_withdrawal
   assert_eq!(parked(&admin), 0, "swept");
   sql(&mut admin, "SELECT 1");
   drop_schema(&url, "push");
+}
+
+#[test]
+fn a_value_the_driver_cannot_read_breaks_the_store_and_an_error_of_the_server_does_not() {
+  let Some(url) = server() else { return };
+  let mut s = store(&url, "unreadable");
+  let ids = insert(&mut s, vec![exec("a", 3)]);
+  assert!(s.fetch(ids[0]).expect("read").is_some());
+  // A column whose type was changed by hand.
+  let mut admin = PgConnection::open(target(&url, "unreadable")).expect("open");
+  sql(
+    &mut admin,
+    "ALTER TABLE {s}.bmad_executions ALTER COLUMN priority TYPE numeric",
+  );
+  // The server refuses this connection's prepared read (its result type changed): an
+  // error of that statement, after which the store goes on.
+  let refused = s.fetch(ids[0]).expect_err("refused");
+  assert!(refused.message.contains("0A000"), "{}", refused.message);
+  assert!(s.broken().is_none());
+  // A new connection reads the row, and cannot read its priority: the store cannot go on.
+  let mut fresh = store(&url, "unreadable");
+  let failed = fresh.fetch(ids[0]).expect_err("unreadable");
+  assert!(
+    failed.message.contains("error deserializing column 5"),
+    "{}",
+    failed.message
+  );
+  let broken = fresh.broken().expect("broken");
+  assert_eq!(broken.message, failed.message);
+  drop_schema(&url, "unreadable");
 }

@@ -165,6 +165,8 @@ struct Service {
   alive: bool,
   /// The store was left (a close, the executor dropped): nothing more to hand back.
   left: bool,
+  /// The store cannot go on (`Backend::broken`): the thread stops with this.
+  broken: Option<StoreError>,
 }
 
 /// A claim JS left to run when work may be waiting, answered under `req`; `token` once
@@ -207,11 +209,26 @@ impl Service {
 
   /// Sends `ev` to JS; false when JS can no longer hear (the thread then stops).
   fn heard(&mut self, ev: Event) -> bool {
+    // Once the store cannot go on, JS hears only that the thread stopped.
+    if self.stops() {
+      return true;
+    }
     let heard = send_event(&self.sink, ev);
     if !heard {
       self.alive = false;
     }
     heard
+  }
+
+  /// Whether the store cannot go on: the thread then stops, as after a panic.
+  fn stops(&mut self) -> bool {
+    if self.broken.is_none() {
+      self.broken = self.store.broken();
+      if self.broken.is_some() {
+        self.alive = false;
+      }
+    }
+    self.broken.is_some()
   }
 
   /// Claims JS did not hear of are not run here: the thread's leave hands them back.

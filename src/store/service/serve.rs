@@ -1,6 +1,7 @@
 //! The thread's main line: `run` opens the store and serves until the executor closes or
 //! goes, `serve` waits for requests between the periodic work, and `handle` does each one.
-//! After a failed open or a panic, `refuse_all` answers every later request with the failure.
+//! After a failed open, a panic or a store that cannot go on, `refuse_all` answers every
+//! later request with the failure.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -98,17 +99,24 @@ pub(super) fn run(
     publish_at: None,
     alive: true,
     left: false,
+    broken: None,
   };
-  // A panic (a bug, or a row of a schema changed by hand that a driver cannot read) must
-  // not leave callers waiting in silence: JS hears that the thread stopped (and fails what
-  // it waits for), and every later request is answered with the failure.
+  // A panic (a bug) or a store that cannot go on (a row of a schema changed by hand that
+  // the driver cannot read) must not leave callers waiting in silence: JS hears that the
+  // thread stopped (and fails what it waits for), and every later request is answered with
+  // the failure.
   let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| s.serve(&rx)));
-  if let Err(panic) = served {
-    let what = panic
-      .downcast_ref::<&str>()
-      .map(|m| m.to_string())
-      .or_else(|| panic.downcast_ref::<String>().cloned())
-      .unwrap_or_else(|| "a panic".to_string());
+  let what = match served {
+    Err(panic) => Some(
+      panic
+        .downcast_ref::<&str>()
+        .map(|m| m.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_string()),
+    ),
+    Ok(()) => s.broken.take().map(|e| e.message),
+  };
+  if let Some(what) = what {
     let error = StoreError::store(format!(
       "the store's thread failed ({what}); nothing more can be written"
     ));
@@ -132,13 +140,14 @@ impl Service {
       match rx.recv_timeout(Duration::from_micros((wait * 1000.0) as u64)) {
         Ok(cmd) => {
           self.handle(cmd);
+          self.stops();
           // Everything already queued, with what falls due in between (a busy executor
           // always has a batch queued: a cancel heard meanwhile must not wait for a lull).
           while self.alive {
             match rx.try_recv() {
               Ok(cmd) => {
                 self.handle(cmd);
-                if self.alive && self.tick() >= self.next_deadline() {
+                if self.alive && !self.stops() && self.tick() >= self.next_deadline() {
                   self.periodic();
                 }
               }
@@ -152,7 +161,7 @@ impl Service {
       if self.alive {
         self.periodic();
       }
-      if self.alive {
+      if self.alive && !self.stops() {
         for (up, store) in self.store.link_changes() {
           self.emit(Event::Link { up, store });
           if up {
@@ -165,8 +174,9 @@ impl Service {
         }
       }
     }
-    // Stopped by an event JS could not hear (its executor is going), or by the channel.
-    if !self.left {
+    // Stopped by an event JS could not hear (its executor is going), or by the channel. A
+    // store that cannot go on is left as after a panic: rescuers hand its work back.
+    if !self.left && self.broken.is_none() {
       self.leave_unheard();
     }
   }
