@@ -599,11 +599,12 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
   let failing = failing?;
   progressed?;
   released?;
-  let mut limits = locked?.map(|r| r.try_get::<_, i64>(1)).transpose()?;
+  let locked = locked?;
   let mut claimed = claimed?;
   noted?;
   committed?;
   cx.committed.set(one_trip);
+  let mut limits = locked.map(|r| r.try_get::<_, i64>(1)).transpose()?;
 
   for r in completed.iter().flatten() {
     mark_recorded(&mut out.finished, batch, &done, r.try_get(0)?, r.try_get(1)?);
@@ -670,11 +671,12 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
       db.batch_execute("COMMIT"),
     );
     failed?;
-    limits = locked?.map(|r| r.try_get::<_, i64>(1)).transpose()?;
+    let locked = locked?;
     claimed = claimed_now?;
     noted?;
     committed?;
     cx.committed.set(true);
+    limits = locked.map(|r| r.try_get::<_, i64>(1)).transpose()?;
   }
 
   let unheard: Vec<usize> = done

@@ -283,7 +283,8 @@ pub(super) fn unreadable(e: &tokio_postgres::Error) -> bool {
   if e.as_db_error().is_some() || e.is_closed() {
     return false;
   }
-  // The driver tells these apart by its `Display` only.
+  // The driver tells these apart by its `Display` only (tokio-postgres 0.7: its `FromSql`
+  // and `Column` kinds; the first is tested against a server).
   let text = e.to_string();
   text.starts_with("error deserializing column") || text.starts_with("invalid column")
 }
@@ -542,6 +543,11 @@ impl PgConnection {
     what: &str,
     fut: impl Future<Output = Result<T, tokio_postgres::Error>>,
   ) -> StoreResult<T> {
+    // Nothing more reaches the server once a value could not be read: the thread stops
+    // before it hears the answer of what it would write.
+    if let Some(e) = self.broken() {
+      return Err(e);
+    }
     let shown = &self.target.shown;
     let r = self.rt().block_on(within(shown, what, fut)).and_then(|r| {
       r.map_err(|e| {

@@ -2429,5 +2429,8 @@ fn a_value_the_driver_cannot_read_breaks_the_store_and_an_error_of_the_server_do
   );
   let broken = fresh.broken().expect("broken");
   assert_eq!(broken.message, failed.message);
+  // Nothing more is sent: a write fails at once with the same error.
+  let refused = fresh.heartbeat(T0 + 1.0).expect_err("refused once broken");
+  assert_eq!(refused.message, failed.message);
   drop_schema(&url, "unreadable");
 }
