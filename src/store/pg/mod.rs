@@ -289,6 +289,12 @@ pub(super) fn unreadable(e: &tokio_postgres::Error) -> bool {
   text.starts_with("error deserializing column") || text.starts_with("invalid column")
 }
 
+/// Whether the server refused a prepared statement whose result type changed since it was
+/// prepared (a column altered by hand): `feature_not_supported`.
+fn plan_outdated(e: &tokio_postgres::Error) -> bool {
+  e.code() == Some(&tokio_postgres::error::SqlState::FEATURE_NOT_SUPPORTED)
+}
+
 /// Whether the server gave up a statement or a lock wait (`statement_timeout`,
 /// `lock_timeout`).
 pub(super) fn server_gave_up(e: &tokio_postgres::Error) -> bool {
@@ -554,6 +560,10 @@ impl PgConnection {
         let error = pg_error(shown, what, &e);
         if unreadable(&e) {
           self.broken.replace(Some(error.clone()));
+        } else if plan_outdated(&e) {
+          // The server keeps refusing these statements: they are prepared again at their
+          // next use, against the schema as it is now.
+          self.statements.clear();
         }
         error
       })

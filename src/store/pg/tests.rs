@@ -2415,22 +2415,44 @@ fn a_value_the_driver_cannot_read_breaks_the_store_and_an_error_of_the_server_do
     "ALTER TABLE {s}.bmad_executions ALTER COLUMN priority TYPE numeric",
   );
   // The server refuses this connection's prepared read (its result type changed): an
-  // error of that statement, after which the store goes on.
+  // error of that statement, which is not the store's end.
   let refused = s.fetch(ids[0]).expect_err("refused");
   assert!(refused.message.contains("0A000"), "{}", refused.message);
   assert!(s.broken().is_none());
-  // A new connection reads the row, and cannot read its priority: the store cannot go on.
-  let mut fresh = store(&url, "unreadable");
-  let failed = fresh.fetch(ids[0]).expect_err("unreadable");
+  // Prepared again, the read meets a priority it cannot read: the store cannot go on.
+  let failed = s.fetch(ids[0]).expect_err("unreadable");
   assert!(
     failed.message.contains("error deserializing column 5"),
     "{}",
     failed.message
   );
-  let broken = fresh.broken().expect("broken");
+  let broken = s.broken().expect("broken");
   assert_eq!(broken.message, failed.message);
   // Nothing more is sent: a write fails at once with the same error.
-  let refused = fresh.heartbeat(T0 + 1.0).expect_err("refused once broken");
+  let refused = s.heartbeat(T0 + 1.0).expect_err("refused once broken");
   assert_eq!(refused.message, failed.message);
   drop_schema(&url, "unreadable");
+}
+
+#[test]
+fn a_column_altered_by_hand_to_a_type_still_read_alike_costs_one_refused_statement() {
+  let Some(url) = server() else { return };
+  let mut s = store(&url, "altered");
+  let ids = insert(&mut s, vec![exec("a", 3)]);
+  assert!(s.fetch(ids[0]).expect("read").is_some());
+  let mut admin = PgConnection::open(target(&url, "altered")).expect("open");
+  sql(
+    &mut admin,
+    "ALTER TABLE {s}.bmad_executions ALTER COLUMN agent TYPE varchar(200)",
+  );
+  let refused = s.fetch(ids[0]).expect_err("refused");
+  assert!(refused.message.contains("0A000"), "{}", refused.message);
+  // Prepared again at the next use: the store goes on, every later statement answered.
+  for _ in 0..3 {
+    let r = s.fetch(ids[0]).expect("read").expect("the row");
+    assert_eq!(r.agent, "a");
+  }
+  assert!(s.broken().is_none());
+  s.heartbeat(T0 + 1.0).expect("a write");
+  drop_schema(&url, "altered");
 }
