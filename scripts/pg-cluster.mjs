@@ -61,15 +61,38 @@ const running = (pid) => {
   return fields !== null && !/^[ZX]/.test(fields[0]);
 };
 
-function freePort() {
+/** Whether `port` (0: any) can be listened on now; the port found, or null. */
+function tryPort(port) {
   return new Promise((resolve, reject) => {
     const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
+    server.once('error', (err) => (err.code === 'EADDRINUSE' || err.code === 'EACCES' ? resolve(null) : reject(err)));
+    server.listen(port, '127.0.0.1', () => {
+      const found = server.address().port;
+      server.close(() => resolve(found));
     });
   });
+}
+
+/**
+ * A free port for the server, below the range the system hands out to outgoing connections:
+ * while the server is down (a restart), a client's connection cannot take its port.
+ */
+async function freePort() {
+  let low = 32768;
+  try {
+    low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]) || low;
+  } catch {
+    // Not Linux: the default range's start.
+  }
+  if (low > 12000) {
+    for (let i = 0; i < 50; i++) {
+      const port = await tryPort(10000 + Math.floor(Math.random() * (low - 10000)));
+      if (port !== null) return port;
+    }
+  }
+  const port = await tryPort(0);
+  if (port === null) throw new Error('no free port for the PostgreSQL server');
+  return port;
 }
 
 /** Whether `openssl` can be run (for a TLS-enabled cluster). */
