@@ -129,14 +129,14 @@ pgTest('an executor on the same host that is killed loses its attempt at once, l
   assert.ok(after.attemptedAt < held.lease - 4000, `claimed again at ${after.attemptedAt}, the lease ran to ${held.lease}`);
 });
 
-pgTest('an agent blocking the event loop for six leases keeps its attempt: leases are renewed from the store thread', async () => {
+pgTest('an agent blocking the event loop for four leases keeps its attempt: leases are renewed from the store thread', async () => {
   const schema = fresh();
   const url = direct(schema);
   // Another executor in another process, running the same agent: it would take the attempt
   // over (and print "started") if the lease ran out. It registers the agent once the attempt
   // runs here, so that it cannot claim it first.
   const source = `import { BackgroundExecutor } from ${JSON.stringify(ENTRY)};
-    const bg = new BackgroundExecutor({ store: ${JSON.stringify(url)}, leaseMs: 600, throttleIfExceeded: false });
+    const bg = new BackgroundExecutor({ store: ${JSON.stringify(url)}, leaseMs: 1200, throttleIfExceeded: false });
     await bg.initialize();
     process.stdin.once('data', () => {
       bg.registerAgent('busy', async (task, o, { attempt }) => { console.log('started ' + attempt); return 'elsewhere'; });
@@ -148,15 +148,15 @@ pgTest('an agent blocking the event loop for six leases keeps its attempt: lease
   let out = '';
   child.stdout.on('data', (d) => (out += d));
   await waitUntil(() => out.includes('ready'), 'the other executor is ready', { timeoutMs: 10000 });
-  // Renewed every 200 ms: a renewal may come up to 400 ms late on a busy machine.
-  const a = make(url, { leaseMs: 600 });
+  // Renewed every 400 ms: a renewal may come up to 800 ms late on a busy machine.
+  const a = make(url, { leaseMs: 1200 });
   const stale = [];
   a.on('execution-stale', (e) => stale.push(e));
   a.registerAgent('busy', async () => {
     child.stdin.write('go\n');
     await waitUntil(() => out.includes('registered'), 'the other executor runs the agent too', { timeoutMs: 5000 });
-    // Six leases without a turn of the event loop.
-    const end = Date.now() + 3600;
+    // Four leases without a turn of the event loop.
+    const end = Date.now() + 4800;
     while (Date.now() < end);
     return 'here';
   });

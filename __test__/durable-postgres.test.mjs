@@ -86,7 +86,7 @@ pgTest('over TLS: verify-full with the server\'s CA works end to end; a certific
   await assert.rejects(untrusted.initialize(), (err) => err.code === 'ERR_STORE' && /certificate/i.test(err.message));
 });
 
-pgTest('a runner killed with SIGKILL: another one takes its execution over once its lease ran out', async () => {
+pgTest('a runner killed with SIGKILL: another one takes its execution over once its lease ran out', async (t) => {
   const url = fresh();
   // The first runner: a child process that starts the execution, then is killed.
   const child = spawn(
@@ -101,6 +101,8 @@ pgTest('a runner killed with SIGKILL: another one takes its execution over once 
     ],
     { stdio: ['ignore', 'pipe', 'inherit'] },
   );
+  // Its agent never settles: killed here too if the test fails before the kill below.
+  t.after(() => child.kill('SIGKILL'));
   const submitter = make(url, { leaseMs: 600 });
   await submitter.initialize();
   const done = submitter.execute('work', 'survives', { retries: 1 });

@@ -1,7 +1,8 @@
 // The durable store across processes: this test process submits (it registers no agents, so it
 // never claims), worker processes (__test__/durable-fx/worker.mjs) run the work. Outcomes,
 // queries, events and cancellation cross the process boundary through the store only.
-// Times are compared across processes as performance.timeOrigin + performance.now().
+// Times are compared across processes on the system's monotonic clock (process.hrtime, in ms):
+// a wall-clock step between two processes' starts does not shift one against the other.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
@@ -12,7 +13,7 @@ exitIfWorkLeftBehind();
 const create = shutDownAfterEach({ timeoutMs: 50 });
 
 const FX = (name) => fileURLToPath(new URL(`./durable-fx/${name}`, import.meta.url));
-const now = () => performance.timeOrigin + performance.now();
+const now = () => Number(process.hrtime.bigint()) / 1e6;
 
 /** A store URL in a new temporary directory, removed after the test. */
 function newStore(t) {

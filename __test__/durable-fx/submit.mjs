@@ -6,5 +6,5 @@ import BackgroundExecutor from '../../index.mjs';
 const [url, agent, task] = process.argv.slice(2);
 const bg = new BackgroundExecutor({ store: url, throttleIfExceeded: false });
 const { executionId } = await bg.fireAndForget(agent, task);
-process.stdout.write(`${JSON.stringify({ executionId, at: performance.timeOrigin + performance.now() })}\n`);
+process.stdout.write(`${JSON.stringify({ executionId, at: Number(process.hrtime.bigint()) / 1e6 })}\n`);
 setInterval(() => {}, 1000);

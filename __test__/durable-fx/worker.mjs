@@ -1,13 +1,13 @@
 // A worker process on a store: `node worker.mjs <storeUrl> [configJson]`.
 // Registers the agents below, initializes (a worker waits for work until shutdown), prints
-// one JSON line per event (`{ event, ..., at }`, `at` = performance.timeOrigin + performance.now(),
+// one JSON line per event (`{ event, ..., at }`, `at` = the system's monotonic clock in ms,
 // comparable across processes), and shuts down when its stdin closes.
 import { readdirSync, readFileSync } from 'node:fs';
 import BackgroundExecutor from '../../index.mjs';
 
 const [url, configJson] = process.argv.slice(2);
 const extra = configJson ? JSON.parse(configJson) : {};
-const now = () => performance.timeOrigin + performance.now();
+const now = () => Number(process.hrtime.bigint()) / 1e6;
 const out = (o) => process.stdout.write(`${JSON.stringify({ ...o, at: now() })}\n`);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
