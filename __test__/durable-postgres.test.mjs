@@ -2,7 +2,8 @@
 // server that scripts/pg-cluster.mjs starts for `npm test` (BMAD_TEST_PG_URL). Executors in
 // this process and in child processes stand for hosts: each has its own connections.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { once } from 'node:events';
 import { test, shutDownAfterEach, waitUntil, within, sleep, ENTRY } from './helpers.mjs';
 import { SERVER, pgTest, sql } from './durable/pg-proxy.mjs';
@@ -84,6 +85,16 @@ pgTest('over TLS: verify-full with the server\'s CA works end to end; a certific
   await assert.rejects(wrongName.initialize(), (err) => err.code === 'ERR_STORE' && /certificate/i.test(err.message) && /127\.0\.0\.1/.test(err.message));
   const untrusted = make(fresh().replace('127.0.0.1', 'localhost') + '&sslmode=verify-full&sslrootcert=system');
   await assert.rejects(untrusted.initialize(), (err) => err.code === 'ERR_STORE' && /certificate/i.test(err.message));
+});
+
+pgTest('shutdown() before anything opened the store: Node stays alive until it resolves, and the schema was created', async () => {
+  const url = fresh();
+  const fx = fileURLToPath(new URL('./durable-fx/shutdown-unopened.mjs', import.meta.url));
+  const r = spawnSync(process.execPath, [fx, url], { encoding: 'utf8', timeout: 20000, killSignal: 'SIGKILL' });
+  assert.equal(r.status, 0, `exit ${r.status ?? r.signal} (13: the awaited shutdown() never settled); stderr: ${r.stderr}`);
+  assert.equal(r.stdout, 'shutdown-complete\nshut down\n');
+  const schema = new URL(url).searchParams.get('schema');
+  assert.equal(sql(`SELECT count(*) FROM "${schema}".bmad_executions`), 0);
 });
 
 pgTest('a runner killed with SIGKILL: another one takes its execution over once its lease ran out', async (t) => {

@@ -917,6 +917,15 @@ nodeTest(
   },
 );
 
+nodeTest('shutdown() before anything opened the store: Node stays alive until it resolves, after shutdown-complete', { timeout: 20000 }, async (t) => {
+  const { url, file } = newStore(t);
+  const r = await runFx('shutdown-unopened.mjs', [url]);
+  assert.equal(r.code, 0, `exit code ${r.code} (13: the awaited shutdown() never settled); stderr: ${r.stderr}`);
+  assert.equal(r.stdout, 'shutdown-complete\nshut down\n');
+  assert.equal(r.stderr, '');
+  assert.ok(existsSync(file), 'the store was opened, then closed');
+});
+
 nodeTest(
   "shutdown({ mode: 'drain' }) with a pending execute() of a queued execution: drains the running one, rejects the queued one's promise",
   { timeout: 20000 },

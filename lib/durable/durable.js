@@ -221,10 +221,14 @@ class Durable extends Outcomes {
     this._updateKeepAlive();
   }
 
-  /** Node.js stays alive while an answer or an outcome is awaited, or while a worker waits for work. */
+  /**
+   * Node.js stays alive while an answer or an outcome is awaited, while a worker waits for
+   * work, and while the store closes (shutdown() resolves once it is closed).
+   */
   _updateKeepAlive() {
     if (this.closed) return;
-    const on = this.link.busy || this.awaiting > 0 || this.waiters.size > 0 || this.runs.size > 0 || (this.worker && !this.closing);
+    const on =
+      this.link.busy || this.awaiting > 0 || this.waiters.size > 0 || this.runs.size > 0 || (this.worker && !this.closing) || this.closePromise !== undefined;
     if (on !== this.keptAlive) {
       this.keptAlive = on;
       this.link.native.keepAlive(on);

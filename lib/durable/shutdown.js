@@ -67,6 +67,7 @@ function close(durable) {
       if (durable.keptAlive) durable.link.native.keepAlive(false);
       durable.keptAlive = false;
     });
+  durable._updateKeepAlive();
   return durable.closePromise;
 }
 
