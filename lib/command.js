@@ -14,6 +14,7 @@ const { binding, weakCallback } = require('./native.js');
 const { coded, codeOf, messageOf } = require('./errors.js');
 const { parseCommandSpec, SIGNAL_NAMES } = require('./command-spec.js');
 const { EVENT_LINES, EVENT_PROGRESS, EVENT_EXIT, STREAM_STDOUT } = require('./protocol.js');
+const { recordOfContext, isDurable } = require('./record.js');
 
 const ERRNO_NAMES = new Map(Object.entries(os.constants.errno).map(([name, n]) => [n, name]));
 
@@ -68,8 +69,8 @@ function outputFields(o) {
 
 /**
  * The output (stdout, stderr) that finished executions' results and errors hold, in bytes of
- * JS strings: past `limit`, the oldest holders' output is dropped by `onDrop(executionId,
- * holder)`, which gives the execution's record a copy without it. The objects callers got are
+ * JS strings: past `limit`, the oldest holders' output is dropped by `onDrop(kept, holder)`
+ * (`kept`: `{ coreId, rowId }`, where the value is kept), which keeps a copy without it instead. The objects callers got are
  * never changed; the executor just stops keeping their output. The newest holder always stays
  * whole. Holders are watched weakly: one nobody holds any more no longer counts.
  */
@@ -90,11 +91,11 @@ class OutputBudget {
     };
   }
 
-  /** `holder`, the value of `executionId`, now holds `bytes` of output; false if dropped already. */
-  hold(holder, bytes, executionId) {
+  /** `holder`, an execution's value kept as `kept` says, now holds `bytes` of output; false if dropped already. */
+  hold(holder, bytes, kept) {
     let entry = this.byHolder.get(holder);
     if (entry === undefined) {
-      entry = { ref: new WeakRef(holder), executionId, bytes: 0, live: true };
+      entry = { ref: new WeakRef(holder), kept, bytes: 0, live: true };
       this.byHolder.set(holder, entry);
       this.collected.register(holder, entry);
       this.queue.push(entry);
@@ -127,7 +128,7 @@ class OutputBudget {
       if (!entry.live) continue;
       this._release(entry);
       const holder = entry.ref.deref();
-      if (holder !== undefined) this.onDrop(entry.executionId, holder);
+      if (holder !== undefined) this.onDrop(entry.kept, holder);
     }
     if (this.head > 1024 && this.head * 2 > this.queue.length) this._compact();
   }
@@ -145,8 +146,8 @@ class CommandRunner {
     this._native = null;
     this._entries = new Map(); // handle -> entry
     this._byExecution = new Map(); // executionId -> entry of its current attempt
-    this._budget = new OutputBudget(executor.config.maxRetainedOutputBytes, (executionId, value) =>
-      executor._replaceRetained(executionId, value, withoutOutput(value)),
+    this._budget = new OutputBudget(executor.config.maxRetainedOutputBytes, (kept, value) =>
+      executor._replaceRetained(kept, value, withoutOutput(value)),
     );
   }
 
@@ -181,7 +182,10 @@ class CommandRunner {
     if (r.handle === 0) return Promise.reject(spawnError(spec, r));
     // Once signalled, the process may take killGraceMs (then SIGKILL) and its pipes 0.5 s
     // more: the execution's slot is not handed on before that, whatever cancelGraceMs says.
-    this._ex._needsGrace(ctx.executionId, spec.native.killGraceMs + GRACE_MARGIN_MS);
+    const rec = recordOfContext(ctx);
+    this._ex._needsGrace(rec.id, spec.native.killGraceMs + GRACE_MARGIN_MS);
+    // Where its result or error is kept, for the output budget.
+    const kept = { coreId: rec.id, rowId: isDurable(rec) ? rec.x.durable.rowId : 0 };
     LIVE.add(this);
     installExitHook();
     return new Promise((resolve, reject) => {
@@ -191,6 +195,7 @@ class CommandRunner {
         spec,
         ctx,
         executionId: ctx.executionId,
+        kept,
         agent: ctx.agent,
         resolve,
         reject,
@@ -269,7 +274,7 @@ class CommandRunner {
   /** Output fields onto the error that ended an execution (our own coded errors only). */
   _attachOutput(entry, reason, out) {
     if (!(reason instanceof Error) || codeOf(reason) === undefined || !Object.isExtensible(reason)) return;
-    if (this._budget.hold(reason, out.heapBytes, entry.executionId)) Object.assign(reason, outputFields(out));
+    if (this._budget.hold(reason, out.heapBytes, entry.kept)) Object.assign(reason, outputFields(out));
   }
 
   _exited(entry, ev) {
@@ -296,7 +301,7 @@ class CommandRunner {
       outputDropped,
     };
     if (result.exitCode === 0) {
-      this._budget.hold(result, ev.heapBytes, entry.executionId);
+      this._budget.hold(result, ev.heapBytes, entry.kept);
       entry.resolve(result);
       return;
     }
@@ -308,7 +313,7 @@ class CommandRunner {
     const tail = lastLine(result.stderr);
     const message = `Command ${JSON.stringify(spec.command)} ${why}${tail === '' ? '' : `: ${tail}`}`;
     const err = coded(Error, 'ERR_COMMAND_FAILED', message, { command: spec.command, args: spec.args, ...result });
-    this._budget.hold(err, ev.heapBytes, entry.executionId);
+    this._budget.hold(err, ev.heapBytes, entry.kept);
     entry.reject(err);
   }
 }

@@ -158,18 +158,23 @@ class BackgroundExecutor extends Lifecycle {
   }
 
   /**
-   * The running agent of `executionId` needs up to `ms` to stop once signalled (a command
+   * The running agent of core id `id` needs up to `ms` to stop once signalled (a command
    * agent's process: killGraceMs and its pipes): its slot's grace period is at least that.
    */
-  _needsGrace(executionId, ms) {
-    const id = parseId(executionId);
-    if (id !== 0) this._native.setMinGrace(id, ms);
+  _needsGrace(id, ms) {
+    this._native.setMinGrace(id, ms);
   }
 
-  /** The retained value of `executionId` is `from`: keep `to` instead (command output dropped). */
-  _replaceRetained(executionId, from, to) {
-    const rec = this._records.get(parseId(executionId));
+  /**
+   * An execution's kept value is `from`: keep `to` instead (command output dropped). `kept`:
+   * its core id, and its row's id when stored (0 otherwise).
+   */
+  _replaceRetained(kept, from, to) {
+    const rec = this._records.get(kept.coreId);
     if (rec !== undefined && rec.value === from) rec.value = to;
+    if (kept.rowId === 0 || this._store === null) return;
+    if (rec !== undefined && rec.x !== null && rec.x.durable !== null && rec.x.durable.value === from) rec.x.durable.value = to;
+    this._store.replaceKept(kept.rowId, from, to);
   }
 
   /** Output lines of command agents cross from Rust only while someone listens to them. */
@@ -252,7 +257,7 @@ class BackgroundExecutor extends Lifecycle {
     if (this._store !== null && parseDurableId(executionId) !== 0) return this._store.cancel(executionId);
     this._flush();
     const id = parseId(executionId);
-    const rec = id === 0 ? undefined : this._records.get(id);
+    const rec = id === 0 ? undefined : queries.recordOf(this, id);
     if (rec === undefined) return Promise.resolve({ success: false, error: 'Execution not found' });
     const was = this._cancelRec(rec, cancelledError(executionId, rec.agent));
     if (was === NOT_FOUND) return Promise.resolve({ success: false, error: 'Execution not found' });

@@ -3,7 +3,7 @@
 // What users can ask about executions and the executor. Each query syncs the pending batch
 // first, so it sees every submission and settlement made before it.
 
-const { extId, parseId } = require('./record.js');
+const { idOf, isDurable, parseId } = require('./record.js');
 const { messageOf } = require('./errors.js');
 const { MODE_NAMES } = require('./protocol.js');
 const { limitsStatus } = require('./limits.js');
@@ -15,8 +15,8 @@ function statusObject(rec, v) {
   const failed = status === 'failed' || status === 'cancelled';
   const out = {
     found: true,
-    id: extId(rec.id),
-    executionId: extId(rec.id),
+    id: idOf(rec),
+    executionId: idOf(rec),
     agent: rec.agent,
     task: rec.task,
     mode: MODE_NAMES[rec.mode],
@@ -40,19 +40,28 @@ function statusObject(rec, v) {
   return out;
 }
 
+/**
+ * The record of core id `id`, unless it is a stored execution: its core id is never given to
+ * users (they know it by its `exec-d` id, answered from the store's side).
+ */
+function recordOf(ex, id) {
+  const rec = ex._records.get(id);
+  return rec === undefined || isDurable(rec) ? undefined : rec;
+}
+
 /** The record of a user-given execution id, when the core still knows it. */
 function findRecord(ex, executionId) {
   ex._flush();
   const id = parseId(executionId);
   if (id === 0 || ex._native.statusOf(id) < 0) return undefined;
-  return ex._records.get(id);
+  return recordOf(ex, id);
 }
 
 function executionStatus(ex, executionId) {
   ex._flush();
   const id = parseId(executionId);
   const v = id === 0 ? null : ex._native.view(id);
-  const rec = v === null ? undefined : ex._records.get(id);
+  const rec = v === null ? undefined : recordOf(ex, id);
   if (rec === undefined) return { found: false };
   return statusObject(rec, v);
 }
@@ -63,7 +72,7 @@ function queueStatus(ex) {
   const queue = [];
   for (const id of ex._native.queueOrder()) {
     const rec = ex._records.get(id);
-    if (rec !== undefined) queue.push({ id: extId(id), agent: rec.agent, priority: rec.priority, mode: MODE_NAMES[rec.mode] });
+    if (rec !== undefined) queue.push({ id: idOf(rec), agent: rec.agent, priority: rec.priority, mode: MODE_NAMES[rec.mode] });
   }
   return {
     queued: c.queued,
@@ -84,9 +93,10 @@ function activeExecutions(ex) {
     const rec = ex._records.get(id);
     const v = ex._native.view(id);
     if (rec === undefined || v === null) continue;
+    const executionId = idOf(rec);
     const entry = {
-      id: extId(id),
-      executionId: extId(id),
+      id: executionId,
+      executionId,
       agent: rec.agent,
       task: rec.task,
       mode: MODE_NAMES[rec.mode],
@@ -95,7 +105,7 @@ function activeExecutions(ex) {
       duration: v.duration,
       startedAt: v.startedAt,
     };
-    const usage = ex._commands === null ? null : ex._commands.usageOf(extId(id));
+    const usage = ex._commands === null ? null : ex._commands.usageOf(executionId);
     out.push(usage === null ? entry : Object.assign(entry, usage));
   }
   return out;
@@ -150,4 +160,4 @@ function stats(ex) {
   };
 }
 
-module.exports = { statusObject, findRecord, executionStatus, queueStatus, activeExecutions, executorStatus, stats };
+module.exports = { statusObject, recordOf, findRecord, executionStatus, queueStatus, activeExecutions, executorStatus, stats };

@@ -13,8 +13,11 @@ const ID_PATTERN = /^exec-[1-9][0-9]{0,15}$/;
 /** The id users see for core id `id`. */
 const extId = (id) => ID_PREFIX + id;
 
+/** Whether `rec` is a stored execution: users know it by its `exec-d` id only. */
+const isDurable = (rec) => rec.x !== null && rec.x.durable !== null;
+
 /** The id users see for `rec`: its stored id when durable, else its core id. */
-const idOf = (rec) => (rec.x !== null && rec.x.durable !== null ? rec.x.durable.extId : ID_PREFIX + rec.id);
+const idOf = (rec) => (isDurable(rec) ? rec.x.durable.extId : ID_PREFIX + rec.id);
 
 /** The attempt number users see: the store's count when durable. */
 const attemptOf = (rec) => (rec.x !== null && rec.x.durable !== null ? rec.x.durable.attempt : rec.attempt);
@@ -137,11 +140,18 @@ class Extras {
 
 const extras = (rec) => (rec.x === null ? (rec.x = new Extras()) : rec.x);
 
+/** The record behind an agent's context (for this package's own code: agents cannot reach it). */
+let recordOfContext;
+
 /** The third argument of every agent. Fields are getters: nothing is built until used. */
 class AgentContext {
   #ex;
   #rec;
   #progress = null;
+
+  static {
+    recordOfContext = (ctx) => ctx.#rec;
+  }
 
   constructor(ex, rec) {
     this.#ex = ex;
@@ -230,4 +240,4 @@ class RecordTable {
   }
 }
 
-module.exports = { Execution, Extras, extras, AgentContext, RecordTable, extId, idOf, attemptOf, parseId };
+module.exports = { Execution, Extras, extras, AgentContext, recordOfContext: (ctx) => recordOfContext(ctx), RecordTable, extId, idOf, isDurable, attemptOf, parseId };

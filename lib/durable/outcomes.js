@@ -76,6 +76,19 @@ class Outcomes {
     }
   }
 
+  /**
+   * The kept final value of `rowId`, `from`, is replaced by `to` (its command output dropped).
+   * A status object already given out stays as it is: the one kept is replaced by a copy.
+   */
+  replaceKept(rowId, from, to) {
+    const e = this.ended.get(rowId);
+    if (e instanceof Ended) {
+      if (e.value === from) e.value = to;
+    } else if (e !== undefined && !(e instanceof StoredEnd) && (e.result === from || e.errorObject === from)) {
+      this.ended.set(rowId, { ...e, result: e.result === from ? to : e.result, errorObject: e.errorObject === from ? to : e.errorObject });
+    }
+  }
+
   /** The remembered final status of `rowId`, or undefined. */
   _endedStatus(rowId) {
     const e = this.ended.get(rowId);
