@@ -456,7 +456,15 @@ test('ResourceMonitor: interval, cpuThreshold, memoryThreshold and the options o
   assert.equal(await thrownBy(() => new ResourceMonitor({ get interval() { throw boom; } }), 'getter'), boom);
   const circular = { interval: 500, cpuThreshold: 90 };
   circular.self = circular;
+  // An unknown key (a typo) is warned about, as the executor's config keys are.
+  const warnings = [];
+  const onWarning = (w) => warnings.push(w);
+  process.on('warning', onWarning);
   const m = new ResourceMonitor(circular);
+  await sleep(0);
+  process.off('warning', onWarning);
+  const mine = warnings.filter((w) => w.code === 'BMAD_BG_UNKNOWN_CONFIG').map((w) => w.message);
+  assert.deepEqual(mine, ['ResourceMonitor: unknown option "self" is ignored']);
   assert.equal(m.interval, 500);
   m.start();
   m.stop();

@@ -3,7 +3,7 @@
 // The store is read only through the executor's API (Node 20 has no node:sqlite).
 import assert from 'node:assert/strict';
 import { test as nodeTest } from 'node:test';
-import { existsSync, readFileSync, writeFileSync, copyFileSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, readdirSync, readFileSync, writeFileSync, copyFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
@@ -788,6 +788,61 @@ test('bad store: a path that cannot be created (under a regular file) -> ERR_STO
   assert.equal(readFileSync(blocker, 'utf8'), 'not a folder');
 });
 
+test('once shutdown() resolves the SQLite store is closed: the file alone holds every execution (its WAL checkpointed and removed)', async (t) => {
+  const { dir, file, url } = newStore(t);
+  const bg = make(url);
+  const ids = [];
+  for (let i = 0; i < 50; i++) ids.push((await bg.fireAndForget('later', `t${i}`)).executionId);
+  await bg.shutdown();
+  assert.deepEqual(readdirSync(dir), ['executions.db'], 'no -wal or -shm file left');
+  // A copy of the file alone (a backup taken right after shutdown()) has them all.
+  const copy = newStore(t);
+  copyFileSync(file, copy.file);
+  const reader = make(copy.url);
+  for (const id of ids) assert.equal((await reader.fetchExecutionStatus(id)).status, 'queued', id);
+});
+
+/** Runs `script` in a child node as the unprivileged user 65534. */
+const asNobody = (script) =>
+  new Promise((resolve) =>
+    execFile(process.execPath, ['-e', script], { uid: 65534, gid: 65534, timeout: 10000 }, (err, stdout, stderr) => resolve({ err, stdout, stderr })),
+  );
+
+/** A store at `url` (file `file`) that this process may only read is refused, saying why. */
+async function refusedWhenReadOnly(t, url, file) {
+  const cause = /cannot be written \(the store writes the file and its folder\)/;
+  if (process.getuid?.() !== 0) return assertBadStore(url, file, 'ERR_STORE', cause);
+  // root writes anyway: the same store opened by an unprivileged user, in a child process
+  // (which must be able to load the package from where it lies).
+  const entry = JSON.stringify(fileURLToPath(new URL('../index.js', import.meta.url)));
+  const probe = await asNobody(`require(${entry})`);
+  if (probe.err !== null) return t.skip(`run as root, and user 65534 cannot load the package here: ${probe.stderr.split('\n')[0]}`);
+  const r = await asNobody(`const { BackgroundExecutor } = require(${entry});
+    const bg = new BackgroundExecutor({ store: ${JSON.stringify(url)} });
+    bg.initialize().then(() => console.log('opened'), (e) => console.log(JSON.stringify({ code: e.code, message: e.message }))).then(() => bg.shutdown());`);
+  assert.equal(r.err, null, r.stderr);
+  const out = JSON.parse(r.stdout);
+  assert.equal(out.code, 'ERR_STORE');
+  assert.ok(out.message.includes(file), out.message);
+  assert.match(out.message, cause);
+}
+
+test('bad store: a store file and folder this process may only read -> ERR_STORE saying it cannot be written, the file unchanged', async (t) => {
+  const { dir, file, url } = newStore(t);
+  const first = make(url);
+  await first.initialize();
+  await first.shutdown();
+  const bytes = readFileSync(file);
+  chmodSync(file, 0o444);
+  chmodSync(dir, 0o555);
+  try {
+    await refusedWhenReadOnly(t, url, file);
+  } finally {
+    chmodSync(dir, 0o700); // for the folder's removal
+  }
+  assert.deepEqual(readFileSync(file), bytes);
+});
+
 test('bad store: a file of random bytes -> ERR_STORE, its bytes unchanged', async (t) => {
   const dir = tempDir(t, 'bmad-durable-bad-');
   const file = join(dir, 'random.db');
@@ -843,10 +898,14 @@ test('bad store without initialize(): a submission rejects with the store error'
 
 test('invalid store config and durable options are refused with coded errors', async (t) => {
   assert.throws(() => new BackgroundExecutor({ store: 42 }), (e) => e instanceof TypeError && /store/.test(e.message));
-  assert.throws(
-    () => new BackgroundExecutor({ store: 'mysql://x' }),
-    (e) => e instanceof RangeError && e.code === 'ERR_STORE' && e.message.includes('mysql://x'),
-  );
+  // A bad value of the `store` key, as of any key: ERR_INVALID_ARG naming both.
+  for (const store of ['mysql://x', '', 'sqlite:', 'sqlite:%zz']) {
+    assert.throws(
+      () => new BackgroundExecutor({ store }),
+      (e) => e instanceof RangeError && e.code === 'ERR_INVALID_ARG' && e.message.startsWith('store') && e.message.includes(JSON.stringify(store)),
+      store,
+    );
+  }
   assert.throws(() => new BackgroundExecutor({ leaseMs: 1000 }), (e) => e instanceof RangeError && /leaseMs/.test(e.message));
   assert.throws(() => new BackgroundExecutor({ storePollMs: 5 }), (e) => e instanceof RangeError && /storePollMs/.test(e.message));
   const { url } = newStore(t);

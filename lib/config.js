@@ -162,11 +162,7 @@ function storeConfig(c) {
   // PostgreSQL: the URL goes to the driver as it is (it reports what it refuses).
   if (/^postgres(ql)?:\/\//.test(url)) return { ...common, path: '', postgres: url, synchronous: 'normal' };
   const m = /^sqlite:(?:\/\/)?([^?]+)(?:\?(.*))?$/.exec(url);
-  if (m === null) {
-    const err = rangeError(`store must be "sqlite:<path>" (an embedded SQLite file) or "postgres://…" (a PostgreSQL database), got ${describe(url)}`);
-    err.code = 'ERR_STORE';
-    throw err;
-  }
+  if (m === null) throw rangeError(`store must be "sqlite:<path>" (an embedded SQLite file) or "postgres://…" (a PostgreSQL database), got ${describe(url)}`);
   let synchronous = 'normal';
   for (const pair of (m[2] || '').split('&')) {
     if (pair === '') continue;
@@ -179,9 +175,7 @@ function storeConfig(c) {
   try {
     file = decodeURIComponent(m[1]);
   } catch {
-    const err = rangeError(`store: the path of ${describe(url)} has a bad %-escape`);
-    err.code = 'ERR_STORE';
-    throw err;
+    throw rangeError(`store: the path of ${describe(url)} has a bad %-escape`);
   }
   return { ...common, path: resolve(file), postgres: null, synchronous };
 }

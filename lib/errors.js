@@ -31,7 +31,10 @@ function describe(value) {
       try {
         if (Array.isArray(value)) return `an array of length ${value.length}`;
         const tag = Object.prototype.toString.call(value);
-        return tag === '[object Object]' ? 'an object' : `an ${tag.slice(8, -1)}`;
+        if (tag === '[object Object]') return 'an object';
+        if (value instanceof Date && Number.isNaN(value.getTime())) return 'an invalid Date';
+        const name = tag.slice(8, -1);
+        return `${/^[AEIOU]/.test(name) ? 'an' : 'a'} ${name}`;
       } catch {
         return 'an object';
       }

@@ -31,6 +31,9 @@ function toStatus(s) {
   };
 }
 
+/** The options a ResourceMonitor reads: any other key is a typo, warned about. */
+const MONITOR_KEYS = new Set(['interval', 'cpuThreshold', 'memoryThreshold']);
+
 class ResourceMonitor extends EventEmitter {
   /**
    * @param {{ interval?: number, cpuThreshold?: number, memoryThreshold?: number }} [options]
@@ -41,6 +44,11 @@ class ResourceMonitor extends EventEmitter {
     super();
     if (options === undefined || options === null) options = {};
     if (!isOptionsObject(options)) throw typeError(`ResourceMonitor: options must be an object, got ${describe(options)}`);
+    for (const key of Object.keys(options)) {
+      if (!MONITOR_KEYS.has(key)) {
+        process.emitWarning(`ResourceMonitor: unknown option ${describe(key)} is ignored`, { code: 'BMAD_BG_UNKNOWN_CONFIG' });
+      }
+    }
     this._interval = option(options, 'interval', 1000, (v) => Number.isInteger(v) && v >= 1 && v <= MAX_DELAY_MS, 'an integer >= 1');
     const cpu = option(options, 'cpuThreshold', 80, (v) => v > 0 && v <= 100, 'a number, 0 < x <= 100');
     const memory = option(options, 'memoryThreshold', 2048, (v) => v > 0, 'a number > 0');

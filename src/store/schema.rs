@@ -194,7 +194,17 @@ fn check_ours(conn: &Connection, path: &Path) -> StoreResult<Option<i64>> {
   let shown = path.display();
   let tables: i64 = conn
     .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
-    .map_err(|e| StoreError::store(format!("{shown} is not a usable SQLite database: {e}")))?;
+    .map_err(|e| {
+      let read_only = matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen)
+      );
+      StoreError::store(if read_only {
+        format!("{shown} cannot be written (the store writes the file and its folder): {e}")
+      } else {
+        format!("{shown} is not a usable SQLite database: {e}")
+      })
+    })?;
   if tables == 0 {
     return Ok(None);
   }

@@ -167,6 +167,8 @@ struct Service {
   left: bool,
   /// The store cannot go on (`Backend::broken`): the thread stops with this.
   broken: Option<StoreError>,
+  /// JS's `Close` request: answered once the store's connections are closed.
+  close_req: Option<u32>,
 }
 
 /// A claim JS left to run when work may be waiting, answered under `req`; `token` once

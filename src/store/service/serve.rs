@@ -100,6 +100,7 @@ pub(super) fn run(
     alive: true,
     left: false,
     broken: None,
+    close_req: None,
   };
   // A panic (a bug) or a store that cannot go on (a row of a schema changed by hand that
   // the driver cannot read) must not leave callers waiting in silence: JS hears that the
@@ -122,13 +123,23 @@ pub(super) fn run(
     ));
     // Its listener stops with it: no submission hands work to this thread any more, and no
     // push answers a claim after JS heard that the thread stopped.
-    let (sink, reader) = (s.sink.clone(), s.reader.clone());
+    let (sink, reader, close_req) = (s.sink.clone(), s.reader.clone(), s.close_req);
     drop(s);
     send_event(&sink, Event::Stopped(error.clone()));
+    if let Some(req) = close_req {
+      send_event(&sink, Event::Closed { req });
+    }
     if let Some(r) = &reader {
       r.close();
     }
     refuse_all(&rx, &sink, &error);
+  } else if let Some(req) = s.close_req {
+    // Closed once the connections are: SQLite has checkpointed its WAL into the file and
+    // removed it, a PostgreSQL session has ended.
+    let sink = s.sink.clone();
+    drop(s);
+    drop(waker);
+    send_event(&sink, Event::Closed { req });
   }
 }
 
@@ -442,7 +453,7 @@ impl Service {
         if let Err(e) = self.store.leave() {
           self.emit(Event::Background(e));
         }
-        self.emit(Event::Closed { req });
+        self.close_req = Some(req);
         self.alive = false;
         self.left = true;
       }
