@@ -445,6 +445,106 @@ test('options.key: while queued or running a duplicate gets the same id and outc
   assert.equal(s.key, 'k-1');
 });
 
+test("options.key: a joining submission's own signal takes it out; the execution goes on for the others, here and in another executor", async (t) => {
+  const { url } = newStore(t);
+  const g = gate();
+  let calls = 0;
+  const agents = {
+    keyed: async (task) => {
+      calls++;
+      await g.promise;
+      return { task };
+    },
+  };
+  const runner = make(url, { agents });
+  const other = make(url); // submits only
+  const first = runner.execute('keyed', 'first', { key: 'k-s' });
+  await waitUntil(() => calls === 1, 'the first running');
+  // Joiners: one here (whose record would run the execution had it come first), one in
+  // another executor, one already aborted.
+  const ac = new AbortController();
+  const acOther = new AbortController();
+  const here = runner.execute('keyed', 'joins', { key: 'k-s', signal: ac.signal });
+  const there = other.execute('keyed', 'joins there', { key: 'k-s', signal: acOther.signal });
+  const stays = other.execute('keyed', 'stays', { key: 'k-s' });
+  const already = runner.execute('keyed', 'too late', { key: 'k-s', signal: AbortSignal.abort('gone') });
+  await assert.rejects(already, { code: 'ERR_EXECUTION_CANCELLED', executionId: 'exec-d1' });
+  // Both joined (their ids answered) before they leave.
+  assert.deepEqual((await runner.fireAndForget('keyed', 'x', { key: 'k-s' })).executionId, 'exec-d1');
+  ac.abort('not needed');
+  acOther.abort('not needed there');
+  await assert.rejects(here, { code: 'ERR_EXECUTION_CANCELLED', cause: 'not needed' });
+  await assert.rejects(there, { code: 'ERR_EXECUTION_CANCELLED', cause: 'not needed there' });
+  await sleep(100);
+  assert.equal((await runner.fetchExecutionStatus('exec-d1')).status, 'running', 'the execution goes on');
+  g.open();
+  assert.deepEqual(await first, { task: 'first' });
+  assert.deepEqual(await stays, { task: 'first' });
+  assert.equal((await other.fetchExecutionStatus('exec-d1')).status, 'completed');
+  assert.equal(calls, 1);
+});
+
+test('options.key: an executor that joined a stored execution by its key and then claims it runs the stored task, not its own', async (t) => {
+  const { url } = newStore(t);
+  const submitter = make(url); // no agents: it never claims
+  const first = submitter.execute('keyed', 'first', { key: 'k-j' });
+  assert.equal((await submitter.fireAndForget('keyed', 'x', { key: 'k-j' })).executionId, 'exec-d1');
+  const runner = make(url);
+  const joined = runner.execute('keyed', 'joins', { key: 'k-j', priority: 'low' });
+  assert.equal((await runner.fireAndForget('keyed', 'y', { key: 'k-j' })).executionId, 'exec-d1');
+  // What this executor knows of it before it runs: the key, and no task of its own.
+  const seen = [];
+  runner.registerAgent('keyed', (task, options, ctx) => {
+    seen.push([task, ctx.executionId]);
+    return task.toUpperCase();
+  });
+  assert.equal(await joined, 'FIRST');
+  assert.equal(await first, 'FIRST');
+  assert.deepEqual(seen, [['first', 'exec-d1']]);
+});
+
+test("options.key: the first submission's own signal cancels the stored execution: those that joined get the cancellation", async (t) => {
+  const { url } = newStore(t);
+  const g = gate();
+  let calls = 0;
+  const bg = make(url, {
+    agents: {
+      keyed: async (task, options, ctx) => {
+        calls++;
+        await Promise.race([g.promise, new Promise((resolve) => ctx.signal.addEventListener('abort', resolve))]);
+        return { task };
+      },
+    },
+  });
+  const ac = new AbortController();
+  const first = bg.execute('keyed', 'first', { key: 'k-f', signal: ac.signal });
+  await waitUntil(() => calls === 1, 'the first running');
+  const joined = bg.execute('keyed', 'joins', { key: 'k-f' });
+  assert.equal((await bg.fireAndForget('keyed', 'x', { key: 'k-f' })).executionId, 'exec-d1');
+  ac.abort('stop');
+  await assert.rejects(first, { code: 'ERR_EXECUTION_CANCELLED' });
+  await assert.rejects(joined, { code: 'ERR_EXECUTION_CANCELLED' });
+  assert.equal((await bg.fetchExecutionStatus('exec-d1')).status, 'cancelled');
+  g.open();
+});
+
+test('getExecutionStatus() of a stored execution submitted here: its key, its submission time, and startAfter while it waits; fetchExecutionStatus() the same', async (t) => {
+  const { url } = newStore(t);
+  const bg = make(url);
+  const t0 = Date.now();
+  const startAfter = t0 + 60_000;
+  const { executionId } = await bg.fireAndForget('nobody', 'later', { key: 'k-st', startAfter });
+  for (const s of [bg.getExecutionStatus(executionId), await bg.fetchExecutionStatus(executionId)]) {
+    assert.equal(s.status, 'queued');
+    assert.equal(s.key, 'k-st');
+    assert.equal(s.startAfter, startAfter);
+    assert.ok(s.started >= t0 - 5 && s.started <= Date.now(), `started ${s.started} is the submission time (${t0})`);
+  }
+  const now = await bg.fireAndForget('nobody', 'now');
+  assert.equal(bg.getExecutionStatus(now.executionId).startAfter, undefined);
+  assert.equal((await bg.fetchExecutionStatus(now.executionId)).startAfter, undefined);
+});
+
 // ----- retries -----------------------------------------------------------------------------
 
 test('retries from config: ctx.attempt counts 1, 2, 3, execution-retry events, the store shows the last attempt', async (t) => {

@@ -74,14 +74,38 @@ function byEarlierTry(durable, rowId, json, askedAt) {
 }
 
 /**
- * The submitter's own signal aborted.
+ * The submitter's own signal aborted: the execution is cancelled, unless this submission
+ * joined a live one by its key; it then leaves it, and the execution goes on for the others.
  * @param {Durable} durable
  */
 function userAborted(durable, rec, reason) {
   const d = rec.x.durable;
   // Between attempts (a retry waits) the record is done but the execution is not.
   if (d.rowId === 0 || !durable.handles.has(d.rowId)) return;
-  cancel(durable, d.extId).catch((err) => durable._backgroundError(err));
+  if (d.joined) leave(durable, rec, reason);
+  else cancel(durable, d.extId).catch((err) => durable._backgroundError(err));
+}
+
+/**
+ * A submission that joined execution `rec.x.durable.rowId` by its key leaves it: answered
+ * as cancelled (with `reason` as the cause), no longer told of its end. An attempt this
+ * record runs here goes on.
+ * @param {Durable} durable
+ */
+function leave(durable, rec, reason) {
+  const rowId = rec.x.durable.rowId;
+  const list = durable.handles.get(rowId);
+  const i = list === undefined ? -1 : list.indexOf(rec);
+  if (i < 0) return;
+  list.splice(i, 1);
+  if (list.length === 0) {
+    durable.handles.delete(rowId);
+    if (!durable.waiters.has(rowId) && !durable.runs.has(rowId)) durable.toUnwatch.push(rowId);
+  }
+  durable._settleHandle(rec, 'cancelled', cancelledError(rec.x.durable.extId, rec.agent, reason));
+  durable._flushWatches();
+  durable._updateKeepAlive();
+  if (durable.idle()) durable.ex._checkIdle();
 }
 
 /**

@@ -120,7 +120,7 @@ class Outcomes {
       status,
       attempt: d.attempt,
       progress: completed ? 100 : 0,
-      started: d.startedAt,
+      started: d.submittedAt,
       duration: finishedAt - d.startedAt,
       result: completed ? value : null,
       error: completed ? null : messageOf(value),
@@ -211,11 +211,14 @@ class Outcomes {
   localStatus(rowId) {
     const ended = this._endedStatus(rowId);
     if (ended !== undefined) return ended;
-    const rec = this.runs.get(rowId) || (this.handles.get(rowId) || [])[0];
+    const list = this.handles.get(rowId) || [];
+    // The submission that wrote the row before one that joined it by key (and holds its own task).
+    const rec = this.runs.get(rowId) || list.find((r) => !r.x.durable.joined) || list[0];
     if (rec === undefined) return { found: false };
     const d = rec.x.durable;
     const running = d.running;
-    return {
+    const now = Date.now();
+    const out = {
       found: true,
       id: d.extId,
       executionId: d.extId,
@@ -226,12 +229,17 @@ class Outcomes {
       status: running ? 'running' : 'queued',
       attempt: d.attempt,
       progress: 0,
-      started: d.startedAt,
-      duration: running ? Date.now() - d.startedAt : 0,
+      started: d.submittedAt,
+      duration: running ? now - d.startedAt : 0,
       result: null,
       error: null,
+      startedAt: running ? d.startedAt : undefined,
       durable: true,
     };
+    if (d.key !== undefined) out.key = d.key;
+    const startAfter = rec.x.startAfter;
+    if (!running && d.attempt === 0 && startAfter !== undefined && startAfter > now) out.startAfter = startAfter;
+    return out;
   }
 
   /** Resolves with the final status object of a durable execution, wherever it runs. */

@@ -47,6 +47,9 @@ class DurableRun {
     this.progressAt = 0; // when progress was last stored
     this.progressLater = -1; // a report to store when the interval ends (-1: none)
     this.unstorableAttempt = 0; // the attempt whose end the store refused, now sent as a failure
+    this.joined = false; // submitted with the key of a live execution: it joined that one
+    this.key = undefined; // options.key
+    this.submittedAt = 0; // when the execution was submitted (epoch ms)
   }
 }
 
@@ -93,8 +96,10 @@ function claimed(durable, row) {
     durable.link.release(rowId, row.attempt);
     return;
   }
+  // The submission that wrote the row, when made here (one that joined it by its key holds
+  // its own task and options, not the row's).
   const list = durable.handles.get(rowId);
-  let rec = list !== undefined ? list[0] : null;
+  let rec = (list !== undefined && list.find((r) => !r.x.durable.joined)) || null;
   if (rec !== null && rec.x.durable.running) rec = null; // a stale attempt still holds it
   let unreadable = null;
   if (rec === null) {
@@ -109,6 +114,8 @@ function claimed(durable, row) {
     x.durable = new DurableRun();
     x.durable.rowId = rowId;
     x.durable.extId = durableId(rowId);
+    x.durable.key = row.key == null ? undefined : row.key;
+    x.durable.submittedAt = row.createdAt;
   } else {
     rec.rearm();
   }

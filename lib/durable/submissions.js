@@ -68,6 +68,8 @@ function submit(durable, mode, agent, task, options) {
   const policy = x.retry !== null ? x.retry : ex.config;
   x.retry = null;
   x.durable = new DurableRun();
+  x.durable.key = key === null ? undefined : key;
+  x.durable.submittedAt = Date.now();
   durable.link.insert(
     {
       agent,
@@ -100,6 +102,7 @@ function inserted(durable, rec, rowId, existing) {
   const d = rec.x.durable;
   d.rowId = rowId;
   d.extId = durableId(rowId);
+  d.joined = existing;
   let list = durable.handles.get(rowId);
   if (list === undefined) {
     list = [];

@@ -134,7 +134,7 @@ function rowStatus(row) {
   const failed = row.status === STATUS_FAILED || row.status === STATUS_CANCELLED;
   const end = row.finalizedAt == null ? Date.now() : row.finalizedAt;
   const errorObject = failed ? errorFromJson(row.error) : undefined;
-  return {
+  const out = {
     found: true,
     id: executionId,
     executionId,
@@ -157,6 +157,9 @@ function rowStatus(row) {
     owner: row.owner == null ? undefined : row.owner,
     maxAttempts: row.maxAttempts,
   };
+  // A delayed execution that has not started yet: when it may.
+  if (status === 'queued' && row.attempt === 0 && row.scheduledAt > row.createdAt && row.scheduledAt > Date.now()) out.startAfter = row.scheduledAt;
+  return out;
 }
 
 module.exports = { durableId, parseDurableId, errorJson, errorFromJson, resultFromJson, rowStatus, rowsOf };
