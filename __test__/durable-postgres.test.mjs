@@ -97,6 +97,23 @@ pgTest('shutdown() before anything opened the store: Node stays alive until it r
   assert.equal(sql(`SELECT count(*) FROM "${schema}".bmad_executions`), 0);
 });
 
+pgTest('a schema name of 63 bytes (multi-byte characters too) works across executors; one of 64 is refused at initialize() naming its length', async () => {
+  // 63 bytes: 'é' is 2 bytes in UTF-8. Its channel name, bmad.<schema>, would be 68.
+  const base = `js_${process.pid}_${++schemas}_`;
+  const schema = base + 'é'.repeat(Math.floor((63 - base.length) / 2)) + 'x'.repeat((63 - base.length) % 2);
+  assert.equal(Buffer.byteLength(schema), 63);
+  const url = `${SERVER}?schema=${encodeURIComponent(schema)}`;
+  const submitter = make(url);
+  const runner = make(url, { agents: { echo: (task) => `ran ${task}` } });
+  await runner.initialize();
+  assert.equal(await within(submitter.execute('echo', 'long'), 10000), 'ran long');
+  const { executionId } = await submitter.fireAndForget('echo', 'again');
+  assert.equal((await within(submitter.waitFor(executionId), 10000)).result, 'ran again');
+  assert.equal(sql(`SELECT count(*) FROM "${schema}".bmad_executions WHERE state = 2`), 2);
+  const tooLong = make(`${SERVER}?schema=${'y'.repeat(64)}`);
+  await assert.rejects(tooLong.initialize(), (err) => err.code === 'ERR_STORE' && /schema of 64 bytes; PostgreSQL keeps at most 63/.test(err.message));
+});
+
 pgTest('a runner killed with SIGKILL: another one takes its execution over once its lease ran out', async (t) => {
   const url = fresh();
   // The first runner: a child process that starts the execution, then is killed.

@@ -169,6 +169,13 @@ impl PgTarget {
         _ => kept.push(pair),
       }
     }
+    if schema.len() > notify::MAX_NAME_BYTES {
+      return Err(refuse(format!(
+        "?schema= names a schema of {} bytes; PostgreSQL keeps at most {} of a name",
+        schema.len(),
+        notify::MAX_NAME_BYTES
+      )));
+    }
     let (mode, check) = tls::settings(ssl_mode.as_deref(), root_cert.as_deref()).map_err(refuse)?;
     let base = if kept.is_empty() {
       format!("postgres://{head}")

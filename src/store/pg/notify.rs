@@ -26,10 +26,23 @@ use crate::store::messages::Command;
 /// Payload bytes PostgreSQL allows, less room for safety.
 const MAX_PAYLOAD: usize = 7_900;
 
-/// The channel of a schema's store.
+/// The channel of a schema's store: `bmad.<schema>`, or for a schema too long for a
+/// channel name (PostgreSQL's names hold 63 bytes), `bmad.` and a hash of it, the same in
+/// every process.
 pub fn channel(schema: &str) -> String {
-  format!("bmad.{schema}")
+  let named = format!("bmad.{schema}");
+  if named.len() <= MAX_NAME_BYTES {
+    return named;
+  }
+  // FNV-1a, 64 bits: stable across builds and platforms, unlike std's hashers.
+  let hash = schema.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+    (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+  });
+  format!("bmad.{hash:016x}")
 }
+
+/// The longest name PostgreSQL keeps whole (NAMEDATALEN - 1), in bytes.
+pub const MAX_NAME_BYTES: usize = 63;
 
 /// Sends the payloads `$2` on the channel `$1` (delivered when the transaction commits).
 pub const SQL: &str = "SELECT pg_notify($1, p) FROM unnest($2::text[]) p";

@@ -2456,3 +2456,17 @@ fn a_column_altered_by_hand_to_a_type_still_read_alike_costs_one_refused_stateme
   s.heartbeat(T0 + 1.0).expect("a write");
   drop_schema(&url, "altered");
 }
+
+#[test]
+fn a_schema_too_long_for_a_channel_name_gets_a_hashed_channel_the_same_everywhere() {
+  assert_eq!(notify::channel("js_1"), "bmad.js_1");
+  let fits = "s".repeat(notify::MAX_NAME_BYTES - "bmad.".len());
+  assert_eq!(notify::channel(&fits), format!("bmad.{fits}"));
+  let long = "é".repeat(31);
+  let c = notify::channel(&long);
+  assert_eq!(c.len(), "bmad.".len() + 16);
+  assert_eq!(c, notify::channel(&long), "the same in every process");
+  assert_ne!(c, notify::channel(&"e".repeat(62)));
+  // FNV-1a of the bytes (checked apart from this code): a later build names the same channel.
+  assert_eq!(notify::channel(&"x".repeat(63)), "bmad.1b3bad5c467302bf");
+}
