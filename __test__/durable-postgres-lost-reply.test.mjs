@@ -95,7 +95,7 @@ pgTest("a runner's batch whose COMMIT answer was lost: its ends are recorded onc
       await new Promise((resolve) => setTimeout(resolve, 5));
       // The next batch that records a completion loses its answer (a batch already on its
       // way with claims only is let through).
-      if (++returned === 1) proxy.arm('SET state = 2, result = u.value');
+      if (++returned === 1) proxy.arm('THEN NULL ELSE u.value END');
       return { task };
     });
     await runner.initialize();

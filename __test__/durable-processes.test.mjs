@@ -276,6 +276,32 @@ test("cancelExecution(id) from the submitter aborts the agent's signal in the wo
   await worker.stop();
 });
 
+test('an execution cancelled from another process while its agent keeps the event loop busy ends cancelled: the late value is discarded, everywhere', async (t) => {
+  const url = newStore(t);
+  const { bg, events } = submitter(url);
+  await bg.initialize();
+  const worker = await startWorker(t, url);
+  const p = settleOf(bg.execute('busy', '1500'));
+  const started = await worker.waitFor((l) => l.event === 'busy-started', 'the agent started');
+  const answer = await bg.cancelExecution(started.id);
+  assert.deepEqual(answer, { success: true, executionId: started.id, previousStatus: 'running' });
+  const r = await p;
+  assert.equal(r.ok, false, `execute() rejects: ${JSON.stringify(r.value)}`);
+  assert.equal(r.value.code, 'ERR_EXECUTION_CANCELLED');
+  const s = await bg.fetchExecutionStatus(started.id);
+  assert.equal(s.status, 'cancelled');
+  assert.equal(s.result, null, 'the late value is not stored');
+  assert.equal(s.errorObject.code, 'ERR_EXECUTION_CANCELLED');
+  // The worker ran it to its end and reports what the store recorded.
+  await worker.waitFor((l) => l.event === 'execution-cancelled' && l.id === started.id, 'execution-cancelled in the worker');
+  assert.deepEqual(worker.events(started.id), ['execution-started', 'execution-cancelled']);
+  assert.deepEqual(
+    events.map((e) => e.name),
+    ['execution-queued'],
+  );
+  await worker.stop();
+});
+
 test('a command agent cancelled from another process: its process is gone within ~200 ms', async (t) => {
   // The worker finds its command's pid in /proc.
   if (process.platform !== 'linux') return t.skip('finds the command process in /proc: Linux only');

@@ -105,7 +105,7 @@ module.exports = Object.freeze({
   STREAM_STDERR: 2,
   /** The store is open; `text` is this executor's owner id. */
   STORE_OPENED: 1,
-  /** A batch committed: `ids` the inserted ids (negative: an earlier execution with the key), `codes` per finish `FINISH_RECORDED`, `FINISH_STALE` or the retry delay (ms), the claimed executions as rows (`ROW_TEXTS`). */
+  /** A batch committed: `ids` the inserted ids (negative: an earlier execution with the key), `codes` per finish `FINISH_RECORDED`, `FINISH_STALE`, `FINISH_CANCELLED` or the retry delay (ms), the claimed executions as rows (`ROW_TEXTS`). */
   STORE_BATCH: 2,
   /** A cancel: `codes[0]` the status the execution had, or `NOT_FOUND`. */
   STORE_CANCELLED: 3,
@@ -147,4 +147,6 @@ module.exports = Object.freeze({
   FINISH_RECORDED: -1,
   /** A finish answer: the attempt no longer owned the execution; discarded. */
   FINISH_STALE: -2,
+  /** A finish answer: a cancel was asked while the attempt ran, so the execution ended cancelled (the cancel's error stored) and the attempt's own outcome was discarded. */
+  FINISH_CANCELLED: -3,
 });

@@ -134,7 +134,7 @@ pub const STREAM_STDERR: u32 = 2;
 
 /// The store is open; `text` is this executor's owner id.
 pub const STORE_OPENED: u32 = 1;
-/// A batch committed: `ids` the inserted ids (negative: an earlier execution with the key), `codes` per finish `FINISH_RECORDED`, `FINISH_STALE` or the retry delay (ms), the claimed executions as rows (`ROW_TEXTS`).
+/// A batch committed: `ids` the inserted ids (negative: an earlier execution with the key), `codes` per finish `FINISH_RECORDED`, `FINISH_STALE`, `FINISH_CANCELLED` or the retry delay (ms), the claimed executions as rows (`ROW_TEXTS`).
 pub const STORE_BATCH: u32 = 2;
 /// A cancel: `codes[0]` the status the execution had, or `NOT_FOUND`.
 pub const STORE_CANCELLED: u32 = 3;
@@ -177,3 +177,6 @@ pub const ROW_NUMBERS: [&str; 13] = ["id", "priority", "mode", "status", "attemp
 pub const FINISH_RECORDED: i32 = -1;
 /// A finish answer: the attempt no longer owned the execution; discarded.
 pub const FINISH_STALE: i32 = -2;
+/// A finish answer: a cancel was asked while the attempt ran, so the execution ended
+/// cancelled (the cancel's error stored) and the attempt's own outcome was discarded.
+pub const FINISH_CANCELLED: i32 = -3;

@@ -30,6 +30,13 @@ const bg = new BackgroundExecutor({
           resolve('late');
         });
       }),
+    // Keeps the event loop busy for `task` ms (it hears no cancel meanwhile), then returns.
+    busy: (task, options, ctx) => {
+      out({ event: 'busy-started', id: ctx.executionId });
+      const end = Date.now() + Number(task);
+      while (Date.now() < end);
+      return 'busy done';
+    },
     // Reports progress 40, then runs for `task` ms.
     steps: async (task, options, ctx) => {
       ctx.progress(40);

@@ -10,7 +10,7 @@
 const { Execution, extras } = require('../record.js');
 const { canRun } = require('../agents.js');
 const { heldAgents } = require('../limits.js');
-const { coded, messageOf, codeOf } = require('../errors.js');
+const { coded, messageOf, codeOf, cancelledError } = require('../errors.js');
 const { resultJson, storableName } = require('./json.js');
 const { durableId, errorJson } = require('./values.js');
 const P = require('../protocol.js');
@@ -220,6 +220,12 @@ function finishAnswered(durable, rec, code, answer) {
       delayMs: answer,
     });
     return;
+  }
+  if (answer === P.FINISH_CANCELLED) {
+    // A cancel was asked while it ran (from another process, not heard here in time): the
+    // execution ended cancelled, and the attempt's own outcome is discarded.
+    code = STATUS_CANCELLED;
+    d.value = cancelledError(d.extId, rec.agent);
   }
   const status = code === STATUS_COMPLETED ? 'completed' : code === STATUS_FAILED ? 'failed' : 'cancelled';
   const event = status === 'completed' ? 'execution-completed' : status === 'failed' ? 'execution-failed' : 'execution-cancelled';

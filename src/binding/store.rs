@@ -10,7 +10,7 @@ use napi_derive::napi;
 use super::js_callback::{JsCallback, KeepAlive};
 use super::store_rows::{new_executions, row_columns};
 use crate::protocol::{
-  FINISH_RECORDED, FINISH_STALE, STORE_BACKGROUND_ERROR, STORE_BATCH, STORE_CANCELLED,
+  FINISH_CANCELLED, FINISH_RECORDED, FINISH_STALE, STORE_BACKGROUND_ERROR, STORE_BATCH, STORE_CANCELLED,
   STORE_CANCEL_REQUESTED, STORE_CHANGED, STORE_CHECKED, STORE_CLOSED, STORE_DONE, STORE_ENDED, STORE_FAILED,
   STORE_FETCHED, STORE_LINK, STORE_OPENED, STORE_RESCUED, STORE_STOPPED,
 };
@@ -168,6 +168,7 @@ impl From<Event> for NativeStoreEvent {
           .map(|f| match f {
             Finished::Recorded => f64::from(FINISH_RECORDED),
             Finished::Stale => f64::from(FINISH_STALE),
+            Finished::Cancelled => f64::from(FINISH_CANCELLED),
             Finished::Retry(d) => *d,
           })
           .collect(),

@@ -144,6 +144,9 @@ pub enum Finished {
   Retry(f64),
   /// The attempt no longer owns the execution (rescued, cancelled and re-run...): discarded.
   Stale,
+  /// A cancel was asked while the attempt ran: the execution is recorded cancelled, with
+  /// the cancel's error, whatever the attempt's own outcome.
+  Cancelled,
 }
 
 /// A progress report of an attempt this process runs.

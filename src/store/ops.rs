@@ -537,8 +537,15 @@ pub(super) const INSERT: &str =
   VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?9, ?10, ?11, ?12, max(?12, ?13)) ON CONFLICT DO NOTHING";
 
 /// A completed attempt, compare-and-set on (id, attempt, owner, running).
+/// A completion of a running attempt no cancel was asked of.
 pub(super) const COMPLETE: &str = "UPDATE bmad_executions SET state = 2, result = ?4, progress = 100, \
-  lease_expires_at = NULL, finalized_at = ?5 WHERE id = ?1 AND attempt = ?2 AND owner = ?3 AND state = 1";
+  lease_expires_at = NULL, finalized_at = ?5 WHERE id = ?1 AND attempt = ?2 AND owner = ?3 AND state = 1 \
+  AND cancel_requested = 0";
+
+/// A completion that came after a cancel was asked: the execution ends cancelled, the value
+/// discarded (the cancel's error is in the row).
+const COMPLETE_CANCELLED: &str = "UPDATE bmad_executions SET state = 4, lease_expires_at = NULL, \
+  finalized_at = ?4 WHERE id = ?1 AND attempt = ?2 AND owner = ?3 AND state = 1 AND cancel_requested = 1";
 
 fn insert(tx: &Connection, n: &NewExecution, now: f64) -> StoreResult<Inserted> {
   let mut st = tx.prepare_cached(INSERT)?;
@@ -580,12 +587,16 @@ fn finish(tx: &Connection, owner: &str, f: &Finish, now: f64, jitter: &mut Jitte
   if f.status == STATUS_COMPLETED {
     // The common case, spelled out: no string built per attempt.
     let mut st = tx.prepare_cached(COMPLETE)?;
-    let n = st.execute(params![f.id, f.attempt, owner, f.value, now])?;
-    if n != 1 {
-      return Ok(Finished::Stale);
+    if st.execute(params![f.id, f.attempt, owner, f.value, now])? == 1 {
+      log_end(tx, f.id)?;
+      return Ok(Finished::Recorded);
     }
-    log_end(tx, f.id)?;
-    return Ok(Finished::Recorded);
+    let mut st = tx.prepare_cached(COMPLETE_CANCELLED)?;
+    if st.execute(params![f.id, f.attempt, owner, now])? == 1 {
+      log_end(tx, f.id)?;
+      return Ok(Finished::Cancelled);
+    }
+    return Ok(Finished::Stale);
   }
   let stored: Option<Stored> = tx
     .prepare_cached(&format!(
@@ -613,15 +624,22 @@ fn finish(tx: &Connection, owner: &str, f: &Finish, now: f64, jitter: &mut Jitte
     }
     AfterAttempt::End(state) => state,
   };
+  // A failure after a cancel was asked: the cancel's error stays.
+  let overruled = stored.cancel_requested && f.status != STATUS_CANCELLED;
+  let value = if overruled { None } else { f.value.as_deref() };
   let changed = tx
     .prepare_cached(&format!(
       "UPDATE bmad_executions SET state = ?4, error = coalesce(?5, error), lease_expires_at = NULL, finalized_at = ?6 WHERE {cas}"
     ))?
-    .execute(params![f.id, f.attempt, owner, state, f.value, now])?;
+    .execute(params![f.id, f.attempt, owner, state, value, now])?;
   if changed == 1 {
     log_end(tx, f.id)?;
   }
-  Ok(Finished::Recorded)
+  Ok(if overruled {
+    Finished::Cancelled
+  } else {
+    Finished::Recorded
+  })
 }
 
 /// An immediate transaction (the write lock held), and `now` moved on by the wait for the

@@ -1121,13 +1121,14 @@ fn cancel_of_a_running_execution_is_requested_of_its_owner() {
   );
   assert!(other.cancel_requests().unwrap().is_empty());
 
-  // The owner's failure (retryable even) records the cancel.
+  // The owner's failure (retryable even) records the cancel, with the cancel's error.
   assert_eq!(
     finish(&mut owner, failed(ids[0], 1, true), T0 + 2.0),
-    Finished::Recorded
+    Finished::Cancelled
   );
   let r = fetch(&mut owner, ids[0]);
   assert_eq!((r.status, r.finalized_at), (STATUS_CANCELLED, Some(T0 + 2.0)));
+  assert_eq!(r.error.as_deref(), Some(CANCEL_JSON));
   assert!(owner.cancel_requests().unwrap().is_empty());
   assert_eq!(
     other.cancel(ids[0], CANCEL_JSON, T0 + 3.0).unwrap(),
@@ -1143,6 +1144,40 @@ fn cancel_of_a_running_execution_is_requested_of_its_owner() {
     STATUS_COMPLETED as i32
   );
   assert_eq!(fetch(&mut other, ids[1]).status, STATUS_COMPLETED);
+}
+
+#[test]
+fn a_completion_after_a_cancel_was_asked_ends_the_execution_cancelled() {
+  let dir = TempDir::new("cancel_then_complete");
+  let path = dir.db();
+  let mut owner = open_any(&path);
+  let mut other = open(&path);
+  let ids = insert_ids(&mut owner, vec![exec("x"), exec("y")], T0);
+  claim(&mut owner, 10, T0);
+  assert_eq!(
+    other.cancel(ids[0], CANCEL_JSON, T0 + 1.0).unwrap(),
+    STATUS_RUNNING as i32
+  );
+  // The owner's agent completed before it heard of the cancel: its value is discarded.
+  let f = Finish {
+    value: Some("\"late\"".to_string()),
+    ..completed(ids[0], 1)
+  };
+  assert_eq!(finish(&mut owner, f, T0 + 2.0), Finished::Cancelled);
+  let r = fetch(&mut other, ids[0]);
+  assert_eq!(
+    (r.status, r.result, r.finalized_at),
+    (STATUS_CANCELLED, None, Some(T0 + 2.0))
+  );
+  assert_eq!(r.error.as_deref(), Some(CANCEL_JSON));
+  assert!(owner.cancel_requests().unwrap().is_empty());
+  // Its end is logged as any other: a watcher hears it.
+  let f = Finish {
+    value: Some("\"y\"".to_string()),
+    ..completed(ids[1], 1)
+  };
+  assert_eq!(finish(&mut owner, f, T0 + 3.0), Finished::Recorded);
+  assert_eq!(fetch(&mut other, ids[1]).result.as_deref(), Some("\"y\""));
 }
 
 // ----- release -----------------------------------------------------------------------------

@@ -13,7 +13,7 @@ use super::notify::{self, ended};
 use super::push;
 use super::rows::{self, int, PgResult};
 use super::Db;
-use crate::protocol::STATUS_COMPLETED;
+use crate::protocol::{STATUS_CANCELLED, STATUS_COMPLETED};
 use crate::scheduler::retry::Jitter;
 use crate::store::backend::Interest;
 use crate::store::decide::{self, AfterAttempt, Stored};
@@ -145,21 +145,27 @@ impl BatchSql {
       // a stale completion changes nothing and names nothing.
       complete: format!(
         "WITH done AS ( \
-           UPDATE {s}.bmad_executions e SET state = 2, result = u.value, progress = 100, lease_expires_at = NULL, finalized_at = $5 \
+           UPDATE {s}.bmad_executions e SET state = CASE WHEN e.cancel_requested THEN 4 ELSE 2 END, \
+             result = CASE WHEN e.cancel_requested THEN NULL ELSE u.value END, \
+             progress = CASE WHEN e.cancel_requested THEN e.progress ELSE 100 END, \
+             lease_expires_at = NULL, finalized_at = $5 \
            FROM unnest($1::int8[], $2::int4[], $3::text[]) u(id, attempt, value) \
-           WHERE e.id = u.id AND e.attempt = u.attempt AND e.owner = $4 AND e.state + 0 = 1 RETURNING e.id, e.attempt), \
+           WHERE e.id = u.id AND e.attempt = u.attempt AND e.owner = $4 AND e.state + 0 = 1 \
+           RETURNING e.id, e.attempt, e.state), \
          told AS MATERIALIZED ({told}) \
-         SELECT id, attempt FROM done WHERE (SELECT count(*) FROM told) >= 0",
+         SELECT id, attempt, state FROM done WHERE (SELECT count(*) FROM told) >= 0",
         told = notify::ends_told("SELECT id FROM done", "$6")
       ),
       // Completions a try whose answer was lost already recorded: this owner's attempt,
-      // ended with this very value. Read after the commit, only for completions that
-      // changed nothing (rare), so the common batch pays no second look at its rows.
-      // `state + 0`: looked up by id, never through the index of every ended row.
+      // ended with this very value, or cancelled because a cancel was asked while it ran.
+      // Read after the commit, only for completions that changed nothing (rare), so the
+      // common batch pays no second look at its rows. `state + 0`: looked up by id, never
+      // through the index of every ended row.
       recorded: format!(
-        "SELECT e.id, e.attempt FROM {s}.bmad_executions e JOIN unnest($1::int8[], $2::int4[], $3::text[]) u(id, attempt, value) \
+        "SELECT e.id, e.attempt, e.state FROM {s}.bmad_executions e JOIN unnest($1::int8[], $2::int4[], $3::text[]) u(id, attempt, value) \
            ON e.id = u.id AND e.attempt = u.attempt \
-         WHERE e.owner = $4 AND e.state + 0 = 2 AND e.result IS NOT DISTINCT FROM u.value"
+         WHERE e.owner = $4 AND ((e.state + 0 = 2 AND e.result IS NOT DISTINCT FROM u.value) \
+           OR (e.state + 0 = 4 AND e.cancel_requested AND e.result IS NULL))"
       ),
       // Failures and cancels to decide (running), or already recorded by a try whose answer
       // was lost: ended with this very error, or queued again for a retry with it (the owner
@@ -607,7 +613,7 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
   let mut limits = locked.map(|r| r.try_get::<_, i64>(1)).transpose()?;
 
   for r in completed.iter().flatten() {
-    mark_recorded(&mut out.finished, batch, &done, r.try_get(0)?, r.try_get(1)?);
+    mark_recorded(&mut out.finished, batch, &done, r)?;
   }
 
   if let Some(stored) = failing {
@@ -643,20 +649,26 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
         backoff: u32::try_from(r.try_get::<_, i32>(4)?).unwrap_or(0),
         cancel_requested: r.try_get(5)?,
       };
+      // A failure after a cancel was asked: the cancel's error stays.
+      let overruled = st.cancel_requested && f.status != STATUS_CANCELLED;
       let (state, due) = match decide::after_attempt(f.status, f.retryable, f.attempt, st, jitter) {
         AfterAttempt::Retry(delay) => {
           out.finished[i] = Finished::Retry(delay);
           (0i16, Some(now + delay))
         }
         AfterAttempt::End(status) => {
-          out.finished[i] = Finished::Recorded;
+          out.finished[i] = if overruled {
+            Finished::Cancelled
+          } else {
+            Finished::Recorded
+          };
           (i16::try_from(status).unwrap_or(3), None)
         }
       };
       w_ids.push(id);
       w_attempts.push(attempt);
       w_states.push(state);
-      w_values.push(f.value.as_deref());
+      w_values.push(if overruled { None } else { f.value.as_deref() });
       w_due.push(due);
     }
     let fail_params: Params = vec![&w_ids, &w_attempts, &w_states, &w_values, &w_due, &now, &cx.owner];
@@ -695,7 +707,7 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
       .query(&sql.recorded, &[&ids, &attempts, &values, &cx.owner])
       .await?
     {
-      mark_recorded(&mut out.finished, batch, &unheard, r.try_get(0)?, r.try_get(1)?);
+      mark_recorded(&mut out.finished, batch, &unheard, &r)?;
     }
   }
   let mut recorded = false;
@@ -758,14 +770,26 @@ fn answers(
     .collect()
 }
 
-/// The finish among `which` of attempt `attempt` of `id` is recorded.
-fn mark_recorded(finished: &mut [Finished], batch: &Batch, which: &[usize], id: i64, attempt: i32) {
+/// The completion among `which` that row `r` (id, attempt, state written) answers is
+/// recorded: as completed, or cancelled when a cancel was asked while it ran.
+fn mark_recorded(
+  finished: &mut [Finished],
+  batch: &Batch,
+  which: &[usize],
+  r: &tokio_postgres::Row,
+) -> PgResult<()> {
+  let (id, attempt, state): (i64, i32, i16) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
   if let Some(&i) = which
     .iter()
     .find(|&&i| batch.finishes[i].id == id && int(batch.finishes[i].attempt) == attempt)
   {
-    finished[i] = Finished::Recorded;
+    finished[i] = if u32::try_from(state) == Ok(STATUS_CANCELLED) {
+      Finished::Cancelled
+    } else {
+      Finished::Recorded
+    };
   }
+  Ok(())
 }
 
 /// Each submission's id from the insert's rows: its own, or that of the execution holding
@@ -806,7 +830,7 @@ fn notes_for(batch: &Batch, finished: &[Finished], limited: &HashSet<(i64, u32)>
       continue;
     }
     match r {
-      Finished::Recorded => ended_ids.push(f.id),
+      Finished::Recorded | Finished::Cancelled => ended_ids.push(f.id),
       Finished::Retry(_) => work = true,
       Finished::Stale => {}
     }

@@ -613,12 +613,37 @@ fn cancels_end_queued_executions_and_flag_running_ones_for_their_owner() {
     value: None,
     retryable: true,
   };
-  assert_eq!(finish(&mut s, f, T0 + 3.0), Finished::Recorded);
-  assert_eq!(
-    s.fetch(ids[0]).expect("fetch").expect("row").status,
-    STATUS_CANCELLED
-  );
+  assert_eq!(finish(&mut s, f, T0 + 3.0), Finished::Cancelled);
+  let r = s.fetch(ids[0]).expect("fetch").expect("row");
+  assert_eq!((r.status, r.error.as_deref()), (STATUS_CANCELLED, Some("{}")));
   assert_eq!(s.cancel(999_999, "{}", T0).expect("cancel"), NOT_FOUND_CODE);
+  // A completion that comes after a cancel was asked ends it cancelled, its value discarded.
+  let more = insert(&mut s, vec![exec("a", 3), exec("a", 3)]);
+  assert_eq!(claim(&mut s, 2, T0 + 4.0), more);
+  assert_eq!(
+    s.cancel(more[0], "{\"c\":1}", T0 + 5.0).expect("cancel"),
+    STATUS_RUNNING as i32
+  );
+  let late = |id| Finish {
+    value: Some("\"late\"".to_string()),
+    ..completed(id)
+  };
+  let batch = Batch {
+    finishes: vec![late(more[0]), late(more[1])],
+    ..Default::default()
+  };
+  let r = s.batch(&batch, T0 + 6.0).expect("finish");
+  assert_eq!(r.finished, vec![Finished::Cancelled, Finished::Recorded]);
+  let r = s.fetch(more[0]).expect("fetch").expect("row");
+  assert_eq!(
+    (r.status, r.result.as_deref(), r.error.as_deref()),
+    (STATUS_CANCELLED, None, Some("{\"c\":1}"))
+  );
+  let r = s.fetch(more[1]).expect("fetch").expect("row");
+  assert_eq!(
+    (r.status, r.result.as_deref()),
+    (STATUS_COMPLETED, Some("\"late\""))
+  );
   drop_schema(&url, "cancel");
 }
 
