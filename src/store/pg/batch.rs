@@ -168,14 +168,16 @@ impl BatchSql {
            OR (e.state + 0 = 4 AND e.cancel_requested AND e.result IS NULL))"
       ),
       // Failures and cancels to decide (running), or already recorded by a try whose answer
-      // was lost: ended with this very error, or queued again for a retry with it (the owner
-      // is cleared then, and the attempt counted at the next claim).
+      // was lost: ended with this very error (or cancelled, a cancel having been asked while
+      // it ran: its error stands), or queued again for a retry with it (the owner is cleared
+      // then, and the attempt counted at the next claim).
       failing: format!(
         "SELECT e.id, e.attempt, e.max_attempts, e.retry_delay_ms, e.backoff, e.cancel_requested, e.state, \
            e.scheduled_at \
          FROM {s}.bmad_executions e \
          JOIN unnest($1::int8[], $2::int4[], $4::text[]) u(id, attempt, value) ON e.id = u.id AND e.attempt = u.attempt \
-         WHERE (e.owner = $3 AND (e.state + 0 = 1 OR (e.state + 0 IN (3, 4) AND e.error IS NOT DISTINCT FROM u.value))) \
+         WHERE (e.owner = $3 AND (e.state + 0 = 1 OR (e.state + 0 IN (3, 4) AND e.error IS NOT DISTINCT FROM u.value) \
+                                  OR (e.state + 0 = 4 AND e.cancel_requested))) \
              OR (e.state + 0 = 0 AND e.owner IS NULL AND e.error IS NOT DISTINCT FROM u.value) FOR UPDATE OF e"
       ),
       fail: format!(
@@ -634,15 +636,18 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
         continue;
       };
       let state: i16 = r.try_get(6)?;
+      let f = &batch.finishes[i];
       if state != 1 {
+        let cancel_requested: bool = r.try_get(5)?;
         out.finished[i] = if state == 0 {
           Finished::Retry((r.try_get::<_, f64>(7)? - now).max(0.0))
+        } else if cancel_requested && f.status != STATUS_CANCELLED {
+          Finished::Cancelled
         } else {
           Finished::Recorded
         };
         continue;
       }
-      let f = &batch.finishes[i];
       let st = Stored {
         max_attempts: u32::try_from(r.try_get::<_, i32>(2)?).unwrap_or(1),
         retry_delay_ms: r.try_get(3)?,
