@@ -119,3 +119,40 @@ test('maxRetainedOutputBytes bounds the output kept for stored command execution
   // What is stored is the whole result.
   assert.equal((await bg.fetchExecutionStatus('exec-d1')).result.stdout, '123456');
 });
+
+test('watch() of a stored execution running here yields each progress report, then its final status; executeWatched ends with a final progress-update', async (t) => {
+  const bg = make(t);
+  const g = gate();
+  const step = gate();
+  bg.registerAgent('steps', async (task, options, ctx) => {
+    await step.promise;
+    for (const p of [25, 50, 75]) ctx.progress(p, { at: p });
+    await g.promise;
+    return 'stepped';
+  });
+  const updates = [];
+  bg.on('progress-update', (e) => updates.push([e.executionId, e.progress, e.status]));
+  const { executionId } = await bg.executeWatched('steps', 't');
+  assert.equal(executionId, 'exec-d1');
+  await waitUntil(() => bg.getActiveExecutions().length === 1, 'running');
+  const seen = [];
+  const watching = (async () => {
+    for await (const s of bg.watch(executionId)) seen.push(s);
+  })();
+  await waitUntil(() => seen.length === 1, 'the status it starts from');
+  step.open();
+  await waitUntil(() => seen.length === 4, 'three progress reports', { timeoutMs: 3000 });
+  g.open();
+  await watching;
+  assert.deepEqual(
+    seen.slice(1).map((s) => [s.progress, s.status, s.detail]),
+    [
+      [25, 'running', { at: 25 }],
+      [50, 'running', { at: 50 }],
+      [75, 'running', { at: 75 }],
+      [100, 'completed', undefined],
+    ],
+  );
+  assert.equal(seen.at(-1).result, 'stepped');
+  assert.deepEqual(updates.at(-1), ['exec-d1', 100, 'completed'], 'the final progress-update');
+});

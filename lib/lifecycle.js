@@ -516,7 +516,7 @@ class Lifecycle extends CoreLink {
     const progress = percent < 0 ? 0 : percent > 100 ? 100 : percent;
     const x = extras(rec);
     if (detail !== undefined) x.detail = detail;
-    if (x.durable !== null) this._store.progress(rec, progress);
+    if (x.durable !== null) this._store.progress(rec, progress, detail);
     if (x.watchers !== null) Watchers.progress(x, { executionId: idOf(rec), agent: rec.agent, progress, status: 'running', detail });
     if (x.onProgress !== null) {
       try {

@@ -5,6 +5,7 @@
 
 const { extras } = require('./record.js');
 const { statusObject, findRecord, executionStatus } = require('./queries.js');
+const { parseDurableId } = require('./durable/values.js');
 
 /** The async iterator returned by `watch()`: buffered updates, then the final status. */
 class Watch {
@@ -121,7 +122,22 @@ function watchStored(ex, executionId) {
         return;
       }
       it.push({ executionId, agent: now.agent, progress: now.progress, status: now.status, detail: undefined });
-      ex.waitFor(executionId).then((final) => it.end(final));
+      // Progress made in this process comes as it is reported (another process's is not
+      // streamed: its stored progress is read with fetchExecutionStatus).
+      const durable = ex._store;
+      const rowId = parseDurableId(executionId);
+      let watching = durable.watching.get(rowId);
+      if (watching === undefined) durable.watching.set(rowId, (watching = new Set()));
+      watching.add(it);
+      const stop = () => {
+        watching.delete(it);
+        if (watching.size === 0 && durable.watching.get(rowId) === watching) durable.watching.delete(rowId);
+      };
+      it.onReturn = stop;
+      ex.waitFor(executionId).then((final) => {
+        stop();
+        it.end(final);
+      });
     },
     (err) => it.end({ found: false, error: err.message, errorObject: err }),
   );

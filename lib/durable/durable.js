@@ -104,8 +104,14 @@ class Durable extends Outcomes {
     runs.attemptEnded(this, rec, status, value);
   }
 
-  progress(rec, percent) {
+  /** A progress report of an attempt running here: stored, and told to this process's watch() iterators. */
+  progress(rec, percent, detail) {
     runs.progress(this, rec, percent);
+    const d = rec.x.durable;
+    const watching = this.watching.get(d.rowId);
+    if (watching !== undefined) {
+      for (const it of watching) it.push({ executionId: d.extId, agent: rec.agent, progress: percent, status: 'running', detail });
+    }
   }
 
   // ----- cancellation (cancels.js) -----------------------------------------------------

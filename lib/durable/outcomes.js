@@ -40,6 +40,7 @@ class Outcomes {
     this.awaiting = 0; // of those, the ones with a promise or callback to settle
     this.runs = new Map(); // rowId -> the record running an attempt here
     this.waiters = new Map(); // rowId -> waitFor() resolvers
+    this.watching = new Map(); // rowId -> Set of watch() iterators, told of progress made here
     this.ended = new Map(); // rowId -> final status object, Ended or StoredEnd (the latest ENDED_KEPT)
     this.toWatch = []; // just inserted: cannot have ended yet
     this.toCheck = []; // may have ended already: looked up when watched

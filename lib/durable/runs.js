@@ -16,7 +16,7 @@ const { durableId, errorJson } = require('./values.js');
 const P = require('../protocol.js');
 const { hopeless } = require('../options.js');
 
-const { MODE_NAMES, OP_SUBMIT, SUBMIT_KEY_SHIFT, STATUS_COMPLETED, STATUS_FAILED, STATUS_CANCELLED } = P;
+const { MODE_NAMES, MODE_WATCHED, OP_SUBMIT, SUBMIT_KEY_SHIFT, STATUS_COMPLETED, STATUS_FAILED, STATUS_CANCELLED } = P;
 
 /** Errors no retry can fix, besides the hopeless ones of every execution (`hopeless`). */
 const NOT_RETRYABLE = new Set(['ERR_COMMAND_SPEC', 'ERR_NOT_SERIALIZABLE', 'ERR_STORE']);
@@ -234,6 +234,19 @@ function finishAnswered(durable, rec, code, answer) {
     const base = { executionId: d.extId, agent: rec.agent, task: rec.task, mode: MODE_NAMES[rec.mode] };
     if (status === 'completed') ex._emit(event, { ...base, result: d.value, duration });
     else ex._emit(event, { ...base, error: messageOf(d.value), errorObject: d.value, code: codeOf(d.value), duration });
+  }
+  // A watched execution's progress-update comes once more at its end, as in memory.
+  if (rec.mode === MODE_WATCHED && ex._eventsCount !== 0 && ex._events['progress-update'] !== undefined) {
+    ex._dirty.delete(rec);
+    const v = status === 'completed' ? null : ex._native.viewFinished(rec.id);
+    ex._emit('progress-update', {
+      executionId: d.extId,
+      agent: rec.agent,
+      progress: status === 'completed' ? 100 : v !== null ? v.progress : 0,
+      status,
+      duration: Date.now() - d.startedAt,
+      detail: rec.x.detail,
+    });
   }
   durable._settle(d.rowId, status, d.value, rec);
 }
