@@ -29,6 +29,8 @@ export type CommandSpecFunction<Options = any> = Executor.CommandSpecFunction<Op
 export type CommandResult = Executor.CommandResult;
 export type CommandFailedError = Executor.CommandFailedError;
 export type CommandSpawnError = Executor.CommandSpawnError;
+export type CommandSpecError = Executor.CommandSpecError;
+export type StoreSettings = Executor.StoreSettings;
 export type ActiveExecution<Level extends string = DefaultPriorityLevel> = Executor.ActiveExecution<Level>;
 export type ResourceStatus = Executor.ResourceStatus;
 export type WatchUpdate = Executor.WatchUpdate;

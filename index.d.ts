@@ -37,7 +37,8 @@ declare namespace Types {
     | 'ERR_WORKER_LOST'
     | 'ERR_NO_STORE'
     | 'ERR_QUEUE_FULL'
-    | 'ERR_TOO_MANY_AGENTS';
+    | 'ERR_TOO_MANY_AGENTS'
+    | 'ERR_NATIVE_BINDING_NOT_FOUND';
 
   /** Every error the package creates carries one of these codes. */
   export interface ExecutorError extends Error {
@@ -45,6 +46,8 @@ declare namespace Types {
     executionId?: ExecutionId;
     agent?: string;
     timeoutMs?: number;
+    /** The attempt a timeout ended. */
+    attempt?: number;
   }
 
   /** The third argument of every agent. `Level`: the executor's level names (any string by default). */
@@ -142,7 +145,7 @@ declare namespace Types {
      * hosts (a preview: see the README). Every execution is then stored before it is
      * acknowledged and run by any executor on the store, unless its options say `durable: false`.
      */
-    store?: `sqlite:${string}` | `postgres://${string}` | `postgresql://${string}` | undefined;
+    store?: string | undefined;
     /** Integer >= 100 (ms): the lease of an attempt this executor runs, renewed every leaseMs/3. Default 30000. */
     leaseMs?: number | undefined;
     /** Number 0.1–60000 (ms): how often the store is checked for other processes' changes while busy. Default 0.25. */
@@ -338,7 +341,8 @@ declare namespace Types {
     /** null when the process was ended by a signal. */
     exitCode: number | null;
     /** The signal that ended it, e.g. 'SIGKILL', else null. */
-    signal: NodeJS.Signals | null;
+    /** The signal's name; a realtime signal, which has none, as its number (e.g. '40'). */
+    signal: NodeJS.Signals | `${number}` | null;
     stdout: string;
     stderr: string;
     durationMs: number;
@@ -359,6 +363,27 @@ declare namespace Types {
     code: 'ERR_COMMAND_FAILED';
     command: string;
     args: string[];
+  }
+
+  /**
+   * A validated store setting, as `config.store` reports it. Its retention is the store's
+   * (`resultTtlMs` 7 days and `maxRetainedResults` 1 000 000 unless the config sets them);
+   * `config.resultTtlMs` and `config.maxRetainedResults` are the in-memory ones.
+   */
+  export interface StoreSettings {
+    readonly url: string;
+    readonly leaseMs: number;
+    /** `storePollMs`. */
+    readonly pollMs: number;
+    /** `storePrefetch`. */
+    readonly prefetch: number;
+    readonly resultTtlMs: number;
+    readonly maxRetainedResults: number;
+    /** The SQLite file, absolute ('' on PostgreSQL). */
+    readonly path: string;
+    /** The PostgreSQL URL, null on SQLite. */
+    readonly postgres: string | null;
+    readonly synchronous: 'normal' | 'full';
   }
 
   /** `ERR_COMMAND_SPEC`: a command spec function threw or rejected. */
@@ -674,15 +699,19 @@ declare namespace Types {
     constructor(config?: BackgroundExecutorConfig<Level>);
     /** The validated configuration, with defaults filled in. */
     readonly config: {
-      readonly [K in Exclude<keyof BackgroundExecutorConfig, 'defaultAgent' | 'defaultTimeoutMs' | 'priorityLevels' | 'agents'>]-?: Exclude<
-        BackgroundExecutorConfig[K],
-        undefined
-      >;
+      readonly [K in Exclude<
+        keyof BackgroundExecutorConfig,
+        'defaultAgent' | 'defaultTimeoutMs' | 'priorityLevels' | 'agents' | 'retryIf' | 'maxQueued' | 'store' | 'leaseMs' | 'storePollMs' | 'storePrefetch'
+      >]-?: Exclude<BackgroundExecutorConfig[K], undefined>;
     } & {
       defaultAgent: DefaultAgentFunction | undefined;
       defaultTimeoutMs: number | undefined;
       priorityLevels: ReadonlyMap<Level, number>;
       agents: ReadonlyMap<string, AgentFunction>;
+      retryIf: ((error: unknown, attempt: number) => boolean) | undefined;
+      maxQueued: number | undefined;
+      /** The store's settings (`leaseMs`, `storePollMs`, `storePrefetch` and its retention), null without a store. */
+      store: StoreSettings | null;
     };
     readonly resourceMonitor: ResourceMonitor;
 
@@ -721,7 +750,8 @@ declare namespace Types {
     executeWatched(agent: string, task: string, options?: SubmitOptions<Level>): Promise<Submitted<'watched'>>;
     /** Resolves with the agent's value: `execute<CommandResult>()` for a command agent. */
     execute<Result = any>(agent: string, task: string, options?: SubmitOptions<Level>): Promise<Result>;
-    executeMultiple(agents: string[], task: string, options?: MultipleOptions<Level>): Promise<AggregationResult>;
+    /** `agents` may mix names (which run `task`) with items (which run their own). */
+    executeMultiple(agents: Array<string | MultipleItem<Level>>, task: string, options?: MultipleOptions<Level>): Promise<AggregationResult>;
     /** Different tasks in one aggregation: one execution per item; `options` holds `consistencyCheck` and the items' default options. */
     executeMultiple(items: Array<MultipleItem<Level>>, options?: MultipleOptions<Level>): Promise<AggregationResult>;
     /** The final status once the execution has ended; `Result` types its `result` (e.g. `CommandResult`). */
@@ -840,6 +870,8 @@ declare namespace BackgroundExecutor {
   export import CommandResult = Types.CommandResult;
   export import CommandFailedError = Types.CommandFailedError;
   export import CommandSpawnError = Types.CommandSpawnError;
+  export import CommandSpecError = Types.CommandSpecError;
+  export import StoreSettings = Types.StoreSettings;
   export import ActiveExecution = Types.ActiveExecution;
   export import ResourceStatus = Types.ResourceStatus;
   export import WatchUpdate = Types.WatchUpdate;

@@ -16,7 +16,8 @@ function make(t, config = {}) {
 }
 
 test('getActiveExecutions() and getQueueStatus() name stored executions by their exec-d ids; their core ids are not found', async (t) => {
-  const bg = make(t, { maxConcurrentAgents: 1 });
+  // Two claimed ahead of the slot: they wait in this process's queue.
+  const bg = make(t, { maxConcurrentAgents: 1, storePrefetch: 2 });
   const g = gate();
   const seen = [];
   bg.registerAgent('hold', async (task, options, ctx) => {
@@ -35,8 +36,12 @@ test('getActiveExecutions() and getQueueStatus() name stored executions by their
     active.map((e) => [e.id, e.executionId, e.task]),
     [['exec-d1', 'exec-d1', 'a']],
   );
-  // Claimed here and waiting for the slot, or still in the store: never under another id.
-  for (const q of bg.getQueueStatus().queue) assert.match(q.id, /^exec-d[23]$/, JSON.stringify(q));
+  // Claimed here and waiting for the slot: under their own ids.
+  await waitUntil(() => bg.getQueueStatus().queue.length === 2, 'two claimed ahead');
+  assert.deepEqual(
+    bg.getQueueStatus().queue.map((q) => q.id),
+    ['exec-d2', 'exec-d3'],
+  );
 
   // The core's own ids were never given out: nothing answers to them.
   for (const id of ['exec-1', 'exec-2', 'exec-3']) {

@@ -5,6 +5,7 @@
 // a wall-clock step between two processes' starts does not shift one against the other.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test, shutDownAfterEach, exitIfWorkLeftBehind, tempDir, sleep, settleOf, isAlive } from './helpers.mjs';
@@ -281,9 +282,12 @@ test('an execution cancelled from another process while its agent keeps the even
   const { bg, events } = submitter(url);
   await bg.initialize();
   const worker = await startWorker(t, url);
-  const p = settleOf(bg.execute('busy', '1500'));
+  // The agent returns once this file exists: made after the cancel was answered.
+  const release = join(tempDir(t, 'bmad-durable-busy-'), 'release');
+  const p = settleOf(bg.execute('busy', release));
   const started = await worker.waitFor((l) => l.event === 'busy-started', 'the agent started');
   const answer = await bg.cancelExecution(started.id);
+  writeFileSync(release, '');
   assert.deepEqual(answer, { success: true, executionId: started.id, previousStatus: 'running' });
   const r = await p;
   assert.equal(r.ok, false, `execute() rejects: ${JSON.stringify(r.value)}`);

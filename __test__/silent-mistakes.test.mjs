@@ -70,6 +70,25 @@ test('without initialize(), resource limits hold: the monitor starts with the fi
   assert.ok(maxAfterThrottle <= 1, `at most minConcurrentAgents started while throttled, saw ${maxAfterThrottle}`);
 });
 
+test('after await initialize(), resource limits hold from the first submission: it waits for the first sample, taken at once', async () => {
+  // The default interval: the first periodic sample would come a second later.
+  const bg = create({ maxConcurrentAgents: 4, minConcurrentAgents: 1, maxMemoryMb: 1 });
+  let running = 0;
+  let most = 0;
+  bg.registerAgent('hold', async () => {
+    running++;
+    most = Math.max(most, running);
+    await sleep(30);
+    running--;
+  });
+  const t0 = performance.now();
+  await bg.initialize();
+  const waited = performance.now() - t0;
+  assert.equal(bg.getStatus().throttled, true, `throttled once initialize() resolved (after ${Math.round(waited)} ms)`);
+  await Promise.all(Array.from({ length: 8 }, (_, i) => bg.execute('hold', `t${i}`)));
+  assert.equal(most, 1, 'one at a time (minConcurrentAgents) while throttled');
+});
+
 test("shutdown({ mode: 'drain' }) on a paused executor resumes it and runs the queue to the end", async () => {
   const bg = create({ throttleIfExceeded: false, maxConcurrentAgents: 2 });
   const ran = [];

@@ -34,7 +34,7 @@ function describe(value) {
         if (tag === '[object Object]') return 'an object';
         if (value instanceof Date && Number.isNaN(value.getTime())) return 'an invalid Date';
         const name = tag.slice(8, -1);
-        return `${/^[AEIOU]/.test(name) ? 'an' : 'a'} ${name}`;
+        return `${/^[AEIO]/.test(name) ? 'an' : 'a'} ${name}`;
       } catch {
         return 'an object';
       }

@@ -39,6 +39,9 @@ function executionIdArg(executionId) {
   if (typeof executionId !== 'string') throw typeError(`executionId must be a string, got ${describe(executionId)}`);
 }
 
+/** The longest initialize() waits for the resource monitor's first sample (ms). */
+const FIRST_SAMPLE_WAIT_MS = 250;
+
 class BackgroundExecutor extends Lifecycle {
   constructor(config) {
     const cfg = parseConfig(config);
@@ -47,6 +50,7 @@ class BackgroundExecutor extends Lifecycle {
     this._levels = cfg.priorityLevels;
     this._commands = null; // CommandRunner, made by the first registerCommand
     this._initialized = false;
+    this._sampled = Promise.resolve(); // the first sample, once the monitor has started (see _start)
     this._idleWaiters = [];
     this._shutdownPromise = null;
     this._shutdownResolve = null;
@@ -80,15 +84,26 @@ class BackgroundExecutor extends Lifecycle {
       this._start();
       this._store._updateKeepAlive();
       // The globalConcurrency limits given so far are in the store once it resolves.
-      return this._store.opened.then(() => Promise.all(this._store.limitWrites)).then(() => this);
+      return Promise.all([this._store.opened.then(() => Promise.all(this._store.limitWrites)), this._sampled]).then(() => this);
     }
     this._start();
-    return Promise.resolve(this);
+    return this._sampled.then(() => this);
   }
 
   _start() {
     if (!this._initialized && !this._closing) {
       this._initialized = true;
+      // The monitor samples at once: initialize() resolves once that first sample has set the
+      // throttle (or after FIRST_SAMPLE_WAIT_MS, a timer that also keeps Node.js alive till then).
+      this._sampled = new Promise((resolve) => {
+        const done = () => {
+          clearTimeout(timer);
+          this.resourceMonitor.off('sample', done);
+          resolve();
+        };
+        const timer = setTimeout(done, FIRST_SAMPLE_WAIT_MS);
+        this.resourceMonitor.on('sample', done);
+      });
       this.resourceMonitor.start();
       this._emit('initialized', {
         maxConcurrentAgents: this._native.counts().maxConcurrent,

@@ -2,7 +2,7 @@
 // Registers the agents below, initializes (a worker waits for work until shutdown), prints
 // one JSON line per event (`{ event, ..., at }`, `at` = the system's monotonic clock in ms,
 // comparable across processes), and shuts down when its stdin closes.
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import BackgroundExecutor from '../../index.mjs';
 
 const [url, configJson] = process.argv.slice(2);
@@ -30,11 +30,12 @@ const bg = new BackgroundExecutor({
           resolve('late');
         });
       }),
-    // Keeps the event loop busy for `task` ms (it hears no cancel meanwhile), then returns.
+    // Keeps the event loop busy (it hears no cancel meanwhile) until the file `task` exists
+    // (at most 20 s), then returns.
     busy: (task, options, ctx) => {
       out({ event: 'busy-started', id: ctx.executionId });
-      const end = Date.now() + Number(task);
-      while (Date.now() < end);
+      const end = Date.now() + 20000;
+      while (!existsSync(task) && Date.now() < end);
       return 'busy done';
     },
     // Reports progress 40, then runs for `task` ms.

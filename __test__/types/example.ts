@@ -25,6 +25,7 @@ import type {
   CommandFailedError,
   CommandResult,
   CommandSpawnError,
+  CommandSpecError,
   CommandSpec,
   CommandSpecFunction,
   Consistency,
@@ -51,6 +52,7 @@ import type {
   ResourceStatus,
   ResourceTrends,
   ShutdownOptions,
+  StoreSettings,
   SubmitOptions,
   Submitted,
   SubmittedEvent,
@@ -347,6 +349,12 @@ export async function tour(): Promise<void> {
   const defaultAgent: DefaultAgentFunction | undefined = bg.config.defaultAgent;
   const throttle: boolean = bg.config.throttleIfExceeded;
   use(max, levels, agents, timeout, defaultAgent, throttle, bg.config.agingMs, bg.config.cancelGraceMs);
+  const queued: number | undefined = bg.config.maxQueued;
+  const retryIf: ((error: unknown, attempt: number) => boolean) | undefined = bg.config.retryIf;
+  // The store's settings, null without a store.
+  const storeSettings: StoreSettings | null = bg.config.store;
+  if (storeSettings !== null) use(storeSettings.url, storeSettings.leaseMs, storeSettings.pollMs, storeSettings.prefetch, storeSettings.path, storeSettings.postgres, storeSettings.synchronous);
+  use(queued, retryIf);
 
   listenToEverything(bg);
 
@@ -396,7 +404,7 @@ export async function tour(): Promise<void> {
   const typedRun: CommandResult = await bg.execute<CommandResult>('tests', 'run');
   use(typedRun.stdout);
   const exitCode: number | null = commandResult.exitCode;
-  const exitSignal: NodeJS.Signals | null = commandResult.signal;
+  const exitSignal: NodeJS.Signals | `${number}` | null = commandResult.signal;
   use(chainedCommands, exitCode, exitSignal, commandResult.stdout, commandResult.stderr, commandResult.durationMs);
   use(commandResult.truncated, commandResult.stdoutBytes, commandResult.stderrBytes);
   try {
@@ -407,6 +415,13 @@ export async function tour(): Promise<void> {
     else use(e.reason, e.cause.code, e.cause.errno, e.cwd, e.command);
     const code: ErrorCode = e.code;
     use(code);
+  }
+  try {
+    await bg.execute('built', 'run');
+  } catch (err) {
+    const e = err as CommandSpecError | ExecutorError;
+    if (e.code === 'ERR_COMMAND_SPEC') use(e.agent, e.cause);
+    else use(e.attempt, e.code === 'ERR_NATIVE_BINDING_NOT_FOUND');
   }
 
   // Every submit option, plus an extra key passed to the agent.
@@ -566,6 +581,8 @@ export async function tour(): Promise<void> {
     consistencyCheck: (results) => ({ consistent: results.length === 2, reason: 'two results' }),
   });
   await bg.executeMultiple(['oracle'], 'no-options');
+  // Names (the shared task) mixed with items (their own).
+  await bg.executeMultiple(['oracle', { agent: 'eval', task: 'its own' }], 'shared');
   // Different tasks in one aggregation.
   const items: MultipleItem[] = [
     { agent: 'oracle', task: 'check-prd' },

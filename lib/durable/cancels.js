@@ -56,8 +56,8 @@ function cancel(durable, executionId) {
  * earlier try (whose answer was lost) find?
  * - Queued: it ended it then, with this very cancel's error; a queued execution is never
  *   flagged `cancel_requested`.
- * - Running: it flagged it, and the execution ended after this cancel was first asked (its
- *   runner's own error then stands in the row).
+ * - Running: it flagged it, and the execution ended after this cancel was first asked (the
+ *   row holds the runner's cancellation error, or this cancel's when it overruled an end).
  * - Else it was cancelled before this cancel.
  * @param {Durable} durable
  */
@@ -88,8 +88,7 @@ function userAborted(durable, rec, reason) {
 
 /**
  * A submission that joined execution `rec.x.durable.rowId` by its key leaves it: answered
- * as cancelled (with `reason` as the cause), no longer told of its end. An attempt this
- * record runs here goes on.
+ * as cancelled (with `reason` as the cause), no longer told of its end.
  * @param {Durable} durable
  */
 function leave(durable, rec, reason) {

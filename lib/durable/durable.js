@@ -53,7 +53,6 @@ class Durable extends Outcomes {
     this.worker = false; // initialize() was called: wait for work from other processes
     this.claims = false; // the store was told of agents to claim executions of
     this.closing = false;
-    this.closePromise = undefined; // what close() returns, once called
     this.releaseRunning = false;
     this.keptAlive = false;
     this.interestQueued = false;

@@ -46,6 +46,8 @@ class Outcomes {
     this.toCheck = []; // may have ended already: looked up when watched
     this.toUnwatch = [];
     this.closed = false;
+    /** @type {Promise<void> | undefined} what close() returns, once called (set by the subclass) */
+    this.closePromise = undefined;
     /** @type {import('./store-link.js').StoreLink} set by the subclass */
     this.link;
   }
@@ -120,7 +122,7 @@ class Outcomes {
       priority: rec.priority,
       status,
       attempt: d.attempt,
-      progress: completed ? 100 : 0,
+      progress: completed ? 100 : d.progress,
       started: d.submittedAt,
       duration: finishedAt - d.startedAt,
       result: completed ? value : null,
@@ -248,6 +250,8 @@ class Outcomes {
     const rowId = parseDurableId(executionId);
     const ended = this._endedStatus(rowId);
     if (ended !== undefined) return Promise.resolve(ended);
+    // Closed (or closing): no end can be heard any more, as for the waiters close() answered.
+    if (this.closePromise !== undefined) return Promise.resolve({ found: false });
     return new Promise((resolve) => {
       let list = this.waiters.get(rowId);
       if (list === undefined) {

@@ -48,6 +48,7 @@ class DurableRun {
     this.progressLater = -1; // a report to store when the interval ends (-1: none)
     this.unstorableAttempt = 0; // the attempt whose end the store refused, now sent as a failure
     this.joined = false; // submitted with the key of a live execution: it joined that one
+    this.progress = 0; // the latest progress reported by the running attempt
     this.key = undefined; // options.key
     this.submittedAt = 0; // when the execution was submitted (epoch ms)
   }
@@ -125,6 +126,7 @@ function claimed(durable, row) {
   d.running = true;
   d.release = false;
   d.value = undefined;
+  d.progress = 0;
   d.startedAt = Date.now();
   x.timeoutMs = row.timeoutMs;
   x.retry = NO_LOCAL_RETRY;
@@ -238,11 +240,10 @@ function finishAnswered(durable, rec, code, answer) {
   // A watched execution's progress-update comes once more at its end, as in memory.
   if (rec.mode === MODE_WATCHED && ex._eventsCount !== 0 && ex._events['progress-update'] !== undefined) {
     ex._dirty.delete(rec);
-    const v = status === 'completed' ? null : ex._native.viewFinished(rec.id);
     ex._emit('progress-update', {
       executionId: d.extId,
       agent: rec.agent,
-      progress: status === 'completed' ? 100 : v !== null ? v.progress : 0,
+      progress: status === 'completed' ? 100 : d.progress,
       status,
       duration: Date.now() - d.startedAt,
       detail: rec.x.detail,
@@ -260,6 +261,7 @@ function finishAnswered(durable, rec, code, answer) {
 function progress(durable, rec, percent) {
   const d = rec.x.durable;
   if (!d.running) return;
+  d.progress = percent;
   const now = Date.now();
   const interval = durable.ex.config.progressIntervalMs;
   if (now - d.progressAt >= interval) {

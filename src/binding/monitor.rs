@@ -137,9 +137,9 @@ impl NativeMonitor {
     let shared = Arc::clone(&self.shared);
     let callback = self.callback.clone();
     let task = self.rt.spawn(async move {
+      // The first tick is immediate: limits apply from the start, not one interval later.
       let mut ticker = tokio::time::interval(interval);
       ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-      ticker.tick().await; // the first tick is immediate: wait one interval instead
       loop {
         ticker.tick().await;
         let sample = lock(&shared).take_sample();

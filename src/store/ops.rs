@@ -536,8 +536,8 @@ pub(super) const INSERT: &str =
   max_attempts, retry_delay_ms, backoff, timeout_ms, created_at, scheduled_at) \
   VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?9, ?10, ?11, ?12, max(?12, ?13)) ON CONFLICT DO NOTHING";
 
-/// A completed attempt, compare-and-set on (id, attempt, owner, running).
-/// A completion of a running attempt no cancel was asked of.
+/// A completed attempt, compare-and-set on (id, attempt, owner, running), when no cancel
+/// was asked of it.
 pub(super) const COMPLETE: &str = "UPDATE bmad_executions SET state = 2, result = ?4, progress = 100, \
   lease_expires_at = NULL, finalized_at = ?5 WHERE id = ?1 AND attempt = ?2 AND owner = ?3 AND state = 1 \
   AND cancel_requested = 0";

@@ -157,27 +157,24 @@ impl BatchSql {
         told = notify::ends_told("SELECT id FROM done", "$6")
       ),
       // Completions a try whose answer was lost already recorded: this owner's attempt,
-      // ended with this very value, or cancelled because a cancel was asked while it ran.
-      // Read after the commit, only for completions that changed nothing (rare), so the
-      // common batch pays no second look at its rows. `state + 0`: looked up by id, never
-      // through the index of every ended row.
+      // ended with this very value. Read after the commit, only for completions that
+      // changed nothing (rare), so the common batch pays no second look at its rows.
+      // `state + 0`: looked up by id, never through the index of every ended row. (One a
+      // cancel overruled is not told apart from a rescue's cancel: it answers stale.)
       recorded: format!(
         "SELECT e.id, e.attempt, e.state FROM {s}.bmad_executions e JOIN unnest($1::int8[], $2::int4[], $3::text[]) u(id, attempt, value) \
            ON e.id = u.id AND e.attempt = u.attempt \
-         WHERE e.owner = $4 AND ((e.state + 0 = 2 AND e.result IS NOT DISTINCT FROM u.value) \
-           OR (e.state + 0 = 4 AND e.cancel_requested AND e.result IS NULL))"
+         WHERE e.owner = $4 AND e.state + 0 = 2 AND e.result IS NOT DISTINCT FROM u.value"
       ),
       // Failures and cancels to decide (running), or already recorded by a try whose answer
-      // was lost: ended with this very error (or cancelled, a cancel having been asked while
-      // it ran: its error stands), or queued again for a retry with it (the owner is cleared
-      // then, and the attempt counted at the next claim).
+      // was lost: ended with this very error, or queued again for a retry with it (the owner
+      // is cleared then, and the attempt counted at the next claim).
       failing: format!(
         "SELECT e.id, e.attempt, e.max_attempts, e.retry_delay_ms, e.backoff, e.cancel_requested, e.state, \
            e.scheduled_at \
          FROM {s}.bmad_executions e \
          JOIN unnest($1::int8[], $2::int4[], $4::text[]) u(id, attempt, value) ON e.id = u.id AND e.attempt = u.attempt \
-         WHERE (e.owner = $3 AND (e.state + 0 = 1 OR (e.state + 0 IN (3, 4) AND e.error IS NOT DISTINCT FROM u.value) \
-                                  OR (e.state + 0 = 4 AND e.cancel_requested))) \
+         WHERE (e.owner = $3 AND (e.state + 0 = 1 OR (e.state + 0 IN (3, 4) AND e.error IS NOT DISTINCT FROM u.value))) \
              OR (e.state + 0 = 0 AND e.owner IS NULL AND e.error IS NOT DISTINCT FROM u.value) FOR UPDATE OF e"
       ),
       fail: format!(
@@ -638,11 +635,8 @@ pub async fn run(cx: &Ctx<'_>, batch: &Batch, jitter: &mut Jitter) -> PgResult<D
       let state: i16 = r.try_get(6)?;
       let f = &batch.finishes[i];
       if state != 1 {
-        let cancel_requested: bool = r.try_get(5)?;
         out.finished[i] = if state == 0 {
           Finished::Retry((r.try_get::<_, f64>(7)? - now).max(0.0))
-        } else if cancel_requested && f.status != STATUS_CANCELLED {
-          Finished::Cancelled
         } else {
           Finished::Recorded
         };

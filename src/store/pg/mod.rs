@@ -266,9 +266,10 @@ pub(super) fn pg_error(shown: &str, what: &str, e: &tokio_postgres::Error) -> St
       code: super::DISCONNECTED,
       message: text,
     }
-  } else if matches!(e.code().map(|c| c.code()), Some("40P01" | "40001")) {
-    // A deadlock (two hosts inserting the same keys in other orders) or a serialization
-    // failure: nothing was written, and a second try goes through.
+  } else if matches!(e.code().map(|c| c.code()), Some("40P01" | "40001")) || plan_outdated(e) {
+    // A deadlock (two hosts inserting the same keys in other orders), a serialization
+    // failure, or a prepared statement whose result type changed (prepared again at its
+    // next use): nothing was written, and a second try goes through.
     StoreError {
       code: super::BUSY,
       message: text,
@@ -297,9 +298,13 @@ pub(super) fn unreadable(e: &tokio_postgres::Error) -> bool {
 }
 
 /// Whether the server refused a prepared statement whose result type changed since it was
-/// prepared (a column altered by hand): `feature_not_supported`.
+/// prepared (a column altered by hand): `feature_not_supported`, raised where the server
+/// checks a cached plan (its routine's name is not translated, its message may be).
 fn plan_outdated(e: &tokio_postgres::Error) -> bool {
-  e.code() == Some(&tokio_postgres::error::SqlState::FEATURE_NOT_SUPPORTED)
+  e.as_db_error().is_some_and(|db| {
+    db.code() == &tokio_postgres::error::SqlState::FEATURE_NOT_SUPPORTED
+      && (db.routine() == Some("RevalidateCachedQuery") || db.message().contains("cached plan"))
+  })
 }
 
 /// Whether the server gave up a statement or a lock wait (`statement_timeout`,

@@ -125,10 +125,11 @@ pub(super) fn run(
     // push answers a claim after JS heard that the thread stopped.
     let (sink, reader, close_req) = (s.sink.clone(), s.reader.clone(), s.close_req);
     drop(s);
-    send_event(&sink, Event::Stopped(error.clone()));
+    // A close asked before the failure was met is answered first: it was done.
     if let Some(req) = close_req {
       send_event(&sink, Event::Closed { req });
     }
+    send_event(&sink, Event::Stopped(error.clone()));
     if let Some(r) = &reader {
       r.close();
     }
