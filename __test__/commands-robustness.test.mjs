@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { test, exitIfWorkLeftBehind, shutDownAfterEach, unthrottled, sleep, waitUntil, runScript, isAlive, ENTRY, tempDir } from './helpers.mjs';
+import { test, exitIfWorkLeftBehind, shutDownAfterEach, unthrottled, sleep, waitUntil, runScript, isAlive, ENTRY, tempDir, registerDeafAndNext } from './helpers.mjs';
 
 const NODE = process.execPath;
 const MiB = 1024 * 1024;
@@ -241,26 +241,16 @@ test('cpuPercent counts a tree of short-lived busy children (a test runner\'s sh
 
 test('a cancelled command keeps its slot until its process is gone, even when cancelGraceMs is shorter than killGraceMs', async () => {
   const bg = make({ maxConcurrentAgents: 1, cancelGraceMs: 100 });
-  // Ignores SIGTERM: only the SIGKILL at killGraceMs (1.5 s) ends it.
-  bg.registerCommand('deaf', {
-    command: 'sh',
-    args: ['-c', "trap '' TERM; echo ready; while :; do sleep 0.05; done"],
-    killGraceMs: 1500,
-  });
-  let pid = 0;
-  let nextStart = null;
-  bg.registerAgent('next', async () => {
-    nextStart = { at: Date.now(), deafAlive: isAlive(pid) };
-  });
-  const ready = new Promise((resolve) => bg.on('command-output', (e) => e.line === 'ready' && resolve(e.executionId)));
+  const { state, ready } = registerDeafAndNext(bg);
   const deaf = bg.execute('deaf', 't').catch((err) => err);
   const id = await ready;
-  pid = bg.getActiveExecutions()[0].pid;
-  assert.ok(pid > 0);
+  state.pid = bg.getActiveExecutions()[0].pid;
+  assert.ok(state.pid > 0);
   const cancelledAt = Date.now();
   assert.equal((await bg.cancelExecution(id)).success, true);
   await bg.execute('next', 't');
   assert.equal((await deaf).code, 'ERR_EXECUTION_CANCELLED');
+  const { nextStart } = state;
   const waited = nextStart.at - cancelledAt;
   assert.equal(nextStart.deafAlive, false, `the next agent started ${waited} ms after the cancel, with the SIGTERM-deaf command still alive`);
   assert.ok(waited >= 1300, `the next agent started ${waited} ms after the cancel (killGraceMs 1500)`);

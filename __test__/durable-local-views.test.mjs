@@ -4,7 +4,7 @@
 // getActiveExecutions, a slot kept until a cancelled process is gone, the output budget).
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { test, shutDownAfterEach, exitIfWorkLeftBehind, tempDir, gate, waitUntil, isAlive } from './helpers.mjs';
+import { test, shutDownAfterEach, exitIfWorkLeftBehind, tempDir, gate, waitUntil, isAlive, registerDeafAndNext } from './helpers.mjs';
 
 exitIfWorkLeftBehind();
 const create = shutDownAfterEach({ timeoutMs: 50 });
@@ -72,32 +72,22 @@ test('a stored execution whose value the store refuses: its core id does not ans
 
 test('a stored command agent: its pid in getActiveExecutions(), and once cancelled its slot is kept until its SIGTERM-deaf process is gone', async (t) => {
   const bg = make(t, { maxConcurrentAgents: 1, cancelGraceMs: 100 });
-  // Ignores SIGTERM: only the SIGKILL at killGraceMs (1.5 s) ends it.
-  bg.registerCommand('deaf', {
-    command: 'sh',
-    args: ['-c', "trap '' TERM; echo ready; while :; do sleep 0.05; done"],
-    killGraceMs: 1500,
-  });
-  let pid = 0;
-  let nextStart = null;
-  bg.registerAgent('next', async () => {
-    nextStart = { at: Date.now(), deafAlive: isAlive(pid) };
-  });
+  const { state, ready } = registerDeafAndNext(bg);
   await bg.initialize();
-  const ready = new Promise((resolve) => bg.on('command-output', (e) => e.line === 'ready' && resolve(e.executionId)));
   const deaf = bg.execute('deaf', 't').catch((err) => err);
   const id = await ready;
   assert.equal(id, 'exec-d1');
   const [entry] = bg.getActiveExecutions();
   assert.equal(entry.executionId, 'exec-d1');
-  pid = entry.pid;
-  assert.ok(pid > 0 && isAlive(pid), `the command's pid in getActiveExecutions(): ${JSON.stringify(entry)}`);
+  state.pid = entry.pid;
+  assert.ok(state.pid > 0 && isAlive(state.pid), `the command's pid in getActiveExecutions(): ${JSON.stringify(entry)}`);
   // An in-memory execution waits for the slot here: the core hands it on.
   const next = bg.execute('next', 't', { durable: false });
   const cancelledAt = Date.now();
   assert.equal((await bg.cancelExecution(id)).success, true);
   await next;
   assert.equal((await deaf).code, 'ERR_EXECUTION_CANCELLED');
+  const { nextStart } = state;
   const waited = nextStart.at - cancelledAt;
   assert.equal(nextStart.deafAlive, false, `the next agent started ${waited} ms after the cancel, with the SIGTERM-deaf command still alive`);
   assert.ok(waited >= 1300, `the next agent started ${waited} ms after the cancel (killGraceMs 1500)`);

@@ -277,3 +277,24 @@ export function isAlive(pid) {
   }
   return stat.slice(stat.lastIndexOf(')') + 1).trim().split(/\s+/)[0] !== 'Z';
 }
+
+/**
+ * Registers on `bg` the pair of agents that shows a cancelled command keeping its slot: a
+ * command agent 'deaf' that prints "ready" and ignores SIGTERM (only the SIGKILL at
+ * killGraceMs, 1.5 s, ends it), and an agent 'next' that records when it starts and whether
+ * the deaf command (its pid set in `state.pid` by the test) was still alive then. `ready`
+ * resolves with the id of the deaf execution once it printed "ready".
+ */
+export function registerDeafAndNext(bg) {
+  const state = { pid: 0, nextStart: null };
+  bg.registerCommand('deaf', {
+    command: 'sh',
+    args: ['-c', "trap '' TERM; echo ready; while :; do sleep 0.05; done"],
+    killGraceMs: 1500,
+  });
+  bg.registerAgent('next', async () => {
+    state.nextStart = { at: Date.now(), deafAlive: isAlive(state.pid) };
+  });
+  const ready = new Promise((resolve) => bg.on('command-output', (e) => e.line === 'ready' && resolve(e.executionId)));
+  return { state, ready };
+}
