@@ -70,9 +70,10 @@ function outputFields(o) {
 /**
  * The output (stdout, stderr) that finished executions' results and errors hold, in bytes of
  * JS strings: past `limit`, the oldest holders' output is dropped by `onDrop(kept, holder)`
- * (`kept`: `{ coreId, rowId }`, where the value is kept), which keeps a copy without it instead. The objects callers got are
- * never changed; the executor just stops keeping their output. The newest holder always stays
- * whole. Holders are watched weakly: one nobody holds any more no longer counts.
+ * (`kept`: `{ coreId, rowId }`, where the value is kept), which keeps a copy without it
+ * instead. The objects callers got are never changed; the executor just stops keeping their
+ * output. The newest holder always stays whole. Holders are watched weakly: one nobody holds
+ * any more no longer counts.
  */
 class OutputBudget {
   constructor(limit, onDrop) {
