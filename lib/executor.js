@@ -5,7 +5,7 @@
 // of queries, watching, aggregation and shutdown, each in its own file.
 
 const { Lifecycle } = require('./lifecycle.js');
-const { Execution, Extras, AgentContext, extras, parseId } = require('./record.js');
+const { Execution, Extras, AgentContext, extras, isDurable, parseId } = require('./record.js');
 const { Batch } = require('./core-link.js');
 const { spawnAgentProcess } = require('./agents.js');
 const { parseConfig } = require('./config.js');
@@ -188,7 +188,7 @@ class BackgroundExecutor extends Lifecycle {
     const rec = this._records.get(kept.coreId);
     if (rec !== undefined && rec.value === from) rec.value = to;
     if (kept.rowId === 0 || this._store === null) return;
-    if (rec !== undefined && rec.x !== null && rec.x.durable !== null && rec.x.durable.value === from) rec.x.durable.value = to;
+    if (rec !== undefined && isDurable(rec) && rec.x.durable.value === from) rec.x.durable.value = to;
     this._store.replaceKept(kept.rowId, from, to);
   }
 

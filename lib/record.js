@@ -20,7 +20,7 @@ const isDurable = (rec) => rec.x !== null && rec.x.durable !== null;
 const idOf = (rec) => (isDurable(rec) ? rec.x.durable.extId : ID_PREFIX + rec.id);
 
 /** The attempt number users see: the store's count when durable. */
-const attemptOf = (rec) => (rec.x !== null && rec.x.durable !== null ? rec.x.durable.attempt : rec.attempt);
+const attemptOf = (rec) => (isDurable(rec) ? rec.x.durable.attempt : rec.attempt);
 
 /** The core id in an id this package issued (`exec-<n>`, canonical digits only), else 0. */
 function parseId(value) {

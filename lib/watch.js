@@ -110,8 +110,9 @@ function watch(ex, executionId) {
 }
 
 /**
- * `watch()` of a durable execution: where it stands in the store now, then its final status.
- * Progress of an execution running in another process is read with `fetchExecutionStatus`.
+ * `watch()` of a durable execution: where it stands in the store now, the progress reported
+ * in this process, then its final status. Progress of an execution running in another
+ * process is read with `fetchExecutionStatus`.
  */
 function watchStored(ex, executionId) {
   const it = new Watch();
@@ -122,17 +123,7 @@ function watchStored(ex, executionId) {
         return;
       }
       it.push({ executionId, agent: now.agent, progress: now.progress, status: now.status, detail: undefined });
-      // Progress made in this process comes as it is reported (another process's is not
-      // streamed: its stored progress is read with fetchExecutionStatus).
-      const durable = ex._store;
-      const rowId = parseDurableId(executionId);
-      let watching = durable.watching.get(rowId);
-      if (watching === undefined) durable.watching.set(rowId, (watching = new Set()));
-      watching.add(it);
-      const stop = () => {
-        watching.delete(it);
-        if (watching.size === 0 && durable.watching.get(rowId) === watching) durable.watching.delete(rowId);
-      };
+      const stop = ex._store.followProgress(parseDurableId(executionId), it);
       it.onReturn = stop;
       ex.waitFor(executionId).then((final) => {
         stop();

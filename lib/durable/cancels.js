@@ -22,7 +22,7 @@ const CLOCK_SLACK_MS = 100;
  */
 function cancel(durable, executionId) {
   const rowId = parseDurableId(executionId);
-  const known = durable.runs.get(rowId) || (durable.handles.get(rowId) || [])[0];
+  const known = durable._known(rowId);
   const err = cancelledError(executionId, known !== undefined ? known.agent : 'unknown');
   const json = errorJson(err);
   const askedAt = Date.now();

@@ -191,8 +191,37 @@ class Outcomes {
     this._settle(rowId, 'failed', err, { found: false });
   }
 
+  /**
+   * `it` (a watch() iterator) is told of the progress reported here for execution `rowId`
+   * (see Durable.progress) until the returned function is called.
+   */
+  followProgress(rowId, it) {
+    let set = this.watching.get(rowId);
+    if (set === undefined) this.watching.set(rowId, (set = new Set()));
+    set.add(it);
+    return () => {
+      set.delete(it);
+      if (set.size === 0 && this.watching.get(rowId) === set) this.watching.delete(rowId);
+    };
+  }
+
+  /** The submission made here that wrote row `rowId` (not one that joined it by key), or undefined. */
+  _writer(rowId) {
+    const list = this.handles.get(rowId);
+    return list === undefined ? undefined : list.find((r) => !r.x.durable.joined);
+  }
+
+  /**
+   * The record here that best describes execution `rowId`: the one running it, else the
+   * submission that wrote its row, else one that joined it by key (which holds its own task
+   * and options, not the row's); undefined when none.
+   */
+  _known(rowId) {
+    return this.runs.get(rowId) || this._writer(rowId) || (this.handles.get(rowId) || [])[0];
+  }
+
   _fallbackStatus(rowId, executionId, err) {
-    const rec = (this.handles.get(rowId) || [])[0];
+    const rec = this._known(rowId);
     return {
       found: true,
       id: executionId,
@@ -214,9 +243,7 @@ class Outcomes {
   localStatus(rowId) {
     const ended = this._endedStatus(rowId);
     if (ended !== undefined) return ended;
-    const list = this.handles.get(rowId) || [];
-    // The submission that wrote the row before one that joined it by key (and holds its own task).
-    const rec = this.runs.get(rowId) || list.find((r) => !r.x.durable.joined) || list[0];
+    const rec = this._known(rowId);
     if (rec === undefined) return { found: false };
     const d = rec.x.durable;
     const running = d.running;

@@ -99,8 +99,7 @@ function claimed(durable, row) {
   }
   // The submission that wrote the row, when made here (one that joined it by its key holds
   // its own task and options, not the row's).
-  const list = durable.handles.get(rowId);
-  let rec = (list !== undefined && list.find((r) => !r.x.durable.joined)) || null;
+  let rec = durable._writer(rowId) || null;
   if (rec !== null && rec.x.durable.running) rec = null; // a stale attempt still holds it
   let unreadable = null;
   if (rec === null) {

@@ -117,30 +117,25 @@ pub(super) fn run(
     ),
     Ok(()) => s.broken.take().map(|e| e.message),
   };
+  // The store's connections close here (with its listener: no submission hands work to this
+  // thread any more, and no push answers a claim after JS heard that the thread stopped).
+  let (sink, reader, close_req) = (s.sink.clone(), s.reader.clone(), s.close_req);
+  drop(s);
+  drop(waker);
+  // A close is answered once they are (SQLite has checkpointed its WAL into the file and
+  // removed it), and before a failure met after it: it was done.
+  if let Some(req) = close_req {
+    send_event(&sink, Event::Closed { req });
+  }
   if let Some(what) = what {
     let error = StoreError::store(format!(
       "the store's thread failed ({what}); nothing more can be written"
     ));
-    // Its listener stops with it: no submission hands work to this thread any more, and no
-    // push answers a claim after JS heard that the thread stopped.
-    let (sink, reader, close_req) = (s.sink.clone(), s.reader.clone(), s.close_req);
-    drop(s);
-    // A close asked before the failure was met is answered first: it was done.
-    if let Some(req) = close_req {
-      send_event(&sink, Event::Closed { req });
-    }
     send_event(&sink, Event::Stopped(error.clone()));
     if let Some(r) = &reader {
       r.close();
     }
     refuse_all(&rx, &sink, &error);
-  } else if let Some(req) = s.close_req {
-    // Closed once the connections are: SQLite has checkpointed its WAL into the file and
-    // removed it, a PostgreSQL session has ended.
-    let sink = s.sink.clone();
-    drop(s);
-    drop(waker);
-    send_event(&sink, Event::Closed { req });
   }
 }
 
