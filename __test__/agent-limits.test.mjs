@@ -4,9 +4,9 @@
 // limit and the cancel/timeout slot rule still apply on top.
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { test, shutDownAfterEach, unthrottled, tempDir } from './helpers.mjs';
+import { test, shutDownAfterEach, tempDir } from './helpers.mjs';
 
-const make = unthrottled(shutDownAfterEach());
+const make = shutDownAfterEach();
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** An agent whose calls wait for `release()`; records the tasks in call order and its peak. */

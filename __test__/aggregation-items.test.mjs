@@ -1,9 +1,9 @@
 // executeMultiple with different tasks: [{ agent, task, options }] items, in one aggregation
 // whose report has the same shape as with one shared task.
 import assert from 'node:assert/strict';
-import { test, shutDownAfterEach, unthrottled } from './helpers.mjs';
+import { test, shutDownAfterEach } from './helpers.mjs';
 
-const make = unthrottled(shutDownAfterEach());
+const make = shutDownAfterEach();
 
 test('items run their own task and options; results keep input order and name the task', async () => {
   const bg = make();

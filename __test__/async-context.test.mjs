@@ -12,7 +12,7 @@ const als = new AsyncLocalStorage();
 const store = () => als.getStore()?.req;
 
 test('at concurrency 1, each agent, callback, onProgress and execute() continuation sees its own submitter\'s store', async () => {
-  const bg = create({ maxConcurrentAgents: 1, throttleIfExceeded: false });
+  const bg = create({ maxConcurrentAgents: 1 });
   const seen = { agent: [], callback: [], progress: [], continuation: [] };
   bg.registerAgent('work', async (task, options, ctx) => {
     seen.agent.push([task, store()]);
@@ -42,7 +42,7 @@ test('at concurrency 1, each agent, callback, onProgress and execute() continuat
 });
 
 test('retries, fire-and-forget, watched and starts deferred past the per-turn budget keep the submitter\'s store', async () => {
-  const bg = create({ maxConcurrentAgents: 2000, throttleIfExceeded: false });
+  const bg = create({ maxConcurrentAgents: 2000 });
   const mismatches = [];
   let attempts = 0;
   bg.registerAgent('check', (task, options, ctx) => {
@@ -70,7 +70,7 @@ test('retries, fire-and-forget, watched and starts deferred past the per-turn bu
 });
 
 test('outside any store, agents see none (no store leaks from one submission to the next)', async () => {
-  const bg = create({ maxConcurrentAgents: 1, throttleIfExceeded: false });
+  const bg = create({ maxConcurrentAgents: 1 });
   const seen = [];
   bg.registerAgent('look', async (task) => {
     seen.push([task, store()]);

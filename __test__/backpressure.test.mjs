@@ -1,9 +1,9 @@
 // Backpressure: maxQueued refuses a submission that would wait beyond it (ERR_QUEUE_FULL,
 // nothing recorded); onQueueSizeLessThan(n) lets a producer wait instead.
 import assert from 'node:assert/strict';
-import { test, shutDownAfterEach, unthrottled, tempDir } from './helpers.mjs';
+import { test, shutDownAfterEach, tempDir } from './helpers.mjs';
 
-const make = unthrottled(shutDownAfterEach());
+const make = shutDownAfterEach();
 
 function blocking() {
   const gates = [];

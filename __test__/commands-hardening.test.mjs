@@ -11,11 +11,10 @@ import { spawn } from 'node:child_process';
 import { mkdirSync, symlinkSync, writeFileSync, chmodSync } from 'node:fs';
 import { join } from 'node:path';
 import BackgroundExecutor from '../index.mjs';
-import { test, exitIfWorkLeftBehind, shutDownAfterEach, unthrottled, sleep, waitUntil, runScript, isAlive, ENTRY, tempDir } from './helpers.mjs';
+import { test, exitIfWorkLeftBehind, shutDownAfterEach, sleep, waitUntil, runScript, isAlive, ENTRY, tempDir } from './helpers.mjs';
 
 exitIfWorkLeftBehind();
 const create = shutDownAfterEach();
-const make = unthrottled(create);
 
 const MiB = 1024 * 1024;
 const HEADER = `import BackgroundExecutor from ${JSON.stringify(ENTRY)};
@@ -53,7 +52,7 @@ console.log(JSON.stringify({ code: err.code, message: err.message, bytes: err.st
 });
 
 test('the last stderr line of a failure is looked for from the end: after 100 000 blank lines none, a 100 KB line shows its end', async () => {
-  const bg = make();
+  const bg = create();
   bg.registerCommand('blank', { command: 'sh', args: ['-c', "echo early >&2; head -c 100000 /dev/zero | tr '\\0' '\\n' >&2; exit 2"] });
   bg.registerCommand('long', { command: 'sh', args: ['-c', "head -c 100000 /dev/zero | tr '\\0' x >&2; printf 'END\\n\\n' >&2; exit 2"] });
   bg.registerCommand('short', { command: 'sh', args: ['-c', "printf 'a\\n  the last one  \\n\\n' >&2; exit 2"] });
@@ -90,7 +89,7 @@ console.log(JSON.stringify({ utf8, bytes: big.stdoutBytes, truncated: big.trunca
 });
 
 test('invalid UTF-8 under the cap: each bad byte is U+FFFD, the text is cut at maxOutputBytes of UTF-8', async () => {
-  const bg = make();
+  const bg = create();
   bg.registerCommand('bad', { command: 'sh', args: ['-c', "printf 'ok\\377\\376!'"], maxOutputBytes: 100 });
   bg.registerCommand('grows', { command: 'sh', args: ['-c', "printf '\\377\\377\\377\\377'"], maxOutputBytes: 10 });
   const bad = await bg.execute('bad', 't');
@@ -109,7 +108,7 @@ test('a leftover process whose name is not UTF-8 (cut inside a character) is ter
   // Nine 2-byte characters: the kernel keeps 15 bytes of the name, splitting the eighth.
   const sleeper = join(dir, 'ééééééééé');
   symlinkSync('/bin/sleep', sleeper);
-  const bg = make();
+  const bg = create();
   bg.registerCommand('leaves', { command: 'sh', args: ['-c', '"$0" 30 & echo $!', sleeper], killGraceMs: 300 });
   let pid = 0;
   t.after(() => {
@@ -122,7 +121,7 @@ test('a leftover process whose name is not UTF-8 (cut inside a character) is ter
 });
 
 test('200 groups lingering at once (SIGTERM-deaf leftovers, 2 s grace) share their /proc scans: little CPU', async () => {
-  const bg = make({ maxConcurrentAgents: 200 });
+  const bg = create({ maxConcurrentAgents: 200 });
   bg.registerCommand('leave', {
     command: 'sh',
     args: ['-c', "(trap '' TERM; exec sleep 30) </dev/null >/dev/null 2>&1 & exit 0"],
@@ -151,7 +150,7 @@ test('env.PATH or inheritEnv: false: a bare name is looked up along the child\'s
   mkdirSync(join(dir, 'sub'));
   writeFileSync(join(dir, 'sub', 'tool'), '#!/bin/sh\necho "relative tool"\n');
   chmodSync(join(dir, 'sub', 'tool'), 0o755);
-  const bg = make();
+  const bg = create();
   bg.registerCommand('noShebang', { command: 'no-shebang', env: { PATH: dir } });
   bg.registerCommand('tool', { command: 'tool', env: { PATH: `/nonexistent:${dir}` } });
   bg.registerCommand('bare', { command: 'sh', args: ['-c', 'echo "$0"'], inheritEnv: false });
@@ -176,7 +175,7 @@ test('env.PATH or inheritEnv: false: a bare name is looked up along the child\'s
 // ----- output retained by finished executions -----------------------------------------------
 
 test('output kept by finished executions is bounded (64 MiB by default): the oldest is dropped first and marked; callers keep theirs', async () => {
-  const bg = make({ maxConcurrentAgents: 4 });
+  const bg = create({ maxConcurrentAgents: 4 });
   bg.registerCommand('twoMiB', { command: 'head', args: ['-c', String(2 * MiB), '/dev/zero'], maxOutputBytes: 4 * MiB });
   bg.registerCommand('fails', { command: 'sh', args: ['-c', `head -c ${2 * MiB} /dev/zero >&2; exit 1`], maxOutputBytes: 4 * MiB });
   const ids = [];
@@ -218,7 +217,7 @@ test('output kept by finished executions is bounded (64 MiB by default): the old
 });
 
 test('maxRetainedOutputBytes sets the total of retained output', async () => {
-  const bg = make({ maxRetainedOutputBytes: 1000 });
+  const bg = create({ maxRetainedOutputBytes: 1000 });
   assert.equal(bg.config.maxRetainedOutputBytes, 1000);
   bg.registerCommand('six', { command: 'sh', args: ['-c', 'printf 123456'] });
   const a = await bg.fireAndForget('six', 'a');
@@ -286,7 +285,7 @@ await bg.shutdown();`;
 // ----- the output of a command that was cancelled or timed out ---------------------------------
 
 test('a timed-out or cancelled command keeps its output on the error: what it printed so far, then all of it', async () => {
-  const bg = make();
+  const bg = create();
   // Deaf to SIGTERM: alive until its SIGKILL 1.5 s after the timeout, so the error its caller
   // gets can only hold what it printed before.
   bg.registerCommand('deaf', { command: 'sh', args: ['-c', "trap '' TERM; echo started; echo warn >&2; sleep 30 & wait"], killGraceMs: 1500 });

@@ -6,14 +6,13 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { test, exitIfWorkLeftBehind, shutDownAfterEach, unthrottled, sleep, waitUntil, runScript, isAlive, ENTRY, tempDir, registerDeafAndNext } from './helpers.mjs';
+import { test, exitIfWorkLeftBehind, shutDownAfterEach, sleep, waitUntil, runScript, isAlive, ENTRY, tempDir, registerDeafAndNext } from './helpers.mjs';
 
 const NODE = process.execPath;
 const MiB = 1024 * 1024;
 
 exitIfWorkLeftBehind();
 const create = shutDownAfterEach();
-const make = unthrottled(create);
 const rssMb = () => process.memoryUsage().rss / MiB;
 
 // ----- output floods: backpressure, not memory -----------------------------------------------
@@ -24,7 +23,7 @@ for (const [label, extra, listen] of [
   ["'json-lines' progress", { args: ['{"progress": 1}'], progressPattern: 'json-lines' }, false],
 ]) {
   test(`a child printing as fast as it can with ${label}: memory stays flat and the timeout fires on time`, async () => {
-    const bg = make();
+    const bg = create();
     bg.registerCommand('flood', { command: 'yes', args: ['50%'], maxOutputBytes: 1000, killGraceMs: 100, ...extra });
     let lines = 0;
     if (listen) bg.on('command-output', () => lines++);
@@ -80,7 +79,7 @@ test('Node.js stays up until what a command left in its group (SIGTERM-deaf, det
 });
 
 test('zombies left in a group (nobody reaps them) do not hold a command for its grace period', async () => {
-  const bg = make();
+  const bg = create();
   // SIGTERM kills both sh and sleep; sleep's parent is gone, so it may stay a zombie.
   bg.registerCommand('s', { command: 'sh', args: ['-c', 'sleep 30'], killGraceMs: 5000 });
   const t0 = performance.now();
@@ -114,7 +113,7 @@ test('a cancelled command whose leader dies at once ends at once; Node.js does n
 
 test('a spec built asynchronously for an attempt that has ended does not start a process', async (t) => {
   const dir = tempDir(t, 'bmad-bg-cmd-rob-');
-  const bg = make({ maxConcurrentAgents: 1, cancelGraceMs: 50 });
+  const bg = create({ maxConcurrentAgents: 1, cancelGraceMs: 50 });
   let calls = 0;
   bg.registerCommand('slow-spec', async () => {
     const n = ++calls;
@@ -202,7 +201,7 @@ test('without pidfd (old kernels), commands still end after Node.js has spawned 
 // ----- spec limits and reporting ---------------------------------------------------------------
 
 test('spec limits: maxOutputBytes at most 256 MiB (a JS string must hold it), env must be a plain object', () => {
-  const bg = make();
+  const bg = create();
   bg.registerCommand('ok', { command: 'true', maxOutputBytes: 256 * MiB, env: Object.assign(Object.create(null), { A: '1' }) });
   assert.throws(() => bg.registerCommand('big', { command: 'true', maxOutputBytes: 256 * MiB + 1 }), {
     name: 'RangeError',
@@ -217,13 +216,13 @@ test('spec limits: maxOutputBytes at most 256 MiB (a JS string must hold it), en
 });
 
 test('a signal is reported by its usual name (SIGABRT, not its alias SIGIOT)', async () => {
-  const bg = make();
+  const bg = create();
   bg.registerCommand('abrt', { command: 'sh', args: ['-c', 'kill -ABRT $$'] });
   await assert.rejects(bg.execute('abrt', 't'), { code: 'ERR_COMMAND_FAILED', signal: 'SIGABRT', message: /killed by SIGABRT/ });
 });
 
 test('cpuPercent counts a tree of short-lived busy children (a test runner\'s shape)', async () => {
-  const bg = make();
+  const bg = create();
   // 30 children, each busy for 0.1 s, one after the other: the tree is busy all the time.
   bg.registerCommand('busy', {
     command: 'sh',
@@ -240,7 +239,7 @@ test('cpuPercent counts a tree of short-lived busy children (a test runner\'s sh
 });
 
 test('a cancelled command keeps its slot until its process is gone, even when cancelGraceMs is shorter than killGraceMs', async () => {
-  const bg = make({ maxConcurrentAgents: 1, cancelGraceMs: 100 });
+  const bg = create({ maxConcurrentAgents: 1, cancelGraceMs: 100 });
   const { state, ready } = registerDeafAndNext(bg);
   const deaf = bg.execute('deaf', 't').catch((err) => err);
   const id = await ready;

@@ -23,7 +23,6 @@ import {
   test,
   exitIfWorkLeftBehind,
   shutDownAfterEach,
-  unthrottled,
   sleep,
   gate,
   waitUntil,
@@ -36,9 +35,8 @@ import {
 } from './helpers.mjs';
 
 exitIfWorkLeftBehind();
-// Executors made with make() are shut down after each test, even a failed one.
+// Executors made with create() are shut down after each test, even a failed one.
 const create = shutDownAfterEach();
-const make = unthrottled(create);
 
 const NODE = process.execPath;
 const MiB = 1024 * 1024;
@@ -153,7 +151,7 @@ function isCommandFailed(err) {
 // ----- success and failure -----------------------------------------------------------------
 
 test('a command resolves with { exitCode, signal, stdout, stderr, durationMs, truncated, stdoutBytes, stderrBytes, outputDropped }', async () => {
-  const bg = make();
+  const bg = create();
   assert.equal(
     bg.registerCommand('hello', { command: 'sh', args: ['-c', 'printf "out1\\nout2\\n"; printf "warn" >&2; printf "\\303\\251"'] }),
     bg,
@@ -189,7 +187,7 @@ test('a command resolves with { exitCode, signal, stdout, stderr, durationMs, tr
 });
 
 test('a non-zero exit fails the execution with ERR_COMMAND_FAILED, the result fields, command and args', async () => {
-  const bg = make();
+  const bg = create();
   const args = ['-c', 'echo partial; printf "first\\nthe last words\\n\\n" >&2; exit 3'];
   bg.registerCommand('fails', { command: 'sh', args });
   bg.registerCommand('quiet', { command: 'sh', args: ['-c', 'exit 7'] });
@@ -242,7 +240,7 @@ test('a non-zero exit fails the execution with ERR_COMMAND_FAILED, the result fi
 
 test('retries re-run the command: a fresh process per attempt', async (t) => {
   const g = gates(t);
-  const bg = make();
+  const bg = create();
   // Fails on its first run, succeeds on the second (a counter in a file).
   const counter = g.path('count');
   bg.registerCommand('flaky', {
@@ -261,7 +259,7 @@ test('retries re-run the command: a fresh process per attempt', async (t) => {
 // ----- output caps -------------------------------------------------------------------------
 
 test('output is capped per stream at maxOutputBytes (1 MiB by default), counted in full, and memory stays flat', async () => {
-  const bg = make();
+  const bg = create();
   // 20 MiB on stdout and 3 MiB on stderr, as fast as node can write them.
   bg.registerCommand('chatty', {
     command: NODE,
@@ -295,7 +293,7 @@ test('output is capped per stream at maxOutputBytes (1 MiB by default), counted 
 });
 
 test('maxOutputBytes: exact cut, one stream cut is enough for truncated, 0 keeps nothing, a cut character is dropped whole', async () => {
-  const bg = make();
+  const bg = create();
   bg.registerCommand('ten', { command: 'sh', args: ['-c', 'printf 0123456789ABCDEF; printf ab >&2'], maxOutputBytes: 10 });
   bg.registerCommand('errcut', { command: 'sh', args: ['-c', 'printf abc; printf "too long" >&2'], maxOutputBytes: 4 });
   bg.registerCommand('exact', { command: 'sh', args: ['-c', 'printf abcd; printf wxyz >&2'], maxOutputBytes: 4 });
@@ -330,7 +328,7 @@ test('maxOutputBytes: exact cut, one stream cut is enough for truncated, 0 keeps
 
 test('progressPattern RegExp: matching stdout lines report Number(capture); watched mode shows it (events, status, watch())', async (t) => {
   const g = gates(t);
-  const bg = make({ progressIntervalMs: 60000 });
+  const bg = create({ progressIntervalMs: 60000 });
   bg.registerCommand(
     'build',
     stepper(g.dir, [
@@ -381,7 +379,7 @@ test('progressPattern RegExp: matching stdout lines report Number(capture); watc
 });
 
 test('progressPattern RegExp: a progress bar redrawn with a lone CR reports each step', async () => {
-  const bg = make();
+  const bg = create();
   bg.registerCommand('bar', {
     command: 'sh',
     args: ['-c', 'printf "[#   ] 25%%\\r[##  ] 50%%\\r[### ] 75%%\\r[####] 100%%\\n"'],
@@ -394,7 +392,7 @@ test('progressPattern RegExp: a progress bar redrawn with a lone CR reports each
 });
 
 test('progressPattern RegExp also reports in other modes (onProgress), a g flag does not skip lines', async () => {
-  const bg = make();
+  const bg = create();
   bg.registerCommand('steps', {
     command: 'sh',
     args: ['-c', 'for p in 10 20 30 40; do echo "step $p%"; done'],
@@ -412,7 +410,7 @@ test('progressPattern RegExp also reports in other modes (onProgress), a g flag 
 
 test("progressPattern 'json-lines': {\"progress\": n} lines report n, anything else is ignored", async (t) => {
   const g = gates(t);
-  const bg = make({ progressIntervalMs: 60000 });
+  const bg = create({ progressIntervalMs: 60000 });
   bg.registerCommand(
     'json',
     stepper(
@@ -462,7 +460,7 @@ test("progressPattern 'json-lines': {\"progress\": n} lines report n, anything e
 // ----- cancel, timeout, killSignal, stragglers ----------------------------------------------
 
 test('cancelExecution ends the whole group: SIGTERM to all, SIGKILL after killGraceMs to a grandchild that ignores it', async () => {
-  const bg = make();
+  const bg = create();
   bg.registerCommand('tree', { command: NODE, args: ['-e', TREE_SRC], killGraceMs: 300 });
   const out = outputOf(bg);
   const events = terminalEvents(bg);
@@ -500,7 +498,7 @@ test('cancelExecution ends the whole group: SIGTERM to all, SIGKILL after killGr
 });
 
 test('killSignal by name or number is what the group receives on cancel', async () => {
-  const bg = make();
+  const bg = create();
   const src =
     "for (const s of ['SIGINT', 'SIGUSR1', 'SIGUSR2', 'SIGTERM']) process.on(s, () => { console.log('got ' + s); process.exit(0); });" +
     "console.log('ready'); setInterval(() => {}, 1000);";
@@ -522,7 +520,7 @@ test('killSignal by name or number is what the group receives on cancel', async 
 });
 
 test('killGraceMs defaults to 5000: a SIGTERM-deaf command is still alive 1.5 s after its cancel', async () => {
-  const bg = make();
+  const bg = create();
   bg.registerCommand('deaf', { command: 'sh', args: ['-c', "trap '' TERM; echo ready; exec sleep 30"] });
   const out = outputOf(bg);
   const { executionId } = await bg.fireAndForget('deaf', 't');
@@ -541,7 +539,7 @@ test('killGraceMs defaults to 5000: a SIGTERM-deaf command is still alive 1.5 s 
 });
 
 test('options.timeout fails with ERR_EXECUTION_TIMEOUT and kills the command (SIGKILL after killGraceMs when SIGTERM is ignored)', async () => {
-  const bg = make();
+  const bg = create();
   // sh ignores SIGTERM, and so does the sleep it becomes (an ignored signal stays ignored across exec).
   bg.registerCommand('deaf', { command: 'sh', args: ['-c', "trap '' TERM; exec sleep 30"], killGraceMs: 300 });
   bg.registerCommand('slow', { command: 'sleep', args: ['30'] });
@@ -575,7 +573,7 @@ test('options.timeout fails with ERR_EXECUTION_TIMEOUT and kills the command (SI
 });
 
 test('when the leader exits normally, what it left in its group is terminated too (SIGKILL after killGraceMs if needed)', async () => {
-  const bg = make();
+  const bg = create();
   // A background sleep that holds stdout open, left behind by a leader exiting 0.
   bg.registerCommand('leaves', { command: 'sh', args: ['-c', 'sleep 30 & echo $!'] });
   bg.registerCommand('leavesDeaf', { command: 'sh', args: ['-c', "trap '' TERM; sleep 30 & echo $!"], killGraceMs: 300 });
@@ -594,7 +592,7 @@ test('when the leader exits normally, what it left in its group is terminated to
 });
 
 test('a process that left the group (setsid) and holds the pipes: reading stops 0.5 s after the group ended', async (t) => {
-  const bg = make();
+  const bg = create();
   // The leader starts a detached (setsid) grandchild that inherits stdout and stderr, and exits 0.
   const src =
     "const c = require('node:child_process').spawn(process.execPath, ['-e', 'setTimeout(() => {}, 30000)']," +
@@ -617,7 +615,7 @@ test('a process that left the group (setsid) and holds the pipes: reading stops 
 });
 
 test('a process that left the group and keeps writing: reading still ends soon after the drain', async (t) => {
-  const bg = make();
+  const bg = create();
   // The detached grandchild writes a little every millisecond, for ever; the leader exits at once.
   const writer = "setInterval(() => process.stdout.write('y'.repeat(300)), 1)";
   const src =
@@ -639,7 +637,7 @@ test('a process that left the group and keeps writing: reading still ends soon a
 
 test('cancelling while an async spec function is still building the spec: no process is started', async (t) => {
   const g = gates(t);
-  const bg = make();
+  const bg = create();
   let release;
   bg.registerCommand('slowSpec', () => new Promise((resolve) => (release = resolve)));
   const run = settleOf(bg.execute('slowSpec', 't'));
@@ -658,7 +656,7 @@ test('cancelling while an async spec function is still building the spec: no pro
 // ----- shutdown ----------------------------------------------------------------------------
 
 test('shutdown({ timeoutMs }) ends running commands and their groups; queued ones never start', async () => {
-  const bg = make({ maxConcurrentAgents: 2 });
+  const bg = create({ maxConcurrentAgents: 2 });
   bg.registerCommand('tree', { command: NODE, args: ['-e', TREE_SRC], killGraceMs: 300 });
   bg.registerCommand('sleeper', { command: 'sleep', args: ['30'] });
   let queuedBuilt = 0;
@@ -704,7 +702,7 @@ test('shutdown({ timeoutMs }) ends running commands and their groups; queued one
 
 test("shutdown() default 'cancel' lets a running command finish (its result kept) and cancels the queued ones", async (t) => {
   const g = gates(t);
-  const bg = make({ maxConcurrentAgents: 1 });
+  const bg = create({ maxConcurrentAgents: 1 });
   bg.registerCommand('work', stepper(g.dir, [['out', 'working'], ['mark', 'started'], ['gate', 'go'], ['out', 'finished']]));
   let queuedBuilt = 0;
   bg.registerCommand('queued', () => {
@@ -739,7 +737,7 @@ test("shutdown() default 'cancel' lets a running command finish (its result kept
 
 test('a program that cannot start fails with ERR_COMMAND_SPAWN: not in PATH, no such file, bad cwd, not executable', async (t) => {
   const g = gates(t);
-  const bg = make();
+  const bg = create();
   const notExec = g.path('not-executable.sh');
   writeFileSync(notExec, '#!/bin/sh\necho hi\n');
   chmodSync(notExec, 0o644);
@@ -796,7 +794,7 @@ test('a program that cannot start fails with ERR_COMMAND_SPAWN: not in PATH, no 
 
 test('cwd sets the working directory', async (t) => {
   const g = gates(t);
-  const bg = make();
+  const bg = create();
   bg.registerCommand('pwd', { command: NODE, args: ['-e', 'console.log(process.cwd())'], cwd: g.dir });
   bg.registerCommand('here', { command: NODE, args: ['-e', 'console.log(process.cwd())'] });
   assert.equal((await bg.execute('pwd', 't')).stdout.trim(), realpathSync(g.dir));
@@ -812,7 +810,7 @@ test('env merges with the parent environment (null removes); inheritEnv: false s
     delete process.env.BMAD_CMD_DROP;
     delete process.env.BMAD_CMD_OVERRIDE;
   });
-  const bg = make();
+  const bg = create();
   bg.registerCommand('merged', {
     command: NODE,
     args: ['-e', PRINT_ENV],
@@ -831,7 +829,7 @@ test('env merges with the parent environment (null removes); inheritEnv: false s
 });
 
 test('input (string, Buffer, Uint8Array, 2 MiB) is written to stdin, then closed; without it stdin is /dev/null', async () => {
-  const bg = make();
+  const bg = create();
   const big = Buffer.alloc(2 * MiB, 'z');
   bg.registerCommand('str', { command: NODE, args: ['-e', PRINT_STDIN], input: 'héllo\nworld' });
   bg.registerCommand('buf', { command: NODE, args: ['-e', PRINT_STDIN], input: Buffer.from([0, 255, 1, 10]) });
@@ -857,7 +855,7 @@ test('input (string, Buffer, Uint8Array, 2 MiB) is written to stdin, then closed
 
 test('no shell: arguments arrive literally, and a command name is not parsed', async (t) => {
   const g = gates(t);
-  const bg = make();
+  const bg = create();
   const args = ['$HOME; echo hi', '`id`', '$(id)', '*', '\'q\' "dq"', 'a b', '', '|', '&& touch pwned', '>out.txt', 'é\\n'];
   bg.registerCommand('argv', { command: NODE, args: ['-e', PRINT_ARGV, ...args], cwd: g.dir });
   const r = await bg.execute('argv', 't');
@@ -878,7 +876,7 @@ test('no shell: arguments arrive literally, and a command name is not parsed', a
 // ----- modes and spec functions ------------------------------------------------------------
 
 test('every mode runs a command agent like a function agent: execute, fireAndForget, executeWithCallback, executeWatched, executeMultiple', async () => {
-  const bg = make();
+  const bg = create();
   bg.registerCommand('echo', (task) => ({ command: 'sh', args: ['-c', 'printf "%s" "$0"', task] }));
   bg.registerCommand('fail', { command: 'sh', args: ['-c', 'echo bad >&2; exit 2'] });
   bg.registerAgent('fn', (task) => `fn:${task}`);
@@ -944,7 +942,7 @@ test('every mode runs a command agent like a function agent: execute, fireAndFor
 });
 
 test('a spec function is called per execution with (task, options), may be async; a bad spec or a throw (ERR_COMMAND_SPEC) fails only that execution', async () => {
-  const bg = make();
+  const bg = create();
   const calls = [];
   bg.registerCommand('dyn', (task, options) => {
     calls.push([task, options]);
@@ -1017,7 +1015,7 @@ test('a spec function is called per execution with (task, options), may be async
 });
 
 test('registerCommand validates name and spec synchronously: TypeError / RangeError, code ERR_INVALID_ARG, the field named', () => {
-  const bg = make();
+  const bg = create();
   bg.registerCommand('existing', { command: 'sh' });
   const cases = [
     [['', { command: 'sh' }], TypeError, /^registerCommand: name must be a non-empty string/],
@@ -1092,7 +1090,7 @@ test('registerCommand validates name and spec synchronously: TypeError / RangeEr
 
 test('getActiveExecutions(): running commands have pid, cpuPercent, rssMb (function agents do not); getStatus().command_processes', async (t) => {
   const g = gates(t);
-  const bg = make({ maxConcurrentAgents: 4 });
+  const bg = create({ maxConcurrentAgents: 4 });
   const wait = `const fs = require('fs'); const go = ${JSON.stringify(g.path('go'))};`;
   bg.registerCommand('idle', {
     command: NODE,
@@ -1137,7 +1135,7 @@ test('getActiveExecutions(): running commands have pid, cpuPercent, rssMb (funct
 
 test('the resource monitor memory includes a command holding ~200 MB (and its rssMb counts its tree)', async (t) => {
   const g = gates(t);
-  const bg = make();
+  const bg = create();
   const holder =
     `const fs = require('fs'); const b = Buffer.alloc(200 * 1024 * 1024); b.fill(7);` +
     `fs.writeFileSync(${JSON.stringify(g.path('ready'))}, '');` +
@@ -1166,7 +1164,7 @@ test('memory throttling sees what a command holds: ~200 MB in a command throttle
   const g = gates(t);
   const base = new ResourceMonitor().check().memory;
   // maxCpuPercent 100: only memory can trip here, however busy the shared machine is.
-  const bg = create({ maxConcurrentAgents: 3, minConcurrentAgents: 0, monitorIntervalMs: 50, maxMemoryMb: Math.round(base + 120), maxCpuPercent: 100 });
+  const bg = create({ maxConcurrentAgents: 3, minConcurrentAgents: 0, monitorIntervalMs: 50, maxMemoryMb: Math.round(base + 120), maxCpuPercent: 100, throttleIfExceeded: true });
   bg.registerCommand('hold', {
     command: NODE,
     args: [
@@ -1202,7 +1200,7 @@ test('memory throttling sees what a command holds: ~200 MB in a command throttle
 // ----- command-output ----------------------------------------------------------------------
 
 test("'command-output': every line of both streams, in order, with executionId and agent; LF, CR LF, lone CR, unterminated last line", async () => {
-  const bg = make();
+  const bg = create();
   bg.registerCommand('lines', {
     command: 'sh',
     args: ['-c', 'printf "a\\r\\nb\\n\\nc\\n"; printf "e1\\ne2" >&2; printf "bar 1\\rbar 2\\rlast"'],
@@ -1233,7 +1231,7 @@ test("'command-output': every line of both streams, in order, with executionId a
 
 test("'command-output' only while someone listens: a listener added mid-run gets the later lines, none after it is removed", async (t) => {
   const g = gates(t);
-  const bg = make();
+  const bg = create();
   bg.registerCommand(
     'steps',
     stepper(g.dir, [
@@ -1273,7 +1271,7 @@ test("'command-output' only while someone listens: a listener added mid-run gets
 
 test("'command-output': a listener added in the middle of a line never gets the line's tail as a line", async (t) => {
   const g = gates(t);
-  const bg = make();
+  const bg = create();
   // "hel" now, "lo world\nnext\n" once the listener is there.
   const src =
     `const fs = require('fs'); process.stdout.write('first\\nhel'); fs.writeFileSync(${JSON.stringify(g.path('m1'))}, '');` +
@@ -1298,7 +1296,7 @@ test("'command-output': a listener added in the middle of a line never gets the 
 });
 
 test("'command-output': lines longer than 64 KiB are cut for the event (stdout keeps them), the next line is intact", async () => {
-  const bg = make();
+  const bg = create();
   bg.registerCommand('long', {
     command: NODE,
     args: ['-e', "process.stdout.write('a'.repeat(100 * 1024) + '\\nafter\\n' + 'b'.repeat(70000) + '\\rend');"],
@@ -1321,7 +1319,7 @@ test("'command-output': lines longer than 64 KiB are cut for the event (stdout k
 });
 
 test("'command-output' forwards every line even past maxOutputBytes (5000 lines, 100 bytes kept)", async () => {
-  const bg = make();
+  const bg = create();
   bg.registerCommand('many', {
     command: NODE,
     args: ['-e', "let s = ''; for (let i = 0; i < 5000; i++) s += 'line ' + i + '\\n'; process.stdout.write(s);"],
@@ -1342,7 +1340,7 @@ test("'command-output' forwards every line even past maxOutputBytes (5000 lines,
 // ----- concurrency -------------------------------------------------------------------------
 
 test('50 commands under maxConcurrentAgents 8: all complete, never more than 8 running (events and live pids)', async () => {
-  const bg = make({ maxConcurrentAgents: 8 });
+  const bg = create({ maxConcurrentAgents: 8 });
   // exec: the pid that getActiveExecutions() reports is the process that lives 0.2 s.
   bg.registerCommand('nap', { command: 'sh', args: ['-c', 'echo $$; exec sleep 0.2'] });
   let running = 0;
@@ -1389,7 +1387,7 @@ test('50 commands under maxConcurrentAgents 8: all complete, never more than 8 r
 });
 
 test("'command-output' after removeAllListeners(): a listener added mid-run still gets the lines; no internal listeners show", async () => {
-  const bg = make();
+  const bg = create();
   bg.registerCommand('talk', { command: 'sh', args: ['-c', 'sleep 0.3; echo one; sleep 0.3; echo two'] });
   bg.removeAllListeners();
   const lines = [];
@@ -1402,7 +1400,7 @@ test("'command-output' after removeAllListeners(): a listener added mid-run stil
 });
 
 test('env: undefined values are "not given" (they do not remove an inherited variable); null removes', async (t) => {
-  const bg = make();
+  const bg = create();
   process.env.BMAD_BG_KEEP = 'kept';
   process.env.BMAD_BG_DROP = 'dropped';
   t.after(() => {

@@ -1,9 +1,9 @@
 // Delayed executions: options.delayMs / options.startAfter queue an execution that does not
 // start before then; the core times it; it shows as queued with startAfter; cancel works.
 import assert from 'node:assert/strict';
-import { test, shutDownAfterEach, unthrottled, tempDir } from './helpers.mjs';
+import { test, shutDownAfterEach, tempDir } from './helpers.mjs';
 
-const make = unthrottled(shutDownAfterEach());
+const make = shutDownAfterEach();
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 test('delayMs: not started before the delay; others run meanwhile; queued with startAfter', async () => {

@@ -8,7 +8,7 @@ import { test, shutDownAfterEach, tempDir, within } from './helpers.mjs';
 import { SERVER, pgTest } from './durable/pg-proxy.mjs';
 
 const create = shutDownAfterEach({ timeoutMs: 2000 });
-const make = (url, config = {}) => create({ store: url, throttleIfExceeded: false, ...config });
+const make = (url, config = {}) => create({ store: url, ...config });
 
 const TEXTS = ['', 'plain', 'é', 'a𝄞b (a surrogate pair)', '日本語のタスク', 'x'.repeat(5000), '{"looks":"like json"}', 'tab\tand\nnewline'];
 const AGENTS = ['a', 'agent-é', 'agent-𝄞'];

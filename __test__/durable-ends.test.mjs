@@ -10,7 +10,7 @@ import { SERVER, pgTest } from './durable/pg-proxy.mjs';
 
 const { ENDED_KEPT } = createRequire(import.meta.url)('../lib/protocol.js');
 const create = shutDownAfterEach({ timeoutMs: 2000 });
-const make = (url, config = {}) => create({ store: url, throttleIfExceeded: false, ...config });
+const make = (url, config = {}) => create({ store: url, ...config });
 
 async function latestKept(url) {
   const submitter = make(url);

@@ -12,7 +12,7 @@ const create = shutDownAfterEach({ timeoutMs: 50 });
 /** An executor on a new SQLite store (removed after the test) that never throttles. */
 function make(t, config = {}) {
   const dir = tempDir(t, 'bmad-durable-views-');
-  return create({ store: `sqlite:${join(dir, 'executions.db')}`, throttleIfExceeded: false, ...config });
+  return create({ store: `sqlite:${join(dir, 'executions.db')}`, ...config });
 }
 
 test('getActiveExecutions() and getQueueStatus() name stored executions by their exec-d ids; their core ids are not found', async (t) => {

@@ -11,7 +11,7 @@ import { shutDownAfterEach, waitUntil, within, sleep, ENTRY } from './helpers.mj
 import { pgTest, direct, sql } from './durable/pg-proxy.mjs';
 
 const create = shutDownAfterEach({ timeoutMs: 2000 });
-const make = (url, config = {}) => create({ store: url, throttleIfExceeded: false, ...config });
+const make = (url, config = {}) => create({ store: url, ...config });
 let schemas = 0;
 const fresh = () => `hosts_${process.pid}_${++schemas}`;
 

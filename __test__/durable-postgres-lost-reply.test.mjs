@@ -15,12 +15,12 @@ pgTest('a batch of submissions whose COMMIT answer was lost is sent again and st
   const proxy = await startProxy();
   try {
     const runs = new Map();
-    const runner = create({ store: direct(schema), throttleIfExceeded: false, maxConcurrentAgents: 8 });
+    const runner = create({ store: direct(schema), maxConcurrentAgents: 8 });
     runner.registerAgent('count', async (task) => {
       runs.set(task, (runs.get(task) || 0) + 1);
       return { task };
     });
-    const submitter = create({ store: proxy.url(schema), throttleIfExceeded: false });
+    const submitter = create({ store: proxy.url(schema) });
     const links = [];
     submitter.on('store-disconnected', () => links.push('down'));
     submitter.on('store-reconnected', () => links.push('up'));
@@ -55,7 +55,7 @@ pgTest('a batch lost on the way and delivered after it was sent again (a partiti
   const schema = `late_insert_${process.pid}_${++schemas}`;
   const proxy = await startProxy();
   try {
-    const submitter = create({ store: proxy.url(schema), throttleIfExceeded: false });
+    const submitter = create({ store: proxy.url(schema) });
     await submitter.initialize();
     proxy.hold('bmad_batches');
     const N = 20;
@@ -81,13 +81,13 @@ pgTest("a runner's batch whose COMMIT answer was lost: its ends are recorded onc
   try {
     // Everything is queued before the runner starts: its batches after its first claim are
     // its ends (with the claims they carry), and the first end arms the proxy.
-    const submitter = create({ store: direct(schema), throttleIfExceeded: false });
+    const submitter = create({ store: direct(schema) });
     await submitter.initialize();
     const N = 40;
     const ids = (await Promise.all(Array.from({ length: N }, (_, i) => submitter.fireAndForget('count', `t${i}`)))).map((a) => a.executionId);
     const runs = new Map();
     const stale = [];
-    const runner = create({ store: proxy.url(schema), throttleIfExceeded: false, maxConcurrentAgents: 4 });
+    const runner = create({ store: proxy.url(schema), maxConcurrentAgents: 4 });
     runner.on('execution-stale', (e) => stale.push(e));
     let returned = 0;
     runner.registerAgent('count', async (task) => {
@@ -124,11 +124,11 @@ pgTest('a cancel whose COMMIT answer was lost is sent again and answers as the c
   const schema = `lost_cancel_${process.pid}_${++schemas}`;
   const proxy = await startProxy();
   try {
-    const submitter = create({ store: direct(schema), throttleIfExceeded: false });
+    const submitter = create({ store: direct(schema) });
     await submitter.initialize();
     // Nobody runs this agent: the execution stays queued.
     const { executionId } = await submitter.fireAndForget('nobody', 'task');
-    const canceller = create({ store: proxy.url(schema), throttleIfExceeded: false });
+    const canceller = create({ store: proxy.url(schema) });
     const cancelled = [];
     canceller.on('execution-cancelled', (e) => cancelled.push(e.executionId));
     await canceller.initialize();
@@ -152,7 +152,7 @@ pgTest('a cancel whose COMMIT answer was lost is sent again and answers as the c
 pgTest('a claim that commits after its batch was given up (answer too late) is handed back by the next heartbeat, not renewed for ever', async () => {
   const schema = `late_claim_${process.pid}_${++schemas}`;
   // Heartbeats every leaseMs / 3.
-  const worker = create({ store: direct(schema), throttleIfExceeded: false, leaseMs: 900 });
+  const worker = create({ store: direct(schema), leaseMs: 900 });
   await worker.initialize();
   // Nobody here runs 'late': the row is queued, then taken in this worker's name as a
   // pipeline that timed out on the client and committed on the server afterwards would.
@@ -167,7 +167,7 @@ pgTest('a claim that commits after its batch was given up (answer too late) is h
   });
   assert.deepEqual(sql(`SELECT json_build_array(attempt, owner) FROM "${schema}".bmad_executions`), [0, null], 'the attempt uncounted');
   // Another executor runs it.
-  const runner = create({ store: direct(schema), throttleIfExceeded: false });
+  const runner = create({ store: direct(schema) });
   runner.registerAgent('late', async (task) => `ran ${task}`);
   const final = await runner.waitFor(executionId);
   assert.deepEqual([final.status, final.result, final.attempt], ['completed', 'ran task', 1]);
@@ -177,7 +177,7 @@ pgTest('a cancel of a RUNNING execution whose COMMIT answer was lost answers as 
   const schema = `lost_cancel_running_${process.pid}_${++schemas}`;
   const proxy = await startProxy();
   try {
-    const runner = create({ store: direct(schema), throttleIfExceeded: false });
+    const runner = create({ store: direct(schema) });
     let started = 0;
     runner.registerAgent('hold', (_task, _options, { signal }) => {
       started++;
@@ -187,7 +187,7 @@ pgTest('a cancel of a RUNNING execution whose COMMIT answer was lost answers as 
     const { executionId } = await runner.fireAndForget('hold', 'task');
     await waitUntil(() => started === 1, 'the agent runs');
     // Another process cancels it; the answer of its first try is lost.
-    const canceller = create({ store: proxy.url(schema), throttleIfExceeded: false });
+    const canceller = create({ store: proxy.url(schema) });
     const cancelled = [];
     canceller.on('execution-cancelled', (e) => cancelled.push(e.executionId));
     await canceller.initialize();

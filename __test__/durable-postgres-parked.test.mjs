@@ -11,7 +11,7 @@ import { schemas, inState, heldAgent } from './durable/held.mjs';
 const create = shutDownAfterEach({ timeoutMs: 2000 });
 const fresh = schemas('parked');
 
-const make = (url, config = {}) => create({ store: url, throttleIfExceeded: false, ...config });
+const make = (url, config = {}) => create({ store: url, ...config });
 
 /** A runner of a held agent and a submitter on a fresh schema, both open; the runner idle. */
 async function idleRunner(config) {

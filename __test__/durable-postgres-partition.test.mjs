@@ -13,7 +13,7 @@ pgTest("an attempt still running here when another executor ended its execution 
   try {
     const release = gate();
     let startedHere = 0;
-    const a = create({ store: proxy.url(schema), throttleIfExceeded: false, leaseMs: 600 });
+    const a = create({ store: proxy.url(schema), leaseMs: 600 });
     a.registerAgent('slow', async () => {
       startedHere++;
       await release.promise;
@@ -27,7 +27,7 @@ pgTest("an attempt still running here when another executor ended its execution 
 
     // a is cut off; its lease runs out, b rescues the execution and ends it.
     proxy.cut();
-    const b = create({ store: direct(schema), throttleIfExceeded: false, leaseMs: 600 });
+    const b = create({ store: direct(schema), leaseMs: 600 });
     b.registerAgent('slow', async () => 'from b');
     await b.initialize();
     await waitUntil(() => sql(`SELECT state FROM "${schema}".bmad_executions`) === 2, 'b completed it', { timeoutMs: 10000 });

@@ -10,7 +10,7 @@ import { schemas, heldAgent } from './durable/held.mjs';
 const create = shutDownAfterEach({ timeoutMs: 2000 });
 const fresh = schemas('push');
 
-const make = (url, config = {}) => create({ store: url, throttleIfExceeded: false, ...config });
+const make = (url, config = {}) => create({ store: url, ...config });
 
 /** The stored rows of `schema` as `{ task, state, attempt, owner, pushed }`, by id. */
 const rows = (schema) =>

@@ -12,7 +12,7 @@ pgTest('two globalConcurrency writes made while the server is out of reach land 
   const schema = `request_order_${process.pid}`;
   const proxy = await startProxy();
   try {
-    const bg = create({ store: proxy.url(schema), throttleIfExceeded: false });
+    const bg = create({ store: proxy.url(schema) });
     const links = [];
     bg.on('store-disconnected', () => links.push('down'));
     bg.on('store-reconnected', () => links.push('up'));
@@ -40,7 +40,7 @@ pgTest('a limit write made while an earlier one is lost with the connection land
   const schema = `request_order_inflight_${process.pid}`;
   const proxy = await startProxy();
   try {
-    const bg = create({ store: proxy.url(schema), throttleIfExceeded: false });
+    const bg = create({ store: proxy.url(schema) });
     await bg.initialize();
     const limit = () => sql(`SELECT coalesce((SELECT global_concurrency FROM "${schema}".bmad_limits WHERE agent = 'x'), 0)`);
     // The first write commits, its answer is dropped and its connection cut 100 ms later;

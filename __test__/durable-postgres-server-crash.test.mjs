@@ -14,8 +14,8 @@ pgTest('the server killed with SIGKILL mid-run and started again: every submissi
   const server = await ownServer({ durableCommits: true });
   const schema = `crash_${process.pid}`;
   const url = `${server.url}?schema=${schema}`;
-  const runner = create({ store: url, throttleIfExceeded: false, maxConcurrentAgents: 8 });
-  const submitter = create({ store: url, throttleIfExceeded: false });
+  const runner = create({ store: url, maxConcurrentAgents: 8 });
+  const submitter = create({ store: url });
   const calls = new Map();
   runner.registerAgent('step', async (task) => {
     calls.set(task, (calls.get(task) || 0) + 1);

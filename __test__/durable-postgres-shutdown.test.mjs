@@ -12,7 +12,7 @@ pgTest('a submission that cannot be stored before shutdown() gives up is refused
   const schema = `shutdown_insert_${process.pid}_${++schemas}`;
   const proxy = await startProxy();
   try {
-    const submitter = create({ store: proxy.url(schema), throttleIfExceeded: false });
+    const submitter = create({ store: proxy.url(schema) });
     await submitter.initialize();
     proxy.cut();
     const p = settleOf(submitter.execute('x', 'never stored'));
@@ -33,9 +33,9 @@ pgTest('shutdown() while a claim is lost with the connection settles once the se
   const schema = `shutdown_claim_${process.pid}_${++schemas}`;
   const proxy = await startProxy();
   try {
-    const worker = create({ store: proxy.url(schema), throttleIfExceeded: false });
+    const worker = create({ store: proxy.url(schema) });
     worker.registerAgent('x', async (task) => task);
-    const submitter = create({ store: direct(schema), throttleIfExceeded: false });
+    const submitter = create({ store: direct(schema) });
     await Promise.all([worker.initialize(), submitter.initialize()]);
     // The worker's claim reaches the server, its answer is dropped and the connection cut.
     proxy.arm('SET state = 1, attempt = e.attempt + 1');

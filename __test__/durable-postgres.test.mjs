@@ -13,7 +13,7 @@ const create = shutDownAfterEach({ timeoutMs: 2000 });
 let schemas = 0;
 /** A URL with a schema of its own, so tests do not see each other's executions. */
 const fresh = () => `${SERVER}?schema=js_${process.pid}_${++schemas}`;
-const make = (url, config = {}) => create({ store: url, throttleIfExceeded: false, ...config });
+const make = (url, config = {}) => create({ store: url, ...config });
 
 /** A URL on this file's own server (for the tests that restart it), with a schema of its own. */
 async function restartable() {
@@ -351,7 +351,7 @@ pgTest('globalConcurrency: at most n executions of an agent run at once across e
 });
 
 test('globalConcurrency without a PostgreSQL store is refused, nothing registered', () => {
-  const bg = create({ throttleIfExceeded: false });
+  const bg = create();
   assert.throws(() => bg.registerAgent('g', async () => 1, { globalConcurrency: 2 }), { name: 'RangeError', code: 'ERR_NO_STORE', message: /globalConcurrency of "g" needs a PostgreSQL store/ });
   assert.equal(bg.getStatus().agents.includes('g'), false);
   assert.throws(() => bg.setAgentLimits('g', { globalConcurrency: 0 }), { name: 'RangeError', code: 'ERR_INVALID_ARG', message: /globalConcurrency/ });

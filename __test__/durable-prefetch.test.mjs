@@ -12,7 +12,7 @@ import { schemas, heldAgent } from './durable/held.mjs';
 const create = shutDownAfterEach({ timeoutMs: 2000 });
 const fresh = schemas('prefetch');
 
-const make = (url, config = {}) => create({ store: url, throttleIfExceeded: false, ...config });
+const make = (url, config = {}) => create({ store: url, ...config });
 
 /** Rows of `schema` per state, as `{ queued, running, completed, cancelled }` counts. */
 function states(schema) {

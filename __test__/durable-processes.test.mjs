@@ -24,7 +24,7 @@ function newStore(t) {
 
 /** A submitter on `url`: no agents, so it claims nothing. Records every event it emits. */
 function submitter(url, config = {}) {
-  const bg = create({ store: url, throttleIfExceeded: false, ...config });
+  const bg = create({ store: url, ...config });
   const events = [];
   for (const name of ['execution-queued', 'execution-started', 'execution-completed', 'execution-failed', 'execution-cancelled', 'execution-retry']) {
     bg.on(name, (e) => events.push({ name, id: e.executionId, e }));

@@ -13,7 +13,7 @@ const create = shutDownAfterEach({ timeoutMs: 2000 });
 
 let schemas = 0;
 const schemaName = () => `refused_${process.pid}_${++schemas}`;
-const make = (url, config = {}) => create({ store: url, throttleIfExceeded: false, ...config });
+const make = (url, config = {}) => create({ store: url, ...config });
 
 /** A fresh schema on the test server whose executions table raises when `condition` holds. */
 async function refusingStore(when, condition) {

@@ -34,7 +34,7 @@ function newStore(t, name = 'executions.db') {
 }
 
 /** An executor on `url` that never throttles (the test machine may be busy). */
-const make = (url, config = {}) => create({ store: url, throttleIfExceeded: false, ...config });
+const make = (url, config = {}) => create({ store: url, ...config });
 
 /** Asserts `p` rejects with an error of class `Ctor` and code `code`; returns the error. */
 async function rejectsWith(p, Ctor, code) {
@@ -351,6 +351,7 @@ test('a throttled executor claims only minConcurrentAgents at a time', async (t)
     minConcurrentAgents: 1,
     maxMemoryMb: 1, // always exceeded: throttled from the first sample
     monitorIntervalMs: 20,
+    throttleIfExceeded: true,
     agents: {
       work: async (task) => {
         running++;

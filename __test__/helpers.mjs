@@ -34,6 +34,10 @@ export function exitIfWorkLeftBehind(graceMs = 3000) {
  * Returns `create(config, Cls = BackgroundExecutor)`: every executor it creates is shut down
  * (`shutdown({ timeoutMs })`) after the test that created it, even when that test fails, so a
  * failed assertion cannot leave running work that keeps the process alive.
+ *
+ * Its executors do not throttle unless the config says `throttleIfExceeded: true`: the monitor
+ * samples the whole machine at once, and a busy test machine would otherwise hold any of them
+ * to `minConcurrentAgents` from its first millisecond.
  */
 export function shutDownAfterEach({ timeoutMs = 50 } = {}) {
   const live = new Set();
@@ -42,8 +46,8 @@ export function shutDownAfterEach({ timeoutMs = 50 } = {}) {
     live.clear();
     await Promise.all(list.map((bg) => bg.shutdown({ timeoutMs })));
   });
-  return function create(config, Cls = BackgroundExecutor) {
-    const bg = new Cls(config);
+  return function create(config = {}, Cls = BackgroundExecutor) {
+    const bg = new Cls({ throttleIfExceeded: false, ...config });
     live.add(bg);
     return bg;
   };
@@ -52,11 +56,6 @@ export function shutDownAfterEach({ timeoutMs = 50 } = {}) {
 /** An executor that never throttles (the test machine may be busy). */
 export function makeExecutor(extra = {}) {
   return new BackgroundExecutor({ throttleIfExceeded: false, ...extra });
-}
-
-/** Wraps `create` (from shutDownAfterEach) into `make(config)`, whose executors never throttle. */
-export function unthrottled(create) {
-  return (config = {}) => create({ throttleIfExceeded: false, ...config });
 }
 
 /** `create`s a one-slot executor: agent `blocker` holds the slot until `blocker.open()`, agent `rec` pushes its task to `started` and returns it. */

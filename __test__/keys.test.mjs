@@ -1,9 +1,9 @@
 // options.key in memory: while an execution with a key is queued or running, a submission
 // with the same key gets that execution's id and outcome instead of a second run.
 import assert from 'node:assert/strict';
-import { test, shutDownAfterEach, unthrottled } from './helpers.mjs';
+import { test, shutDownAfterEach } from './helpers.mjs';
 
-const make = unthrottled(shutDownAfterEach());
+const make = shutDownAfterEach();
 
 function gated() {
   let open;

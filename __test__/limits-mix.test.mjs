@@ -8,9 +8,9 @@
 // submissions and limit changes (the interleaving with timers still varies from run to run).
 // LIMITS_DEBUG=1 prints a summary.
 import assert from 'node:assert/strict';
-import { test, shutDownAfterEach, unthrottled, sleep } from './helpers.mjs';
+import { test, shutDownAfterEach, sleep } from './helpers.mjs';
 
-const make = unthrottled(shutDownAfterEach());
+const make = shutDownAfterEach();
 
 const SEED = process.env.LIMITS_SEED !== undefined ? Number(process.env.LIMITS_SEED) >>> 0 : 20240611;
 const DEBUG = process.env.LIMITS_DEBUG === '1';

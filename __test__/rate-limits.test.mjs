@@ -4,9 +4,9 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { test, shutDownAfterEach, unthrottled } from './helpers.mjs';
+import { test, shutDownAfterEach } from './helpers.mjs';
 
-const make = unthrottled(shutDownAfterEach());
+const make = shutDownAfterEach();
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 // The agent sees its start a little after the core made it (an event-loop turn): windows are
 // checked with this much slack.

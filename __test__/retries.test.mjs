@@ -18,7 +18,7 @@ function flaky(failures) {
 }
 
 test('a failing agent is retried until it succeeds; attempts count from 1; one execution-retry per retry', async () => {
-  const bg = create({ throttleIfExceeded: false, retries: 3, retryDelayMs: 10, backoff: 'fixed' });
+  const bg = create({ retries: 3, retryDelayMs: 10, backoff: 'fixed' });
   const { agent, seen } = flaky(2);
   bg.registerAgent('flaky', agent);
   const retries = [];
@@ -44,7 +44,7 @@ test('a failing agent is retried until it succeeds; attempts count from 1; one e
 });
 
 test('when retries run out the execution fails with the last error, exactly once', async () => {
-  const bg = create({ throttleIfExceeded: false });
+  const bg = create();
   const { agent, seen } = flaky(10);
   bg.registerAgent('flaky', agent);
   let callbacks = 0;
@@ -70,7 +70,7 @@ test('when retries run out the execution fails with the last error, exactly once
 });
 
 test('the retry delay is waited for; exponential backoff grows with jitter within [d/2, d]', async () => {
-  const bg = create({ throttleIfExceeded: false });
+  const bg = create();
   const starts = [];
   bg.registerAgent('fails', async () => {
     starts.push(Date.now());
@@ -91,7 +91,7 @@ test('the retry delay is waited for; exponential backoff grows with jitter withi
 });
 
 test('a timeout counts as a failed attempt; the next attempt waits for the timed-out one to let go of its slot', async () => {
-  const bg = create({ throttleIfExceeded: false, maxConcurrentAgents: 1, cancelGraceMs: 200 });
+  const bg = create({ maxConcurrentAgents: 1, cancelGraceMs: 200 });
   const attempts = [];
   bg.registerAgent('slow-first', (task, options, { attempt, signal }) => {
     attempts.push({ attempt, at: Date.now() });
@@ -110,7 +110,7 @@ test('a timeout counts as a failed attempt; the next attempt waits for the timed
 });
 
 test('a late result of a timed-out attempt is discarded; the retry decides the outcome', async () => {
-  const bg = create({ throttleIfExceeded: false, cancelGraceMs: 1000 });
+  const bg = create({ cancelGraceMs: 1000 });
   bg.registerAgent('late', async (task, options, { attempt }) => {
     if (attempt === 1) {
       await sleep(120); // settles after its 50 ms timeout
@@ -122,7 +122,7 @@ test('a late result of a timed-out attempt is discarded; the retry decides the o
 });
 
 test('each attempt gets a fresh signal; the failed attempt keeps its aborted one', async () => {
-  const bg = create({ throttleIfExceeded: false });
+  const bg = create();
   const signals = [];
   bg.registerAgent('sig', async (task, options, { attempt, signal }) => {
     signals.push(signal);
@@ -140,7 +140,7 @@ test('each attempt gets a fresh signal; the failed attempt keeps its aborted one
 });
 
 test('cancelling an execution that waits for a retry cancels it; the retry never runs', async () => {
-  const bg = create({ throttleIfExceeded: false });
+  const bg = create();
   const { agent, seen } = flaky(10);
   bg.registerAgent('flaky', agent);
   const ends = terminalEvents(bg);
@@ -160,7 +160,7 @@ test('cancelling an execution that waits for a retry cancels it; the retry never
 });
 
 test('shutdown stops pending retries, visibly, in drain mode too', async () => {
-  const bg = create({ throttleIfExceeded: false });
+  const bg = create();
   const { agent, seen } = flaky(10);
   bg.registerAgent('flaky', agent);
   const p = bg.execute('flaky', 't', { retries: 5, retryDelayMs: 5000, backoff: 'fixed' });
@@ -178,7 +178,7 @@ test('config defaults apply, options override them, and bad values are rejected 
   assert.throws(() => create({ retries: 1.5 }), { name: 'RangeError', code: 'ERR_INVALID_ARG', message: /retries/ });
   assert.throws(() => create({ retryDelayMs: '5' }), { name: 'TypeError', code: 'ERR_INVALID_ARG', message: /retryDelayMs/ });
   assert.throws(() => create({ backoff: 'linear' }), { name: 'RangeError', code: 'ERR_INVALID_ARG', message: /backoff/ });
-  const bg = create({ throttleIfExceeded: false, retries: 1, retryDelayMs: 5 });
+  const bg = create({ retries: 1, retryDelayMs: 5 });
   const { agent, seen } = flaky(1);
   bg.registerAgent('flaky', agent);
   await assert.rejects(bg.execute('flaky', 't', { retries: 'x' }), { name: 'TypeError', code: 'ERR_INVALID_ARG', message: /options\.retries/ });

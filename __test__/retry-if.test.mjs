@@ -2,9 +2,9 @@
 // error and the attempt that failed; a falsy answer ends the execution with that error.
 import assert from 'node:assert/strict';
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { test, shutDownAfterEach, unthrottled, tempDir } from './helpers.mjs';
+import { test, shutDownAfterEach, tempDir } from './helpers.mjs';
 
-const make = unthrottled(shutDownAfterEach());
+const make = shutDownAfterEach();
 
 const failing = (code) => {
   const calls = [];

@@ -422,7 +422,7 @@ test('an execution started by a nested sync before its own submission was answer
   // Two holders fill both slots. P and Y are queued in one batch; while P's answer is being
   // delivered, an 'execution-queued' listener cancels both holders (cancelGraceMs 0 frees
   // their slots at once), so the core starts P and Y before Y's own answer is processed.
-  const bg = create({ throttleIfExceeded: false, maxConcurrentAgents: 2, cancelGraceMs: 0 });
+  const bg = create({ maxConcurrentAgents: 2, cancelGraceMs: 0 });
   const hold = gate();
   const called = [];
   bg.registerAgent('hold', () => hold.promise);
@@ -450,7 +450,7 @@ test('the record window never slides past submissions whose answer is still pend
   // stored past X and Y, whose answers are still pending), then ends W and the oldest record
   // and queries again, which evicts them (maxRetainedResults 0). The window must not slide
   // past X and Y: they must still run when their answers arrive.
-  const bg = create({ throttleIfExceeded: false, maxConcurrentAgents: 2, maxRetainedResults: 0, cancelGraceMs: 0 });
+  const bg = create({ maxConcurrentAgents: 2, maxRetainedResults: 0, cancelGraceMs: 0 });
   bg.registerAgent('hold', (t, o, { signal }) => new Promise((res, rej) => signal.addEventListener('abort', () => rej(signal.reason))));
   bg.registerAgent('quick', async (t) => t);
   const h = await bg.fireAndForget('hold', 'H');

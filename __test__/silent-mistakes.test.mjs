@@ -9,7 +9,7 @@ exitIfWorkLeftBehind();
 const create = shutDownAfterEach();
 
 test('a throwing callback or onProgress emits callback-error; with no listener it is an uncaught exception', async () => {
-  const bg = create({ throttleIfExceeded: false });
+  const bg = create();
   bg.registerAgent('p', (task, options, ctx) => ctx.progress(10));
   const errors = [];
   bg.on('callback-error', (e) => errors.push([e.agent, e.error.message]));
@@ -48,7 +48,7 @@ setTimeout(() => bg.shutdown(), 50);
 });
 
 test('without initialize(), resource limits hold: the monitor starts with the first submission', async () => {
-  const bg = create({ maxConcurrentAgents: 3, minConcurrentAgents: 1, maxMemoryMb: 1, monitorIntervalMs: 20 });
+  const bg = create({ maxConcurrentAgents: 3, minConcurrentAgents: 1, maxMemoryMb: 1, monitorIntervalMs: 20, throttleIfExceeded: true });
   const throttled = [];
   bg.on('queue-throttled', (e) => throttled.push(e.reason));
   let running = 0;
@@ -72,7 +72,7 @@ test('without initialize(), resource limits hold: the monitor starts with the fi
 
 test('after await initialize(), resource limits hold from the first submission: it waits for the first sample, taken at once', async () => {
   // The default interval: the first periodic sample would come a second later.
-  const bg = create({ maxConcurrentAgents: 4, minConcurrentAgents: 1, maxMemoryMb: 1 });
+  const bg = create({ maxConcurrentAgents: 4, minConcurrentAgents: 1, maxMemoryMb: 1, throttleIfExceeded: true });
   let running = 0;
   let most = 0;
   bg.registerAgent('hold', async () => {
@@ -90,7 +90,7 @@ test('after await initialize(), resource limits hold from the first submission: 
 });
 
 test("shutdown({ mode: 'drain' }) on a paused executor resumes it and runs the queue to the end", async () => {
-  const bg = create({ throttleIfExceeded: false, maxConcurrentAgents: 2 });
+  const bg = create({ maxConcurrentAgents: 2 });
   const ran = [];
   bg.registerAgent('w', async (task) => {
     await sleep(5);
@@ -115,7 +115,7 @@ test('one AbortSignal shared by many submissions gets one listener, cancels them
   const onWarning = (w) => warnings.push(w.name);
   process.on('warning', onWarning);
   try {
-    const bg = create({ throttleIfExceeded: false, maxConcurrentAgents: 5 });
+    const bg = create({ maxConcurrentAgents: 5 });
     bg.registerAgent('wait', (task, options, ctx) => new Promise((resolve, reject) => ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason))));
     bg.registerAgent('quick', (task) => task);
     const shared = new AbortController();

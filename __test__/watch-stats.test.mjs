@@ -9,7 +9,7 @@ const create = shutDownAfterEach();
 const entry = fileURLToPath(new URL('../index.js', import.meta.url));
 
 test('watch() yields each progress report in order, then the final status, then ends', async () => {
-  const bg = create({ throttleIfExceeded: false });
+  const bg = create();
   bg.registerAgent('steps', async (task, options, { progress }) => {
     for (let i = 1; i <= 4; i++) {
       await sleep(5);
@@ -35,7 +35,7 @@ test('watch() yields each progress report in order, then the final status, then 
 });
 
 test('watch() ends with the failure or cancellation status, and handles unknown and finished ids', async () => {
-  const bg = create({ throttleIfExceeded: false });
+  const bg = create();
   const release = gate();
   bg.registerAgent('fails', async (t, o, { progress }) => {
     progress(10);
@@ -76,7 +76,7 @@ test('watch() ends with the failure or cancellation status, and handles unknown 
 });
 
 test('breaking out of a watch loop stops it; the execution goes on', async () => {
-  const bg = create({ throttleIfExceeded: false });
+  const bg = create();
   bg.registerAgent('long', async (t, o, { progress }) => {
     for (let i = 1; i <= 5; i++) {
       await sleep(5);
@@ -94,7 +94,7 @@ test('breaking out of a watch loop stops it; the execution goes on', async () =>
 });
 
 test('onIdle() resolves once nothing is queued or running, and at once when idle', async () => {
-  const bg = create({ maxConcurrentAgents: 2, throttleIfExceeded: false });
+  const bg = create({ maxConcurrentAgents: 2 });
   let finished = 0;
   bg.registerAgent('work', async (t, options) => {
     await sleep(options.ms);
@@ -111,7 +111,7 @@ test('onIdle() resolves once nothing is queued or running, and at once when idle
 });
 
 test('getStats(): counts, throughput and per-agent wait/run percentiles', async () => {
-  const bg = create({ maxConcurrentAgents: 1, throttleIfExceeded: false });
+  const bg = create({ maxConcurrentAgents: 1 });
   bg.registerAgent('fast', async () => sleep(5));
   bg.registerAgent('slow', async () => sleep(60));
   bg.registerAgent('bad', async () => {
