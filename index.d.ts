@@ -174,9 +174,9 @@ declare namespace Types {
     retryDelayMs?: number | undefined;
     /** Overrides the config's `backoff`. */
     backoff?: 'fixed' | 'exponential' | undefined;
-    /** Integer >= 0 (ms): the execution is queued but does not start before this delay. */
+    /** Integer, 0 to 2147483647 (ms): the execution is queued but does not start before this delay. */
     delayMs?: number | undefined;
-    /** A Date or ms since the epoch: the execution does not start before then (instead of delayMs). */
+    /** A Date or ms since the epoch, at most 2147483647 ms ahead: the execution does not start before then (instead of delayMs). */
     startAfter?: Date | number | undefined;
     /** Overrides the config's `retryIf` (not stored: with a store it applies where the execution was submitted). */
     retryIf?: ((error: unknown, attempt: number) => boolean) | undefined;

@@ -66,6 +66,11 @@ test('bad delays are refused with coded errors', async () => {
   await assert.rejects(bg.execute('a', 'x', { startAfter: 'tomorrow' }), { name: 'TypeError', message: /options\.startAfter/ });
   await assert.rejects(bg.execute('a', 'x', { startAfter: new Date('nope') }), { name: 'RangeError', message: /valid time/ });
   await assert.rejects(bg.execute('a', 'x', { delayMs: 5, startAfter: Date.now() }), { name: 'TypeError', message: /not both/ });
+  // Too far ahead, including past the largest time a Date can hold: coded and naming the option.
+  for (const startAfter of [Date.now() + 2 ** 31, 8.64e15, 8.64e15 + 1, 1e20, Number.MAX_VALUE]) {
+    await assert.rejects(bg.execute('a', 'x', { startAfter }), { name: 'RangeError', code: 'ERR_INVALID_ARG', message: /options\.startAfter must be at most 2147483647 ms ahead/ });
+  }
+  await assert.rejects(bg.execute('a', 'x', { delayMs: 2 ** 31 }), { name: 'RangeError', code: 'ERR_INVALID_ARG', message: /options\.delayMs/ });
 });
 
 test('with a store, a delayed execution is stored with its start time and claimed when due', async (t) => {

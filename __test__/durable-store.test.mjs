@@ -604,6 +604,34 @@ test('retries from options: an agent that always fails fails after 1 + retries a
   assert.equal(s.errorObject.code, 'E_ALWAYS');
 });
 
+test('a thrown value that cannot be read (a revoked Proxy) is retried, then stored as failed with a described message', async (t) => {
+  const { url } = newStore(t);
+  const { proxy: revoked, revoke } = Proxy.revocable({}, {});
+  revoke();
+  const attempts = [];
+  const bg = make(url, {
+    retries: 1,
+    retryDelayMs: 1,
+    agents: {
+      hostile: async (task, options, ctx) => {
+        attempts.push(ctx.attempt);
+        throw revoked;
+      },
+    },
+  });
+  const { executionId } = await bg.fireAndForget('hostile', 't');
+  const r = await settleOf(bg.execute('hostile', 'u'));
+  assert.equal(r.ok, false);
+  assert.ok(Object.is(r.value, revoked), 'the submitter gets the thrown value itself');
+  assert.equal((await bg.waitFor(executionId)).status, 'failed');
+  assert.deepEqual(attempts.sort(), [1, 1, 2, 2]);
+  const reader = make(url);
+  const stored = await reader.fetchExecutionStatus(executionId);
+  assert.equal(stored.status, 'failed');
+  assert.equal(stored.attempt, 2);
+  assert.equal(stored.error, 'Unreadable error: an object');
+});
+
 // ----- progress ----------------------------------------------------------------------------
 
 test('progress is stored while running, at most once per progressIntervalMs', async (t) => {

@@ -251,6 +251,59 @@ test('non-Error rejections (undefined, a string, a plain object) reach execute()
   await bg.shutdown();
 });
 
+test('a thrown value that cannot be read (revoked Proxy, throwing message or code getter) fails its execution once, after its retries', async () => {
+  const { proxy: revoked, revoke } = Proxy.revocable({}, {});
+  revoke();
+  const trap = new Proxy({}, {
+    get(_, key) {
+      throw new Error(`get ${String(key)}`);
+    },
+  });
+  const badMessage = Object.defineProperty(new Error('x'), 'message', {
+    get() {
+      throw new Error('message getter');
+    },
+  });
+  const badCode = Object.defineProperty(new Error('readable'), 'code', {
+    get() {
+      throw new Error('code getter');
+    },
+  });
+  const values = { revoked, trap, badMessage, badCode };
+  const calls = {};
+  const agents = {};
+  for (const [k, v] of Object.entries(values)) {
+    calls[k] = 0;
+    agents[k] = async () => {
+      calls[k]++;
+      throw v;
+    };
+  }
+  const bg = create({ agents, retries: 1, retryDelayMs: 1 });
+  const byId = terminalEvents(bg);
+  const failed = new Map();
+  bg.on('execution-failed', (e) => failed.set(e.executionId, e));
+  for (const [k, v] of Object.entries(values)) {
+    const { executionId } = await bg.fireAndForget(k, 't');
+    const r = await settleOf(bg.execute(k, 't'));
+    assert.equal(r.ok, false, `${k} rejects`);
+    assert.ok(Object.is(r.value, v), `${k}: the rejection is the thrown value itself`);
+    const s = await bg.waitFor(executionId);
+    assert.equal(s.status, 'failed', k);
+    assert.equal(bg.getExecutionStatus(executionId).status, 'failed', k);
+    assert.equal(calls[k], 4, `${k}: two executions, each retried once`);
+    assertOneTerminal(byId, [executionId], 'execution-failed');
+    const e = failed.get(executionId);
+    assert.equal(typeof e.error, 'string', k);
+    assert.ok(Object.is(e.errorObject, v), k);
+    assert.equal(e.code, undefined, k);
+  }
+  assert.equal(failed.get('exec-1').error, 'Unreadable error: an object');
+  assert.equal(failed.get('exec-5').error, 'Unreadable error: an Error');
+  assert.equal(failed.get('exec-7').error, 'readable', 'a readable message is kept when only code throws');
+  assert.deepEqual(bg.getStatus().failed, 8);
+});
+
 test('callback is called exactly once with (null, result) on success', async () => {
   const result = { ok: 1 };
   const bg = create({ agents: { a: async () => result } });

@@ -11,7 +11,7 @@
 const os = require('node:os');
 const fs = require('node:fs');
 const { binding, weakCallback } = require('./native.js');
-const { coded, codeOf, messageOf } = require('./errors.js');
+const { coded, codeOf, isError, messageOf } = require('./errors.js');
 const { parseCommandSpec, SIGNAL_NAMES } = require('./command-spec.js');
 const { EVENT_LINES, EVENT_PROGRESS, EVENT_EXIT, STREAM_STDOUT } = require('./protocol.js');
 const { recordOfContext, isDurable } = require('./record.js');
@@ -274,7 +274,7 @@ class CommandRunner {
 
   /** Output fields onto the error that ended an execution (our own coded errors only). */
   _attachOutput(entry, reason, out) {
-    if (!(reason instanceof Error) || codeOf(reason) === undefined || !Object.isExtensible(reason)) return;
+    if (!isError(reason) || codeOf(reason) === undefined || !Object.isExtensible(reason)) return;
     if (this._budget.hold(reason, out.heapBytes, entry.kept)) Object.assign(reason, outputFields(out));
   }
 

@@ -41,23 +41,42 @@ function describe(value) {
   }
 }
 
-/** The message of anything thrown or rejected: Errors keep theirs, other values are described. */
+/**
+ * The message of anything thrown or rejected: Errors keep theirs, other values are described.
+ * Never throws: a revoked Proxy or a throwing getter is described instead of read.
+ */
 function messageOf(reason) {
-  if (reason instanceof Error) return String(reason.message);
   if (typeof reason === 'string') return reason;
   if (reason !== null && typeof reason === 'object') {
     try {
-      if (typeof reason.message === 'string') return reason.message;
+      const message = reason.message;
+      if (typeof message === 'string') return message;
+      if (reason instanceof Error) return String(message);
     } catch {
-      // a throwing getter: fall through
+      return `Unreadable error: ${describe(reason)}`;
     }
   }
   return `Non-error rejection: ${describe(reason)}`;
 }
 
-/** The `code` of an error value, when it has a string one. */
+/** The `code` of an error value, when it has a string one (never throws, like messageOf). */
 function codeOf(err) {
-  return err !== null && typeof err === 'object' && typeof err.code === 'string' ? err.code : undefined;
+  if (err === null || typeof err !== 'object') return undefined;
+  try {
+    const code = err.code;
+    return typeof code === 'string' ? code : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether `value` is an Error (false for a revoked Proxy, where `instanceof` throws). */
+function isError(value) {
+  try {
+    return value instanceof Error;
+  } catch {
+    return false;
+  }
 }
 
 const typeError = (message) => coded(TypeError, 'ERR_INVALID_ARG', message);
@@ -97,6 +116,7 @@ module.exports = {
   describe,
   messageOf,
   codeOf,
+  isError,
   typeError,
   rangeError,
   closedError,

@@ -4,19 +4,29 @@
 // and `shutdown(options)`. Each option is read exactly once: a getter may have side effects
 // or change its mind.
 
-const { coded, describe, typeError } = require('./errors.js');
+const { coded, codeOf, describe, typeError } = require('./errors.js');
 const { integer, isOptionsObject, isInstance } = require('./validate.js');
 const { retryPolicy } = require('./config.js');
 const { MAX_DELAY_MS } = require('./protocol.js');
 const { Execution, extras } = require('./record.js');
 
+/** The largest time a Date can hold (ms from the epoch either way). */
+const MAX_DATE_MS = 8.64e15;
 /** Errors no retry can fix: an agent that is not there, a program that cannot start. */
 const HOPELESS = new Set(['ERR_AGENT_NOT_FOUND', 'ERR_COMMAND_SPAWN']);
 /** A command that could not start for want of a resource may start later: these are retried. */
 const TRANSIENT_SPAWN = new Set(['EAGAIN', 'EMFILE', 'ENFILE', 'ENOMEM', 'EINTR']);
 /** Whether no retry can fix `err`: an agent that is not there, a command that cannot start. */
-const hopeless = (err) =>
-  err !== null && typeof err === 'object' && HOPELESS.has(err.code) && !(err.code === 'ERR_COMMAND_SPAWN' && TRANSIENT_SPAWN.has(err.reason));
+function hopeless(err) {
+  const code = codeOf(err);
+  if (!HOPELESS.has(code)) return false;
+  if (code !== 'ERR_COMMAND_SPAWN') return true;
+  try {
+    return !TRANSIENT_SPAWN.has(err.reason);
+  } catch {
+    return true; // a thrown look-alike with a throwing getter
+  }
+}
 const retryUnlessHopeless = (err) => !hopeless(err);
 
 /** The priority level of each mode (by MODE_* code) when the options name none. */
@@ -137,7 +147,7 @@ function startTime(delayMs, startAfter) {
   else if (typeof startAfter === 'number') t = startAfter;
   else throw typeError(`options.startAfter must be a Date or a time in ms since the epoch, got ${describe(startAfter)}`);
   if (!Number.isFinite(t)) throw coded(RangeError, 'ERR_INVALID_ARG', `options.startAfter must be a valid time, got ${describe(startAfter)}`);
-  if (t - now > MAX_DELAY_MS) throw coded(RangeError, 'ERR_INVALID_ARG', `options.startAfter must be at most ${MAX_DELAY_MS} ms ahead, got ${new Date(t).toISOString()}`);
+  if (t - now > MAX_DELAY_MS) throw coded(RangeError, 'ERR_INVALID_ARG', `options.startAfter must be at most ${MAX_DELAY_MS} ms ahead, got ${Math.abs(t) <= MAX_DATE_MS ? new Date(t).toISOString() : `${t} ms`}`);
   return t > now ? t : undefined;
 }
 
