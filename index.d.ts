@@ -511,7 +511,8 @@ declare namespace Types {
     | { success: false; error: string };
 
   export interface AggregatedResult {
-    id: ExecutionId;
+    /** null: refused before it was queued (`ERR_QUEUE_FULL`), so no execution has an id. */
+    id: ExecutionId | null;
     agent: string;
     task: string;
     status: ExecutionStatus;
@@ -543,14 +544,19 @@ declare namespace Types {
     timestamp: string;
   }
 
+  /** The options of one `executeMultiple` execution: no `key`, since each of them runs. */
+  export interface MultipleItemOptions<Level extends string = DefaultPriorityLevel> extends SubmitOptions<Level> {
+    key?: undefined;
+  }
+
   /** One execution of `executeMultiple(items, options?)`. */
   export interface MultipleItem<Level extends string = DefaultPriorityLevel> {
     agent: string;
     task: string;
-    options?: SubmitOptions<Level> | undefined;
+    options?: MultipleItemOptions<Level> | undefined;
   }
 
-  export interface MultipleOptions<Level extends string = DefaultPriorityLevel> extends SubmitOptions<Level> {
+  export interface MultipleOptions<Level extends string = DefaultPriorityLevel> extends MultipleItemOptions<Level> {
     consistencyCheck?: ((results: AggregatedResult[]) => boolean | { consistent: boolean; reason?: string | undefined }) | undefined;
   }
 
@@ -663,7 +669,7 @@ declare namespace Types {
       { executionId: ExecutionId; agent: string; progress: number; status: ExecutionStatus; duration: number; detail: unknown },
     ];
     /** `task`: the shared task (the first item's when each item has its own); `tasks`: each execution's. */
-    'aggregation-started': [{ aggregationId: string; agents: string[]; task: string; tasks: string[]; executionIds: ExecutionId[] }];
+    'aggregation-started': [{ aggregationId: string; agents: string[]; task: string; tasks: string[]; executionIds: Array<ExecutionId | null> }];
     'aggregation-completed': [{ aggregationId: string; results: AggregatedResult[]; report: AggregationReport }];
     'queue-throttled': [
       {
@@ -884,6 +890,7 @@ declare namespace BackgroundExecutor {
   export import AggregationReport = Types.AggregationReport;
   export import MultipleOptions = Types.MultipleOptions;
   export import MultipleItem = Types.MultipleItem;
+  export import MultipleItemOptions = Types.MultipleItemOptions;
   export import AggregationResult = Types.AggregationResult;
   export import ShutdownOptions = Types.ShutdownOptions;
   export import ExecutionEndedEvent = Types.ExecutionEndedEvent;

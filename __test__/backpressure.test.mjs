@@ -39,6 +39,38 @@ test('maxQueued: beyond it every mode is refused with ERR_QUEUE_FULL and nothing
   await bg.onIdle();
 });
 
+test('executeMultiple past maxQueued: the items that do not fit are its failures (ERR_QUEUE_FULL, id null); the others run', async () => {
+  const bg = make({ maxConcurrentAgents: 1, maxQueued: 2 });
+  const b = blocking();
+  bg.registerAgent('a', b.fn);
+  const running = bg.execute('a', 'run');
+  const started = [];
+  bg.on('aggregation-started', (e) => started.push(e.executionIds));
+  const agg = bg.executeMultiple(['a', 'a', 'a', 'a'], 'm');
+  await new Promise((r) => setTimeout(r, 20));
+  assert.equal(bg.getQueueStatus().queued, 2);
+  b.release();
+  await running;
+  while (b.pending() > 0 || bg.getQueueStatus().queued > 0) {
+    if (b.pending() > 0) b.release();
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  const r = await agg;
+  assert.deepEqual(
+    r.results.map((x) => [x.id, x.status, x.errorObject === undefined ? null : x.errorObject.code]),
+    [
+      ['exec-2', 'completed', null],
+      ['exec-3', 'completed', null],
+      [null, 'failed', 'ERR_QUEUE_FULL'],
+      [null, 'failed', 'ERR_QUEUE_FULL'],
+    ],
+  );
+  assert.deepEqual(started, [['exec-2', 'exec-3', null, null]]);
+  assert.equal(r.report.failed, 2);
+  assert.equal(r.consistent.consistent, false);
+  assert.equal((await bg.fireAndForget('a', 'next')).executionId, 'exec-4', 'the refused items used no id');
+});
+
 test('onQueueSizeLessThan(n): resolves at once below n, else when starts bring the queue below n', async () => {
   const bg = make({ maxConcurrentAgents: 1 });
   const b = blocking();

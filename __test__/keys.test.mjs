@@ -80,17 +80,33 @@ test('a bad key is refused', async () => {
   await assert.rejects(bg.fireAndForget('a', 't', { key: '' }), { name: 'TypeError' });
 });
 
-test('executeMultiple ignores a key in its options: every agent runs', async () => {
+test('executeMultiple refuses a key, in its options or an item\'s, naming it; nothing is submitted', async () => {
   const bg = make();
   let runs = 0;
   bg.registerAgent('a', async () => ++runs);
   bg.registerAgent('b', async () => ++runs);
-  const r = await bg.executeMultiple(['a', 'b'], 't', { key: 'shared' });
+  const submitted = [];
+  bg.on('execution-queued', (e) => submitted.push(e.executionId));
+  await assert.rejects(bg.executeMultiple(['a', 'b'], 't', { key: 'shared' }), {
+    name: 'TypeError',
+    code: 'ERR_INVALID_ARG',
+    message: /^options\.key: executeMultiple takes no key .*got "shared"/,
+  });
+  await assert.rejects(bg.executeMultiple([{ agent: 'a', task: 't' }, { agent: 'b', task: 't', options: { key: 5 } }]), {
+    name: 'TypeError',
+    code: 'ERR_INVALID_ARG',
+    message: /^agents\[1\]\.options\.key: executeMultiple takes no key .*got 5/,
+  });
+  assert.equal(bg.getStatus().submitted, 0);
+  assert.deepEqual(submitted, []);
+  // Without one, every agent runs; key: undefined or null is no key.
+  const r = await bg.executeMultiple(['a', 'b'], 't', { key: undefined });
   assert.deepEqual(
     r.results.map((x) => x.status),
     ['completed', 'completed'],
   );
-  assert.equal(runs, 2);
+  await bg.executeMultiple([{ agent: 'a', task: 't', options: { key: null } }]);
+  assert.equal(runs, 3);
 });
 
 test("a follower's own signal takes it out with a cancellation; the execution goes on for the others", async () => {

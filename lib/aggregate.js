@@ -10,6 +10,8 @@ const { onEnd } = require('./watch.js');
 const { MODE_AGGREGATE } = require('./protocol.js');
 
 const round2 = (x) => Math.round(x * 100) / 100;
+/** An execution's id; null for one refused before it was queued (the core gave it none). */
+const idOf = (rec) => (rec.id === 0 ? null : extId(rec.id));
 
 /** Array.isArray that answers true for a revoked Proxy's throw: refused like an array. */
 function safeIsArray(v) {
@@ -39,7 +41,7 @@ function parseItems(agents, task, options) {
     if (typeof item === 'string') {
       if (item === '') throw typeError(`agents[${i}] must be a non-empty string, got ""`);
       if (typeof task !== 'string') throw typeError(`task must be a string (agents[${i}] is a name and runs the shared task), got ${describe(task)}`);
-      list.push({ agent: item, task, options });
+      list.push({ agent: item, task, options, where: 'options' });
       continue;
     }
     if (item === null || typeof item !== 'object' || safeIsArray(item)) {
@@ -48,10 +50,12 @@ function parseItems(agents, task, options) {
     let agent;
     let t;
     let o;
+    let where = 'options';
     try {
       agent = item.agent;
       t = item.task === undefined ? task : item.task;
       o = item.options === undefined ? options : item.options;
+      if (item.options !== undefined) where = `agents[${i}].options`;
     } catch (err) {
       const e = typeError(`agents[${i}] must be an agent name or { agent, task, options }, got ${describe(item)} (reading it threw)`);
       e.cause = err;
@@ -59,7 +63,7 @@ function parseItems(agents, task, options) {
     }
     if (typeof agent !== 'string' || agent === '') throw typeError(`agents[${i}].agent must be a non-empty string, got ${describe(agent)}`);
     if (typeof t !== 'string') throw typeError(`agents[${i}].task must be a string, got ${describe(t)}`);
-    list.push({ agent, task: t, options: o });
+    list.push({ agent, task: t, options: o, where });
   }
   return { list, options };
 }
@@ -75,7 +79,14 @@ async function executeMultiple(ex, agents, task, options) {
   // Every item is validated before any is submitted: a bad call submits nothing.
   for (const it of list) {
     ex._rules.record(MODE_AGGREGATE, it.agent, it.task, it.options);
-    if (it.options !== undefined && it.options !== null) ex._durableOption(it.options);
+    if (it.options !== undefined && it.options !== null) {
+      ex._durableOption(it.options);
+      // Every execution of a call runs: a key would make one wait for another, or be skipped.
+      const key = it.options.key;
+      if (key !== undefined && key !== null) {
+        throw typeError(`${it.where}.key: executeMultiple takes no key (each of its executions runs), got ${describe(key)}`);
+      }
+    }
   }
   // Each record is waited on as soon as it exists: a large call syncs full batches while it
   // submits, and their answers (a refusal, an aborted signal) may end earlier records.
@@ -94,14 +105,14 @@ async function executeMultiple(ex, agents, task, options) {
     agents: list.map((it) => it.agent),
     task: typeof task === 'string' ? task : tasks[0],
     tasks,
-    executionIds: recs.map((r) => extId(r.id)),
+    executionIds: recs.map(idOf),
   });
   const ends = await Promise.all(finished);
   const results = ends.map(({ snapshot, status }, i) => {
     const rec = recs[i];
     const ok = status === 'completed';
     return {
-      id: extId(rec.id),
+      id: idOf(rec),
       agent: rec.agent,
       task: rec.task,
       status,

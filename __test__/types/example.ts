@@ -43,6 +43,7 @@ import type {
   FinalExecutionStatus,
   MultipleOptions,
   MultipleItem,
+  MultipleItemOptions,
   Percentiles,
   ProgressReport,
   QueueStatus,
@@ -271,7 +272,7 @@ function listenToEverything(bg: BackgroundExecutor): void {
   });
   bg.on('aggregation-started', (d) => {
     const agents: string[] = d.agents;
-    const ids: ExecutionId[] = d.executionIds;
+    const ids: Array<ExecutionId | null> = d.executionIds; // null: an item the full queue refused
     const tasks: string[] = d.tasks;
     use(d.aggregationId, agents, d.task, ids, tasks);
   });
@@ -584,9 +585,10 @@ export async function tour(): Promise<void> {
   // Names (the shared task) mixed with items (their own).
   await bg.executeMultiple(['oracle', { agent: 'eval', task: 'its own' }], 'shared');
   // Different tasks in one aggregation.
+  const evalOptions: MultipleItemOptions = { priority: 'high' };
   const items: MultipleItem[] = [
     { agent: 'oracle', task: 'check-prd' },
-    { agent: 'eval', task: 'score-prd', options: { priority: 'high' } },
+    { agent: 'eval', task: 'score-prd', options: evalOptions },
   ];
   const mixed = await bg.executeMultiple(items, { consistencyCheck: (results) => results.length === 2 });
   for (const r of mixed.results) use(r.task);

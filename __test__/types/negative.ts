@@ -116,6 +116,12 @@ export async function mistakes(): Promise<void> {
   // @ts-expect-error TS2322 consistencyCheck returns a boolean or { consistent, reason }
   await bg.executeMultiple(['oracle'], 'validate-prd', { consistencyCheck: () => 'yes' });
 
+  // @ts-expect-error TS2322 executeMultiple takes no key: each of its executions runs
+  await bg.executeMultiple(['oracle'], 'validate-prd', { key: 'prd' });
+
+  // @ts-expect-error TS2322 nor does one of its items
+  await bg.executeMultiple([{ agent: 'oracle', task: 'validate-prd', options: { key: 'prd' } }]);
+
   // @ts-expect-error TS2345 registerAgent takes a function
   bg.registerAgent('qa', 42);
 
