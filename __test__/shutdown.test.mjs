@@ -257,6 +257,23 @@ process.stdout.write('TOP-LEVEL-END=' + Date.now() + '\\n');
   assert.ok(out.exitedAt - out.spawnedAt < 2000, `whole run took ${out.exitedAt - out.spawnedAt} ms`);
 });
 
+test('process: shutdown() of an executor a submission started (no initialize) lets the process exit at once', async () => {
+  // The monitor starts with the first submission, and its first sample may still be due when
+  // shutdown() resolves: nothing may wait for it then.
+  const out = await runScript(`
+import { BackgroundExecutor } from '${ENTRY}';
+const bg = new BackgroundExecutor();
+bg.registerAgent('quick', (t) => t);
+await bg.execute('quick', 'a');
+await bg.shutdown();
+const t = performance.now();
+process.on('exit', () => process.stdout.write('EXIT-DELAY=' + (performance.now() - t) + '\\n'));
+`);
+  assert.equal(out.code, 0, out.stderr);
+  const delay = Number(/EXIT-DELAY=([\d.]+)/.exec(out.stdout)[1]);
+  assert.ok(delay < 100, `the process exited ${delay} ms after shutdown() resolved`);
+});
+
 test('process: an executor that finished its work and was never shut down lets the process exit', async () => {
   const out = await runScript(`
 import { BackgroundExecutor } from '${ENTRY}';

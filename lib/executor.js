@@ -51,6 +51,8 @@ class BackgroundExecutor extends Lifecycle {
     this._commands = null; // CommandRunner, made by the first registerCommand
     this._initialized = false;
     this._sampled = Promise.resolve(); // the first sample, once the monitor has started (see _start)
+    /** @type {{ timer: NodeJS.Timeout, done: () => void } | null} while the first sample is awaited */
+    this._sampleWait = null;
     this._idleWaiters = [];
     this._shutdownPromise = null;
     this._shutdownResolve = null;
@@ -84,24 +86,33 @@ class BackgroundExecutor extends Lifecycle {
       this._start();
       this._store._updateKeepAlive();
       // The globalConcurrency limits given so far are in the store once it resolves.
-      return Promise.all([this._store.opened.then(() => Promise.all(this._store.limitWrites)), this._sampled]).then(() => this);
+      return Promise.all([this._store.opened.then(() => Promise.all(this._store.limitWrites)), this._awaitSample()]).then(() => this);
     }
     this._start();
-    return this._sampled.then(() => this);
+    return this._awaitSample().then(() => this);
+  }
+
+  /** The first sample, for initialize(): till then its timer keeps Node.js alive. */
+  _awaitSample() {
+    if (this._sampleWait !== null) this._sampleWait.timer.ref();
+    return this._sampled;
   }
 
   _start() {
     if (!this._initialized && !this._closing) {
       this._initialized = true;
       // The monitor samples at once: initialize() resolves once that first sample has set the
-      // throttle (or after FIRST_SAMPLE_WAIT_MS, a timer that also keeps Node.js alive till then).
+      // throttle, or after FIRST_SAMPLE_WAIT_MS, or when the monitor stops. A submission starts
+      // the monitor too, and then nothing waits: the timer holds Node.js only for initialize().
       this._sampled = new Promise((resolve) => {
         const done = () => {
           clearTimeout(timer);
           this.resourceMonitor.off('sample', done);
+          this._sampleWait = null;
           resolve();
         };
-        const timer = setTimeout(done, FIRST_SAMPLE_WAIT_MS);
+        const timer = setTimeout(done, FIRST_SAMPLE_WAIT_MS).unref();
+        this._sampleWait = { timer, done };
         this.resourceMonitor.on('sample', done);
       });
       this.resourceMonitor.start();
@@ -464,6 +475,7 @@ class BackgroundExecutor extends Lifecycle {
   }
 
   _stopMonitor() {
+    if (this._sampleWait !== null) this._sampleWait.done();
     this.resourceMonitor.off('sample', this._onSample);
     this.resourceMonitor.off('threshold-exceeded', this._onThreshold);
     this.resourceMonitor.stop();
