@@ -44,6 +44,7 @@ export type AggregationReport = Executor.AggregationReport;
 export type MultipleOptions<Level extends string = DefaultPriorityLevel> = Executor.MultipleOptions<Level>;
 export type MultipleItem<Level extends string = DefaultPriorityLevel> = Executor.MultipleItem<Level>;
 export type MultipleItemOptions<Level extends string = DefaultPriorityLevel> = Executor.MultipleItemOptions<Level>;
+export type ConsistencyVerdict = Executor.ConsistencyVerdict;
 export type AggregationResult = Executor.AggregationResult;
 export type ShutdownOptions = Executor.ShutdownOptions;
 export type ExecutionEndedEvent = Executor.ExecutionEndedEvent;

@@ -323,7 +323,7 @@ declare namespace Types {
     inheritEnv?: boolean | undefined;
     /** Written to stdin, which is then closed. Without it stdin is /dev/null. */
     input?: string | Uint8Array | undefined;
-    /** A RegExp with one capture group matched against each stdout line, or JSON lines `{"progress": n}`. */
+    /** A RegExp matched against each stdout line (its first capture group is the progress), or JSON lines `{"progress": n}`. */
     progressPattern?: RegExp | 'json-lines' | undefined;
     /** Kept per stream; the rest is counted and dropped. Default 1 MiB. */
     maxOutputBytes?: number | undefined;
@@ -556,8 +556,12 @@ declare namespace Types {
     options?: MultipleItemOptions<Level> | undefined;
   }
 
+  /** What a `consistencyCheck` answers. */
+  export type ConsistencyVerdict = boolean | { consistent: boolean; reason?: string | undefined };
+
   export interface MultipleOptions<Level extends string = DefaultPriorityLevel> extends MultipleItemOptions<Level> {
-    consistencyCheck?: ((results: AggregatedResult[]) => boolean | { consistent: boolean; reason?: string | undefined }) | undefined;
+    /** Compares the results once all succeeded; a check that throws or rejects makes them inconsistent. */
+    consistencyCheck?: ((results: AggregatedResult[]) => ConsistencyVerdict | Promise<ConsistencyVerdict>) | undefined;
   }
 
   export interface AggregationResult {
@@ -891,6 +895,7 @@ declare namespace BackgroundExecutor {
   export import MultipleOptions = Types.MultipleOptions;
   export import MultipleItem = Types.MultipleItem;
   export import MultipleItemOptions = Types.MultipleItemOptions;
+  export import ConsistencyVerdict = Types.ConsistencyVerdict;
   export import AggregationResult = Types.AggregationResult;
   export import ShutdownOptions = Types.ShutdownOptions;
   export import ExecutionEndedEvent = Types.ExecutionEndedEvent;

@@ -174,7 +174,7 @@ test('report arithmetic: total, successful, failed, success_rate, total/average 
   }
 });
 
-test('options.consistencyCheck: receives results, may return false, an object, or throw', async () => {
+test('options.consistencyCheck: receives results, may return false, an object, a promise of either, or throw', async () => {
   const bg = makeExecutor({ agents: AGENTS });
   try {
     let seen;
@@ -221,6 +221,26 @@ test('options.consistencyCheck: receives results, may return false, an object, o
     assert.equal(thrown.consistent.consistent, false);
     assert.match(thrown.consistent.reason, /checker broke/);
     assert.equal(thrown.report.successful, 2);
+
+    // An async check is awaited: its verdict counts, and a rejection is an inconsistency.
+    const asyncOk = await bg.executeMultiple(['same', 'same'], 'x', { consistencyCheck: async () => true });
+    assert.deepEqual(asyncOk.consistent, { consistent: true, all_succeeded: true });
+    const asyncDiffer = await bg.executeMultiple(['same', 'other'], 'x', {
+      consistencyCheck: async () => ({ consistent: false, reason: 'fetched reference differs' }),
+    });
+    assert.deepEqual(asyncDiffer.consistent, { consistent: false, reason: 'fetched reference differs', failures: [] });
+    const rejected = await bg.executeMultiple(['same', 'same'], 'x', { consistencyCheck: () => Promise.reject(new Error('reference down')) });
+    assert.equal(rejected.consistent.consistent, false);
+    assert.match(rejected.consistent.reason, /consistencyCheck threw: reference down/);
+    // A verdict whose fields cannot be read is an inconsistency too, not a rejection.
+    const unreadable = await bg.executeMultiple(['same', 'same'], 'x', {
+      consistencyCheck: () => ({
+        get consistent() {
+          throw new Error('getter broke');
+        },
+      }),
+    });
+    assert.match(unreadable.consistent.reason, /getter broke/);
 
     // with failures the failures decide; the check result never turns failure into consistent
     const withFail = await bg.executeMultiple(['same', 'fail'], 'x', { consistencyCheck: () => true });

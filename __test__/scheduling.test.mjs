@@ -323,6 +323,25 @@ test('setConcurrency rejects invalid values and keeps working', async () => {
   await bg.shutdown();
 });
 
+test('queue-paused and queue-unpaused come once per change: a second pause() or resume() emits nothing', async () => {
+  const bg = create({ maxConcurrentAgents: 1, agents: { a: (task) => task } });
+  const events = [];
+  bg.on('queue-paused', (e) => events.push(['paused', e.queued]));
+  bg.on('queue-unpaused', (e) => events.push(['unpaused', e.started]));
+  bg.resume(); // not paused: nothing changes
+  bg.pause();
+  const p = bg.execute('a', 'x');
+  bg.pause();
+  assert.equal(bg.getQueueStatus().paused, true);
+  bg.resume();
+  bg.resume();
+  assert.equal(await p, 'x');
+  assert.deepEqual(events, [
+    ['paused', 0],
+    ['unpaused', 1],
+  ]);
+});
+
 test('pause() stops new starts while running ones continue; resume() restarts', async () => {
   const gates = new Map();
   const started = [];

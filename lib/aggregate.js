@@ -122,7 +122,7 @@ async function executeMultiple(ex, agents, task, options) {
       duration: snapshot.found ? snapshot.duration : 0,
     };
   });
-  const consistent = consistency(results, check);
+  const consistent = await consistency(results, check);
   const report = { ...arithmetic(results), consistency: consistent, timestamp: new Date().toISOString() };
   ex._emit('aggregation-completed', { aggregationId, results, report });
   return { aggregationId, results, consistent, report };
@@ -147,7 +147,8 @@ function arithmetic(results) {
   };
 }
 
-function consistency(results, check) {
+/** The verdict: every execution succeeded, and `check` (which may return a promise) agrees. */
+async function consistency(results, check) {
   const failures = results.filter((r) => r.status !== 'completed');
   if (failures.length > 0) {
     return {
@@ -157,19 +158,19 @@ function consistency(results, check) {
     };
   }
   if (check === undefined) return { consistent: true, all_succeeded: true };
-  let verdict;
   try {
-    verdict = check(results);
+    const verdict = await check(results);
+    if (verdict === true) return { consistent: true, all_succeeded: true };
+    if (verdict === false) return { consistent: false, reason: 'consistencyCheck returned false', failures: [] };
+    if (verdict !== null && typeof verdict === 'object') {
+      const reason = verdict.reason;
+      if (verdict.consistent === true) return { consistent: true, all_succeeded: true, reason };
+      return { consistent: false, reason: reason || 'consistencyCheck reported an inconsistency', failures: [] };
+    }
+    return { consistent: false, reason: `consistencyCheck returned ${describe(verdict)}`, failures: [] };
   } catch (err) {
     return { consistent: false, reason: `consistencyCheck threw: ${messageOf(err)}`, failures: [] };
   }
-  if (verdict === true) return { consistent: true, all_succeeded: true };
-  if (verdict === false) return { consistent: false, reason: 'consistencyCheck returned false', failures: [] };
-  if (verdict !== null && typeof verdict === 'object') {
-    if (verdict.consistent === true) return { consistent: true, all_succeeded: true, reason: verdict.reason };
-    return { consistent: false, reason: verdict.reason || 'consistencyCheck reported an inconsistency', failures: [] };
-  }
-  return { consistent: false, reason: `consistencyCheck returned ${describe(verdict)}`, failures: [] };
 }
 
 module.exports = { executeMultiple };

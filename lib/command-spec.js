@@ -115,7 +115,7 @@ function parseCommandSpec(spec, where) {
       progress = PROGRESS_REGEXP;
     } else {
       throw typeError(
-        `${where}.progressPattern must be a RegExp with one capture group or "${JSON_LINES}", got ${describe(pattern)}`,
+        `${where}.progressPattern must be a RegExp with a capture group or "${JSON_LINES}", got ${describe(pattern)}`,
       );
     }
   }

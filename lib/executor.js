@@ -308,6 +308,7 @@ class BackgroundExecutor extends Lifecycle {
     // Once shutdown() has begun, nothing is paused: a drain runs the queue to its end.
     if (this._closing) return this;
     this._flush();
+    if (this._native.counts().paused) return this; // already paused: no change, no event
     this._native.setPaused(true);
     if (this._store !== null) this._store.link.reviewParked();
     this._emit('queue-paused', { queued: this._native.counts().queued });
@@ -316,6 +317,7 @@ class BackgroundExecutor extends Lifecycle {
 
   resume() {
     this._flush();
+    if (!this._native.counts().paused) return this; // not paused: no change, no event
     const started = this._native.setPaused(false);
     this._emit('queue-unpaused', { started: started.length });
     this._launchAll(started);

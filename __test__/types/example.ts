@@ -44,6 +44,7 @@ import type {
   MultipleOptions,
   MultipleItem,
   MultipleItemOptions,
+  ConsistencyVerdict,
   Percentiles,
   ProgressReport,
   QueueStatus,
@@ -582,6 +583,10 @@ export async function tour(): Promise<void> {
     consistencyCheck: (results) => ({ consistent: results.length === 2, reason: 'two results' }),
   });
   await bg.executeMultiple(['oracle'], 'no-options');
+  // A check may be async (it compares with something it has to fetch).
+  await bg.executeMultiple(['oracle', 'eval'], 'validate-prd', {
+    consistencyCheck: async (results): Promise<ConsistencyVerdict> => ({ consistent: results.length === 2 }),
+  });
   // Names (the shared task) mixed with items (their own).
   await bg.executeMultiple(['oracle', { agent: 'eval', task: 'its own' }], 'shared');
   // Different tasks in one aggregation.
