@@ -71,14 +71,23 @@ fn judge(started: u64, zombie: bool, start_now: Option<u64>, exists: impl FnOnce
 /// reap it (state Z or X), and its start time in clock ticks since boot (field 22).
 #[cfg(target_os = "linux")]
 fn stat(pid: u32) -> (bool, Option<u64>) {
-  let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+  match std::fs::read(format!("/proc/{pid}/stat")) {
+    Ok(stat) => parse_stat(&stat),
+    Err(_) => (false, None),
+  }
+}
+
+#[cfg(target_os = "linux")]
+/// `stat` from the bytes of a `/proc/<pid>/stat`. Bytes, not text: the command name (field 2)
+/// need not be UTF-8 (a process.title cut at 15 bytes inside a character); the fields after
+/// it always are.
+fn parse_stat(stat: &[u8]) -> (bool, Option<u64>) {
+  // The command name may hold spaces and parentheses: fields follow the last ')'.
+  let Some(end) = stat.iter().rposition(|&b| b == b')') else {
     return (false, None);
   };
-  // The command name (field 2) may hold spaces and parentheses: fields follow the last ')'.
-  let Some(end) = stat.rfind(')') else {
-    return (false, None);
-  };
-  let mut fields = stat[end + 1..].split_whitespace();
+  let rest = String::from_utf8_lossy(&stat[end + 1..]);
+  let mut fields = rest.split_whitespace();
   let zombie = matches!(fields.next(), Some("Z" | "X"));
   (zombie, fields.nth(18).and_then(|f| f.parse().ok()))
 }
@@ -184,6 +193,18 @@ mod tests {
     assert!(!pid_exists(pid), "reaped: gone");
     assert!(pid_exists(std::process::id()));
     assert!(!host_key().is_empty());
+  }
+
+  #[cfg(target_os = "linux")]
+  #[test]
+  fn a_command_name_that_is_not_utf8_still_gives_the_start_time() {
+    // "node éé" cut at 15 bytes inside a character, with a ')' and spaces in the name too.
+    let mut stat = b"4242 (a) b \xc3\xa9\xc3".to_vec();
+    stat.extend_from_slice(b") S 1 4242 4242 0 -1 4194304 0 0 0 0 0 0 0 0 20 0 1 0 987654 0 0");
+    assert_eq!(parse_stat(&stat), (false, Some(987654)));
+    let zombie = b"7 (\xff) Z 1 7 7 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 55 0 0";
+    assert_eq!(parse_stat(zombie), (true, Some(55)));
+    assert_eq!(parse_stat(b"garbage"), (false, None));
   }
 
   #[test]

@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use rusqlite::types::ValueRef;
 use rusqlite::{params, Connection, OptionalExtension, Row as SqlRow, TransactionBehavior};
 
 use super::backend::{Backend, Changes, Interest};
@@ -27,24 +28,48 @@ pub const WORKER_LOST: &str = r#"{"name":"Error","code":"ERR_WORKER_LOST","messa
 /// Entries of the ends log kept by retention.
 const ENDS_KEPT: i64 = 1_000_000;
 
+/// An INTEGER column as a count, saturating: a value out of range (set by hand) reads as the
+/// nearest one instead of failing every statement that reads its row.
+fn count(r: &SqlRow<'_>, i: usize) -> rusqlite::Result<u32> {
+  let n: i64 = r.get(i)?;
+  Ok(u32::try_from(n.max(0)).unwrap_or(u32::MAX))
+}
+
+/// A TEXT column, or None for NULL. SQLite keeps whatever bytes it is given: invalid UTF-8
+/// (written by hand) reads with replacement characters, as the PostgreSQL store never sees it.
+fn opt_text(r: &SqlRow<'_>, i: usize) -> rusqlite::Result<Option<String>> {
+  match r.get_ref(i)? {
+    ValueRef::Text(bytes) => Ok(Some(String::from_utf8_lossy(bytes).into_owned())),
+    _ => r.get(i),
+  }
+}
+
+/// A NOT NULL TEXT column (see opt_text).
+fn text(r: &SqlRow<'_>, i: usize) -> rusqlite::Result<String> {
+  match r.get_ref(i)? {
+    ValueRef::Text(bytes) => Ok(String::from_utf8_lossy(bytes).into_owned()),
+    _ => r.get(i),
+  }
+}
+
 fn row(r: &SqlRow<'_>) -> rusqlite::Result<Row> {
   Ok(Row {
     id: r.get(0)?,
-    agent: r.get(1)?,
-    task: r.get(2)?,
-    options: r.get(3)?,
-    level: r.get(4)?,
+    agent: text(r, 1)?,
+    task: text(r, 2)?,
+    options: opt_text(r, 3)?,
+    level: text(r, 4)?,
     priority: r.get(5)?,
-    mode: r.get(6)?,
-    key: r.get(7)?,
-    status: r.get(8)?,
-    attempt: r.get(9)?,
-    max_attempts: r.get(10)?,
+    mode: count(r, 6)?,
+    key: opt_text(r, 7)?,
+    status: count(r, 8)?,
+    attempt: count(r, 9)?,
+    max_attempts: count(r, 10)?,
     timeout_ms: r.get(11)?,
     progress: r.get(12)?,
-    result: r.get(13)?,
-    error: r.get(14)?,
-    owner: r.get(15)?,
+    result: opt_text(r, 13)?,
+    error: opt_text(r, 14)?,
+    owner: opt_text(r, 15)?,
     cancel_requested: r.get::<_, i64>(16)? != 0,
     created_at: r.get(17)?,
     scheduled_at: r.get(18)?,
@@ -173,10 +198,12 @@ impl Store {
         tx.prepare_cached("SELECT owner, pid, proc_start FROM bmad_workers WHERE host = ?1 AND owner != ?2")?;
       let workers = st
         .query_map(params![self.me.host, self.me.owner], |r| {
-          Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?, r.get::<_, i64>(2)?))
+          Ok((text(r, 0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
       for (owner, pid, started) in workers {
+        // A pid no process can have (set by hand) tells nothing: its lease decides.
+        let Ok(pid) = u32::try_from(pid) else { continue };
         if host::is_dead(pid, started as u64) {
           dead.push(owner);
         }
@@ -193,10 +220,10 @@ impl Store {
       let rows = st.query_map(params![now, dead_json, self.me.owner], |r| {
         Ok((
           r.get::<_, i64>(0)?,
-          r.get::<_, String>(1)?,
-          r.get::<_, u32>(2)?,
-          r.get::<_, Option<String>>(3)?.unwrap_or_default(),
-          r.get::<_, u32>(4)?,
+          text(r, 1)?,
+          count(r, 2)?,
+          opt_text(r, 3)?.unwrap_or_default(),
+          count(r, 4)?,
           r.get::<_, i64>(5)? != 0,
         ))
       })?;
@@ -394,7 +421,7 @@ impl Backend for Store {
     let rows = st.query_map([&self.me.owner], |r| {
       Ok(CancelRequest {
         id: r.get(0)?,
-        attempt: r.get(1)?,
+        attempt: count(r, 1)?,
       })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -604,9 +631,9 @@ fn finish(tx: &Connection, owner: &str, f: &Finish, now: f64, jitter: &mut Jitte
     ))?
     .query_row(params![f.id, f.attempt, owner], |r| {
       Ok(Stored {
-        max_attempts: r.get(0)?,
+        max_attempts: count(r, 0)?,
         retry_delay_ms: r.get(1)?,
-        backoff: r.get(2)?,
+        backoff: count(r, 2)?,
         cancel_requested: r.get::<_, i64>(3)? != 0,
       })
     })
@@ -757,11 +784,11 @@ fn claim(
     let mut queued = Vec::new();
     let mut next = tx
       .prepare_cached(FIRST_QUEUED_AGENT)?
-      .query_row([], |r| r.get::<_, String>(0))
+      .query_row([], |r| text(r, 0))
       .optional()?;
     let mut st = tx.prepare_cached(QUEUED_AGENT)?;
     while let Some(a) = next {
-      next = st.query_row([&a], |r| r.get::<_, String>(0)).optional()?;
+      next = st.query_row([&a], |r| text(r, 0)).optional()?;
       if interest.any || listed.contains(a.as_str()) {
         queued.push(a);
       }

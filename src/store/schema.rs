@@ -231,16 +231,26 @@ fn check_ours(conn: &Connection, path: &Path) -> StoreResult<Option<i64>> {
       r.get(0)
     })
     .optional()?;
-  let v = version
-    .as_deref()
+  known_version(&shown.to_string(), version.as_deref(), VERSION).map(Some)
+}
+
+/// The schema version in `bmad_meta` (`text`, of the store `shown`): a version from 1 to
+/// `newest` (this release's), else an error. Never below 1, so migrations are never skipped.
+pub(super) fn known_version(shown: &str, text: Option<&str>, newest: i64) -> StoreResult<i64> {
+  let v = text
     .and_then(|s| s.parse::<i64>().ok())
     .ok_or_else(|| StoreError::store(format!("{shown}: bmad_meta.version is missing or not a number")))?;
-  if v > VERSION {
+  if v > newest {
     return Err(StoreError::version(format!(
-      "{shown} holds schema version {v}, written by a newer release; this release reads versions up to {VERSION}: upgrade bmad-background-executor"
+      "{shown} holds schema version {v}, written by a newer release; this release reads versions up to {newest}: upgrade bmad-background-executor"
     )));
   }
-  Ok(Some(v))
+  if v < 1 {
+    return Err(StoreError::store(format!(
+      "{shown}: bmad_meta.version is {v}, which no release writes (versions start at 1); the store was changed by hand"
+    )));
+  }
+  Ok(v)
 }
 
 /// Applies the missing migrations in one immediate transaction (two processes opening a new

@@ -333,6 +333,28 @@ fn open_refuses_a_newer_schema_version() {
 }
 
 #[test]
+fn open_refuses_a_version_below_1_and_leaves_it() {
+  let dir = TempDir::new("open_refuses_negative");
+  let path = dir.db();
+  let conn = raw(&path);
+  conn
+    .execute_batch(&format!(
+      "CREATE TABLE bmad_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT; \
+       INSERT INTO bmad_meta VALUES ('app', '{APP}'), ('version', '-1');"
+    ))
+    .unwrap();
+  let err = open_err(&path);
+  assert_eq!(err.code, "ERR_STORE", "{err}");
+  assert!(err.message.contains("bmad_meta.version is -1"), "{err}");
+  let v: String = conn
+    .query_row("SELECT value FROM bmad_meta WHERE key = 'version'", [], |r| {
+      r.get(0)
+    })
+    .unwrap();
+  assert_eq!(v, "-1", "not stamped as current over missing tables");
+}
+
+#[test]
 fn two_opens_of_one_path_share_the_store() {
   let dir = TempDir::new("two_opens");
   let path = dir.db();
@@ -992,6 +1014,70 @@ fn start_ticks(pid: u32) -> u64 {
 }
 
 #[cfg(target_os = "linux")]
+#[test]
+fn rows_changed_by_hand_out_of_range_or_not_utf8_are_still_claimed_and_finished() {
+  let dir = TempDir::new("hand_rows");
+  let path = dir.db();
+  let mut s = open_any(&path);
+  let ids = insert_ids(&mut s, vec![exec("a"), exec("b"), exec("c")], T0);
+  let conn = raw(&path);
+  // STRICT INTEGER takes any 64-bit value and TEXT any bytes: out of u32 range, and invalid
+  // UTF-8, each on its own row.
+  conn
+    .execute("UPDATE bmad_executions SET mode = -1 WHERE id = ?1", [ids[0]])
+    .unwrap();
+  conn
+    .execute(
+      "UPDATE bmad_executions SET max_attempts = 5000000000 WHERE id = ?1",
+      [ids[1]],
+    )
+    .unwrap();
+  conn
+    .execute(
+      "UPDATE bmad_executions SET task = CAST(x'ff41' AS TEXT) WHERE id = ?1",
+      [ids[2]],
+    )
+    .unwrap();
+  let rows = claim(&mut s, 10, T0);
+  assert_eq!(rows.iter().map(|r| r.id).collect::<Vec<_>>(), ids);
+  assert_eq!(rows[0].mode, 0, "a negative count reads as 0");
+  assert_eq!(rows[1].max_attempts, u32::MAX, "too large reads as the largest");
+  assert_eq!(rows[2].task, "\u{fffd}A", "invalid UTF-8 is replaced");
+  for &id in &ids {
+    assert_eq!(finish(&mut s, completed(id, 1), T0 + 1.0), Finished::Recorded);
+  }
+  let got = s.fetch(ids[2]).unwrap().expect("the row");
+  assert_eq!((got.status, got.task.as_str()), (STATUS_COMPLETED, "\u{fffd}A"));
+  // A new submission is not held up by them either.
+  assert_eq!(insert_ids(&mut s, vec![exec("d")], T0 + 2.0).len(), 1);
+}
+
+#[test]
+fn a_worker_row_with_a_pid_no_process_can_have_does_not_stop_rescue() {
+  let dir = TempDir::new("hand_worker");
+  let path = dir.db();
+  let mut s = open(&path);
+  let conn = raw(&path);
+  conn
+    .execute(
+      "INSERT INTO bmad_workers (owner, host, pid, proc_start, started_at, heartbeat_at) VALUES ('odd', ?1, 5000000000, 1, ?2, ?2)",
+      params![s.me.host, T0],
+    )
+    .unwrap();
+  let id = insert_ids(&mut s, vec![with_attempts("x", 2)], T0)[0];
+  conn
+    .execute(
+      "UPDATE bmad_executions SET state = 1, attempt = 1, owner = 'gone', lease_expires_at = ?2, attempted_at = ?3 WHERE id = ?1",
+      params![id, T0 + 100.0, T0],
+    )
+    .unwrap();
+  let rescued = s.rescue(T0 + 200.0).expect("the odd worker row is passed over");
+  assert_eq!(
+    rescued.iter().map(|r| (r.id, r.status)).collect::<Vec<_>>(),
+    vec![(id, STATUS_QUEUED)]
+  );
+}
+
 #[test]
 fn rescue_moves_the_executions_of_a_dead_owner_at_once() {
   let dir = TempDir::new("rescue_dead");

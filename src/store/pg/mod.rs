@@ -19,7 +19,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, Client, Connection, NoTls, Notification, Row, Statement};
 
-use super::schema::APP;
+use super::schema::{known_version, APP};
 use super::{StoreError, StoreResult};
 
 /// Longest wait for a connection or one operation (a whole batch, a sweep) before the store
@@ -731,17 +731,10 @@ async fn migrate_in(client: &Client, target: &PgTarget) -> Result<StoreResult<()
         "store {shown}: schema {s} belongs to something else (bmad_meta.app is {app:?}); use another schema (?schema=)"
       ))));
     }
-    let Some(v) = get("version").and_then(|v| v.parse::<i64>().ok()) else {
-      return Ok(Err(StoreError::store(format!(
-        "store {shown}: bmad_meta.version is missing or not a number"
-      ))));
-    };
-    if v > VERSION {
-      return Ok(Err(StoreError::version(format!(
-        "store {shown} holds schema version {v}, written by a newer release; this release reads versions up to {VERSION}: upgrade bmad-background-executor"
-      ))));
+    match known_version(&format!("store {shown}"), get("version").as_deref(), VERSION) {
+      Ok(v) => v,
+      Err(e) => return Ok(Err(e)),
     }
-    v
   };
   for sql in MIGRATIONS
     .iter()

@@ -203,9 +203,26 @@ fn a_schema_of_something_else_or_of_a_newer_release_is_refused_untouched() {
     &mut n,
     "UPDATE {s}.bmad_meta SET value = '99' WHERE key = 'version'",
   );
-  let err = PgConnection::open(newer).err().expect("refused");
+  let err = PgConnection::open(newer.clone()).err().expect("refused");
   assert_eq!(err.code, "ERR_STORE_VERSION");
   assert!(err.message.contains("version 99"), "{}", err.message);
+  // A version below 1: refused too, and not stamped as current.
+  sql(
+    &mut n,
+    "UPDATE {s}.bmad_meta SET value = '-1' WHERE key = 'version'",
+  );
+  let err = PgConnection::open(newer.clone()).err().expect("refused");
+  assert_eq!(err.code, "ERR_STORE");
+  assert!(err.message.contains("bmad_meta.version is -1"), "{}", err.message);
+  let q = format!(
+    "SELECT value FROM {}.bmad_meta WHERE key = 'version'",
+    n.target.quoted_schema()
+  );
+  let kept = n
+    .wait("read", n.client().query_one(&q, &[]))
+    .expect("meta")
+    .get::<_, String>(0);
+  assert_eq!(kept, "-1", "not stamped as current over missing tables");
   // Nothing was written to the refused schemas.
   let q = format!(
     "SELECT count(*) FROM information_schema.tables WHERE table_schema IN ('foreign_{0}', 'other_{0}')",
