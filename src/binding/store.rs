@@ -243,7 +243,7 @@ pub struct NativeStore {
 impl NativeStore {
   /// Starts the store's thread, which opens the database and answers `STORE_OPENED` or
   /// `STORE_FAILED` (req 0) through `on_event`.
-  #[napi(constructor)]
+  #[napi(constructor, catch_unwind)]
   pub fn new(options: NativeStoreOptions, on_event: Function<NativeStoreEvent, ()>) -> Result<Self> {
     let callback = JsCallback::new(on_event)?;
     let keep_alive = callback.keep_alive();
@@ -279,7 +279,7 @@ impl NativeStore {
     Ok(NativeStore { handle, keep_alive })
   }
 
-  #[napi]
+  #[napi(catch_unwind)]
   pub fn batch(&self, req: u32, batch: NativeStoreBatch) -> bool {
     self.handle.send(Command::Batch {
       req,
@@ -290,7 +290,7 @@ impl NativeStore {
   /// A claim of up to `claim` executions held by the store's thread until claimable work
   /// may be waiting, then answered under `req` like a batch (`STORE_BATCH`/`STORE_FAILED`).
   /// It replaces a claim parked before (answered with what was pushed to it, if anything).
-  #[napi]
+  #[napi(catch_unwind)]
   pub fn park(&self, req: u32, claim: u32, exclude: Vec<String>) -> bool {
     self.handle.send(Command::Park {
       req,
@@ -304,12 +304,12 @@ impl NativeStore {
 
   /// The parked claim runs now (`run`), or is answered with nothing claimed; nothing when
   /// none is parked.
-  #[napi]
+  #[napi(catch_unwind)]
   pub fn unpark(&self, run: bool) -> bool {
     self.handle.send(Command::Unpark { run })
   }
 
-  #[napi]
+  #[napi(catch_unwind)]
   pub fn cancel(&self, req: u32, id: f64, error_json: String) -> bool {
     self.handle.send(Command::Cancel {
       req,
@@ -320,25 +320,25 @@ impl NativeStore {
 
   /// Reads one execution, beside the store thread when the store can (PostgreSQL's pool);
   /// answered by `STORE_FETCHED` or `STORE_FAILED`.
-  #[napi]
+  #[napi(catch_unwind)]
   pub fn fetch(&self, req: u32, id: f64) -> bool {
     self.handle.fetch(req, to_id(id))
   }
 
   /// `fetch` in line with the requests sent before it (it sees what they wrote).
-  #[napi]
+  #[napi(catch_unwind)]
   pub fn fetch_in_line(&self, req: u32, id: f64) -> bool {
     self.handle.send(Command::Fetch { req, id: to_id(id) })
   }
 
-  #[napi]
+  #[napi(catch_unwind)]
   pub fn check(&self, req: u32) -> bool {
     self.handle.send(Command::Check { req })
   }
 
   /// The most executions of `agent` running at once on every executor (0: no limit);
   /// answered by `STORE_DONE` or `STORE_FAILED`.
-  #[napi]
+  #[napi(catch_unwind)]
   pub fn global_limit(&self, req: u32, agent: String, limit: u32) -> bool {
     self.handle.send(Command::GlobalLimit {
       req,
@@ -348,13 +348,13 @@ impl NativeStore {
   }
 
   /// Claims executions of `agents` (or of any agent).
-  #[napi]
+  #[napi(catch_unwind)]
   pub fn interest(&self, any: bool, agents: Vec<String>) -> bool {
     self.handle.send(Command::Interest { any, agents })
   }
 
   /// Reports the ends of `ids`; `check`: they may have ended already, look now.
-  #[napi]
+  #[napi(catch_unwind)]
   pub fn watch(&self, ids: Vec<f64>, check: bool) -> bool {
     self.handle.send(Command::Watch {
       ids: ids.into_iter().map(to_id).collect(),
@@ -362,20 +362,20 @@ impl NativeStore {
     })
   }
 
-  #[napi]
+  #[napi(catch_unwind)]
   pub fn unwatch(&self, ids: Vec<f64>) -> bool {
     self
       .handle
       .send(Command::Unwatch(ids.into_iter().map(to_id).collect()))
   }
 
-  #[napi]
+  #[napi(catch_unwind)]
   pub fn close(&self, req: u32) -> bool {
     self.handle.send(Command::Close { req })
   }
 
   /// Whether the store's callback keeps Node.js alive (JS waits for an answer or for work).
-  #[napi]
+  #[napi(catch_unwind)]
   pub fn keep_alive(&mut self, env: Env, on: bool) {
     self.keep_alive.set(&env, on);
   }
