@@ -829,6 +829,27 @@ test('strings with a lone surrogate are refused where they would be stored or cr
   assert.equal(await bg.execute('echo', '\uD83D\uDE00', { key: '\uD83D\uDE00' }), '\uD83D\uDE00');
 });
 
+test('a queued execution cancelled by an executor that did not submit it: its error and event name its agent, task and mode', async (t) => {
+  const { url } = newStore(t);
+  const submitter = make(url);
+  const { executionId } = await submitter.executeWatched('deploy', 'v1.2.3');
+  const other = make(url);
+  const events = [];
+  other.on('execution-cancelled', (e) => events.push(e));
+  assert.deepEqual(await other.cancelExecution(executionId), { success: true, executionId, previousStatus: 'queued' });
+  assert.equal(events.length, 1);
+  assert.deepEqual(
+    { agent: events[0].agent, task: events[0].task, mode: events[0].mode, error: events[0].error },
+    { agent: 'deploy', task: 'v1.2.3', mode: 'watched', error: `Execution ${executionId} (deploy) was cancelled` },
+  );
+  const stored = await submitter.waitFor(executionId);
+  assert.equal(stored.status, 'cancelled');
+  assert.equal(stored.error, `Execution ${executionId} (deploy) was cancelled`);
+  assert.equal(stored.errorObject.agent, 'deploy');
+  // An id the store does not have is not found, without a cancel written.
+  assert.deepEqual(await other.cancelExecution('exec-d999'), { success: false, error: 'Execution not found' });
+});
+
 test('cancels made just before shutdown() all go out before the store closes', async (t) => {
   const { url } = newStore(t);
   const a = make(url);

@@ -17,13 +17,27 @@ const { MODE_NAMES, STATUS_NAMES, STATUS_QUEUED, STATUS_RUNNING, STATUS_CANCELLE
 const CLOCK_SLACK_MS = 100;
 
 /**
- * `cancelExecution` of a durable id, from any process.
+ * `cancelExecution` of a durable id, from any process. One this process does not know is
+ * read first: its cancellation error and event name its agent, task and mode.
  * @param {Durable} durable
  */
 function cancel(durable, executionId) {
   const rowId = parseDurableId(executionId);
   const known = durable._known(rowId);
-  const err = cancelledError(executionId, known !== undefined ? known.agent : 'unknown');
+  if (known !== undefined) return cancelAs(durable, executionId, rowId, { agent: known.agent, task: known.task, mode: MODE_NAMES[known.mode] });
+  return durable.link.fetch(rowId).then((ev) => {
+    const row = ev.rows[0];
+    if (row === undefined) return { success: false, error: 'Execution not found' };
+    return cancelAs(durable, executionId, rowId, { agent: row.agent, task: row.task, mode: MODE_NAMES[row.mode] });
+  });
+}
+
+/**
+ * Asks the store to cancel `rowId`, an execution of `what.agent` (its task and mode).
+ * @param {Durable} durable
+ */
+function cancelAs(durable, executionId, rowId, what) {
+  const err = cancelledError(executionId, what.agent);
   const json = errorJson(err);
   const askedAt = Date.now();
   return durable.link
@@ -35,15 +49,15 @@ function cancel(durable, executionId) {
         // Ended by this cancel: no executor will report it.
         durable.ex._emit('execution-cancelled', {
           executionId,
-          agent: err.agent,
-          task: known !== undefined ? known.task : undefined,
-          mode: known !== undefined ? MODE_NAMES[known.mode] : undefined,
+          agent: what.agent,
+          task: what.task,
+          mode: what.mode,
           error: err.message,
           errorObject: err,
           code: err.code,
           duration: 0,
         });
-        durable._settle(rowId, 'cancelled', err, { ...durable._fallbackStatus(rowId, executionId, err), status: 'cancelled' });
+        durable._settle(rowId, 'cancelled', err, { ...durable._fallbackStatus(rowId, executionId, err), task: what.task, mode: what.mode, status: 'cancelled' });
         return { success: true, executionId, previousStatus: 'queued' };
       }
       if (was === STATUS_RUNNING) return { success: true, executionId, previousStatus: 'running' };
