@@ -86,3 +86,25 @@ test('with a store, a delayed execution is stored with its start time and claime
   assert.equal(final.found && final.status, 'completed');
   assert.ok(final.found && final.result - t0 >= 195, `started after ${final.found && final.result - t0} ms`);
 });
+
+test('with a store, startAfter may be a Date: stored as its ms since the epoch', async (t) => {
+  const dir = tempDir(t, 'bmad-delayed-');
+  const bg = make({ store: `sqlite:${dir}/s.db` });
+  const seen = [];
+  bg.registerAgent('a', async (task, options) => {
+    seen.push(options.startAfter);
+    return Date.now();
+  });
+  const at = new Date(Date.now() + 150);
+  const { executionId } = await bg.fireAndForget('a', 'x', { startAfter: at });
+  const queued = await bg.fetchExecutionStatus(executionId);
+  assert.equal(queued.found && queued.status, 'queued');
+  assert.equal(queued.found && queued.startAfter, at.getTime());
+  const final = await bg.waitFor(executionId);
+  assert.equal(final.found && final.status, 'completed');
+  assert.ok(final.found && final.result >= at.getTime() - 5, `started ${final.found && at.getTime() - final.result} ms early`);
+  // The submitting process runs it with the options as given; another would read the number.
+  assert.equal(seen.length, 1);
+  assert.equal(new Date(seen[0]).getTime(), at.getTime());
+  await assert.rejects(bg.execute('a', 'x', { startAfter: new Date('nope') }), { name: 'RangeError', message: /valid time/ });
+});

@@ -14,6 +14,7 @@ const { describe, typeError, closedError } = require('../errors.js');
 const { follow } = require('../signals.js');
 const { storedText } = require('../validate.js');
 const { toJson, sized, storedName, sizedTogether } = require('./json.js');
+const { isInstance } = require('../validate.js');
 const { durableId } = require('./values.js');
 const { DurableRun } = require('./runs.js');
 const { userAborted } = require('./cancels.js');
@@ -28,11 +29,15 @@ const LOCAL_OPTIONS = new Set(['signal', 'onProgress', 'retryIf']);
 
 /** @typedef {import('./durable.js').Durable} Durable */
 
-/** The options stored with a submission: JSON text (null for none), else ERR_NOT_SERIALIZABLE. */
+/**
+ * The options stored with a submission: JSON text (null for none), else ERR_NOT_SERIALIZABLE.
+ * A `startAfter` Date (already validated) is stored as its ms since the epoch.
+ */
 function storedOptions(options) {
   if (options === undefined || options === null) return null;
   const copy = {};
   for (const key of Object.keys(options)) if (!LOCAL_OPTIONS.has(key)) copy[key] = options[key];
+  if (isInstance(copy.startAfter, Date)) copy.startAfter = copy.startAfter.getTime();
   return toJson(copy, 'options');
 }
 
