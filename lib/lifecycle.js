@@ -13,6 +13,7 @@ const { callAttempt, canRun } = require('./agents.js');
 const { Watchers } = require('./watch.js');
 const { followKey, leave, keyEnded } = require('./keys.js');
 const { SubmitRules } = require('./options.js');
+const { isInstance } = require('./validate.js');
 const { extras, extId, idOf, attemptOf } = require('./record.js');
 const { messageOf, codeOf, coded, describe, typeError, closedError, cancelledError, timeoutError, agentNotFound } = require('./errors.js');
 const { rethrowLater } = require('./events.js');
@@ -28,6 +29,16 @@ const MODE_EVENTS = ['fire-and-forget-started', 'async-callback-started', 'watch
 /** Agent starts per event-loop turn before the executor yields (setImmediate). */
 const START_BUDGET = 1024;
 
+
+/** Whether `options.signal` is an AbortSignal already aborted (a bad one is refused later). */
+function abortedAlready(options) {
+  try {
+    const signal = options.signal;
+    return isInstance(signal, AbortSignal) && signal.aborted === true;
+  } catch {
+    return false;
+  }
+}
 class Lifecycle extends CoreLink {
   constructor(config) {
     super(config);
@@ -71,16 +82,25 @@ class Lifecycle extends CoreLink {
   }
 
   _submit(mode, agent, task, options) {
+    // executeMultiple's executions stay in memory: its report is this process's answer.
+    let stored = this._store !== null && mode !== MODE_AGGREGATE;
     if (options !== undefined && options !== null) {
-      const durable = this._durableOption(options);
-      // executeMultiple's executions stay in memory: its report is this process's answer.
-      if (this._store !== null && durable !== false && mode !== MODE_AGGREGATE) return this._store.submit(mode, agent, task, options);
-    } else if (this._store !== null && mode !== MODE_AGGREGATE) return this._store.submit(mode, agent, task, options);
+      if (this._durableOption(options) === false) stored = false;
+      // Cancelled before it was made: nothing may run it, here or elsewhere, so it is not
+      // stored; it is recorded and cancelled in memory, whatever agents this process has.
+      else if (stored && abortedAlready(options)) return this._submitHere(mode, agent, task, options, false);
+    }
+    if (stored) return this._store.submit(mode, agent, task, options);
+    return this._submitHere(mode, agent, task, options, mode !== MODE_AGGREGATE);
+  }
+
+  /** An in-memory submission; `needsAgent`: refused unless an agent here can run it. */
+  _submitHere(mode, agent, task, options, needsAgent) {
     const rules = this._rules;
     const rec = rules.record(mode, agent, task, options);
     if (this._closing) throw closedError();
     // executeMultiple reports an unknown agent as that agent's failure, in its results.
-    if (mode !== MODE_AGGREGATE && !canRun(this, agent)) throw agentNotFound(agent);
+    if (needsAgent && !canRun(this, agent)) throw agentNotFound(agent);
     // executeMultiple's executions each run: a key there would make one follow another.
     if (mode !== MODE_AGGREGATE && options !== undefined && options !== null && options.key !== undefined && options.key !== null) {
       if (followKey(this, rec, options.key)) return rec;
