@@ -925,6 +925,12 @@ test('retention: maxRetainedResults and resultTtlMs delete finished rows (retent
     await sleep(100);
   }
   assert.ok(gone, 'the oldest ended rows were deleted within 8 s');
+  // Past resultTtlMs this process forgets the end too: every query agrees with the store.
+  assert.deepEqual(b.getExecutionStatus('exec-d1'), { found: false });
+  assert.deepEqual(await b.waitFor('exec-d1'), { found: false });
+  const watched = [];
+  for await (const s of b.watch('exec-d1')) watched.push(s);
+  assert.deepEqual(watched, [{ found: false }]);
   assert.equal((await a.fetchExecutionStatus('exec-d3')).result, '3');
   assert.equal((await a.fetchExecutionStatus('exec-d4')).result, '4');
   const stillRunning = await b.fetchExecutionStatus(running);

@@ -43,6 +43,7 @@ class Durable extends Outcomes {
   constructor(ex, store) {
     super(ex);
     this.config = store;
+    this.endedTtlMs = store.resultTtlMs;
     this.stats = { claimed: 0, staleResults: 0, rescued: 0, storeErrors: 0, busy: 0 };
     this.claimChunk = MAX_CLAIM; // set by _freeSlots
     this.claimExclude = []; // agents at their limits here, set by _freeSlots

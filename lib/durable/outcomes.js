@@ -42,6 +42,8 @@ class Outcomes {
     this.waiters = new Map(); // rowId -> waitFor() resolvers
     this.watching = new Map(); // rowId -> Set of watch() iterators, told of progress made here
     this.ended = new Map(); // rowId -> final status object, Ended or StoredEnd (the latest ENDED_KEPT)
+    this.endedAt = new Map(); // rowId -> when its end was heard here (Date.now()), in the order of `ended`
+    this.endedTtlMs = Infinity; // how long an end stays in `ended`: the store's resultTtlMs (set by Durable)
     this.toWatch = []; // just inserted: cannot have ended yet
     this.toCheck = []; // may have ended already: looked up when watched
     this.toUnwatch = [];
@@ -63,8 +65,13 @@ class Outcomes {
    * object is then built when first read).
    */
   _settle(rowId, status, value, final) {
-    this.ended.set(rowId, final instanceof Execution ? new Ended(final, status, value, Date.now()) : final);
-    if (this.ended.size > ENDED_KEPT) this.ended.delete(this.ended.keys().next().value);
+    const now = Date.now();
+    this._forgetEnds(now);
+    this.ended.delete(rowId); // kept in the order of their ends
+    this.ended.set(rowId, final instanceof Execution ? new Ended(final, status, value, now) : final);
+    this.endedAt.delete(rowId);
+    this.endedAt.set(rowId, now);
+    if (this.ended.size > ENDED_KEPT) this._forgetOldestEnd();
     const list = this.handles.get(rowId);
     if (list !== undefined) {
       this.handles.delete(rowId);
@@ -92,8 +99,23 @@ class Outcomes {
     }
   }
 
+  /** Ends heard more than `endedTtlMs` ago are forgotten, as the store deletes their rows. */
+  _forgetEnds(now) {
+    for (const at of this.endedAt.values()) {
+      if (now - at <= this.endedTtlMs) return;
+      this._forgetOldestEnd();
+    }
+  }
+
+  _forgetOldestEnd() {
+    const rowId = this.ended.keys().next().value;
+    this.ended.delete(rowId);
+    this.endedAt.delete(rowId);
+  }
+
   /** The remembered final status of `rowId`, or undefined. */
   _endedStatus(rowId) {
+    this._forgetEnds(Date.now());
     const e = this.ended.get(rowId);
     let status;
     if (e instanceof Ended) status = this._localStatus(e.rec, e.status, e.value, e.at);
