@@ -1,7 +1,7 @@
 // options.key in memory: while an execution with a key is queued or running, a submission
 // with the same key gets that execution's id and outcome instead of a second run.
 import assert from 'node:assert/strict';
-import { test, shutDownAfterEach } from './helpers.mjs';
+import { test, shutDownAfterEach, tempDir } from './helpers.mjs';
 
 const make = shutDownAfterEach();
 
@@ -73,11 +73,19 @@ test('a failure or a cancel reaches every submission with the key; other keys ar
   await assert.rejects(q2, { code: 'E_BAD' });
 });
 
-test('a bad key is refused', async () => {
-  const bg = make();
-  bg.registerAgent('a', async () => 1);
-  await assert.rejects(bg.execute('a', 't', { key: 42 }), { name: 'TypeError', message: /options\.key must be a non-empty string/ });
-  await assert.rejects(bg.fireAndForget('a', 't', { key: '' }), { name: 'TypeError' });
+test('a bad key is refused: TypeError for a wrong type, RangeError when too long, with a store too', async (t) => {
+  const dir = tempDir(t, 'bmad-keys-');
+  for (const bg of [make(), make({ store: `sqlite:${dir}/s.db` })]) {
+    bg.registerAgent('a', async () => 1);
+    await assert.rejects(bg.execute('a', 't', { key: 42 }), { name: 'TypeError', code: 'ERR_INVALID_ARG', message: /options\.key must be a non-empty string/ });
+    await assert.rejects(bg.fireAndForget('a', 't', { key: '' }), { name: 'TypeError', code: 'ERR_INVALID_ARG' });
+    await assert.rejects(bg.fireAndForget('a', 't', { key: 'k'.repeat(1025) }), {
+      name: 'RangeError',
+      code: 'ERR_INVALID_ARG',
+      message: 'options.key must be at most 1024 characters long, got 1025',
+    });
+    assert.equal(await bg.execute('a', 't', { key: 'k'.repeat(1024) }), 1);
+  }
 });
 
 test('executeMultiple refuses a key, in its options or an item\'s, naming it; nothing is submitted', async () => {

@@ -4,17 +4,28 @@
 // with the same key follows it — the same id, the same outcome — instead of running.
 
 const { extras, idOf } = require('./record.js');
-const { describe, typeError, cancelledError } = require('./errors.js');
+const { describe, typeError, rangeError, cancelledError } = require('./errors.js');
 const { MODE_EXECUTE, MODE_NAMES } = require('./protocol.js');
+
+/** The longest key, in UTF-16 units. */
+const MAX_KEY_LENGTH = 1024;
+
+/** Refuses a bad `options.key`: TypeError for a wrong type or '', RangeError when too long. */
+function checkKey(key) {
+  if (typeof key !== 'string' || key === '') {
+    throw typeError(`options.key must be a non-empty string of at most ${MAX_KEY_LENGTH} characters, got ${describe(key)}`);
+  }
+  if (key.length > MAX_KEY_LENGTH) {
+    throw rangeError(`options.key must be at most ${MAX_KEY_LENGTH} characters long, got ${key.length}`);
+  }
+}
 
 /**
  * Gives `rec` its key: it follows the live execution holding the key (true), or holds the
  * key itself (false).
  */
 function followKey(ex, rec, key) {
-  if (typeof key !== 'string' || key === '' || key.length > 1024) {
-    throw typeError(`options.key must be a non-empty string of at most 1024 characters, got ${describe(key)}`);
-  }
+  checkKey(key);
   const x = extras(rec);
   x.key = key;
   const live = ex._keys.get(key);
@@ -94,4 +105,4 @@ function keyEnded(ex, rec, status, value) {
   }
 }
 
-module.exports = { followKey, leave, keyEnded };
+module.exports = { checkKey, followKey, leave, keyEnded };

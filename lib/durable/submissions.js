@@ -10,11 +10,12 @@
 
 const { extras } = require('../record.js');
 const { canRun } = require('../agents.js');
-const { describe, typeError, closedError } = require('../errors.js');
+const { closedError } = require('../errors.js');
 const { follow } = require('../signals.js');
 const { storedText } = require('../validate.js');
 const { toJson, sized, storedName, sizedTogether } = require('./json.js');
 const { isInstance } = require('../validate.js');
+const { checkKey } = require('../keys.js');
 const { durableId } = require('./values.js');
 const { DurableRun } = require('./runs.js');
 const { userAborted } = require('./cancels.js');
@@ -61,9 +62,7 @@ function submit(durable, mode, agent, task, options) {
   if (options !== undefined && options !== null) {
     const k = options.key;
     if (k !== undefined && k !== null) {
-      if (typeof k !== 'string' || k === '' || k.length > 1024) {
-        throw typeError(`options.key must be a non-empty string of at most 1024 characters, got ${describe(k)}`);
-      }
+      checkKey(k);
       key = storedName('options.key', k);
     }
   }
