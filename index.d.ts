@@ -236,6 +236,8 @@ declare namespace Types {
     startAfter?: number | undefined;
     /** The executor that runs or ran it (stored executions read with `fetchExecutionStatus`). */
     owner?: string | undefined;
+    /** Attempts it may have: `retries` + 1 (stored executions read with `fetchExecutionStatus`). */
+    maxAttempts?: number | undefined;
   }
 
   /**

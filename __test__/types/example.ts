@@ -499,7 +499,7 @@ export async function tour(): Promise<void> {
   const status2 = bg.getExecutionStatus(executionId);
   // A store: any process's execution, as stored; its integrity.
   const stored = await bg.fetchExecutionStatus<EvalResult>(executionId);
-  if (stored.found && stored.status === 'completed') use(stored.result.tests, stored.durable, stored.key, stored.owner);
+  if (stored.found && stored.status === 'completed') use(stored.result.tests, stored.durable, stored.key, stored.owner, stored.maxAttempts);
   const integrity: string | null = await bg.checkStore();
   await bg.onQueueSizeLessThan(100);
   use(integrity);
