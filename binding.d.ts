@@ -94,6 +94,8 @@ export declare class NativeExecutor {
   /** A watched execution's tick: re-arms it and returns true while the execution is active. */
   progressTick(id: number): boolean
   setConcurrency(n: number): Array<number>
+  /** The store overruled execution `id`'s end with a cancel: it counts as cancelled. */
+  overruleCancelled(id: number): boolean
   setPaused(paused: boolean): Array<number>
   /**
    * One resource sample: `exceeded` when it exceeds a threshold and throttling is enabled.

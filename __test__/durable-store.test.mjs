@@ -873,6 +873,36 @@ test('a queued execution cancelled by an executor that did not submit it: its er
   assert.deepEqual(await other.cancelExecution('exec-d999'), { success: false, error: 'Execution not found' });
 });
 
+test('an end the store overrules with a cancel (asked from another executor while the agent finished) counts as cancelled in getStats', async (t) => {
+  const { url } = newStore(t);
+  const canceller = make(url);
+  let unheard = 0;
+  let runs = 0;
+  const runner = make(url, {
+    agents: {
+      // Returns as soon as the other executor's cancel is answered: before this executor
+      // hears of it, mostly (a run where it heard first proves nothing and is tried again).
+      finishes: async (task, options, ctx) => {
+        runs++;
+        await canceller.cancelExecution(ctx.executionId);
+        if (!ctx.signal.aborted) unheard++;
+        return 'late';
+      },
+    },
+  });
+  const cancelled = [];
+  runner.on('execution-cancelled', (e) => cancelled.push(e.executionId));
+  while (unheard === 0 && runs < 20) {
+    const r = await settleOf(runner.execute('finishes', 't'));
+    assert.equal(r.ok, false);
+    assert.equal(r.value.code, 'ERR_EXECUTION_CANCELLED');
+  }
+  assert.ok(unheard > 0, 'the agent finished before its executor heard of the cancel at least once');
+  const counts = runner.getStats().counts;
+  assert.deepEqual({ completed: counts.completed, failed: counts.failed, cancelled: counts.cancelled }, { completed: 0, failed: 0, cancelled: runs });
+  assert.equal(cancelled.length, runs);
+});
+
 test('cancels made just before shutdown() all go out before the store closes', async (t) => {
   const { url } = newStore(t);
   const a = make(url);

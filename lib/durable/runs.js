@@ -224,7 +224,8 @@ function finishAnswered(durable, rec, code, answer) {
   }
   if (answer === P.FINISH_CANCELLED) {
     // A cancel was asked while it ran (from another process, not heard here in time): the
-    // execution ended cancelled, and the attempt's own outcome is discarded.
+    // execution ended cancelled, and the attempt's own outcome is discarded, in the counts too.
+    if (code !== STATUS_CANCELLED && rec.id > 0) ex._native.overruleCancelled(rec.id);
     code = STATUS_CANCELLED;
     d.value = cancelledError(d.extId, rec.agent);
   }

@@ -505,6 +505,12 @@ impl NativeExecutor {
     ids(r)
   }
 
+  /// The store overruled execution `id`'s end with a cancel: it counts as cancelled.
+  #[napi(catch_unwind)]
+  pub fn overrule_cancelled(&mut self, id: f64) -> bool {
+    self.sched.overrule_cancelled(to_id(id))
+  }
+
   #[napi(catch_unwind)]
   pub fn set_paused(&mut self, env: Env, paused: bool) -> Vec<f64> {
     let r = self.change(&env, |s, now| s.set_paused(paused, now));

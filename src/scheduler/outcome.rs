@@ -266,6 +266,24 @@ impl Scheduler {
     }
   }
 
+  /// A finished execution whose end the store overruled with a cancel (asked elsewhere while
+  /// it ran, not heard here in time): it counts as cancelled from now on. False when `id` is
+  /// not a completed or failed execution still retained.
+  pub fn overrule_cancelled(&mut self, id: u64) -> bool {
+    let Some(exec) = self.execs.get_mut(id) else {
+      return false;
+    };
+    let from = match exec.status {
+      Status::Completed => &mut self.totals.completed,
+      Status::Failed => &mut self.totals.failed,
+      _ => return false,
+    };
+    *from = from.saturating_sub(1);
+    self.totals.cancelled += 1;
+    exec.status = Status::Cancelled;
+    true
+  }
+
   pub(super) fn finish(&mut self, id: u64, status: Status, now: f64) {
     let Some(exec) = self.execs.get_mut(id) else {
       return;

@@ -693,3 +693,28 @@ fn an_agent_that_needs_longer_to_stop_keeps_its_slot_longer() {
     |c| matches!(c, TimerCmd::Arm { id, kind: TimerKind::Grace, at_ms } if *id == b && *at_ms == 1_100.0)
   ));
 }
+
+#[test]
+fn an_end_the_store_overrules_with_a_cancel_counts_as_cancelled_once() {
+  let mut s = sched(2);
+  let (a, _) = submit(&mut s, 1, 0.0);
+  let (b, _) = submit(&mut s, 1, 0.0);
+  let (c, _) = submit(&mut s, 1, 0.0);
+  settle(&mut s, a, 0, true, 10.0);
+  settle(&mut s, b, 0, false, 10.0);
+  assert!(s.overrule_cancelled(a), "completed, then overruled");
+  assert!(s.overrule_cancelled(b), "failed, then overruled");
+  assert!(!s.overrule_cancelled(a), "already cancelled: counted once");
+  assert!(!s.overrule_cancelled(c), "still running: nothing to overrule");
+  assert!(!s.overrule_cancelled(999), "unknown");
+  assert_eq!(
+    s.totals(),
+    Totals {
+      submitted: 3,
+      completed: 0,
+      failed: 0,
+      cancelled: 2
+    }
+  );
+  assert_eq!(s.view(a, 20.0, false).map(|v| v.status), Some(Status::Cancelled));
+}
