@@ -142,7 +142,7 @@ declare namespace Types {
     /**
      * Durable executions: `'sqlite:<path>'` (relative to the working directory; `?synchronous=full`
      * to survive power loss), or `'postgres://user@host/db?schema=…'` for executors on several
-     * hosts (a preview: see the README). Every execution is then stored before it is
+     * hosts (see the README). Every execution is then stored before it is
      * acknowledged and run by any executor on the store, unless its options say `durable: false`.
      */
     store?: string | undefined;

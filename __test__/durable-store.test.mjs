@@ -627,6 +627,34 @@ test('retries from options: an agent that always fails fails after 1 + retries a
   assert.equal(s.errorObject.code, 'E_ALWAYS');
 });
 
+test('retryIf is asked only before a retry the stored policy allows, and decides even for a spawn failure, as in memory', async (t) => {
+  const { url } = newStore(t);
+  const asked = [];
+  const bg = make(url, {
+    retries: 1,
+    retryDelayMs: 1,
+    retryIf: (err, attempt) => {
+      asked.push([err.code, attempt]);
+      return true;
+    },
+    agents: {
+      fails: async () => {
+        throw Object.assign(new Error('x'), { code: 'E_X' });
+      },
+    },
+  });
+  bg.registerCommand('missing', { command: join(tempDir(t, 'bmad-nothing-'), 'no-such-program') });
+  await assert.rejects(bg.execute('fails', 't'), { code: 'E_X' });
+  assert.deepEqual(asked, [['E_X', 1]], 'not asked after the last attempt');
+  asked.length = 0;
+  const { executionId } = await bg.fireAndForget('missing', 't');
+  const s = await bg.waitFor(executionId);
+  assert.equal(s.status, 'failed');
+  assert.equal(s.errorObject.code, 'ERR_COMMAND_SPAWN');
+  assert.equal(s.attempt, 2, 'a retryIf that says yes retries a spawn failure');
+  assert.deepEqual(asked, [['ERR_COMMAND_SPAWN', 1]]);
+});
+
 test('a thrown value that cannot be read (a revoked Proxy) is retried, then stored as failed with a described message', async (t) => {
   const { url } = newStore(t);
   const { proxy: revoked, revoke } = Proxy.revocable({}, {});

@@ -320,7 +320,7 @@ class Lifecycle extends CoreLink {
 
   /**
    * Whether a failed attempt must not be retried: asked only when the policy leaves a retry
-   * (of an in-memory execution; a stored one asks whenever it fails). `retryIf` (the
+   * (for a stored execution, the policy stored with it; see durable/runs.js). `retryIf` (the
    * options', else the config's, else the default that declines ERR_AGENT_NOT_FOUND and
    * ERR_COMMAND_SPAWN) runs in the submitter's async context; one that throws declines, and
    * its error is reported like a callback's.

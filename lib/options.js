@@ -167,4 +167,4 @@ function shutdownOptions(options) {
   };
 }
 
-module.exports = { SubmitRules, shutdownOptions, hopeless };
+module.exports = { SubmitRules, shutdownOptions };

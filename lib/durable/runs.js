@@ -14,11 +14,10 @@ const { coded, messageOf, codeOf, cancelledError } = require('../errors.js');
 const { resultJson, storableName } = require('./json.js');
 const { durableId, errorJson } = require('./values.js');
 const P = require('../protocol.js');
-const { hopeless } = require('../options.js');
 
 const { MODE_NAMES, MODE_WATCHED, OP_SUBMIT, SUBMIT_KEY_SHIFT, STATUS_COMPLETED, STATUS_FAILED, STATUS_CANCELLED } = P;
 
-/** Errors no retry can fix, besides the hopeless ones of every execution (`hopeless`). */
+/** Errors no retry of a stored execution can fix (retryIf is not asked). */
 const NOT_RETRYABLE = new Set(['ERR_COMMAND_SPEC', 'ERR_NOT_SERIALIZABLE', 'ERR_STORE']);
 /** A claimed attempt runs once in the core: the store decides about retries. */
 const NO_LOCAL_RETRY = Object.freeze({ retries: 0, retryDelayMs: 0, backoff: 'fixed' });
@@ -40,6 +39,7 @@ class DurableRun {
     this.rowId = 0; // 0 until its row is committed
     this.extId = '';
     this.attempt = 0; // the store's attempt number of the attempt running here
+    this.maxAttempts = 1; // the attempts its stored policy allows
     this.running = false;
     this.release = false; // hand the attempt back uncounted (shutdown)
     this.value = undefined; // the attempt's own result or error
@@ -122,6 +122,7 @@ function claimed(durable, row) {
   const x = rec.x;
   const d = x.durable;
   d.attempt = row.attempt;
+  d.maxAttempts = row.maxAttempts;
   d.running = true;
   d.release = false;
   d.value = undefined;
@@ -189,7 +190,9 @@ function attemptEnded(durable, rec, status, value) {
   } else {
     code = status === 'cancelled' ? STATUS_CANCELLED : STATUS_FAILED;
     json = errorJson(value);
-    retryable = code === STATUS_FAILED && !NOT_RETRYABLE.has(codeOf(value)) && !hopeless(value) && !durable.ex._declinesRetry(rec, value, d.attempt);
+    // retryIf (the default declines the hopeless errors) is asked, as in memory, only before
+    // a retry the stored policy allows.
+    retryable = code === STATUS_FAILED && d.attempt < d.maxAttempts && !NOT_RETRYABLE.has(codeOf(value)) && !durable.ex._declinesRetry(rec, value, d.attempt);
   }
   d.value = value;
   durable.link.finish(d.rowId, d.attempt, code, retryable, json, rec);
