@@ -139,6 +139,11 @@ export declare class NativeExecutor {
   stats(): NativeStats
   isIdle(): boolean
   /**
+   * Idle with no slot held by a cancelled or timed-out agent still running (see
+   * `Scheduler::is_quiet`).
+   */
+  isQuiet(): boolean
+  /**
    * Sets the limits of agent `key`: `concurrency` 0 and `rate_max` 0 mean none. Returns
    * what started, or `None` for key 0 (agents beyond `MAX_AGENT_KEYS` take no limits).
    */

@@ -141,6 +141,42 @@ test('shutdown({ timeoutMs }) aborts still-running agents and resolves shortly a
   assert.equal(bg.getStatus().running, 0);
 });
 
+test('shutdown() waits for a timed-out or cancelled agent that ignores its signal: until it settles, or its grace period ends', async () => {
+  for (const mode of ['cancel', 'drain']) {
+    // Settles 150 ms after its signal aborted: shutdown() resolves after that, not before.
+    let settledAt = 0;
+    const bg = makeExecutor({
+      cancelGraceMs: 5000,
+      agents: {
+        deaf: (task, options, ctx) =>
+          new Promise((resolve) => {
+            ctx.signal.addEventListener('abort', () =>
+              setTimeout(() => {
+                settledAt = performance.now();
+                resolve('late');
+              }, 150),
+            );
+          }),
+      },
+    });
+    const timedOut = bg.execute('deaf', 't', { timeout: 20 });
+    await assert.rejects(timedOut, { code: 'ERR_EXECUTION_TIMEOUT' });
+    const { executionId } = await bg.fireAndForget('deaf', 'c');
+    await bg.cancelExecution(executionId);
+    await bg.shutdown({ mode });
+    const resolvedAt = performance.now();
+    assert.ok(settledAt > 0 && settledAt <= resolvedAt, `${mode}: shutdown() resolved before the agents settled`);
+
+    // Never settles: shutdown() resolves once the grace period frees its slot.
+    const deaf = makeExecutor({ cancelGraceMs: 300, agents: { never: () => new Promise(() => {}) } });
+    await assert.rejects(deaf.execute('never', 't', { timeout: 20 }), { code: 'ERR_EXECUTION_TIMEOUT' });
+    const t0 = performance.now();
+    await deaf.shutdown({ mode });
+    const waited = performance.now() - t0;
+    assert.ok(waited >= 200 && waited < 300 + 2000, `${mode}: waited ${waited.toFixed(0)} ms for a 300 ms grace period`);
+  }
+});
+
 test("shutdown({ mode: 'drain', timeoutMs }) ends queued work visibly too when the time is up", async () => {
   const bg = makeExecutor({ maxConcurrentAgents: 1, agents: { deaf: () => new Promise(() => {}) } });
   const terminal = [];

@@ -120,6 +120,11 @@ class CoreLink extends EventEmitter {
     throw new Error('implemented by BackgroundExecutor');
   }
 
+  /** A slot was freed: a shutdown waiting for its agents may complete now. */
+  _shutdownMayFinish() {
+    throw new Error('implemented by BackgroundExecutor');
+  }
+
   /** More slots or room under a limit: with a store, claim stored work for them. */
   _slotsMayHaveFreed() {
     throw new Error('implemented by BackgroundExecutor');
@@ -255,6 +260,8 @@ class CoreLink extends EventEmitter {
     if (job.idle && this._batch.n === 0) {
       if (late || this._backlog.length > 0) this._checkIdle();
       else this._onIdle();
+      // A shutdown may have been waiting for a cancelled agent to let go of its slot.
+      this._shutdownMayFinish();
     }
   }
 

@@ -19,7 +19,7 @@ const { parseCommandSpec } = require('./command-spec.js');
 const queries = require('./queries.js');
 const { waitFor, watch, watchStored } = require('./watch.js');
 const { executeMultiple } = require('./aggregate.js');
-const { shutdown, forceShutdown, finishShutdown } = require('./shutdown.js');
+const { shutdown, forceShutdown, shutdownMayFinish } = require('./shutdown.js');
 const { Durable, parseDurableId } = require('./durable/durable.js');
 const P = require('./protocol.js');
 
@@ -458,7 +458,7 @@ class BackgroundExecutor extends Lifecycle {
       this._idleWaiters = [];
       for (const w of waiters) w();
     }
-    if (this._closing && !this._shutdownDone) finishShutdown(this, false);
+    shutdownMayFinish(this);
   }
 
   // ----- shutdown ------------------------------------------------------------------------
@@ -474,6 +474,10 @@ class BackgroundExecutor extends Lifecycle {
 
   _forceShutdown() {
     forceShutdown(this);
+  }
+
+  _shutdownMayFinish() {
+    shutdownMayFinish(this);
   }
 
   _stopMonitor() {

@@ -605,6 +605,7 @@ class Lifecycle extends CoreLink {
       }
       case P.TIMER_GRACE:
         this._launchAll(this._native.graceExpired(id));
+        this._shutdownMayFinish();
         return;
       case P.TIMER_RETRY:
         this._launchAll(this._native.retryDue(id));

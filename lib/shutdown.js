@@ -37,10 +37,18 @@ function shutdown(ex, options) {
       const rec = ex._records.get(id);
       if (rec !== undefined && !rec.done) ex._end(rec, 'cancelled', shutdownError(idOf(rec), rec.agent));
     }
-    if (ex._native.isIdle()) finishShutdown(ex, false);
+    if (ex._native.isQuiet()) finishShutdown(ex, false);
     else if (timeoutMs !== undefined) ex._native.armShutdownTimer(timeoutMs);
   });
   return ex._shutdownPromise;
+}
+
+/**
+ * During a shutdown, a slot was freed: once nothing is queued or running and no cancelled or
+ * timed-out agent still holds a slot (it settled, or its grace period ended), it completes.
+ */
+function shutdownMayFinish(ex) {
+  if (ex._closing && !ex._shutdownDone && !ex._busy && ex._native.isQuiet()) finishShutdown(ex, false);
 }
 
 /** The shutdown deadline passed: abort and cancel whatever still runs. */
@@ -92,4 +100,4 @@ function finishShutdown(ex, forced) {
   ex._shutdownResolve();
 }
 
-module.exports = { shutdown, forceShutdown, finishShutdown };
+module.exports = { shutdown, forceShutdown, finishShutdown, shutdownMayFinish };

@@ -325,7 +325,7 @@ impl NativeExecutor {
         t.send(cmds);
       }
     }
-    self.keep_alive.set(env, !self.sched.is_idle());
+    self.keep_alive.set(env, self.sched.keeps_alive());
   }
 
   /// One state change of the scheduler at the current time, bracketed by `begin` and `after`.
@@ -668,5 +668,12 @@ impl NativeExecutor {
   #[napi(catch_unwind)]
   pub fn is_idle(&self) -> bool {
     self.sched.is_idle()
+  }
+
+  /// Idle with no slot held by a cancelled or timed-out agent still running (see
+  /// `Scheduler::is_quiet`).
+  #[napi(catch_unwind)]
+  pub fn is_quiet(&self) -> bool {
+    self.sched.is_quiet()
   }
 }

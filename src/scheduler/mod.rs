@@ -160,6 +160,16 @@ impl Scheduler {
   pub fn is_idle(&self) -> bool {
     self.queue.is_empty() && self.running == 0 && self.waiting == 0
   }
+  /// Idle, and no slot still held by a zombie (its agent not settled, its grace period not
+  /// over): what a shutdown waits for, so that no agent runs once it has resolved.
+  pub fn is_quiet(&self) -> bool {
+    self.is_idle() && self.slots_used == 0
+  }
+  /// Whether pending work keeps the host process alive: anything not idle, and once closed
+  /// the zombies a shutdown waits for.
+  pub fn keeps_alive(&self) -> bool {
+    !self.is_idle() || (self.closed && self.slots_used > 0)
+  }
   /// Records kept in memory in all (queued, running, zombies, retained).
   pub fn records(&self) -> usize {
     self.execs.len()

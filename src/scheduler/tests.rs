@@ -718,3 +718,17 @@ fn an_end_the_store_overrules_with_a_cancel_counts_as_cancelled_once() {
   );
   assert_eq!(s.view(a, 20.0, false).map(|v| v.status), Some(Status::Cancelled));
 }
+
+#[test]
+fn a_closed_scheduler_is_quiet_only_once_its_zombies_let_go_of_their_slots() {
+  let mut s = sched_with_grace(2, 100.0);
+  let (a, _) = submit(&mut s, 1, 0.0);
+  assert_eq!(s.cancel(a, 1.0), Some(Status::Running));
+  s.close(true, 2.0);
+  assert!(s.is_idle(), "the cancelled execution has ended");
+  assert!(!s.is_quiet(), "its agent still holds the slot");
+  assert!(s.keeps_alive(), "a shutdown waits for it");
+  assert_eq!(s.grace_expired(a, 101.0), Vec::<u64>::new());
+  assert!(s.is_quiet());
+  assert!(!s.keeps_alive());
+}
