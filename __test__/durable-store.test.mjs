@@ -931,6 +931,58 @@ test('an end the store overrules with a cancel (asked from another executor whil
   assert.equal(cancelled.length, runs);
 });
 
+test('shutdown() right after an agent returned: the end is recorded and answers its caller, not ERR_EXECUTOR_SHUT_DOWN', async (t) => {
+  for (const mode of ['cancel', 'drain']) {
+    const { url } = newStore(t, `${mode}.db`);
+    let stopping;
+    const bg = make(url, {
+      agents: {
+        quick: async () => {
+          await sleep(5);
+          // Called once the agent has returned, before the end is committed.
+          process.nextTick(() => (stopping = bg.shutdown({ mode })));
+          return 'the result';
+        },
+      },
+    });
+    const events = [];
+    bg.on('execution-completed', (e) => events.push(e.executionId));
+    const r = await settleOf(bg.execute('quick', 't'));
+    assert.deepEqual(r, { ok: true, value: 'the result' }, mode);
+    await stopping;
+    assert.deepEqual(events, ['exec-d1'], mode);
+    const reader = make(url);
+    assert.equal((await reader.fetchExecutionStatus('exec-d1')).status, 'completed', mode);
+  }
+});
+
+test('a running execution cancelled here, then shutdown() before the store answered: it ends cancelled, with its event', async (t) => {
+  for (const mode of ['cancel', 'drain']) {
+    const { url } = newStore(t, `${mode}.db`);
+    const started = gate();
+    const bg = make(url, {
+      agents: {
+        // Ignores its signal; would return after 100 ms.
+        slow: () => {
+          started.open();
+          return sleep(100).then(() => 'done');
+        },
+      },
+    });
+    const events = [];
+    for (const name of ['execution-completed', 'execution-failed', 'execution-cancelled']) bg.on(name, (e) => events.push([name, e.executionId, e.code]));
+    const { executionId } = await bg.executeWatched('slow', 't');
+    await started.promise;
+    const answer = bg.cancelExecution(executionId);
+    await bg.shutdown({ mode });
+    assert.deepEqual(await answer, { success: true, executionId, previousStatus: 'running' }, mode);
+    assert.deepEqual(events, [['execution-cancelled', executionId, 'ERR_EXECUTION_CANCELLED']], mode);
+    const stored = await make(url).fetchExecutionStatus(executionId);
+    assert.equal(stored.status, 'cancelled', mode);
+    assert.equal(stored.errorObject.code, 'ERR_EXECUTION_CANCELLED', mode);
+  }
+});
+
 test('cancels made just before shutdown() all go out before the store closes', async (t) => {
   const { url } = newStore(t);
   const a = make(url);

@@ -40,11 +40,18 @@ function cancelAs(durable, executionId, rowId, what) {
   const err = cancelledError(executionId, what.agent);
   const json = errorJson(err);
   const askedAt = Date.now();
+  // Running here: from now its attempt's end is this cancel's, even if a shutdown hands it
+  // back before the store has answered (the store would end it cancelled, and nobody say so).
+  const run = durable.runs.get(rowId);
+  const local = run !== undefined && run.x.durable.running;
+  if (local) run.x.durable.cancelAsked = true;
   return durable.link
     .cancel(rowId, json)
     .then((ev) => (ev.resent && ev.codes[0] === STATUS_CANCELLED ? byEarlierTry(durable, rowId, json, askedAt) : ev.codes[0]))
     .then((was) => {
       if (was === NOT_FOUND) return { success: false, error: 'Execution not found' };
+      // Its end, written here as this cancel's, reached the store first.
+      if (was === STATUS_CANCELLED && local && run.x.durable.cancelAsked) return { success: true, executionId, previousStatus: 'running' };
       if (was === STATUS_QUEUED) {
         // Ended by this cancel: no executor will report it.
         durable.ex._emit('execution-cancelled', {
@@ -132,6 +139,7 @@ function cancelRequested(durable, ids) {
     if (rec === undefined || rec.done) continue;
     const d = rec.x.durable;
     if (!d.running || d.attempt !== ids[i + 1]) continue;
+    d.cancelAsked = true;
     ex._cancelRec(rec, cancelledError(d.extId, rec.agent));
   }
 }

@@ -48,6 +48,7 @@ class DurableRun {
     this.progressLater = -1; // a report to store when the interval ends (-1: none)
     this.unstorableAttempt = 0; // the attempt whose end the store refused, now sent as a failure
     this.joined = false; // submitted with the key of a live execution: it joined that one
+    this.cancelAsked = false; // the store flagged the running attempt's cancel: it ends cancelled, never handed back
     this.progress = 0; // the latest progress reported by the running attempt
     this.key = undefined; // options.key
     this.submittedAt = 0; // when the execution was submitted (epoch ms)
@@ -123,6 +124,7 @@ function claimed(durable, row) {
   const d = x.durable;
   d.attempt = row.attempt;
   d.maxAttempts = row.maxAttempts;
+  d.cancelAsked = false;
   d.running = true;
   d.release = false;
   d.value = undefined;
@@ -170,7 +172,11 @@ function attemptEnded(durable, rec, status, value) {
     durable.runs.delete(d.rowId);
     return;
   }
-  if (d.release || (durable.releaseRunning && status === 'cancelled')) {
+  if (d.cancelAsked && status === 'cancelled') {
+    // Its cancel was asked before a shutdown handed it back: the end written, and reported,
+    // is the cancel's (the store would end it cancelled on the release, and nobody say so).
+    if (codeOf(value) !== 'ERR_EXECUTION_CANCELLED') value = cancelledError(d.extId, rec.agent);
+  } else if (d.release || (durable.releaseRunning && status === 'cancelled')) {
     durable.runs.delete(d.rowId);
     durable.link.release(d.rowId, d.attempt);
     return;

@@ -44,17 +44,15 @@ function forced(durable) {
 const CLOSING = new Set();
 
 /**
- * The executor is done: callers still waiting for an outcome get `ERR_EXECUTOR_SHUT_DOWN`
- * (their executions stay in the store), pending writes are committed, the store closed.
+ * The executor is done: pending writes are committed (the ends of attempts run here answer
+ * their callers as they are recorded), the store closed, and callers still waiting for an
+ * outcome then get `ERR_EXECUTOR_SHUT_DOWN` (their executions stay in the store).
  * @param {Durable} durable
  */
 function close(durable) {
   if (durable.closePromise !== undefined) return durable.closePromise;
   durable.closing = true;
   CLOSING.add(durable);
-  for (const rowId of [...durable.handles.keys()]) answerClosed(durable, rowId);
-  waitersNotFound(durable);
-  durable._flushWatches();
   durable.closePromise = durable.opened
     .then(
       () => durable.link.close(),
@@ -62,6 +60,8 @@ function close(durable) {
     )
     .catch((err) => durable._backgroundError(err))
     .finally(() => {
+      for (const rowId of [...durable.handles.keys()]) answerClosed(durable, rowId);
+      waitersNotFound(durable);
       CLOSING.delete(durable);
       durable.closed = true;
       if (durable.keptAlive) durable.link.native.keepAlive(false);
