@@ -627,6 +627,42 @@ test('retries from options: an agent that always fails fails after 1 + retries a
   assert.equal(s.errorObject.code, 'E_ALWAYS');
 });
 
+test('a retry never starts beside an attempt whose agent ignored its timeout, in this executor or another', async (t) => {
+  for (const mode of ['execute', 'watched']) {
+    const { url } = newStore(t, `${mode}.db`);
+    const log = [];
+    let running = 0;
+    let overlaps = 0;
+    // Ignores its signal: runs 120 ms whatever its timeout says.
+    const slow = async (task, options, ctx) => {
+      if (running > 0) overlaps++;
+      running++;
+      const attempt = ctx.attempt;
+      log.push(['start', attempt, performance.now()]);
+      await sleep(120);
+      log.push(['end', attempt, performance.now()]);
+      running--;
+      return 'late';
+    };
+    const a = make(url, { agents: { slow } });
+    const b = make(url, { agents: { slow } });
+    await Promise.all([a.initialize(), b.initialize()]);
+    const options = { timeout: 20, retries: 2, retryDelayMs: 0 };
+    const final =
+      mode === 'execute'
+        ? await settleOf(a.execute('slow', 't', options)).then((r) => r.value.code)
+        : await a.executeWatched('slow', 't', options).then(({ executionId }) => a.waitFor(executionId)).then((s) => s.errorObject.code);
+    assert.equal(final, 'ERR_EXECUTION_TIMEOUT', mode);
+    await waitUntil(() => running === 0, 'the last agent to return');
+    assert.equal(overlaps, 0, `${mode}: ${JSON.stringify(log)}`);
+    assert.deepEqual(
+      log.filter((e) => e[0] === 'start').map((e) => e[1]),
+      [1, 2, 3],
+      mode,
+    );
+  }
+});
+
 test('retryIf is asked only before a retry the stored policy allows, and decides even for a spawn failure, as in memory', async (t) => {
   const { url } = newStore(t);
   const asked = [];

@@ -301,6 +301,7 @@ class Lifecycle extends CoreLink {
       return;
     }
     rec.called = true;
+    if (rec.x !== null && rec.x.durable !== null) rec.x.durable.agentBusy = true;
     callAttempt(this, rec, attempt);
   }
 
@@ -308,6 +309,7 @@ class Lifecycle extends CoreLink {
   _agentSettled(rec, attempt, ok, value) {
     // A settle of an older attempt whose slot the grace period already freed: nothing to do.
     if (attempt !== rec.attempt) return;
+    if (rec.x !== null && rec.x.durable !== null) this._store._agentLetGo(rec);
     // Otherwise a late result of a cancelled or timed-out attempt: only the slot goes back.
     let final = 0;
     if (!rec.done && rec.phase === 1) {
@@ -603,10 +605,13 @@ class Lifecycle extends CoreLink {
         }
         return;
       }
-      case P.TIMER_GRACE:
+      case P.TIMER_GRACE: {
+        const rec = this._records.get(id);
         this._launchAll(this._native.graceExpired(id));
+        if (rec !== undefined && rec.x !== null && rec.x.durable !== null) this._store._agentLetGo(rec);
         this._shutdownMayFinish();
         return;
+      }
       case P.TIMER_RETRY:
         this._launchAll(this._native.retryDue(id));
         return;

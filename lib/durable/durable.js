@@ -104,6 +104,11 @@ class Durable extends Outcomes {
     runs.attemptEnded(this, rec, status, value);
   }
 
+  /** The agent of `rec`'s attempt settled, or its slot's grace period ended. */
+  _agentLetGo(rec) {
+    runs.agentLetGo(rec);
+  }
+
   /** A progress report of an attempt running here: stored, and told to this process's watch() iterators. */
   progress(rec, percent, detail) {
     runs.progress(this, rec, percent);
@@ -158,6 +163,7 @@ class Durable extends Outcomes {
 
   forced() {
     shutdown.forced(this);
+    runs.releaseHeld(this);
   }
 
   close() {

@@ -49,6 +49,8 @@ class DurableRun {
     this.unstorableAttempt = 0; // the attempt whose end the store refused, now sent as a failure
     this.joined = false; // submitted with the key of a live execution: it joined that one
     this.cancelAsked = false; // the store flagged the running attempt's cancel: it ends cancelled, never handed back
+    this.agentBusy = false; // the attempt's agent was called and has not settled
+    this.held = null; // the write of an ended attempt held until its agent lets go (attemptEnded)
     this.progress = 0; // the latest progress reported by the running attempt
     this.key = undefined; // options.key
     this.submittedAt = 0; // when the execution was submitted (epoch ms)
@@ -125,6 +127,8 @@ function claimed(durable, row) {
   d.attempt = row.attempt;
   d.maxAttempts = row.maxAttempts;
   d.cancelAsked = false;
+  d.agentBusy = false;
+  d.held = null;
   d.running = true;
   d.release = false;
   d.value = undefined;
@@ -177,8 +181,10 @@ function attemptEnded(durable, rec, status, value) {
     // is the cancel's (the store would end it cancelled on the release, and nobody say so).
     if (codeOf(value) !== 'ERR_EXECUTION_CANCELLED') value = cancelledError(d.extId, rec.agent);
   } else if (d.release || (durable.releaseRunning && status === 'cancelled')) {
-    durable.runs.delete(d.rowId);
-    durable.link.release(d.rowId, d.attempt);
+    writeOnceLetGo(d, () => {
+      durable.runs.delete(d.rowId);
+      durable.link.release(d.rowId, d.attempt);
+    });
     return;
   }
   let code;
@@ -201,8 +207,44 @@ function attemptEnded(durable, rec, status, value) {
     retryable = code === STATUS_FAILED && d.attempt < d.maxAttempts && !NOT_RETRYABLE.has(codeOf(value)) && !durable.ex._declinesRetry(rec, value, d.attempt);
   }
   d.value = value;
-  durable.link.finish(d.rowId, d.attempt, code, retryable, json, rec);
-  durable.link.wantClaim();
+  const write = () => {
+    durable.link.finish(d.rowId, d.attempt, code, retryable, json, rec);
+    durable.link.wantClaim();
+  };
+  if (retryable) writeOnceLetGo(d, write);
+  else write();
+}
+
+/**
+ * Writes an ended attempt's hand-back or retryable end once its agent has let go (settled,
+ * or its grace period ended): until then the row stays running here, so no attempt of the
+ * execution starts beside one whose agent ignored its timeout or cancel, in this process or
+ * another.
+ */
+function writeOnceLetGo(d, write) {
+  if (d.agentBusy) d.held = write;
+  else write();
+}
+
+/**
+ * The agent of `rec`'s attempt settled, or the grace period of its slot ended: a write held
+ * for it goes out.
+ */
+function agentLetGo(rec) {
+  const d = rec.x.durable;
+  d.agentBusy = false;
+  const write = d.held;
+  if (write === null) return;
+  d.held = null;
+  write();
+}
+
+/**
+ * A forced shutdown frees every slot: the writes held for agents go out now.
+ * @param {Durable} durable
+ */
+function releaseHeld(durable) {
+  for (const rec of [...durable.runs.values()]) if (rec.x.durable.held !== null) agentLetGo(rec);
 }
 
 /**
@@ -291,4 +333,4 @@ function progress(durable, rec, percent) {
   }, interval - (now - d.progressAt)).unref();
 }
 
-module.exports = { DurableRun, MAX_CLAIM, slotFreed, freeSlots, claimed, notTaken, attemptEnded, finishAnswered, progress };
+module.exports = { DurableRun, MAX_CLAIM, slotFreed, freeSlots, claimed, notTaken, attemptEnded, agentLetGo, releaseHeld, finishAnswered, progress };
