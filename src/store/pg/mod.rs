@@ -154,7 +154,8 @@ impl PgTarget {
     let refuse = |what: String| StoreError::store(format!("store {shown}: {what}"));
     let mut schema = "public".to_string();
     let (mut ssl_mode, mut root_cert) = (None, None);
-    let mut kept = Vec::new();
+    let mut fallback_name = None;
+    let mut kept: Vec<String> = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
       match pair.split_once('=') {
         Some(("schema", v)) if !v.is_empty() => schema = decode(v)?,
@@ -166,7 +167,30 @@ impl PgTarget {
             "{k} is not supported (client certificates and CRLs)"
           )))
         }
-        _ => kept.push(pair),
+        // libpq parameters common in URLs that mean nothing more here: no GSSAPI encryption
+        // (`prefer` falls back to none, as libpq does without it), text always in UTF-8.
+        Some(("gssencmode", v)) if matches!(decode(v)?.as_str(), "disable" | "prefer") => {}
+        Some(("gssencmode", v)) => {
+          return Err(refuse(format!(
+            "gssencmode={} is not supported (no GSSAPI encryption; use disable or prefer)",
+            decode(v)?
+          )))
+        }
+        Some(("client_encoding", v))
+          if matches!(decode(v)?.to_ascii_uppercase().as_str(), "UTF8" | "UTF-8") => {}
+        Some(("client_encoding", v)) => {
+          return Err(refuse(format!(
+            "client_encoding={} is not supported (the store speaks UTF8)",
+            decode(v)?
+          )))
+        }
+        Some(("fallback_application_name", v)) => fallback_name = Some(v),
+        _ => kept.push(pair.to_string()),
+      }
+    }
+    if let Some(v) = fallback_name {
+      if !kept.iter().any(|p| p.starts_with("application_name=")) {
+        kept.push(format!("application_name={v}"));
       }
     }
     if schema.len() > notify::MAX_NAME_BYTES {
@@ -182,9 +206,14 @@ impl PgTarget {
     } else {
       format!("postgres://{head}?{}", kept.join("&"))
     };
-    let mut config = base
-      .parse::<tokio_postgres::Config>()
-      .map_err(|e| StoreError::store(format!("store {shown}: {e}")))?;
+    // The driver's error names the parameter in its source ("unknown option `foo`").
+    let mut config =
+      base
+        .parse::<tokio_postgres::Config>()
+        .map_err(|e| match std::error::Error::source(&e) {
+          Some(cause) => StoreError::store(format!("store {shown}: {e}: {cause}")),
+          None => StoreError::store(format!("store {shown}: {e}")),
+        })?;
     config.ssl_mode(mode);
     let tls = match mode {
       tokio_postgres::config::SslMode::Disable => None,
@@ -630,28 +659,52 @@ impl PgConnection {
 
 /// A connection to `target`, driven by a task on `rt`.
 fn connect(rt: &Runtime, target: &PgTarget) -> StoreResult<Client> {
-  block(rt, &target.shown, "cannot connect to", open_client(target, None))
+  rt.block_on(open_client(target, None))
 }
 
-/// Connects to `target` with the TLS it asks for. A task on the runtime drives the
-/// connection until it closes (the client then reports errors on every call) and hands the
-/// notifications it receives to `notes`.
+/// How long a connection may take to open, the server's first answers included: the URL's
+/// `connect_timeout` (tokio-postgres bounds only the TCP connect with it, so a server that
+/// accepts and never answers would hold it for ever), at most `TIMEOUT`.
+fn connect_budget(target: &PgTarget) -> Duration {
+  match target.config.get_connect_timeout() {
+    Some(t) if !t.is_zero() => (*t).min(TIMEOUT),
+    _ => TIMEOUT,
+  }
+}
+
+/// Connects to `target` with the TLS it asks for, within `connect_budget`. A task on the
+/// runtime drives the connection until it closes (the client then reports errors on every
+/// call) and hands the notifications it receives to `notes`.
 pub(super) async fn open_client(
   target: &PgTarget,
   notes: Option<UnboundedSender<Notification>>,
-) -> Result<Client, tokio_postgres::Error> {
-  match &target.tls {
-    None => {
-      let (client, connection) = target.config.connect(NoTls).await?;
-      tokio::spawn(drive(connection, notes));
-      Ok(client)
+) -> StoreResult<Client> {
+  let open = async {
+    match &target.tls {
+      None => {
+        let (client, connection) = target.config.connect(NoTls).await?;
+        tokio::spawn(drive(connection, notes));
+        Ok(client)
+      }
+      Some(tls) => {
+        let connector = tokio_postgres_rustls::MakeRustlsConnect::new((**tls).clone());
+        let (client, connection) = target.config.connect(connector).await?;
+        tokio::spawn(drive(connection, notes));
+        Ok(client)
+      }
     }
-    Some(tls) => {
-      let connector = tokio_postgres_rustls::MakeRustlsConnect::new((**tls).clone());
-      let (client, connection) = target.config.connect(connector).await?;
-      tokio::spawn(drive(connection, notes));
-      Ok(client)
-    }
+  };
+  let budget = connect_budget(target);
+  match tokio::time::timeout(budget, open).await {
+    Ok(opened) => opened.map_err(|e| pg_error(&target.shown, "cannot connect to", &e)),
+    Err(_) => Err(StoreError {
+      code: super::DISCONNECTED,
+      message: format!(
+        "cannot connect to store {}: no answer within {} s",
+        target.shown,
+        budget.as_secs_f64()
+      ),
+    }),
   }
 }
 
@@ -752,16 +805,6 @@ async fn migrate_in(client: &Client, target: &PgTarget) -> Result<StoreResult<()
       .await?;
   }
   Ok(Ok(()))
-}
-
-/// Runs `fut` on `rt` from this (non-runtime) thread, at most `TIMEOUT`.
-fn block<T>(
-  rt: &Runtime,
-  shown: &str,
-  what: &str,
-  fut: impl Future<Output = Result<T, tokio_postgres::Error>>,
-) -> StoreResult<T> {
-  rt.block_on(within_pg(shown, what, fut))
 }
 
 /// `fut`'s output, or, with no answer within `TIMEOUT`, an error of a lost connection: what

@@ -67,12 +67,9 @@ impl Pool {
     let client = match reused {
       Some(c) => c,
       None => {
-        let opened = async {
-          let c = open_client(&self.0.target, None).await?;
-          c.batch_execute(SESSION).await?;
-          Ok(c)
-        };
-        within_pg(shown, "cannot connect to", opened).await?
+        let c = open_client(&self.0.target, None).await?;
+        within_pg(shown, "cannot connect to", c.batch_execute(SESSION)).await?;
+        c
       }
     };
     Ok(Lent {

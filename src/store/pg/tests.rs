@@ -29,6 +29,38 @@ fn sql(conn: &mut PgConnection, text: &str) {
 }
 
 #[test]
+fn url_parameters_the_driver_lacks_are_taken_when_harmless_and_named_when_refused() {
+  let parse = |q: &str| PgTarget::parse(&format!("postgres://u:pw@db.example/app?{q}"));
+  let t =
+    parse("gssencmode=prefer&client_encoding=utf8&fallback_application_name=orchestrator").expect("valid");
+  assert_eq!(t.config.get_application_name(), Some("orchestrator"));
+  let t = parse("application_name=mine&fallback_application_name=other").expect("valid");
+  assert_eq!(
+    t.config.get_application_name(),
+    Some("mine"),
+    "the fallback is only a fallback"
+  );
+  for (q, named) in [
+    ("foo=bar", "unknown option `foo`"),
+    ("passfile=%2Ftmp%2Fpw", "unknown option `passfile`"),
+    ("keepalives=maybe", "invalid value for option `keepalives`"),
+    ("gssencmode=require", "gssencmode=require is not supported"),
+    (
+      "client_encoding=LATIN1",
+      "client_encoding=LATIN1 is not supported",
+    ),
+  ] {
+    let err = parse(q).expect_err(q);
+    assert!(err.message.contains(named), "{q}: {}", err.message);
+    assert!(
+      !err.message.contains("pw"),
+      "{q}: the password shows: {}",
+      err.message
+    );
+  }
+}
+
+#[test]
 fn urls_parse_with_a_schema_and_messages_hide_the_password() {
   let t = PgTarget::parse("postgresql://bmad:s3cret@db.example:6543/jobs?schema=agents&connect_timeout=5")
     .expect("valid");
@@ -108,6 +140,27 @@ fn tls_is_used_and_the_certificate_checked_as_sslmode_says() {
     .expect("refused");
   assert_eq!(unknown.code, "ERR_STORE");
   assert!(unknown.message.contains("certificate"), "{}", unknown.message);
+}
+
+#[test]
+fn connect_timeout_bounds_a_server_that_accepts_and_never_answers() {
+  // Accepts TCP connections and says nothing (no server needed).
+  let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+  let port = listener.local_addr().expect("addr").port();
+  let t = PgTarget::parse(&format!("postgres://u:pw@127.0.0.1:{port}/db?connect_timeout=1")).expect("valid");
+  let started = std::time::Instant::now();
+  let err = PgConnection::open(t).err().expect("refused");
+  let took = started.elapsed();
+  assert!(took < Duration::from_secs(5), "took {took:?}, not ~1 s");
+  assert!(
+    err
+      .message
+      .contains("cannot connect to store postgres://u:***@127.0.0.1")
+      && err.message.contains("no answer within 1 s"),
+    "{}",
+    err.message
+  );
+  drop(listener);
 }
 
 #[test]
@@ -1429,7 +1482,7 @@ fn schema_listener(url: &str, schema: &str) -> (tokio::runtime::Runtime, tokio_p
   let t = target(url, schema);
   let client = rt
     .block_on(async {
-      let c = open_client(&t, Some(tx)).await?;
+      let c = open_client(&t, Some(tx)).await.expect("connect");
       c.batch_execute(&format!("LISTEN {}", quote_ident(&notify::channel(&t.schema))))
         .await
         .map(|_| c)
