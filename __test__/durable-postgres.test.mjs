@@ -234,6 +234,27 @@ pgTest('the server restarted in the middle of a run: every execution ends once, 
   }
 });
 
+pgTest('a listener the server closes is reported: store-disconnected, then store-reconnected once it listens again', async () => {
+  const url = fresh();
+  const app = (who) => `bmad_listen_${who}_${process.pid}_${schemas}`;
+  const runner = make(`${url}&application_name=${app('r')}`, { agents: { echo: (task) => task } });
+  const submitter = make(`${url}&application_name=${app('s')}`);
+  const links = [];
+  for (const [name, bg] of [['runner', runner], ['submitter', submitter]]) {
+    bg.on('store-disconnected', () => links.push(`${name} lost`));
+    bg.on('store-reconnected', () => links.push(`${name} back`));
+  }
+  await Promise.all([runner.initialize(), submitter.initialize()]);
+  const listeners = (who) => sql(`SELECT count(*) FROM pg_stat_activity WHERE application_name = '${app(who)}' AND query LIKE 'LISTEN%'`);
+  await waitUntil(() => listeners('r') === 1 && listeners('s') === 1, 'both executors listening', { timeoutMs: 10000 });
+  // Only the runner's listener goes; its statement connection stays.
+  sql(`SELECT json_agg(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '${app('r')}' AND query LIKE 'LISTEN%'`);
+  await waitUntil(() => links.length === 2, 'the listener reported lost and back', { timeoutMs: 10000 });
+  assert.deepEqual(links, ['runner lost', 'runner back']);
+  assert.equal(await submitter.execute('echo', 'after'), 'after');
+  assert.deepEqual(links, ['runner lost', 'runner back'], 'nothing more');
+});
+
 pgTest('submissions made while the server restarts wait for it instead of failing', async () => {
   const { url, restart } = await restartable();
   const runner = make(url);

@@ -1,6 +1,7 @@
 //! The PostgreSQL driver as the store thread sees it: the operations of `PgStore`, and what
 //! other executors changed, from the NOTIFY payloads its listener collects.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +26,12 @@ pub struct Postgres {
   notes: Receiver<String>,
   listener: JoinHandle<()>,
   listening: notify::Listening,
+  /// The listener has failed and is trying again (see `notify::Listener`).
+  listen_failed: Arc<AtomicBool>,
+  /// The statement connection as last told, and the link as last reported: up while both
+  /// the statement connection and the listener are.
+  statements_up: bool,
+  link_up: bool,
   published: Arc<Published>,
   fallback_at: Instant,
   fallback_every: Duration,
@@ -38,12 +45,21 @@ const RETRY_FIRST: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
 impl Postgres {
+  /// Records the link as `up`, reporting a change in `changes`.
+  fn note_link(&mut self, up: bool, changes: &mut Vec<bool>) {
+    if up != self.link_up {
+      self.link_up = up;
+      changes.push(up);
+    }
+  }
+
   /// Starts listening for `store`'s channel; `wake` is the store thread's command channel,
   /// `sink` where its answers go (a push answers a parked claim from the listener's thread).
   pub fn new(store: PgStore, wake: Sender<Command>, sink: SharedSink) -> StoreResult<Postgres> {
     let rt = runtime::handle().map_err(StoreError::store)?;
     let (tx, notes) = mpsc::channel();
     let listening = notify::Listening::default();
+    let listen_failed = Arc::new(AtomicBool::new(false));
     let published = Published::new(sink);
     let listener = notify::listen(
       &rt,
@@ -53,6 +69,7 @@ impl Postgres {
         wake,
         own: store.pid(),
         listening: listening.clone(),
+        failed: listen_failed.clone(),
         published: published.clone(),
       },
     );
@@ -61,6 +78,9 @@ impl Postgres {
       notes,
       listener,
       listening,
+      listen_failed,
+      statements_up: true,
+      link_up: true,
       published,
       fallback_at: Instant::now() + FALLBACK_FIRST,
       fallback_every: FALLBACK_FIRST,
@@ -166,9 +186,17 @@ impl Backend for Postgres {
         self.retry_at = now + self.retry_every;
       }
     }
-    let events = self.store.link_events();
+    // One link for users: down while either the statement connection or the listener is
+    // (without the listener, work from other executors is only found by the fallback look).
+    let listening = !self.listen_failed.load(Ordering::Relaxed);
+    let mut changes = Vec::new();
+    for up in self.store.link_events() {
+      self.statements_up = up;
+      self.note_link(up && listening, &mut changes);
+    }
+    self.note_link(self.statements_up && listening, &mut changes);
     let shown = &self.store.target().shown;
-    events.into_iter().map(|up| (up, shown.clone())).collect()
+    changes.into_iter().map(|up| (up, shown.clone())).collect()
   }
 
   // The listener wakes the thread for every notification: a look is due only when the
@@ -178,6 +206,7 @@ impl Backend for Postgres {
     if self.store.is_down() {
       at = at.min(self.retry_at);
     }
+
     Some(at.saturating_duration_since(Instant::now()).as_secs_f64() * 1000.0)
   }
 
@@ -207,6 +236,11 @@ impl Backend for Postgres {
       self.store.limits_changed();
     }
     let now = Instant::now();
+    // Without a listener nothing is heard: the fallback looks at its first pace meanwhile.
+    if self.listen_failed.load(Ordering::Relaxed) && self.fallback_at > now + FALLBACK_FIRST {
+      self.fallback_every = FALLBACK_FIRST;
+      self.fallback_at = now + FALLBACK_FIRST;
+    }
     if c.any {
       self.fallback_every = FALLBACK_FIRST;
       self.fallback_at = now + FALLBACK_FIRST;

@@ -11,7 +11,7 @@
 //! that changed nothing: a host of such a release may share the schema during an upgrade,
 //! so `e:` ids are read as possible ends.
 
-use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Duration;
@@ -132,6 +132,9 @@ pub struct Listener {
   pub own: Arc<AtomicI32>,
   /// The key of the connection listening (see `Listening`).
   pub listening: Listening,
+  /// Set while the listener has failed to connect or listen, or lost its connection, and
+  /// is trying again; cleared once it listens (see `Postgres::link_changes`).
+  pub failed: Arc<AtomicBool>,
   /// The published parked claim, which a push with its rows answers from here.
   pub published: Arc<Published>,
 }
@@ -147,12 +150,15 @@ pub fn listen(rt: &tokio::runtime::Handle, target: &PgTarget, to: Listener) -> J
     wake,
     own,
     listening,
+    failed,
     published,
   } = to;
   let target = target.clone();
   let listen = format!("LISTEN {}", quote_ident(&channel(&target.schema)));
   rt.spawn(async move {
     let set_listening = |key: i64| listening.store(key, Ordering::Relaxed);
+    // The store's thread hears of a failure at once (it reports it and looks more often).
+    let fail = || !failed.swap(true, Ordering::Relaxed) && wake.send(Command::Wake).is_err();
     let mut pause = Duration::from_millis(50);
     loop {
       let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -174,6 +180,7 @@ pub fn listen(rt: &tokio::runtime::Handle, target: &PgTarget, to: Listener) -> J
         if let Some(me) = me {
           pause = Duration::from_millis(50);
           set_listening(me);
+          failed.store(false, Ordering::Relaxed);
           if notes.send("r".to_string()).is_err() || wake.send(Command::Wake).is_err() {
             return;
           }
@@ -201,6 +208,9 @@ pub fn listen(rt: &tokio::runtime::Handle, target: &PgTarget, to: Listener) -> J
           }
           set_listening(0);
         }
+      }
+      if fail() {
+        return;
       }
       tokio::time::sleep(pause).await;
       pause = (pause * 2).min(Duration::from_secs(5));
