@@ -191,7 +191,7 @@ function gaveUp(durable, pending, why = 'The store kept failing while closing') 
   }
   const n = pending.finishRecs.length + pending.releases.length / 2;
   if (n > 0) {
-    const err = coded(Error, 'ERR_STORE', `${why}: ${n} attempt end(s) not written; the store's rescue will run them again`);
+    const err = coded(Error, 'ERR_STORE', `${why}: ${n} attempt end(s) not written; once their leases run out the store's rescue runs them again, or fails them with ERR_WORKER_LOST when no retries are left`);
     durable._backgroundError(err);
   }
 }

@@ -653,6 +653,16 @@ impl PgConnection {
         let _ = client.batch_execute("ROLLBACK").await;
       }
       outcome
+    })
+    .map_err(|mut e| {
+      // information_schema hides the tables a role cannot use: a role without its grants on
+      // a schema another role migrated looks like an empty schema it cannot create in.
+      if e.message.contains("(42501)") {
+        e.message.push_str(
+          "; if another role created this schema, grant this one the privileges on its tables that the README lists",
+        );
+      }
+      e
     })?
   }
 }

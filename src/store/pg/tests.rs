@@ -188,6 +188,31 @@ fn an_unreachable_server_is_reported_with_its_cause() {
 }
 
 #[test]
+fn a_role_without_grants_on_a_schema_another_migrated_is_told_what_it_lacks() {
+  let Some(url) = server() else { return };
+  let mut owner = PgConnection::open(target(&url, "granted")).expect("create");
+  let role = format!("bmad_nogrant_{}", std::process::id());
+  sql(
+    &mut owner,
+    &format!("DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN; GRANT USAGE ON SCHEMA {{s}} TO {role}"),
+  );
+  let as_role = url.replacen("postgres://postgres@", &format!("postgres://{role}@"), 1);
+  let err = PgConnection::open(target(&as_role, "granted"))
+    .err()
+    .expect("refused");
+  assert!(err.message.contains("(42501)"), "{}", err.message);
+  assert!(
+    err.message.contains("grant this one the privileges"),
+    "{}",
+    err.message
+  );
+  sql(
+    &mut owner,
+    &format!("DROP SCHEMA {{s}} CASCADE; DROP ROLE {role}"),
+  );
+}
+
+#[test]
 fn open_creates_the_schema_once_and_opens_it_again() {
   let Some(url) = server() else { return };
   let mut a = PgConnection::open(target(&url, "fresh")).expect("create");
