@@ -94,6 +94,8 @@ export declare class NativeExecutor {
   /** A watched execution's tick: re-arms it and returns true while the execution is active. */
   progressTick(id: number): boolean
   setConcurrency(n: number): Array<number>
+  /** Whether execution `id` holds a slot (see `Scheduler::holds_slot`). */
+  holdsSlot(id: number): boolean
   /** The store overruled execution `id`'s end with a cancel: it counts as cancelled. */
   overruleCancelled(id: number): boolean
   setPaused(paused: boolean): Array<number>

@@ -663,6 +663,35 @@ test('a retry never starts beside an attempt whose agent ignored its timeout, in
   }
 });
 
+test('an agent that outlives its grace period does not settle the retry that followed it', async (t) => {
+  const { url } = newStore(t);
+  let calls = 0;
+  const bg = make(url, {
+    cancelGraceMs: 100,
+    retries: 1,
+    retryDelayMs: 0,
+    agents: {
+      // Call 1 times out at 300 ms and returns at 500 ms, after its grace period; call 2 runs then.
+      late: () => {
+        const n = ++calls;
+        return sleep(n === 1 ? 500 : 250).then(() => `result of call ${n}`);
+      },
+    },
+  });
+  assert.equal(await bg.execute('late', 't', { timeout: 300 }), 'result of call 2');
+  assert.equal(calls, 2);
+});
+
+test('with cancelGraceMs: 0 a timed-out attempt whose agent never settles is retried at once', async (t) => {
+  const { url } = newStore(t);
+  let calls = 0;
+  const bg = make(url, { cancelGraceMs: 0, retries: 1, retryDelayMs: 0, agents: { hang: () => (calls++, new Promise(() => {})) } });
+  const r = await within(settleOf(bg.execute('hang', 't', { timeout: 100 })), 5000);
+  assert.notEqual(r, 'pending', 'both attempts time out within 5 s');
+  assert.equal(r.value.code, 'ERR_EXECUTION_TIMEOUT');
+  assert.equal(calls, 2);
+});
+
 test('retryIf is asked only before a retry the stored policy allows, and decides even for a spawn failure, as in memory', async (t) => {
   const { url } = newStore(t);
   const asked = [];
@@ -956,7 +985,7 @@ test('an end the store overrules with a cancel (asked from another executor whil
   });
   const cancelled = [];
   runner.on('execution-cancelled', (e) => cancelled.push(e.executionId));
-  while (unheard === 0 && runs < 20) {
+  while (unheard === 0 && runs < 50) {
     const r = await settleOf(runner.execute('finishes', 't'));
     assert.equal(r.ok, false);
     assert.equal(r.value.code, 'ERR_EXECUTION_CANCELLED');
@@ -1016,6 +1045,27 @@ test('a running execution cancelled here, then shutdown() before the store answe
     const stored = await make(url).fetchExecutionStatus(executionId);
     assert.equal(stored.status, 'cancelled', mode);
     assert.equal(stored.errorObject.code, 'ERR_EXECUTION_CANCELLED', mode);
+  }
+});
+
+test('a forced shutdown hands a running attempt back at its deadline, even one whose agent ignores its signal', async (t) => {
+  for (const mode of ['cancel', 'drain']) {
+    const { url } = newStore(t, `${mode}.db`);
+    const started = gate();
+    const bg = make(url, {
+      agents: {
+        deaf: () => {
+          started.open();
+          return sleep(300).then(() => 'late');
+        },
+      },
+    });
+    const { executionId } = await bg.fireAndForget('deaf', 't');
+    await started.promise;
+    await bg.shutdown({ mode, timeoutMs: 20 });
+    await sleep(400); // the agent has returned meanwhile
+    const s = await make(url).fetchExecutionStatus(executionId);
+    assert.deepEqual([s.status, s.attempt], ['queued', 0], `${mode}: back in the queue, the attempt not counted`);
   }
 });
 

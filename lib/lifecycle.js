@@ -309,7 +309,7 @@ class Lifecycle extends CoreLink {
   _agentSettled(rec, attempt, ok, value) {
     // A settle of an older attempt whose slot the grace period already freed: nothing to do.
     if (attempt !== rec.attempt) return;
-    if (rec.x !== null && rec.x.durable !== null) this._store._agentLetGo(rec);
+    if (rec.x !== null && rec.x.durable !== null) this._store._agentSettled(rec);
     // Otherwise a late result of a cancelled or timed-out attempt: only the slot goes back.
     let final = 0;
     if (!rec.done && rec.phase === 1) {
@@ -607,8 +607,9 @@ class Lifecycle extends CoreLink {
       }
       case P.TIMER_GRACE: {
         const rec = this._records.get(id);
+        const held = rec !== undefined && rec.id === id && this._native.holdsSlot(id);
         this._launchAll(this._native.graceExpired(id));
-        if (rec !== undefined && rec.x !== null && rec.x.durable !== null) this._store._agentLetGo(rec);
+        if (held && rec.x !== null && rec.x.durable !== null && !this._native.holdsSlot(id)) this._store._slotReleased(rec);
         this._shutdownMayFinish();
         return;
       }

@@ -47,7 +47,14 @@ function cancelAs(durable, executionId, rowId, what) {
   if (local) run.x.durable.cancelAsked = true;
   return durable.link
     .cancel(rowId, json)
-    .then((ev) => (ev.resent && ev.codes[0] === STATUS_CANCELLED ? byEarlierTry(durable, rowId, json, askedAt) : ev.codes[0]))
+    .then(
+      (ev) => (ev.resent && ev.codes[0] === STATUS_CANCELLED ? byEarlierTry(durable, rowId, json, askedAt) : ev.codes[0]),
+      (err) => {
+        // Not asked after all: a shutdown may hand the attempt back.
+        if (local) run.x.durable.cancelAsked = false;
+        throw err;
+      },
+    )
     .then((was) => {
       if (was === NOT_FOUND) return { success: false, error: 'Execution not found' };
       // Its end, written here as this cancel's, reached the store first.

@@ -55,6 +55,7 @@ class Durable extends Outcomes {
     this.claims = false; // the store was told of agents to claim executions of
     this.closing = false;
     this.releaseRunning = false;
+    this.forcedOut = false; // a forced shutdown began: ends are written at once, none held
     this.keptAlive = false;
     this.interestQueued = false;
     this.sendInterest = () => {
@@ -104,9 +105,14 @@ class Durable extends Outcomes {
     runs.attemptEnded(this, rec, status, value);
   }
 
-  /** The agent of `rec`'s attempt settled, or its slot's grace period ended. */
-  _agentLetGo(rec) {
-    runs.agentLetGo(rec);
+  /** The agent of `rec`'s attempt settled. */
+  _agentSettled(rec) {
+    runs.agentSettled(rec);
+  }
+
+  /** The grace period of `rec`'s ended attempt freed its slot. */
+  _slotReleased(rec) {
+    runs.slotReleased(rec);
   }
 
   /** A progress report of an attempt running here: stored, and told to this process's watch() iterators. */

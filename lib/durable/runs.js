@@ -49,8 +49,8 @@ class DurableRun {
     this.unstorableAttempt = 0; // the attempt whose end the store refused, now sent as a failure
     this.joined = false; // submitted with the key of a live execution: it joined that one
     this.cancelAsked = false; // the store flagged the running attempt's cancel: it ends cancelled, never handed back
-    this.agentBusy = false; // the attempt's agent was called and has not settled
-    this.held = null; // the write of an ended attempt held until its agent lets go (attemptEnded)
+    this.agentBusy = false; // the attempt's agent was called and has not settled (its record is not reused meanwhile)
+    this.held = null; // the write of an ended attempt held until its slot is free (writeOnceSlotFree)
     this.progress = 0; // the latest progress reported by the running attempt
     this.key = undefined; // options.key
     this.submittedAt = 0; // when the execution was submitted (epoch ms)
@@ -103,7 +103,9 @@ function claimed(durable, row) {
   // The submission that wrote the row, when made here (one that joined it by its key holds
   // its own task and options, not the row's).
   let rec = durable._writer(rowId) || null;
-  if (rec !== null && rec.x.durable.running) rec = null; // a stale attempt still holds it
+  // A stale attempt still holds it, or an earlier attempt's agent has not settled (its late
+  // settle must not be taken for the new attempt's): the run gets a record of its own.
+  if (rec !== null && (rec.x.durable.running || rec.x.durable.agentBusy)) rec = null;
   let unreadable = null;
   if (rec === null) {
     let options;
@@ -127,7 +129,6 @@ function claimed(durable, row) {
   d.attempt = row.attempt;
   d.maxAttempts = row.maxAttempts;
   d.cancelAsked = false;
-  d.agentBusy = false;
   d.held = null;
   d.running = true;
   d.release = false;
@@ -181,7 +182,7 @@ function attemptEnded(durable, rec, status, value) {
     // is the cancel's (the store would end it cancelled on the release, and nobody say so).
     if (codeOf(value) !== 'ERR_EXECUTION_CANCELLED') value = cancelledError(d.extId, rec.agent);
   } else if (d.release || (durable.releaseRunning && status === 'cancelled')) {
-    writeOnceLetGo(d, () => {
+    writeOnceSlotFree(durable, rec, () => {
       durable.runs.delete(d.rowId);
       durable.link.release(d.rowId, d.attempt);
     });
@@ -211,40 +212,51 @@ function attemptEnded(durable, rec, status, value) {
     durable.link.finish(d.rowId, d.attempt, code, retryable, json, rec);
     durable.link.wantClaim();
   };
-  if (retryable) writeOnceLetGo(d, write);
+  if (retryable) writeOnceSlotFree(durable, rec, write);
   else write();
 }
 
 /**
- * Writes an ended attempt's hand-back or retryable end once its agent has let go (settled,
- * or its grace period ended): until then the row stays running here, so no attempt of the
- * execution starts beside one whose agent ignored its timeout or cancel, in this process or
- * another.
+ * Writes an ended attempt's hand-back or retryable end once its slot is free: while its
+ * agent, which ignored its timeout or cancel, still holds it (until it settles or its grace
+ * period ends), the row stays running here, so no other attempt of the execution starts
+ * beside it, in this process or another. A forced shutdown writes at once.
+ * @param {Durable} durable
  */
-function writeOnceLetGo(d, write) {
-  if (d.agentBusy) d.held = write;
-  else write();
-}
-
-/**
- * The agent of `rec`'s attempt settled, or the grace period of its slot ended: a write held
- * for it goes out.
- */
-function agentLetGo(rec) {
+function writeOnceSlotFree(durable, rec, write) {
   const d = rec.x.durable;
-  d.agentBusy = false;
+  const held = () => {
+    // The store's thread stopped meanwhile: nothing can be written (its lease runs out).
+    if (durable.link.dead || durable.closed) durable.runs.delete(d.rowId);
+    else write();
+  };
+  if (!durable.forcedOut && d.agentBusy && durable.ex._native.holdsSlot(rec.id)) d.held = held;
+  else write();
+}
+
+/** The slot of `rec`'s ended attempt is free (its agent settled, or its grace period ended). */
+function slotReleased(rec) {
+  const d = rec.x.durable;
   const write = d.held;
   if (write === null) return;
   d.held = null;
   write();
 }
 
+/** The agent of `rec`'s attempt settled. */
+function agentSettled(rec) {
+  rec.x.durable.agentBusy = false;
+  slotReleased(rec);
+}
+
 /**
- * A forced shutdown frees every slot: the writes held for agents go out now.
+ * A forced shutdown frees every slot: the writes held for agents go out now, and later ends
+ * are written at once.
  * @param {Durable} durable
  */
 function releaseHeld(durable) {
-  for (const rec of [...durable.runs.values()]) if (rec.x.durable.held !== null) agentLetGo(rec);
+  durable.forcedOut = true;
+  for (const rec of [...durable.runs.values()]) slotReleased(rec);
 }
 
 /**
@@ -333,4 +345,4 @@ function progress(durable, rec, percent) {
   }, interval - (now - d.progressAt)).unref();
 }
 
-module.exports = { DurableRun, MAX_CLAIM, slotFreed, freeSlots, claimed, notTaken, attemptEnded, agentLetGo, releaseHeld, finishAnswered, progress };
+module.exports = { DurableRun, MAX_CLAIM, slotFreed, freeSlots, claimed, notTaken, attemptEnded, agentSettled, slotReleased, releaseHeld, finishAnswered, progress };

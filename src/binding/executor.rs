@@ -505,6 +505,12 @@ impl NativeExecutor {
     ids(r)
   }
 
+  /// Whether execution `id` holds a slot (see `Scheduler::holds_slot`).
+  #[napi(catch_unwind)]
+  pub fn holds_slot(&self, id: f64) -> bool {
+    self.sched.holds_slot(to_id(id))
+  }
+
   /// The store overruled execution `id`'s end with a cancel: it counts as cancelled.
   #[napi(catch_unwind)]
   pub fn overrule_cancelled(&mut self, id: f64) -> bool {

@@ -2,7 +2,7 @@
 //! orders.
 
 use super::rate::RateLimit;
-use super::types::EVICTED;
+use super::types::{EVICTED, HOLDS_SLOT};
 use super::{is_queued, AgentView, Counts, ExecView, Scheduler, Status};
 
 impl Scheduler {
@@ -19,6 +19,12 @@ impl Scheduler {
       retained: self.retained(now),
       records: self.records(),
     }
+  }
+
+  /// Whether `id` holds a concurrency slot: running, or ended while its agent has not
+  /// settled and its grace period has not ended.
+  pub fn holds_slot(&self, id: u64) -> bool {
+    self.execs.get(id).is_some_and(|e| e.has(HOLDS_SLOT))
   }
 
   /// What a query sees of `id`. With `respect_ttl`, an execution finished longer than the

@@ -673,11 +673,14 @@ fn connect(rt: &Runtime, target: &PgTarget) -> StoreResult<Client> {
 }
 
 /// How long a connection may take to open, the server's first answers included: the URL's
-/// `connect_timeout` (tokio-postgres bounds only the TCP connect with it, so a server that
-/// accepts and never answers would hold it for ever), at most `TIMEOUT`.
+/// `connect_timeout` for each host it lists (tokio-postgres bounds only each TCP connect with
+/// it, so a server that accepts and never answers would hold it for ever), at most `TIMEOUT`.
 fn connect_budget(target: &PgTarget) -> Duration {
   match target.config.get_connect_timeout() {
-    Some(t) if !t.is_zero() => (*t).min(TIMEOUT),
+    Some(t) if !t.is_zero() => {
+      let hosts = u32::try_from(target.config.get_hosts().len().max(1)).unwrap_or(u32::MAX);
+      t.saturating_mul(hosts).min(TIMEOUT)
+    }
     _ => TIMEOUT,
   }
 }
