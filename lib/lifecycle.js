@@ -14,7 +14,7 @@ const { Watchers } = require('./watch.js');
 const { followKey, leave, keyEnded } = require('./keys.js');
 const { SubmitRules } = require('./options.js');
 const { isInstance } = require('./validate.js');
-const { extras, extId, idOf, attemptOf } = require('./record.js');
+const { extras, extId, idOf, isDurable, attemptOf } = require('./record.js');
 const { messageOf, codeOf, coded, describe, typeError, closedError, cancelledError, timeoutError, agentNotFound } = require('./errors.js');
 const { rethrowLater } = require('./events.js');
 const { follow, unfollow } = require('./signals.js');
@@ -152,7 +152,7 @@ class Lifecycle extends CoreLink {
 
   /** The core's answer to a submission, delivered: events, the caller's answer, the start. */
   _submitted(rec, started) {
-    if (rec.x !== null && rec.x.durable !== null) {
+    if (isDurable(rec)) {
       // A claimed durable execution: its submission was answered where it was made. One the
       // core refused (its queue is full) goes back to the store uncounted.
       if (rec.id === 0) this._store._notTaken(rec);
@@ -301,7 +301,7 @@ class Lifecycle extends CoreLink {
       return;
     }
     rec.called = true;
-    if (rec.x !== null && rec.x.durable !== null) rec.x.durable.agentBusy = true;
+    if (isDurable(rec)) rec.x.durable.agentBusy = true;
     callAttempt(this, rec, attempt);
   }
 
@@ -309,13 +309,13 @@ class Lifecycle extends CoreLink {
   _agentSettled(rec, attempt, ok, value) {
     // A settle of an older attempt whose slot the grace period already freed: nothing to do.
     if (attempt !== rec.attempt) return;
-    if (rec.x !== null && rec.x.durable !== null) this._store._agentSettled(rec);
+    if (isDurable(rec)) this._store._agentSettled(rec);
     // Otherwise a late result of a cancelled or timed-out attempt: only the slot goes back.
     let final = 0;
     if (!rec.done && rec.phase === 1) {
       rec.value = value;
       // A stored execution's retries are the store's: asked when its attempt's end is written.
-      if (!ok && (rec.x === null || rec.x.durable === null) && this._declinesRetry(rec, value, attempt)) final = 1;
+      if (!ok && !isDurable(rec) && this._declinesRetry(rec, value, attempt)) final = 1;
     }
     this._push(rec, ok ? OP_SETTLE_OK : OP_SETTLE_FAILED, rec.id, final, attempt);
   }
@@ -375,7 +375,7 @@ class Lifecycle extends CoreLink {
   // ----- outcomes ----------------------------------------------------------------------
 
   _complete(rec, value) {
-    if (rec.x !== null && rec.x.durable !== null) {
+    if (isDurable(rec)) {
       this._store._attemptEnded(rec, 'completed', value);
       return;
     }
@@ -417,7 +417,7 @@ class Lifecycle extends CoreLink {
 
   /** Ends an execution as failed or cancelled, with the original error value. */
   _end(rec, status, err) {
-    if (rec.x !== null && rec.x.durable !== null) {
+    if (isDurable(rec)) {
       this._store._attemptEnded(rec, status, err);
       return;
     }
@@ -606,10 +606,10 @@ class Lifecycle extends CoreLink {
         return;
       }
       case P.TIMER_GRACE: {
-        const rec = this._records.get(id);
-        const held = rec !== undefined && rec.id === id && this._native.holdsSlot(id);
         this._launchAll(this._native.graceExpired(id));
-        if (held && rec.x !== null && rec.x.durable !== null && !this._native.holdsSlot(id)) this._store._slotReleased(rec);
+        // A stored attempt's write held for this slot goes out once the slot is free.
+        const rec = this._records.get(id);
+        if (rec !== undefined && rec.id === id && isDurable(rec) && !this._native.holdsSlot(id)) this._store._slotReleased(rec);
         this._shutdownMayFinish();
         return;
       }
@@ -637,7 +637,7 @@ class Lifecycle extends CoreLink {
     if (rec !== undefined && !rec.done && rec.phase === 1 && !rec.called) return;
     const live = rec !== undefined && !rec.done && rec.phase === 1;
     const err = live ? timeoutError(idOf(rec), rec.agent, this._rules.timeoutOf(rec), attemptOf(rec)) : null;
-    const asks = live && (rec.x === null || rec.x.durable === null) && this._native.timeoutDue(id);
+    const asks = live && !isDurable(rec) && this._native.timeoutDue(id);
     const r = this._native.timeout(id, !asks || !this._declinesRetry(rec, err, rec.attempt));
     if (r === TIMEOUT_STALE || !live || rec.done) return;
     rec.value = err; // readable at once by anything the abort below runs

@@ -35,20 +35,20 @@ fn count(r: &SqlRow<'_>, i: usize) -> rusqlite::Result<u32> {
   Ok(u32::try_from(n.max(0)).unwrap_or(u32::MAX))
 }
 
-/// A TEXT column, or None for NULL. SQLite keeps whatever bytes it is given: invalid UTF-8
-/// (written by hand) reads with replacement characters, as the PostgreSQL store never sees it.
-fn opt_text(r: &SqlRow<'_>, i: usize) -> rusqlite::Result<Option<String>> {
-  match r.get_ref(i)? {
-    ValueRef::Text(bytes) => Ok(Some(String::from_utf8_lossy(bytes).into_owned())),
-    _ => r.get(i),
-  }
-}
-
-/// A NOT NULL TEXT column (see opt_text).
+/// A TEXT column. SQLite keeps whatever bytes it is given: invalid UTF-8 (written by hand)
+/// reads with replacement characters, as the PostgreSQL store never sees it.
 fn text(r: &SqlRow<'_>, i: usize) -> rusqlite::Result<String> {
   match r.get_ref(i)? {
     ValueRef::Text(bytes) => Ok(String::from_utf8_lossy(bytes).into_owned()),
     _ => r.get(i),
+  }
+}
+
+/// A TEXT column that may be NULL (see `text`).
+fn opt_text(r: &SqlRow<'_>, i: usize) -> rusqlite::Result<Option<String>> {
+  match r.get_ref(i)? {
+    ValueRef::Null => Ok(None),
+    _ => text(r, i).map(Some),
   }
 }
 
